@@ -1,0 +1,249 @@
+import Foundation
+import Yams
+
+/// Where an object came from, for error messages: `file: document 2, item 3`.
+public struct ManifestLocation: Hashable, Sendable, CustomStringConvertible {
+    public var source: String
+    public var document: Int
+    public var item: Int?
+    public var description: String {
+        var s = "\(source): document \(document)"
+        if let item { s += ", item \(item)" }
+        return s
+    }
+}
+
+/// A problem with one object in a manifest. The object is skipped; the rest still loads.
+public struct ManifestIssue: Error, Hashable, Sendable, CustomStringConvertible {
+    public var location: ManifestLocation
+    public var kind: String
+    public var name: String
+    public var errors: [FieldError]
+    public var description: String {
+        let what = name.isEmpty ? kind : "\(kind) \(name)"
+        return "\(location) (\(what)): " + errors.map(\.description).joined(separator: "; ")
+    }
+}
+
+/// The objects a set of manifests holds, by kind, with what was skipped and why.
+public struct ManifestSet: Sendable {
+    public var services: [Service] = []
+    public var endpointSlices: [EndpointSlice] = []
+    public var endpoints: [Endpoints] = []
+    public var nodes: [Node] = []
+    public var pods: [Pod] = []
+    public var namespaces: [Namespace] = []
+    public var serviceCIDRs: [ServiceCIDR] = []
+    /// Invalid objects, skipped.
+    public var issues: [ManifestIssue] = []
+    /// Kinds that were present but that no command here uses, with counts.
+    public var skippedKinds: [String: Int] = [:]
+
+    public init() {}
+
+    public mutating func merge(_ o: ManifestSet) {
+        services += o.services
+        endpointSlices += o.endpointSlices
+        endpoints += o.endpoints
+        nodes += o.nodes
+        pods += o.pods
+        namespaces += o.namespaces
+        serviceCIDRs += o.serviceCIDRs
+        issues += o.issues
+        skippedKinds.merge(o.skippedKinds, uniquingKeysWith: +)
+    }
+}
+
+public enum ManifestError: Error, CustomStringConvertible {
+    case unreadable(String, String)
+    case syntax(String, String)
+    public var description: String {
+        switch self {
+        case .unreadable(let p, let why): return "\(p): cannot read: \(why)"
+        case .syntax(let p, let why): return "\(p): not valid YAML or JSON: \(why)"
+        }
+    }
+}
+
+/// Loads Kubernetes manifests: YAML or JSON, multi-document, `kind: List`, files,
+/// directories (`.yaml`, `.yml`, `.json`, sorted by name) and `-` for stdin.
+public enum ManifestLoader {
+    public static func load(paths: [String]) throws -> ManifestSet {
+        var set = ManifestSet()
+        for p in paths {
+            for (name, text) in try read(path: p) {
+                set.merge(try parse(text, source: name))
+            }
+        }
+        return set
+    }
+
+    /// The files a path names: itself, or for a directory the manifest files in it, recursively.
+    public static func files(at path: String) throws -> [String] {
+        if path == "-" { return ["-"] }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw ManifestError.unreadable(path, "no such file or directory")
+        }
+        if !isDir.boolValue { return [path] }
+        guard let e = FileManager.default.enumerator(atPath: path) else { return [] }
+        var out: [String] = []
+        while let rel = e.nextObject() as? String {
+            if rel.hasSuffix(".yaml") || rel.hasSuffix(".yml") || rel.hasSuffix(".json") {
+                out.append((path as NSString).appendingPathComponent(rel))
+            }
+        }
+        return out.sorted()
+    }
+
+    static func read(path: String) throws -> [(String, String)] {
+        if path == "-" {
+            let data = FileHandle.standardInput.readDataToEndOfFile()
+            return [("<stdin>", String(decoding: data, as: UTF8.self))]
+        }
+        return try files(at: path).map { f in
+            guard let d = FileManager.default.contents(atPath: f) else {
+                throw ManifestError.unreadable(f, "permission denied or not a regular file")
+            }
+            return (f, String(decoding: d, as: UTF8.self))
+        }
+    }
+
+    /// Parses one file's text.
+    public static func parse(_ text: String, source: String) throws -> ManifestSet {
+        var set = ManifestSet()
+        let trimmed = text.drop { $0.isWhitespace }
+        if trimmed.first == "{" || trimmed.first == "[" {
+            // JSON: Foundation's decoder is much faster than the YAML path for large lists.
+            let any: Any
+            do {
+                any = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+            } catch {
+                throw ManifestError.syntax(source, "\(error.localizedDescription)")
+            }
+            let docs = (any as? [Any]) ?? [any]
+            for (i, doc) in docs.enumerated() {
+                add(json: doc, at: ManifestLocation(source: source, document: i + 1), into: &set)
+            }
+            return set
+        }
+        let nodes: [Yams.Node]
+        do {
+            nodes = try Array(Yams.compose_all(yaml: text))
+        } catch {
+            throw ManifestError.syntax(source, "\(error)")
+        }
+        var docIndex = 0
+        for node in nodes {
+            docIndex += 1
+            if case .scalar = node { continue }  // an empty document
+            add(yaml: node, at: ManifestLocation(source: source, document: docIndex), into: &set)
+        }
+        return set
+    }
+
+    static func add(yaml node: Yams.Node, at loc: ManifestLocation, into set: inout ManifestSet) {
+        let kind = node["kind"]?.string ?? ""
+        if kind == "List" || kind.hasSuffix("List") && node["items"]?.sequence != nil {
+            for (j, item) in (node["items"]?.sequence ?? []).enumerated() {
+                var l = loc
+                l.item = j + 1
+                add(yaml: item, at: l, into: &set)
+            }
+            return
+        }
+        let name = [node["metadata"]?["namespace"]?.string, node["metadata"]?["name"]?.string]
+            .compactMap { $0 }.joined(separator: "/")
+        decode(kind: kind, name: name, at: loc, into: &set) { type in
+            try YAMLDecoder().decode(type, from: node)
+        }
+    }
+
+    static func add(json: Any, at loc: ManifestLocation, into set: inout ManifestSet) {
+        guard let obj = json as? [String: Any] else {
+            set.issues.append(ManifestIssue(location: loc, kind: "", name: "", errors: [FieldError("", "not an object")]))
+            return
+        }
+        let kind = obj["kind"] as? String ?? ""
+        if kind == "List" || kind.hasSuffix("List"), let items = obj["items"] as? [Any] {
+            for (j, item) in items.enumerated() {
+                var l = loc
+                l.item = j + 1
+                add(json: item, at: l, into: &set)
+            }
+            return
+        }
+        let meta = obj["metadata"] as? [String: Any]
+        let name = [meta?["namespace"] as? String, meta?["name"] as? String].compactMap { $0 }
+            .joined(separator: "/")
+        let data = (try? JSONSerialization.data(withJSONObject: obj)) ?? Data()
+        decode(kind: kind, name: name, at: loc, into: &set) { type in
+            try JSONDecoder().decode(type, from: data)
+        }
+    }
+
+    /// Decodes by kind, validates, and files the object or the problem.
+    static func decode(kind: String, name: String, at loc: ManifestLocation, into set: inout ManifestSet,
+                       _ dec: (any Decodable.Type) throws -> Any) {
+        func issue(_ errs: [FieldError]) {
+            set.issues.append(ManifestIssue(location: loc, kind: kind.isEmpty ? "object" : kind, name: name, errors: errs))
+        }
+        do {
+            switch kind {
+            case "Service":
+                var s = try dec(Service.self) as! Service
+                if s.metadata.namespace == nil { s.metadata.namespace = "default" }
+                let errs = Validation.validate(s)
+                if errs.isEmpty { set.services.append(s) } else { issue(errs) }
+            case "EndpointSlice":
+                var s = try dec(EndpointSlice.self) as! EndpointSlice
+                if s.metadata.namespace == nil { s.metadata.namespace = "default" }
+                let errs = Validation.validate(s)
+                if errs.isEmpty { set.endpointSlices.append(s) } else { issue(errs) }
+            case "Endpoints":
+                set.endpoints.append(try dec(Endpoints.self) as! Endpoints)
+            case "Node":
+                set.nodes.append(try dec(Node.self) as! Node)
+            case "Pod":
+                set.pods.append(try dec(Pod.self) as! Pod)
+            case "Namespace":
+                set.namespaces.append(try dec(Namespace.self) as! Namespace)
+            case "ServiceCIDR":
+                let c = try dec(ServiceCIDR.self) as! ServiceCIDR
+                let errs = Validation.validate(c)
+                if errs.isEmpty { set.serviceCIDRs.append(c) } else { issue(errs) }
+            case "":
+                issue([FieldError("kind", "Required value: every document needs apiVersion and kind")])
+            default:
+                set.skippedKinds[kind, default: 0] += 1
+            }
+        } catch let e as DecodingError {
+            issue([describe(e)])
+        } catch {
+            issue([FieldError("", "\(error)")])
+        }
+    }
+
+    static func describe(_ e: DecodingError) -> FieldError {
+        func path(_ p: [any CodingKey]) -> String {
+            var s = ""
+            for k in p {
+                if let i = k.intValue { s += "[\(i)]" } else { s += s.isEmpty ? k.stringValue : ".\(k.stringValue)" }
+            }
+            return s
+        }
+        switch e {
+        case .keyNotFound(let k, let ctx):
+            let p = path(ctx.codingPath + [k])
+            return FieldError(p, "Required value")
+        case .typeMismatch(let t, let ctx):
+            return FieldError(path(ctx.codingPath), "Invalid value: expected \(t)")
+        case .valueNotFound(let t, let ctx):
+            return FieldError(path(ctx.codingPath), "Invalid value: expected \(t), found null")
+        case .dataCorrupted(let ctx):
+            return FieldError(path(ctx.codingPath), "Invalid value: \(ctx.debugDescription)")
+        @unknown default:
+            return FieldError("", "\(e)")
+        }
+    }
+}

@@ -1,0 +1,231 @@
+import KubeAPI
+
+/// Turns Service and EndpointSlice events into immutable `ProxySnapshot`s.
+///
+/// Only services that saw an event are recomputed when the next snapshot is
+/// taken, so a change costs O(changed services), not O(services).
+public struct ChangeTracker: Sendable {
+    public let family: IPFamily
+    public private(set) var node: NodeInfo
+    private var services: [NamespacedName: Service] = [:]
+    private var slices: [NamespacedName: EndpointSlice] = [:]
+    private var slicesByService: [NamespacedName: Set<NamespacedName>] = [:]
+    private var portsByService: [NamespacedName: [ServicePortName]] = [:]
+    private var endpointKeysByService: [NamespacedName: [ServicePortName]] = [:]
+    private var configuredServiceCIDRs: [CIDR]
+    private var serviceCIDRObjects: [String: [CIDR]] = [:]
+    private var dirty: Set<NamespacedName> = []
+    private var nodeChanged = true
+    private var current = ProxySnapshot()
+
+    public init(family: IPFamily = .ipv4, node: NodeInfo, serviceCIDRs: [CIDR] = []) {
+        self.family = family
+        self.node = node
+        self.configuredServiceCIDRs = serviceCIDRs.filter { $0.family == family }
+    }
+
+    public var hasPendingChanges: Bool { !dirty.isEmpty || nodeChanged }
+
+    // MARK: events
+
+    /// Add or update a Service (nil `service` with `old` deletes).
+    public mutating func update(service: Service) {
+        let key = service.namespacedName
+        if services[key] != service {
+            services[key] = service
+            dirty.insert(key)
+        }
+    }
+
+    public mutating func delete(service key: NamespacedName) {
+        if services.removeValue(forKey: key) != nil { dirty.insert(key) }
+    }
+
+    public mutating func update(slice: EndpointSlice) {
+        let key = NamespacedName(namespace: slice.metadata.namespace ?? "default", name: slice.metadata.name ?? "")
+        if let old = slices[key] {
+            if old == slice { return }
+            if let svc = old.serviceName { markSliceService(NamespacedName(namespace: key.namespace, name: svc), key, remove: true) }
+        }
+        slices[key] = slice
+        if let svc = slice.serviceName { markSliceService(NamespacedName(namespace: key.namespace, name: svc), key, remove: false) }
+    }
+
+    public mutating func delete(slice key: NamespacedName) {
+        guard let old = slices.removeValue(forKey: key) else { return }
+        if let svc = old.serviceName { markSliceService(NamespacedName(namespace: key.namespace, name: svc), key, remove: true) }
+    }
+
+    private mutating func markSliceService(_ svc: NamespacedName, _ slice: NamespacedName, remove: Bool) {
+        if remove {
+            slicesByService[svc]?.remove(slice)
+            if slicesByService[svc]?.isEmpty == true { slicesByService[svc] = nil }
+        } else {
+            slicesByService[svc, default: []].insert(slice)
+        }
+        dirty.insert(svc)
+    }
+
+    public mutating func update(node newNode: NodeInfo) {
+        if newNode != node {
+            node = newNode
+            nodeChanged = true
+        }
+    }
+
+    public mutating func update(serviceCIDR: ServiceCIDR) {
+        let cidrs = (serviceCIDR.spec.cidrs ?? []).compactMap { CIDR($0)?.network }.filter { $0.family == family }
+        serviceCIDRObjects[serviceCIDR.metadata.name ?? ""] = cidrs
+        nodeChanged = true
+    }
+
+    public mutating func delete(serviceCIDR name: String) {
+        if serviceCIDRObjects.removeValue(forKey: name) != nil { nodeChanged = true }
+    }
+
+    /// Replace everything with the given objects (a relist, or manifests re-read);
+    /// only what differs is marked changed.
+    public mutating func replaceAll(services newServices: [Service], slices newSlices: [EndpointSlice],
+                                    serviceCIDRs: [ServiceCIDR] = []) {
+        let newSvcKeys = Set(newServices.map(\.namespacedName))
+        for k in services.keys where !newSvcKeys.contains(k) { delete(service: k) }
+        for s in newServices { update(service: s) }
+        let newSliceKeys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
+        for k in slices.keys where !newSliceKeys.contains(k) { delete(slice: k) }
+        for s in newSlices { update(slice: s) }
+        let names = Set(serviceCIDRs.map { $0.metadata.name ?? "" })
+        for k in serviceCIDRObjects.keys where !names.contains(k) { delete(serviceCIDR: k) }
+        for c in serviceCIDRs {
+            let cidrs = (c.spec.cidrs ?? []).compactMap { CIDR($0)?.network }.filter { $0.family == family }
+            if serviceCIDRObjects[c.metadata.name ?? ""] != cidrs { update(serviceCIDR: c) }
+        }
+    }
+
+    // MARK: snapshots
+
+    /// The snapshot after all events so far, and the services that changed since
+    /// the previous call (nil when node-wide state changed, so every service must be redone).
+    public mutating func snapshot() -> (ProxySnapshot, changed: Set<NamespacedName>?) {
+        var snap = current
+        let changed = dirty
+        for key in dirty {
+            for old in portsByService[key] ?? [] { snap.servicePorts[old] = nil }
+            for old in endpointKeysByService[key] ?? [] { snap.endpoints[old] = nil }
+            portsByService[key] = nil
+            endpointKeysByService[key] = nil
+            if let svc = services[key] {
+                let infos = Self.servicePorts(of: svc, family: family)
+                for i in infos { snap.servicePorts[i.name] = i }
+                if !infos.isEmpty { portsByService[key] = infos.map(\.name) }
+            }
+            let eps = endpoints(for: key)
+            for (k, v) in eps { snap.endpoints[k] = v }
+            if !eps.isEmpty { endpointKeysByService[key] = Array(eps.keys) }
+        }
+        dirty.removeAll(keepingCapacity: true)
+        var allChanged = false
+        if nodeChanged {
+            snap.node = node
+            var cidrs = configuredServiceCIDRs
+            for k in serviceCIDRObjects.keys.sorted() { cidrs += serviceCIDRObjects[k]! }
+            var seen = Set<CIDR>()
+            snap.serviceCIDRs = cidrs.filter { seen.insert($0).inserted }
+            nodeChanged = false
+            allChanged = true
+            // Local-ness of endpoints depends on the node name: recompute them all.
+            if current.node.name != node.name {
+                for key in Set(endpointKeysByService.keys).union(slicesByService.keys) {
+                    for old in endpointKeysByService[key] ?? [] { snap.endpoints[old] = nil }
+                    let eps = endpoints(for: key)
+                    for (k, v) in eps { snap.endpoints[k] = v }
+                    endpointKeysByService[key] = eps.isEmpty ? nil : Array(eps.keys)
+                }
+            }
+        }
+        snap.generation = current.generation + 1
+        current = snap
+        return (snap, allChanged ? nil : changed)
+    }
+
+    /// Upstream's `newBaseServiceInfo`, per port, for this family.
+    public static func servicePorts(of svc: Service, family: IPFamily) -> [ServicePortInfo] {
+        let spec = svc.spec
+        if spec.serviceType == .externalName { return [] }
+        let ips = (spec.clusterIPs?.isEmpty == false ? spec.clusterIPs! : [spec.clusterIP ?? ""])
+        guard let clusterIP = ips.lazy.compactMap({ IPAddress($0) }).first(where: { $0.family == family }) else {
+            return []
+        }
+        let key = svc.namespacedName
+        let type = spec.serviceType
+        let externalIPs = (spec.externalIPs ?? []).compactMap { IPAddress($0) }.filter { $0.family == family }
+        let accessibleType = type == .nodePort || type == .loadBalancer || (type == .clusterIP && !(spec.externalIPs ?? []).isEmpty)
+        let externalLocal = accessibleType && spec.externalTrafficPolicy == "Local"
+        var lbVIPs: [IPAddress] = []
+        if type == .loadBalancer {
+            for ing in svc.status?.loadBalancer?.ingress ?? [] {
+                if ing.ipMode == "Proxy" { continue }
+                if let s = ing.ip, let ip = IPAddress(s), ip.family == family { lbVIPs.append(ip) }
+            }
+        }
+        let ranges = (spec.loadBalancerSourceRanges ?? []).compactMap { CIDR($0.trimmingCharacters(in: " \t")) }
+            .filter { $0.family == family }
+        let affinity = spec.sessionAffinity == "ClientIP"
+        let timeout = spec.sessionAffinityConfig?.clientIP?.timeoutSeconds ?? 10800
+        let hc = (type == .loadBalancer && externalLocal) ? (spec.healthCheckNodePort ?? 0) : 0
+        return (spec.ports ?? []).map { p in
+            let proto = L4Protocol(rawValue: p.protocol ?? "TCP") ?? .tcp
+            return ServicePortInfo(
+                name: ServicePortName(service: key, port: p.name ?? "", proto: proto),
+                clusterIP: clusterIP, port: p.port, targetPort: p.targetPort,
+                nodePort: (type == .nodePort || type == .loadBalancer) ? (p.nodePort ?? 0) : 0,
+                externalIPs: externalIPs, loadBalancerVIPs: lbVIPs, loadBalancerSourceRanges: lbVIPs.isEmpty ? [] : ranges,
+                sessionAffinityClientIP: affinity, stickyMaxAgeSeconds: timeout,
+                externalPolicyLocal: externalLocal, internalPolicyLocal: spec.internalTrafficPolicy == "Local",
+                healthCheckNodePort: hc, trafficDistribution: spec.trafficDistribution)
+        }
+    }
+
+    /// Upstream's endpoint slice cache: merge the service's slices of this family,
+    /// one endpoint per first address, deduplicated, sorted by `ip:port`.
+    private func endpoints(for svc: NamespacedName) -> [ServicePortName: [EndpointInfo]] {
+        guard let names = slicesByService[svc] else { return [:] }
+        var byPort: [ServicePortName: [String: EndpointInfo]] = [:]
+        for sliceName in names.sorted() {
+            guard let slice = slices[sliceName], slice.addressType == family.rawValue else { continue }
+            for p in slice.ports ?? [] {
+                guard let portNum = p.port else { continue }
+                let proto = L4Protocol(rawValue: p.protocol ?? "TCP") ?? .tcp
+                let spn = ServicePortName(service: svc, port: p.name ?? "", proto: proto)
+                var set = byPort[spn] ?? [:]
+                for ep in slice.endpoints ?? [] {
+                    guard let addr = ep.addresses.first else { continue }
+                    let ready = ep.conditions?.ready ?? true
+                    let serving = ep.conditions?.serving ?? ready
+                    let terminating = ep.conditions?.terminating ?? false
+                    let info = EndpointInfo(
+                        ip: addr, port: portNum, ready: ready, serving: serving, terminating: terminating,
+                        isLocal: ep.nodeName != nil && ep.nodeName == node.name, nodeName: ep.nodeName, zone: ep.zone,
+                        zoneHints: Set(ep.hints?.forZones?.map(\.name) ?? []),
+                        nodeHints: Set(ep.hints?.forNodes?.map(\.name) ?? []))
+                    // Upstream prefers the copy that is ready when slices disagree.
+                    if let existing = set[info.endpoint], existing.ready && !info.ready { continue }
+                    set[info.endpoint] = info
+                }
+                byPort[spn] = set
+            }
+        }
+        var out: [ServicePortName: [EndpointInfo]] = [:]
+        for (k, v) in byPort where !v.isEmpty { out[k] = v.values.sorted() }
+        return out
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        let chars = Set(set)
+        var s = Substring(self)
+        while let f = s.first, chars.contains(f) { s = s.dropFirst() }
+        while let l = s.last, chars.contains(l) { s = s.dropLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,94 @@
+import KubeAPI
+
+/// Deletes conntrack entries that would keep sending UDP traffic to endpoints
+/// that are gone (upstream's `CleanStaleEntries`).
+public protocol ConntrackCleaner: Sendable {
+    func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws
+    func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws
+}
+
+/// Uses the `conntrack` tool from conntrack-tools.
+public struct ExecConntrack: ConntrackCleaner {
+    public var runner: CommandRunner
+    public init(runner: CommandRunner) { self.runner = runner }
+
+    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws {
+        var args = ["conntrack", "-D", "-p", proto.lower, "--orig-dst", serviceIP.description, "--orig-port-dst", String(port)]
+        if let d = natDestination { args += ["--dst-nat", d] }
+        try run(args)
+    }
+
+    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws {
+        var args = ["conntrack", "-D", "-p", proto.lower, "--orig-port-dst", String(port)]
+        if let d = natDestination { args += ["--dst-nat", d] }
+        try run(args)
+    }
+
+    private func run(_ args: [String]) throws {
+        // conntrack exits 1 with "0 flow entries have been deleted" when nothing matched.
+        let r = try runner.run(args, check: false)
+        if r.status != 0 && !r.stderr.contains("0 flow entries") {
+            throw CommandRunner.Failure(command: args, status: r.status, stderr: r.stderr)
+        }
+    }
+}
+
+/// Records what would be deleted; for unit tests.
+public final class FakeConntrack: ConntrackCleaner, @unchecked Sendable {
+    public private(set) var deleted: [String] = []
+    public init() {}
+    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws {
+        deleted.append("\(proto.lower) \(serviceIP):\(port) -> \(natDestination ?? "*")")
+    }
+    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws {
+        deleted.append("\(proto.lower) nodeport \(port) -> \(natDestination ?? "*")")
+    }
+}
+
+/// Upstream's rules for which UDP flows go stale, from two snapshots.
+public enum StaleFlows {
+    public static func clean(previous: ProxySnapshot?, current: ProxySnapshot, changed: Set<NamespacedName>?,
+                             cleaner: any ConntrackCleaner) -> [any Error] {
+        guard let previous else { return [] }
+        var errors: [any Error] = []
+        let names: [ServicePortName]
+        if let changed {
+            names = Set(previous.servicePorts.keys.filter { changed.contains($0.service) })
+                .union(current.servicePorts.keys.filter { changed.contains($0.service) }).sorted()
+        } else {
+            names = Set(previous.servicePorts.keys).union(current.servicePorts.keys).sorted()
+        }
+        for name in names where name.proto == .udp {
+            let oldInfo = previous.servicePorts[name]
+            let newInfo = current.servicePorts[name]
+            let oldEps = oldInfo.map { Topology.categorize(previous.endpoints[name] ?? [], for: $0, node: previous.node).allReachable } ?? []
+            let newEps = newInfo.map { Topology.categorize(current.endpoints[name] ?? [], for: $0, node: current.node).allReachable } ?? []
+            let newSet = Set(newEps.map(\.ip))
+            do {
+                // Flows DNATed to an endpoint that is gone.
+                if let info = oldInfo {
+                    for ep in oldEps where !newSet.contains(ep.ip) {
+                        for ip in [info.clusterIP] + info.externalIPs + info.loadBalancerVIPs {
+                            try cleaner.deleteFlows(to: ip, port: info.port, proto: .udp, natDestination: ep.ip)
+                        }
+                        if info.nodePort != 0 {
+                            try cleaner.deleteNodePortFlows(port: info.nodePort, proto: .udp, natDestination: ep.ip)
+                        }
+                    }
+                }
+                // A service that had no endpoints and now has some: flows cached as rejected.
+                if let info = newInfo, oldEps.isEmpty, !newEps.isEmpty {
+                    for ip in [info.clusterIP] + info.externalIPs + info.loadBalancerVIPs {
+                        try cleaner.deleteFlows(to: ip, port: info.port, proto: .udp, natDestination: nil)
+                    }
+                    if info.nodePort != 0 {
+                        try cleaner.deleteNodePortFlows(port: info.nodePort, proto: .udp, natDestination: nil)
+                    }
+                }
+            } catch {
+                errors.append(error)
+            }
+        }
+        return errors
+    }
+}

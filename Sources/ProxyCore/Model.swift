@@ -1,0 +1,208 @@
+import KubeAPI
+
+public enum L4Protocol: String, Sendable, Hashable, Comparable {
+    case tcp = "TCP"
+    case udp = "UDP"
+    case sctp = "SCTP"
+
+    /// The lower-case spelling iptables and nft use (`-p tcp`).
+    public var lower: String {
+        switch self {
+        case .tcp: return "tcp"
+        case .udp: return "udp"
+        case .sctp: return "sctp"
+        }
+    }
+
+    public static func < (a: L4Protocol, b: L4Protocol) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// One port of one Service: upstream's `proxy.ServicePortName`.
+///
+/// `description` is upstream's `String()`: `namespace/name:port`, or
+/// `namespace/name` for an unnamed port. The protocol is part of the identity
+/// but not of the string.
+public struct ServicePortName: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var service: NamespacedName
+    public var port: String
+    public var proto: L4Protocol
+
+    public init(service: NamespacedName, port: String, proto: L4Protocol) {
+        self.service = service
+        self.port = port
+        self.proto = proto
+    }
+
+    public var description: String {
+        port.isEmpty ? "\(service.namespace)/\(service.name)" : "\(service.namespace)/\(service.name):\(port)"
+    }
+
+    public static func < (a: ServicePortName, b: ServicePortName) -> Bool {
+        if a.service != b.service { return a.service < b.service }
+        if a.port != b.port { return a.port < b.port }
+        return a.proto < b.proto
+    }
+}
+
+/// Everything a backend needs to know about one service port, already filtered to
+/// this proxy's IP family. Immutable.
+public struct ServicePortInfo: Sendable, Hashable {
+    public var name: ServicePortName
+    public var clusterIP: IPAddress
+    public var port: Int
+    public var targetPort: IntOrString?
+    public var nodePort: Int
+    public var externalIPs: [IPAddress]
+    public var loadBalancerVIPs: [IPAddress]
+    public var loadBalancerSourceRanges: [CIDR]
+    public var sessionAffinityClientIP: Bool
+    public var stickyMaxAgeSeconds: Int
+    public var externalPolicyLocal: Bool
+    public var internalPolicyLocal: Bool
+    public var healthCheckNodePort: Int
+    public var trafficDistribution: String?
+
+    public var proto: L4Protocol { name.proto }
+    /// `ns/name:port` as upstream prints it.
+    public var nameString: String { name.description }
+
+    /// Reachable from outside the cluster network: a NodePort, a load balancer IP or an external IP.
+    public var externallyAccessible: Bool {
+        nodePort != 0 || !loadBalancerVIPs.isEmpty || !externalIPs.isEmpty
+    }
+
+    /// Whether Cluster-policy endpoints are used for some traffic.
+    public var usesClusterEndpoints: Bool {
+        !internalPolicyLocal || (externallyAccessible && !externalPolicyLocal)
+    }
+
+    /// Whether Local-policy endpoints are used for some traffic.
+    public var usesLocalEndpoints: Bool {
+        internalPolicyLocal || (externallyAccessible && externalPolicyLocal)
+    }
+}
+
+/// One endpoint of one service port. Immutable.
+public struct EndpointInfo: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var ip: String
+    public var port: Int
+    /// `ip:port` (`[ip]:port` for IPv6), upstream's `Endpoint.String()`.
+    public var endpoint: String
+    public var ready: Bool
+    public var serving: Bool
+    public var terminating: Bool
+    public var isLocal: Bool
+    public var nodeName: String?
+    public var zone: String?
+    public var zoneHints: Set<String>
+    public var nodeHints: Set<String>
+
+    public init(ip: String, port: Int, ready: Bool = true, serving: Bool = true, terminating: Bool = false,
+                isLocal: Bool = false, nodeName: String? = nil, zone: String? = nil,
+                zoneHints: Set<String> = [], nodeHints: Set<String> = []) {
+        self.ip = ip
+        self.port = port
+        self.endpoint = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        self.ready = ready
+        self.serving = serving
+        self.terminating = terminating
+        self.isLocal = isLocal
+        self.nodeName = nodeName
+        self.zone = zone
+        self.zoneHints = zoneHints
+        self.nodeHints = nodeHints
+    }
+
+    public var description: String { endpoint }
+
+    /// Upstream sorts a service port's endpoints by their string form.
+    public static func < (a: EndpointInfo, b: EndpointInfo) -> Bool { a.endpoint < b.endpoint }
+}
+
+/// The node this proxy runs on, as far as endpoint selection is concerned.
+public struct NodeInfo: Sendable, Hashable {
+    public var name: String
+    public var labels: [String: String]
+    public var ips: [IPAddress]
+    public init(name: String, labels: [String: String] = [:], ips: [IPAddress] = []) {
+        self.name = name
+        self.labels = labels
+        self.ips = ips
+    }
+    public var zone: String { labels[Node.zoneLabel] ?? "" }
+}
+
+/// An immutable view of everything the proxy serves, handed to backends.
+public struct ProxySnapshot: Sendable {
+    public var servicePorts: [ServicePortName: ServicePortInfo]
+    /// Endpoints per service port, sorted by `endpoint` as upstream does.
+    public var endpoints: [ServicePortName: [EndpointInfo]]
+    public var node: NodeInfo
+    /// Service CIDRs from ServiceCIDR objects (or configuration), this family only.
+    public var serviceCIDRs: [CIDR]
+    /// Increases with every snapshot the tracker produces.
+    public var generation: Int
+
+    public init(servicePorts: [ServicePortName: ServicePortInfo] = [:],
+                endpoints: [ServicePortName: [EndpointInfo]] = [:],
+                node: NodeInfo = NodeInfo(name: ""), serviceCIDRs: [CIDR] = [], generation: Int = 0) {
+        self.servicePorts = servicePorts
+        self.endpoints = endpoints
+        self.node = node
+        self.serviceCIDRs = serviceCIDRs
+        self.generation = generation
+    }
+
+    /// Service ports in a stable order, so rendered output is deterministic.
+    public var sortedNames: [ServicePortName] { servicePorts.keys.sorted() }
+
+    public var totalEndpoints: Int {
+        var n = 0
+        for k in servicePorts.keys { n += endpoints[k]?.count ?? 0 }
+        return n
+    }
+}
+
+/// What a backend is asked to do.
+public struct SyncRequest: Sendable {
+    public var snapshot: ProxySnapshot
+    /// Services whose ports or endpoints changed since the previous request;
+    /// nil means "assume everything changed".
+    public var changedServices: Set<NamespacedName>?
+
+    public init(snapshot: ProxySnapshot, changedServices: Set<NamespacedName>?) {
+        self.snapshot = snapshot
+        self.changedServices = changedServices
+    }
+}
+
+/// The seam between the watcher and the data plane. A backend never talks to the
+/// API: it receives snapshots and makes the kernel (or its sockets) match.
+///
+/// - Important: `sync` either applies the whole request or leaves what was there
+///   before; a backend keeps what it last applied and decides how much to redo.
+public protocol ProxyBackend: AnyObject, Sendable {
+    /// `iptables`, `nftables`, `ipvs` or `userspace`, as `--proxy-mode` spells it.
+    var mode: String { get }
+    /// Make the data plane match `request.snapshot`.
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome
+    /// Called periodically; returns true if state was lost and a full resync is needed.
+    func needsFullResync() async -> Bool
+    /// Remove everything this backend ever created.
+    func cleanup() async throws
+}
+
+public struct SyncOutcome: Sendable {
+    public var full: Bool
+    /// Rules (or objects) written in this sync, for the metrics.
+    public var objectsWritten: Int
+    public init(full: Bool, objectsWritten: Int) {
+        self.full = full
+        self.objectsWritten = objectsWritten
+    }
+}
+
+/// A backend that can describe, in its native text format, what it would program.
+public protocol ProxyRenderer {
+    func render(_ snapshot: ProxySnapshot) -> String
+}

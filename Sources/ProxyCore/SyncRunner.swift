@@ -1,0 +1,182 @@
+import Foundation
+import KubeAPI
+import Logging
+import ServiceLifecycle
+
+/// Wakes one waiter; a signal sent while nobody waits is remembered.
+actor Signal {
+    private var pending = false
+    private var waiter: CheckedContinuation<Bool, Never>?
+    private var generation = 0
+
+    func send() {
+        if let w = waiter {
+            waiter = nil
+            w.resume(returning: true)
+        } else {
+            pending = true
+        }
+    }
+
+    /// Returns true when signalled, false on timeout.
+    func wait(timeout: Duration) async -> Bool {
+        if pending {
+            pending = false
+            return true
+        }
+        generation += 1
+        let gen = generation
+        return await withCheckedContinuation { c in
+            waiter = c
+            Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                await self?.timeout(gen)
+            }
+        }
+    }
+
+    private func timeout(_ gen: Int) {
+        if gen == generation, let w = waiter {
+            waiter = nil
+            w.resume(returning: false)
+        }
+    }
+}
+
+/// Drives a backend: takes snapshots from the change tracker and syncs them,
+/// no more often than `minSyncPeriod` (with a burst of 2, like upstream's
+/// BoundedFrequencyRunner), retrying failures with backoff, checking every
+/// `syncPeriod` whether the backend lost its state, and forcing a full resync hourly.
+public actor ProxyRunner: ServiceLifecycle.Service {
+    private var tracker: ChangeTracker
+    public let backend: any ProxyBackend
+    public let metrics: ProxyMetrics
+    public let health: HealthState
+    public let healthChecks: ServiceHealthServers?
+    let minSyncPeriod: Duration
+    let syncPeriod: Duration
+    let fullResyncPeriod: Duration
+    let logger: Logger
+    private let signal = Signal()
+    private var initialized = false
+    private var forceFull = false
+    private var recentSyncs: [ContinuousClock.Instant] = []
+    private var lastFull = ContinuousClock.now
+    private var retryDelay: Duration = .zero
+    private var queuedAt: ContinuousClock.Instant?
+    public private(set) var lastSnapshot: ProxySnapshot?
+    public private(set) var syncCount = 0
+    private var syncWaiters: [(Int, CheckedContinuation<Void, Never>)] = []
+
+    public init(tracker: ChangeTracker, backend: any ProxyBackend, metrics: ProxyMetrics, health: HealthState = HealthState(),
+                healthChecks: ServiceHealthServers? = nil, minSyncPeriod: Duration = .seconds(1),
+                syncPeriod: Duration = .seconds(30), fullResyncPeriod: Duration = .seconds(3600),
+                logger: Logger = Logger(label: "switchyard.proxy")) {
+        self.tracker = tracker
+        self.backend = backend
+        self.metrics = metrics
+        self.health = health
+        self.healthChecks = healthChecks
+        self.minSyncPeriod = minSyncPeriod
+        self.syncPeriod = syncPeriod
+        self.fullResyncPeriod = fullResyncPeriod
+        self.logger = logger
+    }
+
+    /// Apply events to the tracker and queue a sync. The first call marks the
+    /// proxy initialized (upstream waits for services and slices to be synced).
+    public func update(_ change: @Sendable (inout ChangeTracker) -> Void) async {
+        change(&tracker)
+        initialized = true
+        if tracker.hasPendingChanges {
+            if queuedAt == nil { queuedAt = .now }
+            health.queued()
+            metrics.lastQueuedTimestamp.set(Date().timeIntervalSince1970)
+            await signal.send()
+        }
+    }
+
+    /// Ask for a full resync (for example after a canary loss).
+    public func requestFullSync() async {
+        forceFull = true
+        await signal.send()
+    }
+
+    /// Wait until at least `count` syncs have completed (for tests and tools).
+    public func waitForSyncs(_ count: Int) async {
+        if syncCount >= count { return }
+        await withCheckedContinuation { c in syncWaiters.append((count, c)) }
+    }
+
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await loop()
+        } onGracefulShutdown: {
+            Task { await self.signal.send() }
+        }
+        await healthChecks?.closeAll()
+    }
+
+    private func loop() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let wait = retryDelay > .zero ? retryDelay : syncPeriod
+            let woke = await signal.wait(timeout: wait)
+            if Task.isCancelled || Task.isShuttingDownGracefully { break }
+            if !woke {
+                if initialized, await backend.needsFullResync() { forceFull = true }
+                if ContinuousClock.now - lastFull > fullResyncPeriod { forceFull = true }
+                if !forceFull && retryDelay == .zero && !tracker.hasPendingChanges { continue }
+            }
+            guard initialized else { continue }
+            // Bounded frequency: at most 2 syncs per minSyncPeriod.
+            let now = ContinuousClock.now
+            recentSyncs.removeAll { now - $0 >= minSyncPeriod }
+            if recentSyncs.count >= 2, let oldest = recentSyncs.first {
+                try? await Task.sleep(until: oldest + minSyncPeriod, clock: .continuous)
+            }
+            await syncOnce()
+        }
+    }
+
+    /// One sync now, whatever the rate limit says.
+    public func syncOnce() async {
+        let full = forceFull
+        let (snap, changed) = tracker.snapshot()
+        let request = SyncRequest(snapshot: snap, changedServices: full ? nil : changed)
+        let start = ContinuousClock.now
+        recentSyncs.append(start)
+        do {
+            let outcome = try await backend.sync(request)
+            let took = ContinuousClock.now - start
+            metrics.syncDuration.record(took)
+            if outcome.full { metrics.syncFullDuration.record(took) } else { metrics.syncPartialDuration.record(took) }
+            metrics.rulesLastSync.set(Double(outcome.objectsWritten))
+            metrics.lastSyncTimestamp.set(Date().timeIntervalSince1970)
+            if let q = queuedAt { metrics.networkProgramming.record(ContinuousClock.now - q) }
+            queuedAt = nil
+            forceFull = false
+            if outcome.full { lastFull = ContinuousClock.now }
+            retryDelay = .zero
+            health.updated()
+            lastSnapshot = snap
+            logger.debug("synced \(backend.mode) rules", metadata: [
+                "full": "\(outcome.full)", "services": "\(snap.servicePorts.count)",
+                "written": "\(outcome.objectsWritten)", "elapsed": "\(took)"])
+            await healthChecks?.sync(snap)
+        } catch {
+            metrics.syncFailures.increment()
+            if backend.mode == "iptables" {
+                metrics.restoreFailures.increment()
+                if !(request.changedServices == nil) { metrics.partialRestoreFailures.increment() }
+            }
+            // The tracker's changes are consumed: the retry must be a full sync.
+            forceFull = true
+            retryDelay = retryDelay == .zero ? .seconds(1) : min(retryDelay * 2, syncPeriod)
+            logger.error("sync failed, retrying in \(retryDelay): \(error)")
+        }
+        syncCount += 1
+        let ready = syncWaiters.filter { $0.0 <= syncCount }
+        syncWaiters.removeAll { $0.0 <= syncCount }
+        for (_, c) in ready { c.resume() }
+    }
+}

@@ -1,0 +1,284 @@
+import Foundation
+import KubeAPI
+import Logging
+import ProxyCore
+
+/// What the proxier last applied for one service port.
+struct AppliedService {
+    var natTop: [String]
+    var filterTop: [String]
+    var chains: [String]
+}
+
+/// The restore input for one sync, and what it leaves applied.
+struct SyncPlan {
+    var input: String
+    var applied: [ServicePortName: AppliedService]
+    var full: Bool
+    var linesWritten: Int
+}
+
+/// kube-proxy's iptables mode.
+///
+/// A full sync writes the whole ruleset in one `iptables-restore --noflush`; a
+/// partial sync writes only the chains of the services that changed, and edits
+/// the shared top-level chains with `-D`/`-I` of the affected lines only, so an
+/// endpoint change never rewrites KUBE-SERVICES.
+public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Sendable {
+    public let mode = "iptables"
+    let ipt: any IPTablesInterface
+    let opts: IPTablesOptions
+    let conntrack: (any ConntrackCleaner)?
+    let logger: Logger
+    private let lock = NSLock()
+
+    // State of what is applied; guarded by `lock` (syncs are serialized by the runner).
+    private var applied: [ServicePortName: AppliedService] = [:]
+    private var needFullSync = true
+    private var lastLargeCluster: Bool?
+    private var lastSnapshot: ProxySnapshot?
+    private var staticApplied = false
+
+    public init(ipt: any IPTablesInterface, options: IPTablesOptions, conntrack: (any ConntrackCleaner)? = nil,
+                logger: Logger = Logger(label: "switchyard.iptables")) {
+        self.ipt = ipt
+        self.opts = options
+        self.conntrack = conntrack
+        self.logger = logger
+    }
+
+    // MARK: render
+
+    /// The restore input a full sync on a fresh node writes.
+    public func render(_ snapshot: ProxySnapshot) -> String {
+        plan(snapshot, changed: nil, existing: Existing()).input
+    }
+
+    // MARK: sync
+
+    public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        try lock.withLock { try syncLocked(request) }
+    }
+
+    func syncLocked(_ request: SyncRequest) throws -> SyncOutcome {
+        let snap = request.snapshot
+        let large = Generator.isLargeCluster(snap)
+        var changed = request.changedServices
+        if needFullSync || lastLargeCluster != large { changed = nil }
+        var existing: Existing?
+        if changed == nil {
+            // A full sync adopts what is there: stale chains and jump rules from iptables-save.
+            existing = try Existing(save: ipt.save(tables: ["filter", "nat", "mangle"]))
+        }
+        let p = plan(snap, changed: changed, existing: existing)
+        do {
+            if !p.input.isEmpty { try ipt.restore(p.input) }
+        } catch {
+            needFullSync = true
+            throw error
+        }
+        let previous = lastSnapshot
+        applied = p.applied
+        lastLargeCluster = large
+        needFullSync = false
+        lastSnapshot = snap
+        if let conntrack {
+            for e in StaleFlows.clean(previous: previous, current: snap, changed: changed, cleaner: conntrack) {
+                logger.warning("failed to delete stale conntrack entries: \(e)")
+            }
+        }
+        return SyncOutcome(full: p.full, objectsWritten: p.linesWritten)
+    }
+
+    public func needsFullResync() async -> Bool {
+        let lost = !ipt.chainExists(table: "mangle", chain: Chains.canary)
+        if lost {
+            lock.withLock { needFullSync = true }
+            logger.info("canary chain \(Chains.canary) is gone: iptables was flushed, forcing a full resync")
+        }
+        return lost
+    }
+
+    /// Forget what was applied; the next sync is a full one.
+    public func forceFullSync() { lock.withLock { needFullSync = true } }
+
+    // MARK: planning
+
+    /// What is in the kernel, from `iptables-save`.
+    struct Existing {
+        var chains: [String: Set<String>] = [:]
+        var rules: Set<String> = []
+        init(save: String) {
+            var table = ""
+            for line in save.split(separator: "\n") {
+                if line.hasPrefix("*") { table = String(line.dropFirst()) }
+                else if line.hasPrefix(":") {
+                    chains[table, default: []].insert(String(line.dropFirst().split(separator: " ")[0]))
+                } else if line.hasPrefix("-A ") {
+                    rules.insert(table + " " + line)
+                }
+            }
+        }
+        init() {}
+    }
+
+    /// Builds the restore input. `changed == nil` is a full sync; `existing == nil`
+    /// with a full sync means a fresh node (render).
+    func plan(_ snap: ProxySnapshot, changed: Set<NamespacedName>?, existing: Existing?) -> SyncPlan {
+        let large = Generator.isLargeCluster(snap)
+        var gen = Generator(opts: opts, largeCluster: large)
+        if let changed {
+            return partialPlan(snap, changed: changed, gen: &gen)
+        }
+        var filterChains = ""
+        var filterRules = ""
+        var natChains = ""
+        var natRules = ""
+        var lines = 0
+        for c in Generator.filterChains { filterChains += ":\(c) - [0:0]\n" }
+        for c in Generator.natChains { natChains += ":\(c) - [0:0]\n" }
+        natRules += gen.postroutingRules()
+        if let fw = gen.kubeletFirewallRule {
+            filterChains += ":\(Chains.kubeletFirewall) - [0:0]\n"
+            filterRules += fw
+        } else if existing?.chains["filter"]?.contains(Chains.kubeletFirewall) != true {
+            filterChains += ":\(Chains.kubeletFirewall) - [0:0]\n"
+        }
+        var applied: [ServicePortName: AppliedService] = [:]
+        applied.reserveCapacity(snap.servicePorts.count)
+        var active = Set<String>()
+        for name in snap.sortedNames {
+            let info = snap.servicePorts[name]!
+            let r = gen.rules(for: info, endpoints: snap.endpoints[name] ?? [], node: snap.node)
+            for l in r.filterTop { filterRules += l; filterRules += "\n" }
+            for l in r.natTop { natRules += l; natRules += "\n" }
+            for c in r.chains { natChains += ":\(c) - [0:0]\n"; active.insert(c) }
+            natRules += r.chainRules
+            lines += r.natTop.count + r.filterTop.count + r.chains.count
+            applied[name] = AppliedService(natTop: r.natTop, filterTop: r.filterTop, chains: r.chains)
+        }
+        // Stale service chains left by an earlier run or by services that are gone.
+        var stale: [String] = []
+        for c in existing?.chains["nat"] ?? [] where Chains.isServiceChain(Substring(c)) && !active.contains(c) {
+            stale.append(c)
+        }
+        stale.sort()
+        for c in stale { natChains += ":\(c) - [0:0]\n" }
+        for c in stale { natRules += "-X \(c)\n" }
+        for l in gen.nodePortJumps() { natRules += l; natRules += "\n" }
+        filterRules += gen.forwardRules()
+
+        // Jumps from the built-in chains, inserted where missing (upstream's EnsureRule(Prepend)).
+        var jumps: [String: String] = [:]
+        for j in JumpRule.all + JumpRule.kubelet {
+            if existing?.rules.contains("\(j.table) \(j.spec)") == true { continue }
+            jumps[j.table, default: ""] += "-I \(j.chain) 1" + j.spec.dropFirst(3 + j.chain.count) + "\n"
+        }
+        var s = "*filter\n" + filterChains + ":\(Chains.canary) - [0:0]\n" + filterRules + (jumps["filter"] ?? "") + "COMMIT\n"
+        s += "*nat\n" + natChains + ":\(Chains.canary) - [0:0]\n" + natRules + (jumps["nat"] ?? "") + "COMMIT\n"
+        s += "*mangle\n:\(Chains.canary) - [0:0]\nCOMMIT\n"
+        return SyncPlan(input: s, applied: applied, full: true, linesWritten: lines)
+    }
+
+    private func partialPlan(_ snap: ProxySnapshot, changed: Set<NamespacedName>, gen: inout Generator) -> SyncPlan {
+        var applied = self.applied
+        var names = Set<ServicePortName>()
+        // Ports of changed services, old and new. Scan the old applied keys only for changed services.
+        for (k, _) in self.applied where changed.contains(k.service) { names.insert(k) }
+        for k in snap.servicePorts.keys where changed.contains(k.service) { names.insert(k) }
+        var filterDel: [String] = [], filterAdd: [String] = []
+        var natDel: [String] = [], natAdd: [String] = []
+        var natChains = "", natRules = "", deletes = ""
+        var lines = 0
+        for name in names.sorted() {
+            let old = self.applied[name]
+            var new: AppliedService?
+            var r: ServiceRules?
+            if let info = snap.servicePorts[name] {
+                let rr = gen.rules(for: info, endpoints: snap.endpoints[name] ?? [], node: snap.node)
+                r = rr
+                new = AppliedService(natTop: rr.natTop, filterTop: rr.filterTop, chains: rr.chains)
+            }
+            let oldNat = Set(old?.natTop ?? []), newNat = Set(new?.natTop ?? [])
+            natDel += (old?.natTop ?? []).filter { !newNat.contains($0) }
+            natAdd += (new?.natTop ?? []).filter { !oldNat.contains($0) }
+            let oldF = Set(old?.filterTop ?? []), newF = Set(new?.filterTop ?? [])
+            filterDel += (old?.filterTop ?? []).filter { !newF.contains($0) }
+            filterAdd += (new?.filterTop ?? []).filter { !oldF.contains($0) }
+            let newChains = Set(new?.chains ?? [])
+            if let r {
+                for c in r.chains { natChains += ":\(c) - [0:0]\n" }
+                natRules += r.chainRules
+                lines += r.chains.count
+            }
+            for c in old?.chains ?? [] where !newChains.contains(c) {
+                natChains += ":\(c) - [0:0]\n"
+                deletes += "-X \(c)\n"
+            }
+            applied[name] = new
+        }
+        lines += natDel.count + natAdd.count + filterDel.count + filterAdd.count
+        var s = ""
+        if !filterDel.isEmpty || !filterAdd.isEmpty {
+            s += "*filter\n"
+            for l in filterDel { s += "-D" + l.dropFirst(2) + "\n" }
+            for l in filterAdd { s += Self.insertAtTop(l) + "\n" }
+            s += "COMMIT\n"
+        }
+        if !natChains.isEmpty || !natDel.isEmpty || !natAdd.isEmpty {
+            s += "*nat\n" + natChains
+            for l in natDel { s += "-D" + l.dropFirst(2) + "\n" }
+            s += natRules
+            for l in natAdd { s += Self.insertAtTop(l) + "\n" }
+            s += deletes
+            s += "COMMIT\n"
+        }
+        return SyncPlan(input: s, applied: applied, full: false, linesWritten: lines)
+    }
+
+    /// `-A CHAIN spec` → `-I CHAIN 1 spec`: new service rules go first, so the
+    /// KUBE-NODEPORTS jump stays last in KUBE-SERVICES.
+    static func insertAtTop(_ line: String) -> String {
+        let rest = line.dropFirst(3)
+        let chain = rest.prefix { $0 != " " }
+        return "-I \(chain) 1" + rest.dropFirst(chain.count)
+    }
+
+    // MARK: cleanup
+
+    /// Removes every chain and rule this mode creates (upstream's CleanupLeftovers),
+    /// leaving other tools' rules alone.
+    public func cleanup() async throws {
+        let existing = try Existing(save: ipt.save(tables: ["filter", "nat", "mangle"]))
+        var filter = "", nat = "", mangle = ""
+        var filterX = "", natX = "", mangleX = ""
+        for j in JumpRule.all where existing.rules.contains("\(j.table) \(j.spec)") {
+            let d = "-D" + j.spec.dropFirst(2) + "\n"
+            if j.table == "filter" { filter += d } else { nat += d }
+        }
+        let ours: Set<String> = [Chains.services, Chains.externalServices, Chains.nodePorts, Chains.postrouting,
+                                 Chains.markMasq, Chains.forward, Chains.proxyFirewall, Chains.canary]
+        for c in (existing.chains["nat"] ?? []).sorted() where ours.contains(c) || Chains.isServiceChain(Substring(c)) {
+            nat = ":\(c) - [0:0]\n" + nat
+            natX += "-X \(c)\n"
+        }
+        for c in (existing.chains["filter"] ?? []).sorted() where ours.contains(c) {
+            filter = ":\(c) - [0:0]\n" + filter
+            filterX += "-X \(c)\n"
+        }
+        if existing.chains["mangle"]?.contains(Chains.canary) == true {
+            mangle = ":\(Chains.canary) - [0:0]\n"
+            mangleX = "-X \(Chains.canary)\n"
+        }
+        var s = ""
+        if !filter.isEmpty { s += "*filter\n" + filter + filterX + "COMMIT\n" }
+        if !nat.isEmpty { s += "*nat\n" + nat + natX + "COMMIT\n" }
+        if !mangle.isEmpty { s += "*mangle\n" + mangle + mangleX + "COMMIT\n" }
+        if !s.isEmpty { try ipt.restore(s) }
+        lock.withLock {
+            applied = [:]
+            needFullSync = true
+            lastSnapshot = nil
+        }
+    }
+}

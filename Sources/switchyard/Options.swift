@@ -1,0 +1,157 @@
+import ArgumentParser
+import Foundation
+import KubeAPI
+import Logging
+import ProxyCore
+import ProxyIPTables
+
+/// Flags shared by `render` and `proxy`, named as kube-proxy names them.
+struct ProxyFlags: ParsableArguments {
+    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables.")
+    var proxyMode: String?
+
+    @Option(name: .customLong("hostname-override"), help: "The name of this node (endpoints on it are local).")
+    var hostnameOverride: String?
+
+    @Option(name: .customLong("cluster-cidr"), help: "The pod CIDR range; traffic from outside it to a ClusterIP is masqueraded.")
+    var clusterCIDR: String?
+
+    @Option(name: .customLong("nodeport-addresses"), help: "Comma-separated CIDRs (or 'primary') whose local addresses accept NodePort traffic; default all.")
+    var nodePortAddresses: String?
+
+    @Flag(name: .customLong("masquerade-all"), help: "SNAT all traffic sent via Service cluster IPs.")
+    var masqueradeAll = false
+
+    @Option(name: .customLong("iptables-masquerade-bit"), help: "The bit of the fwmark space that marks packets needing SNAT (0-31).")
+    var masqueradeBit: Int?
+
+    @Option(name: .customLong("iptables-localhost-nodeports"), help: "Accept NodePort connections on 127.0.0.1 (true/false).")
+    var localhostNodePorts: Bool?
+
+    @Option(name: .customLong("detect-local-mode"), help: "ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix.")
+    var detectLocalMode: String?
+
+    @Option(name: .customLong("pod-bridge-interface"), help: "The bridge for BridgeInterface local-traffic detection.")
+    var podBridgeInterface: String?
+
+    @Option(name: .customLong("pod-interface-name-prefix"), help: "The interface prefix for InterfaceNamePrefix detection.")
+    var podInterfaceNamePrefix: String?
+
+    @Option(name: .customLong("service-cluster-ip-range"), help: "Where ClusterIPs are allocated for manifests that have none (default 10.96.0.0/12).")
+    var serviceClusterIPRange: String?
+
+    @Option(name: .customLong("config"), help: "A KubeProxyConfiguration file; flags override it.")
+    var config: String?
+
+    @Option(name: [.customShort("v"), .customLong("v")], help: "Log verbosity (0-9).")
+    var verbosity: Int = 0
+
+    /// Merges the config file and flags into a `ProxyConfig`.
+    func resolve() throws -> ProxyConfig {
+        var c = ProxyConfig()
+        var detect = "ClusterCIDR"
+        var bridge = podBridgeInterface, prefix = podInterfaceNamePrefix
+        if let path = config {
+            let f = try KubeProxyConfiguration.load(path: path)
+            if let m = f.mode, !m.isEmpty { c.mode = m }
+            if let h = f.hostnameOverride { c.hostname = h }
+            if let cc = f.clusterCIDR, !cc.isEmpty { c.clusterCIDRs = try cidrs(cc, "clusterCIDR") }
+            if let n = f.nodePortAddresses { c.nodePortAddresses = n }
+            if let ipt = f.iptables {
+                if let m = ipt.masqueradeAll { c.masqueradeAll = m }
+                if let b = ipt.masqueradeBit { c.masqueradeBit = b }
+                if let l = ipt.localhostNodePorts { c.localhostNodePorts = l }
+                if let s = ipt.syncPeriod.flatMap(KubeProxyConfiguration.parseDuration) { c.syncPeriod = .milliseconds(Int(s * 1000)) }
+                if let s = ipt.minSyncPeriod.flatMap(KubeProxyConfiguration.parseDuration) { c.minSyncPeriod = .milliseconds(Int(s * 1000)) }
+            }
+            if let s = f.syncPeriod.flatMap(KubeProxyConfiguration.parseDuration) { c.syncPeriod = .milliseconds(Int(s * 1000)) }
+            if let s = f.minSyncPeriod.flatMap(KubeProxyConfiguration.parseDuration) { c.minSyncPeriod = .milliseconds(Int(s * 1000)) }
+            if let h = f.healthzBindAddress { c.healthzBindAddress = h }
+            if let m = f.metricsBindAddress { c.metricsBindAddress = m }
+            if let d = f.detectLocalMode, !d.isEmpty { detect = d }
+            if let b = f.detectLocal?.bridgeInterface { bridge = b }
+            if let p = f.detectLocal?.interfaceNamePrefix { prefix = p }
+        }
+        if let m = proxyMode { c.mode = m }
+        if let h = hostnameOverride { c.hostname = h }
+        if c.hostname.isEmpty { c.hostname = ProcessInfo.processInfo.hostName.lowercased() }
+        if let cc = clusterCIDR { c.clusterCIDRs = try cidrs(cc, "--cluster-cidr") }
+        if let n = nodePortAddresses { c.nodePortAddresses = n.split(separator: ",").map { String($0) } }
+        for a in c.nodePortAddresses where a != "primary" && CIDR(a) == nil {
+            throw ValidationError("--nodeport-addresses: \"\(a)\" is not a CIDR or 'primary'")
+        }
+        if masqueradeAll { c.masqueradeAll = true }
+        if let b = masqueradeBit { c.masqueradeBit = b }
+        guard (0...31).contains(c.masqueradeBit) else { throw ValidationError("--iptables-masquerade-bit must be between 0 and 31") }
+        if let l = localhostNodePorts { c.localhostNodePorts = l }
+        if let d = detectLocalMode { detect = d }
+        switch detect {
+        case "ClusterCIDR", "NodeCIDR":
+            c.localDetector = c.clusterCIDRs.isEmpty ? .none : .cidrs(c.clusterCIDRs)
+        case "BridgeInterface":
+            guard let b = bridge, !b.isEmpty else { throw ValidationError("--detect-local-mode=BridgeInterface needs --pod-bridge-interface") }
+            c.localDetector = .bridgeInterface(b)
+        case "InterfaceNamePrefix":
+            guard let p = prefix, !p.isEmpty else { throw ValidationError("--detect-local-mode=InterfaceNamePrefix needs --pod-interface-name-prefix") }
+            c.localDetector = .interfaceNamePrefix(p)
+        default:
+            throw ValidationError("--detect-local-mode: unknown mode \"\(detect)\"")
+        }
+        if let r = serviceClusterIPRange {
+            guard let cidr = CIDR(r), cidr.family == .ipv4 else { throw ValidationError("--service-cluster-ip-range: \"\(r)\" is not an IPv4 CIDR") }
+            c.serviceCIDRs = [cidr.network]
+        }
+        guard c.mode == "iptables" else {
+            throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables)")
+        }
+        return c
+    }
+
+    private func cidrs(_ s: String, _ what: String) throws -> [CIDR] {
+        try s.split(separator: ",").map {
+            guard let c = CIDR($0), c.family == .ipv4 else { throw ValidationError("\(what): \"\($0)\" is not an IPv4 CIDR") }
+            return c.network
+        }
+    }
+
+    var logLevel: Logger.Level {
+        switch verbosity {
+        case ...0: return .info
+        case 1...3: return .debug
+        default: return .trace
+        }
+    }
+}
+
+/// Loads manifests, reporting skipped objects on stderr.
+func loadManifests(_ paths: [String], logger: Logger) throws -> ManifestSet {
+    let set = try ManifestLoader.load(paths: paths)
+    for issue in set.issues {
+        logger.error("skipped invalid object: \(issue)")
+    }
+    return set
+}
+
+/// Fills the tracker from manifests.
+func feed(_ set: ManifestSet, config: ProxyConfig, into tracker: inout ChangeTracker) {
+    let services = ManifestInput.prepare(set, serviceCIDR: config.serviceCIDRs.first ?? ManifestInput.defaultServiceCIDR)
+    tracker.update(node: ManifestInput.node(named: config.hostname, in: set, ips: config.nodeIPs))
+    tracker.replaceAll(services: services, slices: set.endpointSlices, serviceCIDRs: set.serviceCIDRs)
+}
+
+func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {
+    var ips: [IPAddress]? = nil
+    if let cidrs = c.nodePortCIDRs {
+        // `render` cannot see the node's interfaces; it uses the addresses the CIDRs name exactly.
+        ips = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
+    }
+    return IPTablesOptions(c, nodePortIPs: ips)
+}
+
+func bootstrapLogging(_ level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var h = StreamLogHandler.standardError(label: label)
+        h.logLevel = level
+        return h
+    }
+}

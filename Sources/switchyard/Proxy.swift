@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import KubeAPI
+import Logging
+import ProxyCore
+import ProxyIPTables
+import ServiceLifecycle
+
+struct Proxy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the service proxy, following manifests on disk.",
+        discussion: "Serves /healthz on the healthz address and Prometheus /metrics on the metrics address.")
+
+    @OptionGroup var flags: ProxyFlags
+
+    @Option(name: .customLong("manifests"), help: "Manifest file or directory to follow (re-read on change).")
+    var manifests: [String] = []
+
+    @Flag(name: .customLong("cleanup"), help: "Remove every rule and chain the proxy created, then exit.")
+    var cleanup = false
+
+    @Option(name: .customLong("healthz-bind-address"), help: "ip:port for /healthz (default 0.0.0.0:10256; empty disables).")
+    var healthzBindAddress: String?
+
+    @Option(name: .customLong("metrics-bind-address"), help: "ip:port for /metrics (default 127.0.0.1:10249; empty disables).")
+    var metricsBindAddress: String?
+
+    @Option(name: .customLong("min-sync-period"), help: "Minimum interval between syncs (Go duration, default 1s).")
+    var minSyncPeriod: String?
+
+    @Option(name: .customLong("sync-period"), help: "How often to check that rules are intact (Go duration, default 30s).")
+    var syncPeriod: String?
+
+    func run() async throws {
+        bootstrapLogging(flags.logLevel)
+        let logger = Logger(label: "switchyard.proxy")
+        var config = try flags.resolve()
+        if let h = healthzBindAddress { config.healthzBindAddress = h }
+        if let m = metricsBindAddress { config.metricsBindAddress = m }
+        if let s = minSyncPeriod {
+            guard let v = KubeProxyConfiguration.parseDuration(s) else { throw ValidationError("--min-sync-period: bad duration \(s)") }
+            config.minSyncPeriod = .milliseconds(Int(v * 1000))
+        }
+        if let s = syncPeriod {
+            guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ValidationError("--sync-period: bad duration \(s)") }
+            config.syncPeriod = .milliseconds(Int(v * 1000))
+        }
+        let ipt = SystemIPTables()
+        if cleanup {
+            let p = IPTablesProxier(ipt: ipt, options: IPTablesOptions(config, nodePortIPs: nil))
+            try await p.cleanup()
+            logger.info("removed kube-proxy iptables rules and chains")
+            return
+        }
+        guard !manifests.isEmpty else {
+            throw ValidationError("--manifests FILE|DIR is required (the API-server watcher is not in this build)")
+        }
+        if config.effectiveLocalhostNodePorts {
+            try? "1".write(toFile: "/proc/sys/net/ipv4/conf/all/route_localnet", atomically: false, encoding: .utf8)
+        }
+        if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding: .utf8),
+           v.trimmingCharacters(in: .whitespacesAndNewlines) != "0" {
+            config.conntrackTCPLiberal = true
+        }
+        let metrics = ProxyMetrics(mode: config.mode)
+        let health = HealthState()
+        let backend = IPTablesProxier(ipt: ipt, options: makeIPTablesOptions(config, live: true),
+                                      conntrack: ExecConntrack(runner: CommandRunner()), logger: logger)
+        let runner = ProxyRunner(
+            tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
+            backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),
+            minSyncPeriod: config.minSyncPeriod, syncPeriod: config.syncPeriod, logger: logger)
+        var servers: [SimpleHTTPServer] = []
+        if let (h, p) = hostPort(config.healthzBindAddress) {
+            servers.append(try await SimpleHTTPServer(host: h, port: p) { _, path in
+                path == "/healthz" || path == "/livez" ? health.response(path: path)
+                    : SimpleResponse(status: .notFound, body: "404 page not found\n")
+            })
+        }
+        if let (h, p) = hostPort(config.metricsBindAddress) {
+            servers.append(try await SimpleHTTPServer(host: h, port: p) { _, path in
+                path == "/metrics"
+                    ? SimpleResponse(headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: metrics.text())
+                    : SimpleResponse(status: .notFound, body: "404 page not found\n")
+            })
+        }
+        let watcher = ManifestWatcher(paths: manifests, config: config, runner: runner, logger: logger)
+        let group = ServiceGroup(services: [runner, watcher], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)"])
+        try await group.run()
+        for s in servers { await s.close() }
+    }
+
+    func hostPort(_ s: String) -> (String, Int)? {
+        guard !s.isEmpty, let i = s.lastIndex(of: ":"), let p = Int(s[s.index(after: i)...]) else { return nil }
+        return (String(s[..<i]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), p)
+    }
+}
+
+/// Re-reads the manifests when a file changes (by modification time and size) and
+/// feeds the runner; only what differs is marked changed.
+struct ManifestWatcher: ServiceLifecycle.Service {
+    let paths: [String]
+    let config: ProxyConfig
+    let runner: ProxyRunner
+    let logger: Logger
+
+    func fingerprint() -> String {
+        var s = ""
+        for p in paths {
+            for f in (try? ManifestLoader.files(at: p)) ?? [] {
+                let a = try? FileManager.default.attributesOfItem(atPath: f)
+                let m = (a?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+                s += "\(f):\(m):\(a?[.size] as? Int ?? 0);"
+            }
+        }
+        return s
+    }
+
+    func run() async throws {
+        var last = ""
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let fp = fingerprint()
+            if fp != last {
+                last = fp
+                do {
+                    let set = try loadManifests(paths, logger: logger)
+                    let cfg = config
+                    await runner.update { feed(set, config: cfg, into: &$0) }
+                } catch {
+                    logger.error("cannot load manifests, keeping the current rules: \(error)")
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(250))
+        }
+    }
+}

@@ -1,0 +1,37 @@
+import ArgumentParser
+import KubeAPI
+import Logging
+import ProxyCore
+import ProxyIPTables
+
+struct Render: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the ruleset a proxy mode would program for a set of manifests.",
+        discussion: """
+            Reads Services, EndpointSlices, Nodes and ServiceCIDRs from YAML or JSON \
+            (files, directories, or - for stdin); other kinds are skipped and invalid \
+            objects are reported on stderr with their document and field. Services \
+            without a ClusterIP or NodePort get one as the API server would allocate it.
+            """)
+
+    @OptionGroup var flags: ProxyFlags
+
+    @Option(name: [.customShort("f"), .customLong("filename")], help: "Manifest file, directory, or - for stdin (repeatable).")
+    var files: [String] = []
+
+    func run() async throws {
+        bootstrapLogging(flags.logLevel)
+        let logger = Logger(label: "switchyard.render")
+        guard !files.isEmpty else { throw ValidationError("-f FILE|DIR|- is required") }
+        let config = try flags.resolve()
+        let set = try loadManifests(files, logger: logger)
+        var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
+        feed(set, config: config, into: &tracker)
+        let (snap, _) = tracker.snapshot()
+        let proxier = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
+        print(proxier.render(snap), terminator: "")
+        if !set.issues.isEmpty {
+            logger.warning("\(set.issues.count) invalid object(s) skipped")
+        }
+    }
+}
