@@ -37,7 +37,10 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     private var needFullSync = true
     private var lastLargeCluster: Bool?
     private var lastSnapshot: ProxySnapshot?
-    private var staticApplied = false
+    private var _lastRestoreInput = ""
+
+    /// The last input handed to `iptables-restore`, for tests and debugging.
+    public var lastRestoreInput: String { lock.withLock { _lastRestoreInput } }
 
     public init(ipt: any IPTablesInterface, options: IPTablesOptions, conntrack: (any ConntrackCleaner)? = nil,
                 logger: Logger = Logger(label: "switchyard.iptables")) {
@@ -72,6 +75,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         let p = plan(snap, changed: changed, existing: existing)
         do {
+            _lastRestoreInput = p.input
             if !p.input.isEmpty { try ipt.restore(p.input) }
         } catch {
             needFullSync = true

@@ -1,0 +1,180 @@
+import Foundation
+
+/// Runs a command and returns its status and output; the test kit's only way to
+/// touch the system, so every step is visible in a failure message.
+public enum Sh {
+    @discardableResult
+    public static func run(_ args: [String], input: String? = nil, timeout: TimeInterval = 30) throws -> (status: Int32, out: String, err: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["PATH"] = (env["PATH"] ?? "") + ":/usr/sbin:/sbin"
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        let inPipe = Pipe()
+        p.standardInput = input == nil ? FileHandle.nullDevice : inPipe
+        try p.run()
+        if let input {
+            inPipe.fileHandleForWriting.write(Data(input.utf8))
+            try? inPipe.fileHandleForWriting.close()
+        }
+        let deadline = Date().addingTimeInterval(timeout)
+        let errData = LockedData()
+        let t = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
+        t.start()
+        let watchdog = Thread {
+            while p.isRunning && Date() < deadline { usleep(20_000) }
+            if p.isRunning { p.terminate() }
+        }
+        watchdog.start()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        while !errData.isSet { usleep(1000) }
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: errData.get(), as: UTF8.self))
+    }
+
+    /// Runs and throws on a non-zero exit.
+    @discardableResult
+    public static func must(_ args: [String], input: String? = nil) throws -> String {
+        let r = try run(args, input: input)
+        guard r.status == 0 else { throw LabError("\(args.joined(separator: " ")) failed (\(r.status)): \(r.err)") }
+        return r.out
+    }
+}
+
+final class LockedData: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data: Data?
+    func set(_ d: Data) { lock.withLock { data = d } }
+    func get() -> Data { lock.withLock { data ?? Data() } }
+    var isSet: Bool { lock.withLock { data != nil } }
+}
+
+public struct LabError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+public var isRoot: Bool { geteuid() == 0 }
+
+/// A throw-away set of network namespaces with unique names: a node, pods on
+/// the node's bridge, and a client outside the cluster. `destroy()` kills every
+/// process in them and deletes them; call it in a `defer`.
+public final class Lab: @unchecked Sendable {
+    public let id: String
+    public let node: String
+    public let client: String
+    public private(set) var pods: [String: String] = [:]   // name -> netns
+    public private(set) var podIPs: [String: String] = [:]
+    public let nodeClientIP = "10.250.0.1"
+    public let clientIP = "10.250.0.2"
+    public let bridgeIP = "10.244.1.1"
+    private var namespaces: [String] = []
+
+    public init() throws {
+        id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        node = "sy\(id)n"
+        client = "sy\(id)c"
+        try add(node)
+        try add(client)
+        try Sh.must(["ip", "-n", node, "link", "set", "lo", "up"])
+        try Sh.must(["ip", "-n", client, "link", "set", "lo", "up"])
+        try Sh.must(["ip", "-n", node, "link", "add", "name", "eth-c", "type", "veth", "peer", "name", "eth0", "netns", client])
+        try Sh.must(["ip", "-n", node, "addr", "add", "\(nodeClientIP)/24", "dev", "eth-c"])
+        try Sh.must(["ip", "-n", node, "link", "set", "eth-c", "up"])
+        try Sh.must(["ip", "-n", client, "addr", "add", "\(clientIP)/24", "dev", "eth0"])
+        try Sh.must(["ip", "-n", client, "link", "set", "eth0", "up"])
+        try Sh.must(["ip", "-n", client, "route", "add", "default", "via", nodeClientIP])
+        // The node's default route points at the outside world (the client side), as a real node's would.
+        try Sh.must(["ip", "-n", node, "route", "add", "default", "via", clientIP])
+        try Sh.must(["ip", "-n", node, "link", "add", "name", "cbr0", "type", "bridge"])
+        try Sh.must(["ip", "-n", node, "addr", "add", "\(bridgeIP)/24", "dev", "cbr0"])
+        try Sh.must(["ip", "-n", node, "link", "set", "cbr0", "up"])
+        try Sh.must(["ip", "netns", "exec", node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+    }
+
+    private func add(_ ns: String) throws {
+        try Sh.must(["ip", "netns", "add", ns])
+        namespaces.append(ns)
+    }
+
+    /// A pod namespace on the node's bridge with address 10.244.1.`host`.
+    @discardableResult
+    public func addPod(_ name: String, host: Int) throws -> String {
+        let ns = "sy\(id)p\(name)"
+        try add(ns)
+        let ip = "10.244.1.\(host)"
+        let hostIf = "veth\(name)"
+        try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
+        try Sh.must(["ip", "-n", node, "link", "add", "name", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        try Sh.must(["ip", "-n", node, "link", "set", hostIf, "master", "cbr0", "up"])
+        try Sh.must(["ip", "-n", ns, "addr", "add", "\(ip)/24", "dev", "eth0"])
+        try Sh.must(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        try Sh.must(["ip", "-n", ns, "route", "add", "default", "via", bridgeIP])
+        pods[name] = ns
+        podIPs[name] = ip
+        return ip
+    }
+
+    /// Starts TCP and UDP servers in a pod that answer with the pod's name.
+    public func serve(pod name: String, tcpPort: Int, udpPort: Int? = nil) throws {
+        guard let ns = pods[name] else { throw LabError("no pod \(name)") }
+        try spawn(ns, ["socat", "TCP-LISTEN:\(tcpPort),fork,reuseaddr", "SYSTEM:echo \(name)"])
+        if let udpPort {
+            try spawn(ns, ["socat", "UDP-RECVFROM:\(udpPort),fork", "SYSTEM:echo \(name)"])
+        }
+        // Wait until the TCP listener is up.
+        for _ in 0..<100 {
+            if let r = try? Sh.run(["ip", "netns", "exec", ns, "ss", "-ltnH", "sport = :\(tcpPort)"]), !r.out.isEmpty { return }
+            usleep(20_000)
+        }
+        throw LabError("server in \(name) did not start")
+    }
+
+    /// Starts a long-running process inside `ns`; it dies with the namespace in `destroy()`.
+    public func spawn(_ ns: String, _ args: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["ip", "netns", "exec", ns] + args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+    }
+
+    /// One TCP request from the client namespace (or another namespace); returns the reply or nil.
+    public func tcp(_ ip: String, _ port: Int, from ns: String? = nil, timeout: Int = 2) -> String? {
+        guard let r = try? Sh.run(["ip", "netns", "exec", ns ?? client, "socat", "-T\(timeout)", "-",
+                                   "TCP:\(ip):\(port),connect-timeout=\(timeout)"], input: "",
+                                  timeout: TimeInterval(timeout + 3)),
+              r.status == 0 else { return nil }
+        let s = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        return s.isEmpty ? nil : s
+    }
+
+    /// One UDP request; returns the reply or nil.
+    public func udp(_ ip: String, _ port: Int, from ns: String? = nil, timeout: Int = 1) -> String? {
+        guard let r = try? Sh.run(["ip", "netns", "exec", ns ?? client, "socat", "-T\(timeout)", "-",
+                                   "UDP:\(ip):\(port)"], input: "ping\n", timeout: TimeInterval(timeout + 3)),
+              r.status == 0 else { return nil }
+        let s = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        return s.isEmpty ? nil : s
+    }
+
+    /// Kills every process in the lab's namespaces and deletes them.
+    public func destroy() {
+        for ns in namespaces.reversed() {
+            if let r = try? Sh.run(["ip", "netns", "pids", ns]) {
+                for pid in r.out.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+            }
+        }
+        usleep(50_000)
+        for ns in namespaces.reversed() { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+        namespaces.removeAll()
+    }
+
+    deinit { destroy() }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import KubeAPI
+import NetnsKit
+import ProxyCore
+import ProxyIPTables
+import Testing
+
+/// A node namespace running the iptables mode in-process (commands run inside the
+/// node's netns), two backend pods with TCP and UDP servers, and a client outside.
+final class IPTablesLab: @unchecked Sendable {
+    let lab: Lab
+    let proxier: IPTablesProxier
+    let ipt: SystemIPTables
+    var tracker: ChangeTracker
+
+    init(options: IPTablesOptions? = nil) throws {
+        lab = try Lab()
+        try lab.addPod("a", host: 2)
+        try lab.addPod("b", host: 3)
+        try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
+        try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
+        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        ipt = SystemIPTables(runner: CommandRunner(netns: lab.node))
+        var o = options ?? IPTablesOptions()
+        if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }
+        proxier = IPTablesProxier(ipt: ipt, options: o, conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
+        tracker = ChangeTracker(node: NodeInfo(name: "node-a"))
+    }
+
+    func sync() async throws -> SyncOutcome {
+        let (snap, changed) = tracker.snapshot()
+        return try await proxier.sync(SyncRequest(snapshot: snap, changedServices: changed))
+    }
+
+    func save(_ table: String = "nat") throws -> String {
+        try ipt.save(tables: [table])
+    }
+
+    deinit { lab.destroy() }
+}
+
+func service(_ name: String, ip: String, type: String = "ClusterIP", ports: [ServicePort], affinity: Bool = false,
+             ns: String = "default") -> Service {
+    var s = Service(metadata: ObjectMeta(name: name, namespace: ns), spec: ServiceSpec(type: type, clusterIP: ip, ports: ports))
+    if affinity {
+        s.spec.sessionAffinity = "ClientIP"
+        s.spec.sessionAffinityConfig = SessionAffinityConfig(clientIP: ClientIPConfig(timeoutSeconds: 300))
+    }
+    return s
+}
+
+func slice(_ svc: String, _ ips: [String], ports: [EndpointPort], ns: String = "default", name: String? = nil) -> EndpointSlice {
+    EndpointSlice(metadata: ObjectMeta(name: name ?? "\(svc)-1", namespace: ns, labels: [EndpointSlice.serviceNameLabel: svc]),
+                  endpoints: ips.map { Endpoint(addresses: [$0], conditions: EndpointConditions(ready: true), nodeName: "node-a") },
+                  ports: ports)
+}
+
+let webPorts = [ServicePort(name: "http", protocol: "TCP", port: 80, targetPort: .int(8080), nodePort: 30080),
+                ServicePort(name: "dns", protocol: "UDP", port: 53, targetPort: .int(5353), nodePort: 30053)]
+let webSlicePorts = [EndpointPort(name: "http", protocol: "TCP", port: 8080), EndpointPort(name: "dns", protocol: "UDP", port: 5353)]
+
+@Suite("iptables mode in network namespaces", .enabled(if: isRoot, "needs root for network namespaces"))
+struct IPTablesLabTests {
+    @Test func clusterIPAndNodePortReachBothBackends() async throws {
+        let t = try IPTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
+        let out = try await t.sync()
+        #expect(out.full)
+        var seen = Set<String>()
+        for _ in 0..<40 where seen.count < 2 {
+            if let r = t.lab.tcp("10.96.0.10", 80) { seen.insert(r) }
+        }
+        #expect(seen == ["a", "b"], "TCP through the ClusterIP should reach both backends")
+        var udpSeen = Set<String>()
+        for _ in 0..<40 where udpSeen.count < 2 {
+            if let r = t.lab.udp("10.96.0.10", 53) { udpSeen.insert(r) }
+        }
+        #expect(udpSeen == ["a", "b"], "UDP through the ClusterIP should reach both backends")
+        // NodePort on the node's address, from the client.
+        let np = t.lab.tcp(t.lab.nodeClientIP, 30080)
+        #expect(np == "a" || np == "b")
+        // From the node itself (OUTPUT path).
+        let fromNode = t.lab.tcp("10.96.0.10", 80, from: t.lab.node)
+        #expect(fromNode == "a" || fromNode == "b")
+    }
+
+    @Test func affinityPinsClientToOneBackend() async throws {
+        let t = try IPTablesLab()
+        t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
+        t.tracker.update(slice: slice("sticky", ["10.244.1.2", "10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        _ = try await t.sync()
+        var seen = Set<String>()
+        for _ in 0..<12 {
+            if let r = t.lab.tcp("10.96.0.20", 80) { seen.insert(r) }
+        }
+        #expect(seen.count == 1, "ClientIP affinity should pin the client, got \(seen)")
+    }
+
+    @Test func serviceWithoutEndpointsIsRefused() async throws {
+        let t = try IPTablesLab()
+        t.tracker.update(service: service("empty", ip: "10.96.0.40", ports: [ServicePort(port: 9000)]))
+        _ = try await t.sync()
+        // From the node itself the REJECT arrives as "connection refused".
+        let r = try Sh.run(["ip", "netns", "exec", t.lab.node, "socat", "-T2", "-", "TCP:10.96.0.40:9000,connect-timeout=2"], input: "")
+        #expect(r.status != 0)
+        #expect(r.err.contains("refused"), "expected a REJECT (connection refused), got: \(r.err)")
+        // From the client it fails too, and the REJECT rule is what stopped it.
+        #expect(t.lab.tcp("10.96.0.40", 9000) == nil)
+        let counters = try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-w", "-t", "filter", "-L", "KUBE-SERVICES", "-v", "-n", "-x"])
+        let rejectLine = counters.split(separator: "\n").first { $0.contains("REJECT") && $0.contains("10.96.0.40") }
+        let packets = rejectLine.flatMap { Int($0.split(separator: " ").first ?? "") } ?? 0
+        #expect(packets >= 2, "REJECT rule should have matched node and client packets: \(counters)")
+        let filter = try t.save("filter")
+        #expect(filter.contains("default/empty has no endpoints"))
+    }
+
+    @Test func endpointChangeArrivesByPartialSyncWithoutTouchingKubeServices() async throws {
+        let t = try IPTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
+        t.tracker.update(service: service("other", ip: "10.96.0.11", ports: [ServicePort(port: 81, targetPort: .int(8080))]))
+        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
+        t.tracker.update(slice: slice("other", ["10.244.1.2"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        _ = try await t.sync()
+        let before = try t.save()
+        let servicesBefore = before.split(separator: "\n").filter { $0.hasPrefix("-A KUBE-SERVICES") }
+        // Pod b goes away.
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        let out = try await t.sync()
+        #expect(!out.full, "an endpoint change should be a partial sync")
+        let after = try t.save()
+        let servicesAfter = after.split(separator: "\n").filter { $0.hasPrefix("-A KUBE-SERVICES") }
+        #expect(servicesBefore == servicesAfter, "KUBE-SERVICES must be left alone")
+        #expect(!after.contains("10.244.1.3:8080"), "the removed endpoint's DNAT is gone")
+        for _ in 0..<8 { #expect(t.lab.tcp("10.96.0.10", 80) == "a") }
+        #expect(t.lab.tcp("10.96.0.11", 81) == "a")
+        // The partial sync input did not rewrite top-level chains.
+        let last = t.proxier.lastRestoreInput
+        #expect(!last.contains(":KUBE-SERVICES"))
+        #expect(!last.contains("-A KUBE-SERVICES"))
+    }
+
+    @Test func cleanupRemovesOurChainsAndKeepsOthers() async throws {
+        let t = try IPTablesLab()
+        // Another tool's rules.
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-t", "nat", "-N", "OTHER-TOOL"])
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "OTHER-TOOL"])
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"])
+        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        _ = try await t.sync()
+        #expect(try t.save().contains("KUBE-SVC-"))
+        try await t.proxier.cleanup()
+        let all = try t.ipt.save(tables: ["filter", "nat", "mangle"])
+        let kube = all.split(separator: "\n").filter { $0.contains("KUBE-") && !$0.contains("KUBE-FIREWALL") }
+        #expect(kube.isEmpty, "left behind: \(kube)")
+        #expect(all.contains("OTHER-TOOL"))
+        #expect(all.contains("--dport 22 -j ACCEPT"))
+    }
+
+    @Test func canaryLossForcesFullResync() async throws {
+        let t = try IPTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        _ = try await t.sync()
+        #expect(await t.proxier.needsFullResync() == false)
+        for table in ["nat", "filter", "mangle"] {
+            try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-t", table, "-F"])
+            try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-t", table, "-X"])
+        }
+        #expect(t.lab.tcp("10.96.0.10", 80) == nil)
+        #expect(await t.proxier.needsFullResync() == true)
+        let out = try await t.sync()
+        #expect(out.full)
+        #expect(t.lab.tcp("10.96.0.10", 80) == "a")
+    }
+}
