@@ -127,9 +127,11 @@ public enum ManifestLoader {
             }
             return set
         }
-        let nodes: [Yams.Node]
+        var nodes: [Yams.Node] = []
         do {
-            nodes = try Array(Yams.compose_all(yaml: text))
+            // nextRoot throws on syntax errors (the lazy sequence would stop silently).
+            let parser = try Yams.Parser(yaml: text)
+            while let n = try parser.nextRoot() { nodes.append(n) }
         } catch {
             throw ManifestError.syntax(source, "\(error)")
         }
