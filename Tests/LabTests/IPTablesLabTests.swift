@@ -150,6 +150,12 @@ struct IPTablesLabTests {
         t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
         _ = try await t.sync()
         #expect(try t.save().contains("KUBE-SVC-"))
+        // A second full sync adopts the jumps from iptables-save instead of adding them again.
+        t.proxier.forceFullSync()
+        #expect(try await t.sync().full)
+        let filter = try t.save("filter")
+        #expect(filter.components(separatedBy: "-A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS").count == 2)
+        #expect(try t.save().components(separatedBy: "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES").count == 2)
         try await t.proxier.cleanup()
         let all = try t.ipt.save(tables: ["filter", "nat", "mangle"])
         let kube = all.split(separator: "\n").filter { $0.contains("KUBE-") && !$0.contains("KUBE-FIREWALL") }

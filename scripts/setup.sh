@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what Switchyard needs on a fresh Debian 12 machine (as root).
+# Safe to run again: only missing packages are installed.
+set -euo pipefail
+PKGS=(iptables nftables libmnl-dev libnftnl-dev ipvsadm conntrack socat iproute2 curl procps kmod
+      containernetworking-plugins)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected /opt/swift)" >&2; exit 1; }
