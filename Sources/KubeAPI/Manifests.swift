@@ -114,16 +114,20 @@ public enum ManifestLoader {
         var set = ManifestSet()
         let trimmed = text.drop { $0.isWhitespace }
         if trimmed.first == "{" || trimmed.first == "[" {
-            // JSON: Foundation's decoder is much faster than the YAML path for large lists.
-            let any: Any
+            // JSON: one typed pass with Foundation's decoder; each object decodes by its kind.
+            let data = Data(text.utf8)
+            let docs: [JSONDoc]
             do {
-                any = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+                if trimmed.first == "[" {
+                    docs = try JSONDecoder().decode([JSONDoc].self, from: data)
+                } else {
+                    docs = [try JSONDecoder().decode(JSONDoc.self, from: data)]
+                }
             } catch {
-                throw ManifestError.syntax(source, "\(error.localizedDescription)")
+                throw ManifestError.syntax(source, "\(error)")
             }
-            let docs = (any as? [Any]) ?? [any]
-            for (i, doc) in docs.enumerated() {
-                add(json: doc, at: ManifestLocation(source: source, document: i + 1), into: &set)
+            for (i, d) in docs.enumerated() {
+                d.file(at: ManifestLocation(source: source, document: i + 1), into: &set)
             }
             return set
         }
@@ -158,29 +162,6 @@ public enum ManifestLoader {
             .compactMap { $0 }.joined(separator: "/")
         decode(kind: kind, name: name, at: loc, into: &set) { type in
             try YAMLDecoder().decode(type, from: node)
-        }
-    }
-
-    static func add(json: Any, at loc: ManifestLocation, into set: inout ManifestSet) {
-        guard let obj = json as? [String: Any] else {
-            set.issues.append(ManifestIssue(location: loc, kind: "", name: "", errors: [FieldError("", "not an object")]))
-            return
-        }
-        let kind = obj["kind"] as? String ?? ""
-        if kind == "List" || kind.hasSuffix("List"), let items = obj["items"] as? [Any] {
-            for (j, item) in items.enumerated() {
-                var l = loc
-                l.item = j + 1
-                add(json: item, at: l, into: &set)
-            }
-            return
-        }
-        let meta = obj["metadata"] as? [String: Any]
-        let name = [meta?["namespace"] as? String, meta?["name"] as? String].compactMap { $0 }
-            .joined(separator: "/")
-        let data = (try? JSONSerialization.data(withJSONObject: obj)) ?? Data()
-        decode(kind: kind, name: name, at: loc, into: &set) { type in
-            try JSONDecoder().decode(type, from: data)
         }
     }
 
@@ -247,5 +228,56 @@ public enum ManifestLoader {
         @unknown default:
             return FieldError("", "\(e)")
         }
+    }
+}
+
+/// One JSON object decoded by its `kind` in a single pass (lists recurse).
+struct JSONDoc: Decodable {
+    enum Keys: String, CodingKey { case kind, metadata, items }
+    struct Meta: Decodable { var name: String?; var namespace: String? }
+    let kind: String
+    let name: String
+    let items: [JSONDoc]?
+    let decoded: Result<Any, any Error>
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        kind = (try? c.decode(String.self, forKey: .kind)) ?? ""
+        let m = try? c.decode(Meta.self, forKey: .metadata)
+        name = [m?.namespace, m?.name].compactMap { $0 }.joined(separator: "/")
+        if kind == "List" || (kind.hasSuffix("List") && c.contains(.items)) {
+            items = (try? c.decode([JSONDoc].self, forKey: .items)) ?? []
+            decoded = .success(())
+            return
+        }
+        items = nil
+        let type: (any Decodable.Type)?
+        switch kind {
+        case "Service": type = Service.self
+        case "EndpointSlice": type = EndpointSlice.self
+        case "Endpoints": type = Endpoints.self
+        case "Node": type = Node.self
+        case "Pod": type = Pod.self
+        case "Namespace": type = Namespace.self
+        case "ServiceCIDR": type = ServiceCIDR.self
+        default: type = nil
+        }
+        if let type {
+            decoded = Result { try type.init(from: decoder) }
+        } else {
+            decoded = .success(())
+        }
+    }
+
+    func file(at loc: ManifestLocation, into set: inout ManifestSet) {
+        if let items {
+            for (j, item) in items.enumerated() {
+                var l = loc
+                l.item = j + 1
+                item.file(at: l, into: &set)
+            }
+            return
+        }
+        ManifestLoader.decode(kind: kind, name: name, at: loc, into: &set) { _ in try decoded.get() }
     }
 }
