@@ -37,10 +37,6 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     private var needFullSync = true
     private var lastLargeCluster: Bool?
     private var lastSnapshot: ProxySnapshot?
-    private var _lastRestoreInput = ""
-
-    /// The last input handed to `iptables-restore`, for tests and debugging.
-    public var lastRestoreInput: String { lock.withLock { _lastRestoreInput } }
 
     public init(ipt: any IPTablesInterface, options: IPTablesOptions, conntrack: (any ConntrackCleaner)? = nil,
                 logger: Logger = Logger(label: "switchyard.iptables")) {
@@ -75,7 +71,6 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         let p = plan(snap, changed: changed, existing: existing)
         do {
-            _lastRestoreInput = p.input
             if !p.input.isEmpty { try ipt.restore(p.input) }
         } catch {
             needFullSync = true
@@ -108,17 +103,20 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
 
     // MARK: planning
 
-    /// What is in the kernel, from `iptables-save`.
+    /// What is in the kernel, from `iptables-save`: every chain, and the rules of
+    /// the built-in chains (where our jump rules live; service chains' rules are not kept).
     struct Existing {
         var chains: [String: Set<String>] = [:]
         var rules: Set<String> = []
+        static let builtinChains: Set<Substring> = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"]
         init(save: String) {
             var table = ""
             for line in save.split(separator: "\n") {
                 if line.hasPrefix("*") { table = String(line.dropFirst()) }
                 else if line.hasPrefix(":") {
                     chains[table, default: []].insert(String(line.dropFirst().split(separator: " ")[0]))
-                } else if line.hasPrefix("-A ") {
+                } else if line.hasPrefix("-A "),
+                          Self.builtinChains.contains(line.dropFirst(3).prefix { $0 != " " }) {
                     rules.insert(table + " " + line)
                 }
             }

@@ -5,12 +5,27 @@ import ProxyCore
 import ProxyIPTables
 import Testing
 
+/// The real iptables, remembering the last restore input so tests can check what a sync wrote.
+final class RecordingIPTables: IPTablesInterface, @unchecked Sendable {
+    let real: SystemIPTables
+    private let lock = NSLock()
+    private var _last = ""
+    init(_ real: SystemIPTables) { self.real = real }
+    var lastRestoreInput: String { lock.withLock { _last } }
+    func restore(_ input: String) throws {
+        lock.withLock { _last = input }
+        try real.restore(input)
+    }
+    func save(tables: [String]) throws -> String { try real.save(tables: tables) }
+    func chainExists(table: String, chain: String) -> Bool { real.chainExists(table: table, chain: chain) }
+}
+
 /// A node namespace running the iptables mode in-process (commands run inside the
 /// node's netns), two backend pods with TCP and UDP servers, and a client outside.
 final class IPTablesLab: @unchecked Sendable {
     let lab: Lab
     let proxier: IPTablesProxier
-    let ipt: SystemIPTables
+    let ipt: RecordingIPTables
     var tracker: ChangeTracker
 
     init(options: IPTablesOptions? = nil) throws {
@@ -20,7 +35,7 @@ final class IPTablesLab: @unchecked Sendable {
         try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
         try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
         try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
-        ipt = SystemIPTables(runner: CommandRunner(netns: lab.node))
+        ipt = RecordingIPTables(SystemIPTables(runner: CommandRunner(netns: lab.node)))
         var o = options ?? IPTablesOptions()
         if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }
         proxier = IPTablesProxier(ipt: ipt, options: o, conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
@@ -135,7 +150,7 @@ struct IPTablesLabTests {
         for _ in 0..<8 { #expect(t.lab.tcp("10.96.0.10", 80) == "a") }
         #expect(t.lab.tcp("10.96.0.11", 81) == "a")
         // The partial sync input did not rewrite top-level chains.
-        let last = t.proxier.lastRestoreInput
+        let last = t.ipt.lastRestoreInput
         #expect(!last.contains(":KUBE-SERVICES"))
         #expect(!last.contains("-A KUBE-SERVICES"))
     }
