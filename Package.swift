@@ -56,7 +56,7 @@ let package = Package(
         // Helpers for tests and benchmarks that build throw-away network namespaces.
         .target(
             name: "NetnsKit",
-            dependencies: [],
+            dependencies: ["ProxyCore"],
             swiftSettings: strict
         ),
         .executableTarget(

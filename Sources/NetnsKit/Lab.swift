@@ -1,39 +1,13 @@
 import Foundation
+import ProxyCore
 
 /// Runs a command and returns its status and output; the test kit's only way to
 /// touch the system, so every step is visible in a failure message.
 public enum Sh {
     @discardableResult
     public static func run(_ args: [String], input: String? = nil, timeout: TimeInterval = 30) throws -> (status: Int32, out: String, err: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        env["PATH"] = (env["PATH"] ?? "") + ":/usr/sbin:/sbin"
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        let inPipe = Pipe()
-        p.standardInput = input == nil ? FileHandle.nullDevice : inPipe
-        try p.run()
-        if let input {
-            inPipe.fileHandleForWriting.write(Data(input.utf8))
-            try? inPipe.fileHandleForWriting.close()
-        }
-        let deadline = Date().addingTimeInterval(timeout)
-        let errData = LockedData()
-        let t = Thread { errData.set(err.fileHandleForReading.readDataToEndOfFile()) }
-        t.start()
-        let watchdog = Thread {
-            while p.isRunning && Date() < deadline { usleep(20_000) }
-            if p.isRunning { p.terminate() }
-        }
-        watchdog.start()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        while !errData.isSet { usleep(1000) }
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: errData.get(), as: UTF8.self))
+        let r = try CommandRunner().run(args, input: input, check: false, timeout: .milliseconds(Int(timeout * 1000)))
+        return (r.status, r.stdout, r.stderr)
     }
 
     /// Runs and throws on a non-zero exit.
@@ -43,14 +17,6 @@ public enum Sh {
         guard r.status == 0 else { throw LabError("\(args.joined(separator: " ")) failed (\(r.status)): \(r.err)") }
         return r.out
     }
-}
-
-final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data: Data?
-    func set(_ d: Data) { lock.withLock { data = d } }
-    func get() -> Data { lock.withLock { data ?? Data() } }
-    var isSet: Bool { lock.withLock { data != nil } }
 }
 
 public struct LabError: Error, CustomStringConvertible {

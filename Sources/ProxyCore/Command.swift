@@ -23,9 +23,10 @@ public struct CommandRunner: Sendable {
         }
     }
 
-    /// Runs `args` (looked up on PATH), feeding `input` on stdin.
+    /// Runs `args` (looked up on PATH), feeding `input` on stdin. With a `timeout`,
+    /// a program still running then is terminated (and its status says so).
     @discardableResult
-    public func run(_ args: [String], input: String? = nil, check: Bool = true) throws -> Result {
+    public func run(_ args: [String], input: String? = nil, check: Bool = true, timeout: Duration? = nil) throws -> Result {
         var argv = args
         if let netns { argv = ["ip", "netns", "exec", netns] + args }
         let p = Process()
@@ -50,6 +51,13 @@ public struct CommandRunner: Sendable {
         }
         defer { if let tmp { try? FileManager.default.removeItem(at: tmp) } }
         try p.run()
+        if let timeout {
+            let deadline = ContinuousClock.now + timeout
+            Thread {
+                while p.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
+                if p.isRunning { p.terminate() }
+            }.start()
+        }
         // Drain both pipes concurrently so a chatty program cannot block.
         let errBox = DataBox()
         let t = Thread { errBox.data = errPipe.fileHandleForReading.readDataToEndOfFile() }
