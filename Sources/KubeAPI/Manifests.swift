@@ -150,7 +150,7 @@ public enum ManifestLoader {
 
     static func add(yaml node: Yams.Node, at loc: ManifestLocation, into set: inout ManifestSet) {
         let kind = node["kind"]?.string ?? ""
-        if kind == "List" || kind.hasSuffix("List") && node["items"]?.sequence != nil {
+        if isList(kind: kind, hasItems: node["items"]?.sequence != nil) {
             for (j, item) in (node["items"]?.sequence ?? []).enumerated() {
                 var l = loc
                 l.item = j + 1
@@ -165,38 +165,56 @@ public enum ManifestLoader {
         }
     }
 
+    /// `kind: List`, or a typed list (`ServiceList`, …) that carries `items`.
+    static func isList(kind: String, hasItems: Bool) -> Bool {
+        kind == "List" || (kind.hasSuffix("List") && hasItems)
+    }
+
+    /// The type of each kind this loader decodes.
+    static func type(forKind kind: String) -> (any Decodable.Type)? {
+        switch kind {
+        case "Service": return Service.self
+        case "EndpointSlice": return EndpointSlice.self
+        case "Endpoints": return Endpoints.self
+        case "Node": return Node.self
+        case "Pod": return Pod.self
+        case "Namespace": return Namespace.self
+        case "ServiceCIDR": return ServiceCIDR.self
+        default: return nil
+        }
+    }
+
     /// Decodes by kind, validates, and files the object or the problem.
     static func decode(kind: String, name: String, at loc: ManifestLocation, into set: inout ManifestSet,
                        _ dec: (any Decodable.Type) throws -> Any) {
         func issue(_ errs: [FieldError]) {
             set.issues.append(ManifestIssue(location: loc, kind: kind.isEmpty ? "object" : kind, name: name, errors: errs))
         }
+        guard let type = type(forKind: kind) else {
+            if kind.isEmpty {
+                issue([FieldError("kind", "Required value: every document needs apiVersion and kind")])
+            } else {
+                set.skippedKinds[kind, default: 0] += 1
+            }
+            return
+        }
         do {
-            switch kind {
-            case "Service":
-                var s = try dec(Service.self) as! Service
+            switch try dec(type) {
+            case var s as Service:
                 if s.metadata.namespace == nil { s.metadata.namespace = "default" }
                 let errs = Validation.validate(s)
                 if errs.isEmpty { set.services.append(s) } else { issue(errs) }
-            case "EndpointSlice":
-                var s = try dec(EndpointSlice.self) as! EndpointSlice
+            case var s as EndpointSlice:
                 if s.metadata.namespace == nil { s.metadata.namespace = "default" }
                 let errs = Validation.validate(s)
                 if errs.isEmpty { set.endpointSlices.append(s) } else { issue(errs) }
-            case "Endpoints":
-                set.endpoints.append(try dec(Endpoints.self) as! Endpoints)
-            case "Node":
-                set.nodes.append(try dec(Node.self) as! Node)
-            case "Pod":
-                set.pods.append(try dec(Pod.self) as! Pod)
-            case "Namespace":
-                set.namespaces.append(try dec(Namespace.self) as! Namespace)
-            case "ServiceCIDR":
-                let c = try dec(ServiceCIDR.self) as! ServiceCIDR
+            case let e as Endpoints: set.endpoints.append(e)
+            case let n as Node: set.nodes.append(n)
+            case let p as Pod: set.pods.append(p)
+            case let n as Namespace: set.namespaces.append(n)
+            case let c as ServiceCIDR:
                 let errs = Validation.validate(c)
                 if errs.isEmpty { set.serviceCIDRs.append(c) } else { issue(errs) }
-            case "":
-                issue([FieldError("kind", "Required value: every document needs apiVersion and kind")])
             default:
                 set.skippedKinds[kind, default: 0] += 1
             }
@@ -245,24 +263,13 @@ struct JSONDoc: Decodable {
         kind = (try? c.decode(String.self, forKey: .kind)) ?? ""
         let m = try? c.decode(Meta.self, forKey: .metadata)
         name = [m?.namespace, m?.name].compactMap { $0 }.joined(separator: "/")
-        if kind == "List" || (kind.hasSuffix("List") && c.contains(.items)) {
+        if ManifestLoader.isList(kind: kind, hasItems: c.contains(.items)) {
             items = (try? c.decode([JSONDoc].self, forKey: .items)) ?? []
             decoded = .success(())
             return
         }
         items = nil
-        let type: (any Decodable.Type)?
-        switch kind {
-        case "Service": type = Service.self
-        case "EndpointSlice": type = EndpointSlice.self
-        case "Endpoints": type = Endpoints.self
-        case "Node": type = Node.self
-        case "Pod": type = Pod.self
-        case "Namespace": type = Namespace.self
-        case "ServiceCIDR": type = ServiceCIDR.self
-        default: type = nil
-        }
-        if let type {
+        if let type = ManifestLoader.type(forKind: kind) {
             decoded = Result { try type.init(from: decoder) }
         } else {
             decoded = .success(())
