@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "KubeAPI", targets: ["KubeAPI"]),
         .library(name: "ProxyCore", targets: ["ProxyCore"]),
         .library(name: "ProxyIPTables", targets: ["ProxyIPTables"]),
+        .library(name: "ProxyNFTables", targets: ["ProxyNFTables"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -53,6 +54,16 @@ let package = Package(
             dependencies: ["ProxyCore", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // libmnl and libnftnl, from the system (scripts/setup.sh installs the -dev packages).
+        .systemLibrary(name: "CMnl", pkgConfig: "libmnl"),
+        .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl"),
+        // kube-proxy's nftables mode: the kube-proxy table as objects, applied as
+        // libnftnl batches, rendered as nft text.
+        .target(
+            name: "ProxyNFTables",
+            dependencies: ["ProxyCore", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // Helpers for tests and benchmarks that build throw-away network namespaces.
         .target(
             name: "NetnsKit",
@@ -62,7 +73,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -72,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "NetnsKit",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "NetnsKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -80,7 +91,8 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,10 +4,11 @@ import KubeAPI
 import Logging
 import ProxyCore
 import ProxyIPTables
+import ProxyNFTables
 
 /// Flags shared by `render` and `proxy`, named as kube-proxy names them.
 struct ProxyFlags: ParsableArguments {
-    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables.")
+    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables or nftables.")
     var proxyMode: String?
 
     @Option(name: .customLong("hostname-override"), help: "The name of this node (endpoints on it are local).")
@@ -101,8 +102,8 @@ struct ProxyFlags: ParsableArguments {
             guard let cidr = CIDR(r), cidr.family == .ipv4 else { throw ValidationError("--service-cluster-ip-range: \"\(r)\" is not an IPv4 CIDR") }
             c.serviceCIDRs = [cidr.network]
         }
-        guard c.mode == "iptables" else {
-            throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables)")
+        guard ["iptables", "nftables"].contains(c.mode) else {
+            throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables, nftables)")
         }
         return c
     }
@@ -146,6 +147,31 @@ func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {
         ips = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
     }
     return IPTablesOptions(c, nodePortIPs: ips)
+}
+
+/// nftables mode takes NodePorts on the node's primary IPs by default, as upstream
+/// does (`--nodeport-addresses primary`); with no node IP known, on every local address.
+func makeNFTablesOptions(_ c: ProxyConfig, live: Bool) -> NFTablesOptions {
+    var ips: [IPAddress]? = nil
+    if let cidrs = c.nodePortCIDRs {
+        ips = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
+    } else if !c.nodeIPs.isEmpty {
+        ips = c.nodeIPs.filter { $0.family == .ipv4 }
+    }
+    return NFTablesOptions(c, nodePortIPs: ips)
+}
+
+/// The backend for `--proxy-mode`.
+func makeBackend(_ c: ProxyConfig, logger: Logger) throws -> any ProxyBackend {
+    let conntrack = ExecConntrack(runner: CommandRunner())
+    switch c.mode {
+    case "nftables":
+        return NFTablesProxier(nft: try SystemNFTables(), options: makeNFTablesOptions(c, live: true),
+                               conntrack: conntrack, logger: logger)
+    default:
+        return IPTablesProxier(ipt: SystemIPTables(), options: makeIPTablesOptions(c, live: true),
+                               conntrack: conntrack, logger: logger)
+    }
 }
 
 func bootstrapLogging(_ level: Logger.Level) {

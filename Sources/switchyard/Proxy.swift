@@ -4,6 +4,7 @@ import KubeAPI
 import Logging
 import ProxyCore
 import ProxyIPTables
+import ProxyNFTables
 import ServiceLifecycle
 
 struct Proxy: AsyncParsableCommand {
@@ -45,11 +46,14 @@ struct Proxy: AsyncParsableCommand {
             guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ValidationError("--sync-period: bad duration \(s)") }
             config.syncPeriod = .milliseconds(Int(v * 1000))
         }
-        let ipt = SystemIPTables()
         if cleanup {
-            let p = IPTablesProxier(ipt: ipt, options: IPTablesOptions(config, nodePortIPs: nil))
+            // Like kube-proxy --cleanup: remove what every mode may have left.
+            let p = IPTablesProxier(ipt: SystemIPTables(), options: IPTablesOptions(config, nodePortIPs: nil))
             try await p.cleanup()
             logger.info("removed kube-proxy iptables rules and chains")
+            let n = NFTablesProxier(nft: try SystemNFTables(), options: NFTablesOptions())
+            try await n.cleanup()
+            logger.info("removed the nftables table ip kube-proxy")
             return
         }
         guard !manifests.isEmpty else {
@@ -64,8 +68,7 @@ struct Proxy: AsyncParsableCommand {
         }
         let metrics = ProxyMetrics(mode: config.mode)
         let health = HealthState()
-        let backend = IPTablesProxier(ipt: ipt, options: makeIPTablesOptions(config, live: true),
-                                      conntrack: ExecConntrack(runner: CommandRunner()), logger: logger)
+        let backend = try makeBackend(config, logger: logger)
         let runner = ProxyRunner(
             tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
             backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),

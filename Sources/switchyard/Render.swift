@@ -3,6 +3,7 @@ import KubeAPI
 import Logging
 import ProxyCore
 import ProxyIPTables
+import ProxyNFTables
 
 struct Render: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -28,8 +29,14 @@ struct Render: AsyncParsableCommand {
         var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
         feed(set, config: config, into: &tracker)
         let (snap, _) = tracker.snapshot()
-        let proxier = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
-        print(proxier.render(snap), terminator: "")
+        let renderer: any ProxyRenderer
+        switch config.mode {
+        case "nftables":
+            renderer = NFTablesProxier(fake: FakeNFTables(), options: makeNFTablesOptions(config, live: false))
+        default:
+            renderer = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
+        }
+        print(renderer.render(snap), terminator: "")
         if !set.issues.isEmpty {
             logger.warning("\(set.issues.count) invalid object(s) skipped")
         }

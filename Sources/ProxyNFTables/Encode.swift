@@ -1,0 +1,207 @@
+import CMnl
+import CNftnl
+
+/// Message builders for the objects of one table. Each call appends one message
+/// to the batch; nothing is sent until the batch is committed.
+struct TableWriter {
+    let batch: Batch
+    let table: String
+
+    private static let create = Int32(NLM_F_CREATE)
+
+    func addTable(comment: String?) {
+        batch.add(UInt32(NFT_MSG_NEWTABLE.rawValue), flags: Self.create, label: "add table ip \(table)") { nlh in
+            let t = nftnl_table_alloc()!
+            defer { nftnl_table_free(t) }
+            nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table)
+            nftnl_table_set_u32(t, UInt16(NFTNL_TABLE_FAMILY.rawValue), UInt32(NFPROTO_IPV4))
+            if let comment {
+                let ud = udataString(UInt8(NFTNL_UDATA_TABLE_COMMENT.rawValue), comment)
+                ud.withUnsafeBytes { _ = nftnl_table_set_data(t, UInt16(NFTNL_TABLE_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            }
+            nftnl_table_nlmsg_build_payload(nlh, t)
+        }
+    }
+
+    func deleteTable() {
+        batch.add(UInt32(NFT_MSG_DELTABLE.rawValue), flags: 0, label: "delete table ip \(table)") { nlh in
+            let t = nftnl_table_alloc()!
+            defer { nftnl_table_free(t) }
+            nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table)
+            nftnl_table_nlmsg_build_payload(nlh, t)
+        }
+    }
+
+    private func withChain(_ name: String, _ body: @escaping (OpaquePointer) -> Void) -> (UnsafeMutablePointer<nlmsghdr>) -> Void {
+        { nlh in
+            let c = nftnl_chain_alloc()!
+            defer { nftnl_chain_free(c) }
+            nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
+            nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue), name)
+            body(c)
+            nftnl_chain_nlmsg_build_payload(nlh, c)
+        }
+    }
+
+    func addChain(_ chain: Chain) {
+        batch.add(UInt32(NFT_MSG_NEWCHAIN.rawValue), flags: Self.create, label: "add chain ip \(table) \(chain.name)",
+                  withChain(chain.name) { c in
+            if let b = chain.base {
+                nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), b.hook.number)
+                nftnl_chain_set_s32(c, UInt16(NFTNL_CHAIN_PRIO.rawValue), b.priority)
+                nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TYPE.rawValue), b.kind.rawValue)
+                nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_POLICY.rawValue), UInt32(NF_ACCEPT))
+            }
+            if let comment = chain.comment {
+                let ud = udataString(UInt8(NFTNL_UDATA_CHAIN_COMMENT.rawValue), comment)
+                ud.withUnsafeBytes { _ = nftnl_chain_set_data(c, UInt16(NFTNL_CHAIN_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            }
+        })
+    }
+
+    func flushChain(_ name: String) {
+        batch.add(UInt32(NFT_MSG_DELRULE.rawValue), flags: 0, label: "flush chain ip \(table) \(name)") { nlh in
+            let r = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(r) }
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), name)
+            nftnl_rule_nlmsg_build_payload(nlh, r)
+        }
+    }
+
+    func deleteChain(_ name: String) {
+        batch.add(UInt32(NFT_MSG_DELCHAIN.rawValue), flags: 0, label: "delete chain ip \(table) \(name)", withChain(name) { _ in })
+    }
+
+    /// Appends `rule` to `chain`, creating the anonymous sets it needs first.
+    func addRule(_ chain: String, _ rule: Rule, namer: inout AnonNamer) {
+        let (exprs, sets) = rule.compile(&namer)
+        for s in sets { addAnonSet(s) }
+        batch.add(UInt32(NFT_MSG_NEWRULE.rawValue), flags: Int32(NLM_F_CREATE | NLM_F_APPEND),
+                  label: "add rule ip \(table) \(chain) \(rule.text)") { nlh in
+            let r = nftnl_rule_alloc()!
+            defer { nftnl_rule_free(r) }
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+            nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
+            for e in exprs { nftnl_rule_add_expr(r, e.make()) }
+            if let ud = rule.userData {
+                ud.withUnsafeBytes { _ = nftnl_rule_set_data(r, UInt16(NFTNL_RULE_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            }
+            nftnl_rule_nlmsg_build_payload(nlh, r)
+        }
+    }
+
+    private func newSet(_ name: String) -> OpaquePointer {
+        let s = nftnl_set_alloc()!
+        nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+        nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
+        nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFPROTO_IPV4))
+        return s
+    }
+
+    private func addAnonSet(_ a: AnonSet) {
+        batch.add(UInt32(NFT_MSG_NEWSET.rawValue), flags: Self.create, label: "add anonymous set \(a.name)") { nlh in
+            let s = newSet(a.name)
+            defer { nftnl_set_free(s) }
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), a.id)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_FLAGS.rawValue), a.flags)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), a.keyType)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), a.keyLength)
+            if a.isVerdictMap {
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), 0)
+            }
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_DESC_SIZE.rawValue), UInt32(a.elements.count))
+            let ud = udataU32(UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), a.keyByteOrder)
+            ud.withUnsafeBytes { _ = nftnl_set_set_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            nftnl_set_nlmsg_build_payload(nlh, s)
+        }
+        batch.add(UInt32(NFT_MSG_NEWSETELEM.rawValue), flags: Self.create, label: "add elements to anonymous set \(a.name)") { nlh in
+            let s = newSet(a.name)
+            defer { nftnl_set_free(s) }
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), a.id)
+            for el in a.elements {
+                let e = nftnl_set_elem_alloc()!
+                el.key.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
+                if el.flags != 0 { nftnl_set_elem_set_u32(e, UInt16(NFTNL_SET_ELEM_FLAGS), el.flags) }
+                if let v = el.verdict { setVerdict(e, v) }
+                nftnl_set_elem_add(s, e)
+            }
+            nftnl_set_elems_nlmsg_build_payload(nlh, s)
+        }
+    }
+
+    private func setVerdict(_ e: OpaquePointer, _ v: Verdict) {
+        nftnl_set_elem_set_u32(e, UInt16(NFTNL_SET_ELEM_VERDICT), UInt32(bitPattern: v.code))
+        if let c = v.chain { nftnl_set_elem_set_str(e, UInt16(NFTNL_SET_ELEM_CHAIN), c) }
+    }
+
+    func addSet(_ d: SetDef) {
+        batch.add(UInt32(NFT_MSG_NEWSET.rawValue), flags: Self.create, label: "add set ip \(table) \(d.name)") { nlh in
+            let s = newSet(d.name)
+            defer { nftnl_set_free(s) }
+            // The kernel requires an ID on every new set (rules in the batch may refer to it by ID).
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), batch.nextSetID())
+            var flags: UInt32 = 0
+            if d.isVerdictMap { flags |= UInt32(NFT_SET_MAP.rawValue) }
+            if d.timeoutSeconds != nil { flags |= UInt32(NFT_SET_TIMEOUT.rawValue | NFT_SET_EVAL.rawValue) }
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_FLAGS.rawValue), flags)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), d.keyTypeID)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), UInt32(4 * d.key.count))
+            if d.isVerdictMap {
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), 0)
+            }
+            if let t = d.timeoutSeconds { nftnl_set_set_u64(s, UInt16(NFTNL_SET_TIMEOUT.rawValue), UInt64(t) * 1000) }
+            var ud = udataU32(UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), 2)
+            if let c = d.comment { ud += udataString(UInt8(NFTNL_UDATA_SET_COMMENT.rawValue), c) }
+            ud.withUnsafeBytes { _ = nftnl_set_set_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            nftnl_set_nlmsg_build_payload(nlh, s)
+        }
+    }
+
+    func deleteSet(_ name: String) {
+        batch.add(UInt32(NFT_MSG_DELSET.rawValue), flags: 0, label: "delete set ip \(table) \(name)") { nlh in
+            let s = newSet(name)
+            defer { nftnl_set_free(s) }
+            nftnl_set_nlmsg_build_payload(nlh, s)
+        }
+    }
+
+    func flushSet(_ name: String) {
+        batch.add(UInt32(NFT_MSG_DELSETELEM.rawValue), flags: 0, label: "flush set ip \(table) \(name)") { nlh in
+            let s = newSet(name)
+            defer { nftnl_set_free(s) }
+            nftnl_set_elems_nlmsg_build_payload(nlh, s)
+        }
+    }
+
+    /// Adds or deletes `elements` of set `name`, in messages of at most `chunk` elements.
+    func elements(_ add: Bool, _ name: String, _ elements: [Element], chunk: Int = 4096) {
+        var i = 0
+        while i < elements.count {
+            let part = elements[i..<min(elements.count, i + chunk)]
+            i += chunk
+            let type = add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM
+            batch.add(UInt32(type.rawValue), flags: add ? Self.create : 0,
+                      label: "\(add ? "add" : "delete") element ip \(table) \(name) { \(part.first!.text)\(part.count > 1 ? ", …" : "") }") { nlh in
+                let s = newSet(name)
+                defer { nftnl_set_free(s) }
+                for el in part {
+                    let e = nftnl_set_elem_alloc()!
+                    let key = el.key.flatMap(\.bytes)
+                    key.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
+                    if add {
+                        if let v = el.verdict { setVerdict(e, v) }
+                        if let c = el.comment {
+                            let ud = udataString(UInt8(NFTNL_UDATA_SET_ELEM_COMMENT.rawValue), c)
+                            ud.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_USERDATA), $0.baseAddress, UInt32($0.count)) }
+                        }
+                    }
+                    nftnl_set_elem_add(s, e)
+                }
+                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+            }
+        }
+    }
+}

@@ -1,0 +1,392 @@
+import Foundation
+import KubeAPI
+import ProxyCore
+
+/// Names of the `ip kube-proxy` table's fixed objects, as upstream names them.
+enum Names {
+    static let table = "kube-proxy"
+    static let tableComment = "rules for kube-proxy"
+
+    static let filterPrerouting = "filter-prerouting"
+    static let filterInput = "filter-input"
+    static let filterForward = "filter-forward"
+    static let filterOutput = "filter-output"
+    static let filterOutputPostDNAT = "filter-output-post-dnat"
+    static let natPrerouting = "nat-prerouting"
+    static let natOutput = "nat-output"
+    static let natPostrouting = "nat-postrouting"
+
+    static let nodePortEndpointsCheck = "nodeport-endpoints-check"
+    static let serviceEndpointsCheck = "service-endpoints-check"
+    static let firewallCheck = "firewall-check"
+    static let services = "services"
+    static let masquerading = "masquerading"
+    static let clusterIPsCheck = "cluster-ips-check"
+    static let markForMasquerade = "mark-for-masquerade"
+    static let rejectChain = "reject-chain"
+
+    static let clusterIPs = "cluster-ips"
+    static let nodePortIPs = "nodeport-ips"
+    static let noEndpointServices = "no-endpoint-services"
+    static let noEndpointNodePorts = "no-endpoint-nodeports"
+    static let firewallIPs = "firewall-ips"
+    static let serviceIPs = "service-ips"
+    static let serviceNodePorts = "service-nodeports"
+}
+
+/// Chain and set names of one service port: upstream's
+/// `servicePortChainNameBase` (8 base32 characters of the same hash the iptables
+/// mode uses, then `ns/name/proto/port`).
+struct ServiceNames {
+    let nameString: String
+    let proto: String
+    let base: String
+
+    init(_ info: ServicePortInfo) {
+        nameString = info.nameString
+        proto = info.proto.lower
+        let n = info.name
+        base = Self.hashAndTruncate("\(n.service.namespace)/\(n.service.name)/\(proto)/\(n.port)")
+    }
+
+    /// Upstream's `hashAndTruncate`: 8 base32 characters of sha256(name), a dash,
+    /// the name; cut to 240 characters.
+    static func hashAndTruncate(_ name: String) -> String {
+        let s = ChainHash.hash16(name).prefix(8) + "-" + name
+        return s.utf8.count > 240 ? String(s.prefix(237)) + "..." : s
+    }
+
+    var service: String { "service-" + base }
+    var local: String { "local-" + base }
+    var external: String { "external-" + base }
+    var firewall: String { "firewall-" + base }
+
+    /// `HASH-ns/name/proto/port__ip/port`, shared by the endpoint chain and its affinity set.
+    func endpointBase(_ ep: EndpointInfo, _ info: ServicePortInfo) -> String {
+        let n = info.name
+        let ip = ep.ip.replacingOccurrences(of: ":", with: ".")
+        return Self.hashAndTruncate("\(n.service.namespace)/\(n.service.name)/\(proto)/\(n.port)__\(ip)/\(ep.port)")
+    }
+}
+
+/// An element of one named set or map.
+struct SetElement: Hashable, Sendable {
+    var set: String
+    var element: Element
+}
+
+/// Everything one Service contributes to the table: its chains (with rules, in the
+/// order they are created), affinity sets, and elements of the shared sets and maps.
+/// All ports of a Service are kept together because they share the ClusterIP
+/// element of `cluster-ips`.
+struct ServiceObjects: Equatable, Sendable {
+    var chains: [Chain] = []
+    var sets: [SetDef] = []
+    var elements: [SetElement] = []
+
+    var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty }
+}
+
+/// The fixed part of the table: named sets and maps, base and helper chains, and
+/// the elements that do not belong to a Service.
+struct FixedObjects: Equatable, Sendable {
+    var sets: [SetDef] = []
+    var chains: [Chain] = []
+    var elements: [SetElement] = []
+}
+
+/// Settings of the nftables generator beyond the snapshot.
+public struct NFTablesOptions: Sendable {
+    public var masqueradeAll = false
+    public var masqueradeMark: UInt32 = 0x4000
+    public var localDetector: LocalDetector = .none
+    /// nil: NodePorts on every local address (`fib daddr type local`); otherwise these.
+    public var nodePortIPs: [IPAddress]? = nil
+    public var nodeIP: IPAddress? = nil
+
+    public init() {}
+
+    public init(_ c: ProxyConfig, nodePortIPs: [IPAddress]?) {
+        masqueradeAll = c.masqueradeAll
+        masqueradeMark = UInt32(1) << UInt32(c.masqueradeBit)
+        localDetector = c.localDetector
+        self.nodePortIPs = nodePortIPs
+        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
+    }
+
+    /// The match for traffic from pods on this cluster, or nil without a detector.
+    func ifLocal(negate: Bool) -> Stmt? {
+        switch localDetector {
+        case .none: return nil
+        case .cidrs(let c):
+            guard !c.isEmpty else { return nil }
+            return c.count == 1 ? .addr(.saddr, negate: negate, c[0]) : .addrInList(.saddr, negate: negate, c)
+        case .bridgeInterface(let b): return negate ? .iifnameNot(b) : .iifname(b)
+        case .interfaceNamePrefix(let p): return negate ? .iifnameNot(p + "*") : .iifname(p + "*")
+        }
+    }
+}
+
+/// Generates kube-proxy's `ip kube-proxy` table. Pure: no I/O.
+struct Generator {
+    let opts: NFTablesOptions
+
+    private static let ipProtoPort: [SetDef.KeyType] = [.ipv4Addr, .inetProto, .inetService]
+    private static let protoPort: [SetDef.KeyType] = [.inetProto, .inetService]
+
+    // MARK: fixed objects
+
+    func fixed(serviceCIDRs: [CIDR]) -> FixedObjects {
+        var f = FixedObjects()
+        let mark = opts.masqueradeMark
+        func base(_ name: String, _ kind: BaseHook.Kind, _ hook: BaseHook.Hook, _ prio: Int32, _ rules: [Rule]) -> Chain {
+            Chain(name, base: BaseHook(kind: kind, hook: hook, priority: prio), rules: rules)
+        }
+        let ctNew = Stmt.ctStateNew
+        func jump(_ c: String) -> Stmt { .verdict(.jump(c)) }
+        f.sets = [
+            SetDef(name: Names.clusterIPs, key: [.ipv4Addr], isVerdictMap: false, comment: "Active ClusterIPs"),
+            SetDef(name: Names.nodePortIPs, key: [.ipv4Addr], isVerdictMap: false, comment: "IPs that accept NodePort traffic"),
+            SetDef(name: Names.noEndpointServices, key: Self.ipProtoPort, isVerdictMap: true,
+                   comment: "vmap to drop or reject packets to services with no endpoints"),
+            SetDef(name: Names.noEndpointNodePorts, key: Self.protoPort, isVerdictMap: true,
+                   comment: "vmap to drop or reject packets to service nodeports with no endpoints"),
+            SetDef(name: Names.firewallIPs, key: Self.ipProtoPort, isVerdictMap: true,
+                   comment: "destinations that are subject to LoadBalancerSourceRanges"),
+            SetDef(name: Names.serviceIPs, key: Self.ipProtoPort, isVerdictMap: true,
+                   comment: "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+            SetDef(name: Names.serviceNodePorts, key: Self.protoPort, isVerdictMap: true, comment: "NodePort traffic"),
+        ]
+        // NodePorts: on the configured addresses, or every local address but loopback.
+        let loopback = Stmt.addr(.daddr, negate: true, CIDR("127.0.0.0/8")!)
+        let nodePortMatch: [Stmt], nodePortCheckMatch: [Stmt]
+        if let ips = opts.nodePortIPs {
+            nodePortMatch = [.addrInSet(.daddr, negate: false, set: Names.nodePortIPs)]
+            nodePortCheckMatch = nodePortMatch
+            for ip in ips where ip.family == .ipv4 && !ip.isLoopback {
+                f.elements.append(SetElement(set: Names.nodePortIPs, element: Element(key: [.ip(ip.ipv4Value!)])))
+            }
+        } else {
+            f.sets.removeAll { $0.name == Names.nodePortIPs }
+            nodePortMatch = [.fibLocal(.daddr), loopback]
+            nodePortCheckMatch = [loopback]
+        }
+        var clusterIPsCheck = [Rule([.addrInSet(.daddr, negate: false, set: Names.clusterIPs), .reject],
+                                    comment: "Reject traffic to invalid ports of ClusterIPs")]
+        let cidrs = serviceCIDRs.filter { $0.family == .ipv4 }
+        if !cidrs.isEmpty {
+            clusterIPsCheck.append(Rule([.addrInList(.daddr, negate: false, cidrs), .verdict(.drop)],
+                                        comment: "Drop traffic to unallocated ClusterIPs"))
+        }
+        // Helper chains first (the base chains jump to them), base chains last, so
+        // nothing is hooked until everything it reaches exists.
+        f.chains = [
+            Chain(Names.nodePortEndpointsCheck, rules: [
+                Rule(nodePortCheckMatch + [.vmap([.l4proto, .thDport], set: Names.noEndpointNodePorts)])]),
+            Chain(Names.serviceEndpointsCheck, rules: [
+                Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.noEndpointServices)])]),
+            Chain(Names.firewallCheck, rules: [
+                Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.firewallIPs)])]),
+            Chain(Names.services, rules: [
+                Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.serviceIPs)]),
+                Rule(nodePortMatch + [.vmap([.l4proto, .thDport], set: Names.serviceNodePorts)])]),
+            Chain(Names.masquerading, rules: [
+                Rule([.markUnset(mark), .verdict(.return)]),
+                Rule([.markSetXor(mark)]),
+                Rule([.masquerade(fullyRandom: true)])]),
+            Chain(Names.clusterIPsCheck, rules: clusterIPsCheck),
+            Chain(Names.markForMasquerade, rules: [Rule([.markSetOr(mark)])]),
+            Chain(Names.rejectChain, comment: "helper for @no-endpoint-services / @no-endpoint-nodeports",
+                  rules: [Rule([.reject])]),
+            base(Names.filterPrerouting, .filter, .prerouting, -110, [Rule([ctNew, jump(Names.firewallCheck)])]),
+            base(Names.filterInput, .filter, .input, -110, [
+                Rule([ctNew, jump(Names.nodePortEndpointsCheck)]),
+                Rule([ctNew, jump(Names.serviceEndpointsCheck)])]),
+            base(Names.filterForward, .filter, .forward, -110, [
+                Rule([ctNew, jump(Names.serviceEndpointsCheck)]),
+                Rule([ctNew, jump(Names.clusterIPsCheck)])]),
+            base(Names.filterOutput, .filter, .output, -110, [
+                Rule([ctNew, jump(Names.serviceEndpointsCheck)]),
+                Rule([ctNew, jump(Names.firewallCheck)])]),
+            base(Names.filterOutputPostDNAT, .filter, .output, -90, [Rule([ctNew, jump(Names.clusterIPsCheck)])]),
+            base(Names.natPrerouting, .nat, .prerouting, -100, [Rule([jump(Names.services)])]),
+            base(Names.natOutput, .nat, .output, -100, [Rule([jump(Names.services)])]),
+            base(Names.natPostrouting, .nat, .postrouting, 100, [Rule([jump(Names.masquerading)])]),
+        ]
+        return f
+    }
+
+    // MARK: per service
+
+    /// The objects of all ports of one Service.
+    func objects(for ports: [ServicePortInfo], snapshot: ProxySnapshot) -> ServiceObjects {
+        var o = ServiceObjects()
+        var seen = Set<SetElement>()
+        for info in ports.sorted(by: { $0.name < $1.name }) {
+            add(info, endpoints: snapshot.endpoints[info.name] ?? [], node: snapshot.node, into: &o, seen: &seen)
+        }
+        return o
+    }
+
+    private func add(_ info: ServicePortInfo, endpoints: [EndpointInfo], node: NodeInfo,
+                     into o: inout ServiceObjects, seen: inout Set<SetElement>) {
+        func element(_ set: String, _ e: Element) {
+            let se = SetElement(set: set, element: e)
+            if seen.insert(se).inserted { o.elements.append(se) }
+        }
+        guard let cip = info.clusterIP.ipv4Value else { return }
+        let n = ServiceNames(info)
+        let name = n.nameString
+        let proto = info.proto
+        let port = info.port
+        let cat = Topology.categorize(endpoints, for: info, node: node)
+        let hasEndpoints = cat.hasAny
+        let usesClusterChain = !cat.cluster.isEmpty && info.usesClusterEndpoints
+        let usesLocalChain = !cat.local.isEmpty && info.usesLocalEndpoints
+
+        var internalChain = n.service
+        var hasInternal = hasEndpoints
+        if info.internalPolicyLocal {
+            internalChain = n.local
+            if cat.local.isEmpty { hasInternal = false }
+        }
+        var externalPolicyChain = n.service
+        var hasExternal = hasEndpoints
+        if info.externalPolicyLocal {
+            externalPolicyChain = n.local
+            if cat.local.isEmpty { hasExternal = false }
+        }
+        let usesExternalChain = info.externallyAccessible
+        let externalTrafficChain = usesExternalChain ? n.external : externalPolicyChain
+        let usesFW = !info.loadBalancerVIPs.isEmpty && !info.loadBalancerSourceRanges.isEmpty
+
+        var internalVerdict = Verdict.goto(Names.rejectChain)
+        var externalVerdict = Verdict.goto(Names.rejectChain)
+        if hasEndpoints {
+            if !hasInternal { internalVerdict = .drop }
+            if !hasExternal { externalVerdict = .drop }
+        }
+
+        // Chains, in the order upstream declares them: endpoints, then the policy
+        // chains, the external chain and the firewall chain.
+        var chains: [String: Chain] = [:]
+        var order: [String] = []
+        func rule(_ chain: String, _ r: Rule) {
+            if chains[chain] == nil { chains[chain] = Chain(chain); order.append(chain) }
+            chains[chain]!.rules.append(r)
+        }
+        func declare(_ chain: String) {
+            if chains[chain] == nil { chains[chain] = Chain(chain); order.append(chain) }
+        }
+        for ep in cat.allReachable { declare("endpoint-" + n.endpointBase(ep, info)) }
+        if usesClusterChain { declare(n.service) }
+        if usesLocalChain { declare(n.local) }
+        if usesExternalChain && hasEndpoints { declare(n.external) }
+        if usesFW && hasEndpoints { declare(n.firewall) }
+
+        // ClusterIP.
+        let key: [KeyValue] = [.ip(cip), .proto(proto), .port(port)]
+        element(Names.clusterIPs, Element(key: [.ip(cip)]))
+        if hasInternal {
+            element(Names.serviceIPs, Element(key: key, verdict: .goto(internalChain)))
+        } else {
+            element(Names.noEndpointServices, Element(key: key, verdict: internalVerdict, comment: name))
+        }
+        // External IPs.
+        for eip in info.externalIPs {
+            guard let v = eip.ipv4Value else { continue }
+            let k: [KeyValue] = [.ip(v), .proto(proto), .port(port)]
+            if hasEndpoints { element(Names.serviceIPs, Element(key: k, verdict: .goto(externalTrafficChain))) }
+            if !hasExternal { element(Names.noEndpointServices, Element(key: k, verdict: externalVerdict, comment: name)) }
+        }
+        // Load balancer IPs.
+        for lb in info.loadBalancerVIPs {
+            guard let v = lb.ipv4Value else { continue }
+            let k: [KeyValue] = [.ip(v), .proto(proto), .port(port)]
+            if hasEndpoints { element(Names.serviceIPs, Element(key: k, verdict: .goto(externalTrafficChain))) }
+            if usesFW && hasEndpoints { element(Names.firewallIPs, Element(key: k, verdict: .goto(n.firewall))) }
+        }
+        if !hasExternal {
+            for lb in info.loadBalancerVIPs {
+                guard let v = lb.ipv4Value else { continue }
+                element(Names.noEndpointServices,
+                        Element(key: [.ip(v), .proto(proto), .port(port)], verdict: externalVerdict, comment: name))
+            }
+        }
+        // Node port.
+        if info.nodePort != 0 {
+            let k: [KeyValue] = [.proto(proto), .port(info.nodePort)]
+            if hasEndpoints { element(Names.serviceNodePorts, Element(key: k, verdict: .goto(externalTrafficChain))) }
+            if !hasExternal { element(Names.noEndpointNodePorts, Element(key: k, verdict: externalVerdict, comment: name)) }
+        }
+
+        // Masquerading of internal traffic, in the policy chain.
+        if hasInternal {
+            let head: [Stmt] = [.addr(.daddr, negate: false, CIDR(address: info.clusterIP, prefixLength: 32)), .dport(proto, port)]
+            if opts.masqueradeAll {
+                rule(internalChain, Rule(head + [.verdict(.jump(Names.markForMasquerade))]))
+            } else if let notLocal = opts.ifLocal(negate: true) {
+                rule(internalChain, Rule(head + [notLocal, .verdict(.jump(Names.markForMasquerade))]))
+            }
+        }
+        // External traffic.
+        if usesExternalChain && hasEndpoints {
+            if !info.externalPolicyLocal {
+                rule(n.external, Rule([.verdict(.jump(Names.markForMasquerade))]))
+            } else {
+                if let local = opts.ifLocal(negate: false) {
+                    rule(n.external, Rule([local, .verdict(.goto(n.service))], comment: "short-circuit pod traffic"))
+                }
+                rule(n.external, Rule([.fibLocal(.saddr), .verdict(.jump(Names.markForMasquerade))],
+                                      comment: "masquerade local traffic"))
+                rule(n.external, Rule([.fibLocal(.saddr), .verdict(.goto(n.service))],
+                                      comment: "short-circuit local traffic"))
+            }
+            if hasExternal {
+                rule(n.external, Rule([.verdict(.goto(externalPolicyChain))]))
+            }
+        }
+        // Firewall for loadBalancerSourceRanges.
+        if usesFW && hasEndpoints {
+            var sources = info.loadBalancerSourceRanges.map(\.network)
+            if let nip = opts.nodeIP, info.loadBalancerSourceRanges.contains(where: { $0.contains(nip) }) {
+                sources += info.loadBalancerVIPs.filter { $0.family == .ipv4 }.map { CIDR(address: $0, prefixLength: 32) }
+            }
+            rule(n.firewall, Rule([.addrInList(.saddr, negate: true, sources), .verdict(.drop)]))
+        }
+        // Affinity sets.
+        if info.sessionAffinityClientIP {
+            for ep in cat.allReachable {
+                o.sets.append(SetDef(name: "affinity-" + n.endpointBase(ep, info), key: [.ipv4Addr],
+                                     isVerdictMap: false, timeoutSeconds: info.stickyMaxAgeSeconds))
+            }
+        }
+        // Policy chains to endpoints.
+        func toEndpoints(_ chain: String, _ eps: [EndpointInfo]) {
+            if info.sessionAffinityClientIP {
+                for ep in eps {
+                    let b = n.endpointBase(ep, info)
+                    rule(chain, Rule([.addrInSet(.saddr, negate: false, set: "affinity-" + b),
+                                      .verdict(.goto("endpoint-" + b))]))
+                }
+            }
+            guard !eps.isEmpty else { return }
+            rule(chain, Rule([.numgenVmap(eps.map { "endpoint-" + n.endpointBase($0, info) })]))
+        }
+        if usesClusterChain { toEndpoints(n.service, cat.cluster) }
+        if usesLocalChain { toEndpoints(n.local, cat.local) }
+        // Endpoint chains.
+        for ep in cat.allReachable {
+            guard let epIP = IPAddress(ep.ip), let v = epIP.ipv4Value else { continue }
+            let b = n.endpointBase(ep, info)
+            let chain = "endpoint-" + b
+            rule(chain, Rule([.addr(.saddr, negate: false, CIDR(address: epIP, prefixLength: 32)),
+                              .verdict(.jump(Names.markForMasquerade))]))
+            if info.sessionAffinityClientIP {
+                rule(chain, Rule([.updateSet("affinity-" + b, .ipSaddr)]))
+            }
+            rule(chain, Rule([.dnat(proto, v, ep.port)]))
+        }
+        for c in order { o.chains.append(chains[c]!) }
+    }
+}

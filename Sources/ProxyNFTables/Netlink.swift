@@ -1,0 +1,288 @@
+import CMnl
+import CNftnl
+import Foundation
+
+/// A netlink error with the errno name and what was asked.
+public struct NetlinkError: Error, CustomStringConvertible, Sendable {
+    public var errno: Int32
+    public var what: String
+    public init(errno: Int32, what: String) {
+        self.errno = errno
+        self.what = what
+    }
+    public var errnoName: String {
+        switch errno {
+        case EPERM: return "EPERM"
+        case ENOENT: return "ENOENT"
+        case EEXIST: return "EEXIST"
+        case EBUSY: return "EBUSY"
+        case EINVAL: return "EINVAL"
+        case ENOMEM: return "ENOMEM"
+        case ENOBUFS: return "ENOBUFS"
+        case EMSGSIZE: return "EMSGSIZE"
+        case EOPNOTSUPP: return "EOPNOTSUPP"
+        case ELOOP: return "ELOOP"
+        case ERANGE: return "ERANGE"
+        case ENOSPC: return "ENOSPC"
+        case EAGAIN: return "EAGAIN"
+        case EACCES: return "EACCES"
+        case ENFILE: return "ENFILE"
+        default: return "errno \(errno)"
+        }
+    }
+    public var description: String {
+        "\(what): \(errnoName) (\(String(cString: strerror(errno))))"
+    }
+}
+
+/// Runs `body` on a fresh thread that has joined the network namespace at `path`
+/// (nil: the caller's). Sockets created there stay in that namespace; the thread
+/// ends afterwards, so no other work ever runs in the wrong namespace.
+func inNetworkNamespace<T: Sendable>(_ path: String?, _ body: @escaping @Sendable () throws -> T) throws -> T {
+    guard let path else { return try body() }
+    let box = ResultBox<T>()
+    let done = DispatchSemaphore(value: 0)
+    let thread = Thread {
+        defer { done.signal() }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            box.result = .failure(NetlinkError(errno: Foundation.errno, what: "open network namespace \(path)"))
+            return
+        }
+        defer { close(fd) }
+        guard cmnl_setns(fd, cmnl_clone_newnet()) == 0 else {
+            box.result = .failure(NetlinkError(errno: Foundation.errno, what: "setns \(path)"))
+            return
+        }
+        box.result = Result { try body() }
+    }
+    thread.start()
+    done.wait()
+    return try box.result!.get()
+}
+
+private final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}
+
+/// A NETLINK_NETFILTER socket that sends nf_tables batches and reads back state.
+final class NFTSocket: @unchecked Sendable {
+    private let nl: OpaquePointer
+    let portID: UInt32
+    private var seq: UInt32
+    private let lock = NSLock()
+
+    /// Opens the socket in the network namespace at `netns` (nil: this process's).
+    init(netns: String? = nil) throws {
+        let nl = try inNetworkNamespace(netns) { () -> UnsafeSendable in
+            guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
+                throw NetlinkError(errno: Foundation.errno, what: "open netfilter netlink socket")
+            }
+            guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
+                let e = Foundation.errno
+                mnl_socket_close(nl)
+                throw NetlinkError(errno: e, what: "bind netfilter netlink socket")
+            }
+            return UnsafeSendable(nl)
+        }.pointer
+        self.nl = nl
+        portID = mnl_socket_get_portid(nl)
+        seq = UInt32(truncatingIfNeeded: time(nil))
+        var on: Int32 = 1
+        // Extended acks carry the kernel's message for a rejected object.
+        _ = mnl_socket_setsockopt(nl, NETLINK_EXT_ACK, &on, socklen_t(MemoryLayout<Int32>.size))
+        setBuffer(SO_RCVBUFFORCE, 8 << 20)
+    }
+
+    deinit { mnl_socket_close(nl) }
+
+    private func setBuffer(_ opt: Int32, _ size: Int) {
+        var v = Int32(clamping: size)
+        _ = setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, opt, &v, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    func nextSeq() -> UInt32 {
+        lock.lock(); defer { lock.unlock() }
+        seq &+= 1
+        return seq
+    }
+
+    /// Sends a finished batch in one `sendmsg` (the kernel needs a batch in one
+    /// message) and waits until the kernel has processed it: errors of the batch
+    /// arrive before the answer to a generation request sent right after it.
+    func commit(_ batch: Batch) throws {
+        let length = batch.byteCount
+        setBuffer(SO_SNDBUFFORCE, length + 65536)
+        let iovCount = nftnl_batch_iovec_len(batch.raw)
+        var iov = [iovec](repeating: iovec(), count: Int(iovCount))
+        nftnl_batch_iovec(batch.raw, &iov, UInt32(iovCount))
+        var addr = sockaddr_nl()
+        addr.nl_family = sa_family_t(AF_NETLINK)
+        let sent = iov.withUnsafeMutableBufferPointer { iovp -> Int in
+            withUnsafeMutablePointer(to: &addr) { ap in
+                var msg = msghdr()
+                msg.msg_name = UnsafeMutableRawPointer(ap)
+                msg.msg_namelen = socklen_t(MemoryLayout<sockaddr_nl>.size)
+                msg.msg_iov = iovp.baseAddress
+                msg.msg_iovlen = iovp.count
+                return sendmsg(mnl_socket_get_fd(nl), &msg, 0)
+            }
+        }
+        if sent < 0 { throw NetlinkError(errno: Foundation.errno, what: "send nf_tables batch of \(length) bytes") }
+        try fence(batch)
+    }
+
+    /// Asks for the ruleset generation and reads every message up to its answer,
+    /// turning the first error of `batch` into a thrown error.
+    private func fence(_ batch: Batch) throws {
+        let fenceSeq = nextSeq()
+        var buf = [UInt8](repeating: 0, count: 256)
+        let len = buf.withUnsafeMutableBytes { raw -> Int in
+            let p = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            let nlh = nftnl_nlmsg_build_hdr(p, UInt16(NFT_MSG_GETGEN.rawValue), UInt16(AF_UNSPEC), UInt16(NLM_F_REQUEST | NLM_F_ACK), fenceSeq)!
+            return Int(nlh.pointee.nlmsg_len)
+        }
+        guard mnl_socket_sendto(nl, buf, len) >= 0 else {
+            throw NetlinkError(errno: Foundation.errno, what: "send generation request")
+        }
+        var firstError: NetlinkError?
+        var rbuf = [UInt8](repeating: 0, count: 1 << 20)
+        var done = false
+        while !done {
+            let n = rbuf.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
+            if n < 0 {
+                throw NetlinkError(errno: Foundation.errno, what: "read nf_tables answers")
+            }
+            rbuf.withUnsafeBytes { raw in
+                var off = 0
+                while off + MemoryLayout<nlmsghdr>.size <= n {
+                    let nlh = raw.baseAddress!.advanced(by: off).assumingMemoryBound(to: nlmsghdr.self)
+                    let mlen = Int(nlh.pointee.nlmsg_len)
+                    if mlen < MemoryLayout<nlmsghdr>.size || off + mlen > n { break }
+                    if nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR) {
+                        let err = UnsafeRawPointer(nlh).advanced(by: MemoryLayout<nlmsghdr>.size)
+                            .assumingMemoryBound(to: nlmsgerr.self)
+                        let code = -err.pointee.error
+                        if code != 0, firstError == nil {
+                            let what = batch.describe(seq: err.pointee.msg.nlmsg_seq)
+                            firstError = NetlinkError(errno: code, what: what)
+                        }
+                        if err.pointee.msg.nlmsg_seq == fenceSeq { done = true }
+                    } else if nlh.pointee.nlmsg_seq == fenceSeq && nlh.pointee.nlmsg_type != UInt16(NLMSG_DONE) {
+                        // The generation itself; the ack follows.
+                    }
+                    off += (mlen + 3) & ~3
+                }
+            }
+        }
+        if let firstError { throw firstError }
+    }
+
+    /// Sends a dump request built by `build` and hands every answer message to `each`.
+    func dump(_ build: (UnsafeMutablePointer<CChar>, UInt32) -> Void,
+              _ each: (UnsafePointer<nlmsghdr>) -> Void) throws {
+        let s = nextSeq()
+        var buf = [CChar](repeating: 0, count: 4096)
+        let len = buf.withUnsafeMutableBufferPointer { p -> Int in
+            build(p.baseAddress!, s)
+            return Int(UnsafeRawPointer(p.baseAddress!).assumingMemoryBound(to: nlmsghdr.self).pointee.nlmsg_len)
+        }
+        guard mnl_socket_sendto(nl, buf, len) >= 0 else {
+            throw NetlinkError(errno: Foundation.errno, what: "send dump request")
+        }
+        var rbuf = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = rbuf.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
+            if n < 0 { throw NetlinkError(errno: Foundation.errno, what: "read dump") }
+            var finished = false
+            var failure: Int32 = 0
+            rbuf.withUnsafeBytes { raw in
+                var off = 0
+                while off + MemoryLayout<nlmsghdr>.size <= n {
+                    let nlh = raw.baseAddress!.advanced(by: off).assumingMemoryBound(to: nlmsghdr.self)
+                    let mlen = Int(nlh.pointee.nlmsg_len)
+                    if mlen < MemoryLayout<nlmsghdr>.size || off + mlen > n { break }
+                    if nlh.pointee.nlmsg_seq == s {
+                        if nlh.pointee.nlmsg_type == UInt16(NLMSG_DONE) {
+                            finished = true
+                        } else if nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR) {
+                            let err = UnsafeRawPointer(nlh).advanced(by: MemoryLayout<nlmsghdr>.size)
+                                .assumingMemoryBound(to: nlmsgerr.self)
+                            failure = -err.pointee.error
+                            finished = true
+                        } else {
+                            each(nlh)
+                        }
+                    }
+                    off += (mlen + 3) & ~3
+                }
+            }
+            if failure != 0 { throw NetlinkError(errno: failure, what: "dump") }
+            if finished { return }
+        }
+    }
+}
+
+/// A pointer that is only ever used by its owner, passed across a thread once.
+struct UnsafeSendable: @unchecked Sendable {
+    let pointer: OpaquePointer
+    init(_ p: OpaquePointer) { pointer = p }
+}
+
+/// One nf_tables transaction under construction: begin, messages, end.
+final class Batch {
+    let raw: OpaquePointer
+    private let socket: NFTSocket
+    private(set) var messages = 0
+    private var ended = false
+    /// What each message asked for, by sequence number, so an error can say so
+    /// (built only when one is needed).
+    private var labels: [UInt32: () -> String] = [:]
+
+    init(socket: NFTSocket) {
+        self.socket = socket
+        raw = nftnl_batch_alloc(UInt32(2 << 20), UInt32(cmnl_socket_buffer_size()))!
+        nftnl_batch_begin(current(), socket.nextSeq())
+        advance()
+    }
+
+    deinit { nftnl_batch_free(raw) }
+
+    var byteCount: Int { Int(nftnl_batch_buffer_len(raw)) }
+
+    private func current() -> UnsafeMutablePointer<CChar> {
+        nftnl_batch_buffer(raw).assumingMemoryBound(to: CChar.self)
+    }
+
+    private func advance() {
+        if nftnl_batch_update(raw) < 0 { fatalError("nftnl_batch_update: out of memory") }
+    }
+
+    /// Starts a message of `type` with `flags`, lets `fill` write its payload, and
+    /// records `label` for error reports.
+    func add(_ type: UInt32, flags: Int32, label: @escaping @autoclosure () -> String,
+             _ fill: (UnsafeMutablePointer<nlmsghdr>) -> Void) {
+        let s = socket.nextSeq()
+        let nlh = nftnl_nlmsg_build_hdr(current(), UInt16(type), UInt16(NFPROTO_IPV4), UInt16(flags), s)!
+        fill(nlh)
+        labels[s] = label
+        messages += 1
+        advance()
+    }
+
+    private var setIDs: UInt32 = 0x8000_0000
+    /// IDs for named sets, from a range the anonymous sets' numbers do not reach.
+    func nextSetID() -> UInt32 {
+        setIDs &+= 1
+        return setIDs
+    }
+
+    func finish() {
+        precondition(!ended)
+        nftnl_batch_end(current(), socket.nextSeq())
+        advance()
+        ended = true
+    }
+
+    func describe(seq: UInt32) -> String { labels[seq]?() ?? "nf_tables batch" }
+}

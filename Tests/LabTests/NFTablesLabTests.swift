@@ -1,0 +1,182 @@
+import Foundation
+import KubeAPI
+import NetnsKit
+import ProxyCore
+@testable import ProxyNFTables
+import Testing
+
+/// A node namespace running the nftables mode in-process (its netlink socket opened
+/// inside the node's netns), two backend pods with TCP and UDP servers, a client.
+final class NFTablesLab: @unchecked Sendable {
+    let lab: Lab
+    let proxier: NFTablesProxier
+    let nft: SystemNFTables
+    var tracker: ChangeTracker
+
+    init(options: NFTablesOptions? = nil) throws {
+        lab = try Lab()
+        try lab.addPod("a", host: 2)
+        try lab.addPod("b", host: 3)
+        try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
+        try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
+        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        nft = try SystemNFTables(netns: "/var/run/netns/\(lab.node)")
+        var o = options ?? NFTablesOptions()
+        if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }
+        proxier = NFTablesProxier(nft: nft, options: o, conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
+        tracker = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("10.96.0.0/12")!])
+    }
+
+    func sync() async throws -> SyncOutcome {
+        let (snap, changed) = tracker.snapshot()
+        return try await proxier.sync(SyncRequest(snapshot: snap, changedServices: changed))
+    }
+
+    func list() throws -> String {
+        try Sh.must(["ip", "netns", "exec", lab.node, "nft", "list", "table", "ip", "kube-proxy"])
+    }
+
+    deinit { lab.destroy() }
+}
+
+@Suite("nftables mode in network namespaces", .enabled(if: isRoot, "needs root for network namespaces"))
+struct NFTablesLabTests {
+    @Test func clusterIPAndNodePortReachBothBackends() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
+        let out = try await t.sync()
+        #expect(out.full)
+        var seen = Set<String>()
+        for _ in 0..<40 where seen.count < 2 {
+            if let r = t.lab.tcp("10.96.0.10", 80) { seen.insert(r) }
+        }
+        #expect(seen == ["a", "b"], "TCP through the ClusterIP should reach both backends")
+        var udpSeen = Set<String>()
+        for _ in 0..<40 where udpSeen.count < 2 {
+            if let r = t.lab.udp("10.96.0.10", 53) { udpSeen.insert(r) }
+        }
+        #expect(udpSeen == ["a", "b"], "UDP through the ClusterIP should reach both backends")
+        let np = t.lab.tcp(t.lab.nodeClientIP, 30080)
+        #expect(np == "a" || np == "b", "NodePort from the client")
+        let fromNode = t.lab.tcp("10.96.0.10", 80, from: t.lab.node)
+        #expect(fromNode == "a" || fromNode == "b", "ClusterIP from the node itself")
+    }
+
+    @Test func liveTableListsLikeTheRenderedScript() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
+        t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
+        var lb = service("edge", ip: "10.96.0.30", type: "LoadBalancer",
+                         ports: [ServicePort(name: "https", protocol: "TCP", port: 443, targetPort: .int(8080), nodePort: 30443)])
+        lb.spec.externalTrafficPolicy = "Local"
+        lb.spec.loadBalancerSourceRanges = ["203.0.113.0/24", "198.51.100.0/25"]
+        lb.spec.externalIPs = ["192.0.2.50"]
+        lb.status = ServiceStatus(loadBalancer: LoadBalancerStatus(ingress: [LoadBalancerIngress(ip: "192.0.2.10")]))
+        t.tracker.update(service: lb)
+        t.tracker.update(service: service("empty", ip: "10.96.0.40", ports: [ServicePort(port: 9000)]))
+        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
+        t.tracker.update(slice: slice("sticky", ["10.244.1.2", "10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        t.tracker.update(slice: slice("edge", ["10.244.1.3"], ports: [EndpointPort(name: "https", protocol: "TCP", port: 8080)]))
+        _ = try await t.sync()
+        let live = try t.list()
+        let (snap, _) = t.tracker.snapshot()
+        let script = t.proxier.render(snap)
+        // Load the rendered script into a fresh namespace with nft itself.
+        let other = "syr\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        try Sh.must(["ip", "netns", "add", other])
+        defer { _ = try? Sh.run(["ip", "netns", "del", other]) }
+        try Sh.must(["ip", "netns", "exec", other, "nft", "-f", "-"], input: script)
+        let rendered = try Sh.must(["ip", "netns", "exec", other, "nft", "list", "table", "ip", "kube-proxy"])
+        #expect(live == rendered)
+        #expect(live.contains("numgen random mod 2 vmap"))
+        #expect(live.contains("ip saddr != { 198.51.100.0/25, 203.0.113.0/24 } drop"))
+        #expect(live.contains("update @affinity-"))
+    }
+
+    @Test func affinityPinsClientToOneBackend() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
+        t.tracker.update(slice: slice("sticky", ["10.244.1.2", "10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        _ = try await t.sync()
+        var seen = Set<String>()
+        for _ in 0..<12 {
+            if let r = t.lab.tcp("10.96.0.20", 80) { seen.insert(r) }
+        }
+        #expect(seen.count == 1, "ClientIP affinity should pin the client, got \(seen)")
+    }
+
+    @Test func serviceWithoutEndpointsIsRefused() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("empty", ip: "10.96.0.40", ports: [ServicePort(port: 9000)]))
+        _ = try await t.sync()
+        let r = try Sh.run(["ip", "netns", "exec", t.lab.node, "socat", "-T2", "-", "TCP:10.96.0.40:9000,connect-timeout=2"], input: "")
+        #expect(r.status != 0)
+        #expect(r.err.contains("refused"), "expected a reject (connection refused), got: \(r.err)")
+        #expect(t.lab.tcp("10.96.0.40", 9000) == nil)
+        // An unallocated ClusterIP in the service CIDR is dropped, not routed out.
+        #expect(try t.list().contains("10.96.0.40 . tcp . 9000 comment \"default/empty\" : goto reject-chain"))
+    }
+
+    @Test func endpointChangeIsOneSmallTransaction() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
+        t.tracker.update(service: service("other", ip: "10.96.0.11", ports: [ServicePort(port: 81, targetPort: .int(8080))]))
+        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
+        t.tracker.update(slice: slice("other", ["10.244.1.2"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        _ = try await t.sync()
+        let before = try t.list()
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        let out = try await t.sync()
+        #expect(!out.full, "an endpoint change should be a partial sync")
+        let after = try t.list()
+        #expect(!after.contains("10.244.1.3:8080"), "the removed endpoint's chain is gone")
+        #expect(before.contains("10.244.1.3:8080"))
+        for _ in 0..<8 { #expect(t.lab.tcp("10.96.0.10", 80) == "a") }
+        #expect(t.lab.tcp("10.96.0.11", 81) == "a")
+        #expect(t.nft.lastTransactionMessages < 30, "partial sync sent \(t.nft.lastTransactionMessages) messages")
+    }
+
+    @Test func driftIsRepairedAndCleanupRemovesTheTable() async throws {
+        let t = try NFTablesLab()
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "nft", "add table ip other-tool"])
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "nft", "add chain ip other-tool c { type filter hook input priority 0 ; }"])
+        t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        _ = try await t.sync()
+        #expect(await t.proxier.needsFullResync() == false)
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "nft", "flush chain ip kube-proxy services"])
+        #expect(t.lab.tcp("10.96.0.10", 80) == nil)
+        #expect(await t.proxier.needsFullResync() == true)
+        #expect(try await t.sync().full)
+        #expect(t.lab.tcp("10.96.0.10", 80) == "a")
+        // A stranger's chain in our table goes at the next adoption; the whole table on delete.
+        try Sh.must(["ip", "netns", "exec", t.lab.node, "nft", "delete table ip kube-proxy"])
+        #expect(await t.proxier.needsFullResync() == true)
+        #expect(try await t.sync().full)
+        #expect(t.lab.tcp("10.96.0.10", 80) == "a")
+        try await t.proxier.cleanup()
+        let tables = try Sh.must(["ip", "netns", "exec", t.lab.node, "nft", "list", "tables"])
+        #expect(!tables.contains("kube-proxy"))
+        #expect(tables.contains("other-tool"))
+    }
+
+    @Test func restartAdoptsExistingTable() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))
+        t.tracker.update(service: service("gone", ip: "10.96.0.12", ports: [ServicePort(port: 82, targetPort: .int(8080))]))
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        t.tracker.update(slice: slice("gone", ["10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        _ = try await t.sync()
+        // A new proxier (a restart) with one service fewer.
+        let p2 = NFTablesProxier(nft: try SystemNFTables(netns: "/var/run/netns/\(t.lab.node)"), options: t.proxier.opts)
+        t.tracker.delete(service: NamespacedName(namespace: "default", name: "gone"))
+        let (snap, _) = t.tracker.snapshot()
+        let out = try await p2.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        #expect(out.full)
+        let l = try t.list()
+        #expect(!l.contains("default/gone"), "the removed service's chains are deleted on adoption")
+        #expect(t.lab.tcp("10.96.0.10", 80) == "a")
+        #expect(t.lab.tcp("10.96.0.12", 82) == nil)
+    }
+}
