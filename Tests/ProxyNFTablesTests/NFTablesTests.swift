@@ -1,0 +1,260 @@
+import KubeAPI
+import ProxyCore
+@testable import ProxyNFTables
+import Testing
+
+/// Upstream's TestOverallNFTablesRules fixture, built through the change tracker.
+func upstreamFixture() -> (ProxySnapshot, NFTablesOptions) {
+    func s(_ ns: String, _ name: String, _ ip: String, type: String = "ClusterIP", nodePort: Int? = nil) -> Service {
+        Service(metadata: ObjectMeta(name: name, namespace: ns),
+                spec: ServiceSpec(type: type, clusterIP: ip,
+                                  ports: [ServicePort(name: "p80", protocol: "TCP", port: 80, targetPort: .int(80), nodePort: nodePort)]))
+    }
+    func e(_ ns: String, _ name: String, _ ip: String, node: String = "node-b") -> EndpointSlice {
+        EndpointSlice(metadata: ObjectMeta(name: "\(name)-\(ip)", namespace: ns, labels: [EndpointSlice.serviceNameLabel: name]),
+                      endpoints: [Endpoint(addresses: [ip], conditions: EndpointConditions(ready: true), nodeName: node)],
+                      ports: [EndpointPort(name: "p80", protocol: "TCP", port: 80)])
+    }
+    var t = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("172.30.0.0/16")!])
+    t.update(service: s("ns1", "svc1", "172.30.0.41"))
+    t.update(slice: e("ns1", "svc1", "10.180.0.1"))
+    var svc2 = s("ns2", "svc2", "172.30.0.42", type: "LoadBalancer", nodePort: 3001)
+    svc2.spec.externalTrafficPolicy = "Local"
+    svc2.spec.externalIPs = ["192.168.99.22"]
+    svc2.spec.healthCheckNodePort = 30000
+    svc2.status = ServiceStatus(loadBalancer: LoadBalancerStatus(ingress: [LoadBalancerIngress(ip: "1.2.3.4")]))
+    t.update(service: svc2)
+    t.update(slice: e("ns2", "svc2", "10.180.0.2"))
+    t.update(service: s("ns3", "svc3", "172.30.0.43", type: "NodePort", nodePort: 3003))
+    t.update(slice: e("ns3", "svc3", "10.180.0.3"))
+    var svc5 = s("ns5", "svc5", "172.30.0.45", type: "LoadBalancer", nodePort: 3002)
+    svc5.spec.loadBalancerSourceRanges = ["203.0.113.0/25"]
+    svc5.spec.sessionAffinity = "ClientIP"
+    svc5.status = ServiceStatus(loadBalancer: LoadBalancerStatus(ingress: [LoadBalancerIngress(ip: "5.6.7.8")]))
+    t.update(service: svc5)
+    t.update(slice: e("ns5", "svc5", "10.180.0.3"))
+    t.update(service: s("ns6", "svc6", "172.30.0.46"))
+    var o = NFTablesOptions()
+    o.localDetector = .cidrs([CIDR("10.0.0.0/8")!])
+    o.nodePortIPs = [IPAddress("192.168.0.2")!]
+    o.nodeIP = IPAddress("192.168.0.2")
+    return (t.snapshot().0, o)
+}
+
+/// The rendered script with element lists split into one line per element, as upstream writes them.
+func lines(_ script: String) -> Set<String> {
+    var out = Set<String>()
+    for l in script.split(separator: "\n").map(String.init) {
+        if l.hasPrefix("add element "), let open = l.firstIndex(of: "{") {
+            let head = l[..<open]
+            let body = l[l.index(after: open)..<l.lastIndex(of: "}")!].trimmingCharacters(in: .whitespaces)
+            for el in body.components(separatedBy: ", ") { out.insert("\(head){ \(el) }") }
+        } else {
+            out.insert(l)
+        }
+    }
+    return out
+}
+
+@Suite struct NFTablesNamesTests {
+    @Test func chainNamesMatchUpstream() {
+        // Values from upstream kube-proxy's nftables proxier tests.
+        #expect(ServiceNames.hashAndTruncate("ns1/svc1/tcp/p80") == "ULMVA6XW-ns1/svc1/tcp/p80")
+        #expect(ServiceNames.hashAndTruncate("ns1/svc1/tcp/p80__10.180.0.1/80") == "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80")
+        #expect(ServiceNames.hashAndTruncate("ns5/svc5/tcp/p80__10.180.0.3/80").hasPrefix("GTK6MW7G-"))
+        let long = String(repeating: "n", count: 63) + "/" + String(repeating: "s", count: 63) + "/tcp/" + String(repeating: "p", count: 200)
+        #expect(ServiceNames.hashAndTruncate(long).count == 240)
+        #expect(ServiceNames.hashAndTruncate(long).hasSuffix("..."))
+    }
+}
+
+@Suite struct NFTablesGeneratorTests {
+    @Test func upstreamFixtureRendersUpstreamLines() {
+        let (snap, o) = upstreamFixture()
+        let p = NFTablesProxier(fake: FakeNFTables(), options: o)
+        let got = lines(p.render(snap))
+        let t = "add rule ip kube-proxy"
+        let want = [
+            "\(t) service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade",
+            "\(t) service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }",
+            "\(t) endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade",
+            "\(t) endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80",
+            "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto service-ULMVA6XW-ns1/svc1/tcp/p80 }",
+            "add element ip kube-proxy service-ips { 192.168.99.22 . tcp . 80 : goto external-42NFTM6N-ns2/svc2/tcp/p80 }",
+            "add element ip kube-proxy no-endpoint-services { 192.168.99.22 . tcp . 80 comment \"ns2/svc2:p80\" : drop }",
+            "add element ip kube-proxy service-ips { 1.2.3.4 . tcp . 80 : goto external-42NFTM6N-ns2/svc2/tcp/p80 }",
+            "add element ip kube-proxy no-endpoint-services { 1.2.3.4 . tcp . 80 comment \"ns2/svc2:p80\" : drop }",
+            "add element ip kube-proxy service-nodeports { tcp . 3001 : goto external-42NFTM6N-ns2/svc2/tcp/p80 }",
+            "add element ip kube-proxy no-endpoint-nodeports { tcp . 3001 comment \"ns2/svc2:p80\" : drop }",
+            "\(t) external-42NFTM6N-ns2/svc2/tcp/p80 ip saddr 10.0.0.0/8 goto service-42NFTM6N-ns2/svc2/tcp/p80 comment \"short-circuit pod traffic\"",
+            "\(t) external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"",
+            "\(t) external-42NFTM6N-ns2/svc2/tcp/p80 fib saddr type local goto service-42NFTM6N-ns2/svc2/tcp/p80 comment \"short-circuit local traffic\"",
+            "\(t) external-4AT6LBPK-ns3/svc3/tcp/p80 jump mark-for-masquerade",
+            "\(t) external-4AT6LBPK-ns3/svc3/tcp/p80 goto service-4AT6LBPK-ns3/svc3/tcp/p80",
+            "add element ip kube-proxy firewall-ips { 5.6.7.8 . tcp . 80 : goto firewall-HVFWP5L3-ns5/svc5/tcp/p80 }",
+            "\(t) firewall-HVFWP5L3-ns5/svc5/tcp/p80 ip saddr != { 203.0.113.0/25 } drop",
+            "add set ip kube-proxy affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 { type ipv4_addr ; flags dynamic,timeout ; timeout 10800s ; }",
+            "\(t) service-HVFWP5L3-ns5/svc5/tcp/p80 ip saddr @affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 goto endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80",
+            "\(t) endpoint-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 update @affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80 { ip saddr }",
+            "add element ip kube-proxy no-endpoint-services { 172.30.0.46 . tcp . 80 comment \"ns6/svc6:p80\" : goto reject-chain }",
+            "add element ip kube-proxy nodeport-ips { 192.168.0.2 }",
+            "\(t) services ip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+            "\(t) nodeport-endpoints-check ip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports",
+            "\(t) cluster-ips-check ip daddr @cluster-ips reject comment \"Reject traffic to invalid ports of ClusterIPs\"",
+            "\(t) cluster-ips-check ip daddr { 172.30.0.0/16 } drop comment \"Drop traffic to unallocated ClusterIPs\"",
+            "\(t) masquerading mark and 0x00004000 == 0 return",
+            "\(t) mark-for-masquerade mark set mark or 0x00004000",
+            "add chain ip kube-proxy filter-output-post-dnat { type filter hook output priority -90 ; }",
+            "\(t) filter-input ct state new jump nodeport-endpoints-check",
+        ]
+        for w in want { #expect(got.contains(w), "missing: \(w)") }
+        // svc6 has no endpoints: no chains of its own.
+        #expect(!got.contains { $0.contains("chain ip kube-proxy service-") && $0.contains("ns6/svc6") })
+    }
+
+    @Test func statementsCompileAsNftDoes() {
+        // Expression lists `nft --debug=netlink` prints for the same statements.
+        var namer = AnonNamer()
+        let ct = Rule([.ctStateNew, .verdict(.jump("x"))]).compile(&namer).exprs
+        #expect(ct == [.ct(key: 0, dreg: 1), .bitwise(sreg: 1, dreg: 1, mask: [8, 0, 0, 0], xor: [0, 0, 0, 0]),
+                       .cmp(sreg: 1, op: 1, data: [0, 0, 0, 0]), .verdict(code: -3, chain: "x")])
+        let prefix = Rule([.addr(.saddr, negate: true, CIDR("10.0.0.0/8")!)]).compile(&namer).exprs
+        #expect(prefix == [.payload(base: 1, offset: 12, len: 1, dreg: 1), .cmp(sreg: 1, op: 1, data: [10])])
+        let odd = Rule([.addr(.daddr, negate: false, CIDR("10.96.0.0/12")!)]).compile(&namer).exprs
+        #expect(odd == [.payload(base: 1, offset: 16, len: 4, dreg: 1),
+                        .bitwise(sreg: 1, dreg: 1, mask: [0xff, 0xf0, 0, 0], xor: [0, 0, 0, 0]),
+                        .cmp(sreg: 1, op: 0, data: [10, 96, 0, 0])])
+        let vmap = Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: "service-ips")]).compile(&namer).exprs
+        #expect(vmap == [.payload(base: 1, offset: 16, len: 4, dreg: 1), .meta(key: 16, dreg: 9),
+                         .payload(base: 2, offset: 2, len: 2, dreg: 10),
+                         .lookup(sreg: 1, set: "service-ips", setID: 0, dreg: 0, invert: false)])
+        let (ng, sets) = Rule([.numgenVmap(["a", "b"])]).compile(&namer)
+        #expect(sets.count == 1 && sets[0].elements.count == 2 && sets[0].isVerdictMap)
+        #expect(ng.first == .numgen(dreg: 1, modulus: 2, type: 1))
+        // Interval sets as nft sends them: an end at 0, then start/end pairs, merged.
+        let iv = intervalElements([CIDR("203.0.113.0/25")!, CIDR("1.2.3.4/32")!, CIDR("1.2.3.5/32")!])
+        #expect(iv.map(\.key) == [[0, 0, 0, 0], [1, 2, 3, 4], [1, 2, 3, 6], [203, 0, 113, 0], [203, 0, 113, 128]])
+        #expect(iv.map(\.flags) == [1, 0, 1, 0, 1])
+    }
+}
+
+@Suite struct NFTablesSyncTests {
+    func cluster(_ n: Int, endpoints: Int = 2) -> ChangeTracker {
+        var t = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("10.96.0.0/12")!])
+        for i in 0..<n {
+            let ip = IPAddress(ipv4: 0x0A60_0000 + UInt32(i + 1)).description
+            t.update(service: Service(metadata: ObjectMeta(name: "s\(i)", namespace: "default"),
+                                      spec: ServiceSpec(type: "ClusterIP", clusterIP: ip,
+                                                        ports: [ServicePort(name: "http", protocol: "TCP", port: 80, targetPort: .int(8080))])))
+            let eps = (0..<endpoints).map { Endpoint(addresses: [IPAddress(ipv4: 0x0AF4_0000 + UInt32(i * 16 + $0 + 2)).description],
+                                                     conditions: EndpointConditions(ready: true)) }
+            t.update(slice: EndpointSlice(metadata: ObjectMeta(name: "s\(i)-x", namespace: "default",
+                                                               labels: [EndpointSlice.serviceNameLabel: "s\(i)"]),
+                                          endpoints: eps, ports: [EndpointPort(name: "http", protocol: "TCP", port: 8080)]))
+        }
+        return t
+    }
+
+    func sync(_ p: NFTablesProxier, _ t: inout ChangeTracker) async throws -> SyncOutcome {
+        let (snap, changed) = t.snapshot()
+        return try await p.sync(SyncRequest(snapshot: snap, changedServices: changed))
+    }
+
+    /// What a fresh proxier builds from the same tracker state.
+    func fresh(_ t: ChangeTracker, _ o: NFTablesOptions) async throws -> FakeNFTables {
+        var copy = t
+        let fake = FakeNFTables()
+        let p = NFTablesProxier(fake: fake, options: o)
+        let (snap, _) = copy.snapshot()
+        _ = try await p.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        return fake
+    }
+
+    @Test func endpointChangeTransactionIsFlatInServiceCount() async throws {
+        var sizes: [Int] = []
+        for n in [10, 1000] {
+            var t = cluster(n)
+            let fake = FakeNFTables()
+            let p = NFTablesProxier(fake: fake, options: NFTablesOptions())
+            #expect(try await sync(p, &t).full)
+            t.update(slice: EndpointSlice(metadata: ObjectMeta(name: "s3-x", namespace: "default", labels: [EndpointSlice.serviceNameLabel: "s3"]),
+                                          endpoints: [Endpoint(addresses: ["10.244.0.99"], conditions: EndpointConditions(ready: true))],
+                                          ports: [EndpointPort(name: "http", protocol: "TCP", port: 8080)]))
+            let out = try await sync(p, &t)
+            #expect(!out.full)
+            sizes.append(fake.lastTransaction.count)
+            // The result equals what a full sync from nothing builds.
+            let want = try await fresh(t, NFTablesOptions())
+            #expect(fake.ruleTexts == want.ruleTexts)
+            #expect(fake.elementTexts == want.elementTexts)
+        }
+        #expect(sizes[0] == sizes[1], "transaction sizes \(sizes) should not depend on the number of services")
+        #expect(sizes[0] < 20)
+    }
+
+    @Test func fullSyncOfALargeTableGoesInSlices() async throws {
+        var t = cluster(300, endpoints: 3)
+        let fake = FakeNFTables()
+        let p = NFTablesProxier(fake: fake, options: NFTablesOptions())
+        p.prepareSliceSize = 500
+        _ = try await sync(p, &t)
+        #expect(fake.transactionCount > 2)
+        // The last transaction hooks the base chains; nothing before it does.
+        #expect(fake.lastTransaction.contains { $0.contains("type nat hook prerouting") })
+        #expect(fake.transactions.dropLast().allSatisfy { ops in !ops.contains { if case .addChain(let c) = $0 { return c.base != nil } else { return false } } })
+    }
+
+    @Test func failedTransactionChangesNothingAndTheNextSyncRepairs() async throws {
+        var t = cluster(5)
+        let fake = FakeNFTables()
+        let p = NFTablesProxier(fake: fake, options: NFTablesOptions())
+        _ = try await sync(p, &t)
+        let before = fake.ruleTexts
+        t.delete(service: NamespacedName(namespace: "default", name: "s1"))
+        fake.failNext = 22
+        await #expect(throws: NetlinkError.self) { _ = try await sync(p, &t) }
+        #expect(fake.ruleTexts == before, "a rejected transaction leaves the table as it was")
+        // The change is not lost: the next sync reads the table back and converges.
+        let (snap, _) = t.snapshot()
+        let out = try await p.sync(SyncRequest(snapshot: snap, changedServices: []))
+        #expect(out.full)
+        let want = try await fresh(t, NFTablesOptions())
+        #expect(fake.ruleTexts == want.ruleTexts)
+        #expect(fake.elementTexts == want.elementTexts)
+    }
+
+    @Test func tamperingIsDetected() async throws {
+        var t = cluster(3)
+        let fake = FakeNFTables()
+        let p = NFTablesProxier(fake: fake, options: NFTablesOptions())
+        _ = try await sync(p, &t)
+        #expect(await p.needsFullResync() == false)
+        fake.tamperFlush("services")
+        #expect(await p.needsFullResync() == true)
+        let (snap, _) = t.snapshot()
+        #expect(try await p.sync(SyncRequest(snapshot: snap, changedServices: [])).full)
+        #expect(fake.ruleTexts["services"]?.count == 2)
+    }
+
+    @Test func invalidManifestsNeverReachTheTable() throws {
+        let yaml = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: bad, namespace: default}
+        spec: {clusterIP: 10.96.0.9, ports: [{port: 70000}]}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: good, namespace: default}
+        spec: {clusterIP: 10.96.0.8, ports: [{port: 80, protocol: TCP}]}
+        """
+        let set = try ManifestLoader.parse(yaml, source: "t.yaml")
+        #expect(set.issues.count == 1)
+        var t = ChangeTracker(node: NodeInfo(name: "n"))
+        for s in set.services { t.update(service: s) }
+        let p = NFTablesProxier(fake: FakeNFTables(), options: NFTablesOptions())
+        let text = p.render(t.snapshot().0)
+        #expect(text.contains("10.96.0.8"))
+        #expect(!text.contains("10.96.0.9"))
+    }
+}
