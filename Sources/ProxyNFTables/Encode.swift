@@ -160,6 +160,15 @@ struct TableWriter {
         }
     }
 
+    /// What one element may take in a message: attribute headers, key, verdict and
+    /// chain name, comment. Generous, so the real size stays below the estimate.
+    static func estimatedSize(_ e: Element) -> Int {
+        64 + e.key.count * 8 + (e.verdict?.chain?.utf8.count ?? 0) + (e.comment?.utf8.count ?? 0)
+    }
+
+    /// Bytes of elements per message, under the 65535 a nested attribute's length holds.
+    static let elementListLimit = 60_000
+
     func deleteSet(_ name: String) {
         batch.add(UInt32(NFT_MSG_DELSET.rawValue), flags: 0, label: "delete set ip \(table) \(name)") { nlh in
             let s = newSet(name)
@@ -176,12 +185,21 @@ struct TableWriter {
         }
     }
 
-    /// Adds or deletes `elements` of set `name`, in messages of at most `chunk` elements.
-    func elements(_ add: Bool, _ name: String, _ elements: [Element], chunk: Int = 4096) {
+    /// Adds or deletes `elements` of set `name`, in as many messages as it takes to
+    /// keep each element list under the 64 KiB a netlink attribute can hold.
+    func elements(_ add: Bool, _ name: String, _ elements: [Element]) {
         var i = 0
         while i < elements.count {
-            let part = elements[i..<min(elements.count, i + chunk)]
-            i += chunk
+            var end = i
+            var bytes = 0
+            while end < elements.count {
+                let size = Self.estimatedSize(elements[end])
+                if end > i && bytes + size > Self.elementListLimit { break }
+                bytes += size
+                end += 1
+            }
+            let part = elements[i..<end]
+            i = end
             let type = add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM
             batch.add(UInt32(type.rawValue), flags: add ? Self.create : 0,
                       label: "\(add ? "add" : "delete") element ip \(table) \(name) { \(part.first!.text)\(part.count > 1 ? ", …" : "") }") { nlh in

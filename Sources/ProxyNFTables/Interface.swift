@@ -1,3 +1,4 @@
+import KubeAPI
 import CMnl
 import CNftnl
 import Foundation
@@ -239,4 +240,31 @@ public final class FakeNFTables: NFTablesInterface, @unchecked Sendable {
     public var elementTexts: [String: [String]] { lock.withLock { sets.mapValues { $0.values.map(\.text).sorted() } } }
     public var transactionCount: Int { lock.withLock { transactions.count } }
     public var lastTransaction: [String] { lock.withLock { transactions.last?.map(\.text) ?? [] } }
+}
+
+extension SystemNFTables {
+    /// Times small transactions of each kind against the table the kernel holds now:
+    /// a diagnostic for finding where the kernel spends its time. Leaves nothing behind.
+    public func probeKernelCosts() throws -> [(String, Double)] {
+        func time(_ ops: [Op]) throws -> Double {
+            let s = ContinuousClock.now
+            try apply([ops])
+            let d = ContinuousClock.now - s
+            return Double(d.components.attoseconds) / 1e18 + Double(d.components.seconds)
+        }
+        var out: [(String, Double)] = []
+        out.append(("empty transaction (add table)", try time([.addTable])))
+        out.append(("add element to cluster-ips", try time([.addElements(Names.clusterIPs, [Element(key: [.ip(0x0101_0101)])])])))
+        out.append(("delete element from cluster-ips", try time([.deleteElements(Names.clusterIPs, [Element(key: [.ip(0x0101_0101)])])])))
+        out.append(("add chain", try time([.addChain(Chain("probe-a"))])))
+        out.append(("add rule without verdict", try time([.addRule("probe-a", Rule([.addr(.saddr, negate: false, CIDR("1.2.3.4/32")!)]))])))
+        out.append(("add rule with drop", try time([.addRule("probe-a", Rule([.verdict(.drop)]))])))
+        out.append(("add rule with jump", try time([.addRule("probe-a", Rule([.verdict(.jump(Names.markForMasquerade))]))])))
+        out.append(("add rule with numgen vmap", try time([.addRule("probe-a", Rule([.numgenVmap([Names.markForMasquerade])]))])))
+        let el = Element(key: [.ip(0x0101_0101), .proto(.tcp), .port(5)], verdict: .goto("probe-a"))
+        out.append(("add element to service-ips (goto)", try time([.addElements(Names.serviceIPs, [el])])))
+        out.append(("delete element from service-ips", try time([.deleteElements(Names.serviceIPs, [el])])))
+        out.append(("flush and delete chain", try time([.flushChain("probe-a"), .deleteChain("probe-a")])))
+        return out
+    }
 }

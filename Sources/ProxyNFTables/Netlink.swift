@@ -96,9 +96,11 @@ final class NFTSocket: @unchecked Sendable {
 
     deinit { mnl_socket_close(nl) }
 
-    private func setBuffer(_ opt: Int32, _ size: Int) {
+    @discardableResult
+    private func setBuffer(_ opt: Int32, _ size: Int) -> Int32 {
         var v = Int32(clamping: size)
-        _ = setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, opt, &v, socklen_t(MemoryLayout<Int32>.size))
+        let r = setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, opt, &v, socklen_t(MemoryLayout<Int32>.size))
+        return r == 0 ? 0 : Foundation.errno
     }
 
     func nextSeq() -> UInt32 {
@@ -111,11 +113,12 @@ final class NFTSocket: @unchecked Sendable {
     /// message) and waits until the kernel has processed it: errors of the batch
     /// arrive before the answer to a generation request sent right after it.
     func commit(_ batch: Batch) throws {
-        let length = batch.byteCount
-        setBuffer(SO_SNDBUFFORCE, length + 65536)
         let iovCount = nftnl_batch_iovec_len(batch.raw)
         var iov = [iovec](repeating: iovec(), count: Int(iovCount))
         nftnl_batch_iovec(batch.raw, &iov, UInt32(iovCount))
+        let length = iov.reduce(0) { $0 + $1.iov_len }
+        let e = setBuffer(SO_SNDBUFFORCE, length + 65536)
+        if e != 0 { throw NetlinkError(errno: e, what: "raise the netlink send buffer to \(length) bytes") }
         var addr = sockaddr_nl()
         addr.nl_family = sa_family_t(AF_NETLINK)
         let sent = iov.withUnsafeMutableBufferPointer { iovp -> Int in
@@ -241,14 +244,13 @@ final class Batch {
 
     init(socket: NFTSocket) {
         self.socket = socket
-        raw = nftnl_batch_alloc(UInt32(2 << 20), UInt32(cmnl_socket_buffer_size()))!
+        // Every message must fit in the overrun space: element lists reach 64 KiB.
+        raw = nftnl_batch_alloc(UInt32(2 << 20), UInt32(256 << 10))!
         nftnl_batch_begin(current(), socket.nextSeq())
         advance()
     }
 
     deinit { nftnl_batch_free(raw) }
-
-    var byteCount: Int { Int(nftnl_batch_buffer_len(raw)) }
 
     private func current() -> UnsafeMutablePointer<CChar> {
         nftnl_batch_buffer(raw).assumingMemoryBound(to: CChar.self)

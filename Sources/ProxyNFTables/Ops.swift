@@ -53,7 +53,9 @@ enum Op: Equatable, Sendable {
                 default: return n
                 }
             }
-        case .addElements(_, let e), .deleteElements(_, let e): return (e.count + 4095) / 4096
+        case .addElements(_, let e), .deleteElements(_, let e):
+            let bytes = e.reduce(0) { $0 + TableWriter.estimatedSize($1) }
+            return max(1, (bytes + TableWriter.elementListLimit - 1) / TableWriter.elementListLimit)
         default: return 1
         }
     }

@@ -28,6 +28,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// failed transaction, drift): the next sync reads the table back first.
     private var trusted = false
     private var lastSnapshot: ProxySnapshot?
+    /// Seconds the last sync spent planning and in the kernel, for benchmarks and logs.
+    public private(set) var lastTimings: (plan: Double, kernel: Double, transactions: Int) = (0, 0, 0)
 
     init(interface: any NFTablesInterface, options: NFTablesOptions, conntrack: (any ConntrackCleaner)?, logger: Logger) {
         self.nft = interface
@@ -81,6 +83,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     }
 
     func syncLocked(_ request: SyncRequest) throws -> SyncOutcome {
+        let started = ContinuousClock.now
         let snap = request.snapshot
         let gen = Generator(opts: opts)
         let fixed = gen.fixed(serviceCIDRs: snap.serviceCIDRs)
@@ -132,6 +135,11 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 i += prepareSliceSize
             }
             txs.append(plan.commit)
+        }
+        let planned = ContinuousClock.now
+        defer {
+            let end = ContinuousClock.now
+            lastTimings = ((planned - started).seconds, (end - planned).seconds, txs.count)
         }
         do {
             try nft.apply(txs)
@@ -185,6 +193,12 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 return true
             }
         }
+    }
+
+    /// Kernel costs of small transactions (see `SystemNFTables.probeKernelCosts`).
+    public func probe() throws -> [(String, Double)] {
+        guard let s = nft as? SystemNFTables else { return [] }
+        return try s.probeKernelCosts()
     }
 
     public func cleanup() async throws {
@@ -343,3 +357,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     }
 }
 
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

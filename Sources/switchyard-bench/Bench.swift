@@ -4,12 +4,20 @@ import KubeAPI
 import NetnsKit
 import ProxyCore
 import ProxyIPTables
+import ProxyNFTables
 
 /// Benchmarks, reported as ratios against a baseline measured in the same run.
 @main
-struct Bench: AsyncParsableCommand {
+struct BenchMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-bench",
+        abstract: "Benchmarks of the proxy modes, each against a baseline measured in the same run.",
+        subcommands: [Bench.self, NFTBench.self], defaultSubcommand: Bench.self)
+}
+
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "iptables",
         abstract: "Measure the iptables mode against iptables-restore itself, in a throw-away network namespace.")
 
     @Option(help: "Number of services.") var services = 10_000
@@ -167,8 +175,9 @@ struct Bench: AsyncParsableCommand {
         return "*nat\n" + decl + rules + "COMMIT\n"
     }
 
-    func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
-    func fmt(_ s: Double) -> String { s < 1 ? String(format: "%.1f ms", s * 1000) : String(format: "%.2f s", s) }
-    func pct(_ r: Double) -> String { String(format: "%.1f%%", r * 100) }
-    func log(_ s: String) { FileHandle.standardError.write(Data("bench: \(s)\n".utf8)) }
 }
+
+func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+func fmt(_ s: Double) -> String { s < 1 ? String(format: "%.2f ms", s * 1000) : String(format: "%.2f s", s) }
+func pct(_ r: Double) -> String { String(format: "%.1f%%", r * 100) }
+func log(_ s: String) { FileHandle.standardError.write(Data("bench: \(s)\n".utf8)) }
