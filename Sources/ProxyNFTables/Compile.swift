@@ -175,6 +175,16 @@ extension Stmt {
             out.append(.reject(type: UInt32(NFT_REJECT_ICMP_UNREACH.rawValue), code: 3))
         case .verdict(let v):
             out.append(.verdict(code: v.code, chain: v.chain))
+        case let .dnatMap(p, keys, n, set):
+            out.append(.meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: r1))
+            out.append(.cmp(sreg: r1, op: cmpEQ, data: [p.number]))
+            for (i, k) in keys.enumerated() { out.append(k.load(i == 0 ? r1 : Reg.r32(i))) }
+            out.append(.numgen(dreg: Reg.r32(keys.count), modulus: UInt32(n), type: UInt32(NFT_NG_RANDOM.rawValue)))
+            out.append(.lookup(sreg: r1, set: set, setID: 0, dreg: r1, invert: false))
+            out.append(.nat(type: UInt32(NFT_NAT_DNAT.rawValue), addrReg: r1, protoReg: Reg.r32(1), flags: 0))
+        case let .inConcatSet(keys, set):
+            for (i, k) in keys.enumerated() { out.append(k.load(i == 0 ? r1 : Reg.r32(i))) }
+            out.append(.lookup(sreg: r1, set: set, setID: 0, dreg: nil, invert: false))
         }
     }
 }

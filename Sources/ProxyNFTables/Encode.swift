@@ -143,17 +143,28 @@ struct TableWriter {
             // The kernel requires an ID on every new set (rules in the batch may refer to it by ID).
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), batch.nextSetID())
             var flags: UInt32 = 0
-            if d.isVerdictMap { flags |= UInt32(NFT_SET_MAP.rawValue) }
+            if d.isMap { flags |= UInt32(NFT_SET_MAP.rawValue) }
             if d.timeoutSeconds != nil { flags |= UInt32(NFT_SET_TIMEOUT.rawValue | NFT_SET_EVAL.rawValue) }
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_FLAGS.rawValue), flags)
-            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), d.keyTypeID)
-            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), UInt32(4 * d.key.count))
-            if d.isVerdictMap {
-                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
-                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), 0)
+            var ud: [UInt8]
+            if let raw = d.raw {
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), raw.keyType)
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), raw.keyLength)
+                if raw.dataLength > 0 {
+                    nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), raw.dataType)
+                    nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), raw.dataLength)
+                }
+                ud = raw.userData
+            } else {
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), d.keyTypeID)
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), UInt32(4 * d.key.count))
+                if d.isVerdictMap {
+                    nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
+                    nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), 0)
+                }
+                ud = udataU32(UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), 2)
             }
             if let t = d.timeoutSeconds { nftnl_set_set_u64(s, UInt16(NFTNL_SET_TIMEOUT.rawValue), UInt64(t) * 1000) }
-            var ud = udataU32(UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), 2)
             if let c = d.comment { ud += udataString(UInt8(NFTNL_UDATA_SET_COMMENT.rawValue), c) }
             ud.withUnsafeBytes { _ = nftnl_set_set_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
             nftnl_set_nlmsg_build_payload(nlh, s)
@@ -163,7 +174,7 @@ struct TableWriter {
     /// What one element may take in a message: attribute headers, key, verdict and
     /// chain name, comment. Generous, so the real size stays below the estimate.
     static func estimatedSize(_ e: Element) -> Int {
-        64 + e.key.count * 8 + (e.verdict?.chain?.utf8.count ?? 0) + (e.comment?.utf8.count ?? 0)
+        64 + e.key.count * 8 + (e.data?.count ?? 0) * 8 + (e.verdict?.chain?.utf8.count ?? 0) + (e.comment?.utf8.count ?? 0)
     }
 
     /// Bytes of elements per message, under the 65535 a nested attribute's length holds.
@@ -211,6 +222,10 @@ struct TableWriter {
                     key.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
                     if add {
                         if let v = el.verdict { setVerdict(e, v) }
+                        if let d = el.data {
+                            let bytes = d.flatMap(\.bytes)
+                            bytes.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
+                        }
                         if let c = el.comment {
                             let ud = udataString(UInt8(NFTNL_UDATA_SET_ELEM_COMMENT.rawValue), c)
                             ud.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_USERDATA), $0.baseAddress, UInt32($0.count)) }

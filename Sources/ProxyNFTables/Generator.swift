@@ -25,6 +25,13 @@ enum Names {
     static let markForMasquerade = "mark-for-masquerade"
     static let rejectChain = "reject-chain"
 
+    static let serviceEndpoints = "service-endpoints"
+    static let nodePortEndpoints = "nodeport-endpoints"
+    static let endpointHairpin = "endpoint-hairpin"
+    static func serviceLB(_ n: Int) -> String { "service-lb-\(n)" }
+    static func externalLB(_ n: Int) -> String { "external-lb-\(n)" }
+    static func nodePortLB(_ n: Int) -> String { "nodeport-lb-\(n)" }
+
     static let clusterIPs = "cluster-ips"
     static let nodePortIPs = "nodeport-ips"
     static let noEndpointServices = "no-endpoint-services"
@@ -83,8 +90,11 @@ struct ServiceObjects: Equatable, Sendable {
     var chains: [Chain] = []
     var sets: [SetDef] = []
     var elements: [SetElement] = []
+    /// Endpoint IPs this Service adds to `endpoint-hairpin` (maps layout). Several
+    /// Services may share an endpoint, so the proxier counts references.
+    var hairpin: [UInt32] = []
 
-    var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty }
+    var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty && hairpin.isEmpty }
 }
 
 /// The fixed part of the table: named sets and maps, base and helper chains, and
@@ -95,8 +105,21 @@ struct FixedObjects: Equatable, Sendable {
     var elements: [SetElement] = []
 }
 
+/// How Services are laid out in the table.
+public enum NFTablesLayout: String, Sendable, CaseIterable {
+    /// Exactly kube-proxy's: chains per service port and per endpoint.
+    case upstream
+    /// Switchyard's: plain Services (Cluster traffic policies, no affinity, no
+    /// source ranges, at most `maxMapEndpoints` endpoints) become elements of data
+    /// maps that a few shared `*-lb-N` chains DNAT through, so a change touches
+    /// elements only and the kernel's per-transaction work does not grow with the
+    /// table. Other Services keep the upstream chains, in the same table.
+    case maps
+}
+
 /// Settings of the nftables generator beyond the snapshot.
 public struct NFTablesOptions: Sendable {
+    public var layout: NFTablesLayout = .upstream
     public var masqueradeAll = false
     public var masqueradeMark: UInt32 = 0x4000
     public var localDetector: LocalDetector = .none
@@ -213,7 +236,85 @@ struct Generator {
             base(Names.natOutput, .nat, .output, -100, [Rule([jump(Names.services)])]),
             base(Names.natPostrouting, .nat, .postrouting, 100, [Rule([jump(Names.masquerading)])]),
         ]
+        if opts.layout == .maps { addMapsLayout(&f) }
         return f
+    }
+
+    /// Most endpoints a Service may have to be laid out in the data maps.
+    static let maxMapEndpoints = 32
+
+    /// The maps layout's sets and shared chains: `service-lb-N` for ClusterIPs,
+    /// `external-lb-N` for external and load balancer IPs, `nodeport-lb-N` for node
+    /// ports, N = 1…maxMapEndpoints; and the hairpin check in `masquerading`.
+    private func addMapsLayout(_ f: inout FixedObjects) {
+        f.sets += [
+            SetDef(name: Names.serviceEndpoints, key: [], isVerdictMap: false,
+                   comment: "endpoints of services laid out in maps, by destination and random index", raw: RawSets.serviceEndpoints),
+            SetDef(name: Names.nodePortEndpoints, key: [], isVerdictMap: false,
+                   comment: "endpoints of node ports laid out in maps, by port and random index", raw: RawSets.nodePortEndpoints),
+            SetDef(name: Names.endpointHairpin, key: [], isVerdictMap: false,
+                   comment: "endpoints that may reach themselves through a service", raw: RawSets.endpointHairpin),
+        ]
+        let masq = Stmt.verdict(.jump(Names.markForMasquerade))
+        var internalMasq: [Rule] = []
+        if opts.masqueradeAll {
+            internalMasq = [Rule([masq])]
+        } else if let notLocal = opts.ifLocal(negate: true) {
+            internalMasq = [Rule([notLocal, masq])]
+        }
+        let vip: [KeyPart] = [.ipDaddr, .l4proto, .thDport]
+        let port: [KeyPart] = [.l4proto, .thDport]
+        let protos: [L4Protocol] = [.tcp, .udp, .sctp]
+        var lb: [Chain] = []
+        for n in 1...Self.maxMapEndpoints {
+            lb.append(Chain(Names.serviceLB(n), rules: internalMasq + protos.map {
+                Rule([.dnatMap($0, vip, modulus: n, set: Names.serviceEndpoints)]) }))
+            lb.append(Chain(Names.externalLB(n), rules: [Rule([masq])] + protos.map {
+                Rule([.dnatMap($0, vip, modulus: n, set: Names.serviceEndpoints)]) }))
+            lb.append(Chain(Names.nodePortLB(n), rules: [Rule([masq])] + protos.map {
+                Rule([.dnatMap($0, port, modulus: n, set: Names.nodePortEndpoints)]) }))
+        }
+        // Before the base chains, which come last.
+        let firstBase = f.chains.firstIndex { $0.base != nil } ?? f.chains.count
+        f.chains.insert(contentsOf: lb, at: firstBase)
+        if let i = f.chains.firstIndex(where: { $0.name == Names.masquerading }) {
+            f.chains[i].rules.insert(Rule([.inConcatSet([.ipSaddr, .ipDaddr], set: Names.endpointHairpin), masq]), at: 0)
+        }
+    }
+
+    /// Whether the maps layout takes this Service port.
+    func usesMaps(_ info: ServicePortInfo, clusterEndpoints: Int) -> Bool {
+        opts.layout == .maps && !info.sessionAffinityClientIP && !info.externalPolicyLocal && !info.internalPolicyLocal
+            && !(!info.loadBalancerVIPs.isEmpty && !info.loadBalancerSourceRanges.isEmpty)
+            && (1...Self.maxMapEndpoints).contains(clusterEndpoints)
+    }
+
+    /// Adds the elements of a mapped Service port; returns its endpoint IPs for the hairpin set.
+    private func addMapped(_ info: ServicePortInfo, endpoints: [EndpointInfo],
+                           element: (String, Element) -> Void) -> [UInt32] {
+        let cip = info.clusterIP.ipv4Value!
+        let proto = info.proto, port = info.port
+        let n = endpoints.count
+        let values: [[KeyValue]] = endpoints.compactMap { ep in
+            IPAddress(ep.ip)?.ipv4Value.map { [.ip($0), .port(ep.port)] }
+        }
+        guard values.count == n else { return [] }
+        func spread(_ set: String, _ key: [KeyValue]) {
+            for (i, v) in values.enumerated() { element(set, Element(key: key + [.int(UInt32(i))], data: v)) }
+        }
+        element(Names.clusterIPs, Element(key: [.ip(cip)]))
+        element(Names.serviceIPs, Element(key: [.ip(cip), .proto(proto), .port(port)], verdict: .goto(Names.serviceLB(n))))
+        spread(Names.serviceEndpoints, [.ip(cip), .proto(proto), .port(port)])
+        for v in info.externalIPs + info.loadBalancerVIPs {
+            guard let a = v.ipv4Value else { continue }
+            element(Names.serviceIPs, Element(key: [.ip(a), .proto(proto), .port(port)], verdict: .goto(Names.externalLB(n))))
+            spread(Names.serviceEndpoints, [.ip(a), .proto(proto), .port(port)])
+        }
+        if info.nodePort != 0 {
+            element(Names.serviceNodePorts, Element(key: [.proto(proto), .port(info.nodePort)], verdict: .goto(Names.nodePortLB(n))))
+            spread(Names.nodePortEndpoints, [.proto(proto), .port(info.nodePort)])
+        }
+        return values.compactMap { if case .ip(let a) = $0[0] { return a } else { return nil } }
     }
 
     // MARK: per service
@@ -225,6 +326,7 @@ struct Generator {
         for info in ports.sorted(by: { $0.name < $1.name }) {
             add(info, endpoints: snapshot.endpoints[info.name] ?? [], node: snapshot.node, into: &o, seen: &seen)
         }
+        o.hairpin = Array(Set(o.hairpin)).sorted()
         return o
     }
 
@@ -240,6 +342,11 @@ struct Generator {
         let proto = info.proto
         let port = info.port
         let cat = Topology.categorize(endpoints, for: info, node: node)
+        if usesMaps(info, clusterEndpoints: cat.cluster.count) {
+            let hairpin = addMapped(info, endpoints: cat.cluster, element: element)
+            o.hairpin += hairpin
+            return
+        }
         let hasEndpoints = cat.hasAny
         let usesClusterChain = !cat.cluster.isEmpty && info.usesClusterEndpoints
         let usesLocalChain = !cat.local.isEmpty && info.usesLocalEndpoints
@@ -389,4 +496,35 @@ struct Generator {
         }
         for c in order { o.chains.append(chains[c]!) }
     }
+}
+
+/// The maps layout's sets as nft 1.0.6 creates them from their declarations: key
+/// and data types and lengths, and the user data that holds the `typeof`
+/// expressions (read back from the kernel after `nft -f`), so that `nft list`
+/// shows the same declaration whether we or nft created the set.
+enum RawSets {
+    private static func hex(_ s: String) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = s.startIndex
+        while i < s.endIndex {
+            let j = s.index(i, offsetBy: 2)
+            out.append(UInt8(s[i..<j], radix: 16)!)
+            i = j
+        }
+        return out
+    }
+
+    static let serviceEndpoints = RawSetType(
+        text: "typeof ip daddr . meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+        keyType: 1_884_996, keyLength: 16, dataType: 461, dataLength: 8,
+        userData: hex("000400000000010400000000036000040d00000001580014000407000000010c00040c00000001040c000000010e00040900000001060004100000000214000407000000010c00040b000000010402000000031a0004170000000112000401000000010401000000020400000000043400040d000000012c0014000407000000010c00040c00000001040c0000000114000407000000010c00040b000000010402000000060400000000"))
+
+    static let nodePortEndpoints = RawSetType(
+        text: "typeof meta l4proto . th dport . numgen random mod 1 : ip daddr . th dport",
+        keyType: 49_988, keyLength: 12, dataType: 461, dataLength: 8,
+        userData: hex("000400000000010400000000034a00040d0000000142000e00040900000001060004100000000114000407000000010c00040b000000010402000000021a0004170000000112000401000000010401000000020400000000043400040d000000012c0014000407000000010c00040c00000001040c0000000114000407000000010c00040b000000010402000000060400000000"))
+
+    static let endpointHairpin = RawSetType(
+        text: "type ipv4_addr . ipv4_addr", keyType: 455, keyLength: 8, dataType: 0, dataLength: 0,
+        userData: hex("000400000000030800040d0000000100"))
 }

@@ -147,6 +147,11 @@ enum Stmt: Hashable, Sendable {
     /// `reject`.
     case reject
     case verdict(Verdict)
+    /// `meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-endpoints`:
+    /// DNAT to the address and port a data map holds for the key and a random index.
+    case dnatMap(L4Protocol, [KeyPart], modulus: Int, set: String)
+    /// `ip saddr . ip daddr @endpoint-hairpin`.
+    case inConcatSet([KeyPart], set: String)
 
     var text: String {
         switch self {
@@ -175,6 +180,10 @@ enum Stmt: Hashable, Sendable {
         case .masquerade(let fr): return fr ? "masquerade fully-random" : "masquerade"
         case .reject: return "reject"
         case .verdict(let v): return v.text
+        case let .dnatMap(p, keys, n, set):
+            let k = (keys.map(\.text) + ["numgen random mod \(n)"]).joined(separator: " . ")
+            return "meta l4proto \(p.lower) dnat ip to \(k) map @\(set)"
+        case let .inConcatSet(keys, set): return "\(keys.map(\.text).joined(separator: " . ")) @\(set)"
         }
     }
 }
@@ -272,14 +281,32 @@ struct SetDef: Hashable, Sendable {
     /// `flags dynamic,timeout` with this timeout, for affinity sets.
     var timeoutSeconds: Int?
     var comment: String?
+    /// A set declared with `typeof` (or any type the key list cannot spell), taken
+    /// as nft creates it.
+    var raw: RawSetType? = nil
 
     var typeText: String {
-        key.map(\.name).joined(separator: " . ") + (isVerdictMap ? " : verdict" : "")
+        if let raw { return raw.text }
+        return "type " + key.map(\.name).joined(separator: " . ") + (isVerdictMap ? " : verdict" : "")
     }
+
+    var isMap: Bool { isVerdictMap || (raw?.dataLength ?? 0) > 0 }
 
     /// nft's concatenated type id: 6 bits per part.
     var keyTypeID: UInt32 { key.reduce(0) { ($0 << 6) | $1.id } }
     var keyLength: UInt32 { UInt32(key.count * 4 - (key.count == 1 ? 0 : 0)) }
+}
+
+/// A set whose declaration is given as nft creates it: the text of the
+/// declaration, and the key and data types, lengths and user data the kernel holds
+/// for it (captured from `nft -f` of that text with nftables 1.0.6).
+struct RawSetType: Hashable, Sendable {
+    var text: String
+    var keyType: UInt32
+    var keyLength: UInt32
+    var dataType: UInt32
+    var dataLength: UInt32
+    var userData: [UInt8]
 }
 
 /// An element of a named set or map.
@@ -287,6 +314,8 @@ struct Element: Hashable, Sendable {
     var key: [KeyValue]
     var verdict: Verdict?
     var comment: String?
+    /// The value of a data map element.
+    var data: [KeyValue]? = nil
 
     var keyText: String { key.map(\.text).joined(separator: " . ") }
 
@@ -294,6 +323,7 @@ struct Element: Hashable, Sendable {
         var s = keyText
         if let comment { s += " comment \"\(comment)\"" }
         if let verdict { s += " : \(verdict.text)" }
+        if let data { s += " : " + data.map(\.text).joined(separator: " . ") }
         return s
     }
 }

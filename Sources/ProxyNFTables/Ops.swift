@@ -23,10 +23,10 @@ enum Op: Equatable, Sendable {
         case .addTable: return "add table \(t) { comment \"\(Names.tableComment)\" ; }"
         case .deleteTable: return "delete table \(t)"
         case .addSet(let s):
-            var body = "type \(s.typeText) ;"
+            var body = "\(s.typeText) ;"
             if let timeout = s.timeoutSeconds { body += " flags dynamic,timeout ; timeout \(timeout)s ;" }
             if let c = s.comment { body += " comment \"\(c)\" ;" }
-            return "add \(s.isVerdictMap ? "map" : "set") \(t) \(s.name) { \(body) }"
+            return "add \(s.isMap ? "map" : "set") \(t) \(s.name) { \(body) }"
         case .flushSet(let s): return "flush set \(t) \(s)"
         case .deleteSet(let s): return "delete set \(t) \(s)"
         case .addChain(let c):

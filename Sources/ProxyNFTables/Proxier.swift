@@ -24,6 +24,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     // What is applied; guarded by `lock` (the runner serializes syncs anyway).
     private var appliedFixed: FixedObjects?
     private var applied: [NamespacedName: ServiceObjects] = [:]
+    /// How many applied Services use each endpoint IP of `endpoint-hairpin`.
+    private var hairpinRefs: [UInt32: Int] = [:]
     /// False when the kernel may hold something else than `applied` (start, a
     /// failed transaction, drift): the next sync reads the table back first.
     private var trusted = false
@@ -90,9 +92,12 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var full = request.changedServices == nil || !trusted
         var plan: Plan
         var next = applied
+        var hairpinDelta: [UInt32: Int] = [:]
+        var rebuildHairpin = false
         if !trusted {
             let (_, all) = desired(snap)
             next = all
+            rebuildHairpin = true
             let kernel = try nft.readTable()
             if let kernel {
                 plan = Self.adopt(kernel, fixed: fixed, services: Self.ordered(all))
@@ -121,7 +126,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 pairs.append((old, new))
                 next[svc] = new
             }
-            plan = Self.diff(oldFixed: appliedFixed, newFixed: fixed, services: pairs)
+            plan = Self.diff(oldFixed: appliedFixed, newFixed: fixed, services: pairs,
+                             hairpinRefs: hairpinRefs, hairpinDelta: &hairpinDelta)
         }
         // Small plans go in one transaction; large ones send what nothing
         // references yet ahead, in slices.
@@ -150,6 +156,15 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         trusted = true
         appliedFixed = fixed
         applied = next
+        if rebuildHairpin {
+            hairpinRefs = [:]
+            for o in next.values { for ip in o.hairpin { hairpinRefs[ip, default: 0] += 1 } }
+        } else {
+            for (ip, d) in hairpinDelta {
+                let n = (hairpinRefs[ip] ?? 0) + d
+                hairpinRefs[ip] = n > 0 ? n : nil
+            }
+        }
         let previous = lastSnapshot
         lastSnapshot = snap
         if let conntrack {
@@ -209,6 +224,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             trusted = false
             applied = [:]
             appliedFixed = nil
+            hairpinRefs = [:]
         }
     }
 
@@ -235,6 +251,17 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         return order.map { ($0, by[$0]!) }
     }
 
+    static func hairpinElement(_ ip: UInt32) -> SetElement {
+        SetElement(set: Names.endpointHairpin, element: Element(key: [.ip(ip), .ip(ip)]))
+    }
+
+    /// One `endpoint-hairpin` element per endpoint IP any Service uses.
+    static func hairpinElements(_ services: [ServiceObjects]) -> [SetElement] {
+        var ips = Set<UInt32>()
+        for o in services { ips.formUnion(o.hairpin) }
+        return ips.sorted().map(hairpinElement)
+    }
+
     /// A table built from nothing: everything but the base chains is unreachable
     /// until they are created, so only they go in the final transaction.
     static func fresh(fixed: FixedObjects, services: [ServiceObjects]) -> Plan {
@@ -248,6 +275,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var elements = fixed.elements
         var seen = Set(elements)
         for o in services { for e in o.elements where seen.insert(e).inserted { elements.append(e) } }
+        elements += hairpinElements(services)
         for (set, els) in groupElements(elements) { p.prepare.append(.addElements(set, els)) }
         declareAndFill(fixed.chains.filter { $0.base != nil }, into: &p.commit)
         return p
@@ -284,6 +312,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var elements = fixed.elements
         var seen = Set(elements)
         for o in services { for e in o.elements where seen.insert(e).inserted { elements.append(e) } }
+        elements += hairpinElements(services)
         for (set, els) in groupElements(elements) { p.commit.append(.addElements(set, els)) }
         for c in stale { p.commit.append(.deleteChain(c)) }
         for s in k.sets.subtracting(wantedSets).sorted() { p.commit.append(.deleteSet(s)) }
@@ -295,7 +324,18 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// and the Services given; nothing else is looked at, so the size of the result
     /// depends only on what changed.
     static func diff(oldFixed: FixedObjects?, newFixed: FixedObjects,
-                     services: [(ServiceObjects?, ServiceObjects?)]) -> Plan {
+                     services: [(ServiceObjects?, ServiceObjects?)],
+                     hairpinRefs: [UInt32: Int] = [:], hairpinDelta: inout [UInt32: Int]) -> Plan {
+        for (o, n) in services {
+            for ip in o?.hairpin ?? [] { hairpinDelta[ip, default: 0] -= 1 }
+            for ip in n?.hairpin ?? [] { hairpinDelta[ip, default: 0] += 1 }
+        }
+        var hairpinAdd: [Element] = [], hairpinDel: [Element] = []
+        for (ip, d) in hairpinDelta.sorted(by: { $0.key < $1.key }) where d != 0 {
+            let before = hairpinRefs[ip] ?? 0
+            if before == 0 && before + d > 0 { hairpinAdd.append(hairpinElement(ip).element) }
+            if before > 0 && before + d <= 0 { hairpinDel.append(hairpinElement(ip).element) }
+        }
         var oldChains: [String: Chain] = [:], newChains: [String: Chain] = [:]
         var newChainOrder: [String] = []
         var oldSets: [String: SetDef] = [:], newSets: [String: SetDef] = [:]
@@ -330,6 +370,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // so they go with the rest.
         declareAndFill(created.filter { $0.base == nil }, into: &p.prepare)
 
+        if !hairpinDel.isEmpty { p.commit.append(.deleteElements(Names.endpointHairpin, hairpinDel)) }
         let gone = oldElements.subtracting(newElementSet)
         // Elements whose key stays but whose value changes are deleted first.
         for (set, els) in groupElements(gone.sorted { $0.set + $0.element.keyText < $1.set + $1.element.keyText }) {
@@ -349,6 +390,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         declareAndFill(created.filter { $0.base != nil }, into: &p.commit)
         let added = newElements.filter { !oldElements.contains($0) }
         for (set, els) in groupElements(added) { p.commit.append(.addElements(set, els)) }
+        if !hairpinAdd.isEmpty { p.commit.append(.addElements(Names.endpointHairpin, hairpinAdd)) }
         let staleChains = oldChains.keys.filter { newChains[$0] == nil }.sorted()
         for c in staleChains { p.commit.append(.flushChain(c)) }
         for c in staleChains { p.commit.append(.deleteChain(c)) }

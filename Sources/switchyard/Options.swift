@@ -41,6 +41,12 @@ struct ProxyFlags: ParsableArguments {
     @Option(name: .customLong("service-cluster-ip-range"), help: "Where ClusterIPs are allocated for manifests that have none (default 10.96.0.0/12).")
     var serviceClusterIPRange: String?
 
+    @Option(name: .customLong("nftables-layout"), help: """
+        nftables mode only: 'upstream' (kube-proxy's chains, the default) or 'maps' \
+        (plain Services as data-map elements; changes cost the same at any table size).
+        """)
+    var nftablesLayout: String = "upstream"
+
     @Option(name: .customLong("config"), help: "A KubeProxyConfiguration file; flags override it.")
     var config: String?
 
@@ -161,12 +167,23 @@ func makeNFTablesOptions(_ c: ProxyConfig, live: Bool) -> NFTablesOptions {
     return NFTablesOptions(c, nodePortIPs: ips)
 }
 
+extension ProxyFlags {
+    func nftablesOptions(_ c: ProxyConfig, live: Bool) throws -> NFTablesOptions {
+        guard let layout = NFTablesLayout(rawValue: nftablesLayout) else {
+            throw ValidationError("--nftables-layout must be one of: \(NFTablesLayout.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        var o = makeNFTablesOptions(c, live: live)
+        o.layout = layout
+        return o
+    }
+}
+
 /// The backend for `--proxy-mode`.
-func makeBackend(_ c: ProxyConfig, logger: Logger) throws -> any ProxyBackend {
+func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, logger: Logger) throws -> any ProxyBackend {
     let conntrack = ExecConntrack(runner: CommandRunner())
     switch c.mode {
     case "nftables":
-        return NFTablesProxier(nft: try SystemNFTables(), options: makeNFTablesOptions(c, live: true),
+        return NFTablesProxier(nft: try SystemNFTables(), options: try flags.nftablesOptions(c, live: true),
                                conntrack: conntrack, logger: logger)
     default:
         return IPTablesProxier(ipt: SystemIPTables(), options: makeIPTablesOptions(c, live: true),

@@ -68,7 +68,7 @@ struct Proxy: AsyncParsableCommand {
         }
         let metrics = ProxyMetrics(mode: config.mode)
         let health = HealthState()
-        let backend = try makeBackend(config, logger: logger)
+        let backend = try makeBackend(config, flags: flags, logger: logger)
         let runner = ProxyRunner(
             tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
             backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),

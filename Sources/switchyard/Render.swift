@@ -32,7 +32,7 @@ struct Render: AsyncParsableCommand {
         let renderer: any ProxyRenderer
         switch config.mode {
         case "nftables":
-            renderer = NFTablesProxier(fake: FakeNFTables(), options: makeNFTablesOptions(config, live: false))
+            renderer = NFTablesProxier(fake: FakeNFTables(), options: try flags.nftablesOptions(config, live: false))
         default:
             renderer = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
         }

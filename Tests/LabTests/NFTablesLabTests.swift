@@ -13,7 +13,7 @@ final class NFTablesLab: @unchecked Sendable {
     let nft: SystemNFTables
     var tracker: ChangeTracker
 
-    init(options: NFTablesOptions? = nil) throws {
+    init(options: NFTablesOptions? = nil, layout: NFTablesLayout = .upstream) throws {
         lab = try Lab()
         try lab.addPod("a", host: 2)
         try lab.addPod("b", host: 3)
@@ -23,6 +23,7 @@ final class NFTablesLab: @unchecked Sendable {
         nft = try SystemNFTables(netns: "/var/run/netns/\(lab.node)")
         var o = options ?? NFTablesOptions()
         if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }
+        o.layout = layout
         proxier = NFTablesProxier(nft: nft, options: o, conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
         tracker = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("10.96.0.0/12")!])
     }
@@ -41,8 +42,9 @@ final class NFTablesLab: @unchecked Sendable {
 
 @Suite("nftables mode in network namespaces", .enabled(if: isRoot, "needs root for network namespaces"))
 struct NFTablesLabTests {
-    @Test func clusterIPAndNodePortReachBothBackends() async throws {
-        let t = try NFTablesLab()
+    @Test(arguments: NFTablesLayout.allCases)
+    func clusterIPAndNodePortReachBothBackends(layout: NFTablesLayout) async throws {
+        let t = try NFTablesLab(layout: layout)
         t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
         t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
         let out = try await t.sync()
@@ -63,8 +65,9 @@ struct NFTablesLabTests {
         #expect(fromNode == "a" || fromNode == "b", "ClusterIP from the node itself")
     }
 
-    @Test func liveTableListsLikeTheRenderedScript() async throws {
-        let t = try NFTablesLab()
+    @Test(arguments: NFTablesLayout.allCases)
+    func liveTableListsLikeTheRenderedScript(layout: NFTablesLayout) async throws {
+        let t = try NFTablesLab(layout: layout)
         t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
         t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
         var lb = service("edge", ip: "10.96.0.30", type: "LoadBalancer",
@@ -89,6 +92,10 @@ struct NFTablesLabTests {
         try Sh.must(["ip", "netns", "exec", other, "nft", "-f", "-"], input: script)
         let rendered = try Sh.must(["ip", "netns", "exec", other, "nft", "list", "table", "ip", "kube-proxy"])
         #expect(live == rendered)
+        if layout == .maps {
+            #expect(live.contains("dnat ip to ip daddr . meta l4proto . tcp dport . numgen random mod 2 map @service-endpoints"))
+            #expect(live.contains("10.96.0.10 . tcp . 80 . 1 : 10.244.1.3 . 8080"))
+        }
         #expect(live.contains("numgen random mod 2 vmap"))
         #expect(live.contains("ip saddr != { 198.51.100.0/25, 203.0.113.0/24 } drop"))
         #expect(live.contains("update @affinity-"))
@@ -118,8 +125,9 @@ struct NFTablesLabTests {
         #expect(try t.list().contains("10.96.0.40 . tcp . 9000 comment \"default/empty\" : goto reject-chain"))
     }
 
-    @Test func endpointChangeIsOneSmallTransaction() async throws {
-        let t = try NFTablesLab()
+    @Test(arguments: NFTablesLayout.allCases)
+    func endpointChangeIsOneSmallTransaction(layout: NFTablesLayout) async throws {
+        let t = try NFTablesLab(layout: layout)
         t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
         t.tracker.update(service: service("other", ip: "10.96.0.11", ports: [ServicePort(port: 81, targetPort: .int(8080))]))
         t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
@@ -130,8 +138,9 @@ struct NFTablesLabTests {
         let out = try await t.sync()
         #expect(!out.full, "an endpoint change should be a partial sync")
         let after = try t.list()
-        #expect(!after.contains("10.244.1.3:8080"), "the removed endpoint's chain is gone")
-        #expect(before.contains("10.244.1.3:8080"))
+        let gone = layout == .maps ? "10.244.1.3 . 8080" : "10.244.1.3:8080"
+        #expect(!after.contains(gone), "the removed endpoint is gone")
+        #expect(before.contains(gone))
         for _ in 0..<8 { #expect(t.lab.tcp("10.96.0.10", 80) == "a") }
         #expect(t.lab.tcp("10.96.0.11", 81) == "a")
         #expect(t.nft.lastTransactionMessages < 30, "partial sync sent \(t.nft.lastTransactionMessages) messages")
@@ -161,8 +170,9 @@ struct NFTablesLabTests {
         #expect(tables.contains("other-tool"))
     }
 
-    @Test func restartAdoptsExistingTable() async throws {
-        let t = try NFTablesLab()
+    @Test(arguments: NFTablesLayout.allCases)
+    func restartAdoptsExistingTable(layout: NFTablesLayout) async throws {
+        let t = try NFTablesLab(layout: layout)
         t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))
         t.tracker.update(service: service("gone", ip: "10.96.0.12", ports: [ServicePort(port: 82, targetPort: .int(8080))]))
         t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
@@ -176,6 +186,7 @@ struct NFTablesLabTests {
         #expect(out.full)
         let l = try t.list()
         #expect(!l.contains("default/gone"), "the removed service's chains are deleted on adoption")
+        #expect(!l.contains("10.96.0.12"), "and its elements")
         #expect(t.lab.tcp("10.96.0.10", 80) == "a")
         #expect(t.lab.tcp("10.96.0.12", 82) == nil)
     }
