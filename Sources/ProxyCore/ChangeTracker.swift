@@ -143,6 +143,7 @@ public struct ChangeTracker: Sendable {
             }
         }
         snap.generation = current.generation + 1
+        snap.portsByService = portsByService
         current = snap
         return (snap, allChanged ? nil : changed)
     }

@@ -142,6 +142,9 @@ public struct ProxySnapshot: Sendable {
     public var serviceCIDRs: [CIDR]
     /// Increases with every snapshot the tracker produces.
     public var generation: Int
+    /// The ports of each Service, so a backend can find a changed Service's ports
+    /// without scanning them all (filled by the change tracker).
+    public var portsByService: [NamespacedName: [ServicePortName]] = [:]
 
     public init(servicePorts: [ServicePortName: ServicePortInfo] = [:],
                 endpoints: [ServicePortName: [EndpointInfo]] = [:],

@@ -115,8 +115,16 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 for n in snap.servicePorts.keys { changed.insert(n.service) }
             }
             var byService: [NamespacedName: [ServicePortInfo]] = [:]
-            for (name, info) in snap.servicePorts where changed.contains(name.service) {
-                byService[name.service, default: []].append(info)
+            if snap.portsByService.isEmpty {
+                for (name, info) in snap.servicePorts where changed.contains(name.service) {
+                    byService[name.service, default: []].append(info)
+                }
+            } else {
+                for svc in changed {
+                    for name in snap.portsByService[svc] ?? [] {
+                        if let info = snap.servicePorts[name] { byService[svc, default: []].append(info) }
+                    }
+                }
             }
             var pairs: [(ServiceObjects?, ServiceObjects?)] = []
             for svc in changed.sorted() {
