@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
-# Measures the figures in the README (release build, as root). Takes a few minutes.
+# Measures the figures in the README (release build, as root). Takes several minutes:
+# the iptables mode's full sync of 10,000 services alone takes minutes on these machines.
+#   scripts/bench.sh                 both benchmarks
+#   scripts/bench.sh iptables [...]  the iptables mode against iptables-restore
+#   scripts/bench.sh nftables [...]  the nftables mode (both layouts) against the iptables mode
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 swift build -c release --product switchyard
 swift build -c release --product switchyard-bench
 mkdir -p bench
-.build/release/switchyard-bench --switchyard .build/release/switchyard --out bench/iptables.md "$@"
+which="${1:-all}"; shift || true
+if [ "$which" = all ] || [ "$which" = iptables ]; then
+  .build/release/switchyard-bench iptables --switchyard .build/release/switchyard --out bench/iptables.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = nftables ]; then
+  .build/release/switchyard-bench nftables --out bench/nftables.md "$@"
+fi

@@ -107,6 +107,10 @@ public struct ChangeTracker: Sendable {
     /// the previous call (nil when node-wide state changed, so every service must be redone).
     public mutating func snapshot() -> (ProxySnapshot, changed: Set<NamespacedName>?) {
         var snap = current
+        // Drop our reference first, so that when nobody else holds the previous
+        // snapshot the changes below are made in place, in O(changed).
+        current = ProxySnapshot()
+        let previousNodeName = snap.node.name
         let changed = dirty
         for key in dirty {
             for old in portsByService[key] ?? [] { snap.servicePorts[old] = nil }
@@ -133,7 +137,7 @@ public struct ChangeTracker: Sendable {
             nodeChanged = false
             allChanged = true
             // Local-ness of endpoints depends on the node name: recompute them all.
-            if current.node.name != node.name {
+            if previousNodeName != node.name {
                 for key in Set(endpointKeysByService.keys).union(slicesByService.keys) {
                     for old in endpointKeysByService[key] ?? [] { snap.endpoints[old] = nil }
                     let eps = endpoints(for: key)
@@ -142,7 +146,7 @@ public struct ChangeTracker: Sendable {
                 }
             }
         }
-        snap.generation = current.generation + 1
+        snap.generation = snap.generation + 1
         snap.portsByService = portsByService
         current = snap
         return (snap, allChanged ? nil : changed)

@@ -52,7 +52,15 @@ public enum StaleFlows {
         guard let previous else { return [] }
         var errors: [any Error] = []
         let names: [ServicePortName]
-        if let changed {
+        if let changed, !previous.portsByService.isEmpty || !current.portsByService.isEmpty {
+            // The ports of the changed Services only, from the snapshots' index.
+            var set = Set<ServicePortName>()
+            for svc in changed {
+                set.formUnion(previous.portsByService[svc] ?? [])
+                set.formUnion(current.portsByService[svc] ?? [])
+            }
+            names = set.sorted()
+        } else if let changed {
             names = Set(previous.servicePorts.keys.filter { changed.contains($0.service) })
                 .union(current.servicePorts.keys.filter { changed.contains($0.service) }).sorted()
         } else {
@@ -89,6 +97,71 @@ public enum StaleFlows {
                 errors.append(error)
             }
         }
+        return errors
+    }
+}
+
+/// What stale-flow cleanup needs from the previous sync, kept without holding the
+/// previous snapshot (which would make the tracker copy the whole snapshot on every
+/// change): the UDP service ports with their endpoints, per Service.
+public struct UDPFlowHistory: Sendable {
+    private var ports: [ServicePortName: ServicePortInfo] = [:]
+    private var endpoints: [ServicePortName: [EndpointInfo]] = [:]
+    private var byService: [NamespacedName: [ServicePortName]] = [:]
+    private var node = NodeInfo(name: "")
+    private var primed = false
+
+    public init() {}
+
+    /// Deletes the UDP flows that `current` makes stale (for the changed Services, or
+    /// all when `changed` is nil) and remembers the new state of those Services.
+    public mutating func update(current: ProxySnapshot, changed: Set<NamespacedName>?,
+                                cleaner: (any ConntrackCleaner)?) -> [any Error] {
+        var errors: [any Error] = []
+        let services: [NamespacedName]
+        if let changed {
+            services = Array(changed)
+        } else {
+            var all = Set(byService.keys)
+            for name in current.servicePorts.keys where name.proto == .udp { all.insert(name.service) }
+            services = Array(all)
+        }
+        if primed, let cleaner {
+            var previous = ProxySnapshot(node: node)
+            for svc in services {
+                for name in byService[svc] ?? [] {
+                    previous.servicePorts[name] = ports[name]
+                    previous.endpoints[name] = endpoints[name]
+                }
+                previous.portsByService[svc] = byService[svc]
+            }
+            var cur = current
+            if cur.portsByService.isEmpty {
+                for name in cur.servicePorts.keys { cur.portsByService[name.service, default: []].append(name) }
+            }
+            errors = StaleFlows.clean(previous: previous, current: cur, changed: Set(services), cleaner: cleaner)
+        }
+        for svc in services {
+            for name in byService[svc] ?? [] {
+                ports[name] = nil
+                endpoints[name] = nil
+            }
+            byService[svc] = nil
+        }
+        func remember(_ name: ServicePortName) {
+            guard name.proto == .udp, let info = current.servicePorts[name] else { return }
+            ports[name] = info
+            endpoints[name] = current.endpoints[name]
+            byService[name.service, default: []].append(name)
+        }
+        if current.portsByService.isEmpty {
+            let wanted = Set(services)
+            for name in current.servicePorts.keys where wanted.contains(name.service) { remember(name) }
+        } else {
+            for svc in services { for name in current.portsByService[svc] ?? [] { remember(name) } }
+        }
+        node = current.node
+        primed = true
         return errors
     }
 }

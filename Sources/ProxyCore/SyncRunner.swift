@@ -64,7 +64,9 @@ public actor ProxyRunner: ServiceLifecycle.Service {
     private var lastFull = ContinuousClock.now
     private var retryDelay: Duration = .zero
     private var queuedAt: ContinuousClock.Instant?
-    public private(set) var lastSnapshot: ProxySnapshot?
+    /// The generation of the last snapshot synced (the snapshot itself is not kept:
+    /// holding it would make the tracker copy the whole snapshot on every change).
+    public private(set) var lastGeneration: Int?
     public private(set) var syncCount = 0
     private var syncWaiters: [(Int, CheckedContinuation<Void, Never>)] = []
 
@@ -158,7 +160,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             if outcome.full { lastFull = ContinuousClock.now }
             retryDelay = .zero
             health.updated()
-            lastSnapshot = snap
+            lastGeneration = snap.generation
             logger.debug("synced \(backend.mode) rules", metadata: [
                 "full": "\(outcome.full)", "services": "\(snap.servicePorts.count)",
                 "written": "\(outcome.objectsWritten)", "elapsed": "\(took)"])

@@ -36,7 +36,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     private var applied: [ServicePortName: AppliedService] = [:]
     private var needFullSync = true
     private var lastLargeCluster: Bool?
-    private var lastSnapshot: ProxySnapshot?
+    private var udpHistory = UDPFlowHistory()
 
     public init(ipt: any IPTablesInterface, options: IPTablesOptions, conntrack: (any ConntrackCleaner)? = nil,
                 logger: Logger = Logger(label: "switchyard.iptables")) {
@@ -76,15 +76,11 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             needFullSync = true
             throw error
         }
-        let previous = lastSnapshot
         applied = p.applied
         lastLargeCluster = large
         needFullSync = false
-        lastSnapshot = snap
-        if let conntrack {
-            for e in StaleFlows.clean(previous: previous, current: snap, changed: changed, cleaner: conntrack) {
-                logger.warning("failed to delete stale conntrack entries: \(e)")
-            }
+        for e in udpHistory.update(current: snap, changed: changed, cleaner: conntrack) {
+            logger.warning("failed to delete stale conntrack entries: \(e)")
         }
         return SyncOutcome(full: p.full, objectsWritten: p.linesWritten)
     }
@@ -280,7 +276,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         lock.withLock {
             applied = [:]
             needFullSync = true
-            lastSnapshot = nil
+            udpHistory = UDPFlowHistory()
         }
     }
 }

@@ -80,21 +80,24 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
     func ruleCounts(_ chains: [String]) throws -> [String: Int] {
         try lock.withLock {
             var counts: [String: Int] = [:]
-            for c in chains { counts[c] = 0 }
-            try socket.dump({ buf, seq in
-                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETRULE.rawValue), UInt16(NFPROTO_IPV4), UInt16(NLM_F_DUMP), seq)!
-                let r = nftnl_rule_alloc()!
-                nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), Names.table)
-                if chains.count == 1 { nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chains[0]) }
-                nftnl_rule_nlmsg_build_payload(nlh, r)
-                nftnl_rule_free(r)
-            }, { nlh in
-                let r = nftnl_rule_alloc()!
-                defer { nftnl_rule_free(r) }
-                guard nftnl_rule_nlmsg_parse(nlh, r) >= 0 else { return }
-                let chain = String(cString: nftnl_rule_get_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue)))
-                if counts[chain] != nil { counts[chain]! += 1 }
-            })
+            // One dump per chain, filtered by the kernel: the table may hold hundreds of
+            // thousands of rules in chains nobody asked about.
+            for chain in chains {
+                var n = 0
+                do {
+                    try socket.dump({ buf, seq in
+                        let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETRULE.rawValue), UInt16(NFPROTO_IPV4), UInt16(NLM_F_DUMP), seq)!
+                        let r = nftnl_rule_alloc()!
+                        nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), Names.table)
+                        nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
+                        nftnl_rule_nlmsg_build_payload(nlh, r)
+                        nftnl_rule_free(r)
+                    }, { _ in n += 1 })
+                } catch let e as NetlinkError where e.errno == ENOENT {
+                    n = 0
+                }
+                counts[chain] = n
+            }
             return counts
         }
     }
@@ -265,6 +268,15 @@ extension SystemNFTables {
         out.append(("add element to service-ips (goto)", try time([.addElements(Names.serviceIPs, [el])])))
         out.append(("delete element from service-ips", try time([.deleteElements(Names.serviceIPs, [el])])))
         out.append(("flush and delete chain", try time([.flushChain("probe-a"), .deleteChain("probe-a")])))
+        let k = try? readTable()
+        if k?.sets.contains(Names.serviceEndpoints) == true {
+            let e = Element(key: [.ip(0x0101_0101), .proto(.tcp), .port(5), .int(0)], data: [.ip(0x0202_0202), .port(80)])
+            out.append(("add element to service-endpoints (data)", try time([.addElements(Names.serviceEndpoints, [e])])))
+            out.append(("delete element from service-endpoints", try time([.deleteElements(Names.serviceEndpoints, [e])])))
+            let h = Element(key: [.ip(0x0101_0101), .ip(0x0101_0101)])
+            out.append(("add element to endpoint-hairpin", try time([.addElements(Names.endpointHairpin, [h])])))
+            out.append(("delete element from endpoint-hairpin", try time([.deleteElements(Names.endpointHairpin, [h])])))
+        }
         return out
     }
 }

@@ -29,7 +29,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// False when the kernel may hold something else than `applied` (start, a
     /// failed transaction, drift): the next sync reads the table back first.
     private var trusted = false
-    private var lastSnapshot: ProxySnapshot?
+    private var udpHistory = UDPFlowHistory()
+    private var fixedCache: (cidrs: [CIDR], objects: FixedObjects)?
     /// Seconds the last sync spent planning and in the kernel, for benchmarks and logs.
     public private(set) var lastTimings: (plan: Double, kernel: Double, transactions: Int) = (0, 0, 0)
 
@@ -88,7 +89,11 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         let started = ContinuousClock.now
         let snap = request.snapshot
         let gen = Generator(opts: opts)
-        let fixed = gen.fixed(serviceCIDRs: snap.serviceCIDRs)
+        // The fixed objects depend on the service CIDRs only; regenerating and
+        // comparing them (a hundred chains in the maps layout) on every partial sync
+        // would cost more than the change itself.
+        let fixedChanged = fixedCache?.cidrs != snap.serviceCIDRs
+        let fixed = fixedChanged ? gen.fixed(serviceCIDRs: snap.serviceCIDRs) : fixedCache!.objects
         var full = request.changedServices == nil || !trusted
         var plan: Plan
         var next = applied
@@ -134,7 +139,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 pairs.append((old, new))
                 next[svc] = new
             }
-            plan = Self.diff(oldFixed: appliedFixed, newFixed: fixed, services: pairs,
+            plan = Self.diff(oldFixed: appliedFixed, newFixed: fixedChanged ? fixed : nil, services: pairs,
                              hairpinRefs: hairpinRefs, hairpinDelta: &hairpinDelta)
         }
         // Small plans go in one transaction; large ones send what nothing
@@ -163,6 +168,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         trusted = true
         appliedFixed = fixed
+        fixedCache = (snap.serviceCIDRs, fixed)
         applied = next
         if rebuildHairpin {
             hairpinRefs = [:]
@@ -173,12 +179,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 hairpinRefs[ip] = n > 0 ? n : nil
             }
         }
-        let previous = lastSnapshot
-        lastSnapshot = snap
-        if let conntrack {
-            for e in StaleFlows.clean(previous: previous, current: snap, changed: request.changedServices, cleaner: conntrack) {
-                logger.warning("failed to delete stale conntrack entries: \(e)")
-            }
+        for e in udpHistory.update(current: snap, changed: full ? nil : request.changedServices, cleaner: conntrack) {
+            logger.warning("failed to delete stale conntrack entries: \(e)")
         }
         return SyncOutcome(full: full, objectsWritten: plan.opCount)
     }
@@ -331,7 +333,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// The changes from what was applied to what is wanted, for the fixed objects
     /// and the Services given; nothing else is looked at, so the size of the result
     /// depends only on what changed.
-    static func diff(oldFixed: FixedObjects?, newFixed: FixedObjects,
+    /// `newFixed` nil means the fixed objects did not change and are left out.
+    static func diff(oldFixed: FixedObjects?, newFixed: FixedObjects?,
                      services: [(ServiceObjects?, ServiceObjects?)],
                      hairpinRefs: [UInt32: Int] = [:], hairpinDelta: inout [UInt32: Int]) -> Plan {
         for (o, n) in services {
@@ -363,15 +366,17 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 if old { oldElements.insert(e) } else if newElementSet.insert(e).inserted { newElements.append(e) }
             }
         }
-        if let f = oldFixed { take(ServiceObjects(chains: f.chains, sets: f.sets, elements: f.elements), old: true) }
-        take(ServiceObjects(chains: newFixed.chains, sets: newFixed.sets, elements: newFixed.elements), old: false)
+        if let newFixed {
+            if let f = oldFixed { take(ServiceObjects(chains: f.chains, sets: f.sets, elements: f.elements), old: true) }
+            take(ServiceObjects(chains: newFixed.chains, sets: newFixed.sets, elements: newFixed.elements), old: false)
+        }
         for (o, n) in services {
             take(o, old: true)
             take(n, old: false)
         }
 
         var p = Plan()
-        if oldFixed == nil { p.prepare.append(.addTable) }
+        if oldFixed == nil && newFixed != nil { p.prepare.append(.addTable) }
         for name in newSetOrder where oldSets[name] == nil { p.prepare.append(.addSet(newSets[name]!)) }
         let created = newChainOrder.filter { oldChains[$0] == nil }.map { newChains[$0]! }
         // New chains nothing references yet may go ahead; new base chains are hooked,
