@@ -92,9 +92,14 @@ public final class Lab: @unchecked Sendable {
         if let udpPort {
             try spawn(ns, ["socat", "UDP-RECVFROM:\(udpPort),fork", "SYSTEM:echo \(name)"])
         }
-        // Wait until the TCP listener is up.
-        for _ in 0..<100 {
-            if let r = try? Sh.run(["ip", "netns", "exec", ns, "ss", "-ltnH", "sport = :\(tcpPort)"]), !r.out.isEmpty { return }
+        // Wait until the listeners are up (on a loaded machine the UDP one may come last).
+        var waiting: [(String, Int)] = [("-ltnH", tcpPort)]
+        if let udpPort { waiting.append(("-lunH", udpPort)) }
+        for _ in 0..<250 {
+            waiting.removeAll { flag, port in
+                ((try? Sh.run(["ip", "netns", "exec", ns, "ss", flag, "sport = :\(port)"]))?.out.isEmpty == false)
+            }
+            if waiting.isEmpty { return }
             usleep(20_000)
         }
         throw LabError("server in \(name) did not start")

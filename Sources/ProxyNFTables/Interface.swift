@@ -10,6 +10,8 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
     private var namer = AnonNamer()
     /// Messages in the last transaction sent, for tests and metrics.
     public private(set) var lastTransactionMessages = 0
+    /// Seconds each transaction of the last `apply` took (building and kernel), for benchmarks.
+    public private(set) var lastTransactionSeconds: [Double] = []
     /// Largest number of messages sent in one transaction; a full sync is split in
     /// transactions of at most this many.
     public var maxMessagesPerTransaction = 20_000
@@ -104,7 +106,13 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
 
     func apply(_ transactions: [[Op]]) throws {
         try lock.withLock {
+            lastTransactionSeconds = []
             for ops in transactions where !ops.isEmpty {
+                let started = ContinuousClock.now
+                defer {
+                    let d = ContinuousClock.now - started
+                    lastTransactionSeconds.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+                }
                 let batch = Batch(socket: socket)
                 let w = TableWriter(batch: batch, table: Names.table)
                 for op in ops { write(op, w) }

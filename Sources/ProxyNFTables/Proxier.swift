@@ -220,6 +220,9 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
     }
 
+    /// Seconds per transaction of the last sync, when programming the kernel.
+    public var lastTransactionSeconds: [Double] { (nft as? SystemNFTables)?.lastTransactionSeconds ?? [] }
+
     /// Kernel costs of small transactions (see `SystemNFTables.probeKernelCosts`).
     public func probe() throws -> [(String, Double)] {
         guard let s = nft as? SystemNFTables else { return [] }

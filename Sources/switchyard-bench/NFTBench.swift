@@ -17,9 +17,11 @@ struct NFTBench: AsyncParsableCommand {
     @Option(help: "Endpoints per service.") var endpoints = 10
     @Option(help: "Repetitions of the one-endpoint change.") var repeats = 21
     @Flag(help: "Skip the iptables mode (its full sync of 10,000 services takes minutes here).") var skipIptables = false
+    @Option(help: "Measure the iptables mode only up to this many services.") var iptablesUpTo = Int.max
     @Flag(help: "Also time upstream's way: the rendered script through `nft -f` as one transaction.") var nftFile = false
     @Option(help: "Write the markdown results here too.") var out: String?
     @Flag(help: "Time small transactions of each kind against the loaded table (diagnostic).") var probe = false
+    @Option(help: "Changes per preparatory transaction of a full sync.") var slice = 20_000
 
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
@@ -39,13 +41,15 @@ struct NFTBench: AsyncParsableCommand {
                     var o = NFTablesOptions()
                     o.localDetector = .cidrs([CIDR("10.244.0.0/16")!])
                     o.layout = layout
-                    return NFTablesProxier(nft: try SystemNFTables(netns: "/var/run/netns/\(ns)"), options: o)
+                    let p = NFTablesProxier(nft: try SystemNFTables(netns: "/var/run/netns/\(ns)"), options: o)
+                    p.prepareSliceSize = slice
+                    return p
                 }
                 log("nftables (\(layout.rawValue) layout) at \(n): full sync \(fmt(r.full)), endpoint change median \(fmt(r.change)) (p90 \(fmt(r.p90)))")
                 results.append((layout, r))
             }
             var ipt: (full: Double, change: Double, p90: Double)?
-            if !skipIptables {
+            if !skipIptables && n <= iptablesUpTo {
                 ipt = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
                     var o = IPTablesOptions()
                     o.localDetector = .cidrs([CIDR("10.244.0.0/16")!])
@@ -95,7 +99,7 @@ struct NFTBench: AsyncParsableCommand {
             for (what, t) in try p.probe() { log("  probe: \(what): \(fmt(t))") }
         }
         if let p = backend as? NFTablesProxier {
-            log("  full sync: planning \(fmt(p.lastTimings.plan)), kernel \(fmt(p.lastTimings.kernel)) in \(p.lastTimings.transactions) transactions")
+            log("  full sync: planning \(fmt(p.lastTimings.plan)), kernel \(fmt(p.lastTimings.kernel)) in \(p.lastTimings.transactions) transactions: \(p.lastTransactionSeconds.map(fmt).joined(separator: ", "))")
         }
         var sl = slice
         var times: [Double] = []
