@@ -96,12 +96,15 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         let fixed = fixedChanged ? gen.fixed(serviceCIDRs: snap.serviceCIDRs) : fixedCache!.objects
         var full = request.changedServices == nil || !trusted
         var plan: Plan
-        var next = applied
+        // What becomes applied: everything (after a read-back), or these Services
+        // changed in place (copying `applied` would cost O(services) per sync).
+        var replacement: [NamespacedName: ServiceObjects]?
+        var updates: [(NamespacedName, ServiceObjects?)] = []
         var hairpinDelta: [UInt32: Int] = [:]
         var rebuildHairpin = false
         if !trusted {
             let (_, all) = desired(snap)
-            next = all
+            replacement = all
             rebuildHairpin = true
             let kernel = try nft.readTable()
             if let kernel {
@@ -137,7 +140,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 let old = applied[svc]
                 if old == new { continue }
                 pairs.append((old, new))
-                next[svc] = new
+                updates.append((svc, new))
             }
             plan = Self.diff(oldFixed: appliedFixed, newFixed: fixedChanged ? fixed : nil, services: pairs,
                              hairpinRefs: hairpinRefs, hairpinDelta: &hairpinDelta)
@@ -169,10 +172,11 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         trusted = true
         appliedFixed = fixed
         fixedCache = (snap.serviceCIDRs, fixed)
-        applied = next
+        if let replacement { applied = replacement }
+        for (svc, o) in updates { applied[svc] = o }
         if rebuildHairpin {
             hairpinRefs = [:]
-            for o in next.values { for ip in o.hairpin { hairpinRefs[ip, default: 0] += 1 } }
+            for o in applied.values { for ip in o.hairpin { hairpinRefs[ip, default: 0] += 1 } }
         } else {
             for (ip, d) in hairpinDelta {
                 let n = (hairpinRefs[ip] ?? 0) + d
