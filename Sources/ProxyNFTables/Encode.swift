@@ -157,7 +157,7 @@ struct TableWriter {
                 ud = raw.userData
             } else {
                 nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), d.keyTypeID)
-                nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), UInt32(4 * d.key.count))
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), d.keyLength)
                 if d.isVerdictMap {
                     nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
                     nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), 0)

@@ -110,8 +110,7 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
             for ops in transactions where !ops.isEmpty {
                 let started = ContinuousClock.now
                 defer {
-                    let d = ContinuousClock.now - started
-                    lastTransactionSeconds.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+                    lastTransactionSeconds.append((ContinuousClock.now - started).seconds)
                 }
                 let batch = Batch(socket: socket)
                 let w = TableWriter(batch: batch, table: Names.table)
@@ -260,8 +259,7 @@ extension SystemNFTables {
         func time(_ ops: [Op]) throws -> Double {
             let s = ContinuousClock.now
             try apply([ops])
-            let d = ContinuousClock.now - s
-            return Double(d.components.attoseconds) / 1e18 + Double(d.components.seconds)
+            return (ContinuousClock.now - s).seconds
         }
         var out: [(String, Double)] = []
         out.append(("empty transaction (add table)", try time([.addTable])))

@@ -149,34 +149,14 @@ final class NFTSocket: @unchecked Sendable {
             throw NetlinkError(errno: Foundation.errno, what: "send generation request")
         }
         var firstError: NetlinkError?
-        var rbuf = [UInt8](repeating: 0, count: 1 << 20)
         var done = false
-        while !done {
-            let n = rbuf.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
-            if n < 0 {
-                throw NetlinkError(errno: Foundation.errno, what: "read nf_tables answers")
+        try receive(until: { done }, what: "read nf_tables answers") { nlh in
+            guard nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR) else { return }
+            let err = Self.error(nlh)
+            if err.code != 0, firstError == nil {
+                firstError = NetlinkError(errno: err.code, what: batch.describe(seq: err.seq))
             }
-            rbuf.withUnsafeBytes { raw in
-                var off = 0
-                while off + MemoryLayout<nlmsghdr>.size <= n {
-                    let nlh = raw.baseAddress!.advanced(by: off).assumingMemoryBound(to: nlmsghdr.self)
-                    let mlen = Int(nlh.pointee.nlmsg_len)
-                    if mlen < MemoryLayout<nlmsghdr>.size || off + mlen > n { break }
-                    if nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR) {
-                        let err = UnsafeRawPointer(nlh).advanced(by: MemoryLayout<nlmsghdr>.size)
-                            .assumingMemoryBound(to: nlmsgerr.self)
-                        let code = -err.pointee.error
-                        if code != 0, firstError == nil {
-                            let what = batch.describe(seq: err.pointee.msg.nlmsg_seq)
-                            firstError = NetlinkError(errno: code, what: what)
-                        }
-                        if err.pointee.msg.nlmsg_seq == fenceSeq { done = true }
-                    } else if nlh.pointee.nlmsg_seq == fenceSeq && nlh.pointee.nlmsg_type != UInt16(NLMSG_DONE) {
-                        // The generation itself; the ack follows.
-                    }
-                    off += (mlen + 3) & ~3
-                }
-            }
+            if err.seq == fenceSeq { done = true }
         }
         if let firstError { throw firstError }
     }
@@ -193,36 +173,46 @@ final class NFTSocket: @unchecked Sendable {
         guard mnl_socket_sendto(nl, buf, len) >= 0 else {
             throw NetlinkError(errno: Foundation.errno, what: "send dump request")
         }
+        var finished = false
+        var failure: Int32 = 0
+        try receive(until: { finished }, what: "read dump") { nlh in
+            guard nlh.pointee.nlmsg_seq == s else { return }
+            if nlh.pointee.nlmsg_type == UInt16(NLMSG_DONE) {
+                finished = true
+            } else if nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR) {
+                failure = Self.error(nlh).code
+                finished = true
+            } else {
+                each(nlh)
+            }
+        }
+        if failure != 0 { throw NetlinkError(errno: failure, what: "dump") }
+    }
+
+    /// Reads from the socket and hands every whole message to `each` until `done` holds.
+    private func receive(until done: () -> Bool, what: String, _ each: (UnsafePointer<nlmsghdr>) -> Void) throws {
         var rbuf = [UInt8](repeating: 0, count: 1 << 20)
-        while true {
+        let header = MemoryLayout<nlmsghdr>.size
+        while !done() {
             let n = rbuf.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
-            if n < 0 { throw NetlinkError(errno: Foundation.errno, what: "read dump") }
-            var finished = false
-            var failure: Int32 = 0
+            if n < 0 { throw NetlinkError(errno: Foundation.errno, what: what) }
             rbuf.withUnsafeBytes { raw in
                 var off = 0
-                while off + MemoryLayout<nlmsghdr>.size <= n {
+                while off + header <= n {
                     let nlh = raw.baseAddress!.advanced(by: off).assumingMemoryBound(to: nlmsghdr.self)
                     let mlen = Int(nlh.pointee.nlmsg_len)
-                    if mlen < MemoryLayout<nlmsghdr>.size || off + mlen > n { break }
-                    if nlh.pointee.nlmsg_seq == s {
-                        if nlh.pointee.nlmsg_type == UInt16(NLMSG_DONE) {
-                            finished = true
-                        } else if nlh.pointee.nlmsg_type == UInt16(NLMSG_ERROR) {
-                            let err = UnsafeRawPointer(nlh).advanced(by: MemoryLayout<nlmsghdr>.size)
-                                .assumingMemoryBound(to: nlmsgerr.self)
-                            failure = -err.pointee.error
-                            finished = true
-                        } else {
-                            each(nlh)
-                        }
-                    }
+                    if mlen < header || off + mlen > n { break }
+                    each(nlh)
                     off += (mlen + 3) & ~3
                 }
             }
-            if failure != 0 { throw NetlinkError(errno: failure, what: "dump") }
-            if finished { return }
         }
+    }
+
+    /// The errno (positive, 0 for an ack) and the sequence number an NLMSG_ERROR answers.
+    private static func error(_ nlh: UnsafePointer<nlmsghdr>) -> (code: Int32, seq: UInt32) {
+        let err = UnsafeRawPointer(nlh).advanced(by: MemoryLayout<nlmsghdr>.size).assumingMemoryBound(to: nlmsgerr.self)
+        return (-err.pointee.error, err.pointee.msg.nlmsg_seq)
     }
 }
 

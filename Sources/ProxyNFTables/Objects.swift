@@ -294,7 +294,8 @@ struct SetDef: Hashable, Sendable {
 
     /// nft's concatenated type id: 6 bits per part.
     var keyTypeID: UInt32 { key.reduce(0) { ($0 << 6) | $1.id } }
-    var keyLength: UInt32 { UInt32(key.count * 4 - (key.count == 1 ? 0 : 0)) }
+    /// Each part takes a 4-byte register.
+    var keyLength: UInt32 { UInt32(4 * key.count) }
 }
 
 /// A set whose declaration is given as nft creates it: the text of the

@@ -41,24 +41,6 @@ enum Op: Equatable, Sendable {
         case let .deleteElements(s, els): return "delete element \(t) \(s) { \(els.map(\.keyText).joined(separator: ", ")) }"
         }
     }
-
-    /// Netlink messages this change takes (anonymous sets count twice: set and elements).
-    var messageCount: Int {
-        switch self {
-        case let .addRule(_, r):
-            return 1 + r.stmts.reduce(0) { n, s in
-                switch s {
-                case .numgenVmap: return n + 2
-                case .addrInList(_, _, let l) where l.count > 1: return n + 2
-                default: return n
-                }
-            }
-        case .addElements(_, let e), .deleteElements(_, let e):
-            let bytes = e.reduce(0) { $0 + TableWriter.estimatedSize($1) }
-            return max(1, (bytes + TableWriter.elementListLimit - 1) / TableWriter.elementListLimit)
-        default: return 1
-        }
-    }
 }
 
 /// What a transaction plan holds: changes nothing can reach yet, which may go in
