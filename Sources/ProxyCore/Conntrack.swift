@@ -52,17 +52,8 @@ public enum StaleFlows {
         guard let previous else { return [] }
         var errors: [any Error] = []
         let names: [ServicePortName]
-        if let changed, !previous.portsByService.isEmpty || !current.portsByService.isEmpty {
-            // The ports of the changed Services only, from the snapshots' index.
-            var set = Set<ServicePortName>()
-            for svc in changed {
-                set.formUnion(previous.portsByService[svc] ?? [])
-                set.formUnion(current.portsByService[svc] ?? [])
-            }
-            names = set.sorted()
-        } else if let changed {
-            names = Set(previous.servicePorts.keys.filter { changed.contains($0.service) })
-                .union(current.servicePorts.keys.filter { changed.contains($0.service) }).sorted()
+        if let changed {
+            names = Set(previous.ports(of: changed)).union(current.ports(of: changed)).sorted()
         } else {
             names = Set(previous.servicePorts.keys).union(current.servicePorts.keys).sorted()
         }
@@ -135,11 +126,7 @@ public struct UDPFlowHistory: Sendable {
                 }
                 previous.portsByService[svc] = byService[svc]
             }
-            var cur = current
-            if cur.portsByService.isEmpty {
-                for name in cur.servicePorts.keys { cur.portsByService[name.service, default: []].append(name) }
-            }
-            errors = StaleFlows.clean(previous: previous, current: cur, changed: Set(services), cleaner: cleaner)
+            errors = StaleFlows.clean(previous: previous, current: current, changed: Set(services), cleaner: cleaner)
         }
         for svc in services {
             for name in byService[svc] ?? [] {
@@ -154,12 +141,7 @@ public struct UDPFlowHistory: Sendable {
             endpoints[name] = current.endpoints[name]
             byService[name.service, default: []].append(name)
         }
-        if current.portsByService.isEmpty {
-            let wanted = Set(services)
-            for name in current.servicePorts.keys where wanted.contains(name.service) { remember(name) }
-        } else {
-            for svc in services { for name in current.portsByService[svc] ?? [] { remember(name) } }
-        }
+        for name in current.ports(of: Set(services)) { remember(name) }
         node = current.node
         primed = true
         return errors

@@ -156,6 +156,15 @@ public struct ProxySnapshot: Sendable {
         self.generation = generation
     }
 
+    /// The ports of `services`: through `portsByService` when the tracker filled it,
+    /// otherwise by scanning every port.
+    public func ports(of services: Set<NamespacedName>) -> [ServicePortName] {
+        if portsByService.isEmpty {
+            return servicePorts.keys.filter { services.contains($0.service) }
+        }
+        return services.flatMap { portsByService[$0] ?? [] }
+    }
+
     /// Service ports in a stable order, so rendered output is deterministic.
     public var sortedNames: [ServicePortName] { servicePorts.keys.sorted() }
 

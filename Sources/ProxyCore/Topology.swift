@@ -80,3 +80,32 @@ public enum Topology {
         }
     }
 }
+
+/// Which policy chains a service port needs and where its internal and external
+/// traffic goes, as upstream's iptables and nftables proxiers both decide it.
+public struct PolicyDecision: Sendable {
+    /// The service has a usable endpoint somewhere.
+    public let hasEndpoints: Bool
+    /// The Cluster-policy chain exists (it has endpoints and some traffic uses it).
+    public let usesClusterChain: Bool
+    /// The Local-policy chain exists.
+    public let usesLocalChain: Bool
+    /// Internal (ClusterIP) traffic goes to the Local-policy chain.
+    public let internalIsLocal: Bool
+    /// Internal traffic has somewhere to go.
+    public let hasInternal: Bool
+    /// External traffic goes to the Local-policy chain.
+    public let externalIsLocal: Bool
+    /// External traffic has somewhere to go.
+    public let hasExternal: Bool
+
+    public init(_ cat: CategorizedEndpoints, for info: ServicePortInfo) {
+        hasEndpoints = cat.hasAny
+        usesClusterChain = !cat.cluster.isEmpty && info.usesClusterEndpoints
+        usesLocalChain = !cat.local.isEmpty && info.usesLocalEndpoints
+        internalIsLocal = info.internalPolicyLocal
+        hasInternal = cat.hasAny && !(info.internalPolicyLocal && cat.local.isEmpty)
+        externalIsLocal = info.externalPolicyLocal
+        hasExternal = cat.hasAny && !(info.externalPolicyLocal && cat.local.isEmpty)
+    }
+}

@@ -95,22 +95,12 @@ struct Generator {
         let proto = n.proto
         let name = n.nameString
         let cat = Topology.categorize(endpoints, for: info, node: node)
-        let hasEndpoints = cat.hasAny
-        let usesClusterChain = !cat.cluster.isEmpty && info.usesClusterEndpoints
-        let usesLocalChain = !cat.local.isEmpty && info.usesLocalEndpoints
-
-        var internalChain = n.svc
-        var hasInternal = hasEndpoints
-        if info.internalPolicyLocal {
-            internalChain = n.svl
-            if cat.local.isEmpty { hasInternal = false }
-        }
-        var externalPolicyChain = n.svc
-        var hasExternal = hasEndpoints
-        if info.externalPolicyLocal {
-            externalPolicyChain = n.svl
-            if cat.local.isEmpty { hasExternal = false }
-        }
+        let policy = PolicyDecision(cat, for: info)
+        let hasEndpoints = policy.hasEndpoints
+        let usesClusterChain = policy.usesClusterChain, usesLocalChain = policy.usesLocalChain
+        let hasInternal = policy.hasInternal, hasExternal = policy.hasExternal
+        let internalChain = policy.internalIsLocal ? n.svl : n.svc
+        let externalPolicyChain = policy.externalIsLocal ? n.svl : n.svc
         let usesExtChain = hasEndpoints && info.externallyAccessible
         let usesFW = hasEndpoints && !info.loadBalancerVIPs.isEmpty && !info.loadBalancerSourceRanges.isEmpty
         let lbChain = usesFW ? n.fw : n.ext

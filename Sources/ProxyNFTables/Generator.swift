@@ -347,22 +347,12 @@ struct Generator {
             o.hairpin += hairpin
             return
         }
-        let hasEndpoints = cat.hasAny
-        let usesClusterChain = !cat.cluster.isEmpty && info.usesClusterEndpoints
-        let usesLocalChain = !cat.local.isEmpty && info.usesLocalEndpoints
-
-        var internalChain = n.service
-        var hasInternal = hasEndpoints
-        if info.internalPolicyLocal {
-            internalChain = n.local
-            if cat.local.isEmpty { hasInternal = false }
-        }
-        var externalPolicyChain = n.service
-        var hasExternal = hasEndpoints
-        if info.externalPolicyLocal {
-            externalPolicyChain = n.local
-            if cat.local.isEmpty { hasExternal = false }
-        }
+        let policy = PolicyDecision(cat, for: info)
+        let hasEndpoints = policy.hasEndpoints
+        let usesClusterChain = policy.usesClusterChain, usesLocalChain = policy.usesLocalChain
+        let hasInternal = policy.hasInternal, hasExternal = policy.hasExternal
+        let internalChain = policy.internalIsLocal ? n.local : n.service
+        let externalPolicyChain = policy.externalIsLocal ? n.local : n.service
         let usesExternalChain = info.externallyAccessible
         let externalTrafficChain = usesExternalChain ? n.external : externalPolicyChain
         let usesFW = !info.loadBalancerVIPs.isEmpty && !info.loadBalancerSourceRanges.isEmpty

@@ -57,8 +57,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
 
     /// The `nft -f` script a sync on a node without our table sends, one change per line.
     public func render(_ snapshot: ProxySnapshot) -> String {
-        let (fixed, services) = desired(snapshot)
-        let plan = Self.fresh(fixed: fixed, services: Self.ordered(services))
+        let fixed = Generator(opts: opts).fixed(serviceCIDRs: snapshot.serviceCIDRs)
+        let plan = Self.fresh(fixed: fixed, services: Self.ordered(desired(snapshot)))
         var out = ""
         for op in plan.prepare + plan.commit {
             out += op.text
@@ -73,7 +73,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         try lock.withLock { try syncLocked(request) }
     }
 
-    private func desired(_ snap: ProxySnapshot) -> (FixedObjects, [NamespacedName: ServiceObjects]) {
+    /// The objects of every Service in the snapshot.
+    private func desired(_ snap: ProxySnapshot) -> [NamespacedName: ServiceObjects] {
         let gen = Generator(opts: opts)
         var byService: [NamespacedName: [ServicePortInfo]] = [:]
         for (name, info) in snap.servicePorts { byService[name.service, default: []].append(info) }
@@ -82,7 +83,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             let o = gen.objects(for: ports, snapshot: snap)
             if !o.isEmpty { out[svc] = o }
         }
-        return (gen.fixed(serviceCIDRs: snap.serviceCIDRs), out)
+        return out
     }
 
     func syncLocked(_ request: SyncRequest) throws -> SyncOutcome {
@@ -103,7 +104,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var hairpinDelta: [UInt32: Int] = [:]
         var rebuildHairpin = false
         if !trusted {
-            let (_, all) = desired(snap)
+            let all = desired(snap)
             replacement = all
             rebuildHairpin = true
             let kernel = try nft.readTable()
@@ -123,16 +124,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 for n in snap.servicePorts.keys { changed.insert(n.service) }
             }
             var byService: [NamespacedName: [ServicePortInfo]] = [:]
-            if snap.portsByService.isEmpty {
-                for (name, info) in snap.servicePorts where changed.contains(name.service) {
-                    byService[name.service, default: []].append(info)
-                }
-            } else {
-                for svc in changed {
-                    for name in snap.portsByService[svc] ?? [] {
-                        if let info = snap.servicePorts[name] { byService[svc, default: []].append(info) }
-                    }
-                }
+            for name in snap.ports(of: changed) {
+                if let info = snap.servicePorts[name] { byService[name.service, default: []].append(info) }
             }
             var pairs: [(ServiceObjects?, ServiceObjects?)] = []
             for svc in changed.sorted() {
