@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "ProxyCore", targets: ["ProxyCore"]),
         .library(name: "ProxyIPTables", targets: ["ProxyIPTables"]),
         .library(name: "ProxyNFTables", targets: ["ProxyNFTables"]),
+        .library(name: "ProxyUserspace", targets: ["ProxyUserspace"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -64,16 +65,28 @@ let package = Package(
             dependencies: ["ProxyCore", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The syscalls the userspace data path needs that Swift cannot call directly.
+        .target(name: "CUserspace"),
+        // The userspace mode: listeners per service port, TCP splicing, UDP relaying, portal rules.
+        .target(
+            name: "ProxyUserspace",
+            dependencies: [
+                "ProxyCore", "ProxyIPTables", "CUserspace",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: strict
+        ),
         // Helpers for tests and benchmarks that build throw-away network namespaces.
         .target(
             name: "NetnsKit",
-            dependencies: ["ProxyCore"],
+            dependencies: ["ProxyCore", "CUserspace"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -83,7 +96,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "NetnsKit",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "NetnsKit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -92,7 +105,8 @@ let package = Package(
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -62,6 +62,26 @@ public struct ServicePortInfo: Sendable, Hashable {
     public var healthCheckNodePort: Int
     public var trafficDistribution: String?
 
+    public init(name: ServicePortName, clusterIP: IPAddress, port: Int, targetPort: IntOrString? = nil, nodePort: Int = 0,
+                externalIPs: [IPAddress] = [], loadBalancerVIPs: [IPAddress] = [], loadBalancerSourceRanges: [CIDR] = [],
+                sessionAffinityClientIP: Bool = false, stickyMaxAgeSeconds: Int = 0, externalPolicyLocal: Bool = false,
+                internalPolicyLocal: Bool = false, healthCheckNodePort: Int = 0, trafficDistribution: String? = nil) {
+        self.name = name
+        self.clusterIP = clusterIP
+        self.port = port
+        self.targetPort = targetPort
+        self.nodePort = nodePort
+        self.externalIPs = externalIPs
+        self.loadBalancerVIPs = loadBalancerVIPs
+        self.loadBalancerSourceRanges = loadBalancerSourceRanges
+        self.sessionAffinityClientIP = sessionAffinityClientIP
+        self.stickyMaxAgeSeconds = stickyMaxAgeSeconds
+        self.externalPolicyLocal = externalPolicyLocal
+        self.internalPolicyLocal = internalPolicyLocal
+        self.healthCheckNodePort = healthCheckNodePort
+        self.trafficDistribution = trafficDistribution
+    }
+
     public var proto: L4Protocol { name.proto }
     /// `ns/name:port` as upstream prints it.
     public var nameString: String { name.description }

@@ -132,7 +132,7 @@ public final class FakeIPTables: IPTablesInterface, @unchecked Sendable {
     }
 
     static func isTarget(_ t: String) -> Bool {
-        ["ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK"].contains(t)
+        ["ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK", "REDIRECT"].contains(t)
     }
 
     public func save(tables wanted: [String]) throws -> String {

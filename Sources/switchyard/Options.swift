@@ -5,10 +5,11 @@ import Logging
 import ProxyCore
 import ProxyIPTables
 import ProxyNFTables
+import ProxyUserspace
 
 /// Flags shared by `render` and `proxy`, named as kube-proxy names them.
 struct ProxyFlags: ParsableArguments {
-    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables or nftables.")
+    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables, nftables or userspace.")
     var proxyMode: String?
 
     @Option(name: .customLong("hostname-override"), help: "The name of this node (endpoints on it are local).")
@@ -46,6 +47,15 @@ struct ProxyFlags: ParsableArguments {
         (plain Services as data-map elements; changes cost the same at any table size).
         """)
     var nftablesLayout: String = "upstream"
+
+    @Option(name: .customLong("proxy-port-range"), help: """
+        userspace mode only: host ports for the listeners (begin-end, begin+offset or a port); \
+        empty or 0 lets the kernel choose.
+        """)
+    var proxyPortRange: String?
+
+    @Option(name: .customLong("udp-timeout"), help: "userspace mode only: how long an idle UDP flow is kept (Go duration, default 250ms).")
+    var udpTimeout: String?
 
     @Option(name: .customLong("config"), help: "A KubeProxyConfiguration file; flags override it.")
     var config: String?
@@ -108,8 +118,8 @@ struct ProxyFlags: ParsableArguments {
             guard let cidr = CIDR(r), cidr.family == .ipv4 else { throw ValidationError("--service-cluster-ip-range: \"\(r)\" is not an IPv4 CIDR") }
             c.serviceCIDRs = [cidr.network]
         }
-        guard ["iptables", "nftables"].contains(c.mode) else {
-            throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables, nftables)")
+        guard ["iptables", "nftables", "userspace"].contains(c.mode) else {
+            throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables, nftables, userspace)")
         }
         return c
     }
@@ -178,10 +188,40 @@ extension ProxyFlags {
     }
 }
 
+extension ProxyFlags {
+    /// The userspace mode's options. Live, with no node IP configured, host portals
+    /// DNAT to the first non-loopback IPv4 address (upstream did the same).
+    func userspaceOptions(_ c: ProxyConfig, live: Bool) throws -> UserspaceOptions {
+        var o = UserspaceOptions(localhostNodePorts: c.effectiveLocalhostNodePorts)
+        o.portRange = try proxyPortRange.flatMap { try UserspaceOptions.parsePortRange($0) }
+        if let cidrs = c.nodePortCIDRs {
+            o.nodePortIPs = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
+        }
+        o.hostIP = c.nodeIPs.first { $0.family == .ipv4 }
+        if live && o.hostIP == nil {
+            o.hostIP = LocalAddresses.all().first { $0.family == .ipv4 && !$0.description.hasPrefix("127.") }
+        }
+        return o
+    }
+
+    func dataPlaneOptions() throws -> DataPlaneOptions {
+        var d = DataPlaneOptions()
+        if let s = udpTimeout {
+            guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ValidationError("--udp-timeout: bad duration \(s)") }
+            d.udpTimeout = .milliseconds(Int(v * 1000))
+        }
+        return d
+    }
+}
+
 /// The backend for `--proxy-mode`.
-func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, logger: Logger) throws -> any ProxyBackend {
+func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, logger: Logger) throws -> any ProxyBackend {
     let conntrack = ExecConntrack(runner: CommandRunner())
     switch c.mode {
+    case "userspace":
+        return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),
+                                options: try flags.userspaceOptions(c, live: true), conntrack: conntrack,
+                                registry: metrics.registry, logger: logger)
     case "nftables":
         return NFTablesProxier(nft: try SystemNFTables(), options: try flags.nftablesOptions(c, live: true),
                                conntrack: conntrack, logger: logger)

@@ -5,6 +5,7 @@ import Logging
 import ProxyCore
 import ProxyIPTables
 import ProxyNFTables
+import ProxyUserspace
 import ServiceLifecycle
 
 struct Proxy: AsyncParsableCommand {
@@ -54,6 +55,8 @@ struct Proxy: AsyncParsableCommand {
             let n = NFTablesProxier(nft: try SystemNFTables(), options: NFTablesOptions())
             try await n.cleanup()
             logger.info("removed the nftables table ip kube-proxy")
+            try UserspaceProxier.removeRules(SystemIPTables())
+            logger.info("removed the userspace mode's portal chains")
             return
         }
         guard !manifests.isEmpty else {
@@ -68,7 +71,7 @@ struct Proxy: AsyncParsableCommand {
         }
         let metrics = ProxyMetrics(mode: config.mode)
         let health = HealthState()
-        let backend = try makeBackend(config, flags: flags, logger: logger)
+        let backend = try makeBackend(config, flags: flags, metrics: metrics, logger: logger)
         let runner = ProxyRunner(
             tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
             backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),
@@ -91,6 +94,8 @@ struct Proxy: AsyncParsableCommand {
         let group = ServiceGroup(services: [runner, watcher], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)"])
         try await group.run()
+        // Connections through the userspace mode get a few seconds to finish.
+        if let u = backend as? UserspaceProxier { await u.dataPlane.stop(grace: .seconds(5)) }
         for s in servers { await s.close() }
     }
 

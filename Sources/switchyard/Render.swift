@@ -4,6 +4,7 @@ import Logging
 import ProxyCore
 import ProxyIPTables
 import ProxyNFTables
+import ProxyUserspace
 
 struct Render: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,6 +34,8 @@ struct Render: AsyncParsableCommand {
         switch config.mode {
         case "nftables":
             renderer = NFTablesProxier(fake: FakeNFTables(), options: try flags.nftablesOptions(config, live: false))
+        case "userspace":
+            renderer = UserspaceRenderer(options: try flags.userspaceOptions(config, live: false))
         default:
             renderer = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
         }

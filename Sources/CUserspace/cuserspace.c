@@ -1,0 +1,206 @@
+#define _GNU_SOURCE
+#include "cuserspace.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+int cus_setns_net(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    int r = setns(fd, CLONE_NEWNET);
+    int e = errno;
+    close(fd);
+    return r == 0 ? 0 : -e;
+}
+
+void cus_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+
+int cus_epoll_create(void) { int r = epoll_create1(EPOLL_CLOEXEC); return r < 0 ? -errno : r; }
+int cus_epoll_ctl(int ep, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event ev = { .events = events, .data = { .u64 = token } };
+    return epoll_ctl(ep, op, fd, &ev) == 0 ? 0 : -errno;
+}
+int cus_epoll_wait(int ep, uint64_t *tokens, uint32_t *events, int max, int timeout_ms) {
+    struct epoll_event evs[256];
+    if (max > 256) max = 256;
+    int n = epoll_wait(ep, evs, max, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < n; i++) { tokens[i] = evs[i].data.u64; events[i] = evs[i].events; }
+    return n;
+}
+int cus_epoll_add(void) { return EPOLL_CTL_ADD; }
+int cus_epoll_mod(void) { return EPOLL_CTL_MOD; }
+int cus_epoll_del(void) { return EPOLL_CTL_DEL; }
+uint32_t cus_epollin(void) { return EPOLLIN; }
+uint32_t cus_epollout(void) { return EPOLLOUT; }
+uint32_t cus_epollerr(void) { return EPOLLERR; }
+uint32_t cus_epollhup(void) { return EPOLLHUP; }
+uint32_t cus_epollrdhup(void) { return EPOLLRDHUP; }
+
+int cus_eventfd(void) { int r = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); return r < 0 ? -errno : r; }
+void cus_eventfd_signal(int fd) { uint64_t one = 1; ssize_t r = write(fd, &one, sizeof one); (void)r; }
+void cus_eventfd_drain(int fd) { uint64_t v; ssize_t r = read(fd, &v, sizeof v); (void)r; }
+
+int cus_pipe(int fds[2]) { return pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0 ? 0 : -errno; }
+ssize_t cus_splice(int in, int out, size_t len) {
+    ssize_t n = splice(in, NULL, out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    return n < 0 ? -errno : n;
+}
+int cus_pending(int fd) { int n = 0; return ioctl(fd, FIONREAD, &n) == 0 ? n : -errno; }
+
+static struct sockaddr_in sin_of(uint32_t addr, uint16_t port) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(addr);
+    sa.sin_port = htons(port);
+    return sa;
+}
+
+static int bound_port(int fd, uint16_t *bound) {
+    struct sockaddr_in sa;
+    socklen_t l = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &l) != 0) return -errno;
+    *bound = ntohs(sa.sin_port);
+    return 0;
+}
+
+int cus_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = sin_of(addr, port);
+    int r;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog) != 0 || (r = bound_port(fd, bound)) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int cus_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+    struct sockaddr_in sa = sin_of(addr, port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || bound_port(fd, bound) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int cus_accept(int lfd, uint32_t *addr, uint16_t *port) {
+    struct sockaddr_in sa;
+    socklen_t l = sizeof sa;
+    int fd = accept4(lfd, (struct sockaddr *)&sa, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+    *addr = ntohl(sa.sin_addr.s_addr);
+    *port = ntohs(sa.sin_port);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+
+int cus_tcp_connect(uint32_t addr, uint16_t port, int *in_progress) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = sin_of(addr, port);
+    *in_progress = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno == EINPROGRESS) { *in_progress = 1; return fd; }
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int cus_udp_connect(uint32_t addr, uint16_t port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct sockaddr_in sa = sin_of(addr, port);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int cus_socket_error(int fd) {
+    int e = 0;
+    socklen_t l = sizeof e;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0) return errno;
+    return e;
+}
+
+int cus_shutdown_write(int fd) { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
+
+void cus_close_reset(int fd) {
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+
+ssize_t cus_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local) {
+    struct sockaddr_in sa;
+    char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr m = { .msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = control, .msg_controllen = sizeof control };
+    ssize_t n = recvmsg(fd, &m, 0);
+    if (n < 0) return -errno;
+    *addr = ntohl(sa.sin_addr.s_addr);
+    *port = ntohs(sa.sin_port);
+    *local = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            *local = ntohl(pi.ipi_addr.s_addr);
+        }
+    }
+    return n;
+}
+
+ssize_t cus_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local) {
+    struct sockaddr_in sa = sin_of(addr, port);
+    char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr m = { .msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1 };
+    if (local != 0) {
+        m.msg_control = control;
+        m.msg_controllen = sizeof control;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        pi.ipi_spec_dst.s_addr = htonl(local);
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    }
+    ssize_t n = sendmsg(fd, &m, 0);
+    return n < 0 ? -errno : n;
+}
+
+ssize_t cus_recv(int fd, void *buf, size_t len) { ssize_t n = recv(fd, buf, len, 0); return n < 0 ? -errno : n; }
+ssize_t cus_send(int fd, const void *buf, size_t len) { ssize_t n = send(fd, buf, len, MSG_NOSIGNAL); return n < 0 ? -errno : n; }

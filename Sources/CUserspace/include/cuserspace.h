@@ -1,0 +1,64 @@
+#ifndef SWITCHYARD_CUSERSPACE_H
+#define SWITCHYARD_CUSERSPACE_H
+// The syscalls the userspace proxy's data path needs, wrapped where Swift cannot
+// call them directly (packed epoll_event, cmsg macros, _GNU_SOURCE-only calls).
+// Addresses are IPv4 in host byte order, ports in host byte order; errors are
+// returned as -errno.
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/// Moves this thread into the network namespace at `path` (setns(2), CLONE_NEWNET).
+int cus_setns_net(const char *path);
+
+/// Ignores SIGPIPE for the process: splice(2) into a closed socket raises it otherwise.
+void cus_ignore_sigpipe(void);
+
+/// epoll(7), with the event's data as a plain 64-bit token.
+int cus_epoll_create(void);
+int cus_epoll_ctl(int ep, int op, int fd, uint32_t events, uint64_t token);
+int cus_epoll_wait(int ep, uint64_t *tokens, uint32_t *events, int max, int timeout_ms);
+int cus_epoll_add(void);
+int cus_epoll_mod(void);
+int cus_epoll_del(void);
+uint32_t cus_epollin(void);
+uint32_t cus_epollout(void);
+uint32_t cus_epollerr(void);
+uint32_t cus_epollhup(void);
+uint32_t cus_epollrdhup(void);
+
+/// eventfd(2) to wake a loop from another thread.
+int cus_eventfd(void);
+void cus_eventfd_signal(int fd);
+void cus_eventfd_drain(int fd);
+
+/// pipe2(O_NONBLOCK|O_CLOEXEC).
+int cus_pipe(int fds[2]);
+/// splice(2) with SPLICE_F_MOVE|SPLICE_F_NONBLOCK: >0 bytes, 0 end of file, -errno.
+ssize_t cus_splice(int in, int out, size_t len);
+/// Bytes waiting in a pipe or socket receive queue (FIONREAD).
+int cus_pending(int fd);
+
+/// A non-blocking TCP listener on addr:port (port 0: the kernel picks); the bound port in *bound.
+int cus_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound);
+/// A non-blocking UDP socket on addr:port with IP_PKTINFO on; the bound port in *bound.
+int cus_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound);
+/// accept4(2), non-blocking; the peer in *addr/*port.
+int cus_accept(int lfd, uint32_t *addr, uint16_t *port);
+/// A non-blocking TCP connect: the socket, with *in_progress set while it completes.
+int cus_tcp_connect(uint32_t addr, uint16_t port, int *in_progress);
+/// A connected non-blocking UDP socket.
+int cus_udp_connect(uint32_t addr, uint16_t port);
+/// SO_ERROR: 0 or the pending error.
+int cus_socket_error(int fd);
+int cus_shutdown_write(int fd);
+/// Closes with SO_LINGER 0, so the peer sees a reset.
+void cus_close_reset(int fd);
+
+/// recvmsg(2) with IP_PKTINFO: the sender in *addr/*port, the local address it was sent to in *local.
+ssize_t cus_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local);
+/// sendmsg(2) to addr:port with the source address `local` (IP_PKTINFO).
+ssize_t cus_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local);
+ssize_t cus_recv(int fd, void *buf, size_t len);
+ssize_t cus_send(int fd, const void *buf, size_t len);
+#endif

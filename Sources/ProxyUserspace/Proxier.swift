@@ -1,0 +1,240 @@
+import Foundation
+import KubeAPI
+import Logging
+import Prometheus
+import ProxyCore
+import ProxyIPTables
+
+/// kube-proxy's userspace mode: a listener per service port in this process,
+/// portal rules that send service traffic to it, and the data plane carrying
+/// every byte. A sync opens the listeners that are new, hands every listener its
+/// endpoint list, rewrites the portal chains in one `iptables-restore`, and only
+/// then closes the listeners that are gone; established connections of unchanged
+/// (and removed) service ports keep running.
+public actor UserspaceProxier: ProxyBackend {
+    public nonisolated let mode = "userspace"
+    public nonisolated let options: UserspaceOptions
+    public nonisolated let dataPlane: DataPlane
+    let ipt: any IPTablesInterface
+    let conntrack: (any ConntrackCleaner)?
+    let registry: PrometheusCollectorRegistry?
+    let logger: Logger
+
+    struct Live {
+        var handle: ListenerHandle
+        var balancer: Balancer
+        var plan: ListenerPlan
+    }
+
+    private var live: [ListenerKey: Live] = [:]
+    private var stats: [ServicePortName: PortStats] = [:]
+    private var jumpsChecked = false
+    private var lastRules = ""
+
+    public init(dataPlane: DataPlane, ipt: any IPTablesInterface, options: UserspaceOptions,
+                conntrack: (any ConntrackCleaner)? = nil, registry: PrometheusCollectorRegistry? = nil,
+                logger: Logger = Logger(label: "switchyard.userspace")) {
+        self.dataPlane = dataPlane
+        self.ipt = ipt
+        self.options = options
+        self.conntrack = conntrack
+        self.registry = registry
+        self.logger = logger
+    }
+
+    /// The port each listener is bound to.
+    public var ports: [ListenerKey: UInt16] { live.mapValues { $0.handle.port } }
+
+    /// The counters of a service port (nil when it has no listener).
+    public func stats(for name: ServicePortName) -> PortStats? { stats[name] }
+
+    public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        let full = request.changedServices == nil || !jumpsChecked
+        let plans = UserspacePlan.listeners(for: request.snapshot, options: options)
+        // 1. New listeners, on ports from the range (in service-port order) or the kernel's.
+        var opened: [ListenerKey: Live] = [:]
+        var newStats: [ServicePortName: PortStats] = [:]
+        var used = Set(live.values.map { $0.handle.port })
+        do {
+            for key in plans.keys.sorted() where live[key] == nil {
+                let plan = plans[key]!
+                let st = stats[key.name] ?? newStats[key.name]
+                    ?? PortStats(servicePort: key.name.description, proto: key.name.proto.rawValue, registry: registry)
+                if stats[key.name] == nil { newStats[key.name] = st }
+                let balancer = Balancer()
+                balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout)
+                let handle = try await openListener(plan.proto, balancer: balancer, stats: st, avoiding: used)
+                used.insert(handle.port)
+                opened[key] = Live(handle: handle, balancer: balancer, plan: plan)
+            }
+        } catch {
+            for l in opened.values { await dataPlane.close(l.handle) }
+            for s in newStats.values { s.unregister() }
+            throw error
+        }
+        // 2. The portal rules for the whole new set, in one restore.
+        var ports: [ListenerKey: UInt16] = [:]
+        for (k, l) in live where plans[k] != nil { ports[k] = l.handle.port }
+        for (k, l) in opened { ports[k] = l.handle.port }
+        let jumps = full ? try missingJumps() : []
+        let rules = PortalChains.restoreInput(Array(plans.values), ports: ports,
+                                               hostIP: UserspacePlan.hostIP(request.snapshot, options: options),
+                                               options: options, jumps: jumps)
+        if rules != lastRules || !jumps.isEmpty {
+            do {
+                try ipt.restore(rules)
+            } catch {
+                for l in opened.values { await dataPlane.close(l.handle) }
+                for s in newStats.values { s.unregister() }
+                throw error
+            }
+            lastRules = rules
+        }
+        jumpsChecked = true
+        // 3. Endpoint lists, then the listeners that are gone.
+        var changedEndpoints = 0
+        for (k, plan) in plans {
+            if var l = live[k] {
+                if l.balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout) { changedEndpoints += 1 }
+                l.plan = plan
+                live[k] = l
+            }
+        }
+        let removed = live.keys.filter { plans[$0] == nil }
+        let removedPlans = removed.map { live[$0]!.plan }
+        for k in removed {
+            await dataPlane.close(live[k]!.handle)
+            live[k] = nil
+        }
+        for (k, l) in opened { live[k] = l }
+        stats.merge(newStats) { a, _ in a }
+        let names = Set(live.keys.map(\.name))
+        for name in stats.keys where !names.contains(name) {
+            stats[name]?.unregister()
+            stats[name] = nil
+        }
+        // UDP clients may hold conntrack entries that redirect to a listener port that changed.
+        if let conntrack {
+            for plan in opened.values.map(\.plan) + removedPlans where plan.proto == .udp {
+                for portal in plan.portals {
+                    if let ip = portal.ip, portal.kind != .nodePort {
+                        try? conntrack.deleteFlows(to: ip, port: portal.port, proto: .udp, natDestination: nil)
+                    } else if portal.kind == .nodePort {
+                        try? conntrack.deleteNodePortFlows(port: portal.port, proto: .udp, natDestination: nil)
+                    }
+                }
+            }
+        }
+        logger.debug("userspace sync", metadata: ["listeners": "\(live.count)", "opened": "\(opened.count)",
+                                                  "closed": "\(removed.count)", "endpointChanges": "\(changedEndpoints)"])
+        return SyncOutcome(full: full, objectsWritten: opened.count + removed.count + changedEndpoints)
+    }
+
+    private func openListener(_ proto: L4Protocol, balancer: Balancer, stats: PortStats, avoiding used: Set<UInt16>) async throws -> ListenerHandle {
+        guard let range = options.portRange else {
+            return try await dataPlane.open(proto, port: 0, balancer: balancer, stats: stats)
+        }
+        for p in range where !used.contains(UInt16(p)) {
+            do {
+                return try await dataPlane.open(proto, port: UInt16(p), balancer: balancer, stats: stats)
+            } catch let e as SocketError where e.errno == EADDRINUSE {
+                continue
+            }
+        }
+        throw SocketError(errno: EADDRINUSE, what: "no free port left in --proxy-port-range \(range.lowerBound)-\(range.upperBound)")
+    }
+
+    /// The jumps from the built-in chains that are not there yet.
+    private func missingJumps() throws -> [(table: String, chain: String, prepend: Bool, spec: String)] {
+        let saved = try ipt.save(tables: ["filter", "nat"])
+        var table = ""
+        var present = Set<String>()
+        for line in saved.split(separator: "\n") {
+            if line.hasPrefix("*") { table = String(line.dropFirst()) }
+            if line.hasPrefix("-A ") { present.insert("\(table) \(line)") }
+        }
+        return PortalChains.jumps.filter { !present.contains("\($0.table) -A \($0.chain) \($0.spec)") }
+    }
+
+    public func needsFullResync() async -> Bool {
+        guard jumpsChecked else { return false }
+        let ok = ipt.chainExists(table: "nat", chain: PortalChains.containerPortals)
+            && ipt.chainExists(table: "filter", chain: PortalChains.nonLocalNodePorts)
+        if !ok { lastRules = "" }
+        return !ok
+    }
+
+    /// Removes the portal chains and their jumps, and closes every listener.
+    public func cleanup() async throws {
+        try Self.removeRules(ipt)
+        for l in live.values { await dataPlane.close(l.handle) }
+        live.removeAll()
+        for s in stats.values { s.unregister() }
+        stats.removeAll()
+        lastRules = ""
+        jumpsChecked = false
+    }
+
+    /// Deletes the userspace mode's jumps and chains (what `proxy --cleanup` does for this mode).
+    public static func removeRules(_ ipt: any IPTablesInterface) throws {
+        let saved = try ipt.save(tables: ["filter", "nat"])
+        var table = ""
+        var present = Set<String>(), chains = Set<String>()
+        for line in saved.split(separator: "\n") {
+            if line.hasPrefix("*") { table = String(line.dropFirst()) }
+            if line.hasPrefix("-A ") { present.insert("\(table) \(line)") }
+            if line.hasPrefix(":") { chains.insert("\(table) \(line.dropFirst().split(separator: " ").first ?? "")") }
+        }
+        var nat = "", filter = ""
+        for j in PortalChains.jumps where present.contains("\(j.table) -A \(j.chain) \(j.spec)") {
+            let d = "-D \(j.chain) \(j.spec)\n"
+            if j.table == "nat" { nat += d } else { filter += d }
+        }
+        for c in [PortalChains.containerPortals, PortalChains.hostPortals, PortalChains.containerNodePorts, PortalChains.hostNodePorts]
+        where chains.contains("nat \(c)") {
+            nat = ":\(c) - [0:0]\n" + nat + "-X \(c)\n"
+        }
+        if chains.contains("filter \(PortalChains.nonLocalNodePorts)") {
+            filter = ":\(PortalChains.nonLocalNodePorts) - [0:0]\n" + filter + "-X \(PortalChains.nonLocalNodePorts)\n"
+        }
+        var s = ""
+        if !filter.isEmpty { s += "*filter\n" + filter + "COMMIT\n" }
+        if !nat.isEmpty { s += "*nat\n" + nat + "COMMIT\n" }
+        if !s.isEmpty { try ipt.restore(s) }
+    }
+}
+
+/// `render --proxy-mode userspace`: the listeners and the portal rules a sync would
+/// program. Ports come from `--proxy-port-range` in the order the proxy takes
+/// them; without a range the kernel picks them at run time, and the render
+/// numbers them from 36000 as placeholders.
+public struct UserspaceRenderer: ProxyRenderer {
+    public var options: UserspaceOptions
+    public init(options: UserspaceOptions) { self.options = options }
+
+    public func render(_ snapshot: ProxySnapshot) -> String {
+        let plans = UserspacePlan.listeners(for: snapshot, options: options)
+        let range = options.portRange ?? 36000...65535
+        var ports: [ListenerKey: UInt16] = [:]
+        var next = range.lowerBound
+        for k in plans.keys.sorted() where next <= range.upperBound {
+            ports[k] = UInt16(next)
+            next += 1
+        }
+        var s = "# switchyard userspace proxy\n"
+        if options.portRange == nil {
+            s += "# no --proxy-port-range: the kernel picks listener ports at run time; these are placeholders\n"
+        }
+        s += "# listeners (protocol, port, endpoints in round-robin order):\n"
+        for k in plans.keys.sorted() {
+            let p = plans[k]!
+            let eps = p.endpoints.isEmpty ? "(no endpoints: connections are reset)" : p.endpoints.map(\.description).joined(separator: " ")
+            var line = "#   \(k) \(p.proto.rawValue) :\(ports[k].map(String.init) ?? "?") -> \(eps)"
+            if let a = p.affinityTimeout { line += " [ClientIP affinity \(Int(a))s]" }
+            s += line + "\n"
+        }
+        let jumps = PortalChains.jumps
+        return s + PortalChains.restoreInput(Array(plans.values), ports: ports, hostIP: UserspacePlan.hostIP(snapshot, options: options),
+                                             options: options, jumps: jumps)
+    }
+}

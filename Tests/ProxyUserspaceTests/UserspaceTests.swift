@@ -1,0 +1,147 @@
+import Foundation
+import KubeAPI
+import ProxyCore
+import ProxyIPTables
+@testable import ProxyUserspace
+import Testing
+
+final class FakeClock: @unchecked Sendable {
+    var now: TimeInterval = 1000
+}
+
+func svcPort(_ name: String, port: String = "", proto: L4Protocol = .tcp) -> ServicePortName {
+    ServicePortName(service: NamespacedName(namespace: "default", name: name), port: port, proto: proto)
+}
+
+func info(_ name: ServicePortName, ip: String, port: Int, nodePort: Int = 0, externalLocal: Bool = false,
+          affinity: Int? = nil, lbIPs: [String] = [], ranges: [String] = []) -> ServicePortInfo {
+    ServicePortInfo(name: name, clusterIP: IPAddress(ip)!, port: port, targetPort: nil, nodePort: nodePort,
+                    externalIPs: [], loadBalancerVIPs: lbIPs.map { IPAddress($0)! },
+                    loadBalancerSourceRanges: ranges.map { CIDR($0)! },
+                    sessionAffinityClientIP: affinity != nil, stickyMaxAgeSeconds: affinity ?? 0,
+                    externalPolicyLocal: externalLocal, internalPolicyLocal: false, healthCheckNodePort: 0,
+                    trafficDistribution: nil)
+}
+
+@Suite("userspace mode logic")
+struct UserspaceTests {
+    let a = IPv4Endpoint("10.0.0.1", port: 80)!
+    let b = IPv4Endpoint("10.0.0.2", port: 80)!
+    let c = IPv4Endpoint("10.0.0.3", port: 80)!
+
+    @Test func roundRobinSkipsExcludedAndWraps() {
+        let bal = Balancer()
+        bal.update(endpoints: [a, b, c], affinityTimeout: nil)
+        #expect((0..<6).map { _ in bal.pick(client: 1)! } == [a, b, c, a, b, c])
+        #expect(bal.pick(client: 1, excluding: [a, b]) == c)
+        #expect(bal.pick(client: 1, excluding: [a, b, c]) == nil)
+        bal.update(endpoints: [], affinityTimeout: nil)
+        #expect(bal.pick(client: 1) == nil)
+    }
+
+    @Test func affinityHoldsUntilTimeoutOrRemoval() {
+        let clock = FakeClock()
+        let bal = Balancer(clock: { clock.now })
+        bal.update(endpoints: [a, b], affinityTimeout: 10)
+        let first = bal.pick(client: 7)!
+        for _ in 0..<5 { #expect(bal.pick(client: 7) == first) }
+        let other = bal.pick(client: 8)!
+        #expect(other != first, "a new client continues the round-robin")
+        clock.now += 11
+        bal.expireAffinity()
+        #expect(bal.affinityCount == 0)
+        // Removal of the pinned endpoint moves the client.
+        let pinned = bal.pick(client: 9)!
+        bal.update(endpoints: [a, b].filter { $0 != pinned }, affinityTimeout: 10)
+        #expect(bal.pick(client: 9) != pinned)
+        // A failed dial drops the pin (client 9's new pin stays).
+        _ = bal.pick(client: 10)
+        #expect(bal.affinityCount == 2)
+        bal.dropAffinity(client: 10)
+        #expect(bal.affinityCount == 1)
+    }
+
+    @Test func versionChangesOnlyWithEndpoints() {
+        let bal = Balancer()
+        #expect(bal.update(endpoints: [a], affinityTimeout: nil))
+        let v = bal.version
+        #expect(!bal.update(endpoints: [a], affinityTimeout: nil))
+        #expect(bal.update(endpoints: [a], affinityTimeout: 30))
+        #expect(bal.version == v)
+        bal.update(endpoints: [b], affinityTimeout: 30)
+        #expect(bal.version == v + 1)
+    }
+
+    @Test func portRangesParseAsUpstream() throws {
+        #expect(try UserspaceOptions.parsePortRange("") == nil)
+        #expect(try UserspaceOptions.parsePortRange("0-0") == nil)
+        #expect(try UserspaceOptions.parsePortRange("30000-30010") == 30000...30010)
+        #expect(try UserspaceOptions.parsePortRange("30000+5") == 30000...30005)
+        #expect(try UserspaceOptions.parsePortRange("31000") == 31000...31000)
+        #expect(throws: UserspaceOptions.RangeError.self) { try UserspaceOptions.parsePortRange("9-1") }
+        #expect(throws: UserspaceOptions.RangeError.self) { try UserspaceOptions.parsePortRange("70000") }
+        #expect(throws: UserspaceOptions.RangeError.self) { try UserspaceOptions.parsePortRange("a-b") }
+    }
+
+    @Test func externalLocalPolicyGetsItsOwnListener() {
+        let web = svcPort("web")
+        var snap = ProxySnapshot(node: NodeInfo(name: "n1"))
+        snap.servicePorts[web] = info(web, ip: "10.96.0.10", port: 80, nodePort: 30080, externalLocal: true)
+        snap.endpoints[web] = [EndpointInfo(ip: "10.244.1.2", port: 8080, isLocal: true, nodeName: "n1"),
+                               EndpointInfo(ip: "10.244.2.2", port: 8080, nodeName: "n2")]
+        let plans = UserspacePlan.listeners(for: snap, options: UserspaceOptions())
+        let internalKey = ListenerKey(name: web, external: false), externalKey = ListenerKey(name: web, external: true)
+        #expect(plans[internalKey]?.endpoints.count == 2)
+        #expect(plans[externalKey]?.endpoints == [IPv4Endpoint("10.244.1.2", port: 8080)!])
+        #expect(plans[internalKey]?.portals.map(\.kind) == [.clusterIP])
+        #expect(plans[externalKey]?.portals.map(\.kind) == [.nodePort])
+        // With Cluster policy one listener serves both.
+        snap.servicePorts[web] = info(web, ip: "10.96.0.10", port: 80, nodePort: 30080)
+        let one = UserspacePlan.listeners(for: snap, options: UserspaceOptions())
+        #expect(one.count == 1)
+        #expect(one[internalKey]?.portals.map(\.kind) == [.clusterIP, .nodePort])
+    }
+
+    @Test func portalRulesLoadIntoIPTablesAndHonourSourceRanges() throws {
+        let web = svcPort("web", port: "http")
+        var snap = ProxySnapshot(node: NodeInfo(name: "n1", ips: [IPAddress("192.168.1.5")!]))
+        snap.servicePorts[web] = info(web, ip: "10.96.0.10", port: 80, nodePort: 30080, lbIPs: ["192.0.2.1"], ranges: ["203.0.113.0/24"])
+        snap.endpoints[web] = [EndpointInfo(ip: "10.244.1.2", port: 8080)]
+        let text = UserspaceRenderer(options: UserspaceOptions(portRange: 40000...40010)).render(snap)
+        let fake = FakeIPTables()
+        try fake.restore(text)
+        let container = fake.tables["nat"]?[PortalChains.containerPortals] ?? []
+        #expect(container.contains { $0.contains("-d 10.96.0.10/32") && $0.hasSuffix("-j REDIRECT --to-ports 40000") })
+        #expect(container.contains { $0.contains("-s 203.0.113.0/24 -d 192.0.2.1/32") }, "LB traffic only from the allowed range")
+        let host = fake.tables["nat"]?[PortalChains.hostPortals] ?? []
+        #expect(host.contains { $0.hasSuffix("-j DNAT --to-destination 192.168.1.5:40000") }, "host portals DNAT to the node IP")
+        #expect(fake.tables["filter"]?[PortalChains.nonLocalNodePorts]?.first?.contains("--dport 40000 -j ACCEPT") == true)
+        #expect(fake.tables["nat"]?["PREROUTING"]?.first?.hasSuffix("-j KUBE-PORTALS-CONTAINER") == true)
+        #expect(fake.tables["nat"]?["PREROUTING"]?.last?.hasSuffix("-j KUBE-NODEPORT-CONTAINER") == true)
+    }
+
+    @Test func failedRestoreClosesTheNewListeners() async throws {
+        let fake = FakeIPTables()
+        var opts = DataPlaneOptions()
+        opts.loops = 1
+        opts.listenAddress = 0x7f00_0001
+        let dp = try DataPlane(options: opts)
+        defer { dp.shutdownNow() }
+        let p = UserspaceProxier(dataPlane: dp, ipt: fake, options: UserspaceOptions())
+        let web = svcPort("web")
+        var snap = ProxySnapshot(node: NodeInfo(name: "n1"))
+        snap.servicePorts[web] = info(web, ip: "10.96.0.10", port: 80)
+        snap.endpoints[web] = [EndpointInfo(ip: "10.244.1.2", port: 8080)]
+        fake.failNextRestore = true
+        await #expect(throws: (any Error).self) { try await p.sync(SyncRequest(snapshot: snap, changedServices: nil)) }
+        #expect(await p.ports.isEmpty)
+        #expect(await dp.descriptorsInUse() == 0, "the listener opened for the failed sync is closed again")
+        _ = try await p.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        #expect(await p.ports.count == 1)
+        #expect(await dp.descriptorsInUse() == 1)
+        // A removed service closes its listener once the rules no longer point at it.
+        _ = try await p.sync(SyncRequest(snapshot: ProxySnapshot(node: NodeInfo(name: "n1")), changedServices: nil))
+        #expect(await dp.descriptorsInUse() == 0)
+        #expect(fake.tables["nat"]?[PortalChains.containerPortals]?.isEmpty == true)
+    }
+}
