@@ -4,6 +4,7 @@
 #   scripts/bench.sh                 both benchmarks
 #   scripts/bench.sh iptables [...]  the iptables mode against iptables-restore
 #   scripts/bench.sh nftables [...]  the nftables mode (both layouts) against the iptables mode
+#   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,4 +17,7 @@ if [ "$which" = all ] || [ "$which" = iptables ]; then
 fi
 if [ "$which" = all ] || [ "$which" = nftables ]; then
   .build/release/switchyard-bench nftables --out bench/nftables.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = userspace ]; then
+  .build/release/switchyard-bench userspace --out bench/userspace.md "$@"
 fi

@@ -275,3 +275,73 @@ public final class UDPReplyServer: @unchecked Sendable {
         close(wake)
     }
 }
+
+/// Opens connections as fast as `concurrency` clients can, each one a full
+/// exchange: connect, send one byte, half-close, read the echo to end of file,
+/// close. Every loop is bounded by `duration`.
+public enum ConnectionRate {
+    public struct Result: Sendable {
+        public var completed: Int
+        public var failed: Int
+        public var seconds: Double
+        /// Per-connection times (connect to close), seconds, sorted.
+        public var latencies: [Double]
+        public var perSecond: Double { seconds > 0 ? Double(completed) / seconds : 0 }
+        public func percentile(_ p: Double) -> Double {
+            latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
+        }
+    }
+
+    public static func run(netns: String, ip: String, port: Int, concurrency: Int, duration: TimeInterval) throws -> Result {
+        let lock = NSLock()
+        let totals = Box<(completed: Int, failed: Int, latencies: [Double])>()
+        totals.value = (0, 0, [])
+        let group = DispatchGroup()
+        let start = Date()
+        let deadline = start.addingTimeInterval(duration)
+        let errors = Box<String>()
+        for _ in 0..<max(1, concurrency) {
+            group.enter()
+            let t = Thread {
+                defer { group.leave() }
+                let r = cus_setns_net("/run/netns/\(netns)")
+                if r != 0 {
+                    lock.withLock { errors.value = "setns \(netns): errno \(-r)" }
+                    return
+                }
+                var ok = 0, bad = 0
+                var mine: [Double] = []
+                mine.reserveCapacity(100_000)
+                while Date() < deadline {
+                    let t0 = Date()
+                    guard let fd = TCP.connect(ip, port, timeout: 2) else {
+                        bad += 1
+                        usleep(1000)
+                        continue
+                    }
+                    var good = TCP.send(fd, [0x78])
+                    TCP.shutdownWrite(fd)
+                    good = good && TCP.receiveAll(fd, limit: 16) == [0x78]
+                    close(fd)
+                    if good {
+                        ok += 1
+                        mine.append(Date().timeIntervalSince(t0))
+                    } else {
+                        bad += 1
+                    }
+                }
+                lock.withLock {
+                    totals.value!.completed += ok
+                    totals.value!.failed += bad
+                    totals.value!.latencies += mine
+                }
+            }
+            t.stackSize = 1 << 20
+            t.start()
+        }
+        group.wait()
+        if let e = errors.value { throw LabError(e) }
+        let t = totals.value!
+        return Result(completed: t.completed, failed: t.failed, seconds: Date().timeIntervalSince(start), latencies: t.latencies.sorted())
+    }
+}

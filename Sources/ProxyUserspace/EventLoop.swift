@@ -75,6 +75,9 @@ final class EventLoop: @unchecked Sendable {
     /// Empty pipes kept for reuse, so a connection does not cost two pipe2(2) calls.
     var pipePool: [(Int32, Int32)] = []
     let pipePoolLimit = 256
+    /// Pipe capacity: bigger pipes move a bulk stream in fewer splice(2) calls. The
+    /// pages are only used while bytes are in flight.
+    var pipeSize: Int32 = 256 << 10
 
     init(index: Int, netns: String?) throws {
         self.index = index
@@ -257,7 +260,7 @@ final class EventLoop: @unchecked Sendable {
     func takePipe() throws -> (Int32, Int32) {
         if let p = pipePool.popLast() { return p }
         var fds: [Int32] = [0, 0]
-        let r = cus_pipe(&fds)
+        let r = cus_pipe(&fds, pipeSize)
         guard r == 0 else { throw SocketError(errno: -r, what: "pipe2") }
         return (fds[0], fds[1])
     }

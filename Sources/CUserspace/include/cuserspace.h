@@ -32,8 +32,8 @@ int cus_eventfd(void);
 void cus_eventfd_signal(int fd);
 void cus_eventfd_drain(int fd);
 
-/// pipe2(O_NONBLOCK|O_CLOEXEC).
-int cus_pipe(int fds[2]);
+/// pipe2(O_NONBLOCK|O_CLOEXEC), grown to `size` bytes when it is not 0 (F_SETPIPE_SZ; best effort).
+int cus_pipe(int fds[2], int size);
 /// splice(2) with SPLICE_F_MOVE|SPLICE_F_NONBLOCK: >0 bytes, 0 end of file, -errno.
 ssize_t cus_splice(int in, int out, size_t len);
 /// Bytes waiting in a pipe or socket receive queue (FIONREAD).
