@@ -77,7 +77,7 @@ final class EventLoop: @unchecked Sendable {
     let pipePoolLimit = 256
     /// Pipe capacity: bigger pipes move a bulk stream in fewer splice(2) calls. The
     /// pages are only used while bytes are in flight.
-    var pipeSize: Int32 = 256 << 10
+    var pipeSize: Int32 = 1 << 20
 
     init(index: Int, netns: String?) throws {
         self.index = index
