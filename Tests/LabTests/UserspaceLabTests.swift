@@ -3,6 +3,7 @@ import KubeAPI
 import NetnsKit
 import ProxyCore
 import ProxyIPTables
+import Prometheus
 import ProxyUserspace
 import Testing
 
@@ -16,6 +17,7 @@ final class UserspaceLab: @unchecked Sendable {
     let ipt: SystemIPTables
     var tracker: ChangeTracker
     var udpServers: [UDPReplyServer] = []
+    let metrics = ProxyMetrics(mode: "userspace")
 
     init(portRange: ClosedRange<Int>? = nil, udpTimeout: Duration = .milliseconds(250), serve: Bool = true) throws {
         lab = try Lab()
@@ -34,7 +36,7 @@ final class UserspaceLab: @unchecked Sendable {
         dataPlane = try DataPlane(options: d)
         ipt = SystemIPTables(runner: CommandRunner(netns: lab.node))
         proxier = UserspaceProxier(dataPlane: dataPlane, ipt: ipt, options: UserspaceOptions(portRange: portRange),
-                                   conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
+                                   conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)), registry: metrics.registry)
         tracker = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
     }
 
@@ -101,6 +103,32 @@ struct UserspaceLabTests {
         let stats = try #require(await t.proxier.stats(for: name))
         #expect(stats.connectionCount >= 6)
         #expect(stats.byteCount > 0)
+        // The same counters on /metrics, labelled by service port.
+        let text = t.metrics.text()
+        let labels = "service_port=\"default/web:http\",protocol=\"TCP\""
+        let accepted = text.split(separator: "\n").first { $0.hasPrefix("kubeproxy_userspace_connections_total{") && $0.contains(labels) }
+        #expect(accepted.flatMap { Int($0.split(separator: " ").last ?? "") } == stats.connectionCount, "\(text)")
+        #expect(text.contains("kubeproxy_userspace_bytes_total{\(labels),direction=\"to_client\"}"))
+        #expect(text.contains("kubeproxy_userspace_active_connections{"))
+        #expect(text.contains("kubeproxy_userspace_dial_failures_total{"))
+    }
+
+    @Test func flushedPortalRulesForceAFullResync() async throws {
+        let t = try UserspaceLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        try await t.sync()
+        #expect(await t.proxier.needsFullResync() == false)
+        for table in ["nat", "filter"] {
+            try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-t", table, "-F"])
+            try Sh.must(["ip", "netns", "exec", t.lab.node, "iptables", "-t", table, "-X"])
+        }
+        #expect(t.lab.tcp("10.96.0.10", 80, timeout: 1) == nil)
+        #expect(await t.proxier.needsFullResync() == true)
+        let (snap, _) = t.tracker.snapshot()
+        let out = try await t.proxier.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        #expect(out.full)
+        #expect(t.lab.tcp("10.96.0.10", 80) == "a", "the portal rules and their jumps are back")
     }
 
     @Test func affinityPinsClientAndNoEndpointsResets() async throws {
