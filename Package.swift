@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "ProxyIPTables", targets: ["ProxyIPTables"]),
         .library(name: "ProxyNFTables", targets: ["ProxyNFTables"]),
         .library(name: "ProxyUserspace", targets: ["ProxyUserspace"]),
+        .library(name: "Netlink", targets: ["Netlink"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -65,6 +66,8 @@ let package = Package(
             dependencies: ["ProxyCore", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
+        .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
         // The syscalls the userspace data path needs that Swift cannot call directly.
         .target(name: "CUserspace"),
         // The userspace mode: listeners per service port, TCP splicing, UDP relaying, portal rules.
@@ -105,6 +108,7 @@ let package = Package(
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),

@@ -10,6 +10,11 @@
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/rtnetlink.h>
+#include <linux/if_link.h>
+#include <linux/if_addr.h>
+#include <linux/veth.h>
+#include <linux/genetlink.h>
 #include <libmnl/libmnl.h>
 
 // Swift cannot see function-like macros; wrap what the Swift side needs.

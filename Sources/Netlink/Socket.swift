@@ -1,0 +1,154 @@
+import CMnl
+import Foundation
+
+/// A network namespace by path (`/run/netns/NAME`, `/proc/PID/ns/net`), or the
+/// caller's own. Work that must happen inside it (opening sockets, writing
+/// sysctls) runs on a fresh thread that `setns(2)`es first, so no other thread
+/// ever changes namespace.
+public struct Namespace: Sendable, Hashable, CustomStringConvertible {
+    /// Nil: the namespace of the process.
+    public var path: String?
+
+    public init(path: String?) { self.path = path }
+    public static let current = Namespace(path: nil)
+    /// A namespace `ip netns add NAME` made.
+    public static func named(_ name: String) -> Namespace { Namespace(path: "/run/netns/\(name)") }
+
+    public var description: String { path ?? "(own namespace)" }
+
+    /// Runs `body` inside the namespace and returns its result.
+    public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        guard let path else { return try body() }
+        let box = ResultBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            defer { done.signal() }
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else {
+                box.result = .failure(NetlinkError(errno: Foundation.errno, what: "open network namespace \(path)"))
+                return
+            }
+            defer { close(fd) }
+            guard cmnl_setns(fd, cmnl_clone_newnet()) == 0 else {
+                box.result = .failure(NetlinkError(errno: Foundation.errno, what: "setns \(path)"))
+                return
+            }
+            box.result = Result { try body() }
+        }
+        thread.start()
+        done.wait()
+        return try box.result!.get()
+    }
+
+    /// An open descriptor of the namespace (for `IFLA_NET_NS_FD`); close it after use.
+    func openFD() throws -> Int32 {
+        let p = path ?? "/proc/self/ns/net"
+        let fd = open(p, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw NetlinkError(errno: Foundation.errno, what: "open network namespace \(p)") }
+        return fd
+    }
+
+    /// Writes a sysctl under /proc/sys inside the namespace (`net.ipv4.ip_forward` style
+    /// or a path relative to /proc/sys).
+    public func setSysctl(_ key: String, _ value: String) throws {
+        let path = "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")
+        try run {
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw NetlinkError(errno: Foundation.errno, what: "open sysctl \(key)") }
+            defer { close(fd) }
+            let bytes = Array(value.utf8)
+            guard write(fd, bytes, bytes.count) == bytes.count else {
+                throw NetlinkError(errno: Foundation.errno, what: "write sysctl \(key)=\(value)")
+            }
+        }
+    }
+
+    public func sysctl(_ key: String) throws -> String {
+        let path = "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")
+        return try run {
+            guard let s = try? String(contentsOfFile: path, encoding: .utf8) else {
+                throw NetlinkError(errno: ENOENT, what: "read sysctl \(key)")
+            }
+            return s.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+    }
+}
+
+final class ResultBox<T>: @unchecked Sendable {
+    var result: Result<T, any Error>?
+}
+
+struct UnsafeSendable: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// One netlink socket (libmnl), opened inside a namespace: requests with acks, and dumps.
+/// - Important: not thread-safe; use one per task.
+public final class NetlinkSocket: @unchecked Sendable {
+    private let nl: OpaquePointer
+    public let portID: UInt32
+    private var seq: UInt32
+    private var buffer = [UInt8](repeating: 0, count: 1 << 16)
+
+    /// - Parameter proto: `NETLINK_ROUTE`, `NETLINK_GENERIC`, `NETLINK_NETFILTER`, …
+    public init(_ proto: Int32, in ns: Namespace = .current) throws {
+        nl = try ns.run { () -> UnsafeSendable in
+            guard let nl = mnl_socket_open(proto) else {
+                throw NetlinkError(errno: Foundation.errno, what: "open netlink socket (protocol \(proto))")
+            }
+            guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {
+                let e = Foundation.errno
+                mnl_socket_close(nl)
+                throw NetlinkError(errno: e, what: "bind netlink socket")
+            }
+            return UnsafeSendable(pointer: nl)
+        }.pointer
+        portID = mnl_socket_get_portid(nl)
+        seq = UInt32(truncatingIfNeeded: time(nil))
+        var on: Int32 = 1
+        _ = mnl_socket_setsockopt(nl, NETLINK_EXT_ACK, &on, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    deinit { mnl_socket_close(nl) }
+
+    /// Sends `msg` with `NLM_F_ACK` and waits for the kernel's answer; returns the
+    /// messages that came before the ack (for requests that echo, or `NLM_F_DUMP`).
+    /// - Throws: `NetlinkError` with the kernel's errno and `what`.
+    @discardableResult
+    public func request(_ msg: Message, _ what: @autoclosure () -> String) throws -> [(type: UInt16, payload: [UInt8])] {
+        var m = msg
+        seq &+= 1
+        m.stamp(seq: seq, portID: portID)
+        let dump = m.bytes.withUnsafeBytes { ($0.load(fromByteOffset: 6, as: UInt16.self) & UInt16(NLM_F_DUMP)) == UInt16(NLM_F_DUMP) }
+        if !dump {
+            m.bytes.withUnsafeMutableBytes { p in
+                let f = p.load(fromByteOffset: 6, as: UInt16.self) | UInt16(NLM_F_ACK)
+                p.storeBytes(of: f, toByteOffset: 6, as: UInt16.self)
+            }
+        }
+        let sent = m.bytes.withUnsafeBytes { mnl_socket_sendto(nl, $0.baseAddress, $0.count) }
+        guard sent == m.bytes.count else { throw NetlinkError(errno: Foundation.errno, what: what()) }
+        var out: [(UInt16, [UInt8])] = []
+        while true {
+            let n = buffer.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
+            guard n > 0 else { throw NetlinkError(errno: Foundation.errno, what: what()) }
+            var off = 0
+            while off + 16 <= n {
+                let (len, type, mseq) = buffer.withUnsafeBytes { p in
+                    (Int(p.load(fromByteOffset: off, as: UInt32.self)), p.load(fromByteOffset: off + 4, as: UInt16.self),
+                     p.load(fromByteOffset: off + 8, as: UInt32.self))
+                }
+                guard len >= 16, off + len <= n else { break }
+                defer { off += Message.align(len) }
+                guard mseq == seq else { continue }
+                if type == UInt16(NLMSG_ERROR) {
+                    let code = buffer.withUnsafeBytes { $0.load(fromByteOffset: off + 16, as: Int32.self) }
+                    if code == 0 { return out }
+                    throw NetlinkError(errno: -code, what: what())
+                }
+                if type == UInt16(NLMSG_DONE) { return out }
+                out.append((type, Array(buffer[(off + 16)..<(off + len)])))
+            }
+        }
+    }
+}
