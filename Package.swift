@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "switchyard", targets: ["switchyard"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
+        .executable(name: "switchyard-cni", targets: ["switchyard-cni"]),
         .library(name: "KubeAPI", targets: ["KubeAPI"]),
         .library(name: "ProxyCore", targets: ["ProxyCore"]),
         .library(name: "ProxyIPTables", targets: ["ProxyIPTables"]),
@@ -68,6 +69,9 @@ let package = Package(
         ),
         // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
         .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
+        // The CNI plugins (bridge, host-local, loopback) and the spec's types.
+        .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .executableTarget(name: "switchyard-cni", dependencies: ["CNI"], swiftSettings: strict),
         // The syscalls the userspace data path needs that Swift cannot call directly.
         .target(name: "CUserspace"),
         // The userspace mode: listeners per service port, TCP splicing, UDP relaying, portal rules.

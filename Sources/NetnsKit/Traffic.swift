@@ -131,7 +131,11 @@ public final class EchoServer: @unchecked Sendable {
         t.stackSize = 1 << 20
         t.start()
         ready.wait()
-        if let f = failure.value { throw LabError(f) }
+        if let f = failure.value {
+            done.wait()
+            close(wake)
+            throw LabError(f)
+        }
     }
 
     /// Connections accepted so far, and open now.

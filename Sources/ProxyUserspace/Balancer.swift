@@ -47,8 +47,9 @@ public final class Balancer: @unchecked Sendable {
     private var next = 0
     private var affinityTimeout: TimeInterval?
     private var affinity: [UInt32: (endpoint: IPv4Endpoint, lastUsed: TimeInterval)] = [:]
+    private var _version = 0
     /// Increases whenever the endpoint list changes; UDP flows compare it to notice removals.
-    public private(set) var version = 0
+    public var version: Int { lock.withLock { _version } }
     private let clock: @Sendable () -> TimeInterval
 
     public init(clock: @escaping @Sendable () -> TimeInterval = { ProcessInfo.processInfo.systemUptime }) {
@@ -65,7 +66,7 @@ public final class Balancer: @unchecked Sendable {
             guard changed else { return false }
             if new != endpoints {
                 endpoints = new
-                version += 1
+                _version += 1
                 if next >= new.count { next = 0 }
             }
             affinityTimeout = timeout

@@ -8,6 +8,8 @@ public struct ListenerHandle: Sendable, Hashable {
     public var port: UInt16
     let loop: Int
     let fd: Int32
+    /// The listener object, so a closed listener's reused descriptor number is never mistaken for it.
+    let id: ObjectIdentifier
 }
 
 /// Settings of the data path.
@@ -86,13 +88,13 @@ public final class DataPlane: @unchecked Sendable {
                 guard fd >= 0 else { throw SocketError(errno: -fd, what: "listen on TCP port \(port)") }
                 let l = TCPListener(loop: loop, fd: fd, port: bound, context: ctx)
                 loop.register(fd, events: Epoll.input, l)
-                return ListenerHandle(proto: .tcp, port: bound, loop: loop.index, fd: fd)
+                return ListenerHandle(proto: .tcp, port: bound, loop: loop.index, fd: fd, id: ObjectIdentifier(l))
             case .udp:
                 let fd = cus_udp_bind(addr, port, &bound)
                 guard fd >= 0 else { throw SocketError(errno: -fd, what: "bind UDP port \(port)") }
                 let l = UDPListener(loop: loop, fd: fd, port: bound, context: ctx, idleTimeout: udpTimeout)
                 loop.register(fd, events: Epoll.input, l)
-                return ListenerHandle(proto: .udp, port: bound, loop: loop.index, fd: fd)
+                return ListenerHandle(proto: .udp, port: bound, loop: loop.index, fd: fd, id: ObjectIdentifier(l))
             case .sctp:
                 throw SocketError(errno: EPROTONOSUPPORT, what: "the userspace proxy does not carry SCTP")
             }
@@ -102,7 +104,7 @@ public final class DataPlane: @unchecked Sendable {
     /// Closes a listener. Established TCP connections through it carry on; its UDP flows end.
     public func close(_ h: ListenerHandle) async {
         let loop = loops[h.loop]
-        _ = try? await loop.submit { loop.terminate(fd: h.fd) }
+        _ = try? await loop.submit { loop.terminate(fd: h.fd, id: h.id) }
     }
 
     /// Open TCP connections and UDP flows, over all listeners.
@@ -152,15 +154,16 @@ extension DataPlane {
         }
         guard first else { return }
         for l in loops {
-            l.execute { l.terminateAll() }
+            _ = l.execute { l.terminateAll() }
             l.stop()
         }
     }
 }
 
 extension EventLoop {
-    func terminate(fd: Int32) {
-        if let h = handler(for: fd) as? any Terminable { h.terminate() }
+    func terminate(fd: Int32, id: ObjectIdentifier) {
+        guard let h = handler(for: fd), ObjectIdentifier(h) == id, let t = h as? any Terminable else { return }
+        t.terminate()
     }
 
     func terminateListeners() {

@@ -60,6 +60,7 @@ final class EventLoop: @unchecked Sendable {
     private let lock = NSLock()
     private var mailbox: [@Sendable () -> Void] = []
     private var stopping = false
+    private var stopRequested = false
     private var thread: Thread?
     private let started = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
@@ -134,14 +135,23 @@ final class EventLoop: @unchecked Sendable {
                 h.handler.ready(fd: fd, events: events[i])
             }
             runTimers()
-            let work: [@Sendable () -> Void] = lock.withLock {
+            let (work, stop): ([@Sendable () -> Void], Bool) = lock.withLock {
                 let w = mailbox
                 mailbox.removeAll(keepingCapacity: true)
-                return w
+                return (w, stopRequested)
             }
             for w in work { w() }
-            if lock.withLock({ stopping }) { break }
+            if stop { break }
         }
+        // Work queued after the last look (or after an epoll failure) still runs;
+        // `execute` refuses new work from here on.
+        let rest: [@Sendable () -> Void] = lock.withLock {
+            stopping = true
+            let w = mailbox
+            mailbox.removeAll()
+            return w
+        }
+        for w in rest { w() }
         for (r, w) in pipePool {
             Glibc.close(r)
             Glibc.close(w)
@@ -150,22 +160,32 @@ final class EventLoop: @unchecked Sendable {
         finished.signal()
     }
 
-    /// Runs `body` on the loop thread.
-    func execute(_ body: @escaping @Sendable () -> Void) {
-        lock.withLock { mailbox.append(body) }
-        cus_eventfd_signal(wakeFD)
+    /// Runs `body` on the loop thread; false (and `body` dropped) once the loop is stopping.
+    @discardableResult
+    func execute(_ body: @escaping @Sendable () -> Void) -> Bool {
+        let accepted = lock.withLock { () -> Bool in
+            guard !stopping else { return false }
+            mailbox.append(body)
+            return true
+        }
+        if accepted { cus_eventfd_signal(wakeFD) }
+        return accepted
     }
 
     /// Runs `body` on the loop thread and returns its result.
+    /// - Throws: `SocketError` (ESHUTDOWN) when the loop has stopped.
     func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
-            execute { c.resume(with: Result { try body() }) }
+            if !execute({ c.resume(with: Result { try body() }) }) {
+                c.resume(throwing: SocketError(errno: ESHUTDOWN, what: "the userspace data plane has stopped"))
+            }
         }
     }
 
     /// Stops the thread after the work queued so far; registered descriptors are not closed.
     func stop() {
-        lock.withLock { stopping = true }
+        // `stopping` is set by the loop itself after its last look at the mailbox.
+        lock.withLock { stopRequested = true }
         cus_eventfd_signal(wakeFD)
         finished.wait()
         Glibc.close(epfd)

@@ -30,6 +30,8 @@ public actor UserspaceProxier: ProxyBackend {
     private var stats: [ServicePortName: PortStats] = [:]
     private var jumpsChecked = false
     private var lastRules = ""
+    /// Listeners a sync could not open (no free port, no descriptors): retried by the next full sync.
+    private var unopened: Set<ListenerKey> = []
 
     public init(dataPlane: DataPlane, ipt: any IPTablesInterface, options: UserspaceOptions,
                 conntrack: (any ConntrackCleaner)? = nil, registry: PrometheusCollectorRegistry? = nil,
@@ -51,32 +53,35 @@ public actor UserspaceProxier: ProxyBackend {
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
         let full = request.changedServices == nil || !jumpsChecked
         let plans = UserspacePlan.listeners(for: request.snapshot, options: options)
+        // Read first: if iptables-save fails, nothing has been opened yet.
+        let jumps = full ? try missingJumps() : []
         // 1. New listeners, on ports from the range (in service-port order) or the kernel's.
+        // One that cannot be opened is left out (its portals too) and retried later, so a
+        // full port range or a descriptor shortage does not hold up every other change.
         var opened: [ListenerKey: Live] = [:]
         var newStats: [ServicePortName: PortStats] = [:]
         var used = Set(live.values.map { $0.handle.port })
-        do {
-            for key in plans.keys.sorted() where live[key] == nil {
-                let plan = plans[key]!
-                let st = stats[key.name] ?? newStats[key.name]
-                    ?? PortStats(servicePort: key.name.description, proto: key.name.proto.rawValue, registry: registry)
-                if stats[key.name] == nil { newStats[key.name] = st }
-                let balancer = Balancer()
-                balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout)
+        var failed: Set<ListenerKey> = []
+        for key in plans.keys.sorted() where live[key] == nil {
+            let plan = plans[key]!
+            let st = stats[key.name] ?? newStats[key.name]
+                ?? PortStats(servicePort: key.name.description, proto: key.name.proto.rawValue, registry: registry)
+            if stats[key.name] == nil { newStats[key.name] = st }
+            let balancer = Balancer()
+            balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout)
+            do {
                 let handle = try await openListener(plan.proto, balancer: balancer, stats: st, avoiding: used)
                 used.insert(handle.port)
                 opened[key] = Live(handle: handle, balancer: balancer, plan: plan)
+            } catch {
+                logger.error("cannot open a listener for \(key), leaving it out of the portal rules until the next full sync: \(error)")
+                failed.insert(key)
             }
-        } catch {
-            for l in opened.values { await dataPlane.close(l.handle) }
-            for s in newStats.values { s.unregister() }
-            throw error
         }
         // 2. The portal rules for the whole new set, in one restore.
         var ports: [ListenerKey: UInt16] = [:]
         for (k, l) in live where plans[k] != nil { ports[k] = l.handle.port }
         for (k, l) in opened { ports[k] = l.handle.port }
-        let jumps = full ? try missingJumps() : []
         let rules = PortalChains.restoreInput(Array(plans.values), ports: ports,
                                                hostIP: UserspacePlan.hostIP(request.snapshot, options: options),
                                                options: options, jumps: jumps)
@@ -91,10 +96,17 @@ public actor UserspaceProxier: ProxyBackend {
             lastRules = rules
         }
         jumpsChecked = true
+        unopened = failed
         // 3. Endpoint lists, then the listeners that are gone.
         var changedEndpoints = 0
+        var movedPortals: [ListenerPlan] = []
         for (k, plan) in plans {
             if var l = live[k] {
+                // Portals a surviving UDP listener no longer has keep their conntrack entries otherwise.
+                let gone = l.plan.portals.filter { !plan.portals.contains($0) }
+                if plan.proto == .udp && !gone.isEmpty {
+                    movedPortals.append(ListenerPlan(key: k, proto: .udp, endpoints: [], affinityTimeout: nil, portals: gone))
+                }
                 if l.balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout) { changedEndpoints += 1 }
                 l.plan = plan
                 live[k] = l
@@ -115,7 +127,7 @@ public actor UserspaceProxier: ProxyBackend {
         }
         // UDP clients may hold conntrack entries that redirect to a listener port that changed.
         if let conntrack {
-            for plan in opened.values.map(\.plan) + removedPlans where plan.proto == .udp {
+            for plan in opened.values.map(\.plan) + removedPlans + movedPortals where plan.proto == .udp {
                 for portal in plan.portals {
                     if let ip = portal.ip, portal.kind != .nodePort {
                         try? conntrack.deleteFlows(to: ip, port: portal.port, proto: .udp, natDestination: nil)
@@ -158,6 +170,8 @@ public actor UserspaceProxier: ProxyBackend {
 
     public func needsFullResync() async -> Bool {
         guard jumpsChecked else { return false }
+        for l in live.values { l.balancer.expireAffinity() }
+        if !unopened.isEmpty { return true }
         let ok = ipt.chainExists(table: "nat", chain: PortalChains.containerPortals)
             && ipt.chainExists(table: "filter", chain: PortalChains.nonLocalNodePorts)
         if !ok { lastRules = "" }

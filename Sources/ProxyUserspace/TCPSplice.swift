@@ -39,7 +39,17 @@ final class TCPListener: LoopHandler, Terminable, @unchecked Sendable {
         for _ in 0..<64 {
             var addr: UInt32 = 0, port: UInt16 = 0
             let c = cus_accept(fd, &addr, &port)
-            if c < 0 { return }   // EAGAIN, or the backlog raced; EMFILE leaves it queued
+            if c == -EMFILE || c == -ENFILE {
+                // Out of descriptors: the connection stays queued and epoll would report it
+                // again at once. Stop listening for a moment instead of spinning.
+                loop.modify(fd, events: 0)
+                loop.after(nanoseconds: 100_000_000) { [weak self] in
+                    guard let self, !self.closed else { return }
+                    self.loop.modify(self.fd, events: Epoll.input)
+                }
+                return
+            }
+            if c < 0 { return }   // EAGAIN, or the client gave up while queued
             TCPConnection(loop: loop, client: c, clientAddress: addr, context: context).start()
         }
     }
@@ -66,6 +76,8 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
         var pending = 0
         var readEOF = false
     }
+
+    enum Moved { case ok, writeFailed, readFailed }
 
     let loop: EventLoop
     let client: Int32
@@ -182,10 +194,21 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
     @discardableResult
     private func pump() -> Bool {
         var progressed = false
-        guard move(&up, from: client, to: upstream, toEndpoint: true, progressed: &progressed),
-              move(&down, from: upstream, to: client, toEndpoint: false, progressed: &progressed) else {
-            finish(reset: true)
-            return true
+        for d in 0..<2 {
+            let r = d == 0 ? move(&up, from: client, to: upstream, toEndpoint: true, progressed: &progressed)
+                           : move(&down, from: upstream, to: client, toEndpoint: false, progressed: &progressed)
+            switch r {
+            case .ok:
+                break
+            case .writeFailed:
+                // The receiving side is gone for writing (it closed or reset): this direction
+                // ends, the other still delivers what its peer sent (a response to an upload).
+                if d == 0 { abandon(&up) } else { abandon(&down) }
+                progressed = true
+            case .readFailed:
+                finish(reset: true)
+                return true
+            }
         }
         if up.readEOF && up.pending == 0 && down.readEOF && down.pending == 0 {
             finish(reset: false)
@@ -207,9 +230,20 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
         return progressed
     }
 
-    /// One direction: write what the pipe holds, then read more while the writer
-    /// keeps up. Returns false on an error that ends the connection.
-    private func move(_ d: inout Direction, from src: Int32, to dst: Int32, toEndpoint: Bool, progressed: inout Bool) -> Bool {
+    /// Ends a direction whose writes fail: what it still held is dropped with its pipe.
+    private func abandon(_ d: inout Direction) {
+        if let p = d.pipe {
+            close(p.0)
+            close(p.1)
+        }
+        d.pipe = nil
+        d.pending = 0
+        d.readEOF = true
+    }
+
+    /// One direction: write what the pipe holds, then read more while the writer keeps up.
+    private func move(_ d: inout Direction, from src: Int32, to dst: Int32, toEndpoint: Bool, progressed: inout Bool) -> Moved {
+        if d.readEOF && d.pending == 0 { return .ok }
         // Bounded, so one busy connection cannot starve the loop's others.
         for _ in 0..<16 {
             if d.pending > 0, let p = d.pipe {
@@ -219,15 +253,15 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
                     progressed = true
                     context.stats.carried(n, toEndpoint: toEndpoint)
                 } else if n == -Int(EAGAIN) {
-                    return true
+                    return .ok
                 } else if n < 0 {
-                    return false
+                    return .writeFailed
                 }
                 if d.pending > 0 { continue }
             }
             if d.readEOF { break }
             if d.pipe == nil {
-                guard let p = try? loop.takePipe() else { return false }
+                guard let p = try? loop.takePipe() else { return .readFailed }
                 d.pipe = p
             }
             let n = cus_splice(src, d.pipe!.1, 1 << 20)
@@ -242,14 +276,14 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
             } else if n == -Int(EAGAIN) {
                 break
             } else {
-                return false
+                return .readFailed
             }
         }
         if d.pending == 0, let p = d.pipe {
             loop.givePipe(p)
             d.pipe = nil
         }
-        return true
+        return .ok
     }
 
     /// Closes both sockets (with a reset on errors) and returns or closes the pipes.

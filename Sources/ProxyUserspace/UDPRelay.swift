@@ -41,9 +41,10 @@ final class UDPListener: LoopHandler, Terminable, @unchecked Sendable {
             let key = ClientKey(address: addr, port: port)
             var flow = flows[key]
             // A flow whose endpoint was removed moves to a live one.
-            if let f = flow, f.version != context.balancer.version {
+            let version = context.balancer.version
+            if let f = flow, f.version != version {
                 if context.balancer.contains(f.endpoint) {
-                    f.version = context.balancer.version
+                    f.version = version
                 } else {
                     f.close()
                     flow = nil

@@ -144,4 +144,37 @@ struct UserspaceTests {
         #expect(await dp.descriptorsInUse() == 0)
         #expect(fake.tables["nat"]?[PortalChains.containerPortals]?.isEmpty == true)
     }
+
+    @Test func aFullPortRangeSkipsOneListenerAndRetriesIt() async throws {
+        var opts = DataPlaneOptions()
+        opts.loops = 1
+        opts.listenAddress = 0x7f00_0001
+        let dp = try DataPlane(options: opts)
+        defer { dp.shutdownNow() }
+        // One port in the range, found free by binding it first.
+        var port = 0
+        for p in 47000..<47100 {
+            let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var sa = sockaddr_in(sin_family: sa_family_t(AF_INET), sin_port: in_port_t(UInt16(p).bigEndian),
+                                 sin_addr: in_addr(s_addr: UInt32(0x7f00_0001).bigEndian), sin_zero: (0, 0, 0, 0, 0, 0, 0, 0))
+            let ok = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+            close(s)
+            if ok { port = p; break }
+        }
+        let fake = FakeIPTables()
+        let p = UserspaceProxier(dataPlane: dp, ipt: fake, options: UserspaceOptions(portRange: port...port))
+        let a = svcPort("a"), b = svcPort("b")
+        var snap = ProxySnapshot(node: NodeInfo(name: "n1"))
+        snap.servicePorts[a] = info(a, ip: "10.96.0.10", port: 80)
+        snap.servicePorts[b] = info(b, ip: "10.96.0.11", port: 80)
+        _ = try await p.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        #expect(await p.ports.keys.map(\.name) == [a], "the first service port takes the only port")
+        #expect(fake.tables["nat"]?[PortalChains.containerPortals]?.count == 1, "the other has no portal yet")
+        #expect(await p.needsFullResync(), "the skipped listener asks for a full sync")
+        snap.servicePorts[a] = nil
+        _ = try await p.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        _ = try await p.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        #expect(await p.ports == [ListenerKey(name: b, external: false): UInt16(port)])
+        #expect(await p.needsFullResync() == false)
+    }
 }

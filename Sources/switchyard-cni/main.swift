@@ -1,0 +1,20 @@
+import CNI
+import Foundation
+
+// One binary for every plugin, chosen by the name it is run as
+// (`switchyard-bridge`, `switchyard-host-local`, `switchyard-loopback`).
+let name = (CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent }) ?? ""
+let plugin: any CNIPlugin
+switch name {
+case let n where n.hasSuffix("host-local"): plugin = HostLocalPlugin()
+case let n where n.hasSuffix("loopback"): plugin = LoopbackPlugin()
+case let n where n.hasSuffix("bridge"): plugin = BridgePlugin()
+default:
+    FileHandle.standardError.write(Data("switchyard-cni: run me as switchyard-bridge, switchyard-host-local or switchyard-loopback (switchyard cni install DIR sets that up)\n".utf8))
+    exit(1)
+}
+if ProcessInfo.processInfo.environment["CNI_COMMAND"] == nil {
+    FileHandle.standardError.write(Data("CNI plugin \(name) (switchyard)\nCNI protocol versions supported: \(CNIVersion.supported.joined(separator: ", "))\n".utf8))
+    exit(0)
+}
+exit(CNIMain.run(plugin, about: name))
