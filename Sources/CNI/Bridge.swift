@@ -17,26 +17,15 @@ public enum Delegate {
     @discardableResult
     public static func run(_ type: String, command: String, _ r: CNIRequest) throws -> [String: Any]? {
         let exe = try find(type, in: r.path)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
         var env = ProcessInfo.processInfo.environment
         env["CNI_COMMAND"] = command
-        p.environment = env
-        let input = Pipe(), output = Pipe()
-        p.standardInput = input
-        p.standardOutput = output
-        p.standardError = FileHandle.standardError
-        try p.run()
-        input.fileHandleForWriting.write(r.raw)
-        try? input.fileHandleForWriting.close()
-        let out = output.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
+        let (status, out) = try Exec.run(exe, [], env: env, input: r.raw)
         let obj = out.isEmpty ? nil : (try? JSONSerialization.jsonObject(with: out)) as? [String: Any]
-        if p.terminationStatus != 0 {
+        if status != 0 {
             if let o = obj, let code = o["code"] as? Int {
                 throw CNIError(code, o["msg"] as? String ?? "IPAM plugin \(type) failed", details: o["details"] as? String)
             }
-            throw CNIError(CNIError.other, "IPAM plugin \(type) \(command) exited with \(p.terminationStatus)")
+            throw CNIError(CNIError.other, "IPAM plugin \(type) \(command) exited with \(status)")
         }
         return obj
     }
@@ -222,18 +211,10 @@ public struct BridgePlugin: CNIPlugin {
                 s += "-F \(chain)\n-X \(chain)\n"
             }
             s += "COMMIT\n"
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = [ip6 ? "ip6tables-restore" : "iptables-restore", "-w", "5", "--noflush"]
-            let input = Pipe()
-            p.standardInput = input
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = add ? FileHandle.standardError : FileHandle.nullDevice
-            try p.run()
-            input.fileHandleForWriting.write(Data(s.utf8))
-            try? input.fileHandleForWriting.close()
-            p.waitUntilExit()
-            if add && p.terminationStatus != 0 {
+            let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
+            guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found for ipMasq") }
+            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(s.utf8))
+            if add && status != 0 {
                 throw CNIError(CNIError.other, "failed to set up IP masquerading for \(mine.map(\.description).joined(separator: ","))")
             }
         }
