@@ -209,8 +209,13 @@ public struct CNIRequest: @unchecked Sendable {
                                path: (env["CNI_PATH"] ?? "").split(separator: ":").map(String.init), raw: stdin)
         switch cmd {
         case "ADD", "CHECK":
-            guard !r.containerID.isEmpty else { throw CNIError(CNIError.invalidEnvironment, "CNI_CONTAINERID is required for \(cmd)") }
-            guard !r.ifname.isEmpty else { throw CNIError(CNIError.invalidEnvironment, "CNI_IFNAME is required for \(cmd)") }
+            var missing: [String] = []
+            if r.containerID.isEmpty { missing.append("CNI_CONTAINERID") }
+            if r.netns == nil { missing.append("CNI_NETNS") }
+            if r.ifname.isEmpty { missing.append("CNI_IFNAME") }
+            if !missing.isEmpty {
+                throw CNIError(CNIError.invalidEnvironment, "required env variables [\(missing.joined(separator: ","))] missing")
+            }
         case "DEL":
             guard !r.containerID.isEmpty else { throw CNIError(CNIError.invalidEnvironment, "CNI_CONTAINERID is required for DEL") }
         case "VERSION", "GC", "STATUS":
