@@ -39,6 +39,7 @@ public final class Lab: @unchecked Sendable {
     public let clientIP = "10.250.0.2"
     public let bridgeIP = "10.244.1.1"
     private var namespaces: [String] = []
+    private var udpServers: [UDPReplyServer] = []
 
     public init() throws {
         id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
@@ -90,7 +91,8 @@ public final class Lab: @unchecked Sendable {
         guard let ns = pods[name] else { throw LabError("no pod \(name)") }
         try spawn(ns, ["socat", "TCP-LISTEN:\(tcpPort),fork,reuseaddr", "SYSTEM:echo \(name)"])
         if let udpPort {
-            try spawn(ns, ["socat", "UDP-RECVFROM:\(udpPort),fork", "SYSTEM:echo \(name)"])
+            // In-process: socat's UDP-RECVFROM,fork drops a datagram now and then.
+            udpServers.append(try UDPReplyServer(netns: ns, port: udpPort, reply: name))
         }
         // Wait until the listeners are up (on a loaded machine the UDP one may come last).
         var waiting: [(String, Int)] = [("-ltnH", tcpPort)]
@@ -137,6 +139,8 @@ public final class Lab: @unchecked Sendable {
 
     /// Kills every process in the lab's namespaces and deletes them.
     public func destroy() {
+        for s in udpServers { s.stop() }
+        udpServers.removeAll()
         for ns in namespaces.reversed() {
             if let r = try? Sh.run(["ip", "netns", "pids", ns]) {
                 for pid in r.out.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
