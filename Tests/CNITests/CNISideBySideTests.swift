@@ -1,0 +1,292 @@
+import Foundation
+@testable import CNI
+import NetnsKit
+import Testing
+
+/// A directory with our plugins under their installed names, plus the reference plugins' dir.
+struct PluginDirs {
+    let ours: String
+    static let reference = "/usr/lib/cni"
+
+    init() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        var bin: String?
+        for dir in [".build/debug", ".build/release"] {
+            let p = root.appendingPathComponent(dir).appendingPathComponent("switchyard-cni").path
+            if FileManager.default.isExecutableFile(atPath: p) { bin = p; break }
+        }
+        guard let bin else { throw LabError("switchyard-cni is not built: run `swift build` first") }
+        ours = FileManager.default.temporaryDirectory.appendingPathComponent("sycni-bin-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: ours, withIntermediateDirectories: true)
+        for n in ["bridge", "host-local", "loopback"] {
+            try FileManager.default.createSymbolicLink(atPath: "\(ours)/switchyard-\(n)", withDestinationPath: bin)
+        }
+    }
+
+    var path: String { "\(ours):\(Self.reference)" }
+    func remove() { try? FileManager.default.removeItem(atPath: ours) }
+}
+
+/// Runs a plugin inside the "host" namespace `host`, as a runtime on that node would.
+func cni(_ plugin: String, _ command: String, host: String, netns: String?, id: String, ifname: String = "eth0",
+         conf: String, path: String, args: String = "") throws -> (status: Int32, json: [String: Any]) {
+    var env = ["CNI_COMMAND=\(command)", "CNI_CONTAINERID=\(id)", "CNI_IFNAME=\(ifname)", "CNI_PATH=\(path)"]
+    if let netns { env.append("CNI_NETNS=/run/netns/\(netns)") }
+    if !args.isEmpty { env.append("CNI_ARGS=\(args)") }
+    let exe = plugin.hasPrefix("switchyard-") ? path.split(separator: ":")[0] + "/" + plugin : "\(PluginDirs.reference)/\(plugin)"
+    let r = try Sh.run(["ip", "netns", "exec", host, "env"] + env + [String(exe)], input: conf, timeout: 20)
+    let json = (try? JSONSerialization.jsonObject(with: Data(r.out.utf8))) as? [String: Any] ?? [:]
+    return (r.status, json)
+}
+
+/// What a network namespace looks like, with generated names and MACs taken out, for comparison.
+func nsState(_ ns: String, container: Bool) throws -> [String] {
+    var out: [String] = []
+    let links = try Sh.must(["ip", "-n", ns, "-o", "-d", "link", "show"]).split(separator: "\n").map(String.init)
+    for l in links {
+        let name = l.split(separator: ":")[1].trimmingCharacters(in: .whitespaces).split(separator: "@")[0]
+        let generic = name.hasPrefix("veth") ? "veth*" : String(name)
+        var facts = [generic]
+        for key in ["mtu", "master", "state"] {
+            if let r = l.range(of: " \(key) ") { facts.append("\(key) \(l[r.upperBound...].split(separator: " ")[0])") }
+        }
+        if l.contains("hairpin on") { facts.append("hairpin on") }
+        if l.contains("PROMISC") { facts.append("promisc") }
+        if l.contains(" bridge ") && !l.contains("bridge_slave") { facts.append("bridge") }
+        out.append(facts.joined(separator: " "))
+    }
+    for a in try Sh.must(["ip", "-n", ns, "-o", "addr", "show"]).split(separator: "\n") where !a.contains("inet6 fe80") {
+        let f = a.split(separator: " ").map(String.init)
+        let dev = f[1].hasPrefix("veth") ? "veth*" : f[1]
+        out.append("addr \(dev) \(f[2]) \(f[3])" + (a.contains(" brd ") ? " brd" : ""))
+    }
+    for r in try Sh.must(["ip", "-n", ns, "route", "show"]).split(separator: "\n") {
+        out.append("route " + r.replacingOccurrences(of: "linkdown", with: "").trimmingCharacters(in: .whitespaces))
+    }
+    out.append("ip_forward " + (try Sh.must(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"])).trimmingCharacters(in: .whitespacesAndNewlines))
+    if !container {
+        for r in try Sh.must(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"]).split(separator: "\n") where r.contains("CNI-") {
+            out.append(String(r))
+        }
+    }
+    return out.sorted()
+}
+
+@Suite("CNI plugins side by side with the reference plugins", .enabled(if: isRoot, "needs root for network namespaces"),
+       .enabled(if: FileManager.default.fileExists(atPath: "/usr/lib/cni/bridge"), "needs containernetworking-plugins"))
+struct CNISideBySideTests {
+    /// One host namespace and one container namespace per side, removed afterwards.
+    final class Sides: @unchecked Sendable {
+        let id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        var namespaces: [String] = []
+        let dirs: PluginDirs
+        let dataDir: String
+
+        init() throws {
+            dirs = try PluginDirs()
+            dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("sycni-data-\(id)").path
+        }
+
+        func ns(_ suffix: String) throws -> String {
+            let n = "sycni\(id)\(suffix)"
+            try Sh.must(["ip", "netns", "add", n])
+            namespaces.append(n)
+            return n
+        }
+
+        deinit {
+            for n in namespaces { _ = try? Sh.run(["ip", "netns", "del", n]) }
+            dirs.remove()
+            try? FileManager.default.removeItem(atPath: dataDir)
+        }
+    }
+
+    /// `routes` defaults to a default route and one without a gateway, which the IP's gateway then serves.
+    static func bridgeConf(type: String, ipam: String, dataDir: String, extra: String = "",
+                           routes: String = #"[{"dst":"0.0.0.0/0"},{"dst":"10.99.0.0/16"}]"#) -> String {
+        """
+        {"cniVersion":"1.0.0","name":"sbs","type":"\(type)","bridge":"cbr9","isGateway":true,"ipMasq":true,"mtu":1400,
+         "hairpinMode":true\(extra),
+         "ipam":{"type":"\(ipam)","subnet":"10.88.0.0/24","dataDir":"\(dataDir)","routes":\(routes)}}
+        """
+    }
+
+    func stripGenerated(_ o: [String: Any]) -> String {
+        var o = o
+        if var ifs = o["interfaces"] as? [[String: Any]] {
+            for i in ifs.indices {
+                ifs[i]["mac"] = "MAC"
+                if (ifs[i]["name"] as? String)?.hasPrefix("veth") == true { ifs[i]["name"] = "veth*" }
+                if ifs[i]["sandbox"] != nil { ifs[i]["sandbox"] = "SANDBOX" }
+            }
+            o["interfaces"] = ifs
+        }
+        let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
+        return d.map { String(decoding: $0, as: UTF8.self) } ?? ""
+    }
+
+    @Test(arguments: [false, true])
+    func bridgeLeavesTheSameStateAsTheReference(defaultGateway: Bool) throws {
+        let s = try Sides()
+        let extra = defaultGateway ? ",\"isDefaultGateway\":true" : ""
+        var states: [[String]] = []
+        var results: [String] = []
+        for (plugin, ipam) in [("bridge", "host-local"), ("switchyard-bridge", "switchyard-host-local")] {
+            let host = try s.ns("h\(states.count)"), pod = try s.ns("c\(states.count)")
+            try Sh.must(["ip", "-n", host, "link", "set", "lo", "up"])
+            // With isDefaultGateway the bridge adds the default route itself (a second one in ipam.routes fails on both).
+            let conf = Self.bridgeConf(type: plugin, ipam: ipam, dataDir: "\(s.dataDir)/\(plugin)", extra: extra,
+                                       routes: defaultGateway ? #"[{"dst":"10.99.0.0/16"}]"# : #"[{"dst":"0.0.0.0/0"},{"dst":"10.99.0.0/16"}]"#)
+            let r = try cni(plugin, "ADD", host: host, netns: pod, id: "ctr1", conf: conf, path: s.dirs.path)
+            #expect(r.status == 0, "\(plugin) ADD: \(r.json)")
+            results.append(stripGenerated(r.json))
+            states.append(try nsState(host, container: false) + ["--- container"] + nsState(pod, container: true))
+            // The store of the IPAM plugin each one delegated to.
+            let stored = try String(contentsOfFile: "\(s.dataDir)/\(plugin)/sbs/10.88.0.2", encoding: .utf8)
+            #expect(stored == "ctr1\r\neth0")
+            // DEL clears it all, and a second DEL (and one without a namespace) still succeeds.
+            #expect(try cni(plugin, "DEL", host: host, netns: pod, id: "ctr1", conf: conf, path: s.dirs.path).status == 0)
+            #expect(try cni(plugin, "DEL", host: host, netns: pod, id: "ctr1", conf: conf, path: s.dirs.path).status == 0)
+            #expect(try cni(plugin, "DEL", host: host, netns: nil, id: "ctr1", conf: conf, path: s.dirs.path).status == 0)
+            #expect(try Sh.must(["ip", "-n", host, "-o", "link"]).contains("veth") == false, "\(plugin) DEL removes the veth")
+            #expect(try Sh.must(["ip", "netns", "exec", host, "iptables-save", "-t", "nat"]).contains("CNI-") == false, "\(plugin) DEL removes the masquerade chain")
+            #expect(!FileManager.default.fileExists(atPath: "\(s.dataDir)/\(plugin)/sbs/10.88.0.2"))
+        }
+        #expect(states[1] == states[0], "namespace state differs from the reference:\nours: \(states[1])\nreference: \(states[0])")
+        #expect(results[1] == results[0], "result differs:\nours: \(results[1])\nreference: \(results[0])")
+    }
+
+    @Test func crossDelegationBothWays() throws {
+        let s = try Sides()
+        for (plugin, ipam) in [("switchyard-bridge", "host-local"), ("bridge", "switchyard-host-local")] {
+            let host = try s.ns("x\(plugin.count)"), pod = try s.ns("y\(plugin.count)")
+            // Routes name their gateway: the reference bridge's CHECK (v1.1.1) cannot find a route
+            // installed for one without a gateway, even after its own ADD.
+            let conf = Self.bridgeConf(type: plugin, ipam: ipam, dataDir: "\(s.dataDir)/\(ipam)",
+                                       routes: #"[{"dst":"10.99.0.0/16","gw":"10.88.0.1"}]"#)
+            let r = try cni(plugin, "ADD", host: host, netns: pod, id: "ctr2", conf: conf, path: s.dirs.path)
+            #expect(r.status == 0, "\(plugin) with \(ipam): \(r.json)")
+            #expect(((r.json["ips"] as? [[String: Any]])?.first?["address"] as? String) == "10.88.0.2/24")
+            #expect(try Sh.must(["ip", "-n", pod, "addr", "show", "eth0"]).contains("10.88.0.2/24"))
+            // CHECK with the result as prevResult passes.
+            var confObj = try JSONSerialization.jsonObject(with: Data(conf.utf8)) as! [String: Any]
+            confObj["prevResult"] = r.json
+            let checkConf = String(decoding: try JSONSerialization.data(withJSONObject: confObj), as: UTF8.self)
+            let check = try cni(plugin, "CHECK", host: host, netns: pod, id: "ctr2", conf: checkConf, path: s.dirs.path)
+            #expect(check.status == 0, "\(plugin) CHECK: \(check.json)")
+            #expect(try cni(plugin, "DEL", host: host, netns: pod, id: "ctr2", conf: conf, path: s.dirs.path).status == 0)
+            #expect(!FileManager.default.fileExists(atPath: "\(s.dataDir)/\(ipam)/sbs/10.88.0.2"))
+        }
+    }
+
+    @Test func hostLocalStoreAndResultsMatchTheReference() throws {
+        let s = try Sides()
+        let host = try s.ns("hl")
+        var outs: [[String]] = []
+        for plugin in ["host-local", "switchyard-host-local"] {
+            let dir = "\(s.dataDir)/\(plugin)"
+            let conf = """
+                {"cniVersion":"0.4.0","name":"hl","type":"\(plugin)","ipam":{"type":"\(plugin)","dataDir":"\(dir)",
+                 "ranges":[[{"subnet":"10.66.0.0/24","rangeStart":"10.66.0.10","rangeEnd":"10.66.0.20","gateway":"10.66.0.254"}],
+                           [{"subnet":"fd66::/64"}]]}}
+                """
+            var lines: [String] = []
+            for (i, args) in ["", "IP=10.66.0.15", ""].enumerated() {
+                let r = try cni(plugin, "ADD", host: host, netns: host, id: "c\(i)", conf: conf, path: s.dirs.path, args: args)
+                lines.append("\(r.status) " + stripGenerated(r.json))
+            }
+            #expect(try cni(plugin, "DEL", host: host, netns: nil, id: "c0", conf: conf, path: s.dirs.path).status == 0)
+            let r = try cni(plugin, "ADD", host: host, netns: host, id: "c3", conf: conf, path: s.dirs.path)
+            // ADD without CNI_NETNS is refused as the spec says (code 4).
+            let noNS = try cni(plugin, "ADD", host: host, netns: nil, id: "c4", conf: conf, path: s.dirs.path)
+            lines.append("\(noNS.status) code \(noNS.json["code"] ?? "")")
+            lines.append("\(r.status) " + stripGenerated(r.json))
+            for f in try FileManager.default.contentsOfDirectory(atPath: "\(dir)/hl").sorted() where f != "lock" {
+                lines.append("\(f): " + (try String(contentsOfFile: "\(dir)/hl/\(f)", encoding: .utf8)))
+            }
+            outs.append(lines)
+        }
+        #expect(outs[1] == outs[0], "ours:\n\(outs[1].joined(separator: "\n"))\nreference:\n\(outs[0].joined(separator: "\n"))")
+    }
+
+    @Test func conflistWithReferencePortmapAndLoopbackCarriesHostPortTraffic() throws {
+        let s = try Sides()
+        let host = try s.ns("ph"), pod = try s.ns("pp")
+        try Sh.must(["ip", "-n", host, "link", "set", "lo", "up"])
+        let plugins: [[String: Any]] = [
+            ["type": "switchyard-loopback"],
+            ["type": "switchyard-bridge", "bridge": "cbr8", "isGateway": true, "ipMasq": true,
+             "ipam": ["type": "switchyard-host-local", "subnet": "10.89.0.0/24", "dataDir": s.dataDir]],
+            ["type": "portmap", "capabilities": ["portMappings": true], "snat": true],
+        ]
+        let runtimeConfig: [String: Any] = ["portMappings": [["hostPort": 18080, "containerPort": 80, "protocol": "tcp"]]]
+        var prev: [String: Any]? = nil
+        func conf(_ p: [String: Any], _ prev: [String: Any]?) throws -> String {
+            var c = p
+            c["cniVersion"] = "1.0.0"
+            c["name"] = "chain"
+            if let prev { c["prevResult"] = prev }
+            if p["capabilities"] != nil { c["runtimeConfig"] = runtimeConfig }
+            return String(decoding: try JSONSerialization.data(withJSONObject: c), as: UTF8.self)
+        }
+        for p in plugins {
+            let name = p["type"] as! String
+            let r = try cni(name, "ADD", host: host, netns: pod, id: "ctr3", ifname: name.hasSuffix("loopback") ? "lo" : "eth0",
+                            conf: try conf(p, prev), path: s.dirs.path)
+            #expect(r.status == 0, "\(name) ADD: \(r.json)")
+            if name.hasSuffix("bridge") || name == "portmap" { prev = r.json }
+        }
+        // A server in the pod on port 80 (in process: nothing outlives the test); the host port on the node reaches it.
+        let server = try EchoServer(netns: pod, port: 80, greeting: "pod")
+        defer { server.stop() }
+        var reply = ""
+        for _ in 0..<50 where reply != "pod" {
+            reply = (try? inNamespace(host) { () -> String in
+                guard let fd = TCP.connect("10.89.0.1", 18080, timeout: 1) else { return "" }
+                defer { close(fd) }
+                TCP.shutdownWrite(fd)
+                return String(decoding: TCP.receiveAll(fd), as: UTF8.self)
+            }) ?? ""
+            if reply != "pod" { usleep(100_000) }
+        }
+        #expect(reply == "pod", "host port 18080 reaches the pod through the reference portmap")
+        #expect(try Sh.must(["ip", "netns", "exec", pod, "ip", "-o", "link", "show", "lo"]).contains("UP"))
+        // DEL in reverse order leaves no veth and no masquerade chain.
+        for p in plugins.reversed() {
+            let name = p["type"] as! String
+            let r = try cni(name, "DEL", host: host, netns: pod, id: "ctr3", ifname: name.hasSuffix("loopback") ? "lo" : "eth0",
+                            conf: try conf(p, prev), path: s.dirs.path)
+            #expect(r.status == 0, "\(name) DEL: \(r.json)")
+        }
+        #expect(try Sh.must(["ip", "-n", host, "-o", "link"]).contains("veth") == false)
+    }
+
+    @Test func badInputGetsTheSpecsErrorsAndLeavesNothingBehind() throws {
+        let s = try Sides()
+        let host = try s.ns("eh"), pod = try s.ns("ep")
+        // No ipam section: invalid configuration (7), as JSON on stdout.
+        let noIPAM = #"{"cniVersion":"1.0.0","name":"e","type":"switchyard-bridge"}"#
+        let r1 = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "e1", conf: noIPAM, path: s.dirs.path)
+        #expect(r1.status == 1 && r1.json["code"] as? Int == 7, "\(r1.json)")
+        // Unsupported version (1).
+        let r2 = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "e1",
+                         conf: #"{"cniVersion":"0.2.0","name":"e","type":"switchyard-bridge"}"#, path: s.dirs.path)
+        #expect(r2.json["code"] as? Int == 1)
+        // An IPAM plugin that cannot be found: the veth made before is removed again.
+        let missing = Self.bridgeConf(type: "switchyard-bridge", ipam: "no-such-ipam", dataDir: s.dataDir)
+        let r3 = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "e1", conf: missing, path: s.dirs.path)
+        #expect(r3.status == 1 && r3.json["msg"] as? String != nil)
+        #expect(try Sh.must(["ip", "-n", pod, "-o", "link"]).contains("eth0") == false, "no half-made veth in the container")
+        #expect(try Sh.must(["ip", "-n", host, "-o", "link"]).contains("veth") == false, "no half-made veth on the host")
+        // The address range runs out: the ADD fails and the address store has nothing for it.
+        let tiny = #"{"cniVersion":"1.0.0","name":"t","type":"switchyard-bridge","bridge":"cbr7","ipam":{"type":"switchyard-host-local","subnet":"10.90.0.0/30","dataDir":"\#(s.dataDir)"}}"#
+        #expect(try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "t1", conf: tiny, path: s.dirs.path).status == 0)
+        let pod2 = try s.ns("ep2")
+        let full = try cni("switchyard-bridge", "ADD", host: host, netns: pod2, id: "t2", conf: tiny, path: s.dirs.path)
+        #expect(full.status == 1, "\(full.json)")
+        #expect(try Sh.must(["ip", "-n", pod2, "-o", "link"]).contains("eth0") == false)
+        // VERSION.
+        let v = try cni("switchyard-loopback", "VERSION", host: host, netns: nil, id: "", conf: "", path: s.dirs.path)
+        #expect((v.json["supportedVersions"] as? [String])?.contains("1.1.0") == true)
+    }
+}
