@@ -41,6 +41,7 @@ let package = Package(
             name: "ProxyCore",
             dependencies: [
                 "KubeAPI",
+                "Netlink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Prometheus", package: "swift-prometheus"),

@@ -15,6 +15,8 @@
 #include <linux/if_addr.h>
 #include <linux/veth.h>
 #include <linux/genetlink.h>
+#include <linux/if_bridge.h>
+#include <linux/netfilter/nfnetlink_conntrack.h>
 #include <libmnl/libmnl.h>
 
 // Swift cannot see function-like macros; wrap what the Swift side needs.

@@ -165,6 +165,31 @@ public final class RouteHandle: @unchecked Sendable {
         return m
     }
 
+    /// `ip link add NAME type bridge [vlan_filtering 1]`.
+    public static func bridgeMessage(name: String, mtu: UInt32?, vlanFiltering: Bool) -> Message {
+        var m = Message(type: UInt16(RTM_NEWLINK), flags: Int32(NLM_F_CREATE | NLM_F_EXCL), header: ifinfo())
+        m.put(Int(IFLA_IFNAME), string: name)
+        if let mtu { m.put(Int(IFLA_MTU), u32: mtu) }
+        m.nest(Int(IFLA_LINKINFO)) { m in
+            m.put(Int(IFLA_INFO_KIND), string: "bridge")
+            if vlanFiltering { m.nest(Int(IFLA_INFO_DATA)) { $0.put(Int(IFLA_BR_VLAN_FILTERING), u8: 1) } }
+        }
+        return m
+    }
+
+    /// RTM_SETLINK for the bridge family: IFLA_AF_SPEC { IFLA_BRIDGE_FLAGS master, IFLA_BRIDGE_VLAN_INFO }.
+    public static func bridgeVLANMessage(index: Int32, vid: UInt16, pvid: Bool, untagged: Bool) -> Message {
+        var m = Message(type: UInt16(RTM_SETLINK), flags: 0, header: ifinfo(family: UInt8(AF_BRIDGE), index: index))
+        var flags: UInt16 = 0
+        if pvid { flags |= UInt16(BRIDGE_VLAN_INFO_PVID) }
+        if untagged { flags |= UInt16(BRIDGE_VLAN_INFO_UNTAGGED) }
+        m.nest(Int(IFLA_AF_SPEC)) { m in
+            m.put(Int(IFLA_BRIDGE_FLAGS), u16: UInt16(BRIDGE_FLAGS_MASTER))
+            m.put(Int(IFLA_BRIDGE_VLAN_INFO), withUnsafeBytes(of: flags) { Array($0) } + withUnsafeBytes(of: vid) { Array($0) })
+        }
+        return m
+    }
+
     public static func simpleLinkMessage(kind: String, name: String, mtu: UInt32?) -> Message {
         var m = Message(type: UInt16(RTM_NEWLINK), flags: Int32(NLM_F_CREATE | NLM_F_EXCL), header: ifinfo())
         m.put(Int(IFLA_IFNAME), string: name)
@@ -257,8 +282,14 @@ public final class RouteHandle: @unchecked Sendable {
                      "add veth \(name) with peer \(peer) in \(peerNamespace)")
     }
 
-    public func addBridge(_ name: String, mtu: UInt32? = nil) throws {
-        _ = try send(Self.simpleLinkMessage(kind: "bridge", name: name, mtu: mtu), "add bridge \(name)")
+    public func addBridge(_ name: String, mtu: UInt32? = nil, vlanFiltering: Bool = false) throws {
+        _ = try send(Self.bridgeMessage(name: name, mtu: mtu, vlanFiltering: vlanFiltering), "add bridge \(name)")
+    }
+
+    /// `bridge vlan add dev NAME vid VID [pvid] [untagged] master`: the VLAN on a bridge port.
+    public func addBridgeVLAN(_ name: String, vid: UInt16, pvid: Bool, untagged: Bool) throws {
+        let l = try mustLink(name)
+        _ = try send(Self.bridgeVLANMessage(index: l.index, vid: vid, pvid: pvid, untagged: untagged), "add vlan \(vid) on \(name)")
     }
 
     public func addDummy(_ name: String, mtu: UInt32? = nil) throws {

@@ -216,7 +216,7 @@ extension ProxyFlags {
 
 /// The backend for `--proxy-mode`.
 func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, logger: Logger) throws -> any ProxyBackend {
-    let conntrack = ExecConntrack(runner: CommandRunner())
+    let conntrack = NetlinkConntrack()
     switch c.mode {
     case "userspace":
         return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),

@@ -38,7 +38,7 @@ final class IPTablesLab: @unchecked Sendable {
         ipt = RecordingIPTables(SystemIPTables(runner: CommandRunner(netns: lab.node)))
         var o = options ?? IPTablesOptions()
         if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }
-        proxier = IPTablesProxier(ipt: ipt, options: o, conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
+        proxier = IPTablesProxier(ipt: ipt, options: o, conntrack: NetlinkConntrack(namespace: .named(lab.node)))
         tracker = ChangeTracker(node: NodeInfo(name: "node-a"))
     }
 
@@ -98,6 +98,24 @@ struct IPTablesLabTests {
         // From the node itself (OUTPUT path).
         let fromNode = t.lab.tcp("10.96.0.10", 80, from: t.lab.node)
         #expect(fromNode == "a" || fromNode == "b")
+    }
+
+    /// A UDP client that keeps its source port stays on its conntrack entry; when its endpoint
+    /// goes, the proxy deletes that entry (over nfnetlink) so the next datagram reaches the new one.
+    @Test func removedUDPEndpointsFlowsAreDeleted() async throws {
+        let t = try IPTablesLab()
+        t.tracker.update(service: service("dns", ip: "10.96.0.53", ports: [ServicePort(name: "dns", protocol: "UDP", port: 53, targetPort: .int(5353))]))
+        t.tracker.update(slice: slice("dns", ["10.244.1.2"], ports: [EndpointPort(name: "dns", protocol: "UDP", port: 5353)]))
+        _ = try await t.sync()
+        func ask() -> String? {
+            let r = try? Sh.run(["ip", "netns", "exec", t.lab.client, "socat", "-T1", "-", "UDP:10.96.0.53:53,sourceport=40053,reuseaddr"],
+                                input: "ping\n", timeout: 4)
+            return r.map { $0.out.trimmingCharacters(in: .whitespacesAndNewlines) }
+        }
+        #expect(ask() == "a")
+        t.tracker.update(slice: slice("dns", ["10.244.1.3"], ports: [EndpointPort(name: "dns", protocol: "UDP", port: 5353)]))
+        _ = try await t.sync()
+        #expect(ask() == "b", "the flow pinned to the removed endpoint should have been deleted")
     }
 
     @Test func affinityPinsClientToOneBackend() async throws {

@@ -24,7 +24,7 @@ final class NFTablesLab: @unchecked Sendable {
         var o = options ?? NFTablesOptions()
         if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }
         o.layout = layout
-        proxier = NFTablesProxier(nft: nft, options: o, conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)))
+        proxier = NFTablesProxier(nft: nft, options: o, conntrack: NetlinkConntrack(namespace: .named(lab.node)))
         tracker = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("10.96.0.0/12")!])
     }
 

@@ -36,7 +36,7 @@ final class UserspaceLab: @unchecked Sendable {
         dataPlane = try DataPlane(options: d)
         ipt = SystemIPTables(runner: CommandRunner(netns: lab.node))
         proxier = UserspaceProxier(dataPlane: dataPlane, ipt: ipt, options: UserspaceOptions(portRange: portRange),
-                                   conntrack: ExecConntrack(runner: CommandRunner(netns: lab.node)), registry: metrics.registry)
+                                   conntrack: NetlinkConntrack(namespace: .named(lab.node)), registry: metrics.registry)
         tracker = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
     }
 
