@@ -42,7 +42,12 @@ struct BridgeConfig {
     var hairpinMode = false
     var promiscMode = false
     var enableDAD = false
-    var ipamType: String
+    var vlan: UInt16 = 0
+    var macSpoofCheck = false
+    /// The container interface's MAC, from `CNI_ARGS` `MAC=`, `args.cni.mac` or `runtimeConfig.mac`.
+    var mac: [UInt8]?
+    /// nil: layer 2 only, no addresses (as the reference plugin allows).
+    var ipamType: String?
 
     init(_ r: CNIRequest) throws {
         let c = r.config
@@ -55,16 +60,78 @@ struct BridgeConfig {
         hairpinMode = c["hairpinMode"] as? Bool ?? false
         promiscMode = c["promiscMode"] as? Bool ?? false
         enableDAD = c["enabledad"] as? Bool ?? false
-        if let v = c["vlan"] as? Int, v != 0 {
-            throw CNIError(CNIError.unsupportedField, "vlan is not supported by switchyard-bridge yet")
+        macSpoofCheck = c["macspoofchk"] as? Bool ?? false
+        if let v = c["vlan"] as? Int {
+            guard (0...4094).contains(v) else {
+                throw CNIError(CNIError.invalidConfig, "invalid VLAN ID \(v) (must be between 0 and 4094)")
+            }
+            vlan = UInt16(v)
         }
-        if c["macspoofchk"] as? Bool == true {
-            throw CNIError(CNIError.unsupportedField, "macspoofchk is not supported by switchyard-bridge yet")
+        var macText = r.args["MAC"]
+        if let a = (c["args"] as? [String: Any])?["cni"] as? [String: Any], let m = a["mac"] as? String, !m.isEmpty { macText = m }
+        if let rc = c["runtimeConfig"] as? [String: Any], let m = rc["mac"] as? String, !m.isEmpty { macText = m }
+        if let t = macText {
+            let bytes = t.split(separator: ":").compactMap { UInt8($0, radix: 16) }
+            guard bytes.count == 6, t.split(separator: ":").count == 6 else {
+                throw CNIError(CNIError.invalidConfig, "invalid MAC address \"\(t)\"")
+            }
+            mac = bytes
         }
-        guard let ipam = c["ipam"] as? [String: Any], let t = ipam["type"] as? String, !t.isEmpty else {
-            throw CNIError(CNIError.invalidConfig, "the bridge plugin needs an ipam section with a type")
+        if let ipam = c["ipam"] as? [String: Any], let t = ipam["type"] as? String, !t.isEmpty { ipamType = t }
+    }
+}
+
+/// The reference plugins' MAC spoof check: a `bridge nat` table whose PREROUTING chain sends
+/// frames from the container's host-side veth to a per-container chain that drops any source
+/// MAC but the container's. Programmed with `nft` in one transaction, as the reference does.
+struct SpoofCheck {
+    static let table = "nat"
+    static let baseChain = "PREROUTING"
+    var refID: String   // containerID-ifname
+    var ifaceChain: String { "cni-br-iface-" + refID }
+    var macChain: String { ifaceChain + "-mac" }
+    var comment: String { "macspoofchk-" + refID }
+
+    func setupScript(hostInterface: String, mac: String) -> String {
+        """
+        add table bridge nat
+        add chain bridge nat PREROUTING { type filter hook prerouting priority -300 ; policy accept ; }
+        add chain bridge nat \(ifaceChain)
+        add chain bridge nat \(macChain)
+        flush chain bridge nat \(ifaceChain)
+        flush chain bridge nat \(macChain)
+        add rule bridge nat PREROUTING iifname "\(hostInterface)" jump \(ifaceChain) comment "\(comment)"
+        add rule bridge nat \(ifaceChain) jump \(macChain) comment "\(comment)"
+        add rule bridge nat \(macChain) ether saddr \(mac) return comment "\(comment)"
+        add rule bridge nat \(macChain) drop comment "\(comment)"
+
+        """
+    }
+
+    static func nft(_ args: [String], input: String = "") throws -> (Int32, String) {
+        guard let exe = Exec.which("nft") else { throw CNIError(CNIError.other, "nft not found for macspoofchk") }
+        let (status, out) = try Exec.run(exe, args, env: ProcessInfo.processInfo.environment, input: Data(input.utf8))
+        return (status, String(decoding: out, as: UTF8.self))
+    }
+
+    func setup(hostInterface: String, mac: String) throws {
+        let (status, _) = try Self.nft(["-f", "-"], input: setupScript(hostInterface: hostInterface, mac: mac))
+        guard status == 0 else { throw CNIError(CNIError.other, "failed to setup spoof-check for \(hostInterface)") }
+    }
+
+    /// Removes the jump rule (found by its comment) and both chains, in one transaction.
+    func teardown() {
+        guard let (status, listing) = try? Self.nft(["-a", "list", "chain", "bridge", "nat", "PREROUTING"]), status == 0 else { return }
+        var script = ""
+        for line in listing.split(separator: "\n") where line.contains("comment \"\(comment)\"") {
+            if let r = line.range(of: "# handle ") {
+                script += "delete rule bridge nat PREROUTING handle \(line[r.upperBound...].trimmingCharacters(in: .whitespaces))\n"
+            }
         }
-        ipamType = t
+        for chain in [ifaceChain, macChain] where listing.isEmpty == false {
+            if (try? Self.nft(["list", "chain", "bridge", "nat", chain]))?.0 == 0 { script += "delete chain bridge nat \(chain)\n" }
+        }
+        if !script.isEmpty { _ = try? Self.nft(["-f", "-"], input: script) }
     }
 }
 
@@ -81,6 +148,46 @@ public struct BridgePlugin: CNIPlugin {
 
     static func comment(_ network: String, _ id: String) -> String { "name: \"\(network)\" id: \"\(id)\"" }
 
+    /// The bridge, made if missing (with VLAN filtering when a VLAN is asked for), up, owning its routes.
+    func ensureBridge(_ host: RouteHandle, _ cfg: BridgeConfig) throws {
+        if let l = try host.link(named: cfg.bridge) {
+            guard l.kind == "bridge" else { throw CNIError(CNIError.other, "\(cfg.bridge) already exists but is not a bridge") }
+        } else {
+            do {
+                try host.addBridge(cfg.bridge, mtu: cfg.mtu, vlanFiltering: cfg.vlan != 0)
+            } catch let e as NetlinkError where e.errno == EEXIST {   // a concurrent ADD made it
+            } catch let e as NetlinkError {
+                throw CNIError(CNIError.other, "failed to create bridge \"\(cfg.bridge)\": \(e)")
+            }
+        }
+        if cfg.promiscMode { try host.setPromiscuous(cfg.bridge, true) }
+        try? Namespace.current.setSysctl("net/ipv6/conf/\(cfg.bridge)/accept_ra", "0")
+        try host.setUp(cfg.bridge)
+    }
+
+    /// A fresh host-side veth name.
+    func vethName(_ host: RouteHandle) throws -> String {
+        var name = ""
+        for _ in 0..<10 {
+            name = "veth" + String(format: "%08x", UInt32.random(in: 0...UInt32.max))
+            if try host.link(named: name) == nil { break }
+        }
+        return name
+    }
+
+    /// With a VLAN the gateway lives on `BRIDGE.VID`, a veth whose peer is an untagged port of the VLAN.
+    func ensureVLANGateway(_ host: RouteHandle, _ cfg: BridgeConfig) throws -> Link {
+        let name = "\(cfg.bridge).\(cfg.vlan)"
+        if let l = try host.link(named: name) { return l }
+        let peer = try vethName(host)
+        try host.addVeth(name: name, peer: peer, peerNamespace: .current, mtu: cfg.mtu)
+        try host.setMaster(peer, cfg.bridge)
+        try host.addBridgeVLAN(peer, vid: cfg.vlan, pvid: true, untagged: true)
+        try host.setUp(peer)
+        try host.setUp(name)
+        return try host.mustLink(name)
+    }
+
     public func add(_ r: CNIRequest) throws -> CNIResult {
         let cfg = try BridgeConfig(r)
         guard let netnsPath = r.netns else { throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS is required for ADD") }
@@ -90,131 +197,154 @@ public struct BridgePlugin: CNIPlugin {
         let containerNS = Namespace(path: netnsPath)
         let host = try RouteHandle()
         // 1. The bridge.
-        if let l = try host.link(named: cfg.bridge) {
-            guard l.kind == "bridge" else { throw CNIError(CNIError.other, "\(cfg.bridge) already exists but is not a bridge") }
-        } else {
-            do {
-                try host.addBridge(cfg.bridge, mtu: cfg.mtu)
-            } catch let e as NetlinkError where e.errno == EEXIST {}   // a concurrent ADD made it
-        }
-        if cfg.promiscMode { try host.setPromiscuous(cfg.bridge, true) }
-        try host.setUp(cfg.bridge)
+        try ensureBridge(host, cfg)
 
         // 2. The veth pair, made inside the container and its host end sent out.
         let container = try RouteHandle(in: containerNS)
         if try container.link(named: r.ifname) != nil {
             throw CNIError(CNIError.other, "container veth name provided (\(r.ifname)) already exists")
         }
-        var hostName = ""
-        for _ in 0..<10 {
-            hostName = "veth" + String(format: "%08x", UInt32.random(in: 0...UInt32.max))
-            if try host.link(named: hostName) == nil { break }
-        }
-        try container.addVeth(name: r.ifname, peer: hostName, peerNamespace: .current, mtu: cfg.mtu)
+        let hostName = try vethName(host)
+        try container.addVeth(name: r.ifname, peer: hostName, peerNamespace: .current, mtu: cfg.mtu, mac: cfg.mac)
         var ipamDone = false
+        var masqueraded = false
+        var spoof: SpoofCheck?
         do {
             try host.setMaster(hostName, cfg.bridge)
             if cfg.hairpinMode { try host.setHairpin(hostName, true) }
+            if cfg.vlan != 0 { try host.addBridgeVLAN(hostName, vid: cfg.vlan, pvid: true, untagged: true) }
             try host.setUp(hostName)
             try container.setUp(r.ifname)
-
-            // 3. Addresses from IPAM.
-            guard let ipamOut = try Delegate.run(cfg.ipamType, command: "ADD", r) else {
-                throw CNIError(CNIError.other, "IPAM plugin \(cfg.ipamType) returned no result")
+            let containerLink = try container.mustLink(r.ifname)
+            if cfg.macSpoofCheck {
+                let sc = SpoofCheck(refID: "\(r.containerID)-\(r.ifname)")
+                spoof = sc
+                try sc.setup(hostInterface: hostName, mac: containerLink.macString)
             }
-            ipamDone = true
-            var result = try CNIResult(json: ipamOut)
-            guard !result.ips.isEmpty else { throw CNIError(CNIError.other, "IPAM plugin returned missing IP config") }
-            if cfg.isDefaultGateway {
-                for ip in result.ips where ip.gateway != nil {
-                    let dst = ip.isIPv6 ? "::/0" : "0.0.0.0/0"
-                    if !result.routes.contains(where: { $0.dst == dst }) { result.routes.append(ResultRoute(dst: dst, gw: ip.gateway)) }
+
+            var result = CNIResult()
+            if let ipamType = cfg.ipamType {
+                // 3. Addresses from IPAM.
+                guard let ipamOut = try Delegate.run(ipamType, command: "ADD", r) else {
+                    throw CNIError(CNIError.other, "IPAM plugin \(ipamType) returned no result")
                 }
-            }
-            for i in result.ips.indices { result.ips[i].interface = 2 }
-
-            // 4. The container side: addresses and routes.
-            if !cfg.enableDAD && result.ips.contains(where: \.isIPv6) {
-                try? containerNS.setSysctl("net.ipv6.conf.\(r.ifname).accept_dad", "0")
-            }
-            for ip in result.ips {
-                guard let a = IPNet(ip.address) else { throw CNIError(CNIError.other, "IPAM returned an invalid address \(ip.address)") }
-                try container.addAddress(r.ifname, a, noDAD: !cfg.enableDAD)
-            }
-            let containerIndex = try container.mustLink(r.ifname).index
-            for route in result.routes {
-                guard let dst = IPNet(route.dst) else { continue }
-                let gw = route.gw ?? result.ips.first { $0.isIPv6 == dst.isIPv6 }?.gateway
-                let isDefault = dst.prefixLength == 0
-                var metrics: [Int: UInt32] = [:]
-                if let m = route.mtu { metrics[2] = UInt32(m) }
-                if let m = route.advmss { metrics[8] = UInt32(m) }
-                do {
-                    try container.addRoute(Route(destination: isDefault ? nil : dst, gateway: gw, outputIndex: containerIndex,
-                                                 priority: route.priority.map(UInt32.init), metrics: metrics, ipv6: dst.isIPv6))
-                } catch let e as NetlinkError where e.errno == EEXIST {}
-            }
-
-            // 5. The gateway on the bridge, forwarding, masquerading.
-            if cfg.isGateway {
-                for ip in result.ips {
-                    guard let gw = ip.gateway, let a = IPNet(ip.address) else { continue }
-                    let gwNet = IPNet(address: IPNet.parseIP(gw)!, prefixLength: a.prefixLength)
-                    let existing = try host.addresses(of: cfg.bridge).filter { $0.address.isIPv6 == gwNet.isIPv6 }
-                    if existing.contains(where: { $0.address == gwNet }) { continue }
-                    for e in existing where e.address.network == gwNet.network {
-                        guard cfg.forceAddress else {
-                            throw CNIError(CNIError.other, "\(cfg.bridge) already has an IP address different from \(gwNet)")
-                        }
-                        try host.deleteAddress(cfg.bridge, e.address)
-                    }
-                    try host.addAddress(cfg.bridge, gwNet, noDAD: !cfg.enableDAD)
-                    try Namespace.current.setSysctl(gwNet.isIPv6 ? "net.ipv6.conf.all.forwarding" : "net.ipv4.ip_forward", "1")
+                ipamDone = true
+                let ipamResult = try CNIResult(json: ipamOut)
+                result.ips = ipamResult.ips
+                result.routes = ipamResult.routes
+                guard !result.ips.isEmpty else { throw CNIError(CNIError.other, "IPAM plugin returned missing IP config") }
+                try configureL3(&result, cfg, r, host: host, container: container, containerNS: containerNS)
+                if cfg.ipMasq {
+                    masqueraded = true
+                    try masquerade(result.ips, r)
                 }
-            }
-            if cfg.ipMasq {
-                try masquerade(add: true, result.ips, r)
             }
             let br = try host.mustLink(cfg.bridge), hv = try host.mustLink(hostName), cv = try container.mustLink(r.ifname)
-            result.interfaces = [ResultInterface(name: br.name, mac: br.macString), ResultInterface(name: hv.name, mac: hv.macString),
-                                 ResultInterface(name: cv.name, mac: cv.macString, sandbox: netnsPath)]
+            var interfaces = [ResultInterface(name: br.name, mac: br.macString), ResultInterface(name: hv.name, mac: hv.macString),
+                              ResultInterface(name: cv.name, mac: cv.macString, sandbox: netnsPath)]
+            if cfg.vlan != 0 && cfg.isGateway && cfg.ipamType != nil, let g = try host.link(named: "\(cfg.bridge).\(cfg.vlan)") {
+                interfaces.append(ResultInterface(name: g.name, mac: g.macString))
+            }
+            result.interfaces = interfaces
+            if let dns = r.config["dns"] as? [String: Any] {
+                for (k, v) in dns { if let list = v as? [String] { result.dns[k] = list } }
+            }
             return result
         } catch {
-            // Nothing half-done: the veth pair goes (with its host end), and so does the address.
+            // Nothing half-done: the veth pair goes (with its host end), and so do the address,
+            // the masquerade rules and the spoof check.
             try? container.deleteLink(r.ifname)
-            if ipamDone { _ = try? Delegate.run(cfg.ipamType, command: "DEL", r) }
+            if masqueraded { try? removeMasquerade(r) }
+            spoof?.teardown()
+            if ipamDone, let t = cfg.ipamType { _ = try? Delegate.run(t, command: "DEL", r) }
             throw error
         }
     }
 
-    /// The reference plugins' masquerade rules for the container's addresses, through iptables-restore.
-    func masquerade(add: Bool, _ ips: [ResultIP], _ r: CNIRequest) throws {
+    /// Gateways, the default route, the container's addresses and routes, the bridge's gateway
+    /// addresses and forwarding, as the reference plugin does them.
+    func configureL3(_ result: inout CNIResult, _ cfg: BridgeConfig, _ r: CNIRequest,
+                     host: RouteHandle, container: RouteHandle, containerNS: Namespace) throws {
+        var defaultFound: Set<Bool> = []   // per family (isIPv6)
+        for i in result.ips.indices {
+            result.ips[i].interface = 2
+            let v6 = result.ips[i].isIPv6
+            if result.ips[i].gateway == nil && cfg.isGateway, let a = IPNet(result.ips[i].address) {
+                result.ips[i].gateway = IPNet.format(IPNet.next(a.network.address))
+            }
+            if cfg.isDefaultGateway && !defaultFound.contains(v6) {
+                let dst = v6 ? "::/0" : "0.0.0.0/0"
+                if !result.routes.contains(where: { $0.dst == dst && $0.gw != nil }) {
+                    result.routes.append(ResultRoute(dst: dst, gw: result.ips[i].gateway))
+                }
+                defaultFound.insert(v6)
+            }
+        }
+
+        // The container side: addresses and routes.
+        if result.ips.contains(where: \.isIPv6) {
+            try? containerNS.setSysctl("net/ipv6/conf/\(r.ifname)/accept_dad", cfg.enableDAD ? "1" : "0")
+            if cfg.enableDAD { try? containerNS.setSysctl("net/ipv6/conf/\(r.ifname)/enhanced_dad", "1") }
+        }
+        try? containerNS.setSysctl("net/ipv4/conf/\(r.ifname)/arp_notify", "1")
+        for ip in result.ips {
+            guard let a = IPNet(ip.address) else { throw CNIError(CNIError.other, "IPAM returned an invalid address \(ip.address)") }
+            try container.addAddress(r.ifname, a, noDAD: !cfg.enableDAD)
+        }
+        let containerIndex = try container.mustLink(r.ifname).index
+        for route in result.routes {
+            guard let dst = IPNet(route.dst) else { continue }
+            let gw = route.gw ?? result.ips.first { $0.isIPv6 == dst.isIPv6 }?.gateway
+            var metrics: [Int: UInt32] = [:]
+            if let m = route.mtu { metrics[2] = UInt32(m) }
+            if let m = route.advmss { metrics[8] = UInt32(m) }
+            do {
+                try container.addRoute(Route(destination: dst.prefixLength == 0 ? nil : dst, gateway: gw, outputIndex: containerIndex,
+                                             priority: route.priority.map(UInt32.init), metrics: metrics, ipv6: dst.isIPv6))
+            } catch let e as NetlinkError where e.errno == EEXIST {}
+        }
+
+        // The gateway on the bridge (or its VLAN interface), and forwarding.
+        guard cfg.isGateway else { return }
+        let gatewayLink = cfg.vlan != 0 ? try ensureVLANGateway(host, cfg).name : cfg.bridge
+        for ip in result.ips {
+            guard let gw = ip.gateway, let a = IPNet(ip.address), let gwIP = IPNet.parseIP(gw) else { continue }
+            let gwNet = IPNet(address: gwIP, prefixLength: a.prefixLength)
+            let existing = try host.addresses(of: gatewayLink).filter { $0.address.isIPv6 == gwNet.isIPv6 }
+            if !existing.contains(where: { $0.address == gwNet }) {
+                for e in existing where e.address.network == gwNet.network {
+                    guard cfg.forceAddress else {
+                        throw CNIError(CNIError.other, "\(gatewayLink) already has an IP address different from \(gwNet)")
+                    }
+                    try host.deleteAddress(gatewayLink, e.address)
+                }
+                try host.addAddress(gatewayLink, gwNet, noDAD: !cfg.enableDAD)
+            }
+            try Namespace.current.setSysctl(gwNet.isIPv6 ? "net.ipv6.conf.all.forwarding" : "net.ipv4.ip_forward", "1")
+        }
+    }
+
+    /// The reference plugins' masquerade rules for the container's addresses, through iptables-restore
+    /// (one transaction per family: all of them or none).
+    func masquerade(_ ips: [ResultIP], _ r: CNIRequest) throws {
         let chain = Self.chainName(r.name, r.containerID)
         let comment = Self.comment(r.name, r.containerID).replacingOccurrences(of: "\"", with: "\\\"")
         for ip6 in [false, true] {
             let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
             guard !mine.isEmpty else { continue }
-            var s = "*nat\n"
-            if add {
-                s += ":\(chain) - [0:0]\n"
-                for a in mine {
-                    s += "-A \(chain) -d \(a.network) -m comment --comment \"\(comment)\" -j ACCEPT\n"
-                }
-                s += "-A \(chain) ! -d \(ip6 ? "ff00::/8" : "224.0.0.0/4") -m comment --comment \"\(comment)\" -j MASQUERADE\n"
-                for a in mine {
-                    s += "-A POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
-                }
-            } else {
-                for a in mine {
-                    s += "-D POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
-                }
-                s += "-F \(chain)\n-X \(chain)\n"
+            var s = "*nat\n:\(chain) - [0:0]\n"
+            for a in mine {
+                s += "-A \(chain) -d \(a.network) -m comment --comment \"\(comment)\" -j ACCEPT\n"
+            }
+            s += "-A \(chain) ! -d \(ip6 ? "ff00::/8" : "224.0.0.0/4") -m comment --comment \"\(comment)\" -j MASQUERADE\n"
+            for a in mine {
+                s += "-A POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
             }
             s += "COMMIT\n"
             let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
             guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found for ipMasq") }
             let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(s.utf8))
-            if add && status != 0 {
+            if status != 0 {
                 throw CNIError(CNIError.other, "failed to set up IP masquerading for \(mine.map(\.description).joined(separator: ","))")
             }
         }
@@ -223,22 +353,40 @@ public struct BridgePlugin: CNIPlugin {
     public func del(_ r: CNIRequest) throws {
         let cfg = try BridgeConfig(r)
         // IPAM first: its addresses are freed even when the namespace is gone.
-        try Delegate.run(cfg.ipamType, command: "DEL", r)
+        if let t = cfg.ipamType { try Delegate.run(t, command: "DEL", r) }
+        if cfg.macSpoofCheck { SpoofCheck(refID: "\(r.containerID)-\(r.ifname)").teardown() }
+        // The masquerade chain is found by name, so it goes even when the namespace went first.
+        if cfg.ipMasq { try removeMasquerade(r) }
         guard let path = r.netns, FileManager.default.fileExists(atPath: path), !r.ifname.isEmpty else {
             return
         }
         let container = try RouteHandle(in: Namespace(path: path))
         guard try container.link(named: r.ifname) != nil else { return }
-        let addrs = try container.addresses(of: r.ifname).filter { $0.scope == 0 }
         try container.deleteLink(r.ifname)
-        if cfg.ipMasq {
-            try? masquerade(add: false, addrs.map { ResultIP(address: $0.address.description) }, r)
+    }
+
+    /// Deletes this container's masquerade chain and the POSTROUTING rules that jump to it.
+    func removeMasquerade(_ r: CNIRequest) throws {
+        let chain = Self.chainName(r.name, r.containerID)
+        for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
+            guard let saveExe = Exec.which(save), let restoreExe = Exec.which(restore) else { continue }
+            let (status, out) = try Exec.run(saveExe, ["-t", "nat"], env: ProcessInfo.processInfo.environment, input: Data())
+            guard status == 0 else { continue }
+            let text = String(decoding: out, as: UTF8.self)
+            guard text.contains(":\(chain) ") else { continue }
+            var script = "*nat\n"
+            for line in text.split(separator: "\n") where line.hasPrefix("-A POSTROUTING ") && line.hasSuffix("-j \(chain)") {
+                script += "-D" + line.dropFirst(2) + "\n"
+            }
+            script += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
+            let (rs, _) = try Exec.run(restoreExe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(script.utf8))
+            if rs != 0 { throw CNIError(CNIError.other, "failed to remove masquerade chain \(chain)") }
         }
     }
 
     public func check(_ r: CNIRequest) throws {
         let cfg = try BridgeConfig(r)
-        try Delegate.run(cfg.ipamType, command: "CHECK", r)
+        if let t = cfg.ipamType { try Delegate.run(t, command: "CHECK", r) }
         guard let prev = try r.prevResult else { throw CNIError(CNIError.invalidConfig, "CHECK needs prevResult") }
         guard let path = r.netns else { throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS is required for CHECK") }
         let host = try RouteHandle(), container = try RouteHandle(in: Namespace(path: path))
@@ -260,11 +408,11 @@ public struct BridgePlugin: CNIPlugin {
 
     public func gc(_ r: CNIRequest) throws {
         let cfg = try BridgeConfig(r)
-        try Delegate.run(cfg.ipamType, command: "GC", r)
+        if let t = cfg.ipamType { try Delegate.run(t, command: "GC", r) }
     }
 
     public func status(_ r: CNIRequest) throws {
         let cfg = try BridgeConfig(r)
-        try Delegate.run(cfg.ipamType, command: "STATUS", r)
+        if let t = cfg.ipamType { try Delegate.run(t, command: "STATUS", r) }
     }
 }

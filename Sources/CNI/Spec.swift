@@ -116,12 +116,14 @@ public struct CNIResult: Equatable, Sendable {
                 return d
             }
         }
-        o["ips"] = ips.map { ip -> [String: Any] in
-            var d: [String: Any] = ["address": ip.address]
-            if legacy { d["version"] = ip.isIPv6 ? "6" : "4" }
-            if let g = ip.gateway { d["gateway"] = g }
-            if let i = ip.interface { d["interface"] = i }
-            return d
+        if !ips.isEmpty {
+            o["ips"] = ips.map { ip -> [String: Any] in
+                var d: [String: Any] = ["address": ip.address]
+                if legacy { d["version"] = ip.isIPv6 ? "6" : "4" }
+                if let g = ip.gateway { d["gateway"] = g }
+                if let i = ip.interface { d["interface"] = i }
+                return d
+            }
         }
         if !routes.isEmpty {
             o["routes"] = routes.map { r -> [String: Any] in

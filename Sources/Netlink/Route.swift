@@ -49,6 +49,16 @@ public struct IPNet: Hashable, Sendable, CustomStringConvertible {
     public var ip: String { IPNet.format(address) }
     public var description: String { "\(ip)/\(prefixLength)" }
 
+    /// The address after `a` (carrying across bytes), as the reference plugins' gateway default.
+    public static func next(_ a: [UInt8]) -> [UInt8] {
+        var b = a
+        for i in b.indices.reversed() {
+            b[i] &+= 1
+            if b[i] != 0 { break }
+        }
+        return b
+    }
+
     /// The network address (host bits cleared).
     public var network: IPNet {
         var a = address

@@ -264,10 +264,6 @@ struct CNISideBySideTests {
     @Test func badInputGetsTheSpecsErrorsAndLeavesNothingBehind() throws {
         let s = try Sides()
         let host = try s.ns("eh"), pod = try s.ns("ep")
-        // No ipam section: invalid configuration (7), as JSON on stdout.
-        let noIPAM = #"{"cniVersion":"1.0.0","name":"e","type":"switchyard-bridge"}"#
-        let r1 = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "e1", conf: noIPAM, path: s.dirs.path)
-        #expect(r1.status == 1 && r1.json["code"] as? Int == 7, "\(r1.json)")
         // Unsupported version (1).
         let r2 = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "e1",
                          conf: #"{"cniVersion":"0.2.0","name":"e","type":"switchyard-bridge"}"#, path: s.dirs.path)
@@ -288,5 +284,163 @@ struct CNISideBySideTests {
         // VERSION.
         let v = try cni("switchyard-loopback", "VERSION", host: host, netns: nil, id: "", conf: "", path: s.dirs.path)
         #expect((v.json["supportedVersions"] as? [String])?.contains("1.1.0") == true)
+    }
+
+    /// Without an ipam section both plugins wire layer 2 only: the same links, no addresses.
+    @Test func layer2OnlyWithoutIPAM() throws {
+        let s = try Sides()
+        var states: [[String]] = [], results: [String] = []
+        for plugin in ["bridge", "switchyard-bridge"] {
+            let host = try s.ns("l\(states.count)"), pod = try s.ns("m\(states.count)")
+            let conf = #"{"cniVersion":"1.0.0","name":"l2","type":"\#(plugin)","bridge":"cbr6"}"#
+            let r = try cni(plugin, "ADD", host: host, netns: pod, id: "l2", conf: conf, path: s.dirs.path)
+            #expect(r.status == 0, "\(plugin): \(r.json)")
+            results.append(stripGenerated(r.json))
+            states.append(try nsState(host, container: false) + ["--- container"] + nsState(pod, container: true))
+            #expect(try cni(plugin, "DEL", host: host, netns: pod, id: "l2", conf: conf, path: s.dirs.path).status == 0)
+            #expect(try Sh.must(["ip", "-n", pod, "-o", "link"]).contains("eth0") == false)
+        }
+        #expect(states[1] == states[0], "ours: \(states[1])\nreference: \(states[0])")
+        #expect(results[1] == results[0], "ours: \(results[1])\nreference: \(results[0])")
+    }
+
+    /// `macspoofchk`: the same `bridge nat` ruleset as the reference's, a MAC from CNI_ARGS on the
+    /// container's interface, and DEL takes the per-container chains away again.
+    @Test func macSpoofCheckAndRequestedMACMatchTheReference() throws {
+        let s = try Sides()
+        var tables: [String] = []
+        for plugin in ["bridge", "switchyard-bridge"] {
+            let host = try s.ns("s\(tables.count)"), pod = try s.ns("t\(tables.count)")
+            let conf = Self.bridgeConf(type: plugin, ipam: "host-local", dataDir: "\(s.dataDir)/\(plugin)", extra: #","macspoofchk":true"#)
+            let r = try cni(plugin, "ADD", host: host, netns: pod, id: "ctr5", conf: conf, path: s.dirs.path, args: "IgnoreUnknown=1;MAC=0a:58:0a:58:00:07")
+            #expect(r.status == 0, "\(plugin): \(r.json)")
+            #expect(try Sh.must(["ip", "-n", pod, "link", "show", "eth0"]).contains("0a:58:0a:58:00:07"))
+            let veth = ((r.json["interfaces"] as? [[String: Any]])?[1]["name"] as? String) ?? "?"
+            let table = try Sh.must(["ip", "netns", "exec", host, "nft", "list", "table", "bridge", "nat"])
+            tables.append(table.replacingOccurrences(of: veth, with: "VETH"))
+            #expect(try cni(plugin, "DEL", host: host, netns: pod, id: "ctr5", conf: conf, path: s.dirs.path).status == 0)
+            let after = try Sh.must(["ip", "netns", "exec", host, "nft", "list", "table", "bridge", "nat"])
+            #expect(!after.contains("cni-br-iface") && !after.contains("macspoofchk"), "\(plugin) DEL leaves: \(after)")
+        }
+        #expect(tables[1] == tables[0], "ours:\n\(tables[1])\nreference:\n\(tables[0])")
+        #expect(tables[0].contains("ether saddr 0a:58:0a:58:00:07 return"))
+    }
+
+    /// VLANs need bridge VLAN filtering; where the kernel lacks it (this machine's does), ADD
+    /// fails like the reference's and leaves nothing behind.
+    @Test func vlanOnThisKernel() throws {
+        let s = try Sides()
+        let host = try s.ns("vh"), pod = try s.ns("vp")
+        let conf = Self.bridgeConf(type: "switchyard-bridge", ipam: "switchyard-host-local", dataDir: s.dataDir, extra: #","vlan":100"#)
+        let r = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "v1", conf: conf, path: s.dirs.path)
+        if r.status == 0 {
+            #expect(try Sh.must(["ip", "netns", "exec", host, "bridge", "vlan", "show"]).contains("100 PVID"))
+            #expect(try Sh.must(["ip", "-n", host, "addr", "show", "cbr9.100"]).contains("10.88.0.1/24"), "the gateway is on the VLAN interface")
+            #expect(try cni("switchyard-bridge", "DEL", host: host, netns: pod, id: "v1", conf: conf, path: s.dirs.path).status == 0)
+        } else {
+            let ref = try cni("bridge", "ADD", host: host, netns: pod, id: "v1", conf: Self.bridgeConf(type: "bridge", ipam: "host-local", dataDir: s.dataDir, extra: #","vlan":100"#), path: s.dirs.path)
+            #expect(ref.status != 0, "the reference fails here too: \(ref.json)")
+            #expect((r.json["msg"] as? String)?.contains("EOPNOTSUPP") == true, "\(r.json)")
+            #expect(try Sh.must(["ip", "-n", pod, "-o", "link"]).contains("eth0") == false)
+            #expect(try Sh.must(["ip", "-n", host, "-o", "link"]).contains("veth") == false)
+            #expect(!FileManager.default.fileExists(atPath: "\(s.dataDir)/sbs/10.88.0.2"))
+        }
+        // Out of range: invalid configuration.
+        let bad = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "v2",
+                          conf: Self.bridgeConf(type: "switchyard-bridge", ipam: "switchyard-host-local", dataDir: s.dataDir, extra: #","vlan":5000"#),
+                          path: s.dirs.path)
+        #expect(bad.json["code"] as? Int == 7)
+    }
+
+    /// The faults the issue lists: each gets the spec's code and leaves no veth, reservation or rule.
+    @Test func faultsGetSpecCodesAndLeaveNothing() throws {
+        let s = try Sides()
+        let host = try s.ns("fh"), pod = try s.ns("fp")
+        let conf = Self.bridgeConf(type: "switchyard-bridge", ipam: "switchyard-host-local", dataDir: s.dataDir)
+        func leftovers() throws -> [String] {
+            var out: [String] = []
+            if try Sh.must(["ip", "-n", host, "-o", "link"]).contains("veth") { out.append("host veth") }
+            if try Sh.must(["ip", "-n", pod, "-o", "link"]).contains("eth0") { out.append("container eth0") }
+            if try Sh.must(["ip", "netns", "exec", host, "iptables-save", "-t", "nat"]).contains("CNI-") { out.append("masquerade rule") }
+            let store = (try? FileManager.default.contentsOfDirectory(atPath: "\(s.dataDir)/sbs")) ?? []
+            out += store.filter { $0.first?.isNumber == true && !$0.hasPrefix("last_reserved") }.map { "reservation \($0)" }
+            return out
+        }
+        let cases: [(String, String, String?, String, Int)] = [
+            ("malformed JSON", #"{"cniVersion":"#, pod, "eth0", 6),
+            ("bad CIDR", conf.replacingOccurrences(of: "10.88.0.0/24", with: "10.88.0.0/33"), pod, "eth0", 7),
+            ("not a CIDR", conf.replacingOccurrences(of: "10.88.0.0/24", with: "banana"), pod, "eth0", 7),
+            ("netns that does not exist", conf, "sycni-no-such-ns", "eth0", 999),
+            ("missing CNI_IFNAME", conf, pod, "", 4),
+        ]
+        for (what, c, netns, ifname, code) in cases {
+            let r = try cni("switchyard-bridge", "ADD", host: host, netns: netns, id: "f1", ifname: ifname, conf: c, path: s.dirs.path)
+            #expect(r.status == 1 && r.json["code"] as? Int == code, "\(what): \(r.json)")
+            #expect(try leftovers() == [], "\(what) left something behind")
+        }
+        // An interface name already used in the container: refused, the other one untouched.
+        #expect(try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f2", conf: conf, path: s.dirs.path).status == 0)
+        let dup = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f3", conf: conf, path: s.dirs.path)
+        #expect(dup.status == 1 && (dup.json["msg"] as? String)?.contains("already exists") == true, "\(dup.json)")
+        #expect(try leftovers().sorted() == ["container eth0", "host veth", "masquerade rule", "reservation 10.88.0.2"], "only f2's state")
+        #expect(try cni("switchyard-bridge", "DEL", host: host, netns: pod, id: "f2", conf: conf, path: s.dirs.path).status == 0)
+        #expect(try leftovers() == [])
+    }
+
+    /// 50 ADDs at once, each a separate plugin process: 50 distinct addresses; DEL of all empties the
+    /// store. Plugins killed at random points of ADD never make an address go to two containers.
+    @Test func concurrentAndKilledPluginsNeverShareAnAddress() throws {
+        let s = try Sides()
+        let host = try s.ns("ch")
+        let dir = "\(s.dataDir)/conc"
+        let conf = #"{"cniVersion":"1.0.0","name":"c","type":"switchyard-host-local","ipam":{"type":"switchyard-host-local","subnet":"10.92.0.0/24","dataDir":"\#(dir)"}}"#
+        let got = Box<[String: String]>()
+        got.value = [:]
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: 50) { i in
+            let r = try? cni("switchyard-host-local", "ADD", host: host, netns: host, id: "c\(i)", conf: conf, path: s.dirs.path)
+            if let ip = (r?.json["ips"] as? [[String: Any]])?.first?["address"] as? String {
+                lock.withLock { got.value!["c\(i)"] = ip }
+            }
+        }
+        #expect(got.value!.count == 50)
+        #expect(Set(got.value!.values).count == 50, "50 distinct addresses")
+        DispatchQueue.concurrentPerform(iterations: 50) { i in
+            _ = try? cni("switchyard-host-local", "DEL", host: host, netns: nil, id: "c\(i)", conf: conf, path: s.dirs.path)
+        }
+        let left = try FileManager.default.contentsOfDirectory(atPath: "\(dir)/c").filter { $0 != "lock" && !$0.hasPrefix("last_reserved") }
+        #expect(left == [], "DEL of all leaves the store empty: \(left)")
+
+        // Killed mid-ADD: start 30 plugins and SIGKILL each after a random moment.
+        let exe = "\(s.dirs.ours)/switchyard-host-local"
+        for i in 0..<30 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: exe)
+            p.environment = ["CNI_COMMAND": "ADD", "CNI_CONTAINERID": "k\(i)", "CNI_IFNAME": "eth0", "CNI_NETNS": "/run/netns/\(host)",
+                             "CNI_PATH": s.dirs.ours]
+            let input = Pipe()
+            p.standardInput = input
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            input.fileHandleForWriting.write(Data(conf.utf8))
+            try input.fileHandleForWriting.close()
+            usleep(UInt32.random(in: 0...8_000))
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        // Whatever the killed ones reserved belongs to them alone; new ADDs get other addresses.
+        var owners: [String: String] = [:]
+        for f in try FileManager.default.contentsOfDirectory(atPath: "\(dir)/c") where f.first?.isNumber == true && !f.hasPrefix("last_reserved") {
+            owners[f] = try String(contentsOfFile: "\(dir)/c/\(f)", encoding: .utf8)
+        }
+        for i in 0..<20 {
+            let r = try cni("switchyard-host-local", "ADD", host: host, netns: host, id: "n\(i)", conf: conf, path: s.dirs.path)
+            let ip = ((r.json["ips"] as? [[String: Any]])?.first?["address"] as? String)?.split(separator: "/").first.map(String.init) ?? ""
+            #expect(r.status == 0 && owners[ip] == nil, "n\(i) got \(ip), already held by \(owners[ip] ?? "-")")
+            owners[ip] = "n\(i)\r\neth0"
+        }
+        for (ip, owner) in owners {
+            #expect(try String(contentsOfFile: "\(dir)/c/\(ip)", encoding: .utf8) == owner)
+        }
     }
 }
