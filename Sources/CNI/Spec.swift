@@ -185,7 +185,7 @@ public struct CNIRequest: @unchecked Sendable {
         self.args = args
         self.path = path
         self.raw = raw
-        if raw.isEmpty && command == "VERSION" {
+        if command == "VERSION" && String(decoding: raw, as: UTF8.self).allSatisfy(\.isWhitespace) {
             config = [:]
         } else {
             guard let o = try? JSONSerialization.jsonObject(with: raw) as? [String: Any] else {

@@ -6,6 +6,7 @@ import Testing
 /// A directory with our plugins under their installed names, plus the reference plugins' dir.
 struct PluginDirs {
     let ours: String
+    let binary: String
     static let reference = "/usr/lib/cni"
 
     init() throws {
@@ -16,6 +17,7 @@ struct PluginDirs {
             if FileManager.default.isExecutableFile(atPath: p) { bin = p; break }
         }
         guard let bin else { throw LabError("switchyard-cni is not built: run `swift build` first") }
+        binary = bin
         ours = FileManager.default.temporaryDirectory.appendingPathComponent("sycni-bin-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: ours, withIntermediateDirectories: true)
         for n in ["bridge", "host-local", "loopback"] {
@@ -442,5 +444,43 @@ struct CNISideBySideTests {
         for (ip, owner) in owners {
             #expect(try String(contentsOfFile: "\(dir)/c/\(ip)", encoding: .utf8) == owner)
         }
+    }
+
+    /// `switchyard cni install`: the installed names run, and the sample list (with the reference
+    /// portmap found in the same directory) gives a pod its address and a host port.
+    @Test func installedPluginsRunTheSampleConflist() throws {
+        let s = try Sides()
+        let dir = "\(s.dataDir)/bin"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: "\(dir)/portmap", withDestinationPath: "/usr/lib/cni/portmap")
+        var installer = CNIInstaller(binary: s.dirs.binary, binDir: dir, confDir: "\(s.dataDir)/net.d")
+        installer.subnet = "10.93.0.0/24"
+        let written = try installer.install()
+        #expect(written.count == 5)
+        try installer.install()   // again: replaces in place
+        let list = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: "\(s.dataDir)/net.d/10-switchyard.conflist"))) as! [String: Any]
+        let plugins = list["plugins"] as! [[String: Any]]
+        #expect(plugins.map { $0["type"] as? String } == ["switchyard-bridge", "portmap"])
+        let host = try s.ns("ih"), pod = try s.ns("ip")
+        var prev: [String: Any]? = nil
+        for var p in plugins {
+            p["cniVersion"] = list["cniVersion"]
+            p["name"] = list["name"]
+            if var ipam = p["ipam"] as? [String: Any] { ipam["dataDir"] = "\(s.dataDir)/ipam"; p["ipam"] = ipam }
+            if let prev { p["prevResult"] = prev }
+            if p["capabilities"] != nil { p["runtimeConfig"] = ["portMappings": [["hostPort": 18081, "containerPort": 80, "protocol": "tcp"]]] }
+            let conf = String(decoding: try JSONSerialization.data(withJSONObject: p), as: UTF8.self)
+            let type = p["type"] as? String ?? ""
+            let r = try cni(type, "ADD", host: host, netns: pod, id: "inst", conf: conf, path: dir + ":" + dir)
+            #expect(r.status == 0, "\(type): \(r.json)")
+            prev = r.json
+        }
+        #expect(((prev?["ips"] as? [[String: Any]])?.first?["address"] as? String) == "10.93.0.2/24")
+        #expect(try Sh.must(["ip", "netns", "exec", host, "iptables-save", "-t", "nat"]).contains("--dport 18081"))
+        // A bad subnet is refused before anything is written.
+        var bad = CNIInstaller(binary: s.dirs.binary, binDir: "\(s.dataDir)/bin2")
+        bad.subnet = "10.93.0.1/24"
+        #expect(throws: CNIError.self) { try bad.install() }
+        #expect(!FileManager.default.fileExists(atPath: "\(s.dataDir)/bin2"))
     }
 }
