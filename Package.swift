@@ -72,7 +72,14 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
         .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
-        .executableTarget(name: "switchyard-cni", dependencies: ["CNI"], swiftSettings: strict),
+        // Static Swift runtime in release builds: a plugin is a process started per call, and the
+        // dynamic Swift and Foundation libraries would cost more to load than the work it does.
+        .executableTarget(name: "switchyard-cni", dependencies: ["CNI"], swiftSettings: strict,
+                          linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lCoreFoundation",
+                                                          "-lFoundationInternationalization", "-l_FoundationICU", "-lFoundationEssentials",
+                                                          "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",
+                                                          "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie"],
+                                                         .when(configuration: .release))]),
         // The syscalls the userspace data path needs that Swift cannot call directly.
         .target(name: "CUserspace"),
         // The userspace mode: listeners per service port, TCP splicing, UDP relaying, portal rules.
@@ -104,7 +111,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "NetnsKit",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "NetnsKit", "CNI", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

@@ -13,14 +13,36 @@ public enum Delegate {
         throw CNIError(CNIError.other, "failed to find plugin \"\(type)\" in path \(path)")
     }
 
+    /// The plugin to run in this process instead of executing `exe`, when `exe` is this very
+    /// binary under a name it answers to: the same code, without a second process start.
+    static func inProcess(_ exe: String) -> (any CNIPlugin)? {
+        guard (exe as NSString).lastPathComponent.hasSuffix("host-local"),
+              let me = realpath("/proc/self/exe", nil), let it = realpath(exe, nil) else { return nil }
+        defer { free(me); free(it) }
+        return strcmp(me, it) == 0 ? HostLocalPlugin() : nil
+    }
+
     /// Runs `type` with `command`; returns its parsed stdout (nil when it printed nothing).
     @discardableResult
     public static func run(_ type: String, command: String, _ r: CNIRequest) throws -> [String: Any]? {
         let exe = try find(type, in: r.path)
+        if let plugin = inProcess(exe) {
+            var req = r
+            req.command = command
+            switch command {
+            case "ADD": return try plugin.add(req).json(version: r.cniVersion)
+            case "DEL": try plugin.del(req)
+            case "CHECK": try plugin.check(req)
+            case "GC": try plugin.gc(req)
+            case "STATUS": try plugin.status(req)
+            default: throw CNIError(CNIError.invalidEnvironment, "unknown CNI_COMMAND \(command)")
+            }
+            return nil
+        }
         var env = ProcessInfo.processInfo.environment
         env["CNI_COMMAND"] = command
         let (status, out) = try Exec.run(exe, [], env: env, input: r.raw)
-        let obj = out.isEmpty ? nil : (try? JSONSerialization.jsonObject(with: out)) as? [String: Any]
+        let obj = out.isEmpty ? nil : (try? JSON.parse([UInt8](out))) as? [String: Any]
         if status != 0 {
             if let o = obj, let code = o["code"] as? Int {
                 throw CNIError(code, o["msg"] as? String ?? "IPAM plugin \(type) failed", details: o["details"] as? String)
@@ -328,7 +350,7 @@ public struct BridgePlugin: CNIPlugin {
     /// (one transaction per family: all of them or none).
     func masquerade(_ ips: [ResultIP], _ r: CNIRequest) throws {
         let chain = Self.chainName(r.name, r.containerID)
-        let comment = Self.comment(r.name, r.containerID).replacingOccurrences(of: "\"", with: "\\\"")
+        let comment = String(Self.comment(r.name, r.containerID).flatMap { $0 == "\"" ? ["\\", "\""] : [$0] })
         for ip6 in [false, true] {
             let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
             guard !mine.isEmpty else { continue }

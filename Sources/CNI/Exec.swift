@@ -4,12 +4,12 @@ import Foundation
 /// stdout (stderr is inherited). The plugins use this rather than Foundation's
 /// `Process`, which waits on a run-loop wakeup that is not always available in a
 /// short-lived plugin process.
-enum Exec {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+public enum Exec {
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
     }
 
-    static func run(_ exe: String, _ args: [String], env: [String: String], input: Data) throws -> (status: Int32, output: Data) {
+    public static func run(_ exe: String, _ args: [String], env: [String: String], input: Data) throws -> (status: Int32, output: Data) {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0]
         guard pipe(&inPipe) == 0 else { throw Failure(description: "pipe: errno \(errno)") }
         guard pipe(&outPipe) == 0 else {
@@ -61,7 +61,7 @@ enum Exec {
     }
 
     /// Looks `name` up on PATH (and the sbin directories iptables lives in).
-    static func which(_ name: String) -> String? {
+    public static func which(_ name: String) -> String? {
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
             let p = "\(dir)/\(name)"

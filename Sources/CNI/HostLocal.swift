@@ -149,7 +149,14 @@ public final class HostLocalStore {
             unlink(path(ip))
             throw CNIError(CNIError.ioFailure, "cannot write the reservation of \(ip)")
         }
-        try "\(ip)".write(toFile: (dir as NSString).appendingPathComponent("last_reserved_ip.\(rangeSet)"), atomically: true, encoding: .utf8)
+        // As the reference store does it: rewritten in place (every access holds the lock).
+        let last = (dir as NSString).appendingPathComponent("last_reserved_ip.\(rangeSet)")
+        let lfd = open(last, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard lfd >= 0 else { throw CNIError(CNIError.ioFailure, "cannot write \(last)") }
+        let text = Array("\(ip)".utf8)
+        let wrote = write(lfd, text, text.count) == text.count
+        close(lfd)
+        guard wrote else { throw CNIError(CNIError.ioFailure, "cannot write \(last)") }
         return true
     }
 

@@ -29,7 +29,7 @@ public struct CNIInstaller {
         ]]
         if withPortmap { plugins.append(["type": "portmap", "capabilities": ["portMappings": true], "snat": true]) }
         let list: [String: Any] = ["cniVersion": "1.0.0", "name": network, "plugins": plugins]
-        return try JSONSerialization.data(withJSONObject: list, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        return Data((JSON.serialize(list) + "\n").utf8)
     }
 
     /// Installs; every file appears whole (written aside, then renamed), so a runtime that

@@ -188,7 +188,7 @@ public struct CNIRequest: @unchecked Sendable {
         if command == "VERSION" && String(decoding: raw, as: UTF8.self).allSatisfy(\.isWhitespace) {
             config = [:]
         } else {
-            guard let o = try? JSONSerialization.jsonObject(with: raw) as? [String: Any] else {
+            guard let o = (try? JSON.parse([UInt8](raw))) as? [String: Any] else {
                 throw CNIError(CNIError.decodingFailure, "cannot decode the network configuration on stdin as a JSON object")
             }
             config = o
@@ -282,10 +282,7 @@ public enum CNIMain {
     }
 
     static func emit(_ o: [String: Any]) {
-        if let d = try? JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]) {
-            FileHandle.standardOutput.write(d)
-            FileHandle.standardOutput.write(Data("\n".utf8))
-        }
+        FileHandle.standardOutput.write(Data((JSON.serialize(o) + "\n").utf8))
     }
 }
 

@@ -48,10 +48,16 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
         return fd
     }
 
+    /// `/proc/sys/...` for `net.ipv4.ip_forward`, or for a path relative to /proc/sys as given
+    /// (the form to use when a name in it has dots, as `net/ipv6/conf/br0.100/accept_ra`).
+    static func sysctlPath(_ key: String) -> String {
+        "/proc/sys/" + (key.contains("/") ? key : String(key.map { $0 == "." ? "/" : $0 }))
+    }
+
     /// Writes a sysctl under /proc/sys inside the namespace (`net.ipv4.ip_forward` style
     /// or a path relative to /proc/sys).
     public func setSysctl(_ key: String, _ value: String) throws {
-        let path = "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")
+        let path = Self.sysctlPath(key)
         try run {
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else { throw NetlinkError(errno: Foundation.errno, what: "open sysctl \(key)") }
@@ -64,7 +70,7 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
     }
 
     public func sysctl(_ key: String) throws -> String {
-        let path = "/proc/sys/" + key.replacingOccurrences(of: ".", with: "/")
+        let path = Self.sysctlPath(key)
         return try run {
             guard let s = try? String(contentsOfFile: path, encoding: .utf8) else {
                 throw NetlinkError(errno: ENOENT, what: "read sysctl \(key)")

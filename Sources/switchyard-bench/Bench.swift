@@ -12,7 +12,7 @@ struct BenchMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-bench",
         abstract: "Benchmarks of the proxy modes, each against a baseline measured in the same run.",
-        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self], defaultSubcommand: Bench.self)
+        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self], defaultSubcommand: Bench.self)
 }
 
 struct Bench: AsyncParsableCommand {

@@ -77,6 +77,25 @@ struct CNIUnitTests {
         for f in left { #expect(try String(contentsOfFile: "\(dir)/n/\(f)", encoding: .utf8) == "d\r\neth0") }
     }
 
+    @Test func jsonRoundTripsAndAgreesWithFoundation() throws {
+        let text = #"{"a":[1,-2,3.5,1e3,true,false,null],"s":"x\"y\\z\n\u00e9\ud83d\ude00/","o":{},"e":[],"n":{"k":"v"}}"#
+        let v = try JSON.parse(text) as! [String: Any]
+        #expect((v["a"] as! [Any])[0] as? Int == 1 && (v["a"] as! [Any])[2] as? Double == 3.5 && (v["a"] as! [Any])[3] as? Double == 1000)
+        #expect((v["a"] as! [Any])[4] as? Bool == true && (v["a"] as! [Any])[6] is JSON.Null)
+        #expect(v["s"] as? String == "x\"y\\z\né😀/")
+        // Our output reads back the same through Foundation, pretty or compact.
+        for pretty in [true, false] {
+            let out = JSON.serialize(v, pretty: pretty)
+            let back = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: Any]
+            #expect(back["s"] as? String == v["s"] as? String)
+            #expect((back["n"] as? [String: String]) == ["k": "v"])
+            #expect((back["a"] as? [Any])?.count == 7)
+        }
+        for bad in [#"{"a":}"#, #"{"a":1"#, "[1,]", #""\x""#, "tru", "{} x", "-", "{\"a\":\"\u{01}\"}"] {
+            #expect(throws: JSON.ParseError.self, "\(bad)") { try JSON.parse(bad) }
+        }
+    }
+
     @Test func concurrentAllocationsNeverShareAnAddress() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sycni-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
