@@ -78,7 +78,7 @@ let package = Package(
                           linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lCoreFoundation",
                                                           "-lFoundationInternationalization", "-l_FoundationICU", "-lFoundationEssentials",
                                                           "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",
-                                                          "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie"],
+                                                          "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie", "-Xlinker", "--no-export-dynamic"],
                                                          .when(configuration: .release))]),
         // The syscalls the userspace data path needs that Swift cannot call directly.
         .target(name: "CUserspace"),

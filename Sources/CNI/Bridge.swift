@@ -377,14 +377,40 @@ public struct BridgePlugin: CNIPlugin {
         // IPAM first: its addresses are freed even when the namespace is gone.
         if let t = cfg.ipamType { try Delegate.run(t, command: "DEL", r) }
         if cfg.macSpoofCheck { SpoofCheck(refID: "\(r.containerID)-\(r.ifname)").teardown() }
-        // The masquerade chain is found by name, so it goes even when the namespace went first.
-        if cfg.ipMasq { try removeMasquerade(r) }
-        guard let path = r.netns, FileManager.default.fileExists(atPath: path), !r.ifname.isEmpty else {
-            return
+        var container: RouteHandle?
+        if let path = r.netns, FileManager.default.fileExists(atPath: path), !r.ifname.isEmpty {
+            container = try RouteHandle(in: Namespace(path: path))
         }
-        let container = try RouteHandle(in: Namespace(path: path))
-        guard try container.link(named: r.ifname) != nil else { return }
-        try container.deleteLink(r.ifname)
+        if cfg.ipMasq {
+            // The rules name the container's addresses: with the interface still there, one
+            // iptables-restore removes them; otherwise the chain is found by name.
+            let addrs = (try? container?.link(named: r.ifname)) != nil
+                ? ((try? container?.addresses(of: r.ifname)) ?? []).filter { $0.scope == 0 }.map { ResultIP(address: $0.address.description) }
+                : []
+            if addrs.isEmpty || (try? unmasquerade(addrs, r)) == nil { try removeMasquerade(r) }
+        }
+        if let container, let path = r.netns {
+            try LinkDelete.delete(r.ifname, in: path, handle: container)
+        }
+    }
+
+    /// Removes the rules `masquerade` made for `ips` and the chain, in one iptables-restore per family.
+    func unmasquerade(_ ips: [ResultIP], _ r: CNIRequest) throws {
+        let chain = Self.chainName(r.name, r.containerID)
+        let comment = String(Self.comment(r.name, r.containerID).flatMap { $0 == "\"" ? ["\\", "\""] : [$0] })
+        for ip6 in [false, true] {
+            let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
+            guard !mine.isEmpty else { continue }
+            var s = "*nat\n"
+            for a in mine {
+                s += "-D POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
+            }
+            s += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
+            let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
+            guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found") }
+            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(s.utf8))
+            if status != 0 { throw CNIError(CNIError.other, "failed to remove masquerading for \(chain)") }
+        }
     }
 
     /// Deletes this container's masquerade chain and the POSTROUTING rules that jump to it.

@@ -60,6 +60,38 @@ public enum Exec {
         return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), out)
     }
 
+    /// Starts `exe` in a session of its own with stdin, stdout and stderr on /dev/null, and
+    /// does not wait for it: the caller may exit first (the child is then reaped by init).
+    public static func spawnDetached(_ exe: String, _ args: [String], env: [String: String]) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        posix_spawnattr_setflags(&attr, 0x80)   // POSIX_SPAWN_SETSID (glibc, behind _GNU_SOURCE)
+        let argv = ([exe] + args).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for p in argv { free(p) }
+            for p in envp { free(p) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, exe, &actions, &attr, argv, envp)
+        guard rc == 0 else { throw Failure(description: "cannot run \(exe): errno \(rc)") }
+        return pid
+    }
+
+    /// This executable, as the kernel knows it.
+    static var selfPath: String? {
+        guard let p = realpath("/proc/self/exe", nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+
     /// Looks `name` up on PATH (and the sbin directories iptables lives in).
     public static func which(_ name: String) -> String? {
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"

@@ -360,6 +360,11 @@ public final class RouteHandle: @unchecked Sendable {
         _ = try send(m, "delete link \(name)")
     }
 
+    public func deleteLink(index: Int32) throws {
+        let m = Message(type: UInt16(RTM_DELLINK), flags: 0, header: Self.ifinfo(index: index))
+        _ = try send(m, "delete link #\(index)")
+    }
+
     // MARK: addresses
 
     public func addAddress(_ name: String, _ a: IPNet, noDAD: Bool = false) throws {

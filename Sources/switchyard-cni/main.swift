@@ -3,6 +3,7 @@ import Foundation
 
 // One binary for every plugin, chosen by the name it is run as
 // (`switchyard-bridge`, `switchyard-host-local`, `switchyard-loopback`).
+LinkDelete.runHelperIfAsked()
 let name = (CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent }) ?? ""
 let plugin: any CNIPlugin
 switch name {
