@@ -132,7 +132,7 @@ struct SpoofCheck {
 
     static func nft(_ args: [String], input: String = "") throws -> (Int32, String) {
         guard let exe = Exec.which("nft") else { throw CNIError(CNIError.other, "nft not found for macspoofchk") }
-        let (status, out) = try Exec.run(exe, args, env: ProcessInfo.processInfo.environment, input: Data(input.utf8))
+        let (status, out) = try Exec.run(exe, args, env: nil, input: Data(input.utf8))
         return (status, String(decoding: out, as: UTF8.self))
     }
 
@@ -171,9 +171,14 @@ public struct BridgePlugin: CNIPlugin {
     static func comment(_ network: String, _ id: String) -> String { "name: \"\(network)\" id: \"\(id)\"" }
 
     /// The bridge, made if missing (with VLAN filtering when a VLAN is asked for), up, owning its routes.
-    func ensureBridge(_ host: RouteHandle, _ cfg: BridgeConfig) throws {
+    @discardableResult
+    func ensureBridge(_ host: RouteHandle, _ cfg: BridgeConfig) throws -> Link {
         if let l = try host.link(named: cfg.bridge) {
             guard l.kind == "bridge" else { throw CNIError(CNIError.other, "\(cfg.bridge) already exists but is not a bridge") }
+            if cfg.promiscMode && !l.isPromiscuous { try host.setPromiscuous(cfg.bridge, true) }
+            try? Namespace.current.setSysctl("net/ipv6/conf/\(cfg.bridge)/accept_ra", "0")
+            if !l.isUp { try host.setUp(l) }
+            return l
         } else {
             do {
                 try host.addBridge(cfg.bridge, mtu: cfg.mtu, vlanFiltering: cfg.vlan != 0)
@@ -184,25 +189,37 @@ public struct BridgePlugin: CNIPlugin {
         }
         if cfg.promiscMode { try host.setPromiscuous(cfg.bridge, true) }
         try? Namespace.current.setSysctl("net/ipv6/conf/\(cfg.bridge)/accept_ra", "0")
-        try host.setUp(cfg.bridge)
+        let br = try host.mustLink(cfg.bridge)
+        try host.setUp(br)
+        return br
     }
 
-    /// A fresh host-side veth name.
-    func vethName(_ host: RouteHandle) throws -> String {
-        var name = ""
-        for _ in 0..<10 {
-            name = "veth" + String(format: "%08x", UInt32.random(in: 0...UInt32.max))
-            if try host.link(named: name) == nil { break }
+    /// A random host-side veth name, as the reference plugins make them.
+    static func randomVethName() -> String {
+        let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return "veth" + String(repeating: "0", count: 8 - hex.count) + hex
+    }
+
+    /// A veth pair `name` in `side`'s namespace with a fresh random peer name in the host's;
+    /// a peer name already taken is retried with another, as the reference does.
+    func makeVeth(_ side: RouteHandle, name: String, cfg: BridgeConfig, mac: [UInt8]?) throws -> String {
+        for attempt in 0..<10 {
+            let peer = Self.randomVethName()
+            do {
+                try side.addVeth(name: name, peer: peer, peerNamespace: .current, mtu: cfg.mtu, mac: mac)
+                return peer
+            } catch let e as NetlinkError where e.errno == EEXIST && attempt < 9 {
+                if try side.link(named: name) != nil { throw e }   // the name itself is taken
+            }
         }
-        return name
+        throw CNIError(CNIError.other, "no free veth name for \(name)")
     }
 
     /// With a VLAN the gateway lives on `BRIDGE.VID`, a veth whose peer is an untagged port of the VLAN.
     func ensureVLANGateway(_ host: RouteHandle, _ cfg: BridgeConfig) throws -> Link {
         let name = "\(cfg.bridge).\(cfg.vlan)"
         if let l = try host.link(named: name) { return l }
-        let peer = try vethName(host)
-        try host.addVeth(name: name, peer: peer, peerNamespace: .current, mtu: cfg.mtu)
+        let peer = try makeVeth(host, name: name, cfg: cfg, mac: nil)
         try host.setMaster(peer, cfg.bridge)
         try host.addBridgeVLAN(peer, vid: cfg.vlan, pvid: true, untagged: true)
         try host.setUp(peer)
@@ -219,25 +236,25 @@ public struct BridgePlugin: CNIPlugin {
         let containerNS = Namespace(path: netnsPath)
         let host = try RouteHandle()
         // 1. The bridge.
-        try ensureBridge(host, cfg)
+        let bridge = try ensureBridge(host, cfg)
 
         // 2. The veth pair, made inside the container and its host end sent out.
         let container = try RouteHandle(in: containerNS)
         if try container.link(named: r.ifname) != nil {
             throw CNIError(CNIError.other, "container veth name provided (\(r.ifname)) already exists")
         }
-        let hostName = try vethName(host)
-        try container.addVeth(name: r.ifname, peer: hostName, peerNamespace: .current, mtu: cfg.mtu, mac: cfg.mac)
+        let hostName = try makeVeth(container, name: r.ifname, cfg: cfg, mac: cfg.mac)
         var ipamDone = false
         var masqueraded = false
         var spoof: SpoofCheck?
         do {
-            try host.setMaster(hostName, cfg.bridge)
-            if cfg.hairpinMode { try host.setHairpin(hostName, true) }
-            if cfg.vlan != 0 { try host.addBridgeVLAN(hostName, vid: cfg.vlan, pvid: true, untagged: true) }
-            try host.setUp(hostName)
-            try container.setUp(r.ifname)
+            let hv = try host.mustLink(hostName)
+            try host.setMaster(hv, bridge)
+            if cfg.hairpinMode { try host.setHairpin(hv, true) }
+            if cfg.vlan != 0 { try host.addBridgeVLAN(hv, vid: cfg.vlan, pvid: true, untagged: true) }
+            try host.setUp(hv)
             let containerLink = try container.mustLink(r.ifname)
+            try container.setUp(containerLink)
             if cfg.macSpoofCheck {
                 let sc = SpoofCheck(refID: "\(r.containerID)-\(r.ifname)")
                 spoof = sc
@@ -255,15 +272,17 @@ public struct BridgePlugin: CNIPlugin {
                 result.ips = ipamResult.ips
                 result.routes = ipamResult.routes
                 guard !result.ips.isEmpty else { throw CNIError(CNIError.other, "IPAM plugin returned missing IP config") }
-                try configureL3(&result, cfg, r, host: host, container: container, containerNS: containerNS)
+                try configureL3(&result, cfg, r, host: host, bridge: bridge, container: container, containerLink: containerLink,
+                                containerNS: containerNS)
                 if cfg.ipMasq {
                     masqueraded = true
                     try masquerade(result.ips, r)
                 }
             }
-            let br = try host.mustLink(cfg.bridge), hv = try host.mustLink(hostName), cv = try container.mustLink(r.ifname)
+            // The bridge's MAC may have changed with its first port or address; the veth ends' have not.
+            let br = try host.mustLink(cfg.bridge)
             var interfaces = [ResultInterface(name: br.name, mac: br.macString), ResultInterface(name: hv.name, mac: hv.macString),
-                              ResultInterface(name: cv.name, mac: cv.macString, sandbox: netnsPath)]
+                              ResultInterface(name: containerLink.name, mac: containerLink.macString, sandbox: netnsPath)]
             if cfg.vlan != 0 && cfg.isGateway && cfg.ipamType != nil, let g = try host.link(named: "\(cfg.bridge).\(cfg.vlan)") {
                 interfaces.append(ResultInterface(name: g.name, mac: g.macString))
             }
@@ -286,7 +305,7 @@ public struct BridgePlugin: CNIPlugin {
     /// Gateways, the default route, the container's addresses and routes, the bridge's gateway
     /// addresses and forwarding, as the reference plugin does them.
     func configureL3(_ result: inout CNIResult, _ cfg: BridgeConfig, _ r: CNIRequest,
-                     host: RouteHandle, container: RouteHandle, containerNS: Namespace) throws {
+                     host: RouteHandle, bridge: Link, container: RouteHandle, containerLink: Link, containerNS: Namespace) throws {
         var defaultFound: Set<Bool> = []   // per family (isIPv6)
         for i in result.ips.indices {
             result.ips[i].interface = 2
@@ -311,9 +330,9 @@ public struct BridgePlugin: CNIPlugin {
         try? containerNS.setSysctl("net/ipv4/conf/\(r.ifname)/arp_notify", "1")
         for ip in result.ips {
             guard let a = IPNet(ip.address) else { throw CNIError(CNIError.other, "IPAM returned an invalid address \(ip.address)") }
-            try container.addAddress(r.ifname, a, noDAD: !cfg.enableDAD)
+            try container.addAddress(containerLink, a, noDAD: !cfg.enableDAD)
         }
-        let containerIndex = try container.mustLink(r.ifname).index
+        let containerIndex = containerLink.index
         for route in result.routes {
             guard let dst = IPNet(route.dst) else { continue }
             let gw = route.gw ?? result.ips.first { $0.isIPv6 == dst.isIPv6 }?.gateway
@@ -328,7 +347,7 @@ public struct BridgePlugin: CNIPlugin {
 
         // The gateway on the bridge (or its VLAN interface), and forwarding.
         guard cfg.isGateway else { return }
-        let gatewayLink = cfg.vlan != 0 ? try ensureVLANGateway(host, cfg).name : cfg.bridge
+        let gatewayLink = cfg.vlan != 0 ? try ensureVLANGateway(host, cfg) : bridge
         for ip in result.ips {
             guard let gw = ip.gateway, let a = IPNet(ip.address), let gwIP = IPNet.parseIP(gw) else { continue }
             let gwNet = IPNet(address: gwIP, prefixLength: a.prefixLength)
@@ -336,9 +355,9 @@ public struct BridgePlugin: CNIPlugin {
             if !existing.contains(where: { $0.address == gwNet }) {
                 for e in existing where e.address.network == gwNet.network {
                     guard cfg.forceAddress else {
-                        throw CNIError(CNIError.other, "\(gatewayLink) already has an IP address different from \(gwNet)")
+                        throw CNIError(CNIError.other, "\(gatewayLink.name) already has an IP address different from \(gwNet)")
                     }
-                    try host.deleteAddress(gatewayLink, e.address)
+                    try host.deleteAddress(gatewayLink.name, e.address)
                 }
                 try host.addAddress(gatewayLink, gwNet, noDAD: !cfg.enableDAD)
             }
@@ -365,7 +384,7 @@ public struct BridgePlugin: CNIPlugin {
             s += "COMMIT\n"
             let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
             guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found for ipMasq") }
-            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(s.utf8))
+            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: nil, input: Data(s.utf8))
             if status != 0 {
                 throw CNIError(CNIError.other, "failed to set up IP masquerading for \(mine.map(\.description).joined(separator: ","))")
             }
@@ -408,7 +427,7 @@ public struct BridgePlugin: CNIPlugin {
             s += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
             let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
             guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found") }
-            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(s.utf8))
+            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: nil, input: Data(s.utf8))
             if status != 0 { throw CNIError(CNIError.other, "failed to remove masquerading for \(chain)") }
         }
     }
@@ -418,7 +437,7 @@ public struct BridgePlugin: CNIPlugin {
         let chain = Self.chainName(r.name, r.containerID)
         for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
             guard let saveExe = Exec.which(save), let restoreExe = Exec.which(restore) else { continue }
-            let (status, out) = try Exec.run(saveExe, ["-t", "nat"], env: ProcessInfo.processInfo.environment, input: Data())
+            let (status, out) = try Exec.run(saveExe, ["-t", "nat"], env: nil, input: Data())
             guard status == 0 else { continue }
             let text = String(decoding: out, as: UTF8.self)
             guard text.contains(":\(chain) ") else { continue }
@@ -427,7 +446,7 @@ public struct BridgePlugin: CNIPlugin {
                 script += "-D" + line.dropFirst(2) + "\n"
             }
             script += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
-            let (rs, _) = try Exec.run(restoreExe, ["-w", "5", "--noflush"], env: ProcessInfo.processInfo.environment, input: Data(script.utf8))
+            let (rs, _) = try Exec.run(restoreExe, ["-w", "5", "--noflush"], env: nil, input: Data(script.utf8))
             if rs != 0 { throw CNIError(CNIError.other, "failed to remove masquerade chain \(chain)") }
         }
     }

@@ -9,7 +9,8 @@ public enum Exec {
         public var description: String
     }
 
-    public static func run(_ exe: String, _ args: [String], env: [String: String], input: Data) throws -> (status: Int32, output: Data) {
+    /// - Parameter env: the child's environment; nil passes this process's on unchanged.
+    public static func run(_ exe: String, _ args: [String], env: [String: String]?, input: Data) throws -> (status: Int32, output: Data) {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0]
         guard pipe(&inPipe) == 0 else { throw Failure(description: "pipe: errno \(errno)") }
         guard pipe(&outPipe) == 0 else {
@@ -23,13 +24,13 @@ public enum Exec {
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
         for fd in [inPipe[0], inPipe[1], outPipe[0], outPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
         let argv = ([exe] + args).map { strdup($0) } + [nil]
-        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let envp = env.map { $0.map { strdup("\($0.key)=\($0.value)") } + [nil] }
         defer {
             for p in argv { free(p) }
-            for p in envp { free(p) }
+            for p in envp ?? [] { free(p) }
         }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, exe, &actions, nil, argv, envp)
+        let rc = envp == nil ? posix_spawn(&pid, exe, &actions, nil, argv, environ) : posix_spawn(&pid, exe, &actions, nil, argv, envp!)
         close(inPipe[0])
         close(outPipe[1])
         guard rc == 0 else {
@@ -94,7 +95,7 @@ public enum Exec {
 
     /// Looks `name` up on PATH (and the sbin directories iptables lives in).
     public static func which(_ name: String) -> String? {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+        let path = (getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
             let p = "\(dir)/\(name)"
             if FileManager.default.isExecutableFile(atPath: p) { return p }

@@ -119,13 +119,13 @@ public final class HostLocalStore {
     private var lockFD: Int32 = -1
 
     public init(dataDir: String, network: String) throws {
-        dir = (dataDir as NSString).appendingPathComponent(network)
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        dir = Files.join(dataDir, network)
+        try Files.makeDirectories(dir)
     }
 
     /// Runs `body` holding the store's lock, so concurrent invocations never hand out one address twice.
     public func locked<T>(_ body: () throws -> T) throws -> T {
-        let fd = open((dir as NSString).appendingPathComponent("lock"), O_RDWR | O_CREAT | O_CLOEXEC, 0o750)
+        let fd = open(Files.join(dir, "lock"), O_RDWR | O_CREAT | O_CLOEXEC, 0o750)
         guard fd >= 0 else { throw CNIError(CNIError.ioFailure, "cannot open the lock file in \(dir)") }
         defer { close(fd) }
         guard flock(fd, LOCK_EX) == 0 else { throw CNIError(CNIError.ioFailure, "cannot lock \(dir)") }
@@ -133,7 +133,7 @@ public final class HostLocalStore {
         return try body()
     }
 
-    func path(_ ip: String) -> String { (dir as NSString).appendingPathComponent(ip) }
+    func path(_ ip: String) -> String { Files.join(dir, ip) }
 
     /// Reserves `ip` for the attachment; false if it is taken.
     func reserve(_ ip: String, id: String, ifname: String, rangeSet: Int) throws -> Bool {
@@ -150,28 +150,30 @@ public final class HostLocalStore {
             throw CNIError(CNIError.ioFailure, "cannot write the reservation of \(ip)")
         }
         // As the reference store does it: rewritten in place (every access holds the lock).
-        let last = (dir as NSString).appendingPathComponent("last_reserved_ip.\(rangeSet)")
-        let lfd = open(last, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let last = Files.join(dir, "last_reserved_ip.\(rangeSet)")
+        // Overwritten and then cut to length: truncating to zero first makes ext4 start writeback on close.
+        let lfd = open(last, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
         guard lfd >= 0 else { throw CNIError(CNIError.ioFailure, "cannot write \(last)") }
         let text = Array("\(ip)".utf8)
-        let wrote = write(lfd, text, text.count) == text.count
+        let wrote = pwrite(lfd, text, text.count, 0) == text.count && ftruncate(lfd, off_t(text.count)) == 0
         close(lfd)
         guard wrote else { throw CNIError(CNIError.ioFailure, "cannot write \(last)") }
         return true
     }
 
     func lastReserved(_ rangeSet: Int) -> [UInt8]? {
-        (try? String(contentsOfFile: (dir as NSString).appendingPathComponent("last_reserved_ip.\(rangeSet)"), encoding: .utf8))
-            .flatMap { IPNet.parseIP($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        Files.read(Files.join(dir, "last_reserved_ip.\(rangeSet)"))
+            .flatMap { IPNet.parseIP(String($0.filter { !$0.isWhitespace })) }
     }
 
     /// Every reservation: IP file name and its owner (`id`, `ifname`).
     func reservations() -> [(ip: String, id: String, ifname: String)] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
-        return names.compactMap { n in
-            guard IPNet.parseIP(n) != nil, let s = try? String(contentsOfFile: path(n), encoding: .utf8) else { return nil }
-            let parts = s.components(separatedBy: "\r\n")
-            return (n, parts[0].trimmingCharacters(in: .whitespacesAndNewlines), parts.count > 1 ? parts[1] : "")
+        Files.list(dir).compactMap { n in
+            guard IPNet.parseIP(n) != nil, let s = Files.read(path(n)) else { return nil }
+            // "ID\r\nIFNAME" (older stores: just the ID). "\r\n" is one Character in Swift.
+            let lines = s.split(separator: "\r\n", maxSplits: 1, omittingEmptySubsequences: false)
+            let id = String(lines[0].drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+            return (n, id, lines.count > 1 ? String(lines[1]) : "")
         }
     }
 

@@ -14,7 +14,8 @@ public enum LinkDelete {
     /// In the helper process: deletes the link named in the environment and exits.
     /// Returns (doing nothing) in a normal plugin run.
     public static func runHelperIfAsked() {
-        guard let spec = ProcessInfo.processInfo.environment[helperKey] else { return }
+        guard let raw = getenv(helperKey) else { return }
+        let spec = String(cString: raw)
         let parts = spec.split(separator: "|", maxSplits: 1).map(String.init)
         guard parts.count == 2, let index = Int32(parts[0]) else { exit(2) }
         do {

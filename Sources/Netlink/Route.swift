@@ -298,8 +298,11 @@ public final class RouteHandle: @unchecked Sendable {
 
     /// `bridge vlan add dev NAME vid VID [pvid] [untagged] master`: the VLAN on a bridge port.
     public func addBridgeVLAN(_ name: String, vid: UInt16, pvid: Bool, untagged: Bool) throws {
-        let l = try mustLink(name)
-        _ = try send(Self.bridgeVLANMessage(index: l.index, vid: vid, pvid: pvid, untagged: untagged), "add vlan \(vid) on \(name)")
+        try addBridgeVLAN(try mustLink(name), vid: vid, pvid: pvid, untagged: untagged)
+    }
+
+    public func addBridgeVLAN(_ l: Link, vid: UInt16, pvid: Bool, untagged: Bool) throws {
+        _ = try send(Self.bridgeVLANMessage(index: l.index, vid: vid, pvid: pvid, untagged: untagged), "add vlan \(vid) on \(l.name)")
     }
 
     public func addDummy(_ name: String, mtu: UInt32? = nil) throws {
@@ -313,8 +316,12 @@ public final class RouteHandle: @unchecked Sendable {
     }
 
     public func setUp(_ name: String, _ up: Bool = true) throws {
-        let l = try mustLink(name)
-        try setLink(l.index, flags: up ? UInt32(IFF_UP) : 0, change: UInt32(IFF_UP), "set \(name) \(up ? "up" : "down")")
+        try setUp(try mustLink(name), up)
+    }
+
+    /// The `Link` forms skip the lookup by name (one round trip each) when the caller has the link.
+    public func setUp(_ l: Link, _ up: Bool = true) throws {
+        try setLink(l.index, flags: up ? UInt32(IFF_UP) : 0, change: UInt32(IFF_UP), "set \(l.name) \(up ? "up" : "down")")
     }
 
     public func setPromiscuous(_ name: String, _ on: Bool) throws {
@@ -334,9 +341,12 @@ public final class RouteHandle: @unchecked Sendable {
 
     /// Makes `name` a port of `master` (nil: no master).
     public func setMaster(_ name: String, _ master: String?) throws {
-        let l = try mustLink(name)
-        let mi = try master.map { try mustLink($0).index } ?? 0
-        try setLink(l.index, "set \(name) master \(master ?? "none")") { $0.put(Int(IFLA_MASTER), u32: UInt32(bitPattern: mi)) }
+        try setMaster(try mustLink(name), try master.map { try mustLink($0) })
+    }
+
+    public func setMaster(_ l: Link, _ master: Link?) throws {
+        let mi = master?.index ?? 0
+        try setLink(l.index, "set \(l.name) master \(master?.name ?? "none")") { $0.put(Int(IFLA_MASTER), u32: UInt32(bitPattern: mi)) }
     }
 
     public func moveToNamespace(_ name: String, _ ns: Namespace) throws {
@@ -348,10 +358,13 @@ public final class RouteHandle: @unchecked Sendable {
 
     /// Hairpin mode on a bridge port (`bridge link set dev NAME hairpin on`).
     public func setHairpin(_ name: String, _ on: Bool) throws {
-        let l = try mustLink(name)
+        try setHairpin(try mustLink(name), on)
+    }
+
+    public func setHairpin(_ l: Link, _ on: Bool) throws {
         var m = Message(type: UInt16(RTM_SETLINK), flags: 0, header: Self.ifinfo(family: UInt8(AF_BRIDGE), index: l.index))
         m.nest(Int(IFLA_PROTINFO)) { $0.put(Int(IFLA_BRPORT_MODE), u8: on ? 1 : 0) }
-        _ = try send(m, "set hairpin \(on) on \(name)")
+        _ = try send(m, "set hairpin \(on) on \(l.name)")
     }
 
     public func deleteLink(_ name: String) throws {
@@ -368,9 +381,12 @@ public final class RouteHandle: @unchecked Sendable {
     // MARK: addresses
 
     public func addAddress(_ name: String, _ a: IPNet, noDAD: Bool = false) throws {
-        let l = try mustLink(name)
+        try addAddress(try mustLink(name), a, noDAD: noDAD)
+    }
+
+    public func addAddress(_ l: Link, _ a: IPNet, noDAD: Bool = false) throws {
         _ = try send(Self.addressMessage(Int32(RTM_NEWADDR), index: l.index, a, flags: Int32(NLM_F_CREATE | NLM_F_EXCL), noDAD: noDAD),
-                     "add address \(a) to \(name)")
+                     "add address \(a) to \(l.name)")
     }
 
     public func deleteAddress(_ name: String, _ a: IPNet) throws {
@@ -379,7 +395,12 @@ public final class RouteHandle: @unchecked Sendable {
     }
 
     public func addresses(of name: String? = nil) throws -> [Address] {
-        let index = try name.map { try mustLink($0).index }
+        try addresses(index: try name.map { try mustLink($0).index })
+    }
+
+    public func addresses(of l: Link) throws -> [Address] { try addresses(index: l.index) }
+
+    func addresses(index: Int32?) throws -> [Address] {
         let m = Message(type: UInt16(RTM_GETADDR), flags: Int32(NLM_F_DUMP), header: [UInt8](repeating: 0, count: 8))
         return try send(m, "list addresses").compactMap { r in
             guard r.type == UInt16(RTM_NEWADDR), r.payload.count >= 8 else { return nil }

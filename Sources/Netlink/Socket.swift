@@ -16,13 +16,12 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { path ?? "(own namespace)" }
 
-    /// Runs `body` inside the namespace and returns its result.
+    /// Runs `body` inside the namespace and returns its result, on a thread of its own
+    /// (a plain pthread, joined before returning) that enters the namespace first.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
         guard let path else { return try body() }
         let box = ResultBox<T>()
-        let done = DispatchSemaphore(value: 0)
-        let thread = Thread {
-            defer { done.signal() }
+        let work = NamespaceWork {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
             guard fd >= 0 else {
                 box.result = .failure(NetlinkError(errno: Foundation.errno, what: "open network namespace \(path)"))
@@ -35,8 +34,18 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
             }
             box.result = Result { try body() }
         }
-        thread.start()
-        done.wait()
+        var thread = pthread_t()
+        let arg = Unmanaged.passRetained(work).toOpaque()
+        let rc = pthread_create(&thread, nil, { raw in
+            let w = Unmanaged<NamespaceWork>.fromOpaque(raw!).takeRetainedValue()
+            w.body()
+            return nil
+        }, arg)
+        guard rc == 0 else {
+            Unmanaged<NamespaceWork>.fromOpaque(arg).release()
+            throw NetlinkError(errno: rc, what: "start a thread for namespace \(path)")
+        }
+        pthread_join(thread, nil)
         return try box.result!.get()
     }
 
@@ -78,6 +87,11 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
             return s.trimmingCharacters(in: .whitespacesAndNewlines)
         }
     }
+}
+
+final class NamespaceWork: @unchecked Sendable {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
 }
 
 final class ResultBox<T>: @unchecked Sendable {

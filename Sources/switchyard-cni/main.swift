@@ -14,7 +14,7 @@ default:
     FileHandle.standardError.write(Data("switchyard-cni: run me as switchyard-bridge, switchyard-host-local or switchyard-loopback (switchyard cni install DIR sets that up)\n".utf8))
     exit(1)
 }
-if ProcessInfo.processInfo.environment["CNI_COMMAND"] == nil {
+if getenv("CNI_COMMAND") == nil {
     FileHandle.standardError.write(Data("CNI plugin \(name) (switchyard)\nCNI protocol versions supported: \(CNIVersion.supported.joined(separator: ", "))\n".utf8))
     exit(0)
 }
