@@ -16,6 +16,7 @@
 #include <linux/veth.h>
 #include <linux/genetlink.h>
 #include <linux/if_bridge.h>
+#include <linux/ip.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <libmnl/libmnl.h>
 

@@ -7,8 +7,8 @@ import Netlink
 public enum Delegate {
     public static func find(_ type: String, in path: [String]) throws -> String {
         for dir in path {
-            let p = (dir as NSString).appendingPathComponent(type)
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
+            let p = Files.join(dir, type)
+            if access(p, X_OK) == 0 { return p }
         }
         throw CNIError(CNIError.other, "failed to find plugin \"\(type)\" in path \(path)")
     }
@@ -20,6 +20,20 @@ public enum Delegate {
               let me = realpath("/proc/self/exe", nil), let it = realpath(exe, nil) else { return nil }
         defer { free(me); free(it) }
         return strcmp(me, it) == 0 ? HostLocalPlugin() : nil
+    }
+
+    /// ADD through the IPAM plugin `type`: its result.
+    public static func add(_ type: String, _ r: CNIRequest) throws -> CNIResult {
+        let exe = try find(type, in: r.path)
+        if let plugin = inProcess(exe) {
+            var req = r
+            req.command = "ADD"
+            return try plugin.add(req)
+        }
+        guard let out = try run(type, command: "ADD", r) else {
+            throw CNIError(CNIError.other, "IPAM plugin \(type) returned no result")
+        }
+        return try CNIResult(json: out)
     }
 
     /// Runs `type` with `command`; returns its parsed stdout (nil when it printed nothing).
@@ -165,7 +179,7 @@ public struct BridgePlugin: CNIPlugin {
     /// The reference plugins' chain name: `CNI-` and 24 hex digits of sha512(name + id).
     static func chainName(_ network: String, _ id: String) -> String {
         let d = SHA512.hash(data: Data((network + id).utf8))
-        return "CNI-" + d.map { String(format: "%02x", $0) }.joined().prefix(24)
+        return "CNI-" + d.map { IPNet.hex2($0) }.joined().prefix(24)
     }
 
     static func comment(_ network: String, _ id: String) -> String { "name: \"\(network)\" id: \"\(id)\"" }
@@ -230,7 +244,7 @@ public struct BridgePlugin: CNIPlugin {
     public func add(_ r: CNIRequest) throws -> CNIResult {
         let cfg = try BridgeConfig(r)
         guard let netnsPath = r.netns else { throw CNIError(CNIError.invalidEnvironment, "CNI_NETNS is required for ADD") }
-        guard FileManager.default.fileExists(atPath: netnsPath) else {
+        guard access(netnsPath, F_OK) == 0 else {
             throw CNIError(CNIError.other, "failed to open netns \"\(netnsPath)\": no such file or directory")
         }
         let containerNS = Namespace(path: netnsPath)
@@ -264,11 +278,8 @@ public struct BridgePlugin: CNIPlugin {
             var result = CNIResult()
             if let ipamType = cfg.ipamType {
                 // 3. Addresses from IPAM.
-                guard let ipamOut = try Delegate.run(ipamType, command: "ADD", r) else {
-                    throw CNIError(CNIError.other, "IPAM plugin \(ipamType) returned no result")
-                }
+                let ipamResult = try Delegate.add(ipamType, r)
                 ipamDone = true
-                let ipamResult = try CNIResult(json: ipamOut)
                 result.ips = ipamResult.ips
                 result.routes = ipamResult.routes
                 guard !result.ips.isEmpty else { throw CNIError(CNIError.other, "IPAM plugin returned missing IP config") }
@@ -327,7 +338,7 @@ public struct BridgePlugin: CNIPlugin {
             try? containerNS.setSysctl("net/ipv6/conf/\(r.ifname)/accept_dad", cfg.enableDAD ? "1" : "0")
             if cfg.enableDAD { try? containerNS.setSysctl("net/ipv6/conf/\(r.ifname)/enhanced_dad", "1") }
         }
-        try? containerNS.setSysctl("net/ipv4/conf/\(r.ifname)/arp_notify", "1")
+        try? container.setIPv4DeviceConf(containerLink, RouteHandle.IPv4Conf.arpNotify, 1)   // net.ipv4.conf.IF.arp_notify
         for ip in result.ips {
             guard let a = IPNet(ip.address) else { throw CNIError(CNIError.other, "IPAM returned an invalid address \(ip.address)") }
             try container.addAddress(containerLink, a, noDAD: !cfg.enableDAD)
@@ -397,7 +408,7 @@ public struct BridgePlugin: CNIPlugin {
         if let t = cfg.ipamType { try Delegate.run(t, command: "DEL", r) }
         if cfg.macSpoofCheck { SpoofCheck(refID: "\(r.containerID)-\(r.ifname)").teardown() }
         var container: RouteHandle?
-        if let path = r.netns, FileManager.default.fileExists(atPath: path), !r.ifname.isEmpty {
+        if let path = r.netns, access(path, F_OK) == 0, !r.ifname.isEmpty {
             container = try RouteHandle(in: Namespace(path: path))
         }
         if cfg.ipMasq {

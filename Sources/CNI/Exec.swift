@@ -98,7 +98,7 @@ public enum Exec {
         let path = (getenv("PATH").map { String(cString: $0) } ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         for dir in path.split(separator: ":") {
             let p = "\(dir)/\(name)"
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
+            if access(p, X_OK) == 0 { return p }
         }
         return nil
     }

@@ -169,11 +169,21 @@ public final class HostLocalStore {
     /// Every reservation: IP file name and its owner (`id`, `ifname`).
     func reservations() -> [(ip: String, id: String, ifname: String)] {
         Files.list(dir).compactMap { n in
-            guard IPNet.parseIP(n) != nil, let s = Files.read(path(n)) else { return nil }
-            // "ID\r\nIFNAME" (older stores: just the ID). "\r\n" is one Character in Swift.
-            let lines = s.split(separator: "\r\n", maxSplits: 1, omittingEmptySubsequences: false)
-            let id = String(lines[0].drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
-            return (n, id, lines.count > 1 ? String(lines[1]) : "")
+            // Only addresses: skip `lock`, `last_reserved_ip.N` and anything else without parsing.
+            guard let c = n.utf8.first, (c >= UInt8(ascii: "0") && c <= UInt8(ascii: "9")) || n.contains(":"),
+                  IPNet.parseIP(n) != nil else { return nil }
+            let fd = open(path(n), O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            let bytes = Files.readAll(fd)
+            close(fd)
+            // "ID\r\nIFNAME" (older stores: just the ID, maybe with a trailing newline).
+            let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09 }
+            if let cr = bytes.firstIndex(of: 0x0d), cr + 1 < bytes.count, bytes[cr + 1] == 0x0a {
+                return (n, String(decoding: bytes[..<cr], as: UTF8.self), String(decoding: bytes[(cr + 2)...], as: UTF8.self))
+            }
+            var end = bytes.count
+            while end > 0 && isSpace(bytes[end - 1]) { end -= 1 }
+            return (n, String(decoding: bytes[..<end], as: UTF8.self), "")
         }
     }
 

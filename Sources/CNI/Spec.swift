@@ -207,7 +207,7 @@ public struct CNIRequest: @unchecked Sendable {
     }
 
     public static func fromEnvironment(_ env: [String: String] = processEnvironment(),
-                                       stdin: Data = FileHandle.standardInput.readDataToEndOfFile()) throws -> CNIRequest {
+                                       stdin: Data = Data(Files.readAll(0))) throws -> CNIRequest {
         guard let cmd = env["CNI_COMMAND"], !cmd.isEmpty else {
             throw CNIError(CNIError.invalidEnvironment, "CNI_COMMAND is not set")
         }
@@ -292,7 +292,7 @@ public enum CNIMain {
     }
 
     static func emit(_ o: [String: Any]) {
-        FileHandle.standardOutput.write(Data((JSON.serialize(o) + "\n").utf8))
+        Files.writeAll(1, Array((JSON.serialize(o) + "\n").utf8))
     }
 }
 

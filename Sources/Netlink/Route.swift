@@ -49,6 +49,12 @@ public struct IPNet: Hashable, Sendable, CustomStringConvertible {
     public var ip: String { IPNet.format(address) }
     public var description: String { "\(ip)/\(prefixLength)" }
 
+    /// Two lower-case hex digits.
+    public static func hex2(_ b: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return String([digits[Int(b >> 4)], digits[Int(b & 0xf)]])
+    }
+
     /// The address after `a` (carrying across bytes), as the reference plugins' gateway default.
     public static func next(_ a: [UInt8]) -> [UInt8] {
         var b = a
@@ -84,7 +90,7 @@ public struct Link: Sendable, Equatable {
 
     public var isUp: Bool { flags & UInt32(IFF_UP) != 0 }
     public var isPromiscuous: Bool { flags & UInt32(IFF_PROMISC) != 0 }
-    public var macString: String { mac.map { String(format: "%02x", $0) }.joined(separator: ":") }
+    public var macString: String { mac.map { IPNet.hex2($0) }.joined(separator: ":") }
 }
 
 /// An address on a link.
@@ -340,6 +346,28 @@ public final class RouteHandle: @unchecked Sendable {
     }
 
     /// Makes `name` a port of `master` (nil: no master).
+    /// A per-device IPv4 setting (`net.ipv4.conf.DEV.KEY`) through rtnetlink, with no thread in
+    /// the link's namespace needed: IFLA_AF_SPEC { AF_INET { IFLA_INET_CONF { key: value } } }.
+    public func setIPv4DeviceConf(_ l: Link, _ key: Int32, _ value: UInt32) throws {
+        _ = try send(Self.ipv4DeviceConfMessage(index: l.index, key: key, value: value), "set ipv4 conf \(key) on \(l.name)")
+    }
+
+    /// Keys for `setIPv4DeviceConf` (the kernel's IPV4_DEVCONF_*).
+    public enum IPv4Conf {
+        public static let arpNotify = Int32(IPV4_DEVCONF_ARP_NOTIFY)
+        public static let forwarding = Int32(IPV4_DEVCONF_FORWARDING)
+    }
+
+    public static func ipv4DeviceConfMessage(index: Int32, key: Int32, value: UInt32) -> Message {
+        var m = Message(type: UInt16(RTM_NEWLINK), flags: 0, header: ifinfo(index: index))
+        m.nest(Int(IFLA_AF_SPEC)) { m in
+            m.nest(Int(AF_INET)) { m in
+                m.nest(Int(IFLA_INET_CONF)) { $0.put(Int(key), u32: value) }
+            }
+        }
+        return m
+    }
+
     public func setMaster(_ name: String, _ master: String?) throws {
         try setMaster(try mustLink(name), try master.map { try mustLink($0) })
     }

@@ -4,7 +4,7 @@ import Foundation
 // One binary for every plugin, chosen by the name it is run as
 // (`switchyard-bridge`, `switchyard-host-local`, `switchyard-loopback`).
 LinkDelete.runHelperIfAsked()
-let name = (CommandLine.arguments.first.map { ($0 as NSString).lastPathComponent }) ?? ""
+let name = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
 let plugin: any CNIPlugin
 switch name {
 case let n where n.hasSuffix("host-local"): plugin = HostLocalPlugin()

@@ -66,6 +66,9 @@ func nsState(_ ns: String, container: Bool) throws -> [String] {
         out.append("route " + r.replacingOccurrences(of: "linkdown", with: "").trimmingCharacters(in: .whitespaces))
     }
     out.append("ip_forward " + (try Sh.must(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.ip_forward"])).trimmingCharacters(in: .whitespacesAndNewlines))
+    if container, let v = try? Sh.must(["ip", "netns", "exec", ns, "sysctl", "-n", "net.ipv4.conf.eth0.arp_notify"]) {
+        out.append("eth0 arp_notify " + v.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
     if !container {
         for r in try Sh.must(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"]).split(separator: "\n") where r.contains("CNI-") {
             out.append(String(r))

@@ -71,6 +71,12 @@ struct NetlinkEncodingTests {
         #expect(info.nested(2)?.u8(7) == 1, "IFLA_BR_VLAN_FILTERING")
     }
 
+    @Test func ipv4DeviceConfNestsUnderAFSpec() {
+        let m = RouteHandle.ipv4DeviceConfMessage(index: 4, key: RouteHandle.IPv4Conf.arpNotify, value: 1)
+        let inet = Attributes(m.bytes[32...]).nested(26)?.nested(2)   // IFLA_AF_SPEC -> AF_INET
+        #expect(inet?.nested(1)?.u32(22) == 1, "IFLA_INET_CONF { IPV4_DEVCONF_ARP_NOTIFY (22): 1 }")
+    }
+
     @Test func conntrackDeleteNamesTheOriginalTuple() {
         let t = ConntrackTuple(source: [10, 0, 0, 2], destination: [10, 96, 0, 10], proto: 17, sourcePort: 40000, destinationPort: 53)
         let r = ConntrackTuple(source: [10, 244, 1, 5], destination: [10, 0, 0, 2], proto: 17, sourcePort: 53, destinationPort: 40000)
