@@ -5,11 +5,13 @@
 #   scripts/bench.sh iptables [...]  the iptables mode against iptables-restore
 #   scripts/bench.sh nftables [...]  the nftables mode (both layouts) against the iptables mode
 #   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
+#   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 swift build -c release --product switchyard
 swift build -c release --product switchyard-bench
+swift build -c release --product switchyard-cni
 mkdir -p bench
 which="${1:-all}"; shift || true
 if [ "$which" = all ] || [ "$which" = iptables ]; then
@@ -20,4 +22,7 @@ if [ "$which" = all ] || [ "$which" = nftables ]; then
 fi
 if [ "$which" = all ] || [ "$which" = userspace ]; then
   .build/release/switchyard-bench userspace --out bench/userspace.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = cni ]; then
+  .build/release/switchyard-bench cni --iterations 100 --out bench/cni.md "$@"
 fi

@@ -220,7 +220,7 @@ public struct BridgePlugin: CNIPlugin {
         for attempt in 0..<10 {
             let peer = Self.randomVethName()
             do {
-                try side.addVeth(name: name, peer: peer, peerNamespace: .current, mtu: cfg.mtu, mac: mac)
+                try side.addVeth(name: name, peer: peer, peerNamespace: .current, mtu: cfg.mtu, mac: mac, up: true)
                 return peer
             } catch let e as NetlinkError where e.errno == EEXIST && attempt < 9 {
                 if try side.link(named: name) != nil { throw e }   // the name itself is taken
@@ -237,7 +237,6 @@ public struct BridgePlugin: CNIPlugin {
         try host.setMaster(peer, cfg.bridge)
         try host.addBridgeVLAN(peer, vid: cfg.vlan, pvid: true, untagged: true)
         try host.setUp(peer)
-        try host.setUp(name)
         return try host.mustLink(name)
     }
 
@@ -267,8 +266,7 @@ public struct BridgePlugin: CNIPlugin {
             if cfg.hairpinMode { try host.setHairpin(hv, true) }
             if cfg.vlan != 0 { try host.addBridgeVLAN(hv, vid: cfg.vlan, pvid: true, untagged: true) }
             try host.setUp(hv)
-            let containerLink = try container.mustLink(r.ifname)
-            try container.setUp(containerLink)
+            let containerLink = try container.mustLink(r.ifname)   // up already: made so
             if cfg.macSpoofCheck {
                 let sc = SpoofCheck(refID: "\(r.containerID)-\(r.ifname)")
                 spoof = sc

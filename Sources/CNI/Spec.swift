@@ -196,29 +196,23 @@ public struct CNIRequest: @unchecked Sendable {
     }
 
     /// Reads the request from the process environment and stdin, checking what the command needs.
-    /// The spec's variables from the process environment (read one by one: building the whole
-    /// environment as a dictionary costs a short-lived plugin a measurable part of its run).
-    public static func processEnvironment() -> [String: String] {
-        var env: [String: String] = [:]
-        for k in ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH"] {
-            if let v = getenv(k) { env[k] = String(cString: v) }
-        }
-        return env
-    }
+    /// A variable of the process environment, read with getenv(3): building the whole
+    /// environment as a dictionary costs a short-lived plugin a measurable part of its run.
+    public static func processVariable(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
-    public static func fromEnvironment(_ env: [String: String] = processEnvironment(),
+    public static func fromEnvironment(_ env: (String) -> String? = processVariable,
                                        stdin: Data = Data(Files.readAll(0))) throws -> CNIRequest {
-        guard let cmd = env["CNI_COMMAND"], !cmd.isEmpty else {
+        guard let cmd = env("CNI_COMMAND"), !cmd.isEmpty else {
             throw CNIError(CNIError.invalidEnvironment, "CNI_COMMAND is not set")
         }
         var args: [String: String] = [:]
-        for kv in (env["CNI_ARGS"] ?? "").split(separator: ";") {
+        for kv in (env("CNI_ARGS") ?? "").split(separator: ";") {
             let p = kv.split(separator: "=", maxSplits: 1)
             if p.count == 2 { args[String(p[0])] = String(p[1]) }
         }
-        let r = try CNIRequest(command: cmd, containerID: env["CNI_CONTAINERID"] ?? "", netns: env["CNI_NETNS"].flatMap { $0.isEmpty ? nil : $0 },
-                               ifname: env["CNI_IFNAME"] ?? "", args: args,
-                               path: (env["CNI_PATH"] ?? "").split(separator: ":").map(String.init), raw: stdin)
+        let r = try CNIRequest(command: cmd, containerID: env("CNI_CONTAINERID") ?? "", netns: env("CNI_NETNS").flatMap { $0.isEmpty ? nil : $0 },
+                               ifname: env("CNI_IFNAME") ?? "", args: args,
+                               path: (env("CNI_PATH") ?? "").split(separator: ":").map(String.init), raw: stdin)
         switch cmd {
         case "ADD", "CHECK":
             var missing: [String] = []

@@ -60,7 +60,7 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
     /// `/proc/sys/...` for `net.ipv4.ip_forward`, or for a path relative to /proc/sys as given
     /// (the form to use when a name in it has dots, as `net/ipv6/conf/br0.100/accept_ra`).
     static func sysctlPath(_ key: String) -> String {
-        "/proc/sys/" + (key.contains("/") ? key : String(key.map { $0 == "." ? "/" : $0 }))
+        "/proc/sys/" + (key.contains("/") ? key : String(decoding: key.utf8.map { $0 == UInt8(ascii: ".") ? UInt8(ascii: "/") : $0 }, as: UTF8.self))
     }
 
     /// Writes a sysctl under /proc/sys inside the namespace (`net.ipv4.ip_forward` style

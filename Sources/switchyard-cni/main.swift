@@ -4,7 +4,9 @@ import Foundation
 // One binary for every plugin, chosen by the name it is run as
 // (`switchyard-bridge`, `switchyard-host-local`, `switchyard-loopback`).
 LinkDelete.runHelperIfAsked()
-let name = CommandLine.arguments.first.map { String($0.split(separator: "/").last ?? "") } ?? ""
+// argv[0] read directly: `CommandLine.arguments` builds every argument as a String first.
+let argv0 = CommandLine.unsafeArgv[0].map { String(cString: $0) } ?? ""
+let name = String(argv0.split(separator: "/").last ?? "")
 let plugin: any CNIPlugin
 switch name {
 case let n where n.hasSuffix("host-local"): plugin = HostLocalPlugin()

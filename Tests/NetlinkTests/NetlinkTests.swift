@@ -34,6 +34,11 @@ struct NetlinkEncodingTests {
         #expect(peerAttrs.u32(4) == 1400)
         #expect(peerAttrs.u32(28) == 7, "IFLA_NET_NS_FD")
         _ = peer
+        // Made up: IFF_UP in ifi_flags and ifi_change of the first end's header (not the peer's).
+        let upMsg = RouteHandle.vethMessage(name: "v0", peer: "eth0", peerNamespaceFD: nil, mtu: nil, mac: nil, peerMAC: nil, up: true)
+        #expect(hex(Array(upMsg.bytes[24..<32])) == "0100000001000000")
+        let peerHeader = Attributes(upMsg.bytes[32...]).nested(18)!.nested(2)!.all[0].payload
+        #expect(hex(Array(peerHeader[8..<16])) == "0000000000000000")
     }
 
     @Test func routeWithGatewayAndMetrics() {
