@@ -65,7 +65,7 @@ let package = Package(
         // libnftnl batches, rendered as nft text.
         .target(
             name: "ProxyNFTables",
-            dependencies: ["ProxyCore", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["ProxyCore", "Netlink", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
@@ -119,7 +119,7 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),

@@ -170,6 +170,9 @@ public struct NetlinkError: Error, CustomStringConvertible, Equatable {
         case ESRCH: return "ESRCH"
         case ENOMEM: return "ENOMEM"
         case EAGAIN: return "EAGAIN"
+        case ELOOP: return "ELOOP"
+        case ENOSPC: return "ENOSPC"
+        case ENFILE: return "ENFILE"
         default: return "errno \(e)"
         }
     }

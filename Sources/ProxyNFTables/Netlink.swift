@@ -1,69 +1,7 @@
 import CMnl
 import CNftnl
 import Foundation
-
-/// A netlink error with the errno name and what was asked.
-public struct NetlinkError: Error, CustomStringConvertible, Sendable {
-    public var errno: Int32
-    public var what: String
-    public init(errno: Int32, what: String) {
-        self.errno = errno
-        self.what = what
-    }
-    public var errnoName: String {
-        switch errno {
-        case EPERM: return "EPERM"
-        case ENOENT: return "ENOENT"
-        case EEXIST: return "EEXIST"
-        case EBUSY: return "EBUSY"
-        case EINVAL: return "EINVAL"
-        case ENOMEM: return "ENOMEM"
-        case ENOBUFS: return "ENOBUFS"
-        case EMSGSIZE: return "EMSGSIZE"
-        case EOPNOTSUPP: return "EOPNOTSUPP"
-        case ELOOP: return "ELOOP"
-        case ERANGE: return "ERANGE"
-        case ENOSPC: return "ENOSPC"
-        case EAGAIN: return "EAGAIN"
-        case EACCES: return "EACCES"
-        case ENFILE: return "ENFILE"
-        default: return "errno \(errno)"
-        }
-    }
-    public var description: String {
-        "\(what): \(errnoName) (\(String(cString: strerror(errno))))"
-    }
-}
-
-/// Runs `body` on a fresh thread that has joined the network namespace at `path`
-/// (nil: the caller's). Sockets created there stay in that namespace; the thread
-/// ends afterwards, so no other work ever runs in the wrong namespace.
-func inNetworkNamespace<T: Sendable>(_ path: String?, _ body: @escaping @Sendable () throws -> T) throws -> T {
-    guard let path else { return try body() }
-    let box = ResultBox<T>()
-    let done = DispatchSemaphore(value: 0)
-    let thread = Thread {
-        defer { done.signal() }
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else {
-            box.result = .failure(NetlinkError(errno: Foundation.errno, what: "open network namespace \(path)"))
-            return
-        }
-        defer { close(fd) }
-        guard cmnl_setns(fd, cmnl_clone_newnet()) == 0 else {
-            box.result = .failure(NetlinkError(errno: Foundation.errno, what: "setns \(path)"))
-            return
-        }
-        box.result = Result { try body() }
-    }
-    thread.start()
-    done.wait()
-    return try box.result!.get()
-}
-
-private final class ResultBox<T>: @unchecked Sendable {
-    var result: Result<T, any Error>?
-}
+import Netlink
 
 /// A NETLINK_NETFILTER socket that sends nf_tables batches and reads back state.
 final class NFTSocket: @unchecked Sendable {
@@ -74,7 +12,8 @@ final class NFTSocket: @unchecked Sendable {
 
     /// Opens the socket in the network namespace at `netns` (nil: this process's).
     init(netns: String? = nil) throws {
-        let nl = try inNetworkNamespace(netns) { () -> UnsafeSendable in
+        // Opened on a thread that has entered the namespace (the Netlink module's namespace handle).
+        let nl = try Namespace(path: netns).run { () -> UnsafeSendable in
             guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
                 throw NetlinkError(errno: Foundation.errno, what: "open netfilter netlink socket")
             }

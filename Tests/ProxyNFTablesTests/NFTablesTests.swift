@@ -1,3 +1,4 @@
+import Netlink
 import KubeAPI
 import ProxyCore
 @testable import ProxyNFTables
