@@ -6,6 +6,9 @@ import Netlink
 /// same command and environment, as the spec's delegation does.
 public enum Delegate {
     public static func find(_ type: String, in path: [String]) throws -> String {
+        guard !type.isEmpty, !type.contains("/"), type != ".", type != ".." else {
+            throw CNIError(CNIError.invalidConfig, "invalid plugin name \"\(type)\"")
+        }
         for dir in path {
             let p = Files.join(dir, type)
             if access(p, X_OK) == 0 { return p }
@@ -92,14 +95,17 @@ struct BridgeConfig {
         isGateway = (c["isGateway"] as? Bool ?? false) || isDefaultGateway
         forceAddress = c["forceAddress"] as? Bool ?? false
         ipMasq = c["ipMasq"] as? Bool ?? false
-        if let m = c["mtu"] as? Int, m > 0 { mtu = UInt32(m) }
+        if let v = c["mtu"] {
+            guard let m = v as? Int, let u = UInt32(exactly: m) else { throw CNIError(CNIError.invalidConfig, "invalid mtu \(v)") }
+            if u > 0 { mtu = u }
+        }
         hairpinMode = c["hairpinMode"] as? Bool ?? false
         promiscMode = c["promiscMode"] as? Bool ?? false
         enableDAD = c["enabledad"] as? Bool ?? false
         macSpoofCheck = c["macspoofchk"] as? Bool ?? false
-        if let v = c["vlan"] as? Int {
-            guard (0...4094).contains(v) else {
-                throw CNIError(CNIError.invalidConfig, "invalid VLAN ID \(v) (must be between 0 and 4094)")
+        if let raw = c["vlan"] {
+            guard let v = raw as? Int, (0...4094).contains(v) else {
+                throw CNIError(CNIError.invalidConfig, "invalid VLAN ID \(raw) (must be between 0 and 4094)")
             }
             vlan = UInt16(v)
         }
@@ -184,6 +190,11 @@ public struct BridgePlugin: CNIPlugin {
 
     static func comment(_ network: String, _ id: String) -> String { "name: \"\(network)\" id: \"\(id)\"" }
 
+    /// The comment inside double quotes of an iptables-restore line (`"` and `\` escaped).
+    static func quotedComment(_ network: String, _ id: String) -> String {
+        String(comment(network, id).flatMap { $0 == "\"" || $0 == "\\" ? ["\\", $0] : [$0] })
+    }
+
     /// The bridge, made if missing (with VLAN filtering when a VLAN is asked for), up, owning its routes.
     @discardableResult
     func ensureBridge(_ host: RouteHandle, _ cfg: BridgeConfig) throws -> Link {
@@ -233,11 +244,22 @@ public struct BridgePlugin: CNIPlugin {
     func ensureVLANGateway(_ host: RouteHandle, _ cfg: BridgeConfig) throws -> Link {
         let name = "\(cfg.bridge).\(cfg.vlan)"
         if let l = try host.link(named: name) { return l }
-        let peer = try makeVeth(host, name: name, cfg: cfg, mac: nil)
-        try host.setMaster(peer, cfg.bridge)
-        try host.addBridgeVLAN(peer, vid: cfg.vlan, pvid: true, untagged: true)
-        try host.setUp(peer)
-        return try host.mustLink(name)
+        let peer: String
+        do {
+            peer = try makeVeth(host, name: name, cfg: cfg, mac: nil)
+        } catch let e as NetlinkError where e.errno == EEXIST {
+            // A concurrent ADD made it a moment ago; it configures it too.
+            return try host.mustLink(name)
+        }
+        do {
+            try host.setMaster(peer, cfg.bridge)
+            try host.addBridgeVLAN(peer, vid: cfg.vlan, pvid: true, untagged: true)
+            try host.setUp(peer)
+            return try host.mustLink(name)
+        } catch {
+            try? host.deleteLink(name)   // never leave a half-made gateway for later ADDs to reuse
+            throw error
+        }
     }
 
     public func add(_ r: CNIRequest) throws -> CNIResult {
@@ -346,11 +368,17 @@ public struct BridgePlugin: CNIPlugin {
             guard let dst = IPNet(route.dst) else { continue }
             let gw = route.gw ?? result.ips.first { $0.isIPv6 == dst.isIPv6 }?.gateway
             var metrics: [Int: UInt32] = [:]
-            if let m = route.mtu { metrics[2] = UInt32(m) }
-            if let m = route.advmss { metrics[8] = UInt32(m) }
+            func u32(_ v: Int?, _ what: String) throws -> UInt32? {
+                guard let v else { return nil }
+                guard let u = UInt32(exactly: v) else { throw CNIError(CNIError.invalidConfig, "route \(route.dst): invalid \(what) \(v)") }
+                return u
+            }
+            if let m = try u32(route.mtu, "mtu") { metrics[2] = m }
+            if let m = try u32(route.advmss, "advmss") { metrics[8] = m }
+            let priority = try u32(route.priority, "priority")
             do {
                 try container.addRoute(Route(destination: dst.prefixLength == 0 ? nil : dst, gateway: gw, outputIndex: containerIndex,
-                                             priority: route.priority.map(UInt32.init), metrics: metrics, ipv6: dst.isIPv6))
+                                             priority: priority, metrics: metrics, ipv6: dst.isIPv6))
             } catch let e as NetlinkError where e.errno == EEXIST {}
         }
 
@@ -360,9 +388,10 @@ public struct BridgePlugin: CNIPlugin {
         for ip in result.ips {
             guard let gw = ip.gateway, let a = IPNet(ip.address), let gwIP = IPNet.parseIP(gw) else { continue }
             let gwNet = IPNet(address: gwIP, prefixLength: a.prefixLength)
-            let existing = try host.addresses(of: gatewayLink).filter { $0.address.isIPv6 == gwNet.isIPv6 }
+            let existing = try host.addresses(of: gatewayLink).filter { $0.address.isIPv6 == gwNet.isIPv6 && $0.scope == 0 }
             if !existing.contains(where: { $0.address == gwNet }) {
-                for e in existing where e.address.network == gwNet.network {
+                // As the reference: any other IPv4 address conflicts; IPv6 ones only when the subnets overlap.
+                for e in existing where !gwNet.isIPv6 || e.address.network.contains(gwNet.address) || gwNet.network.contains(e.address.address) {
                     guard cfg.forceAddress else {
                         throw CNIError(CNIError.other, "\(gatewayLink.name) already has an IP address different from \(gwNet)")
                     }
@@ -378,7 +407,7 @@ public struct BridgePlugin: CNIPlugin {
     /// (one transaction per family: all of them or none).
     func masquerade(_ ips: [ResultIP], _ r: CNIRequest) throws {
         let chain = Self.chainName(r.name, r.containerID)
-        let comment = String(Self.comment(r.name, r.containerID).flatMap { $0 == "\"" ? ["\\", "\""] : [$0] })
+        let comment = Self.quotedComment(r.name, r.containerID)
         for ip6 in [false, true] {
             let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
             guard !mine.isEmpty else { continue }
@@ -425,7 +454,7 @@ public struct BridgePlugin: CNIPlugin {
     /// Removes the rules `masquerade` made for `ips` and the chain, in one iptables-restore per family.
     func unmasquerade(_ ips: [ResultIP], _ r: CNIRequest) throws {
         let chain = Self.chainName(r.name, r.containerID)
-        let comment = String(Self.comment(r.name, r.containerID).flatMap { $0 == "\"" ? ["\\", "\""] : [$0] })
+        let comment = Self.quotedComment(r.name, r.containerID)
         for ip6 in [false, true] {
             let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
             guard !mine.isEmpty else { continue }

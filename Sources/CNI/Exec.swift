@@ -12,11 +12,14 @@ public enum Exec {
     /// - Parameter env: the child's environment; nil passes this process's on unchanged.
     public static func run(_ exe: String, _ args: [String], env: [String: String]?, input: Data) throws -> (status: Int32, output: Data) {
         var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0]
+        // Close-on-exec: only the child's dup2'ed 0 and 1 survive into it, so no other child
+        // (or a concurrent call's) can hold these pipes open.
         guard pipe(&inPipe) == 0 else { throw Failure(description: "pipe: errno \(errno)") }
         guard pipe(&outPipe) == 0 else {
             close(inPipe[0]); close(inPipe[1])
             throw Failure(description: "pipe: errno \(errno)")
         }
+        for fd in inPipe + outPipe { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }   // (pipe2 is not visible to Swift)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }

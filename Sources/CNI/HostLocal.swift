@@ -221,6 +221,7 @@ public struct HostLocalPlugin: CNIPlugin {
                         let ip = requested.remove(at: i)
                         let range = set.first { $0.contains(ip) }!
                         let s = IPNet.format(ip)
+                        if ip == range.gateway { throw CNIError(CNIError.other, "requested ip \(s) is subnet's gateway") }
                         guard try store.reserve(s, id: r.containerID, ifname: r.ifname, rangeSet: setIndex) else {
                             throw CNIError(CNIError.other, "requested IP address \(s) is not available in range set \(setIndex)")
                         }
@@ -248,9 +249,12 @@ public struct HostLocalPlugin: CNIPlugin {
 
     /// Round-robin: the first free address after the last one handed out in this set.
     private func next(in set: [IPRange], setIndex: Int, store: HostLocalStore, r: CNIRequest) throws -> (String, IPRange)? {
-        // An attachment that already has an address in this set keeps it (a repeated ADD).
+        // As the reference: an attachment that already has an address in this set gets an error,
+        // not a second address (the spec forbids duplicate allocation).
         for res in store.reservations() where res.id == r.containerID && res.ifname == r.ifname {
-            if let a = IPNet.parseIP(res.ip), let range = set.first(where: { $0.contains(a) }) { return (res.ip, range) }
+            if let a = IPNet.parseIP(res.ip), set.contains(where: { $0.contains(a) }) {
+                throw CNIError(CNIError.other, "\(res.ip) has been allocated to \(r.containerID), duplicate allocation is not allowed")
+            }
         }
         var ri = 0
         var ip = set[0].start
@@ -300,7 +304,11 @@ public struct HostLocalPlugin: CNIPlugin {
     public func gc(_ r: CNIRequest) throws {
         let cfg = try HostLocalConfig(r)
         let store = try HostLocalStore(dataDir: cfg.dataDir, network: cfg.name)
-        let valid = Set((r.config["cni.dev/valid-attachments"] as? [[String: Any]] ?? []).compactMap { a -> String? in
+        // Without the list every reservation would look stale: refuse rather than release them all.
+        guard let attachments = r.config["cni.dev/valid-attachments"] as? [[String: Any]] else {
+            throw CNIError(CNIError.invalidConfig, "GC needs cni.dev/valid-attachments")
+        }
+        let valid = Set(attachments.compactMap { a -> String? in
             guard let id = a["containerID"] as? String, let i = a["ifname"] as? String else { return nil }
             return id + "\n" + i
         })

@@ -96,30 +96,47 @@ public enum JSON {
             }
         }
 
+        /// RFC 8259: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
         mutating func number() throws -> Any {
             let start = i
-            var integral = true
+            func digit() -> Bool { i < b.count && b[i] >= 0x30 && b[i] <= 0x39 }
+            func digits() throws {
+                guard digit() else { throw fail("expected a digit") }
+                while digit() { i += 1 }
+            }
             if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
-            while i < b.count {
-                let c = b[i]
-                if c >= 0x30 && c <= 0x39 { i += 1; continue }
-                if c == UInt8(ascii: ".") || c == UInt8(ascii: "e") || c == UInt8(ascii: "E") || c == UInt8(ascii: "+") || c == UInt8(ascii: "-") {
-                    integral = false
-                    i += 1
-                    continue
-                }
-                break
+            guard digit() else { throw fail("unexpected character") }
+            if b[i] == UInt8(ascii: "0") { i += 1 } else { try digits() }
+            var integral = true
+            if i < b.count, b[i] == UInt8(ascii: ".") {
+                integral = false
+                i += 1
+                try digits()
+            }
+            if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
+                integral = false
+                i += 1
+                if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
+                try digits()
             }
             let text = String(decoding: b[start..<i], as: UTF8.self)
-            guard !text.isEmpty, text != "-" else { throw fail("unexpected character") }
             if integral, let n = Int(text) { return n }
-            guard let d = Double(text) else { throw fail("bad number \(text)") }
+            guard let d = Double(text), d.isFinite else { throw fail("number out of range: \(text)") }
             return d
         }
 
         mutating func hex4() throws -> UInt32 {
-            guard i + 4 <= b.count, let v = UInt32(String(decoding: b[i..<(i + 4)], as: UTF8.self), radix: 16) else {
-                throw fail("bad \\u escape")
+            guard i + 4 <= b.count else { throw fail("bad \\u escape") }
+            var v: UInt32 = 0
+            for c in b[i..<(i + 4)] {
+                let d: UInt8
+                switch c {
+                case 0x30...0x39: d = c - 0x30
+                case 0x41...0x46: d = c - 0x41 + 10
+                case 0x61...0x66: d = c - 0x61 + 10
+                default: throw fail("bad \\u escape")
+                }
+                v = v << 4 | UInt32(d)
             }
             i += 4
             return v
@@ -147,13 +164,18 @@ public enum JSON {
                 case UInt8(ascii: "t"): out.append(0x09)
                 case UInt8(ascii: "u"):
                     var scalar = try hex4()
-                    if (0xD800..<0xDC00).contains(scalar), i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
+                    if (0xD800..<0xDC00).contains(scalar), i + 5 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
+                        let save = i
                         i += 2
                         let low = try hex4()
-                        guard (0xDC00..<0xE000).contains(low) else { throw fail("bad surrogate pair") }
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        if (0xDC00..<0xE000).contains(low) {
+                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
+                        } else {
+                            i = save   // a lone high surrogate; the next escape stands on its own
+                        }
                     }
-                    guard let u = Unicode.Scalar(scalar) else { throw fail("bad \\u escape") }
+                    // A lone surrogate becomes U+FFFD, as Go's decoder (the reference plugins') does.
+                    let u = Unicode.Scalar(scalar) ?? "\u{FFFD}"
                     out += Array(String(Character(u)).utf8)
                 default:
                     throw fail("bad escape")
@@ -192,7 +214,8 @@ public enum JSON {
         case let n as UInt16:
             out += String(n)
         case let d as Double:
-            out += d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
+            // JSON has no infinities or NaN (the parser never makes them); write null rather than invalid JSON.
+            out += !d.isFinite ? "null" : d == d.rounded() && abs(d) < 1e15 ? String(Int(d)) : String(d)
         case is Null:
             out += "null"
         case let a as [Any]:

@@ -10,6 +10,9 @@ import Netlink
 /// behind the RTNL lock the deletion holds, so nothing can overtake it.
 public enum LinkDelete {
     static let helperKey = "SWITCHYARD_CNI_DELETE_LINK"
+    /// Set by the plugin executable: only then is this process's binary the plugin that can be
+    /// re-run as the helper. Other callers of `BridgePlugin` (tests, daemons) delete in place.
+    nonisolated(unsafe) public static var detached = false
 
     /// In the helper process: deletes the link named in the environment and exits.
     /// Returns (doing nothing) in a normal plugin run.
@@ -30,7 +33,7 @@ public enum LinkDelete {
     /// Deletes `name` in the namespace at `path`; returns once it is gone from the namespace.
     static func delete(_ name: String, in path: String, handle: RouteHandle) throws {
         guard let link = try handle.link(named: name) else { return }
-        guard let me = Exec.selfPath else {
+        guard detached, let me = Exec.selfPath else {
             try handle.deleteLink(index: link.index)
             return
         }
@@ -52,6 +55,9 @@ public enum LinkDelete {
             }
             usleep(200)
         }
-        throw CNIError(CNIError.other, "timed out deleting \(name) in \(path)")
+        // Slow (a loaded machine): wait for the helper itself, then judge by the link.
+        var status: Int32 = 0
+        _ = waitpid(pid, &status, 0)
+        if let l = try handle.link(named: name), l.index == link.index { try handle.deleteLink(index: link.index) }
     }
 }

@@ -223,13 +223,32 @@ public struct CNIRequest: @unchecked Sendable {
                 throw CNIError(CNIError.invalidEnvironment, "required env variables [\(missing.joined(separator: ","))] missing")
             }
         case "DEL":
-            guard !r.containerID.isEmpty else { throw CNIError(CNIError.invalidEnvironment, "CNI_CONTAINERID is required for DEL") }
+            var missing: [String] = []
+            if r.containerID.isEmpty { missing.append("CNI_CONTAINERID") }
+            if r.ifname.isEmpty { missing.append("CNI_IFNAME") }
+            if !missing.isEmpty {
+                throw CNIError(CNIError.invalidEnvironment, "required env variables [\(missing.joined(separator: ","))] missing")
+            }
         case "VERSION", "GC", "STATUS":
             break
         default:
             throw CNIError(CNIError.invalidEnvironment, "unknown CNI_COMMAND \(cmd)")
         }
+        // The reference skel's checks: these names end up in file paths, chain names, rule
+        // comments and nft scripts.
+        if !r.containerID.isEmpty && !Self.isValidName(r.containerID) {
+            throw CNIError(CNIError.invalidEnvironment, "invalid characters in containerID", details: r.containerID)
+        }
+        if !r.ifname.isEmpty {
+            guard r.ifname.utf8.count <= 15, r.ifname != ".", r.ifname != "..",
+                  !r.ifname.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) else {
+                throw CNIError(CNIError.invalidEnvironment, "interface name is invalid", details: r.ifname)
+            }
+        }
         if cmd != "VERSION" {
+            guard !r.name.isEmpty, Self.isValidName(r.name) else {
+                throw CNIError(CNIError.invalidConfig, "invalid characters found in network name", details: r.name)
+            }
             guard CNIVersion.supported.contains(r.cniVersion) else {
                 throw CNIError(CNIError.incompatibleVersion, "incompatible CNI versions", details: "config is \"\(r.cniVersion)\", plugin supports \(CNIVersion.supported)")
             }
@@ -238,6 +257,15 @@ public struct CNIRequest: @unchecked Sendable {
             }
         }
         return r
+    }
+
+    /// `^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`, as libcni validates container IDs and network names.
+    static func isValidName(_ s: String) -> Bool {
+        let ok: (UInt8) -> Bool = { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x5f || c == 0x2e || c == 0x2d
+        }
+        guard let first = s.utf8.first, ok(first), first != 0x5f, first != 0x2e, first != 0x2d else { return false }
+        return s.utf8.allSatisfy(ok)
     }
 }
 

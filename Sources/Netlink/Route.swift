@@ -65,6 +65,12 @@ public struct IPNet: Hashable, Sendable, CustomStringConvertible {
         return b
     }
 
+    /// Whether `ip` (same family) lies in this network.
+    public func contains(_ ip: [UInt8]) -> Bool {
+        guard ip.count == address.count else { return false }
+        return IPNet(address: ip, prefixLength: prefixLength).network.address == network.address
+    }
+
     /// The network address (host bits cleared).
     public var network: IPNet {
         var a = address

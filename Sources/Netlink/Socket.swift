@@ -51,7 +51,7 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
 
     /// An open descriptor of the namespace (for `IFLA_NET_NS_FD`); close it after use.
     func openFD() throws -> Int32 {
-        let p = path ?? "/proc/self/ns/net"
+        let p = path ?? "/proc/thread-self/ns/net"   // the calling thread's, which may differ from the main thread's
         let fd = open(p, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw NetlinkError(errno: Foundation.errno, what: "open network namespace \(p)") }
         return fd
@@ -113,7 +113,7 @@ public final class NetlinkSocket: @unchecked Sendable {
     /// - Parameter proto: `NETLINK_ROUTE`, `NETLINK_GENERIC`, `NETLINK_NETFILTER`, …
     public init(_ proto: Int32, in ns: Namespace = .current) throws {
         nl = try ns.run { () -> UnsafeSendable in
-            guard let nl = mnl_socket_open(proto) else {
+            guard let nl = mnl_socket_open2(proto, Int32(SOCK_CLOEXEC.rawValue)) else {
                 throw NetlinkError(errno: Foundation.errno, what: "open netlink socket (protocol \(proto))")
             }
             guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {

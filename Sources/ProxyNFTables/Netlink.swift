@@ -14,7 +14,7 @@ final class NFTSocket: @unchecked Sendable {
     init(netns: String? = nil) throws {
         // Opened on a thread that has entered the namespace (the Netlink module's namespace handle).
         let nl = try Namespace(path: netns).run { () -> UnsafeSendable in
-            guard let nl = mnl_socket_open(NETLINK_NETFILTER) else {
+            guard let nl = mnl_socket_open2(NETLINK_NETFILTER, Int32(SOCK_CLOEXEC.rawValue)) else {
                 throw NetlinkError(errno: Foundation.errno, what: "open netfilter netlink socket")
             }
             guard mnl_socket_bind(nl, 0, pid_t(MNL_SOCKET_AUTOPID)) == 0 else {

@@ -3,7 +3,11 @@ import Foundation
 
 // One binary for every plugin, chosen by the name it is run as
 // (`switchyard-bridge`, `switchyard-host-local`, `switchyard-loopback`).
+// A child (IPAM, iptables-restore, nft) that exits before reading its stdin must not kill us mid-ADD.
+signal(SIGPIPE, SIG_IGN)
 LinkDelete.runHelperIfAsked()
+// This process is the plugin, so a detached copy of it can finish a veth deletion (see LinkDelete).
+LinkDelete.detached = true
 // argv[0] read directly: `CommandLine.arguments` builds every argument as a String first.
 let argv0 = CommandLine.unsafeArgv[0].map { String(cString: $0) } ?? ""
 let name = String(argv0.split(separator: "/").last ?? "")

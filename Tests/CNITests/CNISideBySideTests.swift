@@ -436,6 +436,18 @@ struct CNISideBySideTests {
             #expect(r.status == 1 && r.json["code"] as? Int == code, "\(what): \(r.json)")
             #expect(try leftovers() == [], "\(what) left something behind")
         }
+        // Names that would reach file paths, rule comments or nft scripts are checked as libcni does.
+        let inject = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "x\nflush ruleset", conf: conf, path: s.dirs.path)
+        #expect(inject.json["code"] as? Int == 4, "container ID with a newline: \(inject.json)")
+        let longIf = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f1", ifname: "eth0123456789abcdef", conf: conf, path: s.dirs.path)
+        #expect(longIf.json["code"] as? Int == 4, "interface name over 15 bytes: \(longIf.json)")
+        let badName = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f1",
+                              conf: conf.replacingOccurrences(of: #""name":"sbs""#, with: #""name":"../x""#), path: s.dirs.path)
+        #expect(badName.json["code"] as? Int == 7, "network name with a path: \(badName.json)")
+        let badType = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f1",
+                              conf: conf.replacingOccurrences(of: #""type":"switchyard-host-local""#, with: #""type":"../../bin/true""#), path: s.dirs.path)
+        #expect(badType.json["code"] as? Int == 7, "IPAM type with a path: \(badType.json)")
+        #expect(try leftovers() == [], "rejected names left something behind")
         // An interface name already used in the container: refused, the other one untouched.
         #expect(try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f2", conf: conf, path: s.dirs.path).status == 0)
         let dup = try cni("switchyard-bridge", "ADD", host: host, netns: pod, id: "f3", conf: conf, path: s.dirs.path)

@@ -91,7 +91,10 @@ struct CNIUnitTests {
             #expect((back["n"] as? [String: String]) == ["k": "v"])
             #expect((back["a"] as? [Any])?.count == 7)
         }
-        for bad in [#"{"a":}"#, #"{"a":1"#, "[1,]", #""\x""#, "tru", "{} x", "-", "{\"a\":\"\u{01}\"}"] {
+        #expect(try JSON.parse(#""\ud800x""#) as? String == "\u{FFFD}x", "a lone surrogate becomes U+FFFD")
+        #expect(try JSON.parse("0") as? Int == 0 && (try JSON.parse("-0.5e+1") as? Double) == -5)
+        for bad in [#"{"a":}"#, #"{"a":1"#, "[1,]", #""\x""#, "tru", "{} x", "-", "{\"a\":\"\u{01}\"}",
+                    "012", "+1", ".5", "1.", "-.5", "1e", "1e400", #""\u+041""#] {
             #expect(throws: JSON.ParseError.self, "\(bad)") { try JSON.parse(bad) }
         }
     }
