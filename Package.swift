@@ -74,7 +74,7 @@ let package = Package(
         .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Static Swift runtime in release builds: a plugin is a process started per call, and the
         // dynamic Swift and Foundation libraries would cost more to load than the work it does.
-        .executableTarget(name: "switchyard-cni", dependencies: ["CNI"], swiftSettings: strict,
+        .executableTarget(name: "switchyard-cni", dependencies: ["CNI", "Netlink"], swiftSettings: strict,
                           linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lCoreFoundation",
                                                           "-lFoundationInternationalization", "-l_FoundationICU", "-lFoundationEssentials",
                                                           "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",

@@ -17,6 +17,7 @@
 #include <linux/genetlink.h>
 #include <linux/if_bridge.h>
 #include <linux/ip.h>
+#include <linux/ip_vs.h>
 #include <linux/netfilter/nfnetlink_conntrack.h>
 #include <libmnl/libmnl.h>
 

@@ -16,10 +16,16 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { path ?? "(own namespace)" }
 
+    /// For single-threaded programs that do one thing and exit (a CNI plugin): `run` then
+    /// switches the calling thread into the namespace and back instead of starting a thread.
+    /// Never set it in a program whose threads run other work meanwhile.
+    nonisolated(unsafe) public static var switchCallingThread = false
+
     /// Runs `body` inside the namespace and returns its result, on a thread of its own
     /// (a plain pthread, joined before returning) that enters the namespace first.
     public func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
         guard let path else { return try body() }
+        if Self.switchCallingThread { return try runSwitching(path, body) }
         let box = ResultBox<T>()
         let work = NamespaceWork {
             let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -47,6 +53,21 @@ public struct Namespace: Sendable, Hashable, CustomStringConvertible {
         }
         pthread_join(thread, nil)
         return try box.result!.get()
+    }
+
+    private func runSwitching<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        let home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)
+        guard home >= 0 else { throw NetlinkError(errno: Foundation.errno, what: "open this thread's network namespace") }
+        defer { close(home) }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw NetlinkError(errno: Foundation.errno, what: "open network namespace \(path)") }
+        defer { close(fd) }
+        guard cmnl_setns(fd, cmnl_clone_newnet()) == 0 else { throw NetlinkError(errno: Foundation.errno, what: "setns \(path)") }
+        defer {
+            // Work after this must not happen in the wrong namespace: going back cannot be allowed to fail.
+            if cmnl_setns(home, cmnl_clone_newnet()) != 0 { fatalError("cannot return to the original network namespace") }
+        }
+        return try body()
     }
 
     /// An open descriptor of the namespace (for `IFLA_NET_NS_FD`); close it after use.

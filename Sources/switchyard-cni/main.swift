@@ -1,4 +1,5 @@
 import CNI
+import Netlink
 import Foundation
 
 // One binary for every plugin, chosen by the name it is run as
@@ -8,6 +9,8 @@ signal(SIGPIPE, SIG_IGN)
 LinkDelete.runHelperIfAsked()
 // This process is the plugin, so a detached copy of it can finish a veth deletion (see LinkDelete).
 LinkDelete.detached = true
+// One thread doing one thing: namespace work switches this thread and back, with no thread started.
+Namespace.switchCallingThread = true
 // argv[0] read directly: `CommandLine.arguments` builds every argument as a String first.
 let argv0 = CommandLine.unsafeArgv[0].map { String(cString: $0) } ?? ""
 let name = String(argv0.split(separator: "/").last ?? "")

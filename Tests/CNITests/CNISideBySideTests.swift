@@ -89,7 +89,7 @@ let kernelCanFilterVLANs: Bool = {
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
 /// What this machine's kernel lacks, run in a Debian kernel under qemu (`netlab/guest`): the
-/// VLAN tests of the CNI plugins and of Netlink, from this very test binary.
+/// VLAN tests of the CNI plugins and of Netlink and the IPVS client's test, from this very test binary.
 @Suite("CNI and Netlink tests that need a kernel feature this one lacks, in the qemu guest",
        .enabled(if: isRoot, "needs root"),
        .enabled(if: !kernelCanFilterVLANs, "this kernel filters VLANs: the tests run here directly"),
@@ -99,12 +99,14 @@ struct GuestKernelTests {
         let testBinary = "\(repositoryRoot)/.build/debug/switchyardPackageTests.xctest"
         guard FileManager.default.isExecutableFile(atPath: testBinary) else { throw LabError("\(testBinary) is not built") }
         let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "400", "--",
-                            testBinary, "--testing-library", "swift-testing", "--filter", "vlanMatchesTheReference|bridgeVLANFilteringOnAPort"],
+                            testBinary, "--testing-library", "swift-testing", "--filter",
+                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm"],
                            timeout: 600)
         let out = r.out + r.err
         #expect(r.status == 0, "the guest run failed (\(r.status)):\n\(out.suffix(4000))")
         #expect(out.contains("vlanMatchesTheReference() passed"), "\(out.suffix(4000))")
         #expect(out.contains("bridgeVLANFilteringOnAPort() passed"), "\(out.suffix(4000))")
+        #expect(out.contains("ipvsServicesAndRealServersAgreeWithIpvsadm() passed"), "\(out.suffix(4000))")
     }
 }
 

@@ -109,6 +109,36 @@ struct NetlinkEncodingTests {
         #expect(!ConntrackFilter(proto: 6).matches(e!))
     }
 
+    @Test func ipvsServiceAndDestinationLikeIpvsadm() {
+        var svc = IPVSService(address: [10, 96, 0, 1], proto: IPVSService.tcp, port: 80, scheduler: "rr", persistence: 10800)
+        let m = IPVS.serviceMessage(family: 0x22, 1, svc)   // IPVS_CMD_NEW_SERVICE
+        #expect(hex(Array(m.bytes[4..<6])) == "2200", "the family id resolved by name")
+        #expect(hex(Array(m.bytes[16..<20])) == "01010000", "IPVS_CMD_NEW_SERVICE, IPVS_GENL_VERSION 1")
+        let a = Attributes(m.bytes[20...]).nested(1)!   // IPVS_CMD_ATTR_SERVICE
+        #expect(a.u16(1) == 2, "AF_INET, host order")
+        #expect(a.u16(2) == 6, "protocol, host order")
+        #expect(a[3] == [10, 96, 0, 1] + [UInt8](repeating: 0, count: 12), "a 16-byte nf_inet_addr")
+        #expect(hex(a[4]!) == "0050", "port 80 in network order")
+        #expect(a.string(6) == "rr")
+        #expect(hex(a[7]!) == "01000000ffffffff", "ip_vs_flags { PERSISTENT, mask all }")
+        #expect(a.u32(8) == 10800)
+        #expect(hex(a[9]!) == "ffffffff", "netmask in network order")
+        // Delete names the service only.
+        let del = Attributes(IPVS.serviceMessage(family: 0x22, 3, svc).bytes[20...]).nested(1)!
+        #expect(del[6] == nil && del[7] == nil && del.u16(2) == 6)
+        let d = IPVSDestination(address: [10, 244, 1, 2], port: 8080, weight: 0)
+        let dm = Attributes(IPVS.destinationMessage(family: 0x22, 5, svc, d).bytes[20...])   // IPVS_CMD_NEW_DEST
+        #expect(dm.nested(1)?[6] == nil, "the service is named, not redefined")
+        let da = dm.nested(2)!
+        #expect(hex(da[2]!) == "1f90" && da.u32(3) == 0 && da.u32(4) == 0 && da.u16(11) == 2, "port, masquerade, weight 0, AF_INET")
+        // A listed service reads back (as the kernel answers GET_SERVICE).
+        var answer = Message(type: 0x22, flags: 0, header: [1, 1, 0, 0])
+        IPVS.putService(&answer, svc, full: true)
+        svc.stats = nil
+        let back = IPVS.parseService(Array(answer.bytes[16...]))
+        #expect(back == svc)
+    }
+
     @Test func genericFamilyRequest() {
         let m = GenericNetlink.familyRequest("IPVS")
         #expect(hex(Array(m.bytes[4..<6])) == "1000", "GENL_ID_CTRL")
@@ -271,4 +301,58 @@ struct NetlinkKernelTests {
         #expect(left.map(\.original.destinationPort) == [6000])
         #expect(try ct.delete(matching: ConntrackFilter(proto: 17, originalDestinationPort: 5353)) == 0)
     }
+
+    /// IPVS in a namespace, against `ipvsadm` (runs where the kernel has IPVS: the qemu guest here).
+    @Test(.enabled(if: kernelHasIPVS, "no IPVS in this kernel: CNITests.GuestKernelTests runs this in qemu"))
+    func ipvsServicesAndRealServersAgreeWithIpvsadm() throws {
+        let ns = "synl\(String(UInt32.random(in: 0...UInt32.max), radix: 16))i"
+        try Sh.must(["ip", "netns", "add", ns])
+        defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+        // Real servers must be unicast addresses for the namespace's routing, which has no local table
+        // until it has an address: lo up gives it one (a node always has).
+        try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
+        let ipvs = try IPVS(in: .named(ns))
+        func listing() throws -> String { try Sh.must(["ip", "netns", "exec", ns, "ipvsadm", "-Ln"]) }
+        var svc = IPVSService(address: [10, 96, 0, 1], proto: IPVSService.tcp, port: 80, scheduler: "rr", persistence: 10800)
+        try ipvs.addService(svc)
+        try ipvs.addDestination(IPVSDestination(address: [10, 244, 1, 2], port: 8080), to: svc)
+        try ipvs.addDestination(IPVSDestination(address: [10, 244, 1, 3], port: 8080, weight: 3), to: svc)
+        var out = try listing()
+        #expect(out.contains("TCP  10.96.0.1:80 rr persistent 10800"), "\(out)")
+        #expect(out.contains("-> 10.244.1.2:8080") && out.contains("-> 10.244.1.3:8080              Masq    3"), "\(out)")
+        // UDP and SCTP, and a service ipvsadm made, all listed back.
+        try ipvs.addService(IPVSService(address: [10, 96, 0, 10], proto: IPVSService.udp, port: 53, scheduler: "wlc"))
+        try ipvs.addService(IPVSService(address: [10, 96, 0, 11], proto: IPVSService.sctp, port: 9000, scheduler: "sh"))
+        try Sh.must(["ip", "netns", "exec", ns, "ipvsadm", "-A", "-t", "10.96.0.12:443", "-s", "mh"])
+        let listed = try ipvs.services()
+        #expect(listed.count == 4)
+        #expect(listed.first { $0.sameService(svc) }?.timeout == 10800)
+        #expect(listed.contains { $0.port == 443 && $0.scheduler == "mh" && $0.proto == IPVSService.tcp })
+        #expect(try ipvs.destinations(of: svc).map(\.weight).sorted() == [1, 3])
+        // A scheduler change and a weight of 0 (graceful termination) apply in place.
+        svc.scheduler = "wrr"
+        try ipvs.updateService(svc)
+        var d = IPVSDestination(address: [10, 244, 1, 3], port: 8080, weight: 0)
+        try ipvs.updateDestination(d, of: svc)
+        out = try listing()
+        #expect(out.contains("TCP  10.96.0.1:80 wrr persistent 10800") && out.contains("-> 10.244.1.3:8080              Masq    0"), "\(out)")
+        d.weight = 1
+        try ipvs.deleteDestination(d, from: svc)
+        #expect(try ipvs.destinations(of: svc).count == 1)
+        // Errors name what was asked and the errno.
+        #expect(throws: NetlinkError.self) { try ipvs.addService(svc) }
+        do { try ipvs.addService(svc) } catch let e as NetlinkError { #expect(e.description.contains("EEXIST") && e.description.contains("10.96.0.1:80")) }
+        try ipvs.deleteService(svc)
+        #expect(try ipvs.services().count == 3)
+        try ipvs.flush()
+        #expect(try ipvs.services().isEmpty)
+        #expect(!(try listing()).contains("-> 10."))
+    }
 }
+
+/// Whether the kernel has IPVS (probed in a throw-away namespace; the module may need loading).
+let kernelHasIPVS: Bool = {
+    guard isRoot else { return false }
+    _ = try? Sh.run(["modprobe", "ip_vs"])
+    return (try? GenericNetlink.familyID("IPVS")) != nil
+}()
