@@ -273,22 +273,32 @@ public struct BridgePlugin: CNIPlugin {
         // 1. The bridge.
         let bridge = try ensureBridge(host, cfg)
 
-        // 2. The veth pair, made inside the container and its host end sent out.
+        // 2. The veth pair, made on the node with its container end sent into the container: the
+        //    host end comes up already a port of the bridge (one request instead of four).
         let container = try RouteHandle(in: containerNS)
-        if try container.link(named: r.ifname) != nil {
-            throw CNIError(CNIError.other, "container veth name provided (\(r.ifname)) already exists")
+        var hostName = ""
+        for attempt in 0..<10 {
+            hostName = Self.randomVethName()
+            do {
+                try host.addVeth(name: hostName, peer: r.ifname, peerNamespace: containerNS, mtu: cfg.mtu, peerMAC: cfg.mac,
+                                 up: true, master: bridge.index)
+                break
+            } catch let e as NetlinkError where e.errno == EEXIST {
+                if try container.link(named: r.ifname) != nil {
+                    throw CNIError(CNIError.other, "container veth name provided (\(r.ifname)) already exists")
+                }
+                if attempt == 9 { throw e }   // otherwise the random host name was taken: another one
+            }
         }
-        let hostName = try makeVeth(container, name: r.ifname, cfg: cfg, mac: cfg.mac)
         var ipamDone = false
         var masqueraded = false
         var spoof: SpoofCheck?
         do {
             let hv = try host.mustLink(hostName)
-            try host.setMaster(hv, bridge)
             if cfg.hairpinMode { try host.setHairpin(hv, true) }
             if cfg.vlan != 0 { try host.addBridgeVLAN(hv, vid: cfg.vlan, pvid: true, untagged: true) }
-            try host.setUp(hv)
-            let containerLink = try container.mustLink(r.ifname)   // up already: made so
+            let containerLink = try container.mustLink(r.ifname)
+            try container.setUp(containerLink)
             if cfg.macSpoofCheck {
                 let sc = SpoofCheck(refID: "\(r.containerID)-\(r.ifname)")
                 spoof = sc

@@ -168,10 +168,11 @@ public final class RouteHandle: @unchecked Sendable {
 
     /// `ip link add NAME type veth peer name PEER netns NS`.
     public static func vethMessage(name: String, peer: String, peerNamespaceFD: Int32?, mtu: UInt32?, mac: [UInt8]?, peerMAC: [UInt8]?,
-                                   up: Bool = false) -> Message {
+                                   up: Bool = false, master: Int32? = nil) -> Message {
         let flags: UInt32 = up ? UInt32(IFF_UP) : 0, change: UInt32 = up ? UInt32(IFF_UP) : 0
         var m = Message(type: UInt16(RTM_NEWLINK), flags: Int32(NLM_F_CREATE | NLM_F_EXCL), header: ifinfo(flags: flags, change: change))
         m.put(Int(IFLA_IFNAME), string: name)
+        if let master { m.put(Int(IFLA_MASTER), u32: UInt32(bitPattern: master)) }
         if let mtu { m.put(Int(IFLA_MTU), u32: mtu) }
         if let mac { m.put(Int(IFLA_ADDRESS), mac) }
         m.nest(Int(IFLA_LINKINFO)) { m in
@@ -301,11 +302,12 @@ public final class RouteHandle: @unchecked Sendable {
     /// Creates a veth pair: `name` here, `peer` in `peerNamespace`.
     /// - Parameter up: `name` comes up as it is made (saves a request; the kernel refuses
     ///   IFF_UP in the peer's header, so the peer is brought up separately).
+    /// - Parameter master: `name` is made a port of this bridge as it is made.
     public func addVeth(name: String, peer: String, peerNamespace: Namespace, mtu: UInt32? = nil, mac: [UInt8]? = nil, peerMAC: [UInt8]? = nil,
-                        up: Bool = false) throws {
+                        up: Bool = false, master: Int32? = nil) throws {
         let fd = try peerNamespace.openFD()
         defer { close(fd) }
-        _ = try send(Self.vethMessage(name: name, peer: peer, peerNamespaceFD: fd, mtu: mtu, mac: mac, peerMAC: peerMAC, up: up),
+        _ = try send(Self.vethMessage(name: name, peer: peer, peerNamespaceFD: fd, mtu: mtu, mac: mac, peerMAC: peerMAC, up: up, master: master),
                      "add veth \(name) with peer \(peer) in \(peerNamespace)")
     }
 
