@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ProxyNFTables", targets: ["ProxyNFTables"]),
         .library(name: "ProxyUserspace", targets: ["ProxyUserspace"]),
         .library(name: "Netlink", targets: ["Netlink"]),
+        .library(name: "ProxyIPVS", targets: ["ProxyIPVS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -70,6 +71,8 @@ let package = Package(
         ),
         // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
         .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
+        // The IPVS mode: virtual servers planned from snapshots, rendered as ipvsadm shows them.
+        .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "Netlink", "KubeAPI"], swiftSettings: strict),
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
         .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Static Swift runtime in release builds: a plugin is a process started per call, and the
@@ -101,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "CNI",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -121,6 +124,7 @@ let package = Package(
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxyCore", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit",

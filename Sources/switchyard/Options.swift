@@ -4,6 +4,8 @@ import KubeAPI
 import Logging
 import ProxyCore
 import ProxyIPTables
+import ProxyIPVS
+import Netlink
 import ProxyNFTables
 import ProxyUserspace
 
@@ -56,6 +58,9 @@ struct ProxyFlags: ParsableArguments {
 
     @Option(name: .customLong("udp-timeout"), help: "userspace mode only: how long an idle UDP flow is kept (Go duration, default 250ms).")
     var udpTimeout: String?
+
+    @Option(name: .customLong("ipvs-scheduler"), help: "ipvs mode only: the IPVS scheduler (rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh).")
+    var ipvsScheduler: String = "rr"
 
     @Option(name: .customLong("config"), help: "A KubeProxyConfiguration file; flags override it.")
     var config: String?
@@ -118,7 +123,7 @@ struct ProxyFlags: ParsableArguments {
             guard let cidr = CIDR(r), cidr.family == .ipv4 else { throw ValidationError("--service-cluster-ip-range: \"\(r)\" is not an IPv4 CIDR") }
             c.serviceCIDRs = [cidr.network]
         }
-        guard ["iptables", "nftables", "userspace"].contains(c.mode) else {
+        guard ["iptables", "nftables", "userspace", "ipvs"].contains(c.mode) else {
             throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables, nftables, userspace)")
         }
         return c
@@ -191,6 +196,16 @@ extension ProxyFlags {
 extension ProxyFlags {
     /// The userspace mode's options. Live, with no node IP configured, host portals
     /// DNAT to the first non-loopback IPv4 address (upstream did the same).
+    func ipvsOptions(_ c: ProxyConfig) throws -> IPVSOptions {
+        guard IPVSService.schedulers.contains(ipvsScheduler) else {
+            throw ValidationError("--ipvs-scheduler: unknown scheduler \(ipvsScheduler) (one of \(IPVSService.schedulers.joined(separator: ", ")))")
+        }
+        var o = IPVSOptions()
+        o.scheduler = ipvsScheduler
+        if let cidrs = c.nodePortCIDRs { o.nodePortAddresses = cidrs.filter { $0.prefixLength == 32 }.map(\.address) }
+        return o
+    }
+
     func userspaceOptions(_ c: ProxyConfig, live: Bool) throws -> UserspaceOptions {
         var o = UserspaceOptions(localhostNodePorts: c.effectiveLocalhostNodePorts)
         o.portRange = try proxyPortRange.flatMap { try UserspaceOptions.parsePortRange($0) }
@@ -218,6 +233,8 @@ extension ProxyFlags {
 func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, logger: Logger) throws -> any ProxyBackend {
     let conntrack = NetlinkConntrack()
     switch c.mode {
+    case "ipvs":
+        throw ValidationError("the IPVS mode's proxy is not there yet: `switchyard render --proxy-mode ipvs` prints what it will program")
     case "userspace":
         return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),
                                 options: try flags.userspaceOptions(c, live: true), conntrack: conntrack,

@@ -3,6 +3,7 @@ import KubeAPI
 import Logging
 import ProxyCore
 import ProxyIPTables
+import ProxyIPVS
 import ProxyNFTables
 import ProxyUserspace
 
@@ -21,6 +22,9 @@ struct Render: AsyncParsableCommand {
     @Option(name: [.customShort("f"), .customLong("filename")], help: "Manifest file, directory, or - for stdin (repeatable).")
     var files: [String] = []
 
+    @Option(name: .customLong("ipvs-format"), help: "ipvs mode only: 'list' (as ipvsadm -Ln shows it, the default) or 'save' (as ipvsadm-save -n writes it).")
+    var ipvsFormat: String = "list"
+
     func run() async throws {
         bootstrapLogging(flags.logLevel)
         let logger = Logger(label: "switchyard.render")
@@ -36,6 +40,9 @@ struct Render: AsyncParsableCommand {
             renderer = NFTablesProxier(fake: FakeNFTables(), options: try flags.nftablesOptions(config, live: false))
         case "userspace":
             renderer = UserspaceRenderer(options: try flags.userspaceOptions(config, live: false))
+        case "ipvs":
+            guard ["list", "save"].contains(ipvsFormat) else { throw ValidationError("--ipvs-format: list or save") }
+            renderer = IPVSRenderer.Renderer(options: try flags.ipvsOptions(config), format: ipvsFormat == "save" ? .save : .list)
         default:
             renderer = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
         }

@@ -100,13 +100,14 @@ struct GuestKernelTests {
         guard FileManager.default.isExecutableFile(atPath: testBinary) else { throw LabError("\(testBinary) is not built") }
         let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "400", "--",
                             testBinary, "--testing-library", "swift-testing", "--filter",
-                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm"],
+                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted"],
                            timeout: 600)
         let out = r.out + r.err
         #expect(r.status == 0, "the guest run failed (\(r.status)):\n\(out.suffix(4000))")
         #expect(out.contains("vlanMatchesTheReference() passed"), "\(out.suffix(4000))")
         #expect(out.contains("bridgeVLANFilteringOnAPort() passed"), "\(out.suffix(4000))")
         #expect(out.contains("ipvsServicesAndRealServersAgreeWithIpvsadm() passed"), "\(out.suffix(4000))")
+        #expect(out.contains("ipvsadmShowsWhatRenderPrinted() passed"), "\(out.suffix(4000))")
     }
 }
 

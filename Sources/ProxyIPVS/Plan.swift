@@ -1,0 +1,85 @@
+import KubeAPI
+import Netlink
+import ProxyCore
+
+/// The IPVS mode's flags that shape what is programmed.
+public struct IPVSOptions: Sendable {
+    /// `--ipvs-scheduler` (kube-proxy's default is round-robin).
+    public var scheduler = "rr"
+    /// The addresses NodePorts listen on (`--nodeport-addresses`); nil: the node's IPv4 addresses.
+    public var nodePortAddresses: [IPAddress]?
+    public init() {}
+}
+
+/// One virtual server and its real servers, and the service port it serves.
+public struct IPVSVirtualServer: Sendable, Equatable {
+    public enum Kind: String, Sendable { case clusterIP, externalIP, loadBalancer, nodePort }
+    public var service: IPVSService
+    public var realServers: [IPVSDestination]
+    public var owner: ServicePortName
+    public var kind: Kind
+}
+
+/// What the IPVS mode programs for a snapshot: virtual servers for ClusterIPs, externalIPs,
+/// load balancer IPs and NodePorts (on the node's addresses), with the endpoints the proxy core
+/// selected as masqueraded real servers of weight 1, ClientIP affinity as persistence; and the
+/// addresses bound to `kube-ipvs0` so the node accepts traffic for them.
+public struct IPVSPlan: Sendable {
+    public var servers: [IPVSVirtualServer]
+    /// ClusterIPs, externalIPs and load balancer IPs (sorted, unique).
+    public var boundAddresses: [String]
+
+    public static let dummyInterface = "kube-ipvs0"
+
+    static func bytes(_ ip: IPAddress) -> [UInt8]? { IPNet.parseIP(ip.description) }
+
+    static func proto(_ p: L4Protocol) -> UInt8 {
+        switch p {
+        case .tcp: IPVSService.tcp
+        case .udp: IPVSService.udp
+        case .sctp: IPVSService.sctp
+        }
+    }
+
+    public init(_ snap: ProxySnapshot, options: IPVSOptions) {
+        var servers: [IPVSVirtualServer] = []
+        var bound = Set<String>()
+        let nodeIPs = (options.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
+        for name in snap.sortedNames {
+            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4 else { continue }
+            let cat = Topology.categorize(snap.endpoints[name] ?? [], for: info, node: snap.node)
+            let d = PolicyDecision(cat, for: info)
+            let internalEps = d.hasInternal ? (d.internalIsLocal ? cat.local : cat.cluster) : []
+            let externalEps = d.hasExternal ? (d.externalIsLocal ? cat.local : cat.cluster) : []
+            let p = Self.proto(name.proto)
+            func server(_ ip: IPAddress, _ port: Int, _ eps: [EndpointInfo], _ kind: IPVSVirtualServer.Kind) -> IPVSVirtualServer? {
+                guard let addr = Self.bytes(ip), (1...65535).contains(port) else { return nil }
+                let svc = IPVSService(address: addr, proto: p, port: UInt16(port), scheduler: options.scheduler,
+                                      persistence: info.sessionAffinityClientIP ? UInt32(max(1, info.stickyMaxAgeSeconds)) : nil)
+                var seen = Set<String>()
+                let reals = eps.compactMap { e -> IPVSDestination? in
+                    guard let a = IPNet.parseIP(e.ip), a.count == 4, (1...65535).contains(e.port), seen.insert(e.endpoint).inserted else { return nil }
+                    return IPVSDestination(address: a, port: UInt16(e.port))
+                }
+                return IPVSVirtualServer(service: svc, realServers: reals, owner: name, kind: kind)
+            }
+            if let s = server(info.clusterIP, info.port, internalEps, .clusterIP) {
+                servers.append(s)
+                bound.insert(info.clusterIP.description)
+            }
+            for ip in info.externalIPs where ip.family == .ipv4 {
+                if let s = server(ip, info.port, externalEps, .externalIP) { servers.append(s); bound.insert(ip.description) }
+            }
+            for ip in info.loadBalancerVIPs where ip.family == .ipv4 {
+                if let s = server(ip, info.port, externalEps, .loadBalancer) { servers.append(s); bound.insert(ip.description) }
+            }
+            if info.nodePort != 0 {
+                for ip in nodeIPs {
+                    if let s = server(ip, info.nodePort, externalEps, .nodePort) { servers.append(s) }
+                }
+            }
+        }
+        self.servers = servers
+        boundAddresses = bound.sorted { (Self.bytes(IPAddress($0)!) ?? []).lexicographicallyPrecedes(Self.bytes(IPAddress($1)!) ?? []) }
+    }
+}
