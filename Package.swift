@@ -72,7 +72,8 @@ let package = Package(
         // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
         .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
         // The IPVS mode: virtual servers planned from snapshots, rendered as ipvsadm shows them.
-        .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "Netlink", "KubeAPI"], swiftSettings: strict),
+        .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "Netlink", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                swiftSettings: strict),
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
         .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Static Swift runtime in release builds: a plugin is a process started per call, and the

@@ -88,9 +88,10 @@ let kernelCanFilterVLANs: Bool = {
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
-/// What this machine's kernel lacks, run in a Debian kernel under qemu (`netlab/guest`): the
-/// VLAN tests of the CNI plugins and of Netlink and the IPVS client's test, from this very test binary.
-@Suite("CNI and Netlink tests that need a kernel feature this one lacks, in the qemu guest",
+/// What this machine's kernel lacks, run in a Debian kernel under qemu (`netlab/guest`) from this
+/// very test binary: the VLAN tests of the CNI plugins and of Netlink, the IPVS client's test, and
+/// the IPVS mode's render and namespace-lab tests.
+@Suite("Tests that need kernel features this one lacks (VLAN filtering, IPVS), in the qemu guest",
        .enabled(if: isRoot, "needs root"),
        .enabled(if: !kernelCanFilterVLANs, "this kernel filters VLANs: the tests run here directly"),
        .enabled(if: FileManager.default.fileExists(atPath: "/usr/lib/cni/bridge"), "needs containernetworking-plugins"))
@@ -100,7 +101,7 @@ struct GuestKernelTests {
         guard FileManager.default.isExecutableFile(atPath: testBinary) else { throw LabError("\(testBinary) is not built") }
         let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "400", "--",
                             testBinary, "--testing-library", "swift-testing", "--filter",
-                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted"],
+                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted|clusterIPNodePortAdoptionAndGracefulTermination"],
                            timeout: 600)
         let out = r.out + r.err
         #expect(r.status == 0, "the guest run failed (\(r.status)):\n\(out.suffix(4000))")
@@ -108,6 +109,7 @@ struct GuestKernelTests {
         #expect(out.contains("bridgeVLANFilteringOnAPort() passed"), "\(out.suffix(4000))")
         #expect(out.contains("ipvsServicesAndRealServersAgreeWithIpvsadm() passed"), "\(out.suffix(4000))")
         #expect(out.contains("ipvsadmShowsWhatRenderPrinted() passed"), "\(out.suffix(4000))")
+        #expect(out.contains("clusterIPNodePortAdoptionAndGracefulTermination() passed"), "\(out.suffix(4000))")
     }
 }
 

@@ -125,3 +125,75 @@ struct IPVSKernelTests {
                 == Set(plan.servers.map { "\($0.service.proto) \(IPNet.format($0.service.address)):\($0.service.port) \($0.service.scheduler) \($0.service.timeout)" }))
     }
 }
+
+/// The IPVS mode's kernel sync in a namespace lab (in the qemu guest on this machine): traffic
+/// through a ClusterIP and a NodePort, adoption by a restarted proxy, graceful termination.
+@Suite("IPVS mode in network namespaces", .enabled(if: isRoot, "needs root"))
+struct IPVSLabTests {
+    @Test(.enabled(if: kernelHasIPVS, "no IPVS in this kernel: CNITests.GuestKernelTests runs this in qemu"))
+    func clusterIPNodePortAdoptionAndGracefulTermination() async throws {
+        let lab = try Lab()
+        defer { lab.destroy() }
+        try lab.addPod("a", host: 2)
+        try lab.addPod("b", host: 3)
+        try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
+        try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
+        let holdA = try EchoServer(netns: lab.pods["a"]!, port: 9090, greeting: "a")
+        defer { holdA.stop() }
+        let holdB = try EchoServer(netns: lab.pods["b"]!, port: 9090, greeting: "b")
+        defer { holdB.stop() }
+        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        var t = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
+        t.update(service: service("web", ip: "10.96.0.10", type: "NodePort",
+                                  ports: [ServicePort(name: "http", protocol: "TCP", port: 80, targetPort: .int(8080), nodePort: 30080),
+                                          ServicePort(name: "dns", protocol: "UDP", port: 53, targetPort: .int(5353))]))
+        t.update(slice: slice("web", [("10.244.1.2", "node-a"), ("10.244.1.3", "node-a")],
+                              ports: [EndpointPort(name: "http", protocol: "TCP", port: 8080), EndpointPort(name: "dns", protocol: "UDP", port: 5353)]))
+        t.update(service: service("hold", ip: "10.96.0.30", ports: [ServicePort(port: 90, targetPort: .int(9090))]))
+        t.update(slice: slice("hold", [("10.244.1.2", "node-a")], ports: [EndpointPort(protocol: "TCP", port: 9090)]))
+        let ipvs = try IPVS(in: .named(lab.node))
+        let links = try RouteHandle(in: .named(lab.node))
+        let proxier = IPVSProxier(ipvs: ipvs, links: links, options: IPVSOptions())
+        _ = try await proxier.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: nil))
+        #expect(try Sh.must(["ip", "-n", lab.node, "addr", "show", "kube-ipvs0"]).contains("10.96.0.10/32"))
+
+        var seen = Set<String>()
+        for _ in 0..<30 where seen.count < 2 { if let r = lab.tcp("10.96.0.10", 80) { seen.insert(r) } }
+        #expect(seen == ["a", "b"], "TCP through the ClusterIP reaches both pods")
+        var udp = Set<String>()
+        for _ in 0..<30 where udp.count < 2 { if let r = lab.udp("10.96.0.10", 53) { udp.insert(r) } }
+        #expect(udp == ["a", "b"], "UDP through the ClusterIP reaches both pods")
+        let np = lab.tcp(lab.nodeClientIP, 30080)
+        #expect(np == "a" || np == "b", "the NodePort on the node's address")
+
+        // A restarted proxy adopts what is there and writes nothing.
+        let restarted = IPVSProxier(ipvs: ipvs, links: links, options: IPVSOptions())
+        let again = try await restarted.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: nil))
+        #expect(again.objectsWritten == 0)
+
+        // An open connection to a removed endpoint keeps working at weight 0; new ones go elsewhere.
+        let fd = try inNamespace(lab.client) { () -> Int32 in
+            guard let fd = TCP.connect("10.96.0.30", 90, timeout: 3) else { throw LabError("connect to 10.96.0.30:90") }
+            return fd
+        }
+        defer { close(fd) }
+        #expect(TCP.receive(fd, count: 1) == Array("a".utf8))
+        t.update(slice: slice("hold", [("10.244.1.3", "node-a")], ports: [EndpointPort(protocol: "TCP", port: 9090)]))
+        _ = try await restarted.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: [NamespacedName(namespace: "default", name: "hold")]))
+        let listed = try Sh.must(["ip", "netns", "exec", lab.node, "ipvsadm", "-Ln", "-t", "10.96.0.30:90"])
+        #expect(listed.contains("-> 10.244.1.2:9090              Masq    0      1"), "draining at weight 0 with its connection: \(listed)")
+        #expect(await restarted.draining.count == 1)
+        #expect(TCP.send(fd, Array("ping".utf8)) && TCP.receive(fd, count: 4) == Array("ping".utf8), "the open connection still works")
+        let fresh = try inNamespace(lab.client) { () -> [UInt8] in
+            guard let f = TCP.connect("10.96.0.30", 90, timeout: 3) else { return [] }
+            defer { close(f) }
+            return TCP.receive(f, count: 1)
+        }
+        #expect(fresh == Array("b".utf8), "new connections go to the remaining endpoint")
+
+        // Cleanup leaves no virtual server and no kube-ipvs0.
+        try await restarted.cleanup()
+        #expect(try ipvs.services().isEmpty)
+        #expect(try links.link(named: "kube-ipvs0") == nil)
+    }
+}
