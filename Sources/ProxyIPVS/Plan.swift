@@ -6,8 +6,12 @@ import ProxyCore
 public struct IPVSOptions: Sendable {
     /// `--ipvs-scheduler` (kube-proxy's default is round-robin).
     public var scheduler = "rr"
-    /// The addresses NodePorts listen on (`--nodeport-addresses`); nil: the node's IPv4 addresses.
+    /// The addresses NodePorts listen on (`--nodeport-addresses`); nil: the node's IPv4 addresses
+    /// (from the snapshot, or from the kernel when `nodeAddressesFromKernel`).
     public var nodePortAddresses: [IPAddress]?
+    /// The running proxy: NodePorts on the node's own IPv4 addresses as the kernel has them at
+    /// each sync (not loopback, not those on kube-ipvs0), as upstream finds them.
+    public var nodeAddressesFromKernel = false
     public init() {}
 }
 

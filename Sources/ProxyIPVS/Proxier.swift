@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPI
 import Logging
 import Netlink
 import ProxyCore
@@ -43,11 +44,17 @@ public actor IPVSProxier: ProxyBackend {
     }
 
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
-        let plan = IPVSPlan(request.snapshot, options: options)
+        let dummy = try ensureDummy()
+        var opts = options
+        if opts.nodeAddressesFromKernel && opts.nodePortAddresses == nil {
+            opts.nodePortAddresses = try links.addresses().filter { a in
+                a.index != dummy.index && !a.address.isIPv6 && a.address.address.first != 127 && a.scope == 0
+            }.compactMap { IPAddress($0.address.ip) }
+        }
+        let plan = IPVSPlan(request.snapshot, options: opts)
         var written = 0
 
         // 1. The addresses on kube-ipvs0: exactly the plan's.
-        let dummy = try ensureDummy()
         let want = Set(plan.boundAddresses.compactMap { IPNet("\($0)/32") })
         let have = Set(try links.addresses(of: dummy).map(\.address).filter { !$0.isIPv6 })
         for a in want.subtracting(have) {

@@ -62,6 +62,9 @@ struct ProxyFlags: ParsableArguments {
     @Option(name: .customLong("ipvs-scheduler"), help: "ipvs mode only: the IPVS scheduler (rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh).")
     var ipvsScheduler: String = "rr"
 
+    @Flag(name: .customLong("ipvs-strict-arp"), help: "ipvs mode only: arp_ignore=1 and arp_announce=2, so the node does not answer ARP for kube-ipvs0's addresses.")
+    var ipvsStrictARP = false
+
     @Option(name: .customLong("config"), help: "A KubeProxyConfiguration file; flags override it.")
     var config: String?
 
@@ -234,7 +237,19 @@ func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, log
     let conntrack = NetlinkConntrack()
     switch c.mode {
     case "ipvs":
-        throw ValidationError("the IPVS mode's proxy is not there yet: `switchyard render --proxy-mode ipvs` prints what it will program")
+        let ipvs: IPVS
+        do {
+            ipvs = try IPVS()
+        } catch let e as NetlinkError {
+            throw ValidationError("--proxy-mode ipvs: \(e) (netlab/guest runs a kernel that has it)")
+        }
+        var o = try flags.ipvsOptions(c)
+        if let cidrs = c.nodePortCIDRs { o.nodePortAddresses = LocalAddresses.matching(cidrs) } else { o.nodeAddressesFromKernel = true }
+        if flags.ipvsStrictARP {
+            try Namespace.current.setSysctl("net.ipv4.conf.all.arp_ignore", "1")
+            try Namespace.current.setSysctl("net.ipv4.conf.all.arp_announce", "2")
+        }
+        return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), options: o, logger: logger)
     case "userspace":
         return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),
                                 options: try flags.userspaceOptions(c, live: true), conntrack: conntrack,

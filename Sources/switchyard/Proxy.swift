@@ -4,6 +4,8 @@ import KubeAPI
 import Logging
 import ProxyCore
 import ProxyIPTables
+import ProxyIPVS
+import Netlink
 import ProxyNFTables
 import ProxyUserspace
 import ServiceLifecycle
@@ -57,6 +59,11 @@ struct Proxy: AsyncParsableCommand {
             logger.info("removed the nftables table ip kube-proxy")
             try UserspaceProxier.removeRules(SystemIPTables())
             logger.info("removed the userspace mode's portal chains")
+            // IPVS, where the kernel has it: every virtual server (as kube-proxy flushes) and kube-ipvs0.
+            if let ipvs = try? IPVS() {
+                try await IPVSProxier(ipvs: ipvs, links: try RouteHandle(), options: IPVSOptions()).cleanup()
+                logger.info("removed the IPVS virtual servers and kube-ipvs0")
+            }
             return
         }
         guard !manifests.isEmpty else {
