@@ -79,14 +79,14 @@ static int bound_port(int fd, uint16_t *bound) {
     return 0;
 }
 
-int cus_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+/* A bound (and, with backlog >= 0, listening) non-blocking socket with one option set, or -errno. */
+static int bound_socket(int type, int level, int option, uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
+    int fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, level, option, &one, sizeof one);
     struct sockaddr_in sa = sin_of(addr, port);
-    int r;
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog) != 0 || (r = bound_port(fd, bound)) != 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || (backlog >= 0 && listen(fd, backlog) != 0) || bound_port(fd, bound) != 0) {
         int e = errno;
         close(fd);
         return -e;
@@ -94,18 +94,13 @@ int cus_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
     return fd;
 }
 
+int cus_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
+    return bound_socket(SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, addr, port, backlog < 0 ? 0 : backlog, bound);
+}
+
 int cus_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    int one = 1;
-    setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
-    struct sockaddr_in sa = sin_of(addr, port);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || bound_port(fd, bound) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
+    /* IP_PKTINFO: replies leave from the address the client sent to. */
+    return bound_socket(SOCK_DGRAM, IPPROTO_IP, IP_PKTINFO, addr, port, -1, bound);
 }
 
 int cus_accept(int lfd, uint32_t *addr, uint16_t *port) {

@@ -6,19 +6,24 @@ import Foundation
 public func inNamespace<T: Sendable>(_ netns: String, _ body: @escaping @Sendable () throws -> T) throws -> T {
     let box = Box<Result<T, any Error>>()
     let done = DispatchSemaphore(value: 0)
-    let t = Thread {
+    spawnInNamespace(netns) { r in
         defer { done.signal() }
-        let r = cus_setns_net("/run/netns/\(netns)")
         if r != 0 {
             box.value = .failure(LabError("setns \(netns): errno \(-r)"))
             return
         }
         box.value = Result { try body() }
     }
-    t.stackSize = 1 << 20
-    t.start()
     done.wait()
     return try box.value!.get()
+}
+
+/// Starts a thread (1 MiB stack) that enters the network namespace `netns` (a name under
+/// /run/netns) and runs `body` with setns's result: 0, or a negative errno.
+func spawnInNamespace(_ netns: String, _ body: @escaping @Sendable (Int32) -> Void) {
+    let t = Thread { body(cus_setns_net("/run/netns/\(netns)")) }
+    t.stackSize = 1 << 20
+    t.start()
 }
 
 final class Box<T>: @unchecked Sendable {
@@ -113,8 +118,7 @@ public final class EchoServer: @unchecked Sendable {
         let ready = DispatchSemaphore(value: 0)
         let failure = Box<String>()
         let wakeFD = wake
-        let t = Thread { [self] in
-            let r = cus_setns_net("/run/netns/\(netns)")
+        spawnInNamespace(netns) { [self] r in
             var bound: UInt16 = 0
             let lfd = r == 0 ? cus_tcp_listen(0, UInt16(port), 4096, &bound) : r
             if lfd < 0 {
@@ -128,8 +132,6 @@ public final class EchoServer: @unchecked Sendable {
             close(lfd)
             done.signal()
         }
-        t.stackSize = 1 << 20
-        t.start()
         ready.wait()
         if let f = failure.value {
             done.wait()
@@ -234,9 +236,8 @@ public final class UDPReplyServer: @unchecked Sendable {
         let failure = Box<String>()
         let wakeFD = wake
         let answer = Array((reply + "\n").utf8)
-        let t = Thread { [done] in
+        spawnInNamespace(netns) { [done] r in
             defer { done.signal() }
-            let r = cus_setns_net("/run/netns/\(netns)")
             var bound: UInt16 = 0
             let fd = r == 0 ? cus_udp_bind(0, UInt16(port), &bound) : r
             if fd < 0 {
@@ -263,8 +264,6 @@ public final class UDPReplyServer: @unchecked Sendable {
             }
             close(fd)
         }
-        t.stackSize = 1 << 20
-        t.start()
         ready.wait()
         if let f = failure.value {
             done.wait()
@@ -306,9 +305,8 @@ public enum ConnectionRate {
         let errors = Box<String>()
         for _ in 0..<max(1, concurrency) {
             group.enter()
-            let t = Thread {
+            spawnInNamespace(netns) { r in
                 defer { group.leave() }
-                let r = cus_setns_net("/run/netns/\(netns)")
                 if r != 0 {
                     lock.withLock { errors.value = "setns \(netns): errno \(-r)" }
                     return
@@ -340,8 +338,6 @@ public enum ConnectionRate {
                     totals.value!.latencies += mine
                 }
             }
-            t.stackSize = 1 << 20
-            t.start()
         }
         group.wait()
         if let e = errors.value { throw LabError(e) }

@@ -240,11 +240,7 @@ struct UserspaceLabTests {
         let name = ServicePortName(service: NamespacedName(namespace: "default", name: "echo"), port: "", proto: .tcp)
         let stats = try #require(await t.proxier.stats(for: name))
         // The reset connection is gone; the stalled one is still open.
-        var active = stats.activeCount
-        for _ in 0..<50 where active > 1 {
-            try await Task.sleep(for: .milliseconds(20))
-            active = stats.activeCount
-        }
+        let active = try await eventually(tries: 50, every: .milliseconds(20), { stats.activeCount }, until: { $0 <= 1 })
         #expect(active == 1, "only the stalled connection is left open, got \(active)")
     }
 
@@ -275,11 +271,7 @@ struct UserspaceLabTests {
             """.write(to: file, atomically: true, encoding: .utf8)
         try lab.spawn(lab.node, [bin, "proxy", "--proxy-mode", "userspace", "--hostname-override", "node-a",
                                  "--manifests", file.path, "--healthz-bind-address", "", "--metrics-bind-address", ""])
-        var ready = false
-        for _ in 0..<100 where !ready {
-            ready = exchange(lab.client, "10.96.0.80", 90, "up?") == "up?"
-            if !ready { try await Task.sleep(for: .milliseconds(100)) }
-        }
+        let ready = try await eventually(tries: 100, every: .milliseconds(100), { exchange(lab.client, "10.96.0.80", 90, "up?") == "up?" }, until: { $0 })
         try #require(ready, "the proxy did not start serving")
         let pid = try #require(Sh.must(["ip", "netns", "pids", lab.node]).split(separator: "\n").first.flatMap { Int32($0) })
         @Sendable func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
@@ -309,11 +301,7 @@ struct UserspaceLabTests {
         #expect(during.fds >= fdsBefore + 2 * n, "each open connection holds its two sockets (\(during.fds) open)")
         // Everything closes: the proxy's descriptors go back to where they were (empty
         // pipes kept for reuse excepted: at most 256 per loop, counted by type).
-        var fdsAfter = fds()
-        for _ in 0..<100 where fdsAfter > fdsBefore || echo.open != 0 {
-            try await Task.sleep(for: .milliseconds(50))
-            fdsAfter = fds()
-        }
+        let fdsAfter = try await eventually(tries: 100, every: .milliseconds(50), { fds() }, until: { $0 <= fdsBefore && echo.open == 0 })
         let pipes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"))?
             .filter { ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\($0)")) ?? "").hasPrefix("pipe:") }.count ?? 0
         #expect(echo.open == 0)
@@ -365,14 +353,20 @@ struct UserspaceLabTests {
         #expect(t.lab.udp("10.96.0.90", 53) == "b")
         let name = ServicePortName(service: NamespacedName(namespace: "default", name: "dns"), port: "dns", proto: .udp)
         let stats = try #require(await t.proxier.stats(for: name))
-        var active = stats.activeCount
-        for _ in 0..<50 where active > 0 {
-            try await Task.sleep(for: .milliseconds(50))
-            active = stats.activeCount
-        }
+        let active = try await eventually(tries: 50, every: .milliseconds(50), { stats.activeCount }, until: { $0 == 0 })
         #expect(active == 0, "idle UDP flows are closed after --udp-timeout")
         t.tracker.update(slice: slice("dns", ["10.244.1.2"], ports: [EndpointPort(name: "dns", protocol: "UDP", port: 5353)]))
         try await t.sync()
         #expect(t.lab.udp("10.96.0.90", 53) == "a")
     }
+}
+
+/// Probes until `until` holds or `tries` run out, waiting `every` between probes; returns the last value.
+func eventually<T>(tries: Int, every: Duration, _ probe: () async throws -> T, until: (T) -> Bool) async throws -> T {
+    var v = try await probe()
+    for _ in 1..<max(1, tries) where !until(v) {
+        try await Task.sleep(for: every)
+        v = try await probe()
+    }
+    return v
 }
