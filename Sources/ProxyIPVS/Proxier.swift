@@ -23,6 +23,10 @@ public actor IPVSProxier: ProxyBackend {
     private var managedAddresses = Set<[UInt8]>()
     /// Real servers kept at weight 0 until their connections drain.
     private var terminating: [String: (service: IPVSService, dest: IPVSDestination)] = [:]
+    /// What the last sync left in the kernel, by virtual server: a sync that names the services
+    /// that changed touches only theirs (an endpoint change costs the same at any table size).
+    private var applied: [String: IPVSVirtualServer]?
+    private var appliedAddresses = Set<IPNet>()
 
     public init(ipvs: IPVS, links: RouteHandle, options: IPVSOptions, logger: Logger = Logger(label: "switchyard.ipvs")) {
         self.ipvs = ipvs
@@ -56,6 +60,10 @@ public actor IPVSProxier: ProxyBackend {
 
         // 1. The addresses on kube-ipvs0: exactly the plan's.
         let want = Set(plan.boundAddresses.compactMap { IPNet("\($0)/32") })
+        if let changed = request.changedServices, applied != nil {
+            return try partialSync(plan, changed: changed, want: want, dummy: dummy)
+        }
+        applied = nil   // until this full sync has gone through
         let have = Set(try links.addresses(of: dummy).map(\.address).filter { !$0.isIPv6 })
         for a in want.subtracting(have) {
             try links.addAddress(dummy, a)
@@ -93,7 +101,53 @@ public actor IPVSProxier: ProxyBackend {
             written += 1
             terminating = terminating.filter { !$0.key.hasPrefix(Self.key(cur) + "->") }
         }
-        return SyncOutcome(full: request.changedServices == nil, objectsWritten: written)
+        applied = Dictionary(plan.servers.map { (Self.key($0.service), $0) }, uniquingKeysWith: { a, _ in a })
+        appliedAddresses = want
+        return SyncOutcome(full: true, objectsWritten: written)
+    }
+
+    /// Only the virtual servers of `changed` services (and addresses that moved), against what
+    /// the last sync applied; real servers of those are still compared with the kernel's, whose
+    /// connection counts graceful termination needs.
+    func partialSync(_ plan: IPVSPlan, changed: Set<NamespacedName>, want: Set<IPNet>, dummy: Link) throws -> SyncOutcome {
+        var written = 0
+        var cache = applied ?? [:]
+        applied = nil   // a failure below leaves the next sync a full one
+        for a in want.subtracting(appliedAddresses) {
+            try links.addAddress(dummy, a)
+            written += 1
+        }
+        for a in appliedAddresses.subtracting(want) {
+            try links.deleteAddress(dummy.name, a)
+            written += 1
+        }
+        var planned = Set<String>()
+        for vs in plan.servers where changed.contains(vs.owner.service) {
+            let k = Self.key(vs.service)
+            planned.insert(k)
+            managedAddresses.insert(vs.service.address)
+            if let old = cache[k] {
+                if old.service.scheduler != vs.service.scheduler || old.service.flags != vs.service.flags
+                    || old.service.timeout != vs.service.timeout || old.service.netmask != vs.service.netmask {
+                    try ipvs.updateService(vs.service)
+                    written += 1
+                }
+            } else {
+                try ipvs.addService(vs.service)
+                written += 1
+            }
+            written += try syncRealServers(vs.service, want: vs.realServers, existing: cache[k] != nil)
+            cache[k] = vs
+        }
+        for (k, old) in cache where changed.contains(old.owner.service) && !planned.contains(k) {
+            try ipvs.deleteService(old.service)
+            written += 1
+            cache[k] = nil
+            terminating = terminating.filter { !$0.key.hasPrefix(k + "->") }
+        }
+        applied = cache
+        appliedAddresses = want
+        return SyncOutcome(full: false, objectsWritten: written)
     }
 
     /// Adds missing real servers, restores weights, and terminates removed ones gracefully.

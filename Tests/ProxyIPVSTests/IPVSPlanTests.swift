@@ -179,7 +179,8 @@ struct IPVSLabTests {
         defer { close(fd) }
         #expect(TCP.receive(fd, count: 1) == Array("a".utf8))
         t.update(slice: slice("hold", [("10.244.1.3", "node-a")], ports: [EndpointPort(protocol: "TCP", port: 9090)]))
-        _ = try await restarted.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: [NamespacedName(namespace: "default", name: "hold")]))
+        let change = try await restarted.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: [NamespacedName(namespace: "default", name: "hold")]))
+        #expect(!change.full && change.objectsWritten == 2, "one real server added, one set to weight 0, nothing else: \(change.objectsWritten)")
         let listed = try Sh.must(["ip", "netns", "exec", lab.node, "ipvsadm", "-Ln", "-t", "10.96.0.30:90"])
         #expect(listed.contains("-> 10.244.1.2:9090              Masq    0      1"), "draining at weight 0 with its connection: \(listed)")
         #expect(await restarted.draining.count == 1)
