@@ -115,7 +115,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "NetnsKit", "CNI", "Netlink",
+                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

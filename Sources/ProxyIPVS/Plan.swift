@@ -45,11 +45,25 @@ public struct IPVSPlan: Sendable {
         }
     }
 
-    public init(_ snap: ProxySnapshot, options: IPVSOptions) {
-        var servers: [IPVSVirtualServer] = []
+    /// The addresses a service's ports need on kube-ipvs0.
+    public static func boundAddresses(_ snap: ProxySnapshot, of ports: [ServicePortName]) -> Set<String> {
         var bound = Set<String>()
+        for name in ports {
+            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4 else { continue }
+            bound.insert(info.clusterIP.description)
+            for ip in info.externalIPs + info.loadBalancerVIPs where ip.family == .ipv4 { bound.insert(ip.description) }
+        }
+        return bound
+    }
+
+    /// - Parameter only: plan the virtual servers of these services only (a partial sync, which
+    ///   leaves `boundAddresses` empty: the proxier tracks them per service).
+    public init(_ snap: ProxySnapshot, options: IPVSOptions, only: Set<NamespacedName>? = nil) {
+        var servers: [IPVSVirtualServer] = []
+        let bound = only == nil ? Self.boundAddresses(snap, of: Array(snap.servicePorts.keys)) : []
         let nodeIPs = (options.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
-        for name in snap.sortedNames {
+        let names = only.map { snap.ports(of: $0).sorted() } ?? snap.sortedNames
+        for name in names {
             guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4 else { continue }
             let cat = Topology.categorize(snap.endpoints[name] ?? [], for: info, node: snap.node)
             let d = PolicyDecision(cat, for: info)
@@ -67,15 +81,12 @@ public struct IPVSPlan: Sendable {
                 }
                 return IPVSVirtualServer(service: svc, realServers: reals, owner: name, kind: kind)
             }
-            if let s = server(info.clusterIP, info.port, internalEps, .clusterIP) {
-                servers.append(s)
-                bound.insert(info.clusterIP.description)
-            }
+            if let s = server(info.clusterIP, info.port, internalEps, .clusterIP) { servers.append(s) }
             for ip in info.externalIPs where ip.family == .ipv4 {
-                if let s = server(ip, info.port, externalEps, .externalIP) { servers.append(s); bound.insert(ip.description) }
+                if let s = server(ip, info.port, externalEps, .externalIP) { servers.append(s) }
             }
             for ip in info.loadBalancerVIPs where ip.family == .ipv4 {
-                if let s = server(ip, info.port, externalEps, .loadBalancer) { servers.append(s); bound.insert(ip.description) }
+                if let s = server(ip, info.port, externalEps, .loadBalancer) { servers.append(s) }
             }
             if info.nodePort != 0 {
                 for ip in nodeIPs {
@@ -84,6 +95,6 @@ public struct IPVSPlan: Sendable {
             }
         }
         self.servers = servers
-        boundAddresses = bound.sorted { (Self.bytes(IPAddress($0)!) ?? []).lexicographicallyPrecedes(Self.bytes(IPAddress($1)!) ?? []) }
+        boundAddresses = bound.map { (IPNet.parseIP($0) ?? [], $0) }.sorted { $0.0.lexicographicallyPrecedes($1.0) }.map(\.1)
     }
 }

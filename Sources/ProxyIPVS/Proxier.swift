@@ -26,7 +26,23 @@ public actor IPVSProxier: ProxyBackend {
     /// What the last sync left in the kernel, by virtual server: a sync that names the services
     /// that changed touches only theirs (an endpoint change costs the same at any table size).
     private var applied: [String: IPVSVirtualServer]?
-    private var appliedAddresses = Set<IPNet>()
+    /// kube-ipvs0's addresses by the service that needs them, and how many services need each.
+    private var boundBy: [NamespacedName: Set<IPNet>] = [:]
+    private var boundRefs: [IPNet: Int] = [:]
+
+    static func nets(_ addresses: Set<String>) -> Set<IPNet> { Set(addresses.compactMap { IPNet("\($0)/32") }) }
+
+    /// Rebuilds the per-service address bookkeeping from a snapshot (after a full sync).
+    func recordBound(_ snap: ProxySnapshot) {
+        boundBy = [:]
+        boundRefs = [:]
+        for name in snap.servicePorts.keys { boundBy[name.service, default: []] = [] }
+        for (svc, _) in boundBy {
+            let nets = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc])))
+            boundBy[svc] = nets
+            for n in nets { boundRefs[n, default: 0] += 1 }
+        }
+    }
 
     public init(ipvs: IPVS, links: RouteHandle, options: IPVSOptions, logger: Logger = Logger(label: "switchyard.ipvs")) {
         self.ipvs = ipvs
@@ -55,14 +71,16 @@ public actor IPVSProxier: ProxyBackend {
                 a.index != dummy.index && !a.address.isIPv6 && a.address.address.first != 127 && a.scope == 0
             }.compactMap { IPAddress($0.address.ip) }
         }
-        let plan = IPVSPlan(request.snapshot, options: opts)
+        // A partial sync plans only the services that changed.
+        let partial = request.changedServices != nil && applied != nil
+        let plan = IPVSPlan(request.snapshot, options: opts, only: partial ? request.changedServices : nil)
         var written = 0
 
-        // 1. The addresses on kube-ipvs0: exactly the plan's.
-        let want = Set(plan.boundAddresses.compactMap { IPNet("\($0)/32") })
         if let changed = request.changedServices, applied != nil {
-            return try partialSync(plan, changed: changed, want: want, dummy: dummy)
+            return try partialSync(plan, request.snapshot, changed: changed, dummy: dummy)
         }
+        // 1. The addresses on kube-ipvs0: exactly the plan's.
+        let want = Self.nets(Set(plan.boundAddresses))
         applied = nil   // until this full sync has gone through
         let have = Set(try links.addresses(of: dummy).map(\.address).filter { !$0.isIPv6 })
         for a in want.subtracting(have) {
@@ -102,24 +120,37 @@ public actor IPVSProxier: ProxyBackend {
             terminating = terminating.filter { !$0.key.hasPrefix(Self.key(cur) + "->") }
         }
         applied = Dictionary(plan.servers.map { (Self.key($0.service), $0) }, uniquingKeysWith: { a, _ in a })
-        appliedAddresses = want
+        recordBound(request.snapshot)
         return SyncOutcome(full: true, objectsWritten: written)
     }
 
     /// Only the virtual servers of `changed` services (and addresses that moved), against what
     /// the last sync applied; real servers of those are still compared with the kernel's, whose
     /// connection counts graceful termination needs.
-    func partialSync(_ plan: IPVSPlan, changed: Set<NamespacedName>, want: Set<IPNet>, dummy: Link) throws -> SyncOutcome {
+    func partialSync(_ plan: IPVSPlan, _ snap: ProxySnapshot, changed: Set<NamespacedName>, dummy: Link) throws -> SyncOutcome {
         var written = 0
         var cache = applied ?? [:]
         applied = nil   // a failure below leaves the next sync a full one
-        for a in want.subtracting(appliedAddresses) {
-            try links.addAddress(dummy, a)
-            written += 1
-        }
-        for a in appliedAddresses.subtracting(want) {
-            try links.deleteAddress(dummy.name, a)
-            written += 1
+        // kube-ipvs0: only the changed services' addresses, counted so a shared one stays while needed.
+        for svc in changed {
+            let now = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc])))
+            let before = boundBy[svc] ?? []
+            for a in now.subtracting(before) {
+                boundRefs[a, default: 0] += 1
+                if boundRefs[a] == 1 {
+                    do { try links.addAddress(dummy, a) } catch let e as NetlinkError where e.errno == EEXIST {}
+                    written += 1
+                }
+            }
+            for a in before.subtracting(now) {
+                boundRefs[a, default: 1] -= 1
+                if boundRefs[a] == 0 {
+                    boundRefs[a] = nil
+                    do { try links.deleteAddress(dummy.name, a) } catch let e as NetlinkError where e.errno == EADDRNOTAVAIL {}
+                    written += 1
+                }
+            }
+            boundBy[svc] = now.isEmpty ? nil : now
         }
         var planned = Set<String>()
         for vs in plan.servers where changed.contains(vs.owner.service) {
@@ -146,7 +177,6 @@ public actor IPVSProxier: ProxyBackend {
             terminating = terminating.filter { !$0.key.hasPrefix(k + "->") }
         }
         applied = cache
-        appliedAddresses = want
         return SyncOutcome(full: false, objectsWritten: written)
     }
 

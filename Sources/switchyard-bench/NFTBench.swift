@@ -5,6 +5,8 @@ import NetnsKit
 import ProxyCore
 import ProxyIPTables
 import ProxyNFTables
+import ProxyIPVS
+import Netlink
 
 /// The nftables mode against the iptables mode, both programming a fresh network
 /// namespace in the same run: full sync, and one endpoint change.
@@ -22,10 +24,12 @@ struct NFTBench: AsyncParsableCommand {
     @Option(help: "Write the markdown results here too.") var out: String?
     @Flag(help: "Time small transactions of each kind against the loaded table (diagnostic).") var probe = false
     @Option(help: "Changes per preparatory transaction of a full sync.") var slice = 20_000
+    @Flag(help: "Also measure the IPVS mode (needs a kernel with IPVS: run it under netlab/guest here).") var withIpvs = false
 
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
         var report = "| figure | nftables mode | iptables mode (same run) | ratio | target |\n|---|---|---|---|---|\n"
+        var ipvsResults: [(Int, (full: Double, change: Double, p90: Double))] = []
         for n in services.split(separator: ",").compactMap({ Int($0) }) {
             let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
             var tracker = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("10.96.0.0/12")!])
@@ -48,6 +52,14 @@ struct NFTBench: AsyncParsableCommand {
                 log("nftables (\(layout.rawValue) layout) at \(n): full sync \(fmt(r.full)), endpoint change median \(fmt(r.change)) (p90 \(fmt(r.p90)))")
                 results.append((layout, r))
             }
+            if withIpvs {
+                let r = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
+                    try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])   // real servers must be unicast in the namespace
+                    return IPVSProxier(ipvs: try IPVS(in: .named(ns)), links: try RouteHandle(in: .named(ns)), options: IPVSOptions())
+                }
+                log("ipvs at \(n): full sync \(fmt(r.full)), endpoint change median \(fmt(r.change)) (p90 \(fmt(r.p90)))")
+                ipvsResults.append((n, r))
+            }
             var ipt: (full: Double, change: Double, p90: Double)?
             if !skipIptables && n <= iptablesUpTo {
                 ipt = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
@@ -59,6 +71,13 @@ struct NFTBench: AsyncParsableCommand {
             }
             let iptFull = ipt.map { fmt($0.full) } ?? "not measured"
             let iptChange = ipt.map { fmt($0.change) } ?? "not measured"
+            if let (_, r) = ipvsResults.last, ipvsResults.last?.0 == n {
+                let r1 = ipt.map { String(format: "%.3f×", r.full / $0.full) } ?? ""
+                let r2 = ipt.map { String(format: "%.4f×", r.change / $0.change) } ?? ""
+                let nm = results.first { $0.0 == .maps }?.1
+                report += "| IPVS mode: full sync, \(n) services × \(endpoints) endpoints, fresh namespace | \(fmt(r.full)) | \(iptFull) | \(r1)\(nm.map { String(format: "; %.2f× the maps layout", r.full / $0.full) } ?? "") | |\n"
+                report += "| IPVS mode: one endpoint change at \(n) services (median of \(repeats); p90 \(fmt(r.p90))) | \(fmt(r.change)) | \(iptChange) | \(r2)\(nm.map { String(format: "; %.2f× the maps layout", r.change / $0.change) } ?? "") | |\n"
+            }
             for (layout, nft) in results {
                 let r1 = ipt.map { String(format: "%.3f×", nft.full / $0.full) } ?? ""
                 let r2 = ipt.map { String(format: "%.4f×", nft.change / $0.change) } ?? ""
