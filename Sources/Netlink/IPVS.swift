@@ -128,7 +128,8 @@ public final class IPVS: @unchecked Sendable {
             // struct ip_vs_flags { flags, mask }: every flag bit is set or cleared.
             m.put(Int(IPVS_SVC_ATTR_FLAGS), withUnsafeBytes(of: s.flags) { Array($0) } + withUnsafeBytes(of: UInt32.max) { Array($0) })
             m.put(Int(IPVS_SVC_ATTR_TIMEOUT), u32: s.timeout)
-            m.put(Int(IPVS_SVC_ATTR_NETMASK), be32: s.netmask)
+            // An IPv4 mask in network order; for IPv6 the prefix length, as a plain u32 (libipvs does the same).
+            if s.isIPv6 { m.put(Int(IPVS_SVC_ATTR_NETMASK), u32: s.netmask) } else { m.put(Int(IPVS_SVC_ATTR_NETMASK), be32: s.netmask) }
         }
     }
 
@@ -193,7 +194,7 @@ public final class IPVS: @unchecked Sendable {
         s.fwmark = a.u32(Int(IPVS_SVC_ATTR_FWMARK)) ?? 0
         if let f = a[Int(IPVS_SVC_ATTR_FLAGS)], f.count >= 4 { s.flags = f.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
         s.timeout = a.u32(Int(IPVS_SVC_ATTR_TIMEOUT)) ?? 0
-        s.netmask = a.u32(Int(IPVS_SVC_ATTR_NETMASK)).map { UInt32(bigEndian: $0) } ?? s.netmask
+        s.netmask = a.u32(Int(IPVS_SVC_ATTR_NETMASK)).map { s.isIPv6 ? $0 : UInt32(bigEndian: $0) } ?? s.netmask
         s.stats = parseStats(a.nested(Int(IPVS_SVC_ATTR_STATS64)) ?? a.nested(Int(IPVS_SVC_ATTR_STATS)))
         return s
     }

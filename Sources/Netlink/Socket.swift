@@ -187,7 +187,14 @@ public final class NetlinkSocket: @unchecked Sendable {
                     if code == 0 { return out }
                     throw NetlinkError(errno: -code, what: what())
                 }
-                if type == UInt16(NLMSG_DONE) { return out }
+                if type == UInt16(NLMSG_DONE) {
+                    // A dump that failed part-way says so in its DONE message.
+                    if len >= 20 {
+                        let code = buffer.withUnsafeBytes { $0.load(fromByteOffset: off + 16, as: Int32.self) }
+                        if code < 0 { throw NetlinkError(errno: -code, what: what()) }
+                    }
+                    return out
+                }
                 out.append((type, Array(buffer[(off + 16)..<(off + len)])))
             }
         }

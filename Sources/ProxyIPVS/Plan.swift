@@ -9,6 +9,8 @@ public struct IPVSOptions: Sendable {
     /// The addresses NodePorts listen on (`--nodeport-addresses`); nil: the node's IPv4 addresses
     /// (from the snapshot, or from the kernel when `nodeAddressesFromKernel`).
     public var nodePortAddresses: [IPAddress]?
+    /// With `nodeAddressesFromKernel`: only the kernel's addresses inside these (`--nodeport-addresses`).
+    public var nodePortCIDRs: [CIDR]?
     /// The running proxy: NodePorts on the node's own IPv4 addresses as the kernel has them at
     /// each sync (not loopback, not those on kube-ipvs0), as upstream finds them.
     public var nodeAddressesFromKernel = false
@@ -94,7 +96,10 @@ public struct IPVSPlan: Sendable {
                 }
             }
         }
-        self.servers = servers
+        // One virtual server per protocol, address and port: the first service port to claim one
+        // keeps it (two Services sharing an externalIP:port, or an IP listed twice).
+        var claimed = Set<String>()
+        self.servers = servers.filter { claimed.insert("\($0.service.proto)/\($0.service.address)/\($0.service.port)").inserted }
         boundAddresses = bound.map { (IPNet.parseIP($0) ?? [], $0) }.sorted { $0.0.lexicographicallyPrecedes($1.0) }.map(\.1)
     }
 }

@@ -26,6 +26,8 @@ public actor IPVSProxier: ProxyBackend {
     /// What the last sync left in the kernel, by virtual server: a sync that names the services
     /// that changed touches only theirs (an endpoint change costs the same at any table size).
     private var applied: [String: IPVSVirtualServer]?
+    private var lastDummyIndex: Int32 = -1
+    private var lastNodeAddresses: [String] = []
     /// kube-ipvs0's addresses by the service that needs them, and how many services need each.
     private var boundBy: [NamespacedName: Set<IPNet>] = [:]
     private var boundRefs: [IPNet: Int] = [:]
@@ -67,10 +69,22 @@ public actor IPVSProxier: ProxyBackend {
         let dummy = try ensureDummy()
         var opts = options
         if opts.nodeAddressesFromKernel && opts.nodePortAddresses == nil {
-            opts.nodePortAddresses = try links.addresses().filter { a in
+            // At every sync, as upstream: the node's own addresses (not loopback, not kube-ipvs0's),
+            // inside --nodeport-addresses when given; one address on two links counts once.
+            let ips = try links.addresses().filter { a in
                 a.index != dummy.index && !a.address.isIPv6 && a.address.address.first != 127 && a.scope == 0
-            }.compactMap { IPAddress($0.address.ip) }
+            }.compactMap { IPAddress($0.address.ip) }.filter { ip in opts.nodePortCIDRs.map { $0.contains { $0.contains(ip) } } ?? true }
+            var seen = Set<String>()
+            opts.nodePortAddresses = ips.filter { seen.insert($0.description).inserted }
         }
+        for ip in opts.nodePortAddresses ?? request.snapshot.node.ips {
+            if let b = IPNet.parseIP(ip.description) { managedAddresses.insert(b) }
+        }
+        // What a partial sync cannot see: kube-ipvs0 re-made, or the node's addresses changed.
+        let nodeKey = (opts.nodePortAddresses ?? request.snapshot.node.ips).map(\.description).sorted()
+        if dummy.index != lastDummyIndex || nodeKey != lastNodeAddresses { applied = nil }
+        lastDummyIndex = dummy.index
+        lastNodeAddresses = nodeKey
         // A partial sync plans only the services that changed.
         let partial = request.changedServices != nil && applied != nil
         let plan = IPVSPlan(request.snapshot, options: opts, only: partial ? request.changedServices : nil)
@@ -107,11 +121,18 @@ public actor IPVSProxier: ProxyBackend {
                     try ipvs.updateService(vs.service)
                     written += 1
                 }
-            } else {
-                try ipvs.addService(vs.service)
+            }
+            var existed = currentByKey[k] != nil
+            if !existed {
+                do {
+                    try ipvs.addService(vs.service)
+                } catch let e as NetlinkError where e.errno == EEXIST {
+                    try ipvs.updateService(vs.service)   // made meanwhile: make it ours
+                    existed = true
+                }
                 written += 1
             }
-            written += try syncRealServers(vs.service, want: vs.realServers, existing: currentByKey[k] != nil)
+            written += try syncRealServers(vs.service, want: vs.realServers, existing: existed)
         }
         // Virtual servers of ours that the plan no longer has.
         for cur in current where !planned.contains(Self.key(cur)) && managedAddresses.contains(cur.address) {
@@ -176,6 +197,17 @@ public actor IPVSProxier: ProxyBackend {
             cache[k] = nil
             terminating = terminating.filter { !$0.key.hasPrefix(k + "->") }
         }
+        // Real servers draining at weight 0: removed once their connections are gone (or forgotten
+        // when someone else removed them).
+        for (k, entry) in terminating {
+            let now = try? ipvs.destinations(of: entry.service)
+            guard let cur = now?.first(where: { $0.sameDestination(entry.dest) }) else { terminating[k] = nil; continue }
+            if cur.weight == 0 && cur.activeConnections + cur.inactiveConnections == 0 {
+                try ipvs.deleteDestination(cur, from: entry.service)
+                terminating[k] = nil
+                written += 1
+            }
+        }
         applied = cache
         return SyncOutcome(full: false, objectsWritten: written)
     }
@@ -200,7 +232,8 @@ public actor IPVSProxier: ProxyBackend {
         for cur in have where !want.contains(where: { $0.sameDestination(cur) }) {
             let k = Self.key(svc, cur)
             let busy = cur.activeConnections + cur.inactiveConnections > 0
-            if svc.proto == IPVSService.udp || !busy {
+            // As kube-proxy: UDP and SCTP real servers go at once, TCP ones drain at weight 0.
+            if svc.proto == IPVSService.udp || svc.proto == IPVSService.sctp || !busy {
                 try ipvs.deleteDestination(cur, from: svc)
                 terminating[k] = nil
                 written += 1

@@ -244,7 +244,15 @@ func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, log
             throw ValidationError("--proxy-mode ipvs: \(e) (netlab/guest runs a kernel that has it)")
         }
         var o = try flags.ipvsOptions(c)
-        if let cidrs = c.nodePortCIDRs { o.nodePortAddresses = LocalAddresses.matching(cidrs) } else { o.nodeAddressesFromKernel = true }
+        o.nodeAddressesFromKernel = true   // looked up at every sync, inside --nodeport-addresses when given
+        o.nodePortCIDRs = c.nodePortCIDRs
+        // As kube-proxy sets them: connections to a removed real server are rescheduled or dropped
+        // (so UDP flows move on), persistence templates of a weight-0 server expire, and conntrack
+        // keeps IPVS connections (the masquerade rules need it).
+        for (key, value) in [("net.ipv4.vs.conntrack", "1"), ("net.ipv4.vs.expire_nodest_conn", "1"),
+                             ("net.ipv4.vs.expire_quiescent_template", "1")] {
+            try Namespace.current.setSysctl(key, value)
+        }
         if flags.ipvsStrictARP {
             try Namespace.current.setSysctl("net.ipv4.conf.all.arp_ignore", "1")
             try Namespace.current.setSysctl("net.ipv4.conf.all.arp_announce", "2")

@@ -123,6 +123,8 @@ struct NetlinkEncodingTests {
         #expect(hex(a[7]!) == "01000000ffffffff", "ip_vs_flags { PERSISTENT, mask all }")
         #expect(a.u32(8) == 10800)
         #expect(hex(a[9]!) == "ffffffff", "netmask in network order")
+        let v6 = Attributes(IPVS.serviceMessage(family: 0x22, 1, IPVSService(address: IPNet.parseIP("fd00::1")!, proto: 6, port: 80)).bytes[20...]).nested(1)!
+        #expect(hex(v6[9]!) == "80000000", "an IPv6 netmask is the prefix length as a plain u32, as libipvs sends it")
         // Delete names the service only.
         let del = Attributes(IPVS.serviceMessage(family: 0x22, 3, svc).bytes[20...]).nested(1)!
         #expect(del[6] == nil && del[7] == nil && del.u16(2) == 6)

@@ -81,6 +81,15 @@ struct IPVSPlanTests {
         #expect(save.contains("-A -u 192.168.0.10:30053 -s wlc\n-a -u 192.168.0.10:30053 -r 10.244.1.3:5353 -m -w 1\n"))
     }
 
+    @Test func aSharedAddressAndPortIsOneVirtualServer() {
+        var t = ChangeTracker(node: NodeInfo(name: "node-a"))
+        t.update(service: service("one", ip: "10.96.0.41", ports: [ServicePort(port: 80)], externalIPs: ["203.0.113.9", "203.0.113.9"]))
+        t.update(service: service("two", ip: "10.96.0.42", ports: [ServicePort(port: 80)], externalIPs: ["203.0.113.9"]))
+        let plan = IPVSPlan(t.snapshot().0, options: IPVSOptions())
+        #expect(plan.servers.filter { IPNet.format($0.service.address) == "203.0.113.9" }.count == 1)
+        #expect(plan.servers.count == 3)
+    }
+
     @Test func nodePortAddressesAndNoEndpoints() {
         var o = IPVSOptions()
         o.nodePortAddresses = [IPAddress("10.0.0.1")!, IPAddress("10.0.0.2")!]
