@@ -26,6 +26,8 @@ public actor IPVSProxier: ProxyBackend {
     /// What the last sync left in the kernel, by virtual server: a sync that names the services
     /// that changed touches only theirs (an endpoint change costs the same at any table size).
     private var applied: [String: IPVSVirtualServer]?
+    /// The virtual servers of each service in `applied`, so a partial sync finds them without a scan.
+    private var keysByService: [NamespacedName: Set<String>] = [:]
     private var lastDummyIndex: Int32 = -1
     private var lastNodeAddresses: [String] = []
     /// kube-ipvs0's addresses by the service that needs them, and how many services need each.
@@ -141,6 +143,8 @@ public actor IPVSProxier: ProxyBackend {
             terminating = terminating.filter { !$0.key.hasPrefix(Self.key(cur) + "->") }
         }
         applied = Dictionary(plan.servers.map { (Self.key($0.service), $0) }, uniquingKeysWith: { a, _ in a })
+        keysByService = [:]
+        for vs in plan.servers { keysByService[vs.owner.service, default: []].insert(Self.key(vs.service)) }
         recordBound(request.snapshot)
         return SyncOutcome(full: true, objectsWritten: written)
     }
@@ -191,12 +195,17 @@ public actor IPVSProxier: ProxyBackend {
             written += try syncRealServers(vs.service, want: vs.realServers, existing: cache[k] != nil)
             cache[k] = vs
         }
-        for (k, old) in cache where changed.contains(old.owner.service) && !planned.contains(k) {
-            try ipvs.deleteService(old.service)
-            written += 1
-            cache[k] = nil
-            terminating = terminating.filter { !$0.key.hasPrefix(k + "->") }
+        for svc in changed {
+            for k in keysByService[svc] ?? [] where !planned.contains(k) {
+                guard let old = cache[k], old.owner.service == svc else { continue }
+                try ipvs.deleteService(old.service)
+                written += 1
+                cache[k] = nil
+                for t in terminating.keys where t.hasPrefix(k + "->") { terminating[t] = nil }
+            }
+            keysByService[svc] = nil
         }
+        for vs in plan.servers { keysByService[vs.owner.service, default: []].insert(Self.key(vs.service)) }
         // Real servers draining at weight 0: removed once their connections are gone (or forgotten
         // when someone else removed them).
         for (k, entry) in terminating {
