@@ -99,7 +99,7 @@ let package = Package(
         // Helpers for tests and benchmarks that build throw-away network namespaces.
         .target(
             name: "NetnsKit",
-            dependencies: ["ProxyCore", "CUserspace"],
+            dependencies: ["ProxyCore", "CUserspace", "Netlink"],
             swiftSettings: strict
         ),
         .executableTarget(

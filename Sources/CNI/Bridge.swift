@@ -19,10 +19,9 @@ public enum Delegate {
     /// The plugin to run in this process instead of executing `exe`, when `exe` is this very
     /// binary under a name it answers to: the same code, without a second process start.
     static func inProcess(_ exe: String) -> (any CNIPlugin)? {
-        guard (exe as NSString).lastPathComponent.hasSuffix("host-local"),
-              let me = realpath("/proc/self/exe", nil), let it = realpath(exe, nil) else { return nil }
-        defer { free(me); free(it) }
-        return strcmp(me, it) == 0 ? HostLocalPlugin() : nil
+        guard exe.hasSuffix("host-local"), let me = Exec.selfPath, let it = realpath(exe, nil) else { return nil }
+        defer { free(it) }
+        return String(cString: it) == me ? HostLocalPlugin() : nil
     }
 
     /// ADD through the IPAM plugin `type`: its result.
@@ -198,12 +197,10 @@ public struct BridgePlugin: CNIPlugin {
     /// The bridge, made if missing (with VLAN filtering when a VLAN is asked for), up, owning its routes.
     @discardableResult
     func ensureBridge(_ host: RouteHandle, _ cfg: BridgeConfig) throws -> Link {
+        let br: Link
         if let l = try host.link(named: cfg.bridge) {
             guard l.kind == "bridge" else { throw CNIError(CNIError.other, "\(cfg.bridge) already exists but is not a bridge") }
-            if cfg.promiscMode && !l.isPromiscuous { try host.setPromiscuous(cfg.bridge, true) }
-            try? Namespace.current.setSysctl("net/ipv6/conf/\(cfg.bridge)/accept_ra", "0")
-            if !l.isUp { try host.setUp(l) }
-            return l
+            br = l
         } else {
             do {
                 try host.addBridge(cfg.bridge, mtu: cfg.mtu, vlanFiltering: cfg.vlan != 0)
@@ -211,11 +208,11 @@ public struct BridgePlugin: CNIPlugin {
             } catch let e as NetlinkError {
                 throw CNIError(CNIError.other, "failed to create bridge \"\(cfg.bridge)\": \(e)")
             }
+            br = try host.mustLink(cfg.bridge)
         }
-        if cfg.promiscMode { try host.setPromiscuous(cfg.bridge, true) }
+        if cfg.promiscMode && !br.isPromiscuous { try host.setPromiscuous(cfg.bridge, true) }
         try? Namespace.current.setSysctl("net/ipv6/conf/\(cfg.bridge)/accept_ra", "0")
-        let br = try host.mustLink(cfg.bridge)
-        try host.setUp(br)
+        if !br.isUp { try host.setUp(br) }
         return br
     }
 
@@ -225,19 +222,21 @@ public struct BridgePlugin: CNIPlugin {
         return "veth" + String(repeating: "0", count: 8 - hex.count) + hex
     }
 
-    /// A veth pair `name` in `side`'s namespace with a fresh random peer name in the host's;
-    /// a peer name already taken is retried with another, as the reference does.
-    func makeVeth(_ side: RouteHandle, name: String, cfg: BridgeConfig, mac: [UInt8]?) throws -> String {
-        for attempt in 0..<10 {
-            let peer = Self.randomVethName()
+    /// Runs `create` with fresh random veth names until one is free and returns it, as the
+    /// reference retries. An EEXIST is final (rethrown) when `fixedNameTaken` says it was the
+    /// pair's other, fixed name that clashed, or after ten tries.
+    static func withRandomVethName(_ create: (String) throws -> Void, fixedNameTaken: () throws -> Bool) throws -> String {
+        var attempt = 0
+        while true {
+            let name = randomVethName()
             do {
-                try side.addVeth(name: name, peer: peer, peerNamespace: .current, mtu: cfg.mtu, mac: mac, up: true)
-                return peer
-            } catch let e as NetlinkError where e.errno == EEXIST && attempt < 9 {
-                if try side.link(named: name) != nil { throw e }   // the name itself is taken
+                try create(name)
+                return name
+            } catch let e as NetlinkError where e.errno == EEXIST {
+                attempt += 1
+                if try fixedNameTaken() || attempt == 10 { throw e }
             }
         }
-        throw CNIError(CNIError.other, "no free veth name for \(name)")
     }
 
     /// With a VLAN the gateway lives on `BRIDGE.VID`, a veth whose peer is an untagged port of the VLAN.
@@ -246,7 +245,8 @@ public struct BridgePlugin: CNIPlugin {
         if let l = try host.link(named: name) { return l }
         let peer: String
         do {
-            peer = try makeVeth(host, name: name, cfg: cfg, mac: nil)
+            peer = try Self.withRandomVethName({ try host.addVeth(name: name, peer: $0, peerNamespace: .current, mtu: cfg.mtu, up: true) },
+                                               fixedNameTaken: { try host.link(named: name) != nil })
         } catch let e as NetlinkError where e.errno == EEXIST {
             // A concurrent ADD made it a moment ago; it configures it too.
             return try host.mustLink(name)
@@ -276,19 +276,15 @@ public struct BridgePlugin: CNIPlugin {
         // 2. The veth pair, made on the node with its container end sent into the container: the
         //    host end comes up already a port of the bridge (one request instead of four).
         let container = try RouteHandle(in: containerNS)
-        var hostName = ""
-        for attempt in 0..<10 {
-            hostName = Self.randomVethName()
-            do {
-                try host.addVeth(name: hostName, peer: r.ifname, peerNamespace: containerNS, mtu: cfg.mtu, peerMAC: cfg.mac,
-                                 up: true, master: bridge.index)
-                break
-            } catch let e as NetlinkError where e.errno == EEXIST {
-                if try container.link(named: r.ifname) != nil {
-                    throw CNIError(CNIError.other, "container veth name provided (\(r.ifname)) already exists")
-                }
-                if attempt == 9 { throw e }   // otherwise the random host name was taken: another one
-            }
+        let ifnameTaken = { try container.link(named: r.ifname) != nil }
+        let hostName: String
+        do {
+            hostName = try Self.withRandomVethName({
+                try host.addVeth(name: $0, peer: r.ifname, peerNamespace: containerNS, mtu: cfg.mtu, peerMAC: cfg.mac, up: true, master: bridge.index)
+            }, fixedNameTaken: ifnameTaken)
+        } catch let e as NetlinkError where e.errno == EEXIST {
+            guard try ifnameTaken() else { throw e }
+            throw CNIError(CNIError.other, "container veth name provided (\(r.ifname)) already exists")
         }
         var ipamDone = false
         var masqueraded = false
@@ -413,6 +409,14 @@ public struct BridgePlugin: CNIPlugin {
         }
     }
 
+    /// Applies `script` with `iptables-restore --noflush` (or ip6tables-restore) as one transaction;
+    /// false if it was refused.
+    static func restore(_ script: String, ipv6: Bool) throws -> Bool {
+        let tool = ipv6 ? "ip6tables-restore" : "iptables-restore"
+        guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found") }
+        return try Exec.run(exe, ["-w", "5", "--noflush"], env: nil, input: Data(script.utf8)).status == 0
+    }
+
     /// The reference plugins' masquerade rules for the container's addresses, through iptables-restore
     /// (one transaction per family: all of them or none).
     func masquerade(_ ips: [ResultIP], _ r: CNIRequest) throws {
@@ -430,10 +434,7 @@ public struct BridgePlugin: CNIPlugin {
                 s += "-A POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
             }
             s += "COMMIT\n"
-            let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
-            guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found for ipMasq") }
-            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: nil, input: Data(s.utf8))
-            if status != 0 {
+            guard try Self.restore(s, ipv6: ip6) else {
                 throw CNIError(CNIError.other, "failed to set up IP masquerading for \(mine.map(\.description).joined(separator: ","))")
             }
         }
@@ -473,18 +474,16 @@ public struct BridgePlugin: CNIPlugin {
                 s += "-D POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
             }
             s += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
-            let tool = ip6 ? "ip6tables-restore" : "iptables-restore"
-            guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found") }
-            let (status, _) = try Exec.run(exe, ["-w", "5", "--noflush"], env: nil, input: Data(s.utf8))
-            if status != 0 { throw CNIError(CNIError.other, "failed to remove masquerading for \(chain)") }
+            guard try Self.restore(s, ipv6: ip6) else { throw CNIError(CNIError.other, "failed to remove masquerading for \(chain)") }
         }
     }
 
     /// Deletes this container's masquerade chain and the POSTROUTING rules that jump to it.
     func removeMasquerade(_ r: CNIRequest) throws {
         let chain = Self.chainName(r.name, r.containerID)
-        for (save, restore) in [("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")] {
-            guard let saveExe = Exec.which(save), let restoreExe = Exec.which(restore) else { continue }
+        for ip6 in [false, true] {
+            guard let saveExe = Exec.which(ip6 ? "ip6tables-save" : "iptables-save"),
+                  Exec.which(ip6 ? "ip6tables-restore" : "iptables-restore") != nil else { continue }
             let (status, out) = try Exec.run(saveExe, ["-t", "nat"], env: nil, input: Data())
             guard status == 0 else { continue }
             let text = String(decoding: out, as: UTF8.self)
@@ -494,8 +493,7 @@ public struct BridgePlugin: CNIPlugin {
                 script += "-D" + line.dropFirst(2) + "\n"
             }
             script += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
-            let (rs, _) = try Exec.run(restoreExe, ["-w", "5", "--noflush"], env: nil, input: Data(script.utf8))
-            if rs != 0 { throw CNIError(CNIError.other, "failed to remove masquerade chain \(chain)") }
+            guard try Self.restore(script, ipv6: ip6) else { throw CNIError(CNIError.other, "failed to remove masquerade chain \(chain)") }
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Netlink
 import ProxyCore
 
 /// Runs a command and returns its status and output; the test kit's only way to
@@ -25,6 +26,22 @@ public struct LabError: Error, CustomStringConvertible {
 }
 
 public var isRoot: Bool { geteuid() == 0 }
+
+/// Whether bridges in this kernel can filter VLANs (probed once, in a throw-away namespace).
+public let kernelCanFilterVLANs: Bool = {
+    guard isRoot else { return false }
+    let ns = "synkprobe\(getpid())"
+    guard (try? Sh.must(["ip", "netns", "add", ns])) != nil else { return false }
+    defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+    return (try? Sh.run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge", "vlan_filtering", "1"]))?.status == 0
+}()
+
+/// Whether the kernel has IPVS, loading the module if it can (its generic netlink family exists).
+public let kernelHasIPVS: Bool = {
+    guard isRoot else { return false }
+    _ = try? Sh.run(["modprobe", "ip_vs"])
+    return (try? GenericNetlink.familyID("IPVS")) != nil
+}()
 
 /// A throw-away set of network namespaces with unique names: a node, pods on
 /// the node's bridge, and a client outside the cluster. `destroy()` kills every

@@ -14,27 +14,19 @@ public struct NetlinkConntrack: ConntrackCleaner {
     public var namespace: Netlink.Namespace
     public init(namespace: Netlink.Namespace = .current) { self.namespace = namespace }
 
-    static func proto(_ p: L4Protocol) -> UInt8 {
-        switch p {
-        case .tcp: 6
-        case .udp: 17
-        case .sctp: 132
-        }
-    }
-
     private func delete(_ f: ConntrackFilter, ipv6: Bool) throws {
         try Conntrack(in: namespace).delete(matching: f, ipv6: ipv6)
     }
 
     public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws {
         guard let dst = IPNet.parseIP(serviceIP.description) else { return }
-        try delete(ConntrackFilter(proto: Self.proto(proto), originalDestination: dst, originalDestinationPort: UInt16(port),
+        try delete(ConntrackFilter(proto: proto.number, originalDestination: dst, originalDestinationPort: UInt16(port),
                                    natDestination: natDestination.flatMap(IPNet.parseIP)), ipv6: dst.count == 16)
     }
 
     public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws {
         let nat = natDestination.flatMap(IPNet.parseIP)
-        try delete(ConntrackFilter(proto: Self.proto(proto), originalDestinationPort: UInt16(port), natDestination: nat),
+        try delete(ConntrackFilter(proto: proto.number, originalDestinationPort: UInt16(port), natDestination: nat),
                    ipv6: nat?.count == 16)
     }
 }

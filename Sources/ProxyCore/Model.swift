@@ -14,6 +14,15 @@ public enum L4Protocol: String, Sendable, Hashable, Comparable {
         }
     }
 
+    /// The IP protocol number (conntrack, IPVS).
+    public var number: UInt8 {
+        switch self {
+        case .tcp: return 6
+        case .udp: return 17
+        case .sctp: return 132
+        }
+    }
+
     public static func < (a: L4Protocol, b: L4Protocol) -> Bool { a.rawValue < b.rawValue }
 }
 

@@ -39,14 +39,6 @@ public struct IPVSPlan: Sendable {
 
     static func bytes(_ ip: IPAddress) -> [UInt8]? { IPNet.parseIP(ip.description) }
 
-    static func proto(_ p: L4Protocol) -> UInt8 {
-        switch p {
-        case .tcp: IPVSService.tcp
-        case .udp: IPVSService.udp
-        case .sctp: IPVSService.sctp
-        }
-    }
-
     /// The addresses a service's ports need on kube-ipvs0.
     public static func boundAddresses(_ snap: ProxySnapshot, of ports: [ServicePortName]) -> Set<String> {
         var bound = Set<String>()
@@ -71,7 +63,7 @@ public struct IPVSPlan: Sendable {
             let d = PolicyDecision(cat, for: info)
             let internalEps = d.hasInternal ? (d.internalIsLocal ? cat.local : cat.cluster) : []
             let externalEps = d.hasExternal ? (d.externalIsLocal ? cat.local : cat.cluster) : []
-            let p = Self.proto(name.proto)
+            let p = name.proto.number
             func server(_ ip: IPAddress, _ port: Int, _ eps: [EndpointInfo], _ kind: IPVSVirtualServer.Kind) -> IPVSVirtualServer? {
                 guard let addr = Self.bytes(ip), (1...65535).contains(port) else { return nil }
                 let svc = IPVSService(address: addr, proto: p, port: UInt16(port), scheduler: options.scheduler,

@@ -55,6 +55,13 @@ public actor IPVSProxier: ProxyBackend {
         self.logger = logger
     }
 
+    /// Whether `updateService` is needed to turn `have` into `want`: scheduler, persistence, its
+    /// timeout and netmask (the kernel reports flag bits of its own, so only persistence counts).
+    static func settingsDiffer(_ have: IPVSService, _ want: IPVSService) -> Bool {
+        have.scheduler != want.scheduler || have.flags & IPVSService.persistent != want.flags & IPVSService.persistent
+            || have.timeout != want.timeout || have.netmask != want.netmask
+    }
+
     static func key(_ s: IPVSService) -> String { "\(s.proto)/\(IPNet.format(s.address))/\(s.port)/\(s.fwmark)" }
     static func key(_ s: IPVSService, _ d: IPVSDestination) -> String { key(s) + "->" + IPNet.format(d.address) + ":\(d.port)" }
 
@@ -117,12 +124,9 @@ public actor IPVSProxier: ProxyBackend {
         for vs in plan.servers {
             let k = Self.key(vs.service)
             planned.insert(k)
-            if let cur = currentByKey[k] {
-                if cur.scheduler != vs.service.scheduler || cur.flags & IPVSService.persistent != vs.service.flags & IPVSService.persistent
-                    || cur.timeout != vs.service.timeout || cur.netmask != vs.service.netmask {
-                    try ipvs.updateService(vs.service)
-                    written += 1
-                }
+            if let cur = currentByKey[k], Self.settingsDiffer(cur, vs.service) {
+                try ipvs.updateService(vs.service)
+                written += 1
             }
             var existed = currentByKey[k] != nil
             if !existed {
@@ -183,8 +187,7 @@ public actor IPVSProxier: ProxyBackend {
             planned.insert(k)
             managedAddresses.insert(vs.service.address)
             if let old = cache[k] {
-                if old.service.scheduler != vs.service.scheduler || old.service.flags != vs.service.flags
-                    || old.service.timeout != vs.service.timeout || old.service.netmask != vs.service.netmask {
+                if Self.settingsDiffer(old.service, vs.service) {
                     try ipvs.updateService(vs.service)
                     written += 1
                 }

@@ -77,15 +77,6 @@ func nsState(_ ns: String, container: Bool) throws -> [String] {
     return out.sorted()
 }
 
-/// Whether bridges here can filter VLANs (probed once, in a throw-away namespace).
-let kernelCanFilterVLANs: Bool = {
-    guard isRoot else { return false }
-    let ns = "sycniprobe\(getpid())"
-    guard (try? Sh.must(["ip", "netns", "add", ns])) != nil else { return false }
-    defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-    return (try? Sh.run(["ip", "-n", ns, "link", "add", "br0", "type", "bridge", "vlan_filtering", "1"]))?.status == 0
-}()
-
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 
 /// What this machine's kernel lacks, run in a Debian kernel under qemu (`netlab/guest`) from this

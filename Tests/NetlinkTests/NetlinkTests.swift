@@ -157,15 +157,6 @@ struct NetlinkEncodingTests {
     }
 }
 
-/// Whether bridges here can filter VLANs (probed in a throw-away namespace).
-let kernelHasBridgeVLANFiltering: Bool = {
-    guard isRoot else { return false }
-    let ns = "synlprobe\(getpid())"
-    guard (try? Sh.must(["ip", "netns", "add", ns])) != nil else { return false }
-    defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-    return (try? RouteHandle(in: .named(ns)).addBridge("br0", vlanFiltering: true)) != nil
-}()
-
 @Suite("netlink in network namespaces", .enabled(if: isRoot, "needs root for network namespaces"))
 struct NetlinkKernelTests {
     @Test func linksAddressesRoutesSysctlsAndFamilies() throws {
@@ -246,7 +237,7 @@ struct NetlinkKernelTests {
         #expect(throws: NetlinkError.self) { try GenericNetlink.familyID("NO-SUCH-FAMILY", in: .named(host)) }
     }
 
-    @Test(.enabled(if: kernelHasBridgeVLANFiltering, "no bridge VLAN filtering in this kernel: CNITests.GuestKernelTests runs this in qemu"))
+    @Test(.enabled(if: kernelCanFilterVLANs, "no bridge VLAN filtering in this kernel: CNITests.GuestKernelTests runs this in qemu"))
     func bridgeVLANFilteringOnAPort() throws {
         let ns = "synl\(String(UInt32.random(in: 0...UInt32.max), radix: 16))v"
         try Sh.must(["ip", "netns", "add", ns])
@@ -352,9 +343,3 @@ struct NetlinkKernelTests {
     }
 }
 
-/// Whether the kernel has IPVS (probed in a throw-away namespace; the module may need loading).
-let kernelHasIPVS: Bool = {
-    guard isRoot else { return false }
-    _ = try? Sh.run(["modprobe", "ip_vs"])
-    return (try? GenericNetlink.familyID("IPVS")) != nil
-}()

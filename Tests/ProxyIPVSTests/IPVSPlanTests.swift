@@ -102,13 +102,6 @@ struct IPVSPlanTests {
     }
 }
 
-/// Whether the kernel has IPVS (loading the module if it can).
-let kernelHasIPVS: Bool = {
-    guard isRoot else { return false }
-    _ = try? Sh.run(["modprobe", "ip_vs"])
-    return (try? GenericNetlink.familyID("IPVS")) != nil
-}()
-
 @Suite("IPVS mode in a kernel with IPVS", .enabled(if: isRoot, "needs root"))
 struct IPVSKernelTests {
     /// What `render` prints is what `ipvsadm` shows once the plan is programmed.
