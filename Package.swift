@@ -72,7 +72,7 @@ let package = Package(
         // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
         .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
         // The IPVS mode: virtual servers planned from snapshots, rendered as ipvsadm shows them.
-        .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "Netlink", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+        .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "ProxyIPTables", "Netlink", "KubeAPI", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
         .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
@@ -125,7 +125,7 @@ let package = Package(
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxyCore", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxyCore", "ProxyIPTables", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit",

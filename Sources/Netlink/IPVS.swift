@@ -93,6 +93,8 @@ public struct IPVSDestination: Sendable, Equatable {
 /// counters, and flushed.
 public final class IPVS: @unchecked Sendable {
     public let family: UInt16
+    /// The network namespace this handle programs.
+    public let namespace: Namespace
     private let sock: NetlinkSocket
     private let lock = NSLock()
 
@@ -104,6 +106,7 @@ public final class IPVS: @unchecked Sendable {
             throw NetlinkError(errno: ENOENT, what: "this kernel has no IPVS (generic netlink family \"IPVS\"; modprobe ip_vs)")
         }
         sock = try NetlinkSocket(NETLINK_GENERIC, in: ns)
+        namespace = ns
     }
 
     // MARK: encoding (pure, for fixtures)

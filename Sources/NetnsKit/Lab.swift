@@ -114,6 +114,19 @@ public final class Lab: @unchecked Sendable {
         // Wait until the listeners are up (on a loaded machine the UDP one may come last).
         var waiting: [(String, Int)] = [("-ltnH", tcpPort)]
         if let udpPort { waiting.append(("-lunH", udpPort)) }
+        try waitForListeners(ns, waiting, pod: name)
+    }
+
+    /// Starts a TCP server in a pod that answers with the address the connection came from (to
+    /// see whether it was masqueraded).
+    public func servePeerAddress(pod name: String, tcpPort: Int) throws {
+        guard let ns = pods[name] else { throw LabError("no pod \(name)") }
+        try spawn(ns, ["socat", "TCP-LISTEN:\(tcpPort),fork,reuseaddr", "SYSTEM:echo $SOCAT_PEERADDR"])
+        try waitForListeners(ns, [("-ltnH", tcpPort)], pod: name)
+    }
+
+    private func waitForListeners(_ ns: String, _ listeners: [(String, Int)], pod name: String) throws {
+        var waiting = listeners
         for _ in 0..<250 {
             waiting.removeAll { flag, port in
                 ((try? Sh.run(["ip", "netns", "exec", ns, "ss", flag, "sport = :\(port)"]))?.out.isEmpty == false)

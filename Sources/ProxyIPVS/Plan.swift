@@ -14,7 +14,38 @@ public struct IPVSOptions: Sendable {
     /// The running proxy: NodePorts on the node's own IPv4 addresses as the kernel has them at
     /// each sync (not loopback, not those on kube-ipvs0), as upstream finds them.
     public var nodeAddressesFromKernel = false
+    /// `--ipvs-strict-arp`: arp_ignore=1 and arp_announce=2, so the node does not answer ARP for
+    /// kube-ipvs0's addresses.
+    public var strictARP = false
+    /// `--masquerade-all`: every connection to a ClusterIP is masqueraded.
+    public var masqueradeAll = false
+    /// How pod traffic is told from the rest (`--detect-local-mode`, `--cluster-cidr`): traffic
+    /// to a ClusterIP from outside the pods is masqueraded.
+    public var localDetector: LocalDetector = .none
+    /// `--iptables-masquerade-bit`.
+    public var masqueradeBit = 14
+    /// `MASQUERADE --random-fully` (every iptables we run on has it).
+    public var randomFully = true
+    /// The node's primary IPv4 address: a load balancer whose source ranges leave it out is not
+    /// reachable from the node either.
+    public var nodeIP: IPAddress?
     public init() {}
+
+    public init(_ c: ProxyConfig) {
+        masqueradeAll = c.masqueradeAll
+        localDetector = c.localDetector
+        masqueradeBit = c.masqueradeBit
+        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
+    }
+
+    var ifNotLocal: String? {
+        switch localDetector {
+        case .none: return nil
+        case .cidrs(let c): return c.first { $0.address.family == .ipv4 }.map { "! -s \($0)" }
+        case .bridgeInterface(let b): return "! -i \(b)"
+        case .interfaceNamePrefix(let p): return "! -i \(p)+"
+        }
+    }
 }
 
 /// One virtual server and its real servers, and the service port it serves.

@@ -3,21 +3,31 @@ import KubeAPI
 import Logging
 import Netlink
 import ProxyCore
+import ProxyIPTables
 
 /// The IPVS mode's kernel sync: every sync diffs the plan against what the kernel holds (so a
 /// restarted proxy adopts existing state and changes nothing that is already right), binds the
 /// service addresses to the `kube-ipvs0` dummy link, and terminates real servers gracefully:
 /// a removed TCP/SCTP real server keeps weight 0 until its connections are gone, a UDP one goes
-/// at once.
-///
-/// Not yet here (the IPVS issue stays open for them): the masquerade and filter rules IPVS
-/// needs next to it, `--ipvs-strict-arp`, and the health check node port.
+/// at once. Beside IPVS it keeps kube-proxy's ipsets and the few iptables rules that match them
+/// (masquerading, NodePorts, load balancer source ranges, the kube-ipvs0 access filter): a
+/// service change adds and removes set entries; the rules are rewritten only when a set becomes
+/// empty or stops being so.
 public actor IPVSProxier: ProxyBackend {
     public nonisolated let mode = "ipvs"
     let ipvs: IPVS
     let links: RouteHandle
+    let ipt: any IPTablesInterface
+    let ipset: any IPSetInterface
     let options: IPVSOptions
     let logger: Logger
+    /// What each service put into the ipsets, each entry's number of services, and the
+    /// iptables text the last sync wrote.
+    private var shares: [NamespacedName: IPVSRuleShare] = [:]
+    private var entryRefs: [String: [String: Int]] = [:]
+    private var dropRefs: [String: Int] = [:]
+    private var lastRules: String?
+    private var sysctlsSet = false
     /// Addresses this proxier manages virtual servers on (bound ones and NodePort addresses), so
     /// a virtual server someone else made on another address is left alone.
     private var managedAddresses = Set<[UInt8]>()
@@ -48,9 +58,12 @@ public actor IPVSProxier: ProxyBackend {
         }
     }
 
-    public init(ipvs: IPVS, links: RouteHandle, options: IPVSOptions, logger: Logger = Logger(label: "switchyard.ipvs")) {
+    public init(ipvs: IPVS, links: RouteHandle, ipt: any IPTablesInterface, ipset: any IPSetInterface, options: IPVSOptions,
+                logger: Logger = Logger(label: "switchyard.ipvs")) {
         self.ipvs = ipvs
         self.links = links
+        self.ipt = ipt
+        self.ipset = ipset
         self.options = options
         self.logger = logger
     }
@@ -74,7 +87,21 @@ public actor IPVSProxier: ProxyBackend {
         return try links.mustLink(IPVSPlan.dummyInterface)
     }
 
+    /// The sysctls kube-proxy sets for the IPVS mode, in the namespace IPVS is programmed in:
+    /// conntrack keeps IPVS connections (the masquerade rules need it), connections to a removed
+    /// real server are rescheduled or dropped (so UDP flows move on), persistence templates of a
+    /// weight-0 server expire, forwarding is on; strict ARP when asked.
+    func ensureSysctls() throws {
+        guard !sysctlsSet else { return }
+        var wanted = [("net.ipv4.vs.conntrack", "1"), ("net.ipv4.vs.expire_nodest_conn", "1"),
+                      ("net.ipv4.vs.expire_quiescent_template", "1"), ("net.ipv4.ip_forward", "1")]
+        if options.strictARP { wanted += [("net.ipv4.conf.all.arp_ignore", "1"), ("net.ipv4.conf.all.arp_announce", "2")] }
+        for (k, v) in wanted { try ipvs.namespace.setSysctl(k, v) }
+        sysctlsSet = true
+    }
+
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        try ensureSysctls()
         let dummy = try ensureDummy()
         var opts = options
         if opts.nodeAddressesFromKernel && opts.nodePortAddresses == nil {
@@ -98,9 +125,21 @@ public actor IPVSProxier: ProxyBackend {
         let partial = request.changedServices != nil && applied != nil
         let plan = IPVSPlan(request.snapshot, options: opts, only: partial ? request.changedServices : nil)
         var written = 0
+        if opts.nodeIP == nil { opts.nodeIP = (opts.nodePortAddresses ?? request.snapshot.node.ips).first { $0.family == .ipv4 } }
 
+        // Set entries and rules first (new addresses are matched before IPVS takes their traffic),
+        // entries that went away last.
+        let removals: String
+        do {
+            (removals, written) = try syncRules(request.snapshot, options: opts, changed: partial ? request.changedServices : nil)
+        } catch {
+            applied = nil
+            throw error
+        }
         if let changed = request.changedServices, applied != nil {
-            return try partialSync(plan, request.snapshot, changed: changed, dummy: dummy)
+            var out = try partialSync(plan, request.snapshot, changed: changed, dummy: dummy)
+            out.objectsWritten += written + (try removeEntries(removals))
+            return out
         }
         // 1. The addresses on kube-ipvs0: exactly the plan's.
         let want = Self.nets(Set(plan.boundAddresses))
@@ -150,7 +189,99 @@ public actor IPVSProxier: ProxyBackend {
         keysByService = [:]
         for vs in plan.servers { keysByService[vs.owner.service, default: []].insert(Self.key(vs.service)) }
         recordBound(request.snapshot)
+        written += try removeEntries(removals)
         return SyncOutcome(full: true, objectsWritten: written)
+    }
+
+    /// Adds what the ipsets lack and (re)writes the iptables rules; returns the `ipset restore`
+    /// lines that delete what is no longer wanted, to run once IPVS no longer needs it. A full
+    /// sync compares with the kernel's sets; a partial one with what the changed services had.
+    func syncRules(_ snap: ProxySnapshot, options opts: IPVSOptions, changed: Set<NamespacedName>?) throws -> (String, Int) {
+        let nodeIPs = (opts.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
+        var newShares = changed == nil ? [:] : shares
+        var refs = changed == nil ? [:] : entryRefs
+        var drops = changed == nil ? [:] : dropRefs
+        var adds = "", dels = ""
+        var written = 0
+        let services = changed ?? Set(snap.servicePorts.keys.map(\.service))
+        for svc in services {
+            let now = IPVSRules.share(snap, of: snap.ports(of: [svc]), nodeIPs: nodeIPs, options: opts)
+            let before = changed == nil ? IPVSRuleShare() : (newShares[svc] ?? IPVSRuleShare())
+            guard now != before else { continue }
+            for set in Set(now.entries.keys).union(before.entries.keys) {
+                let n = now.entries[set] ?? [], b = before.entries[set] ?? []
+                for e in n.subtracting(b) {
+                    refs[set, default: [:]][e, default: 0] += 1
+                    if refs[set]![e] == 1 && changed != nil { adds += "add \(set) \(e)\n" }
+                }
+                for e in b.subtracting(n) {
+                    refs[set]![e]! -= 1
+                    if refs[set]![e] == 0 {
+                        refs[set]![e] = nil
+                        dels += "del \(set) \(e)\n"
+                    }
+                }
+            }
+            for d in now.outDrops.subtracting(before.outDrops) { drops[d, default: 0] += 1 }
+            for d in before.outDrops.subtracting(now.outDrops) {
+                drops[d]! -= 1
+                if drops[d] == 0 { drops[d] = nil }
+            }
+            newShares[svc] = now.isEmpty ? nil : now
+        }
+        if changed == nil {
+            // Against the kernel: every set made (as upstream, even empty ones), what is missing
+            // added, what is extra removed at the end.
+            let kernel = try ipset.save()
+            adds = IPSetKind.all.map { $0.createLine + "\n" }.joined()
+            for k in IPSetKind.all {
+                let want = Set((refs[k.name] ?? [:]).keys), have = kernel[k.name] ?? []
+                for e in want.subtracting(have).sorted() { adds += "add \(k.name) \(e)\n" }
+                for e in have.subtracting(want).sorted() { dels += "del \(k.name) \(e)\n" }
+            }
+        }
+        if !adds.isEmpty {
+            try ipset.restore(adds)
+            written += adds.split(separator: "\n").filter { $0.hasPrefix("add ") }.count
+        }
+        let nonEmpty = Set(refs.filter { !$0.value.isEmpty }.keys)
+        var text = IPVSRules.restoreText(nonEmpty: nonEmpty, outDrops: drops.keys.sorted(), options: opts)
+        if changed == nil {
+            // The jumps from the built-in chains, each put first where it is missing; counted as a
+            // write only when the kernel's rules differ afterwards (a restart that finds them right
+            // changes nothing).
+            let rulesText = text
+            let saved = try ipt.save(tables: ["nat", "filter"])
+            let lines = Set(saved.split(separator: "\n").map(String.init))
+            for (table, chain, spec) in IPVSRules.jumps where !lines.contains("-A \(chain) \(spec)") {
+                let marker = table == "nat" ? "COMMIT\n*filter\n" : "COMMIT\n"
+                if let r = text.range(of: marker, options: table == "nat" ? [] : .backwards) {
+                    text.insert(contentsOf: "-I \(chain) 1 \(spec)\n", at: r.lowerBound)
+                }
+            }
+            try ipt.restore(text)
+            lastRules = rulesText
+            if IPVSRules.ours(saved) != IPVSRules.ours(try ipt.save(tables: ["nat", "filter"])) { written += 1 }
+        } else if text != lastRules {
+            try ipt.restore(text)
+            lastRules = text
+            written += 1
+        }
+        shares = newShares
+        entryRefs = refs
+        dropRefs = drops
+        return (dels, written)
+    }
+
+    func removeEntries(_ dels: String) throws -> Int {
+        guard !dels.isEmpty else { return 0 }
+        do {
+            try ipset.restore(dels)
+        } catch {
+            applied = nil
+            throw error
+        }
+        return dels.split(separator: "\n").count
     }
 
     /// Only the virtual servers of `changed` services (and addresses that moved), against what
@@ -270,12 +401,18 @@ public actor IPVSProxier: ProxyBackend {
         !terminating.isEmpty
     }
 
-    /// Removes every virtual server on a managed address and `kube-ipvs0`.
+    /// Removes every virtual server on a managed address, `kube-ipvs0`, our rules and ipsets.
     public func cleanup() async throws {
         for s in try ipvs.services() where managedAddresses.isEmpty || managedAddresses.contains(s.address) {
             try ipvs.deleteService(s)
         }
         if try links.link(named: IPVSPlan.dummyInterface) != nil { try links.deleteLink(IPVSPlan.dummyInterface) }
+        try IPVSRules.remove(ipt: ipt, ipset: ipset)
         terminating.removeAll()
+        applied = nil
+        shares = [:]
+        entryRefs = [:]
+        dropRefs = [:]
+        lastRules = nil
     }
 }

@@ -129,7 +129,10 @@ public enum IPVSRenderer {
     /// `render --proxy-mode ipvs`: the plan in one of the two formats, and the addresses
     /// `kube-ipvs0` carries as comment lines at the end.
     public struct Renderer: ProxyRenderer {
-        public enum Format: Sendable { case list, save }
+        /// `list`: the virtual servers as `ipvsadm -Ln` shows them, then kube-ipvs0's addresses,
+        /// the ipsets and the iptables rules under `#` headers; `save`, `ipset` and `iptables`:
+        /// one part each, as `ipvsadm-restore`, `ipset restore` and `iptables-restore` take it.
+        public enum Format: String, Sendable, CaseIterable { case list, save, ipset, iptables }
         public var options: IPVSOptions
         public var format: Format
         public init(options: IPVSOptions, format: Format) {
@@ -138,10 +141,18 @@ public enum IPVSRenderer {
         }
 
         public func render(_ snapshot: ProxySnapshot) -> String {
-            let plan = IPVSPlan(snapshot, options: options)
-            var out = format == .save ? IPVSRenderer.save(plan) : IPVSRenderer.listing(plan)
-            out += "# \(IPVSPlan.dummyInterface): \(plan.boundAddresses.map { "\($0)/32" }.joined(separator: " "))\n"
-            return out
+            let rules = IPVSRules.render(snapshot, options: options)
+            switch format {
+            case .ipset: return rules.ipset
+            case .iptables: return rules.iptables
+            case .save: return IPVSRenderer.save(IPVSPlan(snapshot, options: options))
+            case .list:
+                let plan = IPVSPlan(snapshot, options: options)
+                var out = IPVSRenderer.listing(plan)
+                out += "# \(IPVSPlan.dummyInterface): \(plan.boundAddresses.map { "\($0)/32" }.joined(separator: " "))\n"
+                out += "# ipset save\n" + rules.ipset + "# iptables-restore --noflush\n" + rules.iptables
+                return out
+            }
         }
     }
 

@@ -55,7 +55,11 @@ struct NFTBench: AsyncParsableCommand {
             if withIpvs {
                 let r = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
                     try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])   // real servers must be unicast in the namespace
-                    return IPVSProxier(ipvs: try IPVS(in: .named(ns)), links: try RouteHandle(in: .named(ns)), options: IPVSOptions())
+                    var o = IPVSOptions()
+                    o.localDetector = .cidrs([CIDR("10.244.0.0/16")!])
+                    return IPVSProxier(ipvs: try IPVS(in: .named(ns)), links: try RouteHandle(in: .named(ns)),
+                                       ipt: SystemIPTables(runner: CommandRunner(netns: ns)),
+                                       ipset: SystemIPSet(runner: CommandRunner(netns: ns)), options: o)
                 }
                 log("ipvs at \(n): full sync \(fmt(r.full)), endpoint change median \(fmt(r.change)) (p90 \(fmt(r.p90)))")
                 ipvsResults.append((n, r))

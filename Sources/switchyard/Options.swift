@@ -203,7 +203,7 @@ extension ProxyFlags {
         guard IPVSService.schedulers.contains(ipvsScheduler) else {
             throw ValidationError("--ipvs-scheduler: unknown scheduler \(ipvsScheduler) (one of \(IPVSService.schedulers.joined(separator: ", ")))")
         }
-        var o = IPVSOptions()
+        var o = IPVSOptions(c)
         o.scheduler = ipvsScheduler
         if let cidrs = c.nodePortCIDRs { o.nodePortAddresses = cidrs.filter { $0.prefixLength == 32 }.map(\.address) }
         return o
@@ -246,18 +246,8 @@ func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, log
         var o = try flags.ipvsOptions(c)
         o.nodeAddressesFromKernel = true   // looked up at every sync, inside --nodeport-addresses when given
         o.nodePortCIDRs = c.nodePortCIDRs
-        // As kube-proxy sets them: connections to a removed real server are rescheduled or dropped
-        // (so UDP flows move on), persistence templates of a weight-0 server expire, and conntrack
-        // keeps IPVS connections (the masquerade rules need it).
-        for (key, value) in [("net.ipv4.vs.conntrack", "1"), ("net.ipv4.vs.expire_nodest_conn", "1"),
-                             ("net.ipv4.vs.expire_quiescent_template", "1")] {
-            try Namespace.current.setSysctl(key, value)
-        }
-        if flags.ipvsStrictARP {
-            try Namespace.current.setSysctl("net.ipv4.conf.all.arp_ignore", "1")
-            try Namespace.current.setSysctl("net.ipv4.conf.all.arp_announce", "2")
-        }
-        return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), options: o, logger: logger)
+        o.strictARP = flags.ipvsStrictARP   // the proxier sets kube-proxy's IPVS sysctls at its first sync
+        return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(), options: o, logger: logger)
     case "userspace":
         return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),
                                 options: try flags.userspaceOptions(c, live: true), conntrack: conntrack,

@@ -50,7 +50,17 @@ struct Proxy: AsyncParsableCommand {
             config.syncPeriod = .milliseconds(Int(v * 1000))
         }
         if cleanup {
-            // Like kube-proxy --cleanup: remove what every mode may have left.
+            // Like kube-proxy --cleanup: remove what every mode may have left. The IPVS mode's
+            // rules first: they jump to chains whose names the iptables mode shares.
+            if let ipvs = try? IPVS() {
+                // IPVS, where the kernel has it: every virtual server (as kube-proxy flushes) and kube-ipvs0.
+                try await IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(),
+                                      options: IPVSOptions()).cleanup()
+                logger.info("removed the IPVS virtual servers, kube-ipvs0, and the IPVS mode's rules and ipsets")
+            } else {
+                try IPVSRules.remove(ipt: SystemIPTables(), ipset: SystemIPSet())
+                logger.info("removed the IPVS mode's rules and ipsets")
+            }
             let p = IPTablesProxier(ipt: SystemIPTables(), options: IPTablesOptions(config, nodePortIPs: nil))
             try await p.cleanup()
             logger.info("removed kube-proxy iptables rules and chains")
@@ -59,11 +69,6 @@ struct Proxy: AsyncParsableCommand {
             logger.info("removed the nftables table ip kube-proxy")
             try UserspaceProxier.removeRules(SystemIPTables())
             logger.info("removed the userspace mode's portal chains")
-            // IPVS, where the kernel has it: every virtual server (as kube-proxy flushes) and kube-ipvs0.
-            if let ipvs = try? IPVS() {
-                try await IPVSProxier(ipvs: ipvs, links: try RouteHandle(), options: IPVSOptions()).cleanup()
-                logger.info("removed the IPVS virtual servers and kube-ipvs0")
-            }
             return
         }
         guard !manifests.isEmpty else {

@@ -22,7 +22,7 @@ struct Render: AsyncParsableCommand {
     @Option(name: [.customShort("f"), .customLong("filename")], help: "Manifest file, directory, or - for stdin (repeatable).")
     var files: [String] = []
 
-    @Option(name: .customLong("ipvs-format"), help: "ipvs mode only: 'list' (as ipvsadm -Ln shows it, the default) or 'save' (as ipvsadm-save -n writes it).")
+    @Option(name: .customLong("ipvs-format"), help: "ipvs mode only: 'list' (virtual servers as ipvsadm -Ln shows them, then the ipsets and iptables rules; the default), 'save' (as ipvsadm-save -n writes them), 'ipset' (as ipset restore takes them) or 'iptables' (as iptables-restore takes them).")
     var ipvsFormat: String = "list"
 
     func run() async throws {
@@ -41,8 +41,10 @@ struct Render: AsyncParsableCommand {
         case "userspace":
             renderer = UserspaceRenderer(options: try flags.userspaceOptions(config, live: false))
         case "ipvs":
-            guard ["list", "save"].contains(ipvsFormat) else { throw ValidationError("--ipvs-format: list or save") }
-            renderer = IPVSRenderer.Renderer(options: try flags.ipvsOptions(config), format: ipvsFormat == "save" ? .save : .list)
+            guard let format = IPVSRenderer.Renderer.Format(rawValue: ipvsFormat) else {
+                throw ValidationError("--ipvs-format: one of list, save, ipset, iptables")
+            }
+            renderer = IPVSRenderer.Renderer(options: try flags.ipvsOptions(config), format: format)
         default:
             renderer = IPTablesProxier(ipt: FakeIPTables(), options: makeIPTablesOptions(config, live: false))
         }

@@ -92,7 +92,7 @@ struct GuestKernelTests {
         guard FileManager.default.isExecutableFile(atPath: testBinary) else { throw LabError("\(testBinary) is not built") }
         let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "400", "--",
                             testBinary, "--testing-library", "swift-testing", "--filter",
-                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted|clusterIPNodePortAdoptionAndGracefulTermination"],
+                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted|clusterIPNodePortAdoptionAndGracefulTermination|masqueradeSourceRangesNoEndpointsAffinityAndScheduler"],
                            timeout: 600)
         let out = r.out + r.err
         #expect(r.status == 0, "the guest run failed (\(r.status)):\n\(out.suffix(4000))")
@@ -101,6 +101,7 @@ struct GuestKernelTests {
         #expect(out.contains("ipvsServicesAndRealServersAgreeWithIpvsadm() passed"), "\(out.suffix(4000))")
         #expect(out.contains("ipvsadmShowsWhatRenderPrinted() passed"), "\(out.suffix(4000))")
         #expect(out.contains("clusterIPNodePortAdoptionAndGracefulTermination() passed"), "\(out.suffix(4000))")
+        #expect(out.contains("masqueradeSourceRangesNoEndpointsAffinityAndScheduler() passed"), "\(out.suffix(4000))")
     }
 }
 

@@ -3,6 +3,7 @@ import KubeAPI
 import Netlink
 import NetnsKit
 import ProxyCore
+import ProxyIPTables
 @testable import ProxyIPVS
 import Testing
 
@@ -155,7 +156,8 @@ struct IPVSLabTests {
         t.update(slice: slice("hold", [("10.244.1.2", "node-a")], ports: [EndpointPort(protocol: "TCP", port: 9090)]))
         let ipvs = try IPVS(in: .named(lab.node))
         let links = try RouteHandle(in: .named(lab.node))
-        let proxier = IPVSProxier(ipvs: ipvs, links: links, options: IPVSOptions())
+        let ipt = SystemIPTables(runner: CommandRunner(netns: lab.node)), ipset = SystemIPSet(runner: CommandRunner(netns: lab.node))
+        let proxier = IPVSProxier(ipvs: ipvs, links: links, ipt: ipt, ipset: ipset, options: IPVSOptions())
         _ = try await proxier.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: nil))
         #expect(try Sh.must(["ip", "-n", lab.node, "addr", "show", "kube-ipvs0"]).contains("10.96.0.10/32"))
 
@@ -168,8 +170,8 @@ struct IPVSLabTests {
         let np = lab.tcp(lab.nodeClientIP, 30080)
         #expect(np == "a" || np == "b", "the NodePort on the node's address")
 
-        // A restarted proxy adopts what is there and writes nothing.
-        let restarted = IPVSProxier(ipvs: ipvs, links: links, options: IPVSOptions())
+        // A restarted proxy adopts what is there and writes nothing (IPVS, ipsets, iptables rules).
+        let restarted = IPVSProxier(ipvs: ipvs, links: links, ipt: ipt, ipset: ipset, options: IPVSOptions())
         let again = try await restarted.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: nil))
         #expect(again.objectsWritten == 0)
 
@@ -182,7 +184,11 @@ struct IPVSLabTests {
         #expect(TCP.receive(fd, count: 1) == Array("a".utf8))
         t.update(slice: slice("hold", [("10.244.1.3", "node-a")], ports: [EndpointPort(protocol: "TCP", port: 9090)]))
         let change = try await restarted.sync(SyncRequest(snapshot: t.snapshot().0, changedServices: [NamespacedName(namespace: "default", name: "hold")]))
-        #expect(!change.full && change.objectsWritten == 2, "one real server added, one set to weight 0, nothing else: \(change.objectsWritten)")
+        // One real server added, one set to weight 0, and the hairpin set's entry of each endpoint swapped.
+        #expect(!change.full && change.objectsWritten == 4, "\(change.objectsWritten) objects written")
+        #expect(try ipset.save()["KUBE-LOOP-BACK"] == ["10.244.1.2,tcp:8080,10.244.1.2", "10.244.1.3,tcp:8080,10.244.1.3",
+                                                      "10.244.1.2,udp:5353,10.244.1.2", "10.244.1.3,udp:5353,10.244.1.3",
+                                                      "10.244.1.3,tcp:9090,10.244.1.3"])
         let listed = try Sh.must(["ip", "netns", "exec", lab.node, "ipvsadm", "-Ln", "-t", "10.96.0.30:90"])
         #expect(listed.contains("-> 10.244.1.2:9090              Masq    0      1"), "draining at weight 0 with its connection: \(listed)")
         #expect(await restarted.draining.count == 1)
@@ -194,9 +200,85 @@ struct IPVSLabTests {
         }
         #expect(fresh == Array("b".utf8), "new connections go to the remaining endpoint")
 
-        // Cleanup leaves no virtual server and no kube-ipvs0.
+        // Cleanup leaves no virtual server, no kube-ipvs0, no rule and no set.
         try await restarted.cleanup()
         #expect(try ipvs.services().isEmpty)
         #expect(try links.link(named: "kube-ipvs0") == nil)
+        #expect(try ipset.save().isEmpty)
+        #expect(!(try Sh.must(["ip", "netns", "exec", lab.node, "iptables-save"])).contains("KUBE-"))
+    }
+
+    /// The iptables mode's other scenarios against this mode: masquerading (from outside the
+    /// pods, not from them; NodePorts; a pod reaching itself), load balancer source ranges, a
+    /// service without endpoints, a port kube-ipvs0 does not serve, ClientIP affinity, and a
+    /// scheduler change by a restarted proxy.
+    @Test(.enabled(if: kernelHasIPVS, "no IPVS in this kernel: CNITests.GuestKernelTests runs this in qemu"))
+    func masqueradeSourceRangesNoEndpointsAffinityAndScheduler() async throws {
+        let lab = try Lab()
+        defer { lab.destroy() }
+        try lab.addPod("a", host: 2)
+        try lab.addPod("b", host: 3)
+        try lab.serve(pod: "a", tcpPort: 8080)
+        try lab.serve(pod: "b", tcpPort: 8080)
+        try lab.servePeerAddress(pod: "a", tcpPort: 7070)
+        for net in ["10.96.0.0/12", "192.0.2.0/24"] { try Sh.must(["ip", "-n", lab.client, "route", "add", net, "via", lab.nodeClientIP]) }
+        var t = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
+        let http = [EndpointPort(protocol: "TCP", port: 8080)]
+        t.update(service: service("peer", ip: "10.96.0.50", type: "NodePort", ports: [ServicePort(port: 70, targetPort: .int(7070), nodePort: 30070)]))
+        t.update(slice: slice("peer", [("10.244.1.2", "node-a")], ports: [EndpointPort(protocol: "TCP", port: 7070)]))
+        t.update(service: service("self", ip: "10.96.0.51", ports: [ServicePort(port: 80, targetPort: .int(8080))]))
+        t.update(slice: slice("self", [("10.244.1.2", "node-a")], ports: http))
+        for (name, ip, lb, range) in [("open", "10.96.0.52", "192.0.2.10", lab.clientIP + "/32"), ("closed", "10.96.0.53", "192.0.2.11", "198.51.100.0/24")] {
+            var s = service(name, ip: ip, type: "LoadBalancer", ports: [ServicePort(port: 80, targetPort: .int(8080), nodePort: name == "open" ? 30052 : 30053)], lb: [lb])
+            s.spec.loadBalancerSourceRanges = [range]
+            t.update(service: s)
+            t.update(slice: slice(name, [("10.244.1.2", "node-a"), ("10.244.1.3", "node-a")], ports: http))
+        }
+        t.update(service: service("empty", ip: "10.96.0.54", ports: [ServicePort(port: 9000)]))
+        t.update(service: service("sticky", ip: "10.96.0.55", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: 300))
+        t.update(slice: slice("sticky", [("10.244.1.2", "node-a"), ("10.244.1.3", "node-a")], ports: http))
+        var o = IPVSOptions()
+        o.localDetector = .cidrs([CIDR("10.244.0.0/16")!])
+        let ipvs = try IPVS(in: .named(lab.node))
+        let links = try RouteHandle(in: .named(lab.node))
+        let ipt = SystemIPTables(runner: CommandRunner(netns: lab.node)), ipset = SystemIPSet(runner: CommandRunner(netns: lab.node))
+        defer { _ = try? IPVSRules.remove(ipt: ipt, ipset: ipset) }
+        _ = try await IPVSProxier(ipvs: ipvs, links: links, ipt: ipt, ipset: ipset, options: o)
+            .sync(SyncRequest(snapshot: t.snapshot().0, changedServices: nil))
+
+        // From outside the pod network: masqueraded to the node's bridge address; from a pod: not.
+        #expect(lab.tcp("10.96.0.50", 70)?.hasPrefix(lab.bridgeIP) == true, "client to a ClusterIP is masqueraded")
+        #expect(lab.tcp("10.96.0.50", 70, from: lab.pods["b"]!)?.hasPrefix("10.244.1.3") == true, "pod to a ClusterIP keeps its address")
+        #expect(lab.tcp(lab.nodeClientIP, 30070)?.hasPrefix(lab.bridgeIP) == true, "NodePort traffic is masqueraded")
+        // A pod reaching itself through its service: masqueraded by KUBE-LOOP-BACK, and its port in
+        // hairpin mode, as kubelet and the bridge plugin's hairpinMode set it (the reply, de-NATed
+        // on the bridge, leaves by the port it came in on).
+        try Sh.must(["ip", "-n", lab.node, "link", "set", "vetha", "type", "bridge_slave", "hairpin", "on"])
+        #expect(lab.tcp("10.96.0.51", 80, from: lab.pods["a"]!) == "a", "hairpin")
+        // Load balancer source ranges: the client's address is allowed on one, not on the other.
+        let allowed = lab.tcp("192.0.2.10", 80)
+        #expect(allowed == "a" || allowed == "b", "source range that holds the client")
+        #expect(lab.tcp("192.0.2.11", 80, timeout: 1) == nil, "source range that does not")
+        // No endpoints: IPVS answers with a port unreachable, seen as "connection refused".
+        let empty = try Sh.run(["ip", "netns", "exec", lab.client, "socat", "-T2", "-", "TCP:10.96.0.54:9000,connect-timeout=2"], input: "")
+        #expect(empty.status != 0 && empty.err.contains("refused"), "no endpoints: \(empty.err)")
+        // A port no service has on a kube-ipvs0 address: rejected by KUBE-IPVS-FILTER.
+        let stray = try Sh.run(["ip", "netns", "exec", lab.client, "socat", "-T2", "-", "TCP:10.96.0.51:81,connect-timeout=2"], input: "")
+        #expect(stray.status != 0 && stray.err.contains("refused"), "stray port: \(stray.err)")
+        // ClientIP affinity: one client, one backend.
+        var seen = Set<String>()
+        for _ in 0..<12 { if let r = lab.tcp("10.96.0.55", 80) { seen.insert(r) } }
+        #expect(seen.count == 1, "affinity pins the client: \(seen)")
+
+        // A restart with another scheduler updates every virtual server and nothing else.
+        let before = try ipvs.services()
+        o.scheduler = "wlc"
+        let again = try await IPVSProxier(ipvs: ipvs, links: links, ipt: ipt, ipset: ipset, options: o)
+            .sync(SyncRequest(snapshot: t.snapshot().0, changedServices: nil))
+        let after = try ipvs.services()
+        #expect(after.count == before.count && after.allSatisfy { $0.scheduler == "wlc" })
+        #expect(again.objectsWritten == before.count, "\(again.objectsWritten) written for \(before.count) virtual servers")
+        #expect(try Sh.must(["ip", "netns", "exec", lab.node, "ipvsadm", "-Ln", "-t", "10.96.0.51:80"]).contains("10.96.0.51:80 wlc"))
+        #expect(lab.tcp("10.96.0.51", 80) == "a", "traffic still flows after the change")
     }
 }
