@@ -19,6 +19,7 @@ let package = Package(
         .library(name: "ProxyUserspace", targets: ["ProxyUserspace"]),
         .library(name: "Netlink", targets: ["Netlink"]),
         .library(name: "ProxyIPVS", targets: ["ProxyIPVS"]),
+        .library(name: "KubeStore", targets: ["KubeStore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
@@ -28,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Kubernetes object model and manifest loading. No I/O besides reading manifests.
@@ -120,6 +122,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The API server's store: a revision log with watch and compaction (SQLite by default).
+        .target(name: "KubeStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
+        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),

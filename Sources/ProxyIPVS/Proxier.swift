@@ -28,6 +28,8 @@ public actor IPVSProxier: ProxyBackend {
     private var dropRefs: [String: Int] = [:]
     private var lastRules: String?
     private var sysctlsSet = false
+    /// Seconds the last sync spent on the ipsets and iptables rules, and in all (for the benchmark).
+    public private(set) var lastTimings: (rules: Double, total: Double) = (0, 0)
     /// Addresses this proxier manages virtual servers on (bound ones and NodePort addresses), so
     /// a virtual server someone else made on another address is left alone.
     private var managedAddresses = Set<[UInt8]>()
@@ -101,6 +103,9 @@ public actor IPVSProxier: ProxyBackend {
     }
 
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        let start = ContinuousClock.now
+        var rulesTime = Duration.zero
+        defer { lastTimings = (Self.seconds(rulesTime), Self.seconds(ContinuousClock.now - start)) }
         try ensureSysctls()
         let dummy = try ensureDummy()
         var opts = options
@@ -131,7 +136,9 @@ public actor IPVSProxier: ProxyBackend {
         // entries that went away last.
         let removals: String
         do {
+            let t = ContinuousClock.now
             (removals, written) = try syncRules(request.snapshot, options: opts, changed: partial ? request.changedServices : nil)
+            rulesTime = ContinuousClock.now - t
         } catch {
             applied = nil
             throw error
@@ -192,6 +199,8 @@ public actor IPVSProxier: ProxyBackend {
         written += try removeEntries(removals)
         return SyncOutcome(full: true, objectsWritten: written)
     }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
     /// Adds what the ipsets lack and (re)writes the iptables rules; returns the `ipset restore`
     /// lines that delete what is no longer wanted, to run once IPVS no longer needs it. A full

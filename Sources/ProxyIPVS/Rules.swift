@@ -186,6 +186,8 @@ public enum IPVSRules {
     /// Everything for a snapshot, as `render` prints it.
     public static func render(_ snap: ProxySnapshot, options: IPVSOptions) -> (ipset: String, iptables: String) {
         let nodeIPs = (options.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
+        var options = options
+        if options.nodeIP == nil { options.nodeIP = nodeIPs.first }   // as the proxier takes it
         let s = share(snap, of: Array(snap.servicePorts.keys), nodeIPs: nodeIPs, options: options)
         let nonEmpty = Set(s.entries.filter { !$0.value.isEmpty }.keys)
         return (ipsetScript(s.entries), restoreText(nonEmpty: nonEmpty, outDrops: s.outDrops.sorted(), options: options))

@@ -25,6 +25,7 @@ struct NFTBench: AsyncParsableCommand {
     @Flag(help: "Time small transactions of each kind against the loaded table (diagnostic).") var probe = false
     @Option(help: "Changes per preparatory transaction of a full sync.") var slice = 20_000
     @Flag(help: "Also measure the IPVS mode (needs a kernel with IPVS: run it under netlab/guest here).") var withIpvs = false
+    @Flag(help: "Measure the IPVS mode only (implies --with-ipvs; diagnostic).") var onlyIpvs = false
 
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
@@ -40,7 +41,7 @@ struct NFTBench: AsyncParsableCommand {
 
             // nftables mode, each layout.
             var results: [(NFTablesLayout, (full: Double, change: Double, p90: Double))] = []
-            for layout in NFTablesLayout.allCases {
+            for layout in NFTablesLayout.allCases where !onlyIpvs {
                 let r = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
                     var o = NFTablesOptions()
                     o.localDetector = .cidrs([CIDR("10.244.0.0/16")!])
@@ -52,7 +53,7 @@ struct NFTBench: AsyncParsableCommand {
                 log("nftables (\(layout.rawValue) layout) at \(n): full sync \(fmt(r.full)), endpoint change median \(fmt(r.change)) (p90 \(fmt(r.p90)))")
                 results.append((layout, r))
             }
-            if withIpvs {
+            if withIpvs || onlyIpvs {
                 let r = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
                     try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])   // real servers must be unicast in the namespace
                     var o = IPVSOptions()
@@ -65,7 +66,7 @@ struct NFTBench: AsyncParsableCommand {
                 ipvsResults.append((n, r))
             }
             var ipt: (full: Double, change: Double, p90: Double)?
-            if !skipIptables && n <= iptablesUpTo {
+            if !skipIptables && !onlyIpvs && n <= iptablesUpTo {
                 ipt = try await measure(n: n, snap: snap, tracker: tracker, slice: slices[victimIndex]) { ns in
                     var o = IPTablesOptions()
                     o.localDetector = .cidrs([CIDR("10.244.0.0/16")!])
@@ -120,6 +121,10 @@ struct NFTBench: AsyncParsableCommand {
         precondition(first.full)
         if probe, let p = backend as? NFTablesProxier {
             for (what, t) in try p.probe() { log("  probe: \(what): \(fmt(t))") }
+        }
+        if let p = backend as? IPVSProxier {
+            let t = await p.lastTimings
+            log("  full sync: ipsets and iptables rules \(fmt(t.rules)) of \(fmt(t.total))")
         }
         if let p = backend as? NFTablesProxier {
             log("  full sync: planning \(fmt(p.lastTimings.plan)), kernel \(fmt(p.lastTimings.kernel)) in \(p.lastTimings.transactions) transactions: \(p.lastTransactionSeconds.map(fmt).joined(separator: ", "))")

@@ -51,15 +51,22 @@ struct Proxy: AsyncParsableCommand {
         }
         if cleanup {
             // Like kube-proxy --cleanup: remove what every mode may have left. The IPVS mode's
-            // rules first: they jump to chains whose names the iptables mode shares.
-            if let ipvs = try? IPVS() {
-                // IPVS, where the kernel has it: every virtual server (as kube-proxy flushes) and kube-ipvs0.
-                try await IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(),
-                                      options: IPVSOptions()).cleanup()
-                logger.info("removed the IPVS virtual servers, kube-ipvs0, and the IPVS mode's rules and ipsets")
-            } else {
-                try IPVSRules.remove(ipt: SystemIPTables(), ipset: SystemIPSet())
-                logger.info("removed the IPVS mode's rules and ipsets")
+            // rules first: they jump to chains whose names the iptables mode shares. A failure
+            // there does not keep the other modes' state; it is reported at the end.
+            var ipvsFailure: (any Error)?
+            do {
+                if let ipvs = try? IPVS() {
+                    // IPVS, where the kernel has it: every virtual server (as kube-proxy flushes) and kube-ipvs0.
+                    try await IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(),
+                                          options: IPVSOptions()).cleanup()
+                    logger.info("removed the IPVS virtual servers, kube-ipvs0, and the IPVS mode's rules and ipsets")
+                } else {
+                    try IPVSRules.remove(ipt: SystemIPTables(), ipset: SystemIPSet())
+                    logger.info("removed the IPVS mode's rules and ipsets")
+                }
+            } catch {
+                logger.error("removing the IPVS mode's state: \(error)")
+                ipvsFailure = error
             }
             let p = IPTablesProxier(ipt: SystemIPTables(), options: IPTablesOptions(config, nodePortIPs: nil))
             try await p.cleanup()
@@ -69,6 +76,7 @@ struct Proxy: AsyncParsableCommand {
             logger.info("removed the nftables table ip kube-proxy")
             try UserspaceProxier.removeRules(SystemIPTables())
             logger.info("removed the userspace mode's portal chains")
+            if let ipvsFailure { throw ipvsFailure }
             return
         }
         guard !manifests.isEmpty else {
