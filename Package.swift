@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
     ],
     targets: [
         // Kubernetes object model and manifest loading. No I/O besides reading manifests.
@@ -108,6 +109,7 @@ let package = Package(
             name: "switchyard",
             dependencies: [
                 "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
+                "APIServer", "KubeStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -125,6 +127,11 @@ let package = Package(
         // The API server's store: a revision log with watch and compaction (SQLite by default).
         .target(name: "KubeStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore"], swiftSettings: strict),
+        // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
+        // admission (defaults, ClusterIP and NodePort allocation), validation; served by Hummingbird.
+        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "Hummingbird", package: "hummingbird"),
+                                                   .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),

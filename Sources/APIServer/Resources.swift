@@ -1,0 +1,92 @@
+import KubeAPI
+
+/// One served resource, as discovery describes it.
+public struct ResourceInfo: Sendable, Hashable {
+    /// "" for the core group.
+    public var group: String
+    public var version: String
+    /// The plural, lower-case name in paths (`services`).
+    public var resource: String
+    public var singular: String
+    public var kind: String
+    public var namespaced: Bool
+    public var shortNames: [String]
+    public var categories: [String]
+    /// Subresources served (`status`, `scale`, `binding`).
+    public var subresources: [String]
+
+    public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
+    /// Where objects of this resource live in the store.
+    public var storePrefix: String { "/registry/\(group.isEmpty ? "core" : group)/\(resource)/" }
+
+    public func key(namespace: String?, name: String) -> String {
+        storePrefix + (namespaced ? "\(namespace ?? "")/" : "") + name
+    }
+
+    static let verbs: JSONValue = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+
+    /// The `APIResourceList` entries of this resource and its subresources.
+    var discovery: [JSONValue] {
+        var main: [String: JSONValue] = [
+            "name": .string(resource), "singularName": .string(singular), "namespaced": .bool(namespaced),
+            "kind": .string(kind), "verbs": Self.verbs,
+        ]
+        if !shortNames.isEmpty { main["shortNames"] = .array(shortNames.map { .string($0) }) }
+        if !categories.isEmpty { main["categories"] = .array(categories.map { .string($0) }) }
+        var out: [JSONValue] = [.object(main)]
+        for sub in subresources {
+            let (kind, verbs, group, version): (String, JSONValue, String?, String?) = switch sub {
+            case "scale": ("Scale", ["get", "patch", "update"], "autoscaling", "v1")
+            case "binding": ("Binding", ["create"], nil, nil)
+            default: (self.kind, ["get", "patch", "update"], nil, nil)
+            }
+            var e: [String: JSONValue] = ["name": .string("\(resource)/\(sub)"), "singularName": "", "namespaced": .bool(namespaced),
+                                          "kind": .string(kind), "verbs": verbs]
+            if let group { e["group"] = .string(group) }
+            if let version { e["version"] = .string(version) }
+            out.append(.object(e))
+        }
+        return out
+    }
+}
+
+/// Every resource the server serves.
+public enum Resources {
+    static func core(_ resource: String, _ singular: String, _ kind: String, namespaced: Bool = true, short: [String] = [],
+                     categories: [String] = [], sub: [String] = []) -> ResourceInfo {
+        ResourceInfo(group: "", version: "v1", resource: resource, singular: singular, kind: kind, namespaced: namespaced,
+                     shortNames: short, categories: categories, subresources: sub)
+    }
+
+    public static let all: [ResourceInfo] = [
+        core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status"]),
+        core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"]),
+        core("endpoints", "endpoints", "Endpoints", short: ["ep"]),
+        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding"]),
+        core("nodes", "node", "Node", namespaced: false, short: ["no"], sub: ["status"]),
+        core("events", "event", "Event", short: ["ev"]),
+        core("configmaps", "configmap", "ConfigMap", short: ["cm"]),
+        core("secrets", "secret", "Secret"),
+        core("serviceaccounts", "serviceaccount", "ServiceAccount", short: ["sa"]),
+        ResourceInfo(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice",
+                     kind: "EndpointSlice", namespaced: true, shortNames: [], categories: [], subresources: []),
+        ResourceInfo(group: "apps", version: "v1", resource: "deployments", singular: "deployment", kind: "Deployment",
+                     namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: ["status", "scale"]),
+        ResourceInfo(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet",
+                     namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"]),
+    ]
+
+    /// The API groups besides the core one, each with its one version.
+    public static var groups: [(group: String, version: String)] {
+        var seen = Set<String>()
+        return all.filter { !$0.group.isEmpty && seen.insert($0.group).inserted }.map { ($0.group, $0.version) }
+    }
+
+    public static func find(group: String, version: String, resource: String) -> ResourceInfo? {
+        all.first { $0.group == group && $0.version == version && $0.resource == resource }
+    }
+
+    public static func find(kind: String, groupVersion: String) -> ResourceInfo? {
+        all.first { $0.kind == kind && $0.groupVersion == groupVersion }
+    }
+}

@@ -1,0 +1,93 @@
+import Foundation
+import Hummingbird
+import KubeAPI
+import KubeStore
+import Logging
+
+/// `switchyard server`: the API over HTTP (Hummingbird), one responder for every path.
+public struct APIServer: Sendable {
+    public let handler: APIHandler
+    public let host: String
+    public let port: Int
+    let logger: Logger
+
+    public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, logger: Logger = Logger(label: "switchyard.server")) {
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.logger = logger
+    }
+
+    /// Converts a Hummingbird request, runs it, and converts the answer.
+    static func respond(_ handler: APIHandler, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
+        var request = request
+        var query: [String: String] = [:]
+        for (k, v) in request.uri.queryParameters { query[String(k)] = String(v) }
+        var body = Data()
+        if request.method == .post || request.method == .put || request.method == .patch || request.method == .delete {
+            do {
+                let buf = try await request.collectBody(upTo: APIHandler.maxBodySize)
+                body = Data(buf.readableBytesView)
+            } catch {
+                return Self.response(.error(.tooLarge(APIHandler.maxBodySize)))
+            }
+        }
+        let req = APIRequest(method: request.method.rawValue, path: request.uri.path, query: query,
+                             contentType: request.headers[.contentType], accept: request.headers[.accept], body: body)
+        return Self.response(await handler.handle(req))
+    }
+
+    static func response(_ r: APIResponse) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = r.contentType
+        headers[.cacheControl] = "no-cache, private"
+        let status = HTTPResponse.Status(code: r.code)
+        switch r.body {
+        case .json(let j):
+            let d = Data((j.text() + "\n").utf8)
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
+        case .text(let t):
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: t)))
+        case .stream(let s):
+            headers[.transferEncoding] = "chunked"
+            return Response(status: status, headers: headers, body: ResponseBody { writer in
+                for try await chunk in s { try await writer.write(ByteBuffer(bytes: chunk)) }
+                try await writer.finish(nil)
+            })
+        }
+    }
+
+    /// Serves until the task is cancelled (or SIGTERM through the service group).
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let handler = self.handler
+        let app = Application(
+            responder: CallbackResponder<BasicRequestContext> { req, ctx in try await Self.respond(handler, req, ctx) },
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
+            logger: logger)
+        try await app.runService()
+    }
+
+    /// A kubeconfig for clients of a server at `url` (no credentials: TLS, tokens and RBAC come later).
+    public static func kubeconfig(server url: String) -> String {
+        """
+        apiVersion: v1
+        kind: Config
+        clusters:
+        - name: switchyard
+          cluster:
+            server: \(url)
+        contexts:
+        - name: switchyard
+          context:
+            cluster: switchyard
+            user: switchyard
+            namespace: default
+        current-context: switchyard
+        users:
+        - name: switchyard
+          user: {}
+
+        """
+    }
+}

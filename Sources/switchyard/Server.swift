@@ -1,0 +1,72 @@
+import APIServer
+import ArgumentParser
+import Foundation
+import KubeAPI
+import KubeStore
+import Logging
+
+/// `switchyard server`: the Kubernetes API for kubectl, the proxy and netlab.
+struct Server: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run the Kubernetes API server (on an embedded SQLite store) that kubectl and the proxy talk to.")
+
+    @Option(help: "Where the state (state.db) and the clients' kubeconfig are kept.")
+    var dataDir = "/var/lib/switchyard"
+
+    @Option(name: .customLong("bind-address"), help: "The address to serve on.")
+    var bindAddress = "127.0.0.1"
+
+    @Option(help: "The port to serve on (0: any free port, written to the kubeconfig).")
+    var port = 8080
+
+    @Option(name: .customLong("service-cluster-ip-range"), help: "ClusterIPs are allocated from this IPv4 CIDR.")
+    var serviceClusterIPRange = "10.96.0.0/12"
+
+    @Option(name: .customLong("service-node-port-range"), help: "NodePorts are allocated from this range (low-high).")
+    var serviceNodePortRange = "30000-32767"
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard let c = CIDR(serviceClusterIPRange), c.address.family == .ipv4, c.prefixLength >= 8, c.prefixLength <= 29 else {
+            throw ValidationError("--service-cluster-ip-range: an IPv4 CIDR between /8 and /29, not \(serviceClusterIPRange)")
+        }
+        guard nodePortRange != nil else { throw ValidationError("--service-node-port-range: low-high within 1-65535, not \(serviceNodePortRange)") }
+        guard (0...65535).contains(port) else { throw ValidationError("--port: 0-65535") }
+    }
+
+    var nodePortRange: ClosedRange<Int>? {
+        let parts = serviceNodePortRange.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] >= 1, parts[0] <= parts[1], parts[1] <= 65535 else { return nil }
+        return parts[0]...parts[1]
+    }
+
+    func run() async throws {
+        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "switchyard.server")
+        try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
+        let store = try SQLiteStore(path: dataDir + "/state.db")
+        let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
+        try await admission.load(from: store)
+        let handler = APIHandler(store: store, admission: admission)
+        // The namespaces every cluster starts with.
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let r = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces",
+                                                    body: JSONValue.object(["metadata": ["name": .string(ns)]]).serialized()))
+            guard r.code == 201 || r.code == 409 else { throw ValidationError("creating namespace \(ns): \(r.json?.text() ?? "")") }
+        }
+        let dataDir = self.dataDir, host = bindAddress
+        let server = APIServer(handler: handler, host: host, port: port, logger: logger)
+        try await server.run { port in
+            let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+            do {
+                try APIServer.kubeconfig(server: url).write(toFile: dataDir + "/kubeconfig", atomically: true, encoding: .utf8)
+                logger.info("serving the Kubernetes API at \(url); kubeconfig in \(dataDir)/kubeconfig")
+            } catch {
+                logger.error("writing \(dataDir)/kubeconfig: \(error)")
+            }
+        }
+    }
+}

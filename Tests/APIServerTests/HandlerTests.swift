@@ -1,0 +1,252 @@
+import Foundation
+@testable import APIServer
+import KubeAPI
+import KubeStore
+import Testing
+
+/// A handler on an in-memory store with the usual namespaces.
+func makeHandler(range: String = "10.96.0.0/24", ports: ClosedRange<Int> = 30000...30010) async throws -> APIHandler {
+    let h = APIHandler(store: try SQLiteStore(path: ":memory:"),
+                       admission: Admission(allocator: Allocator(serviceRange: CIDR(range)!, nodePorts: ports)))
+    for ns in ["default", "other"] {
+        let r = await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces", body: body(["metadata": ["name": .string(ns)]])))
+        #expect(r.code == 201)
+    }
+    return h
+}
+
+func body(_ j: JSONValue) -> Data { j.serialized() }
+
+func svc(_ name: String, type: String = "ClusterIP", ports: [JSONValue] = [["port": 80]], extra: [String: JSONValue] = [:]) -> JSONValue {
+    var spec: [String: JSONValue] = ["type": .string(type), "ports": .array(ports), "selector": ["app": .string(name)]]
+    for (k, v) in extra { spec[k] = v }
+    return ["apiVersion": "v1", "kind": "Service", "metadata": ["name": .string(name), "labels": ["app": .string(name)]], "spec": .object(spec)]
+}
+
+extension APIHandler {
+    func post(_ path: String, _ j: JSONValue) async -> APIResponse { await handle(APIRequest(method: "POST", path: path, body: body(j))) }
+    func get(_ path: String, _ query: [String: String] = [:], accept: String? = nil) async -> APIResponse {
+        await handle(APIRequest(method: "GET", path: path, query: query, accept: accept))
+    }
+}
+
+@Suite("API handler")
+struct HandlerTests {
+    @Test func discoveryListsEveryServedResource() async throws {
+        let h = try await makeHandler()
+        let core = await h.get("/api/v1").json
+        let names = Set(core?["resources"]?.array?.compactMap { $0["name"]?.string } ?? [])
+        #expect(names.isSuperset(of: ["namespaces", "services", "services/status", "pods", "pods/binding", "endpoints", "configmaps", "secrets", "nodes", "events", "serviceaccounts"]))
+        let apps = await h.get("/apis/apps/v1").json
+        #expect(apps?["resources"]?.array?.contains { $0["name"] == "deployments/scale" && $0["group"] == "autoscaling" } == true)
+        let groups = await h.get("/apis").json?["groups"]?.array?.compactMap { $0["name"]?.string }
+        #expect(Set(groups ?? []) == ["apps", "discovery.k8s.io"])
+        #expect(await h.get("/api/v2").code == 404)
+        #expect(await h.get("/version").json?["gitVersion"]?.string?.hasPrefix("v1.") == true)
+    }
+
+    @Test func createAllocatesAndDeleteReleasesClusterIPsAndNodePorts() async throws {
+        let h = try await makeHandler(range: "10.96.0.0/29", ports: 30000...30001)
+        let a = await h.post("/api/v1/namespaces/default/services", svc("a", type: "NodePort"))
+        #expect(a.code == 201)
+        let ip = a.json?[path: ["spec", "clusterIP"]]?.string
+        #expect(ip == "10.96.0.2" && a.json?[path: ["spec", "clusterIPs"]] == ["10.96.0.2"])
+        #expect(a.json?[path: ["spec", "ports"]]?.array?.first?["nodePort"]?.int == 30000)
+        #expect(a.json?[path: ["spec", "ports"]]?.array?.first?["targetPort"]?.int == 80, "targetPort defaults to port")
+        // Asking for a taken address or port is refused with the field.
+        let clash = await h.post("/api/v1/namespaces/default/services", svc("b", extra: ["clusterIP": "10.96.0.2"]))
+        #expect(clash.code == 422 && clash.json?[path: ["details", "causes"]]?.array?.first?["field"] == "spec.clusterIPs")
+        let portClash = await h.post("/api/v1/namespaces/default/services", svc("c", type: "NodePort", ports: [["port": 80, "nodePort": 30000]]))
+        #expect(portClash.code == 422)
+        // The range holds 10.96.0.2-.6: fill it, see the next refused, free one, get it back.
+        var made: [String] = []
+        for i in 0..<4 {
+            let r = await h.post("/api/v1/namespaces/default/services", svc("f\(i)"))
+            #expect(r.code == 201)
+            made.append(r.json?[path: ["spec", "clusterIP"]]?.string ?? "")
+        }
+        #expect(Set(made + [ip!]).count == 5, "never the same address twice")
+        #expect(await h.post("/api/v1/namespaces/default/services", svc("full")).code == 500)
+        #expect(await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/services/a")).code == 200)
+        let again = await h.post("/api/v1/namespaces/default/services", svc("again", type: "NodePort"))
+        #expect(again.json?[path: ["spec", "clusterIP"]]?.string == ip, "the freed address is handed out again")
+        // A refused create (invalid) allocates nothing.
+        let bad = await h.post("/api/v1/namespaces/default/services", svc("bad", ports: [["port": 70000]]))
+        #expect(bad.code == 422 && bad.json?["reason"] == "Invalid")
+    }
+
+    @Test func updatesNeedTheCurrentResourceVersionAndKeepTheClusterIP() async throws {
+        let h = try await makeHandler()
+        let created = await h.post("/api/v1/namespaces/default/services", svc("web")).json!
+        let rv = created[path: ["metadata", "resourceVersion"]]!.string!
+        var changed = created
+        changed[path: ["spec", "ports"]] = [["port": 8080]]
+        changed[path: ["spec", "clusterIP"]] = nil
+        changed[path: ["spec", "clusterIPs"]] = nil
+        let put = await h.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/services/web", body: body(changed)))
+        #expect(put.code == 200 && put.json?[path: ["spec", "clusterIP"]] == created[path: ["spec", "clusterIP"]])
+        #expect(put.json?[path: ["metadata", "uid"]] == created[path: ["metadata", "uid"]])
+        // The same update again, from the old resourceVersion: 409 Conflict.
+        changed[path: ["metadata", "resourceVersion"]] = .string(rv)
+        let stale = await h.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/services/web", body: body(changed)))
+        #expect(stale.code == 409 && stale.json?["reason"] == "Conflict")
+        // The ClusterIP may not change.
+        var moved = put.json!
+        moved[path: ["spec", "clusterIP"]] = "10.96.0.99"
+        let refused = await h.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/default/services/web", body: body(moved)))
+        #expect(refused.code == 422)
+    }
+
+    @Test func patchesOfEachKind() async throws {
+        let h = try await makeHandler()
+        _ = await h.post("/api/v1/namespaces/default/configmaps", ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "c"], "data": ["a": "1", "b": "2"]])
+        func patch(_ type: String, _ j: JSONValue, _ path: String = "/api/v1/namespaces/default/configmaps/c") async -> APIResponse {
+            await h.handle(APIRequest(method: "PATCH", path: path, contentType: type, body: body(j)))
+        }
+        let merge = await patch("application/merge-patch+json", ["data": ["a": nil, "c": "3"]])
+        #expect(merge.json?["data"] == ["b": "2", "c": "3"])
+        let json = await patch("application/json-patch+json", [["op": "add", "path": "/data/d", "value": "4"], ["op": "remove", "path": "/data/b"]])
+        #expect(json.json?["data"] == ["c": "3", "d": "4"])
+        let badOp = await patch("application/json-patch+json", [["op": "remove", "path": "/data/zzz"]])
+        #expect(badOp.code == 422)
+        // Strategic merge: containers merge by name, $patch: delete removes one.
+        let dep: JSONValue = ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "d"],
+                              "spec": ["selector": ["matchLabels": ["app": "d"]],
+                                       "template": ["metadata": ["labels": ["app": "d"]],
+                                                    "spec": ["containers": [["name": "a", "image": "x:1"], ["name": "b", "image": "y:1"]]]]]]
+        #expect(await h.post("/apis/apps/v1/namespaces/default/deployments", dep).code == 201)
+        let smp = await patch("application/strategic-merge-patch+json",
+                              ["spec": ["template": ["spec": ["containers": [["name": "a", "image": "x:2"], ["name": "b", "$patch": "delete"]],
+                                                              "$setElementOrder/containers": [["name": "a"]]]]]],
+                              "/apis/apps/v1/namespaces/default/deployments/d")
+        #expect(smp.json?[path: ["spec", "template", "spec", "containers"]] == [["name": "a", "image": "x:2"]])
+        #expect(smp.json?[path: ["metadata", "generation"]] == 2, "a spec change bumps the generation")
+        #expect(await patch("application/apply-patch+yaml", [:]).code == 415)
+        #expect(await patch("text/plain", [:]).code == 415)
+    }
+
+    @Test func scaleSubresource() async throws {
+        let h = try await makeHandler()
+        let dep: JSONValue = ["apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "d"],
+                              "spec": ["selector": ["matchLabels": ["app": "d"]],
+                                       "template": ["metadata": ["labels": ["app": "d"]], "spec": ["containers": [["name": "a", "image": "x"]]]]]]
+        _ = await h.post("/apis/apps/v1/namespaces/default/deployments", dep)
+        let s = await h.get("/apis/apps/v1/namespaces/default/deployments/d/scale").json
+        #expect(s?["kind"] == "Scale" && s?[path: ["spec", "replicas"]] == 1 && s?[path: ["status", "selector"]] == "app=d")
+        let r = await h.handle(APIRequest(method: "PATCH", path: "/apis/apps/v1/namespaces/default/deployments/d/scale",
+                                          contentType: "application/merge-patch+json", body: body(["spec": ["replicas": 3]])))
+        #expect(r.json?[path: ["spec", "replicas"]] == 3)
+        #expect(await h.get("/apis/apps/v1/namespaces/default/deployments/d").json?[path: ["spec", "replicas"]] == 3)
+    }
+
+    @Test func listsWithSelectorsPagesAndTables() async throws {
+        let h = try await makeHandler()
+        for i in 0..<5 {
+            var o = svc("s\(i)")
+            o[path: ["metadata", "labels", "tier"]] = .string(i % 2 == 0 ? "front" : "back")
+            #expect(await h.post("/api/v1/namespaces/\(i < 4 ? "default" : "other")/services", o).code == 201)
+        }
+        let front = await h.get("/api/v1/namespaces/default/services", ["labelSelector": "tier=front"]).json
+        #expect(front?["items"]?.array?.compactMap { $0[path: ["metadata", "name"]]?.string } == ["s0", "s2"])
+        let notIn = await h.get("/api/v1/services", ["labelSelector": "tier notin (front)"]).json
+        #expect(notIn?["items"]?.array?.count == 2)
+        let byName = await h.get("/api/v1/services", ["fieldSelector": "metadata.namespace=other"]).json
+        #expect(byName?["items"]?.array?.count == 1)
+        #expect(await h.get("/api/v1/services", ["labelSelector": "a in (b"]).code == 400)
+        // Pages of two, all read at one revision.
+        var names: [String] = []
+        var cont: String?
+        repeat {
+            var q = ["limit": "2"]
+            if let cont { q["continue"] = cont }
+            let page = await h.get("/api/v1/services", q).json
+            names += page?["items"]?.array?.compactMap { $0[path: ["metadata", "name"]]?.string } ?? []
+            cont = page?[path: ["metadata", "continue"]]?.string
+        } while cont != nil
+        #expect(names == ["s0", "s1", "s2", "s3", "s4"])
+        let table = await h.get("/api/v1/namespaces/default/services", accept: "application/json;as=Table;v=v1;g=meta.k8s.io").json
+        #expect(table?["kind"] == "Table")
+        #expect(table?["columnDefinitions"]?.array?.compactMap { $0["name"]?.string } == ["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age", "Selector"])
+        #expect(table?["rows"]?.array?.first?["cells"]?.array?.prefix(2) == ["s0", "ClusterIP"])
+        #expect(table?["rows"]?.array?.first?[path: ["object", "kind"]] == "PartialObjectMetadata")
+    }
+
+    @Test func watchStreamsChangesFromAResourceVersion() async throws {
+        let h = try await makeHandler()
+        let first = await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "a", "labels": ["w": "yes"]]]).json!
+        let rv = first[path: ["metadata", "resourceVersion"]]!.string!
+        let r = await h.get("/api/v1/namespaces/default/configmaps", ["watch": "1", "resourceVersion": rv, "labelSelector": "w=yes"])
+        guard case .stream(let s) = r.body else { Issue.record("not a stream"); return }
+        _ = await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "b", "labels": ["w": "yes"]]])
+        _ = await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "hidden"]])
+        _ = await h.handle(APIRequest(method: "PATCH", path: "/api/v1/namespaces/default/configmaps/a",
+                                      contentType: "application/merge-patch+json", body: body(["metadata": ["labels": ["w": "no"]]])))
+        _ = await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/configmaps/b"))
+        var events: [(String, String)] = []
+        for try await line in s {
+            let e = try JSONValue.parse(line)
+            events.append((e["type"]!.string!, e[path: ["object", "metadata", "name"]]!.string!))
+            if events.count == 3 { break }
+        }
+        // b added; a leaves the selection (DELETED); b deleted. "hidden" never matches.
+        #expect(events.map { "\($0.0) \($0.1)" } == ["ADDED b", "DELETED a", "DELETED b"])
+        // A compacted revision: an ERROR event with 410 Expired.
+        try await h.store.compact(through: try await h.store.currentRevision())
+        let old = await h.get("/api/v1/namespaces/default/configmaps", ["watch": "true", "resourceVersion": "1"])
+        guard case .stream(let s2) = old.body else { Issue.record("not a stream"); return }
+        for try await line in s2 {
+            let e = try JSONValue.parse(line)
+            #expect(e["type"] == "ERROR" && e[path: ["object", "code"]] == 410 && e[path: ["object", "reason"]] == "Expired")
+            break
+        }
+    }
+
+    @Test func badInputIsA4xxNeverA5xx() async throws {
+        let h = try await makeHandler()
+        let paths = ["/api/v1/namespaces/default/services", "/api/v1/namespaces/default/configmaps", "/apis/apps/v1/namespaces/default/deployments",
+                     "/api/v1/namespaces", "/api/v1/namespaces/default/pods", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"]
+        let seeds: [JSONValue] = [svc("web"), ["metadata": ["name": "x"], "data": ["a": "b"]],
+                                  ["metadata": ["name": "d"], "spec": ["selector": ["matchLabels": ["a": "b"]], "template": ["metadata": ["labels": ["a": "b"]]]]]]
+        var rng = SystemRandomNumberGenerator()
+        var fiveHundreds: [String] = []
+        for i in 0..<3000 {
+            var bytes = Array(seeds[i % seeds.count].serialized())
+            // Mutate: flip, drop or duplicate a few bytes, or cut the body short.
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                guard !bytes.isEmpty else { break }
+                let at = Int.random(in: 0..<bytes.count, using: &rng)
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0: bytes[at] = UInt8.random(in: 0...255, using: &rng)
+                case 1: bytes.remove(at: at)
+                case 2: bytes.insert(bytes[at], at: at)
+                default: bytes = Array(bytes.prefix(at))
+                }
+            }
+            let path = paths[i % paths.count]
+            let method = ["POST", "PUT", "PATCH"][i % 3]
+            let target = method == "POST" ? path : path + "/x"
+            let r = await h.handle(APIRequest(method: method, path: target, contentType: method == "PATCH" ? "application/merge-patch+json" : "application/json",
+                                              body: Data(bytes)))
+            if r.code >= 500 { fiveHundreds.append("\(method) \(target) \(String(decoding: bytes, as: UTF8.self)) -> \(r.json?.text() ?? "")") }
+        }
+        #expect(fiveHundreds.isEmpty, "\(fiveHundreds.prefix(5))")
+        // And the classics.
+        #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/services", body: Data("{".utf8))).code == 400)
+        #expect(await h.post("/api/v1/namespaces/default/services", ["kind": "Pod", "metadata": ["name": "p"]]).code == 400)
+        #expect(await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "Not_Valid"]]).code == 422)
+        #expect(await h.post("/api/v1/namespaces/nope/configmaps", ["metadata": ["name": "x"]]).code == 404)
+        #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/configmaps",
+                                          body: Data(repeating: 0x20, count: APIHandler.maxBodySize + 1))).code == 413)
+        #expect(await h.get("/api/v1/namespaces/default/configmaps", ["watch": "1", "resourceVersion": "abc"]).code == 400)
+        #expect(await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/configmaps/none")).code == 404)
+    }
+
+    @Test func deletingANamespaceDeletesWhatIsInIt() async throws {
+        let h = try await makeHandler()
+        _ = await h.post("/api/v1/namespaces/other/services", svc("gone"))
+        _ = await h.post("/api/v1/namespaces/other/configmaps", ["metadata": ["name": "c"]])
+        #expect(await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/other")).code == 200)
+        #expect(await h.get("/api/v1/services").json?["items"]?.array?.isEmpty == true)
+        #expect(await h.get("/api/v1/configmaps").json?["items"]?.array?.isEmpty == true)
+    }
+}
