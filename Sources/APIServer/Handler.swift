@@ -29,12 +29,15 @@ public struct APIResponse: Sendable {
         case text(String)
         /// Watch events, one JSON document per line, until the stream ends.
         case stream(AsyncThrowingStream<Data, any Error>)
+        /// Bytes of another type (the protobuf OpenAPI document).
+        case bytes(Data, type: String)
     }
     public var code: Int
     public var body: Body
     public var contentType: String {
         switch body {
         case .text: return "text/plain; charset=utf-8"
+        case .bytes(_, let type): return type
         default: return "application/json"
         }
     }
@@ -92,6 +95,8 @@ public final class APIHandler: Sendable {
                 + Resources.groups.flatMap { ["/apis/\($0.group)", "/apis/\($0.group)/\($0.version)"] }).map { .string($0) })])
         case "version" where seg.count == 1: return .ok(version)
         case "healthz", "livez", "readyz": return APIResponse(code: 200, body: .text("ok"))
+        case "openapi" where seg.count == 2 && seg[1] == "v2":
+            return OpenAPI.v2(accept: req.accept)
         case "api":
             if seg.count == 1 {
                 return .ok(["kind": "APIVersions", "versions": ["v1"],
@@ -378,19 +383,44 @@ public final class APIHandler: Sendable {
             throw APIError(code: 409, reason: "Conflict", message: "Precondition failed: UID in precondition: \(uid), UID in object meta: ",
                            details: APIError.details(r, name))
         }
+        if r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected) }
         let kv = try await storeCall(r, name) { try await self.store.delete(r.key(namespace: t.namespace, name: name), expected: expected) }
         let gone = try present(kv, r)
         await admission.release(gone, r)
-        if r.resource == "namespaces" {
-            // The namespace's objects go with it (upstream finalizes this asynchronously).
-            for res in Resources.all where res.namespaced {
-                let page = try await store.list(prefix: res.storePrefix + name + "/", after: nil, limit: 0, revision: nil)
-                for item in page.items {
-                    if let d = try? await store.delete(item.key, expected: nil), let o = try? present(d, res) { await admission.release(o, res) }
+        return .ok(gone)
+    }
+
+    /// Deleting a namespace, as upstream: it turns Terminating at once (nothing new may be made in
+    /// it), its objects are deleted, then the namespace itself.
+    func terminate(_ t: Target, name: String, expected: Int64?) async throws -> APIResponse {
+        let r = t.resource
+        guard let current = try await store.get(r.key(namespace: nil, name: name)) else { throw APIError.notFound(r, name) }
+        if let expected, expected != current.modRevision { throw APIError.conflict(r, name) }
+        var o = try JSONValue.parse(current.value)
+        let already = o[path: ["status", "phase"]]?.string == "Terminating"
+        if !already {
+            o[path: ["status", "phase"]] = "Terminating"
+            o[path: ["metadata", "deletionTimestamp"]] = .string(Self.rfc3339())
+        }
+        let stored = o
+        let kv = already ? current : try await storeCall(r, name) {
+            try await self.store.update(r.key(namespace: nil, name: name), value: stored.serialized(), expected: current.modRevision)
+        }
+        if !already {
+            let handler = self
+            Task {
+                for res in Resources.all where res.namespaced {
+                    guard let page = try? await handler.store.list(prefix: res.storePrefix + name + "/", after: nil, limit: 0, revision: nil) else { continue }
+                    for item in page.items {
+                        if let d = try? await handler.store.delete(item.key, expected: nil), let o = try? handler.present(d, res) {
+                            await handler.admission.release(o, res)
+                        }
+                    }
                 }
+                _ = try? await handler.store.delete(r.key(namespace: nil, name: name), expected: nil)
             }
         }
-        return .ok(gone)
+        return .ok(try present(kv, r))
     }
 
     func deleteCollection(_ req: APIRequest, _ t: Target) async throws -> APIResponse {

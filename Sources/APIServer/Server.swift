@@ -48,6 +48,8 @@ public struct APIServer: Sendable {
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
         case .text(let t):
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: t)))
+        case .bytes(let d, _):
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
         case .stream(let s):
             headers[.transferEncoding] = "chunked"
             return Response(status: status, headers: headers, body: ResponseBody { writer in

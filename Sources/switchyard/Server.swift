@@ -59,6 +59,14 @@ struct Server: AsyncParsableCommand {
         }
         let dataDir = self.dataDir, host = bindAddress
         let server = APIServer(handler: handler, host: host, port: port, logger: logger)
+        let controller = EndpointSliceController(handler: handler)
+        let controllerTask = Task {
+            while !Task.isCancelled {
+                do { try await controller.run() } catch { logger.error("endpoint slice controller: \(error); restarting") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { controllerTask.cancel() }
         try await server.run { port in
             let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
             do {
