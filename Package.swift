@@ -45,6 +45,7 @@ let package = Package(
             name: "ProxyCore",
             dependencies: [
                 "KubeAPI",
+                "KubeClient",
                 "Netlink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -109,7 +110,7 @@ let package = Package(
             name: "switchyard",
             dependencies: [
                 "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "KubeStore",
+                "APIServer", "KubeStore", "KubeClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -124,6 +125,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // A Kubernetes REST client over swift-nio: kubeconfig, requests, watches, informers.
+        .target(name: "KubeClient", dependencies: ["KubeAPI", .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "NIOPosix", package: "swift-nio"),
+                                                   .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: strict),
         // The API server's store: a revision log with watch and compaction (SQLite by default).
         .target(name: "KubeStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore"], swiftSettings: strict),
@@ -131,7 +137,7 @@ let package = Package(
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by Hummingbird.
         .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "Hummingbird", package: "hummingbird"),
                                                    .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore"], swiftSettings: strict),
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore", "KubeClient"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),

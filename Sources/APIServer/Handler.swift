@@ -391,7 +391,9 @@ public final class APIHandler: Sendable {
     }
 
     /// Deleting a namespace, as upstream: it turns Terminating at once (nothing new may be made in
-    /// it), its objects are deleted, then the namespace itself.
+    /// it), and a moment later (as upstream's namespace controller gets to it) its objects are
+    /// deleted, then the namespace itself. The moment lets `kubectl delete -f` of a namespace and
+    /// what is in it delete each object itself, as it does against kube-apiserver.
     func terminate(_ t: Target, name: String, expected: Int64?) async throws -> APIResponse {
         let r = t.resource
         guard let current = try await store.get(r.key(namespace: nil, name: name)) else { throw APIError.notFound(r, name) }
@@ -409,6 +411,7 @@ public final class APIHandler: Sendable {
         if !already {
             let handler = self
             Task {
+                try? await Task.sleep(for: .seconds(1))
                 for res in Resources.all where res.namespaced {
                     guard let page = try? await handler.store.list(prefix: res.storePrefix + name + "/", after: nil, limit: 0, revision: nil) else { continue }
                     for item in page.items {

@@ -83,6 +83,20 @@ public struct ChangeTracker: Sendable {
         if serviceCIDRObjects.removeValue(forKey: name) != nil { nodeChanged = true }
     }
 
+    /// Replaces every Service (an informer's relist); only what differs is marked changed.
+    public mutating func replaceServices(_ newServices: [Service]) {
+        let keys = Set(newServices.map(\.namespacedName))
+        for k in services.keys where !keys.contains(k) { delete(service: k) }
+        for s in newServices { update(service: s) }
+    }
+
+    /// Replaces every EndpointSlice (an informer's relist); only what differs is marked changed.
+    public mutating func replaceSlices(_ newSlices: [EndpointSlice]) {
+        let keys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
+        for k in slices.keys where !keys.contains(k) { delete(slice: k) }
+        for s in newSlices { update(slice: s) }
+    }
+
     /// Replace everything with the given objects (a relist, or manifests re-read);
     /// only what differs is marked changed.
     public mutating func replaceAll(services newServices: [Service], slices newSlices: [EndpointSlice],

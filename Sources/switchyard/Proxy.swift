@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KubeClient
 import KubeAPI
 import Logging
 import ProxyCore
@@ -12,13 +13,16 @@ import ServiceLifecycle
 
 struct Proxy: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Run the service proxy, following manifests on disk.",
+        abstract: "Run the service proxy, following an API server (--kubeconfig) or manifests on disk (--manifests).",
         discussion: "Serves /healthz on the healthz address and Prometheus /metrics on the metrics address.")
 
     @OptionGroup var flags: ProxyFlags
 
     @Option(name: .customLong("manifests"), help: "Manifest file or directory to follow (re-read on change).")
     var manifests: [String] = []
+
+    @Option(name: .customLong("kubeconfig"), help: "Follow Services and EndpointSlices from the API server this kubeconfig names.")
+    var kubeconfig: String?
 
     @Flag(name: .customLong("cleanup"), help: "Remove every rule and chain the proxy created, then exit.")
     var cleanup = false
@@ -79,8 +83,14 @@ struct Proxy: AsyncParsableCommand {
             if let ipvsFailure { throw ipvsFailure }
             return
         }
-        guard !manifests.isEmpty else {
-            throw ValidationError("--manifests FILE|DIR is required (the API-server watcher is not in this build)")
+        guard manifests.isEmpty != (kubeconfig == nil) else {
+            throw ValidationError("give one of --kubeconfig FILE (an API server) or --manifests FILE|DIR")
+        }
+        let client: KubeClient?
+        do {
+            client = try kubeconfig.map { KubeClient(config: try Kubeconfig.load(path: $0)) }
+        } catch {
+            throw ValidationError("--kubeconfig: \(error)")
         }
         if config.effectiveLocalhostNodePorts {
             try? "1".write(toFile: "/proc/sys/net/ipv4/conf/all/route_localnet", atomically: false, encoding: .utf8)
@@ -110,7 +120,8 @@ struct Proxy: AsyncParsableCommand {
                     : SimpleResponse(status: .notFound, body: "404 page not found\n")
             })
         }
-        let watcher = ManifestWatcher(paths: manifests, config: config, runner: runner, logger: logger)
+        let watcher: any ServiceLifecycle.Service = client.map { APIWatcher(client: $0, runner: runner, logger: logger) }
+            ?? ManifestWatcher(paths: manifests, config: config, runner: runner, logger: logger)
         let group = ServiceGroup(services: [runner, watcher], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)"])
         try await group.run()

@@ -250,7 +250,7 @@ struct HandlerTests {
         // Nothing new in a terminating namespace.
         let late = await h.post("/api/v1/namespaces/other/configmaps", ["metadata": ["name": "late"]])
         #expect(late.code == 403 || late.code == 404)
-        for _ in 0..<200 where await h.get("/api/v1/namespaces/other").code != 404 { try await Task.sleep(for: .milliseconds(10)) }
+        for _ in 0..<500 where await h.get("/api/v1/namespaces/other").code != 404 { try await Task.sleep(for: .milliseconds(10)) }
         #expect(await h.get("/api/v1/namespaces/other").code == 404)
         #expect(await h.get("/api/v1/services").json?["items"]?.array?.isEmpty == true)
         #expect(await h.get("/api/v1/configmaps").json?["items"]?.array?.isEmpty == true)

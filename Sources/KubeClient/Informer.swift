@@ -1,0 +1,73 @@
+import Foundation
+import KubeAPI
+import Logging
+
+/// What an informer tells its owner.
+public enum InformerEvent: Sendable {
+    /// The whole set, after a (re)list: anything not in it is gone.
+    case replace([JSONValue])
+    case upsert(JSONValue)
+    case delete(JSONValue)
+}
+
+/// List, then watch from the list's resourceVersion; relist when the server says the version
+/// expired (410), re-watch from the last seen version when a watch ends, and back off
+/// (0.5 s doubling to 30 s) while the server cannot be reached.
+public struct Informer: Sendable {
+    public let client: KubeClient
+    /// The collection path (`/api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`).
+    public let path: String
+    public let logger: Logger
+
+    public init(client: KubeClient, path: String, logger: Logger = Logger(label: "switchyard.informer")) {
+        self.client = client
+        self.path = path
+        self.logger = logger
+    }
+
+    /// Runs until cancelled, handing every change to `handle` in order.
+    public func run(_ handle: @Sendable (InformerEvent) async -> Void) async {
+        var backoff = 0.5
+        var version: String?
+        while !Task.isCancelled {
+            do {
+                if version == nil {
+                    let r = try await client.request("GET", path)
+                    guard r.status == 200, let items = r.body["items"]?.array else {
+                        throw ClientError(status: r.status, description: "list \(path): \(r.status) \(r.body["message"]?.string ?? "")")
+                    }
+                    version = r.body[path: ["metadata", "resourceVersion"]]?.string
+                    await handle(.replace(items))
+                }
+                let events = try await client.watch(path, query: ["resourceVersion": version ?? "0", "allowWatchBookmarks": "true",
+                                                                  "timeoutSeconds": "300"])
+                backoff = 0.5
+                for try await e in events {
+                    let type = e["type"]?.string ?? ""
+                    let object = e["object"] ?? .null
+                    if type == "ERROR" {
+                        if object["code"]?.int == 410 {
+                            logger.info("\(path): resourceVersion \(version ?? "") expired; listing again")
+                            version = nil
+                            break
+                        }
+                        throw ClientError(status: Int(object["code"]?.int ?? 0), description: "watch \(path): \(object["message"]?.string ?? "")")
+                    }
+                    if let rv = object[path: ["metadata", "resourceVersion"]]?.string { version = rv }
+                    switch type {
+                    case "ADDED", "MODIFIED": await handle(.upsert(object))
+                    case "DELETED": await handle(.delete(object))
+                    default: break   // BOOKMARK: the version moved on
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                if let e = error as? ClientError, e.status == 410 { version = nil; continue }
+                logger.warning("\(path): \(error); retrying in \(backoff) s")
+                try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
+                backoff = min(backoff * 2, 30)
+                version = nil   // relist: events may have been missed
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+import Foundation
+import NetnsKit
+import Testing
+
+/// The kubectl binaries the machine has (1.27 and 1.33 are the ones the issue names).
+func kubectl(_ version: String) -> String? {
+    let p = "/usr/lib/google-cloud-sdk/bin/kubectl.\(version)"
+    return FileManager.default.isExecutableFile(atPath: p) ? p : nil
+}
+
+/// `switchyard server` in a lab's node namespace, on a port of its own, with a fresh data dir.
+final class LabServer: @unchecked Sendable {
+    let lab: Lab
+    let dir: URL
+    let kubeconfig: String
+    let port: Int
+
+    init(lab: Lab) throws {
+        self.lab = lab
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-server-\(lab.id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        kubeconfig = dir.appendingPathComponent("kubeconfig").path
+        port = Int.random(in: 20000...29999)
+        try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, "--port", String(port)])
+        for _ in 0..<100 {
+            if FileManager.default.fileExists(atPath: kubeconfig) { return }
+            usleep(50_000)
+        }
+        throw LabError("switchyard server did not start")
+    }
+
+    /// kubectl against the server, inside the node namespace.
+    @discardableResult
+    func kubectl(_ bin: String, _ args: [String], input: String? = nil) throws -> (status: Int32, out: String, err: String) {
+        try Sh.run(["ip", "netns", "exec", lab.node, bin, "--kubeconfig", kubeconfig] + args, input: input)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: dir) }
+}
+
+@Suite("control plane: switchyard server with kubectl and the proxy", .enabled(if: isRoot, "needs root for network namespaces"))
+struct ControlPlaneTests {
+    static let service = """
+        apiVersion: v1
+        kind: Service
+        metadata: {name: web, labels: {app: web}}
+        spec:
+          clusterIP: 10.96.0.50
+          selector: {app: web}
+          ports: [{name: http, port: 80, targetPort: 8080}]
+        """
+
+    static func pod(_ name: String) -> String {
+        """
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: \(name), labels: {app: web}}
+        spec:
+          nodeName: node-a
+          containers: [{name: web, image: busybox, ports: [{containerPort: 8080}]}]
+        """
+    }
+
+    /// kubectl makes a Service and Pods (their status set as a kubelet would), the EndpointSlice
+    /// controller lists the ready ones, the proxy watching the server programs iptables, traffic
+    /// from the client reaches the pods; deleting a pod takes it out of the rules.
+    @Test(.enabled(if: kubectl("1.33") != nil, "kubectl 1.33 is not installed"))
+    func kubectlServiceAndPodsReachTheProxy() async throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        try lab.addPod("a", host: 2)
+        try lab.addPod("b", host: 3)
+        try lab.serve(pod: "a", tcpPort: 8080)
+        try lab.serve(pod: "b", tcpPort: 8080)
+        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        let server = try LabServer(lab: lab)
+
+        var r = try server.kubectl(k, ["apply", "-f", "-"], input: Self.service + "\n---\n" + Self.pod("web-a") + "\n---\n" + Self.pod("web-b"))
+        #expect(r.status == 0, "\(r.err)")
+        for (name, ip) in [("web-a", "10.244.1.2"), ("web-b", "10.244.1.3")] {
+            r = try server.kubectl(k, ["patch", "pod", name, "--subresource=status", "--type=merge", "-p",
+                                       #"{"status":{"phase":"Running","podIP":"\#(ip)","conditions":[{"type":"Ready","status":"True"}]}}"#])
+            #expect(r.status == 0, "\(r.err)")
+        }
+        var slices = ""
+        for _ in 0..<50 {
+            slices = try server.kubectl(k, ["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o", "jsonpath={.items[*].endpoints[*].addresses[0]}"]).out
+            if slices.split(separator: " ").count == 2 { break }
+            usleep(50_000)
+        }
+        #expect(Set(slices.split(separator: " ")) == ["10.244.1.2", "10.244.1.3"], "endpoint slices: \(slices)")
+
+        try lab.spawn(lab.node, [try switchyardBinary(), "proxy", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                                 "--cluster-cidr", "10.244.0.0/16", "--kubeconfig", server.kubeconfig, "--min-sync-period", "100ms",
+                                 "--metrics-bind-address", "", "--healthz-bind-address", ""])
+        var seen = Set<String>()
+        for _ in 0..<80 where seen.count < 2 {
+            if let reply = lab.tcp("10.96.0.50", 80, timeout: 1) { seen.insert(reply) } else { usleep(100_000) }
+        }
+        #expect(seen == ["a", "b"], "both pods through the ClusterIP")
+
+        // A pod goes: the controller drops it from the slice, the proxy from the rules.
+        r = try server.kubectl(k, ["delete", "pod", "web-b"])
+        #expect(r.status == 0, "\(r.err)")
+        var gone = false
+        for _ in 0..<80 {
+            if !(try Sh.must(["ip", "netns", "exec", lab.node, "iptables-save", "-t", "nat"])).contains("10.244.1.3:8080") { gone = true; break }
+            usleep(100_000)
+        }
+        #expect(gone, "the deleted pod's endpoint leaves the rules")
+        for _ in 0..<4 { #expect(lab.tcp("10.96.0.50", 80) == "a") }
+    }
+
+    /// The kubectl verbs the issue lists, with the oldest and newest kubectl on the machine.
+    @Test(arguments: ["1.27", "1.33"])
+    func kubectlVerbs(version: String) throws {
+        guard let k = kubectl(version) else {
+            Issue.record("kubectl \(version) is not installed at /usr/lib/google-cloud-sdk/bin")
+            return
+        }
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab)
+        func must(_ args: [String], input: String? = nil) throws -> String {
+            let r = try server.kubectl(k, args, input: input)
+            #expect(r.status == 0, "kubectl \(args.joined(separator: " ")): \(r.err)")
+            return r.out
+        }
+        let app = """
+            apiVersion: v1
+            kind: Namespace
+            metadata: {name: demo}
+            ---
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: cfg, namespace: demo}
+            data: {a: "1"}
+            ---
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: {name: d1, namespace: demo}
+            spec:
+              replicas: 1
+              selector: {matchLabels: {app: d1}}
+              template:
+                metadata: {labels: {app: d1}}
+                spec: {containers: [{name: c, image: nginx}]}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: svc, namespace: demo}
+            spec: {selector: {app: d1}, ports: [{port: 80}]}
+            """
+        #expect(try must(["create", "-f", "-"], input: app).contains("deployment.apps/d1 created"))
+        // Apply twice, the second time with a change.
+        _ = try must(["apply", "-f", "-"], input: app)
+        let changed = try must(["apply", "-f", "-"], input: app.replacingOccurrences(of: "a: \"1\"", with: "a: \"2\""))
+        #expect(changed.contains("configmap/cfg configured"))
+        #expect(try must(["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.a}"]) == "2")
+        // Tables.
+        let table = try must(["-n", "demo", "get", "svc,deploy"])
+        #expect(table.contains("CLUSTER-IP") && table.contains("UP-TO-DATE") && table.contains("service/svc"))
+        // Scale, label, patch, describe.
+        _ = try must(["-n", "demo", "scale", "deploy", "d1", "--replicas=3"])
+        #expect(try must(["-n", "demo", "get", "deploy", "d1", "-o", "jsonpath={.spec.replicas}"]) == "3")
+        _ = try must(["-n", "demo", "label", "cm", "cfg", "tier=x"])
+        #expect(try must(["-n", "demo", "get", "cm", "-l", "tier=x", "-o", "name"]).contains("configmap/cfg"))
+        _ = try must(["-n", "demo", "patch", "cm", "cfg", "--type=json", "-p", #"[{"op":"add","path":"/data/b","value":"3"}]"#])
+        _ = try must(["-n", "demo", "patch", "deploy", "d1", "-p", #"{"spec":{"template":{"spec":{"containers":[{"name":"c","image":"nginx:2"}]}}}}"#])
+        #expect(try must(["-n", "demo", "get", "deploy", "d1", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]) == "nginx:2")
+        #expect(try must(["-n", "demo", "describe", "deploy", "d1"]).contains("3 desired"))
+        // get -w sees a change made while it watches.
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        watch.arguments = ["timeout", "6", "ip", "netns", "exec", lab.node, k, "--kubeconfig", server.kubeconfig, "-n", "demo", "get", "cm", "-w", "--no-headers"]
+        let pipe = Pipe()
+        watch.standardOutput = pipe
+        watch.standardError = FileHandle.nullDevice
+        try watch.run()
+        usleep(1_500_000)
+        _ = try must(["-n", "demo", "create", "-f", "-"], input: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: late}\n")
+        watch.waitUntilExit()
+        let watched = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(watched.contains("late"), "get -w: \(watched)")
+        // Errors kubectl users know.
+        let missing = try server.kubectl(k, ["-n", "demo", "get", "cm", "nope"])
+        #expect(missing.status != 0 && missing.err.contains("configmaps \"nope\" not found"))
+        let dup = try server.kubectl(k, ["create", "-f", "-"], input: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg, namespace: demo}\n")
+        #expect(dup.status != 0 && dup.err.contains("already exists"))
+        let bad = try server.kubectl(k, ["create", "-f", "-"], input: "apiVersion: v1\nkind: Service\nmetadata: {name: Bad_Name, namespace: demo}\nspec: {ports: [{port: 80}]}\n")
+        #expect(bad.status != 0 && bad.err.contains("is invalid"))
+        // Delete.
+        _ = try must(["delete", "-f", "-"], input: app)
+        var nsGone = false
+        for _ in 0..<100 {
+            if try server.kubectl(k, ["get", "ns", "demo"]).status != 0 { nsGone = true; break }
+            usleep(50_000)
+        }
+        #expect(nsGone)
+    }
+}
