@@ -146,7 +146,7 @@ let package = Package(
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxyCore", "ProxyIPTables", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit",
+        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit", "KubeClient",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
 import Foundation
+import KubeClient
 import NetnsKit
 import Testing
 
@@ -198,5 +199,65 @@ struct ControlPlaneTests {
             usleep(50_000)
         }
         #expect(nsGone)
+    }
+}
+
+@Suite("switchyard server durability")
+struct ServerDurabilityTests {
+    /// Starts `switchyard server` on a data dir; returns the process and its client.
+    static func start(_ dir: URL, port: Int) throws -> (Process, KubeClient) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try switchyardBinary())
+        p.arguments = ["server", "--data-dir", dir.path, "--port", String(port), "--log-level", "warning"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try? FileManager.default.removeItem(at: dir.appendingPathComponent("kubeconfig"))
+        try p.run()
+        for _ in 0..<100 {
+            if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { return (p, KubeClient(config: k)) }
+            usleep(50_000)
+        }
+        p.terminate()
+        throw LabError("switchyard server did not start")
+    }
+
+    /// Writes stream in while the server is killed with SIGKILL; after a restart on the same
+    /// data dir every write that was acknowledged (201) is there.
+    @Test func sigkillLosesNoAcknowledgedWrite() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-kill-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let port = Int.random(in: 30000...39999)
+        let (server, client) = try Self.start(dir, port: port)
+        let acked = try await withThrowingTaskGroup(of: [String].self) { group in
+            for w in 0..<4 {
+                group.addTask {
+                    var mine: [String] = []
+                    for i in 0..<10_000 {
+                        let name = "w\(w)-\(i)"
+                        guard let r = try? await client.request("POST", "/api/v1/namespaces/default/configmaps",
+                                                                body: ["metadata": ["name": .string(name)], "data": ["i": .string(String(i))]]) else { break }
+                        if r.status == 201 { mine.append(name) } else { break }
+                    }
+                    return mine
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(1500))
+                kill(server.processIdentifier, SIGKILL)
+                return []
+            }
+            var all: [String] = []
+            for try await names in group { all += names }
+            return all
+        }
+        server.waitUntilExit()
+        #expect(acked.count > 20, "the writers got some writes in before the kill: \(acked.count)")
+        let (again, client2) = try Self.start(dir, port: port + 1)
+        defer { again.terminate(); again.waitUntilExit() }
+        let list = try await client2.request("GET", "/api/v1/namespaces/default/configmaps")
+        let stored = Set(list.body["items"]?.array?.compactMap { $0[path: ["metadata", "name"]]?.string } ?? [])
+        let lost = Set(acked).subtracting(stored)
+        #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost of \(acked.count)")
     }
 }
