@@ -131,8 +131,8 @@ let package = Package(
                                                    .product(name: "NIOPosix", package: "swift-nio"),
                                                    .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: strict),
         // The API server's store: a revision log with watch and compaction (SQLite by default).
-        .target(name: "KubeStore", dependencies: [.product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
-        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore"], swiftSettings: strict),
+        .target(name: "KubeStore", dependencies: ["KubeAPI", "KubeClient", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
+        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "NetnsKit"], swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by Hummingbird.
         .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "Hummingbird", package: "hummingbird"),

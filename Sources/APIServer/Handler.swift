@@ -602,6 +602,9 @@ public final class APIHandler: Sendable {
                                                                                            "metadata": ["resourceVersion": .string(String(lastRev))]]]).text() + "\n").utf8))
                         }
                     }
+                } catch StoreError.compacted(_, _) {
+                    // A store that learns of compaction only once watching (etcd): the same ERROR event.
+                    c.yield(Data((JSONValue.object(["type": "ERROR", "object": APIError.expired("too old resource version: \(from)").status]).text() + "\n").utf8))
                 } catch {}
                 c.finish()
             }

@@ -58,6 +58,14 @@ public struct KubeClient: Sendable {
 
     public init(config: Kubeconfig) { self.config = config }
 
+    /// A client for any HTTP JSON service at `url` (`http://host:port`).
+    public init(url: String) throws {
+        guard let u = URL(string: url), u.scheme == "http", let host = u.host else {
+            throw Kubeconfig.LoadError(description: "\(url): only http:// addresses are supported")
+        }
+        config = Kubeconfig(server: url, namespace: "default", host: host, port: u.port ?? 80)
+    }
+
     typealias Channel = NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
 
     func connect() async throws -> Channel {
@@ -113,16 +121,24 @@ public struct KubeClient: Sendable {
     /// `GET path?watch=1&…`: the events as they arrive (`{"type": …, "object": …}`), until the
     /// server ends the watch or the caller stops reading.
     public func watch(_ path: String, query: [String: String]) async throws -> AsyncThrowingStream<JSONValue, any Error> {
-        let channel = try await connect()
         var q = query
         q["watch"] = "1"
-        let uri = Self.uri(path, q)
-        let head = self.head(.GET, uri, bodyLength: nil, contentType: nil)
+        return try await stream("GET", path, query: q)
+    }
+
+    /// A request whose answer is a stream of JSON documents, one per line (a watch; etcd's
+    /// `/v3/watch`).
+    public func stream(_ method: String, _ path: String, query: [String: String] = [:], body: JSONValue? = nil) async throws -> AsyncThrowingStream<JSONValue, any Error> {
+        let channel = try await connect()
+        let uri = Self.uri(path, query)
+        let data = body.map { Array($0.serialized()) }
+        let head = self.head(HTTPMethod(rawValue: method), uri, bodyLength: data?.count, contentType: data == nil ? nil : "application/json")
         return AsyncThrowingStream { c in
             let task = Task {
                 do {
                     try await channel.executeThenClose { inbound, outbound in
                         try await outbound.write(.head(head))
+                        if let data { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data)))) }
                         try await outbound.write(.end(nil))
                         var pending = [UInt8]()
                         var status = 0

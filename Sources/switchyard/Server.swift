@@ -26,6 +26,9 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("service-node-port-range"), help: "NodePorts are allocated from this range (low-high).")
     var serviceNodePortRange = "30000-32767"
 
+    @Option(name: .customLong("etcd-servers"), help: "Keep the state in this etcd cluster (comma-separated http:// URLs) instead of SQLite.")
+    var etcdServers: String?
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -47,7 +50,8 @@ struct Server: AsyncParsableCommand {
         bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "switchyard.server")
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        let store = try SQLiteStore(path: dataDir + "/state.db")
+        let store: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
+            ?? SQLiteStore(path: dataDir + "/state.db")
         let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
         try await admission.load(from: store)
         let handler = APIHandler(store: store, admission: admission)

@@ -16,13 +16,17 @@ final class LabServer: @unchecked Sendable {
     let kubeconfig: String
     let port: Int
 
-    init(lab: Lab) throws {
+    let etcd: EtcdProcess?
+
+    init(lab: Lab, etcd: Bool = false) throws {
         self.lab = lab
+        self.etcd = etcd ? try EtcdProcess(netns: lab.node) : nil
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-server-\(lab.id)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         kubeconfig = dir.appendingPathComponent("kubeconfig").path
         port = Int.random(in: 20000...29999)
-        try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, "--port", String(port)])
+        try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, "--port", String(port)]
+                      + (self.etcd.map { ["--etcd-servers", $0.url] } ?? []))
         for _ in 0..<100 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
@@ -113,16 +117,17 @@ struct ControlPlaneTests {
         for _ in 0..<4 { #expect(lab.tcp("10.96.0.50", 80) == "a") }
     }
 
-    /// The kubectl verbs the issue lists, with the oldest and newest kubectl on the machine.
-    @Test(arguments: ["1.27", "1.33"])
-    func kubectlVerbs(version: String) throws {
+    /// The kubectl verbs the issue lists, with the oldest and newest kubectl on the machine, on
+    /// SQLite and on a real etcd.
+    @Test(arguments: ["1.27", "1.33"], EtcdProcess.available ? ["sqlite", "etcd"] : ["sqlite"])
+    func kubectlVerbs(version: String, store: String) throws {
         guard let k = kubectl(version) else {
             Issue.record("kubectl \(version) is not installed at /usr/lib/google-cloud-sdk/bin")
             return
         }
         let lab = try Lab()
         defer { lab.destroy() }
-        let server = try LabServer(lab: lab)
+        let server = try LabServer(lab: lab, etcd: store == "etcd")
         func must(_ args: [String], input: String? = nil) throws -> String {
             let r = try server.kubectl(k, args, input: input)
             #expect(r.status == 0, "kubectl \(args.joined(separator: " ")): \(r.err)")

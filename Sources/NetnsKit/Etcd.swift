@@ -1,0 +1,44 @@
+import Foundation
+
+/// A throwaway etcd (Debian's etcd-server) on loopback ports of its own, for tests of the etcd
+/// store: started with a fresh data dir, stopped and removed with `stop()` (or at deinit).
+public final class EtcdProcess: @unchecked Sendable {
+    public let url: String
+    let process = Process()
+    let dir: URL
+
+    public static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") }
+
+    /// - Parameter netns: run it inside this named network namespace (its loopback).
+    public init(netns: String? = nil) throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-etcd-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let client = Int.random(in: 40000...44999), peer = client + 5000
+        url = "http://127.0.0.1:\(client)"
+        process.executableURL = URL(fileURLWithPath: netns == nil ? "/usr/bin/etcd" : "/usr/sbin/ip")
+        process.arguments = (netns.map { ["netns", "exec", $0, "/usr/bin/etcd"] } ?? []) + ["--name", "t", "--data-dir", dir.path, "--listen-client-urls", url, "--advertise-client-urls", url,
+                             "--listen-peer-urls", "http://127.0.0.1:\(peer)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
+                             "--initial-cluster", "t=http://127.0.0.1:\(peer)", "--log-level", "error"]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // Ready when its health endpoint answers.
+        for _ in 0..<200 {
+            let curl = ["curl", "-sf", "-m", "1", url + "/health"]
+            if let r = try? Sh.run(netns.map { ["ip", "netns", "exec", $0] + curl } ?? curl, timeout: 3), r.status == 0, r.out.contains("true") { return }
+            usleep(50_000)
+        }
+        stop()
+        throw LabError("etcd did not start at \(url)")
+    }
+
+    public func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    deinit { stop() }
+}
