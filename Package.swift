@@ -120,6 +120,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
+                "KubeClient", "KubeStore",
                 "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

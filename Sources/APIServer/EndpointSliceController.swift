@@ -13,8 +13,12 @@ public actor EndpointSliceController {
     public static let managedBy = "endpointslice-controller.k8s.io"
     public static let maxEndpoints = 100
     static let triggerAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
+    /// Services to reconcile, as `namespace/name`.
     private var dirty = Set<String>()
-    private var running = false
+    /// Each Service's selector, from the events (so a Pod change finds its Services without a list).
+    private var selectors: [String: [String: [String: String]]] = [:]
+    /// Services whose slices this controller wrote.
+    private var managed = Set<String>()
 
     public init(handler: APIHandler, logger: Logger = Logger(label: "switchyard.endpointslices")) {
         self.handler = handler
@@ -26,23 +30,45 @@ public actor EndpointSliceController {
     static let slices = Resources.find(group: "discovery.k8s.io", version: "v1", resource: "endpointslices")!
     static let endpoints = Resources.find(group: "", version: "v1", resource: "endpoints")!
 
-    /// Follows Services and Pods until cancelled: every namespace once, then those that change.
+    /// /registry/core/<resource>/<namespace>/<name> → (namespace, name)
+    static func split(_ key: String) -> (String, String)? {
+        let parts = key.split(separator: "/")
+        return parts.count >= 5 ? (String(parts[3]), String(parts[4])) : nil
+    }
+
+    static func selector(_ value: Data) -> [String: String]? {
+        guard let o = try? JSONValue.parse(value), o[path: ["spec", "type"]]?.string != "ExternalName",
+              let sel = o[path: ["spec", "selector"]]?.object, !sel.isEmpty else { return nil }
+        return sel.compactMapValues(\.string)
+    }
+
+    /// Follows Services and Pods until cancelled: every Service once, then those a change touches.
     public func run() async throws {
         let store = handler.store
         let from = try await store.currentRevision()
         let svcEvents = try await store.watch(prefix: Self.services.storePrefix, after: from)
         let podEvents = try await store.watch(prefix: Self.pods.storePrefix, after: from)
-        let nsPage = try await store.list(prefix: Resources.all[0].storePrefix, after: nil, limit: 0, revision: nil)
-        for kv in nsPage.items { dirty.insert(String(kv.key.split(separator: "/").last ?? "")) }
+        let all = try await store.list(prefix: Self.services.storePrefix, after: nil, limit: 0, revision: from)
+        for kv in all.items {
+            guard let (ns, name) = Self.split(kv.key) else { continue }
+            selectors[ns, default: [:]][name] = Self.selector(kv.value)
+            dirty.insert("\(ns)/\(name)")
+        }
+        // Slices this controller made before a restart.
+        let slices = try await store.list(prefix: Self.slices.storePrefix, after: nil, limit: 0, revision: from)
+        for kv in slices.items {
+            guard let (ns, _) = Self.split(kv.key), let o = try? JSONValue.parse(kv.value),
+                  o[path: ["metadata", "labels", "endpointslice.kubernetes.io/managed-by"]]?.string == Self.managedBy,
+                  let svc = Self.owner(o) else { continue }
+            managed.insert("\(ns)/\(svc)")
+            dirty.insert("\(ns)/\(svc)")
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for events in [svcEvents, podEvents] {
-                group.addTask {
-                    for try await e in events {
-                        // /registry/core/<resource>/<namespace>/<name>
-                        let parts = e.kv.key.split(separator: "/")
-                        if parts.count >= 5 { await self.markDirty(String(parts[3])) }
-                    }
-                }
+            group.addTask {
+                for try await e in svcEvents { await self.serviceChanged(e) }
+            }
+            group.addTask {
+                for try await e in podEvents { await self.podChanged(e) }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -55,18 +81,34 @@ public actor EndpointSliceController {
         }
     }
 
-    func markDirty(_ ns: String) { dirty.insert(ns) }
+    func serviceChanged(_ e: StoreEvent) {
+        guard let (ns, name) = Self.split(e.kv.key) else { return }
+        selectors[ns, default: [:]][name] = e.kind == .deleted ? nil : Self.selector(e.kv.value)
+        dirty.insert("\(ns)/\(name)")
+    }
 
-    /// Reconciles every namespace marked since the last pass.
+    func podChanged(_ e: StoreEvent) {
+        guard let (ns, _) = Self.split(e.kv.key) else { return }
+        var labelSets: [[String: String]] = []
+        for v in [e.kv.value, e.previous?.value].compactMap({ $0 }) {
+            if let o = try? JSONValue.parse(v) { labelSets.append(APIHandler.labels(o)) }
+        }
+        for (svc, sel) in selectors[ns] ?? [:] where labelSets.contains(where: { l in sel.allSatisfy { l[$0.key] == $0.value } }) {
+            dirty.insert("\(ns)/\(svc)")
+        }
+    }
+
+    /// Reconciles every Service marked since the last pass.
     public func drain() async {
         let work = dirty
         dirty.removeAll()
-        for ns in work.sorted() {
+        for key in work.sorted() {
+            let parts = key.split(separator: "/", maxSplits: 1).map(String.init)
             do {
-                try await reconcile(namespace: ns)
+                try await reconcile(namespace: parts[0], service: parts[1])
             } catch {
-                logger.warning("endpoint slices in \(ns): \(error)")
-                dirty.insert(ns)   // tried again on the next pass
+                logger.warning("endpoint slices of \(key): \(error)")
+                dirty.insert(key)   // tried again on the next pass
             }
         }
     }
@@ -83,36 +125,35 @@ public actor EndpointSliceController {
         (r.group.isEmpty ? "/api/v1" : "/apis/\(r.groupVersion)") + "/namespaces/\(ns)/\(r.resource)" + (name.map { "/\($0)" } ?? "")
     }
 
-    public func reconcile(namespace ns: String) async throws {
-        let services = try await list(Self.services, ns)
-        let pods = try await list(Self.pods, ns)
-        let existing = try await list(Self.slices, ns, labelSelector: "endpointslice.kubernetes.io/managed-by=\(Self.managedBy)")
-        var keep = Set<String>()
-        for svc in services {
-            guard let name = svc[path: ["metadata", "name"]]?.string, let selector = svc[path: ["spec", "selector"]]?.object,
-                  !selector.isEmpty, svc[path: ["spec", "type"]]?.string != "ExternalName" else { continue }
-            keep.insert(name)
-            let labels = selector.compactMapValues(\.string)
-            let chosen = pods.filter { p in
-                let l = APIHandler.labels(p)
-                let phase = p[path: ["status", "phase"]]?.string
-                return labels.allSatisfy { l[$0.key] == $0.value } && phase != "Succeeded" && phase != "Failed"
-                    && !(p[path: ["status", "podIP"]]?.string ?? "").isEmpty
+    /// One Service: its slices and Endpoints from the Pods its selector picks; none if it has no
+    /// selector (its slices are someone else's) or is gone.
+    public func reconcile(namespace ns: String, service name: String) async throws {
+        let key = "\(ns)/\(name)"
+        let got = await handler.handle(APIRequest(method: "GET", path: Self.path(Self.services, ns, name)))
+        let svc = got.code == 200 ? got.json : nil
+        let selector = svc.flatMap { Self.selector($0.serialized()) }
+        guard let svc, let selector else {
+            // Gone, or no longer selecting: what this controller wrote for it goes.
+            guard managed.contains(key) else { return }
+            for s in try await list(Self.slices, ns, labelSelector: "\(EndpointSlice.serviceNameLabel)=\(name),endpointslice.kubernetes.io/managed-by=\(Self.managedBy)") {
+                if let n = s[path: ["metadata", "name"]]?.string { _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, n))) }
             }
-            try await sync(svc, name: name, ns: ns, pods: chosen, existing: existing.filter { Self.owner($0) == name })
-        }
-        // Endpoints objects this controller made for Services that are gone.
-        for e in try await list(Self.endpoints, ns) where e[path: ["metadata", "annotations", Self.triggerAnnotation]] != nil {
-            if let n = e[path: ["metadata", "name"]]?.string, !keep.contains(n) {
-                _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.endpoints, ns, n)))
+            let ep = await handler.handle(APIRequest(method: "GET", path: Self.path(Self.endpoints, ns, name)))
+            if ep.code == 200, ep.json?[path: ["metadata", "annotations", Self.triggerAnnotation]] != nil {
+                _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.endpoints, ns, name)))
             }
+            managed.remove(key)
+            return
         }
-        // Slices of Services that are gone (or lost their selector).
-        for s in existing where !keep.contains(Self.owner(s) ?? "") {
-            if let n = s[path: ["metadata", "name"]]?.string {
-                _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, n)))
-            }
+        let pods = try await list(Self.pods, ns).filter { p in
+            let l = APIHandler.labels(p)
+            let phase = p[path: ["status", "phase"]]?.string
+            return selector.allSatisfy { l[$0.key] == $0.value } && phase != "Succeeded" && phase != "Failed"
+                && !(p[path: ["status", "podIP"]]?.string ?? "").isEmpty
         }
+        let existing = try await list(Self.slices, ns, labelSelector: "\(EndpointSlice.serviceNameLabel)=\(name),endpointslice.kubernetes.io/managed-by=\(Self.managedBy)")
+        managed.insert(key)
+        try await sync(svc, name: name, ns: ns, pods: pods, existing: existing)
     }
 
     static func owner(_ slice: JSONValue) -> String? { slice[path: ["metadata", "labels", EndpointSlice.serviceNameLabel]]?.string }
@@ -176,8 +217,12 @@ public actor EndpointSliceController {
         let labels: JSONValue = [EndpointSlice.serviceNameLabel: .string(name), "endpointslice.kubernetes.io/managed-by": .string(Self.managedBy)]
         let ownerRef: JSONValue = [["apiVersion": "v1", "kind": "Service", "name": .string(name), "uid": svc[path: ["metadata", "uid"]] ?? "",
                                     "controller": true, "blockOwnerDeletion": true]]
-        // Existing slices are reused in order; what is left over goes.
-        let current = existing.sorted { ($0[path: ["metadata", "name"]]?.string ?? "") < ($1[path: ["metadata", "name"]]?.string ?? "") }
+        // Nothing to do when the slices already hold exactly the desired endpoints and ports.
+        func content(_ o: JSONValue) -> JSONValue { ["endpoints": o["endpoints"] ?? [], "ports": o["ports"] ?? []] }
+        let unchanged = existing.count == desired.count && Set(existing.map(content)) == Set(desired.map(content))
+        // Otherwise existing slices are reused in order; what is left over goes.
+        let current = unchanged ? [] : existing.sorted { ($0[path: ["metadata", "name"]]?.string ?? "") < ($1[path: ["metadata", "name"]]?.string ?? "") }
+        if unchanged { desired = [] }
         for (i, want) in desired.enumerated() {
             if i < current.count {
                 var o = current[i]
@@ -197,7 +242,7 @@ public actor EndpointSliceController {
                 if r.code >= 300 { throw APIError.internal("creating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
             }
         }
-        for extra in current.dropFirst(desired.count) {
+        for extra in current.dropFirst(desired.count) where !unchanged {
             _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, extra[path: ["metadata", "name"]]?.string ?? "")))
         }
         try await syncEndpoints(name: name, ns: ns, pods: pods, svcPorts: svcPorts)

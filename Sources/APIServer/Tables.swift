@@ -34,7 +34,7 @@ enum Tables {
 
     /// kubectl's `HumanDuration`.
     static func age(_ o: JSONValue, now: Date = Date()) -> JSONValue {
-        guard let t = o[path: ["metadata", "creationTimestamp"]]?.string, let d = ISO8601DateFormatter().date(from: t) else { return "<unknown>" }
+        guard let t = o[path: ["metadata", "creationTimestamp"]]?.string, let d = APIHandler.parseRFC3339(t) else { return "<unknown>" }
         return .string(human(now.timeIntervalSince(d)))
     }
 

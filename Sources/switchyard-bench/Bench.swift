@@ -11,8 +11,8 @@ import ProxyNFTables
 struct BenchMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-bench",
-        abstract: "Benchmarks of the proxy modes, each against a baseline measured in the same run.",
-        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self], defaultSubcommand: Bench.self)
+        abstract: "Benchmarks of the proxy modes, the CNI plugins and the API server, each against a baseline measured in the same run.",
+        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self, ServerBench.self], defaultSubcommand: Bench.self)
 }
 
 struct Bench: AsyncParsableCommand {

@@ -1,0 +1,200 @@
+import ArgumentParser
+import Foundation
+import KubeAPI
+import KubeClient
+import KubeStore
+import NetnsKit
+
+/// The API server's figures: memory idle and holding many Services with their slices, how fast
+/// 100 watchers hear of a write, writes per second and list latency, on SQLite and on etcd.
+struct ServerBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Measure switchyard server: memory, watch latency, writes per second and list latency (SQLite and etcd).")
+
+    @Option(help: "Number of Services (each with an EndpointSlice).") var services = 10_000
+    @Option(help: "Endpoints per slice.") var endpoints = 10
+    @Option(help: "Concurrent watchers.") var watchers = 100
+    @Option(help: "Writes the watchers are timed on.") var watchedWrites = 30
+    @Option(help: "Concurrent writers while loading.") var writers = 8
+    @Option(help: "The switchyard binary.") var switchyard: String?
+    @Flag(help: "Skip the etcd run.") var skipEtcd = false
+    @Option(help: "Write the markdown results here too.") var out: String?
+
+    func binary() throws -> String {
+        if let switchyard { return switchyard }
+        let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        let p = me.deletingLastPathComponent().appendingPathComponent("switchyard").path
+        guard FileManager.default.isExecutableFile(atPath: p) else { throw ValidationError("build switchyard first (or pass --switchyard)") }
+        return p
+    }
+
+    static func rssMB(_ pid: Int32) -> Double {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return Double(Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0) / 1024
+    }
+
+    struct Run {
+        var idleMB = 0.0, loadedMB = 0.0, writesPerSecond = 0.0, listMedian = 0.0, watchP50 = 0.0, watchP99 = 0.0, directWritesPerSecond = 0.0
+    }
+
+    /// Starts a server, loads it, and measures.
+    func measure(etcd: EtcdProcess?) async throws -> Run {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-server-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try binary())
+        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { p.terminate(); p.waitUntilExit() }
+        var client: KubeClient?
+        for _ in 0..<200 {
+            if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { client = KubeClient(config: k); break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard let client else { throw ValidationError("the server did not start") }
+        var run = Run()
+        try await Task.sleep(for: .seconds(2))
+        run.idleMB = Self.rssMB(p.processIdentifier)
+        log("idle: \(String(format: "%.1f", run.idleMB)) MB")
+        _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
+
+        // Load: Services and their slices, `writers` at a time.
+        let start = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    var i = w
+                    while i < services {
+                        let ip = IPAddress(ipv4: IPAddress("10.96.0.0")!.ipv4Value! + UInt32(i + 10)).description
+                        let svc: JSONValue = ["metadata": ["name": .string("svc-\(i)")],
+                                              "spec": ["clusterIP": .string(ip), "ports": [["name": "http", "port": 80, "targetPort": 8080]]]]
+                        let r1 = try await client.request("POST", "/api/v1/namespaces/bench/services", body: svc)
+                        guard r1.status == 201 else { throw ValidationError("create service: \(r1.status) \(r1.body.text())") }
+                        let eps: [JSONValue] = (0..<endpoints).map { j in
+                            let n = i * endpoints + j
+                            return ["addresses": [.string(IPAddress(ipv4: IPAddress("10.128.0.0")!.ipv4Value! + UInt32(n + 2)).description)],
+                                    "conditions": ["ready": true], "nodeName": .string("node-\(j % 3)")]
+                        }
+                        let slice: JSONValue = ["metadata": ["name": .string("svc-\(i)-x"), "labels": ["kubernetes.io/service-name": .string("svc-\(i)")]],
+                                                "addressType": "IPv4", "endpoints": .array(eps), "ports": [["name": "http", "port": 8080, "protocol": "TCP"]]]
+                        let r2 = try await client.request("POST", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices", body: slice)
+                        guard r2.status == 201 else { throw ValidationError("create slice: \(r2.status) \(r2.body.text())") }
+                        i += writers
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let loadTime = Date().timeIntervalSince(start)
+        run.writesPerSecond = Double(services * 2) / loadTime
+        log("loaded \(services) services and slices: \(Int(run.writesPerSecond)) writes/s")
+        try await Task.sleep(for: .seconds(1))
+        run.loadedMB = Self.rssMB(p.processIdentifier)
+        log("holding them: \(String(format: "%.1f", run.loadedMB)) MB")
+
+        // List latency of every Service.
+        var lists: [Double] = []
+        for _ in 0..<5 {
+            let s = Date()
+            let r = try await client.request("GET", "/api/v1/services")
+            lists.append(Date().timeIntervalSince(s))
+            guard (r.body["items"]?.array?.count ?? 0) >= services else { throw ValidationError("list returned \(r.body["items"]?.array?.count ?? 0)") }
+        }
+        run.listMedian = median(lists)
+        log("list of \(services) services: median \(fmt(run.listMedian))")
+
+        // Watchers: each write's time until every watcher has it.
+        let cm = try await client.request("POST", "/api/v1/namespaces/bench/configmaps", body: ["metadata": ["name": "watched"], "data": ["n": "0"]])
+        let rv = cm.body[path: ["metadata", "resourceVersion"]]?.string ?? "0"
+        let received = Received()
+        var tasks: [Task<Void, Never>] = []
+        for _ in 0..<watchers {
+            let stream = try await client.watch("/api/v1/namespaces/bench/configmaps", query: ["resourceVersion": rv])
+            tasks.append(Task {
+                do {
+                    for try await e in stream {
+                        if let n = e[path: ["object", "data", "n"]]?.string, let i = Int(n) { await received.add(i, Date()) }
+                    }
+                } catch {}
+            })
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        var sent: [Int: Date] = [:]
+        for i in 1...watchedWrites {
+            sent[i] = Date()
+            _ = try await client.request("PATCH", "/api/v1/namespaces/bench/configmaps/watched", body: ["data": ["n": .string(String(i))]],
+                                         contentType: "application/merge-patch+json")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await Task.sleep(for: .seconds(1))
+        for t in tasks { t.cancel() }
+        var lat: [Double] = []
+        for (i, times) in await received.times where sent[i] != nil {
+            for t in times { lat.append(t.timeIntervalSince(sent[i]!)) }
+        }
+        lat.sort()
+        let expected = watchers * watchedWrites
+        if lat.count < expected { log("warning: \(expected - lat.count) of \(expected) watch deliveries missing") }
+        run.watchP50 = lat.isEmpty ? .infinity : lat[lat.count / 2]
+        run.watchP99 = lat.isEmpty ? .infinity : lat[min(lat.count - 1, lat.count * 99 / 100)]
+        log("\(watchers) watchers: p50 \(fmt(run.watchP50)), p99 \(fmt(run.watchP99)) from the write to the event (\(lat.count) deliveries)")
+        return run
+    }
+
+    actor Received {
+        var times: [Int: [Date]] = [:]
+        func add(_ i: Int, _ d: Date) { times[i, default: []].append(d) }
+    }
+
+    /// The store alone, in this process: the baseline the server's writes per second are set against.
+    func direct(_ store: any Store, count: Int) async throws -> Double {
+        let value = Data(String(repeating: "x", count: 600).utf8)
+        let start = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    var i = w
+                    while i < count {
+                        try await store.create("/bench/k\(i)", value: value)
+                        i += writers
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        return Double(count) / Date().timeIntervalSince(start)
+    }
+
+    func run() async throws {
+        var report = "| figure | measured | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n"
+        func rows(_ name: String, _ r: Run) {
+            report += "| \(name): memory idle | \(String(format: "%.1f MB", r.idleMB)) | target 30 MB | \(String(format: "%.2f×", r.idleMB / 30)) | < 30 MB |\n"
+            report += "| \(name): memory holding \(services) services + slices (\(endpoints) endpoints) | \(String(format: "%.1f MB", r.loadedMB)) | target 300 MB | \(String(format: "%.2f×", r.loadedMB / 300)) | < 300 MB |\n"
+            report += "| \(name): \(watchers) watchers, write to event (p50 \(fmt(r.watchP50))) | p99 \(fmt(r.watchP99)) | target 50 ms | \(String(format: "%.2f×", r.watchP99 / 0.05)) | < 50 ms p99 |\n"
+            report += "| \(name): writes per second through the API (\(writers) writers) | \(Int(r.writesPerSecond)) | the store alone: \(Int(r.directWritesPerSecond)) | \(String(format: "%.2f×", r.writesPerSecond / r.directWritesPerSecond)) | reported |\n"
+            report += "| \(name): list of \(services) services | \(fmt(r.listMedian)) | | | reported |\n"
+        }
+        var sqlite = try await measure(etcd: nil)
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-direct-\(UUID().uuidString).db")
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        sqlite.directWritesPerSecond = try await direct(try SQLiteStore(path: tmp.path), count: 5000)
+        log("SQLite store alone: \(Int(sqlite.directWritesPerSecond)) writes/s")
+        rows("SQLite", sqlite)
+        if !skipEtcd && EtcdProcess.available {
+            let e1 = try EtcdProcess()
+            var etcd = try await measure(etcd: e1)
+            e1.stop()
+            let e2 = try EtcdProcess()
+            etcd.directWritesPerSecond = try await direct(try EtcdStore(servers: [e2.url]), count: 5000)
+            e2.stop()
+            log("etcd store alone: \(Int(etcd.directWritesPerSecond)) writes/s")
+            rows("etcd", etcd)
+        }
+        print(report)
+        if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
+    }
+}
