@@ -137,7 +137,8 @@ let package = Package(
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by Hummingbird.
         .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "Hummingbird", package: "hummingbird"),
-                                                   .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+                                                   .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore", "KubeClient"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),

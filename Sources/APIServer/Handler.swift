@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KubeAPI
 import KubeStore
 
@@ -53,6 +54,8 @@ public struct APIResponse: Sendable {
 /// HTTP server is a thin adapter around `handle`.
 public final class APIHandler: Sendable {
     public let store: any Store
+    /// Open watch streams, ended by `closeWatches()` when the server shuts down.
+    let watches = Mutex<[UUID: AsyncThrowingStream<Data, any Error>.Continuation]>([:])
     public let version: JSONValue
     let admission: Admission
     /// The largest body accepted (kube-apiserver's limit is 3 MiB for a write).
@@ -64,6 +67,18 @@ public final class APIHandler: Sendable {
         version = ["major": "1", "minor": "33", "gitVersion": "v1.33.0-switchyard", "gitCommit": "", "gitTreeState": "clean",
                    "buildDate": "2026-11-27T00:00:00Z", "goVersion": "swift6", "compiler": "swift", "platform": "linux/amd64"]
     }
+
+    /// Ends every open watch (clients re-watch elsewhere, or after a restart, from their last
+    /// resourceVersion): a server shutting down does not wait for them.
+    public func closeWatches() {
+        let open = watches.withLock { w in
+            defer { w.removeAll() }
+            return Array(w.values)
+        }
+        for c in open { c.finish() }
+    }
+
+    public var openWatches: Int { watches.withLock { $0.count } }
 
     public func handle(_ req: APIRequest) async -> APIResponse {
         do {
@@ -628,7 +643,12 @@ public final class APIHandler: Sendable {
                 } catch {}
                 c.finish()
             }
-            c.onTermination = { _ in task.cancel() }
+            let id = UUID()
+            handler.watches.withLock { $0[id] = c }
+            c.onTermination = { _ in
+                task.cancel()
+                _ = handler.watches.withLock { $0.removeValue(forKey: id) }
+            }
         }
         return APIResponse(code: 200, body: .stream(stream))
     }

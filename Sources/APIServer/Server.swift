@@ -3,6 +3,7 @@ import Hummingbird
 import KubeAPI
 import KubeStore
 import Logging
+import ServiceLifecycle
 
 /// `switchyard server`: the API over HTTP (Hummingbird), one responder for every path.
 public struct APIServer: Sendable {
@@ -67,7 +68,12 @@ public struct APIServer: Sendable {
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
-        try await app.runService()
+        // Watches would hold a graceful shutdown open for their whole timeout: end them first.
+        try await withGracefulShutdownHandler {
+            try await app.runService()
+        } onGracefulShutdown: {
+            handler.closeWatches()
+        }
     }
 
     /// A kubeconfig for clients of a server at `url` (no credentials: TLS, tokens and RBAC come later).

@@ -170,7 +170,12 @@ public struct KubeClient: Sendable {
                     c.finish(throwing: error)
                 }
             }
-            c.onTermination = { _ in task.cancel() }
+            // A reader that stops closes the connection (cancelling the task alone leaves the
+            // server streaming to a socket nobody reads).
+            c.onTermination = { _ in
+                task.cancel()
+                channel.channel.close(promise: nil)
+            }
         }
     }
 }

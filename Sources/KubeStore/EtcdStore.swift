@@ -34,21 +34,30 @@ public struct EtcdStore: Store {
         return "\0"
     }
 
-    /// One call, tried on each server until one answers.
-    func call(_ path: String, _ body: JSONValue) async throws -> JSONValue {
+    /// One call, tried on each server until one answers; a failed connection is tried again (a
+    /// few times, briefly apart). `retried` says whether an attempt may have reached etcd before
+    /// the answer was lost, which a conditional write must take into account.
+    func call(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await callNoting(path, body).body }
+
+    func callNoting(_ path: String, _ body: JSONValue) async throws -> (body: JSONValue, retried: Bool) {
         var last: any Error = StoreError.backend("no etcd server answered")
-        for c in clients {
-            do {
-                let r = try await c.request("POST", path, body: body)
-                if r.status == 200 { return r.body }
-                let msg = r.body["error"]?.string ?? r.body["message"]?.string ?? "HTTP \(r.status)"
-                throw Self.translate(msg)
-            } catch let e as StoreError {
-                if case .backend = e { last = e; continue }
-                throw e
-            } catch {
-                last = StoreError.backend("etcd \(c.config.server): \(error)")
+        var retried = false
+        for attempt in 0..<4 {
+            for c in clients {
+                do {
+                    let r = try await c.request("POST", path, body: body)
+                    if r.status == 200 { return (r.body, retried) }
+                    let msg = r.body["error"]?.string ?? r.body["message"]?.string ?? "HTTP \(r.status)"
+                    throw Self.translate(msg)
+                } catch let e as StoreError {
+                    if case .backend = e { last = e; retried = true; continue }
+                    throw e
+                } catch {
+                    last = StoreError.backend("etcd \(c.config.server): \(error)")
+                    retried = true
+                }
             }
+            try? await Task.sleep(for: .milliseconds(20 << attempt))
         }
         throw last
     }
@@ -77,10 +86,10 @@ public struct EtcdStore: Store {
     }
 
     /// A transaction: `compare` on the key, then `success` or `failure` (a read of the key).
-    func txn(_ key: String, compare: JSONValue, success: JSONValue) async throws -> (ok: Bool, body: JSONValue) {
-        let r = try await call("/v3/kv/txn", ["compare": [compare], "success": [success],
-                                               "failure": [["request_range": ["key": Self.b64(prefix + key)]]]])
-        return (r["succeeded"]?.bool ?? false, r)
+    func txn(_ key: String, compare: JSONValue, success: JSONValue) async throws -> (ok: Bool, body: JSONValue, retried: Bool) {
+        let (r, retried) = try await callNoting("/v3/kv/txn", ["compare": [compare], "success": [success],
+                                                               "failure": [["request_range": ["key": Self.b64(prefix + key)]]]])
+        return (r["succeeded"]?.bool ?? false, r, retried)
     }
 
     static func current(_ r: JSONValue) -> JSONValue? {
@@ -88,9 +97,16 @@ public struct EtcdStore: Store {
     }
 
     public func create(_ key: String, value: Data) async throws -> KeyValue {
-        let (ok, r) = try await txn(key, compare: ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "EQUAL"],
-                                    success: ["request_put": ["key": Self.b64(prefix + key), "value": Self.b64(value)]])
-        guard ok else { throw StoreError.exists(key) }
+        let (ok, r, retried) = try await txn(key, compare: ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "EQUAL"],
+                                             success: ["request_put": ["key": Self.b64(prefix + key), "value": Self.b64(value)]])
+        guard ok else {
+            // An attempt whose answer was lost may have made it: then the key holds our value
+            // at its first version.
+            if retried, let cur = Self.current(r), Self.unb64(cur["value"]) == value, Self.int(cur["version"]) == 1 {
+                return kv(cur)
+            }
+            throw StoreError.exists(key)
+        }
         let rev = Self.int(r[path: ["header", "revision"]])
         return KeyValue(key: key, value: value, createRevision: rev, modRevision: rev)
     }
@@ -98,7 +114,7 @@ public struct EtcdStore: Store {
     public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
         let compare: JSONValue = expected.map { ["key": Self.b64(prefix + key), "target": "MOD", "mod_revision": .string(String($0)), "result": "EQUAL"] }
             ?? ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "GREATER"]
-        let (ok, r) = try await txn(key, compare: compare,
+        let (ok, r, _) = try await txn(key, compare: compare,
                                     success: ["request_put": ["key": Self.b64(prefix + key), "value": Self.b64(value), "prev_kv": true]])
         guard ok else {
             guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
@@ -112,7 +128,7 @@ public struct EtcdStore: Store {
     public func delete(_ key: String, expected: Int64?) async throws -> KeyValue {
         let compare: JSONValue = expected.map { ["key": Self.b64(prefix + key), "target": "MOD", "mod_revision": .string(String($0)), "result": "EQUAL"] }
             ?? ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "GREATER"]
-        let (ok, r) = try await txn(key, compare: compare,
+        let (ok, r, _) = try await txn(key, compare: compare,
                                     success: ["request_delete_range": ["key": Self.b64(prefix + key), "prev_kv": true]])
         guard ok else {
             guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
