@@ -68,10 +68,18 @@ public struct APIServer: Sendable {
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
             logger: logger)
-        // Watches would hold a graceful shutdown open for their whole timeout: end them first.
-        try await withGracefulShutdownHandler {
-            try await app.runService()
-        } onGracefulShutdown: {
+        // Watches would hold a graceful shutdown open for their whole timeout: the closer, last
+        // in the group, is shut down first and ends them.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: WatchCloser(handler: handler))],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// Ends the open watches when the server begins to shut down.
+    struct WatchCloser: ServiceLifecycle.Service {
+        let handler: APIHandler
+        func run() async throws {
+            try? await gracefulShutdown()
             handler.closeWatches()
         }
     }

@@ -265,4 +265,25 @@ struct ServerDurabilityTests {
         let lost = Set(acked).subtracting(stored)
         #expect(lost.isEmpty, "\(lost.count) acknowledged writes lost of \(acked.count)")
     }
+
+    /// SIGTERM ends open watches and the server exits, rather than waiting out their timeout.
+    @Test func sigtermEndsWatchesAndExits() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-term-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (server, client) = try Self.start(dir, port: Int.random(in: 40000...44999))
+        let stream = try await client.watch("/api/v1/namespaces/default/configmaps", query: ["resourceVersion": "0"])
+        try await Task.sleep(for: .milliseconds(300))
+        server.terminate()
+        let start = Date()
+        var ended = false
+        do {
+            for try await _ in stream {}
+            ended = true
+        } catch {
+            ended = true
+        }
+        server.waitUntilExit()
+        #expect(ended && Date().timeIntervalSince(start) < 10, "the watch ends and the server exits: \(Date().timeIntervalSince(start)) s")
+    }
 }
