@@ -54,8 +54,13 @@ public struct APIResponse: Sendable {
 /// HTTP server is a thin adapter around `handle`.
 public final class APIHandler: Sendable {
     public let store: any Store
-    /// Open watch streams, ended by `closeWatches()` when the server shuts down.
-    let watches = Mutex<[UUID: AsyncThrowingStream<Data, any Error>.Continuation]>([:])
+    /// Open watch streams, ended by `closeWatches()` when the server shuts down; once it has,
+    /// a watch that arrives late is ended as soon as it starts.
+    struct Watches {
+        var open: [UUID: AsyncThrowingStream<Data, any Error>.Continuation] = [:]
+        var closed = false
+    }
+    let watches = Mutex(Watches())
     public let version: JSONValue
     let admission: Admission
     /// The largest body accepted (kube-apiserver's limit is 3 MiB for a write).
@@ -72,13 +77,13 @@ public final class APIHandler: Sendable {
     /// resourceVersion): a server shutting down does not wait for them.
     public func closeWatches() {
         let open = watches.withLock { w in
-            defer { w.removeAll() }
-            return Array(w.values)
+            defer { w.open.removeAll(); w.closed = true }
+            return Array(w.open.values)
         }
         for c in open { c.finish() }
     }
 
-    public var openWatches: Int { watches.withLock { $0.count } }
+    public var openWatches: Int { watches.withLock { $0.open.count } }
 
     public func handle(_ req: APIRequest) async -> APIResponse {
         do {
@@ -644,10 +649,14 @@ public final class APIHandler: Sendable {
                 c.finish()
             }
             let id = UUID()
-            handler.watches.withLock { $0[id] = c }
+            let late = handler.watches.withLock { w in
+                if !w.closed { w.open[id] = c }
+                return w.closed
+            }
+            if late { c.finish() }
             c.onTermination = { _ in
                 task.cancel()
-                _ = handler.watches.withLock { $0.removeValue(forKey: id) }
+                _ = handler.watches.withLock { $0.open.removeValue(forKey: id) }
             }
         }
         return APIResponse(code: 200, body: .stream(stream))
