@@ -243,8 +243,8 @@ enum Validation {
         var errs: [FieldError] = []
         if name.isEmpty {
             errs.append(FieldError("metadata.name", "Required value: name or generateName is required"))
-        } else {
-            let label = ["namespaces", "services"].contains(r.resource)
+        } else if r.resource != "services" {   // a Service's name is a DNS-1035 label: checked with the rest of it below
+            let label = r.resource == "namespaces"
             let ok = label ? KubeAPI.Validation.isDNS1123Label(name) : KubeAPI.Validation.isDNS1123Subdomain(name)
             if !ok {
                 errs.append(FieldError("metadata.name", label
@@ -263,7 +263,7 @@ enum Validation {
             if errs.isEmpty {
                 do {
                     let svc = try JSONDecoder().decode(Service.self, from: data)
-                    errs += KubeAPI.Validation.validate(svc).filter { $0.field != "metadata.name" }
+                    errs += KubeAPI.Validation.validate(svc)
                 } catch {
                     throw APIError.badRequest("Service in version \"v1\" cannot be handled as a Service: \(JSONValue.describe(error))")
                 }

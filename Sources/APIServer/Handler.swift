@@ -607,22 +607,27 @@ public final class APIHandler: Sendable {
             let task = Task {
                 for o in firstEvents { c.yield(line("ADDED", o)) }
                 let deadline = ContinuousClock.now + .seconds(timeout)
-                var lastRev = from
-                // A bookmark now and then, so a quiet watch knows how far it has seen.
+                let seen = Seen(from)
+                let bookmark: @Sendable () -> Data = {
+                    Data((JSONValue.object(["type": "BOOKMARK", "object": ["kind": .string(r.kind), "apiVersion": .string(r.groupVersion),
+                                                                           "metadata": ["resourceVersion": .string(String(seen.revision))]]]).text() + "\n").utf8)
+                }
+                // The watch ends at its timeout; when asked, a bookmark every 30 s tells a quiet
+                // watcher how far it has seen (as kube-apiserver sends them about once a minute).
                 let ticker = Task {
-                    while !Task.isCancelled && bookmarks {
-                        try await Task.sleep(for: .seconds(1))
-                        if ContinuousClock.now > deadline { c.finish(); return }
+                    var next = ContinuousClock.now + .seconds(30)
+                    while !Task.isCancelled {
+                        try await Task.sleep(until: min(next, deadline))
+                        if ContinuousClock.now >= deadline { c.finish(); return }
+                        if bookmarks { c.yield(bookmark()) }
+                        next = ContinuousClock.now + .seconds(30)
                     }
-                    try await Task.sleep(until: deadline)
-                    c.finish()
                 }
                 defer { ticker.cancel() }
-                var sinceBookmark = 0
                 do {
                     for try await e in events {
                         if Task.isCancelled { break }
-                        lastRev = e.revision
+                        seen.revision = e.revision
                         let now = try handler.present(e.kv, r)
                         let before = try e.previous.map { try handler.present($0, r) }
                         let isNow = e.kind != .deleted && visible(now)
@@ -634,12 +639,6 @@ public final class APIHandler: Sendable {
                         case (.updated, true, false): c.yield(line("DELETED", now))
                         case (.deleted, true, _): c.yield(line("DELETED", now))
                         default: break
-                        }
-                        sinceBookmark += 1
-                        if bookmarks && sinceBookmark >= 100 {
-                            sinceBookmark = 0
-                            c.yield(Data((JSONValue.object(["type": "BOOKMARK", "object": ["kind": .string(r.kind), "apiVersion": .string(r.groupVersion),
-                                                                                           "metadata": ["resourceVersion": .string(String(lastRev))]]]).text() + "\n").utf8))
                         }
                     }
                 } catch StoreError.compacted(_, _) {
@@ -669,6 +668,16 @@ extension JSONValue {
         guard case .object(var o) = self else { return self }
         for (k, v) in other { o[k] = v }
         return .object(o)
+    }
+}
+
+/// The last revision a watch delivered, shared with its bookmark timer.
+final class Seen: Sendable {
+    private let value: Mutex<Int64>
+    init(_ v: Int64) { value = Mutex(v) }
+    var revision: Int64 {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
     }
 }
 

@@ -234,6 +234,10 @@ struct HandlerTests {
         #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/services", body: Data("{".utf8))).code == 400)
         #expect(await h.post("/api/v1/namespaces/default/services", ["kind": "Pod", "metadata": ["name": "p"]]).code == 400)
         #expect(await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "Not_Valid"]]).code == 422)
+        // A Service's name is a DNS-1035 label: no leading digit (a ConfigMap's may have one).
+        let digit = await h.post("/api/v1/namespaces/default/services", svc("1web"))
+        #expect(digit.code == 422 && digit.json?[path: ["details", "causes"]]?.array?.first?["field"] == "metadata.name")
+        #expect(await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "1cm"]]).code == 201)
         #expect(await h.post("/api/v1/namespaces/nope/configmaps", ["metadata": ["name": "x"]]).code == 404)
         #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/default/configmaps",
                                           body: Data(repeating: 0x20, count: APIHandler.maxBodySize + 1))).code == 413)
