@@ -58,10 +58,40 @@ public final class Lab: @unchecked Sendable {
     private var namespaces: [String] = []
     private var udpServers: [UDPReplyServer] = []
 
+    /// Each live lab notes here which process made it: a test process that crashes runs no
+    /// `defer`, and the first lab of the next process deletes what such a process left.
+    static let ownersDir = "/run/switchyard-labs"
+
+    /// Deletes the namespaces (`sy<id>…`) of labs whose process is gone, once per process.
+    static let sweepDeadOwners: Void = {
+        guard let ids = try? FileManager.default.contentsOfDirectory(atPath: ownersDir) else { return }
+        var names: [String]?
+        for id in ids {
+            let file = "\(ownersDir)/\(id)"
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8),
+                  let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
+                  kill(pid, 0) == -1, errno == ESRCH else { continue }
+            if names == nil {
+                names = (try? Sh.run(["ip", "netns", "list"]))?.out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) } ?? []
+            }
+            let left = names!.filter { $0.hasPrefix("sy\(id)") }
+            for ns in left {
+                for p in ((try? Sh.run(["ip", "netns", "pids", ns]))?.out ?? "").split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) }
+            }
+            for ns in left { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+            try? FileManager.default.removeItem(atPath: file)
+        }
+    }()
+
     public init() throws {
-        id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        _ = Lab.sweepDeadOwners
+        // Eight hex digits always, so `sy<id>` is a prefix of this lab's namespaces only.
+        let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        id = String(repeating: "0", count: 8 - hex.count) + hex
         node = "sy\(id)n"
         client = "sy\(id)c"
+        try? FileManager.default.createDirectory(atPath: Lab.ownersDir, withIntermediateDirectories: true)
+        try? "\(getpid())\n".write(toFile: "\(Lab.ownersDir)/\(id)", atomically: true, encoding: .utf8)
         try add(node)
         try add(client)
         try Sh.must(["ip", "-n", node, "link", "set", "lo", "up"])
@@ -101,6 +131,20 @@ public final class Lab: @unchecked Sendable {
         pods[name] = ns
         podIPs[name] = ip
         return ip
+    }
+
+    /// The usual pair: pods a (10.244.1.2) and b (10.244.1.3), each answering with its name on
+    /// `tcpPort` (and `udpPort`).
+    public func addServingPods(tcpPort: Int, udpPort: Int? = nil) throws {
+        for (name, host) in [("a", 2), ("b", 3)] {
+            try addPod(name, host: host)
+            try serve(pod: name, tcpPort: tcpPort, udpPort: udpPort)
+        }
+    }
+
+    /// Routes from the client to `nets` (service and load balancer ranges) through the node.
+    public func routeFromClient(_ nets: String...) throws {
+        for net in nets { try Sh.must(["ip", "-n", client, "route", "add", net, "via", nodeClientIP]) }
     }
 
     /// Starts TCP and UDP servers in a pod that answer with the pod's name.
@@ -179,6 +223,7 @@ public final class Lab: @unchecked Sendable {
         usleep(50_000)
         for ns in namespaces.reversed() { _ = try? Sh.run(["ip", "netns", "del", ns]) }
         namespaces.removeAll()
+        try? FileManager.default.removeItem(atPath: "\(Lab.ownersDir)/\(id)")
     }
 
     deinit { destroy() }

@@ -74,11 +74,8 @@ struct ControlPlaneTests {
         let k = kubectl("1.33")!
         let lab = try Lab()
         defer { lab.destroy() }
-        try lab.addPod("a", host: 2)
-        try lab.addPod("b", host: 3)
-        try lab.serve(pod: "a", tcpPort: 8080)
-        try lab.serve(pod: "b", tcpPort: 8080)
-        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        try lab.addServingPods(tcpPort: 8080)
+        try lab.routeFromClient("10.96.0.0/12")
         let server = try LabServer(lab: lab)
 
         var r = try server.kubectl(k, ["apply", "-f", "-"], input: Self.service + "\n---\n" + Self.pod("web-a") + "\n---\n" + Self.pod("web-b"))

@@ -30,11 +30,8 @@ final class IPTablesLab: @unchecked Sendable {
 
     init(options: IPTablesOptions? = nil) throws {
         lab = try Lab()
-        try lab.addPod("a", host: 2)
-        try lab.addPod("b", host: 3)
-        try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
-        try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
-        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        try lab.addServingPods(tcpPort: 8080, udpPort: 5353)
+        try lab.routeFromClient("10.96.0.0/12")
         ipt = RecordingIPTables(SystemIPTables(runner: CommandRunner(netns: lab.node)))
         var o = options ?? IPTablesOptions()
         if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }

@@ -15,11 +15,8 @@ final class NFTablesLab: @unchecked Sendable {
 
     init(options: NFTablesOptions? = nil, layout: NFTablesLayout = .upstream) throws {
         lab = try Lab()
-        try lab.addPod("a", host: 2)
-        try lab.addPod("b", host: 3)
-        try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
-        try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
-        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        try lab.addServingPods(tcpPort: 8080, udpPort: 5353)
+        try lab.routeFromClient("10.96.0.0/12")
         nft = try SystemNFTables(netns: "/var/run/netns/\(lab.node)")
         var o = options ?? NFTablesOptions()
         if options == nil { o.localDetector = .cidrs([CIDR("10.244.0.0/16")!]) }

@@ -44,11 +44,8 @@ struct ProxyCommandTests {
         let bin = try switchyardBinary()
         let lab = try Lab()
         defer { lab.destroy() }
-        try lab.addPod("a", host: 2)
-        try lab.addPod("b", host: 3)
-        try lab.serve(pod: "a", tcpPort: 8080)
-        try lab.serve(pod: "b", tcpPort: 8080)
-        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        try lab.addServingPods(tcpPort: 8080)
+        try lab.routeFromClient("10.96.0.0/12")
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-\(lab.id)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }

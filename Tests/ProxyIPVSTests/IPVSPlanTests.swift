@@ -137,15 +137,12 @@ struct IPVSLabTests {
     func clusterIPNodePortAdoptionAndGracefulTermination() async throws {
         let lab = try Lab()
         defer { lab.destroy() }
-        try lab.addPod("a", host: 2)
-        try lab.addPod("b", host: 3)
-        try lab.serve(pod: "a", tcpPort: 8080, udpPort: 5353)
-        try lab.serve(pod: "b", tcpPort: 8080, udpPort: 5353)
+        try lab.addServingPods(tcpPort: 8080, udpPort: 5353)
         let holdA = try EchoServer(netns: lab.pods["a"]!, port: 9090, greeting: "a")
         defer { holdA.stop() }
         let holdB = try EchoServer(netns: lab.pods["b"]!, port: 9090, greeting: "b")
         defer { holdB.stop() }
-        try Sh.must(["ip", "-n", lab.client, "route", "add", "10.96.0.0/12", "via", lab.nodeClientIP])
+        try lab.routeFromClient("10.96.0.0/12")
         var t = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
         t.update(service: service("web", ip: "10.96.0.10", type: "NodePort",
                                   ports: [ServicePort(name: "http", protocol: "TCP", port: 80, targetPort: .int(8080), nodePort: 30080),
@@ -216,12 +213,9 @@ struct IPVSLabTests {
     func masqueradeSourceRangesNoEndpointsAffinityAndScheduler() async throws {
         let lab = try Lab()
         defer { lab.destroy() }
-        try lab.addPod("a", host: 2)
-        try lab.addPod("b", host: 3)
-        try lab.serve(pod: "a", tcpPort: 8080)
-        try lab.serve(pod: "b", tcpPort: 8080)
+        try lab.addServingPods(tcpPort: 8080)
         try lab.servePeerAddress(pod: "a", tcpPort: 7070)
-        for net in ["10.96.0.0/12", "192.0.2.0/24"] { try Sh.must(["ip", "-n", lab.client, "route", "add", net, "via", lab.nodeClientIP]) }
+        try lab.routeFromClient("10.96.0.0/12", "192.0.2.0/24")
         var t = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
         let http = [EndpointPort(protocol: "TCP", port: 8080)]
         t.update(service: service("peer", ip: "10.96.0.50", type: "NodePort", ports: [ServicePort(port: 70, targetPort: .int(7070), nodePort: 30070)]))
