@@ -11,6 +11,37 @@ public protocol IPTablesInterface: Sendable {
     func chainExists(table: String, chain: String) -> Bool
 }
 
+/// An `iptables-save` read into tables: the chains each declares and its rules in order, with
+/// the chain each is in. The one reader the modes' cleanups and adoption checks share.
+public struct IPTablesSave: Sendable {
+    public static let builtinChains: Set<String> = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"]
+    public private(set) var chains: [String: Set<String>] = [:]
+    /// By table: (chain, the whole `-A chain …` line).
+    public private(set) var rules: [String: [(chain: String, line: String)]] = [:]
+
+    public init(_ text: String) {
+        var table = ""
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("*") {
+                table = String(line.dropFirst())
+            } else if line.hasPrefix(":") {
+                chains[table, default: []].insert(String(line.dropFirst().split(separator: " ")[0]))
+            } else if line.hasPrefix("-A ") {
+                rules[table, default: []].append((String(line.dropFirst(3).prefix { $0 != " " }), String(line)))
+            }
+        }
+    }
+
+    /// Whether `table` has exactly this `-A chain spec` line.
+    public func contains(table: String, _ line: String) -> Bool { rules[table]?.contains { $0.line == line } ?? false }
+
+    /// The chain or target a rule jumps to (`-j X`).
+    public static func jumpTarget(_ spec: String) -> String? {
+        guard let r = spec.range(of: "-j ", options: .backwards) else { return nil }
+        return spec[r.upperBound...].split(separator: " ").first.map(String.init)
+    }
+}
+
 /// The real thing, through the iptables binaries; optionally in a named netns.
 public struct SystemIPTables: IPTablesInterface {
     public var runner: CommandRunner
@@ -54,7 +85,7 @@ public final class FakeIPTables: IPTablesInterface, @unchecked Sendable {
 
     public init() {}
 
-    static let builtins: Set<String> = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"]
+    static var builtins: Set<String> { IPTablesSave.builtinChains }
 
     public func restore(_ input: String) throws {
         restores.append(input)
@@ -126,10 +157,7 @@ public final class FakeIPTables: IPTablesInterface, @unchecked Sendable {
         tables = staged
     }
 
-    static func jumpTarget(_ spec: String) -> String? {
-        guard let r = spec.range(of: "-j ", options: .backwards) else { return nil }
-        return spec[r.upperBound...].split(separator: " ").first.map(String.init)
-    }
+    static func jumpTarget(_ spec: String) -> String? { IPTablesSave.jumpTarget(spec) }
 
     static func isTarget(_ t: String) -> Bool {
         ["ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "SNAT", "MASQUERADE", "MARK", "REDIRECT"].contains(t)

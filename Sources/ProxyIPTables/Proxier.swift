@@ -104,17 +104,11 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     struct Existing {
         var chains: [String: Set<String>] = [:]
         var rules: Set<String> = []
-        static let builtinChains: Set<Substring> = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"]
         init(save: String) {
-            var table = ""
-            for line in save.split(separator: "\n") {
-                if line.hasPrefix("*") { table = String(line.dropFirst()) }
-                else if line.hasPrefix(":") {
-                    chains[table, default: []].insert(String(line.dropFirst().split(separator: " ")[0]))
-                } else if line.hasPrefix("-A "),
-                          Self.builtinChains.contains(line.dropFirst(3).prefix { $0 != " " }) {
-                    rules.insert(table + " " + line)
-                }
+            let parsed = IPTablesSave(save)
+            chains = parsed.chains
+            for (table, rs) in parsed.rules {
+                for r in rs where IPTablesSave.builtinChains.contains(r.chain) { rules.insert(table + " " + r.line) }
             }
         }
         init() {}

@@ -260,9 +260,8 @@ public actor IPVSProxier: ProxyBackend {
             // write only when the kernel's rules differ afterwards (a restart that finds them right
             // changes nothing).
             let rulesText = text
-            let saved = try ipt.save(tables: ["nat", "filter"])
-            let lines = Set(saved.split(separator: "\n").map(String.init))
-            for (table, chain, spec) in IPVSRules.jumps where !lines.contains("-A \(chain) \(spec)") {
+            let parsed = IPTablesSave(try ipt.save(tables: ["nat", "filter"]))
+            for (table, chain, spec) in IPVSRules.jumps where !parsed.contains(table: table, "-A \(chain) \(spec)") {
                 let marker = table == "nat" ? "COMMIT\n*filter\n" : "COMMIT\n"
                 if let r = text.range(of: marker, options: table == "nat" ? [] : .backwards) {
                     text.insert(contentsOf: "-I \(chain) 1 \(spec)\n", at: r.lowerBound)
@@ -270,7 +269,7 @@ public actor IPVSProxier: ProxyBackend {
             }
             try ipt.restore(text)
             lastRules = rulesText
-            if IPVSRules.ours(saved) != IPVSRules.ours(try ipt.save(tables: ["nat", "filter"])) { written += 1 }
+            if IPVSRules.ours(parsed) != IPVSRules.ours(IPTablesSave(try ipt.save(tables: ["nat", "filter"]))) { written += 1 }
         } else if text != lastRules {
             try ipt.restore(text)
             lastRules = text

@@ -90,8 +90,6 @@ public enum IPVSRules {
         return s
     }
 
-    static let builtins: Set<String> = ["INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"]
-
     static func quoted(_ s: String) -> String { "\"\(s)\"" }
 
     /// The mark as upstream writes it in the IPVS mode (`0x00004000`).
@@ -194,15 +192,12 @@ public enum IPVSRules {
     }
 
     /// The rules of our chains and the jumps to them in an `iptables-save`, as `table -A …` lines.
-    static func ours(_ saved: String) -> [String] {
-        var table = ""
+    static func ours(_ parsed: IPTablesSave) -> [String] {
         var out: [String] = []
-        for l in saved.split(separator: "\n") {
-            if l.hasPrefix("*") { table = String(l.dropFirst()); continue }
-            guard l.hasPrefix("-A ") else { continue }
-            let chain = l.split(separator: " ")[1]
-            let ourChains = table == "nat" ? natChains : filterChains
-            if ourChains.contains(String(chain)) || ourChains.contains(where: { l.hasSuffix("-j \($0)") }) { out.append("\(table) \(l)") }
+        for (table, ourChains) in [("nat", natChains), ("filter", filterChains)] {
+            for r in parsed.rules[table] ?? [] where ourChains.contains(r.chain) || IPTablesSave.jumpTarget(r.line).map(ourChains.contains) == true {
+                out.append("\(table) \(r.line)")
+            }
         }
         return out
     }
@@ -210,28 +205,16 @@ public enum IPVSRules {
     /// Removes the IPVS mode's jumps and chains (a chain another mode still jumps to is flushed and
     /// kept), then its ipsets: what `--cleanup` does whichever mode ran.
     public static func remove(ipt: any IPTablesInterface, ipset: any IPSetInterface) throws {
-        let saved = try ipt.save(tables: ["nat", "filter"])
-        var table = ""
-        var chains: [String: Set<String>] = [:]
-        var rules: [String: [(chain: String, line: String)]] = [:]
-        for l in saved.split(separator: "\n").map(String.init) {
-            if l.hasPrefix("*") { table = String(l.dropFirst()) }
-            else if l.hasPrefix(":") { chains[table, default: []].insert(String(l.dropFirst().split(separator: " ")[0])) }
-            else if l.hasPrefix("-A ") { rules[table, default: []].append((String(l.split(separator: " ")[1]), l)) }
-        }
+        let saved = IPTablesSave(try ipt.save(tables: ["nat", "filter"]))
         var script = ""
         for (t, ours) in [("nat", Set(natChains)), ("filter", Set(filterChains))] {
-            let present = ours.intersection(chains[t] ?? [])
+            let present = ours.intersection(saved.chains[t] ?? [])
             guard !present.isEmpty else { continue }
-            func target(_ line: String) -> String? {
-                guard let r = line.range(of: " -j ", options: .backwards) else { return nil }
-                return line[r.upperBound...].split(separator: " ").first.map(String.init)
-            }
             var body = ""
             var kept = Set<String>()
-            for (chain, line) in rules[t] ?? [] where !ours.contains(chain) {
-                guard let tg = target(line), present.contains(tg) else { continue }
-                if builtins.contains(chain) { body += "-D" + line.dropFirst(2) + "\n" } else { kept.insert(tg) }
+            for (chain, line) in saved.rules[t] ?? [] where !ours.contains(chain) {
+                guard let tg = IPTablesSave.jumpTarget(line), present.contains(tg) else { continue }
+                if IPTablesSave.builtinChains.contains(chain) { body += "-D" + line.dropFirst(2) + "\n" } else { kept.insert(tg) }
             }
             script += "*\(t)\n" + present.sorted().map { ":\($0) - [0:0]\n" }.joined() + body
             script += present.subtracting(kept).sorted().map { "-X \($0)\n" }.joined() + "COMMIT\n"

@@ -191,24 +191,17 @@ public actor UserspaceProxier: ProxyBackend {
 
     /// Deletes the userspace mode's jumps and chains (what `proxy --cleanup` does for this mode).
     public static func removeRules(_ ipt: any IPTablesInterface) throws {
-        let saved = try ipt.save(tables: ["filter", "nat"])
-        var table = ""
-        var present = Set<String>(), chains = Set<String>()
-        for line in saved.split(separator: "\n") {
-            if line.hasPrefix("*") { table = String(line.dropFirst()) }
-            if line.hasPrefix("-A ") { present.insert("\(table) \(line)") }
-            if line.hasPrefix(":") { chains.insert("\(table) \(line.dropFirst().split(separator: " ").first ?? "")") }
-        }
+        let saved = IPTablesSave(try ipt.save(tables: ["filter", "nat"]))
         var nat = "", filter = ""
-        for j in PortalChains.jumps where present.contains("\(j.table) -A \(j.chain) \(j.spec)") {
+        for j in PortalChains.jumps where saved.contains(table: j.table, "-A \(j.chain) \(j.spec)") {
             let d = "-D \(j.chain) \(j.spec)\n"
             if j.table == "nat" { nat += d } else { filter += d }
         }
         for c in [PortalChains.containerPortals, PortalChains.hostPortals, PortalChains.containerNodePorts, PortalChains.hostNodePorts]
-        where chains.contains("nat \(c)") {
+        where saved.chains["nat"]?.contains(c) == true {
             nat = ":\(c) - [0:0]\n" + nat + "-X \(c)\n"
         }
-        if chains.contains("filter \(PortalChains.nonLocalNodePorts)") {
+        if saved.chains["filter"]?.contains(PortalChains.nonLocalNodePorts) == true {
             filter = ":\(PortalChains.nonLocalNodePorts) - [0:0]\n" + filter + "-X \(PortalChains.nonLocalNodePorts)\n"
         }
         var s = ""
