@@ -44,39 +44,36 @@ public struct APIWatcher: ServiceLifecycle.Service {
         NamespacedName(namespace: o[path: ["metadata", "namespace"]]?.string ?? "default", name: o[path: ["metadata", "name"]]?.string ?? "")
     }
 
+    /// Feeds one kind into the tracker: a relist replaces them all, an object that does not
+    /// validate is taken out (as if deleted), a deletion deletes.
+    func follow<T: Sendable>(_ path: String, decode: @escaping @Sendable (JSONValue) -> T?,
+                             replace: @escaping @Sendable (inout ChangeTracker, [T]) -> Void,
+                             update: @escaping @Sendable (inout ChangeTracker, T) -> Void,
+                             delete: @escaping @Sendable (inout ChangeTracker, NamespacedName) -> Void) async {
+        await Informer(client: client, path: path, logger: logger).run { e in
+            switch e {
+            case .replace(let all):
+                let list = all.compactMap(decode)
+                await runner.update { replace(&$0, list) }
+            case .upsert(let o):
+                if let x = decode(o) { await runner.update { update(&$0, x) } }
+                else { let k = Self.key(o); await runner.update { delete(&$0, k) } }
+            case .delete(let o):
+                let k = Self.key(o)
+                await runner.update { delete(&$0, k) }
+            }
+        }
+    }
+
     public func run() async throws {
-        let services = Informer(client: client, path: "/api/v1/services", logger: logger)
-        let slices = Informer(client: client, path: "/apis/discovery.k8s.io/v1/endpointslices", logger: logger)
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await services.run { e in
-                    switch e {
-                    case .replace(let all):
-                        let list = all.compactMap(service)
-                        await runner.update { $0.replaceServices(list) }
-                    case .upsert(let o):
-                        if let s = service(o) { await runner.update { $0.update(service: s) } }
-                        else { let k = Self.key(o); await runner.update { $0.delete(service: k) } }
-                    case .delete(let o):
-                        let k = Self.key(o)
-                        await runner.update { $0.delete(service: k) }
-                    }
-                }
+                await follow("/api/v1/services", decode: service, replace: { $0.replaceServices($1) },
+                             update: { $0.update(service: $1) }, delete: { $0.delete(service: $1) })
             }
             group.addTask {
-                await slices.run { e in
-                    switch e {
-                    case .replace(let all):
-                        let list = all.compactMap(slice)
-                        await runner.update { $0.replaceSlices(list) }
-                    case .upsert(let o):
-                        if let s = slice(o) { await runner.update { $0.update(slice: s) } }
-                        else { let k = Self.key(o); await runner.update { $0.delete(slice: k) } }
-                    case .delete(let o):
-                        let k = Self.key(o)
-                        await runner.update { $0.delete(slice: k) }
-                    }
-                }
+                await follow("/apis/discovery.k8s.io/v1/endpointslices", decode: slice, replace: { $0.replaceSlices($1) },
+                             update: { $0.update(slice: $1) }, delete: { $0.delete(slice: $1) })
             }
             group.addTask {
                 // Until the service group shuts down.
