@@ -101,8 +101,15 @@ public struct Admission: Sendable {
         for p in ports { await allocator.release(port: p) }
     }
 
-    /// Defaults `o` and allocates what it needs; `old` is the stored object on an update.
+    /// Defaults `o`, validates it, and allocates what it needs (only once it is known valid, so
+    /// nothing is allocated for an object that will be refused); `old` is the stored object on an update.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, store: any Store) async throws {
+        defaults(&o, r)
+        try Validation.check(o, r, name: o[path: ["metadata", "name"]]?.string ?? "")
+        if r.group.isEmpty && r.resource == "services" { try await allocate(&o, old: old, r) }
+    }
+
+    func defaults(_ o: inout JSONValue, _ r: ResourceInfo) {
         switch (r.group, r.resource) {
         case ("", "namespaces"):
             o[path: ["status", "phase"]] = o[path: ["status", "phase"]] ?? "Active"
@@ -111,7 +118,19 @@ public struct Admission: Sendable {
             if let n = o[path: ["metadata", "name"]]?.string { labels["kubernetes.io/metadata.name"] = .string(n) }
             o[path: ["metadata", "labels"]] = .object(labels)
         case ("", "services"):
-            try await admitService(&o, old: old, r)
+            var spec = o["spec"]?.object ?? [:]
+            let type = spec["type"]?.string ?? "ClusterIP"
+            spec["type"] = .string(type)
+            if spec["sessionAffinity"] == nil { spec["sessionAffinity"] = "None" }
+            if type == "NodePort" || type == "LoadBalancer", spec["externalTrafficPolicy"] == nil { spec["externalTrafficPolicy"] = "Cluster" }
+            if type != "ExternalName", spec["internalTrafficPolicy"] == nil { spec["internalTrafficPolicy"] = "Cluster" }
+            var ports = spec["ports"]?.array ?? []
+            for i in ports.indices {
+                if ports[i]["protocol"] == nil { ports[i]["protocol"] = "TCP" }
+                if ports[i]["targetPort"] == nil, let p = ports[i]["port"] { ports[i]["targetPort"] = p }
+            }
+            if !ports.isEmpty { spec["ports"] = .array(ports) }
+            o["spec"] = .object(spec)
         case ("", "pods"):
             if o[path: ["status", "phase"]] == nil { o[path: ["status", "phase"]] = "Pending" }
             if o[path: ["spec", "restartPolicy"]] == nil { o[path: ["spec", "restartPolicy"]] = "Always" }
@@ -126,23 +145,12 @@ public struct Admission: Sendable {
         }
     }
 
-    func admitService(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo) async throws {
+    /// A (valid, defaulted) Service's ClusterIP and NodePorts.
+    func allocate(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo) async throws {
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         var spec = o["spec"]?.object ?? [:]
         let type = spec["type"]?.string ?? "ClusterIP"
-        spec["type"] = .string(type)
-        if spec["sessionAffinity"] == nil { spec["sessionAffinity"] = "None" }
-        if type == "NodePort" || type == "LoadBalancer", spec["externalTrafficPolicy"] == nil { spec["externalTrafficPolicy"] = "Cluster" }
-        if type != "ExternalName", spec["internalTrafficPolicy"] == nil { spec["internalTrafficPolicy"] = "Cluster" }
         var ports = spec["ports"]?.array ?? []
-        for i in ports.indices {
-            if ports[i]["protocol"] == nil { ports[i]["protocol"] = "TCP" }
-            if ports[i]["targetPort"] == nil, let p = ports[i]["port"] { ports[i]["targetPort"] = p }
-        }
-        if !ports.isEmpty { spec["ports"] = .array(ports) }
-        o["spec"] = .object(spec)
-        // Validation first: nothing is allocated for a Service that will be refused.
-        try Validation.check(o, r, name: name)
         guard type != "ExternalName" else { return }
         var taken: [() async -> Void] = []
         func undo() async { for u in taken { await u() } }

@@ -275,12 +275,11 @@ public final class APIHandler: Sendable {
                 throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
             }
             o[path: ["metadata", "namespace"]] = .string(t.namespace!)
-            if try await store.get(Resources.all[0].key(namespace: nil, name: t.namespace!)) == nil {
+            guard let ns = try await store.get(Resources.all[0].key(namespace: nil, name: t.namespace!)) else {
                 throw APIError(code: 404, reason: "NotFound", message: "namespaces \"\(t.namespace!)\" not found",
                                details: ["name": .string(t.namespace!), "kind": "namespaces"])
             }
-            if let phase = try await store.get(Resources.all[0].key(namespace: nil, name: t.namespace!)),
-               (try? JSONValue.parse(phase.value))?[path: ["status", "phase"]]?.string == "Terminating" {
+            if (try? JSONValue.parse(ns.value))?[path: ["status", "phase"]]?.string == "Terminating" {
                 throw APIError(code: 403, reason: "Forbidden", message: "\(r.resource) \"\(name)\" is forbidden: unable to create new content in namespace \(t.namespace!) because it is being terminated")
             }
         }
@@ -291,7 +290,6 @@ public final class APIHandler: Sendable {
         o[path: ["metadata", "deletionTimestamp"]] = nil
         if Admission.hasGeneration(r) { o[path: ["metadata", "generation"]] = 1 }
         try await admission.admit(&o, old: nil, r, store: store)
-        try Validation.check(o, r, name: name)
         let stored = o
         let kv = try await storeCall(r, name) {
             do {
@@ -347,7 +345,6 @@ public final class APIHandler: Sendable {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
         try await admission.admit(&o, old: oldBare, r, store: store)
-        try Validation.check(o, r, name: name)
         // Nothing changed: no new revision (kubectl then says "patched (no change)").
         if o == oldBare { return current }
         let stored = o
