@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "switchyard", targets: ["switchyard"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
         .executable(name: "switchyard-cni", targets: ["switchyard-cni"]),
+        .executable(name: "switchyard-netlab", targets: ["switchyard-netlab"]),
         .library(name: "KubeAPI", targets: ["KubeAPI"]),
         .library(name: "ProxyCore", targets: ["ProxyCore"]),
         .library(name: "ProxyIPTables", targets: ["ProxyIPTables"]),
@@ -126,6 +127,14 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
+        // plugin, a proxy per node) and the proxy-mode comparison.
+        .target(name: "NetLab", dependencies: ["NetnsKit", "CUserspace", "KubeClient", "KubeAPI", "CNI",
+                                                .product(name: "NIOCore", package: "swift-nio"),
+                                                .product(name: "NIOPosix", package: "swift-nio"),
+                                                .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: strict),
+        .executableTarget(name: "switchyard-netlab", dependencies: ["NetLab", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          swiftSettings: strict),
         // A Kubernetes REST client over swift-nio: kubeconfig, requests, watches, informers.
         .target(name: "KubeClient", dependencies: ["KubeAPI", .product(name: "Logging", package: "swift-log"),
                                                    .product(name: "NIOCore", package: "swift-nio"),
@@ -148,7 +157,7 @@ let package = Package(
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxyCore", "ProxyIPTables", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "LabTests", dependencies: ["ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit", "KubeClient",
+        .testTarget(name: "LabTests", dependencies: ["NetLab", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit", "KubeClient",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

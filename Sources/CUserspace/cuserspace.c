@@ -203,3 +203,46 @@ ssize_t cus_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t
 
 ssize_t cus_recv(int fd, void *buf, size_t len) { ssize_t n = recv(fd, buf, len, 0); return n < 0 ? -errno : n; }
 ssize_t cus_send(int fd, const void *buf, size_t len) { ssize_t n = send(fd, buf, len, MSG_NOSIGNAL); return n < 0 ? -errno : n; }
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+int cus_spawn_detached(char *const argv[], const char *log) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -errno;
+    pid_t child = fork();
+    if (child < 0) { int e = errno; close(report[0]); close(report[1]); return -e; }
+    if (child == 0) {
+        /* Only async-signal-safe calls from here to exec. */
+        setsid();
+        pid_t daemon = fork();
+        if (daemon != 0) {
+            int r = daemon < 0 ? -errno : daemon;
+            (void)write(report[1], &r, sizeof r);
+            _exit(0);
+        }
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (in < 0 || out < 0) { int r = -errno; (void)write(report[1], &r, sizeof r); _exit(127); }
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        for (int fd = 3; fd < 65536; fd++) if (fd != report[1]) close(fd);
+        execv(argv[0], argv);
+        int r = -errno;
+        (void)write(report[1], &r, sizeof r);   /* the exec failed: a second report */
+        _exit(127);
+    }
+    close(report[1]);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+    int pid = -ECHILD;
+    ssize_t n = read(report[0], &pid, sizeof pid);
+    if (n == (ssize_t)sizeof pid && pid > 0) {
+        /* A failed exec reports again before the pipe closes (closed on exec otherwise). */
+        int failure;
+        if (read(report[0], &failure, sizeof failure) == (ssize_t)sizeof failure) pid = failure;
+    }
+    close(report[0]);
+    return pid;
+}

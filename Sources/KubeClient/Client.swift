@@ -55,6 +55,9 @@ public struct ClientError: Error, CustomStringConvertible, Sendable {
 /// stream of events, one connection each.
 public struct KubeClient: Sendable {
     public let config: Kubeconfig
+    /// Makes the connected socket itself when set (for example inside another network
+    /// namespace); the client then speaks HTTP over it. Otherwise the client connects.
+    public var dial: (@Sendable (_ host: String, _ port: Int) throws -> Int32)?
 
     public init(config: Kubeconfig) { self.config = config }
 
@@ -69,14 +72,22 @@ public struct KubeClient: Sendable {
     typealias Channel = NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
 
     func connect() async throws -> Channel {
-        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(5))
-            .connect(host: config.host, port: config.port) { ch in
-                ch.eventLoop.makeCompletedFuture {
-                    try ch.pipeline.syncOperations.addHTTPClientHandlers()
-                    return try Channel(wrappingChannelSynchronously: ch)
-                }
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(5))
+        let setUp: @Sendable (any NIOCore.Channel) -> EventLoopFuture<Channel> = { ch in
+            ch.eventLoop.makeCompletedFuture {
+                try ch.pipeline.syncOperations.addHTTPClientHandlers()
+                return try Channel(wrappingChannelSynchronously: ch)
             }
+        }
+        if let dial {
+            let (host, port) = (config.host, config.port)
+            let fd = try await withCheckedThrowingContinuation { (c: CheckedContinuation<Int32, any Error>) in
+                // dial blocks (and may switch namespaces on a thread of its own): off the caller's executor.
+                DispatchQueue.global().async { c.resume(with: Result { try dial(host, port) }) }
+            }
+            return try await bootstrap.withConnectedSocket(fd, channelInitializer: setUp)
+        }
+        return try await bootstrap.connect(host: config.host, port: config.port, channelInitializer: setUp)
     }
 
     static func uri(_ path: String, _ query: [String: String]) -> String {

@@ -11,6 +11,16 @@ public struct APIWatcher: ServiceLifecycle.Service {
     let client: KubeClient
     let runner: ProxyRunner
     let logger: Logger
+    /// Which kinds have been listed once: the first sync waits for both.
+    let listed = Listed(kinds: 2)
+
+    actor Listed {
+        let kinds: Int
+        var paths: Set<String> = []
+        init(kinds: Int) { self.kinds = kinds }
+        func add(_ path: String) -> Bool { paths.insert(path); return all }
+        var all: Bool { paths.count >= kinds }
+    }
 
     public init(client: KubeClient, runner: ProxyRunner, logger: Logger = Logger(label: "switchyard.watcher")) {
         self.client = client
@@ -54,13 +64,15 @@ public struct APIWatcher: ServiceLifecycle.Service {
             switch e {
             case .replace(let all):
                 let list = all.compactMap(decode)
-                await runner.update { replace(&$0, list) }
+                let ready = await listed.add(path)
+                await runner.update(initializing: ready) { replace(&$0, list) }
             case .upsert(let o):
-                if let x = decode(o) { await runner.update { update(&$0, x) } }
-                else { let k = Self.key(o); await runner.update { delete(&$0, k) } }
+                let ready = await listed.all
+                if let x = decode(o) { await runner.update(initializing: ready) { update(&$0, x) } }
+                else { let k = Self.key(o); await runner.update(initializing: ready) { delete(&$0, k) } }
             case .delete(let o):
                 let k = Self.key(o)
-                await runner.update { delete(&$0, k) }
+                await runner.update(initializing: await listed.all) { delete(&$0, k) }
             }
         }
     }

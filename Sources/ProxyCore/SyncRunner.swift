@@ -85,12 +85,15 @@ public actor ProxyRunner: ServiceLifecycle.Service {
         self.logger = logger
     }
 
-    /// Apply events to the tracker and queue a sync. The first call marks the
-    /// proxy initialized (upstream waits for services and slices to be synced).
-    public func update(_ change: @Sendable (inout ChangeTracker) -> Void) async {
+    /// Apply events to the tracker and queue a sync. A call with `initializing` (the default)
+    /// marks the proxy initialized: nothing is synced before, as upstream syncs nothing until
+    /// both Services and EndpointSlices are listed (a sync with the Services alone would
+    /// reject every one of them for lack of endpoints).
+    public func update(initializing: Bool = true, _ change: @Sendable (inout ChangeTracker) -> Void) async {
         change(&tracker)
-        initialized = true
-        if tracker.hasPendingChanges {
+        let first = initializing && !initialized
+        if initializing { initialized = true }
+        if tracker.hasPendingChanges || first {
             if queuedAt == nil { queuedAt = .now }
             health.queued()
             metrics.lastQueuedTimestamp.set(Date().timeIntervalSince1970)

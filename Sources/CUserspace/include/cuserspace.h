@@ -55,6 +55,11 @@ int cus_shutdown_write(int fd);
 /// Closes with SO_LINGER 0, so the peer sees a reset.
 void cus_close_reset(int fd);
 
+/// Starts `argv` (argv[0] an absolute path, NULL-terminated) as a daemon: its own session, not
+/// the caller's child (a double fork: init reaps it), stdin /dev/null, stdout and stderr
+/// appended to `log`, no other descriptor inherited. Returns the daemon's pid, or -errno.
+int cus_spawn_detached(char *const argv[], const char *log);
+
 /// recvmsg(2) with IP_PKTINFO: the sender in *addr/*port, the local address it was sent to in *local.
 ssize_t cus_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local);
 /// sendmsg(2) to addr:port with the source address `local` (IP_PKTINFO).

@@ -1,0 +1,74 @@
+import Foundation
+
+/// What a lab is made of, kept in `<stateDir>/state.json` from the moment its first namespace
+/// exists, so `down` removes everything even after netlab (or the machine's patience) died
+/// half-way. Namespaces are named `nl-<name>-…`, so a lab without a state file is still found.
+public struct LabState: Codable, Sendable {
+    public struct Node: Codable, Sendable {
+        public var name: String          // node-1 (the Node object and --hostname-override)
+        public var netns: String         // nl-<lab>-n1
+        public var address: String       // on the underlay, 10.250.0.11
+        public var podCIDR: String       // 10.244.1.0/24
+    }
+
+    public struct Pod: Codable, Sendable {
+        public var name: String
+        public var node: String
+        public var netns: String
+        public var ip: String
+        public var labels: [String: String]
+    }
+
+    public var name: String
+    public var controlPlane: String      // namespace of the API server and the underlay bridge
+    public var client: String            // a namespace outside the cluster
+    public var serverAddress: String
+    public var serverPort: Int
+    public var nodes: [Node]
+    public var pods: [Pod]
+    /// The mode the nodes' proxies run in now, if they run.
+    public var proxyMode: String?
+    public var binDir: String
+
+    public var kubeconfigURL: String { "http://\(serverAddress):\(serverPort)" }
+    public var namespaces: [String] { [controlPlane, client] + nodes.map(\.netns) + pods.map(\.netns) }
+}
+
+/// Where labs keep their state: `/run/switchyard-netlab/<name>/` (tmpfs, like the namespaces
+/// themselves: a reboot forgets both).
+public enum LabPaths {
+    public static let root = "/run/switchyard-netlab"
+    public static func dir(_ name: String) -> String { "\(root)/\(name)" }
+    public static func state(_ name: String) -> String { "\(dir(name))/state.json" }
+    public static func prefix(_ name: String) -> String { "nl-\(name)-" }
+
+    /// Lab names become namespace and file names: short, lowercase letters and digits.
+    public static func validate(_ name: String) throws {
+        guard (1...12).contains(name.count), name.allSatisfy({ ($0.isLetter && $0.isLowercase && $0.isASCII) || $0.isNumber }) else {
+            throw NetLabError("lab name \(name.debugDescription): use 1 to 12 lowercase letters and digits")
+        }
+    }
+}
+
+public struct NetLabError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+extension LabState {
+    public static func load(_ name: String) throws -> LabState? {
+        guard let data = FileManager.default.contents(atPath: LabPaths.state(name)) else { return nil }
+        do { return try JSONDecoder().decode(LabState.self, from: data) } catch {
+            throw NetLabError("\(LabPaths.state(name)) is unreadable (\(error)); `netlab down --name \(name)` removes the lab by its names")
+        }
+    }
+
+    public func save() throws {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let path = LabPaths.state(name)
+        try FileManager.default.createDirectory(atPath: LabPaths.dir(name), withIntermediateDirectories: true)
+        try e.encode(self).write(to: URL(fileURLWithPath: path + ".tmp"))
+        guard rename(path + ".tmp", path) == 0 else { throw NetLabError("rename \(path).tmp: errno \(errno)") }
+    }
+}

@@ -1,0 +1,67 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NetnsKit
+
+/// What a netlab pod runs (`switchyard-netlab serve`, inside the pod's namespace): an HTTP
+/// server that answers every request with the pod's name and the client's address (so a
+/// reply shows which pod answered and whether the connection was masqueraded), a TCP echo,
+/// a UDP server that answers with the pod's name, and optionally iperf3.
+public enum Workload {
+    public static func serve(netns: String, name: String, http: Int?, echo: Int?, udp: Int?, iperf: Int?) async throws {
+        var keep: [AnyObject] = []
+        if let echo { keep.append(try EchoServer(netns: netns, port: echo)) }
+        if let udp { keep.append(try UDPReplyServer(netns: netns, port: udp, reply: name)) }
+        if let iperf {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["iperf3", "-s", "-p", String(iperf)]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            keep.append(p)
+        }
+        guard let http else {
+            while true {
+                try await Task.sleep(for: .seconds(3600))
+                withExtendedLifetime(keep) {}
+            }
+        }
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    try ch.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try ch.pipeline.syncOperations.addHandler(NameHandler(name: name))
+                }
+            }
+            .bind(host: "0.0.0.0", port: http).get()
+        try await channel.closeFuture.get()
+        withExtendedLifetime(keep) {}
+    }
+
+    final class NameHandler: ChannelInboundHandler, @unchecked Sendable {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let name: String
+        var keepAlive = true
+        init(name: String) { self.name = name }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head): keepAlive = head.isKeepAlive
+            case .body: break
+            case .end:
+                let peer = context.remoteAddress.map { "\($0.ipAddress ?? "?"):\($0.port ?? 0)" } ?? "?"
+                let body = "\(name) \(peer)\n"
+                var headers = HTTPHeaders([("Content-Type", "text/plain"), ("Content-Length", String(body.utf8.count))])
+                if !keepAlive { headers.add(name: "Connection", value: "close") }
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+                let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                if !keepAlive { done.whenComplete { [context] _ in context.close(promise: nil) } }
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import ArgumentParser
+import Foundation
+import NetLab
+
+/// Progress and results: progress to stderr, results to stdout.
+@Sendable func say(_ s: String) { FileHandle.standardError.write(Data("netlab: \(s)\n".utf8)) }
+
+/// The switchyard binaries sit next to this one.
+var binDir: String { URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path }
+
+struct LabOptions: ParsableArguments {
+    @Option(help: "The lab's name (namespaces nl-NAME-…, state in /run/switchyard-netlab/NAME).") var name = "lab"
+}
+
+struct OutOptions: ParsableArguments {
+    @Option(help: "Where results go.") var out = "netlab/out"
+}
+
+func mustOpen(_ name: String) throws -> Cluster {
+    guard let lab = try Cluster.open(name, progress: say) else { throw ValidationError("no lab \(name): run `netlab up` first") }
+    return lab
+}
+
+@main
+struct NetLabCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "netlab",
+        abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
+        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, Serve.self])
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Build the lab: nodes, pods through the CNI plugin, the API server, a proxy per node.")
+    @OptionGroup var lab: LabOptions
+    @Option(help: "How many nodes.") var nodes = 2
+    @Option(help: "The proxy mode on every node: iptables, nftables, nftables-maps, userspace, ipvs, or none.") var proxyMode = "iptables"
+
+    func run() async throws {
+        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, progress: say)
+        if proxyMode != "none" { try await c.waitForProxies() }
+        print(try await c.status())
+    }
+}
+
+struct Down: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove the lab and everything in it (also after a crash).")
+    @OptionGroup var lab: LabOptions
+    func run() async throws { try Cluster.down(name: lab.name, progress: say) }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the lab's nodes, pods, Services and proxies.")
+    @OptionGroup var lab: LabOptions
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        guard c.isHealthy() else {
+            print("lab \(lab.name) is not whole (a namespace or the API server is gone); `netlab down --name \(lab.name)` removes what is left")
+            throw ExitCode(1)
+        }
+        print(try await c.status())
+    }
+}
+
+struct CompareFlags: ParsableArguments {
+    @Option(help: "Numbers of Services to compare at (comma-separated).") var services = "10,1000,10000"
+    @Option(help: "Modes to compare (comma-separated; default: every mode this kernel has).") var modes: String?
+    @Option(help: "Seconds of each latency loop and of the connection-rate run.") var seconds = 1.0
+    @Option(help: "Seconds of each iperf3 run.") var iperfSeconds = 2
+    @Option(help: "Concurrent clients for new connections per second.") var concurrency = 4
+    @Option(help: "API changes timed per mode (the median is reported).") var changes = 3
+
+    func comparison(out: String) throws -> Comparison {
+        var c = Comparison(outDir: out)
+        c.scales = try services.split(separator: ",").map {
+            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n >= 2, n <= 50_000 else { throw ValidationError("--services: numbers from 2 to 50000") }
+            return n
+        }
+        if let modes { c.modes = modes.split(separator: ",").map(String.init) }
+        c.measure.seconds = seconds
+        c.measure.iperfSeconds = iperfSeconds
+        c.measure.concurrency = concurrency
+        c.changes = changes
+        return c
+    }
+}
+
+struct Compare: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Measure every proxy mode against the direct pod-IP path, at several numbers of Services.")
+    @OptionGroup var lab: LabOptions
+    @OptionGroup var output: OutOptions
+    @OptionGroup var flags: CompareFlags
+    @Flag(help: "Leave the filler Services in place afterwards.") var keepServices = false
+
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        var cmp = try flags.comparison(out: output.out)
+        cmp.keepServices = keepServices
+        let rows = try await cmp.run(c, progress: say)
+        print(Comparison.markdown(rows, environment: cmp.environment))
+        say("wrote \(output.out)/compare.csv, compare.md and compare-*.svg")
+    }
+}
+
+struct Render: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Write every mode's ruleset for the lab's Services, before and after a change, and the diffs.")
+    @OptionGroup var lab: LabOptions
+    @OptionGroup var output: OutOptions
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        for f in try await Rendering(outDir: output.out).run(c, progress: say) { print(f) }
+    }
+}
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "All of it: up, traffic through every mode, compare, render, down.")
+    @OptionGroup var output: OutOptions
+    @OptionGroup var flags: CompareFlags
+    @Flag(help: "A run of about a minute: 10 and 100 Services, short measurements.") var quick = false
+    @Option(help: "How many nodes.") var nodes = 2
+
+    func run() async throws {
+        let name = "demo"
+        var flags = self.flags
+        if quick {
+            flags.services = "10,100"
+            flags.seconds = 0.5
+            flags.iperfSeconds = 1
+            flags.changes = 1
+        }
+        var cmp = try flags.comparison(out: output.out)
+        cmp.keepServices = true   // `down` removes them with everything else
+        // Ctrl-C takes the lab down before exiting.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        var sources: [any DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler {
+                say("interrupted: taking the lab down")
+                try? Cluster.down(name: name, progress: say)
+                Foundation.exit(130)
+            }
+            s.resume()
+            sources.append(s)
+        }
+        defer { sources.forEach { $0.cancel() } }
+        let started = Date()
+        do {
+            let c = try await Cluster.up(name: name, nodes: nodes, proxyMode: "none", binDir: binDir, progress: say)
+            print(try await c.status())
+            for mode in cmp.modes {
+                try await c.startProxies(mode: mode)
+                try await c.waitForProxies()
+                let r = try await c.reach()
+                let pods = r.httpPods.sorted().joined(separator: ", ")
+                print("\(mode): \(r.sample); pods answering: \(pods); UDP: \(r.udpReply ?? "no reply"); NodePort: \(r.nodePortPod ?? "no reply")")
+            }
+            try c.stopProxies()
+            let rows = try await cmp.run(c, progress: say)
+            print(Comparison.markdown(rows, environment: cmp.environment))
+            for f in try await Rendering(outDir: output.out).run(c, progress: say) { say("wrote \(f)") }
+        } catch {
+            try? Cluster.down(name: name, progress: say)
+            throw error
+        }
+        try Cluster.down(name: name, progress: say)
+        say(String(format: "demo done in %.0f s; results in %@", Date().timeIntervalSince(started), output.out))
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "What a lab pod runs (inside its namespace): HTTP, TCP echo, UDP, iperf3.", shouldDisplay: false)
+    @Option(help: "The pod's network namespace (a name under /run/netns).") var netns: String
+    @Option(help: "The pod's name, in every answer.") var name: String
+    @Option var http: Int?
+    @Option var echo: Int?
+    @Option var udp: Int?
+    @Option var iperf: Int?
+    func run() async throws {
+        try await Workload.serve(netns: netns, name: name, http: http, echo: echo, udp: udp, iperf: iperf)
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import NetLab
+import NetnsKit
+import Testing
+
+@Suite("netlab: a two-node cluster in namespaces", .enabled(if: isRoot, "needs root for network namespaces"))
+struct NetLabTests {
+    /// Up, the echo Service reached from the client through every mode this kernel has (both
+    /// pods over HTTP, UDP, the NodePort), then down from the namespace names alone (as after a
+    /// crash that lost the state file): no namespace, process or state left.
+    @Test func upReachEveryModeDown() async throws {
+        let bin = URL(fileURLWithPath: try switchyardBinary()).deletingLastPathComponent().path
+        let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let name = "t" + String(repeating: "0", count: 8 - hex.count) + hex
+        defer { try? Cluster.down(name: name, progress: { _ in }) }
+        let lab = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, progress: { _ in })
+        #expect(lab.state.pods.count == 2)
+        #expect(Set(lab.state.pods.map(\.node)) == ["node-1", "node-2"], "a pod on each node: traffic crosses the underlay")
+        // A second `up` finds the lab whole and leaves it as it is.
+        let again = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, progress: { _ in })
+        #expect(again.state.pods.map(\.ip) == lab.state.pods.map(\.ip))
+
+        var pids: Set<Int32> = []
+        for ns in lab.state.namespaces { pids.formUnion(lab.pidsIn(ns)) }
+        for mode in Comparison.availableModes {
+            try await lab.startProxies(mode: mode)
+            try await lab.waitForProxies()
+            for node in lab.state.nodes { if let p = lab.proxyPID(node) { pids.insert(p) } }
+            let r = try await lab.reach()
+            #expect(r.httpPods == ["echo-1", "echo-2"], "\(mode): both pods through the ClusterIP")
+            #expect(["echo-1", "echo-2"].contains(r.udpReply ?? ""), "\(mode): UDP through the ClusterIP")
+            #expect(["echo-1", "echo-2"].contains(r.nodePortPod ?? ""), "\(mode): the NodePort on node-1")
+        }
+        try lab.stopProxies()
+        #expect(lab.state.nodes.allSatisfy { lab.proxyPID($0) == nil })
+
+        try FileManager.default.removeItem(atPath: LabPaths.state(name))
+        try Cluster.down(name: name, progress: { _ in })
+        #expect(Cluster.leftovers(name).isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: LabPaths.dir(name)))
+        usleep(100_000)
+        #expect(pids.filter(Cluster.isAlive).isEmpty, "every process of the lab is gone")
+    }
+
+    /// Bad input is refused before anything is made.
+    @Test func badInput() async throws {
+        let bin = URL(fileURLWithPath: try switchyardBinary()).deletingLastPathComponent().path
+        await #expect(throws: NetLabError.self) { _ = try await Cluster.up(name: "Bad Name", nodes: 2, proxyMode: "none", binDir: bin, progress: { _ in }) }
+        await #expect(throws: NetLabError.self) { _ = try await Cluster.up(name: "tbad", nodes: 2, proxyMode: "bogus", binDir: bin, progress: { _ in }) }
+        await #expect(throws: NetLabError.self) { _ = try await Cluster.up(name: "tbad", nodes: 0, proxyMode: "none", binDir: bin, progress: { _ in }) }
+        #expect(Cluster.leftovers("tbad").isEmpty)
+    }
+}
