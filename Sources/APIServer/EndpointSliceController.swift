@@ -19,6 +19,49 @@ public actor EndpointSliceController {
     private var selectors: [String: [String: [String: String]]] = [:]
     /// Services whose slices this controller wrote.
     private var managed = Set<String>()
+    /// The slices this controller manages, per Service (`namespace/name`) and by slice name, from
+    /// the store's events and its own writes: a reconcile reads them here, not with a list that
+    /// would cost as much as there are slices in the namespace.
+    private var slicesOf: [String: [String: JSONValue]] = [:]
+
+    /// A stored value with the resourceVersion the API would show for it (the store keeps the
+    /// revision beside the value, not in it).
+    static func stamped(_ o: JSONValue, _ revision: Int64) -> JSONValue {
+        var o = o
+        var meta = o["metadata"] ?? [:]
+        meta["resourceVersion"] = .string(String(revision))
+        o["metadata"] = meta
+        return o
+    }
+
+    static func revision(_ o: JSONValue) -> Int64 { Int64(o[path: ["metadata", "resourceVersion"]]?.string ?? "") ?? 0 }
+
+    /// Notes a managed slice as it now is (an older version than the one known is ignored).
+    func remember(_ o: JSONValue, ns: String) {
+        guard o[path: ["metadata", "labels", "endpointslice.kubernetes.io/managed-by"]]?.string == Self.managedBy,
+              let svc = Self.owner(o), let name = o[path: ["metadata", "name"]]?.string else { return }
+        let key = "\(ns)/\(svc)"
+        if let known = slicesOf[key]?[name], Self.revision(known) > Self.revision(o) { return }
+        slicesOf[key, default: [:]][name] = o
+    }
+
+    func forget(service key: String, slice name: String) {
+        slicesOf[key]?[name] = nil
+        if slicesOf[key]?.isEmpty == true { slicesOf[key] = nil }
+    }
+
+    func sliceChanged(_ e: StoreEvent) {
+        guard let (ns, name) = Self.split(e.kv.key) else { return }
+        if e.kind == .deleted {
+            if let old = e.previous.flatMap({ try? JSONValue.parse($0.value) }), let svc = Self.owner(old) {
+                forget(service: "\(ns)/\(svc)", slice: name)
+            } else {
+                for key in slicesOf.keys where slicesOf[key]?[name] != nil { forget(service: key, slice: name) }
+            }
+        } else if let o = try? JSONValue.parse(e.kv.value) {
+            remember(Self.stamped(o, e.kv.modRevision), ns: ns)
+        }
+    }
 
     public init(handler: APIHandler, logger: Logger = Logger(label: "switchyard.endpointslices")) {
         self.handler = handler
@@ -48,6 +91,7 @@ public actor EndpointSliceController {
         let from = try await store.currentRevision()
         let svcEvents = try await store.watch(prefix: Self.services.storePrefix, after: from)
         let podEvents = try await store.watch(prefix: Self.pods.storePrefix, after: from)
+        let sliceEvents = try await store.watch(prefix: Self.slices.storePrefix, after: from)
         let all = try await store.list(prefix: Self.services.storePrefix, after: nil, limit: 0, revision: from)
         for kv in all.items {
             guard let (ns, name) = Self.split(kv.key) else { continue }
@@ -62,6 +106,7 @@ public actor EndpointSliceController {
                   let svc = Self.owner(o) else { continue }
             managed.insert("\(ns)/\(svc)")
             dirty.insert("\(ns)/\(svc)")
+            remember(Self.stamped(o, kv.modRevision), ns: ns)
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -69,6 +114,9 @@ public actor EndpointSliceController {
             }
             group.addTask {
                 for try await e in podEvents { await self.podChanged(e) }
+            }
+            group.addTask {
+                for try await e in sliceEvents { await self.sliceChanged(e) }
             }
             group.addTask {
                 while !Task.isCancelled {
@@ -135,8 +183,9 @@ public actor EndpointSliceController {
         guard let svc, let selector else {
             // Gone, or no longer selecting: what this controller wrote for it goes.
             guard managed.contains(key) else { return }
-            for s in try await list(Self.slices, ns, labelSelector: "\(EndpointSlice.serviceNameLabel)=\(name),endpointslice.kubernetes.io/managed-by=\(Self.managedBy)") {
-                if let n = s[path: ["metadata", "name"]]?.string { _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, n))) }
+            for n in (slicesOf[key] ?? [:]).keys.sorted() {
+                _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, n)))
+                forget(service: key, slice: n)
             }
             let ep = await handler.handle(APIRequest(method: "GET", path: Self.path(Self.endpoints, ns, name)))
             if ep.code == 200, ep.json?[path: ["metadata", "annotations", Self.triggerAnnotation]] != nil {
@@ -151,7 +200,7 @@ public actor EndpointSliceController {
             return selector.allSatisfy { l[$0.key] == $0.value } && phase != "Succeeded" && phase != "Failed"
                 && !(p[path: ["status", "podIP"]]?.string ?? "").isEmpty
         }
-        let existing = try await list(Self.slices, ns, labelSelector: "\(EndpointSlice.serviceNameLabel)=\(name),endpointslice.kubernetes.io/managed-by=\(Self.managedBy)")
+        let existing = Array((slicesOf[key] ?? [:]).values)
         managed.insert(key)
         try await sync(svc, name: name, ns: ns, pods: pods, existing: existing)
     }
@@ -233,6 +282,7 @@ public actor EndpointSliceController {
                 let r = await handler.handle(APIRequest(method: "PUT", path: Self.path(Self.slices, ns, o[path: ["metadata", "name"]]?.string ?? ""),
                                                         body: o.serialized()))
                 if r.code >= 300 { throw APIError.internal("updating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
+                if let written = r.json { remember(written, ns: ns) }
             } else {
                 var o = want
                 o["apiVersion"] = "discovery.k8s.io/v1"
@@ -240,10 +290,13 @@ public actor EndpointSliceController {
                 o["metadata"] = ["generateName": .string("\(name)-"), "namespace": .string(ns), "labels": labels, "ownerReferences": ownerRef]
                 let r = await handler.handle(APIRequest(method: "POST", path: Self.path(Self.slices, ns), body: o.serialized()))
                 if r.code >= 300 { throw APIError.internal("creating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
+                if let written = r.json { remember(written, ns: ns) }
             }
         }
         for extra in current.dropFirst(desired.count) where !unchanged {
-            _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, extra[path: ["metadata", "name"]]?.string ?? "")))
+            let n = extra[path: ["metadata", "name"]]?.string ?? ""
+            _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.slices, ns, n)))
+            forget(service: "\(ns)/\(name)", slice: n)
         }
         try await syncEndpoints(name: name, ns: ns, pods: pods, svcPorts: svcPorts)
     }

@@ -26,12 +26,54 @@ public struct Comparison: Sendable {
         ["iptables", "nftables", "nftables-maps", "userspace"] + (kernelHasIPVS ? ["ipvs"] : [])
     }
 
-    public static var environmentName: String {
+    public static var environmentName: String { environment(guest: false) }
+
+    /// Where the figures come from: "host" or "qemu guest (TCG)", the kernel and the CPUs.
+    public static func environment(guest: Bool) -> String {
         var u = utsname()
         uname(&u)
         let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix(while: { $0 != 0 }), as: UTF8.self) }
-        let guest = ProcessInfo.processInfo.environment["NETLAB_GUEST"] != nil
         return "\(guest ? "qemu guest (TCG)" : "host"), kernel \(release), \(ProcessInfo.processInfo.activeProcessorCount) CPUs"
+    }
+
+    /// What a comparison inside the qemu guest sends back: the guest's writes vanish with it,
+    /// so the rows travel on its stdout after `marker` and the host writes the files.
+    public struct GuestReport: Codable, Sendable {
+        public var environment: String
+        public var rows: [Row]
+        public static let marker = "NETLAB-GUEST-REPORT "
+        public init(environment: String, rows: [Row]) {
+            self.environment = environment
+            self.rows = rows
+        }
+    }
+
+    /// Runs `netlab` in the qemu guest (`guestScript`, netlab/guest) for a comparison of every
+    /// mode there, IPVS included, and writes it as guest-compare.* beside the host's.
+    public func runInGuest(guestScript: String, netlab: String, progress: @escaping @Sendable (String) -> Void) throws -> [Row] {
+        let args = [guestScript, "--timeout", "1500", "--memory", "3072", "--", netlab, "guest-compare",
+                    "--services", scales.map(String.init).joined(separator: ","), "--seconds", String(measure.seconds),
+                    "--iperf-seconds", String(measure.iperfSeconds), "--concurrency", String(measure.concurrency), "--changes", String(changes)]
+        progress("guest: booting a kernel with IPVS under qemu for a comparison of every mode there (\(args.dropFirst(5).joined(separator: " ")))")
+        // The guest's progress goes straight to our stderr; its stdout carries the report.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.standardError
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        guard let line = text.split(separator: "\n").last(where: { $0.hasPrefix(GuestReport.marker) }),
+              let report = try? JSONDecoder().decode(GuestReport.self, from: Data(line.dropFirst(GuestReport.marker.count).utf8)) else {
+            throw NetLabError("the guest comparison failed (exit \(p.terminationStatus)); its output is above")
+        }
+        var c = self
+        c.environment = report.environment
+        try c.write(report.rows)
+        return report.rows
     }
 
     public func run(_ lab: Cluster, progress: @escaping @Sendable (String) -> Void) async throws -> [Row] {

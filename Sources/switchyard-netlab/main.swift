@@ -26,7 +26,7 @@ struct NetLabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
-        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, Serve.self])
+        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, Serve.self, GuestCompare.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -71,16 +71,45 @@ struct CompareFlags: ParsableArguments {
 
     func comparison(out: String) throws -> Comparison {
         var c = Comparison(outDir: out)
-        c.scales = try services.split(separator: ",").map {
-            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n >= 2, n <= 50_000 else { throw ValidationError("--services: numbers from 2 to 50000") }
-            return n
-        }
+        c.scales = try Self.parseScales(services)
         if let modes { c.modes = modes.split(separator: ",").map(String.init) }
         c.measure.seconds = seconds
         c.measure.iperfSeconds = iperfSeconds
         c.measure.concurrency = concurrency
         c.changes = changes
         return c
+    }
+}
+
+extension CompareFlags {
+    static func parseScales(_ s: String) throws -> [Int] {
+        try s.split(separator: ",").map {
+            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n >= 2, n <= 50_000 else { throw ValidationError("--services: numbers from 2 to 50000") }
+            return n
+        }
+    }
+}
+
+/// Inside the qemu guest: a lab, a comparison of every mode, the rows on stdout, down.
+struct GuestCompare: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "guest-compare", abstract: "What `demo` runs inside the qemu guest.", shouldDisplay: false)
+    @OptionGroup var flags: CompareFlags
+
+    func run() async throws {
+        var cmp = try flags.comparison(out: "/run/switchyard-netlab/out")
+        cmp.environment = Comparison.environment(guest: true)
+        cmp.keepServices = true
+        let name = "guest"
+        do {
+            let c = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: binDir, progress: say)
+            let rows = try await cmp.run(c, progress: say)
+            try Cluster.down(name: name, progress: say)
+            let report = Comparison.GuestReport(environment: cmp.environment, rows: rows)
+            print(Comparison.GuestReport.marker + String(decoding: try JSONEncoder().encode(report), as: UTF8.self))
+        } catch {
+            try? Cluster.down(name: name, progress: say)
+            throw error
+        }
     }
 }
 
@@ -117,6 +146,10 @@ struct Demo: AsyncParsableCommand {
     @OptionGroup var flags: CompareFlags
     @Flag(help: "A run of about a minute: 10 and 100 Services, short measurements.") var quick = false
     @Option(help: "How many nodes.") var nodes = 2
+    @Option(help: "netlab/guest: where the kernel lacks IPVS, a comparison of every mode runs in a qemu guest that has it.")
+    var guestScript: String?
+    @Option(help: "Numbers of Services for the guest's comparison (TCG is an order of magnitude slower than the host).")
+    var guestServices = "10,100"
 
     func run() async throws {
         let name = "demo"
@@ -164,6 +197,13 @@ struct Demo: AsyncParsableCommand {
             throw error
         }
         try Cluster.down(name: name, progress: say)
+        if let guestScript, !Comparison.availableModes.contains("ipvs") {
+            var g = cmp
+            g.scales = quick ? [10] : try CompareFlags.parseScales(guestServices)
+            let rows = try g.runInGuest(guestScript: guestScript, netlab: "\(binDir)/switchyard-netlab", progress: say)
+            print("\nThe same comparison in the qemu guest, where the IPVS mode runs (compare modes within one table only):\n")
+            print(Comparison.markdown(rows, environment: Comparison.environment(guest: true)))
+        }
         say(String(format: "demo done in %.0f s; results in %@", Date().timeIntervalSince(started), output.out))
     }
 }
