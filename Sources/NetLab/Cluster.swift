@@ -171,7 +171,9 @@ public final class Cluster: @unchecked Sendable {
     // MARK: workloads
 
     /// The Node objects, two echo pods (one per node; the first also serves iperf3) and the
-    /// Services `echo` (both pods) and `bench` (the first node's pod only, for measurements).
+    /// Services `echo` (both pods) and `probe` (the first node's pod only, for measurements;
+    /// named to sort after compare's `fill-…` Services, so in the iptables mode its rules come
+    /// last in KUBE-SERVICES, where a linear chain walk costs the most).
     func deploy() async throws {
         for node in state.nodes {
             _ = try await must("POST", "/api/v1/nodes", [
@@ -191,7 +193,7 @@ public final class Cluster: @unchecked Sendable {
         }
         try await createService("echo", selector: ["app": "echo"], ports: [("http", 80, 8080, "TCP"), ("tcp-echo", 9090, 9090, "TCP"), ("udp-echo", 9090, 9090, "UDP")],
                                 type: "NodePort")
-        try await createService("bench", selector: ["bench": "true"], ports: [("tcp-echo", 9090, 9090, "TCP"), ("iperf", 5201, 5201, "TCP")])
+        try await createService("probe", selector: ["bench": "true"], ports: [("tcp-echo", 9090, 9090, "TCP"), ("iperf", 5201, 5201, "TCP")])
     }
 
     /// A pod: a namespace attached by our CNI plugin on `node`, the echo servers in it, and

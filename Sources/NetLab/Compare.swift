@@ -54,7 +54,7 @@ public struct Comparison: Sendable {
         let args = [guestScript, "--timeout", "1500", "--memory", "3072", "--", netlab, "guest-compare",
                     "--services", scales.map(String.init).joined(separator: ","), "--seconds", String(measure.seconds),
                     "--iperf-seconds", String(measure.iperfSeconds), "--concurrency", String(measure.concurrency), "--changes", String(changes)]
-        progress("guest: booting a kernel with IPVS under qemu for a comparison of every mode there (\(args.dropFirst(5).joined(separator: " ")))")
+        progress("guest: booting a kernel with IPVS under qemu for a comparison of every mode there (\(args.dropFirst(7).joined(separator: " ")))")
         // The guest's progress goes straight to our stderr; its stdout carries the report.
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -82,7 +82,7 @@ public struct Comparison: Sendable {
         }
         for m in modes where !Cluster.modes.contains(m) { throw NetLabError("unknown mode \(m)") }
         let originalMode = lab.state.proxyMode
-        let benchIP = try await lab.clusterIP("bench")
+        let benchIP = try await lab.clusterIP("probe")
         let steps = scales.count * (modes.count + 1)
         var done = 0
         var rows: [Row] = []
@@ -140,7 +140,7 @@ public struct Comparison: Sendable {
     func waitForProxies(_ lab: Cluster, mode: String, benchIP: String, timeout: Double) async throws {
         try await lab.waitForProxies(timeout: timeout)
         guard try Measure.firstEcho(lab.state.client, benchIP, 9090, since: DispatchTime.now(), timeout: 60) != nil else {
-            throw NetLabError("\(mode): the bench Service \(benchIP) does not answer")
+            throw NetLabError("\(mode): the probe Service \(benchIP) does not answer")
         }
     }
 

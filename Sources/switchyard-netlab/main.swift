@@ -5,6 +5,9 @@ import NetLab
 /// Progress and results: progress to stderr, results to stdout.
 @Sendable func say(_ s: String) { FileHandle.standardError.write(Data("netlab: \(s)\n".utf8)) }
 
+/// Results to stdout, unbuffered: they show as they come, also through a pipe.
+func emit(_ s: String) { FileHandle.standardOutput.write(Data((s + "\n").utf8)) }
+
 /// The switchyard binaries sit next to this one.
 var binDir: String { URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path }
 
@@ -38,7 +41,7 @@ struct Up: AsyncParsableCommand {
     func run() async throws {
         let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, progress: say)
         if proxyMode != "none" { try await c.waitForProxies() }
-        print(try await c.status())
+        emit(try await c.status())
     }
 }
 
@@ -54,10 +57,10 @@ struct Status: AsyncParsableCommand {
     func run() async throws {
         let c = try mustOpen(lab.name)
         guard c.isHealthy() else {
-            print("lab \(lab.name) is not whole (a namespace or the API server is gone); `netlab down --name \(lab.name)` removes what is left")
+            emit("lab \(lab.name) is not whole (a namespace or the API server is gone); `netlab down --name \(lab.name)` removes what is left")
             throw ExitCode(1)
         }
-        print(try await c.status())
+        emit(try await c.status())
     }
 }
 
@@ -105,7 +108,7 @@ struct GuestCompare: AsyncParsableCommand {
             let rows = try await cmp.run(c, progress: say)
             try Cluster.down(name: name, progress: say)
             let report = Comparison.GuestReport(environment: cmp.environment, rows: rows)
-            print(Comparison.GuestReport.marker + String(decoding: try JSONEncoder().encode(report), as: UTF8.self))
+            emit(Comparison.GuestReport.marker + String(decoding: try JSONEncoder().encode(report), as: UTF8.self))
         } catch {
             try? Cluster.down(name: name, progress: say)
             throw error
@@ -125,7 +128,7 @@ struct Compare: AsyncParsableCommand {
         var cmp = try flags.comparison(out: output.out)
         cmp.keepServices = keepServices
         let rows = try await cmp.run(c, progress: say)
-        print(Comparison.markdown(rows, environment: cmp.environment))
+        emit(Comparison.markdown(rows, environment: cmp.environment))
         say("wrote \(output.out)/compare.csv, compare.md and compare-*.svg")
     }
 }
@@ -136,7 +139,7 @@ struct Render: AsyncParsableCommand {
     @OptionGroup var output: OutOptions
     func run() async throws {
         let c = try mustOpen(lab.name)
-        for f in try await Rendering(outDir: output.out).run(c, progress: say) { print(f) }
+        for f in try await Rendering(outDir: output.out).run(c, progress: say) { emit(f) }
     }
 }
 
@@ -180,17 +183,17 @@ struct Demo: AsyncParsableCommand {
         let started = Date()
         do {
             let c = try await Cluster.up(name: name, nodes: nodes, proxyMode: "none", binDir: binDir, progress: say)
-            print(try await c.status())
+            emit(try await c.status())
             for mode in cmp.modes {
                 try await c.startProxies(mode: mode)
                 try await c.waitForProxies()
                 let r = try await c.reach()
                 let pods = r.httpPods.sorted().joined(separator: ", ")
-                print("\(mode): \(r.sample); pods answering: \(pods); UDP: \(r.udpReply ?? "no reply"); NodePort: \(r.nodePortPod ?? "no reply")")
+                emit("\(mode): \(r.sample); pods answering: \(pods); UDP: \(r.udpReply ?? "no reply"); NodePort: \(r.nodePortPod ?? "no reply")")
             }
             try c.stopProxies()
             let rows = try await cmp.run(c, progress: say)
-            print(Comparison.markdown(rows, environment: cmp.environment))
+            emit(Comparison.markdown(rows, environment: cmp.environment))
             for f in try await Rendering(outDir: output.out).run(c, progress: say) { say("wrote \(f)") }
         } catch {
             try? Cluster.down(name: name, progress: say)
@@ -201,8 +204,8 @@ struct Demo: AsyncParsableCommand {
             var g = cmp
             g.scales = quick ? [10] : try CompareFlags.parseScales(guestServices)
             let rows = try g.runInGuest(guestScript: guestScript, netlab: "\(binDir)/switchyard-netlab", progress: say)
-            print("\nThe same comparison in the qemu guest, where the IPVS mode runs (compare modes within one table only):\n")
-            print(Comparison.markdown(rows, environment: Comparison.environment(guest: true)))
+            emit("\nThe same comparison in the qemu guest, where the IPVS mode runs (compare modes within one table only):\n")
+            emit(Comparison.markdown(rows, environment: Comparison.environment(guest: true)))
         }
         say(String(format: "demo done in %.0f s; results in %@", Date().timeIntervalSince(started), output.out))
     }
