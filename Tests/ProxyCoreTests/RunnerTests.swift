@@ -1,0 +1,57 @@
+import Foundation
+import KubeAPI
+@testable import ProxyCore
+import Testing
+
+/// Records every snapshot the runner hands it.
+final class RecordingBackend: ProxyBackend, @unchecked Sendable {
+    let mode = "recording"
+    private let lock = NSLock()
+    private var _synced: [ProxySnapshot] = []
+    var synced: [ProxySnapshot] { lock.withLock { _synced } }
+    func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        lock.withLock { _synced.append(request.snapshot) }
+        return SyncOutcome(full: true, objectsWritten: 0)
+    }
+    func needsFullResync() async -> Bool { false }
+    func cleanup() async throws {}
+}
+
+@Suite struct RunnerTests {
+    /// As upstream: no sync until the proxy is initialized (the API watcher initializes it once
+    /// both Services and EndpointSlices are listed), so the first sync never has Services
+    /// without their endpoints.
+    @Test func nothingIsSyncedBeforeInitialization() async throws {
+        let backend = RecordingBackend()
+        let runner = ProxyRunner(tracker: ChangeTracker(node: NodeInfo(name: "n1")), backend: backend, metrics: ProxyMetrics(mode: "recording"),
+                                 minSyncPeriod: .milliseconds(10), syncPeriod: .milliseconds(50))
+        let task = Task { try await runner.run() }
+        defer { task.cancel() }
+        let svc = Service(metadata: ObjectMeta(name: "web", namespace: "default"),
+                          spec: ServiceSpec(type: "ClusterIP", clusterIP: "10.96.0.10", ports: [ServicePort(port: 80, targetPort: .int(8080))]))
+        await runner.update(initializing: false) { $0.update(service: svc) }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(backend.synced.isEmpty, "the Services alone are not synced")
+
+        let slice = EndpointSlice(metadata: ObjectMeta(name: "web-1", namespace: "default", labels: [EndpointSlice.serviceNameLabel: "web"]),
+                                  endpoints: [Endpoint(addresses: ["10.244.1.2"], conditions: EndpointConditions(ready: true))],
+                                  ports: [EndpointPort(protocol: "TCP", port: 8080)])
+        await runner.update(initializing: true) { $0.update(slice: slice) }
+        await runner.waitForSyncs(1)
+        let first = try #require(backend.synced.first)
+        #expect(first.servicePorts.count == 1)
+        #expect(first.endpoints.values.flatMap { $0 }.map(\.ip) == ["10.244.1.2"], "the first sync has the Service with its endpoint")
+    }
+
+    /// An empty cluster still gets its first sync (and healthz its first success) once listed.
+    @Test func anEmptyListInitializesAndSyncs() async throws {
+        let backend = RecordingBackend()
+        let runner = ProxyRunner(tracker: ChangeTracker(node: NodeInfo(name: "n1")), backend: backend, metrics: ProxyMetrics(mode: "recording"),
+                                 minSyncPeriod: .milliseconds(10), syncPeriod: .seconds(30))
+        let task = Task { try await runner.run() }
+        defer { task.cancel() }
+        await runner.update(initializing: true) { _ in }
+        await runner.waitForSyncs(1)
+        #expect(backend.synced.count == 1)
+    }
+}
