@@ -186,6 +186,15 @@ public struct Comparison: Sendable {
             }
         }
         // The controller's slices for the fillers: one per filler Service, none for a removed one.
+        // Until the last filler's Endpoints (written after its slices) is there, poll that one
+        // object; a list of every slice is made only to confirm.
+        if let last = want.max() {
+            for _ in 0..<1200 {
+                let r = try await lab.api.request("GET", "/api/v1/namespaces/default/endpoints/\(last)")
+                if r.status == 200 { break }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
         for _ in 0..<600 {
             let slices = try await lab.must("GET", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", nil)
             let names = Set((slices["items"]?.array ?? []).compactMap { $0["metadata"]?["labels"]?[EndpointSlice.serviceNameLabel]?.string }.filter { $0.hasPrefix("fill-") })
