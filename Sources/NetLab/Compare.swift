@@ -51,10 +51,10 @@ public struct Comparison: Sendable {
     /// Runs `netlab` in the qemu guest (`guestScript`, netlab/guest) for a comparison of every
     /// mode there, IPVS included, and writes it as guest-compare.* beside the host's.
     public func runInGuest(guestScript: String, netlab: String, progress: @escaping @Sendable (String) -> Void) throws -> [Row] {
-        let args = [guestScript, "--timeout", "1500", "--memory", "3072", "--", netlab, "guest-compare",
+        let args = [guestScript, "--timeout", "1500", "--memory", "3072", "--follow-stderr", "--", netlab, "guest-compare",
                     "--services", scales.map(String.init).joined(separator: ","), "--seconds", String(measure.seconds),
                     "--iperf-seconds", String(measure.iperfSeconds), "--concurrency", String(measure.concurrency), "--changes", String(changes)]
-        progress("guest: booting a kernel with IPVS under qemu for a comparison of every mode there (\(args.dropFirst(7).joined(separator: " ")))")
+        progress("guest: booting a kernel with IPVS under qemu for a comparison of every mode there (\(args.dropFirst(8).joined(separator: " ")))")
         // The guest's progress goes straight to our stderr; its stdout carries the report.
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
