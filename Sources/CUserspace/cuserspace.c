@@ -221,6 +221,11 @@ int cus_spawn_detached(char *const argv[], const char *log) {
             (void)write(report[1], &r, sizeof r);
             _exit(0);
         }
+        /* A daemon starts with default signal handling, whatever its starter ignored or blocked. */
+        for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         int in = open("/dev/null", O_RDONLY);
         int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (in < 0 || out < 0) { int r = -errno; (void)write(report[1], &r, sizeof r); _exit(127); }

@@ -201,9 +201,21 @@ public final class Cluster: @unchecked Sendable {
     public func addPod(name: String, node nodeName: String, labels: [String: String], iperf: Bool = false) async throws {
         guard let node = state.nodes.first(where: { $0.name == nodeName }) else { throw NetLabError("no node \(nodeName)") }
         let ns = "\(LabPaths.prefix(state.name))\(node.name.replacingOccurrences(of: "node-", with: "n"))-\(name)"
+        guard !state.pods.contains(where: { $0.name == name }) else { throw NetLabError("pod \(name) exists") }
         try Sh.must(["ip", "netns", "add", ns])
         state.pods.append(LabState.Pod(name: name, node: nodeName, netns: ns, ip: "", labels: labels))
         try state.save()
+        do {
+            try await startPod(name: name, ns: ns, node: node, labels: labels, iperf: iperf)
+        } catch {
+            // Nothing half-made stays: the object, the processes, the address, the namespace.
+            try? await removePod(name)
+            throw error
+        }
+    }
+
+    func startPod(name: String, ns: String, node: LabState.Node, labels: [String: String], iperf: Bool) async throws {
+        let nodeName = node.name
         let conf = try String(contentsOfFile: "\(dir)/cni/\(node.name).conf", encoding: .utf8)
         let env = ["CNI_COMMAND=ADD", "CNI_CONTAINERID=\(ns)", "CNI_NETNS=/run/netns/\(ns)", "CNI_IFNAME=eth0", "CNI_PATH=\(dir)/cni/bin"]
         let lo = try Sh.run(["ip", "netns", "exec", node.netns, "env"] + env.map { $0.replacingOccurrences(of: "CNI_IFNAME=eth0", with: "CNI_IFNAME=lo") }
@@ -214,7 +226,7 @@ public final class Cluster: @unchecked Sendable {
               let cidr = result["ips"]?.array?.first?["address"]?.string, let ip = cidr.split(separator: "/").first.map(String.init) else {
             throw NetLabError("CNI ADD for pod \(name) on \(nodeName): \(r.out)\(r.err)")
         }
-        state.pods[state.pods.count - 1].ip = ip
+        if let i = state.pods.firstIndex(where: { $0.name == name }) { state.pods[i].ip = ip }
         try state.save()
         var args = ["\(state.binDir)/switchyard-netlab", "serve", "--netns", ns, "--name", name, "--http", "8080", "--echo", "9090", "--udp", "9090"]
         if iperf { args += ["--iperf", "5201"] }

@@ -165,21 +165,9 @@ struct Demo: AsyncParsableCommand {
         }
         var cmp = try flags.comparison(out: output.out)
         cmp.keepServices = true   // `down` removes them with everything else
-        // Ctrl-C takes the lab down before exiting.
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        var sources: [any DispatchSourceSignal] = []
-        for sig in [SIGINT, SIGTERM] {
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler {
-                say("interrupted: taking the lab down")
-                try? Cluster.down(name: name, progress: say)
-                Foundation.exit(130)
-            }
-            s.resume()
-            sources.append(s)
-        }
-        defer { sources.forEach { $0.cancel() } }
+        // No signal handling here: an ignored or blocked signal would be inherited by every
+        // command netlab runs. netlab/netlab takes the lab down when this process ends, however
+        // it ends; run directly, `switchyard-netlab down --name demo` does it.
         let started = Date()
         do {
             let c = try await Cluster.up(name: name, nodes: nodes, proxyMode: "none", binDir: binDir, progress: say)

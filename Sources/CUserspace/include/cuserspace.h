@@ -57,7 +57,8 @@ void cus_close_reset(int fd);
 
 /// Starts `argv` (argv[0] an absolute path, NULL-terminated) as a daemon: its own session, not
 /// the caller's child (a double fork: init reaps it), stdin /dev/null, stdout and stderr
-/// appended to `log`, no other descriptor inherited. Returns the daemon's pid, or -errno.
+/// appended to `log`, no other descriptor inherited, default signal handling and an empty signal
+/// mask. Returns the daemon's pid, or -errno.
 int cus_spawn_detached(char *const argv[], const char *log);
 
 /// recvmsg(2) with IP_PKTINFO: the sender in *addr/*port, the local address it was sent to in *local.
