@@ -18,6 +18,8 @@ public struct Informer: Sendable {
     /// The collection path (`/api/v1/services`, `/apis/discovery.k8s.io/v1/endpointslices`).
     public let path: String
     public let logger: Logger
+    /// Objects per list request (client-go's reflector asks for 500).
+    public var pageSize = 500
 
     public init(client: KubeClient, path: String, logger: Logger = Logger(label: "switchyard.informer")) {
         self.client = client
@@ -32,11 +34,21 @@ public struct Informer: Sendable {
         while !Task.isCancelled {
             do {
                 if version == nil {
-                    let r = try await client.request("GET", path)
-                    guard r.status == 200, let items = r.body["items"]?.array else {
-                        throw ClientError(status: r.status, description: "list \(path): \(r.status) \(r.body["message"]?.string ?? "")")
-                    }
-                    version = r.body[path: ["metadata", "resourceVersion"]]?.string
+                    // In pages, as client-go's reflector lists: no response of every object at once
+                    // (its body and its parse) has to fit in memory beside the result.
+                    var items: [JSONValue] = []
+                    var token: String?
+                    repeat {
+                        var q = ["limit": String(pageSize)]
+                        if let token { q["continue"] = token }
+                        let r = try await client.request("GET", path, query: q)
+                        guard r.status == 200, let page = r.body["items"]?.array else {
+                            throw ClientError(status: r.status, description: "list \(path): \(r.status) \(r.body["message"]?.string ?? "")")
+                        }
+                        items += page
+                        if token == nil { version = r.body[path: ["metadata", "resourceVersion"]]?.string }
+                        token = r.body[path: ["metadata", "continue"]]?.string
+                    } while !(token ?? "").isEmpty
                     await handle(.replace(items))
                 }
                 let events = try await client.watch(path, query: ["resourceVersion": version ?? "0", "allowWatchBookmarks": "true",

@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPI
 import KubeClient
 import NetnsKit
 import Testing
@@ -287,4 +288,48 @@ struct ServerDurabilityTests {
         server.waitUntilExit()
         #expect(ended && Date().timeIntervalSince(start) < 10, "the watch ends and the server exits: \(Date().timeIntervalSince(start)) s")
     }
+}
+
+@Suite("KubeClient informer against switchyard server", .enabled(if: isRoot, "needs root for network namespaces"))
+struct InformerTests {
+    /// The list comes in pages (here of 2) and arrives whole; the watch then starts from the
+    /// list's version, so a later write is the next event and nothing listed comes again.
+    @Test func pagedListThenWatch() async throws {
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab)
+        var client = try KubeClient(url: "http://127.0.0.1:\(server.port)")
+        let ns = lab.node
+        client.dial = { (host: String, port: Int) throws -> Int32 in
+            try inNamespace(ns) {
+                guard let fd = TCP.connect(host, port) else { throw LabError("cannot reach \(host):\(port)") }
+                return fd
+            }
+        }
+        for i in 0..<7 {
+            let r = try await client.request("POST", "/api/v1/namespaces/default/configmaps", body: ["metadata": ["name": .string("cm\(i)")], "data": ["i": .string("\(i)")]])
+            #expect(r.status == 201)
+        }
+        var informer = Informer(client: client, path: "/api/v1/namespaces/default/configmaps")
+        informer.pageSize = 2
+        let events = Box<[InformerEvent]>([])
+        let task = Task { await informer.run { e in events.append(e) } }
+        defer { task.cancel() }
+        for _ in 0..<100 where events.value.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
+        guard case .replace(let items)? = events.value.first else { Issue.record("no list: \(events.value)"); return }
+        #expect(Set(items.compactMap { $0[path: ["metadata", "name"]]?.string }) == Set((0..<7).map { "cm\($0)" }))
+        try await Task.sleep(for: .milliseconds(300))   // the watch is open
+        _ = try await client.request("POST", "/api/v1/namespaces/default/configmaps", body: ["metadata": ["name": "late"]])
+        for _ in 0..<100 where events.value.count < 2 { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(events.value.count == 2)
+        if case .upsert(let o)? = events.value.last { #expect(o[path: ["metadata", "name"]]?.string == "late") } else { Issue.record("no event for the write: \(events.value)") }
+    }
+}
+
+final class Box<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _value: T
+    init(_ v: T) { _value = v }
+    var value: T { lock.withLock { _value } }
+    func append<E>(_ e: E) where T == [E] { lock.withLock { _value.append(e) } }
 }
