@@ -211,7 +211,7 @@ public struct Comparison: Sendable {
     static func ratio(_ a: Double, _ b: Double) -> String { b > 0 ? String(format: "%.2f×", a / b) : "–" }
 
     public static func csv(_ rows: [Row], environment: String) -> String {
-        var out = "environment,services,mode,connect_p50_ms,connect_p99_ms,request_p50_ms,request_p99_ms,throughput_gbit_s,connections_per_s,failed_connections,api_to_traffic_ms,proxy_ready_s,proxy_rss_mb,connect_p50_ratio,request_p50_ratio,throughput_ratio,connections_ratio\n"
+        var out = "environment,services,mode,connect_p50_ms,connect_p99_ms,request_p50_ms,request_p99_ms,throughput_gbit_s,connections_per_s,failed_connections,api_to_traffic_ms,proxy_ready_s,proxy_rss_mb,connect_p50_ratio,connect_p99_ratio,request_p50_ratio,request_p99_ratio,throughput_ratio,connections_ratio\n"
         for r in rows {
             let d = rows.first { $0.services == r.services && $0.mode == "direct" }?.figures ?? r.figures
             let f = r.figures
@@ -222,7 +222,8 @@ public struct Comparison: Sendable {
                 String(format: "%.3f", f.throughput / 1e9), String(format: "%.0f", f.connectionsPerSecond), String(f.failedConnections),
                 f.apiToTraffic.map { String(format: "%.1f", $0 * 1000) } ?? "", f.proxyReady.map { String(format: "%.2f", $0) } ?? "",
                 f.proxyRSS.map { String(format: "%.1f", Double($0) / 1048576) } ?? "",
-                String(format: "%.3f", f.connectP50 / d.connectP50), String(format: "%.3f", f.requestP50 / d.requestP50),
+                String(format: "%.3f", f.connectP50 / d.connectP50), String(format: "%.3f", f.connectP99 / d.connectP99),
+                String(format: "%.3f", f.requestP50 / d.requestP50), String(format: "%.3f", f.requestP99 / d.requestP99),
                 String(format: "%.3f", f.throughput / d.throughput), String(format: "%.3f", f.connectionsPerSecond / d.connectionsPerSecond),
             ]
             out += cols.joined(separator: ",") + "\n"
@@ -231,7 +232,7 @@ public struct Comparison: Sendable {
     }
 
     public static func markdown(_ rows: [Row], environment: String) -> String {
-        var out = "Environment: \(environment). Every figure in parentheses is the ratio to the direct pod-IP baseline measured at the same number of Services in the same run (for latencies lower is better, for throughput and connections higher is better).\n\n"
+        var out = "Environment: \(environment). Every figure in parentheses is the ratio to the direct pod-IP baseline measured at the same number of Services in the same run (for latencies lower is better, for throughput and connections higher is better). The direct path has no API change, proxy or proxy memory: those three figures stand alone.\n\n"
         out += "| services | mode | connect p50 / p99 | request p50 / p99 | throughput | new connections/s | API change → traffic | proxies start → synced | proxy RSS |\n"
         out += "|---:|---|---|---|---|---|---|---|---|\n"
         for r in rows {
@@ -240,8 +241,8 @@ public struct Comparison: Sendable {
             let direct = r.mode == "direct"
             func withRatio(_ s: String, _ a: Double, _ b: Double) -> String { direct ? s : "\(s) (\(ratio(a, b)))" }
             out += "| \(r.services) | \(direct ? "direct (baseline)" : r.mode) "
-            out += "| \(withRatio(ms(f.connectP50), f.connectP50, d.connectP50)) / \(ms(f.connectP99)) "
-            out += "| \(withRatio(ms(f.requestP50), f.requestP50, d.requestP50)) / \(ms(f.requestP99)) "
+            out += "| \(withRatio(ms(f.connectP50), f.connectP50, d.connectP50)) / \(withRatio(ms(f.connectP99), f.connectP99, d.connectP99)) "
+            out += "| \(withRatio(ms(f.requestP50), f.requestP50, d.requestP50)) / \(withRatio(ms(f.requestP99), f.requestP99, d.requestP99)) "
             out += "| \(withRatio(gbit(f.throughput), f.throughput, d.throughput)) "
             out += "| \(withRatio(String(format: "%.0f", f.connectionsPerSecond), f.connectionsPerSecond, d.connectionsPerSecond))\(f.failedConnections > 0 ? " (\(f.failedConnections) failed)" : "") "
             out += "| \(f.apiToTraffic.map(ms) ?? "–") | \(f.proxyReady.map { String(format: "%.1f s", $0) } ?? "–") "
