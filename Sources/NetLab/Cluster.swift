@@ -231,7 +231,11 @@ public final class Cluster: @unchecked Sendable {
         var args = ["\(state.binDir)/switchyard-netlab", "serve", "--netns", ns, "--name", name, "--http", "8080", "--echo", "9090", "--udp", "9090"]
         if iperf { args += ["--iperf", "5201"] }
         try spawn(ns, args, log: "pod-\(name)")
-        for port in [8080, 9090] + (iperf ? [5201] : []) { try waitForListener(ns, port) }
+        do {
+            try Netns.waitForListeners(ns, ([8080, 9090] + (iperf ? [5201] : [])).map { ("-ltnH", $0) })
+        } catch {
+            throw NetLabError("\(error); see \(dir)/logs")
+        }
         var containerPorts: [JSONValue] = [["name": "http", "containerPort": 8080], ["name": "tcp-echo", "containerPort": 9090], ["name": "udp-echo", "containerPort": 9090, "protocol": "UDP"]]
         if iperf { containerPorts.append(["name": "iperf", "containerPort": 5201]) }
         _ = try await must("POST", "/api/v1/namespaces/default/pods", [
@@ -301,14 +305,6 @@ public final class Cluster: @unchecked Sendable {
         return r.body
     }
 
-    func waitForListener(_ ns: String, _ port: Int) throws {
-        for _ in 0..<250 {
-            if let r = try? Sh.run(["ip", "netns", "exec", ns, "ss", "-ltnH", "sport = :\(port)"]), !r.out.isEmpty { return }
-            usleep(20_000)
-        }
-        throw NetLabError("nothing listens on :\(port) in \(ns); see \(dir)/logs")
-    }
-
     // MARK: proxies
 
     public static func proxyArguments(mode: String) -> [String] {
@@ -335,7 +331,7 @@ public final class Cluster: @unchecked Sendable {
 
     /// The pid of the proxy on `node`, if one runs.
     public func proxyPID(_ node: LabState.Node) -> Int32? {
-        for pid in pids(node.netns) {
+        for pid in Netns.pids(node.netns) {
             if let cmd = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8),
                cmd.split(separator: "\0").dropFirst().first == "proxy" { return pid }
         }
@@ -366,33 +362,22 @@ public final class Cluster: @unchecked Sendable {
         return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
     }
 
-    public func pidsIn(_ ns: String) -> [Int32] { pids(ns) }
-
-    func pids(_ ns: String) -> [Int32] {
-        ((try? Sh.run(["ip", "netns", "pids", ns]))?.out ?? "").split(separator: "\n").compactMap { Int32($0) }
-    }
-
     func killAll(in ns: String) {
-        for pid in pids(ns) { kill(pid, SIGKILL) }
+        for pid in Netns.pids(ns) { kill(pid, SIGKILL) }
     }
 
     /// Every namespace is there and the API server answers.
     public func isHealthy() -> Bool {
-        let present = Set(Self.namespaceList())
-        guard state.namespaces.allSatisfy(present.contains), !pids(state.controlPlane).isEmpty else { return false }
-        let (host, port) = (state.serverAddress, state.serverPort)
-        guard let fd = try? inNamespace(state.controlPlane, { TCP.connect(host, port, timeout: 2) }) else { return false }
+        let present = Set(Netns.list())
+        guard state.namespaces.allSatisfy(present.contains), !Netns.pids(state.controlPlane).isEmpty else { return false }
+        guard let fd = try? api.dial?(state.serverAddress, state.serverPort) else { return false }
         close(fd)
         return true
     }
 
-    static func namespaceList() -> [String] {
-        ((try? Sh.run(["ip", "netns", "list"]))?.out ?? "").split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) }
-    }
-
     /// Namespaces of lab `name` that exist now.
     public static func leftovers(_ name: String) -> [String] {
-        namespaceList().filter { $0.hasPrefix(LabPaths.prefix(name)) }
+        Netns.list().filter { $0.hasPrefix(LabPaths.prefix(name)) }
     }
 
     /// Removes the lab: every process in its namespaces, the namespaces (with them every link,
@@ -402,10 +387,10 @@ public final class Cluster: @unchecked Sendable {
         try LabPaths.validate(name)
         let state = try? LabState.load(name)
         let names = Set(leftovers(name) + (state?.namespaces ?? []))
-        let present = Set(namespaceList())
+        let present = Set(Netns.list())
         let gone = names.filter(present.contains).sorted()
         for ns in gone {
-            for pid in ((try? Sh.run(["ip", "netns", "pids", ns]))?.out ?? "").split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
+            for pid in Netns.pids(ns) { kill(pid, SIGKILL) }
         }
         if !gone.isEmpty { usleep(100_000) }
         var failed: [String] = []
@@ -425,7 +410,7 @@ public final class Cluster: @unchecked Sendable {
             out += "\(node.name): \(node.netns), \(node.address), pods \(node.podCIDR); \(proxy)\n"
         }
         for pod in state.pods {
-            out += "  pod \(pod.name) on \(pod.node): \(pod.ip) \(pids(pod.netns).isEmpty ? "(not serving)" : "")\n"
+            out += "  pod \(pod.name) on \(pod.node): \(pod.ip) \(Netns.pids(pod.netns).isEmpty ? "(not serving)" : "")\n"
         }
         let services = try await must("GET", "/api/v1/services", nil)["items"]?.array ?? []
         out += "\(services.count) services"
@@ -465,7 +450,7 @@ extension Cluster {
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
-        for _ in 0..<5 where r.udpReply == nil { r.udpReply = Measure.udp(state.client, ip, 9090) }
+        for _ in 0..<5 where r.udpReply == nil { r.udpReply = Netns.udp(from: state.client, to: ip, port: 9090) }
         if let nodePort {
             r.nodePortPod = Measure.httpGet(state.client, state.nodes[0].address, Int(nodePort), timeout: 1)?.split(separator: " ").first.map(String.init)
         }

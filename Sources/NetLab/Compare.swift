@@ -107,7 +107,7 @@ public struct Comparison: Sendable {
                 let ready = Double(DispatchTime.now().uptimeNanoseconds - t0.uptimeNanoseconds) / 1e9
                 var f = try Measure.path(lab.state.client, ip: benchIP, measure) { say(mode, $0) }
                 f.proxyReady = ready
-                if let pid = lab.proxyPID(lab.state.nodes[0]) { f.proxyRSS = Measure.residentBytes(pid) }
+                if let pid = lab.proxyPID(lab.state.nodes[0]), case let rss = residentBytes(pid: pid), rss > 0 { f.proxyRSS = rss }
                 say(mode, "API change to working traffic (\(changes)×)")
                 var times: [Double] = []
                 for k in 0..<changes {

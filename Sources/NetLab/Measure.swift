@@ -63,17 +63,6 @@ enum Measure {
         }
     }
 
-    static func iperf(_ ns: String, _ ip: String, _ port: Int, seconds: Int) throws -> Double {
-        let r = try Sh.run(["ip", "netns", "exec", ns, "iperf3", "-c", ip, "-p", String(port), "-t", String(seconds), "-J"],
-                           timeout: TimeInterval(seconds + 20))
-        guard r.status == 0, let json = try? JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any],
-              let end = json["end"] as? [String: Any], let recv = end["sum_received"] as? [String: Any],
-              let bps = recv["bits_per_second"] as? Double else {
-            throw NetLabError("iperf3 to \(ip):\(port) failed: \(r.err) \(r.out.prefix(300))")
-        }
-        return bps
-    }
-
     /// Everything but the API and proxy figures, through `ip`.
     static func path(_ ns: String, ip: String, _ o: MeasureOptions, step: (String) -> Void) throws -> Figures {
         var f = Figures()
@@ -84,7 +73,7 @@ enum Measure {
         let r = try requestLatency(ns, ip, 9090, o)
         f.requestP50 = percentile(r, 0.5); f.requestP99 = percentile(r, 0.99)
         step("throughput (iperf3, \(o.iperfSeconds) s)")
-        f.throughput = try iperf(ns, ip, 5201, seconds: o.iperfSeconds)
+        f.throughput = try Netns.iperf(from: ns, to: ip, port: 5201, seconds: o.iperfSeconds)
         step("new connections per second (\(o.concurrency) clients, \(o.seconds) s)")
         let rate = try ConnectionRate.run(netns: ns, ip: ip, port: 9090, concurrency: o.concurrency, duration: o.seconds)
         f.connectionsPerSecond = rate.perSecond
@@ -121,14 +110,6 @@ enum Measure {
         }
     }
 
-    /// One UDP request; the reply.
-    static func udp(_ ns: String, _ ip: String, _ port: Int) -> String? {
-        guard let r = try? Sh.run(["ip", "netns", "exec", ns, "socat", "-T1", "-", "UDP:\(ip):\(port)"], input: "ping\n", timeout: 4),
-              r.status == 0 else { return nil }
-        let s = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        return s.isEmpty ? nil : s
-    }
-
     /// GET `path` from a server inside `ns`; the status code.
     static func httpStatus(_ ns: String, _ ip: String, _ port: Int, _ path: String) -> Int? {
         try? inNamespace(ns) {
@@ -138,12 +119,5 @@ enum Measure {
             let text = String(decoding: TCP.receiveAll(fd, limit: 4096), as: UTF8.self)
             return text.split(separator: " ").dropFirst().first.flatMap { Int($0) }
         }
-    }
-
-    static func residentBytes(_ pid: Int32) -> Int? {
-        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kb = Int(line.split(separator: " ").dropFirst().first ?? "") else { return nil }
-        return kb * 1024
     }
 }

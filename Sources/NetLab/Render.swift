@@ -43,6 +43,11 @@ public struct Rendering: Sendable {
         return .object(obj)
     }
 
+    /// `iptables.rules` → `DIR/render/iptables-before.rules`.
+    func path(_ file: String, _ suffix: String) -> String {
+        "\(outDir)/render/\(file.replacingOccurrences(of: ".", with: "\(suffix)."))"
+    }
+
     func renderAll(_ lab: Cluster, manifest: String, suffix: String) throws -> [String] {
         let dir = "\(outDir)/render"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -56,9 +61,9 @@ public struct Rendering: Sendable {
                 "--nodeport-addresses", "\(node.address)/32", "-f", input,
             ], timeout: 120)
             guard r.status == 0 else { throw NetLabError("switchyard render \(args.joined(separator: " ")): \(r.err)") }
-            let path = "\(dir)/\(file.replacingOccurrences(of: ".", with: "\(suffix)."))"
-            try r.out.write(toFile: path, atomically: true, encoding: .utf8)
-            written.append(path)
+            let out = path(file, suffix)
+            try r.out.write(toFile: out, atomically: true, encoding: .utf8)
+            written.append(out)
         }
         return written
     }
@@ -85,15 +90,12 @@ public struct Rendering: Sendable {
             throw error
         }
         for (_, file, _) in Self.modes {
-            let dir = "\(outDir)/render"
-            let before = "\(dir)/\(file.replacingOccurrences(of: ".", with: "-before."))"
-            let afterFile = "\(dir)/\(file.replacingOccurrences(of: ".", with: "-after."))"
-            let d = try Sh.run(["diff", "-u", before, afterFile])
-            let path = "\(dir)/\(file).diff"
-            try d.out.write(toFile: path, atomically: true, encoding: .utf8)
-            written.append(path)
+            let d = try Sh.run(["diff", "-u", path(file, "-before"), path(file, "-after")])
+            let diff = "\(outDir)/render/\(file).diff"
+            try d.out.write(toFile: diff, atomically: true, encoding: .utf8)
+            written.append(diff)
             let changed = d.out.split(separator: "\n").filter { ($0.hasPrefix("+") || $0.hasPrefix("-")) && !$0.hasPrefix("+++") && !$0.hasPrefix("---") }.count
-            progress("render: \(file): \(changed) lines change (\(path))")
+            progress("render: \(file): \(changed) lines change (\(diff))")
         }
         try await lab.removePod(name)
         return written

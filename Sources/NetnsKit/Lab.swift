@@ -71,12 +71,10 @@ public final class Lab: @unchecked Sendable {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8),
                   let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)),
                   kill(pid, 0) == -1, errno == ESRCH else { continue }
-            if names == nil {
-                names = (try? Sh.run(["ip", "netns", "list"]))?.out.split(separator: "\n").compactMap { $0.split(separator: " ").first.map(String.init) } ?? []
-            }
+            if names == nil { names = Netns.list() }
             let left = names!.filter { $0.hasPrefix("sy\(id)") }
             for ns in left {
-                for p in ((try? Sh.run(["ip", "netns", "pids", ns]))?.out ?? "").split(separator: "\n").compactMap({ Int32($0) }) { kill(p, SIGKILL) }
+                for p in Netns.pids(ns) { kill(p, SIGKILL) }
             }
             for ns in left { _ = try? Sh.run(["ip", "netns", "del", ns]) }
             try? FileManager.default.removeItem(atPath: file)
@@ -156,7 +154,7 @@ public final class Lab: @unchecked Sendable {
             udpServers.append(try UDPReplyServer(netns: ns, port: udpPort, reply: name))
         }
         // Wait until the listeners are up (on a loaded machine the UDP one may come last).
-        var waiting: [(String, Int)] = [("-ltnH", tcpPort)]
+        var waiting: [(flag: String, port: Int)] = [("-ltnH", tcpPort)]
         if let udpPort { waiting.append(("-lunH", udpPort)) }
         try waitForListeners(ns, waiting, pod: name)
     }
@@ -169,16 +167,8 @@ public final class Lab: @unchecked Sendable {
         try waitForListeners(ns, [("-ltnH", tcpPort)], pod: name)
     }
 
-    private func waitForListeners(_ ns: String, _ listeners: [(String, Int)], pod name: String) throws {
-        var waiting = listeners
-        for _ in 0..<250 {
-            waiting.removeAll { flag, port in
-                ((try? Sh.run(["ip", "netns", "exec", ns, "ss", flag, "sport = :\(port)"]))?.out.isEmpty == false)
-            }
-            if waiting.isEmpty { return }
-            usleep(20_000)
-        }
-        throw LabError("server in \(name) did not start")
+    private func waitForListeners(_ ns: String, _ listeners: [(flag: String, port: Int)], pod name: String) throws {
+        do { try Netns.waitForListeners(ns, listeners) } catch { throw LabError("server in \(name) did not start: \(error)") }
     }
 
     /// Starts a long-running process inside `ns`; it dies with the namespace in `destroy()`.
@@ -204,11 +194,7 @@ public final class Lab: @unchecked Sendable {
 
     /// One UDP request; returns the reply or nil.
     public func udp(_ ip: String, _ port: Int, from ns: String? = nil, timeout: Int = 1) -> String? {
-        guard let r = try? Sh.run(["ip", "netns", "exec", ns ?? client, "socat", "-T\(timeout)", "-",
-                                   "UDP:\(ip):\(port)"], input: "ping\n", timeout: TimeInterval(timeout + 3)),
-              r.status == 0 else { return nil }
-        let s = r.out.trimmingCharacters(in: .whitespacesAndNewlines)
-        return s.isEmpty ? nil : s
+        Netns.udp(from: ns ?? client, to: ip, port: port, timeout: timeout)
     }
 
     /// Kills every process in the lab's namespaces and deletes them.
@@ -216,9 +202,7 @@ public final class Lab: @unchecked Sendable {
         for s in udpServers { s.stop() }
         udpServers.removeAll()
         for ns in namespaces.reversed() {
-            if let r = try? Sh.run(["ip", "netns", "pids", ns]) {
-                for pid in r.out.split(separator: "\n").compactMap({ Int32($0) }) { kill(pid, SIGKILL) }
-            }
+            for pid in Netns.pids(ns) { kill(pid, SIGKILL) }
         }
         usleep(50_000)
         for ns in namespaces.reversed() { _ = try? Sh.run(["ip", "netns", "del", ns]) }

@@ -215,9 +215,9 @@ public func openDescriptorCount() -> Int {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1
 }
 
-/// This process's resident set size in bytes.
-public func residentBytes() -> Int {
-    guard let s = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+/// The resident set size in bytes of this process, or of `pid`; 0 if it cannot be read.
+public func residentBytes(pid: Int32? = nil) -> Int {
+    guard let s = try? String(contentsOfFile: "/proc/\(pid.map(String.init) ?? "self")/statm", encoding: .utf8) else { return 0 }
     let f = s.split(separator: " ")
     return (f.count > 1 ? Int(f[1]) ?? 0 : 0) * Int(sysconf(Int32(_SC_PAGESIZE)))
 }

@@ -40,7 +40,7 @@ struct UserspaceBench: AsyncParsableCommand {
         try lab.spawn(podNS, ["iperf3", "-s", "-p", "5201"])
         let echo = try EchoServer(netns: podNS, port: 9090)
         defer { echo.stop() }
-        try waitForListener(podNS, 5201)
+        try Netns.waitForListeners(podNS, [("-ltnH", 5201)])
 
         var tracker = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
         // The iptables mode gets ClusterIPs of its own, so no mode meets another's TIME_WAIT entries.
@@ -72,8 +72,7 @@ struct UserspaceBench: AsyncParsableCommand {
         log("socat proxying the same way (a REDIRECT portal to socat's listener on the node)")
         try lab.spawn(lab.node, ["socat", "TCP-LISTEN:61201,fork,reuseaddr", "TCP:\(pod):5201"])
         try lab.spawn(lab.node, ["socat", "TCP-LISTEN:61090,fork,reuseaddr", "TCP:\(pod):9090"])
-        try waitForListener(lab.node, 61090)
-        try waitForListener(lab.node, 61201)
+        try Netns.waitForListeners(lab.node, [("-ltnH", 61090), ("-ltnH", 61201)])
         for (ip, port, to) in [("10.96.0.50", 5201, 61201), ("10.96.0.51", 9090, 61090)] {
             try Sh.must(["ip", "netns", "exec", lab.node, "iptables", "-w", "-t", "nat", "-A", "PREROUTING", "-d", "\(ip)/32", "-p", "tcp",
                          "--dport", "\(port)", "-j", "REDIRECT", "--to-ports", "\(to)"])
@@ -107,7 +106,7 @@ struct UserspaceBench: AsyncParsableCommand {
         var tputs: [Double] = []
         var rates: [ConnectionRate.Result] = []
         for _ in 0..<repeats {
-            tputs.append(try iperf(lab, bulk))
+            tputs.append(try Netns.iperf(from: lab.client, to: bulk, seconds: seconds))
             let r = try ConnectionRate.run(netns: lab.client, ip: echo, port: 9090,
                                            concurrency: concurrency, duration: TimeInterval(seconds))
             if r.failed > 0 { log("  \(r.failed) connections failed") }
@@ -117,24 +116,5 @@ struct UserspaceBench: AsyncParsableCommand {
         let r = rates.sorted { $0.perSecond < $1.perSecond }[rates.count / 2]
         log(String(format: "  throughput %.2f Gbit/s, %.0f connections/s", t / 1e9, r.perSecond))
         return Figures(throughput: t, rate: r)
-    }
-
-    func iperf(_ lab: Lab, _ ip: String) throws -> Double {
-        let r = try Sh.run(["ip", "netns", "exec", lab.client, "iperf3", "-c", ip, "-p", "5201", "-t", "\(seconds)", "-J"],
-                           timeout: TimeInterval(seconds + 20))
-        guard r.status == 0, let json = try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any],
-              let end = json["end"] as? [String: Any], let recv = end["sum_received"] as? [String: Any],
-              let bps = recv["bits_per_second"] as? Double else {
-            throw LabError("iperf3 to \(ip) failed: \(r.err) \(r.out.prefix(300))")
-        }
-        return bps
-    }
-
-    func waitForListener(_ ns: String, _ port: Int) throws {
-        for _ in 0..<250 {
-            if let r = try? Sh.run(["ip", "netns", "exec", ns, "ss", "-ltnH", "sport = :\(port)"]), !r.out.isEmpty { return }
-            usleep(20_000)
-        }
-        throw LabError("nothing listens on :\(port) in \(ns)")
     }
 }

@@ -21,7 +21,7 @@ struct NetLabTests {
         #expect(again.state.pods.map(\.ip) == lab.state.pods.map(\.ip))
 
         var pids: Set<Int32> = []
-        for ns in lab.state.namespaces { pids.formUnion(lab.pidsIn(ns)) }
+        for ns in lab.state.namespaces { pids.formUnion(Netns.pids(ns)) }
         for mode in Comparison.availableModes {
             try await lab.startProxies(mode: mode)
             try await lab.waitForProxies()
