@@ -46,6 +46,7 @@ let package = Package(
             name: "ProxyCore",
             dependencies: [
                 "KubeAPI",
+                "CUserspace",
                 "KubeClient",
                 "Netlink",
                 .product(name: "Logging", package: "swift-log"),

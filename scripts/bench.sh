@@ -3,6 +3,9 @@
 # the iptables mode's full sync of 10,000 services alone takes minutes on these machines.
 #   scripts/bench.sh                 both benchmarks
 #   scripts/bench.sh iptables [...]  the iptables mode against iptables-restore
+#                                    (--iptables-backend legacy: Debian's legacy iptables-restore,
+#                                    which loads 10,000 services in seconds where the nf_tables one
+#                                    takes over an hour here)
 #   scripts/bench.sh nftables [...]  the nftables mode (both layouts) against the iptables mode
 #   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
 #   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include "cuserspace.h"
 #include <errno.h>
+#include <malloc.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -250,4 +251,8 @@ int cus_spawn_detached(char *const argv[], const char *log) {
     }
     close(report[0]);
     return pid;
+}
+
+int cus_heap_trim(void) {
+    return malloc_trim(0);
 }

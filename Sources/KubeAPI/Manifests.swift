@@ -71,8 +71,8 @@ public enum ManifestLoader {
     public static func load(paths: [String]) throws -> ManifestSet {
         var set = ManifestSet()
         for p in paths {
-            for (name, text) in try read(path: p) {
-                set.merge(try parse(text, source: name))
+            for (name, data) in try read(path: p) {
+                set.merge(try parse(data: data, source: name))
             }
         }
         return set
@@ -96,29 +96,32 @@ public enum ManifestLoader {
         return out.sorted()
     }
 
-    static func read(path: String) throws -> [(String, String)] {
+    static func read(path: String) throws -> [(String, Data)] {
         if path == "-" {
-            let data = FileHandle.standardInput.readDataToEndOfFile()
-            return [("<stdin>", String(decoding: data, as: UTF8.self))]
+            return [("<stdin>", FileHandle.standardInput.readDataToEndOfFile())]
         }
         return try files(at: path).map { f in
             guard let d = FileManager.default.contents(atPath: f) else {
                 throw ManifestError.unreadable(f, "permission denied or not a regular file")
             }
-            return (f, String(decoding: d, as: UTF8.self))
+            return (f, d)
         }
     }
 
     /// Parses one file's text.
     public static func parse(_ text: String, source: String) throws -> ManifestSet {
+        try parse(data: Data(text.utf8), source: source)
+    }
+
+    /// Parses one file's bytes. JSON is decoded from them directly; only YAML is made a string.
+    public static func parse(data: Data, source: String) throws -> ManifestSet {
         var set = ManifestSet()
-        let trimmed = text.drop { $0.isWhitespace }
-        if trimmed.first == "{" || trimmed.first == "[" {
+        let first = data.first { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d) }
+        if first == UInt8(ascii: "{") || first == UInt8(ascii: "[") {
             // JSON: one typed pass with Foundation's decoder; each object decodes by its kind.
-            let data = Data(text.utf8)
             let docs: [JSONDoc]
             do {
-                if trimmed.first == "[" {
+                if first == UInt8(ascii: "[") {
                     docs = try JSONDecoder().decode([JSONDoc].self, from: data)
                 } else {
                     docs = [try JSONDecoder().decode(JSONDoc.self, from: data)]
@@ -131,6 +134,7 @@ public enum ManifestLoader {
             }
             return set
         }
+        let text = String(decoding: data, as: UTF8.self)
         var nodes: [Yams.Node] = []
         do {
             // nextRoot throws on syntax errors (the lazy sequence would stop silently).

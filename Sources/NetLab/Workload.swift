@@ -60,7 +60,10 @@ public enum Workload {
                 context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
                 let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-                if !keepAlive { done.whenComplete { [context] _ in context.close(promise: nil) } }
+                if !keepAlive {
+                    let channel = context.channel
+                    done.whenComplete { _ in channel.close(promise: nil) }
+                }
             }
         }
     }

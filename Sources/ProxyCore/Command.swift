@@ -27,6 +27,13 @@ public struct CommandRunner: Sendable {
     /// a program still running then is terminated (and its status says so).
     @discardableResult
     public func run(_ args: [String], input: String? = nil, check: Bool = true, timeout: Duration? = nil) throws -> Result {
+        try run(args, inputParts: input.map { [$0] }, check: check, timeout: timeout)
+    }
+
+    /// As `run(_:input:…)`, with stdin the concatenation of `inputParts`, written part by
+    /// part: a large input (a 30 MB ruleset) is never copied whole.
+    @discardableResult
+    public func run(_ args: [String], inputParts: [String]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
         var argv = args
         if let netns { argv = ["ip", "netns", "exec", netns] + args }
         let p = Process()
@@ -39,12 +46,12 @@ public struct CommandRunner: Sendable {
         p.standardOutput = outPipe
         p.standardError = errPipe
         var tmp: URL?
-        if let input {
+        if let inputParts {
             // A file, not a pipe: no risk of both sides blocking on full pipe buffers.
             let url = URL(fileURLWithPath: NSTemporaryDirectory())
                 .appendingPathComponent("switchyard-\(UUID().uuidString)")
-            try Data(input.utf8).write(to: url)
             tmp = url
+            try Self.write(inputParts, to: url.path)
             p.standardInput = try FileHandle(forReadingFrom: url)
         } else {
             p.standardInput = FileHandle.nullDevice
@@ -71,6 +78,34 @@ public struct CommandRunner: Sendable {
             throw Failure(command: argv, status: r.status, stderr: r.stderr)
         }
         return r
+    }
+}
+
+extension CommandRunner {
+    struct WriteError: Error, CustomStringConvertible {
+        var path: String
+        var errno: Int32
+        var description: String { "\(path): \(String(cString: strerror(errno)))" }
+    }
+
+    /// Writes each part's UTF-8 bytes in place (no copy of the whole) to a new file.
+    static func write(_ parts: [String], to path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw WriteError(path: path, errno: errno) }
+        defer { close(fd) }
+        for var part in parts {
+            try part.withUTF8 { buf in
+                var off = 0
+                while off < buf.count {
+                    let n = Foundation.write(fd, buf.baseAddress! + off, buf.count - off)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw WriteError(path: path, errno: errno)
+                    }
+                    off += n
+                }
+            }
+        }
     }
 }
 

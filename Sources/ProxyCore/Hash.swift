@@ -8,7 +8,10 @@ public enum ChainHash {
     /// when `input` is `servicePortName + protocol`, and the endpoint chain hash when
     /// the endpoint string is appended.
     public static func hash16(_ input: String) -> String {
-        let digest = SHA256.hash(data: Array(input.utf8))
+        var input = input
+        var hasher = SHA256()
+        input.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+        let digest = hasher.finalize()
         // 16 base32 characters take exactly the first 10 bytes (80 bits).
         var out = [UInt8](repeating: 0, count: 16)
         digest.withUnsafeBytes { raw in

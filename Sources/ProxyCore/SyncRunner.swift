@@ -160,7 +160,10 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             if let q = queuedAt { metrics.networkProgramming.record(ContinuousClock.now - q) }
             queuedAt = nil
             forceFull = false
-            if outcome.full { lastFull = ContinuousClock.now }
+            if outcome.full {
+                lastFull = ContinuousClock.now
+                HeapTrim.releaseFreePages()
+            }
             retryDelay = .zero
             health.updated()
             lastGeneration = snap.generation

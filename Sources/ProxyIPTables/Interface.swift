@@ -5,10 +5,16 @@ import ProxyCore
 public protocol IPTablesInterface: Sendable {
     /// `iptables-restore --noflush --counters -w`: applies `input` atomically per table.
     func restore(_ input: String) throws
+    /// The same with the input in parts, concatenated.
+    func restore(parts: [String]) throws
     /// `iptables-save` of the given tables.
     func save(tables: [String]) throws -> String
     /// Whether `chain` exists in `table` (`iptables -S`).
     func chainExists(table: String, chain: String) -> Bool
+}
+
+extension IPTablesInterface {
+    public func restore(parts: [String]) throws { try restore(parts.joined()) }
 }
 
 /// An `iptables-save` read into tables: the chains each declares and its rules in order, with
@@ -47,8 +53,10 @@ public struct SystemIPTables: IPTablesInterface {
     public var runner: CommandRunner
     public init(runner: CommandRunner = CommandRunner()) { self.runner = runner }
 
-    public func restore(_ input: String) throws {
-        try runner.run(["iptables-restore", "-w", "5", "--noflush", "--counters"], input: input)
+    public func restore(_ input: String) throws { try restore(parts: [input]) }
+
+    public func restore(parts: [String]) throws {
+        try runner.run(["iptables-restore", "-w", "5", "--noflush", "--counters"], inputParts: parts)
     }
 
     public func save(tables: [String]) throws -> String {

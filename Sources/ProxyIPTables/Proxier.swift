@@ -12,7 +12,10 @@ struct AppliedService {
 
 /// The restore input for one sync, and what it leaves applied.
 struct SyncPlan {
-    var input: String
+    /// The input in parts, written one after another (a full sync's is tens of MB: no joined copy).
+    var parts: [String]
+    var input: String { parts.joined() }
+    var isEmpty: Bool { parts.allSatisfy(\.isEmpty) }
     var applied: [ServicePortName: AppliedService]
     var full: Bool
     var linesWritten: Int
@@ -71,7 +74,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         let p = plan(snap, changed: changed, existing: existing)
         do {
-            if !p.input.isEmpty { try ipt.restore(p.input) }
+            if !p.isEmpty { try ipt.restore(parts: p.parts) }
         } catch {
             needFullSync = true
             throw error
@@ -127,6 +130,11 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var natChains = ""
         var natRules = ""
         var lines = 0
+        // Room for the whole output up front: grown by doubling, a 30 MB string leaves as much
+        // again behind in freed copies. Pages reserved and never written are not resident.
+        let endpointCount = snap.endpoints.values.reduce(0) { $0 + $1.count }
+        natRules.reserveCapacity(snap.servicePorts.count * 700 + endpointCount * 320 + 4096)
+        natChains.reserveCapacity((snap.servicePorts.count * 3 + endpointCount) * 32 + 4096)
         for c in Generator.filterChains { filterChains += ":\(c) - [0:0]\n" }
         for c in Generator.natChains { natChains += ":\(c) - [0:0]\n" }
         natRules += gen.postroutingRules()
@@ -138,13 +146,18 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         var applied: [ServicePortName: AppliedService] = [:]
         applied.reserveCapacity(snap.servicePorts.count)
+        // The chains written, to find stale ones: only needed when the kernel has service chains.
+        let trackActive = existing?.chains["nat"]?.contains { Chains.isServiceChain(Substring($0)) } ?? false
         var active = Set<String>()
         for name in snap.sortedNames {
             let info = snap.servicePorts[name]!
             let r = gen.rules(for: info, endpoints: snap.endpoints[name] ?? [], node: snap.node)
             for l in r.filterTop { filterRules += l; filterRules += "\n" }
             for l in r.natTop { natRules += l; natRules += "\n" }
-            for c in r.chains { natChains += ":\(c) - [0:0]\n"; active.insert(c) }
+            for c in r.chains {
+                natChains += ":"; natChains += c; natChains += " - [0:0]\n"
+                if trackActive { active.insert(c) }
+            }
             natRules += r.chainRules
             lines += r.natTop.count + r.filterTop.count + r.chains.count
             applied[name] = AppliedService(natTop: r.natTop, filterTop: r.filterTop, chains: r.chains)
@@ -166,10 +179,10 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             if existing?.rules.contains("\(j.table) \(j.spec)") == true { continue }
             jumps[j.table, default: ""] += "-I \(j.chain) 1" + j.spec.dropFirst(3 + j.chain.count) + "\n"
         }
-        var s = "*filter\n" + filterChains + ":\(Chains.canary) - [0:0]\n" + filterRules + (jumps["filter"] ?? "") + "COMMIT\n"
-        s += "*nat\n" + natChains + ":\(Chains.canary) - [0:0]\n" + natRules + (jumps["nat"] ?? "") + "COMMIT\n"
-        s += "*mangle\n:\(Chains.canary) - [0:0]\nCOMMIT\n"
-        return SyncPlan(input: s, applied: applied, full: true, linesWritten: lines)
+        let parts = ["*filter\n", filterChains, ":\(Chains.canary) - [0:0]\n", filterRules, jumps["filter"] ?? "", "COMMIT\n",
+                     "*nat\n", natChains, ":\(Chains.canary) - [0:0]\n", natRules, jumps["nat"] ?? "", "COMMIT\n",
+                     "*mangle\n:\(Chains.canary) - [0:0]\nCOMMIT\n"]
+        return SyncPlan(parts: parts, applied: applied, full: true, linesWritten: lines)
     }
 
     private func partialPlan(_ snap: ProxySnapshot, changed: Set<NamespacedName>, gen: inout Generator) -> SyncPlan {
@@ -225,7 +238,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             s += deletes
             s += "COMMIT\n"
         }
-        return SyncPlan(input: s, applied: applied, full: false, linesWritten: lines)
+        return SyncPlan(parts: [s], applied: applied, full: false, linesWritten: lines)
     }
 
     /// `-A CHAIN spec` → `-I CHAIN 1 spec`: new service rules go first, so the

@@ -25,9 +25,13 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Repetitions of the one-endpoint change.") var repeats = 5
     @Option(help: "Write the markdown results here too.") var out: String?
     @Option(help: "The switchyard binary, for the memory figure.") var switchyard: String?
+    @Option(help: "The iptables to measure with and against: system (whatever iptables-restore is here), legacy or nft.")
+    var iptablesBackend = "system"
 
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
+        let shims = try Self.selectIPTables(iptablesBackend)
+        defer { if let shims { try? FileManager.default.removeItem(atPath: shims) } }
         var report = "| figure | measured | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n"
         let (svcs, slices) = Self.objects(services: services, endpoints: endpoints)
         var tracker = ChangeTracker(node: NodeInfo(name: "node-a"))
@@ -133,6 +137,25 @@ struct Bench: AsyncParsableCommand {
         let kb = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
         log("peak RSS of the proxy after its first sync: \(kb / 1024) MB")
         return kb
+    }
+
+    /// Puts `iptables`, `iptables-save` and `iptables-restore` of the chosen backend first on
+    /// PATH, for this process and what it starts (the proxy included), as Debian's
+    /// alternatives would. Returns the directory of those links.
+    static func selectIPTables(_ backend: String) throws -> String? {
+        guard backend != "system" else { return nil }
+        guard ["legacy", "nft"].contains(backend) else { throw ValidationError("--iptables-backend: system, legacy or nft") }
+        let multi = "/usr/sbin/xtables-\(backend)-multi"
+        guard FileManager.default.isExecutableFile(atPath: multi) else { throw ValidationError("\(multi) is not installed") }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(backend)-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        for tool in ["iptables", "iptables-save", "iptables-restore"] {
+            try? FileManager.default.removeItem(atPath: dir + "/" + tool)
+            try FileManager.default.createSymbolicLink(atPath: dir + "/" + tool, withDestinationPath: multi)
+        }
+        setenv("PATH", dir + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/sbin:/usr/bin:/sbin:/bin"), 1)
+        log("iptables: \(backend) backend (\(multi))")
+        return dir
     }
 
     static func objects(services: Int, endpoints: Int) -> ([Service], [EndpointSlice]) {

@@ -26,9 +26,13 @@ struct NFTBench: AsyncParsableCommand {
     @Option(help: "Changes per preparatory transaction of a full sync.") var slice = 20_000
     @Flag(help: "Also measure the IPVS mode (needs a kernel with IPVS: run it under netlab/guest here).") var withIpvs = false
     @Flag(help: "Measure the IPVS mode only (implies --with-ipvs; diagnostic).") var onlyIpvs = false
+    @Option(help: "The iptables the iptables mode uses: system (whatever iptables-restore is here), legacy or nft.")
+    var iptablesBackend = "system"
 
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
+        let shims = try Bench.selectIPTables(iptablesBackend)
+        defer { if let shims { try? FileManager.default.removeItem(atPath: shims) } }
         var report = "| figure | nftables mode | iptables mode (same run) | ratio | target |\n|---|---|---|---|---|\n"
         var ipvsResults: [(Int, (full: Double, change: Double, p90: Double))] = []
         for n in services.split(separator: ",").compactMap({ Int($0) }) {

@@ -67,4 +67,6 @@ ssize_t cus_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *p
 ssize_t cus_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local);
 ssize_t cus_recv(int fd, void *buf, size_t len);
 ssize_t cus_send(int fd, const void *buf, size_t len);
+/// malloc_trim(0): hands the C heap's free pages back to the kernel; 1 if any were.
+int cus_heap_trim(void);
 #endif
