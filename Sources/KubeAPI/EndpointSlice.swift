@@ -26,10 +26,20 @@ public struct Endpoint: Codable, Hashable, Sendable {
     public var addresses: [String]
     public var conditions: EndpointConditions?
     public var hostname: String?
-    public var targetRef: ObjectReference?
+    /// Kept behind a reference: nothing here reads it, and inline it made every endpoint
+    /// 56 bytes larger (100,000 endpoints at 10,000 slices).
+    public var targetRef: ObjectReference? {
+        get { _targetRef?.value }
+        set { _targetRef = newValue.map(Boxed.init) }
+    }
+    private var _targetRef: Boxed<ObjectReference>?
     public var nodeName: String?
     public var zone: String?
     public var hints: EndpointHints?
+
+    enum CodingKeys: String, CodingKey {
+        case addresses, conditions, hostname, _targetRef = "targetRef", nodeName, zone, hints
+    }
 
     public init(addresses: [String], conditions: EndpointConditions? = nil, nodeName: String? = nil,
                 zone: String? = nil, hints: EndpointHints? = nil, targetRef: ObjectReference? = nil) {
@@ -114,4 +124,15 @@ public struct CoreEndpointPort: Codable, Hashable, Sendable {
     public var port: Int
     public var `protocol`: String?
     public var appProtocol: String?
+}
+
+/// A value behind one reference, for a field that is large and rarely set: an optional
+/// box costs a pointer where the value itself would be stored inline in every element.
+public final class Boxed<Value: Codable & Hashable & Sendable>: Codable, Hashable, Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+    public required init(from decoder: any Decoder) throws { value = try Value(from: decoder) }
+    public func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+    public static func == (a: Boxed, b: Boxed) -> Bool { a.value == b.value }
+    public func hash(into hasher: inout Hasher) { hasher.combine(value) }
 }

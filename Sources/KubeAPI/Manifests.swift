@@ -118,6 +118,11 @@ public enum ManifestLoader {
         var set = ManifestSet()
         let first = data.first { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d) }
         if first == UInt8(ascii: "{") || first == UInt8(ascii: "[") {
+            // A list is decoded item by item: the decoder's index of a whole 14 MB list of
+            // 20,000 objects would be held at once beside everything decoded from it.
+            if let split = JSONListSplitter.split(data), let set = try? parse(split, data: data, source: source) {
+                return set
+            }
             // JSON: one typed pass with Foundation's decoder; each object decodes by its kind.
             let docs: [JSONDoc]
             do {
@@ -148,6 +153,20 @@ public enum ManifestLoader {
             docIndex += 1
             if case .scalar = node { continue }  // an empty document
             add(yaml: node, at: ManifestLocation(source: source, document: docIndex), into: &set)
+        }
+        return set
+    }
+
+    /// A JSON list decoded one item at a time (throws if any item is not an object; the
+    /// caller then decodes the whole text for the decoder's own error).
+    static func parse(_ split: JSONListSplitter.Split, data: Data, source: String) throws -> ManifestSet {
+        var set = ManifestSet()
+        let decoder = JSONDecoder()
+        for (j, r) in split.items.enumerated() {
+            let doc = try decoder.decode(JSONDoc.self, from: data.subdata(in: r))
+            var loc = ManifestLocation(source: source, document: split.topLevelArray ? j + 1 : 1)
+            if !split.topLevelArray { loc.item = j + 1 }
+            doc.file(at: loc, into: &set)
         }
         return set
     }
@@ -290,5 +309,139 @@ struct JSONDoc: Decodable {
             return
         }
         ManifestLoader.decode(kind: kind, name: name, at: loc, into: &set) { _ in try decoded.get() }
+    }
+}
+
+/// Finds the items of a JSON list without decoding it: the elements of a top-level array, or
+/// of the `items` array of a top-level object whose `kind` is `List` or `…List`. Only the
+/// structure is scanned (strings, nesting); anything unexpected gives nil and the text is
+/// decoded whole instead.
+enum JSONListSplitter {
+    struct Split {
+        var topLevelArray: Bool
+        var items: [Range<Int>]
+    }
+
+    static func split(_ data: Data) -> Split? {
+        data.withUnsafeBytes { raw -> Split? in
+            let b = raw.bindMemory(to: UInt8.self)
+            var i = 0
+            skipSpace(b, &i)
+            guard i < b.count else { return nil }
+            if b[i] == UInt8(ascii: "[") {
+                guard let items = elements(b, &i) else { return nil }
+                skipSpace(b, &i)
+                return i == b.count ? Split(topLevelArray: true, items: items) : nil
+            }
+            guard b[i] == UInt8(ascii: "{") else { return nil }
+            i += 1
+            var kind: String?
+            var items: [Range<Int>]?
+            while true {
+                skipSpace(b, &i)
+                guard i < b.count else { return nil }
+                if b[i] == UInt8(ascii: "}") { i += 1; break }
+                guard b[i] == UInt8(ascii: "\""), let key = string(b, &i) else { return nil }
+                skipSpace(b, &i)
+                guard i < b.count, b[i] == UInt8(ascii: ":") else { return nil }
+                i += 1
+                skipSpace(b, &i)
+                guard i < b.count else { return nil }
+                if key == "items" && b[i] == UInt8(ascii: "[") {
+                    guard let e = elements(b, &i) else { return nil }
+                    items = e
+                } else if key == "kind" && b[i] == UInt8(ascii: "\"") {
+                    guard let k = string(b, &i) else { return nil }
+                    kind = k
+                } else if !skipValue(b, &i) {
+                    return nil
+                }
+                skipSpace(b, &i)
+                guard i < b.count else { return nil }
+                if b[i] == UInt8(ascii: ",") { i += 1; continue }
+                if b[i] == UInt8(ascii: "}") { i += 1; break }
+                return nil
+            }
+            skipSpace(b, &i)
+            guard i == b.count, let items, let kind, ManifestLoader.isList(kind: kind, hasItems: true) else { return nil }
+            return Split(topLevelArray: false, items: items)
+        }
+    }
+
+    private static func skipSpace(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) {
+        while i < b.count, b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0a || b[i] == 0x0d { i += 1 }
+    }
+
+    /// A string at `i` (its raw bytes, escapes kept); `i` ends after the closing quote.
+    private static func string(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> String? {
+        let start = i + 1
+        guard skipString(b, &i) else { return nil }
+        return String(decoding: UnsafeBufferPointer(rebasing: b[start..<(i - 1)]), as: UTF8.self)
+    }
+
+    private static func skipString(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> Bool {
+        i += 1
+        while i < b.count {
+            switch b[i] {
+            case UInt8(ascii: "\\"): i += 2
+            case UInt8(ascii: "\""): i += 1; return true
+            default: i += 1
+            }
+        }
+        return false
+    }
+
+    /// Any value; containers by their brackets, strings by their quotes.
+    private static func skipValue(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> Bool {
+        guard i < b.count else { return false }
+        switch b[i] {
+        case UInt8(ascii: "\""):
+            return skipString(b, &i)
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            var depth = 0
+            while i < b.count {
+                switch b[i] {
+                case UInt8(ascii: "\""):
+                    guard skipString(b, &i) else { return false }
+                    continue
+                case UInt8(ascii: "{"), UInt8(ascii: "["): depth += 1
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    depth -= 1
+                    if depth == 0 { i += 1; return true }
+                default: break
+                }
+                i += 1
+            }
+            return false
+        default:
+            // A literal or a number; the decoder checks numbers closely only where items are decoded.
+            let start = i
+            while i < b.count, !(b[i] == UInt8(ascii: ",") || b[i] == UInt8(ascii: "}") || b[i] == UInt8(ascii: "]")
+                                 || b[i] == 0x20 || b[i] == 0x09 || b[i] == 0x0a || b[i] == 0x0d) { i += 1 }
+            let token = UnsafeBufferPointer(rebasing: b[start..<i])
+            if token.elementsEqual("true".utf8) || token.elementsEqual("false".utf8) || token.elementsEqual("null".utf8) { return true }
+            return !token.isEmpty && token.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "+")
+                || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "e") || $0 == UInt8(ascii: "E") }
+        }
+    }
+
+    /// The elements of the array at `i`; `i` ends after its `]`.
+    private static func elements(_ b: UnsafeBufferPointer<UInt8>, _ i: inout Int) -> [Range<Int>]? {
+        i += 1
+        var out: [Range<Int>] = []
+        skipSpace(b, &i)
+        if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return out }
+        while i < b.count {
+            skipSpace(b, &i)
+            let start = i
+            guard skipValue(b, &i) else { return nil }
+            out.append(start..<i)
+            skipSpace(b, &i)
+            guard i < b.count else { return nil }
+            if b[i] == UInt8(ascii: ",") { i += 1; continue }
+            if b[i] == UInt8(ascii: "]") { i += 1; return out }
+            return nil
+        }
+        return nil
     }
 }

@@ -7,8 +7,12 @@ import KubeAPI
 public struct ChangeTracker: Sendable {
     public let family: IPFamily
     public private(set) var node: NodeInfo
-    private var services: [NamespacedName: Service] = [:]
-    private var slices: [NamespacedName: EndpointSlice] = [:]
+    /// Per Service, only what the proxy uses of it: its ports for this family, computed once on
+    /// arrival (empty for an ExternalName Service or one without an address of this family).
+    private var services: [NamespacedName: [ServicePortInfo]] = [:]
+    /// Per EndpointSlice, only what endpoint selection reads (10,000 decoded slices of 10
+    /// endpoints each take about three times the room).
+    private var slices: [NamespacedName: SliceEntry] = [:]
     private var slicesByService: [NamespacedName: Set<NamespacedName>] = [:]
     private var portsByService: [NamespacedName: [ServicePortName]] = [:]
     private var endpointKeysByService: [NamespacedName: [ServicePortName]] = [:]
@@ -31,8 +35,9 @@ public struct ChangeTracker: Sendable {
     /// Add or update a Service (nil `service` with `old` deletes).
     public mutating func update(service: Service) {
         let key = service.namespacedName
-        if services[key] != service {
-            services[key] = service
+        let infos = Self.servicePorts(of: service, family: family)
+        if services[key] != infos {
+            services[key] = infos
             dirty.insert(key)
         }
     }
@@ -41,8 +46,9 @@ public struct ChangeTracker: Sendable {
         if services.removeValue(forKey: key) != nil { dirty.insert(key) }
     }
 
-    public mutating func update(slice: EndpointSlice) {
-        let key = NamespacedName(namespace: slice.metadata.namespace ?? "default", name: slice.metadata.name ?? "")
+    public mutating func update(slice object: EndpointSlice) {
+        let key = NamespacedName(namespace: object.metadata.namespace ?? "default", name: object.metadata.name ?? "")
+        let slice = SliceEntry(object, node: node.name)
         if let old = slices[key] {
             if old == slice { return }
             if let svc = old.serviceName { markSliceService(NamespacedName(namespace: key.namespace, name: svc), key, remove: true) }
@@ -68,6 +74,9 @@ public struct ChangeTracker: Sendable {
 
     public mutating func update(node newNode: NodeInfo) {
         if newNode != node {
+            if newNode.name != node.name {
+                for k in Array(slices.keys) { slices[k]!.localize(node: newNode.name) }
+            }
             node = newNode
             nodeChanged = true
         }
@@ -101,18 +110,37 @@ public struct ChangeTracker: Sendable {
     /// only what differs is marked changed.
     public mutating func replaceAll(services newServices: [Service], slices newSlices: [EndpointSlice],
                                     serviceCIDRs: [ServiceCIDR] = []) {
-        let newSvcKeys = Set(newServices.map(\.namespacedName))
-        for k in services.keys where !newSvcKeys.contains(k) { delete(service: k) }
-        for s in newServices { update(service: s) }
         let newSliceKeys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
         for k in slices.keys where !newSliceKeys.contains(k) { delete(slice: k) }
         for s in newSlices { update(slice: s) }
+        replaceAllButSlices(services: newServices, serviceCIDRs: serviceCIDRs)
+    }
+
+    private mutating func replaceAllButSlices(services newServices: [Service], serviceCIDRs: [ServiceCIDR]) {
+        let newSvcKeys = Set(newServices.map(\.namespacedName))
+        for k in services.keys where !newSvcKeys.contains(k) { delete(service: k) }
+        for s in newServices { update(service: s) }
         let names = Set(serviceCIDRs.map { $0.metadata.name ?? "" })
         for k in serviceCIDRObjects.keys where !names.contains(k) { delete(serviceCIDR: k) }
         for c in serviceCIDRs {
             let cidrs = (c.spec.cidrs ?? []).compactMap { CIDR($0)?.network }.filter { $0.family == family }
             if serviceCIDRObjects[c.metadata.name ?? ""] != cidrs { update(serviceCIDR: c) }
         }
+    }
+
+    /// As `replaceAll`, taking the slices out of `slices` one by one as they are read, so
+    /// the decoded objects are freed while the tracker's own, smaller entries are built (at
+    /// 10,000 slices the two together would be the proxy's peak). The last slice of a name wins.
+    public mutating func replaceAll(services newServices: [Service], draining slices: inout [EndpointSlice],
+                                    serviceCIDRs: [ServiceCIDR] = []) {
+        let newSliceKeys = Set(slices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
+        for k in self.slices.keys where !newSliceKeys.contains(k) { delete(slice: k) }
+        var seen = Set<NamespacedName>()
+        while let s = slices.popLast() {
+            let key = NamespacedName(namespace: s.metadata.namespace ?? "default", name: s.metadata.name ?? "")
+            if seen.insert(key).inserted { update(slice: s) }
+        }
+        replaceAllButSlices(services: newServices, serviceCIDRs: serviceCIDRs)
     }
 
     // MARK: snapshots
@@ -131,8 +159,7 @@ public struct ChangeTracker: Sendable {
             for old in endpointKeysByService[key] ?? [] { snap.endpoints[old] = nil }
             portsByService[key] = nil
             endpointKeysByService[key] = nil
-            if let svc = services[key] {
-                let infos = Self.servicePorts(of: svc, family: family)
+            if let infos = services[key] {
                 for i in infos { snap.servicePorts[i.name] = i }
                 if !infos.isEmpty { portsByService[key] = infos.map(\.name) }
             }
@@ -205,37 +232,80 @@ public struct ChangeTracker: Sendable {
     }
 
     /// Upstream's endpoint slice cache: merge the service's slices of this family,
-    /// one endpoint per first address, deduplicated, sorted by `ip:port`.
+    /// one endpoint per first address, deduplicated, sorted by `ip:port`. A service with one
+    /// slice (the common case) shares that slice's lists: the snapshot holds no copy of them.
     private func endpoints(for svc: NamespacedName) -> [ServicePortName: [EndpointInfo]] {
         guard let names = slicesByService[svc] else { return [:] }
+        var out: [ServicePortName: [EndpointInfo]] = [:]
+        if names.count == 1 {
+            guard let slice = slices[names.first!], slice.addressType == family.rawValue else { return [:] }
+            for (k, v) in slice.ports where !v.isEmpty { out[ServicePortName(service: svc, port: k.name, proto: k.proto)] = v }
+            return out
+        }
         var byPort: [ServicePortName: [String: EndpointInfo]] = [:]
         for sliceName in names.sorted() {
             guard let slice = slices[sliceName], slice.addressType == family.rawValue else { continue }
-            for p in slice.ports ?? [] {
-                guard let portNum = p.port else { continue }
-                let proto = L4Protocol(rawValue: p.protocol ?? "TCP") ?? .tcp
-                let spn = ServicePortName(service: svc, port: p.name ?? "", proto: proto)
+            for (k, eps) in slice.ports {
+                let spn = ServicePortName(service: svc, port: k.name, proto: k.proto)
                 var set = byPort[spn] ?? [:]
-                for ep in slice.endpoints ?? [] {
-                    guard let addr = ep.addresses.first else { continue }
-                    let ready = ep.conditions?.ready ?? true
-                    let serving = ep.conditions?.serving ?? ready
-                    let terminating = ep.conditions?.terminating ?? false
-                    let info = EndpointInfo(
-                        ip: addr, port: portNum, ready: ready, serving: serving, terminating: terminating,
-                        isLocal: ep.nodeName != nil && ep.nodeName == node.name, nodeName: ep.nodeName, zone: ep.zone,
-                        zoneHints: Set(ep.hints?.forZones?.map(\.name) ?? []),
-                        nodeHints: Set(ep.hints?.forNodes?.map(\.name) ?? []))
-                    // Upstream prefers the copy that is ready when slices disagree.
-                    if let existing = set[info.endpoint], existing.ready && !info.ready { continue }
-                    set[info.endpoint] = info
-                }
+                for info in eps { SliceEntry.merge(info, into: &set) }
                 byPort[spn] = set
             }
         }
-        var out: [ServicePortName: [EndpointInfo]] = [:]
         for (k, v) in byPort where !v.isEmpty { out[k] = v.values.sorted() }
         return out
+    }
+}
+
+/// What endpoint selection reads of an EndpointSlice: per port, its endpoints as the
+/// snapshot carries them (upstream's defaults applied, one per first address, deduplicated
+/// preferring a ready copy, sorted by `ip:port`). A port without a number and an endpoint
+/// without an address are left out, as the endpoint slice cache leaves them out.
+struct SliceEntry: Equatable, Sendable {
+    struct PortKey: Hashable, Sendable {
+        var name: String
+        var proto: L4Protocol
+    }
+
+    var serviceName: String?
+    var addressType: String
+    var ports: [PortKey: [EndpointInfo]]
+
+    init(_ slice: EndpointSlice, node: String) {
+        serviceName = slice.serviceName
+        addressType = slice.addressType
+        var byPort: [PortKey: [String: EndpointInfo]] = [:]
+        for p in slice.ports ?? [] {
+            guard let portNum = p.port else { continue }
+            let key = PortKey(name: p.name ?? "", proto: L4Protocol(rawValue: p.protocol ?? "TCP") ?? .tcp)
+            var set = byPort[key] ?? [:]
+            for ep in slice.endpoints ?? [] {
+                guard let addr = ep.addresses.first else { continue }
+                let ready = ep.conditions?.ready ?? true
+                let info = EndpointInfo(
+                    ip: addr, port: portNum, ready: ready, serving: ep.conditions?.serving ?? ready,
+                    terminating: ep.conditions?.terminating ?? false,
+                    isLocal: ep.nodeName != nil && ep.nodeName == node, nodeName: ep.nodeName, zone: ep.zone,
+                    zoneHints: Set(ep.hints?.forZones?.map(\.name) ?? []),
+                    nodeHints: Set(ep.hints?.forNodes?.map(\.name) ?? []))
+                Self.merge(info, into: &set)
+            }
+            byPort[key] = set
+        }
+        ports = byPort.mapValues { $0.values.sorted() }
+    }
+
+    /// Upstream prefers the copy that is ready when slices (or one slice) disagree.
+    static func merge(_ info: EndpointInfo, into set: inout [String: EndpointInfo]) {
+        if let existing = set[info.endpoint], existing.ready && !info.ready { return }
+        set[info.endpoint] = info
+    }
+
+    /// `isLocal` for another node name.
+    mutating func localize(node: String) {
+        for k in Array(ports.keys) {
+            ports[k] = ports[k]!.map { var e = $0; e.isLocal = e.nodeName != nil && e.nodeName == node; return e }
+        }
     }
 }
 

@@ -30,10 +30,21 @@ public struct CommandRunner: Sendable {
         try run(args, inputParts: input.map { [$0] }, check: check, timeout: timeout)
     }
 
+    /// A piece of a program's input: text, or a file's contents.
+    public enum InputPart: Sendable {
+        case text(String)
+        case file(String)
+    }
+
     /// As `run(_:input:…)`, with stdin the concatenation of `inputParts`, written part by
     /// part: a large input (a 30 MB ruleset) is never copied whole.
     @discardableResult
     public func run(_ args: [String], inputParts: [String]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
+        try run(args, input: inputParts?.map(InputPart.text), check: check, timeout: timeout)
+    }
+
+    @discardableResult
+    public func run(_ args: [String], input inputParts: [InputPart]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
         var argv = args
         if let netns { argv = ["ip", "netns", "exec", netns] + args }
         let p = Process()
@@ -88,24 +99,94 @@ extension CommandRunner {
         var description: String { "\(path): \(String(cString: strerror(errno)))" }
     }
 
-    /// Writes each part's UTF-8 bytes in place (no copy of the whole) to a new file.
-    static func write(_ parts: [String], to path: String) throws {
+    /// Writes each part to a new file: text as its UTF-8 bytes in place (no copy of the
+    /// whole), a file's contents copied by the kernel.
+    static func write(_ parts: [InputPart], to path: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw WriteError(path: path, errno: errno) }
         defer { close(fd) }
-        for var part in parts {
-            try part.withUTF8 { buf in
-                var off = 0
-                while off < buf.count {
-                    let n = Foundation.write(fd, buf.baseAddress! + off, buf.count - off)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw WriteError(path: path, errno: errno)
-                    }
-                    off += n
+        for part in parts {
+            switch part {
+            case .text(var text):
+                try text.withUTF8 { try writeAll(fd, UnsafeRawBufferPointer($0), path: path) }
+            case .file(let source):
+                let src = open(source, O_RDONLY | O_CLOEXEC)
+                guard src >= 0 else { throw WriteError(path: source, errno: errno) }
+                defer { close(src) }
+                var buf = [UInt8](repeating: 0, count: 1 << 16)
+                while true {
+                    let n = buf.withUnsafeMutableBytes { read(src, $0.baseAddress!, $0.count) }
+                    if n < 0 { if errno == EINTR { continue }; throw WriteError(path: source, errno: errno) }
+                    if n == 0 { break }
+                    try buf.withUnsafeBytes { try writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[..<n]), path: path) }
                 }
             }
         }
+    }
+
+    static func writeAll(_ fd: Int32, _ buf: UnsafeRawBufferPointer, path: String) throws {
+        var off = 0
+        while off < buf.count {
+            let n = Foundation.write(fd, buf.baseAddress! + off, buf.count - off)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw WriteError(path: path, errno: errno)
+            }
+            off += n
+        }
+    }
+}
+
+/// Text appended piece by piece that stays in memory, or, given a file, goes to it in
+/// blocks of a megabyte: a full ruleset of 10,000 services (30 MB) need not be held whole.
+public final class Spool {
+    public let path: String?
+    private var buffer = ""
+    private var fd: Int32 = -1
+    private var failure: Int32 = 0
+
+    /// In memory.
+    public init() { path = nil }
+
+    /// Into a new file at `path` (removed by the caller).
+    public init(file path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CommandRunner.WriteError(path: path, errno: errno) }
+        buffer.reserveCapacity(1 << 20 + 1 << 16)
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    public static func += (s: Spool, text: String) { s.append(text) }
+
+    public func append(_ text: String) {
+        buffer += text
+        if fd >= 0 && buffer.utf8.count >= 1 << 20 { flush() }
+    }
+
+    public func reserveCapacity(_ n: Int) { if fd < 0 { buffer.reserveCapacity(n) } }
+
+    private func flush() {
+        guard failure == 0 else { buffer.removeAll(keepingCapacity: true); return }
+        do {
+            try buffer.withUTF8 { try CommandRunner.writeAll(fd, UnsafeRawBufferPointer($0), path: path ?? "") }
+        } catch let e as CommandRunner.WriteError {
+            failure = e.errno
+        } catch {
+            failure = EIO
+        }
+        buffer.removeAll(keepingCapacity: true)
+    }
+
+    /// What was appended, as an input part: the text, or the file once everything is in it.
+    public func finish() throws -> CommandRunner.InputPart {
+        guard fd >= 0, let path else { return .text(buffer) }
+        flush()
+        close(fd)
+        fd = -1
+        if failure != 0 { throw CommandRunner.WriteError(path: path, errno: failure) }
+        return .file(path)
     }
 }
 

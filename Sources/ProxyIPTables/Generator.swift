@@ -215,35 +215,41 @@ struct Generator {
             }
             out += "-A \(n.fw) -m comment --comment \"other traffic to \(name) will be dropped by KUBE-PROXY-FIREWALL\"\n"
         }
+        // Each endpoint's chain name once (a hash): the service chains jump to the same ones.
+        var sepNames: [String: String] = [:]
+        sepNames.reserveCapacity(cat.allReachable.count)
+        for ep in cat.allReachable { sepNames[ep.endpoint] = n.endpointChain(ep) }
+        func sepName(_ ep: EndpointInfo) -> String { sepNames[ep.endpoint] ?? n.endpointChain(ep) }
         if usesClusterChain {
             r.chains.append(n.svc)
-            writeServiceToEndpoint(&out, names: n, info: info, chain: n.svc, endpoints: cat.cluster)
+            writeServiceToEndpoint(&out, names: n, info: info, chain: n.svc, endpoints: cat.cluster, sepName: sepName)
         }
         if usesLocalChain {
             r.chains.append(n.svl)
-            writeServiceToEndpoint(&out, names: n, info: info, chain: n.svl, endpoints: cat.local)
+            writeServiceToEndpoint(&out, names: n, info: info, chain: n.svl, endpoints: cat.local, sepName: sepName)
         }
         for ep in cat.allReachable {
-            let sep = n.endpointChain(ep)
+            let sep = sepName(ep)
             r.chains.append(sep)
-            var head = "-A \(sep)"
-            if !largeCluster { head += " -m comment --comment \(name)" }
-            out += "\(head) -s \(ep.ip) -j KUBE-MARK-MASQ\n"
-            if info.sessionAffinityClientIP {
-                head += " -m recent --name \(sep) --set"
-            }
-            out += "\(head) \(pm) -j DNAT --to-destination \(ep.endpoint)\n"
+            // Appended piece by piece: these two lines per endpoint are most of a large ruleset.
+            out += "-A "; out += sep
+            if !largeCluster { out += " -m comment --comment "; out += name }
+            out += " -s "; out += ep.ip; out += " -j KUBE-MARK-MASQ\n"
+            out += "-A "; out += sep
+            if !largeCluster { out += " -m comment --comment "; out += name }
+            if info.sessionAffinityClientIP { out += " -m recent --name "; out += sep; out += " --set" }
+            out += " "; out += pm; out += " -j DNAT --to-destination "; out += ep.endpoint; out += "\n"
         }
         r.chainRules = out
         return r
     }
 
     private mutating func writeServiceToEndpoint(_ out: inout String, names n: ServiceChainNames, info: ServicePortInfo,
-                                                 chain: String, endpoints: [EndpointInfo]) {
+                                                 chain: String, endpoints: [EndpointInfo], sepName: (EndpointInfo) -> String) {
         let name = n.nameString
         if info.sessionAffinityClientIP {
             for ep in endpoints {
-                let sep = n.endpointChain(ep)
+                let sep = sepName(ep)
                 out += "-A \(chain)"
                 if !largeCluster { out += " -m comment --comment \"\(name) -> \(ep.endpoint)\"" }
                 out += " -m recent --name \(sep) --rcheck --seconds \(info.stickyMaxAgeSeconds) --reap -j \(sep)\n"
@@ -251,13 +257,12 @@ struct Generator {
         }
         let count = endpoints.count
         for (i, ep) in endpoints.enumerated() {
-            let sep = n.endpointChain(ep)
-            out += "-A \(chain)"
-            if !largeCluster { out += " -m comment --comment \"\(name) -> \(ep.endpoint)\"" }
+            out += "-A "; out += chain
+            if !largeCluster { out += " -m comment --comment \""; out += name; out += " -> "; out += ep.endpoint; out += "\"" }
             if i < count - 1 {
-                out += " -m statistic --mode random --probability \(probability(count - i))"
+                out += " -m statistic --mode random --probability "; out += probability(count - i)
             }
-            out += " -j \(sep)\n"
+            out += " -j "; out += sepName(ep); out += "\n"
         }
     }
 

@@ -5,8 +5,8 @@ import ProxyCore
 public protocol IPTablesInterface: Sendable {
     /// `iptables-restore --noflush --counters -w`: applies `input` atomically per table.
     func restore(_ input: String) throws
-    /// The same with the input in parts, concatenated.
-    func restore(parts: [String]) throws
+    /// The same with the input in parts (text, or a file's contents), concatenated.
+    func restore(input: [CommandRunner.InputPart]) throws
     /// `iptables-save` of the given tables.
     func save(tables: [String]) throws -> String
     /// Whether `chain` exists in `table` (`iptables -S`).
@@ -14,7 +14,16 @@ public protocol IPTablesInterface: Sendable {
 }
 
 extension IPTablesInterface {
-    public func restore(parts: [String]) throws { try restore(parts.joined()) }
+    public func restore(input: [CommandRunner.InputPart]) throws {
+        var text = ""
+        for p in input {
+            switch p {
+            case .text(let t): text += t
+            case .file(let f): text += try String(contentsOfFile: f, encoding: .utf8)
+            }
+        }
+        try restore(text)
+    }
 }
 
 /// An `iptables-save` read into tables: the chains each declares and its rules in order, with
@@ -53,10 +62,10 @@ public struct SystemIPTables: IPTablesInterface {
     public var runner: CommandRunner
     public init(runner: CommandRunner = CommandRunner()) { self.runner = runner }
 
-    public func restore(_ input: String) throws { try restore(parts: [input]) }
+    public func restore(_ input: String) throws { try restore(input: [.text(input)]) }
 
-    public func restore(parts: [String]) throws {
-        try runner.run(["iptables-restore", "-w", "5", "--noflush", "--counters"], inputParts: parts)
+    public func restore(input: [CommandRunner.InputPart]) throws {
+        try runner.run(["iptables-restore", "-w", "5", "--noflush", "--counters"], input: input)
     }
 
     public func save(tables: [String]) throws -> String {

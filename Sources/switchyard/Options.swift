@@ -162,7 +162,6 @@ func feed(_ set: ManifestSet, config: ProxyConfig, into tracker: inout ChangeTra
     let services = ManifestInput.prepare(set, serviceCIDR: config.serviceCIDRs.first ?? ManifestInput.defaultServiceCIDR)
     tracker.update(node: ManifestInput.node(named: config.hostname, in: set, ips: config.nodeIPs))
     tracker.replaceAll(services: services, slices: set.endpointSlices, serviceCIDRs: set.serviceCIDRs)
-    HeapTrim.releaseFreePages()
 }
 
 func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {

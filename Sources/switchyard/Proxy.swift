@@ -156,6 +156,25 @@ struct ManifestWatcher: ServiceLifecycle.Service {
         return s
     }
 
+    /// The slices move into the tracker one by one (see `ChangeTracker.replaceAll(services:draining:)`).
+    private final class Slices: @unchecked Sendable {
+        var list: [EndpointSlice]
+        init(_ list: [EndpointSlice]) { self.list = list }
+    }
+
+    private func load() async throws {
+        var set = try loadManifests(paths, logger: logger)
+        let services = ManifestInput.prepare(set, serviceCIDR: config.serviceCIDRs.first ?? ManifestInput.defaultServiceCIDR)
+        let node = ManifestInput.node(named: config.hostname, in: set, ips: config.nodeIPs)
+        let cidrs = set.serviceCIDRs
+        let slices = Slices(set.endpointSlices)
+        set = ManifestSet()   // the box holds the only reference to the slices now
+        await runner.update {
+            $0.update(node: node)
+            $0.replaceAll(services: services, draining: &slices.list, serviceCIDRs: cidrs)
+        }
+    }
+
     func run() async throws {
         var last = ""
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -163,12 +182,12 @@ struct ManifestWatcher: ServiceLifecycle.Service {
             if fp != last {
                 last = fp
                 do {
-                    let set = try loadManifests(paths, logger: logger)
-                    let cfg = config
-                    await runner.update { feed(set, config: cfg, into: &$0) }
+                    try await load()
                 } catch {
                     logger.error("cannot load manifests, keeping the current rules: \(error)")
                 }
+                // The decoded objects are gone now that the tracker has what it needs of them.
+                HeapTrim.releaseFreePages()
             }
             try? await Task.sleep(for: .milliseconds(250))
         }

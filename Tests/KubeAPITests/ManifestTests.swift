@@ -49,6 +49,31 @@ import Testing
         #expect(set.services.first?.spec.ports?.first?.targetPort == .int(6443))
     }
 
+    /// A list is decoded item by item; the result, and what is reported, match decoding it whole.
+    @Test func jsonListsItemByItemMatchWholeDecoding() throws {
+        let svc = #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s","annotations":{"a":"}]\\\"{["}},"spec":{"ports":[{"port":80}]}}"#
+        let bad = #"{"apiVersion":"v1","kind":"Service","metadata":{"name":"bad"},"spec":{"ports":[{"port":0}]}}"#
+        let slice = #"{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice","metadata":{"name":"s-1","labels":{"kubernetes.io/service-name":"s"}},"addressType":"IPv4","endpoints":[{"addresses":["10.0.0.1"]}],"ports":[{"port":8080}]}"#
+        let list = "{\"apiVersion\": \"v1\", \"metadata\": {}, \"kind\": \"List\",\n \"items\": [ \(svc), \(bad),\n\(slice) ], \"extra\": [1, true, null, -2.5e3]}\n"
+        let split = try #require(JSONListSplitter.split(Data(list.utf8)))
+        #expect(split.items.count == 3 && !split.topLevelArray)
+        let set = try ManifestLoader.parse(data: Data(list.utf8), source: "l.json")
+        #expect(set.services.map(\.metadata.name) == ["s"])
+        #expect(set.services.first?.metadata.annotations?["a"] == "}]\\\"{[")
+        #expect(set.endpointSlices.map(\.serviceName) == ["s"])
+        #expect(set.issues.map(\.location.description) == ["l.json: document 1, item 2"])
+        // A top-level array: each element is a document.
+        let array = "[\(svc),\(slice)]"
+        #expect(JSONListSplitter.split(Data(array.utf8))?.topLevelArray == true)
+        let set2 = try ManifestLoader.parse(data: Data(array.utf8), source: "a.json")
+        #expect(set2.services.count == 1 && set2.endpointSlices.count == 1)
+        // Not a list, or not well formed: decoded whole, and a syntax error is still one.
+        #expect(JSONListSplitter.split(Data(svc.utf8)) == nil)
+        #expect(JSONListSplitter.split(Data("{\"kind\":\"List\",\"items\":[\(svc)],\"x\":tru}".utf8)) == nil)
+        #expect(throws: ManifestError.self) { try ManifestLoader.parse(data: Data("{\"kind\":\"List\",\"items\":[\(svc)],\"x\":tru}".utf8), source: "b.json") }
+        #expect(throws: ManifestError.self) { try ManifestLoader.parse(data: Data("[\(svc), 3]".utf8), source: "c.json") }
+    }
+
     @Test(arguments: [
         ("spec: {clusterIP: 10.96.0.300, ports: [{port: 80}]}", "spec.clusterIP"),
         ("spec: {ports: [{port: 0}]}", "spec.ports[0].port"),

@@ -86,6 +86,73 @@ func info(_ etpLocal: Bool = false, itpLocal: Bool = false, nodePort: Int = 0) -
         #expect(snap.servicePorts.isEmpty)
     }
 
+    /// Several slices of one service merge as upstream's cache merges them: one endpoint per
+    /// address and port, the ready copy preferred, sorted as strings; a node rename moves `isLocal`.
+    @Test func slicesMergeAndNodeRenamesRelocalize() {
+        var t = ChangeTracker(node: NodeInfo(name: "n1"))
+        t.update(service: Service(metadata: ObjectMeta(name: "a", namespace: "ns"),
+                                  spec: ServiceSpec(clusterIP: "10.96.0.1", ports: [ServicePort(name: "p", port: 80)])))
+        func slice(_ name: String, _ eps: [Endpoint]) -> EndpointSlice {
+            EndpointSlice(metadata: ObjectMeta(name: name, namespace: "ns", labels: [EndpointSlice.serviceNameLabel: "a"]),
+                          endpoints: eps, ports: [EndpointPort(name: "p", port: 8080)])
+        }
+        let notReady = EndpointConditions(ready: false)
+        t.update(slice: slice("a-1", [Endpoint(addresses: ["10.0.0.3"], nodeName: "n2"),
+                                      Endpoint(addresses: ["10.0.0.2"], conditions: notReady, nodeName: "n1")]))
+        t.update(slice: slice("a-2", [Endpoint(addresses: ["10.0.0.3"], conditions: notReady, nodeName: "n2"),
+                                      Endpoint(addresses: ["10.0.0.2"], nodeName: "n1"),
+                                      Endpoint(addresses: ["10.0.0.10"], nodeName: "n2")]))
+        var (snap, _) = t.snapshot()
+        let key = ServicePortName(service: NamespacedName(namespace: "ns", name: "a"), port: "p", proto: .tcp)
+        var eps = snap.endpoints[key] ?? []
+        #expect(eps.map(\.endpoint) == ["10.0.0.10:8080", "10.0.0.2:8080", "10.0.0.3:8080"])
+        #expect(eps.allSatisfy { $0.ready }, "a ready copy wins over a not-ready one, whichever slice has it")
+        #expect(eps.filter(\.isLocal).map(\.ip) == ["10.0.0.2"])
+        t.update(node: NodeInfo(name: "n2"))
+        (snap, _) = t.snapshot()
+        eps = snap.endpoints[key] ?? []
+        #expect(eps.filter(\.isLocal).map(\.ip) == ["10.0.0.10", "10.0.0.3"])
+        // Down to one slice: its endpoints alone.
+        t.delete(slice: NamespacedName(namespace: "ns", name: "a-2"))
+        (snap, _) = t.snapshot()
+        eps = snap.endpoints[key] ?? []
+        #expect(eps.map(\.endpoint) == ["10.0.0.2:8080", "10.0.0.3:8080"])
+        #expect(eps.map(\.ready) == [false, true])
+        #expect(eps.map(\.isLocal) == [false, true])
+    }
+
+    @Test func changesThatDoNotReachTheRulesAreNotSyncs() {
+        var t = ChangeTracker(node: NodeInfo(name: "n1"))
+        var s = Service(metadata: ObjectMeta(name: "a", namespace: "ns"),
+                        spec: ServiceSpec(clusterIP: "10.96.0.1", ports: [ServicePort(port: 80)]))
+        var slice = EndpointSlice(metadata: ObjectMeta(name: "a-1", namespace: "ns", labels: [EndpointSlice.serviceNameLabel: "a"]),
+                                  endpoints: [Endpoint(addresses: ["10.0.0.2"], nodeName: "n1")], ports: [EndpointPort(port: 8080)])
+        t.update(service: s)
+        t.update(slice: slice)
+        _ = t.snapshot()
+        // A label, an annotation, a new resourceVersion: nothing the proxy uses.
+        s.metadata.labels = ["team": "x"]
+        s.metadata.resourceVersion = "42"
+        slice.metadata.annotations = ["note": "y"]
+        slice.endpoints![0].hostname = "pod-a"
+        t.update(service: s)
+        t.update(slice: slice)
+        #expect(!t.hasPendingChanges)
+        var (_, changed) = t.snapshot()
+        #expect(changed == [])
+        // A port number and an endpoint's readiness do.
+        s.spec.ports![0].port = 81
+        t.update(service: s)
+        (_, changed) = t.snapshot()
+        #expect(changed == [NamespacedName(namespace: "ns", name: "a")])
+        slice.endpoints![0].conditions = EndpointConditions(ready: false)
+        t.update(slice: slice)
+        let (snap, changed2) = t.snapshot()
+        #expect(changed2 == [NamespacedName(namespace: "ns", name: "a")])
+        #expect(snap.endpoints.values.first?.first?.ready == false)
+        #expect(snap.servicePorts.values.first?.port == 81)
+    }
+
     @Test func headlessAndExternalNameAreSkipped() {
         let headless = Service(metadata: ObjectMeta(name: "h", namespace: "ns"), spec: ServiceSpec(clusterIP: "None", ports: [ServicePort(port: 80)]))
         let ext = Service(metadata: ObjectMeta(name: "e", namespace: "ns"), spec: ServiceSpec(type: "ExternalName", ports: [ServicePort(port: 80)]))
