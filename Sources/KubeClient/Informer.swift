@@ -10,6 +10,12 @@ public enum InformerEvent: Sendable {
     case delete(JSONValue)
 }
 
+/// The objects of one list, by reference: whoever holds it last may empty it item by item.
+public final class Listing<Item: Sendable>: @unchecked Sendable {
+    public var items: [Item]
+    public init(_ items: [Item]) { self.items = items }
+}
+
 /// List, then watch from the list's resourceVersion; relist when the server says the version
 /// expired (410), re-watch from the last seen version when a watch ends, and back off
 /// (0.5 s doubling to 30 s) while the server cannot be reached.
@@ -29,6 +35,17 @@ public struct Informer: Sendable {
 
     /// Runs until cancelled, handing every change to `handle` in order.
     public func run(_ handle: @Sendable (InformerEvent) async -> Void) async {
+        await run(mapListed: { $0 }, replace: { await handle(.replace($0.items)) }, watched: handle)
+    }
+
+    /// As `run(_:)`, with each listed object mapped (decoded; nil leaves it out) as its page
+    /// arrives: a relist of 10,000 objects is then never held as parsed JSON all at once.
+    /// `replace` gets the whole mapped list after each (re)list, as the only reference to it, so
+    /// the receiver may take the items out one by one and free each as it goes; `watched` gets
+    /// the upserts and deletions that follow.
+    public func run<Item: Sendable>(mapListed: @Sendable (JSONValue) -> Item?,
+                                    replace: @Sendable (Listing<Item>) async -> Void,
+                                    watched: @Sendable (InformerEvent) async -> Void) async {
         var backoff = 0.5
         var version: String?
         while !Task.isCancelled {
@@ -36,7 +53,7 @@ public struct Informer: Sendable {
                 if version == nil {
                     // In pages, as client-go's reflector lists: no response of every object at once
                     // (its body and its parse) has to fit in memory beside the result.
-                    var items: [JSONValue] = []
+                    var items: [Item] = []
                     var token: String?
                     repeat {
                         var q = ["limit": String(pageSize)]
@@ -45,11 +62,14 @@ public struct Informer: Sendable {
                         guard r.status == 200, let page = r.body["items"]?.array else {
                             throw ClientError(status: r.status, description: "list \(path): \(r.status) \(r.body["message"]?.string ?? "")")
                         }
-                        items += page
+                        items.reserveCapacity(items.count + page.count)
+                        for o in page { if let x = mapListed(o) { items.append(x) } }
                         if token == nil { version = r.body[path: ["metadata", "resourceVersion"]]?.string }
                         token = r.body[path: ["metadata", "continue"]]?.string
                     } while !(token ?? "").isEmpty
-                    await handle(.replace(items))
+                    let listing = Listing(items)
+                    items = []
+                    await replace(listing)
                 }
                 let events = try await client.watch(path, query: ["resourceVersion": version ?? "0", "allowWatchBookmarks": "true",
                                                                   "timeoutSeconds": "300"])
@@ -67,8 +87,8 @@ public struct Informer: Sendable {
                     }
                     if let rv = object[path: ["metadata", "resourceVersion"]]?.string { version = rv }
                     switch type {
-                    case "ADDED", "MODIFIED": await handle(.upsert(object))
-                    case "DELETED": await handle(.delete(object))
+                    case "ADDED", "MODIFIED": await watched(.upsert(object))
+                    case "DELETED": await watched(.delete(object))
                     default: break   // BOOKMARK: the version moved on
                     }
                 }

@@ -12,9 +12,9 @@ public struct APIWatcher: ServiceLifecycle.Service {
     let runner: ProxyRunner
     let logger: Logger
     /// Which kinds have been listed once: the first sync waits for both.
-    let listed = Listed(kinds: 2)
+    let listed = ListedKinds(kinds: 2)
 
-    actor Listed {
+    actor ListedKinds {
         let kinds: Int
         var paths: Set<String> = []
         init(kinds: Int) { self.kinds = kinds }
@@ -55,17 +55,20 @@ public struct APIWatcher: ServiceLifecycle.Service {
     }
 
     /// Feeds one kind into the tracker: a relist replaces them all, an object that does not
-    /// validate is taken out (as if deleted), a deletion deletes.
+    /// validate is taken out (as if deleted), a deletion deletes. Listed objects are decoded
+    /// page by page as they arrive.
     func follow<T: Sendable>(_ path: String, decode: @escaping @Sendable (JSONValue) -> T?,
-                             replace: @escaping @Sendable (inout ChangeTracker, [T]) -> Void,
+                             replace: @escaping @Sendable (inout ChangeTracker, Listing<T>) -> Void,
                              update: @escaping @Sendable (inout ChangeTracker, T) -> Void,
                              delete: @escaping @Sendable (inout ChangeTracker, NamespacedName) -> Void) async {
-        await Informer(client: client, path: path, logger: logger).run { e in
+        await Informer(client: client, path: path, logger: logger).run(mapListed: decode, replace: { list in
+            let ready = await listed.add(path)
+            await runner.update(initializing: ready) { replace(&$0, list) }
+            // The pages' parsed JSON and the decoded objects are gone: return their pages.
+            HeapTrim.releaseFreePages()
+        }, watched: { e in
             switch e {
-            case .replace(let all):
-                let list = all.compactMap(decode)
-                let ready = await listed.add(path)
-                await runner.update(initializing: ready) { replace(&$0, list) }
+            case .replace: break   // lists come to `replace`
             case .upsert(let o):
                 let ready = await listed.all
                 if let x = decode(o) { await runner.update(initializing: ready) { update(&$0, x) } }
@@ -74,17 +77,17 @@ public struct APIWatcher: ServiceLifecycle.Service {
                 let k = Self.key(o)
                 await runner.update(initializing: await listed.all) { delete(&$0, k) }
             }
-        }
+        })
     }
 
     public func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await follow("/api/v1/services", decode: service, replace: { $0.replaceServices($1) },
+                await follow("/api/v1/services", decode: service, replace: { $0.replaceServices($1.items) },
                              update: { $0.update(service: $1) }, delete: { $0.delete(service: $1) })
             }
             group.addTask {
-                await follow("/apis/discovery.k8s.io/v1/endpointslices", decode: slice, replace: { $0.replaceSlices($1) },
+                await follow("/apis/discovery.k8s.io/v1/endpointslices", decode: slice, replace: { $0.replaceSlices(draining: &$1.items) },
                              update: { $0.update(slice: $1) }, delete: { $0.delete(slice: $1) })
             }
             group.addTask {

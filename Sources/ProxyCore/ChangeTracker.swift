@@ -106,6 +106,18 @@ public struct ChangeTracker: Sendable {
         for s in newSlices { update(slice: s) }
     }
 
+    /// As `replaceSlices`, taking the slices out of `slices` one by one as they are read (see
+    /// `replaceAll(services:draining:)`). The last slice of a name wins.
+    public mutating func replaceSlices(draining newSlices: inout [EndpointSlice]) {
+        let keys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
+        for k in slices.keys where !keys.contains(k) { delete(slice: k) }
+        var seen = Set<NamespacedName>()
+        while let s = newSlices.popLast() {
+            let key = NamespacedName(namespace: s.metadata.namespace ?? "default", name: s.metadata.name ?? "")
+            if seen.insert(key).inserted { update(slice: s) }
+        }
+    }
+
     /// Replace everything with the given objects (a relist, or manifests re-read);
     /// only what differs is marked changed.
     public mutating func replaceAll(services newServices: [Service], slices newSlices: [EndpointSlice],
@@ -133,13 +145,7 @@ public struct ChangeTracker: Sendable {
     /// 10,000 slices the two together would be the proxy's peak). The last slice of a name wins.
     public mutating func replaceAll(services newServices: [Service], draining slices: inout [EndpointSlice],
                                     serviceCIDRs: [ServiceCIDR] = []) {
-        let newSliceKeys = Set(slices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
-        for k in self.slices.keys where !newSliceKeys.contains(k) { delete(slice: k) }
-        var seen = Set<NamespacedName>()
-        while let s = slices.popLast() {
-            let key = NamespacedName(namespace: s.metadata.namespace ?? "default", name: s.metadata.name ?? "")
-            if seen.insert(key).inserted { update(slice: s) }
-        }
+        replaceSlices(draining: &slices)
         replaceAllButSlices(services: newServices, serviceCIDRs: serviceCIDRs)
     }
 

@@ -67,7 +67,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// The restore input a full sync on a fresh node writes.
     public func render(_ snapshot: ProxySnapshot) -> String {
         // In memory, the spool cannot fail.
-        (try? plan(snapshot, changed: nil, existing: Existing(), spool: Spool()))?.input ?? ""
+        (try? plan(snapshot, changed: nil, existing: Existing(), chainSpool: Spool(), ruleSpool: Spool()))?.input ?? ""
     }
 
     // MARK: sync
@@ -88,13 +88,15 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         // A full sync's service rules wait in a file rather than in memory (30 MB at 10,000
         // services); a partial sync's are small.
-        var spool = Spool()
+        var spools = (chains: Spool(), rules: Spool())
+        defer { for s in [spools.chains, spools.rules] { if let path = s.path { unlink(path) } } }
         if changed == nil {
-            let path = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchyard-rules-\(UUID().uuidString)").path
-            spool = try Spool(file: path)
+            func file(_ what: String) throws -> Spool {
+                try Spool(file: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchyard-\(what)-\(UUID().uuidString)").path)
+            }
+            spools = (try file("chains"), try file("rules"))
         }
-        defer { if let path = spool.path { unlink(path) } }
-        let p = try plan(snap, changed: changed, existing: existing, spool: spool)
+        let p = try plan(snap, changed: changed, existing: existing, chainSpool: spools.chains, ruleSpool: spools.rules)
         do {
             if !p.isEmpty { try ipt.restore(input: p.parts) }
         } catch {
@@ -141,7 +143,8 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
 
     /// Builds the restore input. `changed == nil` is a full sync; `existing == nil`
     /// with a full sync means a fresh node (render).
-    func plan(_ snap: ProxySnapshot, changed: Set<NamespacedName>?, existing: Existing?, spool natRules: Spool) throws -> SyncPlan {
+    func plan(_ snap: ProxySnapshot, changed: Set<NamespacedName>?, existing: Existing?,
+              chainSpool natChains: Spool, ruleSpool natRules: Spool) throws -> SyncPlan {
         let large = Generator.isLargeCluster(snap)
         var gen = Generator(opts: opts, largeCluster: large)
         if let changed {
@@ -149,10 +152,10 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         var filterChains = ""
         var filterRules = ""
-        var natChains = ""
         var lines = 0
-        // Room for the whole output up front: grown by doubling, a 30 MB string leaves as much
-        // again behind in freed copies. Pages reserved and never written are not resident.
+        // In memory (render), room for the whole output up front: grown by doubling, a 30 MB
+        // string leaves as much again behind in freed copies. Pages reserved and never written
+        // are not resident. A sync's spools go to files instead and reserve nothing.
         let endpointCount = snap.endpoints.values.reduce(0) { $0 + $1.count }
         natRules.reserveCapacity(snap.servicePorts.count * 700 + endpointCount * 320 + 4096)
         natChains.reserveCapacity((snap.servicePorts.count * 3 + endpointCount) * 32 + 4096)
@@ -202,7 +205,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         }
         let head = "*filter\n" + filterChains + ":\(Chains.canary) - [0:0]\n" + filterRules + (jumps["filter"] ?? "") + "COMMIT\n*nat\n"
         let tail = (jumps["nat"] ?? "") + "COMMIT\n*mangle\n:\(Chains.canary) - [0:0]\nCOMMIT\n"
-        let parts: [CommandRunner.InputPart] = [.text(head), .text(natChains), .text(":\(Chains.canary) - [0:0]\n"),
+        let parts: [CommandRunner.InputPart] = [.text(head), try natChains.finish(), .text(":\(Chains.canary) - [0:0]\n"),
                                                  try natRules.finish(), .text(tail)]
         return SyncPlan(parts: parts, applied: applied, full: true, linesWritten: lines)
     }
