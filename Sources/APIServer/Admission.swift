@@ -131,6 +131,8 @@ public struct Admission: Sendable {
             }
             if !ports.isEmpty { spec["ports"] = .array(ports) }
             o["spec"] = .object(spec)
+        case ("", "secrets"):
+            if (o["type"]?.string ?? "").isEmpty { o["type"] = "Opaque" }
         case ("", "pods"):
             if o[path: ["status", "phase"]] == nil { o[path: ["status", "phase"]] = "Pending" }
             if o[path: ["spec", "restartPolicy"]] == nil { o[path: ["spec", "restartPolicy"]] = "Always" }

@@ -231,6 +231,12 @@ public final class APIHandler: Sendable {
         case "application/yaml", "application/x-yaml", "text/yaml":
             guard let text = String(data: req.body, encoding: .utf8) else { throw APIError.badRequest("the body is not UTF-8") }
             value = try YAMLToJSON.convert(text)
+        case KubeProtobuf.mediaType:
+            do {
+                value = try KubeProtobuf.decode(req.body)
+            } catch let e as KubeProtobuf.Failure {
+                throw APIError(code: 415, reason: "UnsupportedMediaType", message: "protobuf body: \(e.description)")
+            }
         default: throw APIError.unsupportedMediaType(type)
         }
         guard case .object = value else { throw APIError.badRequest("the body must be a JSON object") }

@@ -65,7 +65,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
     public static func methodNotAllowed(_ message: String) -> APIError { APIError(code: 405, reason: "MethodNotAllowed", message: message) }
 
     public static func unsupportedMediaType(_ type: String) -> APIError {
-        APIError(code: 415, reason: "UnsupportedMediaType", message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got \(type))")
+        APIError(code: 415, reason: "UnsupportedMediaType", message: "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got \(type))")
     }
 
     public static func tooLarge(_ limit: Int) -> APIError {

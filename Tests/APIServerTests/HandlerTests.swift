@@ -298,3 +298,77 @@ struct EndpointSliceControllerTests {
         #expect(await h.get("/api/v1/namespaces/default/endpoints/web").code == 404)
     }
 }
+
+/// The protobuf reader against bytes written by hand after upstream's generated marshallers:
+/// envelope, nested messages, maps, IntOrString, Go's zero fields; and what it refuses.
+private func varint(_ v: UInt64) -> [UInt8] {
+    var v = v, out: [UInt8] = []
+    repeat { var b = UInt8(v & 0x7f); v >>= 7; if v != 0 { b |= 0x80 }; out.append(b) } while v != 0
+    return out
+}
+private func field(_ n: Int, _ bytes: [UInt8]) -> [UInt8] { varint(UInt64(n << 3 | 2)) + varint(UInt64(bytes.count)) + bytes }
+private func field(_ n: Int, _ s: String) -> [UInt8] { field(n, Array(s.utf8)) }
+private func int(_ n: Int, _ v: Int64) -> [UInt8] { varint(UInt64(n << 3)) + varint(UInt64(bitPattern: v)) }
+private func envelope(_ apiVersion: String, _ kind: String, _ raw: [UInt8]) -> Data {
+    Data([0x6b, 0x38, 0x73, 0x00] + field(1, field(1, apiVersion) + field(2, kind)) + field(2, raw) + field(3, "") + field(4, ""))
+}
+
+@Suite struct ProtobufTests {
+    @Test func serviceDecodes() throws {
+        // ObjectMeta as Go writes it: empty strings, a zero generation, a zero creationTimestamp.
+        let meta = field(1, "web") + field(2, "") + field(3, "") + int(7, 0) + field(8, int(1, -62_135_596_800) + int(2, 0))
+            + field(11, field(1, "app") + field(2, "web"))
+        let port = field(1, "http") + field(2, "TCP") + int(3, 80) + field(4, int(1, 1) + int(2, 0) + field(3, "web")) + int(5, 0)
+        let spec = field(1, port) + field(2, field(1, "app") + field(2, "web")) + field(4, "ClusterIP")
+        let o = try KubeProtobuf.decode(envelope("v1", "Service", field(1, meta) + field(2, spec) + field(3, [])))
+        #expect(o["kind"]?.string == "Service" && o["apiVersion"]?.string == "v1")
+        #expect(o[path: ["metadata", "name"]]?.string == "web")
+        #expect(o[path: ["metadata", "namespace"]] == nil, "an empty string is left out, as JSON's omitempty leaves it")
+        #expect(o[path: ["metadata", "creationTimestamp"]] == nil)
+        #expect(o[path: ["metadata", "labels", "app"]]?.string == "web")
+        #expect(o[path: ["spec", "ports"]]?.array?.first?["targetPort"]?.string == "web")
+        #expect(o[path: ["spec", "ports"]]?.array?.first?["port"]?.int == 80)
+        #expect(o[path: ["spec", "selector", "app"]]?.string == "web")
+        #expect(o["status"] == JSONValue.object([:]))
+    }
+
+    /// Thousands of corrupted bodies: each is refused or read, never a crash or a hang.
+    @Test func corruptedBodiesAreRefusedNotFatal() {
+        let meta = field(1, "web") + field(11, field(1, "app") + field(2, "web"))
+        let good = [UInt8](envelope("v1", "Service", field(1, meta) + field(2, field(1, field(1, "p") + int(3, 80)))))
+        var rng = SystemRandomNumberGenerator()
+        var refused = 0
+        for _ in 0..<3000 {
+            var b = good
+            for _ in 0..<Int.random(in: 1...4, using: &rng) {
+                let i = Int.random(in: 4..<b.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: b[i] = UInt8.random(in: 0...255, using: &rng)
+                case 1: b.remove(at: i)
+                default: b.insert(UInt8.random(in: 0...255, using: &rng), at: i)
+                }
+                if b.count <= 5 { break }
+            }
+            do { _ = try KubeProtobuf.decode(Data(b)) } catch is KubeProtobuf.Failure { refused += 1 } catch {
+                Issue.record("unexpected error \(error)")
+            }
+        }
+        #expect(refused > 0)
+    }
+
+    @Test func zeroReplicasAreKeptAndUnknownFieldsRefused() throws {
+        let spec = int(1, 0) + int(5, 0)   // replicas 0 (a pointer in Go), minReadySeconds 0
+        let d = try KubeProtobuf.decode(envelope("apps/v1", "Deployment", field(1, field(1, "d")) + field(2, spec)))
+        #expect(d[path: ["spec", "replicas"]]?.int == 0)
+        #expect(d[path: ["spec", "minReadySeconds"]] == nil)
+        #expect(throws: KubeProtobuf.Failure.self) {
+            try KubeProtobuf.decode(envelope("v1", "ConfigMap", field(1, field(1, "c")) + field(99, "x")))
+        }
+        #expect(throws: KubeProtobuf.Failure.self) { try KubeProtobuf.decode(envelope("batch/v1", "Job", [])) }
+        #expect(throws: KubeProtobuf.Failure.self) { try KubeProtobuf.decode(Data("{}".utf8)) }
+        // Truncated: a length past the end.
+        #expect(throws: KubeProtobuf.Failure.self) {
+            try KubeProtobuf.decode(Data([0x6b, 0x38, 0x73, 0x00, 0x0a, 0x40, 0x01]))
+        }
+    }
+}
