@@ -103,10 +103,12 @@ public struct Admission: Sendable {
 
     /// Defaults `o`, validates it, and allocates what it needs (only once it is known valid, so
     /// nothing is allocated for an object that will be refused); `old` is the stored object on an update.
-    func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, store: any Store) async throws {
+    /// With `dryRun` (`?dryRun=All`) the object comes out as it would be stored, allocations
+    /// included, but what it took is given back and nothing the stored object holds is released.
+    func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, store: any Store, dryRun: Bool = false) async throws {
         defaults(&o, r)
         try Validation.check(o, r, name: o[path: ["metadata", "name"]]?.string ?? "")
-        if r.group.isEmpty && r.resource == "services" { try await allocate(&o, old: old, r) }
+        if r.group.isEmpty && r.resource == "services" { try await allocate(&o, old: old, r, dryRun: dryRun) }
     }
 
     func defaults(_ o: inout JSONValue, _ r: ResourceInfo) {
@@ -148,7 +150,7 @@ public struct Admission: Sendable {
     }
 
     /// A (valid, defaulted) Service's ClusterIP and NodePorts.
-    func allocate(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo) async throws {
+    func allocate(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool = false) async throws {
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         var spec = o["spec"]?.object ?? [:]
         let type = spec["type"]?.string ?? "ClusterIP"
@@ -237,7 +239,11 @@ public struct Admission: Sendable {
                 spec["healthCheckNodePort"] = nil
             }
             // Ports the update no longer holds go back.
-            for p in oldHeld.subtracting(nowHeld) { await allocator.release(port: p) }
+            if dryRun {
+                await undo()
+            } else {
+                for p in oldHeld.subtracting(nowHeld) { await allocator.release(port: p) }
+            }
             o["spec"] = .object(spec)
         } catch {
             await undo()

@@ -194,6 +194,23 @@ public final class APIHandler: Sendable {
 
     // MARK: objects
 
+    /// `?dryRun=All`: everything but the write (upstream accepts no other value).
+    func isDryRun(_ req: APIRequest) throws -> Bool {
+        guard let v = req.query["dryRun"] else { return false }
+        guard v == "All" else {
+            throw APIError.badRequest("Invalid dry run value: \"\(v)\" (supported: \"All\")")
+        }
+        return true
+    }
+
+    /// An object as it would be stored, for a dry run: no resourceVersion.
+    func presentUnstored(_ o: JSONValue, _ r: ResourceInfo) -> JSONValue {
+        var o = o
+        o["kind"] = .string(r.kind)
+        o["apiVersion"] = .string(r.groupVersion)
+        return o
+    }
+
     /// The stored object as clients see it: its resourceVersion is the store's revision.
     func present(_ kv: KeyValue, _ r: ResourceInfo) throws -> JSONValue {
         var o = try JSONValue.parse(kv.value)
@@ -295,7 +312,14 @@ public final class APIHandler: Sendable {
         o[path: ["metadata", "selfLink"]] = nil
         o[path: ["metadata", "deletionTimestamp"]] = nil
         if Admission.hasGeneration(r) { o[path: ["metadata", "generation"]] = 1 }
-        try await admission.admit(&o, old: nil, r, store: store)
+        let dryRun = try isDryRun(req)
+        try await admission.admit(&o, old: nil, r, store: store, dryRun: dryRun)
+        if dryRun {
+            if try await store.get(r.key(namespace: t.namespace, name: name)) != nil {
+                throw APIError.alreadyExists(r, name)
+            }
+            return .ok(presentUnstored(o, r), 201)
+        }
         let stored = o
         let kv = try await storeCall(r, name) {
             do {
@@ -319,7 +343,8 @@ public final class APIHandler: Sendable {
 
     /// Writes `new` over the object at `key` if it is still at `expected`, keeping what a client
     /// may not change (uid, creation time), and the status or the rest, by subresource.
-    func write(_ r: ResourceInfo, _ t: Target, name: String, new: JSONValue, current: KeyValue, subresource: String?) async throws -> KeyValue {
+    func write(_ r: ResourceInfo, _ t: Target, name: String, new: JSONValue, current: KeyValue, subresource: String?,
+               dryRun: Bool = false) async throws -> KeyValue {
         let old = try JSONValue.parse(current.value)
         var o = new
         try checkKind(o, r)
@@ -350,9 +375,11 @@ public final class APIHandler: Sendable {
         if Admission.hasGeneration(r), o["spec"] != oldBare["spec"] {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
-        try await admission.admit(&o, old: oldBare, r, store: store)
+        try await admission.admit(&o, old: oldBare, r, store: store, dryRun: dryRun)
         // Nothing changed: no new revision (kubectl then says "patched (no change)").
         if o == oldBare { return current }
+        // A dry run answers with what would be stored, at the current revision.
+        if dryRun { return KeyValue(key: current.key, value: o.serialized(), createRevision: current.createRevision, modRevision: current.modRevision) }
         let stored = o
         return try await storeCall(r, name) {
             try await self.store.update(r.key(namespace: t.namespace, name: name), value: stored.serialized(), expected: current.modRevision)
@@ -371,7 +398,8 @@ public final class APIHandler: Sendable {
         if let rv = o[path: ["metadata", "resourceVersion"]]?.string, !rv.isEmpty, rv != String(current.modRevision) {
             throw APIError.conflict(r, name)
         }
-        let kv = try await write(r, t, name: name, new: o, current: current, subresource: t.subresource == "scale" ? nil : t.subresource)
+        let kv = try await write(r, t, name: name, new: o, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
+                                 dryRun: try isDryRun(req))
         let out = try present(kv, r)
         return .ok(t.subresource == "scale" ? Scale.of(out, r) : out)
     }
@@ -403,7 +431,8 @@ public final class APIHandler: Sendable {
             }
             if t.subresource == "scale" { patched = try Scale.apply(patched, to: try present(current, r), r) }
             do {
-                let kv = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource)
+                let kv = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
+                                         dryRun: try isDryRun(req))
                 let out = try present(kv, r)
                 return .ok(t.subresource == "scale" ? Scale.of(out, r) : out)
             } catch let e as APIError where e.reason == "Conflict" && attempt < 4 {
@@ -425,6 +454,19 @@ public final class APIHandler: Sendable {
            (try? JSONValue.parse(cur.value))?[path: ["metadata", "uid"]]?.string != uid {
             throw APIError(code: 409, reason: "Conflict", message: "Precondition failed: UID in precondition: \(uid), UID in object meta: ",
                            details: APIError.details(r, name))
+        }
+        // kubectl sends a deletion's dry run in its DeleteOptions body, others as the query.
+        var bodyDryRun: [JSONValue] = []
+        if !req.body.isEmpty, let opts = try? JSONValue.parse(req.body), let d = opts["dryRun"]?.array { bodyDryRun = d }
+        if let bad = bodyDryRun.first(where: { $0.string != "All" }) {
+            throw APIError.badRequest("Invalid dry run value: \(bad.text()) (supported: \"All\")")
+        }
+        if try isDryRun(req) || !bodyDryRun.isEmpty {
+            guard let cur = try await storeCall(r, name, { try await self.store.get(r.key(namespace: t.namespace, name: name)) }) else {
+                throw APIError.notFound(r, name)
+            }
+            if let expected, expected != cur.modRevision { throw APIError.conflict(r, name) }
+            return .ok(try present(cur, r))
         }
         if r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected) }
         let kv = try await storeCall(r, name) { try await self.store.delete(r.key(namespace: t.namespace, name: name), expected: expected) }
@@ -470,7 +512,9 @@ public final class APIHandler: Sendable {
     }
 
     func deleteCollection(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
+        let dryRun = try isDryRun(req) || ((try? JSONValue.parse(req.body))?["dryRun"]?.array?.isEmpty == false)
         let items = try await selected(req, t, revision: nil).items
+        if dryRun { return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"]) }
         for (kv, o) in items {
             if (try? await store.delete(kv.key, expected: nil)) != nil { await admission.release(o, t.resource) }
         }

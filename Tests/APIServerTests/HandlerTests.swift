@@ -45,6 +45,42 @@ struct HandlerTests {
         #expect(await h.get("/version").json?["gitVersion"]?.string?.hasPrefix("v1.") == true)
     }
 
+    /// `?dryRun=All` (`kubectl --dry-run=server`): the answer is what would be stored, nothing
+    /// is written, and no address or port stays taken.
+    @Test func dryRunWritesNothingAndHoldsNothing() async throws {
+        let h = try await makeHandler(range: "10.96.0.0/29", ports: 30000...30000)
+        let path = "/api/v1/namespaces/default/services"
+        let dry = await h.handle(APIRequest(method: "POST", path: path, query: ["dryRun": "All"], body: body(svc("a", type: "NodePort"))))
+        #expect(dry.code == 201)
+        #expect(dry.json?[path: ["spec", "clusterIP"]]?.string == "10.96.0.2")
+        #expect(dry.json?[path: ["spec", "ports"]]?.array?.first?["nodePort"]?.int == 30000)
+        #expect(await h.get(path + "/a").code == 404)
+        // More dry runs than the range has addresses (five): none keeps one.
+        for i in 0..<8 {
+            #expect(await h.handle(APIRequest(method: "POST", path: path, query: ["dryRun": "All"], body: body(svc("d\(i)")))).code == 201)
+        }
+        // The only port is still free for a real create, and so are the five addresses.
+        let real = await h.post(path, svc("a", type: "NodePort"))
+        #expect(real.code == 201 && real.json?[path: ["spec", "ports"]]?.array?.first?["nodePort"]?.int == 30000)
+        for i in 0..<4 { #expect(await h.post(path, svc("r\(i)")).code == 201) }
+        for i in 0..<4 { #expect(await h.handle(APIRequest(method: "DELETE", path: path + "/r\(i)")).code == 200) }
+        #expect(await h.handle(APIRequest(method: "POST", path: path, query: ["dryRun": "All"], body: body(svc("a")))).code == 409)
+        // A dry-run patch to ClusterIP answers without the node port but keeps it held and stored.
+        let p = await h.handle(APIRequest(method: "PATCH", path: path + "/a", query: ["dryRun": "All"],
+                                          contentType: "application/merge-patch+json", body: body(["spec": ["type": "ClusterIP"]])))
+        #expect(p.code == 200 && p.json?[path: ["spec", "type"]]?.string == "ClusterIP")
+        #expect(await h.get(path + "/a").json?[path: ["spec", "type"]]?.string == "NodePort")
+        #expect(await h.post(path, svc("b", type: "NodePort")).code != 201, "the stored Service still holds the only node port")
+        // A dry-run delete leaves the object.
+        #expect(await h.handle(APIRequest(method: "DELETE", path: path + "/a", query: ["dryRun": "All"])).code == 200)
+        #expect(await h.get(path + "/a").code == 200)
+        // kubectl puts a deletion's dry run in the DeleteOptions body.
+        let opts: JSONValue = ["kind": "DeleteOptions", "apiVersion": "v1", "dryRun": ["All"]]
+        #expect(await h.handle(APIRequest(method: "DELETE", path: path + "/a", body: body(opts))).code == 200)
+        #expect(await h.get(path + "/a").code == 200)
+        #expect(await h.handle(APIRequest(method: "POST", path: path, query: ["dryRun": "Some"], body: body(svc("c")))).code == 400)
+    }
+
     @Test func createAllocatesAndDeleteReleasesClusterIPsAndNodePorts() async throws {
         let h = try await makeHandler(range: "10.96.0.0/29", ports: 30000...30001)
         let a = await h.post("/api/v1/namespaces/default/services", svc("a", type: "NodePort"))
