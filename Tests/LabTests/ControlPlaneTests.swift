@@ -317,8 +317,13 @@ struct ServerDurabilityTests {
         } catch {
             ended = true
         }
+        let watchEnded = Date().timeIntervalSince(start)
         server.waitUntilExit()
-        #expect(ended && Date().timeIntervalSince(start) < 10, "the watch ends and the server exits: \(Date().timeIntervalSince(start)) s")
+        let exited = Date().timeIntervalSince(start)
+        // Far below the watch's own timeout (1,800 s); the exit, which closes the store (a WAL
+        // checkpoint and sync), is given more room: the whole suite shares two cores with a VM.
+        #expect(ended && watchEnded < 10, "the watch ends: \(watchEnded) s")
+        #expect(exited < 30, "the server exits: \(exited) s (the watch ended after \(watchEnded) s)")
     }
 }
 
