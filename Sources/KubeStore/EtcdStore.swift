@@ -85,6 +85,13 @@ public struct EtcdStore: Store {
         return r["kvs"]?.array?.first.map(kv)
     }
 
+    /// The key as it was at `revision` (nil if it did not exist then, or that is compacted).
+    func get(_ key: String, at revision: Int64) async throws -> KeyValue? {
+        guard revision > 0 else { return nil }
+        let r = try await call("/v3/kv/range", ["key": Self.b64(prefix + key), "revision": .string(String(revision))])
+        return r["kvs"]?.array?.first.map(kv)
+    }
+
     /// A transaction: `compare` on the key, then `success` or `failure` (a read of the key).
     func txn(_ key: String, compare: JSONValue, success: JSONValue) async throws -> (ok: Bool, body: JSONValue, retried: Bool) {
         let (r, retried) = try await callNoting("/v3/kv/txn", ["compare": [compare], "success": [success],
@@ -114,10 +121,15 @@ public struct EtcdStore: Store {
     public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
         let compare: JSONValue = expected.map { ["key": Self.b64(prefix + key), "target": "MOD", "mod_revision": .string(String($0)), "result": "EQUAL"] }
             ?? ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "GREATER"]
-        let (ok, r, _) = try await txn(key, compare: compare,
+        let (ok, r, retried) = try await txn(key, compare: compare,
                                     success: ["request_put": ["key": Self.b64(prefix + key), "value": Self.b64(value), "prev_kv": true]])
         guard ok else {
             guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
+            // An attempt whose answer was lost may have made it: then the key holds our value at
+            // a later revision than expected, and the write is not a conflict but done.
+            if retried, let expected, Self.unb64(cur["value"]) == value, Self.int(cur["mod_revision"]) > expected {
+                return kv(cur)
+            }
             throw StoreError.conflict(key: key, expected: expected ?? 0, actual: Self.int(cur["mod_revision"]))
         }
         let prev = r["responses"]?.array?.first?[path: ["response_put", "prev_kv"]]
@@ -128,10 +140,20 @@ public struct EtcdStore: Store {
     public func delete(_ key: String, expected: Int64?) async throws -> KeyValue {
         let compare: JSONValue = expected.map { ["key": Self.b64(prefix + key), "target": "MOD", "mod_revision": .string(String($0)), "result": "EQUAL"] }
             ?? ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "GREATER"]
-        let (ok, r, _) = try await txn(key, compare: compare,
+        let (ok, r, retried) = try await txn(key, compare: compare,
                                     success: ["request_delete_range": ["key": Self.b64(prefix + key), "prev_kv": true]])
         guard ok else {
-            guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
+            let now = Self.int(r[path: ["header", "revision"]])
+            guard let cur = Self.current(r) else {
+                // Gone. If an attempt whose answer was lost deleted it, answer with what it
+                // deleted: the key at the expected revision (or, unconditionally, just before now).
+                if retried, let before = try? await get(key, at: expected ?? now - 1) {
+                    var gone = before
+                    gone.modRevision = now
+                    return gone
+                }
+                throw StoreError.notFound(key)
+            }
             throw StoreError.conflict(key: key, expected: expected ?? 0, actual: Self.int(cur["mod_revision"]))
         }
         guard let prev = r["responses"]?.array?.first?[path: ["response_delete_range", "prev_kvs"]]?.array?.first else {
