@@ -27,7 +27,7 @@ public struct CommandRunner: Sendable {
     /// a program still running then is terminated (and its status says so).
     @discardableResult
     public func run(_ args: [String], input: String? = nil, check: Bool = true, timeout: Duration? = nil) throws -> Result {
-        try run(args, inputParts: input.map { [$0] }, check: check, timeout: timeout)
+        try run(args, input: input.map { [.text($0)] }, check: check, timeout: timeout)
     }
 
     /// A piece of a program's input: text, or a file's contents.
@@ -38,11 +38,6 @@ public struct CommandRunner: Sendable {
 
     /// As `run(_:input:…)`, with stdin the concatenation of `inputParts`, written part by
     /// part: a large input (a 30 MB ruleset) is never copied whole.
-    @discardableResult
-    public func run(_ args: [String], inputParts: [String]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
-        try run(args, input: inputParts?.map(InputPart.text), check: check, timeout: timeout)
-    }
-
     @discardableResult
     public func run(_ args: [String], input inputParts: [InputPart]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
         var argv = args
@@ -100,7 +95,7 @@ extension CommandRunner {
     }
 
     /// Writes each part to a new file: text as its UTF-8 bytes in place (no copy of the
-    /// whole), a file's contents copied by the kernel.
+    /// whole), a file's contents in 64 KB blocks.
     static func write(_ parts: [InputPart], to path: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw WriteError(path: path, errno: errno) }
