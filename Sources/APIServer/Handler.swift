@@ -533,7 +533,7 @@ public final class APIHandler: Sendable {
             throw APIError(code: 409, reason: "Conflict", message: "Operation cannot be fulfilled on pods/binding \"\(name)\": pod \(name) is already assigned to node \"\(existing)\"")
         }
         o[path: ["spec", "nodeName"]] = .string(node)
-        _ = try await write(r, t, name: name, new: o, current: current, subresource: nil)
+        _ = try await write(r, t, name: name, new: o, current: current, subresource: nil, dryRun: try isDryRun(req))
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201], 201)
     }
 
