@@ -57,8 +57,15 @@ public struct CommandRunner: Sendable {
             let url = URL(fileURLWithPath: NSTemporaryDirectory())
                 .appendingPathComponent("switchyard-\(UUID().uuidString)")
             tmp = url
-            try Self.write(inputParts, to: url.path)
-            p.standardInput = try FileHandle(forReadingFrom: url)
+            do {
+                try Self.write(inputParts, to: url.path)
+                p.standardInput = try FileHandle(forReadingFrom: url)
+            } catch {
+                unlink(url.path)
+                throw error
+            }
+            // Open, it needs no name: nothing is left behind if this process dies.
+            unlink(url.path)
         } else {
             p.standardInput = FileHandle.nullDevice
         }
@@ -132,24 +139,29 @@ extension CommandRunner {
     }
 }
 
-/// Text appended piece by piece that stays in memory, or, given a file, goes to it in
-/// blocks of a megabyte: a full ruleset of 10,000 services (30 MB) need not be held whole.
+/// Text appended piece by piece that stays in memory, or, given a directory, goes to a file
+/// there in blocks of a megabyte: a full ruleset of 10,000 services (30 MB) need not be held
+/// whole. The file has no name (it is unlinked at once and read through `/proc/self/fd`), so
+/// nothing is left behind whatever happens to the process; it goes when the spool does.
 public final class Spool {
-    public let path: String?
     private var buffer = ""
     private var fd: Int32 = -1
     private var failure: Int32 = 0
 
     /// In memory.
-    public init() { path = nil }
+    public init() {}
 
-    /// Into a new file at `path` (removed by the caller).
-    public init(file path: String) throws {
-        self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+    /// Into a nameless file in `directory`.
+    public init(directory: String) throws {
+        let path = (directory as NSString).appendingPathComponent("switchyard-spool-\(UUID().uuidString)")
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CommandRunner.WriteError(path: path, errno: errno) }
+        unlink(path)
         buffer.reserveCapacity(1 << 20 + 1 << 16)
     }
+
+    /// Whether the text goes to a file.
+    public var isFile: Bool { fd >= 0 }
 
     deinit { if fd >= 0 { close(fd) } }
 
@@ -165,7 +177,7 @@ public final class Spool {
     private func flush() {
         guard failure == 0 else { buffer.removeAll(keepingCapacity: true); return }
         do {
-            try buffer.withUTF8 { try CommandRunner.writeAll(fd, UnsafeRawBufferPointer($0), path: path ?? "") }
+            try buffer.withUTF8 { try CommandRunner.writeAll(fd, UnsafeRawBufferPointer($0), path: "spool") }
         } catch let e as CommandRunner.WriteError {
             failure = e.errno
         } catch {
@@ -174,14 +186,13 @@ public final class Spool {
         buffer.removeAll(keepingCapacity: true)
     }
 
-    /// What was appended, as an input part: the text, or the file once everything is in it.
+    /// What was appended, as an input part: the text, or the file once everything is in it
+    /// (readable while this spool lives).
     public func finish() throws -> CommandRunner.InputPart {
-        guard fd >= 0, let path else { return .text(buffer) }
+        guard fd >= 0 else { return .text(buffer) }
         flush()
-        close(fd)
-        fd = -1
-        if failure != 0 { throw CommandRunner.WriteError(path: path, errno: failure) }
-        return .file(path)
+        if failure != 0 { throw CommandRunner.WriteError(path: "spool", errno: failure) }
+        return .file("/proc/self/fd/\(fd)")
     }
 }
 

@@ -89,12 +89,8 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // A full sync's service rules wait in a file rather than in memory (30 MB at 10,000
         // services); a partial sync's are small.
         var spools = (chains: Spool(), rules: Spool())
-        defer { for s in [spools.chains, spools.rules] { if let path = s.path { unlink(path) } } }
         if changed == nil {
-            func file(_ what: String) throws -> Spool {
-                try Spool(file: URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("switchyard-\(what)-\(UUID().uuidString)").path)
-            }
-            spools = (try file("chains"), try file("rules"))
+            spools = (try Spool(directory: NSTemporaryDirectory()), try Spool(directory: NSTemporaryDirectory()))
         }
         let p = try plan(snap, changed: changed, existing: existing, chainSpool: spools.chains, ruleSpool: spools.rules)
         do {
