@@ -54,9 +54,8 @@ special = {"k8s.io.apimachinery.pkg.apis.meta.v1.Time": "time", "k8s.io.apimachi
            "k8s.io.apimachinery.pkg.util.intstr.IntOrString": "intorstring",
            "k8s.io.apimachinery.pkg.runtime.RawExtension": "raw"}
 roots = ["k8s.io.api.core.v1." + n for n in ["ConfigMap", "Secret", "Namespace", "Service", "Pod", "ServiceAccount", "Endpoints"]] + \
-        ["k8s.io.api.apps.v1." + n for n in ["Deployment", "ReplicaSet"]] + ["k8s.io.apimachinery.pkg.runtime.Unknown"]
+        ["k8s.io.api.apps.v1." + n for n in ["Deployment", "ReplicaSet"]]
 
-short = lambda q: q.split(".")[-1] if q.split(".")[-1] not in ("Status",) else q
 needed, queue = {}, list(roots)
 while queue:
     q = queue.pop()

@@ -194,13 +194,14 @@ public final class APIHandler: Sendable {
 
     // MARK: objects
 
-    /// `?dryRun=All`: everything but the write (upstream accepts no other value).
-    func isDryRun(_ req: APIRequest) throws -> Bool {
-        guard let v = req.query["dryRun"] else { return false }
-        guard v == "All" else {
-            throw APIError.badRequest("Invalid dry run value: \"\(v)\" (supported: \"All\")")
+    /// `?dryRun=All`, or for a deletion `dryRun: ["All"]` in its DeleteOptions (where kubectl
+    /// puts it): everything but the write. Upstream accepts no other value.
+    func isDryRun(_ req: APIRequest, deleteOptions: JSONValue? = nil) throws -> Bool {
+        let values = (req.query["dryRun"].map { [$0] } ?? []) + (deleteOptions?["dryRun"]?.array ?? []).map { $0.string ?? $0.text() }
+        if let bad = values.first(where: { $0 != "All" }) {
+            throw APIError.badRequest("Invalid dry run value: \"\(bad)\" (supported: \"All\")")
         }
-        return true
+        return !values.isEmpty
     }
 
     /// An object as it would be stored, for a dry run: no resourceVersion.
@@ -445,23 +446,18 @@ public final class APIHandler: Sendable {
     func delete(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
         let r = t.resource, name = t.name!
         var expected: Int64?
-        if !req.body.isEmpty, let opts = try? JSONValue.parse(req.body), let rv = opts[path: ["preconditions", "resourceVersion"]]?.string {
+        let opts = req.body.isEmpty ? nil : try? JSONValue.parse(req.body)
+        if let rv = opts?[path: ["preconditions", "resourceVersion"]]?.string {
             expected = Int64(rv)
             guard expected != nil else { throw APIError.badRequest("invalid precondition resourceVersion \(rv)") }
         }
-        if !req.body.isEmpty, let opts = try? JSONValue.parse(req.body), let uid = opts[path: ["preconditions", "uid"]]?.string,
+        if let uid = opts?[path: ["preconditions", "uid"]]?.string,
            let cur = try await store.get(r.key(namespace: t.namespace, name: name)),
            (try? JSONValue.parse(cur.value))?[path: ["metadata", "uid"]]?.string != uid {
             throw APIError(code: 409, reason: "Conflict", message: "Precondition failed: UID in precondition: \(uid), UID in object meta: ",
                            details: APIError.details(r, name))
         }
-        // kubectl sends a deletion's dry run in its DeleteOptions body, others as the query.
-        var bodyDryRun: [JSONValue] = []
-        if !req.body.isEmpty, let opts = try? JSONValue.parse(req.body), let d = opts["dryRun"]?.array { bodyDryRun = d }
-        if let bad = bodyDryRun.first(where: { $0.string != "All" }) {
-            throw APIError.badRequest("Invalid dry run value: \(bad.text()) (supported: \"All\")")
-        }
-        if try isDryRun(req) || !bodyDryRun.isEmpty {
+        if try isDryRun(req, deleteOptions: opts) {
             guard let cur = try await storeCall(r, name, { try await self.store.get(r.key(namespace: t.namespace, name: name)) }) else {
                 throw APIError.notFound(r, name)
             }
@@ -512,7 +508,7 @@ public final class APIHandler: Sendable {
     }
 
     func deleteCollection(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
-        let dryRun = try isDryRun(req) || ((try? JSONValue.parse(req.body))?["dryRun"]?.array?.isEmpty == false)
+        let dryRun = try isDryRun(req, deleteOptions: req.body.isEmpty ? nil : try? JSONValue.parse(req.body))
         let items = try await selected(req, t, revision: nil).items
         if dryRun { return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"]) }
         for (kv, o) in items {

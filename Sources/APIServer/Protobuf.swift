@@ -88,20 +88,36 @@ public enum KubeProtobuf {
         guard bytes.count >= 4, bytes[0..<4] == [0x6b, 0x38, 0x73, 0x00] else {
             throw Failure(description: "not a Kubernetes protobuf object (no k8s\\0 prefix)")
         }
-        let envelope = try decodeMessage("Unknown", bytes[4...])
-        guard case .object(let e) = envelope,
-              let apiVersion = e["typeMeta"]?["apiVersion"]?.string, let kind = e["typeMeta"]?["kind"]?.string else {
+        // runtime.Unknown: typeMeta (apiVersion, kind), raw (the object), contentEncoding, contentType.
+        var apiVersion = "", kind = "", encoding = ""
+        var raw: ArraySlice<UInt8> = []
+        var r = WireReader(bytes[4...])
+        while let (n, w) = try r.tag() {
+            guard w == 2, (1...4).contains(n) else { throw Failure(description: "field \(n) of the protobuf envelope") }
+            let v = try r.lengthDelimited()
+            switch n {
+            case 1:
+                var tm = WireReader(v)
+                while let (m, mw) = try tm.tag() {
+                    guard mw == 2, m == 1 || m == 2 else { throw Failure(description: "field \(m) of the envelope's TypeMeta") }
+                    let text = String(decoding: try tm.lengthDelimited(), as: UTF8.self)
+                    if m == 1 { apiVersion = text } else { kind = text }
+                }
+            case 2: raw = v
+            case 3: encoding = String(decoding: v, as: UTF8.self)
+            default: break   // contentType: the object inside is protobuf in any case
+            }
+        }
+        guard !apiVersion.isEmpty, !kind.isEmpty else {
             throw Failure(description: "the protobuf envelope names no apiVersion and kind")
         }
-        if let enc = e["contentEncoding"]?.string, !enc.isEmpty {
-            throw Failure(description: "content encoding \(enc) is not supported")
+        if !encoding.isEmpty {
+            throw Failure(description: "content encoding \(encoding) is not supported")
         }
         guard let message = message(apiVersion: apiVersion, kind: kind) else {
             throw Failure(description: "\(apiVersion) \(kind) in protobuf is not supported by this server; send it as JSON")
         }
-        var raw: [UInt8] = []
-        if let b64 = e["raw"]?.string { raw = [UInt8](Data(base64Encoded: b64) ?? Data()) }
-        guard case .object(var o) = try decodeMessage(message, raw[...]) else {
+        guard case .object(var o) = try decodeMessage(message, raw) else {
             throw Failure(description: "\(kind): not an object")
         }
         o["apiVersion"] = .string(apiVersion)

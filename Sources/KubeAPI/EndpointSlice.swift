@@ -20,6 +20,10 @@ public struct EndpointSlice: Codable, Hashable, Sendable {
     public static let managedByLabel = "endpointslice.kubernetes.io/managed-by"
 
     public var serviceName: String? { metadata.labels?[Self.serviceNameLabel] }
+
+    public var namespacedName: NamespacedName {
+        NamespacedName(namespace: metadata.namespace ?? "default", name: metadata.name ?? "")
+    }
 }
 
 public struct Endpoint: Codable, Hashable, Sendable {

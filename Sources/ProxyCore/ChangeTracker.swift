@@ -47,7 +47,7 @@ public struct ChangeTracker: Sendable {
     }
 
     public mutating func update(slice object: EndpointSlice) {
-        let key = NamespacedName(namespace: object.metadata.namespace ?? "default", name: object.metadata.name ?? "")
+        let key = object.namespacedName
         let slice = SliceEntry(object, node: node.name)
         if let old = slices[key] {
             if old == slice { return }
@@ -99,54 +99,31 @@ public struct ChangeTracker: Sendable {
         for s in newServices { update(service: s) }
     }
 
-    /// Replaces every EndpointSlice (an informer's relist); only what differs is marked changed.
-    public mutating func replaceSlices(_ newSlices: [EndpointSlice]) {
-        let keys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
-        for k in slices.keys where !keys.contains(k) { delete(slice: k) }
-        for s in newSlices { update(slice: s) }
-    }
-
-    /// As `replaceSlices`, taking the slices out of `slices` one by one as they are read (see
-    /// `replaceAll(services:draining:)`). The last slice of a name wins.
+    /// Replaces every EndpointSlice (an informer's relist), taking the slices out of `newSlices`
+    /// one by one as they are read, so the decoded objects are freed while the tracker's own,
+    /// smaller entries are built (at 10,000 slices the two together would be the proxy's peak).
+    /// Only what differs is marked changed; the last slice of a name wins.
     public mutating func replaceSlices(draining newSlices: inout [EndpointSlice]) {
-        let keys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
+        let keys = Set(newSlices.map(\.namespacedName))
         for k in slices.keys where !keys.contains(k) { delete(slice: k) }
         var seen = Set<NamespacedName>()
         while let s = newSlices.popLast() {
-            let key = NamespacedName(namespace: s.metadata.namespace ?? "default", name: s.metadata.name ?? "")
-            if seen.insert(key).inserted { update(slice: s) }
+            if seen.insert(s.namespacedName).inserted { update(slice: s) }
         }
     }
 
-    /// Replace everything with the given objects (a relist, or manifests re-read);
-    /// only what differs is marked changed.
-    public mutating func replaceAll(services newServices: [Service], slices newSlices: [EndpointSlice],
+    /// Replaces everything with the given objects (a relist, or manifests re-read), draining
+    /// `slices` as `replaceSlices(draining:)` does; only what differs is marked changed.
+    public mutating func replaceAll(services newServices: [Service], draining slices: inout [EndpointSlice],
                                     serviceCIDRs: [ServiceCIDR] = []) {
-        let newSliceKeys = Set(newSlices.map { NamespacedName(namespace: $0.metadata.namespace ?? "default", name: $0.metadata.name ?? "") })
-        for k in slices.keys where !newSliceKeys.contains(k) { delete(slice: k) }
-        for s in newSlices { update(slice: s) }
-        replaceAllButSlices(services: newServices, serviceCIDRs: serviceCIDRs)
-    }
-
-    private mutating func replaceAllButSlices(services newServices: [Service], serviceCIDRs: [ServiceCIDR]) {
-        let newSvcKeys = Set(newServices.map(\.namespacedName))
-        for k in services.keys where !newSvcKeys.contains(k) { delete(service: k) }
-        for s in newServices { update(service: s) }
+        replaceSlices(draining: &slices)
+        replaceServices(newServices)
         let names = Set(serviceCIDRs.map { $0.metadata.name ?? "" })
         for k in serviceCIDRObjects.keys where !names.contains(k) { delete(serviceCIDR: k) }
         for c in serviceCIDRs {
             let cidrs = (c.spec.cidrs ?? []).compactMap { CIDR($0)?.network }.filter { $0.family == family }
             if serviceCIDRObjects[c.metadata.name ?? ""] != cidrs { update(serviceCIDR: c) }
         }
-    }
-
-    /// As `replaceAll`, taking the slices out of `slices` one by one as they are read, so
-    /// the decoded objects are freed while the tracker's own, smaller entries are built (at
-    /// 10,000 slices the two together would be the proxy's peak). The last slice of a name wins.
-    public mutating func replaceAll(services newServices: [Service], draining slices: inout [EndpointSlice],
-                                    serviceCIDRs: [ServiceCIDR] = []) {
-        replaceSlices(draining: &slices)
-        replaceAllButSlices(services: newServices, serviceCIDRs: serviceCIDRs)
     }
 
     // MARK: snapshots

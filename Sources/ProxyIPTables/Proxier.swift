@@ -152,7 +152,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // In memory (render), room for the whole output up front: grown by doubling, a 30 MB
         // string leaves as much again behind in freed copies. Pages reserved and never written
         // are not resident. A sync's spools go to files instead and reserve nothing.
-        let endpointCount = snap.endpoints.values.reduce(0) { $0 + $1.count }
+        let endpointCount = snap.totalEndpoints
         natRules.reserveCapacity(snap.servicePorts.count * 700 + endpointCount * 320 + 4096)
         natChains.reserveCapacity((snap.servicePorts.count * 3 + endpointCount) * 32 + 4096)
         for c in Generator.filterChains { filterChains += ":\(c) - [0:0]\n" }

@@ -157,11 +157,28 @@ func loadManifests(_ paths: [String], logger: Logger) throws -> ManifestSet {
     return set
 }
 
-/// Fills the tracker from manifests.
-func feed(_ set: ManifestSet, config: ProxyConfig, into tracker: inout ChangeTracker) {
-    let services = ManifestInput.prepare(set, serviceCIDR: config.serviceCIDRs.first ?? ManifestInput.defaultServiceCIDR)
-    tracker.update(node: ManifestInput.node(named: config.hostname, in: set, ips: config.nodeIPs))
-    tracker.replaceAll(services: services, slices: set.endpointSlices, serviceCIDRs: set.serviceCIDRs)
+/// What the tracker takes from a set of manifests. The slices are moved out of the set, so the
+/// tracker holds the only reference to them and frees each as it takes it
+/// (`ChangeTracker.replaceAll(services:draining:)`); the feed may cross to the runner's actor.
+final class ManifestFeed: @unchecked Sendable {
+    let services: [Service]
+    let node: NodeInfo
+    let serviceCIDRs: [ServiceCIDR]
+    var slices: [EndpointSlice]
+
+    init(taking set: inout ManifestSet, config: ProxyConfig) {
+        services = ManifestInput.prepare(set, serviceCIDR: config.serviceCIDRs.first ?? ManifestInput.defaultServiceCIDR)
+        node = ManifestInput.node(named: config.hostname, in: set, ips: config.nodeIPs)
+        serviceCIDRs = set.serviceCIDRs
+        slices = set.endpointSlices
+        set.endpointSlices = []
+    }
+
+    /// Fills the tracker (once: the slices are used up).
+    func apply(to tracker: inout ChangeTracker) {
+        tracker.update(node: node)
+        tracker.replaceAll(services: services, draining: &slices, serviceCIDRs: serviceCIDRs)
+    }
 }
 
 func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {

@@ -156,23 +156,10 @@ struct ManifestWatcher: ServiceLifecycle.Service {
         return s
     }
 
-    /// The slices move into the tracker one by one (see `ChangeTracker.replaceAll(services:draining:)`).
-    private final class Slices: @unchecked Sendable {
-        var list: [EndpointSlice]
-        init(_ list: [EndpointSlice]) { self.list = list }
-    }
-
     private func load() async throws {
         var set = try loadManifests(paths, logger: logger)
-        let services = ManifestInput.prepare(set, serviceCIDR: config.serviceCIDRs.first ?? ManifestInput.defaultServiceCIDR)
-        let node = ManifestInput.node(named: config.hostname, in: set, ips: config.nodeIPs)
-        let cidrs = set.serviceCIDRs
-        let slices = Slices(set.endpointSlices)
-        set = ManifestSet()   // the box holds the only reference to the slices now
-        await runner.update {
-            $0.update(node: node)
-            $0.replaceAll(services: services, draining: &slices.list, serviceCIDRs: cidrs)
-        }
+        let feed = ManifestFeed(taking: &set, config: config)
+        await runner.update { feed.apply(to: &$0) }
     }
 
     func run() async throws {

@@ -30,9 +30,9 @@ struct Render: AsyncParsableCommand {
         let logger = Logger(label: "switchyard.render")
         guard !files.isEmpty else { throw ValidationError("-f FILE|DIR|- is required") }
         let config = try flags.resolve()
-        let set = try loadManifests(files, logger: logger)
+        var set = try loadManifests(files, logger: logger)
         var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
-        feed(set, config: config, into: &tracker)
+        ManifestFeed(taking: &set, config: config).apply(to: &tracker)
         let (snap, _) = tracker.snapshot()
         let renderer: any ProxyRenderer
         switch config.mode {

@@ -18,13 +18,18 @@ final class RecordingBackend: ProxyBackend, @unchecked Sendable {
 }
 
 @Suite struct RunnerTests {
+    /// A runner on node n1 over a backend that records what it is asked to sync.
+    static func runner(syncPeriod: Duration) -> (RecordingBackend, ProxyRunner) {
+        let backend = RecordingBackend()
+        return (backend, ProxyRunner(tracker: ChangeTracker(node: NodeInfo(name: "n1")), backend: backend,
+                                     metrics: ProxyMetrics(mode: "recording"), minSyncPeriod: .milliseconds(10), syncPeriod: syncPeriod))
+    }
+
     /// As upstream: no sync until the proxy is initialized (the API watcher initializes it once
     /// both Services and EndpointSlices are listed), so the first sync never has Services
     /// without their endpoints.
     @Test func nothingIsSyncedBeforeInitialization() async throws {
-        let backend = RecordingBackend()
-        let runner = ProxyRunner(tracker: ChangeTracker(node: NodeInfo(name: "n1")), backend: backend, metrics: ProxyMetrics(mode: "recording"),
-                                 minSyncPeriod: .milliseconds(10), syncPeriod: .milliseconds(50))
+        let (backend, runner) = Self.runner(syncPeriod: .milliseconds(50))
         let task = Task { try await runner.run() }
         defer { task.cancel() }
         let svc = Service(metadata: ObjectMeta(name: "web", namespace: "default"),
@@ -45,9 +50,7 @@ final class RecordingBackend: ProxyBackend, @unchecked Sendable {
 
     /// An empty cluster still gets its first sync (and healthz its first success) once listed.
     @Test func anEmptyListInitializesAndSyncs() async throws {
-        let backend = RecordingBackend()
-        let runner = ProxyRunner(tracker: ChangeTracker(node: NodeInfo(name: "n1")), backend: backend, metrics: ProxyMetrics(mode: "recording"),
-                                 minSyncPeriod: .milliseconds(10), syncPeriod: .seconds(30))
+        let (backend, runner) = Self.runner(syncPeriod: .seconds(30))
         let task = Task { try await runner.run() }
         defer { task.cancel() }
         await runner.update(initializing: true) { _ in }
