@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // Kubernetes object model and manifest loading. No I/O besides reading manifests.
@@ -117,7 +118,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))]
         ),
         .executableTarget(
             name: "switchyard-bench",
@@ -145,8 +147,11 @@ let package = Package(
         .target(name: "KubeStore", dependencies: ["KubeAPI", "KubeClient", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "NetnsKit"], swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
-        // admission (defaults, ClusterIP and NodePort allocation), validation; served by Hummingbird.
-        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "Hummingbird", package: "hummingbird"),
+        // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
+        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "HummingbirdCore", package: "hummingbird"),
+                                                   .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                   .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "NIOPosix", package: "swift-nio"),
                                                    .product(name: "Logging", package: "swift-log"),
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore", "KubeClient"], swiftSettings: strict),

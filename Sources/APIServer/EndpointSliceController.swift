@@ -15,6 +15,8 @@ public actor EndpointSliceController {
     static let triggerAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
     /// Services to reconcile, as `namespace/name`.
     private var dirty = Set<String>()
+    /// Wakes the reconcile loop when `dirty` gains a Service (no polling while nothing changes).
+    private var wake: AsyncStream<Void>.Continuation?
     /// Each Service's selector, from the events (so a Pod change finds its Services without a list).
     private var selectors: [String: [String: [String: String]]] = [:]
     /// Services whose slices this controller wrote.
@@ -85,8 +87,19 @@ public actor EndpointSliceController {
         return sel.compactMapValues(\.string)
     }
 
+    func markDirty(_ key: String) {
+        dirty.insert(key)
+        wake?.yield()
+    }
+
+    var hasWork: Bool { !dirty.isEmpty }
+
     /// Follows Services and Pods until cancelled: every Service once, then those a change touches.
-    public func run() async throws {
+    /// `onSynced` is called once the Services and slices present at the start are reconciled.
+    public func run(onSynced: @escaping @Sendable () async -> Void = {}) async throws {
+        let (wakeups, wake) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        self.wake = wake
+        defer { wake.finish() }
         let store = handler.store
         let from = try await store.currentRevision()
         let svcEvents = try await store.watch(prefix: Self.services.storePrefix, after: from)
@@ -96,7 +109,7 @@ public actor EndpointSliceController {
         for kv in all.items {
             guard let (ns, name) = Self.split(kv.key) else { continue }
             selectors[ns, default: [:]][name] = Self.selector(kv.value)
-            dirty.insert("\(ns)/\(name)")
+            markDirty("\(ns)/\(name)")
         }
         // Slices this controller made before a restart.
         let slices = try await store.list(prefix: Self.slices.storePrefix, after: nil, limit: 0, revision: from)
@@ -105,7 +118,7 @@ public actor EndpointSliceController {
                   o[path: ["metadata", "labels", "endpointslice.kubernetes.io/managed-by"]]?.string == Self.managedBy,
                   let svc = Self.owner(o) else { continue }
             managed.insert("\(ns)/\(svc)")
-            dirty.insert("\(ns)/\(svc)")
+            markDirty("\(ns)/\(svc)")
             remember(Self.stamped(o, kv.modRevision), ns: ns)
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -119,9 +132,15 @@ public actor EndpointSliceController {
                 for try await e in sliceEvents { await self.sliceChanged(e) }
             }
             group.addTask {
-                while !Task.isCancelled {
-                    await self.drain()
-                    try await Task.sleep(for: .milliseconds(20))
+                await self.drain()
+                await onSynced()
+                for await _ in wakeups {
+                    // A burst of events is handled in passes 20 ms apart; a Service whose
+                    // reconcile failed stays marked and is tried again on the next pass.
+                    repeat {
+                        try await Task.sleep(for: .milliseconds(20))
+                        await self.drain()
+                    } while await self.hasWork
                 }
             }
             try await group.next()
@@ -132,7 +151,7 @@ public actor EndpointSliceController {
     func serviceChanged(_ e: StoreEvent) {
         guard let (ns, name) = Self.split(e.kv.key) else { return }
         selectors[ns, default: [:]][name] = e.kind == .deleted ? nil : Self.selector(e.kv.value)
-        dirty.insert("\(ns)/\(name)")
+        markDirty("\(ns)/\(name)")
     }
 
     func podChanged(_ e: StoreEvent) {
@@ -142,7 +161,7 @@ public actor EndpointSliceController {
             if let o = try? JSONValue.parse(v) { labelSets.append(APIHandler.labels(o)) }
         }
         for (svc, sel) in selectors[ns] ?? [:] where labelSets.contains(where: { l in sel.allSatisfy { l[$0.key] == $0.value } }) {
-            dirty.insert("\(ns)/\(svc)")
+            markDirty("\(ns)/\(svc)")
         }
     }
 

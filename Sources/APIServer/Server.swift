@@ -1,11 +1,17 @@
 import Foundation
-import Hummingbird
+import HTTPTypes
+import HummingbirdCore
+import NIOCore
+import NIOPosix
 import KubeAPI
 import KubeStore
 import Logging
 import ServiceLifecycle
 
-/// `switchyard server`: the API over HTTP (Hummingbird), one responder for every path.
+/// `switchyard server`: the API over HTTP, one responder for every path, on HummingbirdCore's
+/// HTTP/1.1 server. Not through Hummingbird's `Application`: its date cache builds a Gregorian
+/// calendar in the current time zone, which loads ICU's time zone data (about 4 MB resident) and
+/// wakes the idle server every second; the `Date` header is formatted here instead.
 public struct APIServer: Sendable {
     public let handler: APIHandler
     public let host: String
@@ -20,7 +26,7 @@ public struct APIServer: Sendable {
     }
 
     /// Converts a Hummingbird request, runs it, and converts the answer.
-    static func respond(_ handler: APIHandler, _ request: Request, _ context: BasicRequestContext) async throws -> Response {
+    static func respond(_ handler: APIHandler, _ request: Request) async -> Response {
         var request = request
         var query: [String: String] = [:]
         for (k, v) in request.uri.queryParameters { query[String(k)] = String(v) }
@@ -63,16 +69,33 @@ public struct APIServer: Sendable {
     /// Serves until the task is cancelled (or SIGTERM through the service group).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let handler = self.handler
-        let app = Application(
-            responder: CallbackResponder<BasicRequestContext> { req, ctx in try await Self.respond(handler, req, ctx) },
-            configuration: .init(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) },
-            logger: logger)
+        let server = try HTTPServerBuilder.http1().buildServer(
+            configuration: ServerConfiguration(address: .hostname(host, port: port)),
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: logger,
+            responder: { request, writer, _ in
+                var response = await Self.respond(handler, request)
+                response.headers[.date] = Self.httpDate()
+                try await writer.write(response: response.head, body: response.body)
+            },
+            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) })
         // Watches would hold a graceful shutdown open for their whole timeout: the closer, last
         // in the group, is shut down first and ends them.
-        let group = ServiceGroup(configuration: .init(services: [.init(service: app), .init(service: WatchCloser(handler: handler))],
+        let group = ServiceGroup(configuration: .init(services: [.init(service: server), .init(service: WatchCloser(handler: handler))],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// An HTTP `Date` header value (RFC 9110's IMF-fixdate, `Fri, 27 Nov 2026 08:03:33 GMT`).
+    static func httpDate(_ seconds: time_t = time(nil)) -> String {
+        var t = seconds
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
+            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
     }
 
     /// Ends the open watches when the server begins to shut down.

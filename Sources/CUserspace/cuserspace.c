@@ -2,6 +2,8 @@
 #include "cuserspace.h"
 #include <errno.h>
 #include <malloc.h>
+#include <stdio.h>
+#include <sys/mman.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -255,4 +257,36 @@ int cus_spawn_detached(char *const argv[], const char *log) {
 
 int cus_heap_trim(void) {
     return malloc_trim(0);
+}
+
+long cus_unmap_clean_file_pages(void) {
+    /* Walks /proc/self/smaps; for every read-only mapping of a file that holds no private
+       (anonymous, copy-on-write) page, drops the page table entries. The pages stay in the
+       page cache; the next touch maps them again (a minor fault). Mappings with private pages
+       are skipped: MADV_DONTNEED would throw their contents away. */
+    FILE *f = fopen("/proc/self/smaps", "re");
+    if (!f) return -errno;
+    char line[4096];
+    unsigned long start = 0, end = 0;
+    int candidate = 0;
+    long rss = 0, released = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[8];
+        int pathOffset = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &a, &b, perms, &pathOffset) == 3 && pathOffset > 0) {
+            start = a; end = b; rss = 0;
+            candidate = perms[1] != 'w' && line[pathOffset] == '/';
+            continue;
+        }
+        if (!candidate) continue;
+        long kb;
+        if (sscanf(line, "Rss: %ld kB", &kb) == 1) { rss = kb; continue; }
+        if (sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
+            if (kb == 0 && rss > 0 && madvise((void *)start, end - start, MADV_DONTNEED) == 0) released += rss;
+            candidate = 0;
+        }
+    }
+    fclose(f);
+    return released;
 }

@@ -106,15 +106,22 @@ public struct KubeClient: Sendable {
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
     }
 
-    /// One request; the whole answer.
+    /// One request; the whole answer, as JSON (null if it is not).
     public func request(_ method: String, _ path: String, query: [String: String] = [:], body: JSONValue? = nil,
                         contentType: String = "application/json") async throws -> ClientResponse {
+        let (status, bytes) = try await rawRequest(method, path, query: query, body: body.map { Data($0.serialized()) }, contentType: contentType)
+        return ClientResponse(status: status, body: (try? JSONValue.parse(bytes)) ?? .null)
+    }
+
+    /// One request; the status and the body as it came (for answers that are not JSON, such as
+    /// Prometheus metrics).
+    public func rawRequest(_ method: String, _ path: String, query: [String: String] = [:], body: Data? = nil,
+                           contentType: String = "application/json") async throws -> (status: Int, body: Data) {
         let channel = try await connect()
-        let data = body.map { Array($0.serialized()) }
         return try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(.head(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: data?.count ?? 0,
-                                                contentType: data == nil ? nil : contentType)))
-            if let data { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data)))) }
+            try await outbound.write(.head(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
+                                                contentType: body == nil ? nil : contentType)))
+            if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
             try await outbound.write(.end(nil))
             var status = 0
             var buf = ByteBuffer()
@@ -122,7 +129,7 @@ public struct KubeClient: Sendable {
                 switch part {
                 case .head(let h): status = Int(h.status.code)
                 case .body(var b): buf.writeBuffer(&b)
-                case .end: return ClientResponse(status: status, body: (try? JSONValue.parse(Data(buf.readableBytesView))) ?? .null)
+                case .end: return (status, Data(buf.readableBytesView))
                 }
             }
             throw ClientError(status: 0, description: "\(method) \(path): the connection closed early")

@@ -11,11 +11,14 @@ public struct EtcdStore: Store {
     /// Keys live under this prefix (kube-apiserver's `--etcd-prefix`, `/registry` by default;
     /// our keys already start with it, so the default adds nothing).
     let prefix: String
+    /// The one etcd watch the store's watches share.
+    let hub: EtcdWatchHub
 
     public init(servers: [String], prefix: String = "") throws {
         guard !servers.isEmpty else { throw StoreError.backend("--etcd-servers: no server given") }
         clients = try servers.map { try KubeClient(url: $0) }
         self.prefix = prefix
+        hub = EtcdWatchHub(client: clients[0], prefix: prefix)
     }
 
     static func b64(_ s: String) -> JSONValue { .string(Data(s.utf8).base64EncodedString()) }
@@ -68,10 +71,37 @@ public struct EtcdStore: Store {
         return .backend("etcd: \(msg)")
     }
 
-    func kv(_ j: JSONValue) -> KeyValue {
-        let key = String(decoding: Self.unb64(j["key"]), as: UTF8.self)
-        return KeyValue(key: String(key.dropFirst(prefix.count)), value: Self.unb64(j["value"]),
-                        createRevision: Self.int(j["create_revision"]), modRevision: Self.int(j["mod_revision"]))
+    func kv(_ j: JSONValue) -> KeyValue { Self.kv(j, prefix: prefix) }
+
+    static func kv(_ j: JSONValue, prefix: String) -> KeyValue {
+        let key = String(decoding: unb64(j["key"]), as: UTF8.self)
+        return KeyValue(key: String(key.dropFirst(prefix.count)), value: unb64(j["value"]),
+                        createRevision: int(j["create_revision"]), modRevision: int(j["mod_revision"]))
+    }
+
+    /// The events of one message of an etcd watch stream; throws for an error, a compacted start
+    /// revision (`requested` is the revision asked for) or a canceled watch.
+    static func events(_ msg: JSONValue, prefix: String, requested: Int64) throws -> [StoreEvent] {
+        if let err = msg["error"] {
+            throw StoreError.backend("etcd watch: \(err["message"]?.string ?? err.text())")
+        }
+        // A start revision that is compacted: the watch is made, then canceled.
+        if let cr = msg[path: ["result", "compact_revision"]], int(cr) > 0 {
+            throw StoreError.compacted(requested: requested, compacted: int(cr) - 1)
+        }
+        if msg[path: ["result", "canceled"]]?.bool == true {
+            throw StoreError.backend("etcd canceled the watch")
+        }
+        return (msg[path: ["result", "events"]]?.array ?? []).map { e in
+            let now = kv(e["kv"] ?? [:], prefix: prefix)
+            let prev = e["prev_kv"].map { kv($0, prefix: prefix) }
+            if e["type"]?.string == "DELETE" {
+                var gone = prev ?? now
+                gone.modRevision = now.modRevision
+                return StoreEvent(kind: .deleted, kv: gone, previous: prev)
+            }
+            return StoreEvent(kind: now.createRevision == now.modRevision ? .created : .updated, kv: now, previous: prev)
+        }
     }
 
     public func currentRevision() async throws -> Int64 {
@@ -188,40 +218,24 @@ public struct EtcdStore: Store {
         return Int(Self.int(r["count"]))
     }
 
+    /// From the shared watch when it holds every event after `revision`; otherwise (an older
+    /// revision) from a watch of its own on etcd, which also reports compaction.
     public func watch(prefix p: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error> {
+        if let shared = try await hub.subscribe(prefix: p, after: revision) { return shared }
+        return try await ownWatch(prefix: p, after: revision)
+    }
+
+    func ownWatch(prefix p: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error> {
         let raw = try await clients[0].stream("POST", "/v3/watch", body: ["create_request": [
             "key": Self.b64(prefix + p), "range_end": Self.b64(Self.rangeEnd(prefix + p)),
             "start_revision": .string(String(revision + 1)), "prev_kv": true,
         ]])
-        let store = self
+        let prefix = self.prefix
         return AsyncThrowingStream { c in
             let task = Task {
                 do {
                     for try await msg in raw {
-                        if let err = msg["error"] {
-                            c.finish(throwing: StoreError.backend("etcd watch: \(err["message"]?.string ?? err.text())"))
-                            return
-                        }
-                        // A start revision that is compacted: the watch is made, then canceled.
-                        if let cr = msg[path: ["result", "compact_revision"]], Self.int(cr) > 0 {
-                            c.finish(throwing: StoreError.compacted(requested: revision, compacted: Self.int(cr) - 1))
-                            return
-                        }
-                        if msg[path: ["result", "canceled"]]?.bool == true {
-                            c.finish(throwing: StoreError.backend("etcd canceled the watch"))
-                            return
-                        }
-                        for e in msg[path: ["result", "events"]]?.array ?? [] {
-                            let now = store.kv(e["kv"] ?? [:])
-                            let prev = e["prev_kv"].map(store.kv)
-                            if e["type"]?.string == "DELETE" {
-                                var gone = prev ?? now
-                                gone.modRevision = now.modRevision
-                                c.yield(StoreEvent(kind: .deleted, kv: gone, previous: prev))
-                            } else {
-                                c.yield(StoreEvent(kind: now.createRevision == now.modRevision ? .created : .updated, kv: now, previous: prev))
-                            }
-                        }
+                        for e in try Self.events(msg, prefix: prefix, requested: revision) { c.yield(e) }
                     }
                     c.finish()
                 } catch {
@@ -234,5 +248,136 @@ public struct EtcdStore: Store {
 
     public func compact(through revision: Int64) async throws {
         _ = try await call("/v3/kv/compaction", ["revision": .string(String(revision)), "physical": true])
+    }
+}
+
+/// One etcd watch over every key, shared by the store's watches, as kube-apiserver's watch cache
+/// shares one per resource: a hundred API watches cost etcd one stream, and each event is parsed
+/// once. It keeps the latest events, so a watch from a recent revision (a list's, typically)
+/// starts from them; a watch from before them gets its own watch on etcd. The etcd watch is
+/// opened with the first watch and closed when the last one ends; if it fails, every watch on it
+/// ends with the error (clients watch again from their last revision).
+actor EtcdWatchHub {
+    typealias Continuation = AsyncThrowingStream<StoreEvent, any Error>.Continuation
+    let client: KubeClient
+    let prefix: String
+    /// How many of the latest events are kept.
+    let keep: Int
+
+    enum Phase {
+        case stopped
+        case starting([CheckedContinuation<Void, any Error>])
+        case running
+    }
+    private var phase = Phase.stopped
+    /// Counts the etcd watches opened, so the end of an old one does not stop a newer one.
+    private var generation = 0
+    private var feed: Task<Void, Never>?
+    private var watchers: [Int: (prefix: String, after: Int64, continuation: Continuation)] = [:]
+    private var nextID = 0
+    /// The latest events, in revision order.
+    private var recent: [StoreEvent] = []
+    /// Every event after this revision is in `recent` or still to come.
+    private var floor: Int64 = 0
+
+    init(client: KubeClient, prefix: String, keep: Int = 500) {
+        self.client = client
+        self.prefix = prefix
+        self.keep = keep
+    }
+
+    /// A watch on the shared stream, or nil if it does not reach back to `revision` (or the
+    /// prefix is outside the keys it follows).
+    func subscribe(prefix p: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error>? {
+        guard p.hasPrefix("/") else { return nil }
+        while true {
+            switch phase {
+            case .running:
+                // Checked and registered in one turn: no event falls between the two.
+                guard revision >= floor else { return nil }
+                let (stream, c) = AsyncThrowingStream.makeStream(of: StoreEvent.self)
+                for e in recent where e.revision > revision && e.kv.key.hasPrefix(p) { c.yield(e) }
+                let id = nextID
+                nextID += 1
+                watchers[id] = (p, revision, c)
+                c.onTermination = { _ in Task { await self.unsubscribe(id) } }
+                return stream
+            case .stopped:
+                generation += 1
+                phase = .starting([])
+                let g = generation
+                feed = Task { await self.follow(generation: g) }
+                try await started()
+            case .starting:
+                try await started()
+            }
+        }
+    }
+
+    /// The number of watches on the shared stream (for tests).
+    var watcherCount: Int { watchers.count }
+
+    private func started() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            if case .starting(var waiting) = phase {
+                waiting.append(c)
+                phase = .starting(waiting)
+            } else {
+                c.resume()   // running, or stopped again: the caller looks again
+            }
+        }
+    }
+
+    private func unsubscribe(_ id: Int) {
+        guard watchers.removeValue(forKey: id) != nil else { return }
+        if watchers.isEmpty, case .running = phase { stop(StoreError.backend("no watch left")) }
+    }
+
+    private func follow(generation g: Int) async {
+        do {
+            let raw = try await client.stream("POST", "/v3/watch", body: ["create_request": [
+                "key": EtcdStore.b64(prefix + "/"), "range_end": EtcdStore.b64(EtcdStore.rangeEnd(prefix + "/")), "prev_kv": true,
+            ]])
+            for try await msg in raw {
+                guard g == generation else { return }
+                try receive(msg)
+            }
+            if g == generation { stop(StoreError.backend("etcd ended the watch")) }
+        } catch {
+            if g == generation { stop(error) }
+        }
+    }
+
+    private func receive(_ msg: JSONValue) throws {
+        if msg[path: ["result", "created"]]?.bool == true, case .starting(let waiting) = phase {
+            // Events come from the revision after the one the watch was created at.
+            floor = EtcdStore.int(msg[path: ["result", "header", "revision"]])
+            phase = .running
+            for w in waiting { w.resume() }
+        }
+        let events = try EtcdStore.events(msg, prefix: prefix, requested: floor)
+        guard !events.isEmpty else { return }
+        recent += events
+        if recent.count > 2 * keep {
+            let drop = recent.count - keep
+            floor = recent[drop - 1].revision
+            recent.removeFirst(drop)
+        }
+        for e in events {
+            for (_, w) in watchers where e.revision > w.after && e.kv.key.hasPrefix(w.prefix) { w.continuation.yield(e) }
+        }
+    }
+
+    /// Closes the etcd watch; the watches on it end with `error`.
+    private func stop(_ error: any Error) {
+        generation += 1
+        feed?.cancel()
+        feed = nil
+        if case .starting(let waiting) = phase { for w in waiting { w.resume(throwing: error) } }
+        phase = .stopped
+        let ending = watchers
+        watchers = [:]
+        recent = []
+        for (_, w) in ending { w.continuation.finish(throwing: error) }
     }
 }

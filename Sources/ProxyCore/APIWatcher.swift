@@ -65,7 +65,7 @@ public struct APIWatcher: ServiceLifecycle.Service {
             let ready = await listed.add(path)
             await runner.update(initializing: ready) { replace(&$0, list) }
             // The pages' parsed JSON and the decoded objects are gone: return their pages.
-            HeapTrim.releaseFreePages()
+            ResidentMemory.releaseFreeHeapPages()
         }, watched: { e in
             switch e {
             case .replace: break   // lists come to `replace`

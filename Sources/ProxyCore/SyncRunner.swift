@@ -162,7 +162,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             forceFull = false
             if outcome.full {
                 lastFull = ContinuousClock.now
-                HeapTrim.releaseFreePages()
+                ResidentMemory.releaseFreeHeapPages()
             }
             retryDelay = .zero
             health.updated()

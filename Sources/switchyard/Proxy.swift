@@ -174,7 +174,7 @@ struct ManifestWatcher: ServiceLifecycle.Service {
                     logger.error("cannot load manifests, keeping the current rules: \(error)")
                 }
                 // The decoded objects are gone now that the tracker has what it needs of them.
-                HeapTrim.releaseFreePages()
+                ResidentMemory.releaseFreeHeapPages()
             }
             try? await Task.sleep(for: .milliseconds(250))
         }

@@ -4,6 +4,7 @@ import Foundation
 import KubeAPI
 import KubeStore
 import Logging
+import ProxyCore
 
 /// `switchyard server`: the Kubernetes API for kubectl, the proxy and netlab.
 struct Server: AsyncParsableCommand {
@@ -64,9 +65,10 @@ struct Server: AsyncParsableCommand {
         let dataDir = self.dataDir, host = bindAddress
         let server = APIServer(handler: handler, host: host, port: port, logger: logger)
         let controller = EndpointSliceController(handler: handler)
+        let startup = StartupSteps(count: 2, logger: logger)
         let controllerTask = Task {
             while !Task.isCancelled {
-                do { try await controller.run() } catch { logger.error("endpoint slice controller: \(error); restarting") }
+                do { try await controller.run(onSynced: { await startup.done() }) } catch { logger.error("endpoint slice controller: \(error); restarting") }
                 try? await Task.sleep(for: .seconds(1))
             }
         }
@@ -79,6 +81,28 @@ struct Server: AsyncParsableCommand {
             } catch {
                 logger.error("writing \(dataDir)/kubeconfig: \(error)")
             }
+            await startup.done()
+        }
+    }
+}
+
+/// Counts the server's start-up steps (listening; the EndpointSlice controller's first pass).
+/// When the last is done, the code only start-up ran is unmapped, once.
+actor StartupSteps {
+    private var remaining: Int
+    let logger: Logger
+
+    init(count: Int, logger: Logger) {
+        remaining = count
+        self.logger = logger
+    }
+
+    func done() {
+        remaining -= 1
+        guard remaining == 0 else { return }
+        ResidentMemory.releaseFreeHeapPages()
+        if let kib = ResidentMemory.unmapCleanFilePages() {
+            logger.debug("started; unmapped \(kib) KiB of start-up code and read-only data")
         }
     }
 }

@@ -69,4 +69,6 @@ ssize_t cus_recv(int fd, void *buf, size_t len);
 ssize_t cus_send(int fd, const void *buf, size_t len);
 /// malloc_trim(0): hands the C heap's free pages back to the kernel; 1 if any were.
 int cus_heap_trim(void);
+/// Drops this process's mappings of clean file-backed pages (code, read-only data); returns the kB released.
+long cus_unmap_clean_file_pages(void);
 #endif

@@ -1,0 +1,69 @@
+import Foundation
+import KubeClient
+@testable import KubeStore
+import NetnsKit
+import Testing
+
+@Suite("etcd store: watches share one etcd watch", .enabled(if: EtcdProcess.available, "needs Debian's etcd (etcd-server)"))
+struct EtcdWatchHubTests {
+    /// etcd's own count of the watches open on it.
+    static func etcdWatchers(_ etcd: EtcdProcess) async throws -> Int {
+        let r = try await KubeClient(url: etcd.url).rawRequest("GET", "/metrics")
+        let text = String(decoding: r.body, as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("etcd_debugging_mvcc_watcher_total ") }),
+              let n = Double(line.split(separator: " ")[1]) else { throw StoreError.backend("no watcher count in etcd's metrics") }
+        return Int(n)
+    }
+
+    @Test func manyWatchesOneEtcdWatchAndOlderRevisionsStillServed() async throws {
+        let etcd = try EtcdProcess()
+        let s = try EtcdStore(servers: [etcd.url])
+        let before = try await Self.etcdWatchers(etcd)
+        _ = try await s.create("/registry/configmaps/default/seed", value: data("0"))
+        let old = try await s.currentRevision()
+        _ = try await s.create("/registry/configmaps/default/a", value: data("1"))
+        let from = try await s.currentRevision()
+
+        // Fifty watches from the current revision: one etcd watch behind them all.
+        var streams: [AsyncThrowingStream<StoreEvent, any Error>] = []
+        for i in 0..<50 { streams.append(try await s.watch(prefix: i % 2 == 0 ? "/registry/configmaps/" : "/registry/", after: from)) }
+        #expect(await s.hub.watcherCount == 50)
+        #expect(try await Self.etcdWatchers(etcd) == before + 1)
+        _ = try await s.create("/registry/secrets/default/b", value: data("2"))
+        _ = try await s.update("/registry/configmaps/default/a", value: data("3"), expected: nil)
+        for (i, stream) in streams.enumerated() {
+            let events = try await next(i % 2 == 0 ? 1 : 2, of: stream)
+            #expect(events.last?.kv.key == "/registry/configmaps/default/a" && events.last?.kind == .updated)
+            #expect(events.last?.previous?.value == data("1"))
+            if i % 2 == 1 { #expect(events.first?.kv.key == "/registry/secrets/default/b", "the wider prefix sees the secret") }
+        }
+
+        // From a revision the shared watch has passed: the kept events, then live ones.
+        let late = try await s.watch(prefix: "/registry/", after: from)
+        #expect(await s.hub.watcherCount == 51)
+        _ = try await s.delete("/registry/secrets/default/b", expected: nil)
+        let replayed = try await next(3, of: late)
+        #expect(replayed.map(\.revision) == [from + 1, from + 2, from + 3])
+        #expect(replayed.map(\.kind) == [.created, .updated, .deleted])
+
+        // From before the shared watch began: a watch of its own on etcd, replaying the log.
+        let older = try await s.watch(prefix: "/registry/configmaps/", after: old)
+        #expect(await s.hub.watcherCount == 51)
+        #expect(try await Self.etcdWatchers(etcd) == before + 2)
+        #expect(try await next(2, of: older).map(\.revision) == [old + 1, from + 2])
+
+        // Once every watch has ended, the shared one is closed.
+        streams.removeAll()
+        _ = consume late
+        _ = consume older
+        for _ in 0..<200 where await s.hub.watcherCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(await s.hub.watcherCount == 0)
+        var left = -1
+        for _ in 0..<200 {
+            left = try await Self.etcdWatchers(etcd)
+            if left == before { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(left == before, "no watch is left open on etcd")
+    }
+}
