@@ -18,11 +18,7 @@ public enum JSONValue: Sendable, Hashable {
 
     /// Parses a document; what is not valid JSON throws.
     public static func parse(_ data: Data) throws -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: data)
-        } catch {
-            throw ParseError(description: "invalid JSON: \(Self.describe(error))")
-        }
+        try JSONParser.parse(data)
     }
 
     public static func describe(_ error: any Error) -> String {
@@ -58,17 +54,25 @@ public enum JSONValue: Sendable, Hashable {
             out += "]"
         case .object(let o):
             out += "{"
-            for (i, k) in o.keys.sorted().enumerated() {
+            for (i, kv) in o.sorted(by: { $0.key < $1.key }).enumerated() {
                 if i > 0 { out += "," }
-                Self.quote(k, into: &out)
+                Self.quote(kv.key, into: &out)
                 out += ":"
-                o[k]!.write(into: &out)
+                kv.value.write(into: &out)
             }
             out += "}"
         }
     }
 
     static func quote(_ s: String, into out: inout String) {
+        // Most strings (names, labels, IPs) need no escape: appended whole.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "<")
+            || $0 == UInt8(ascii: ">") || $0 == UInt8(ascii: "&") }) {
+            out += "\""
+            out += s
+            out += "\""
+            return
+        }
         out += "\""
         for u in s.unicodeScalars {
             switch u {
