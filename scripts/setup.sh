@@ -2,7 +2,7 @@
 # Installs what Switchyard needs on a fresh Debian 12 machine (as root).
 # Safe to run again: only missing packages are installed.
 set -euo pipefail
-PKGS=(iptables ipset nftables libmnl-dev libnftnl-dev libsqlite3-dev etcd-server pkg-config ipvsadm conntrack socat iproute2 curl procps kmod
+PKGS=(iptables ipset nftables libmnl-dev libnftnl-dev libsqlite3-dev etcd-server pkg-config ipvsadm conntrack socat iproute2 curl procps kmod openssl
       containernetworking-plugins iperf3 qemu-system-x86 busybox-static cpio)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,6 +1,8 @@
 import Foundation
 import HTTPTypes
 import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
 import NIOCore
 import NIOPosix
 import KubeAPI
@@ -16,17 +18,34 @@ public struct APIServer: Sendable {
     public let handler: APIHandler
     public let host: String
     public let port: Int
+    /// Serves HTTPS with this certificate and key when set (`--tls-cert-file`, `--tls-private-key-file`).
+    public let tls: TLSConfiguration?
+    /// When set, a request must carry one of these bearer tokens (`--token-auth-file`).
+    public let tokens: TokenFile?
     let logger: Logger
 
-    public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, logger: Logger = Logger(label: "switchyard.server")) {
+    public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, tls: TLSConfiguration? = nil,
+                tokens: TokenFile? = nil, logger: Logger = Logger(label: "switchyard.server")) {
         self.handler = handler
         self.host = host
         self.port = port
+        self.tls = tls
+        self.tokens = tokens
         self.logger = logger
     }
 
+    /// A server TLS configuration from PEM files: the certificate (chain) and its private key.
+    public static func tlsConfiguration(certificateFile: String, keyFile: String) throws -> TLSConfiguration {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+        return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+    }
+
     /// Converts a Hummingbird request, runs it, and converts the answer.
-    static func respond(_ handler: APIHandler, _ request: Request) async -> Response {
+    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil) async -> Response {
+        if let tokens, !TokenFile.publicPaths.contains(request.uri.path),
+           tokens.user(authorization: request.headers[.authorization]) == nil {
+            return Self.response(.error(.unauthorized))
+        }
         var request = request
         var query: [String: String] = [:]
         for (k, v) in request.uri.queryParameters { query[String(k)] = String(v) }
@@ -68,13 +87,14 @@ public struct APIServer: Sendable {
 
     /// Serves until the task is cancelled (or SIGTERM through the service group).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let handler = self.handler
-        let server = try HTTPServerBuilder.http1().buildServer(
+        let handler = self.handler, tokens = self.tokens
+        let builder = try tls.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let server = try builder.buildServer(
             configuration: ServerConfiguration(address: .hostname(host, port: port)),
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
             responder: { request, writer, _ in
-                var response = await Self.respond(handler, request)
+                var response = await Self.respond(handler, request, tokens: tokens)
                 response.headers[.date] = Self.httpDate()
                 try await writer.write(response: response.head, body: response.body)
             },
@@ -107,15 +127,18 @@ public struct APIServer: Sendable {
         }
     }
 
-    /// A kubeconfig for clients of a server at `url` (no credentials: TLS, tokens and RBAC come later).
-    public static func kubeconfig(server url: String) -> String {
-        """
+    /// A kubeconfig for clients of a server at `url`, trusting `certificateAuthority` (PEM) for an
+    /// https:// one, with a bearer `token` when the server asks for one.
+    public static func kubeconfig(server url: String, certificateAuthority: [UInt8]? = nil, token: String? = nil) -> String {
+        let ca = certificateAuthority.map { "\n    certificate-authority-data: \(Data($0).base64EncodedString())" } ?? ""
+        let user = token.map { "\n    token: \($0)" } ?? " {}"
+        return """
         apiVersion: v1
         kind: Config
         clusters:
         - name: switchyard
           cluster:
-            server: \(url)
+            server: \(url)\(ca)
         contexts:
         - name: switchyard
           context:
@@ -125,8 +148,56 @@ public struct APIServer: Sendable {
         current-context: switchyard
         users:
         - name: switchyard
-          user: {}
+          user:\(user)
 
         """
+    }
+}
+
+/// kube-apiserver's static token file (`--token-auth-file`): CSV lines of `token,user,uid` and
+/// optionally a quoted, comma-separated list of groups. A request then needs
+/// `Authorization: Bearer <token>` with one of its tokens, or gets `401 Unauthorized`; who the
+/// user is does not matter yet (no authorization: RBAC comes later).
+public struct TokenFile: Sendable {
+    public struct User: Sendable, Equatable {
+        public var name: String
+        public var uid: String
+        public var groups: [String]
+    }
+    /// In the file's order.
+    public let entries: [(token: String, user: User)]
+    /// What anyone may read, as upstream's `system:public-info-viewer` role allows.
+    static let publicPaths: Set<String> = ["/healthz", "/livez", "/readyz", "/version"]
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(contents: String, source: String = "token file") throws {
+        var entries: [(String, User)] = []
+        for (n, raw) in contents.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            // Fields split on commas outside double quotes.
+            var fields: [String] = [], field = "", quoted = false
+            for ch in line {
+                if ch == "\"" { quoted.toggle() } else if ch == ",", !quoted { fields.append(field); field = "" } else { field.append(ch) }
+            }
+            fields.append(field)
+            guard fields.count >= 3, !fields[0].isEmpty, !fields[1].isEmpty else {
+                throw Failure(description: "\(source), line \(n + 1): want token,user,uid[,\"group1,group2\"]")
+            }
+            let groups = fields.count > 3 ? fields[3].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } : []
+            entries.append((fields[0], User(name: fields[1], uid: fields[2], groups: groups)))
+        }
+        guard !entries.isEmpty else { throw Failure(description: "\(source): no token") }
+        self.entries = entries
+    }
+
+    /// The user a request's `Authorization` header names, if its bearer token is in the file.
+    public func user(authorization: String?) -> User? {
+        guard let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " else { return nil }
+        let token = a.dropFirst(7).trimmingCharacters(in: .whitespaces)
+        return entries.first(where: { $0.token == token })?.user
     }
 }

@@ -60,7 +60,8 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         return "FieldValueInvalid"
     }
 
-    public static func expired(_ message: String) -> APIError { APIError(code: 410, reason: "Expired", message: message) }
+    public static let unauthorized = APIError(code: 401, reason: "Unauthorized", message: "Unauthorized")
+        public static func expired(_ message: String) -> APIError { APIError(code: 410, reason: "Expired", message: message) }
 
     public static func methodNotAllowed(_ message: String) -> APIError { APIError(code: 405, reason: "MethodNotAllowed", message: message) }
 

@@ -3,40 +3,110 @@ import KubeAPI
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Yams
 
-/// Where a client finds its API server: a kubeconfig's current context.
+/// Where a client finds its API server and how it proves who it is: a kubeconfig's current
+/// context, as kubectl reads it.
 public struct Kubeconfig: Sendable, Equatable {
     public var server: String
     public var namespace: String
     public var host: String
     public var port: Int
+    /// For an `https://` server; nil for `http://`.
+    public var tls: TLS?
+    /// `Authorization: Bearer` (the user's `token` or `tokenFile`).
+    public var token: String?
+
+    /// The cluster's and user's TLS settings, PEM read from the `-data` fields or the files named.
+    public struct TLS: Sendable, Equatable {
+        /// `certificate-authority(-data)`: the roots the server's certificate must chain to (the
+        /// system's when nil).
+        public var certificateAuthority: [UInt8]?
+        /// `insecure-skip-tls-verify`.
+        public var insecureSkipVerify = false
+        /// `tls-server-name`: the name checked in the server's certificate instead of the host.
+        public var serverName: String?
+        /// `client-certificate(-data)` and `client-key(-data)`.
+        public var clientCertificate: [UInt8]?
+        public var clientKey: [UInt8]?
+
+        public init(certificateAuthority: [UInt8]? = nil, insecureSkipVerify: Bool = false, serverName: String? = nil,
+                    clientCertificate: [UInt8]? = nil, clientKey: [UInt8]? = nil) {
+            self.certificateAuthority = certificateAuthority
+            self.insecureSkipVerify = insecureSkipVerify
+            self.serverName = serverName
+            self.clientCertificate = clientCertificate
+            self.clientKey = clientKey
+        }
+    }
+
+    public init(server: String, namespace: String = "default", host: String, port: Int, tls: TLS? = nil, token: String? = nil) {
+        self.server = server
+        self.namespace = namespace
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.token = token
+    }
 
     public struct LoadError: Error, CustomStringConvertible {
         public var description: String
     }
 
-    /// Reads the file (`KUBECONFIG` conventions are the caller's): the current context's cluster
-    /// server and namespace. Plain `http://` servers only in this build.
+    /// Reads the file (`KUBECONFIG` conventions are the caller's). Files it names are relative to
+    /// the kubeconfig's directory, as kubectl takes them.
     public static func load(path: String) throws -> Kubeconfig {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw LoadError(description: "\(path): cannot read the kubeconfig") }
-        return try parse(text, source: path)
+        return try parse(text, source: path, directory: (path as NSString).deletingLastPathComponent)
     }
 
-    public static func parse(_ text: String, source: String = "kubeconfig") throws -> Kubeconfig {
+    public static func parse(_ text: String, source: String = "kubeconfig", directory: String = ".") throws -> Kubeconfig {
         let doc = try YAMLToJSON.convert(text)
         guard let current = doc["current-context"]?.string, !current.isEmpty else { throw LoadError(description: "\(source): no current-context") }
         guard let ctx = doc["contexts"]?.array?.first(where: { $0["name"]?.string == current })?["context"] else {
             throw LoadError(description: "\(source): context \"\(current)\" not found")
         }
         guard let clusterName = ctx["cluster"]?.string,
-              let server = doc["clusters"]?.array?.first(where: { $0["name"]?.string == clusterName })?[path: ["cluster", "server"]]?.string else {
+              let cluster = doc["clusters"]?.array?.first(where: { $0["name"]?.string == clusterName })?["cluster"],
+              let server = cluster["server"]?.string else {
             throw LoadError(description: "\(source): the cluster of context \"\(current)\" has no server")
         }
-        guard let url = URL(string: server), url.scheme == "http", let host = url.host else {
-            throw LoadError(description: "\(source): server \(server): only http:// servers are supported in this build (TLS comes with authentication)")
+        let user = ctx["user"]?.string.flatMap { name in doc["users"]?.array?.first(where: { $0["name"]?.string == name })?["user"] } ?? [:]
+        guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https", let host = url.host else {
+            throw LoadError(description: "\(source): server \(server): not an http:// or https:// URL")
         }
-        return Kubeconfig(server: server, namespace: ctx["namespace"]?.string ?? "default", host: host, port: url.port ?? 80)
+        /// A PEM from `<field>-data` (base64) or the file `<field>` names.
+        func pem(_ fields: JSONValue, _ field: String) throws -> [UInt8]? {
+            if let b64 = fields["\(field)-data"]?.string {
+                guard let d = Data(base64Encoded: b64, options: .ignoreUnknownCharacters) else {
+                    throw LoadError(description: "\(source): \(field)-data is not base64")
+                }
+                return Array(d)
+            }
+            guard let file = fields[field]?.string else { return nil }
+            let path = file.hasPrefix("/") ? file : directory + "/" + file
+            guard let d = FileManager.default.contents(atPath: path) else { throw LoadError(description: "\(source): \(field): cannot read \(path)") }
+            return Array(d)
+        }
+        var tls: TLS?
+        if url.scheme == "https" {
+            tls = TLS(certificateAuthority: try pem(cluster, "certificate-authority"),
+                      insecureSkipVerify: cluster["insecure-skip-tls-verify"]?.bool ?? false,
+                      serverName: cluster["tls-server-name"]?.string,
+                      clientCertificate: try pem(user, "client-certificate"), clientKey: try pem(user, "client-key"))
+        }
+        var token = user["token"]?.string
+        if token == nil, let file = user["tokenFile"]?.string {
+            let path = file.hasPrefix("/") ? file : directory + "/" + file
+            guard let d = FileManager.default.contents(atPath: path) else { throw LoadError(description: "\(source): tokenFile: cannot read \(path)") }
+            token = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if user["exec"] != nil || user["auth-provider"] != nil, token == nil, tls?.clientCertificate == nil {
+            throw LoadError(description: "\(source): the user of context \"\(current)\" authenticates with an exec or auth-provider plugin, which this client does not run; use a token or a client certificate")
+        }
+        return Kubeconfig(server: server, namespace: ctx["namespace"]?.string ?? "default", host: host,
+                          port: url.port ?? (url.scheme == "https" ? 443 : 80), tls: tls, token: token)
     }
 }
 
@@ -59,22 +129,44 @@ public struct KubeClient: Sendable {
     /// namespace); the client then speaks HTTP over it. Otherwise the client connects.
     public var dial: (@Sendable (_ host: String, _ port: Int) throws -> Int32)?
 
-    public init(config: Kubeconfig) { self.config = config }
+    /// The TLS context for an `https://` server, made once (or why it could not be).
+    let tls: Result<NIOSSLContext, any Error>?
+
+    public init(config: Kubeconfig) {
+        self.config = config
+        tls = config.tls.map { t in Result { try Self.context(t) } }
+    }
 
     /// A client for any HTTP JSON service at `url` (`http://host:port`).
     public init(url: String) throws {
         guard let u = URL(string: url), u.scheme == "http", let host = u.host else {
             throw Kubeconfig.LoadError(description: "\(url): only http:// addresses are supported")
         }
-        config = Kubeconfig(server: url, namespace: "default", host: host, port: u.port ?? 80)
+        self.init(config: Kubeconfig(server: url, namespace: "default", host: host, port: u.port ?? 80))
+    }
+
+    static func context(_ t: Kubeconfig.TLS) throws -> NIOSSLContext {
+        var c = TLSConfiguration.makeClientConfiguration()
+        if let ca = t.certificateAuthority { c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(ca)) }
+        if t.insecureSkipVerify { c.certificateVerification = .none }
+        if let cert = t.clientCertificate, let key = t.clientKey {
+            c.certificateChain = try NIOSSLCertificate.fromPEMBytes(cert).map { .certificate($0) }
+            c.privateKey = .privateKey(try NIOSSLPrivateKey(bytes: key, format: .pem))
+        }
+        return try NIOSSLContext(configuration: c)
     }
 
     typealias Channel = NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
 
     func connect() async throws -> Channel {
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(5))
+        let ssl = try tls?.get()
+        // The name the server's certificate is checked against: `tls-server-name`, else the host
+        // (an IP address is not sent as SNI, and is checked against the certificate's IP SANs).
+        let name = config.tls?.serverName ?? (IPAddress(config.host) == nil ? config.host : nil)
         let setUp: @Sendable (any NIOCore.Channel) -> EventLoopFuture<Channel> = { ch in
             ch.eventLoop.makeCompletedFuture {
+                if let ssl { try ch.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: ssl, serverHostname: name)) }
                 try ch.pipeline.syncOperations.addHTTPClientHandlers()
                 return try Channel(wrappingChannelSynchronously: ch)
             }
@@ -102,6 +194,7 @@ public struct KubeClient: Sendable {
         var h = HTTPHeaders([("Host", "\(config.host):\(config.port)"), ("Accept", "application/json"), ("User-Agent", "switchyard")])
         if let bodyLength { h.add(name: "Content-Length", value: String(bodyLength)) }
         if let contentType { h.add(name: "Content-Type", value: contentType) }
+        if let token = config.token { h.add(name: "Authorization", value: "Bearer \(token)") }
         h.add(name: "Connection", value: "close")
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
     }

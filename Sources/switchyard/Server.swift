@@ -4,6 +4,7 @@ import Foundation
 import KubeAPI
 import KubeStore
 import Logging
+import NIOSSL
 import ProxyCore
 
 /// `switchyard server`: the Kubernetes API for kubectl, the proxy and netlab.
@@ -30,6 +31,15 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("etcd-servers"), help: "Keep the state in this etcd cluster (comma-separated http:// URLs) instead of SQLite.")
     var etcdServers: String?
 
+    @Option(name: .customLong("tls-cert-file"), help: "Serve HTTPS with this certificate (PEM; a chain may follow it). The kubeconfig written trusts it.")
+    var tlsCertFile: String?
+
+    @Option(name: .customLong("tls-private-key-file"), help: "The private key of --tls-cert-file (PEM).")
+    var tlsPrivateKeyFile: String?
+
+    @Option(name: .customLong("token-auth-file"), help: "Require a bearer token from this file (kube-apiserver's format: token,user,uid[,\"groups\"]); the kubeconfig written carries its first.")
+    var tokenAuthFile: String?
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -39,6 +49,9 @@ struct Server: AsyncParsableCommand {
         }
         guard nodePortRange != nil else { throw ValidationError("--service-node-port-range: low-high within 1-65535, not \(serviceNodePortRange)") }
         guard (0...65535).contains(port) else { throw ValidationError("--port: 0-65535") }
+        guard (tlsCertFile == nil) == (tlsPrivateKeyFile == nil) else {
+            throw ValidationError("--tls-cert-file and --tls-private-key-file go together")
+        }
     }
 
     var nodePortRange: ClosedRange<Int>? {
@@ -50,6 +63,22 @@ struct Server: AsyncParsableCommand {
     func run() async throws {
         bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "switchyard.server")
+        // The certificate and tokens first: a bad one stops the server before it touches the store.
+        var tokens: TokenFile?
+        if let file = tokenAuthFile {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
+            do { tokens = try TokenFile(contents: text, source: file) } catch { throw ValidationError("--token-auth-file: \(error)") }
+        }
+        var tls: TLSConfiguration?
+        var ca: [UInt8]?
+        if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
+            do {
+                tls = try APIServer.tlsConfiguration(certificateFile: cert, keyFile: key)
+                ca = FileManager.default.contents(atPath: cert).map(Array.init)
+            } catch {
+                throw ValidationError("--tls-cert-file \(cert), --tls-private-key-file \(key): \(error)")
+            }
+        }
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let store: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
             ?? SQLiteStore(path: dataDir + "/state.db")
@@ -63,7 +92,8 @@ struct Server: AsyncParsableCommand {
             guard r.code == 201 || r.code == 409 else { throw ValidationError("creating namespace \(ns): \(r.json?.text() ?? "")") }
         }
         let dataDir = self.dataDir, host = bindAddress
-        let server = APIServer(handler: handler, host: host, port: port, logger: logger)
+        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, logger: logger)
+        let trusted = ca, token = tokens?.entries.first?.token
         let controller = EndpointSliceController(handler: handler)
         let startup = StartupSteps(count: 2, logger: logger)
         let controllerTask = Task {
@@ -74,9 +104,9 @@ struct Server: AsyncParsableCommand {
         }
         defer { controllerTask.cancel() }
         try await server.run { port in
-            let url = "http://\(host.contains(":") ? "[\(host)]" : host):\(port)"
+            let url = "\(trusted == nil ? "http" : "https")://\(host.contains(":") ? "[\(host)]" : host):\(port)"
             do {
-                try APIServer.kubeconfig(server: url).write(toFile: dataDir + "/kubeconfig", atomically: true, encoding: .utf8)
+                try APIServer.kubeconfig(server: url, certificateAuthority: trusted, token: token).write(toFile: dataDir + "/kubeconfig", atomically: true, encoding: .utf8)
                 logger.info("serving the Kubernetes API at \(url); kubeconfig in \(dataDir)/kubeconfig")
             } catch {
                 logger.error("writing \(dataDir)/kubeconfig: \(error)")

@@ -19,7 +19,7 @@ final class LabServer: @unchecked Sendable {
 
     let etcd: EtcdProcess?
 
-    init(lab: Lab, etcd: Bool = false) throws {
+    init(lab: Lab, etcd: Bool = false, arguments: [String] = []) throws {
         self.lab = lab
         self.etcd = etcd ? try EtcdProcess(netns: lab.node) : nil
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-server-\(lab.id)")
@@ -27,7 +27,7 @@ final class LabServer: @unchecked Sendable {
         kubeconfig = dir.appendingPathComponent("kubeconfig").path
         port = Int.random(in: 20000...29999)
         try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, "--port", String(port)]
-                      + (self.etcd.map { ["--etcd-servers", $0.url] } ?? []))
+                      + (self.etcd.map { ["--etcd-servers", $0.url] } ?? []) + arguments)
         for _ in 0..<100 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
@@ -369,4 +369,87 @@ final class Box<T: Sendable>: @unchecked Sendable {
     init(_ v: T) { _value = v }
     var value: T { lock.withLock { _value } }
     func append<E>(_ e: E) where T == [E] { lock.withLock { _value.append(e) } }
+}
+
+@Suite("switchyard server over TLS", .enabled(if: isRoot, "needs root for network namespaces"))
+struct TLSServerTests {
+    /// A self-signed certificate for 127.0.0.1 and its key, made with openssl.
+    static func certificate(_ dir: URL, _ name: String) throws -> (cert: String, key: String) {
+        let cert = dir.appendingPathComponent("\(name).crt").path, key = dir.appendingPathComponent("\(name).key").path
+        try Sh.must(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                     "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=\(name)", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        return (cert, key)
+    }
+
+    /// kubectl and the proxy reach a server that serves HTTPS, trusting it through the
+    /// kubeconfig the server wrote; a client trusting another certificate is refused, one told to
+    /// skip verification is not.
+    @Test(.enabled(if: kubectl("1.33") != nil, "kubectl 1.33 is not installed"))
+    func kubectlAndTheProxyOverHTTPS() async throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-tls-\(lab.id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let serving = try Self.certificate(dir, "serving")
+        let other = try Self.certificate(dir, "other")
+        try lab.addServingPods(tcpPort: 8080)
+        try lab.routeFromClient("10.96.0.0/12")
+        let tokens = dir.appendingPathComponent("tokens.csv").path
+        try "s3cret,admin,1,\"system:masters\"\nother,viewer,2\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        let server = try LabServer(lab: lab, arguments: ["--tls-cert-file", serving.cert, "--tls-private-key-file", serving.key,
+                                                         "--token-auth-file", tokens])
+        let written = try String(contentsOfFile: server.kubeconfig, encoding: .utf8)
+        #expect(written.contains("server: https://127.0.0.1:\(server.port)") && written.contains("certificate-authority-data: "))
+        #expect(written.contains("token: s3cret"))
+
+        var r = try server.kubectl(k, ["apply", "-f", "-"], input: ControlPlaneTests.service + "\n---\n" + ControlPlaneTests.pod("web-a"))
+        #expect(r.status == 0, "\(r.err)")
+        r = try server.kubectl(k, ["patch", "pod", "web-a", "--subresource=status", "--type=merge", "-p",
+                                   #"{"status":{"phase":"Running","podIP":"10.244.1.2","conditions":[{"type":"Ready","status":"True"}]}}"#])
+        #expect(r.status == 0, "\(r.err)")
+
+        // The proxy follows the server over HTTPS, as it would a real cluster's.
+        try lab.spawn(lab.node, [try switchyardBinary(), "proxy", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                                 "--cluster-cidr", "10.244.0.0/16", "--kubeconfig", server.kubeconfig, "--min-sync-period", "100ms",
+                                 "--metrics-bind-address", "", "--healthz-bind-address", ""])
+        var reply: String?
+        for _ in 0..<80 where reply == nil {
+            reply = lab.tcp("10.96.0.50", 80, timeout: 1)
+            if reply == nil { usleep(100_000) }
+        }
+        #expect(reply == "a", "the pod through the ClusterIP")
+
+        // KubeClient directly: the written kubeconfig (its token sent as a bearer), no token or
+        // another one, another certificate as the authority, and verification skipped.
+        let ns = lab.node
+        func client(_ kubeconfig: String) throws -> KubeClient {
+            var c = KubeClient(config: try Kubeconfig.parse(kubeconfig))
+            c.dial = { (host: String, port: Int) throws -> Int32 in
+                try inNamespace(ns) {
+                    guard let fd = TCP.connect(host, port) else { throw LabError("cannot reach \(host):\(port)") }
+                    return fd
+                }
+            }
+            return c
+        }
+        let trusted = try client(written)
+        #expect(trusted.config.token == "s3cret")
+        #expect(try await trusted.request("GET", "/api/v1/namespaces/default/services/web").body[path: ["spec", "clusterIP"]] == "10.96.0.50")
+        let anonymous = try client(written.replacingOccurrences(of: "token: s3cret", with: "username: x"))
+        let denied = try await anonymous.request("GET", "/api/v1/namespaces")
+        #expect(denied.status == 401 && denied.body["reason"] == "Unauthorized")
+        #expect(try await anonymous.request("GET", "/version").status == 200, "/version is public")
+        #expect(try await client(written.replacingOccurrences(of: "token: s3cret", with: "token: wrong")).request("GET", "/api/v1/namespaces").status == 401)
+        #expect(try await client(written.replacingOccurrences(of: "token: s3cret", with: "token: other")).request("GET", "/api/v1/namespaces").status == 200)
+        let otherPEM = try Data(contentsOf: URL(fileURLWithPath: other.cert)).base64EncodedString()
+        let wrongCA = written.replacingOccurrences(of: #"certificate-authority-data: \S+"#, with: "certificate-authority-data: \(otherPEM)",
+                                                       options: .regularExpression)
+        await #expect(throws: (any Error).self, "a server whose certificate the authority did not sign is refused") {
+            _ = try await client(wrongCA).request("GET", "/version")
+        }
+        let skip = wrongCA.replacingOccurrences(of: "certificate-authority-data:", with: "insecure-skip-tls-verify: true\n    x-unused:")
+        #expect(try await client(skip).request("GET", "/version").status == 200)
+    }
 }
