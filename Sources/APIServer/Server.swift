@@ -127,11 +127,26 @@ public struct APIServer: Sendable {
         }
     }
 
+    /// Writes a kubeconfig readable by its owner only (it may carry a token), in place at once:
+    /// a client polling for it never reads half of one.
+    public static func writeKubeconfig(_ text: String, to path: String) throws {
+        let tmp = path + ".tmp"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: tmp]) }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == bytes.count, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
+    }
+
     /// A kubeconfig for clients of a server at `url`, trusting `certificateAuthority` (PEM) for an
     /// https:// one, with a bearer `token` when the server asks for one.
     public static func kubeconfig(server url: String, certificateAuthority: [UInt8]? = nil, token: String? = nil) -> String {
         let ca = certificateAuthority.map { "\n    certificate-authority-data: \(Data($0).base64EncodedString())" } ?? ""
-        let user = token.map { "\n    token: \($0)" } ?? " {}"
+        let user = token.map { "\n    token: \(JSONValue.string($0).text())" } ?? " {}"   // quoted: YAML reads JSON strings
         return """
         apiVersion: v1
         kind: Config
@@ -197,7 +212,16 @@ public struct TokenFile: Sendable {
     /// The user a request's `Authorization` header names, if its bearer token is in the file.
     public func user(authorization: String?) -> User? {
         guard let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " else { return nil }
-        let token = a.dropFirst(7).trimmingCharacters(in: .whitespaces)
-        return entries.first(where: { $0.token == token })?.user
+        let token = Array(a.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
+        // Every entry compared in full, each in time independent of where the bytes differ.
+        var found: User?
+        for e in entries where Self.same(Array(e.token.utf8), token) && found == nil { found = e.user }
+        return found
+    }
+
+    static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var diff = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for i in 0..<max(a.count, b.count) { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
+        return diff == 0 && a.count == b.count
     }
 }

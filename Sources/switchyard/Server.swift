@@ -106,7 +106,7 @@ struct Server: AsyncParsableCommand {
         try await server.run { port in
             let url = "\(trusted == nil ? "http" : "https")://\(host.contains(":") ? "[\(host)]" : host):\(port)"
             do {
-                try APIServer.kubeconfig(server: url, certificateAuthority: trusted, token: token).write(toFile: dataDir + "/kubeconfig", atomically: true, encoding: .utf8)
+                try APIServer.writeKubeconfig(APIServer.kubeconfig(server: url, certificateAuthority: trusted, token: token), to: dataDir + "/kubeconfig")
                 logger.info("serving the Kubernetes API at \(url); kubeconfig in \(dataDir)/kubeconfig")
             } catch {
                 logger.error("writing \(dataDir)/kubeconfig: \(error)")

@@ -10,6 +10,7 @@ import Testing
         #expect(f.user(authorization: "Bearer abc") == TokenFile.User(name: "alice", uid: "1", groups: ["dev", "ops"]))
         #expect(f.user(authorization: "bearer xyz")?.name == "bob")
         #expect(f.user(authorization: "Bearer nope") == nil)
+        #expect(f.user(authorization: "Bearer ab") == nil && f.user(authorization: "Bearer abcd") == nil, "a prefix or a longer token is not the token")
         #expect(f.user(authorization: "Basic abc") == nil)
         #expect(f.user(authorization: nil) == nil)
         for bad in ["", "# only a comment\n", "abc,alice\n", ",alice,1\n"] {

@@ -402,7 +402,9 @@ struct TLSServerTests {
                                                          "--token-auth-file", tokens])
         let written = try String(contentsOfFile: server.kubeconfig, encoding: .utf8)
         #expect(written.contains("server: https://127.0.0.1:\(server.port)") && written.contains("certificate-authority-data: "))
-        #expect(written.contains("token: s3cret"))
+        #expect(written.contains(#"token: "s3cret""#))
+        let mode = try FileManager.default.attributesOfItem(atPath: server.kubeconfig)[.posixPermissions] as? Int
+        #expect(mode == 0o600, "the kubeconfig carries a token: its owner's alone")
 
         var r = try server.kubectl(k, ["apply", "-f", "-"], input: ControlPlaneTests.service + "\n---\n" + ControlPlaneTests.pod("web-a"))
         #expect(r.status == 0, "\(r.err)")
@@ -437,12 +439,12 @@ struct TLSServerTests {
         let trusted = try client(written)
         #expect(trusted.config.token == "s3cret")
         #expect(try await trusted.request("GET", "/api/v1/namespaces/default/services/web").body[path: ["spec", "clusterIP"]] == "10.96.0.50")
-        let anonymous = try client(written.replacingOccurrences(of: "token: s3cret", with: "username: x"))
+        let anonymous = try client(written.replacingOccurrences(of: #"token: "s3cret""#, with: "username: x"))
         let denied = try await anonymous.request("GET", "/api/v1/namespaces")
         #expect(denied.status == 401 && denied.body["reason"] == "Unauthorized")
         #expect(try await anonymous.request("GET", "/version").status == 200, "/version is public")
-        #expect(try await client(written.replacingOccurrences(of: "token: s3cret", with: "token: wrong")).request("GET", "/api/v1/namespaces").status == 401)
-        #expect(try await client(written.replacingOccurrences(of: "token: s3cret", with: "token: other")).request("GET", "/api/v1/namespaces").status == 200)
+        #expect(try await client(written.replacingOccurrences(of: #"token: "s3cret""#, with: "token: wrong")).request("GET", "/api/v1/namespaces").status == 401)
+        #expect(try await client(written.replacingOccurrences(of: #"token: "s3cret""#, with: "token: other")).request("GET", "/api/v1/namespaces").status == 200)
         let otherPEM = try Data(contentsOf: URL(fileURLWithPath: other.cert)).base64EncodedString()
         let wrongCA = written.replacingOccurrences(of: #"certificate-authority-data: \S+"#, with: "certificate-authority-data: \(otherPEM)",
                                                        options: .regularExpression)
