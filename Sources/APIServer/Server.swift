@@ -34,10 +34,24 @@ public struct APIServer: Sendable {
         self.logger = logger
     }
 
-    /// A server TLS configuration from PEM files: the certificate (chain) and its private key.
+    /// A server TLS configuration from PEM files: the certificate (chain) and its private key;
+    /// TLS 1.2 at least, as kube-apiserver.
     public static func tlsConfiguration(certificateFile: String, keyFile: String) throws -> TLSConfiguration {
         let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
-        return TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        c.minimumTLSVersion = .tlsv12
+        return c
+    }
+
+    /// The certificates of a PEM file, and nothing else from it (a file that also holds the key
+    /// must not hand the key to clients), as PEM: what a kubeconfig written for clients trusts.
+    public static func certificatesPEM(file: String) throws -> [UInt8] {
+        var out = ""
+        for cert in try NIOSSLCertificate.fromPEMFile(file) {
+            let b64 = Data(try cert.toDERBytes()).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+            out += "-----BEGIN CERTIFICATE-----\n\(b64)\n-----END CERTIFICATE-----\n"
+        }
+        return Array(out.utf8)
     }
 
     /// Converts a Hummingbird request, runs it, and converts the answer.
@@ -131,12 +145,19 @@ public struct APIServer: Sendable {
     /// a client polling for it never reads half of one.
     public static func writeKubeconfig(_ text: String, to path: String) throws {
         let tmp = path + ".tmp"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        // A new file of our own: not one left behind (with its mode) and not through a symlink.
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: tmp]) }
+        var ok = fchmod(fd, 0o600) == 0   // whatever the umask
         let bytes = Array(text.utf8)
-        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var done = 0
+        while ok && done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { ok = false }
+        }
         close(fd)
-        guard written == bytes.count, rename(tmp, path) == 0 else {
+        guard ok, rename(tmp, path) == 0 else {
             unlink(tmp)
             throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
         }
@@ -188,22 +209,34 @@ public struct TokenFile: Sendable {
         public var description: String
     }
 
+    /// Reads the file as kube-apiserver does (Go's CSV reader): at least three fields per record,
+    /// a record with an empty token skipped, a repeated token's last record counting. A file
+    /// without any token is refused: nobody could use the server.
     public init(contents: String, source: String = "token file") throws {
-        var entries: [(String, User)] = []
-        for (n, raw) in contents.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.isEmpty || line.hasPrefix("#") { continue }
-            // Fields split on commas outside double quotes.
+        var entries: [(token: String, user: User)] = []
+        for (n, line) in contents.split(whereSeparator: \.isNewline).enumerated() {
+            if line.allSatisfy(\.isWhitespace) { continue }
+            // Fields split on commas outside double quotes; "" inside quotes is a quote.
             var fields: [String] = [], field = "", quoted = false
-            for ch in line {
-                if ch == "\"" { quoted.toggle() } else if ch == ",", !quoted { fields.append(field); field = "" } else { field.append(ch) }
+            var chars = Array(line)[...]
+            while let ch = chars.popFirst() {
+                if ch == "\"" {
+                    if quoted, chars.first == "\"" { field.append("\""); chars = chars.dropFirst() } else { quoted.toggle() }
+                } else if ch == ",", !quoted {
+                    fields.append(field)
+                    field = ""
+                } else {
+                    field.append(ch)
+                }
             }
             fields.append(field)
-            guard fields.count >= 3, !fields[0].isEmpty, !fields[1].isEmpty else {
-                throw Failure(description: "\(source), line \(n + 1): want token,user,uid[,\"group1,group2\"]")
+            guard fields.count >= 3 else {
+                throw Failure(description: "\(source), record \(n + 1): at least 3 columns (token, user name, user uid), found \(fields.count)")
             }
-            let groups = fields.count > 3 ? fields[3].split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } : []
-            entries.append((fields[0], User(name: fields[1], uid: fields[2], groups: groups)))
+            if fields[0].isEmpty { continue }
+            let user = User(name: fields[1], uid: fields[2], groups: fields.count > 3 ? fields[3].split(separator: ",").map(String.init) : [])
+            entries.removeAll { $0.token == fields[0] }
+            entries.append((fields[0], user))
         }
         guard !entries.isEmpty else { throw Failure(description: "\(source): no token") }
         self.entries = entries

@@ -259,31 +259,44 @@ int cus_heap_trim(void) {
     return malloc_trim(0);
 }
 
+/* Whether the VmFlags line of an smaps entry has the two-letter flag `flag`. */
+static int vm_flag(const char *line, const char *flag) {
+    for (const char *p = line + strlen("VmFlags:"); *p; p++) {
+        if (p[0] == flag[0] && p[1] == flag[1] && (p[-1] == ' ') && (p[2] == ' ' || p[2] == '\n' || p[2] == 0)) return 1;
+    }
+    return 0;
+}
+
 long cus_unmap_clean_file_pages(void) {
-    /* Walks /proc/self/smaps; for every read-only mapping of a file that holds no private
-       (anonymous, copy-on-write) page, drops the page table entries. The pages stay in the
-       page cache; the next touch maps them again (a minor fault). Mappings with private pages
-       are skipped: MADV_DONTNEED would throw their contents away. */
+    /* Walks /proc/self/smaps and, for every mapping of a file that is read-only, was never
+       writable (no `ac` flag: relocated RELRO data was, and keeps its private copies), and holds
+       no private page in memory or in swap, drops the page table entries. The pages stay in the
+       page cache; the next touch maps them again (a minor fault). Anything else is skipped:
+       MADV_DONTNEED would throw private contents away. Each entry is decided at its VmFlags
+       line, its last. */
     FILE *f = fopen("/proc/self/smaps", "re");
     if (!f) return -errno;
-    char line[4096];
+    char line[8192];
     unsigned long start = 0, end = 0;
     int candidate = 0;
-    long rss = 0, released = 0;
+    long rss = 0, anon = -1, swap = -1, released = 0;
     while (fgets(line, sizeof line, f)) {
         unsigned long a, b;
         char perms[8];
         int pathOffset = 0;
         if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &a, &b, perms, &pathOffset) == 3 && pathOffset > 0) {
-            start = a; end = b; rss = 0;
-            candidate = perms[1] != 'w' && line[pathOffset] == '/';
+            start = a; end = b; rss = 0; anon = -1; swap = -1;
+            candidate = perms[1] != 'w' && perms[3] == 'p' && line[pathOffset] == '/';
             continue;
         }
         if (!candidate) continue;
         long kb;
-        if (sscanf(line, "Rss: %ld kB", &kb) == 1) { rss = kb; continue; }
-        if (sscanf(line, "Anonymous: %ld kB", &kb) == 1) {
-            if (kb == 0 && rss > 0 && madvise((void *)start, end - start, MADV_DONTNEED) == 0) released += rss;
+        if (sscanf(line, "Rss: %ld kB", &kb) == 1) rss = kb;
+        else if (sscanf(line, "Anonymous: %ld kB", &kb) == 1) anon = kb;
+        else if (sscanf(line, "Swap: %ld kB", &kb) == 1) swap = kb;
+        else if (strncmp(line, "VmFlags:", 8) == 0) {
+            if (rss > 0 && anon == 0 && swap == 0 && !vm_flag(line, "ac") && !vm_flag(line, "wr")
+                && madvise((void *)start, end - start, MADV_DONTNEED) == 0) released += rss;
             candidate = 0;
         }
     }

@@ -15,8 +15,11 @@ public struct Kubeconfig: Sendable, Equatable {
     public var port: Int
     /// For an `https://` server; nil for `http://`.
     public var tls: TLS?
-    /// `Authorization: Bearer` (the user's `token` or `tokenFile`).
+    /// `Authorization: Bearer` (the user's `token`, or `tokenFile`'s contents when it was read).
     public var token: String?
+    /// The user's `tokenFile`, read again for every request, as client-go re-reads it: a projected
+    /// service account token is rotated under the proxy.
+    public var tokenFile: String?
 
     /// The cluster's and user's TLS settings, PEM read from the `-data` fields or the files named.
     public struct TLS: Sendable, Equatable {
@@ -41,13 +44,24 @@ public struct Kubeconfig: Sendable, Equatable {
         }
     }
 
-    public init(server: String, namespace: String = "default", host: String, port: Int, tls: TLS? = nil, token: String? = nil) {
+    public init(server: String, namespace: String = "default", host: String, port: Int, tls: TLS? = nil, token: String? = nil,
+                tokenFile: String? = nil) {
         self.server = server
         self.namespace = namespace
         self.host = host
         self.port = port
         self.tls = tls
         self.token = token
+        self.tokenFile = tokenFile
+    }
+
+    /// The bearer token to send now: the token file's current contents, else the token.
+    public var currentToken: String? {
+        if let tokenFile, let d = FileManager.default.contents(atPath: tokenFile) {
+            let t = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            if !t.isEmpty { return t }
+        }
+        return token
     }
 
     public struct LoadError: Error, CustomStringConvertible {
@@ -97,16 +111,18 @@ public struct Kubeconfig: Sendable, Equatable {
                       clientCertificate: try pem(user, "client-certificate"), clientKey: try pem(user, "client-key"))
         }
         var token = user["token"]?.string
+        var tokenFile: String?
         if token == nil, let file = user["tokenFile"]?.string {
             let path = file.hasPrefix("/") ? file : directory + "/" + file
             guard let d = FileManager.default.contents(atPath: path) else { throw LoadError(description: "\(source): tokenFile: cannot read \(path)") }
             token = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            tokenFile = path
         }
         if user["exec"] != nil || user["auth-provider"] != nil, token == nil, tls?.clientCertificate == nil {
             throw LoadError(description: "\(source): the user of context \"\(current)\" authenticates with an exec or auth-provider plugin, which this client does not run; use a token or a client certificate")
         }
         return Kubeconfig(server: server, namespace: ctx["namespace"]?.string ?? "default", host: host,
-                          port: url.port ?? (url.scheme == "https" ? 443 : 80), tls: tls, token: token)
+                          port: url.port ?? (url.scheme == "https" ? 443 : 80), tls: tls, token: token, tokenFile: tokenFile)
     }
 }
 
@@ -194,7 +210,7 @@ public struct KubeClient: Sendable {
         var h = HTTPHeaders([("Host", "\(config.host):\(config.port)"), ("Accept", "application/json"), ("User-Agent", "switchyard")])
         if let bodyLength { h.add(name: "Content-Length", value: String(bodyLength)) }
         if let contentType { h.add(name: "Content-Type", value: contentType) }
-        if let token = config.token { h.add(name: "Authorization", value: "Bearer \(token)") }
+        if let token = config.currentToken { h.add(name: "Authorization", value: "Bearer \(token)") }
         h.add(name: "Connection", value: "close")
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
     }

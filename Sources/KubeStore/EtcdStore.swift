@@ -14,11 +14,13 @@ public struct EtcdStore: Store {
     /// The one etcd watch the store's watches share.
     let hub: EtcdWatchHub
 
-    public init(servers: [String], prefix: String = "") throws {
+    /// `keptEvents`: how many of the latest events the shared watch keeps for watches that start
+    /// from a recent revision.
+    public init(servers: [String], prefix: String = "", keptEvents: Int = 500) throws {
         guard !servers.isEmpty else { throw StoreError.backend("--etcd-servers: no server given") }
         clients = try servers.map { try KubeClient(url: $0) }
         self.prefix = prefix
-        hub = EtcdWatchHub(client: clients[0], prefix: prefix)
+        hub = EtcdWatchHub(client: clients[0], prefix: prefix, keep: keptEvents)
     }
 
     static func b64(_ s: String) -> JSONValue { .string(Data(s.utf8).base64EncodedString()) }
@@ -294,7 +296,12 @@ actor EtcdWatchHub {
             switch phase {
             case .running:
                 // Checked and registered in one turn: no event falls between the two.
-                guard revision >= floor else { return nil }
+                guard revision >= floor else {
+                    // The watch that opened the shared one may itself be from before it (a write
+                    // came in between): then nothing holds the shared one open.
+                    if watchers.isEmpty { stop(StoreError.backend("no watch left")) }
+                    return nil
+                }
                 let (stream, c) = AsyncThrowingStream.makeStream(of: StoreEvent.self)
                 for e in recent where e.revision > revision && e.kv.key.hasPrefix(p) { c.yield(e) }
                 let id = nextID

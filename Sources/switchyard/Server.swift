@@ -74,7 +74,7 @@ struct Server: AsyncParsableCommand {
         if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
             do {
                 tls = try APIServer.tlsConfiguration(certificateFile: cert, keyFile: key)
-                ca = FileManager.default.contents(atPath: cert).map(Array.init)
+                ca = try APIServer.certificatesPEM(file: cert)
             } catch {
                 throw ValidationError("--tls-cert-file \(cert), --tls-private-key-file \(key): \(error)")
             }
@@ -95,10 +95,10 @@ struct Server: AsyncParsableCommand {
         let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, logger: logger)
         let trusted = ca, token = tokens?.entries.first?.token
         let controller = EndpointSliceController(handler: handler)
-        let startup = StartupSteps(count: 2, logger: logger)
+        let startup = StartupSteps(logger: logger)
         let controllerTask = Task {
             while !Task.isCancelled {
-                do { try await controller.run(onSynced: { await startup.done() }) } catch { logger.error("endpoint slice controller: \(error); restarting") }
+                do { try await controller.run(onSynced: { await startup.done(.controllerSynced) }) } catch { logger.error("endpoint slice controller: \(error); restarting") }
                 try? await Task.sleep(for: .seconds(1))
             }
         }
@@ -111,25 +111,25 @@ struct Server: AsyncParsableCommand {
             } catch {
                 logger.error("writing \(dataDir)/kubeconfig: \(error)")
             }
-            await startup.done()
+            await startup.done(.listening)
         }
     }
 }
 
-/// Counts the server's start-up steps (listening; the EndpointSlice controller's first pass).
-/// When the last is done, the code only start-up ran is unmapped, once.
+/// The server's start-up steps (listening; the EndpointSlice controller's first pass). When both
+/// are done, the code only start-up ran is unmapped, once.
 actor StartupSteps {
-    private var remaining: Int
+    enum Step { case listening, controllerSynced }
+    private var finished = Set<Step>()
+    private var trimmed = false
     let logger: Logger
 
-    init(count: Int, logger: Logger) {
-        remaining = count
-        self.logger = logger
-    }
+    init(logger: Logger) { self.logger = logger }
 
-    func done() {
-        remaining -= 1
-        guard remaining == 0 else { return }
+    func done(_ step: Step) {
+        finished.insert(step)
+        guard finished.count == 2, !trimmed else { return }
+        trimmed = true
         ResidentMemory.releaseFreeHeapPages()
         if let kib = ResidentMemory.unmapCleanFilePages() {
             logger.debug("started; unmapped \(kib) KiB of start-up code and read-only data")

@@ -66,4 +66,24 @@ struct EtcdWatchHubTests {
         }
         #expect(left == before, "no watch is left open on etcd")
     }
+
+    /// With two events kept, older ones leave the shared watch's memory: a watch from before them
+    /// goes to etcd, one from within them is served from memory, and nothing is skipped either way.
+    @Test func eventsBeyondWhatIsKeptComeFromEtcd() async throws {
+        let etcd = try EtcdProcess()
+        let s = try EtcdStore(servers: [etcd.url], keptEvents: 2)
+        let start = try await s.currentRevision()
+        let holder = try await s.watch(prefix: "/registry/", after: start)   // opens the shared watch
+        #expect(await s.hub.watcherCount == 1)
+        for i in 1...7 { _ = try await s.create("/registry/configmaps/default/c\(i)", value: data("\(i)")) }
+        #expect(try await next(7, of: holder).map(\.revision) == Array((start + 1)...(start + 7)))
+        // Five kept at most (twice two, then cut to two): the first events are gone from memory.
+        let old = try await s.watch(prefix: "/registry/configmaps/", after: start + 1)
+        #expect(await s.hub.watcherCount == 1, "too old for the shared watch: a watch of its own")
+        #expect(try await next(6, of: old).map(\.revision) == Array((start + 2)...(start + 7)))
+        let recent = try await s.watch(prefix: "/registry/configmaps/", after: start + 6)
+        #expect(await s.hub.watcherCount == 2)
+        _ = try await s.create("/registry/configmaps/default/c8", value: data("8"))
+        #expect(try await next(2, of: recent).map(\.revision) == [start + 7, start + 8])
+    }
 }

@@ -55,10 +55,20 @@ import Testing
         for i in stride(from: 0, to: size, by: 4096) { written.storeBytes(of: 0xEE, toByteOffset: i, as: UInt8.self) }
         #expect(mprotect(written, size, PROT_READ) == 0)
 
+        // Writable once and never written (read only): its pages are the file's, but the mapping
+        // is of the kind relocated data lives in, and is left alone too.
+        let wasWritable = try #require(mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0))
+        try #require(wasWritable != MAP_FAILED)
+        defer { munmap(wasWritable, size) }
+        for i in stride(from: 0, to: size, by: 4096) { sum &+= Int(wasWritable.load(fromByteOffset: i, as: UInt8.self)) &* 0 }
+        #expect(mprotect(wasWritable, size, PROT_READ) == 0)
+        let wasWritableBefore = Self.residentKiB(at: wasWritable)
+
         let released = try #require(ResidentMemory.unmapCleanFilePages())
         #expect(released >= size / 1024)
         #expect(Self.residentKiB(at: clean) == 0, "the clean mapping holds no page after the trim")
         #expect(Self.residentKiB(at: written) == size / 1024, "the written mapping is left alone")
+        #expect(Self.residentKiB(at: wasWritable) == wasWritableBefore && (wasWritableBefore ?? 0) > 0, "a once-writable mapping is left alone")
         // Both still read as before: the clean pages come back from the file, the written ones kept.
         #expect(memcmp(clean, pattern, size) == 0)
         var again = 0
