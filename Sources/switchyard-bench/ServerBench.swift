@@ -36,7 +36,7 @@ struct ServerBench: AsyncParsableCommand {
     }
 
     struct Run {
-        var idleMB = 0.0, loadedMB = 0.0, writesPerSecond = 0.0, listMedian = 0.0, watchP50 = 0.0, watchP99 = 0.0, directWritesPerSecond = 0.0
+        var slowestWrite = 0.0, idleMB = 0.0, loadedMB = 0.0, writesPerSecond = 0.0, listMedian = 0.0, watchP50 = 0.0, watchP99 = 0.0, directWritesPerSecond = 0.0
     }
 
     /// Starts a server, loads it, and measures.
@@ -132,12 +132,16 @@ struct ServerBench: AsyncParsableCommand {
         }
         try await Task.sleep(for: .milliseconds(500))
         var sent: [Int: Date] = [:]
+        var writeTimes: [Double] = []
         for i in 1...watchedWrites {
             sent[i] = Date()
             _ = try await client.request("PATCH", "/api/v1/namespaces/bench/configmaps/watched", body: ["data": ["n": .string(String(i))]],
                                          contentType: "application/merge-patch+json")
+            writeTimes.append(Date().timeIntervalSince(sent[i]!))
             try await Task.sleep(for: .milliseconds(50))
         }
+        writeTimes.sort()
+        run.slowestWrite = writeTimes.last ?? 0
         try await Task.sleep(for: .seconds(1))
         for t in tasks { t.cancel() }
         var lat: [Double] = []
@@ -149,7 +153,8 @@ struct ServerBench: AsyncParsableCommand {
         if lat.count < expected { log("warning: \(expected - lat.count) of \(expected) watch deliveries missing") }
         run.watchP50 = lat.isEmpty ? .infinity : lat[lat.count / 2]
         run.watchP99 = lat.isEmpty ? .infinity : lat[min(lat.count - 1, lat.count * 99 / 100)]
-        log("\(watchers) watchers: p50 \(fmt(run.watchP50)), p99 \(fmt(run.watchP99)) from the write to the event (\(lat.count) deliveries)")
+        log("\(watchers) watchers: p50 \(fmt(run.watchP50)), p99 \(fmt(run.watchP99)) from the write to the event (\(lat.count) deliveries); "
+            + "the writes themselves: median \(fmt(writeTimes[writeTimes.count / 2])), slowest \(fmt(run.slowestWrite))")
         return run
     }
 
@@ -182,7 +187,7 @@ struct ServerBench: AsyncParsableCommand {
         func rows(_ name: String, _ r: Run) {
             report += "| \(name): memory idle | \(String(format: "%.1f MB", r.idleMB)) | target 30 MB | \(String(format: "%.2f×", r.idleMB / 30)) | < 30 MB |\n"
             report += "| \(name): memory holding \(services) services + slices (\(endpoints) endpoints) | \(String(format: "%.1f MB", r.loadedMB)) | target 300 MB | \(String(format: "%.2f×", r.loadedMB / 300)) | < 300 MB |\n"
-            report += "| \(name): \(watchers) watchers, write to event (p50 \(fmt(r.watchP50))) | p99 \(fmt(r.watchP99)) | target 50 ms | \(String(format: "%.2f×", r.watchP99 / 0.05)) | < 50 ms p99 |\n"
+            report += "| \(name): \(watchers) watchers, write to event (p50 \(fmt(r.watchP50)); slowest of the writes themselves \(fmt(r.slowestWrite))) | p99 \(fmt(r.watchP99)) | target 50 ms | \(String(format: "%.2f×", r.watchP99 / 0.05)) | < 50 ms p99 |\n"
             report += "| \(name): writes per second through the API (\(writers) writers) | \(Int(r.writesPerSecond)) | the store alone: \(Int(r.directWritesPerSecond)) | \(String(format: "%.2f×", r.writesPerSecond / r.directWritesPerSecond)) | reported |\n"
             report += "| \(name): list of \(services) services | \(fmt(r.listMedian)) | | | reported |\n"
         }
