@@ -78,7 +78,11 @@ import Testing
             }
             let ours = try? JSONValue.parse(Data(b))
             let theirs = try? JSONDecoder().decode(JSONValue.self, from: Data(b))
-            #expect(ours == theirs, "both accept it and agree, or both refuse it: \(String(decoding: b, as: UTF8.self))")
+            let text = String(decoding: b, as: UTF8.self)
+            // JSONDecoder takes a trailing comma (`[1,]`, `{"a":1,}`); RFC 8259 and Go's decoder,
+            // which kube-apiserver uses, do not, and neither does this one.
+            if ours == nil, theirs != nil, text.range(of: #",\s*[}\]]"#, options: .regularExpression) != nil { continue }
+            #expect(ours == theirs, "both accept it and agree, or both refuse it: \(text)")
         }
     }
 }
