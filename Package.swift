@@ -151,7 +151,7 @@ let package = Package(
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "NetnsKit"], swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
-        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", .product(name: "HummingbirdCore", package: "hummingbird"),
+        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", "CUserspace", .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                    .product(name: "HTTPTypes", package: "swift-http-types"),
                                                    .product(name: "NIOCore", package: "swift-nio"),

@@ -24,7 +24,14 @@ public actor EndpointSliceController {
     /// The slices this controller manages, per Service (`namespace/name`) and by slice name, from
     /// the store's events and its own writes: a reconcile reads them here, not with a list that
     /// would cost as much as there are slices in the namespace.
-    private var slicesOf: [String: [String: JSONValue]] = [:]
+    private var slicesOf: [String: [String: KnownSlice]] = [:]
+
+    /// A managed slice as last seen, kept serialized: parsed again only when its Service is
+    /// reconciled (a JSONValue tree costs several times its text, times 10,000 Services).
+    struct KnownSlice {
+        var revision: Int64
+        var value: Data
+    }
 
     /// A stored value with the resourceVersion the API would show for it (the store keeps the
     /// revision beside the value, not in it).
@@ -43,8 +50,8 @@ public actor EndpointSliceController {
         guard o[path: ["metadata", "labels", "endpointslice.kubernetes.io/managed-by"]]?.string == Self.managedBy,
               let svc = Self.owner(o), let name = o[path: ["metadata", "name"]]?.string else { return }
         let key = "\(ns)/\(svc)"
-        if let known = slicesOf[key]?[name], Self.revision(known) > Self.revision(o) { return }
-        slicesOf[key, default: [:]][name] = o
+        if let known = slicesOf[key]?[name], known.revision > Self.revision(o) { return }
+        slicesOf[key, default: [:]][name] = KnownSlice(revision: Self.revision(o), value: o.serialized())
     }
 
     func forget(service key: String, slice name: String) {
@@ -219,7 +226,7 @@ public actor EndpointSliceController {
             return selector.allSatisfy { l[$0.key] == $0.value } && phase != "Succeeded" && phase != "Failed"
                 && !(p[path: ["status", "podIP"]]?.string ?? "").isEmpty
         }
-        let existing = Array((slicesOf[key] ?? [:]).values)
+        let existing = try (slicesOf[key] ?? [:]).values.map { try JSONValue.parse($0.value) }
         managed.insert(key)
         try await sync(svc, name: name, ns: ns, pods: pods, existing: existing)
     }

@@ -9,6 +9,8 @@ import KubeAPI
 import KubeStore
 import Logging
 import ServiceLifecycle
+import Synchronization
+import CUserspace
 
 /// `switchyard server`: the API over HTTP, one responder for every path, on HummingbirdCore's
 /// HTTP/1.1 server. Not through Hummingbird's `Application`: its date cache builds a Gregorian
@@ -110,7 +112,9 @@ public struct APIServer: Sendable {
             responder: { request, writer, _ in
                 var response = await Self.respond(handler, request, tokens: tokens)
                 response.headers[.date] = Self.httpDate()
+                let large = (response.body.contentLength ?? 0) > Self.largeResponse
                 try await writer.write(response: response.head, body: response.body)
+                if large { HeapTrimmer.shared.trimSoon() }
             },
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) })
         // Watches would hold a graceful shutdown open for their whole timeout: the closer, last
@@ -120,7 +124,11 @@ public struct APIServer: Sendable {
         try await group.run()
     }
 
-    /// An HTTP `Date` header value (RFC 9110's IMF-fixdate, `Fri, 27 Nov 2026 08:03:33 GMT`).
+    /// A response this large (a list of thousands of objects) was built from a parsed copy of each
+    /// object and their serialization; once it is sent, the C heap keeps those pages unless told.
+    static let largeResponse = 1 << 20
+
+        /// An HTTP `Date` header value (RFC 9110's IMF-fixdate, `Fri, 27 Nov 2026 08:03:33 GMT`).
     static func httpDate(_ seconds: time_t = time(nil)) -> String {
         var t = seconds
         var tm = tm()
@@ -256,5 +264,27 @@ public struct TokenFile: Sendable {
         var diff = UInt8(truncatingIfNeeded: a.count ^ b.count)
         for i in 0..<max(a.count, b.count) { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
         return diff == 0 && a.count == b.count
+    }
+}
+
+/// Gives the C heap's free pages back to the kernel after large responses, once for a burst of
+/// them (a fifth of a second after the first, while more may follow): a list of 10,000 objects
+/// frees tens of megabytes that malloc would otherwise keep.
+final class HeapTrimmer: Sendable {
+    static let shared = HeapTrimmer()
+    private let pending = Mutex(false)
+
+    func trimSoon() {
+        let start = pending.withLock { p -> Bool in
+            if p { return false }
+            p = true
+            return true
+        }
+        guard start else { return }
+        Task.detached {
+            try? await Task.sleep(for: .milliseconds(200))
+            self.pending.withLock { $0 = false }
+            _ = cus_heap_trim()
+        }
     }
 }

@@ -36,6 +36,7 @@ struct ServerBench: AsyncParsableCommand {
     }
 
     struct Run {
+        var controllerMB = 0.0, controllerSeconds = 0.0
         var slowestWrite = 0.0, idleMB = 0.0, loadedMB = 0.0, writesPerSecond = 0.0, listMedian = 0.0, watchP50 = 0.0, watchP99 = 0.0, directWritesPerSecond = 0.0
     }
 
@@ -163,6 +164,64 @@ struct ServerBench: AsyncParsableCommand {
         func add(_ i: Int, _ d: Date) { times[i, default: []].append(d) }
     }
 
+    /// A fresh server with two ready Pods and `services` Services selecting them: its memory once
+    /// the EndpointSlice controller has written every slice (and Endpoints object), which it keeps.
+    func controllerManaged(etcd: EtcdProcess?) async throws -> (mb: Double, seconds: Double) {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-ctrl-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: try binary())
+        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        defer { p.terminate(); p.waitUntilExit() }
+        var found: KubeClient?
+        for _ in 0..<200 {
+            if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { found = KubeClient(config: k); break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        guard let client = found else { throw ValidationError("the server did not start") }
+        _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
+        for (i, ip) in ["10.244.1.2", "10.244.1.3"].enumerated() {
+            _ = try await client.request("POST", "/api/v1/namespaces/bench/pods", body: [
+                "metadata": ["name": .string("p\(i)"), "labels": ["app": "web"]],
+                "spec": ["nodeName": "node-a", "containers": [["name": "c", "image": "x", "ports": [["containerPort": 8080]]]]]])
+            _ = try await client.request("PATCH", "/api/v1/namespaces/bench/pods/p\(i)/status", body: [
+                "status": ["phase": "Running", "podIP": .string(ip), "conditions": [["type": "Ready", "status": "True"]]]],
+                contentType: "application/merge-patch+json")
+        }
+        let start = Date()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<writers {
+                group.addTask {
+                    var i = w
+                    while i < services {
+                        _ = try await client.request("POST", "/api/v1/namespaces/bench/services", body: [
+                            "metadata": ["name": .string("svc-\(i)")],
+                            "spec": ["selector": ["app": "web"], "ports": [["name": "http", "port": 80, "targetPort": 8080]]]])
+                        i += writers
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        // Polled with one small read (the controller takes Services in name order, svc-9999 last):
+        // polling with full lists would measure what lists of 10,000 objects leave behind instead.
+        for _ in 0..<3000 {
+            if try await client.request("GET", "/api/v1/namespaces/bench/endpoints/svc-\(services - 1)").status == 200 { break }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let seconds = Date().timeIntervalSince(start)
+        try await Task.sleep(for: .seconds(2))
+        let mb = Self.rssMB(p.processIdentifier)
+        // Then checked whole.
+        let slices = try await client.request("GET", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices").body["items"]?.array?.count ?? 0
+        guard slices >= services else { throw ValidationError("the controller wrote \(slices) of \(services) slices") }
+        log("\(services) Services selecting 2 Pods: every slice written \(String(format: "%.1f", seconds)) s after the first create; server at \(String(format: "%.1f", mb)) MB")
+        return (mb, seconds)
+    }
+
     /// The store alone, in this process: the baseline the server's writes per second are set against.
     func direct(_ store: any Store, count: Int) async throws -> Double {
         let value = Data(String(repeating: "x", count: 600).utf8)
@@ -187,11 +246,13 @@ struct ServerBench: AsyncParsableCommand {
         func rows(_ name: String, _ r: Run) {
             report += "| \(name): memory idle | \(String(format: "%.1f MB", r.idleMB)) | target 30 MB | \(String(format: "%.2f×", r.idleMB / 30)) | < 30 MB |\n"
             report += "| \(name): memory holding \(services) services + slices (\(endpoints) endpoints) | \(String(format: "%.1f MB", r.loadedMB)) | target 300 MB | \(String(format: "%.2f×", r.loadedMB / 300)) | < 300 MB |\n"
+            report += "| \(name): memory holding \(services) services selecting 2 pods, their slices and Endpoints written by the EndpointSlice controller (all written in \(String(format: "%.0f s", r.controllerSeconds))) | \(String(format: "%.1f MB", r.controllerMB)) | target 300 MB | \(String(format: "%.2f×", r.controllerMB / 300)) | < 300 MB |\n"
             report += "| \(name): \(watchers) watchers, write to event (p50 \(fmt(r.watchP50)); slowest of the writes themselves \(fmt(r.slowestWrite))) | p99 \(fmt(r.watchP99)) | target 50 ms | \(String(format: "%.2f×", r.watchP99 / 0.05)) | < 50 ms p99 |\n"
             report += "| \(name): writes per second through the API (\(writers) writers) | \(Int(r.writesPerSecond)) | the store alone: \(Int(r.directWritesPerSecond)) | \(String(format: "%.2f×", r.writesPerSecond / r.directWritesPerSecond)) | reported |\n"
             report += "| \(name): list of \(services) services | \(fmt(r.listMedian)) | | | reported |\n"
         }
         var sqlite = try await measure(etcd: nil)
+        (sqlite.controllerMB, sqlite.controllerSeconds) = try await controllerManaged(etcd: nil)
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-direct-\(UUID().uuidString).db")
         defer { try? FileManager.default.removeItem(at: tmp) }
         sqlite.directWritesPerSecond = try await direct(try SQLiteStore(path: tmp.path), count: 5000)
@@ -201,6 +262,9 @@ struct ServerBench: AsyncParsableCommand {
             let e1 = try EtcdProcess()
             var etcd = try await measure(etcd: e1)
             e1.stop()
+            let e3 = try EtcdProcess()
+            (etcd.controllerMB, etcd.controllerSeconds) = try await controllerManaged(etcd: e3)
+            e3.stop()
             let e2 = try EtcdProcess()
             etcd.directWritesPerSecond = try await direct(try EtcdStore(servers: [e2.url]), count: 5000)
             e2.stop()
