@@ -36,7 +36,7 @@ struct ServerBench: AsyncParsableCommand {
     }
 
     struct Run {
-        var controllerMB = 0.0, controllerSeconds = 0.0
+        var controllerMB = 0.0, controllerSeconds = 0.0, afterAnswerP99 = 0.0
         var slowestWrite = 0.0, idleMB = 0.0, loadedMB = 0.0, writesPerSecond = 0.0, listMedian = 0.0, watchP50 = 0.0, watchP99 = 0.0, directWritesPerSecond = 0.0
     }
 
@@ -134,28 +134,36 @@ struct ServerBench: AsyncParsableCommand {
         try await Task.sleep(for: .milliseconds(500))
         var sent: [Int: Date] = [:]
         var writeTimes: [Double] = []
+        var acked: [Int: Date] = [:]
         for i in 1...watchedWrites {
             sent[i] = Date()
             _ = try await client.request("PATCH", "/api/v1/namespaces/bench/configmaps/watched", body: ["data": ["n": .string(String(i))]],
                                          contentType: "application/merge-patch+json")
-            writeTimes.append(Date().timeIntervalSince(sent[i]!))
+            acked[i] = Date()
+            writeTimes.append(acked[i]!.timeIntervalSince(sent[i]!))
             try await Task.sleep(for: .milliseconds(50))
         }
         writeTimes.sort()
         run.slowestWrite = writeTimes.last ?? 0
         try await Task.sleep(for: .seconds(1))
         for t in tasks { t.cancel() }
-        var lat: [Double] = []
+        var lat: [Double] = [], afterAck: [Double] = []
         for (i, times) in await received.times where sent[i] != nil {
-            for t in times { lat.append(t.timeIntervalSince(sent[i]!)) }
+            for t in times {
+                lat.append(t.timeIntervalSince(sent[i]!))
+                afterAck.append(max(0, t.timeIntervalSince(acked[i]!)))
+            }
         }
         lat.sort()
+        afterAck.sort()
+        run.afterAnswerP99 = afterAck.isEmpty ? .infinity : afterAck[min(afterAck.count - 1, afterAck.count * 99 / 100)]
         let expected = watchers * watchedWrites
         if lat.count < expected { log("warning: \(expected - lat.count) of \(expected) watch deliveries missing") }
         run.watchP50 = lat.isEmpty ? .infinity : lat[lat.count / 2]
         run.watchP99 = lat.isEmpty ? .infinity : lat[min(lat.count - 1, lat.count * 99 / 100)]
         log("\(watchers) watchers: p50 \(fmt(run.watchP50)), p99 \(fmt(run.watchP99)) from the write to the event (\(lat.count) deliveries); "
-            + "the writes themselves: median \(fmt(writeTimes[writeTimes.count / 2])), slowest \(fmt(run.slowestWrite))")
+            + "the writes themselves: median \(fmt(writeTimes[writeTimes.count / 2])), slowest \(fmt(run.slowestWrite)); "
+            + "p99 from the write's answer to the event \(fmt(run.afterAnswerP99))")
         return run
     }
 
@@ -247,7 +255,7 @@ struct ServerBench: AsyncParsableCommand {
             report += "| \(name): memory idle | \(String(format: "%.1f MB", r.idleMB)) | target 30 MB | \(String(format: "%.2f×", r.idleMB / 30)) | < 30 MB |\n"
             report += "| \(name): memory holding \(services) services + slices (\(endpoints) endpoints) | \(String(format: "%.1f MB", r.loadedMB)) | target 300 MB | \(String(format: "%.2f×", r.loadedMB / 300)) | < 300 MB |\n"
             report += "| \(name): memory holding \(services) services selecting 2 pods, their slices and Endpoints written by the EndpointSlice controller (all written in \(String(format: "%.0f s", r.controllerSeconds))) | \(String(format: "%.1f MB", r.controllerMB)) | target 300 MB | \(String(format: "%.2f×", r.controllerMB / 300)) | < 300 MB |\n"
-            report += "| \(name): \(watchers) watchers, write to event (p50 \(fmt(r.watchP50)); slowest of the writes themselves \(fmt(r.slowestWrite))) | p99 \(fmt(r.watchP99)) | target 50 ms | \(String(format: "%.2f×", r.watchP99 / 0.05)) | < 50 ms p99 |\n"
+            report += "| \(name): \(watchers) watchers, write to event (p50 \(fmt(r.watchP50)); slowest of the writes themselves \(fmt(r.slowestWrite)); p99 from the write's answer \(fmt(r.afterAnswerP99))) | p99 \(fmt(r.watchP99)) | target 50 ms | \(String(format: "%.2f×", r.watchP99 / 0.05)) | < 50 ms p99 |\n"
             report += "| \(name): writes per second through the API (\(writers) writers) | \(Int(r.writesPerSecond)) | the store alone: \(Int(r.directWritesPerSecond)) | \(String(format: "%.2f×", r.writesPerSecond / r.directWritesPerSecond)) | reported |\n"
             report += "| \(name): list of \(services) services | \(fmt(r.listMedian)) | | | reported |\n"
         }
