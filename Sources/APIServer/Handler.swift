@@ -264,12 +264,19 @@ public final class APIHandler: Sendable {
     /// RFC 3339 in UTC, second precision (`2026-11-27T01:30:58Z`), without Foundation's date
     /// formatters (which load ICU: megabytes of resident memory for one format).
     static func rfc3339(_ d: Date = Date()) -> String {
-        var t = time_t(d.timeIntervalSince1970)
-        var tm = tm()
-        gmtime_r(&t, &tm)
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let tm = utc(time_t(d.timeIntervalSince1970))
         return "\(tm.tm_year + 1900)-\(two(tm.tm_mon + 1))-\(two(tm.tm_mday))T\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec))Z"
     }
+
+    /// The calendar fields of a moment in UTC (for the date formats here and the HTTP `Date`).
+    static func utc(_ seconds: time_t) -> tm {
+        var t = seconds
+        var fields = tm()
+        gmtime_r(&t, &fields)
+        return fields
+    }
+
+    static func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
 
     /// Parses what `rfc3339` writes (and a fractional or offset-free variant of it).
     static func parseRFC3339(_ s: String) -> Date? {

@@ -130,12 +130,10 @@ public struct APIServer: Sendable {
 
         /// An HTTP `Date` header value (RFC 9110's IMF-fixdate, `Fri, 27 Nov 2026 08:03:33 GMT`).
     static func httpDate(_ seconds: time_t = time(nil)) -> String {
-        var t = seconds
-        var tm = tm()
-        gmtime_r(&t, &tm)
+        let tm = APIHandler.utc(seconds)
         let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
         let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        let two = APIHandler.two
         return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
             + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
     }

@@ -90,6 +90,8 @@ public struct Kubeconfig: Sendable, Equatable {
         guard let url = URL(string: server), url.scheme == "http" || url.scheme == "https", let host = url.host else {
             throw LoadError(description: "\(source): server \(server): not an http:// or https:// URL")
         }
+        /// A file the kubeconfig names, relative to its directory unless absolute.
+        func resolve(_ file: String) -> String { file.hasPrefix("/") ? file : directory + "/" + file }
         /// A PEM from `<field>-data` (base64) or the file `<field>` names.
         func pem(_ fields: JSONValue, _ field: String) throws -> [UInt8]? {
             if let b64 = fields["\(field)-data"]?.string {
@@ -99,7 +101,7 @@ public struct Kubeconfig: Sendable, Equatable {
                 return Array(d)
             }
             guard let file = fields[field]?.string else { return nil }
-            let path = file.hasPrefix("/") ? file : directory + "/" + file
+            let path = resolve(file)
             guard let d = FileManager.default.contents(atPath: path) else { throw LoadError(description: "\(source): \(field): cannot read \(path)") }
             return Array(d)
         }
@@ -113,7 +115,7 @@ public struct Kubeconfig: Sendable, Equatable {
         var token = user["token"]?.string
         var tokenFile: String?
         if token == nil, let file = user["tokenFile"]?.string {
-            let path = file.hasPrefix("/") ? file : directory + "/" + file
+            let path = resolve(file)
             guard let d = FileManager.default.contents(atPath: path) else { throw LoadError(description: "\(source): tokenFile: cannot read \(path)") }
             token = String(decoding: d, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             tokenFile = path

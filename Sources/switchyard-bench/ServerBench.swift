@@ -42,21 +42,9 @@ struct ServerBench: AsyncParsableCommand {
 
     /// Starts a server, loads it, and measures.
     func measure(etcd: EtcdProcess?) async throws -> Run {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-server-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        defer { p.terminate(); p.waitUntilExit() }
-        var client: KubeClient?
-        for _ in 0..<200 {
-            if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { client = KubeClient(config: k); break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        guard let client else { throw ValidationError("the server did not start") }
+        let server = try await BenchServer.start(binary: try binary(), etcd: etcd)
+        defer { server.stop() }
+        let client = server.client
         var run = Run()
         // Idle after what a client does first (kubectl's discovery, a list), so the figure holds
         // the code a request runs and not only what is left after start-up. A second first: the
@@ -67,42 +55,33 @@ struct ServerBench: AsyncParsableCommand {
             _ = try await client.request("GET", path)
         }
         try await Task.sleep(for: .seconds(2))
-        run.idleMB = Self.rssMB(p.processIdentifier)
+        run.idleMB = Self.rssMB(server.process.processIdentifier)
         log("idle: \(String(format: "%.1f", run.idleMB)) MB")
         _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
 
         // Load: Services and their slices, `writers` at a time.
         let start = Date()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for w in 0..<writers {
-                group.addTask {
-                    var i = w
-                    while i < services {
-                        let ip = IPAddress(ipv4: IPAddress("10.96.0.0")!.ipv4Value! + UInt32(i + 10)).description
-                        let svc: JSONValue = ["metadata": ["name": .string("svc-\(i)")],
-                                              "spec": ["clusterIP": .string(ip), "ports": [["name": "http", "port": 80, "targetPort": 8080]]]]
-                        let r1 = try await client.request("POST", "/api/v1/namespaces/bench/services", body: svc)
-                        guard r1.status == 201 else { throw ValidationError("create service: \(r1.status) \(r1.body.text())") }
-                        let eps: [JSONValue] = (0..<endpoints).map { j in
-                            let n = i * endpoints + j
-                            return ["addresses": [.string(IPAddress(ipv4: IPAddress("10.128.0.0")!.ipv4Value! + UInt32(n + 2)).description)],
-                                    "conditions": ["ready": true], "nodeName": .string("node-\(j % 3)")]
-                        }
-                        let slice: JSONValue = ["metadata": ["name": .string("svc-\(i)-x"), "labels": ["kubernetes.io/service-name": .string("svc-\(i)")]],
-                                                "addressType": "IPv4", "endpoints": .array(eps), "ports": [["name": "http", "port": 8080, "protocol": "TCP"]]]
-                        let r2 = try await client.request("POST", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices", body: slice)
-                        guard r2.status == 201 else { throw ValidationError("create slice: \(r2.status) \(r2.body.text())") }
-                        i += writers
-                    }
-                }
+        try await byWriters(services) { i in
+            let ip = IPAddress(ipv4: IPAddress("10.96.0.0")!.ipv4Value! + UInt32(i + 10)).description
+            let svc: JSONValue = ["metadata": ["name": .string("svc-\(i)")],
+                                  "spec": ["clusterIP": .string(ip), "ports": [["name": "http", "port": 80, "targetPort": 8080]]]]
+            let r1 = try await client.request("POST", "/api/v1/namespaces/bench/services", body: svc)
+            guard r1.status == 201 else { throw ValidationError("create service: \(r1.status) \(r1.body.text())") }
+            let eps: [JSONValue] = (0..<endpoints).map { j in
+                let n = i * endpoints + j
+                return ["addresses": [.string(IPAddress(ipv4: IPAddress("10.128.0.0")!.ipv4Value! + UInt32(n + 2)).description)],
+                        "conditions": ["ready": true], "nodeName": .string("node-\(j % 3)")]
             }
-            try await group.waitForAll()
+            let slice: JSONValue = ["metadata": ["name": .string("svc-\(i)-x"), "labels": ["kubernetes.io/service-name": .string("svc-\(i)")]],
+                                    "addressType": "IPv4", "endpoints": .array(eps), "ports": [["name": "http", "port": 8080, "protocol": "TCP"]]]
+            let r2 = try await client.request("POST", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices", body: slice)
+            guard r2.status == 201 else { throw ValidationError("create slice: \(r2.status) \(r2.body.text())") }
         }
         let loadTime = Date().timeIntervalSince(start)
         run.writesPerSecond = Double(services * 2) / loadTime
         log("loaded \(services) services and slices: \(Int(run.writesPerSecond)) writes/s")
         try await Task.sleep(for: .seconds(1))
-        run.loadedMB = Self.rssMB(p.processIdentifier)
+        run.loadedMB = Self.rssMB(server.process.processIdentifier)
         log("holding them: \(String(format: "%.1f", run.loadedMB)) MB")
 
         // List latency of every Service.
@@ -175,21 +154,9 @@ struct ServerBench: AsyncParsableCommand {
     /// A fresh server with two ready Pods and `services` Services selecting them: its memory once
     /// the EndpointSlice controller has written every slice (and Endpoints object), which it keeps.
     func controllerManaged(etcd: EtcdProcess?) async throws -> (mb: Double, seconds: Double) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-ctrl-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try binary())
-        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        defer { p.terminate(); p.waitUntilExit() }
-        var found: KubeClient?
-        for _ in 0..<200 {
-            if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { found = KubeClient(config: k); break }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        guard let client = found else { throw ValidationError("the server did not start") }
+        let server = try await BenchServer.start(binary: try binary(), etcd: etcd)
+        defer { server.stop() }
+        let client = server.client
         _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
         for (i, ip) in ["10.244.1.2", "10.244.1.3"].enumerated() {
             _ = try await client.request("POST", "/api/v1/namespaces/bench/pods", body: [
@@ -200,19 +167,10 @@ struct ServerBench: AsyncParsableCommand {
                 contentType: "application/merge-patch+json")
         }
         let start = Date()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for w in 0..<writers {
-                group.addTask {
-                    var i = w
-                    while i < services {
-                        _ = try await client.request("POST", "/api/v1/namespaces/bench/services", body: [
-                            "metadata": ["name": .string("svc-\(i)")],
-                            "spec": ["selector": ["app": "web"], "ports": [["name": "http", "port": 80, "targetPort": 8080]]]])
-                        i += writers
-                    }
-                }
-            }
-            try await group.waitForAll()
+        try await byWriters(services) { i in
+            _ = try await client.request("POST", "/api/v1/namespaces/bench/services", body: [
+                "metadata": ["name": .string("svc-\(i)")],
+                "spec": ["selector": ["app": "web"], "ports": [["name": "http", "port": 80, "targetPort": 8080]]]])
         }
         // Polled with one small read (the controller takes Services in name order, svc-9999 last):
         // polling with full lists would measure what lists of 10,000 objects leave behind instead.
@@ -222,7 +180,7 @@ struct ServerBench: AsyncParsableCommand {
         }
         let seconds = Date().timeIntervalSince(start)
         try await Task.sleep(for: .seconds(2))
-        let mb = Self.rssMB(p.processIdentifier)
+        let mb = Self.rssMB(server.process.processIdentifier)
         // Then checked whole.
         let slices = try await client.request("GET", "/apis/discovery.k8s.io/v1/namespaces/bench/endpointslices").body["items"]?.array?.count ?? 0
         guard slices >= services else { throw ValidationError("the controller wrote \(slices) of \(services) slices") }
@@ -230,22 +188,24 @@ struct ServerBench: AsyncParsableCommand {
         return (mb, seconds)
     }
 
-    /// The store alone, in this process: the baseline the server's writes per second are set against.
-    func direct(_ store: any Store, count: Int) async throws -> Double {
-        let value = Data(String(repeating: "x", count: 600).utf8)
-        let start = Date()
+    /// `body(i)` for every i below `count`, `writers` at a time (writer w takes w, w + writers, …).
+    func byWriters(_ count: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
+        let writers = self.writers
         try await withThrowingTaskGroup(of: Void.self) { group in
             for w in 0..<writers {
                 group.addTask {
-                    var i = w
-                    while i < count {
-                        try await store.create("/bench/k\(i)", value: value)
-                        i += writers
-                    }
+                    for i in stride(from: w, to: count, by: writers) { try await body(i) }
                 }
             }
             try await group.waitForAll()
         }
+    }
+
+    /// The store alone, in this process: the baseline the server's writes per second are set against.
+    func direct(_ store: any Store, count: Int) async throws -> Double {
+        let value = Data(String(repeating: "x", count: 600).utf8)
+        let start = Date()
+        try await byWriters(count) { i in try await store.create("/bench/k\(i)", value: value) }
         return Double(count) / Date().timeIntervalSince(start)
     }
 
@@ -281,5 +241,48 @@ struct ServerBench: AsyncParsableCommand {
         }
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
+    }
+}
+
+/// `switchyard server` on a fresh data dir (on etcd when given) and a client for it, once it has
+/// written its kubeconfig.
+final class BenchServer {
+    let dir: URL
+    let process: Process
+    let client: KubeClient
+
+    private init(dir: URL, process: Process, client: KubeClient) {
+        self.dir = dir
+        self.process = process
+        self.client = client
+    }
+
+    static func start(binary: String, etcd: EtcdProcess?) async throws -> BenchServer {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-server-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
+        p.standardOutput = FileHandle.nullDevice
+        do {
+            try p.run()
+            for _ in 0..<200 {
+                if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) {
+                    return BenchServer(dir: dir, process: p, client: KubeClient(config: k))
+                }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            throw ValidationError("the server did not start")
+        } catch {
+            if p.isRunning { p.terminate(); p.waitUntilExit() }
+            try? FileManager.default.removeItem(at: dir)
+            throw error
+        }
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: dir)
     }
 }
