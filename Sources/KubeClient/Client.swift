@@ -217,6 +217,16 @@ public struct KubeClient: Sendable {
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
     }
 
+    /// A request's head, body and end, written together: a server may answer (and, the request
+    /// asking for `Connection: close`, close) as soon as it has the head, and an end written on
+    /// its own after that fails with "I/O on closed channel" although the answer has arrived.
+    static func parts(_ head: HTTPRequestHead, _ body: [UInt8]?) -> [HTTPClientRequestPart] {
+        var parts: [HTTPClientRequestPart] = [.head(head)]
+        if let body { parts.append(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+        parts.append(.end(nil))
+        return parts
+    }
+
     /// One request; the whole answer, as JSON (null if it is not).
     public func request(_ method: String, _ path: String, query: [String: String] = [:], body: JSONValue? = nil,
                         contentType: String = "application/json") async throws -> ClientResponse {
@@ -230,10 +240,8 @@ public struct KubeClient: Sendable {
                            contentType: String = "application/json") async throws -> (status: Int, body: Data) {
         let channel = try await connect()
         return try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(.head(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
-                                                contentType: body == nil ? nil : contentType)))
-            if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
-            try await outbound.write(.end(nil))
+            try await outbound.write(contentsOf: Self.parts(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
+                                                                 contentType: body == nil ? nil : contentType), body.map(Array.init)))
             var status = 0
             var buf = ByteBuffer()
             for try await part in inbound {
@@ -266,9 +274,7 @@ public struct KubeClient: Sendable {
             let task = Task {
                 do {
                     try await channel.executeThenClose { inbound, outbound in
-                        try await outbound.write(.head(head))
-                        if let data { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: data)))) }
-                        try await outbound.write(.end(nil))
+                        try await outbound.write(contentsOf: Self.parts(head, data))
                         var pending = [UInt8]()
                         var status = 0
                         for try await part in inbound {
