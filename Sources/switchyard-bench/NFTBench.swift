@@ -33,7 +33,7 @@ struct NFTBench: AsyncParsableCommand {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
         let shims = try Bench.selectIPTables(iptablesBackend)
         defer { if let shims { try? FileManager.default.removeItem(atPath: shims) } }
-        var report = "| figure | nftables mode | iptables mode (same run) | ratio | target |\n|---|---|---|---|---|\n"
+        var report = "| figure | measured | iptables mode (same run) | ratio | target |\n|---|---|---|---|---|\n"
         var ipvsResults: [(Int, (full: Double, change: Double, p90: Double))] = []
         for n in services.split(separator: ",").compactMap({ Int($0) }) {
             let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
