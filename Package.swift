@@ -90,7 +90,9 @@ let package = Package(
                           linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lCoreFoundation",
                                                           "-lFoundationInternationalization", "-l_FoundationICU", "-lFoundationEssentials",
                                                           "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",
-                                                          "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie", "-Xlinker", "--no-export-dynamic"],
+                                                          "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie", "-Xlinker", "--no-export-dynamic",
+                                                          "-L\(Context.packageDirectory)/link/static-libstdc++", "-Xclang-linker", "-static-libgcc",
+                                                          "-Xlinker", "-lstdc++", "-Xlinker", "-lm"],
                                                          .when(configuration: .release))]),
         // The syscalls the userspace data path needs that Swift cannot call directly.
         .target(name: "CUserspace"),
