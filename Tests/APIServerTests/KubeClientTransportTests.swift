@@ -46,7 +46,7 @@ import Testing
     final class Stop: Sendable { let flag = Atomic<Bool>(false) }
 
     @Test func anAnswerBeforeTheRequestsEndIsRead() async throws {
-        let count = 400
+        let count = 100   // before the fix, about 40% of them failed
         let port = try Self.answeringServer(connections: count)
         let client = try KubeClient(url: "http://127.0.0.1:\(port)")
         // Tasks that keep the cooperative threads busy, so the client's task waits between its
