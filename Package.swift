@@ -36,10 +36,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
+        // JSON's strings, numbers and quoting, shared by the API's reader and the CNI plugins'.
+        .target(name: "JSONSyntax", swiftSettings: strict),
         // Kubernetes object model and manifest loading. No I/O besides reading manifests.
         .target(
             name: "KubeAPI",
-            dependencies: [.product(name: "Yams", package: "Yams")],
+            dependencies: ["JSONSyntax", .product(name: "Yams", package: "Yams")],
             swiftSettings: strict
         ),
         // The seam: service/endpoint model, change tracking, snapshots, endpoint
@@ -83,7 +85,7 @@ let package = Package(
         .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "ProxyIPTables", "Netlink", "KubeAPI", .product(name: "Logging", package: "swift-log")],
                 swiftSettings: strict),
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
-        .target(name: "CNI", dependencies: ["Netlink", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Static Swift runtime in release builds: a plugin is a process started per call, and the
         // dynamic Swift and Foundation libraries would cost more to load than the work it does.
         .executableTarget(name: "switchyard-cni", dependencies: ["CNI", "Netlink"], swiftSettings: strict,

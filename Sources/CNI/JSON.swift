@@ -1,3 +1,5 @@
+import JSONSyntax
+
 /// JSON for the plugins, into and out of plain Swift values: `[String: Any]`, `[Any]`,
 /// `String`, `Bool`, `Int` (integers that fit), `Double`, and `JSON.null`.
 ///
@@ -18,170 +20,79 @@ public enum JSON {
     // MARK: parsing
 
     public static func parse(_ bytes: [UInt8]) throws -> Any {
-        var p = Parser(b: bytes)
-        p.skipSpace()
-        let v = try p.value(depth: 0)
-        p.skipSpace()
-        guard p.i == p.b.count else { throw p.fail("unexpected data after the value") }
-        return v
+        try bytes.withUnsafeBufferPointer { buf in
+            // Invalid UTF-8 in a string becomes U+FFFD, as Go's decoder (the reference plugins') reads it.
+            var p = Parser(s: JSONSyntax.Scanner(bytes: buf, strictUTF8: false))
+            do {
+                p.s.skipSpace()
+                let v = try p.value(depth: 0)
+                p.s.skipSpace()
+                guard p.s.atEnd else { throw p.s.failure("unexpected data after the value") }
+                return v
+            } catch let f as JSONSyntax.Failure {
+                throw ParseError(offset: f.offset, reason: f.reason)
+            }
+        }
     }
 
     public static func parse(_ s: String) throws -> Any { try parse(Array(s.utf8)) }
 
+    /// The grammar over `JSONSyntax`'s tokens, into plain values. A number is an `Int` only as
+    /// an integer is written (`1500.0` is a `Double`, which an integer field refuses, as Go does).
     struct Parser {
-        let b: [UInt8]
-        var i = 0
-
-        func fail(_ reason: String) -> ParseError { ParseError(offset: i, reason: reason) }
-
-        mutating func skipSpace() {
-            while i < b.count, b[i] == 0x20 || b[i] == 0x0a || b[i] == 0x0d || b[i] == 0x09 { i += 1 }
-        }
-
-        mutating func expect(_ word: String) throws {
-            for c in word.utf8 {
-                guard i < b.count, b[i] == c else { throw fail("expected \(word)") }
-                i += 1
-            }
-        }
+        var s: JSONSyntax.Scanner
 
         mutating func value(depth: Int) throws -> Any {
-            guard depth < 256 else { throw fail("nested too deeply") }
-            guard i < b.count else { throw fail("unexpected end of input") }
-            switch b[i] {
+            guard depth < 256 else { throw s.failure("nested too deeply") }
+            guard let c = s.next else { throw s.failure("unexpected end of input") }
+            switch c {
             case UInt8(ascii: "{"):
-                i += 1
+                s.at += 1
                 var o: [String: Any] = [:]
-                skipSpace()
-                if i < b.count, b[i] == UInt8(ascii: "}") { i += 1; return o }
+                s.skipSpace()
+                if s.next == UInt8(ascii: "}") { s.at += 1; return o }
                 while true {
-                    skipSpace()
-                    guard i < b.count, b[i] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
-                    let k = try string()
-                    skipSpace()
-                    guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':'") }
-                    i += 1
-                    skipSpace()
+                    s.skipSpace()
+                    guard s.next == UInt8(ascii: "\"") else { throw s.failure("expected a string key") }
+                    let k = try s.string()
+                    s.skipSpace()
+                    guard s.next == UInt8(ascii: ":") else { throw s.failure("expected ':'") }
+                    s.at += 1
+                    s.skipSpace()
                     o[k] = try value(depth: depth + 1)
-                    skipSpace()
-                    guard i < b.count else { throw fail("unexpected end of input in an object") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "}") { i += 1; return o }
-                    throw fail("expected ',' or '}'")
+                    s.skipSpace()
+                    switch s.next {
+                    case UInt8(ascii: ","): s.at += 1
+                    case UInt8(ascii: "}"): s.at += 1; return o
+                    default: throw s.failure("expected ',' or '}'")
+                    }
                 }
             case UInt8(ascii: "["):
-                i += 1
+                s.at += 1
                 var a: [Any] = []
-                skipSpace()
-                if i < b.count, b[i] == UInt8(ascii: "]") { i += 1; return a }
+                s.skipSpace()
+                if s.next == UInt8(ascii: "]") { s.at += 1; return a }
                 while true {
-                    skipSpace()
+                    s.skipSpace()
                     a.append(try value(depth: depth + 1))
-                    skipSpace()
-                    guard i < b.count else { throw fail("unexpected end of input in an array") }
-                    if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                    if b[i] == UInt8(ascii: "]") { i += 1; return a }
-                    throw fail("expected ',' or ']'")
-                }
-            case UInt8(ascii: "\""):
-                return try string()
-            case UInt8(ascii: "t"):
-                try expect("true"); return true
-            case UInt8(ascii: "f"):
-                try expect("false"); return false
-            case UInt8(ascii: "n"):
-                try expect("null"); return JSON.null
-            default:
-                return try number()
-            }
-        }
-
-        /// RFC 8259: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-        mutating func number() throws -> Any {
-            let start = i
-            func digit() -> Bool { i < b.count && b[i] >= 0x30 && b[i] <= 0x39 }
-            func digits() throws {
-                guard digit() else { throw fail("expected a digit") }
-                while digit() { i += 1 }
-            }
-            if i < b.count, b[i] == UInt8(ascii: "-") { i += 1 }
-            guard digit() else { throw fail("unexpected character") }
-            if b[i] == UInt8(ascii: "0") { i += 1 } else { try digits() }
-            var integral = true
-            if i < b.count, b[i] == UInt8(ascii: ".") {
-                integral = false
-                i += 1
-                try digits()
-            }
-            if i < b.count, b[i] == UInt8(ascii: "e") || b[i] == UInt8(ascii: "E") {
-                integral = false
-                i += 1
-                if i < b.count, b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-") { i += 1 }
-                try digits()
-            }
-            let text = String(decoding: b[start..<i], as: UTF8.self)
-            if integral, let n = Int(text) { return n }
-            guard let d = Double(text), d.isFinite else { throw fail("number out of range: \(text)") }
-            return d
-        }
-
-        mutating func hex4() throws -> UInt32 {
-            guard i + 4 <= b.count else { throw fail("bad \\u escape") }
-            var v: UInt32 = 0
-            for c in b[i..<(i + 4)] {
-                let d: UInt8
-                switch c {
-                case 0x30...0x39: d = c - 0x30
-                case 0x41...0x46: d = c - 0x41 + 10
-                case 0x61...0x66: d = c - 0x61 + 10
-                default: throw fail("bad \\u escape")
-                }
-                v = v << 4 | UInt32(d)
-            }
-            i += 4
-            return v
-        }
-
-        mutating func string() throws -> String {
-            i += 1   // opening quote
-            var out: [UInt8] = []
-            while true {
-                guard i < b.count else { throw fail("unterminated string") }
-                let c = b[i]
-                i += 1
-                if c == UInt8(ascii: "\"") { break }
-                if c < 0x20 { throw fail("control character in a string") }
-                guard c == UInt8(ascii: "\\") else { out.append(c); continue }
-                guard i < b.count else { throw fail("unterminated escape") }
-                let e = b[i]
-                i += 1
-                switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-                case UInt8(ascii: "b"): out.append(0x08)
-                case UInt8(ascii: "f"): out.append(0x0c)
-                case UInt8(ascii: "n"): out.append(0x0a)
-                case UInt8(ascii: "r"): out.append(0x0d)
-                case UInt8(ascii: "t"): out.append(0x09)
-                case UInt8(ascii: "u"):
-                    var scalar = try hex4()
-                    if (0xD800..<0xDC00).contains(scalar), i + 5 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u") {
-                        let save = i
-                        i += 2
-                        let low = try hex4()
-                        if (0xDC00..<0xE000).contains(low) {
-                            scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                        } else {
-                            i = save   // a lone high surrogate; the next escape stands on its own
-                        }
+                    s.skipSpace()
+                    switch s.next {
+                    case UInt8(ascii: ","): s.at += 1
+                    case UInt8(ascii: "]"): s.at += 1; return a
+                    default: throw s.failure("expected ',' or ']'")
                     }
-                    // A lone surrogate becomes U+FFFD, as Go's decoder (the reference plugins') does.
-                    let u = Unicode.Scalar(scalar) ?? "\u{FFFD}"
-                    out += Array(String(Character(u)).utf8)
-                default:
-                    throw fail("bad escape")
                 }
+            case UInt8(ascii: "\""): return try s.string()
+            case UInt8(ascii: "t"): try s.literal("true"); return true
+            case UInt8(ascii: "f"): try s.literal("false"); return false
+            case UInt8(ascii: "n"): try s.literal("null"); return JSON.null
+            case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                switch try s.number() {
+                case .int(let i): return Int(i)
+                case .double(let d): return d
+                }
+            default: throw s.failure("unexpected character")
             }
-            return String(decoding: out, as: UTF8.self)
         }
     }
 
@@ -202,7 +113,7 @@ public enum JSON {
         }
         switch v {
         case let s as String:
-            writeString(s, into: &out)
+            JSONSyntax.quote(s, into: &out)
         case let b as Bool:
             out += b ? "true" : "false"
         case let n as Int:
@@ -234,7 +145,7 @@ public enum JSON {
             for (k, key) in o.keys.sorted().enumerated() {
                 if k > 0 { out += "," }
                 newline(indent + 1)
-                writeString(key, into: &out)
+                JSONSyntax.quote(key, into: &out)
                 out += pretty ? " : " : ":"
                 write(o[key]!, into: &out, indent: pretty ? indent + 1 : -1)
             }
@@ -245,26 +156,7 @@ public enum JSON {
         case let a as [String]:
             write(a as [Any], into: &out, indent: indent)
         default:
-            writeString("\(v)", into: &out)
+            JSONSyntax.quote("\(v)", into: &out)
         }
-    }
-
-    static func writeString(_ s: String, into out: inout String) {
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20:
-                let h = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-            default:
-                out.unicodeScalars.append(u)
-            }
-        }
-        out += "\""
     }
 }

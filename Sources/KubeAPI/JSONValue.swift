@@ -1,4 +1,5 @@
 import Foundation
+import JSONSyntax
 
 /// Any JSON document, as a value: what the API server keeps of an object it does not need to
 /// understand field by field (every field a client sent survives a round trip), and what the
@@ -44,7 +45,7 @@ public enum JSONValue: Sendable, Hashable {
         case .int(let i): out += String(i)
         case .double(let d):
             if d.isFinite, d == d.rounded(), abs(d) < 1e15 { out += String(Int64(d)) } else { out += d.isFinite ? "\(d)" : "null" }
-        case .string(let s): Self.quote(s, into: &out)
+        case .string(let s): JSONSyntax.quote(s, into: &out)
         case .array(let a):
             out += "["
             for (i, v) in a.enumerated() {
@@ -56,44 +57,12 @@ public enum JSONValue: Sendable, Hashable {
             out += "{"
             for (i, kv) in o.sorted(by: { $0.key < $1.key }).enumerated() {
                 if i > 0 { out += "," }
-                Self.quote(kv.key, into: &out)
+                JSONSyntax.quote(kv.key, into: &out)
                 out += ":"
                 kv.value.write(into: &out)
             }
             out += "}"
         }
-    }
-
-    static func quote(_ s: String, into out: inout String) {
-        // Most strings (names, labels, IPs) need no escape: appended whole.
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") || $0 == UInt8(ascii: "<")
-            || $0 == UInt8(ascii: ">") || $0 == UInt8(ascii: "&") }) {
-            out += "\""
-            out += s
-            out += "\""
-            return
-        }
-        out += "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "<": out += "\\u003c"   // as Go's encoder writes them
-            case ">": out += "\\u003e"
-            case "&": out += "\\u0026"
-            default:
-                if u.value < 0x20 {
-                    let h = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - h.count) + h
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        out += "\""
     }
 
     // MARK: access

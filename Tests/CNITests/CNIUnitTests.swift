@@ -93,6 +93,11 @@ struct CNIUnitTests {
         }
         #expect(try JSON.parse(#""\ud800x""#) as? String == "\u{FFFD}x", "a lone surrogate becomes U+FFFD")
         #expect(try JSON.parse("0") as? Int == 0 && (try JSON.parse("-0.5e+1") as? Double) == -5)
+        // As Go's encoding/json, which the reference plugins use: 1500.0 is no integer (an `mtu`
+        // refuses it), invalid UTF-8 in a string reads as U+FFFD, and the output escapes what Go's does.
+        #expect(try JSON.parse("1500.0") is Double && (try JSON.parse("1500")) is Int)
+        #expect(try JSON.parse([0x22, 0x61, 0xff, 0x22]) as? String == "a\u{FFFD}")
+        #expect(JSON.serialize(["k": "<a>&\u{2028}\u{01}"], pretty: false) == #"{"k":"\u003ca\u003e\u0026\u2028\u0001"}"#)
         for bad in [#"{"a":}"#, #"{"a":1"#, "[1,]", #""\x""#, "tru", "{} x", "-", "{\"a\":\"\u{01}\"}",
                     "012", "+1", ".5", "1.", "-.5", "1e", "1e400", #""\u+041""#] {
             #expect(throws: JSON.ParseError.self, "\(bad)") { try JSON.parse(bad) }
