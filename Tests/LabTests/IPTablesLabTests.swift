@@ -22,7 +22,7 @@ final class RecordingIPTables: IPTablesInterface, @unchecked Sendable {
 
 /// A node namespace running the iptables mode in-process (commands run inside the
 /// node's netns), two backend pods with TCP and UDP servers, and a client outside.
-final class IPTablesLab: @unchecked Sendable {
+final class IPTablesLab: ModeLab, @unchecked Sendable {
     let lab: Lab
     let proxier: IPTablesProxier
     let ipt: RecordingIPTables
@@ -75,20 +75,8 @@ let webSlicePorts = [EndpointPort(name: "http", protocol: "TCP", port: 8080), En
 struct IPTablesLabTests {
     @Test func clusterIPAndNodePortReachBothBackends() async throws {
         let t = try IPTablesLab()
-        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
-        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
-        let out = try await t.sync()
-        #expect(out.full)
-        var seen = Set<String>()
-        for _ in 0..<40 where seen.count < 2 {
-            if let r = t.lab.tcp("10.96.0.10", 80) { seen.insert(r) }
-        }
-        #expect(seen == ["a", "b"], "TCP through the ClusterIP should reach both backends")
-        var udpSeen = Set<String>()
-        for _ in 0..<40 where udpSeen.count < 2 {
-            if let r = t.lab.udp("10.96.0.10", 53) { udpSeen.insert(r) }
-        }
-        #expect(udpSeen == ["a", "b"], "UDP through the ClusterIP should reach both backends")
+        #expect(try await Scenarios.web(t).full)
+        Scenarios.clusterIPReachesBothPods(t)
         // NodePort on the node's address, from the client.
         let np = t.lab.tcp(t.lab.nodeClientIP, 30080)
         #expect(np == "a" || np == "b")
@@ -116,15 +104,7 @@ struct IPTablesLabTests {
     }
 
     @Test func affinityPinsClientToOneBackend() async throws {
-        let t = try IPTablesLab()
-        t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
-        t.tracker.update(slice: slice("sticky", ["10.244.1.2", "10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
-        _ = try await t.sync()
-        var seen = Set<String>()
-        for _ in 0..<12 {
-            if let r = t.lab.tcp("10.96.0.20", 80) { seen.insert(r) }
-        }
-        #expect(seen.count == 1, "ClientIP affinity should pin the client, got \(seen)")
+        try await Scenarios.affinityPinsClient(try IPTablesLab())
     }
 
     @Test func serviceWithoutEndpointsIsRefused() async throws {

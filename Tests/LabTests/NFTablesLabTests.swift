@@ -7,7 +7,7 @@ import Testing
 
 /// A node namespace running the nftables mode in-process (its netlink socket opened
 /// inside the node's netns), two backend pods with TCP and UDP servers, a client.
-final class NFTablesLab: @unchecked Sendable {
+final class NFTablesLab: ModeLab, @unchecked Sendable {
     let lab: Lab
     let proxier: NFTablesProxier
     let nft: SystemNFTables
@@ -42,20 +42,8 @@ struct NFTablesLabTests {
     @Test(arguments: NFTablesLayout.allCases)
     func clusterIPAndNodePortReachBothBackends(layout: NFTablesLayout) async throws {
         let t = try NFTablesLab(layout: layout)
-        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
-        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
-        let out = try await t.sync()
-        #expect(out.full)
-        var seen = Set<String>()
-        for _ in 0..<40 where seen.count < 2 {
-            if let r = t.lab.tcp("10.96.0.10", 80) { seen.insert(r) }
-        }
-        #expect(seen == ["a", "b"], "TCP through the ClusterIP should reach both backends")
-        var udpSeen = Set<String>()
-        for _ in 0..<40 where udpSeen.count < 2 {
-            if let r = t.lab.udp("10.96.0.10", 53) { udpSeen.insert(r) }
-        }
-        #expect(udpSeen == ["a", "b"], "UDP through the ClusterIP should reach both backends")
+        #expect(try await Scenarios.web(t).full)
+        Scenarios.clusterIPReachesBothPods(t)
         let np = t.lab.tcp(t.lab.nodeClientIP, 30080)
         #expect(np == "a" || np == "b", "NodePort from the client")
         let fromNode = t.lab.tcp("10.96.0.10", 80, from: t.lab.node)
@@ -99,15 +87,7 @@ struct NFTablesLabTests {
     }
 
     @Test func affinityPinsClientToOneBackend() async throws {
-        let t = try NFTablesLab()
-        t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
-        t.tracker.update(slice: slice("sticky", ["10.244.1.2", "10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
-        _ = try await t.sync()
-        var seen = Set<String>()
-        for _ in 0..<12 {
-            if let r = t.lab.tcp("10.96.0.20", 80) { seen.insert(r) }
-        }
-        #expect(seen.count == 1, "ClientIP affinity should pin the client, got \(seen)")
+        try await Scenarios.affinityPinsClient(try NFTablesLab())
     }
 
     @Test func serviceWithoutEndpointsIsRefused() async throws {

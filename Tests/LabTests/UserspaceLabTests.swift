@@ -10,7 +10,7 @@ import Testing
 /// A node namespace running the userspace mode in-process: the data plane's
 /// threads live in the node's namespace, the portal rules go through the real
 /// iptables-restore there. Two backend pods with socat TCP/UDP servers, a client outside.
-final class UserspaceLab: @unchecked Sendable {
+final class UserspaceLab: ModeLab, @unchecked Sendable {
     let lab: Lab
     let dataPlane: DataPlane
     let proxier: UserspaceProxier
@@ -73,19 +73,8 @@ func exchange(_ ns: String, _ ip: String, _ port: Int, _ message: String, halfCl
 struct UserspaceLabTests {
     @Test func clusterIPNodePortTCPAndUDPFromOutsideNodeAndPods() async throws {
         let t = try UserspaceLab()
-        t.tracker.update(service: service("web", ip: "10.96.0.10", type: "NodePort", ports: webPorts))
-        t.tracker.update(slice: slice("web", ["10.244.1.2", "10.244.1.3"], ports: webSlicePorts))
-        #expect(try await t.sync().full)
-        var seen = Set<String>()
-        for _ in 0..<40 where seen.count < 2 {
-            if let r = t.lab.tcp("10.96.0.10", 80) { seen.insert(r) }
-        }
-        #expect(seen == ["a", "b"], "TCP through the ClusterIP should reach both backends round-robin")
-        var udpSeen = Set<String>()
-        for _ in 0..<40 where udpSeen.count < 2 {
-            if let r = t.lab.udp("10.96.0.10", 53) { udpSeen.insert(r) }
-        }
-        #expect(udpSeen == ["a", "b"], "UDP through the ClusterIP should reach both backends")
+        #expect(try await Scenarios.web(t).full)
+        Scenarios.clusterIPReachesBothPods(t)
         let np = t.lab.tcp(t.lab.nodeClientIP, 30080)
         #expect(np == "a" || np == "b", "NodePort from outside")
         let npUDP = t.lab.udp(t.lab.nodeClientIP, 30053)
@@ -133,15 +122,9 @@ struct UserspaceLabTests {
 
     @Test func affinityPinsClientAndNoEndpointsResets() async throws {
         let t = try UserspaceLab()
-        t.tracker.update(service: service("sticky", ip: "10.96.0.20", ports: [ServicePort(port: 80, targetPort: .int(8080))], affinity: true))
-        t.tracker.update(slice: slice("sticky", ["10.244.1.2", "10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        try await Scenarios.affinityPinsClient(t)
         t.tracker.update(service: service("empty", ip: "10.96.0.40", ports: [ServicePort(port: 9000)]))
         try await t.sync()
-        var seen = Set<String>()
-        for _ in 0..<10 {
-            if let r = t.lab.tcp("10.96.0.20", 80) { seen.insert(r) }
-        }
-        #expect(seen.count == 1, "ClientIP affinity should pin the client, got \(seen)")
         // No endpoints: the connection is reset, nothing is carried.
         #expect(exchange(t.lab.client, "10.96.0.40", 9000, "hello").map { $0.isEmpty } ?? true)
     }
