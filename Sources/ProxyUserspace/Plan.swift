@@ -159,12 +159,15 @@ public enum PortalChains {
         ("filter", "INPUT", true, "-m comment --comment \"Ensure that non-local NodePort traffic can flow\" -j \(nonLocalNodePorts)"),
     ]
 
-    /// The portal rules for listeners on `ports`, as `iptables-restore` input that
-    /// replaces the contents of our chains; rules are in `iptables-save`'s argument
-    /// order so a save of the live chains compares line by line.
-    /// - Parameter jumps: the jump rules to add (those missing from the built-in chains).
-    public static func restoreInput(_ plans: [ListenerPlan], ports: [ListenerKey: UInt16], hostIP: IPAddress?,
-                                    options: UserspaceOptions, jumps: [(table: String, chain: String, prepend: Bool, spec: String)]) -> String {
+    /// The chains the portal rules go into, with their tables.
+    public static let chains: [(table: String, chain: String)] = [
+        ("filter", nonLocalNodePorts), ("nat", containerPortals), ("nat", hostPortals), ("nat", containerNodePorts), ("nat", hostNodePorts),
+    ]
+
+    /// The portal rules for listeners on `ports`: each chain's `-A` lines, in `iptables-save`'s
+    /// argument order so a save of the live chains compares line by line.
+    public static func rules(_ plans: [ListenerPlan], ports: [ListenerKey: UInt16], hostIP: IPAddress?,
+                             options: UserspaceOptions) -> [String: [String]] {
         var container: [String] = [], host: [String] = [], npContainer: [String] = [], npHost: [String] = [], nonLocal: [String] = []
         for plan in plans.sorted(by: { $0.key < $1.key }) {
             guard let proxyPort = ports[plan.key] else { continue }
@@ -197,16 +200,40 @@ public enum PortalChains {
                 }
             }
         }
-        var nat = "*nat\n"
-        for c in [containerPortals, hostPortals, containerNodePorts, hostNodePorts] { nat += ":\(c) - [0:0]\n" }
-        for r in container + host + npContainer + npHost { nat += r + "\n" }
-        var filter = "*filter\n:\(nonLocalNodePorts) - [0:0]\n"
-        for r in nonLocal { filter += r + "\n" }
-        for j in jumps {
-            let line = (j.prepend ? "-I \(j.chain) 1 " : "-A \(j.chain) ") + j.spec + "\n"
-            if j.table == "nat" { nat += line } else { filter += line }
+        return [containerPortals: container, hostPortals: host, containerNodePorts: npContainer, hostNodePorts: npHost,
+                nonLocalNodePorts: nonLocal]
+    }
+
+    /// `iptables-restore` input that replaces the contents of our chains with `rules`.
+    /// - Parameter jumps: the jump rules to add (those missing from the built-in chains).
+    public static func restoreInput(_ rules: [String: [String]], jumps: [(table: String, chain: String, prepend: Bool, spec: String)]) -> String {
+        var text = ["filter": "*filter\n", "nat": "*nat\n"]
+        for (table, chain) in chains { text[table]! += ":\(chain) - [0:0]\n" }
+        for (table, chain) in chains {
+            for r in rules[chain] ?? [] { text[table]! += r + "\n" }
         }
-        return filter + "COMMIT\n" + nat + "COMMIT\n"
+        for j in jumps {
+            text[j.table]! += (j.prepend ? "-I \(j.chain) 1 " : "-A \(j.chain) ") + j.spec + "\n"
+        }
+        return text["filter"]! + "COMMIT\n" + text["nat"]! + "COMMIT\n"
+    }
+
+    /// `iptables-restore --noflush` input that turns the chains holding `old` into `new` line by
+    /// line (`-D` of the lines that went, `-A` of those that came; the order of portal rules does
+    /// not matter, each matches its own address and port), or nil when they are the same. What
+    /// one changed Service costs does not grow with the number of Services.
+    public static func delta(from old: [String: [String]], to new: [String: [String]]) -> String? {
+        var text = ["filter": "", "nat": ""]
+        for (table, chain) in chains {
+            let before = old[chain] ?? [], after = new[chain] ?? []
+            if before == after { continue }
+            let was = Set(before), now = Set(after)
+            for r in before where !now.contains(r) { text[table]! += "-D" + r.dropFirst(2) + "\n" }
+            for r in after where !was.contains(r) { text[table]! += r + "\n" }
+        }
+        var s = ""
+        for table in ["filter", "nat"] where !text[table]!.isEmpty { s += "*\(table)\n" + text[table]! + "COMMIT\n" }
+        return s.isEmpty ? nil : s
     }
 
     /// `iptables-save` quotes a comment only when it has to.

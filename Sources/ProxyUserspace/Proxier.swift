@@ -8,7 +8,7 @@ import ProxyIPTables
 /// kube-proxy's userspace mode: a listener per service port in this process,
 /// portal rules that send service traffic to it, and the data plane carrying
 /// every byte. A sync opens the listeners that are new, hands every listener its
-/// endpoint list, rewrites the portal chains in one `iptables-restore`, and only
+/// endpoint list, writes the portal rules that changed in one `iptables-restore`, and only
 /// then closes the listeners that are gone; established connections of unchanged
 /// (and removed) service ports keep running.
 public actor UserspaceProxier: ProxyBackend {
@@ -29,7 +29,8 @@ public actor UserspaceProxier: ProxyBackend {
     private var live: [ListenerKey: Live] = [:]
     private var stats: [ServicePortName: PortStats] = [:]
     private var jumpsChecked = false
-    private var lastRules = ""
+    /// The portal rules last written, per chain; nil when unknown (the next restore rewrites the chains).
+    private var lastRules: [String: [String]]?
     /// Listeners a sync could not open (no free port, no descriptors): retried by the next full sync.
     private var unopened: Set<ListenerKey> = []
 
@@ -82,19 +83,27 @@ public actor UserspaceProxier: ProxyBackend {
         var ports: [ListenerKey: UInt16] = [:]
         for (k, l) in live where plans[k] != nil { ports[k] = l.handle.port }
         for (k, l) in opened { ports[k] = l.handle.port }
-        let rules = PortalChains.restoreInput(Array(plans.values), ports: ports,
-                                               hostIP: UserspacePlan.hostIP(request.snapshot, options: options),
-                                               options: options, jumps: jumps)
-        if rules != lastRules || !jumps.isEmpty {
+        let rules = PortalChains.rules(Array(plans.values), ports: ports,
+                                       hostIP: UserspacePlan.hostIP(request.snapshot, options: options), options: options)
+        // A full sync (or the one after a failure) rewrites the chains, which also repairs rules
+        // someone removed; any other writes only the lines of the service ports that changed.
+        let input: String?
+        if let lastRules, !full {
+            input = PortalChains.delta(from: lastRules, to: rules)
+        } else {
+            input = PortalChains.restoreInput(rules, jumps: jumps)
+        }
+        if let input {
             do {
-                try ipt.restore(rules)
+                try ipt.restore(input)
             } catch {
+                lastRules = nil
                 for l in opened.values { await dataPlane.close(l.handle) }
                 for s in newStats.values { s.unregister() }
                 throw error
             }
-            lastRules = rules
         }
+        lastRules = rules
         jumpsChecked = true
         unopened = failed
         // 3. Endpoint lists, then the listeners that are gone.
@@ -174,7 +183,7 @@ public actor UserspaceProxier: ProxyBackend {
         if !unopened.isEmpty { return true }
         let ok = ipt.chainExists(table: "nat", chain: PortalChains.containerPortals)
             && ipt.chainExists(table: "filter", chain: PortalChains.nonLocalNodePorts)
-        if !ok { lastRules = "" }
+        if !ok { lastRules = nil }
         return !ok
     }
 
@@ -185,7 +194,7 @@ public actor UserspaceProxier: ProxyBackend {
         live.removeAll()
         for s in stats.values { s.unregister() }
         stats.removeAll()
-        lastRules = ""
+        lastRules = nil
         jumpsChecked = false
     }
 
@@ -241,7 +250,8 @@ public struct UserspaceRenderer: ProxyRenderer {
             s += line + "\n"
         }
         let jumps = PortalChains.jumps
-        return s + PortalChains.restoreInput(Array(plans.values), ports: ports, hostIP: UserspacePlan.hostIP(snapshot, options: options),
-                                             options: options, jumps: jumps)
+        let rules = PortalChains.rules(Array(plans.values), ports: ports, hostIP: UserspacePlan.hostIP(snapshot, options: options),
+                                       options: options)
+        return s + PortalChains.restoreInput(rules, jumps: jumps)
     }
 }
