@@ -17,6 +17,8 @@ struct UserspaceBench: AsyncParsableCommand {
     @Option(help: "Repetitions of each measurement (the median is reported).") var repeats = 3
     @Option(help: "Concurrent clients for the connection rate.") var concurrency = 4
     @Option(help: "Write the markdown results here too.") var out: String?
+    @Option(help: "Also time adding and removing one Service among this many (0: skip).") var changesAt = 10_000
+    @Flag(help: "Only time the changes (no data-path figures).") var changesOnly = false
 
     struct Figures {
         var throughput: Double   // bits per second
@@ -25,6 +27,10 @@ struct UserspaceBench: AsyncParsableCommand {
 
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
+        if changesOnly {
+            print("| figure | measured | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n" + (try await changeCost(services: changesAt)))
+            return
+        }
         guard (try? Sh.run(["iperf3", "--version"]))?.status == 0 else { throw ValidationError("iperf3 is needed (scripts/setup.sh installs it)") }
         let lab = try Lab()
         defer { lab.destroy() }
@@ -97,8 +103,68 @@ struct UserspaceBench: AsyncParsableCommand {
         report += "| new connections per second (\(concurrency) clients: connect, 1-byte echo, close), userspace mode | \(cps(us.rate)) | iptables mode: \(cps(iptables.rate)) | \(ratio(us.rate.perSecond, iptables.rate.perSecond)) | reported |\n"
         report += "| new connections per second, userspace mode against socat and direct | \(cps(us.rate)) | socat: \(cps(socat.rate)); direct: \(cps(direct.rate)) | \(ratio(us.rate.perSecond, socat.rate.perSecond)) of socat, \(ratio(us.rate.perSecond, direct.rate.perSecond)) of direct | |\n"
         report += "| connection time p50 / p99, userspace mode | \(ms(us.rate.percentile(0.5))) / \(ms(us.rate.percentile(0.99))) | iptables mode: \(ms(iptables.rate.percentile(0.5))) / \(ms(iptables.rate.percentile(0.99))) | | |\n"
+        if changesAt > 0 { report += try await changeCost(services: changesAt) }
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
+    }
+
+    /// One Service added to and removed from `services` others, each synced end to end (plan,
+    /// listener, portal rules written), against `iptables-restore --noflush` of just the lines
+    /// that change, in a namespace of its own.
+    func changeCost(services: Int) async throws -> String {
+        let lab = try Lab()
+        defer { lab.destroy() }
+        var tracker = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
+        let (fill, slices) = Bench.objects(services: services, endpoints: 2)
+        for f in fill { tracker.update(service: f) }
+        for sl in slices { tracker.update(slice: sl) }
+        var d = DataPlaneOptions()
+        d.netns = "/run/netns/\(lab.node)"
+        let dataPlane = try DataPlane(options: d)
+        defer { dataPlane.shutdownNow() }
+        let runner = CommandRunner(netns: lab.node)
+        let proxier = UserspaceProxier(dataPlane: dataPlane, ipt: SystemIPTables(runner: runner), options: UserspaceOptions())
+        log("userspace mode: \(services) services, full sync")
+        var (snap, _) = tracker.snapshot()
+        var t = Date()
+        _ = try await proxier.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        log("  full sync \(fmt(Date().timeIntervalSince(t)))")
+        var adds: [Double] = [], removes: [Double] = [], restores: [Double] = []
+        for i in 0..<repeats * 3 {
+            let name = "added-\(i)"
+            tracker.update(service: Service(metadata: ObjectMeta(name: name, namespace: "bench"),
+                                            spec: ServiceSpec(type: "NodePort", clusterIP: "10.111.0.\(i + 1)",
+                                                              ports: [ServicePort(port: 80, targetPort: .int(8080), nodePort: 32000 + i)])))
+            let changed: Set<NamespacedName> = [NamespacedName(namespace: "bench", name: name)]
+            (snap, _) = tracker.snapshot()
+            t = Date()
+            _ = try await proxier.sync(SyncRequest(snapshot: snap, changedServices: changed))
+            adds.append(Date().timeIntervalSince(t))
+            // The baseline: the same five lines (for another address) through iptables-restore alone.
+            let base = await proxier.ports.values.first ?? 40000
+            let lines = ["*filter", "-A KUBE-NODEPORT-NON-LOCAL -p tcp -m comment --comment bench/base-\(i) -m tcp --dport \(base) -j ACCEPT", "COMMIT",
+                         "*nat",
+                         "-A KUBE-PORTALS-CONTAINER -d 10.112.0.\(i + 1)/32 -p tcp -m comment --comment bench/base-\(i) -m tcp --dport 80 -j REDIRECT --to-ports \(base)",
+                         "-A KUBE-PORTALS-HOST -d 10.112.0.\(i + 1)/32 -p tcp -m comment --comment bench/base-\(i) -m tcp --dport 80 -j DNAT --to-destination \(lab.nodeClientIP):\(base)",
+                         "-A KUBE-NODEPORT-CONTAINER -p tcp -m comment --comment bench/base-\(i) -m tcp --dport \(33000 + i) -j REDIRECT --to-ports \(base)",
+                         "-A KUBE-NODEPORT-HOST -p tcp -m comment --comment bench/base-\(i) -m tcp --dport \(33000 + i) -j DNAT --to-destination \(lab.nodeClientIP):\(base)",
+                         "COMMIT", ""]
+            t = Date()
+            try runner.run(["iptables-restore", "-w", "5", "--noflush"], input: [.text(lines.joined(separator: "\n"))])
+            restores.append(Date().timeIntervalSince(t))
+            tracker.delete(service: NamespacedName(namespace: "bench", name: name))
+            (snap, _) = tracker.snapshot()
+            t = Date()
+            _ = try await proxier.sync(SyncRequest(snapshot: snap, changedServices: changed))
+            removes.append(Date().timeIntervalSince(t))
+        }
+        try await proxier.cleanup()
+        let add = median(adds), remove = median(removes), restore = median(restores)
+        log("  one Service added: \(fmt(add)), removed: \(fmt(remove)); iptables-restore of five portal lines alone: \(fmt(restore))")
+        var r = ""
+        r += "| one NodePort Service added among \(services), userspace mode, end to end (median of \(adds.count)) | \(fmt(add)) | iptables-restore --noflush of its five portal lines alone: \(fmt(restore)) | \(String(format: "%.2f×", add / restore)) | reported |\n"
+        r += "| the same Service removed again | \(fmt(remove)) | | \(String(format: "%.2f×", remove / restore)) | reported |\n"
+        return r
     }
 
     /// Median throughput and connection rate of `repeats` runs through the given addresses.
