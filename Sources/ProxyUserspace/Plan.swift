@@ -95,9 +95,13 @@ public enum UserspacePlan {
         options.hostIP ?? snap.node.ips.first { $0.family == .ipv4 }
     }
 
-    public static func listeners(for snap: ProxySnapshot, options: UserspaceOptions) -> [ListenerKey: ListenerPlan] {
+    /// The listeners of every service port of `snap`, or of the service ports of `services` only.
+    public static func listeners(for snap: ProxySnapshot, services: Set<NamespacedName>? = nil,
+                                 options: UserspaceOptions) -> [ListenerKey: ListenerPlan] {
         var out: [ListenerKey: ListenerPlan] = [:]
-        for (name, info) in snap.servicePorts where info.clusterIP.family == .ipv4 && name.proto != .sctp {
+        let names = services.map { snap.ports(of: $0) } ?? Array(snap.servicePorts.keys)
+        for name in names {
+            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4, name.proto != .sctp else { continue }
             let cat = Topology.categorize(snap.endpoints[name] ?? [], for: info, node: snap.node)
             let d = PolicyDecision(cat, for: info)
             let internalEps = d.hasInternal ? (d.internalIsLocal ? cat.local : cat.cluster) : []
@@ -164,44 +168,62 @@ public enum PortalChains {
         ("filter", nonLocalNodePorts), ("nat", containerPortals), ("nat", hostPortals), ("nat", containerNodePorts), ("nat", hostNodePorts),
     ]
 
-    /// The portal rules for listeners on `ports`: each chain's `-A` lines, in `iptables-save`'s
-    /// argument order so a save of the live chains compares line by line.
-    public static func rules(_ plans: [ListenerPlan], ports: [ListenerKey: UInt16], hostIP: IPAddress?,
-                             options: UserspaceOptions) -> [String: [String]] {
-        var container: [String] = [], host: [String] = [], npContainer: [String] = [], npHost: [String] = [], nonLocal: [String] = []
-        for plan in plans.sorted(by: { $0.key < $1.key }) {
-            guard let proxyPort = ports[plan.key] else { continue }
-            let p = plan.proto.lower
-            let comment = quote(plan.key.name.description)
-            let redirect = "-j REDIRECT --to-ports \(proxyPort)"
-            let dnat = hostIP.map { "-j DNAT --to-destination \($0):\(proxyPort)" } ?? redirect
-            for portal in plan.portals {
-                let match = "-p \(p) -m comment --comment \(comment) -m \(p) --dport \(portal.port)"
-                switch portal.kind {
-                case .nodePort:
-                    let dst = portal.ip.map { "-d \($0)/32 " } ?? ""
-                    npContainer.append("-A \(containerNodePorts) \(dst)\(match) \(redirect)")
-                    if portal.ip == nil && !options.localhostNodePorts {
-                        npHost.append("-A \(hostNodePorts) ! -d 127.0.0.0/8 \(match) \(dnat)")
-                    } else {
-                        npHost.append("-A \(hostNodePorts) \(dst)\(match) \(dnat)")
-                    }
-                    nonLocal.append("-A \(nonLocalNodePorts) -p \(p) -m comment --comment \(comment) -m \(p) --dport \(proxyPort) -j ACCEPT")
-                default:
-                    guard let ip = portal.ip else { continue }
-                    if portal.sourceRanges.isEmpty {
-                        container.append("-A \(containerPortals) -d \(ip)/32 \(match) \(redirect)")
-                    } else {
-                        for r in portal.sourceRanges {
-                            container.append("-A \(containerPortals) -s \(r.network) -d \(ip)/32 \(match) \(redirect)")
-                        }
-                    }
-                    host.append("-A \(hostPortals) -d \(ip)/32 \(match) \(dnat)")
+    /// The portal rules of one listener on `proxyPort`: `-A` lines of our chains, in
+    /// `iptables-save`'s argument order so a save of the live chains compares line by line.
+    public static func lines(_ plan: ListenerPlan, proxyPort: UInt16, hostIP: IPAddress?, options: UserspaceOptions) -> [String] {
+        var out: [String] = []
+        let p = plan.proto.lower
+        let comment = quote(plan.key.name.description)
+        let redirect = "-j REDIRECT --to-ports \(proxyPort)"
+        let dnat = hostIP.map { "-j DNAT --to-destination \($0):\(proxyPort)" } ?? redirect
+        for portal in plan.portals {
+            let match = "-p \(p) -m comment --comment \(comment) -m \(p) --dport \(portal.port)"
+            switch portal.kind {
+            case .nodePort:
+                let dst = portal.ip.map { "-d \($0)/32 " } ?? ""
+                out.append("-A \(containerNodePorts) \(dst)\(match) \(redirect)")
+                if portal.ip == nil && !options.localhostNodePorts {
+                    out.append("-A \(hostNodePorts) ! -d 127.0.0.0/8 \(match) \(dnat)")
+                } else {
+                    out.append("-A \(hostNodePorts) \(dst)\(match) \(dnat)")
                 }
+                out.append("-A \(nonLocalNodePorts) -p \(p) -m comment --comment \(comment) -m \(p) --dport \(proxyPort) -j ACCEPT")
+            default:
+                guard let ip = portal.ip else { continue }
+                if portal.sourceRanges.isEmpty {
+                    out.append("-A \(containerPortals) -d \(ip)/32 \(match) \(redirect)")
+                } else {
+                    for r in portal.sourceRanges {
+                        out.append("-A \(containerPortals) -s \(r.network) -d \(ip)/32 \(match) \(redirect)")
+                    }
+                }
+                out.append("-A \(hostPortals) -d \(ip)/32 \(match) \(dnat)")
             }
         }
-        return [containerPortals: container, hostPortals: host, containerNodePorts: npContainer, hostNodePorts: npHost,
-                nonLocalNodePorts: nonLocal]
+        return out
+    }
+
+    /// The chain an `-A CHAIN …` line goes to.
+    static func chain(of line: String) -> Substring {
+        line.dropFirst(3).prefix { $0 != " " }
+    }
+
+    /// The portal rules for listeners on `ports`, per chain, in service-port order.
+    public static func rules(_ plans: [ListenerPlan], ports: [ListenerKey: UInt16], hostIP: IPAddress?,
+                             options: UserspaceOptions) -> [String: [String]] {
+        rules(plans.sorted { $0.key < $1.key }.compactMap { plan in
+            ports[plan.key].map { lines(plan, proxyPort: $0, hostIP: hostIP, options: options) }
+        })
+    }
+
+    /// Listeners' lines (each listener's, in the order given) gathered per chain.
+    public static func rules(_ lines: [[String]]) -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        for (_, chain) in chains { out[chain] = [] }
+        for l in lines {
+            for line in l { out[String(chain(of: line)), default: []].append(line) }
+        }
+        return out
     }
 
     /// `iptables-restore` input that replaces the contents of our chains with `rules`.
@@ -218,23 +240,22 @@ public enum PortalChains {
         return text["filter"]! + "COMMIT\n" + text["nat"]! + "COMMIT\n"
     }
 
-    /// `iptables-restore --noflush` input that turns the chains holding `old` into `new` line by
+    /// `iptables-restore --noflush` input that replaces the portal lines `old` with `new` line by
     /// line (`-D` of the lines that went, `-A` of those that came; the order of portal rules does
-    /// not matter, each matches its own address and port), or nil when they are the same. What
-    /// one changed Service costs does not grow with the number of Services.
-    public static func delta(from old: [String: [String]], to new: [String: [String]]) -> String? {
+    /// not matter, each matches its own address and port), or nil when they are the same. Given
+    /// the lines of the changed listeners alone, what a change costs does not grow with the
+    /// number of Services.
+    public static func delta(from old: [String], to new: [String]) -> String? {
+        let was = Set(old), now = Set(new)
         var text = ["filter": "", "nat": ""]
-        for (table, chain) in chains {
-            let before = old[chain] ?? [], after = new[chain] ?? []
-            if before == after { continue }
-            let was = Set(before), now = Set(after)
-            for r in before where !now.contains(r) { text[table]! += "-D" + r.dropFirst(2) + "\n" }
-            for r in after where !was.contains(r) { text[table]! += r + "\n" }
-        }
+        for r in old where !now.contains(r) { text[table(of: r)]! += "-D" + r.dropFirst(2) + "\n" }
+        for r in new where !was.contains(r) { text[table(of: r)]! += r + "\n" }
         var s = ""
         for table in ["filter", "nat"] where !text[table]!.isEmpty { s += "*\(table)\n" + text[table]! + "COMMIT\n" }
         return s.isEmpty ? nil : s
     }
+
+    static func table(of line: String) -> String { chain(of: line) == nonLocalNodePorts ? "filter" : "nat" }
 
     /// `iptables-save` quotes a comment only when it has to.
     static func quote(_ s: String) -> String {

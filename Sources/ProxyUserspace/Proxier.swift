@@ -29,8 +29,11 @@ public actor UserspaceProxier: ProxyBackend {
     private var live: [ListenerKey: Live] = [:]
     private var stats: [ServicePortName: PortStats] = [:]
     private var jumpsChecked = false
-    /// The portal rules last written, per chain; nil when unknown (the next restore rewrites the chains).
-    private var lastRules: [String: [String]]?
+    /// What the last sync decided: the listener of every service port, opened or not.
+    private var planned: [ListenerKey: ListenerPlan] = [:]
+    /// The portal lines of each open listener as last written; nil when unknown (the next sync
+    /// is a full one and rewrites the chains).
+    private var portalLines: [ListenerKey: [String]]?
     /// Listeners a sync could not open (no free port, no descriptors): retried by the next full sync.
     private var unopened: Set<ListenerKey> = []
 
@@ -52,8 +55,27 @@ public actor UserspaceProxier: ProxyBackend {
     public func stats(for name: ServicePortName) -> PortStats? { stats[name] }
 
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
-        let full = request.changedServices == nil || !jumpsChecked
-        let plans = UserspacePlan.listeners(for: request.snapshot, options: options)
+        // A full sync plans every service port and rewrites the portal chains; any other plans
+        // the changed Services alone and writes only their portal lines, so its cost does not
+        // grow with the number of Services.
+        let full = request.changedServices == nil || !jumpsChecked || portalLines == nil
+        let changed = request.changedServices ?? []
+        var plans: [ListenerKey: ListenerPlan]
+        // The listeners whose plan this sync decides: every one, or those of the changed Services.
+        let touched: [ListenerKey]
+        if full {
+            plans = UserspacePlan.listeners(for: request.snapshot, options: options)
+            touched = Array(Set(plans.keys).union(planned.keys).union(live.keys))
+        } else {
+            plans = planned
+            var keys = planned.keys.filter { changed.contains($0.name.service) }
+            for k in keys { plans[k] = nil }
+            let fresh = UserspacePlan.listeners(for: request.snapshot, services: changed, options: options)
+            plans.merge(fresh) { _, new in new }
+            keys += fresh.keys.filter { planned[$0] == nil }
+            touched = keys
+        }
+        let hostIP = UserspacePlan.hostIP(request.snapshot, options: options)
         // Read first: if iptables-save fails, nothing has been opened yet.
         let jumps = full ? try missingJumps() : []
         // 1. New listeners, on ports from the range (in service-port order) or the kernel's.
@@ -62,9 +84,9 @@ public actor UserspaceProxier: ProxyBackend {
         var opened: [ListenerKey: Live] = [:]
         var newStats: [ServicePortName: PortStats] = [:]
         var used = Set(live.values.map { $0.handle.port })
-        var failed: Set<ListenerKey> = []
-        for key in plans.keys.sorted() where live[key] == nil {
-            let plan = plans[key]!
+        var failed: Set<ListenerKey> = full ? [] : unopened.subtracting(touched)
+        for key in touched.sorted() where live[key] == nil {
+            guard let plan = plans[key] else { continue }
             let st = stats[key.name] ?? newStats[key.name]
                 ?? PortStats(servicePort: key.name.description, proto: key.name.proto.rawValue, registry: registry)
             if stats[key.name] == nil { newStats[key.name] = st }
@@ -79,49 +101,52 @@ public actor UserspaceProxier: ProxyBackend {
                 failed.insert(key)
             }
         }
-        // 2. The portal rules for the whole new set, in one restore.
-        var ports: [ListenerKey: UInt16] = [:]
-        for (k, l) in live where plans[k] != nil { ports[k] = l.handle.port }
-        for (k, l) in opened { ports[k] = l.handle.port }
-        let rules = PortalChains.rules(Array(plans.values), ports: ports,
-                                       hostIP: UserspacePlan.hostIP(request.snapshot, options: options), options: options)
-        // A full sync (or the one after a failure) rewrites the chains, which also repairs rules
-        // someone removed; any other writes only the lines of the service ports that changed.
-        let input: String?
-        if let lastRules, !full {
-            input = PortalChains.delta(from: lastRules, to: rules)
-        } else {
-            input = PortalChains.restoreInput(rules, jumps: jumps)
+        // 2. The portal rules: the chains whole, or the touched listeners' lines.
+        var lines = full ? [:] : portalLines ?? [:]
+        var old: [String] = [], new: [String] = []
+        for key in touched {
+            old += lines[key] ?? []
+            if let plan = plans[key], let port = opened[key]?.handle.port ?? live[key]?.handle.port {
+                let l = PortalChains.lines(plan, proxyPort: port, hostIP: hostIP, options: options)
+                lines[key] = l
+                new += l
+            } else {
+                lines[key] = nil
+            }
         }
+        let input = full
+            ? PortalChains.restoreInput(PortalChains.rules(lines.keys.sorted().map { lines[$0]! }), jumps: jumps)
+            : PortalChains.delta(from: old, to: new)
         if let input {
             do {
                 try ipt.restore(input)
             } catch {
-                lastRules = nil
+                portalLines = nil
                 for l in opened.values { await dataPlane.close(l.handle) }
                 for s in newStats.values { s.unregister() }
                 throw error
             }
         }
-        lastRules = rules
+        portalLines = lines
+        planned = plans
         jumpsChecked = true
         unopened = failed
         // 3. Endpoint lists, then the listeners that are gone.
         var changedEndpoints = 0
         var movedPortals: [ListenerPlan] = []
-        for (k, plan) in plans {
-            if var l = live[k] {
-                // Portals a surviving UDP listener no longer has keep their conntrack entries otherwise.
-                let gone = l.plan.portals.filter { !plan.portals.contains($0) }
-                if plan.proto == .udp && !gone.isEmpty {
-                    movedPortals.append(ListenerPlan(key: k, proto: .udp, endpoints: [], affinityTimeout: nil, portals: gone))
-                }
-                if l.balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout) { changedEndpoints += 1 }
-                l.plan = plan
-                live[k] = l
+        var removed: [ListenerKey] = []
+        for k in touched {
+            guard var l = live[k] else { continue }
+            guard let plan = plans[k] else { removed.append(k); continue }
+            // Portals a surviving UDP listener no longer has keep their conntrack entries otherwise.
+            let gone = l.plan.portals.filter { !plan.portals.contains($0) }
+            if plan.proto == .udp && !gone.isEmpty {
+                movedPortals.append(ListenerPlan(key: k, proto: .udp, endpoints: [], affinityTimeout: nil, portals: gone))
             }
+            if l.balancer.update(endpoints: plan.endpoints, affinityTimeout: plan.affinityTimeout) { changedEndpoints += 1 }
+            l.plan = plan
+            live[k] = l
         }
-        let removed = live.keys.filter { plans[$0] == nil }
         let removedPlans = removed.map { live[$0]!.plan }
         for k in removed {
             await dataPlane.close(live[k]!.handle)
@@ -129,8 +154,9 @@ public actor UserspaceProxier: ProxyBackend {
         }
         for (k, l) in opened { live[k] = l }
         stats.merge(newStats) { a, _ in a }
-        let names = Set(live.keys.map(\.name))
-        for name in stats.keys where !names.contains(name) {
+        // Counters go with a service port's last listener (also one that could not be opened).
+        for name in Set(touched.map(\.name)) where live[ListenerKey(name: name, external: false)] == nil
+            && live[ListenerKey(name: name, external: true)] == nil {
             stats[name]?.unregister()
             stats[name] = nil
         }
@@ -183,7 +209,7 @@ public actor UserspaceProxier: ProxyBackend {
         if !unopened.isEmpty { return true }
         let ok = ipt.chainExists(table: "nat", chain: PortalChains.containerPortals)
             && ipt.chainExists(table: "filter", chain: PortalChains.nonLocalNodePorts)
-        if !ok { lastRules = nil }
+        if !ok { portalLines = nil }
         return !ok
     }
 
@@ -194,7 +220,8 @@ public actor UserspaceProxier: ProxyBackend {
         live.removeAll()
         for s in stats.values { s.unregister() }
         stats.removeAll()
-        lastRules = nil
+        planned.removeAll()
+        portalLines = nil
         jumpsChecked = false
     }
 

@@ -102,6 +102,23 @@ struct UserspaceLabTests {
         #expect(text.contains("kubeproxy_userspace_dial_failures_total{"))
     }
 
+    /// A Service added after the first sync (a partial sync: its listener and portal lines alone)
+    /// is reachable, and one removed is not, while the others keep working.
+    @Test func servicesAddedAndRemovedByPartialSyncs() async throws {
+        let t = try UserspaceLab()
+        #expect(try await Scenarios.web(t).full)
+        t.tracker.update(service: service("late", ip: "10.96.0.30", ports: [ServicePort(port: 8000, targetPort: .int(8080))]))
+        t.tracker.update(slice: slice("late", ["10.244.1.3"], ports: [EndpointPort(protocol: "TCP", port: 8080)]))
+        #expect(try await t.sync().full == false)
+        #expect(t.lab.tcp("10.96.0.30", 8000) == "b", "the added Service through its ClusterIP")
+        #expect(t.lab.tcp("10.96.0.30", 8000, from: t.lab.node) == "b", "and from the node")
+        t.tracker.delete(service: NamespacedName(namespace: "default", name: "web"))
+        #expect(try await t.sync().full == false)
+        #expect(t.lab.tcp("10.96.0.10", 80, timeout: 1) == nil, "the removed Service's portal is gone")
+        #expect(t.lab.tcp("10.96.0.30", 8000) == "b")
+        #expect(try t.ourRules().allSatisfy { !$0.contains("default/web") })
+    }
+
     @Test func flushedPortalRulesForceAFullResync() async throws {
         let t = try UserspaceLab()
         t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))

@@ -193,6 +193,78 @@ struct UserspaceTests {
         #expect(fake.tables["nat"]?[PortalChains.hostPortals]?.count == services)
     }
 
+    /// Partial syncs after random changes leave exactly the listeners and portal rules a full
+    /// plan of the same state asks for (a wrong `-D` would fail in the fake as in the kernel).
+    @Test(arguments: [1, 2, 3])
+    func randomPartialSyncsAgreeWithAFullPlan(seed: UInt64) async throws {
+        struct LCG: RandomNumberGenerator {
+            var state: UInt64
+            mutating func next() -> UInt64 {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                return state
+            }
+        }
+        var rng = LCG(state: seed)
+        var opts = DataPlaneOptions()
+        opts.loops = 1
+        opts.listenAddress = 0x7f00_0001
+        let dp = try DataPlane(options: opts)
+        defer { dp.shutdownNow() }
+        let fake = FakeIPTables()
+        let options = UserspaceOptions()
+        let p = UserspaceProxier(dataPlane: dp, ipt: fake, options: options)
+        let node = NodeInfo(name: "node-a", ips: [IPAddress("192.168.1.5")!])
+        var tracker = ChangeTracker(node: node)
+        let ours = [PortalChains.containerPortals, PortalChains.hostPortals, PortalChains.containerNodePorts,
+                    PortalChains.hostNodePorts, PortalChains.nonLocalNodePorts]
+        for round in 0..<60 {
+            for _ in 0..<Int.random(in: 1...3, using: &rng) {
+                let n = Int.random(in: 0..<8, using: &rng)
+                let key = NamespacedName(namespace: "default", name: "s\(n)")
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0..<4:
+                    var spec = ServiceSpec(type: Bool.random(using: &rng) ? "NodePort" : "ClusterIP",
+                                           clusterIP: "10.96.0.\(Int.random(in: 1...12, using: &rng))",
+                                           ports: [ServicePort(name: "p", protocol: Bool.random(using: &rng) ? "TCP" : "UDP",
+                                                               port: 80 + Int.random(in: 0...1, using: &rng), targetPort: .int(8080))])
+                    if spec.type == "NodePort" {
+                        spec.ports?[0].nodePort = 30000 + n
+                        if Bool.random(using: &rng) { spec.externalTrafficPolicy = "Local" }
+                    }
+                    if Int.random(in: 0..<4, using: &rng) == 0 { spec.externalIPs = ["192.0.2.\(n + 1)"] }
+                    tracker.update(service: Service(metadata: ObjectMeta(name: key.name, namespace: key.namespace), spec: spec))
+                case 4..<8:
+                    let eps = (0..<Int.random(in: 0...3, using: &rng)).map { i in
+                        Endpoint(addresses: ["10.244.\(i % 2 + 1).\(Int.random(in: 2...9, using: &rng))"],
+                                 conditions: EndpointConditions(ready: true), nodeName: i % 2 == 0 ? "node-a" : "node-b")
+                    }
+                    tracker.update(slice: EndpointSlice(metadata: ObjectMeta(name: "\(key.name)-1", namespace: key.namespace,
+                                                                             labels: [EndpointSlice.serviceNameLabel: key.name]),
+                                                        endpoints: eps, ports: [EndpointPort(name: "p", protocol: "TCP", port: 8080),
+                                                                                EndpointPort(name: "p", protocol: "UDP", port: 8080)]))
+                case 8:
+                    tracker.delete(service: key)
+                default:
+                    tracker.delete(slice: NamespacedName(namespace: key.namespace, name: "\(key.name)-1"))
+                }
+            }
+            let (snap, changed) = tracker.snapshot()
+            _ = try await p.sync(SyncRequest(snapshot: snap, changedServices: changed))
+            let plans = UserspacePlan.listeners(for: snap, options: options)
+            let ports = await p.ports
+            #expect(Set(ports.keys) == Set(plans.keys), "round \(round): the listeners are the plan's")
+            let want = PortalChains.rules(Array(plans.values), ports: ports, hostIP: UserspacePlan.hostIP(snap, options: options),
+                                          options: options)
+            for chain in ours {
+                let table = chain == PortalChains.nonLocalNodePorts ? "filter" : "nat"
+                let have = (fake.tables[table]?[chain] ?? []).sorted()
+                let expected = (want[chain] ?? []).map { String($0.dropFirst(4 + chain.count)) }.sorted()
+                #expect(have == expected, "round \(round), \(chain)")
+            }
+        }
+        #expect(fake.restores.filter { $0.contains(":KUBE-PORTALS-CONTAINER") }.count == 1, "only the first sync rewrote the chains")
+    }
+
     @Test func aFullPortRangeSkipsOneListenerAndRetriesIt() async throws {
         var opts = DataPlaneOptions()
         opts.loops = 1
