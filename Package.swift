@@ -138,7 +138,7 @@ let package = Package(
         ),
         // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
         // plugin, a proxy per node) and the proxy-mode comparison.
-        .target(name: "NetLab", dependencies: ["NetnsKit", "CUserspace", "KubeClient", "KubeAPI", "CNI",
+        .target(name: "NetLab", dependencies: ["NetnsKit", "ProxyCore", "CUserspace", "KubeClient", "KubeAPI", "CNI",
                                                 .product(name: "NIOCore", package: "swift-nio"),
                                                 .product(name: "NIOPosix", package: "swift-nio"),
                                                 .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: strict),

@@ -1,4 +1,5 @@
 import Foundation
+import ProxyCore
 import KubeAPI
 import NetnsKit
 
@@ -56,9 +57,7 @@ public struct Comparison: Sendable {
                     "--iperf-seconds", String(measure.iperfSeconds), "--concurrency", String(measure.concurrency), "--changes", String(changes)]
         progress("guest: booting a kernel with IPVS under qemu for a comparison of every mode there (\(args.dropFirst(8).joined(separator: " ")))")
         // The guest's progress goes straight to our stderr; its stdout carries the report.
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = args
+        let p = CommandRunner.process(args)
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.standardError

@@ -1,4 +1,5 @@
 import Foundation
+import ProxyCore
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -14,9 +15,7 @@ public enum Workload {
         if let echo { keep.append(try EchoServer(netns: netns, port: echo)) }
         if let udp { keep.append(try UDPReplyServer(netns: netns, port: udp, reply: name)) }
         if let iperf {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = ["iperf3", "-s", "-p", String(iperf)]
+            let p = CommandRunner.process(["iperf3", "-s", "-p", String(iperf)])
             p.standardOutput = FileHandle.nullDevice
             try p.run()
             keep.append(p)

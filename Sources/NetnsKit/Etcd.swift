@@ -1,4 +1,5 @@
 import Foundation
+import ProxyCore
 
 /// A throwaway etcd (Debian's etcd-server) on loopback ports of its own, for tests of the etcd
 /// store: started with a fresh data dir, stopped and removed with `stop()` (or at deinit).
@@ -21,11 +22,9 @@ public final class EtcdProcess: @unchecked Sendable {
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             let client = Int.random(in: 40000...44999), peer = client + 5000
             let url = "http://127.0.0.1:\(client)"
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: netns == nil ? "/usr/bin/etcd" : "/usr/sbin/ip")
-            process.arguments = (netns.map { ["netns", "exec", $0, "/usr/bin/etcd"] } ?? []) + ["--name", "t", "--data-dir", dir.path, "--listen-client-urls", url, "--advertise-client-urls", url,
+            let process = CommandRunner.process((netns.map { ["ip", "netns", "exec", $0] } ?? []) + ["/usr/bin/etcd", "--name", "t", "--data-dir", dir.path, "--listen-client-urls", url, "--advertise-client-urls", url,
                                  "--listen-peer-urls", "http://127.0.0.1:\(peer)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-                                 "--initial-cluster", "t=http://127.0.0.1:\(peer)", "--log-level", "error"]
+                                 "--initial-cluster", "t=http://127.0.0.1:\(peer)", "--log-level", "error"])
             process.standardOutput = FileHandle.nullDevice
             process.standardError = FileHandle.nullDevice
             try process.run()

@@ -173,9 +173,7 @@ public final class Lab: @unchecked Sendable {
 
     /// Starts a long-running process inside `ns`; it dies with the namespace in `destroy()`.
     public func spawn(_ ns: String, _ args: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["ip", "netns", "exec", ns] + args
+        let p = CommandRunner.process(["ip", "netns", "exec", ns] + args)
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         p.standardInput = FileHandle.nullDevice

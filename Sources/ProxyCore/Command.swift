@@ -8,6 +8,18 @@ public struct CommandRunner: Sendable {
 
     public init(netns: String? = nil) { self.netns = netns }
 
+    /// A `Process` for `argv` (looked up on PATH) that starts with every signal at its default
+    /// and none blocked, through `env --default-signal`. Foundation's `Process` hands a child the
+    /// signal mask of the thread that starts it, and Swift concurrency's threads (libdispatch's
+    /// workers) block SIGTERM, SIGINT and most others: a child started from one ignores a SIGTERM
+    /// for good (netlab's guest runner waited forever on a `tail` its SIGTERM could not end).
+    public static func process(_ argv: [String]) -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["--default-signal"] + argv
+        return p
+    }
+
     public struct Result: Sendable {
         public var status: Int32
         public var stdout: String
@@ -42,9 +54,7 @@ public struct CommandRunner: Sendable {
     public func run(_ args: [String], input inputParts: [InputPart]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
         var argv = args
         if let netns { argv = ["ip", "netns", "exec", netns] + args }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = argv
+        let p = Self.process(argv)
         var env = ProcessInfo.processInfo.environment
         env["PATH"] = (env["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
         p.environment = env
