@@ -140,17 +140,20 @@ struct UserspaceBench: AsyncParsableCommand {
             t = Date()
             _ = try await proxier.sync(SyncRequest(snapshot: snap, changedServices: changed))
             adds.append(Date().timeIntervalSince(t))
-            // The baseline: the same five lines (for another address) through iptables-restore alone.
-            let base = await proxier.ports.values.first ?? 40000
-            let lines = ["*filter", "-A KUBE-NODEPORT-NON-LOCAL -p tcp -m comment --comment bench/base-\(i) -m tcp --dport \(base) -j ACCEPT", "COMMIT",
-                         "*nat",
-                         "-A KUBE-PORTALS-CONTAINER -d 10.112.0.\(i + 1)/32 -p tcp -m comment --comment bench/base-\(i) -m tcp --dport 80 -j REDIRECT --to-ports \(base)",
-                         "-A KUBE-PORTALS-HOST -d 10.112.0.\(i + 1)/32 -p tcp -m comment --comment bench/base-\(i) -m tcp --dport 80 -j DNAT --to-destination \(lab.nodeClientIP):\(base)",
-                         "-A KUBE-NODEPORT-CONTAINER -p tcp -m comment --comment bench/base-\(i) -m tcp --dport \(33000 + i) -j REDIRECT --to-ports \(base)",
-                         "-A KUBE-NODEPORT-HOST -p tcp -m comment --comment bench/base-\(i) -m tcp --dport \(33000 + i) -j DNAT --to-destination \(lab.nodeClientIP):\(base)",
-                         "COMMIT", ""]
+            // The baseline: the same five lines, for another address, through iptables-restore alone,
+            // written by the same code the proxier writes them with.
+            var other = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress(lab.nodeClientIP)!]))
+            other.update(service: Service(metadata: ObjectMeta(name: "base-\(i)", namespace: "bench"),
+                                          spec: ServiceSpec(type: "NodePort", clusterIP: "10.112.0.\(i + 1)",
+                                                            ports: [ServicePort(port: 80, targetPort: .int(8080), nodePort: 33000 + i)])))
+            let (baseSnap, _) = other.snapshot()
+            let basePlans = UserspacePlan.listeners(for: baseSnap, options: proxier.options)
+            let basePort = await proxier.ports.values.first ?? 40000
+            let baseRules = PortalChains.rules(Array(basePlans.values), ports: basePlans.mapValues { _ in basePort },
+                                               hostIP: UserspacePlan.hostIP(baseSnap, options: proxier.options), options: proxier.options)
+            let lines = PortalChains.delta(from: [], to: PortalChains.chains.flatMap { baseRules[$0.chain] ?? [] }) ?? ""
             t = Date()
-            try runner.run(["iptables-restore", "-w", "5", "--noflush"], input: [.text(lines.joined(separator: "\n"))])
+            try runner.run(["iptables-restore", "-w", "5", "--noflush"], input: [.text(lines)])
             restores.append(Date().timeIntervalSince(t))
             tracker.delete(service: NamespacedName(namespace: "bench", name: name))
             (snap, _) = tracker.snapshot()

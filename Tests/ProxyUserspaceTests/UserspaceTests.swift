@@ -23,6 +23,14 @@ func info(_ name: ServicePortName, ip: String, port: Int, nodePort: Int = 0, ext
                     trafficDistribution: nil)
 }
 
+/// A data plane of one loop listening on 127.0.0.1, for tests that open listeners without root.
+func loopbackDataPlane() throws -> DataPlane {
+    var opts = DataPlaneOptions()
+    opts.loops = 1
+    opts.listenAddress = 0x7f00_0001
+    return try DataPlane(options: opts)
+}
+
 @Suite("userspace mode logic")
 struct UserspaceTests {
     let a = IPv4Endpoint("10.0.0.1", port: 80)!
@@ -122,10 +130,7 @@ struct UserspaceTests {
 
     @Test func failedRestoreClosesTheNewListeners() async throws {
         let fake = FakeIPTables()
-        var opts = DataPlaneOptions()
-        opts.loops = 1
-        opts.listenAddress = 0x7f00_0001
-        let dp = try DataPlane(options: opts)
+        let dp = try loopbackDataPlane()
         defer { dp.shutdownNow() }
         let p = UserspaceProxier(dataPlane: dp, ipt: fake, options: UserspaceOptions())
         let web = svcPort("web")
@@ -150,10 +155,7 @@ struct UserspaceTests {
     /// in netlab); a full sync rewrites the chains.
     @Test(arguments: [10, 100])
     func aChangedServiceWritesOnlyItsPortalLines(services: Int) async throws {
-        var opts = DataPlaneOptions()
-        opts.loops = 1
-        opts.listenAddress = 0x7f00_0001
-        let dp = try DataPlane(options: opts)
+        let dp = try loopbackDataPlane()
         defer { dp.shutdownNow() }
         let fake = FakeIPTables()
         let p = UserspaceProxier(dataPlane: dp, ipt: fake, options: UserspaceOptions())
@@ -205,10 +207,7 @@ struct UserspaceTests {
             }
         }
         var rng = LCG(state: seed)
-        var opts = DataPlaneOptions()
-        opts.loops = 1
-        opts.listenAddress = 0x7f00_0001
-        let dp = try DataPlane(options: opts)
+        let dp = try loopbackDataPlane()
         defer { dp.shutdownNow() }
         let fake = FakeIPTables()
         let options = UserspaceOptions()
@@ -266,10 +265,7 @@ struct UserspaceTests {
     }
 
     @Test func aFullPortRangeSkipsOneListenerAndRetriesIt() async throws {
-        var opts = DataPlaneOptions()
-        opts.loops = 1
-        opts.listenAddress = 0x7f00_0001
-        let dp = try DataPlane(options: opts)
+        let dp = try loopbackDataPlane()
         defer { dp.shutdownNow() }
         // One port in the range, found free by binding it first.
         var port = 0
