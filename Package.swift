@@ -125,8 +125,11 @@ let package = Package(
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: strict,
-            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))]
+            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))],
+            plugins: ["BuildInfo"]
         ),
+        // Writes the version and the commit a build comes from into the executable that prints them.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [

@@ -137,16 +137,67 @@ public struct Admission: Sendable {
             if (o["type"]?.string ?? "").isEmpty { o["type"] = "Opaque" }
         case ("", "pods"):
             if o[path: ["status", "phase"]] == nil { o[path: ["status", "phase"]] = "Pending" }
-            if o[path: ["spec", "restartPolicy"]] == nil { o[path: ["spec", "restartPolicy"]] = "Always" }
-            if o[path: ["spec", "dnsPolicy"]] == nil { o[path: ["spec", "dnsPolicy"]] = "ClusterFirst" }
+            if var spec = o["spec"] {
+                Self.defaultPodSpec(&spec)
+                o["spec"] = spec
+            }
         case ("apps", "deployments"), ("apps", "replicasets"):
             if o[path: ["spec", "replicas"]] == nil { o[path: ["spec", "replicas"]] = 1 }
-            if r.resource == "deployments" && o[path: ["spec", "strategy"]] == nil {
-                o[path: ["spec", "strategy"]] = ["type": "RollingUpdate", "rollingUpdate": ["maxUnavailable": "25%", "maxSurge": "25%"]]
+            if r.resource == "deployments" {
+                if o[path: ["spec", "revisionHistoryLimit"]] == nil { o[path: ["spec", "revisionHistoryLimit"]] = 10 }
+                // As upstream's SetDefaults_Deployment: an empty strategy (what `kubectl create
+                // deployment` sends) is RollingUpdate with 25% / 25%.
+                var strategy = o[path: ["spec", "strategy"]]?.object ?? [:]
+                if (strategy["type"]?.string ?? "").isEmpty { strategy["type"] = "RollingUpdate" }
+                if strategy["type"]?.string == "RollingUpdate" {
+                    var ru = strategy["rollingUpdate"]?.object ?? [:]
+                    if ru["maxUnavailable"] == nil { ru["maxUnavailable"] = "25%" }
+                    if ru["maxSurge"] == nil { ru["maxSurge"] = "25%" }
+                    strategy["rollingUpdate"] = .object(ru)
+                }
+                o[path: ["spec", "strategy"]] = .object(strategy)
+                if o[path: ["spec", "progressDeadlineSeconds"]] == nil { o[path: ["spec", "progressDeadlineSeconds"]] = 600 }
+            }
+            if var spec = o[path: ["spec", "template", "spec"]] {
+                Self.defaultPodSpec(&spec)
+                o[path: ["spec", "template", "spec"]] = spec
             }
         default:
             break
         }
+    }
+
+    /// Upstream's pod spec defaults (SetDefaults_PodSpec, _Container, _ContainerPort), for pods
+    /// and the pod templates of workloads alike: what `kubectl describe` shows blank otherwise.
+    static func defaultPodSpec(_ spec: inout JSONValue) {
+        guard var s = spec.object else { return }
+        if s["restartPolicy"] == nil { s["restartPolicy"] = "Always" }
+        if s["dnsPolicy"] == nil { s["dnsPolicy"] = "ClusterFirst" }
+        if s["terminationGracePeriodSeconds"] == nil { s["terminationGracePeriodSeconds"] = 30 }
+        if s["schedulerName"] == nil { s["schedulerName"] = "default-scheduler" }
+        if s["securityContext"] == nil { s["securityContext"] = .object([:]) }
+        for key in ["initContainers", "containers"] {
+            guard var list = s[key]?.array else { continue }
+            for i in list.indices {
+                guard var c = list[i].object else { continue }
+                if c["terminationMessagePath"] == nil { c["terminationMessagePath"] = "/dev/termination-log" }
+                if c["terminationMessagePolicy"] == nil { c["terminationMessagePolicy"] = "File" }
+                if c["imagePullPolicy"] == nil {
+                    // Always for :latest or no tag (and no digest), else IfNotPresent.
+                    let image = c["image"]?.string ?? ""
+                    let last = image.split(separator: "/").last.map(String.init) ?? image
+                    let tag = last.contains("@") ? "digest" : (last.split(separator: ":", maxSplits: 1).dropFirst().first.map(String.init) ?? "latest")
+                    c["imagePullPolicy"] = tag == "latest" ? "Always" : "IfNotPresent"
+                }
+                if var ports = c["ports"]?.array {
+                    for j in ports.indices where ports[j]["protocol"] == nil { ports[j]["protocol"] = "TCP" }
+                    c["ports"] = .array(ports)
+                }
+                list[i] = .object(c)
+            }
+            s[key] = .array(list)
+        }
+        spec = .object(s)
     }
 
     /// A (valid, defaulted) Service's ClusterIP and NodePorts.

@@ -169,7 +169,13 @@ public final class APIHandler: Sendable {
         case ("GET", nil):
             return isWatch(req) ? try await watch(req, t) : try await list(req, t)
         case ("GET", let name?):
-            return .ok(try await get(t.resource, namespace: t.namespace, name: name, subresource: t.subresource))
+            let o = try await get(t.resource, namespace: t.namespace, name: name, subresource: t.subresource)
+            // `kubectl get KIND NAME` asks for a Table of the one object, as for a list.
+            if t.subresource == nil && Tables.wanted(req.accept) {
+                let rv = o[path: ["metadata", "resourceVersion"]]?.string ?? ""
+                return .ok(Tables.table([o], t.resource, meta: ["resourceVersion": .string(rv)], includeObject: req.query["includeObject"]))
+            }
+            return .ok(o)
         case ("POST", nil):
             guard !t.resource.namespaced || t.namespace != nil else {
                 throw APIError.methodNotAllowed("the server does not allow this method on the requested resource")

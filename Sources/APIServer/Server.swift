@@ -104,6 +104,7 @@ public struct APIServer: Sendable {
     /// Serves until the task is cancelled (or SIGTERM through the service group).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let handler = self.handler, tokens = self.tokens
+        let started = Flag()
         let builder = try tls.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0) } ?? .http1()
         let server = try builder.buildServer(
             configuration: ServerConfiguration(address: .hostname(host, port: port)),
@@ -116,12 +117,39 @@ public struct APIServer: Sendable {
                 try await writer.write(response: response.head, body: response.body)
                 if large { HeapTrimmer.shared.trimSoon() }
             },
-            onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) })
+            onServerRunning: { channel in started.set(); await onRunning(channel.localAddress?.port ?? 0) })
         // Watches would hold a graceful shutdown open for their whole timeout: the closer, last
         // in the group, is shut down first and ends them.
         let group = ServiceGroup(configuration: .init(services: [.init(service: server), .init(service: WatchCloser(handler: handler))],
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let e as IOError where !started.isSet {
+            throw ListenFailure(host: host, port: port, errno: e.errnoCode)
+        }
+    }
+
+    /// The server could not open its listener: where, and why in words.
+    public struct ListenFailure: Error, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+        public var errno: Int32
+        public var description: String {
+            let hint = switch errno {
+            case EADDRINUSE: "; another process is listening there (a second server?)"
+            case EADDRNOTAVAIL: "; no interface of this host has that address"
+            case EACCES: "; ports below 1024 need root"
+            default: ""
+            }
+            return "cannot listen on \(host.contains(":") ? "[\(host)]" : host):\(port): \(String(cString: strerror(errno)))\(hint)"
+        }
+    }
+
+    final class Flag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        func set() { lock.withLock { value = true } }
+        var isSet: Bool { lock.withLock { value } }
     }
 
     /// A response this large (a list of thousands of objects) was built from a parsed copy of each

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <sys/mman.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
 #include <sched.h>
 #include <signal.h>
 #include <string.h>
@@ -253,6 +255,44 @@ int cus_spawn_detached(char *const argv[], const char *log) {
     }
     close(report[0]);
     return pid;
+}
+
+int cus_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return -rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) { posix_spawn_file_actions_destroy(&actions); return -rc; }
+    posix_spawn_file_actions_adddup2(&actions, in, 0);
+    posix_spawn_file_actions_adddup2(&actions, out, 1);
+    posix_spawn_file_actions_adddup2(&actions, err, 2);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = -1;
+    rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc == 0 ? (int)pid : -rc;
+}
+
+int cus_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+int cus_poll_in(const int *fds, int count, short *revents, int timeout_ms) {
+    struct pollfd p[2];
+    if (count < 0 || count > 2) return -EINVAL;
+    for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
+    int n = poll(p, (nfds_t)count, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < count; i++) revents[i] = p[i].revents;
+    return n;
 }
 
 int cus_heap_trim(void) {

@@ -36,7 +36,18 @@ public struct KubeProxyConfiguration: Codable, Sendable {
         guard let d = FileManager.default.contents(atPath: path) else {
             throw ManifestError.unreadable(path, "no such file")
         }
-        let c = try YAMLDecoder().decode(KubeProxyConfiguration.self, from: String(decoding: d, as: UTF8.self))
+        let c: KubeProxyConfiguration
+        do {
+            c = try YAMLDecoder().decode(KubeProxyConfiguration.self, from: String(decoding: d, as: UTF8.self))
+        } catch let e as DecodingError {
+            if case .dataCorrupted(let ctx) = e, let y = ctx.underlyingError as? YamlError {
+                throw ManifestError.syntax(path, "\(y)")
+            }
+            let f = ManifestLoader.describe(e)
+            throw ManifestError.syntax(path, f.description)
+        } catch let y as YamlError {
+            throw ManifestError.syntax(path, "\(y)")
+        }
         if let k = c.kind, k != "KubeProxyConfiguration" {
             throw ManifestError.syntax(path, "kind is \(k), expected KubeProxyConfiguration")
         }

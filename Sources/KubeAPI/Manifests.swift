@@ -23,6 +23,13 @@ public struct ManifestIssue: Error, Hashable, Sendable, CustomStringConvertible 
         let what = name.isEmpty ? kind : "\(kind) \(name)"
         return "\(location) (\(what)): " + errors.map(\.description).joined(separator: "; ")
     }
+
+    /// `ns/name`, `name`, or for an object without a name `with no name in namespace ns`
+    /// (not the namespace alone, which reads like a name).
+    static func objectName(namespace: String?, name: String?) -> String {
+        guard let name, !name.isEmpty else { return namespace.map { "with no name in namespace \($0)" } ?? "with no name" }
+        return [namespace, name].compactMap { $0 }.joined(separator: "/")
+    }
 }
 
 /// The objects a set of manifests holds, by kind, with what was skipped and why.
@@ -181,8 +188,7 @@ public enum ManifestLoader {
             }
             return
         }
-        let name = [node["metadata"]?["namespace"]?.string, node["metadata"]?["name"]?.string]
-            .compactMap { $0 }.joined(separator: "/")
+        let name = ManifestIssue.objectName(namespace: node["metadata"]?["namespace"]?.string, name: node["metadata"]?["name"]?.string)
         decode(kind: kind, name: name, at: loc, into: &set) { type in
             try YAMLDecoder().decode(type, from: node)
         }
@@ -285,7 +291,7 @@ struct JSONDoc: Decodable {
         let c = try decoder.container(keyedBy: Keys.self)
         kind = (try? c.decode(String.self, forKey: .kind)) ?? ""
         let m = try? c.decode(Meta.self, forKey: .metadata)
-        name = [m?.namespace, m?.name].compactMap { $0 }.joined(separator: "/")
+        name = ManifestIssue.objectName(namespace: m?.namespace, name: m?.name)
         if ManifestLoader.isList(kind: kind, hasItems: c.contains(.items)) {
             items = (try? c.decode([JSONDoc].self, forKey: .items)) ?? []
             decoded = .success(())

@@ -197,7 +197,22 @@ public struct KubeClient: Sendable {
             }
             return try await bootstrap.withConnectedSocket(fd, channelInitializer: setUp)
         }
-        return try await bootstrap.connect(host: config.host, port: config.port, channelInitializer: setUp)
+        do {
+            return try await bootstrap.connect(host: config.host, port: config.port, channelInitializer: setUp)
+        } catch {
+            throw ClientError(status: 0, description: "cannot connect to the API server at \(config.server): \(Self.reason(error))")
+        }
+    }
+
+    /// Why a connection failed, in words: the system's message, not NIO's types.
+    static func reason(_ error: any Error) -> String {
+        if let e = error as? NIOConnectionError {
+            if let first = e.connectionErrors.first { return reason(first.error) }
+            return "cannot resolve \(e.host)"
+        }
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)) }
+        if let c = error as? ChannelError, case .connectTimeout(let t) = c { return "no answer within \(t.nanoseconds / 1_000_000_000) s" }
+        return "\(error)"
     }
 
     static func uri(_ path: String, _ query: [String: String]) -> String {

@@ -47,6 +47,7 @@ public struct Informer: Sendable {
                                     replace: @Sendable (Listing<Item>) async -> Void,
                                     watched: @Sendable (InformerEvent) async -> Void) async {
         var backoff = 0.5
+        var failures = 0
         var version: String?
         while !Task.isCancelled {
             do {
@@ -73,6 +74,10 @@ public struct Informer: Sendable {
                 }
                 let events = try await client.watch(path, query: ["resourceVersion": version ?? "0", "allowWatchBookmarks": "true",
                                                                   "timeoutSeconds": "300"])
+                if failures > 0 {
+                    logger.info("\(path): connected to the API server again after \(failures) failed attempt(s); listed and watching")
+                    failures = 0
+                }
                 backoff = 0.5
                 for try await e in events {
                     let type = e["type"]?.string ?? ""
@@ -95,11 +100,37 @@ public struct Informer: Sendable {
             } catch {
                 if Task.isCancelled { return }
                 if let e = error as? ClientError, e.status == 410 { version = nil; continue }
-                logger.warning("\(path): \(error); retrying in \(backoff) s")
+                failures += 1
+                RetryLog.shared.warn(logger, error: "\(error)", path: path, retryIn: backoff)
                 try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
                 backoff = min(backoff * 2, 30)
                 version = nil   // relist: events may have been missed
             }
         }
+    }
+}
+
+/// One line per failure for all the informers of a process: when the API server is down, every
+/// informer fails at once with the same error, and the user needs to hear it once, with when the
+/// next try is.
+final class RetryLog: @unchecked Sendable {
+    static let shared = RetryLog()
+    private let lock = NSLock()
+    private var last: (message: String, at: ContinuousClock.Instant)?
+
+    func warn(_ logger: Logger, error: String, path: String, retryIn seconds: Double) {
+        // Connection failures name the server, not the path; other errors keep their path.
+        let message = error.hasPrefix("cannot connect") ? error : "\(path): \(error)"
+        let now = ContinuousClock.now
+        let repeated = lock.withLock { () -> Bool in
+            if let last, last.message == message, now - last.at < .milliseconds(250) { return true }
+            last = (message, now)
+            return false
+        }
+        guard !repeated else { return }
+        let next = Date().addingTimeInterval(seconds)
+        let f = DateFormatter()
+        f.dateFormat = "HH:mm:ss"
+        logger.warning("\(message); next try at \(f.string(from: next)) (in \(seconds) s)")
     }
 }

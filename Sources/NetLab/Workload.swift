@@ -1,3 +1,4 @@
+import CUserspace
 import Foundation
 import ProxyCore
 import NIOCore
@@ -15,7 +16,7 @@ public enum Workload {
         if let echo { keep.append(try EchoServer(netns: netns, port: echo)) }
         if let udp { keep.append(try UDPReplyServer(netns: netns, port: udp, reply: name)) }
         if let iperf {
-            let p = CommandRunner.process(["iperf3", "-s", "-p", String(iperf)])
+            let p = CommandRunner.process(["ip", "netns", "exec", netns, "iperf3", "-s", "-p", String(iperf)])
             p.standardOutput = FileHandle.nullDevice
             try p.run()
             keep.append(p)
@@ -26,6 +27,14 @@ public enum Workload {
                 withExtendedLifetime(keep) {}
             }
         }
+        // The listener is made inside the pod's namespace (on a thread that entered it), then
+        // served by NIO from this one: a socket belongs to the namespace it was made in.
+        let fd = try inNamespace(netns) { () -> Int32 in
+            var bound: UInt16 = 0
+            let fd = cus_tcp_listen(0, UInt16(http), 1024, &bound)
+            guard fd >= 0 else { throw NetLabError("HTTP listener in \(netns) on :\(http): \(String(cString: strerror(-fd)))") }
+            return fd
+        }
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -35,7 +44,7 @@ public enum Workload {
                     try ch.pipeline.syncOperations.addHandler(NameHandler(name: name))
                 }
             }
-            .bind(host: "0.0.0.0", port: http).get()
+            .withBoundSocket(fd).get()
         try await channel.closeFuture.get()
         withExtendedLifetime(keep) {}
     }

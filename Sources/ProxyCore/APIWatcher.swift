@@ -99,3 +99,7 @@ public struct APIWatcher: ServiceLifecycle.Service {
         }
     }
 }
+
+extension APIWatcher: CustomStringConvertible {
+    public var description: String { "APIWatcher(\(client.config.server))" }
+}

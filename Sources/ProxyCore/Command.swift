@@ -1,3 +1,4 @@
+import CUserspace
 import Foundation
 
 /// Runs a program and collects its output. Used for the kernel's own tools
@@ -50,57 +51,107 @@ public struct CommandRunner: Sendable {
 
     /// As `run(_:input:…)`, with stdin the concatenation of `inputParts`, written part by
     /// part: a large input (a 30 MB ruleset) is never copied whole.
+    ///
+    /// The child is started with posix_spawn(3) (`cus_spawn`), not Foundation's `Process`: that one
+    /// waits for its child through a run-loop source whose wakeup is a loopback socket pair, so in a
+    /// network namespace whose `lo` is down it never learns that the child ended and hangs for good.
+    /// Here nothing but the pipes, poll(2) and waitpid(2) is involved; the child starts with every
+    /// signal at its default and none blocked, and no descriptor but its stdin, stdout and stderr.
     @discardableResult
     public func run(_ args: [String], input inputParts: [InputPart]?, check: Bool = true, timeout: Duration? = nil) throws -> Result {
         var argv = args
         if let netns { argv = ["ip", "netns", "exec", netns] + args }
-        let p = Self.process(argv)
         var env = ProcessInfo.processInfo.environment
-        env["PATH"] = (env["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
-        p.environment = env
-        let outPipe = Pipe(), errPipe = Pipe()
-        p.standardOutput = outPipe
-        p.standardError = errPipe
-        var tmp: URL?
+        let path = (env["PATH"] ?? "") + ":/usr/sbin:/sbin:/usr/bin:/bin"
+        env["PATH"] = path
+        guard let exe = Self.lookUp(argv[0], path: path) else {
+            throw Failure(command: argv, status: 127, stderr: "\(argv[0]): not found on PATH (\(path))")
+        }
+        // Stdin: a file, not a pipe, so neither side can block on a full pipe buffer. Open, it
+        // needs no name: nothing is left behind if this process dies.
+        let inFD: Int32
         if let inputParts {
-            // A file, not a pipe: no risk of both sides blocking on full pipe buffers.
-            let url = URL(fileURLWithPath: NSTemporaryDirectory())
-                .appendingPathComponent("switchyard-\(UUID().uuidString)")
-            tmp = url
-            do {
-                try Self.write(inputParts, to: url.path)
-                p.standardInput = try FileHandle(forReadingFrom: url)
-            } catch {
-                unlink(url.path)
-                throw error
-            }
-            // Open, it needs no name: nothing is left behind if this process dies.
-            unlink(url.path)
+            let name = NSTemporaryDirectory() + "/switchyard-\(UUID().uuidString)"
+            try Self.write(inputParts, to: name)
+            inFD = open(name, O_RDONLY | O_CLOEXEC)
+            let e = errno
+            unlink(name)
+            guard inFD >= 0 else { throw WriteError(path: name, errno: e) }
         } else {
-            p.standardInput = FileHandle.nullDevice
+            inFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            guard inFD >= 0 else { throw WriteError(path: "/dev/null", errno: errno) }
         }
-        defer { if let tmp { try? FileManager.default.removeItem(at: tmp) } }
-        try p.run()
-        if let timeout {
-            let deadline = ContinuousClock.now + timeout
-            Thread {
-                while p.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
-                if p.isRunning { p.terminate() }
-            }.start()
+        defer { close(inFD) }
+        var outPipe: [Int32] = [-1, -1], errPipe: [Int32] = [-1, -1]
+        guard cus_pipe_cloexec(&outPipe) == 0 else { throw WriteError(path: "pipe", errno: errno) }
+        guard cus_pipe_cloexec(&errPipe) == 0 else {
+            close(outPipe[0]); close(outPipe[1])
+            throw WriteError(path: "pipe", errno: errno)
         }
-        // Drain both pipes concurrently so a chatty program cannot block.
-        let errBox = DataBox()
-        let t = Thread { errBox.data = errPipe.fileHandleForReading.readDataToEndOfFile() }
-        t.start()
-        let out = outPipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        while !errBox.done { usleep(100) }
-        let r = Result(status: p.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-                       stderr: String(decoding: errBox.data, as: UTF8.self))
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in cArgs + cEnv { free(p) } }
+        let pid = cus_spawn(exe, cArgs, cEnv, inFD, outPipe[1], errPipe[1])
+        close(outPipe[1]); close(errPipe[1])
+        guard pid > 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw Failure(command: argv, status: 127, stderr: "cannot start \(exe): \(String(cString: strerror(-pid)))")
+        }
+        Children.shared.insert(pid)
+        defer { Children.shared.remove(pid) }
+        // Read both pipes until both end, so a chatty program cannot block on either; past the
+        // deadline the program gets SIGTERM, and SIGKILL two seconds later.
+        var out: [UInt8] = [], err: [UInt8] = []
+        var live: [Int32] = [outPipe[0], errPipe[0]]
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        var terminated: ContinuousClock.Instant?
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while !live.isEmpty {
+            var wait: Int32 = -1
+            if let deadline {
+                let now = ContinuousClock.now
+                if let t = terminated {
+                    if now >= t + .seconds(2) { kill(pid, SIGKILL); terminated = now + .seconds(3600) }
+                } else if now >= deadline {
+                    kill(pid, SIGTERM); terminated = now
+                }
+                wait = 50
+            }
+            var revents: [Int16] = [0, 0]
+            let n = cus_poll_in(live, Int32(live.count), &revents, wait)
+            if n < 0 { if -n == EINTR { continue }; break }
+            for (i, fd) in live.enumerated().reversed() where revents[i] != 0 {
+                let got = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+                if got > 0 {
+                    if fd == outPipe[0] { out += buffer[..<got] } else { err += buffer[..<got] }
+                } else if got == 0 || (errno != EINTR && errno != EAGAIN) {
+                    close(fd)
+                    live.remove(at: i)
+                }
+            }
+        }
+        for fd in live { close(fd) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // Exit status, or the signal's number for a program a signal ended (as Foundation's
+        // `Process.terminationStatus` reports it).
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : status & 0x7f
+        let r = Result(status: code, stdout: String(decoding: out, as: UTF8.self), stderr: String(decoding: err, as: UTF8.self))
         if check && r.status != 0 {
             throw Failure(command: argv, status: r.status, stderr: r.stderr)
         }
         return r
+    }
+
+    /// `name` itself when it holds a slash, else the first executable file of that name on `path`.
+    static func lookUp(_ name: String, path: String) -> String? {
+        if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
+        for dir in path.split(separator: ":") where !dir.isEmpty {
+            let candidate = "\(dir)/\(name)"
+            var st = stat()
+            if stat(candidate, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(candidate, X_OK) == 0 { return candidate }
+        }
+        return nil
     }
 }
 
@@ -206,13 +257,18 @@ public final class Spool {
     }
 }
 
-private final class DataBox: @unchecked Sendable {
+/// The programs `CommandRunner` has started and not yet reaped, so a process that must exit at
+/// once (the shutdown deadline) can end them first instead of leaving them running.
+public final class Children: @unchecked Sendable {
+    public static let shared = Children()
     private let lock = NSLock()
-    private var _data = Data()
-    private var _done = false
-    var data: Data {
-        get { lock.withLock { _data } }
-        set { lock.withLock { _data = newValue; _done = true } }
+    private var pids = Set<Int32>()
+
+    func insert(_ pid: Int32) { lock.withLock { _ = pids.insert(pid) } }
+    func remove(_ pid: Int32) { lock.withLock { _ = pids.remove(pid) } }
+
+    /// SIGKILL to every child still running.
+    public func killAll() {
+        for pid in lock.withLock({ pids }) { kill(pid, SIGKILL) }
     }
-    var done: Bool { lock.withLock { _done } }
 }

@@ -1,3 +1,4 @@
+import Glibc
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -14,6 +15,47 @@ public struct SimpleResponse: Sendable {
     }
 }
 
+/// A listener that could not be opened: the address, and why in words (no NIO internals).
+public struct ListenError: Error, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var errno: Int32?
+    public var reason: String
+
+    public init(host: String, port: Int, underlying: any Error) {
+        self.host = host
+        self.port = port
+        if let io = underlying as? IOError {
+            errno = io.errnoCode
+            reason = String(cString: strerror(io.errnoCode))
+        } else if let e = underlying as? SocketAddressError {
+            errno = nil
+            reason = "\(e)".contains("unknown") ? "not an IP address" : "\(e)"
+        } else {
+            errno = nil
+            reason = "\(underlying)"
+        }
+    }
+
+    /// What to try, for the errors a user can do something about.
+    public var hint: String? {
+        switch errno {
+        case EADDRINUSE: return "another process is listening there (a second proxy or server?)"
+        case EADDRNOTAVAIL:
+            return host.hasPrefix("127.") || host == "::1"
+                ? "no interface has that address: in a new network namespace, bring loopback up (ip link set lo up)"
+                : "no interface of this host has that address"
+        case EACCES: return "ports below 1024 need root"
+        default: return nil
+        }
+    }
+
+    public var description: String {
+        let h = host.contains(":") ? "[\(host)]" : host
+        return "cannot listen on \(h):\(port): \(reason)" + (hint.map { "; \($0)" } ?? "")
+    }
+}
+
 /// A small HTTP/1.1 server on swift-nio for `/healthz`, `/metrics` and the
 /// per-service health check node ports.
 public final class SimpleHTTPServer: Sendable {
@@ -23,7 +65,15 @@ public final class SimpleHTTPServer: Sendable {
     /// Binds `host:port` (port 0 picks one) and serves `handler` until `close()`.
     public init(host: String, port: Int, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
                 handler: @escaping Handler) async throws {
-        channel = try await ServerBootstrap(group: group)
+        do {
+            channel = try await Self.bind(host: host, port: port, group: group, handler: handler)
+        } catch {
+            throw ListenError(host: host, port: port, underlying: error)
+        }
+    }
+
+    private static func bind(host: String, port: Int, group: any EventLoopGroup, handler: @escaping Handler) async throws -> any Channel {
+        try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { ch in

@@ -167,9 +167,11 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             retryDelay = .zero
             health.updated()
             lastGeneration = snap.generation
-            logger.debug("synced \(backend.mode) rules", metadata: [
-                "full": "\(outcome.full)", "services": "\(snap.servicePorts.count)",
-                "written": "\(outcome.objectsWritten)", "elapsed": "\(took)"])
+            // Full syncs at the default level, as kube-proxy reports its syncs; partial ones at -v 1.
+            logger.log(level: outcome.full ? .info : .debug, "synced \(backend.mode) rules", metadata: [
+                "full": "\(outcome.full)", "services": "\(Set(snap.servicePorts.keys.map(\.service)).count)", "servicePorts": "\(snap.servicePorts.count)",
+                "endpoints": "\(snap.totalEndpoints)", "written": "\(outcome.objectsWritten)",
+                "elapsed": "\(String(format: "%.1f ms", Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000))"])
             await healthChecks?.sync(snap)
         } catch {
             metrics.syncFailures.increment()
@@ -187,4 +189,8 @@ public actor ProxyRunner: ServiceLifecycle.Service {
         syncWaiters.removeAll { $0.0 <= syncCount }
         for (_, c) in ready { c.resume() }
     }
+}
+
+extension ProxyRunner: CustomStringConvertible {
+    public nonisolated var description: String { "ProxyRunner(\(backend.mode))" }
 }

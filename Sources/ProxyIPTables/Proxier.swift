@@ -127,11 +127,16 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     struct Existing {
         var chains: [String: Set<String>] = [:]
         var rules: Set<String> = []
+        /// How often each rule of `rules` is there (a render loaded twice by hand leaves two).
+        var copies: [String: Int] = [:]
         init(save: String) {
             let parsed = IPTablesSave(save)
             chains = parsed.chains
             for (table, rs) in parsed.rules {
-                for r in rs where IPTablesSave.builtinChains.contains(r.chain) { rules.insert(table + " " + r.line) }
+                for r in rs where IPTablesSave.builtinChains.contains(r.chain) {
+                    rules.insert(table + " " + r.line)
+                    copies[table + " " + r.line, default: 0] += 1
+                }
             }
         }
         init() {}
@@ -196,7 +201,11 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // Jumps from the built-in chains, inserted where missing (upstream's EnsureRule(Prepend)).
         var jumps: [String: String] = [:]
         for j in JumpRule.all + JumpRule.kubelet {
-            if existing?.rules.contains("\(j.table) \(j.spec)") == true { continue }
+            if let n = existing?.copies["\(j.table) \(j.spec)"] {
+                // Present: extra copies (of a render loaded twice) go, one stays.
+                for _ in 1..<max(n, 1) { jumps[j.table, default: ""] += "-D" + j.spec.dropFirst(2) + "\n" }
+                continue
+            }
             jumps[j.table, default: ""] += "-I \(j.chain) 1" + j.spec.dropFirst(3 + j.chain.count) + "\n"
         }
         let head = "*filter\n" + filterChains + ":\(Chains.canary) - [0:0]\n" + filterRules + (jumps["filter"] ?? "") + "COMMIT\n*nat\n"
@@ -275,12 +284,21 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// Removes every chain and rule this mode creates (upstream's CleanupLeftovers),
     /// leaving other tools' rules alone.
     public func cleanup() async throws {
+        try removeLeftovers()
+    }
+
+    /// As `cleanup()`; true when there was anything to remove.
+    @discardableResult
+    public func removeLeftovers() throws -> Bool {
         let existing = try Existing(save: ipt.save(tables: ["filter", "nat", "mangle"]))
         var filter = "", nat = "", mangle = ""
         var filterX = "", natX = "", mangleX = ""
-        for j in JumpRule.all where existing.rules.contains("\(j.table) \(j.spec)") {
-            let d = "-D" + j.spec.dropFirst(2) + "\n"
-            if j.table == "filter" { filter += d } else { nat += d }
+        for j in JumpRule.all {
+            // Every copy: a render loaded twice by hand leaves two.
+            for _ in 0..<(existing.copies["\(j.table) \(j.spec)"] ?? 0) {
+                let d = "-D" + j.spec.dropFirst(2) + "\n"
+                if j.table == "filter" { filter += d } else { nat += d }
+            }
         }
         let ours: Set<String> = [Chains.services, Chains.externalServices, Chains.nodePorts, Chains.postrouting,
                                  Chains.markMasq, Chains.forward, Chains.proxyFirewall, Chains.canary]
@@ -306,5 +324,6 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             needFullSync = true
             udpHistory = UDPFlowHistory()
         }
+        return !s.isEmpty
     }
 }

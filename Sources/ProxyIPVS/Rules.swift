@@ -204,7 +204,9 @@ public enum IPVSRules {
 
     /// Removes the IPVS mode's jumps and chains (a chain another mode still jumps to is flushed and
     /// kept), then its ipsets: what `--cleanup` does whichever mode ran.
-    public static func remove(ipt: any IPTablesInterface, ipset: any IPSetInterface) throws {
+    /// True when there was anything to remove.
+    @discardableResult
+    public static func remove(ipt: any IPTablesInterface, ipset: any IPSetInterface) throws -> Bool {
         let saved = IPTablesSave(try ipt.save(tables: ["nat", "filter"]))
         var script = ""
         for (t, ours) in [("nat", Set(natChains)), ("filter", Set(filterChains))] {
@@ -223,5 +225,6 @@ public enum IPVSRules {
         let sets = try ipset.save()
         let destroy = IPSetKind.all.filter { sets[$0.name] != nil }.map { "destroy \($0.name)\n" }.joined()
         if !destroy.isEmpty { try ipset.restore(destroy) }
+        return !script.isEmpty || !destroy.isEmpty
     }
 }

@@ -227,14 +227,20 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     }
 
     public func cleanup() async throws {
+        try removeLeftovers()
+    }
+
+    /// As `cleanup()`; true when there was a table to delete.
+    @discardableResult
+    public func removeLeftovers() throws -> Bool {
         try lock.withLock {
-            if try nft.readTable() != nil {
-                try nft.apply([[.deleteTable]])
-            }
+            let had = try nft.readTable() != nil
+            if had { try nft.apply([[.deleteTable]]) }
             trusted = false
             applied = [:]
             appliedFixed = nil
             hairpinRefs = [:]
+            return had
         }
     }
 

@@ -226,7 +226,9 @@ public actor UserspaceProxier: ProxyBackend {
     }
 
     /// Deletes the userspace mode's jumps and chains (what `proxy --cleanup` does for this mode).
-    public static func removeRules(_ ipt: any IPTablesInterface) throws {
+    /// True when there was anything to remove.
+    @discardableResult
+    public static func removeRules(_ ipt: any IPTablesInterface) throws -> Bool {
         let saved = IPTablesSave(try ipt.save(tables: ["filter", "nat"]))
         var nat = "", filter = ""
         for j in PortalChains.jumps where saved.contains(table: j.table, "-A \(j.chain) \(j.spec)") {
@@ -244,6 +246,7 @@ public actor UserspaceProxier: ProxyBackend {
         if !filter.isEmpty { s += "*filter\n" + filter + "COMMIT\n" }
         if !nat.isEmpty { s += "*nat\n" + nat + "COMMIT\n" }
         if !s.isEmpty { try ipt.restore(s) }
+        return !s.isEmpty
     }
 }
 

@@ -11,7 +11,7 @@ import ProxyUserspace
 
 /// Flags shared by `render` and `proxy`, named as kube-proxy names them.
 struct ProxyFlags: ParsableArguments {
-    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables, nftables or userspace.")
+    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables (the default), nftables, ipvs or userspace.")
     var proxyMode: String?
 
     @Option(name: .customLong("hostname-override"), help: "The name of this node (endpoints on it are local).")
@@ -127,7 +127,7 @@ struct ProxyFlags: ParsableArguments {
             c.serviceCIDRs = [cidr.network]
         }
         guard ["iptables", "nftables", "userspace", "ipvs"].contains(c.mode) else {
-            throw ValidationError("--proxy-mode \(c.mode) is not available in this build (available: iptables, nftables, userspace)")
+            throw ValidationError("--proxy-mode \(c.mode): unknown mode; one of iptables, nftables, ipvs, userspace")
         }
         return c
     }

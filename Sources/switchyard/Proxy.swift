@@ -53,92 +53,109 @@ struct Proxy: AsyncParsableCommand {
             guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ValidationError("--sync-period: bad duration \(s)") }
             config.syncPeriod = .milliseconds(Int(v * 1000))
         }
+        // From here on, SIGTERM and SIGINT end the process within 4 s whatever it is doing.
+        let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard proxy", logger: logger)
         if cleanup {
-            // Like kube-proxy --cleanup: remove what every mode may have left. The IPVS mode's
-            // rules first: they jump to chains whose names the iptables mode shares. A failure
-            // there does not keep the other modes' state; it is reported at the end.
-            var ipvsFailure: (any Error)?
-            do {
-                if let ipvs = try? IPVS() {
-                    // IPVS, where the kernel has it: every virtual server (as kube-proxy flushes) and kube-ipvs0.
-                    try await IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(),
-                                          options: IPVSOptions()).cleanup()
-                    logger.info("removed the IPVS virtual servers, kube-ipvs0, and the IPVS mode's rules and ipsets")
-                } else {
-                    try IPVSRules.remove(ipt: SystemIPTables(), ipset: SystemIPSet())
-                    logger.info("removed the IPVS mode's rules and ipsets")
-                }
-            } catch {
-                logger.error("removing the IPVS mode's state: \(error)")
-                ipvsFailure = error
+            // Like kube-proxy --cleanup: remove what every mode may have left, and nothing else.
+            // A failure in one mode does not keep the others' state; it is reported at the end.
+            let failures = await Leftovers.remove(Leftovers.modes, keeping: nil, logger: logger)
+            if let (mode, error) = failures.first {
+                throw CleanupFailure(description: "cleanup of the \(mode) mode failed: \(error)")
             }
-            let p = IPTablesProxier(ipt: SystemIPTables(), options: IPTablesOptions(config, nodePortIPs: nil))
-            try await p.cleanup()
-            logger.info("removed kube-proxy iptables rules and chains")
-            let n = NFTablesProxier(nft: try SystemNFTables(), options: NFTablesOptions())
-            try await n.cleanup()
-            logger.info("removed the nftables table ip kube-proxy")
-            try UserspaceProxier.removeRules(SystemIPTables())
-            logger.info("removed the userspace mode's portal chains")
-            if let ipvsFailure { throw ipvsFailure }
             return
         }
         guard manifests.isEmpty != (kubeconfig == nil) else {
             throw ValidationError("give one of --kubeconfig FILE (an API server) or --manifests FILE|DIR")
         }
+        for m in manifests where m != "-" && !FileManager.default.fileExists(atPath: m) {
+            throw ValidationError("--manifests \(m): no such file or directory")
+        }
+        let healthz = try bindAddress(config.healthzBindAddress, flag: "--healthz-bind-address", example: "0.0.0.0:10256")
+        let metricsAddress = try bindAddress(config.metricsBindAddress, flag: "--metrics-bind-address", example: "127.0.0.1:10249")
         let client: KubeClient?
         do {
             client = try kubeconfig.map { KubeClient(config: try Kubeconfig.load(path: $0)) }
         } catch {
             throw ValidationError("--kubeconfig: \(error)")
         }
-        if config.effectiveLocalhostNodePorts {
-            try? "1".write(toFile: "/proc/sys/net/ipv4/conf/all/route_localnet", atomically: false, encoding: .utf8)
-        }
-        if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding: .utf8),
-           v.trimmingCharacters(in: .whitespacesAndNewlines) != "0" {
-            config.conntrackTCPLiberal = true
-        }
+        // Everything that can fail on bad flags or a busy port first, so a refused start
+        // changes nothing in the kernel.
         let metrics = ProxyMetrics(mode: config.mode)
         let health = HealthState()
-        let backend = try makeBackend(config, flags: flags, metrics: metrics, logger: logger)
-        let runner = ProxyRunner(
-            tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
-            backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),
-            minSyncPeriod: config.minSyncPeriod, syncPeriod: config.syncPeriod, logger: logger)
         var servers: [SimpleHTTPServer] = []
-        if let (h, p) = hostPort(config.healthzBindAddress) {
-            servers.append(try await SimpleHTTPServer(host: h, port: p) { _, path in
+        if let (h, p) = healthz {
+            servers.append(try await listen("--healthz-bind-address", h, p) { _, path in
                 path == "/healthz" || path == "/livez" ? health.response(path: path)
                     : SimpleResponse(status: .notFound, body: "404 page not found\n")
             })
         }
-        if let (h, p) = hostPort(config.metricsBindAddress) {
-            servers.append(try await SimpleHTTPServer(host: h, port: p) { _, path in
+        if let (h, p) = metricsAddress {
+            servers.append(try await listen("--metrics-bind-address", h, p) { _, path in
                 path == "/metrics"
                     ? SimpleResponse(headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: metrics.text())
                     : SimpleResponse(status: .notFound, body: "404 page not found\n")
             })
         }
+        if let v = try? String(contentsOfFile: "/proc/sys/net/netfilter/nf_conntrack_tcp_be_liberal", encoding: .utf8),
+           v.trimmingCharacters(in: .whitespacesAndNewlines) != "0" {
+            config.conntrackTCPLiberal = true
+        }
+        let backend = try makeBackend(config, flags: flags, metrics: metrics, logger: logger)
+        if config.effectiveLocalhostNodePorts {
+            try? "1".write(toFile: "/proc/sys/net/ipv4/conf/all/route_localnet", atomically: false, encoding: .utf8)
+        }
+        // Upstream kube-proxy removes the other modes' rules when it starts: rules of a mode that
+        // no longer runs must not stay in charge of traffic.
+        await Leftovers.remove(Leftovers.modes.filter { $0 != config.mode }, keeping: config.mode, logger: logger)
+        let runner = ProxyRunner(
+            tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
+            backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),
+            minSyncPeriod: config.minSyncPeriod, syncPeriod: config.syncPeriod, logger: logger)
         let watcher: any ServiceLifecycle.Service = client.map { APIWatcher(client: $0, runner: runner, logger: logger) }
             ?? ManifestWatcher(paths: manifests, config: config, runner: runner, logger: logger)
-        let group = ServiceGroup(services: [runner, watcher], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
-        logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)"])
+        // ServiceLifecycle's own start/stop lines only from -v 4 on.
+        var lifecycleLogger = logger
+        if flags.verbosity < 4 { lifecycleLogger.logLevel = .info }
+        let group = ServiceGroup(services: [runner, watcher], gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger)
+        logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)",
+                                                            "source": "\(client == nil ? "manifests " + manifests.joined(separator: ",") : "kubeconfig " + kubeconfig!)"])
         try await group.run()
-        // Connections through the userspace mode get a few seconds to finish.
-        if let u = backend as? UserspaceProxier { await u.dataPlane.stop(grace: .seconds(5)) }
+        // Connections through the userspace mode get a moment to finish, within the deadline.
+        if let u = backend as? UserspaceProxier { await u.dataPlane.stop(grace: .seconds(2)) }
         for s in servers { await s.close() }
+        logger.info("switchyard proxy stopped")
+        withExtendedLifetime(deadline) {}
     }
 
-    func hostPort(_ s: String) -> (String, Int)? {
-        guard !s.isEmpty, let i = s.lastIndex(of: ":"), let p = Int(s[s.index(after: i)...]) else { return nil }
-        return (String(s[..<i]).trimmingCharacters(in: CharacterSet(charactersIn: "[]")), p)
+    /// A listener for `flag`, or an error that names the flag, the address and what to do.
+    func listen(_ flag: String, _ host: String, _ port: Int, handler: @escaping SimpleHTTPServer.Handler) async throws -> SimpleHTTPServer {
+        do {
+            return try await SimpleHTTPServer(host: host, port: port, handler: handler)
+        } catch let e as ListenError {
+            throw ValidationError("\(flag) \(host.contains(":") ? "[\(host)]" : host):\(port): \(e.description)")
+        }
     }
+}
+
+struct CleanupFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+/// kube-proxy's IP:PORT bind addresses: nil when empty (disabled), else the host and port.
+func bindAddress(_ s: String, flag: String, example: String) throws -> (String, Int)? {
+    guard !s.isEmpty else { return nil }
+    if let i = s.lastIndex(of: ":"), let p = Int(s[s.index(after: i)...]), (0...65535).contains(p) {
+        let host = String(s[..<i]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        if IPAddress(host) != nil { return (host, p) }
+    }
+    throw ValidationError("\(flag) \(s): want IP:PORT, such as \(example) (empty disables it)")
 }
 
 /// Re-reads the manifests when a file changes (by modification time and size) and
 /// feeds the runner; only what differs is marked changed.
-struct ManifestWatcher: ServiceLifecycle.Service {
+struct ManifestWatcher: ServiceLifecycle.Service, CustomStringConvertible {
+    var description: String { "ManifestWatcher(\(paths.joined(separator: ", ")))" }
+
     let paths: [String]
     let config: ProxyConfig
     let runner: ProxyRunner

@@ -1,9 +1,79 @@
 import ArgumentParser
+import Foundation
 
 @main
 struct Switchyard: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard",
         abstract: "A Kubernetes networking data plane: kube-proxy modes, CNI, and a lab in network namespaces.",
-        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self])
+        version: BuildInfo.versionLine,
+        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, Version.self])
+
+    /// As ArgumentParser's, except for errors a command throws while it runs: those are printed
+    /// as one `Error:` line (and, for a bad flag value, where to read the command's flags),
+    /// not followed by the root command's usage, which says nothing about the command that failed.
+    static func main() async {
+        let command: any ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            exit(withError: error)
+        }
+        do {
+            if var c = command as? any AsyncParsableCommand {
+                try await c.run()
+            } else {
+                var c = command
+                try c.run()
+            }
+        } catch {
+            let name = type(of: command).configuration.commandName ?? "\(type(of: command))".lowercased()
+            let full = name == "switchyard" ? name : "switchyard \(name)"
+            if let e = error as? ValidationError {
+                FileHandle.standardError.write(Data("Error: \(e.message)\nSee '\(full) --help'.\n".utf8))
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
+            if error is CleanExit || error is ExitCode { exit(withError: error) }
+            FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
+            Foundation.exit(ExitCode.failure.rawValue)
+        }
+    }
+}
+
+/// `switchyard version`: the version, the commit it was built from, and the Swift it was built with.
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version and the commit this build comes from.")
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: "'json' for kubectl version's JSON shape; default one line.")
+    var output: String?
+
+    func run() throws {
+        switch output {
+        case nil, "": print(BuildInfo.versionLine)
+        case "json": print(BuildInfo.json)
+        default: throw ValidationError("--output \(output!): want json, or nothing")
+        }
+    }
+}
+
+extension BuildInfo {
+    /// `switchyard v0.18.0 (commit 1a2b3c4d5e6f of 2026-12-04T22:00:00+00:00; Swift 6.3.1)`.
+    static var versionLine: String {
+        "switchyard v\(version) (commit \(commit) of \(commitDate), built \(buildDate); Swift \(swiftVersion))"
+    }
+
+    /// The fields `kubectl version -o json` prints for a component, filled with ours.
+    static var json: String {
+        """
+        {
+          "gitVersion": "v\(version)",
+          "gitCommit": "\(commit)",
+          "gitTreeState": "\(commit.hasSuffix("-dirty") ? "dirty" : "clean")",
+          "buildDate": "\(buildDate)",
+          "compiler": "swiftc",
+          "swiftVersion": "\(swiftVersion)",
+          "platform": "linux/amd64"
+        }
+        """
+    }
 }

@@ -155,7 +155,10 @@ struct HandlerTests {
                               ["spec": ["template": ["spec": ["containers": [["name": "a", "image": "x:2"], ["name": "b", "$patch": "delete"]],
                                                               "$setElementOrder/containers": [["name": "a"]]]]]],
                               "/apis/apps/v1/namespaces/default/deployments/d")
-        #expect(smp.json?[path: ["spec", "template", "spec", "containers"]] == [["name": "a", "image": "x:2"]])
+        // The patched list (b deleted, a's image changed), with upstream's container defaults.
+        let containers = smp.json?[path: ["spec", "template", "spec", "containers"]]?.array ?? []
+        #expect(containers.map { [$0["name"], $0["image"]] } == [["a", "x:2"]])
+        #expect(containers.first?["imagePullPolicy"] == "IfNotPresent" && containers.first?["terminationMessagePolicy"] == "File")
         #expect(smp.json?[path: ["metadata", "generation"]] == 2, "a spec change bumps the generation")
         #expect(await patch("application/apply-patch+yaml", [:]).code == 415)
         #expect(await patch("text/plain", [:]).code == 415)

@@ -61,6 +61,17 @@ void cus_close_reset(int fd);
 /// mask. Returns the daemon's pid, or -errno.
 int cus_spawn_detached(char *const argv[], const char *log);
 
+/// Starts `path` (absolute) with `argv` and `envp` (NULL-terminated) as a child through
+/// posix_spawn(3): stdin, stdout and stderr from the three descriptors, every other descriptor
+/// closed, every signal at its default and none blocked (whatever the calling thread blocks).
+/// Uses no loopback socket, no run loop and no thread. Returns the child's pid, or -errno.
+int cus_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err);
+/// pipe2(O_CLOEXEC): both ends closed in every child started after.
+int cus_pipe_cloexec(int fds[2]);
+/// poll(2) on up to two descriptors for input; *revents gets each one's returned events (0: none).
+/// Returns poll's result or -errno.
+int cus_poll_in(const int *fds, int count, short *revents, int timeout_ms);
+
 /// recvmsg(2) with IP_PKTINFO: the sender in *addr/*port, the local address it was sent to in *local.
 ssize_t cus_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local);
 /// sendmsg(2) to addr:port with the source address `local` (IP_PKTINFO).
