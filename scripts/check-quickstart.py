@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Runs the README's quickstart as written and checks the output it shows.
+
+The block between `<!-- quickstart:begin -->` and `<!-- quickstart:end -->` is run step by step
+in one bash, from the repository's root, as a reader would type it (variables, PATH and background
+jobs carry over from step to step). A step is a command line (with `\\` continuations); the
+`#=> TEXT` lines after it are output it must print, each on a line of its own, where `...` stands
+for anything. A step fails when it exits non-zero (except `kill` and `wait`, whose status is the
+stopped job's) or when an expected line is missing. The lines after the `# Clean up` comment are
+not steps: they run, their failures ignored, before the first step (to clear what an interrupted
+run left), after a failure and at the end.
+Needs root, as the quickstart does.
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def steps_of(readme):
+    m = re.search(r"<!-- quickstart:begin -->\s*```sh\n(.*?)```\s*<!-- quickstart:end -->", readme, re.S)
+    if not m:
+        sys.exit("check-quickstart: no quickstart block in README.md")
+    steps, cleanup, pending, in_cleanup = [], [], None, False
+    for line in m.group(1).split("\n"):
+        if line.startswith("#=> "):
+            if not (cleanup if in_cleanup else steps):
+                sys.exit(f"check-quickstart: expected output before any command: {line}")
+            (cleanup if in_cleanup else steps)[-1][1].append(line[4:])
+            continue
+        if pending is not None:
+            pending += "\n" + line
+            if not line.endswith("\\"):
+                (cleanup if in_cleanup else steps).append((pending, []))
+                pending = None
+            continue
+        s = line.strip()
+        if s.lower().startswith("# clean up"):
+            in_cleanup = True
+            continue
+        if not s or s.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending = line
+            continue
+        (cleanup if in_cleanup else steps).append((line, []))
+    return steps, cleanup
+
+
+def pattern(expected):
+    # A whole line: the text as written, `...` matching anything.
+    return "^" + ".*".join(re.escape(p) for p in expected.split("...")) + "$"
+
+
+def script(steps, cleanup, tmp):
+    out = ["set -u", f"cd {shlex.quote(ROOT)}", "exec 3>&2"]
+    out.append("cleanup() { kill $(jobs -p) 2>/dev/null; wait 2>/dev/null;")
+    for cmd, _ in cleanup:
+        out.append(f"  {{ {cmd}\n  }} >/dev/null 2>&1;")
+    out.append("  true; }")
+    out.append("fail() { echo \"check-quickstart: step $1 failed: $2\" >&3; echo '--- its output:' >&3; cat \"$3\" >&3; cleanup; exit 1; }")
+    out.append("cleanup")
+    for i, (cmd, expected) in enumerate(steps, 1):
+        log = f"{tmp}/step{i}.out"
+        out.append(f"echo {shlex.quote('+ ' + cmd)} >&3")
+        out.append(f"{{ {cmd}\n}} > {log} 2>&1; rc=$?")
+        out.append(f"sed 's/^/    /' {log} | head -40 >&3")
+        first = cmd.split()[0]
+        if first not in ("kill", "wait"):
+            out.append(f"[ $rc -eq 0 ] || fail {i} \"exit status $rc\" {log}")
+        for e in expected:
+            out.append(f"grep -qE -- {shlex.quote(pattern(e))} {log} || fail {i} {shlex.quote('no line like: ' + e)} {log}")
+    out.append("cleanup")
+    out.append(f"echo 'check-quickstart: all {len(steps)} steps of the README quickstart ran as it says' >&3")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        steps, cleanup = steps_of(f.read())
+    if not steps:
+        sys.exit("check-quickstart: the quickstart has no steps")
+    with tempfile.TemporaryDirectory(prefix="sy-quickstart-") as tmp:
+        path = os.path.join(tmp, "quickstart.sh")
+        with open(path, "w") as f:
+            f.write(script(steps, cleanup, tmp))
+        env = dict(os.environ)
+        return subprocess.call(["bash", path], env=env, timeout=1800)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
