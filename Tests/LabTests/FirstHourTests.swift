@@ -8,10 +8,11 @@ final class Started: @unchecked Sendable {
     let process: Process
     let log: URL
 
-    init(netns: String, _ args: [String]) throws {
+    /// `args` inside `netns`, or in the test's own namespace when it is nil.
+    init(netns: String?, _ args: [String]) throws {
         log = FileManager.default.temporaryDirectory.appendingPathComponent("sy-started-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        process = CommandRunner.process(["ip", "netns", "exec", netns] + args)
+        process = CommandRunner.process((netns.map { ["ip", "netns", "exec", $0] } ?? []) + args)
         let out = try FileHandle(forWritingTo: log)
         process.standardOutput = out
         process.standardError = out
@@ -340,5 +341,24 @@ struct FirstHourTests {
         let first2 = lines.prefix(2)
         #expect(first2.count == 2 && first2.last!.contains("(in 1.0 s)"), "one line per retry, not one per informer: \(p.output)")
         #expect(!p.output.contains("SingleConnectionFailure"), "\(p.output)")
+    }
+
+    /// `switchyard-netlab serve --netns NS --http PORT` listens inside NS (it listened in the
+    /// caller's namespace).
+    @Test func netlabServeListensInItsNamespace() throws {
+        let bin = (try switchyardBinary() as NSString).deletingLastPathComponent + "/switchyard-netlab"
+        let ns = try BareNamespace()
+        try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
+        let port = Int.random(in: 30000...39999)
+        let p = try Started(netns: nil, [bin, "serve", "--netns", ns.name, "--name", "p1", "--http", String(port)])
+        var answer = ""
+        for _ in 0..<100 where answer.isEmpty {
+            answer = (try? Sh.run(["ip", "netns", "exec", ns.name, "curl", "-s", "-m", "1", "http://127.0.0.1:\(port)/"]))?.out ?? ""
+            if answer.isEmpty { usleep(50_000) }
+        }
+        #expect(answer.hasPrefix("p1 127.0.0.1:"), "inside \(ns.name): \(answer) \(p.output)")
+        let outside = try Sh.run(["curl", "-s", "-m", "1", "http://127.0.0.1:\(port)/"])
+        #expect(outside.status != 0, "the caller's namespace must not have the listener: \(outside.out)")
+        _ = p.stop(SIGKILL)
     }
 }
