@@ -104,17 +104,16 @@ public struct CommandRunner: Sendable {
         var out: [UInt8] = [], err: [UInt8] = []
         var live: [Int32] = [outPipe[0], errPipe[0]]
         let deadline = timeout.map { ContinuousClock.now + $0 }
-        var terminated: ContinuousClock.Instant?
+        var termSent: ContinuousClock.Instant?, killSent: ContinuousClock.Instant?
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while !live.isEmpty {
             var wait: Int32 = -1
             if let deadline {
                 let now = ContinuousClock.now
-                if let t = terminated {
-                    if now >= t + .seconds(2) { kill(pid, SIGKILL); terminated = now + .seconds(3600) }
-                } else if now >= deadline {
-                    kill(pid, SIGTERM); terminated = now
-                }
+                if termSent == nil, now >= deadline { kill(pid, SIGTERM); termSent = now }
+                if let t = termSent, killSent == nil, now >= t + .seconds(2) { kill(pid, SIGKILL); killSent = now }
+                // Killed, and a pipe still open: a process it started holds it. Stop reading.
+                if let k = killSent, now >= k + .seconds(2) { break }
                 wait = 50
             }
             var revents: [Int16] = [0, 0]
