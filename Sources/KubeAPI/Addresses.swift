@@ -21,7 +21,7 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
     /// Parses `text` with `inet_pton`, which rejects leading zeros and stray characters.
     public init?(_ text: some StringProtocol) {
         let s = String(text)
-        if s.contains(":") {
+        if s.utf8.contains(UInt8(ascii: ":")) {   // not Foundation's contains(_:), which searches through NSString
             var a = in6_addr()
             guard inet_pton(AF_INET6, s, &a) == 1 else { return nil }
             family = .ipv6

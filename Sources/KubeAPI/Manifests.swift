@@ -164,21 +164,85 @@ public enum ManifestLoader {
         return set
     }
 
-    /// A JSON list decoded one item at a time (throws if any item is not an object; the
-    /// caller then decodes the whole text for the decoder's own error).
+    /// A JSON list decoded one item at a time, each parsed by `JSONParser` and decoded by the
+    /// fast path where its kind has one (throws if any item is not valid JSON; the caller then
+    /// decodes the whole text for the decoder's own error).
     static func parse(_ split: JSONListSplitter.Split, data: Data, source: String) throws -> ManifestSet {
         var set = ManifestSet()
         let decoder = JSONDecoder()
-        for (j, r) in split.items.enumerated() {
-            let doc = try decoder.decode(JSONDoc.self, from: data.subdata(in: r))
-            var loc = ManifestLocation(source: source, document: split.topLevelArray ? j + 1 : 1)
-            if !split.topLevelArray { loc.item = j + 1 }
-            doc.file(at: loc, into: &set)
+        try data.withUnsafeBytes { raw in
+            let all = raw.bindMemory(to: UInt8.self)
+            for (j, r) in split.items.enumerated() {
+                var loc = ManifestLocation(source: source, document: split.topLevelArray ? j + 1 : 1)
+                if !split.topLevelArray { loc.item = j + 1 }
+                let item = UnsafeBufferPointer(rebasing: all[r])
+                // The bulk kinds straight from the bytes; anything else (or unusual) by the tree.
+                var decoded: (kind: String, meta: ObjectMeta, object: Any)?
+                switch PullReader.kind(of: item) {
+                case "Service":
+                    var reader = PullReader(item)
+                    if let s = try? reader.service() { decoded = ("Service", s.metadata, s) }
+                case "EndpointSlice":
+                    var reader = PullReader(item)
+                    if let s = try? reader.endpointSlice() { decoded = ("EndpointSlice", s.metadata, s) }
+                default: break
+                }
+                if let d = decoded {
+                    let name = ManifestIssue.objectName(namespace: d.meta.namespace, name: d.meta.name)
+                    decode(kind: d.kind, name: name, at: loc, into: &set) { _ in d.object }
+                    continue
+                }
+                let bytes = Data(item)
+                file(json: try JSONParser.parse(bytes), bytes: bytes, at: loc, into: &set, decoder: decoder)
+            }
         }
         return set
     }
 
+    /// Files one parsed JSON object (a list: each item). Service and EndpointSlice go through
+    /// their fast decoders; anything those refuse, and every other kind, through Codable, whose
+    /// errors name the field.
+    static func file(json v: JSONValue, bytes: Data?, at loc: ManifestLocation, into set: inout ManifestSet, decoder: JSONDecoder) {
+        file(json: v, at: loc, into: &set) { type, path in
+            if path.isEmpty, let bytes { return try decoder.decode(type, from: bytes) }
+            var cur = v
+            for i in path { cur = cur["items"]?.array?[i] ?? .null }
+            return try decoder.decode(type, from: cur.serialized())
+        }
+    }
+
+    /// Files one parsed object (a list: each item): Service and EndpointSlice through their fast
+    /// decoders, anything those refuse and every other kind through `slow`, which decodes the
+    /// original (`path`: the item's index in each enclosing list) with the format's own Codable decoder.
+    static func file(json v: JSONValue, at loc: ManifestLocation, into set: inout ManifestSet,
+                     path: [Int] = [], slow: (any Decodable.Type, [Int]) throws -> Any) {
+        let kind = v["kind"]?.string ?? ""
+        if isList(kind: kind, hasItems: v["items"]?.array != nil) {
+            for (j, element) in (v["items"]?.array ?? []).enumerated() {
+                var l = loc
+                l.item = j + 1
+                file(json: element, at: l, into: &set, path: path + [j], slow: slow)
+            }
+            return
+        }
+        let name = ManifestIssue.objectName(namespace: v["metadata"]?["namespace"]?.string, name: v["metadata"]?["name"]?.string)
+        decode(kind: kind, name: name, at: loc, into: &set) { type in
+            if type == Service.self, let s = Service(fast: v) { return s }
+            if type == EndpointSlice.self, let s = EndpointSlice(fast: v) { return s }
+            return try slow(type, path)
+        }
+    }
+
     static func add(yaml node: Yams.Node, at loc: ManifestLocation, into set: inout ManifestSet) {
+        // Plain YAML (nearly all of it) as JSON values: no tag resolution by regular expression.
+        if let json = YAMLNodeJSON.value(node) {
+            file(json: json, at: loc, into: &set) { type, path in
+                var cur = node
+                for i in path { cur = cur["items"]?.sequence?[i] ?? cur }
+                return try YAMLDecoder().decode(type, from: cur)
+            }
+            return
+        }
         let kind = node["kind"]?.string ?? ""
         if isList(kind: kind, hasItems: node["items"]?.sequence != nil) {
             for (j, item) in (node["items"]?.sequence ?? []).enumerated() {

@@ -38,8 +38,17 @@ public enum Validation {
     }
 
     /// IANA_SVC_NAME, used for named target ports: at most 15 characters, a letter somewhere, no "--".
+    static func hasDoubleHyphen(_ s: String) -> Bool {
+        var last: UInt8 = 0
+        for c in s.utf8 {
+            if c == UInt8(ascii: "-") && last == c { return true }
+            last = c
+        }
+        return false
+    }
+
     public static func isIANASvcName(_ s: String) -> Bool {
-        guard !s.isEmpty, s.utf8.count <= 15, isDNS1123Label(s), !s.contains("--") else { return false }
+        guard !s.isEmpty, s.utf8.count <= 15, isDNS1123Label(s), !hasDoubleHyphen(s) else { return false }
         return s.utf8.contains { $0 >= 97 && $0 <= 122 }
     }
 

@@ -28,7 +28,12 @@ public struct APIWatcher: ServiceLifecycle.Service {
         self.logger = logger
     }
 
-    static func decode<T: Decodable>(_ type: T.Type, _ o: JSONValue) -> T? { try? JSONDecoder().decode(type, from: o.serialized()) }
+    /// Services and slices through their fast decoders (no Codable, no re-serialising); Codable
+    /// for anything those refuse.
+    static func decode<T: Decodable>(_ type: T.Type, _ o: JSONValue) -> T? {
+        if let F = type as? any FastDecodable.Type, let v = F.init(fast: o) as? T { return v }
+        return try? JSONDecoder().decode(type, from: o.serialized())
+    }
 
     func service(_ o: JSONValue) -> KubeAPI.Service? {
         guard let s = Self.decode(KubeAPI.Service.self, o) else { logger.warning("skipping a Service that does not decode"); return nil }

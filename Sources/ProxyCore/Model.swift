@@ -131,7 +131,7 @@ public struct EndpointInfo: Sendable, Hashable, Comparable, CustomStringConverti
                 zoneHints: Set<String> = [], nodeHints: Set<String> = []) {
         self.ip = ip
         self.port = port
-        self.endpoint = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        self.endpoint = ip.utf8.contains(UInt8(ascii: ":")) ? "[\(ip)]:\(port)" : "\(ip):\(port)"
         self.ready = ready
         self.serving = serving
         self.terminating = terminating
