@@ -147,21 +147,52 @@ public enum ManifestLoader {
             return set
         }
         let text = String(decoding: data, as: UTF8.self)
+        // Parsed with Yams' basic resolver, which resolves no tag by regular expression (the
+        // default one's cost half the load, in the parser's duplicate-key check alone); the fast
+        // path resolves plain scalars itself. Documents it leaves to Yams' decoder are taken from
+        // a second parse with the default resolver, made only if one is needed.
+        let nodes = try yamlDocuments(text, source: source, resolver: .basic)
+        let exact = LazyDocuments { try yamlDocuments(text, source: source, resolver: .default) }
+        for (i, node) in nodes.enumerated() {
+            if case .scalar = node { continue }  // an empty document
+            let loc = ManifestLocation(source: source, document: i + 1)
+            if let json = YAMLNodeJSON.value(node) {
+                file(json: json, at: loc, into: &set) { type, path in
+                    var cur = try exact.get()[i]
+                    for j in path { cur = cur["items"]?.sequence?[j] ?? cur }
+                    return try YAMLDecoder().decode(type, from: cur)
+                }
+            } else if let n = try? exact.get()[i] {
+                add(yaml: n, at: loc, into: &set)
+            }
+        }
+        return set
+    }
+
+    /// The documents of a YAML text, as nodes.
+    static func yamlDocuments(_ text: String, source: String, resolver: Resolver) throws -> [Yams.Node] {
         var nodes: [Yams.Node] = []
         do {
             // nextRoot throws on syntax errors (the lazy sequence would stop silently).
-            let parser = try Yams.Parser(yaml: text)
+            let parser = try Yams.Parser(yaml: text, resolver: resolver)
             while let n = try parser.nextRoot() { nodes.append(n) }
         } catch {
             throw ManifestError.syntax(source, "\(error)")
         }
-        var docIndex = 0
-        for node in nodes {
-            docIndex += 1
-            if case .scalar = node { continue }  // an empty document
-            add(yaml: node, at: ManifestLocation(source: source, document: docIndex), into: &set)
+        return nodes
+    }
+
+    /// A parse made the first time it is asked for.
+    final class LazyDocuments {
+        private let make: () throws -> [Yams.Node]
+        private var made: [Yams.Node]?
+        init(_ make: @escaping () throws -> [Yams.Node]) { self.make = make }
+        func get() throws -> [Yams.Node] {
+            if let made { return made }
+            let n = try make()
+            made = n
+            return n
         }
-        return set
     }
 
     /// A JSON list decoded one item at a time, each parsed by `JSONParser` and decoded by the
@@ -193,7 +224,10 @@ public enum ManifestLoader {
                     continue
                 }
                 let bytes = Data(item)
-                file(json: try JSONParser.parse(bytes), bytes: bytes, at: loc, into: &set, decoder: decoder)
+                let value = try JSONParser.parse(bytes)
+                // Not an object: the whole text is decoded instead, for the decoder's own error.
+                guard case .object = value else { throw ManifestError.syntax(source, "item \(j + 1) is not an object") }
+                file(json: value, bytes: bytes, at: loc, into: &set, decoder: decoder)
             }
         }
         return set
@@ -234,15 +268,6 @@ public enum ManifestLoader {
     }
 
     static func add(yaml node: Yams.Node, at loc: ManifestLocation, into set: inout ManifestSet) {
-        // Plain YAML (nearly all of it) as JSON values: no tag resolution by regular expression.
-        if let json = YAMLNodeJSON.value(node) {
-            file(json: json, at: loc, into: &set) { type, path in
-                var cur = node
-                for i in path { cur = cur["items"]?.sequence?[i] ?? cur }
-                return try YAMLDecoder().decode(type, from: cur)
-            }
-            return
-        }
         let kind = node["kind"]?.string ?? ""
         if isList(kind: kind, hasItems: node["items"]?.sequence != nil) {
             for (j, item) in (node["items"]?.sequence ?? []).enumerated() {
