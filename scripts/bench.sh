@@ -9,23 +9,29 @@
 #   scripts/bench.sh nftables [...]  the nftables mode (both layouts) against the iptables mode
 #   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
 #   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins
+#   scripts/bench.sh render [...]    `switchyard render` as a command (JSON and YAML) against iptables-restore of its output
+#
+# Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 swift build -c release --product switchyard
 swift build -c release --product switchyard-bench
 swift build -c release --product switchyard-cni
-mkdir -p bench
+mkdir -p bench/last
 which="${1:-all}"; shift || true
 if [ "$which" = all ] || [ "$which" = iptables ]; then
-  .build/release/switchyard-bench iptables --switchyard .build/release/switchyard --out bench/iptables.md "$@"
+  .build/release/switchyard-bench iptables --switchyard .build/release/switchyard --out bench/last/iptables.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = nftables ]; then
-  .build/release/switchyard-bench nftables --out bench/nftables.md "$@"
+  .build/release/switchyard-bench nftables --out bench/last/nftables.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = userspace ]; then
-  .build/release/switchyard-bench userspace --out bench/userspace.md "$@"
+  .build/release/switchyard-bench userspace --out bench/last/userspace.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = render ]; then
+  .build/release/switchyard-bench render --switchyard .build/release/switchyard --iptables-backend legacy --out bench/last/render.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
-  .build/release/switchyard-bench cni --iterations 100 --out bench/cni.md "$@"
+  .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"
 fi
