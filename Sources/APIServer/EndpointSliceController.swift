@@ -21,6 +21,9 @@ public actor EndpointSliceController {
     private var selectors: [String: [String: [String: String]]] = [:]
     /// Services whose slices this controller wrote.
     private var managed = Set<String>()
+    /// Per Service, each Pod's trigger time as last seen (its Ready condition's lastTransitionTime),
+    /// as upstream's TriggerTimeTracker keeps them, for the slices' last-change-trigger-time.
+    private var podTriggers: [String: [String: Date]] = [:]
     /// The slices this controller manages, per Service (`namespace/name`) and by slice name, from
     /// the store's events and its own writes: a reconcile reads them here, not with a list that
     /// would cost as much as there are slices in the namespace.
@@ -218,6 +221,7 @@ public actor EndpointSliceController {
                 _ = await handler.handle(APIRequest(method: "DELETE", path: Self.path(Self.endpoints, ns, name)))
             }
             managed.remove(key)
+            podTriggers[key] = nil
             return
         }
         let pods = try await list(Self.pods, ns).filter { p in
@@ -227,8 +231,9 @@ public actor EndpointSliceController {
                 && !(p[path: ["status", "podIP"]]?.string ?? "").isEmpty
         }
         let existing = try (slicesOf[key] ?? [:]).values.map { try JSONValue.parse($0.value) }
+        let trigger = triggerTime(key, svc, pods)
         managed.insert(key)
-        try await sync(svc, name: name, ns: ns, pods: pods, existing: existing)
+        try await sync(svc, name: name, ns: ns, pods: pods, existing: existing, trigger: trigger)
     }
 
     static func owner(_ slice: JSONValue) -> String? { slice[path: ["metadata", "labels", EndpointSlice.serviceNameLabel]]?.string }
@@ -254,7 +259,59 @@ public actor EndpointSliceController {
         }
     }
 
-    func sync(_ svc: JSONValue, name: String, ns: String, pods: [JSONValue], existing: [JSONValue]) async throws {
+    /// When the change this reconcile publishes began, as upstream's TriggerTimeTracker computes
+    /// it: the earliest trigger time that changed since the last reconcile — a Pod's Ready
+    /// transition, or the Service's creation for a Service seen for the first time. A change with
+    /// no such time (a Pod gone, a status without lastTransitionTime) is stamped with now, so the
+    /// proxy's network programming latency still covers it from the controller on.
+    func triggerTime(_ key: String, _ svc: JSONValue, _ pods: [JSONValue]) -> Date {
+        let now = Date()
+        var changed: [Date] = []
+        let before = podTriggers[key]
+        var after: [String: Date] = [:]
+        for p in pods {
+            let name = p[path: ["metadata", "name"]]?.string ?? ""
+            let ready = (p[path: ["status", "conditions"]]?.array ?? []).first { $0["type"] == "Ready" }
+            let t = ready?["lastTransitionTime"]?.string.flatMap(parseTime) ?? before?[name] ?? now
+            after[name] = t
+            if before?[name] != t { changed.append(t) }
+        }
+        if before == nil, let created = svc[path: ["metadata", "creationTimestamp"]]?.string.flatMap(parseTime) {
+            changed.append(created)
+        }
+        podTriggers[key] = after
+        return changed.min() ?? now
+    }
+
+    /// An RFC 3339 time (with or without fractional seconds).
+    func parseTime(_ s: String) -> Date? {
+        (s.contains(".") ? fractionalTime : wholeTime).date(from: s)
+    }
+    private let wholeTime: ISO8601DateFormatter = {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f
+    }()
+    private let fractionalTime: ISO8601DateFormatter = {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f
+    }()
+
+    /// Go's RFC3339Nano in UTC, as upstream writes the annotation.
+    static func rfc3339Nano(_ d: Date) -> String {
+        let whole = floor(d.timeIntervalSince1970)
+        var nanos = Int(((d.timeIntervalSince1970 - whole) * 1e9).rounded())
+        if nanos >= 1_000_000_000 { nanos = 999_999_999 }
+        let base = String(APIHandler.rfc3339(Date(timeIntervalSince1970: whole)).dropLast())
+        guard nanos > 0 else { return base + "Z" }
+        var frac = String(nanos)
+        frac = String(repeating: "0", count: 9 - frac.count) + frac
+        while frac.hasSuffix("0") { frac.removeLast() }
+        return base + "." + frac + "Z"
+    }
+
+    func sync(_ svc: JSONValue, name: String, ns: String, pods: [JSONValue], existing: [JSONValue], trigger: Date) async throws {
         let svcPorts = svc[path: ["spec", "ports"]]?.array ?? []
         // Pods grouped by the ports they resolve to (a named target port may differ per Pod).
         var groups: [[JSONValue]: [JSONValue]] = [:]
@@ -305,6 +362,7 @@ public actor EndpointSliceController {
                 o["endpoints"] = want["endpoints"]
                 o["ports"] = want["ports"]
                 o["addressType"] = "IPv4"
+                o[path: ["metadata", "annotations", Self.triggerAnnotation]] = .string(Self.rfc3339Nano(trigger))
                 let r = await handler.handle(APIRequest(method: "PUT", path: Self.path(Self.slices, ns, o[path: ["metadata", "name"]]?.string ?? ""),
                                                         body: o.serialized()))
                 if r.code >= 300 { throw APIError.internal("updating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
@@ -313,7 +371,8 @@ public actor EndpointSliceController {
                 var o = want
                 o["apiVersion"] = "discovery.k8s.io/v1"
                 o["kind"] = "EndpointSlice"
-                o["metadata"] = ["generateName": .string("\(name)-"), "namespace": .string(ns), "labels": labels, "ownerReferences": ownerRef]
+                o["metadata"] = ["generateName": .string("\(name)-"), "namespace": .string(ns), "labels": labels, "ownerReferences": ownerRef,
+                                 "annotations": [Self.triggerAnnotation: .string(Self.rfc3339Nano(trigger))]]
                 let r = await handler.handle(APIRequest(method: "POST", path: Self.path(Self.slices, ns), body: o.serialized()))
                 if r.code >= 300 { throw APIError.internal("creating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
                 if let written = r.json { remember(written, ns: ns) }

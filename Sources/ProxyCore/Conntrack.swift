@@ -4,8 +4,42 @@ import Netlink
 /// Deletes conntrack entries that would keep sending UDP traffic to endpoints
 /// that are gone (upstream's `CleanStaleEntries`).
 public protocol ConntrackCleaner: Sendable {
-    func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws
-    func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws
+    /// Returns how many entries were deleted (0 where the cleaner cannot tell).
+    @discardableResult
+    func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws -> Int
+    @discardableResult
+    func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws -> Int
+    /// One reconcile pass (a sync's stale-flow cleanup) took `duration`.
+    func passed(_ duration: Duration)
+}
+
+extension ConntrackCleaner {
+    public func passed(_ duration: Duration) {}
+}
+
+/// A cleaner that reports to kube-proxy's conntrack reconciler metrics: the entries deleted, and
+/// the time of each pass.
+public struct MeasuredConntrack: ConntrackCleaner {
+    public let inner: any ConntrackCleaner
+    public let metrics: ProxyMetrics
+    public init(_ inner: any ConntrackCleaner, metrics: ProxyMetrics) {
+        self.inner = inner
+        self.metrics = metrics
+    }
+
+    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
+        let n = try inner.deleteFlows(to: serviceIP, port: port, proto: proto, natDestination: natDestination)
+        metrics.conntrackDeletedEntries.increment(by: Double(n))
+        return n
+    }
+
+    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
+        let n = try inner.deleteNodePortFlows(port: port, proto: proto, natDestination: natDestination)
+        metrics.conntrackDeletedEntries.increment(by: Double(n))
+        return n
+    }
+
+    public func passed(_ duration: Duration) { metrics.conntrackSyncDuration.record(duration) }
 }
 
 /// Deletes the entries over nfnetlink (ctnetlink), with no `conntrack` binary needed:
@@ -14,19 +48,19 @@ public struct NetlinkConntrack: ConntrackCleaner {
     public var namespace: Netlink.Namespace
     public init(namespace: Netlink.Namespace = .current) { self.namespace = namespace }
 
-    private func delete(_ f: ConntrackFilter, ipv6: Bool) throws {
+    private func delete(_ f: ConntrackFilter, ipv6: Bool) throws -> Int {
         try Conntrack(in: namespace).delete(matching: f, ipv6: ipv6)
     }
 
-    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws {
-        guard let dst = IPNet.parseIP(serviceIP.description) else { return }
-        try delete(ConntrackFilter(proto: proto.number, originalDestination: dst, originalDestinationPort: UInt16(port),
+    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
+        guard let dst = IPNet.parseIP(serviceIP.description) else { return 0 }
+        return try delete(ConntrackFilter(proto: proto.number, originalDestination: dst, originalDestinationPort: UInt16(port),
                                    natDestination: natDestination.flatMap(IPNet.parseIP)), ipv6: dst.count == 16)
     }
 
-    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws {
+    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
         let nat = natDestination.flatMap(IPNet.parseIP)
-        try delete(ConntrackFilter(proto: proto.number, originalDestinationPort: UInt16(port), natDestination: nat),
+        return try delete(ConntrackFilter(proto: proto.number, originalDestinationPort: UInt16(port), natDestination: nat),
                    ipv6: nat?.count == 16)
     }
 }
@@ -36,24 +70,26 @@ public struct ExecConntrack: ConntrackCleaner {
     public var runner: CommandRunner
     public init(runner: CommandRunner) { self.runner = runner }
 
-    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws {
+    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
         var args = ["conntrack", "-D", "-p", proto.lower, "--orig-dst", serviceIP.description, "--orig-port-dst", String(port)]
         if let d = natDestination { args += ["--dst-nat", d] }
-        try run(args)
+        return try run(args)
     }
 
-    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws {
+    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
         var args = ["conntrack", "-D", "-p", proto.lower, "--orig-port-dst", String(port)]
         if let d = natDestination { args += ["--dst-nat", d] }
-        try run(args)
+        return try run(args)
     }
 
-    private func run(_ args: [String]) throws {
+    /// conntrack prints "N flow entries have been deleted." on stderr.
+    private func run(_ args: [String]) throws -> Int {
         // conntrack exits 1 with "0 flow entries have been deleted" when nothing matched.
         let r = try runner.run(args, check: false)
         if r.status != 0 && !r.stderr.contains("0 flow entries") {
             throw CommandRunner.Failure(command: args, status: r.status, stderr: r.stderr)
         }
+        return r.stderr.split(separator: " ").first.flatMap { Int($0) } ?? 0
     }
 }
 
@@ -61,11 +97,13 @@ public struct ExecConntrack: ConntrackCleaner {
 public final class FakeConntrack: ConntrackCleaner, @unchecked Sendable {
     public private(set) var deleted: [String] = []
     public init() {}
-    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws {
+    public func deleteFlows(to serviceIP: IPAddress, port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
         deleted.append("\(proto.lower) \(serviceIP):\(port) -> \(natDestination ?? "*")")
+        return 1
     }
-    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws {
+    public func deleteNodePortFlows(port: Int, proto: L4Protocol, natDestination: String?) throws -> Int {
         deleted.append("\(proto.lower) nodeport \(port) -> \(natDestination ?? "*")")
+        return 1
     }
 }
 
@@ -150,7 +188,9 @@ public struct UDPFlowHistory: Sendable {
                 }
                 previous.portsByService[svc] = byService[svc]
             }
+            let start = ContinuousClock.now
             errors = StaleFlows.clean(previous: previous, current: current, changed: Set(services), cleaner: cleaner)
+            cleaner.passed(ContinuousClock.now - start)
         }
         for svc in services {
             for name in byService[svc] ?? [] {

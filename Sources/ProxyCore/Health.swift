@@ -24,12 +24,18 @@ public final class HealthState: @unchecked Sendable {
         }
     }
 
-    public func response(path: String) -> SimpleResponse {
-        let (updated, healthy) = lock.withLock { (lastUpdated, lastUpdated != nil) }
-        let ok = healthy && isHealthy
+    /// kube-proxy's answer on `/healthz` and `/livez` (upstream's `proxy_health.go`): 200 or 503
+    /// with `lastUpdated`, `currentTime`, `healthy` and the per-family `status`; `/healthz` also
+    /// says whether the node is eligible (this proxy does not read Node objects: always true).
+    public func response(path: String, family: String = "IPv4") -> SimpleResponse {
+        let updated = lock.withLock { lastUpdated }
+        let ok = isHealthy
         let fmt = ISO8601DateFormatter()
         fmt.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let body = "{\"lastUpdated\": \"\(updated.map { fmt.string(from: $0) } ?? "")\",\"currentTime\": \"\(fmt.string(from: Date()))\", \"nodeEligible\": true}"
+        let last = updated.map { fmt.string(from: $0) } ?? ""
+        var body = "{\"lastUpdated\": \"\(last)\",\"currentTime\": \"\(fmt.string(from: Date()))\""
+        if path == "/healthz" { body += ", \"nodeEligible\": true" }
+        body += ", \"healthy\": \(ok), \"status\": {\"\(family)\": {\"lastUpdated\": \"\(last)\", \"healthy\": \(ok)}}}"
         return SimpleResponse(status: ok ? .ok : .serviceUnavailable,
                               headers: [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")],
                               body: body)

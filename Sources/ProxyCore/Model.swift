@@ -235,11 +235,17 @@ public protocol ProxyBackend: AnyObject, Sendable {
 
 public struct SyncOutcome: Sendable {
     public var full: Bool
-    /// Rules (or objects) written in this sync, for the metrics.
+    /// Rules (or objects) written in this sync, for the log.
     public var objectsWritten: Int
-    public init(full: Bool, objectsWritten: Int) {
+    /// iptables rules by table: written in this sync, and owned in all after it (kube-proxy's
+    /// `…_iptables_last` and `…_iptables_total`); nil for a backend that does not count them.
+    public var rulesWritten: [String: Int]?
+    public var rulesOwned: [String: Int]?
+    public init(full: Bool, objectsWritten: Int, rulesWritten: [String: Int]? = nil, rulesOwned: [String: Int]? = nil) {
         self.full = full
         self.objectsWritten = objectsWritten
+        self.rulesWritten = rulesWritten
+        self.rulesOwned = rulesOwned
     }
 }
 

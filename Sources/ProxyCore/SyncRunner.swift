@@ -63,7 +63,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
     private var recentSyncs: [ContinuousClock.Instant] = []
     private var lastFull = ContinuousClock.now
     private var retryDelay: Duration = .zero
-    private var queuedAt: ContinuousClock.Instant?
+    private var countedServiceChanges = 0, countedEndpointChanges = 0
     /// The generation of the last snapshot synced (the snapshot itself is not kept:
     /// holding it would make the tracker copy the whole snapshot on every change).
     public private(set) var lastGeneration: Int?
@@ -91,14 +91,36 @@ public actor ProxyRunner: ServiceLifecycle.Service {
     /// reject every one of them for lack of endpoints).
     public func update(initializing: Bool = true, _ change: @Sendable (inout ChangeTracker) -> Void) async {
         change(&tracker)
+        countChanges()
         let first = initializing && !initialized
         if initializing { initialized = true }
         if tracker.hasPendingChanges || first {
-            if queuedAt == nil { queuedAt = .now }
             health.queued()
             metrics.lastQueuedTimestamp.set(Date().timeIntervalSince1970)
             await signal.send()
         }
+    }
+
+    /// The tracker's change counts into the metrics: the totals by what is new, the pending gauges as they are.
+    private func countChanges() {
+        metrics.serviceChangesTotal.increment(by: Double(tracker.serviceChanges - countedServiceChanges))
+        metrics.endpointChangesTotal.increment(by: Double(tracker.endpointChanges - countedEndpointChanges))
+        countedServiceChanges = tracker.serviceChanges
+        countedEndpointChanges = tracker.endpointChanges
+        metrics.serviceChangesPending.set(Double(tracker.pendingServiceChanges.count))
+        metrics.endpointChangesPending.set(Double(tracker.pendingEndpointChanges.count))
+    }
+
+    /// Services with a Local traffic policy and no local endpoints to send to, per policy.
+    static func noLocalEndpoints(_ snap: ProxySnapshot) -> (internal: Int, external: Int) {
+        var i = 0, e = 0
+        for (name, info) in snap.servicePorts where info.internalPolicyLocal || info.externalPolicyLocal {
+            let local = (snap.endpoints[name] ?? []).contains { $0.isLocal && ($0.ready || ($0.serving && $0.terminating)) }
+            if local { continue }
+            if info.internalPolicyLocal { i += 1 }
+            if info.externalPolicyLocal && info.externallyAccessible { e += 1 }
+        }
+        return (i, e)
     }
 
     /// Ask for a full resync (for example after a canary loss).
@@ -147,6 +169,8 @@ public actor ProxyRunner: ServiceLifecycle.Service {
     public func syncOnce() async {
         let full = forceFull
         let (snap, changed) = tracker.snapshot()
+        let triggers = tracker.takeTriggerTimes()
+        countChanges()
         let request = SyncRequest(snapshot: snap, changedServices: full ? nil : changed)
         let start = ContinuousClock.now
         recentSyncs.append(start)
@@ -154,11 +178,16 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             let outcome = try await backend.sync(request)
             let took = ContinuousClock.now - start
             metrics.syncDuration.record(took)
-            if outcome.full { metrics.syncFullDuration.record(took) } else { metrics.syncPartialDuration.record(took) }
-            metrics.rulesLastSync.set(Double(outcome.objectsWritten))
-            metrics.lastSyncTimestamp.set(Date().timeIntervalSince1970)
-            if let q = queuedAt { metrics.networkProgramming.record(ContinuousClock.now - q) }
-            queuedAt = nil
+            if outcome.full { metrics.syncFullDuration?.record(took) } else { metrics.syncPartialDuration?.record(took) }
+            for (table, n) in outcome.rulesWritten ?? [:] { metrics.rulesLast[table]?.set(Double(n)) }
+            for (table, n) in outcome.rulesOwned ?? [:] { metrics.rulesTotal[table]?.set(Double(n)) }
+            let noLocal = Self.noLocalEndpoints(snap)
+            metrics.noLocalInternal.set(Double(noLocal.internal))
+            metrics.noLocalExternal.set(Double(noLocal.external))
+            let now = Date().timeIntervalSince1970
+            metrics.lastSyncTimestamp.set(now)
+            // From each changed slice's last-change-trigger-time to rules in place, as upstream.
+            for t in triggers { metrics.networkProgramming.record(.milliseconds(Int64(max(0, now - t) * 1000))) }
             forceFull = false
             if outcome.full {
                 lastFull = ContinuousClock.now
@@ -174,11 +203,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
                 "elapsed": "\(String(format: "%.1f ms", Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000))"])
             await healthChecks?.sync(snap)
         } catch {
-            metrics.syncFailures.increment()
-            if backend.mode == "iptables" {
-                metrics.restoreFailures.increment()
-                if !(request.changedServices == nil) { metrics.partialRestoreFailures.increment() }
-            }
+            metrics.syncFailed(partial: request.changedServices != nil)
             // The tracker's changes are consumed: the retry must be a full sync.
             forceFull = true
             retryDelay = retryDelay == .zero ? .seconds(1) : min(retryDelay * 2, syncPeriod)

@@ -12,11 +12,25 @@ struct AppliedService {
     private var chainList: String
     var chains: [Substring] { chainList.split(separator: " ") }
 
-    init(natTop: [String], filterTop: [String], chains: [String]) {
+    /// Rules in the service's own chains.
+    var chainRuleLines: Int
+
+    init(natTop: [String], filterTop: [String], chains: [String], chainRuleLines: Int = 0) {
         self.natTop = natTop
         self.filterTop = filterTop
         chainList = chains.joined(separator: " ")
+        self.chainRuleLines = chainRuleLines
     }
+
+    /// Rules this service owns, per table.
+    var natRules: Int { natTop.count + chainRuleLines }
+}
+
+/// Lines in a text whose lines each end in "\n".
+func lineCount(_ s: String) -> Int {
+    var n = 0
+    for c in s.utf8 where c == 10 { n += 1 }
+    return n
 }
 
 /// The restore input for one sync, and what it leaves applied.
@@ -32,6 +46,9 @@ struct SyncPlan {
     var applied: [ServicePortName: AppliedService]
     var full: Bool
     var linesWritten: Int
+    /// Rules written per table (`filter`, `nat`), and the change in rules owned (a full sync: the total).
+    var rulesWritten: [String: Int] = [:]
+    var rulesOwnedChange: [String: Int] = [:]
 }
 
 /// kube-proxy's iptables mode.
@@ -50,6 +67,8 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
 
     // State of what is applied; guarded by `lock` (syncs are serialized by the runner).
     private var applied: [ServicePortName: AppliedService] = [:]
+    /// Rules owned per table after the last sync, for `…_iptables_total`.
+    private var rulesOwned: [String: Int] = [:]
     private var needFullSync = true
     private var lastLargeCluster: Bool?
     private var udpHistory = UDPFlowHistory()
@@ -105,7 +124,12 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         for e in udpHistory.update(current: snap, changed: changed, cleaner: conntrack) {
             logger.warning("failed to delete stale conntrack entries: \(e)")
         }
-        return SyncOutcome(full: p.full, objectsWritten: p.linesWritten)
+        if p.full {
+            rulesOwned = p.rulesOwnedChange
+        } else {
+            for (t, d) in p.rulesOwnedChange { rulesOwned[t, default: 0] += d }
+        }
+        return SyncOutcome(full: p.full, objectsWritten: p.linesWritten, rulesWritten: p.rulesWritten, rulesOwned: rulesOwned)
     }
 
     public func needsFullResync() async -> Bool {
@@ -162,8 +186,11 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         natChains.reserveCapacity((snap.servicePorts.count * 3 + endpointCount) * 32 + 4096)
         for c in Generator.filterChains { filterChains += ":\(c) - [0:0]\n" }
         for c in Generator.natChains { natChains += ":\(c) - [0:0]\n" }
-        natRules += gen.postroutingRules()
+        let postrouting = gen.postroutingRules()
+        natRules += postrouting
+        var natCount = lineCount(postrouting), filterCount = 0
         if let fw = gen.kubeletFirewallRule {
+            filterCount += lineCount(fw)
             filterChains += ":\(Chains.kubeletFirewall) - [0:0]\n"
             filterRules += fw
         } else if existing?.chains["filter"]?.contains(Chains.kubeletFirewall) != true {
@@ -185,7 +212,10 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             }
             natRules += r.chainRules
             lines += r.natTop.count + r.filterTop.count + r.chains.count
-            applied[name] = AppliedService(natTop: r.natTop, filterTop: r.filterTop, chains: r.chains)
+            let a = AppliedService(natTop: r.natTop, filterTop: r.filterTop, chains: r.chains, chainRuleLines: lineCount(r.chainRules))
+            natCount += a.natRules
+            filterCount += r.filterTop.count
+            applied[name] = a
         }
         // Stale service chains left by an earlier run or by services that are gone.
         var stale: [String] = []
@@ -195,8 +225,10 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         stale.sort()
         for c in stale { natChains += ":\(c) - [0:0]\n" }
         for c in stale { natRules += "-X \(c)\n" }
-        for l in gen.nodePortJumps() { natRules += l; natRules += "\n" }
-        filterRules += gen.forwardRules()
+        for l in gen.nodePortJumps() { natRules += l; natRules += "\n"; natCount += 1 }
+        let forward = gen.forwardRules()
+        filterRules += forward
+        filterCount += lineCount(forward)
 
         // Jumps from the built-in chains, inserted where missing (upstream's EnsureRule(Prepend)).
         var jumps: [String: String] = [:]
@@ -212,7 +244,8 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         let tail = (jumps["nat"] ?? "") + "COMMIT\n*mangle\n:\(Chains.canary) - [0:0]\nCOMMIT\n"
         let parts: [CommandRunner.InputPart] = [.text(head), try natChains.finish(), .text(":\(Chains.canary) - [0:0]\n"),
                                                  try natRules.finish(), .text(tail)]
-        return SyncPlan(parts: parts, applied: applied, full: true, linesWritten: lines)
+        let counts = ["filter": filterCount, "nat": natCount]
+        return SyncPlan(parts: parts, applied: applied, full: true, linesWritten: lines, rulesWritten: counts, rulesOwnedChange: counts)
     }
 
     private func partialPlan(_ snap: ProxySnapshot, changed: Set<NamespacedName>, gen: inout Generator) -> SyncPlan {
@@ -225,6 +258,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var natDel: [String] = [], natAdd: [String] = []
         var natChains = "", natRules = "", deletes = ""
         var lines = 0
+        var natWritten = 0, natOwned = 0, filterOwned = 0
         for name in names.sorted() {
             let old = self.applied[name]
             var new: AppliedService?
@@ -232,7 +266,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             if let info = snap.servicePorts[name] {
                 let rr = gen.rules(for: info, endpoints: snap.endpoints[name] ?? [], node: snap.node)
                 r = rr
-                new = AppliedService(natTop: rr.natTop, filterTop: rr.filterTop, chains: rr.chains)
+                new = AppliedService(natTop: rr.natTop, filterTop: rr.filterTop, chains: rr.chains, chainRuleLines: lineCount(rr.chainRules))
             }
             let oldNat = Set(old?.natTop ?? []), newNat = Set(new?.natTop ?? [])
             natDel += (old?.natTop ?? []).filter { !newNat.contains($0) }
@@ -245,7 +279,10 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 for c in r.chains { natChains += ":\(c) - [0:0]\n" }
                 natRules += r.chainRules
                 lines += r.chains.count
+                natWritten += new?.chainRuleLines ?? 0
             }
+            natOwned += (new?.natRules ?? 0) - (old?.natRules ?? 0)
+            filterOwned += (new?.filterTop.count ?? 0) - (old?.filterTop.count ?? 0)
             for c in old?.chains ?? [] where !newChains.contains(String(c)) {
                 natChains += ":\(c) - [0:0]\n"
                 deletes += "-X \(c)\n"
@@ -268,7 +305,9 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             s += deletes
             s += "COMMIT\n"
         }
-        return SyncPlan(parts: [.text(s)], applied: applied, full: false, linesWritten: lines)
+        return SyncPlan(parts: [.text(s)], applied: applied, full: false, linesWritten: lines,
+                        rulesWritten: ["filter": filterAdd.count, "nat": natWritten + natAdd.count],
+                        rulesOwnedChange: ["filter": filterOwned, "nat": natOwned])
     }
 
     /// `-A CHAIN spec` → `-I CHAIN 1 spec`: new service rules go first, so the

@@ -165,9 +165,9 @@ public actor UserspaceProxier: ProxyBackend {
             for plan in opened.values.map(\.plan) + removedPlans + movedPortals where plan.proto == .udp {
                 for portal in plan.portals {
                     if let ip = portal.ip, portal.kind != .nodePort {
-                        try? conntrack.deleteFlows(to: ip, port: portal.port, proto: .udp, natDestination: nil)
+                        _ = try? conntrack.deleteFlows(to: ip, port: portal.port, proto: .udp, natDestination: nil)
                     } else if portal.kind == .nodePort {
-                        try? conntrack.deleteNodePortFlows(port: portal.port, proto: .udp, natDestination: nil)
+                        _ = try? conntrack.deleteNodePortFlows(port: portal.port, proto: .udp, natDestination: nil)
                     }
                 }
             }

@@ -251,7 +251,7 @@ extension ProxyFlags {
 
 /// The backend for `--proxy-mode`.
 func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, logger: Logger) throws -> any ProxyBackend {
-    let conntrack = NetlinkConntrack()
+    let conntrack = MeasuredConntrack(NetlinkConntrack(), metrics: metrics)
     switch c.mode {
     case "ipvs":
         let ipvs: IPVS

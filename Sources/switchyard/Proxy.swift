@@ -85,8 +85,10 @@ struct Proxy: AsyncParsableCommand {
         var servers: [SimpleHTTPServer] = []
         if let (h, p) = healthz {
             servers.append(try await listen("--healthz-bind-address", h, p) { _, path in
-                path == "/healthz" || path == "/livez" ? health.response(path: path)
-                    : SimpleResponse(status: .notFound, body: "404 page not found\n")
+                guard path == "/healthz" || path == "/livez" else { return SimpleResponse(status: .notFound, body: "404 page not found\n") }
+                let r = health.response(path: path)
+                metrics.countHealth(path: path, ok: r.status == .ok)
+                return r
             })
         }
         if let (h, p) = metricsAddress {

@@ -115,6 +115,78 @@ struct ControlPlaneTests {
         for _ in 0..<4 { #expect(lab.tcp("10.96.0.50", 80) == "a") }
     }
 
+    /// The proxy's metrics as kube-proxy's: a Pod that turns ready after the proxy started is
+    /// observed as network programming latency from its slice's last-change-trigger-time (which the
+    /// EndpointSlice controller writes), the change counters move, the iptables rule gauges are per
+    /// table, and /healthz answers with upstream's fields and is counted.
+    @Test(.enabled(if: kubectl("1.33") != nil, "kubectl 1.33 is not installed"))
+    func networkProgrammingLatencyFromTheTriggerAnnotation() async throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab)
+        var r = try server.kubectl(k, ["apply", "-f", "-"], input: Self.service + "\n---\n" + Self.pod("web-a"))
+        #expect(r.status == 0, "\(r.err)")
+        func ready(_ name: String, _ ip: String) throws {
+            let now = ISO8601DateFormatter().string(from: Date())
+            let patch = #"{"status":{"phase":"Running","podIP":"\#(ip)","conditions":[{"type":"Ready","status":"True","lastTransitionTime":"\#(now)"}]}}"#
+            let r = try server.kubectl(k, ["patch", "pod", name, "--subresource=status", "--type=merge", "-p", patch])
+            #expect(r.status == 0, "\(r.err)")
+        }
+        try ready("web-a", "10.244.1.2")
+        var annotation = ""
+        for _ in 0..<50 where annotation.isEmpty {
+            annotation = try server.kubectl(k, ["get", "endpointslices", "-l", "kubernetes.io/service-name=web", "-o",
+                                                #"jsonpath={.items[0].metadata.annotations.endpoints\.kubernetes\.io/last-change-trigger-time}"#]).out
+            if annotation.isEmpty { usleep(50_000) }
+        }
+        #expect(annotation.hasSuffix("Z") && annotation.count >= 20, "the controller writes the trigger time: \(annotation)")
+
+        let metricsPort = Int.random(in: 31000...39999)
+        try lab.spawn(lab.node, [try switchyardBinary(), "proxy", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                                 "--cluster-cidr", "10.244.0.0/16", "--kubeconfig", server.kubeconfig, "--min-sync-period", "100ms",
+                                 "--metrics-bind-address", "127.0.0.1:\(metricsPort)", "--healthz-bind-address", "127.0.0.1:\(metricsPort + 1)"])
+        func metrics() -> String {
+            (try? Sh.run(["ip", "netns", "exec", lab.node, "curl", "-s", "http://127.0.0.1:\(metricsPort)/metrics"]))?.out ?? ""
+        }
+        func value(_ text: String, _ series: String) -> Double? {
+            text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        var text = ""
+        for _ in 0..<100 {
+            text = metrics()
+            if (value(text, #"kubeproxy_sync_proxy_rules_iptables_total{ip_family="IPv4",table="nat"}"#) ?? 0) > 0 { break }
+            usleep(100_000)
+        }
+        let before = value(text, #"kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}"#) ?? -1
+        #expect(before == 0, "slices from before the proxy started are not observed: \(before)")
+        let changesBefore = value(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total") ?? -1
+        #expect(changesBefore >= 1)
+
+        // A second Pod turns ready: its slice change is observed once the rules are in place. (Its
+        // Ready transition time has whole seconds: a second later, it is surely after the proxy's start.)
+        sleep(1)
+        r = try server.kubectl(k, ["apply", "-f", "-"], input: Self.pod("web-b"))
+        #expect(r.status == 0, "\(r.err)")
+        try ready("web-b", "10.244.1.3")
+        var after = 0.0
+        for _ in 0..<100 where after < 1 {
+            text = metrics()
+            after = value(text, #"kubeproxy_network_programming_duration_seconds_count{ip_family="IPv4"}"#) ?? 0
+            if after < 1 { usleep(100_000) }
+        }
+        #expect(after >= 1, "network programming latency observed: \(text)")
+        let sum = value(text, #"kubeproxy_network_programming_duration_seconds_sum{ip_family="IPv4"}"#) ?? -1
+        #expect(sum >= 0 && sum < 30, "a latency of seconds at most: \(sum)")
+        #expect((value(text, "kubeproxy_sync_proxy_rules_endpoint_changes_total") ?? 0) > changesBefore)
+        #expect((value(text, #"kubeproxy_sync_proxy_rules_iptables_total{ip_family="IPv4",table="filter"}"#) ?? 0) > 0)
+        #expect(value(text, #"kubeproxy_sync_proxy_rules_iptables_last{ip_family="IPv4",table="nat"}"#) != nil)
+
+        let health = try Sh.run(["ip", "netns", "exec", lab.node, "curl", "-s", "http://127.0.0.1:\(metricsPort + 1)/healthz"]).out
+        #expect(health.contains(#""healthy": true"#) && health.contains(#""status": {"IPv4": {"#) && health.contains(#""nodeEligible": true"#), "\(health)")
+        #expect((value(metrics(), #"kubeproxy_proxy_healthz_total{code="200"}"#) ?? 0) >= 1)
+    }
+
     /// kubectl's generators: 1.33 sends their objects as protobuf, 1.27 as JSON; both must
     /// arrive whole, zero replicas and string target ports included.
     @Test(arguments: ["1.27", "1.33"])
