@@ -7,11 +7,16 @@ enum Names {
     static let table = "kube-proxy"
     static let tableComment = "rules for kube-proxy"
 
-    static let filterPrerouting = "filter-prerouting"
+    // The base chains as upstream lays them out since v1.34 (kubernetes#132456): the firewall
+    // check before DNAT at dstnat-10, the endpoint and ClusterIP checks at filter priority.
+    // A table written by the earlier layout (`filter-prerouting`, `filter-output-post-dnat`, the
+    // filter chains at -110) is taken over by one sync: adoption recreates the base chains and
+    // deletes the old ones in the same transaction.
+    static let filterPreroutingPreDNAT = "filter-prerouting-pre-dnat"
+    static let filterOutputPreDNAT = "filter-output-pre-dnat"
     static let filterInput = "filter-input"
     static let filterForward = "filter-forward"
     static let filterOutput = "filter-output"
-    static let filterOutputPostDNAT = "filter-output-post-dnat"
     static let natPrerouting = "nat-prerouting"
     static let natOutput = "nat-output"
     static let natPostrouting = "nat-postrouting"
@@ -221,17 +226,17 @@ struct Generator {
             Chain(Names.markForMasquerade, rules: [Rule([.markSetOr(mark)])]),
             Chain(Names.rejectChain, comment: "helper for @no-endpoint-services / @no-endpoint-nodeports",
                   rules: [Rule([.reject])]),
-            base(Names.filterPrerouting, .filter, .prerouting, -110, [Rule([ctNew, jump(Names.firewallCheck)])]),
-            base(Names.filterInput, .filter, .input, -110, [
+            base(Names.filterPreroutingPreDNAT, .filter, .prerouting, -110, [Rule([ctNew, jump(Names.firewallCheck)])]),
+            base(Names.filterOutputPreDNAT, .filter, .output, -110, [Rule([ctNew, jump(Names.firewallCheck)])]),
+            base(Names.filterInput, .filter, .input, 0, [
                 Rule([ctNew, jump(Names.nodePortEndpointsCheck)]),
                 Rule([ctNew, jump(Names.serviceEndpointsCheck)])]),
-            base(Names.filterForward, .filter, .forward, -110, [
+            base(Names.filterForward, .filter, .forward, 0, [
                 Rule([ctNew, jump(Names.serviceEndpointsCheck)]),
                 Rule([ctNew, jump(Names.clusterIPsCheck)])]),
-            base(Names.filterOutput, .filter, .output, -110, [
+            base(Names.filterOutput, .filter, .output, 0, [
                 Rule([ctNew, jump(Names.serviceEndpointsCheck)]),
-                Rule([ctNew, jump(Names.firewallCheck)])]),
-            base(Names.filterOutputPostDNAT, .filter, .output, -90, [Rule([ctNew, jump(Names.clusterIPsCheck)])]),
+                Rule([ctNew, jump(Names.clusterIPsCheck)])]),
             base(Names.natPrerouting, .nat, .prerouting, -100, [Rule([jump(Names.services)])]),
             base(Names.natOutput, .nat, .output, -100, [Rule([jump(Names.services)])]),
             base(Names.natPostrouting, .nat, .postrouting, 100, [Rule([jump(Names.masquerading)])]),
@@ -419,7 +424,9 @@ struct Generator {
 
         // Masquerading of internal traffic, in the policy chain.
         if hasInternal {
-            let head: [Stmt] = [.addr(.daddr, negate: false, CIDR(address: info.clusterIP, prefixLength: 32)), .dport(proto, port)]
+            // The address alone, as upstream since v1.34 (kubernetes#131492): traffic to any port
+            // of the ClusterIP from outside the cluster is masqueraded.
+            let head: [Stmt] = [.addr(.daddr, negate: false, CIDR(address: info.clusterIP, prefixLength: 32))]
             if opts.masqueradeAll {
                 rule(internalChain, Rule(head + [.verdict(.jump(Names.markForMasquerade))]))
             } else if let notLocal = opts.ifLocal(negate: true) {

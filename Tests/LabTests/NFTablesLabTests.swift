@@ -167,4 +167,80 @@ struct NFTablesLabTests {
         #expect(t.lab.tcp("10.96.0.10", 80) == "a")
         #expect(t.lab.tcp("10.96.0.12", 82) == nil)
     }
+
+    /// A table written by the layout before upstream v1.34 (`filter-prerouting`,
+    /// `filter-output-post-dnat`, the filter chains at -110, masquerade rules matching the port)
+    /// is taken over by one sync of a restarted proxy, in one transaction: a client connecting in
+    /// a loop across the upgrade is never refused, and the table ends as a fresh one would be.
+    @Test func aTableInTheOldLayoutIsMigratedByOneSync() async throws {
+        let t = try NFTablesLab()
+        t.tracker.update(service: service("web", ip: "10.96.0.10", ports: webPorts))
+        t.tracker.update(slice: slice("web", ["10.244.1.2"], ports: webSlicePorts))
+        let (snap, _) = t.tracker.snapshot()
+        // The current layout rendered, turned into the old one, and loaded as an old proxy left it.
+        var old = t.proxier.render(snap)
+        old = old.replacingOccurrences(of: "filter-prerouting-pre-dnat", with: "filter-prerouting")
+        old = old.replacingOccurrences(of: "add chain ip kube-proxy filter-output-pre-dnat { type filter hook output priority -110 ; }",
+                                       with: "add chain ip kube-proxy filter-output-post-dnat { type filter hook output priority -90 ; }")
+        old = old.replacingOccurrences(of: "add rule ip kube-proxy filter-output-pre-dnat ct state new jump firewall-check",
+                                       with: "add rule ip kube-proxy filter-output-post-dnat ct state new jump cluster-ips-check")
+        old = old.replacingOccurrences(of: "add rule ip kube-proxy filter-output ct state new jump cluster-ips-check",
+                                       with: "add rule ip kube-proxy filter-output ct state new jump firewall-check")
+        old = old.replacingOccurrences(of: "priority 0 ;", with: "priority -110 ;")
+        old = old.replacingOccurrences(of: "ip daddr 10.96.0.10 ip saddr", with: "ip daddr 10.96.0.10 tcp dport 80 ip saddr")
+        #expect(old.contains("filter-output-post-dnat") && old.contains("tcp dport 80 ip saddr"), "\(old)")
+        let load = try Sh.run(["ip", "netns", "exec", t.lab.node, "nft", "-f", "-"], input: old)
+        #expect(load.status == 0, "\(load.err)")
+        #expect(t.lab.tcp("10.96.0.10", 80) == "a", "the old layout serves")
+
+        // Traffic in a loop while a restarted proxier adopts the table.
+        let lab = t.lab
+        let stop = ManagedAtomicFlag()
+        let counts = Task.detached { () -> (Int, Int) in
+            var ok = 0, failed = 0
+            while !stop.isSet {
+                if lab.tcp("10.96.0.10", 80, timeout: 1) == "a" { ok += 1 } else { failed += 1 }
+            }
+            return (ok, failed)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let fake = RecordingNFTables(try SystemNFTables(netns: "/var/run/netns/\(t.lab.node)"))
+        let p2 = NFTablesProxier(interface: fake, options: t.proxier.opts, conntrack: nil, logger: t.proxier.logger)
+        let out = try await p2.sync(SyncRequest(snapshot: snap, changedServices: nil))
+        try await Task.sleep(for: .milliseconds(300))
+        stop.set()
+        let (ok, failed) = await counts.value
+        #expect(out.full)
+        #expect(fake.transactions.count <= 2, "what traffic sees changes in one transaction (prepare + commit): \(fake.transactions.count)")
+        #expect(ok > 0 && failed == 0, "connections across the migration: \(ok) answered, \(failed) not")
+        let listed = try t.list()
+        #expect(!listed.contains("filter-prerouting ") && !listed.contains("filter-output-post-dnat"), "\(listed)")
+        #expect(!listed.contains("tcp dport 80 ip saddr"), "\(listed)")
+        // As a fresh table would list: the rendered script loaded into an empty namespace.
+        let fresh = try BareNamespace()
+        _ = try Sh.must(["ip", "netns", "exec", fresh.name, "nft", "-f", "-"], input: t.proxier.render(snap))
+        let freshListed = try Sh.must(["ip", "netns", "exec", fresh.name, "nft", "list", "table", "ip", "kube-proxy"])
+        #expect(listed == freshListed)
+    }
+}
+
+/// A flag set once, read from another task.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
+/// The system nftables, recording each call to `apply` (one per sync step of transactions).
+final class RecordingNFTables: NFTablesInterface, @unchecked Sendable {
+    let inner: SystemNFTables
+    private(set) var transactions: [[Op]] = []
+    init(_ inner: SystemNFTables) { self.inner = inner }
+    func readTable() throws -> KernelTable? { try inner.readTable() }
+    func ruleCounts(_ chains: [String]) throws -> [String: Int] { try inner.ruleCounts(chains) }
+    func apply(_ transactions: [[Op]]) throws {
+        self.transactions += transactions.filter { !$0.isEmpty }
+        try inner.apply(transactions)
+    }
 }

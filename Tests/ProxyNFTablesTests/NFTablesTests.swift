@@ -1,3 +1,4 @@
+import Foundation
 import Netlink
 import KubeAPI
 import ProxyCore
@@ -34,6 +35,11 @@ func upstreamFixture() -> (ProxySnapshot, NFTablesOptions) {
     svc5.status = ServiceStatus(loadBalancer: LoadBalancerStatus(ingress: [LoadBalancerIngress(ip: "5.6.7.8")]))
     t.update(service: svc5)
     t.update(slice: e("ns5", "svc5", "10.180.0.3"))
+    var svc4 = s("ns4", "svc4", "172.30.0.44", type: "NodePort")
+    svc4.spec.externalIPs = ["192.168.99.33"]
+    t.update(service: svc4)
+    t.update(slice: e("ns4", "svc4", "10.180.0.4"))
+    t.update(slice: e("ns4", "svc4", "10.180.0.5", node: "node-a"))
     t.update(service: s("ns6", "svc6", "172.30.0.46"))
     var o = NFTablesOptions()
     o.localDetector = .cidrs([CIDR("10.0.0.0/8")!])
@@ -76,7 +82,7 @@ func lines(_ script: String) -> Set<String> {
         let got = lines(p.render(snap))
         let t = "add rule ip kube-proxy"
         let want = [
-            "\(t) service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 tcp dport 80 ip saddr != 10.0.0.0/8 jump mark-for-masquerade",
+            "\(t) service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade",
             "\(t) service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }",
             "\(t) endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade",
             "\(t) endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80",
@@ -105,12 +111,26 @@ func lines(_ script: String) -> Set<String> {
             "\(t) cluster-ips-check ip daddr { 172.30.0.0/16 } drop comment \"Drop traffic to unallocated ClusterIPs\"",
             "\(t) masquerading mark and 0x00004000 == 0 return",
             "\(t) mark-for-masquerade mark set mark or 0x00004000",
-            "add chain ip kube-proxy filter-output-post-dnat { type filter hook output priority -90 ; }",
+            "add chain ip kube-proxy filter-output-pre-dnat { type filter hook output priority -110 ; }",
             "\(t) filter-input ct state new jump nodeport-endpoints-check",
         ]
         for w in want { #expect(got.contains(w), "missing: \(w)") }
         // svc6 has no endpoints: no chains of its own.
         #expect(!got.contains { $0.contains("chain ip kube-proxy service-") && $0.contains("ns6/svc6") })
+    }
+
+    /// The whole table on upstream's own test services equals upstream's expected dump of
+    /// `TestOverallNFTablesRules` (v1.34/v1.35, `Tests/Fixtures/upstream/`), line for line after
+    /// both are sorted as upstream's test helper sorts them.
+    @Test func upstreamFixtureEqualsUpstreamsExpectedDump() throws {
+        let (snap, o) = upstreamFixture()
+        let got = upstreamSorted(NFTablesProxier(fake: FakeNFTables(), options: o).render(snap))
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/upstream/nftables-v1.35-TestOverallNFTablesRules.txt")
+        let want = upstreamSorted(try String(contentsOf: fixture, encoding: .utf8))
+        let missing = want.filter { !got.contains($0) }, extra = got.filter { !want.contains($0) }
+        #expect(missing.isEmpty && extra.isEmpty, "missing:\n\(missing.joined(separator: "\n"))\nextra:\n\(extra.joined(separator: "\n"))")
+        #expect(got == want, "same lines, same order")
     }
 
     @Test func statementsCompileAsNftDoes() {
@@ -258,4 +278,40 @@ func lines(_ script: String) -> Set<String> {
         #expect(text.contains("10.96.0.8"))
         #expect(!text.contains("10.96.0.9"))
     }
+}
+
+/// A dump sorted as upstream's `sortNFTablesTransaction` (pkg/proxy/nftables/helpers_test.go) sorts
+/// one: blank and comment lines dropped, one element per line, objects ordered table, chain, rule,
+/// set, map, element, then by name; rules keep their order within a chain. The mark is written as
+/// upstream's test writes it (`0x4000`; nft lists it as `0x00004000`).
+func upstreamSorted(_ text: String) -> [String] {
+    var lines: [String] = []
+    for raw in text.split(separator: "\n", omittingEmptySubsequences: true) {
+        let l = raw.replacingOccurrences(of: "0x00004000", with: "0x4000")
+        if l.hasPrefix("#") || l.trimmingCharacters(in: .whitespaces).isEmpty { continue }
+        if l.hasPrefix("add element "), let open = l.firstIndex(of: "{") {
+            let head = l[..<open]
+            let body = l[l.index(after: open)..<l.lastIndex(of: "}")!].trimmingCharacters(in: .whitespaces)
+            for el in body.components(separatedBy: ", ") { lines.append("\(head){ \(el) }") }
+        } else {
+            lines.append(l)
+        }
+    }
+    let order = ["table": 10, "chain": 9, "rule": 8, "set": 7, "map": 6, "element": 5]
+    func less(_ a: String, _ b: String) -> Bool {
+        let wa = a.split(separator: " ", omittingEmptySubsequences: false), wb = b.split(separator: " ", omittingEmptySubsequences: false)
+        guard wa.count >= 5, wb.count >= 5 else { return false }
+        if wa[1] != wb[1] { return (order[String(wa[1])] ?? 0) >= (order[String(wb[1])] ?? 0) }
+        if wa[4] != wb[4] { return wa[4] < wb[4] }
+        if wa[1] == "rule" { return false }
+        return a < b
+    }
+    // Stable, as Go's sort.SliceStable.
+    var out: [String] = []
+    for l in lines {
+        var k = out.count
+        while k > 0 && less(l, out[k - 1]) { k -= 1 }
+        out.insert(l, at: k)
+    }
+    return out
 }
