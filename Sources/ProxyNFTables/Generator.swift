@@ -76,7 +76,8 @@ struct ServiceNames {
     /// `HASH-ns/name/proto/port__ip/port`, shared by the endpoint chain and its affinity set.
     func endpointBase(_ ep: EndpointInfo, _ info: ServicePortInfo) -> String {
         let n = info.name
-        let ip = ep.ip.replacingOccurrences(of: ":", with: ".")
+        // IPv6 colons as dots (upstream's name); not Foundation's replacingOccurrences, per endpoint.
+        let ip = ep.ip.utf8.contains(UInt8(ascii: ":")) ? String(ep.ip.map { $0 == ":" ? "." : $0 }) : ep.ip
         return Self.hashAndTruncate("\(n.service.namespace)/\(n.service.name)/\(proto)/\(n.port)__\(ip)/\(ep.port)")
     }
 }

@@ -50,17 +50,15 @@ func upstreamFixture() -> (ProxySnapshot, NFTablesOptions) {
 
 /// The rendered script with element lists split into one line per element, as upstream writes them.
 func lines(_ script: String) -> Set<String> {
-    var out = Set<String>()
-    for l in script.split(separator: "\n").map(String.init) {
-        if l.hasPrefix("add element "), let open = l.firstIndex(of: "{") {
-            let head = l[..<open]
-            let body = l[l.index(after: open)..<l.lastIndex(of: "}")!].trimmingCharacters(in: .whitespaces)
-            for el in body.components(separatedBy: ", ") { out.insert("\(head){ \(el) }") }
-        } else {
-            out.insert(l)
-        }
-    }
-    return out
+    Set(script.split(separator: "\n").map(String.init).flatMap(oneElementPerLine))
+}
+
+/// `add element T S { a, b }` as `add element T S { a }` and `add element T S { b }`; other lines as they are.
+func oneElementPerLine(_ l: String) -> [String] {
+    guard l.hasPrefix("add element "), let open = l.firstIndex(of: "{") else { return [l] }
+    let head = l[..<open]
+    let body = l[l.index(after: open)..<l.lastIndex(of: "}")!].trimmingCharacters(in: .whitespaces)
+    return body.components(separatedBy: ", ").map { "\(head){ \($0) }" }
 }
 
 @Suite struct NFTablesNamesTests {
@@ -289,13 +287,7 @@ func upstreamSorted(_ text: String) -> [String] {
     for raw in text.split(separator: "\n", omittingEmptySubsequences: true) {
         let l = raw.replacingOccurrences(of: "0x00004000", with: "0x4000")
         if l.hasPrefix("#") || l.trimmingCharacters(in: .whitespaces).isEmpty { continue }
-        if l.hasPrefix("add element "), let open = l.firstIndex(of: "{") {
-            let head = l[..<open]
-            let body = l[l.index(after: open)..<l.lastIndex(of: "}")!].trimmingCharacters(in: .whitespaces)
-            for el in body.components(separatedBy: ", ") { lines.append("\(head){ \(el) }") }
-        } else {
-            lines.append(l)
-        }
+        lines += oneElementPerLine(l)
     }
     let order = ["table": 10, "chain": 9, "rule": 8, "set": 7, "map": 6, "element": 5]
     func less(_ a: String, _ b: String) -> Bool {
