@@ -79,6 +79,21 @@ public struct SystemIPTables: IPTablesInterface {
     public func chainExists(table: String, chain: String) -> Bool {
         (try? runner.run(["iptables", "-w", "5", "-t", table, "-S", chain], check: false).status) == 0
     }
+
+    /// Whether this iptables takes `MASQUERADE --random-fully`: version 1.6.2 or later, as
+    /// upstream's `HasRandomFully` decides from `iptables --version` (false if it cannot tell).
+    public func hasRandomFully() -> Bool {
+        guard let out = try? runner.run(["iptables", "--version"], check: false).stdout else { return false }
+        return Self.randomFully(versionOutput: out)
+    }
+
+    /// `iptables v1.8.9 (nf_tables)` → true; anything before 1.6.2, or unreadable → false.
+    public static func randomFully(versionOutput: String) -> Bool {
+        guard let v = versionOutput.split(separator: " ").first(where: { $0.hasPrefix("v") }) else { return false }
+        let parts = v.dropFirst().split(separator: ".").map { Int($0.prefix { $0.isNumber }) ?? 0 }
+        let padded = parts + Array(repeating: 0, count: max(0, 3 - parts.count))
+        return padded.lexicographicallyPrecedes([1, 6, 2]) == false
+    }
 }
 
 /// An in-memory iptables that understands the subset of `iptables-restore` the

@@ -187,7 +187,10 @@ func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {
         // `render` cannot see the node's interfaces; it uses the addresses the CIDRs name exactly.
         ips = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
     }
-    return IPTablesOptions(c, nodePortIPs: ips)
+    var o = IPTablesOptions(c, nodePortIPs: ips)
+    // A live proxy asks the iptables it runs, as upstream does; `render` writes what current iptables takes.
+    if live { o.randomFully = SystemIPTables().hasRandomFully() }
+    return o
 }
 
 /// nftables mode takes NodePorts on the node's primary IPs by default, as upstream
@@ -264,6 +267,7 @@ func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, log
         o.nodeAddressesFromKernel = true   // looked up at every sync, inside --nodeport-addresses when given
         o.nodePortCIDRs = c.nodePortCIDRs
         o.strictARP = flags.ipvsStrictARP   // the proxier sets kube-proxy's IPVS sysctls at its first sync
+        o.randomFully = SystemIPTables().hasRandomFully()
         return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(), options: o, logger: logger)
     case "userspace":
         return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),

@@ -187,3 +187,23 @@ func normalized(_ fake: FakeIPTables) -> [String: [String]] {
         #expect(ct.deleted == ["udp 10.96.0.53:53 -> 10.244.1.3"])
     }
 }
+
+/// `--random-fully` only where iptables has it (1.6.2 on), as upstream's `HasRandomFully` decides.
+@Suite struct RandomFullyTests {
+    @Test func decidedFromTheVersion() {
+        #expect(SystemIPTables.randomFully(versionOutput: "iptables v1.8.9 (nf_tables)\n"))
+        #expect(SystemIPTables.randomFully(versionOutput: "iptables v1.6.2"))
+        #expect(!SystemIPTables.randomFully(versionOutput: "iptables v1.6.1"))
+        #expect(!SystemIPTables.randomFully(versionOutput: "iptables v1.4.21"))
+        #expect(!SystemIPTables.randomFully(versionOutput: "garbage"))
+        #expect(SystemIPTables().hasRandomFully(), "this machine's iptables (1.8.9) has it")
+    }
+
+    @Test func theRuleFollowsTheOption() {
+        var o = IPTablesOptions()
+        let with = Generator(opts: o, largeCluster: false).postroutingRules()
+        o.randomFully = false
+        let without = Generator(opts: o, largeCluster: false).postroutingRules()
+        #expect(with.contains("-j MASQUERADE --random-fully") && !without.contains("--random-fully"), "\(with)\n\(without)")
+    }
+}
