@@ -1,3 +1,4 @@
+import Foundation
 import Prometheus
 
 /// kube-proxy's metrics, as `RegisterMetrics(mode)` in upstream's `pkg/proxy/metrics` registers
@@ -113,5 +114,18 @@ public final class ProxyMetrics: Sendable {
         nftablesSyncFailures?.increment()
     }
 
-    public func text() -> String { registry.emitToString() }
+    private let collectors = Collectors()
+
+    /// Text a collector produces at each scrape, appended to the registry's (upstream's custom
+    /// collectors, such as the nfacct counters read from the kernel when scraped).
+    public func addCollector(_ collect: @escaping @Sendable () -> String) { collectors.add(collect) }
+
+    public func text() -> String { registry.emitToString() + collectors.text() }
+}
+
+final class Collectors: @unchecked Sendable {
+    private let lock = NSLock()
+    private var all: [@Sendable () -> String] = []
+    func add(_ c: @escaping @Sendable () -> String) { lock.withLock { all.append(c) } }
+    func text() -> String { lock.withLock { all }.map { $0() }.joined() }
 }

@@ -26,6 +26,8 @@ public struct IPTablesOptions: Sendable {
     public var nodePortIPs: [IPAddress]? = nil
     public var conntrackTCPLiberal = false
     public var randomFully = true
+    /// The nfacct counters that exist (see `NFAcctCounter`): rules count into them, as upstream's do.
+    public var nfacctCounters: Set<String> = []
     public var nodeIP: IPAddress? = nil
 
     public init() {}
@@ -162,6 +164,9 @@ struct Generator {
         // Node ports.
         if info.nodePort != 0 {
             if hasEndpoints {
+                if opts.localhostNodePorts && opts.nfacctCounters.contains(NFAcctCounter.localhostNodePortAccepted) {
+                    r.natTop.append("-A KUBE-NODEPORTS -m comment --comment \(name) \(pm) -d 127.0.0.0/8 --dport \(info.nodePort) -m nfacct --nfacct-name \(NFAcctCounter.localhostNodePortAccepted) -j \(n.ext)")
+                }
                 r.natTop.append("-A KUBE-NODEPORTS -m comment --comment \(name) \(pm) --dport \(info.nodePort) -j \(n.ext)")
             }
             if !hasExternal {
@@ -303,10 +308,26 @@ struct Generator {
         let m = opts.masqueradeMark
         var s = ""
         if !opts.conntrackTCPLiberal {
-            s += "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n"
+            let count = opts.nfacctCounters.contains(NFAcctCounter.ctStateInvalidDropped) ? "-m nfacct --nfacct-name \(NFAcctCounter.ctStateInvalidDropped) " : ""
+            s += "-A KUBE-FORWARD -m conntrack --ctstate INVALID \(count)-j DROP\n"
         }
         s += "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark \(m)/\(m) -j ACCEPT\n"
         s += "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
         return s
     }
+}
+
+/// The nfacct counters upstream's iptables mode keeps (`pkg/proxy/metrics`), with the metrics that read them.
+public enum NFAcctCounter {
+    public static let ctStateInvalidDropped = "ct_state_invalid_dropped_pkts"
+    public static let localhostNodePortAccepted = "localhost_nps_accepted_pkts"
+    public static let all = [ctStateInvalidDropped, localhostNodePortAccepted]
+
+    /// The metric each counter's packets are served as, with its help text.
+    public static let metrics: [(counter: String, name: String, help: String)] = [
+        (ctStateInvalidDropped, "kubeproxy_iptables_ct_state_invalid_dropped_packets_total",
+         "packets dropped by iptables to work around conntrack problems"),
+        (localhostNodePortAccepted, "kubeproxy_iptables_localhost_nodeports_accepted_packets_total",
+         "Number of packets accepted on nodeports of loopback interface"),
+    ]
 }

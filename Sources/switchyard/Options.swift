@@ -189,8 +189,29 @@ func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {
     }
     var o = IPTablesOptions(c, nodePortIPs: ips)
     // A live proxy asks the iptables it runs, as upstream does; `render` writes what current iptables takes.
-    if live { o.randomFully = SystemIPTables().hasRandomFully() }
+    if live {
+        o.randomFully = SystemIPTables().hasRandomFully()
+        o.nfacctCounters = ensureNFAcctCounters()
+    }
     return o
+}
+
+/// The nfacct counters the iptables mode counts into, created if missing, where the kernel has
+/// nfacct (upstream ensures them at every full sync; here once, when the proxy starts).
+func ensureNFAcctCounters() -> Set<String> {
+    guard NFAcct.isSupported(), let acct = try? NFAcct() else { return [] }
+    return Set(NFAcctCounter.all.filter { (try? acct.ensure($0)) != nil })
+}
+
+/// The nfacct counters as upstream's custom collectors serve them: each counter's packets, read at scrape.
+func nfacctMetricsText(_ counters: Set<String>) -> String {
+    guard !counters.isEmpty, let acct = try? NFAcct() else { return "" }
+    var out = ""
+    for m in NFAcctCounter.metrics where counters.contains(m.counter) {
+        guard let v = try? acct.get(m.counter) else { continue }
+        out += "# HELP \(m.name) \(m.help)\n# TYPE \(m.name) counter\n\(m.name) \(v.packets)\n"
+    }
+    return out
 }
 
 /// nftables mode takes NodePorts on the node's primary IPs by default, as upstream
@@ -277,8 +298,10 @@ func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, log
         return NFTablesProxier(nft: try SystemNFTables(), options: try flags.nftablesOptions(c, live: true),
                                conntrack: conntrack, logger: logger)
     default:
-        return IPTablesProxier(ipt: SystemIPTables(), options: makeIPTablesOptions(c, live: true),
-                               conntrack: conntrack, logger: logger)
+        let o = makeIPTablesOptions(c, live: true)
+        let counters = o.nfacctCounters
+        if !counters.isEmpty { metrics.addCollector { nfacctMetricsText(counters) } }
+        return IPTablesProxier(ipt: SystemIPTables(), options: o, conntrack: conntrack, logger: logger)
     }
 }
 

@@ -53,12 +53,13 @@ struct Proxy: AsyncParsableCommand {
             guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ValidationError("--sync-period: bad duration \(s)") }
             config.syncPeriod = .milliseconds(Int(v * 1000))
         }
-        // From here on, SIGTERM and SIGINT end the process within 4 s whatever it is doing.
+        // From here on, SIGTERM and SIGINT end the process within 3.5 s whatever it is doing.
         let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard proxy", logger: logger)
         if cleanup {
             // Like kube-proxy --cleanup: remove what every mode may have left, and nothing else.
             // A failure in one mode does not keep the others' state; it is reported at the end.
             let failures = await Leftovers.remove(Leftovers.modes, keeping: nil, logger: logger)
+            withExtendedLifetime(deadline) {}
             if let (mode, error) = failures.first {
                 throw CleanupFailure(description: "cleanup of the \(mode) mode failed: \(error)")
             }

@@ -1,4 +1,5 @@
 import Foundation
+import Netlink
 import NetnsKit
 import Testing
 
@@ -121,5 +122,36 @@ struct ProxyCommandTests {
         // stdin works too.
         let viaStdin = try Sh.run([bin, "render", "--hostname-override", "node-a", "-f", "-"], input: manifest(endpoints: ["10.244.1.2"]))
         #expect(viaStdin.out == r.out)
+    }
+}
+
+/// Where the kernel has nfacct (this one does, built in), the iptables mode counts into
+/// upstream's two counters and serves them as upstream's metrics: a connection to a localhost
+/// NodePort shows in `kubeproxy_iptables_localhost_nodeports_accepted_packets_total`.
+@Suite("nfacct counters", .enabled(if: isRoot && NFAcct.isSupported(), "needs root and a kernel with nfacct"))
+struct NFAcctLabTests {
+    @Test func localhostNodePortTrafficIsCounted() throws {
+        let bin = try switchyardBinary()
+        let ns = try BareNamespace()
+        try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
+        let p = try Started(netns: ns.name, [bin, "proxy", "--proxy-mode", "iptables", "--manifests", examplesDir, "--hostname-override", "node-a",
+                                             "--healthz-bind-address", "", "--metrics-bind-address", "127.0.0.1:10249"])
+        #expect(p.wait(for: "synced iptables rules", seconds: 20), "\(p.output)")
+        let save = try Sh.must(["ip", "netns", "exec", ns.name, "iptables-save"])
+        // (iptables-save prints the counter's name after two spaces.)
+        #expect(save.contains("--ctstate INVALID -m nfacct --nfacct-name") && save.contains("ct_state_invalid_dropped_pkts -j DROP"), "\(save)")
+        #expect(save.contains("-d 127.0.0.0/8") && save.contains("localhost_nps_accepted_pkts"), "\(save)")
+        func metric(_ name: String) -> Double? {
+            let text = (try? Sh.run(["ip", "netns", "exec", ns.name, "curl", "-s", "http://127.0.0.1:10249/metrics"]))?.out ?? ""
+            #expect(text.contains("# TYPE \(name) counter"), "\(text)")
+            return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        let before = metric("kubeproxy_iptables_localhost_nodeports_accepted_packets_total") ?? -1
+        // The sticky Service's NodePort on localhost: its endpoints are not there, but the SYN is counted on the way.
+        _ = try? Sh.run(["ip", "netns", "exec", ns.name, "curl", "-s", "-m", "1", "http://127.0.0.1:30080/"])
+        let after = metric("kubeproxy_iptables_localhost_nodeports_accepted_packets_total") ?? -1
+        #expect(before >= 0 && after > before, "before \(before), after \(after)")
+        #expect(metric("kubeproxy_iptables_ct_state_invalid_dropped_packets_total") != nil)
+        _ = p.stop()
     }
 }

@@ -1,3 +1,5 @@
+import Foundation
+import Netlink
 import KubeAPI
 import ProxyCore
 @testable import ProxyIPTables
@@ -205,5 +207,50 @@ func normalized(_ fake: FakeIPTables) -> [String: [String]] {
         o.randomFully = false
         let without = Generator(opts: o, largeCluster: false).postroutingRules()
         #expect(with.contains("-j MASQUERADE --random-fully") && !without.contains("--random-fully"), "\(with)\n\(without)")
+    }
+}
+
+/// With upstream's nfacct counters present, the rules count into them exactly as upstream's
+/// `TestOverallIPTablesRules` expects (its fake has both counters).
+@Suite struct NFAcctRulesTests {
+    @Test func rulesCountIntoTheCountersAsUpstreamsDo() throws {
+        let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/upstream/iptables-v1.33-TestOverallIPTablesRules.txt")
+        let upstream = try String(contentsOf: fixture, encoding: .utf8).split(separator: "\n").map(String.init)
+        let wanted = upstream.filter { $0.contains("-m nfacct") }
+        #expect(wanted.count == 4, "the fixture's nfacct rules: \(wanted)")
+        var o = IPTablesOptions()
+        o.localDetector = .cidrs([CIDR("10.0.0.0/8")!])
+        o.nfacctCounters = Set(NFAcctCounter.all)
+        let ports: [(String, String, Int)] = [("ns2", "svc2", 3001), ("ns3", "svc3", 3003), ("ns5", "svc5", 3002)]
+        var lines = Generator(opts: o, largeCluster: false).forwardRules().split(separator: "\n").map(String.init)
+        for (ns, name, np) in ports {
+            var s = svc(name, "172.30.0.4\(np % 10)", ns: ns, type: "NodePort")
+            s.spec.ports = [ServicePort(name: "p80", protocol: "TCP", port: 80, targetPort: .int(80), nodePort: np)]
+            let info = ChangeTracker.servicePorts(of: s, family: .ipv4)[0]
+            let ep = EndpointInfo(ip: "10.180.0.1", port: 80)
+            var gen = Generator(opts: o, largeCluster: false)
+            let r = gen.rules(for: info, endpoints: [ep], node: NodeInfo(name: "test-node"))
+            lines += r.natTop.filter { $0.hasPrefix("-A KUBE-NODEPORTS") }
+        }
+        for w in wanted {
+            // The chain hashes are upstream's; compare up to the jump target's name.
+            let stem = w.components(separatedBy: " -j ")[0]
+            #expect(lines.contains { $0.hasPrefix(stem + " -j ") }, "missing: \(w)\nhave: \(lines.joined(separator: "\n"))")
+        }
+        // Without the counters, the plain rules alone, as before.
+        o.nfacctCounters = []
+        #expect(!Generator(opts: o, largeCluster: false).forwardRules().contains("nfacct"))
+    }
+
+    /// The netlink messages `nfacct get NAME` and `nfacct add NAME` send.
+    @Test func messagesAreNfacctsOwn() {
+        let get = NFAcct.getMessage("ct_state_invalid_dropped_pkts").bytes
+        // nlmsghdr: type NFNL_SUBSYS_ACCT << 8 | NFNL_MSG_ACCT_GET, then nfgenmsg (AF_UNSPEC, v0), then NFACCT_NAME.
+        #expect(get[4] == 1 && get[5] == 7)
+        #expect(Array(get[16..<20]) == [0, 0, 0, 0])
+        #expect(get[22] == 1 && String(decoding: get[24..<(24 + 29)], as: UTF8.self) == "ct_state_invalid_dropped_pkts")
+        let add = NFAcct.newMessage("x").bytes
+        #expect(add[4] == 0 && add[5] == 7)
     }
 }
