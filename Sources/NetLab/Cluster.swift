@@ -410,7 +410,7 @@ public final class Cluster: @unchecked Sendable {
             out += "\(node.name): \(node.netns), \(node.address), pods \(node.podCIDR); \(proxy)\n"
         }
         for pod in state.pods {
-            out += "  pod \(pod.name) on \(pod.node): \(pod.ip) \(Netns.pids(pod.netns).isEmpty ? "(not serving)" : "")\n"
+            out += "  pod \(pod.name) on \(pod.node): \(pod.ip)\(Netns.pids(pod.netns).isEmpty ? " (not serving)" : "")\n"
         }
         let services = try await must("GET", "/api/v1/services", nil)["items"]?.array ?? []
         out += "\(services.count) services"

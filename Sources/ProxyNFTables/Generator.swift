@@ -381,7 +381,12 @@ struct Generator {
         func declare(_ chain: String) {
             if chains[chain] == nil { chains[chain] = Chain(chain); order.append(chain) }
         }
-        for ep in cat.allReachable { declare("endpoint-" + n.endpointBase(ep, info)) }
+        // Each endpoint's name base, hashed once (its chain, the vmap and the affinity set all use it).
+        var bases: [String: String] = [:]
+        bases.reserveCapacity(cat.allReachable.count)
+        for ep in cat.allReachable { bases[ep.endpoint] = n.endpointBase(ep, info) }
+        func base(_ ep: EndpointInfo) -> String { bases[ep.endpoint] ?? n.endpointBase(ep, info) }
+        for ep in cat.allReachable { declare("endpoint-" + base(ep)) }
         if usesClusterChain { declare(n.service) }
         if usesLocalChain { declare(n.local) }
         if usesExternalChain && hasEndpoints { declare(n.external) }
@@ -462,7 +467,7 @@ struct Generator {
         // Affinity sets.
         if info.sessionAffinityClientIP {
             for ep in cat.allReachable {
-                o.sets.append(SetDef(name: "affinity-" + n.endpointBase(ep, info), key: [.ipv4Addr],
+                o.sets.append(SetDef(name: "affinity-" + base(ep), key: [.ipv4Addr],
                                      isVerdictMap: false, timeoutSeconds: info.stickyMaxAgeSeconds))
             }
         }
@@ -470,20 +475,20 @@ struct Generator {
         func toEndpoints(_ chain: String, _ eps: [EndpointInfo]) {
             if info.sessionAffinityClientIP {
                 for ep in eps {
-                    let b = n.endpointBase(ep, info)
+                    let b = base(ep)
                     rule(chain, Rule([.addrInSet(.saddr, negate: false, set: "affinity-" + b),
                                       .verdict(.goto("endpoint-" + b))]))
                 }
             }
             guard !eps.isEmpty else { return }
-            rule(chain, Rule([.numgenVmap(eps.map { "endpoint-" + n.endpointBase($0, info) })]))
+            rule(chain, Rule([.numgenVmap(eps.map { "endpoint-" + base($0) })]))
         }
         if usesClusterChain { toEndpoints(n.service, cat.cluster) }
         if usesLocalChain { toEndpoints(n.local, cat.local) }
         // Endpoint chains.
         for ep in cat.allReachable {
             guard let epIP = IPAddress(ep.ip), let v = epIP.ipv4Value else { continue }
-            let b = n.endpointBase(ep, info)
+            let b = base(ep)
             let chain = "endpoint-" + b
             rule(chain, Rule([.addr(.saddr, negate: false, CIDR(address: epIP, prefixLength: 32)),
                               .verdict(.jump(Names.markForMasquerade))]))

@@ -59,10 +59,20 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     public func render(_ snapshot: ProxySnapshot) -> String {
         let fixed = Generator(opts: opts).fixed(serviceCIDRs: snapshot.serviceCIDRs)
         let plan = Self.fresh(fixed: fixed, services: Self.ordered(desired(snapshot)))
+        // Room for the whole script up front (about 110 bytes an operation): grown by doubling, a
+        // 40 MB string leaves as much again behind in copies.
         var out = ""
-        for op in plan.prepare + plan.commit {
-            out += op.text
-            out += "\n"
+        out.reserveCapacity((plan.prepare.count + plan.commit.count) * 120)
+        for ops in [plan.prepare, plan.commit] {
+            for op in ops {
+                if case let .addRule(chain, rule) = op {
+                    // The common case written in place, without the line as a string of its own.
+                    out += "add rule ip "; out += Names.table; out += " "; out += chain; out += " "; out += rule.text
+                } else {
+                    out += op.text
+                }
+                out += "\n"
+            }
         }
         return out
     }
