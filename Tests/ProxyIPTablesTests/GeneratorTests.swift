@@ -254,3 +254,61 @@ func normalized(_ fake: FakeIPTables) -> [String: [String]] {
         #expect(add[4] == 0 && add[5] == 7)
     }
 }
+
+/// The whole ruleset on upstream's own test services equals upstream's `TestOverallIPTablesRules`
+/// expected output (about v1.33, `Tests/Fixtures/upstream/`), table by table and chain by chain,
+/// with the options of upstream's fake proxier (both nfacct counters, no `--random-fully`). What
+/// our render adds and upstream writes with separate commands (the jumps from the built-in chains,
+/// the canary chains) is left out of the comparison.
+@Suite struct UpstreamIPTablesConformanceTests {
+    typealias Tables = [String: [String: [String]]]
+
+    /// Rules per table and chain (declared chains with no rules included), upstream's way: the
+    /// rules of KUBE-SERVICES and KUBE-NODEPORTS sorted (its test orders them by service name).
+    static func parse(_ text: String) -> Tables {
+        var out: Tables = [:]
+        var table = ""
+        for line in text.split(separator: "\n").map(String.init) {
+            if line.hasPrefix("*") { table = String(line.dropFirst()); continue }
+            if line.hasPrefix(":") {
+                let chain = String(line.dropFirst().prefix { $0 != " " })
+                guard !chain.hasPrefix("KUBE-PROXY-CANARY") else { continue }
+                out[table, default: [:]][chain, default: []] += []
+            } else if line.hasPrefix("-A ") {
+                let chain = String(line.dropFirst(3).prefix { $0 != " " })
+                out[table, default: [:]][chain, default: []].append(line)
+            }
+        }
+        out["mangle"] = nil
+        for t in out.keys {
+            for c in ["KUBE-SERVICES", "KUBE-NODEPORTS"] { out[t]?[c]?.sort() }
+            out[t] = out[t]?.filter { !$0.value.isEmpty || $0.key.hasPrefix("KUBE-") }
+        }
+        return out
+    }
+
+    @Test func renderEqualsUpstreamsExpectedRules() throws {
+        let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/upstream")
+        let set = try ManifestLoader.load(paths: [dir.appendingPathComponent("iptables-TestOverallIPTablesRules-input.yaml").path])
+        #expect(set.issues.isEmpty, "\(set.issues)")
+        var t = ChangeTracker(node: NodeInfo(name: "test-node", ips: [IPAddress("192.168.0.2")!]))
+        for c in set.serviceCIDRs { t.update(serviceCIDR: c) }
+        for s in set.services { t.update(service: s) }
+        for s in set.endpointSlices { t.update(slice: s) }
+        var o = IPTablesOptions()
+        o.localDetector = .cidrs([CIDR("10.0.0.0/8")!])
+        o.nfacctCounters = Set(NFAcctCounter.all)
+        o.randomFully = false
+        let got = Self.parse(IPTablesProxier(ipt: FakeIPTables(), options: o).render(t.snapshot().0))
+        let want = Self.parse(try String(contentsOf: dir.appendingPathComponent("iptables-v1.33-TestOverallIPTablesRules.txt"), encoding: .utf8))
+        #expect(Set(got.keys) == Set(want.keys))
+        for (table, chains) in want {
+            #expect(Set(got[table]?.keys ?? [:].keys) == Set(chains.keys), "\(table): chains \(Set(got[table]?.keys ?? [:].keys).symmetricDifference(chains.keys))")
+            for (chain, rules) in chains {
+                let mine = got[table]?[chain] ?? []
+                #expect(mine == rules, "\(table) \(chain):\nupstream:\n\(rules.joined(separator: "\n"))\nours:\n\(mine.joined(separator: "\n"))")
+            }
+        }
+    }
+}
