@@ -145,6 +145,15 @@ struct PullReader {
         guard s.atEnd else { throw FastMismatch() }
     }
 
+    /// `read` over a parsed value's JSON text: the value paths (an API watch, YAML) share the
+    /// byte reader's field-by-field decoding rather than keeping a second copy of it.
+    static func decode<T>(_ json: JSONValue, _ read: (inout PullReader) throws(FastMismatch) -> T) -> T? {
+        Array(json.text().utf8).withUnsafeBufferPointer { b in
+            var r = PullReader(b)
+            return try? read(&r)
+        }
+    }
+
     /// The `kind` of the object in `bytes`, read without decoding the rest: the members before it
     /// are skipped, those after it not read (nil: none, or not an object).
     static func kind(of bytes: UnsafeBufferPointer<UInt8>) -> String? {
@@ -181,7 +190,22 @@ struct PullReader {
             case "generation": m.generation = try r.int().map(Int64.init)
             case "creationTimestamp": m.creationTimestamp = try r.string()
             case "deletionTimestamp": m.deletionTimestamp = try r.string()
-            case "ownerReferences": throw FastMismatch()   // rare in manifests: the Codable path
+            case "ownerReferences":
+                m.ownerReferences = try r.array { r throws(FastMismatch) in
+                    var apiVersion: String?, kind: String?, name: String?, uid: String?, controller: Bool?, block: Bool?
+                    guard try r.object({ r, k throws(FastMismatch) in
+                        switch k {
+                        case "apiVersion": apiVersion = try r.string()
+                        case "kind": kind = try r.string()
+                        case "name": name = try r.string()
+                        case "uid": uid = try r.string()
+                        case "controller": controller = try r.bool()
+                        case "blockOwnerDeletion": block = try r.bool()
+                        default: try r.skip()
+                        }
+                    }), let apiVersion, let kind, let name, let uid else { throw FastMismatch() }
+                    return OwnerReference(apiVersion: apiVersion, kind: kind, name: name, uid: uid, controller: controller, blockOwnerDeletion: block)
+                }
             default: try r.skip()
             }
         }
@@ -383,5 +407,19 @@ struct PullReader {
             if k == "name" { name = try r.string() } else { try r.skip() }
         }), let name else { throw FastMismatch() }
         return name
+    }
+}
+
+extension Service: FastDecodable {
+    public init?(fast json: JSONValue) {
+        guard let s = PullReader.decode(json, { (r: inout PullReader) throws(FastMismatch) in try r.service() }) else { return nil }
+        self = s
+    }
+}
+
+extension EndpointSlice: FastDecodable {
+    public init?(fast json: JSONValue) {
+        guard let s = PullReader.decode(json, { (r: inout PullReader) throws(FastMismatch) in try r.endpointSlice() }) else { return nil }
+        self = s
     }
 }
