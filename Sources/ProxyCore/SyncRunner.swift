@@ -111,16 +111,29 @@ public actor ProxyRunner: ServiceLifecycle.Service {
         metrics.endpointChangesPending.set(Double(tracker.pendingEndpointChanges.count))
     }
 
-    /// Services with a Local traffic policy and no local endpoints to send to, per policy.
-    static func noLocalEndpoints(_ snap: ProxySnapshot) -> (internal: Int, external: Int) {
-        var i = 0, e = 0
-        for (name, info) in snap.servicePorts where info.internalPolicyLocal || info.externalPolicyLocal {
-            let local = (snap.endpoints[name] ?? []).contains { $0.isLocal && ($0.ready || ($0.serving && $0.terminating)) }
-            if local { continue }
-            if info.internalPolicyLocal { i += 1 }
-            if info.externalPolicyLocal && info.externallyAccessible { e += 1 }
+    /// The service ports with a Local traffic policy and no local endpoint to send to, per policy
+    /// (`…_no_local_endpoints_total`), kept up to date with each snapshot: only the changed
+    /// Services' ports are looked at again (all of them when the snapshot says everything changed),
+    /// so a partial sync does not pay for every Service.
+    private var noLocalInternal = Set<ServicePortName>(), noLocalExternal = Set<ServicePortName>()
+
+    private func trackNoLocalEndpoints(_ snap: ProxySnapshot, changed: Set<NamespacedName>?) {
+        let names: [ServicePortName]
+        if let changed {
+            noLocalInternal = noLocalInternal.filter { !changed.contains($0.service) }
+            noLocalExternal = noLocalExternal.filter { !changed.contains($0.service) }
+            names = snap.ports(of: changed)
+        } else {
+            noLocalInternal.removeAll()
+            noLocalExternal.removeAll()
+            names = Array(snap.servicePorts.keys)
         }
-        return (i, e)
+        for name in names {
+            guard let info = snap.servicePorts[name], info.internalPolicyLocal || info.externalPolicyLocal else { continue }
+            if (snap.endpoints[name] ?? []).contains(where: { $0.isLocal && ($0.ready || ($0.serving && $0.terminating)) }) { continue }
+            if info.internalPolicyLocal { noLocalInternal.insert(name) }
+            if info.externalPolicyLocal && info.externallyAccessible { noLocalExternal.insert(name) }
+        }
     }
 
     /// Ask for a full resync (for example after a canary loss).
@@ -171,6 +184,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
         let (snap, changed) = tracker.snapshot()
         let triggers = tracker.takeTriggerTimes()
         countChanges()
+        trackNoLocalEndpoints(snap, changed: changed)
         let request = SyncRequest(snapshot: snap, changedServices: full ? nil : changed)
         let start = ContinuousClock.now
         recentSyncs.append(start)
@@ -181,9 +195,8 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             if outcome.full { metrics.syncFullDuration?.record(took) } else { metrics.syncPartialDuration?.record(took) }
             for (table, n) in outcome.rulesWritten ?? [:] { metrics.rulesLast[table]?.set(Double(n)) }
             for (table, n) in outcome.rulesOwned ?? [:] { metrics.rulesTotal[table]?.set(Double(n)) }
-            let noLocal = Self.noLocalEndpoints(snap)
-            metrics.noLocalInternal.set(Double(noLocal.internal))
-            metrics.noLocalExternal.set(Double(noLocal.external))
+            metrics.noLocalInternal.set(Double(noLocalInternal.count))
+            metrics.noLocalExternal.set(Double(noLocalExternal.count))
             let now = Date().timeIntervalSince1970
             metrics.lastSyncTimestamp.set(now)
             // From each changed slice's last-change-trigger-time to rules in place, as upstream.

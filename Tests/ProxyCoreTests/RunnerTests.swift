@@ -57,4 +57,40 @@ final class RecordingBackend: ProxyBackend, @unchecked Sendable {
         await runner.waitForSyncs(1)
         #expect(backend.synced.count == 1)
     }
+
+    /// `…_no_local_endpoints_total` follows each change, also when only the changed Service is
+    /// looked at again: a Local-policy Service without a local endpoint counts until one arrives,
+    /// and a change to another Service leaves the count as it is.
+    @Test func noLocalEndpointsFollowChanges() async throws {
+        let (_, runner) = Self.runner(syncPeriod: .seconds(30))
+        let metrics = await runner.metrics
+        let task = Task { try await runner.run() }
+        defer { task.cancel() }
+        func value(_ policy: String) -> Double? {
+            metrics.text().split(separator: "\n")
+                .first { $0.hasPrefix("kubeproxy_sync_proxy_rules_no_local_endpoints_total") && $0.contains("\"\(policy)\"") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        @Sendable func slice(_ service: String, node: String) -> EndpointSlice {
+            EndpointSlice(metadata: ObjectMeta(name: "\(service)-1", namespace: "default", labels: [EndpointSlice.serviceNameLabel: service]),
+                          endpoints: [Endpoint(addresses: ["10.244.1.2"], conditions: EndpointConditions(ready: true), nodeName: node)],
+                          ports: [EndpointPort(protocol: "TCP", port: 8080)])
+        }
+        var local = Service(metadata: ObjectMeta(name: "local", namespace: "default"),
+                            spec: ServiceSpec(type: "ClusterIP", clusterIP: "10.96.0.10", ports: [ServicePort(port: 80, targetPort: .int(8080))]))
+        local.spec.internalTrafficPolicy = "Local"
+        let localService = local
+        let other = Service(metadata: ObjectMeta(name: "other", namespace: "default"),
+                            spec: ServiceSpec(type: "ClusterIP", clusterIP: "10.96.0.11", ports: [ServicePort(port: 80, targetPort: .int(8080))]))
+        await runner.update { $0.update(service: localService); $0.update(slice: slice("local", node: "n2")) }
+        await runner.waitForSyncs(1)
+        #expect(value("internal") == 1)
+        #expect(value("external") == 0)
+        await runner.update { $0.update(service: other) }
+        await runner.waitForSyncs(2)
+        #expect(value("internal") == 1, "a change to another Service keeps the count")
+        await runner.update { $0.update(slice: slice("local", node: "n1")) }
+        await runner.waitForSyncs(3)
+        #expect(value("internal") == 0, "a local endpoint arrived")
+    }
 }
