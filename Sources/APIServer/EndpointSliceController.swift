@@ -284,19 +284,7 @@ public actor EndpointSliceController {
     }
 
     /// An RFC 3339 time (with or without fractional seconds).
-    func parseTime(_ s: String) -> Date? {
-        (s.contains(".") ? fractionalTime : wholeTime).date(from: s)
-    }
-    private let wholeTime: ISO8601DateFormatter = {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f
-    }()
-    private let fractionalTime: ISO8601DateFormatter = {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f
-    }()
+    func parseTime(_ s: String) -> Date? { RFC3339.seconds(s).map(Date.init(timeIntervalSince1970:)) }
 
     /// Go's RFC3339Nano in UTC, as upstream writes the annotation.
     static func rfc3339Nano(_ d: Date) -> String {

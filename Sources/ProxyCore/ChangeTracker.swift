@@ -77,7 +77,7 @@ public struct ChangeTracker: Sendable {
         }
         slices[key] = slice
         if let svc = slice.serviceName { markSliceService(NamespacedName(namespace: key.namespace, name: svc), key, remove: false) }
-        if let text = object.metadata.annotations?[Self.triggerTimeAnnotation], let t = Self.parseRFC3339(text), t >= startTime {
+        if let text = object.metadata.annotations?[Self.triggerTimeAnnotation], let t = RFC3339.seconds(text), t >= startTime {
             pendingTriggerTimes.append(t)
         }
     }
@@ -103,53 +103,6 @@ public struct ChangeTracker: Sendable {
     public mutating func takeTriggerTimes() -> [Double] {
         defer { pendingTriggerTimes.removeAll() }
         return pendingTriggerTimes
-    }
-
-    /// Seconds since 1970 of an RFC 3339 time in UTC or with an offset, fractional seconds
-    /// optional (Go's RFC3339Nano); nil if it is not one.
-    static func parseRFC3339(_ s: String) -> Double? {
-        let b = Array(s.utf8)
-        func num(_ from: Int, _ count: Int) -> Int? {
-            guard from + count <= b.count else { return nil }
-            var v = 0
-            for i in from..<(from + count) {
-                guard b[i] >= 0x30 && b[i] <= 0x39 else { return nil }
-                v = v * 10 + Int(b[i] - 0x30)
-            }
-            return v
-        }
-        guard b.count >= 20, b[4] == UInt8(ascii: "-"), b[7] == UInt8(ascii: "-"), b[10] == UInt8(ascii: "T") || b[10] == UInt8(ascii: "t"),
-              b[13] == UInt8(ascii: ":"), b[16] == UInt8(ascii: ":"),
-              let year = num(0, 4), let month = num(5, 2), let day = num(8, 2), let hour = num(11, 2), let minute = num(14, 2),
-              let second = num(17, 2), (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 61 else { return nil }
-        var i = 19
-        var fraction = 0.0
-        if i < b.count, b[i] == UInt8(ascii: ".") {
-            i += 1
-            var scale = 0.1
-            let start = i
-            while i < b.count, b[i] >= 0x30 && b[i] <= 0x39 { fraction += Double(b[i] - 0x30) * scale; scale /= 10; i += 1 }
-            guard i > start else { return nil }
-        }
-        var offset = 0
-        guard i < b.count else { return nil }
-        if b[i] == UInt8(ascii: "Z") || b[i] == UInt8(ascii: "z") {
-            i += 1
-        } else if b[i] == UInt8(ascii: "+") || b[i] == UInt8(ascii: "-"), let oh = num(i + 1, 2), i + 3 < b.count, b[i + 3] == UInt8(ascii: ":"), let om = num(i + 4, 2) {
-            offset = (oh * 3600 + om * 60) * (b[i] == UInt8(ascii: "+") ? 1 : -1)
-            i += 6
-        } else {
-            return nil
-        }
-        guard i == b.count else { return nil }
-        // Days from the civil date (Howard Hinnant's algorithm).
-        let y = month <= 2 ? year - 1 : year
-        let era = (y >= 0 ? y : y - 399) / 400
-        let yoe = y - era * 400
-        let doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy
-        let days = era * 146097 + doe - 719468
-        return Double(days * 86400 + hour * 3600 + minute * 60 + second - offset) + fraction
     }
 
     public mutating func update(node newNode: NodeInfo) {

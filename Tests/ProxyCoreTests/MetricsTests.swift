@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPI
 @testable import ProxyCore
 import Testing
 
@@ -87,11 +88,11 @@ import Testing
 
     /// The trigger-time annotation parses as Go's RFC3339Nano writes it, offsets included.
     @Test func triggerTimesParse() throws {
-        #expect(ChangeTracker.parseRFC3339("1970-01-01T00:00:00Z") == 0)
-        #expect(ChangeTracker.parseRFC3339("2026-12-04T23:42:31.5Z") == 1_796_427_751.5)
-        #expect(ChangeTracker.parseRFC3339("2026-12-05T00:42:31.5+01:00") == 1_796_427_751.5)
+        #expect(RFC3339.seconds("1970-01-01T00:00:00Z") == 0)
+        #expect(RFC3339.seconds("2026-12-04T23:42:31.5Z") == 1_796_427_751.5)
+        #expect(RFC3339.seconds("2026-12-05T00:42:31.5+01:00") == 1_796_427_751.5)
         for bad in ["", "2026-12-04", "2026-12-04T23:42:31", "2026-13-04T23:42:31Z", "2026-12-04T23:42:31.Z", "x026-12-04T23:42:31Z"] {
-            #expect(ChangeTracker.parseRFC3339(bad) == nil, "\(bad)")
+            #expect(RFC3339.seconds(bad) == nil, "\(bad)")
         }
     }
 }
