@@ -84,6 +84,13 @@ struct Render: AsyncParsableCommand {
     /// stderr instead.
     static func header(mode: String, ipvsFormat: String, command: String) -> (String, String?) {
         func lines(_ l: [String]) -> String { l.map { "# \($0)\n" }.joined() }
+        // How to load iptables-restore input, for the iptables mode's render and the IPVS mode's rules.
+        let iptablesLoad = [
+            "Load it with:  iptables-restore --noflush < FILE",
+            "--noflush keeps the tables' other rules: without it, iptables-restore empties each table first.",
+            "Loading it again rewrites the KUBE-* chains whole and leaves a second copy of each jump from",
+            "a built-in chain, which changes nothing (`switchyard proxy --cleanup` removes every copy).",
+        ]
         switch mode {
         case "nftables":
             // The two statements after the comments make the load idempotent: the table is
@@ -108,27 +115,15 @@ struct Render: AsyncParsableCommand {
                     "-exist makes loading it again harmless (existing sets and entries are kept).",
                 ]), nil)
             case "iptables":
-                return (lines([
-                    "\(command) --ipvs-format iptables: the IPVS mode's iptables rules.",
-                    "Load it with:  iptables-restore --noflush < FILE",
-                    "--noflush keeps the tables' other rules: without it, iptables-restore empties each table first.",
-                    "Loading it again rewrites the KUBE-* chains whole and leaves a second copy of each jump from",
-                    "a built-in chain, which changes nothing (`switchyard proxy --cleanup` removes every copy).",
-                    "Load the ipsets first (--ipvs-format ipset): these rules match on them.",
-                ]), nil)
+                return (lines(["\(command) --ipvs-format iptables: the IPVS mode's iptables rules."] + iptablesLoad
+                              + ["Load the ipsets first (--ipvs-format ipset): these rules match on them."]), nil)
             case "save":
                 return ("", "load this with `ipvsadm-restore < FILE` (after `ipvsadm -C` to load it again: ipvsadm-restore refuses existing virtual servers)")
             default:
                 return ("", "this is what `ipvsadm -Ln` lists, not loadable; --ipvs-format save, ipset and iptables write the loadable parts")
             }
         default:
-            return (lines([
-                "\(command): the iptables-restore input of a full sync.",
-                "Load it with:  iptables-restore --noflush < FILE",
-                "--noflush keeps the tables' other rules: without it, iptables-restore empties each table first.",
-                "Loading it again rewrites the KUBE-* chains whole and leaves a second copy of each jump from",
-                "a built-in chain, which changes nothing (`switchyard proxy --cleanup` removes every copy).",
-            ]), nil)
+            return (lines(["\(command): the iptables-restore input of a full sync."] + iptablesLoad), nil)
         }
     }
 }
