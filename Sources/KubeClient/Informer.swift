@@ -128,9 +128,16 @@ final class RetryLog: @unchecked Sendable {
             return false
         }
         guard !repeated else { return }
-        let next = Date().addingTimeInterval(seconds)
-        let f = DateFormatter()
-        f.dateFormat = "HH:mm:ss"
-        logger.warning("\(message); next try at \(f.string(from: next)) (in \(seconds) s)")
+        logger.warning("\(message); next try at \(Self.clock(in: seconds)) (in \(seconds) s)")
+    }
+
+    /// Local `HH:MM:SS`, `seconds` from now, without Foundation's date formatters (they load ICU
+    /// into a proxy that otherwise never needs it).
+    static func clock(in seconds: Double) -> String {
+        var t = time_t(Date().timeIntervalSince1970 + seconds)
+        var fields = tm()
+        localtime_r(&t, &fields)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(two(fields.tm_hour)):\(two(fields.tm_min)):\(two(fields.tm_sec))"
     }
 }

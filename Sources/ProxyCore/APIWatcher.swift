@@ -28,8 +28,7 @@ public struct APIWatcher: ServiceLifecycle.Service {
         self.logger = logger
     }
 
-    /// Services and slices through their fast decoders (no Codable, no re-serialising); Codable
-    /// for anything those refuse.
+    /// Services and slices through their fast decoders (no Codable); Codable for anything those refuse.
     static func decode<T: Decodable>(_ type: T.Type, _ o: JSONValue) -> T? {
         if let F = type as? any FastDecodable.Type, let v = F.init(fast: o) as? T { return v }
         return try? JSONDecoder().decode(type, from: o.serialized())
