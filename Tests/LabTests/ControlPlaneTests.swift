@@ -10,6 +10,15 @@ func kubectl(_ version: String) -> String? {
     return FileManager.default.isExecutableFile(atPath: p) ? p : nil
 }
 
+/// `kubectl(version)`, or a recorded issue saying it is not installed.
+func kubectlOrRecord(_ version: String) -> String? {
+    guard let k = kubectl(version) else {
+        Issue.record("kubectl \(version) is not installed at /usr/lib/google-cloud-sdk/bin")
+        return nil
+    }
+    return k
+}
+
 /// `switchyard server` in a lab's node namespace, on a port of its own, with a fresh data dir.
 final class LabServer: @unchecked Sendable {
     let lab: Lab
@@ -191,10 +200,7 @@ struct ControlPlaneTests {
     /// arrive whole, zero replicas and string target ports included.
     @Test(arguments: ["1.27", "1.33"])
     func kubectlGenerators(version: String) throws {
-        guard let k = kubectl(version) else {
-            Issue.record("kubectl \(version) is not installed at /usr/lib/google-cloud-sdk/bin")
-            return
-        }
+        guard let k = kubectlOrRecord(version) else { return }
         let lab = try Lab()
         defer { lab.destroy() }
         let server = try LabServer(lab: lab)
@@ -223,10 +229,7 @@ struct ControlPlaneTests {
     /// SQLite and on a real etcd.
     @Test(arguments: ["1.27", "1.33"], EtcdProcess.available ? ["sqlite", "etcd"] : ["sqlite"])
     func kubectlVerbs(version: String, store: String) throws {
-        guard let k = kubectl(version) else {
-            Issue.record("kubectl \(version) is not installed at /usr/lib/google-cloud-sdk/bin")
-            return
-        }
+        guard let k = kubectlOrRecord(version) else { return }
         let lab = try Lab()
         defer { lab.destroy() }
         let server = try LabServer(lab: lab, etcd: store == "etcd")
