@@ -109,15 +109,7 @@ struct Bench: AsyncParsableCommand {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(ns)
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
-        struct List: Encodable { let apiVersion = "v1"; let kind = "List"; let items: [Item] }
-        enum Item: Encodable {
-            case s(Service), e(EndpointSlice)
-            func encode(to e: any Encoder) throws {
-                switch self { case .s(let x): try x.encode(to: e); case .e(let x): try x.encode(to: e) }
-            }
-        }
-        let data = try JSONEncoder().encode(List(items: svcs.map(Item.s) + slices.map(Item.e)))
-        try data.write(to: dir.appendingPathComponent("all.json"))
+        try RenderBench.writeJSON(svcs, slices, to: dir.appendingPathComponent("all.json").path)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["ip", "netns", "exec", ns, bin, "proxy", "--hostname-override", "node-a", "--manifests", dir.path,

@@ -82,6 +82,7 @@ struct RenderBench: AsyncParsableCommand {
         return Date().timeIntervalSince(start)
     }
 
+    /// The objects as one JSON `List`, as a manifest file of the whole cluster.
     static func writeJSON(_ svcs: [Service], _ slices: [EndpointSlice], to path: String) throws {
         struct List: Encodable { let apiVersion = "v1"; let kind = "List"; let items: [Item] }
         enum Item: Encodable {
