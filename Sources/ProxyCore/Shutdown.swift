@@ -9,11 +9,16 @@ import Logging
 /// and the process would outlive every SIGTERM. The deadline is armed from a dispatch source on
 /// its own queue and counted down on a thread of its own, so it needs nothing else to be free:
 /// when it passes, the process says why on stderr and exits with status 1. A second signal
-/// during the shutdown ends the process at once.
+/// during the shutdown ends the process at once. "Second" means at least a quarter of a second
+/// after the first: on Linux libdispatch may hand one SIGTERM to its signal sources twice (it
+/// re-raises a signal that reached a thread which had not blocked it), and one `kill` must never
+/// count as two.
 public final class ShutdownDeadline: @unchecked Sendable {
     private let sources: [any DispatchSourceSignal]
     private let lock = NSLock()
-    private var armed = false
+    private var armedAt: ContinuousClock.Instant?
+    /// Signals closer than this to the first are taken as that same signal delivered again.
+    static let sameSignalWindow: Duration = .milliseconds(250)
 
     /// Arms on the first SIGTERM or SIGINT; the process exits `grace` after it if still running.
     public init(grace: Duration, command: String, logger: Logger) {
@@ -31,12 +36,14 @@ public final class ShutdownDeadline: @unchecked Sendable {
     }
 
     private func signalled(_ sig: Int32, grace: Duration, command: String, logger: Logger) {
-        let first = lock.withLock { () -> Bool in
-            defer { armed = true }
-            return !armed
+        let now = ContinuousClock.now
+        let first = lock.withLock { () -> ContinuousClock.Instant? in
+            defer { if armedAt == nil { armedAt = now } }
+            return armedAt
         }
         let name = sig == SIGTERM ? "SIGTERM" : "SIGINT"
-        guard first else {
+        if let first {
+            guard now - first >= Self.sameSignalWindow else { return }
             Self.exitNow("\(command): second \(name) during shutdown; exiting now\n")
         }
         let seconds = Double(grace.components.seconds) + Double(grace.components.attoseconds) / 1e18

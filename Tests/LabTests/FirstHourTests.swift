@@ -141,6 +141,30 @@ struct FirstHourTests {
         #expect(Netns.pids(ns.name).isEmpty, "left running in the namespace: \(Netns.pids(ns.name))")
     }
 
+    /// A second SIGTERM during a stuck shutdown ends the process at once, without waiting out
+    /// the deadline; one `kill` is never taken for two.
+    @Test func aSecondSignalEndsAStuckShutdownAtOnce() throws {
+        let bin = try switchyardBinary()
+        let ns = try BareNamespace()
+        let dir = try tempDir("stuck2")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fake = dir.appendingPathComponent("iptables-restore")
+        try "#!/bin/sh\nexec sleep 600\n".write(to: fake, atomically: true, encoding: .utf8)
+        chmod(fake.path, 0o755)
+        let p = try Started(netns: ns.name, ["/usr/bin/env", "PATH=\(dir.path):/usr/sbin:/usr/bin:/sbin:/bin", bin, "proxy",
+                                             "--proxy-mode", "iptables", "--manifests", examplesDir, "--hostname-override", "node-a"])
+        #expect(p.wait(for: "switchyard proxy starting", seconds: 20), "\(p.output)")
+        usleep(500_000)
+        kill(p.process.processIdentifier, SIGTERM)
+        usleep(1_000_000)
+        #expect(p.process.isRunning, "one SIGTERM was taken for two:\n\(p.output)")
+        let took = p.stop()
+        #expect(took != nil && took! < 1.5, "the second SIGTERM took \(took.map { "\($0) s" } ?? "forever"):\n\(p.output)")
+        #expect(p.output.contains("second SIGTERM during shutdown"), "\(p.output)")
+        usleep(200_000)
+        #expect(Netns.pids(ns.name).isEmpty, "left running in the namespace: \(Netns.pids(ns.name))")
+    }
+
     /// A second server on the same data dir is refused, naming the first one's PID; the first's
     /// kubeconfig stays as it was, so no two servers hand out the same ClusterIP from one dir.
     @Test(.enabled(if: kubectl("1.33") != nil, "kubectl 1.33 is not installed"))
