@@ -14,7 +14,9 @@ let package = Package(
         .executable(name: "switchyard-cni", targets: ["switchyard-cni"]),
         .executable(name: "switchyard-netlab", targets: ["switchyard-netlab"]),
         .library(name: "KubeAPI", targets: ["KubeAPI"]),
-        .library(name: "ProxyCore", targets: ["ProxyCore"]),
+        .library(name: "ProxySeam", targets: ["ProxySeam"]),
+        .library(name: "ProxyRuntime", targets: ["ProxyRuntime"]),
+        .library(name: "IPTablesKit", targets: ["IPTablesKit"]),
         .library(name: "ProxyIPTables", targets: ["ProxyIPTables"]),
         .library(name: "ProxyNFTables", targets: ["ProxyNFTables"]),
         .library(name: "ProxyUserspace", targets: ["ProxyUserspace"]),
@@ -36,59 +38,139 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
+        // The layers, bottom up (docs/design.md has the map and the rules a test enforces):
+        // Host (processes, memory, sockets) and Kernel (netlink, libnftnl); API (the object model,
+        // the client, the store, the server); Proxy (the seam, its runtime, the iptables toolkit,
+        // one module per mode, the registry of modes); Node (CNI); Lab (namespaces, netlab);
+        // Commands (thin executables).
+
+        // MARK: Host
+        // What the processes ask of their host that Swift cannot call directly: processes, memory, sockets.
+        .target(name: "CHost", path: "Sources/Host/CHost"),
+        // Running programs (posix_spawn, no run loop), the shutdown deadline, memory hand-back, listen errors.
+        .target(name: "HostOS", dependencies: ["CHost", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Host/HostOS", swiftSettings: strict),
+
+        // MARK: Kernel
+        // libmnl and libnftnl, from the system (scripts/setup.sh installs the -dev packages).
+        .systemLibrary(name: "CMnl", path: "Sources/Kernel/CMnl", pkgConfig: "libmnl"),
+        .systemLibrary(name: "CNftnl", path: "Sources/Kernel/CNftnl", pkgConfig: "libnftnl"),
+        // rtnetlink (links, addresses, routes), generic netlink (IPVS), ctnetlink, nfacct,
+        // namespaces and sysctls, over libmnl.
+        .target(name: "Netlink", dependencies: ["CMnl"], path: "Sources/Kernel/Netlink", swiftSettings: strict),
+
+        // MARK: API
         // JSON's strings, numbers and quoting, shared by the API's reader and the CNI plugins'.
-        .target(name: "JSONSyntax", swiftSettings: strict),
+        .target(name: "JSONSyntax", path: "Sources/API/JSONSyntax", swiftSettings: strict),
         // Kubernetes object model and manifest loading. No I/O besides reading manifests.
+        .target(name: "KubeAPI", dependencies: ["JSONSyntax", .product(name: "Yams", package: "Yams")],
+                path: "Sources/API/KubeAPI", swiftSettings: strict),
+        // A Kubernetes REST client over swift-nio: kubeconfig, requests, watches, informers.
+        .target(name: "KubeClient", dependencies: ["KubeAPI", .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "NIOPosix", package: "swift-nio"),
+                                                   .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                   .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                path: "Sources/API/KubeClient", swiftSettings: strict),
+        // The API server's store: a revision log with watch and compaction (SQLite by default).
+        .target(name: "KubeStore", dependencies: ["KubeAPI", "KubeClient", .product(name: "GRDB", package: "GRDB.swift")],
+                path: "Sources/API/KubeStore", swiftSettings: strict),
+        // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
+        // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
+        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", "HostOS", .product(name: "HummingbirdCore", package: "hummingbird"),
+                                                   .product(name: "HummingbirdTLS", package: "hummingbird"),
+                                                   .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                   .product(name: "NIOCore", package: "swift-nio"),
+                                                   .product(name: "NIOPosix", package: "swift-nio"),
+                                                   .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                path: "Sources/API/APIServer", swiftSettings: strict),
+
+        // MARK: Proxy
+        // The seam: the service/endpoint model, change tracking, snapshots, endpoint selection and
+        // topology, chain hashes, the options every mode shares, the backend protocol and the
+        // contract of a sync. Depends on the object model only.
+        .target(name: "ProxySeam", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto")],
+                path: "Sources/Proxy/Seam", swiftSettings: strict),
+        // What runs a backend: the sync runner, the API and manifest watchers, /healthz, /metrics,
+        // conntrack cleanup over netlink.
         .target(
-            name: "KubeAPI",
-            dependencies: ["JSONSyntax", .product(name: "Yams", package: "Yams")],
-            swiftSettings: strict
-        ),
-        // The seam: service/endpoint model, change tracking, snapshots, endpoint
-        // selection, the backend protocol, the sync runner, healthz and metrics.
-        .target(
-            name: "ProxyCore",
+            name: "ProxyRuntime",
             dependencies: [
-                "KubeAPI",
-                "CUserspace",
-                "KubeClient",
-                "Netlink",
+                "ProxySeam", "KubeAPI", "KubeClient", "Netlink", "HostOS",
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strict
+            path: "Sources/Proxy/Runtime", swiftSettings: strict
         ),
+        // iptables as upstream's pkg/util/iptables: restore and save (system and fake), the save
+        // parser, jump rules, restore text, removing the chains one owns.
+        .target(name: "IPTablesKit", dependencies: ["HostOS"], path: "Sources/Proxy/IPTablesKit", swiftSettings: strict),
         // kube-proxy's iptables mode: structured rules -> iptables-restore text.
-        .target(
-            name: "ProxyIPTables",
-            dependencies: ["ProxyCore", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: strict
-        ),
-        // libmnl and libnftnl, from the system (scripts/setup.sh installs the -dev packages).
-        .systemLibrary(name: "CMnl", pkgConfig: "libmnl"),
-        .systemLibrary(name: "CNftnl", pkgConfig: "libnftnl"),
+        .target(name: "ProxyIPTables", dependencies: ["ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Proxy/IPTables", swiftSettings: strict),
         // kube-proxy's nftables mode: the kube-proxy table as objects, applied as
         // libnftnl batches, rendered as nft text.
-        .target(
-            name: "ProxyNFTables",
-            dependencies: ["ProxyCore", "Netlink", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
-            swiftSettings: strict
-        ),
-        // rtnetlink (links, addresses, routes), generic netlink, namespaces and sysctls, over libmnl.
-        .target(name: "Netlink", dependencies: ["CMnl"], swiftSettings: strict),
+        .target(name: "ProxyNFTables", dependencies: ["ProxySeam", "KubeAPI", "Netlink", "CMnl", "CNftnl", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Proxy/NFTables", swiftSettings: strict),
         // The IPVS mode: virtual servers planned from snapshots, rendered as ipvsadm shows them.
-        .target(name: "ProxyIPVS", dependencies: ["ProxyCore", "ProxyIPTables", "Netlink", "KubeAPI", .product(name: "Logging", package: "swift-log")],
-                swiftSettings: strict),
+        .target(name: "ProxyIPVS", dependencies: ["ProxySeam", "IPTablesKit", "HostOS", "Netlink", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Proxy/IPVS", swiftSettings: strict),
+        // The userspace data path's syscalls: epoll with plain tokens, splice through pipes.
+        .target(name: "CUserspace", path: "Sources/Proxy/CUserspace"),
+        // The userspace mode: listeners per service port, TCP splicing, UDP relaying, portal rules.
+        .target(
+            name: "ProxyUserspace",
+            dependencies: [
+                "ProxySeam", "IPTablesKit", "HostOS", "CHost", "CUserspace", "Netlink", "KubeAPI",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Sources/Proxy/Userspace", swiftSettings: strict
+        ),
+
+        // MARK: Node
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
-        .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", .product(name: "Crypto", package: "swift-crypto")],
+                path: "Sources/Node/CNI", swiftSettings: strict),
+
+        // MARK: Lab
+        // Helpers for tests and benchmarks that build throw-away network namespaces.
+        .target(name: "NetnsKit", dependencies: ["HostOS", "CHost", "Netlink"], path: "Sources/Lab/NetnsKit", swiftSettings: strict),
+        // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
+        // plugin, a proxy per node) and the proxy-mode comparison.
+        .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI",
+                                                .product(name: "NIOCore", package: "swift-nio"),
+                                                .product(name: "NIOPosix", package: "swift-nio"),
+                                                .product(name: "NIOHTTP1", package: "swift-nio")],
+                path: "Sources/Lab/NetLab", swiftSettings: strict),
+
+        // MARK: Commands
+        .executableTarget(
+            name: "switchyard",
+            dependencies: [
+                "KubeAPI", "ProxySeam", "ProxyRuntime", "IPTablesKit", "HostOS",
+                "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
+                "APIServer", "KubeStore", "KubeClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            path: "Sources/Commands/switchyard",
+            swiftSettings: strict,
+            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))],
+            plugins: ["BuildInfo"]
+        ),
+        // Writes the version and the commit a build comes from into the executable that prints them.
+        .plugin(name: "BuildInfo", capability: .buildTool()),
         // Static Swift runtime in release builds: a plugin is a process started per call, and the
         // dynamic Swift and Foundation libraries would cost more to load than the work it does.
-        .executableTarget(name: "switchyard-cni", dependencies: ["CNI", "Netlink"], swiftSettings: strict,
+        .executableTarget(name: "switchyard-cni", dependencies: ["CNI", "Netlink"], path: "Sources/Commands/switchyard-cni", swiftSettings: strict,
                           linkerSettings: [.unsafeFlags(["-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lCoreFoundation",
                                                           "-lFoundationInternationalization", "-l_FoundationICU", "-lFoundationEssentials",
                                                           "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",
@@ -96,88 +178,37 @@ let package = Package(
                                                           "-L\(Context.packageDirectory)/link/static-libstdc++", "-Xclang-linker", "-static-libgcc",
                                                           "-Xlinker", "-lstdc++", "-Xlinker", "-lm"],
                                                          .when(configuration: .release))]),
-        // The syscalls the userspace data path needs that Swift cannot call directly.
-        .target(name: "CUserspace"),
-        // The userspace mode: listeners per service port, TCP splicing, UDP relaying, portal rules.
-        .target(
-            name: "ProxyUserspace",
-            dependencies: [
-                "ProxyCore", "ProxyIPTables", "CUserspace",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-            ],
-            swiftSettings: strict
-        ),
-        // Helpers for tests and benchmarks that build throw-away network namespaces.
-        .target(
-            name: "NetnsKit",
-            dependencies: ["ProxyCore", "CUserspace", "Netlink"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "switchyard",
-            dependencies: [
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "KubeStore", "KubeClient",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            ],
-            swiftSettings: strict,
-            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))],
-            plugins: ["BuildInfo"]
-        ),
-        // Writes the version and the commit a build comes from into the executable that prints them.
-        .plugin(name: "BuildInfo", capability: .buildTool()),
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeClient", "KubeStore",
-                "KubeAPI", "ProxyCore", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
+                "KubeClient", "KubeStore", "HostOS", "IPTablesKit",
+                "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            path: "Sources/Commands/switchyard-bench",
             swiftSettings: strict
         ),
-        // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
-        // plugin, a proxy per node) and the proxy-mode comparison.
-        .target(name: "NetLab", dependencies: ["NetnsKit", "ProxyCore", "CUserspace", "KubeClient", "KubeAPI", "CNI",
-                                                .product(name: "NIOCore", package: "swift-nio"),
-                                                .product(name: "NIOPosix", package: "swift-nio"),
-                                                .product(name: "NIOHTTP1", package: "swift-nio")], swiftSettings: strict),
         .executableTarget(name: "switchyard-netlab", dependencies: ["NetLab", .product(name: "ArgumentParser", package: "swift-argument-parser")],
-                          swiftSettings: strict),
-        // A Kubernetes REST client over swift-nio: kubeconfig, requests, watches, informers.
-        .target(name: "KubeClient", dependencies: ["KubeAPI", .product(name: "Logging", package: "swift-log"),
-                                                   .product(name: "NIOCore", package: "swift-nio"),
-                                                   .product(name: "NIOPosix", package: "swift-nio"),
-                                                   .product(name: "NIOHTTP1", package: "swift-nio"),
-                                                   .product(name: "NIOSSL", package: "swift-nio-ssl")], swiftSettings: strict),
-        // The API server's store: a revision log with watch and compaction (SQLite by default).
-        .target(name: "KubeStore", dependencies: ["KubeAPI", "KubeClient", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
-        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "NetnsKit"], swiftSettings: strict),
-        // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
-        // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
-        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", "CUserspace", .product(name: "HummingbirdCore", package: "hummingbird"),
-                                                   .product(name: "HummingbirdTLS", package: "hummingbird"),
-                                                   .product(name: "HTTPTypes", package: "swift-http-types"),
-                                                   .product(name: "NIOCore", package: "swift-nio"),
-                                                   .product(name: "NIOPosix", package: "swift-nio"),
-                                                   .product(name: "Logging", package: "swift-log"),
-                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")], swiftSettings: strict),
+                          path: "Sources/Commands/switchyard-netlab", swiftSettings: strict),
+
+        // MARK: Tests
+        .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: strict),
+        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
-        .testTarget(name: "ProxyCoreTests", dependencies: ["ProxyCore", "KubeAPI"], swiftSettings: strict),
-        .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "ProxyCore", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
-        .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxyCore", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
-        .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxyCore", "ProxyIPTables", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "ProxySeamTests", dependencies: ["ProxySeam", "KubeAPI"], swiftSettings: strict),
+        .testTarget(name: "ProxyRuntimeTests", dependencies: ["ProxyRuntime", "ProxySeam", "KubeAPI"], swiftSettings: strict),
+        .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "IPTablesKit", "ProxySeam", "HostOS", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
+        .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
+        .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit"], swiftSettings: strict),
-        .testTarget(name: "LabTests", dependencies: ["NetLab", "Netlink", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyCore", "KubeAPI", "NetnsKit", "KubeClient",
+        .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "LabTests", dependencies: ["NetLab", "Netlink", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxySeam", "ProxyRuntime",
+                                                     "IPTablesKit", "HostOS", "KubeAPI", "NetnsKit", "KubeClient",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

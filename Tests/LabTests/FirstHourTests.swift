@@ -1,7 +1,7 @@
 import Foundation
 import NetnsKit
-import ProxyCore
 import Testing
+import HostOS
 
 /// A long-running command started in a namespace, its stderr in a file, stoppable with a signal.
 final class Started: @unchecked Sendable {

@@ -1,9 +1,12 @@
 import Foundation
 import KubeAPI
 import NetnsKit
-import ProxyCore
 import ProxyIPTables
 import Testing
+import ProxySeam
+import ProxyRuntime
+import HostOS
+import IPTablesKit
 
 /// The real iptables, remembering the last restore input so tests can check what a sync wrote.
 final class RecordingIPTables: IPTablesInterface, @unchecked Sendable {

@@ -1,9 +1,10 @@
 import Foundation
 import KubeAPI
 import NetnsKit
-import ProxyCore
 @testable import ProxyNFTables
 import Testing
+import ProxySeam
+import ProxyRuntime
 
 /// A node namespace running the nftables mode in-process (its netlink socket opened
 /// inside the node's netns), two backend pods with TCP and UDP servers, a client.

@@ -1,7 +1,7 @@
 import KubeAPI
 import NetnsKit
-import ProxyCore
 import Testing
+import ProxySeam
 
 /// A node namespace running one proxy mode in-process, with two pods ("a" at 10.244.1.2, "b" at
 /// 10.244.1.3) serving TCP 8080 and UDP 5353, and a client outside: the iptables, nftables and

@@ -1,11 +1,14 @@
 import Foundation
 import KubeAPI
 import NetnsKit
-import ProxyCore
 import ProxyIPTables
 import Prometheus
 import ProxyUserspace
 import Testing
+import ProxySeam
+import ProxyRuntime
+import HostOS
+import IPTablesKit
 
 /// A node namespace running the userspace mode in-process: the data plane's
 /// threads live in the node's namespace, the portal rules go through the real

@@ -1,9 +1,10 @@
 import Foundation
 import Netlink
 import KubeAPI
-import ProxyCore
 @testable import ProxyIPTables
 import Testing
+import ProxySeam
+import IPTablesKit
 
 func svc(_ name: String, _ ip: String, ns: String = "default", type: String = "ClusterIP",
          ports: [ServicePort] = [ServicePort(name: "http", protocol: "TCP", port: 80, targetPort: .int(8080))]) -> Service {

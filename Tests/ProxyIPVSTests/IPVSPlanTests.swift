@@ -2,10 +2,12 @@ import Foundation
 import KubeAPI
 import Netlink
 import NetnsKit
-import ProxyCore
 import ProxyIPTables
 @testable import ProxyIPVS
 import Testing
+import ProxySeam
+import HostOS
+import IPTablesKit
 
 func service(_ name: String, ip: String, type: String = "ClusterIP", ports: [ServicePort], affinity: Int? = nil,
              externalIPs: [String] = [], lb: [String] = [], etpLocal: Bool = false) -> Service {

@@ -1,10 +1,12 @@
 import Foundation
 import KubeAPI
 import NetnsKit
-import ProxyCore
 import ProxyIPTables
 @testable import ProxyIPVS
 import Testing
+import ProxySeam
+import HostOS
+import IPTablesKit
 
 /// A LoadBalancer with source ranges on node-a (192.168.0.10 when `nodeInRange`).
 func firewalledSnapshot(nodeInRange: Bool) -> (ProxySnapshot, IPVSOptions) {

@@ -1,9 +1,9 @@
 import Foundation
 import Netlink
 import KubeAPI
-import ProxyCore
 @testable import ProxyNFTables
 import Testing
+import ProxySeam
 
 /// Upstream's TestOverallNFTablesRules fixture, built through the change tracker.
 func upstreamFixture() -> (ProxySnapshot, NFTablesOptions) {

@@ -1,9 +1,9 @@
 import Foundation
 import KubeAPI
-import ProxyCore
-import ProxyIPTables
 @testable import ProxyUserspace
 import Testing
+import ProxySeam
+import IPTablesKit
 
 final class FakeClock: @unchecked Sendable {
     var now: TimeInterval = 1000

@@ -1,0 +1,300 @@
+import Foundation
+import HTTPTypes
+import HummingbirdCore
+import HummingbirdTLS
+import NIOSSL
+import NIOCore
+import NIOPosix
+import KubeAPI
+import KubeStore
+import Logging
+import ServiceLifecycle
+import Synchronization
+import HostOS
+
+/// `switchyard server`: the API over HTTP, one responder for every path, on HummingbirdCore's
+/// HTTP/1.1 server. Not through Hummingbird's `Application`: its date cache builds a Gregorian
+/// calendar in the current time zone, which loads ICU's time zone data (about 4 MB resident) and
+/// wakes the idle server every second; the `Date` header is formatted here instead.
+public struct APIServer: Sendable {
+    public let handler: APIHandler
+    public let host: String
+    public let port: Int
+    /// Serves HTTPS with this certificate and key when set (`--tls-cert-file`, `--tls-private-key-file`).
+    public let tls: TLSConfiguration?
+    /// When set, a request must carry one of these bearer tokens (`--token-auth-file`).
+    public let tokens: TokenFile?
+    let logger: Logger
+
+    public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, tls: TLSConfiguration? = nil,
+                tokens: TokenFile? = nil, logger: Logger = Logger(label: "switchyard.server")) {
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.tokens = tokens
+        self.logger = logger
+    }
+
+    /// A server TLS configuration from PEM files: the certificate (chain) and its private key;
+    /// TLS 1.2 at least, as kube-apiserver.
+    public static func tlsConfiguration(certificateFile: String, keyFile: String) throws -> TLSConfiguration {
+        let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
+        var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
+        c.minimumTLSVersion = .tlsv12
+        return c
+    }
+
+    /// The certificates of a PEM file, and nothing else from it (a file that also holds the key
+    /// must not hand the key to clients), as PEM: what a kubeconfig written for clients trusts.
+    public static func certificatesPEM(file: String) throws -> [UInt8] {
+        var out = ""
+        for cert in try NIOSSLCertificate.fromPEMFile(file) {
+            let b64 = Data(try cert.toDERBytes()).base64EncodedString(options: [.lineLength64Characters, .endLineWithLineFeed])
+            out += "-----BEGIN CERTIFICATE-----\n\(b64)\n-----END CERTIFICATE-----\n"
+        }
+        return Array(out.utf8)
+    }
+
+    /// Converts a Hummingbird request, runs it, and converts the answer.
+    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil) async -> Response {
+        if let tokens, !TokenFile.publicPaths.contains(request.uri.path),
+           tokens.user(authorization: request.headers[.authorization]) == nil {
+            return Self.response(.error(.unauthorized))
+        }
+        var request = request
+        var query: [String: String] = [:]
+        for (k, v) in request.uri.queryParameters { query[String(k)] = String(v) }
+        var body = Data()
+        if request.method == .post || request.method == .put || request.method == .patch || request.method == .delete {
+            do {
+                let buf = try await request.collectBody(upTo: APIHandler.maxBodySize)
+                body = Data(buf.readableBytesView)
+            } catch {
+                return Self.response(.error(.tooLarge(APIHandler.maxBodySize)))
+            }
+        }
+        let req = APIRequest(method: request.method.rawValue, path: request.uri.path, query: query,
+                             contentType: request.headers[.contentType], accept: request.headers[.accept], body: body)
+        return Self.response(await handler.handle(req))
+    }
+
+    static func response(_ r: APIResponse) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = r.contentType
+        headers[.cacheControl] = "no-cache, private"
+        let status = HTTPResponse.Status(code: r.code)
+        switch r.body {
+        case .json(let j):
+            let d = Data((j.text() + "\n").utf8)
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
+        case .text(let t):
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: t)))
+        case .bytes(let d, _):
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
+        case .stream(let s):
+            headers[.transferEncoding] = "chunked"
+            return Response(status: status, headers: headers, body: ResponseBody { writer in
+                for try await chunk in s { try await writer.write(ByteBuffer(bytes: chunk)) }
+                try await writer.finish(nil)
+            })
+        }
+    }
+
+    /// Serves until the task is cancelled (or SIGTERM through the service group).
+    public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let handler = self.handler, tokens = self.tokens
+        let started = Flag()
+        let builder = try tls.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let server = try builder.buildServer(
+            configuration: ServerConfiguration(address: .hostname(host, port: port)),
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            logger: logger,
+            responder: { request, writer, _ in
+                var response = await Self.respond(handler, request, tokens: tokens)
+                response.headers[.date] = Self.httpDate()
+                let large = (response.body.contentLength ?? 0) > Self.largeResponse
+                try await writer.write(response: response.head, body: response.body)
+                if large { HeapTrimmer.shared.trimSoon() }
+            },
+            onServerRunning: { channel in started.set(); await onRunning(channel.localAddress?.port ?? 0) })
+        // Watches would hold a graceful shutdown open for their whole timeout: the closer, last
+        // in the group, is shut down first and ends them.
+        let group = ServiceGroup(configuration: .init(services: [.init(service: server), .init(service: WatchCloser(handler: handler))],
+                                                      gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await group.run()
+        } catch let e as IOError where !started.isSet {
+            throw ListenError(host: host, port: port, errno: e.errnoCode)
+        }
+    }
+
+    final class Flag: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = false
+        func set() { lock.withLock { value = true } }
+        var isSet: Bool { lock.withLock { value } }
+    }
+
+    /// A response this large (a list of thousands of objects) was built from a parsed copy of each
+    /// object and their serialization; once it is sent, the C heap keeps those pages unless told.
+    static let largeResponse = 1 << 20
+
+        /// An HTTP `Date` header value (RFC 9110's IMF-fixdate, `Fri, 27 Nov 2026 08:03:33 GMT`).
+    static func httpDate(_ seconds: time_t = time(nil)) -> String {
+        let tm = APIHandler.utc(seconds)
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        let two = APIHandler.two
+        return "\(days[Int(tm.tm_wday)]), \(two(tm.tm_mday)) \(months[Int(tm.tm_mon)]) \(tm.tm_year + 1900) "
+            + "\(two(tm.tm_hour)):\(two(tm.tm_min)):\(two(tm.tm_sec)) GMT"
+    }
+
+    /// Ends the open watches when the server begins to shut down.
+    struct WatchCloser: ServiceLifecycle.Service {
+        let handler: APIHandler
+        func run() async throws {
+            try? await gracefulShutdown()
+            handler.closeWatches()
+        }
+    }
+
+    /// Writes a kubeconfig readable by its owner only (it may carry a token), in place at once:
+    /// a client polling for it never reads half of one.
+    public static func writeKubeconfig(_ text: String, to path: String) throws {
+        let tmp = path + ".tmp"
+        // A new file of our own: not one left behind (with its mode) and not through a symlink.
+        unlink(tmp)
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: tmp]) }
+        var ok = fchmod(fd, 0o600) == 0   // whatever the umask
+        let bytes = Array(text.utf8)
+        var done = 0
+        while ok && done < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n > 0 { done += n } else if n < 0 && errno == EINTR { continue } else { ok = false }
+        }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            unlink(tmp)
+            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
+        }
+    }
+
+    /// A kubeconfig for clients of a server at `url`, trusting `certificateAuthority` (PEM) for an
+    /// https:// one, with a bearer `token` when the server asks for one.
+    public static func kubeconfig(server url: String, certificateAuthority: [UInt8]? = nil, token: String? = nil) -> String {
+        let ca = certificateAuthority.map { "\n    certificate-authority-data: \(Data($0).base64EncodedString())" } ?? ""
+        let user = token.map { "\n    token: \(JSONValue.string($0).text())" } ?? " {}"   // quoted: YAML reads JSON strings
+        return """
+        apiVersion: v1
+        kind: Config
+        clusters:
+        - name: switchyard
+          cluster:
+            server: \(url)\(ca)
+        contexts:
+        - name: switchyard
+          context:
+            cluster: switchyard
+            user: switchyard
+            namespace: default
+        current-context: switchyard
+        users:
+        - name: switchyard
+          user:\(user)
+
+        """
+    }
+}
+
+/// kube-apiserver's static token file (`--token-auth-file`): CSV lines of `token,user,uid` and
+/// optionally a quoted, comma-separated list of groups. A request then needs
+/// `Authorization: Bearer <token>` with one of its tokens, or gets `401 Unauthorized`; who the
+/// user is does not matter yet (no authorization: RBAC comes later).
+public struct TokenFile: Sendable {
+    public struct User: Sendable, Equatable {
+        public var name: String
+        public var uid: String
+        public var groups: [String]
+    }
+    /// In the file's order.
+    public let entries: [(token: String, user: User)]
+    /// What anyone may read, as upstream's `system:public-info-viewer` role allows.
+    static let publicPaths: Set<String> = ["/healthz", "/livez", "/readyz", "/version"]
+
+    public struct Failure: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// Reads the file as kube-apiserver does (Go's CSV reader): at least three fields per record,
+    /// a record with an empty token skipped, a repeated token's last record counting. A file
+    /// without any token is refused: nobody could use the server.
+    public init(contents: String, source: String = "token file") throws {
+        var entries: [(token: String, user: User)] = []
+        for (n, line) in contents.split(whereSeparator: \.isNewline).enumerated() {
+            if line.allSatisfy(\.isWhitespace) { continue }
+            // Fields split on commas outside double quotes; "" inside quotes is a quote.
+            var fields: [String] = [], field = "", quoted = false
+            var chars = Array(line)[...]
+            while let ch = chars.popFirst() {
+                if ch == "\"" {
+                    if quoted, chars.first == "\"" { field.append("\""); chars = chars.dropFirst() } else { quoted.toggle() }
+                } else if ch == ",", !quoted {
+                    fields.append(field)
+                    field = ""
+                } else {
+                    field.append(ch)
+                }
+            }
+            fields.append(field)
+            guard fields.count >= 3 else {
+                throw Failure(description: "\(source), record \(n + 1): at least 3 columns (token, user name, user uid), found \(fields.count)")
+            }
+            if fields[0].isEmpty { continue }
+            let user = User(name: fields[1], uid: fields[2], groups: fields.count > 3 ? fields[3].split(separator: ",").map(String.init) : [])
+            entries.removeAll { $0.token == fields[0] }
+            entries.append((fields[0], user))
+        }
+        guard !entries.isEmpty else { throw Failure(description: "\(source): no token") }
+        self.entries = entries
+    }
+
+    /// The user a request's `Authorization` header names, if its bearer token is in the file.
+    public func user(authorization: String?) -> User? {
+        guard let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " else { return nil }
+        let token = Array(a.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
+        // Every entry compared in full, each in time independent of where the bytes differ.
+        var found: User?
+        for e in entries where Self.same(Array(e.token.utf8), token) && found == nil { found = e.user }
+        return found
+    }
+
+    static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var diff = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        for i in 0..<max(a.count, b.count) { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
+        return diff == 0 && a.count == b.count
+    }
+}
+
+/// Gives the C heap's free pages back to the kernel after large responses, once for a burst of
+/// them (a fifth of a second after the first, while more may follow): a list of 10,000 objects
+/// frees tens of megabytes that malloc would otherwise keep.
+final class HeapTrimmer: Sendable {
+    static let shared = HeapTrimmer()
+    private let pending = Mutex(false)
+
+    func trimSoon() {
+        let start = pending.withLock { p -> Bool in
+            if p { return false }
+            p = true
+            return true
+        }
+        guard start else { return }
+        Task.detached {
+            try? await Task.sleep(for: .milliseconds(200))
+            self.pending.withLock { $0 = false }
+            ResidentMemory.releaseFreeHeapPages()
+        }
+    }
+}

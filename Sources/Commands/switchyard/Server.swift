@@ -1,0 +1,205 @@
+import APIServer
+import ArgumentParser
+import Foundation
+import KubeAPI
+import KubeStore
+import Logging
+import NIOSSL
+import ProxyRuntime
+import HostOS
+
+/// `switchyard server`: the Kubernetes API for kubectl, the proxy and netlab.
+struct Server: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server",
+        abstract: "Run the Kubernetes API server (on an embedded SQLite store) that kubectl and the proxy talk to.")
+
+    @Option(help: "Where the state (state.db) and the clients' kubeconfig are kept.")
+    var dataDir = "/var/lib/switchyard"
+
+    @Option(name: .customLong("bind-address"), help: "The address to serve on.")
+    var bindAddress = "127.0.0.1"
+
+    @Option(help: "The port to serve on (0: any free port, written to the kubeconfig).")
+    var port = 8080
+
+    @Option(name: .customLong("advertise-address"), help: """
+        The address clients are told to use (written to DATA_DIR/kubeconfig). Default: --bind-address, \
+        or for 0.0.0.0 the host's first non-loopback IPv4 address (127.0.0.1 if it has none).
+        """)
+    var advertiseAddress: String?
+
+    @Option(name: .customLong("service-cluster-ip-range"), help: "ClusterIPs are allocated from this IPv4 CIDR.")
+    var serviceClusterIPRange = "10.96.0.0/12"
+
+    @Option(name: .customLong("service-node-port-range"), help: "NodePorts are allocated from this range (low-high).")
+    var serviceNodePortRange = "30000-32767"
+
+    @Option(name: .customLong("etcd-servers"), help: "Keep the state in this etcd cluster (comma-separated http:// URLs) instead of SQLite.")
+    var etcdServers: String?
+
+    @Option(name: .customLong("tls-cert-file"), help: "Serve HTTPS with this certificate (PEM; a chain may follow it). The kubeconfig written trusts it.")
+    var tlsCertFile: String?
+
+    @Option(name: .customLong("tls-private-key-file"), help: "The private key of --tls-cert-file (PEM).")
+    var tlsPrivateKeyFile: String?
+
+    @Option(name: .customLong("token-auth-file"), help: "Require a bearer token from this file (kube-apiserver's format: token,user,uid[,\"groups\"]); the kubeconfig written carries its first.")
+    var tokenAuthFile: String?
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard let c = CIDR(serviceClusterIPRange), c.address.family == .ipv4, c.prefixLength >= 8, c.prefixLength <= 29 else {
+            throw ValidationError("--service-cluster-ip-range: an IPv4 CIDR between /8 and /29, not \(serviceClusterIPRange)")
+        }
+        guard nodePortRange != nil else { throw ValidationError("--service-node-port-range: low-high within 1-65535, not \(serviceNodePortRange)") }
+        guard (0...65535).contains(port) else { throw ValidationError("--port: 0-65535") }
+        guard IPAddress(bindAddress) != nil else { throw ValidationError("--bind-address \(bindAddress): not an IP address") }
+        if let a = advertiseAddress, IPAddress(a) == nil || IPAddress(a)!.isUnspecified {
+            throw ValidationError("--advertise-address \(a): not a unicast IP address")
+        }
+        guard (tlsCertFile == nil) == (tlsPrivateKeyFile == nil) else {
+            throw ValidationError("--tls-cert-file and --tls-private-key-file go together")
+        }
+    }
+
+    var nodePortRange: ClosedRange<Int>? {
+        let parts = serviceNodePortRange.split(separator: "-").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] >= 1, parts[0] <= parts[1], parts[1] <= 65535 else { return nil }
+        return parts[0]...parts[1]
+    }
+
+    func run() async throws {
+        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "switchyard.server")
+        // The certificate and tokens first: a bad one stops the server before it touches the store.
+        var tokens: TokenFile?
+        if let file = tokenAuthFile {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
+            do { tokens = try TokenFile(contents: text, source: file) } catch { throw ValidationError("--token-auth-file: \(error)") }
+        }
+        var tls: TLSConfiguration?
+        var ca: [UInt8]?
+        if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
+            do {
+                tls = try APIServer.tlsConfiguration(certificateFile: cert, keyFile: key)
+                ca = try APIServer.certificatesPEM(file: cert)
+            } catch {
+                throw ValidationError("--tls-cert-file \(cert), --tls-private-key-file \(key): \(error)")
+            }
+        }
+        let lock = try DataDirLock(dataDir)
+        let store: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
+            ?? SQLiteStore(path: dataDir + "/state.db")
+        let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
+        try await admission.load(from: store)
+        let handler = APIHandler(store: store, admission: admission)
+        // The namespaces every cluster starts with.
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let r = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces",
+                                                    body: JSONValue.object(["metadata": ["name": .string(ns)]]).serialized()))
+            guard r.code == 201 || r.code == 409 else { throw ValidationError("creating namespace \(ns): \(r.json?.text() ?? "")") }
+        }
+        let dataDir = self.dataDir, host = bindAddress
+        let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
+        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, logger: logger)
+        let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
+        let trusted = ca, token = tokens?.entries.first?.token
+        let controller = EndpointSliceController(handler: handler)
+        let startup = StartupSteps(logger: logger)
+        let controllerTask = Task {
+            while !Task.isCancelled {
+                do { try await controller.run(onSynced: { await startup.done(.controllerSynced) }) } catch { logger.error("endpoint slice controller: \(error); restarting") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { controllerTask.cancel() }
+        defer { withExtendedLifetime((lock, deadline)) {} }
+        do {
+        try await server.run { port in
+            let url = "\(trusted == nil ? "http" : "https")://\(advertised.contains(":") ? "[\(advertised)]" : advertised):\(port)"
+            do {
+                try APIServer.writeKubeconfig(APIServer.kubeconfig(server: url, certificateAuthority: trusted, token: token), to: dataDir + "/kubeconfig")
+                let on = host == advertised ? "" : " (listening on \(host.contains(":") ? "[\(host)]" : host):\(port))"
+                logger.info("serving the Kubernetes API at \(url)\(on); kubeconfig in \(dataDir)/kubeconfig")
+            } catch {
+                logger.error("writing \(dataDir)/kubeconfig: \(error)")
+            }
+            await startup.done(.listening)
+        }
+        } catch let e as ListenError {
+            throw ValidationError("--bind-address \(host) --port \(port): \(e.description)")
+        }
+        logger.info("switchyard server stopped")
+    }
+
+    /// The address to write into the kubeconfig when none is given: the bind address, unless it
+    /// is 0.0.0.0 or ::, which no client can connect to from another namespace.
+    static func advertised(bind: String) -> String {
+        guard let ip = IPAddress(bind), ip.isUnspecified else { return bind }
+        return LocalAddresses.all().first { $0.family == .ipv4 && !$0.description.hasPrefix("127.") }?.description ?? "127.0.0.1"
+    }
+}
+
+/// The data directory, created if missing and held with an exclusive lock (flock on
+/// DATA_DIR/server.lock, with the holder's PID in it) for as long as the server runs, as etcd
+/// locks its data dir: two servers on one directory would hand out the same ClusterIPs.
+final class DataDirLock: @unchecked Sendable {
+    let fd: Int32
+
+    init(_ dir: String) throws {
+        var st = stat()
+        if stat(dir, &st) != 0 {
+            // Created here, with its parents.
+            var path = dir.hasPrefix("/") ? "" : "."
+            for part in dir.split(separator: "/") {
+                path += "/" + part
+                if mkdir(path, 0o755) != 0 && errno != EEXIST {
+                    throw ValidationError("--data-dir \(dir): cannot create \(path): \(String(cString: strerror(errno)))")
+                }
+            }
+        } else if (st.st_mode & S_IFMT) != S_IFDIR {
+            throw ValidationError("--data-dir \(dir): exists and is not a directory")
+        }
+        let path = dir + "/server.lock"
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw ValidationError("--data-dir \(dir): cannot open \(path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let e = errno
+            var buf = [UInt8](repeating: 0, count: 32)
+            let n = pread(fd, &buf, buf.count, 0)
+            close(fd)
+            guard e == EWOULDBLOCK else { throw ValidationError("--data-dir \(dir): cannot lock \(path): \(String(cString: strerror(e)))") }
+            let pid = String(decoding: buf.prefix(max(n, 0)), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw ValidationError("--data-dir \(dir) is in use by another switchyard server (pid \(pid.isEmpty ? "unknown" : pid)); stop it, or give this one another --data-dir")
+        }
+        let text = "\(getpid())\n"
+        _ = ftruncate(fd, 0)
+        _ = text.withCString { pwrite(fd, $0, strlen($0), 0) }
+    }
+
+    deinit { close(fd) }
+}
+
+/// The server's start-up steps (listening; the EndpointSlice controller's first pass). When both
+/// are done, the code only start-up ran is unmapped, once.
+actor StartupSteps {
+    enum Step { case listening, controllerSynced }
+    private var finished = Set<Step>()
+    private var trimmed = false
+    let logger: Logger
+
+    init(logger: Logger) { self.logger = logger }
+
+    func done(_ step: Step) {
+        finished.insert(step)
+        guard finished.count == 2, !trimmed else { return }
+        trimmed = true
+        ResidentMemory.releaseFreeHeapPages()
+        if let kib = ResidentMemory.unmapCleanFilePages() {
+            logger.debug("started; unmapped \(kib) KiB of start-up code and read-only data")
+        }
+    }
+}

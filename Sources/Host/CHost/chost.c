@@ -1,0 +1,276 @@
+#define _GNU_SOURCE
+#include "chost.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+void ch_ignore_sigpipe(void) { signal(SIGPIPE, SIG_IGN); }
+int ch_eventfd(void) { int r = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); return r < 0 ? -errno : r; }
+void ch_eventfd_signal(int fd) { uint64_t one = 1; ssize_t r = write(fd, &one, sizeof one); (void)r; }
+void ch_eventfd_drain(int fd) { uint64_t v; ssize_t r = read(fd, &v, sizeof v); (void)r; }
+static struct sockaddr_in sin_of(uint32_t addr, uint16_t port) {
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(addr);
+    sa.sin_port = htons(port);
+    return sa;
+}
+static int bound_port(int fd, uint16_t *bound) {
+    struct sockaddr_in sa;
+    socklen_t l = sizeof sa;
+    if (getsockname(fd, (struct sockaddr *)&sa, &l) != 0) return -errno;
+    *bound = ntohs(sa.sin_port);
+    return 0;
+}
+/* A bound (and, with backlog >= 0, listening) non-blocking socket with one option set, or -errno. */
+static int bound_socket(int type, int level, int option, uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
+    int fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, level, option, &one, sizeof one);
+    struct sockaddr_in sa = sin_of(addr, port);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || (backlog >= 0 && listen(fd, backlog) != 0) || bound_port(fd, bound) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+int ch_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
+    return bound_socket(SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, addr, port, backlog < 0 ? 0 : backlog, bound);
+}
+int ch_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound) {
+    /* IP_PKTINFO: replies leave from the address the client sent to. */
+    return bound_socket(SOCK_DGRAM, IPPROTO_IP, IP_PKTINFO, addr, port, -1, bound);
+}
+int ch_accept(int lfd, uint32_t *addr, uint16_t *port) {
+    struct sockaddr_in sa;
+    socklen_t l = sizeof sa;
+    int fd = accept4(lfd, (struct sockaddr *)&sa, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+    *addr = ntohl(sa.sin_addr.s_addr);
+    *port = ntohs(sa.sin_port);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+int ch_tcp_connect(uint32_t addr, uint16_t port, int *in_progress) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_in sa = sin_of(addr, port);
+    *in_progress = 0;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        if (errno == EINPROGRESS) { *in_progress = 1; return fd; }
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+int ch_udp_connect(uint32_t addr, uint16_t port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct sockaddr_in sa = sin_of(addr, port);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+int ch_socket_error(int fd) {
+    int e = 0;
+    socklen_t l = sizeof e;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0) return errno;
+    return e;
+}
+int ch_shutdown_write(int fd) { return shutdown(fd, SHUT_WR) == 0 ? 0 : -errno; }
+void ch_close_reset(int fd) {
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(fd);
+}
+ssize_t ch_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local) {
+    struct sockaddr_in sa;
+    char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr m = { .msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = control, .msg_controllen = sizeof control };
+    ssize_t n = recvmsg(fd, &m, 0);
+    if (n < 0) return -errno;
+    *addr = ntohl(sa.sin_addr.s_addr);
+    *port = ntohs(sa.sin_port);
+    *local = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            *local = ntohl(pi.ipi_addr.s_addr);
+        }
+    }
+    return n;
+}
+ssize_t ch_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local) {
+    struct sockaddr_in sa = sin_of(addr, port);
+    char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr m = { .msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1 };
+    if (local != 0) {
+        m.msg_control = control;
+        m.msg_controllen = sizeof control;
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        pi.ipi_spec_dst.s_addr = htonl(local);
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    }
+    ssize_t n = sendmsg(fd, &m, 0);
+    return n < 0 ? -errno : n;
+}
+ssize_t ch_recv(int fd, void *buf, size_t len) { ssize_t n = recv(fd, buf, len, 0); return n < 0 ? -errno : n; }
+ssize_t ch_send(int fd, const void *buf, size_t len) { ssize_t n = send(fd, buf, len, MSG_NOSIGNAL); return n < 0 ? -errno : n; }
+int ch_spawn_detached(char *const argv[], const char *log) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -errno;
+    pid_t child = fork();
+    if (child < 0) { int e = errno; close(report[0]); close(report[1]); return -e; }
+    if (child == 0) {
+        /* Only async-signal-safe calls from here to exec. */
+        setsid();
+        pid_t daemon = fork();
+        if (daemon != 0) {
+            int r = daemon < 0 ? -errno : daemon;
+            (void)write(report[1], &r, sizeof r);
+            _exit(0);
+        }
+        /* A daemon starts with default signal handling, whatever its starter ignored or blocked. */
+        for (int sig = 1; sig < NSIG; sig++) signal(sig, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int in = open("/dev/null", O_RDONLY);
+        int out = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (in < 0 || out < 0) { int r = -errno; (void)write(report[1], &r, sizeof r); _exit(127); }
+        dup2(in, 0);
+        dup2(out, 1);
+        dup2(out, 2);
+        for (int fd = 3; fd < 65536; fd++) if (fd != report[1]) close(fd);
+        execv(argv[0], argv);
+        int r = -errno;
+        (void)write(report[1], &r, sizeof r);   /* the exec failed: a second report */
+        _exit(127);
+    }
+    close(report[1]);
+    int status;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR) {}
+    int pid = -ECHILD;
+    ssize_t n = read(report[0], &pid, sizeof pid);
+    if (n == (ssize_t)sizeof pid && pid > 0) {
+        /* A failed exec reports again before the pipe closes (closed on exec otherwise). */
+        int failure;
+        if (read(report[0], &failure, sizeof failure) == (ssize_t)sizeof failure) pid = failure;
+    }
+    close(report[0]);
+    return pid;
+}
+int ch_spawn(const char *path, char *const argv[], char *const envp[], int in, int out, int err) {
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) return -rc;
+    rc = posix_spawnattr_init(&attr);
+    if (rc != 0) { posix_spawn_file_actions_destroy(&actions); return -rc; }
+    posix_spawn_file_actions_adddup2(&actions, in, 0);
+    posix_spawn_file_actions_adddup2(&actions, out, 1);
+    posix_spawn_file_actions_adddup2(&actions, err, 2);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t pid = -1;
+    rc = posix_spawn(&pid, path, &actions, &attr, argv, envp);
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&actions);
+    return rc == 0 ? (int)pid : -rc;
+}
+int ch_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+int ch_poll_in(const int *fds, int count, short *revents, int timeout_ms) {
+    struct pollfd p[2];
+    if (count < 0 || count > 2) return -EINVAL;
+    for (int i = 0; i < count; i++) { p[i].fd = fds[i]; p[i].events = POLLIN; p[i].revents = 0; }
+    int n = poll(p, (nfds_t)count, timeout_ms);
+    if (n < 0) return -errno;
+    for (int i = 0; i < count; i++) revents[i] = p[i].revents;
+    return n;
+}
+int ch_heap_trim(void) {
+    return malloc_trim(0);
+}
+/* Whether the VmFlags line of an smaps entry has the two-letter flag `flag`. */
+static int vm_flag(const char *line, const char *flag) {
+    for (const char *p = line + strlen("VmFlags:"); *p; p++) {
+        if (p[0] == flag[0] && p[1] == flag[1] && (p[-1] == ' ') && (p[2] == ' ' || p[2] == '\n' || p[2] == 0)) return 1;
+    }
+    return 0;
+}
+long ch_unmap_clean_file_pages(void) {
+    /* Walks /proc/self/smaps and, for every mapping of a file that is read-only, was never
+       writable (no `ac` flag: relocated RELRO data was, and keeps its private copies), and holds
+       no private page in memory or in swap, drops the page table entries. The pages stay in the
+       page cache; the next touch maps them again (a minor fault). Anything else is skipped:
+       MADV_DONTNEED would throw private contents away. Each entry is decided at its VmFlags
+       line, its last. */
+    FILE *f = fopen("/proc/self/smaps", "re");
+    if (!f) return -errno;
+    char line[8192];
+    unsigned long start = 0, end = 0;
+    int candidate = 0;
+    long rss = 0, anon = -1, swap = -1, released = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char perms[8];
+        int pathOffset = 0;
+        if (sscanf(line, "%lx-%lx %7s %*s %*s %*s %n", &a, &b, perms, &pathOffset) == 3 && pathOffset > 0) {
+            start = a; end = b; rss = 0; anon = -1; swap = -1;
+            candidate = perms[1] != 'w' && perms[3] == 'p' && line[pathOffset] == '/';
+            continue;
+        }
+        if (!candidate) continue;
+        long kb;
+        if (sscanf(line, "Rss: %ld kB", &kb) == 1) rss = kb;
+        else if (sscanf(line, "Anonymous: %ld kB", &kb) == 1) anon = kb;
+        else if (sscanf(line, "Swap: %ld kB", &kb) == 1) swap = kb;
+        else if (strncmp(line, "VmFlags:", 8) == 0) {
+            if (rss > 0 && anon == 0 && swap == 0 && !vm_flag(line, "ac") && !vm_flag(line, "wr")
+                && madvise((void *)start, end - start, MADV_DONTNEED) == 0) released += rss;
+            candidate = 0;
+        }
+    }
+    fclose(f);
+    return released;
+}

@@ -1,0 +1,330 @@
+import CMnl
+import CNftnl
+import KubeAPI
+import ProxySeam
+
+/// An IPv4 header field a rule matches on.
+enum IPField: String, Hashable, Sendable {
+    case saddr, daddr
+    var offset: UInt32 { self == .saddr ? 12 : 16 }
+}
+
+/// A part of a concatenated set key.
+enum KeyPart: Hashable, Sendable {
+    case ipDaddr, ipSaddr, l4proto, thDport
+
+    var text: String {
+        switch self {
+        case .ipDaddr: return "ip daddr"
+        case .ipSaddr: return "ip saddr"
+        case .l4proto: return "meta l4proto"
+        case .thDport: return "th dport"
+        }
+    }
+
+    /// The expression that loads this part into `reg`.
+    func load(_ reg: UInt32) -> Expr {
+        switch self {
+        case .ipDaddr: return .payload(base: UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue), offset: 16, len: 4, dreg: reg)
+        case .ipSaddr: return .payload(base: UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue), offset: 12, len: 4, dreg: reg)
+        case .l4proto: return .meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: reg)
+        case .thDport: return .payload(base: UInt32(NFT_PAYLOAD_TRANSPORT_HEADER.rawValue), offset: 2, len: 2, dreg: reg)
+        }
+    }
+}
+
+/// One value of a set element key part.
+enum KeyValue: Hashable, Sendable, Comparable {
+    case ip(UInt32)
+    case proto(L4Protocol)
+    case port(Int)
+    case int(UInt32)
+
+    var text: String {
+        switch self {
+        case .ip(let v): return IPAddress(ipv4: v).description
+        case .proto(let p): return p.lower
+        case .port(let p): return String(p)
+        case .int(let v): return String(v)
+        }
+    }
+
+    /// Register layout: each part padded to 4 bytes; addresses and ports in network
+    /// order, protocol numbers and integers (numgen) in host order.
+    var bytes: [UInt8] {
+        switch self {
+        case .ip(let v): return [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+        case .proto(let p): return [p.number, 0, 0, 0]
+        case .port(let p): return [UInt8(p >> 8), UInt8(p & 0xff), 0, 0]
+        case .int(let v): return withUnsafeBytes(of: v.littleEndian) { Array($0) }
+        }
+    }
+
+    static func < (a: KeyValue, b: KeyValue) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
+extension L4Protocol {
+    var number: UInt8 {
+        switch self {
+        case .tcp: return 6
+        case .udp: return 17
+        case .sctp: return 132
+        }
+    }
+}
+
+/// A verdict, in rules and in verdict maps.
+enum Verdict: Hashable, Sendable {
+    case accept, drop, `return`
+    case jump(String)
+    case goto(String)
+
+    var text: String {
+        switch self {
+        case .accept: return "accept"
+        case .drop: return "drop"
+        case .return: return "return"
+        case .jump(let c): return "jump \(c)"
+        case .goto(let c): return "goto \(c)"
+        }
+    }
+
+    var code: Int32 {
+        switch self {
+        case .accept: return Int32(NF_ACCEPT)
+        case .drop: return Int32(NF_DROP)
+        case .return: return NFT_RETURN.rawValue
+        case .jump: return NFT_JUMP.rawValue
+        case .goto: return NFT_GOTO.rawValue
+        }
+    }
+
+    var chain: String? {
+        switch self {
+        case .jump(let c), .goto(let c): return c
+        default: return nil
+        }
+    }
+}
+
+/// One match or statement of a rule, as kube-proxy writes them. Each renders as
+/// the nft text upstream writes and compiles to the expressions `nft` would send.
+enum Stmt: Hashable, Sendable {
+    /// `ip daddr 10.0.0.1`, `ip saddr != 10.0.0.0/8`.
+    case addr(IPField, negate: Bool, CIDR)
+    /// `ip daddr @cluster-ips`, `ip daddr != @x`.
+    case addrInSet(IPField, negate: Bool, set: String)
+    /// `ip saddr != { 10.0.0.0/8, 192.168.0.0/16 }`: an anonymous interval set.
+    case addrInList(IPField, negate: Bool, [CIDR])
+    /// `meta l4proto tcp`.
+    case l4proto(L4Protocol)
+    /// `tcp dport 80` (with its implicit `meta l4proto tcp` dependency).
+    case dport(L4Protocol, Int)
+    /// `ct state new`.
+    case ctStateNew
+    /// `fib daddr type local`.
+    case fibLocal(IPField)
+    /// `iifname "cbr0"` or, with a trailing `*`, a prefix match.
+    case iifname(String)
+    /// `iifname != "cbr0"`.
+    case iifnameNot(String)
+    /// `meta mark & 0x4000 == 0`.
+    case markUnset(UInt32)
+    /// `meta mark set meta mark | 0x4000`.
+    case markSetOr(UInt32)
+    /// `meta mark set meta mark ^ 0x4000`.
+    case markSetXor(UInt32)
+    /// `ip daddr . meta l4proto . th dport vmap @service-ips`.
+    case vmap([KeyPart], set: String)
+    /// `numgen random mod 2 vmap { 0 : goto a , 1 : goto b }`.
+    case numgenVmap([String])
+    /// `update @affinity-… { ip saddr }`.
+    case updateSet(String, KeyPart)
+    /// `meta l4proto tcp dnat to 10.0.0.1:80`.
+    case dnat(L4Protocol, UInt32, Int)
+    /// `masquerade fully-random`.
+    case masquerade(fullyRandom: Bool)
+    /// `reject`.
+    case reject
+    case verdict(Verdict)
+    /// `meta l4proto tcp dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @service-endpoints`:
+    /// DNAT to the address and port a data map holds for the key and a random index.
+    case dnatMap(L4Protocol, [KeyPart], modulus: Int, set: String)
+    /// `ip saddr . ip daddr @endpoint-hairpin`.
+    case inConcatSet([KeyPart], set: String)
+
+    var text: String {
+        switch self {
+        case let .addr(f, neg, c):
+            let v = c.prefixLength == 32 ? c.address.description : c.network.description
+            return "ip \(f.rawValue) \(neg ? "!= " : "")\(v)"
+        case let .addrInSet(f, neg, s): return "ip \(f.rawValue) \(neg ? "!= " : "")@\(s)"
+        case let .addrInList(f, neg, l):
+            let items = l.map { $0.prefixLength == 32 ? $0.address.description : $0.network.description }
+            return "ip \(f.rawValue) \(neg ? "!= " : ""){ \(items.joined(separator: " , ")) }"
+        case .l4proto(let p): return "meta l4proto \(p.lower)"
+        case let .dport(p, port): return "\(p.lower) dport \(port)"
+        case .ctStateNew: return "ct state new"
+        case .fibLocal(let f): return "fib \(f.rawValue) type local"
+        case .iifname(let n): return "iifname \"\(n)\""
+        case .iifnameNot(let n): return "iifname != \"\(n)\""
+        case .markUnset(let m): return "mark and \(hex(m)) == 0"
+        case .markSetOr(let m): return "mark set mark or \(hex(m))"
+        case .markSetXor(let m): return "mark set mark xor \(hex(m))"
+        case let .vmap(keys, s): return "\(keys.map(\.text).joined(separator: " . ")) vmap @\(s)"
+        case .numgenVmap(let chains):
+            let items = chains.enumerated().map { "\($0.offset) : goto \($0.element)" }
+            return "numgen random mod \(chains.count) vmap { \(items.joined(separator: " , ")) }"
+        case let .updateSet(s, k): return "update @\(s) { \(k.text) }"
+        case let .dnat(p, ip, port): return "meta l4proto \(p.lower) dnat to \(IPAddress(ipv4: ip)):\(port)"
+        case .masquerade(let fr): return fr ? "masquerade fully-random" : "masquerade"
+        case .reject: return "reject"
+        case .verdict(let v): return v.text
+        case let .dnatMap(p, keys, n, set):
+            let k = (keys.map(\.text) + ["numgen random mod \(n)"]).joined(separator: " . ")
+            return "meta l4proto \(p.lower) dnat ip to \(k) map @\(set)"
+        case let .inConcatSet(keys, set): return "\(keys.map(\.text).joined(separator: " . ")) @\(set)"
+        }
+    }
+}
+
+/// `0x00004000`: Go's `%#08x`, as upstream writes the mark.
+func hex(_ v: UInt32) -> String {
+    let h = String(v, radix: 16)
+    return "0x" + String(repeating: "0", count: max(0, 8 - h.count)) + h
+}
+
+/// A rule: statements and an optional comment.
+struct Rule: Hashable, Sendable {
+    var stmts: [Stmt]
+    var comment: String?
+
+    init(_ stmts: [Stmt], comment: String? = nil) {
+        self.stmts = stmts
+        self.comment = comment
+    }
+
+    var text: String {
+        var s = stmts.map(\.text).joined(separator: " ")
+        if let comment { s += " comment \"\(comment)\"" }
+        return s
+    }
+}
+
+/// Where a base chain hooks in.
+struct BaseHook: Hashable, Sendable {
+    enum Kind: String, Sendable { case filter, nat }
+    enum Hook: String, Sendable {
+        case prerouting, input, forward, output, postrouting
+        var number: UInt32 {
+            switch self {
+            case .prerouting: return UInt32(NF_INET_PRE_ROUTING.rawValue)
+            case .input: return UInt32(NF_INET_LOCAL_IN.rawValue)
+            case .forward: return UInt32(NF_INET_FORWARD.rawValue)
+            case .output: return UInt32(NF_INET_LOCAL_OUT.rawValue)
+            case .postrouting: return UInt32(NF_INET_POST_ROUTING.rawValue)
+            }
+        }
+    }
+    var kind: Kind
+    var hook: Hook
+    var priority: Int32
+
+    /// Priorities as nft spells them relative to the standard ones (`dstnat - 10`).
+    var priorityText: String {
+        let named: [(String, Int32)] = [("dstnat", -100), ("srcnat", 100), ("filter", 0)]
+        for (n, v) in named {
+            if priority == v { return n }
+            if priority - v == 10 { return "\(n) + 10" }
+            if priority - v == -10 { return "\(n) - 10" }
+        }
+        return String(priority)
+    }
+}
+
+struct Chain: Hashable, Sendable {
+    var name: String
+    var base: BaseHook?
+    var comment: String?
+    var rules: [Rule]
+
+    init(_ name: String, base: BaseHook? = nil, comment: String? = nil, rules: [Rule] = []) {
+        self.name = name
+        self.base = base
+        self.comment = comment
+        self.rules = rules
+    }
+}
+
+/// A named set or map.
+struct SetDef: Hashable, Sendable {
+    enum KeyType: Hashable, Sendable {
+        case ipv4Addr, inetProto, inetService
+        var id: UInt32 {
+            switch self {
+            case .ipv4Addr: return 7
+            case .inetProto: return 12
+            case .inetService: return 13
+            }
+        }
+        var name: String {
+            switch self {
+            case .ipv4Addr: return "ipv4_addr"
+            case .inetProto: return "inet_proto"
+            case .inetService: return "inet_service"
+            }
+        }
+    }
+    var name: String
+    var key: [KeyType]
+    var isVerdictMap: Bool
+    /// `flags dynamic,timeout` with this timeout, for affinity sets.
+    var timeoutSeconds: Int?
+    var comment: String?
+    /// A set declared with `typeof` (or any type the key list cannot spell), taken
+    /// as nft creates it.
+    var raw: RawSetType? = nil
+
+    var typeText: String {
+        if let raw { return raw.text }
+        return "type " + key.map(\.name).joined(separator: " . ") + (isVerdictMap ? " : verdict" : "")
+    }
+
+    var isMap: Bool { isVerdictMap || (raw?.dataLength ?? 0) > 0 }
+
+    /// nft's concatenated type id: 6 bits per part.
+    var keyTypeID: UInt32 { key.reduce(0) { ($0 << 6) | $1.id } }
+    /// Each part takes a 4-byte register.
+    var keyLength: UInt32 { UInt32(4 * key.count) }
+}
+
+/// A set whose declaration is given as nft creates it: the text of the
+/// declaration, and the key and data types, lengths and user data the kernel holds
+/// for it (captured from `nft -f` of that text with nftables 1.0.6).
+struct RawSetType: Hashable, Sendable {
+    var text: String
+    var keyType: UInt32
+    var keyLength: UInt32
+    var dataType: UInt32
+    var dataLength: UInt32
+    var userData: [UInt8]
+}
+
+/// An element of a named set or map.
+struct Element: Hashable, Sendable {
+    var key: [KeyValue]
+    var verdict: Verdict?
+    var comment: String?
+    /// The value of a data map element.
+    var data: [KeyValue]? = nil
+
+    var keyText: String { key.map(\.text).joined(separator: " . ") }
+
+    var text: String {
+        var s = keyText
+        if let comment { s += " comment \"\(comment)\"" }
+        if let verdict { s += " : \(verdict.text)" }
+        if let data { s += " : " + data.map(\.text).joined(separator: " . ") }
+        return s
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import KubeAPI
+import KubeClient
+import Logging
+import ServiceLifecycle
+import ProxySeam
+import HostOS
+
+/// Feeds the runner from an API server: Services and EndpointSlices across all namespaces,
+/// through list+watch informers (relist on 410, back-off while the server is away). Objects that
+/// fail validation are left out and logged, as with manifests.
+public struct APIWatcher: ServiceLifecycle.Service {
+    let client: KubeClient
+    let runner: ProxyRunner
+    let logger: Logger
+    /// Which kinds have been listed once: the first sync waits for both.
+    let listed = ListedKinds(kinds: 2)
+
+    actor ListedKinds {
+        let kinds: Int
+        var paths: Set<String> = []
+        init(kinds: Int) { self.kinds = kinds }
+        func add(_ path: String) -> Bool { paths.insert(path); return all }
+        var all: Bool { paths.count >= kinds }
+    }
+
+    public init(client: KubeClient, runner: ProxyRunner, logger: Logger = Logger(label: "switchyard.watcher")) {
+        self.client = client
+        self.runner = runner
+        self.logger = logger
+    }
+
+    /// Services and slices through their fast decoders (no Codable); Codable for anything those refuse.
+    static func decode<T: Decodable>(_ type: T.Type, _ o: JSONValue) -> T? {
+        if let F = type as? any FastDecodable.Type, let v = F.init(fast: o) as? T { return v }
+        return try? JSONDecoder().decode(type, from: o.serialized())
+    }
+
+    func service(_ o: JSONValue) -> KubeAPI.Service? {
+        guard let s = Self.decode(KubeAPI.Service.self, o) else { logger.warning("skipping a Service that does not decode"); return nil }
+        let errs = Validation.validate(s)
+        if !errs.isEmpty {
+            logger.warning("skipping Service \(s.namespacedName): \(errs.map(\.description).joined(separator: "; "))")
+            return nil
+        }
+        return s
+    }
+
+    func slice(_ o: JSONValue) -> EndpointSlice? {
+        guard let s = Self.decode(EndpointSlice.self, o) else { logger.warning("skipping an EndpointSlice that does not decode"); return nil }
+        let errs = Validation.validate(s)
+        if !errs.isEmpty {
+            logger.warning("skipping EndpointSlice \(s.metadata.namespace ?? "")/\(s.metadata.name ?? ""): \(errs.map(\.description).joined(separator: "; "))")
+            return nil
+        }
+        return s
+    }
+
+    static func key(_ o: JSONValue) -> NamespacedName {
+        NamespacedName(namespace: o[path: ["metadata", "namespace"]]?.string ?? "default", name: o[path: ["metadata", "name"]]?.string ?? "")
+    }
+
+    /// Feeds one kind into the tracker: a relist replaces them all, an object that does not
+    /// validate is taken out (as if deleted), a deletion deletes. Listed objects are decoded
+    /// page by page as they arrive.
+    func follow<T: Sendable>(_ path: String, decode: @escaping @Sendable (JSONValue) -> T?,
+                             replace: @escaping @Sendable (inout ChangeTracker, Listing<T>) -> Void,
+                             update: @escaping @Sendable (inout ChangeTracker, T) -> Void,
+                             delete: @escaping @Sendable (inout ChangeTracker, NamespacedName) -> Void) async {
+        await Informer(client: client, path: path, logger: logger).run(mapListed: decode, replace: { list in
+            let ready = await listed.add(path)
+            await runner.update(initializing: ready) { replace(&$0, list) }
+            // The pages' parsed JSON and the decoded objects are gone: return their pages.
+            ResidentMemory.releaseFreeHeapPages()
+        }, watched: { e in
+            switch e {
+            case .replace: break   // lists come to `replace`
+            case .upsert(let o):
+                let ready = await listed.all
+                if let x = decode(o) { await runner.update(initializing: ready) { update(&$0, x) } }
+                else { let k = Self.key(o); await runner.update(initializing: ready) { delete(&$0, k) } }
+            case .delete(let o):
+                let k = Self.key(o)
+                await runner.update(initializing: await listed.all) { delete(&$0, k) }
+            }
+        })
+    }
+
+    public func run() async throws {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await follow("/api/v1/services", decode: service, replace: { $0.replaceServices($1.items) },
+                             update: { $0.update(service: $1) }, delete: { $0.delete(service: $1) })
+            }
+            group.addTask {
+                await follow("/apis/discovery.k8s.io/v1/endpointslices", decode: slice, replace: { $0.replaceSlices(draining: &$1.items) },
+                             update: { $0.update(slice: $1) }, delete: { $0.delete(slice: $1) })
+            }
+            group.addTask {
+                // Until the service group shuts down.
+                try? await gracefulShutdown()
+            }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+}
+
+extension APIWatcher: CustomStringConvertible {
+    public var description: String { "APIWatcher(\(client.config.server))" }
+}
