@@ -1,3 +1,4 @@
+import IPTablesKit
 import KubeAPI
 import ProxySeam
 

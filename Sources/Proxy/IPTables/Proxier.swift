@@ -234,13 +234,13 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
 
         // Jumps from the built-in chains, inserted where missing (upstream's EnsureRule(Prepend)).
         var jumps: [String: String] = [:]
-        for j in JumpRule.all + JumpRule.kubelet {
+        for j in Jumps.all + Jumps.kubelet {
             if let n = existing?.copies["\(j.table) \(j.spec)"] {
                 // Present: extra copies (of a render loaded twice) go, one stays.
-                for _ in 1..<max(n, 1) { jumps[j.table, default: ""] += "-D" + j.spec.dropFirst(2) + "\n" }
+                for _ in 1..<max(n, 1) { jumps[j.table, default: ""] += j.deleteLine + "\n" }
                 continue
             }
-            jumps[j.table, default: ""] += "-I \(j.chain) 1" + j.spec.dropFirst(3 + j.chain.count) + "\n"
+            jumps[j.table, default: ""] += "-I \(j.chain) 1 \(j.rule)\n"
         }
         let head = "*filter\n" + filterChains + ":\(Chains.canary) - [0:0]\n" + filterRules + (jumps["filter"] ?? "") + "COMMIT\n*nat\n"
         let tail = (jumps["nat"] ?? "") + "COMMIT\n*mangle\n:\(Chains.canary) - [0:0]\nCOMMIT\n"
@@ -328,43 +328,24 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         try removeLeftovers()
     }
 
+    /// The chains this mode creates (kubelet's KUBE-FIREWALL, which it also creates, is not its to delete).
+    static let owned = OwnedChains(
+        names: ["nat": [Chains.services, Chains.externalServices, Chains.nodePorts, Chains.postrouting, Chains.markMasq,
+                        Chains.forward, Chains.proxyFirewall, Chains.canary],
+                "filter": [Chains.services, Chains.externalServices, Chains.nodePorts, Chains.postrouting, Chains.markMasq,
+                           Chains.forward, Chains.proxyFirewall, Chains.canary],
+                "mangle": [Chains.canary]],
+        prefixes: ["nat": Chains.servicePrefixes])
+
     /// As `cleanup()`; true when there was anything to remove.
     @discardableResult
     public func removeLeftovers() throws -> Bool {
-        let existing = try Existing(save: ipt.save(tables: ["filter", "nat", "mangle"]))
-        var filter = "", nat = "", mangle = ""
-        var filterX = "", natX = "", mangleX = ""
-        for j in JumpRule.all {
-            // Every copy: a render loaded twice by hand leaves two.
-            for _ in 0..<(existing.copies["\(j.table) \(j.spec)"] ?? 0) {
-                let d = "-D" + j.spec.dropFirst(2) + "\n"
-                if j.table == "filter" { filter += d } else { nat += d }
-            }
-        }
-        let ours: Set<String> = [Chains.services, Chains.externalServices, Chains.nodePorts, Chains.postrouting,
-                                 Chains.markMasq, Chains.forward, Chains.proxyFirewall, Chains.canary]
-        for c in (existing.chains["nat"] ?? []).sorted() where ours.contains(c) || Chains.isServiceChain(Substring(c)) {
-            nat = ":\(c) - [0:0]\n" + nat
-            natX += "-X \(c)\n"
-        }
-        for c in (existing.chains["filter"] ?? []).sorted() where ours.contains(c) {
-            filter = ":\(c) - [0:0]\n" + filter
-            filterX += "-X \(c)\n"
-        }
-        if existing.chains["mangle"]?.contains(Chains.canary) == true {
-            mangle = ":\(Chains.canary) - [0:0]\n"
-            mangleX = "-X \(Chains.canary)\n"
-        }
-        var s = ""
-        if !filter.isEmpty { s += "*filter\n" + filter + filterX + "COMMIT\n" }
-        if !nat.isEmpty { s += "*nat\n" + nat + natX + "COMMIT\n" }
-        if !mangle.isEmpty { s += "*mangle\n" + mangle + mangleX + "COMMIT\n" }
-        if !s.isEmpty { try ipt.restore(s) }
+        let removed = try ipt.removeOwned(Self.owned, jumps: Jumps.all)
         lock.withLock {
             applied = [:]
             needFullSync = true
             udpHistory = UDPFlowHistory()
         }
-        return !s.isEmpty
+        return removed
     }
 }

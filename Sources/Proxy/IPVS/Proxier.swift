@@ -261,10 +261,10 @@ public actor IPVSProxier: ProxyBackend {
             // changes nothing).
             let rulesText = text
             let parsed = IPTablesSave(try ipt.save(tables: ["nat", "filter"]))
-            for (table, chain, spec) in IPVSRules.jumps where !parsed.contains(table: table, "-A \(chain) \(spec)") {
-                let marker = table == "nat" ? "COMMIT\n*filter\n" : "COMMIT\n"
-                if let r = text.range(of: marker, options: table == "nat" ? [] : .backwards) {
-                    text.insert(contentsOf: "-I \(chain) 1 \(spec)\n", at: r.lowerBound)
+            for j in parsed.missing(IPVSRules.jumps) {
+                let marker = j.table == "nat" ? "COMMIT\n*filter\n" : "COMMIT\n"
+                if let r = text.range(of: marker, options: j.table == "nat" ? [] : .backwards) {
+                    text.insert(contentsOf: j.addLine + "\n", at: r.lowerBound)
                 }
             }
             try ipt.restore(text)

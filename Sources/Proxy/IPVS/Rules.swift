@@ -21,16 +21,16 @@ public enum IPVSRules {
                                "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER"]
 
     /// The jumps from the built-in chains, each put first in its chain when missing, in this order.
-    static let jumps: [(table: String, chain: String, spec: String)] = [
-        ("nat", "OUTPUT", "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-        ("nat", "PREROUTING", "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"),
-        ("nat", "POSTROUTING", "-m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"),
-        ("filter", "FORWARD", "-m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD"),
-        ("filter", "INPUT", "-m comment --comment \"kubernetes health check rules\" -j KUBE-NODE-PORT"),
-        ("filter", "INPUT", "-m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL"),
-        ("filter", "FORWARD", "-m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL"),
-        ("filter", "INPUT", "-m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER"),
-        ("filter", "OUTPUT", "-m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-OUT-FILTER"),
+    static let jumps: [JumpRule] = [
+        JumpRule(table: "nat", chain: "OUTPUT", rule: "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES", position: .prepend),
+        JumpRule(table: "nat", chain: "PREROUTING", rule: "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES", position: .prepend),
+        JumpRule(table: "nat", chain: "POSTROUTING", rule: "-m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING", position: .prepend),
+        JumpRule(table: "filter", chain: "FORWARD", rule: "-m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD", position: .prepend),
+        JumpRule(table: "filter", chain: "INPUT", rule: "-m comment --comment \"kubernetes health check rules\" -j KUBE-NODE-PORT", position: .prepend),
+        JumpRule(table: "filter", chain: "INPUT", rule: "-m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL", position: .prepend),
+        JumpRule(table: "filter", chain: "FORWARD", rule: "-m comment --comment \"kube-proxy firewall rules\" -j KUBE-PROXY-FIREWALL", position: .prepend),
+        JumpRule(table: "filter", chain: "INPUT", rule: "-m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER", position: .prepend),
+        JumpRule(table: "filter", chain: "OUTPUT", rule: "-m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-OUT-FILTER", position: .prepend),
     ]
 
     /// `ip,proto:port`, `ip,proto:port,ip` and `ip,proto:port,net` as ipset prints them (a /32
@@ -207,24 +207,10 @@ public enum IPVSRules {
     /// True when there was anything to remove.
     @discardableResult
     public static func remove(ipt: any IPTablesInterface, ipset: any IPSetInterface) throws -> Bool {
-        let saved = IPTablesSave(try ipt.save(tables: ["nat", "filter"]))
-        var script = ""
-        for (t, ours) in [("nat", Set(natChains)), ("filter", Set(filterChains))] {
-            let present = ours.intersection(saved.chains[t] ?? [])
-            guard !present.isEmpty else { continue }
-            var body = ""
-            var kept = Set<String>()
-            for (chain, line) in saved.rules[t] ?? [] where !ours.contains(chain) {
-                guard let tg = IPTablesSave.jumpTarget(line), present.contains(tg) else { continue }
-                if IPTablesSave.builtinChains.contains(chain) { body += "-D" + line.dropFirst(2) + "\n" } else { kept.insert(tg) }
-            }
-            script += "*\(t)\n" + present.sorted().map { ":\($0) - [0:0]\n" }.joined() + body
-            script += present.subtracting(kept).sorted().map { "-X \($0)\n" }.joined() + "COMMIT\n"
-        }
-        if !script.isEmpty { try ipt.restore(script) }
+        let removed = try ipt.removeOwned(OwnedChains(names: ["nat": Set(natChains), "filter": Set(filterChains)]))
         let sets = try ipset.save()
         let destroy = IPSetKind.all.filter { sets[$0.name] != nil }.map { "destroy \($0.name)\n" }.joined()
         if !destroy.isEmpty { try ipset.restore(destroy) }
-        return !script.isEmpty || !destroy.isEmpty
+        return removed || !destroy.isEmpty
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import IPTablesKit
 import KubeAPI
 import ProxySeam
 
@@ -155,12 +156,12 @@ public enum PortalChains {
     /// The jumps from the built-in chains, as upstream's `iptablesInit` adds them,
     /// written the way `iptables-save` prints them (table, chain, the rest).
     /// Portals are prepended (they must come before the NodePort rules); NodePorts appended.
-    public static let jumps: [(table: String, chain: String, prepend: Bool, spec: String)] = [
-        ("nat", "PREROUTING", true, "-m comment --comment \"handle ClusterIPs; NOTE: this must be before the NodePort rules\" -j \(containerPortals)"),
-        ("nat", "OUTPUT", true, "-m comment --comment \"handle ClusterIPs; NOTE: this must be before the NodePort rules\" -j \(hostPortals)"),
-        ("nat", "PREROUTING", false, "-m addrtype --dst-type LOCAL -m comment --comment \"handle service NodePorts; NOTE: this must be the last rule in the chain\" -j \(containerNodePorts)"),
-        ("nat", "OUTPUT", false, "-m addrtype --dst-type LOCAL -m comment --comment \"handle service NodePorts; NOTE: this must be the last rule in the chain\" -j \(hostNodePorts)"),
-        ("filter", "INPUT", true, "-m comment --comment \"Ensure that non-local NodePort traffic can flow\" -j \(nonLocalNodePorts)"),
+    public static let jumps: [JumpRule] = [
+        JumpRule(table: "nat", chain: "PREROUTING", rule: "-m comment --comment \"handle ClusterIPs; NOTE: this must be before the NodePort rules\" -j \(containerPortals)", position: .prepend),
+        JumpRule(table: "nat", chain: "OUTPUT", rule: "-m comment --comment \"handle ClusterIPs; NOTE: this must be before the NodePort rules\" -j \(hostPortals)", position: .prepend),
+        JumpRule(table: "nat", chain: "PREROUTING", rule: "-m addrtype --dst-type LOCAL -m comment --comment \"handle service NodePorts; NOTE: this must be the last rule in the chain\" -j \(containerNodePorts)", position: .append),
+        JumpRule(table: "nat", chain: "OUTPUT", rule: "-m addrtype --dst-type LOCAL -m comment --comment \"handle service NodePorts; NOTE: this must be the last rule in the chain\" -j \(hostNodePorts)", position: .append),
+        JumpRule(table: "filter", chain: "INPUT", rule: "-m comment --comment \"Ensure that non-local NodePort traffic can flow\" -j \(nonLocalNodePorts)", position: .prepend),
     ]
 
     /// The chains the portal rules go into, with their tables.
@@ -228,14 +229,14 @@ public enum PortalChains {
 
     /// `iptables-restore` input that replaces the contents of our chains with `rules`.
     /// - Parameter jumps: the jump rules to add (those missing from the built-in chains).
-    public static func restoreInput(_ rules: [String: [String]], jumps: [(table: String, chain: String, prepend: Bool, spec: String)]) -> String {
+    public static func restoreInput(_ rules: [String: [String]], jumps: [JumpRule]) -> String {
         var text = ["filter": "*filter\n", "nat": "*nat\n"]
         for (table, chain) in chains { text[table]! += ":\(chain) - [0:0]\n" }
         for (table, chain) in chains {
             for r in rules[chain] ?? [] { text[table]! += r + "\n" }
         }
         for j in jumps {
-            text[j.table]! += (j.prepend ? "-I \(j.chain) 1 " : "-A \(j.chain) ") + j.spec + "\n"
+            text[j.table]! += j.addLine + "\n"
         }
         return text["filter"]! + "COMMIT\n" + text["nat"]! + "COMMIT\n"
     }

@@ -192,15 +192,8 @@ public actor UserspaceProxier: ProxyBackend {
     }
 
     /// The jumps from the built-in chains that are not there yet.
-    private func missingJumps() throws -> [(table: String, chain: String, prepend: Bool, spec: String)] {
-        let saved = try ipt.save(tables: ["filter", "nat"])
-        var table = ""
-        var present = Set<String>()
-        for line in saved.split(separator: "\n") {
-            if line.hasPrefix("*") { table = String(line.dropFirst()) }
-            if line.hasPrefix("-A ") { present.insert("\(table) \(line)") }
-        }
-        return PortalChains.jumps.filter { !present.contains("\($0.table) -A \($0.chain) \($0.spec)") }
+    private func missingJumps() throws -> [JumpRule] {
+        IPTablesSave(try ipt.save(tables: ["filter", "nat"])).missing(PortalChains.jumps)
     }
 
     public func needsFullResync() async -> Bool {
@@ -229,24 +222,9 @@ public actor UserspaceProxier: ProxyBackend {
     /// True when there was anything to remove.
     @discardableResult
     public static func removeRules(_ ipt: any IPTablesInterface) throws -> Bool {
-        let saved = IPTablesSave(try ipt.save(tables: ["filter", "nat"]))
-        var nat = "", filter = ""
-        for j in PortalChains.jumps where saved.contains(table: j.table, "-A \(j.chain) \(j.spec)") {
-            let d = "-D \(j.chain) \(j.spec)\n"
-            if j.table == "nat" { nat += d } else { filter += d }
-        }
-        for c in [PortalChains.containerPortals, PortalChains.hostPortals, PortalChains.containerNodePorts, PortalChains.hostNodePorts]
-        where saved.chains["nat"]?.contains(c) == true {
-            nat = ":\(c) - [0:0]\n" + nat + "-X \(c)\n"
-        }
-        if saved.chains["filter"]?.contains(PortalChains.nonLocalNodePorts) == true {
-            filter = ":\(PortalChains.nonLocalNodePorts) - [0:0]\n" + filter + "-X \(PortalChains.nonLocalNodePorts)\n"
-        }
-        var s = ""
-        if !filter.isEmpty { s += "*filter\n" + filter + "COMMIT\n" }
-        if !nat.isEmpty { s += "*nat\n" + nat + "COMMIT\n" }
-        if !s.isEmpty { try ipt.restore(s) }
-        return !s.isEmpty
+        var names: [String: Set<String>] = [:]
+        for (table, chain) in PortalChains.chains { names[table, default: []].insert(chain) }
+        return try ipt.removeOwned(OwnedChains(names: names), jumps: PortalChains.jumps)
     }
 }
 
