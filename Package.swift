@@ -135,7 +135,7 @@ let package = Package(
 
         // MARK: Node
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
-        .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", .product(name: "Crypto", package: "swift-crypto")],
+        .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", "IPTablesKit", .product(name: "Crypto", package: "swift-crypto")],
                 path: "Sources/Node/CNI", swiftSettings: strict),
 
         // MARK: Lab

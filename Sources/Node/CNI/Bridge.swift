@@ -1,3 +1,4 @@
+import IPTablesKit
 import Crypto
 import Foundation
 import Netlink
@@ -409,12 +410,15 @@ public struct BridgePlugin: CNIPlugin {
         }
     }
 
-    /// Applies `script` with `iptables-restore --noflush` (or ip6tables-restore) as one transaction;
-    /// false if it was refused.
-    static func restore(_ script: String, ipv6: Bool) throws -> Bool {
+    /// Applies `script` with `iptables-restore --noflush` (or ip6tables-restore) as one transaction.
+    static func restore(_ script: RestoreText, ipv6: Bool, or failure: @autoclosure () -> String) throws {
         let tool = ipv6 ? "ip6tables-restore" : "iptables-restore"
-        guard let exe = Exec.which(tool) else { throw CNIError(CNIError.other, "\(tool) not found") }
-        return try Exec.run(exe, ["-w", "5", "--noflush"], env: nil, input: Data(script.utf8)).status == 0
+        guard Exec.which(tool) != nil else { throw CNIError(CNIError.other, "\(tool) not found") }
+        do {
+            try SystemIPTables(ipv6: ipv6).restore(script.text)
+        } catch {
+            throw CNIError(CNIError.other, failure(), details: "\(error)")
+        }
     }
 
     /// The reference plugins' masquerade rules for the container's addresses, through iptables-restore
@@ -425,18 +429,16 @@ public struct BridgePlugin: CNIPlugin {
         for ip6 in [false, true] {
             let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
             guard !mine.isEmpty else { continue }
-            var s = "*nat\n:\(chain) - [0:0]\n"
+            var s = RestoreText()
+            s.declare(chain, in: "nat")
             for a in mine {
-                s += "-A \(chain) -d \(a.network) -m comment --comment \"\(comment)\" -j ACCEPT\n"
+                s.add("-A \(chain) -d \(a.network) -m comment --comment \"\(comment)\" -j ACCEPT", in: "nat")
             }
-            s += "-A \(chain) ! -d \(ip6 ? "ff00::/8" : "224.0.0.0/4") -m comment --comment \"\(comment)\" -j MASQUERADE\n"
+            s.add("-A \(chain) ! -d \(ip6 ? "ff00::/8" : "224.0.0.0/4") -m comment --comment \"\(comment)\" -j MASQUERADE", in: "nat")
             for a in mine {
-                s += "-A POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
+                s.add(JumpRule(table: "nat", chain: "POSTROUTING", target: chain, comment: comment, match: "-s \(a.ip)/\(ip6 ? 128 : 32)").spec, in: "nat")
             }
-            s += "COMMIT\n"
-            guard try Self.restore(s, ipv6: ip6) else {
-                throw CNIError(CNIError.other, "failed to set up IP masquerading for \(mine.map(\.description).joined(separator: ","))")
-            }
+            try Self.restore(s, ipv6: ip6, or: "failed to set up IP masquerading for \(mine.map(\.description).joined(separator: ","))")
         }
     }
 
@@ -469,12 +471,13 @@ public struct BridgePlugin: CNIPlugin {
         for ip6 in [false, true] {
             let mine = ips.filter { $0.isIPv6 == ip6 }.compactMap { IPNet($0.address) }
             guard !mine.isEmpty else { continue }
-            var s = "*nat\n"
+            var s = RestoreText()
             for a in mine {
-                s += "-D POSTROUTING -s \(a.ip)/\(ip6 ? 128 : 32) -m comment --comment \"\(comment)\" -j \(chain)\n"
+                s.add(JumpRule(table: "nat", chain: "POSTROUTING", target: chain, comment: comment, match: "-s \(a.ip)/\(ip6 ? 128 : 32)").deleteLine, in: "nat")
             }
-            s += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
-            guard try Self.restore(s, ipv6: ip6) else { throw CNIError(CNIError.other, "failed to remove masquerading for \(chain)") }
+            s.add("-F \(chain)", in: "nat")
+            s.add("-X \(chain)", in: "nat")
+            try Self.restore(s, ipv6: ip6, or: "failed to remove masquerading for \(chain)")
         }
     }
 
@@ -482,18 +485,13 @@ public struct BridgePlugin: CNIPlugin {
     func removeMasquerade(_ r: CNIRequest) throws {
         let chain = Self.chainName(r.name, r.containerID)
         for ip6 in [false, true] {
-            guard let saveExe = Exec.which(ip6 ? "ip6tables-save" : "iptables-save"),
+            guard Exec.which(ip6 ? "ip6tables-save" : "iptables-save") != nil,
                   Exec.which(ip6 ? "ip6tables-restore" : "iptables-restore") != nil else { continue }
-            let (status, out) = try Exec.run(saveExe, ["-t", "nat"], env: nil, input: Data())
-            guard status == 0 else { continue }
-            let text = String(decoding: out, as: UTF8.self)
-            guard text.contains(":\(chain) ") else { continue }
-            var script = "*nat\n"
-            for line in text.split(separator: "\n") where line.hasPrefix("-A POSTROUTING ") && line.hasSuffix("-j \(chain)") {
-                script += "-D" + line.dropFirst(2) + "\n"
+            do {
+                try SystemIPTables(ipv6: ip6).removeOwned(OwnedChains(names: ["nat": [chain]]))
+            } catch {
+                throw CNIError(CNIError.other, "failed to remove masquerade chain \(chain)", details: "\(error)")
             }
-            script += "-F \(chain)\n-X \(chain)\nCOMMIT\n"
-            guard try Self.restore(script, ipv6: ip6) else { throw CNIError(CNIError.other, "failed to remove masquerade chain \(chain)") }
         }
     }
 

@@ -60,30 +60,37 @@ public struct IPTablesSave: Sendable {
 /// The real thing, through the iptables binaries; optionally in a named netns.
 public struct SystemIPTables: IPTablesInterface {
     public var runner: CommandRunner
-    public init(runner: CommandRunner = CommandRunner()) { self.runner = runner }
+    /// ip6tables, ip6tables-restore and ip6tables-save instead of the IPv4 tools.
+    public var ipv6: Bool
+    public init(runner: CommandRunner = CommandRunner(), ipv6: Bool = false) {
+        self.runner = runner
+        self.ipv6 = ipv6
+    }
+
+    private func tool(_ suffix: String) -> String { (ipv6 ? "ip6tables" : "iptables") + suffix }
 
     public func restore(_ input: String) throws { try restore(input: [.text(input)]) }
 
     public func restore(input: [CommandRunner.InputPart]) throws {
-        try runner.run(["iptables-restore", "-w", "5", "--noflush", "--counters"], input: input)
+        try runner.run([tool("-restore"), "-w", "5", "--noflush", "--counters"], input: input)
     }
 
     public func save(tables: [String]) throws -> String {
         var out = ""
         for t in tables {
-            out += try runner.run(["iptables-save", "-t", t]).stdout
+            out += try runner.run([tool("-save"), "-t", t]).stdout
         }
         return out
     }
 
     public func chainExists(table: String, chain: String) -> Bool {
-        (try? runner.run(["iptables", "-w", "5", "-t", table, "-S", chain], check: false).status) == 0
+        (try? runner.run([tool(""), "-w", "5", "-t", table, "-S", chain], check: false).status) == 0
     }
 
     /// Whether this iptables takes `MASQUERADE --random-fully`: version 1.6.2 or later, as
     /// upstream's `HasRandomFully` decides from `iptables --version` (false if it cannot tell).
     public func hasRandomFully() -> Bool {
-        guard let out = try? runner.run(["iptables", "--version"], check: false).stdout else { return false }
+        guard let out = try? runner.run([tool(""), "--version"], check: false).stdout else { return false }
         return Self.randomFully(versionOutput: out)
     }
 
