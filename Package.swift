@@ -90,7 +90,9 @@ let package = Package(
         // The seam: the service/endpoint model, change tracking, snapshots, endpoint selection and
         // topology, chain hashes, the options every mode shares, the backend protocol and the
         // contract of a sync. Depends on the object model only.
-        .target(name: "ProxySeam", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto")],
+        .target(name: "ProxySeam", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto"),
+                                                  .product(name: "Logging", package: "swift-log"),
+                                                  .product(name: "Prometheus", package: "swift-prometheus")],
                 path: "Sources/Proxy/Seam", swiftSettings: strict),
         // What runs a backend: the sync runner, the API and manifest watchers, /healthz, /metrics,
         // conntrack cleanup over netlink.
@@ -111,7 +113,7 @@ let package = Package(
         // parser, jump rules, restore text, removing the chains one owns.
         .target(name: "IPTablesKit", dependencies: ["HostOS"], path: "Sources/Proxy/IPTablesKit", swiftSettings: strict),
         // kube-proxy's iptables mode: structured rules -> iptables-restore text.
-        .target(name: "ProxyIPTables", dependencies: ["ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+        .target(name: "ProxyIPTables", dependencies: ["ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Proxy/IPTables", swiftSettings: strict),
         // kube-proxy's nftables mode: the kube-proxy table as objects, applied as
         // libnftnl batches, rendered as nft text.
@@ -133,6 +135,11 @@ let package = Package(
             path: "Sources/Proxy/Userspace", swiftSettings: strict
         ),
 
+        // The registry of modes: every mode's `ProxyMode`, in order. The command line, render,
+        // --cleanup, netlab and the benchmarks iterate it.
+        .target(name: "ProxyModes", dependencies: ["ProxySeam", "ProxyIPTables", "ProxyNFTables", "ProxyIPVS", "ProxyUserspace"],
+                path: "Sources/Proxy/Modes", swiftSettings: strict),
+
         // MARK: Node
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
         .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", "IPTablesKit", .product(name: "Crypto", package: "swift-crypto")],
@@ -143,7 +150,7 @@ let package = Package(
         .target(name: "NetnsKit", dependencies: ["HostOS", "CHost", "Netlink"], path: "Sources/Lab/NetnsKit", swiftSettings: strict),
         // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
         // plugin, a proxy per node) and the proxy-mode comparison.
-        .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI",
+        .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI", "ProxyModes", "ProxySeam",
                                                 .product(name: "NIOCore", package: "swift-nio"),
                                                 .product(name: "NIOPosix", package: "swift-nio"),
                                                 .product(name: "NIOHTTP1", package: "swift-nio")],
@@ -153,7 +160,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard",
             dependencies: [
-                "KubeAPI", "ProxySeam", "ProxyRuntime", "IPTablesKit", "HostOS",
+                "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
                 "APIServer", "KubeStore", "KubeClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -182,7 +189,7 @@ let package = Package(
             name: "switchyard-bench",
             dependencies: [
                 "KubeClient", "KubeStore", "HostOS", "IPTablesKit",
-                "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
+                "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/Commands/switchyard-bench",

@@ -95,7 +95,7 @@ struct IPVSPlanTests {
 
     @Test func nodePortAddressesAndNoEndpoints() {
         var o = IPVSOptions()
-        o.nodePortAddresses = [IPAddress("10.0.0.1")!, IPAddress("10.0.0.2")!]
+        o.nodePortIPs = [IPAddress("10.0.0.1")!, IPAddress("10.0.0.2")!]
         var t = ChangeTracker(node: NodeInfo(name: "node-a", ips: [IPAddress("192.168.0.10")!]))
         t.update(service: service("empty", ip: "10.96.0.30", type: "NodePort", ports: [ServicePort(port: 80, nodePort: 30001)]))
         let plan = IPVSPlan(t.snapshot().0, options: o)

@@ -88,7 +88,7 @@ struct IPVSRulesTests {
         #expect(rule(o)?.hasSuffix("dst,dst ! -i cbr0 -j KUBE-MARK-MASQ") == true)
         o.masqueradeAll = true
         #expect(rule(o)?.hasSuffix("--match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ") == true)
-        o.masqueradeBit = 12
+        o.mark = MasqueradeMark(bit: 12)!
         let text = IPVSRules.restoreText(nonEmpty: [], outDrops: [], options: o)
         #expect(text.contains("-A KUBE-MARK-MASQ -j MARK --or-mark 0x00001000\n"))
         #expect(text.contains("-A KUBE-POSTROUTING -m mark ! --mark 0x00001000/0x00001000 -j RETURN\n"))

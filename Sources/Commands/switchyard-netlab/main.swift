@@ -36,7 +36,7 @@ struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Build the lab: nodes, pods through the CNI plugin, the API server, a proxy per node.")
     @OptionGroup var lab: LabOptions
     @Option(help: "How many nodes.") var nodes = 2
-    @Option(help: "The proxy mode on every node: iptables, nftables, nftables-maps, userspace, ipvs, or none.") var proxyMode = "iptables"
+    @Option(help: "The proxy mode on every node: \(Cluster.modes.joined(separator: ", ")), or none.") var proxyMode = "iptables"
 
     func run() async throws {
         let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, progress: say)

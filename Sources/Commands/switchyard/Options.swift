@@ -2,18 +2,13 @@ import ArgumentParser
 import Foundation
 import KubeAPI
 import Logging
-import ProxyIPTables
-import ProxyIPVS
-import Netlink
-import ProxyNFTables
-import ProxyUserspace
+import ProxyModes
 import ProxySeam
 import ProxyRuntime
-import IPTablesKit
 
 /// Flags shared by `render` and `proxy`, named as kube-proxy names them.
 struct ProxyFlags: ParsableArguments {
-    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: iptables (the default), nftables, ipvs or userspace.")
+    @Option(name: .customLong("proxy-mode"), help: "Which proxy mode to use: \(ProxyModes.names[0]) (the default), \(ProxyModes.names.dropFirst().dropLast().joined(separator: ", ")) or \(ProxyModes.names.last!).")
     var proxyMode: String?
 
     @Option(name: .customLong("hostname-override"), help: "The name of this node (endpoints on it are local).")
@@ -86,7 +81,7 @@ struct ProxyFlags: ParsableArguments {
             if let n = f.nodePortAddresses { c.nodePortAddresses = n }
             if let ipt = f.iptables {
                 if let m = ipt.masqueradeAll { c.masqueradeAll = m }
-                if let b = ipt.masqueradeBit { c.masqueradeBit = b }
+                if let b = ipt.masqueradeBit { c.masqueradeMark = try mark(b, "iptables.masqueradeBit") }
                 if let l = ipt.localhostNodePorts { c.localhostNodePorts = l }
                 if let s = ipt.syncPeriod.flatMap(KubeProxyConfiguration.parseDuration) { c.syncPeriod = .milliseconds(Int(s * 1000)) }
                 if let s = ipt.minSyncPeriod.flatMap(KubeProxyConfiguration.parseDuration) { c.minSyncPeriod = .milliseconds(Int(s * 1000)) }
@@ -108,8 +103,7 @@ struct ProxyFlags: ParsableArguments {
             throw ValidationError("--nodeport-addresses: \"\(a)\" is not a CIDR or 'primary'")
         }
         if masqueradeAll { c.masqueradeAll = true }
-        if let b = masqueradeBit { c.masqueradeBit = b }
-        guard (0...31).contains(c.masqueradeBit) else { throw ValidationError("--iptables-masquerade-bit must be between 0 and 31") }
+        if let b = masqueradeBit { c.masqueradeMark = try mark(b, "--iptables-masquerade-bit") }
         if let l = localhostNodePorts { c.localhostNodePorts = l }
         if let d = detectLocalMode { detect = d }
         switch detect {
@@ -128,10 +122,22 @@ struct ProxyFlags: ParsableArguments {
             guard let cidr = CIDR(r), cidr.family == .ipv4 else { throw ValidationError("--service-cluster-ip-range: \"\(r)\" is not an IPv4 CIDR") }
             c.serviceCIDRs = [cidr.network]
         }
-        guard ["iptables", "nftables", "userspace", "ipvs"].contains(c.mode) else {
-            throw ValidationError("--proxy-mode \(c.mode): unknown mode; one of iptables, nftables, ipvs, userspace")
+        guard ProxyModes.named(c.mode) != nil else {
+            throw ValidationError("--proxy-mode \(c.mode): unknown mode; one of \(ProxyModes.names.joined(separator: ", "))")
         }
+        c.nftables.layout = nftablesLayout
+        c.ipvs.scheduler = ipvsScheduler
+        if ipvsStrictARP { c.ipvs.strictARP = true }
+        c.userspace.portRange = proxyPortRange
+        c.userspace.udpIdleTimeout = udpTimeout
+        // The chosen mode's own settings are checked now, before anything runs.
+        _ = try validated { try mode(c).renderer(c) }
         return c
+    }
+
+    private func mark(_ bit: Int, _ what: String) throws -> MasqueradeMark {
+        guard let m = MasqueradeMark(bit: bit) else { throw ValidationError("\(what) must be between 0 and 31") }
+        return m
     }
 
     private func cidrs(_ s: String, _ what: String) throws -> [CIDR] {
@@ -183,127 +189,16 @@ final class ManifestFeed: @unchecked Sendable {
     }
 }
 
-func makeIPTablesOptions(_ c: ProxyConfig, live: Bool) -> IPTablesOptions {
-    var ips: [IPAddress]? = nil
-    if let cidrs = c.nodePortCIDRs {
-        // `render` cannot see the node's interfaces; it uses the addresses the CIDRs name exactly.
-        ips = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
-    }
-    var o = IPTablesOptions(c, nodePortIPs: ips)
-    // A live proxy asks the iptables it runs, as upstream does; `render` writes what current iptables takes.
-    if live {
-        o.randomFully = SystemIPTables().hasRandomFully()
-        o.nfacctCounters = ensureNFAcctCounters()
-    }
-    return o
-}
+/// The registered mode `config` names (resolve() has checked that there is one).
+func mode(_ config: ProxyConfig) -> ProxyMode { ProxyModes.named(config.mode) ?? ProxyModes.standard }
 
-/// The nfacct counters the iptables mode counts into, created if missing, where the kernel has
-/// nfacct (upstream ensures them at every full sync; here once, when the proxy starts).
-func ensureNFAcctCounters() -> Set<String> {
-    guard NFAcct.isSupported(), let acct = try? NFAcct() else { return [] }
-    return Set(NFAcctCounter.all.filter { (try? acct.ensure($0)) != nil })
-}
-
-/// The nfacct counters as upstream's custom collectors serve them: each counter's packets, read at scrape.
-func nfacctMetricsText(_ counters: Set<String>) -> String {
-    guard !counters.isEmpty, let acct = try? NFAcct() else { return "" }
-    var out = ""
-    for m in NFAcctCounter.metrics where counters.contains(m.counter) {
-        guard let v = try? acct.get(m.counter) else { continue }
-        out += "# HELP \(m.name) \(m.help)\n# TYPE \(m.name) counter\n\(m.name) \(v.packets)\n"
-    }
-    return out
-}
-
-/// nftables mode takes NodePorts on the node's primary IPs by default, as upstream
-/// does (`--nodeport-addresses primary`); with no node IP known, on every local address.
-func makeNFTablesOptions(_ c: ProxyConfig, live: Bool) -> NFTablesOptions {
-    var ips: [IPAddress]? = nil
-    if let cidrs = c.nodePortCIDRs {
-        ips = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
-    } else if !c.nodeIPs.isEmpty {
-        ips = c.nodeIPs.filter { $0.family == .ipv4 }
-    }
-    return NFTablesOptions(c, nodePortIPs: ips)
-}
-
-extension ProxyFlags {
-    func nftablesOptions(_ c: ProxyConfig, live: Bool) throws -> NFTablesOptions {
-        guard let layout = NFTablesLayout(rawValue: nftablesLayout) else {
-            throw ValidationError("--nftables-layout must be one of: \(NFTablesLayout.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
-        var o = makeNFTablesOptions(c, live: live)
-        o.layout = layout
-        return o
-    }
-}
-
-extension ProxyFlags {
-    /// The userspace mode's options. Live, with no node IP configured, host portals
-    /// DNAT to the first non-loopback IPv4 address (upstream did the same).
-    func ipvsOptions(_ c: ProxyConfig) throws -> IPVSOptions {
-        guard IPVSService.schedulers.contains(ipvsScheduler) else {
-            throw ValidationError("--ipvs-scheduler: unknown scheduler \(ipvsScheduler) (one of \(IPVSService.schedulers.joined(separator: ", ")))")
-        }
-        var o = IPVSOptions(c)
-        o.scheduler = ipvsScheduler
-        if let cidrs = c.nodePortCIDRs { o.nodePortAddresses = cidrs.filter { $0.prefixLength == 32 }.map(\.address) }
-        return o
-    }
-
-    func userspaceOptions(_ c: ProxyConfig, live: Bool) throws -> UserspaceOptions {
-        var o = UserspaceOptions(localhostNodePorts: c.effectiveLocalhostNodePorts)
-        o.portRange = try proxyPortRange.flatMap { try UserspaceOptions.parsePortRange($0) }
-        if let cidrs = c.nodePortCIDRs {
-            o.nodePortIPs = live ? LocalAddresses.matching(cidrs) : cidrs.filter { $0.prefixLength == 32 }.map(\.address)
-        }
-        o.hostIP = c.nodeIPs.first { $0.family == .ipv4 }
-        if live && o.hostIP == nil {
-            o.hostIP = LocalAddresses.all().first { $0.family == .ipv4 && !$0.description.hasPrefix("127.") }
-        }
-        return o
-    }
-
-    func dataPlaneOptions() throws -> DataPlaneOptions {
-        var d = DataPlaneOptions()
-        if let s = udpTimeout {
-            guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ValidationError("--udp-timeout: bad duration \(s)") }
-            d.udpTimeout = .milliseconds(Int(v * 1000))
-        }
-        return d
-    }
-}
-
-/// The backend for `--proxy-mode`.
-func makeBackend(_ c: ProxyConfig, flags: ProxyFlags, metrics: ProxyMetrics, logger: Logger) throws -> any ProxyBackend {
-    let conntrack = MeasuredConntrack(NetlinkConntrack(), metrics: metrics)
-    switch c.mode {
-    case "ipvs":
-        let ipvs: IPVS
-        do {
-            ipvs = try IPVS()
-        } catch let e as NetlinkError {
-            throw ValidationError("--proxy-mode ipvs: \(e) (netlab/guest runs a kernel that has it)")
-        }
-        var o = try flags.ipvsOptions(c)
-        o.nodeAddressesFromKernel = true   // looked up at every sync, inside --nodeport-addresses when given
-        o.nodePortCIDRs = c.nodePortCIDRs
-        o.strictARP = flags.ipvsStrictARP   // the proxier sets kube-proxy's IPVS sysctls at its first sync
-        o.randomFully = SystemIPTables().hasRandomFully()
-        return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(), options: o, logger: logger)
-    case "userspace":
-        return UserspaceProxier(dataPlane: try DataPlane(options: try flags.dataPlaneOptions()), ipt: SystemIPTables(),
-                                options: try flags.userspaceOptions(c, live: true), conntrack: conntrack,
-                                registry: metrics.registry, logger: logger)
-    case "nftables":
-        return NFTablesProxier(nft: try SystemNFTables(), options: try flags.nftablesOptions(c, live: true),
-                               conntrack: conntrack, logger: logger)
-    default:
-        let o = makeIPTablesOptions(c, live: true)
-        let counters = o.nfacctCounters
-        if !counters.isEmpty { metrics.addCollector { nfacctMetricsText(counters) } }
-        return IPTablesProxier(ipt: SystemIPTables(), options: o, conntrack: conntrack, logger: logger)
+/// Runs `body`, turning a setting a mode cannot work with into a usage error, as the flag's own
+/// parsing would (exit status 64, with the usage).
+func validated<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as ProxyConfigError {
+        throw ValidationError(e.description)
     }
 }
 

@@ -3,11 +3,7 @@ import Foundation
 import KubeClient
 import KubeAPI
 import Logging
-import ProxyIPTables
-import ProxyIPVS
-import Netlink
-import ProxyNFTables
-import ProxyUserspace
+import ProxyModes
 import ServiceLifecycle
 import ProxySeam
 import ProxyRuntime
@@ -60,7 +56,7 @@ struct Proxy: AsyncParsableCommand {
         if cleanup {
             // Like kube-proxy --cleanup: remove what every mode may have left, and nothing else.
             // A failure in one mode does not keep the others' state; it is reported at the end.
-            let failures = await Leftovers.remove(Leftovers.modes, keeping: nil, logger: logger)
+            let failures = await Leftovers.remove(ProxyModes.all, keeping: nil, logger: logger)
             withExtendedLifetime(deadline) {}
             if let (mode, error) = failures.first {
                 throw CleanupFailure(description: "cleanup of the \(mode) mode failed: \(error)")
@@ -105,13 +101,15 @@ struct Proxy: AsyncParsableCommand {
            v.trimmingCharacters(in: .whitespacesAndNewlines) != "0" {
             config.conntrackTCPLiberal = true
         }
-        let backend = try makeBackend(config, flags: flags, metrics: metrics, logger: logger)
+        let env = ModeEnvironment(logger: logger, conntrack: MeasuredConntrack(NetlinkConntrack(), metrics: metrics), registry: metrics.registry,
+                                  addCollector: { metrics.addCollector($0) }, localAddresses: LocalAddresses.all())
+        let backend = try validated { try mode(config).backend(config, env) }
         if config.effectiveLocalhostNodePorts {
             try? "1".write(toFile: "/proc/sys/net/ipv4/conf/all/route_localnet", atomically: false, encoding: .utf8)
         }
         // Upstream kube-proxy removes the other modes' rules when it starts: rules of a mode that
         // no longer runs must not stay in charge of traffic.
-        await Leftovers.remove(Leftovers.modes.filter { $0 != config.mode }, keeping: config.mode, logger: logger)
+        await Leftovers.remove(ProxyModes.all.filter { $0.name != config.mode }, keeping: config.mode, logger: logger)
         let runner = ProxyRunner(
             tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
             backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),
@@ -125,8 +123,8 @@ struct Proxy: AsyncParsableCommand {
         logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)",
                                                             "source": "\(client == nil ? "manifests " + manifests.joined(separator: ",") : "kubeconfig " + kubeconfig!)"])
         try await group.run()
-        // Connections through the userspace mode get a moment to finish, within the deadline.
-        if let u = backend as? UserspaceProxier { await u.dataPlane.stop(grace: .seconds(2)) }
+        // Connections a backend carries itself (the userspace mode's) get a moment to finish, within the deadline.
+        await backend.stop(grace: .seconds(2))
         for s in servers { await s.close() }
         logger.info("switchyard proxy stopped")
         withExtendedLifetime(deadline) {}

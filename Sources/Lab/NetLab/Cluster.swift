@@ -1,6 +1,7 @@
 import CNI
 import CHost
 import Foundation
+import ProxyModes
 import KubeAPI
 import KubeClient
 import NetnsKit
@@ -18,7 +19,8 @@ public final class Cluster: @unchecked Sendable {
     public static let underlay = "10.250.0"
     public static let clusterCIDR = "10.244.0.0/16"
     public static let serviceCIDR = "10.96.0.0/12"
-    public static let modes = ["iptables", "nftables", "nftables-maps", "userspace", "ipvs"]
+    /// The proxy configurations a node can run: every registered mode's variants.
+    public static let modes = ProxyModes.variants.map(\.name)
 
     init(state: LabState, progress: @escaping @Sendable (String) -> Void) {
         self.state = state
@@ -308,10 +310,7 @@ public final class Cluster: @unchecked Sendable {
     // MARK: proxies
 
     public static func proxyArguments(mode: String) -> [String] {
-        switch mode {
-        case "nftables-maps": return ["--proxy-mode", "nftables", "--nftables-layout", "maps"]
-        default: return ["--proxy-mode", mode]
-        }
+        ProxyModes.variant(mode)?.arguments ?? ["--proxy-mode", mode]
     }
 
     /// Stops whatever proxies run (cleaning up after them) and starts `mode` on every node.

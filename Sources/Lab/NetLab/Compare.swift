@@ -24,7 +24,7 @@ public struct Comparison: Sendable {
 
     /// The modes this kernel can run: all but IPVS everywhere, IPVS where the kernel has it.
     public static var availableModes: [String] {
-        ["iptables", "nftables", "nftables-maps", "userspace"] + (kernelHasIPVS ? ["ipvs"] : [])
+        Cluster.modes.filter { $0 != "ipvs" || kernelHasIPVS }
     }
 
     public static var environmentName: String { environment(guest: false) }
@@ -265,7 +265,7 @@ public struct Comparison: Sendable {
             return (b.connectP50 / db.connectP50) / (a.connectP50 / da.connectP50)
         }
         var lines: [String] = []
-        for mode in ["iptables", "nftables", "nftables-maps", "ipvs", "userspace"] {
+        for mode in Cluster.modes {
             if let g = growth(mode) {
                 lines.append(String(format: "- %@: connection setup p50 relative to direct changed %.2f× from %d to %d Services", mode, g, lo, hi))
             }

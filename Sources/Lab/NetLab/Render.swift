@@ -1,4 +1,5 @@
 import Foundation
+import ProxyModes
 import KubeAPI
 import NetnsKit
 
@@ -6,13 +7,13 @@ import NetnsKit
 /// by `switchyard render` in every mode, before and after a live change (one more echo pod),
 /// with the diff between the two.
 public struct Rendering: Sendable {
-    public static let modes: [(mode: String, file: String, args: [String])] = [
-        ("iptables", "iptables.rules", ["--proxy-mode", "iptables"]),
-        ("nftables", "nftables.nft", ["--proxy-mode", "nftables"]),
-        ("nftables-maps", "nftables-maps.nft", ["--proxy-mode", "nftables", "--nftables-layout", "maps"]),
-        ("userspace", "userspace.rules", ["--proxy-mode", "userspace", "--proxy-port-range", "40000-40999"]),
-        ("ipvs", "ipvs.txt", ["--proxy-mode", "ipvs"]),
-    ]
+    /// Every registered mode's variants, each with its file and the arguments that render it
+    /// (the userspace mode's listeners on a fixed port range, so the two renders compare).
+    public static let modes: [(mode: String, file: String, args: [String])] = ProxyModes.all.flatMap { mode in
+        mode.variants.map { v in
+            (v.name, "\(v.name).\(mode.renderExtension)", v.arguments + (mode.name == "userspace" ? ["--proxy-port-range", "40000-40999"] : []))
+        }
+    }
 
     public var outDir: String
     public init(outDir: String) { self.outDir = outDir }

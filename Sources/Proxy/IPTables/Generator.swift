@@ -18,41 +18,28 @@ struct ServiceRules: Equatable {
 }
 
 /// Settings the generator needs beyond the snapshot.
+@dynamicMemberLookup
 public struct IPTablesOptions: Sendable {
-    public var masqueradeAll = false
-    public var masqueradeMark = "0x4000"
-    public var localDetector: LocalDetector = .none
-    public var localhostNodePorts = true
-    /// nil: every local address takes NodePorts; otherwise these addresses only.
-    public var nodePortIPs: [IPAddress]? = nil
+    /// The settings every mode shares, read as this struct's own (`opts.masqueradeAll`).
+    public var common = CommonOptions()
+    public subscript<T>(dynamicMember key: WritableKeyPath<CommonOptions, T>) -> T {
+        get { common[keyPath: key] }
+        set { common[keyPath: key] = newValue }
+    }
     public var conntrackTCPLiberal = false
     public var randomFully = true
     /// The nfacct counters that exist (see `NFAcctCounter`): rules count into them, as upstream's do.
     public var nfacctCounters: Set<String> = []
-    public var nodeIP: IPAddress? = nil
 
     public init() {}
 
     public init(_ c: ProxyConfig, nodePortIPs: [IPAddress]?) {
-        masqueradeAll = c.masqueradeAll
-        masqueradeMark = c.masqueradeMark
-        localDetector = c.localDetector
-        localhostNodePorts = c.effectiveLocalhostNodePorts
-        self.nodePortIPs = nodePortIPs
+        common = CommonOptions(c, nodePortIPs: nodePortIPs)
         conntrackTCPLiberal = c.conntrackTCPLiberal
-        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
     }
 
-    var ifLocal: String? {
-        switch localDetector {
-        case .none: return nil
-        case .cidrs(let c): return c.first.map { "-s \($0)" }
-        case .bridgeInterface(let b): return "-i \(b)"
-        case .interfaceNamePrefix(let p): return "-i \(p)+"
-        }
-    }
-
-    var ifNotLocal: String? { ifLocal.map { "! " + $0 } }
+    var ifLocal: String? { common.localDetector.iptablesMatch(negated: false) }
+    var ifNotLocal: String? { common.localDetector.iptablesMatch(negated: true) }
 }
 
 /// Upstream writes large rulesets without per-endpoint comments.
@@ -279,7 +266,7 @@ struct Generator {
     static let natChains = [Chains.services, Chains.nodePorts, Chains.postrouting, Chains.markMasq]
 
     func postroutingRules() -> String {
-        let m = opts.masqueradeMark
+        let m = opts.mark.hex
         var s = "-A KUBE-POSTROUTING -m mark ! --mark \(m)/\(m) -j RETURN\n"
         s += "-A KUBE-POSTROUTING -j MARK --xor-mark \(m)\n"
         s += "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
@@ -306,7 +293,7 @@ struct Generator {
     }
 
     func forwardRules() -> String {
-        let m = opts.masqueradeMark
+        let m = opts.mark.hex
         var s = ""
         if !opts.conntrackTCPLiberal {
             let count = opts.nfacctCounters.contains(NFAcctCounter.ctStateInvalidDropped) ? "-m nfacct --nfacct-name \(NFAcctCounter.ctStateInvalidDropped) " : ""

@@ -144,3 +144,13 @@ extension IPTablesInterface {
         return true
     }
 }
+
+extension RestoreText {
+    /// How to load iptables-restore input a render wrote, for the comment lines that open it.
+    public static let loadingNote = [
+        "Load it with:  iptables-restore --noflush < FILE",
+        "--noflush keeps the tables' other rules: without it, iptables-restore empties each table first.",
+        "Loading it again rewrites the KUBE-* chains whole and leaves a second copy of each jump from",
+        "a built-in chain, which changes nothing (`switchyard proxy --cleanup` removes every copy).",
+    ]
+}

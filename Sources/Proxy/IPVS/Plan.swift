@@ -3,12 +3,18 @@ import Netlink
 import ProxySeam
 
 /// The IPVS mode's flags that shape what is programmed.
+@dynamicMemberLookup
 public struct IPVSOptions: Sendable {
     /// `--ipvs-scheduler` (kube-proxy's default is round-robin).
     public var scheduler = "rr"
-    /// The addresses NodePorts listen on (`--nodeport-addresses`); nil: the node's IPv4 addresses
-    /// (from the snapshot, or from the kernel when `nodeAddressesFromKernel`).
-    public var nodePortAddresses: [IPAddress]?
+    /// The settings every mode shares, read as this struct's own (`opts.masqueradeAll`).
+    public var common = CommonOptions()
+    public subscript<T>(dynamicMember key: WritableKeyPath<CommonOptions, T>) -> T {
+        get { common[keyPath: key] }
+        set { common[keyPath: key] = newValue }
+    }
+    // `common.nodePortIPs` are the addresses NodePorts listen on (`--nodeport-addresses`); nil:
+    // the node's IPv4 addresses (from the snapshot, or from the kernel when `nodeAddressesFromKernel`).
     /// With `nodeAddressesFromKernel`: only the kernel's addresses inside these (`--nodeport-addresses`).
     public var nodePortCIDRs: [CIDR]?
     /// The running proxy: NodePorts on the node's own IPv4 addresses as the kernel has them at
@@ -17,35 +23,17 @@ public struct IPVSOptions: Sendable {
     /// `--ipvs-strict-arp`: arp_ignore=1 and arp_announce=2, so the node does not answer ARP for
     /// kube-ipvs0's addresses.
     public var strictARP = false
-    /// `--masquerade-all`: every connection to a ClusterIP is masqueraded.
-    public var masqueradeAll = false
-    /// How pod traffic is told from the rest (`--detect-local-mode`, `--cluster-cidr`): traffic
-    /// to a ClusterIP from outside the pods is masqueraded.
-    public var localDetector: LocalDetector = .none
-    /// `--iptables-masquerade-bit`.
-    public var masqueradeBit = 14
     /// `MASQUERADE --random-fully` (every iptables we run on has it).
     public var randomFully = true
-    /// The node's primary IPv4 address: a load balancer whose source ranges leave it out is not
-    /// reachable from the node either.
-    public var nodeIP: IPAddress?
     public init() {}
 
     public init(_ c: ProxyConfig) {
-        masqueradeAll = c.masqueradeAll
-        localDetector = c.localDetector
-        masqueradeBit = c.masqueradeBit
-        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
+        common = CommonOptions(c, nodePortIPs: nil)
+        scheduler = c.ipvs.scheduler
+        strictARP = c.ipvs.strictARP
     }
 
-    var ifNotLocal: String? {
-        switch localDetector {
-        case .none: return nil
-        case .cidrs(let c): return c.first { $0.address.family == .ipv4 }.map { "! -s \($0)" }
-        case .bridgeInterface(let b): return "! -i \(b)"
-        case .interfaceNamePrefix(let p): return "! -i \(p)+"
-        }
-    }
+    var ifNotLocal: String? { common.localDetector.iptablesMatch(negated: true) }
 }
 
 /// One virtual server and its real servers, and the service port it serves.
@@ -86,7 +74,7 @@ public struct IPVSPlan: Sendable {
     public init(_ snap: ProxySnapshot, options: IPVSOptions, only: Set<NamespacedName>? = nil) {
         var servers: [IPVSVirtualServer] = []
         let bound = only == nil ? Self.boundAddresses(snap, of: Array(snap.servicePorts.keys)) : []
-        let nodeIPs = (options.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
+        let nodeIPs = (options.nodePortIPs ?? snap.node.ips).filter { $0.family == .ipv4 }
         let names = only.map { snap.ports(of: $0).sorted() } ?? snap.sortedNames
         for name in names {
             guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4 else { continue }

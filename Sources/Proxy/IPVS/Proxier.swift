@@ -109,20 +109,20 @@ public actor IPVSProxier: ProxyBackend {
         try ensureSysctls()
         let dummy = try ensureDummy()
         var opts = options
-        if opts.nodeAddressesFromKernel && opts.nodePortAddresses == nil {
+        if opts.nodeAddressesFromKernel && opts.nodePortIPs == nil {
             // At every sync, as upstream: the node's own addresses (not loopback, not kube-ipvs0's),
             // inside --nodeport-addresses when given; one address on two links counts once.
             let ips = try links.addresses().filter { a in
                 a.index != dummy.index && !a.address.isIPv6 && a.address.address.first != 127 && a.scope == 0
             }.compactMap { IPAddress($0.address.ip) }.filter { ip in opts.nodePortCIDRs.map { $0.contains { $0.contains(ip) } } ?? true }
             var seen = Set<String>()
-            opts.nodePortAddresses = ips.filter { seen.insert($0.description).inserted }
+            opts.nodePortIPs = ips.filter { seen.insert($0.description).inserted }
         }
-        for ip in opts.nodePortAddresses ?? request.snapshot.node.ips {
+        for ip in opts.nodePortIPs ?? request.snapshot.node.ips {
             if let b = IPNet.parseIP(ip.description) { managedAddresses.insert(b) }
         }
         // What a partial sync cannot see: kube-ipvs0 re-made, or the node's addresses changed.
-        let nodeKey = (opts.nodePortAddresses ?? request.snapshot.node.ips).map(\.description).sorted()
+        let nodeKey = (opts.nodePortIPs ?? request.snapshot.node.ips).map(\.description).sorted()
         if dummy.index != lastDummyIndex || nodeKey != lastNodeAddresses { applied = nil }
         lastDummyIndex = dummy.index
         lastNodeAddresses = nodeKey
@@ -130,7 +130,7 @@ public actor IPVSProxier: ProxyBackend {
         let partial = request.changedServices != nil && applied != nil
         let plan = IPVSPlan(request.snapshot, options: opts, only: partial ? request.changedServices : nil)
         var written = 0
-        if opts.nodeIP == nil { opts.nodeIP = (opts.nodePortAddresses ?? request.snapshot.node.ips).first { $0.family == .ipv4 } }
+        if opts.nodeIP == nil { opts.nodeIP = (opts.nodePortIPs ?? request.snapshot.node.ips).first { $0.family == .ipv4 } }
 
         // Set entries and rules first (new addresses are matched before IPVS takes their traffic),
         // entries that went away last.
@@ -206,7 +206,7 @@ public actor IPVSProxier: ProxyBackend {
     /// lines that delete what is no longer wanted, to run once IPVS no longer needs it. A full
     /// sync compares with the kernel's sets; a partial one with what the changed services had.
     func syncRules(_ snap: ProxySnapshot, options opts: IPVSOptions, changed: Set<NamespacedName>?) throws -> (String, Int) {
-        let nodeIPs = (opts.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
+        let nodeIPs = (opts.nodePortIPs ?? snap.node.ips).filter { $0.family == .ipv4 }
         var newShares = changed == nil ? [:] : shares
         var refs = changed == nil ? [:] : entryRefs
         var drops = changed == nil ? [:] : dropRefs

@@ -92,12 +92,6 @@ public enum IPVSRules {
 
     static func quoted(_ s: String) -> String { "\"\(s)\"" }
 
-    /// The mark as upstream writes it in the IPVS mode (`0x00004000`).
-    static func mark(_ bit: Int) -> String {
-        let h = String(1 << bit, radix: 16)
-        return "0x" + String(repeating: "0", count: max(0, 8 - h.count)) + h
-    }
-
     /// The `iptables-restore --noflush` input: our chains (flushed by their declarations) and their
     /// rules, given which sets have entries and the KUBE-IPVS-OUT-FILTER drops.
     public static func restoreText(nonEmpty: Set<String>, outDrops: [String], options: IPVSOptions) -> String {
@@ -152,7 +146,7 @@ public enum IPVSRules {
         for d in outDrops { filterRules += d + "\n" }
         if has(.clusterIP) { natRules += "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT\n" }
         if has(.loadBalancer) { natRules += "-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT\n" }
-        let m = mark(options.masqueradeBit)
+        let m = options.mark.paddedHex
         filterRules += "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark \(m)/\(m) -j ACCEPT\n"
         filterRules += "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
         filterRules += "-A KUBE-NODE-PORT -m comment --comment \(quoted(IPSetKind.healthCheckNodePort.comment)) -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT\n"
@@ -183,7 +177,7 @@ public enum IPVSRules {
 
     /// Everything for a snapshot, as `render` prints it.
     public static func render(_ snap: ProxySnapshot, options: IPVSOptions) -> (ipset: String, iptables: String) {
-        let nodeIPs = (options.nodePortAddresses ?? snap.node.ips).filter { $0.family == .ipv4 }
+        let nodeIPs = (options.nodePortIPs ?? snap.node.ips).filter { $0.family == .ipv4 }
         var options = options
         if options.nodeIP == nil { options.nodeIP = nodeIPs.first }   // as the proxier takes it
         let s = share(snap, of: Array(snap.servicePorts.keys), nodeIPs: nodeIPs, options: options)

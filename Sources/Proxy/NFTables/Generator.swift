@@ -124,28 +124,25 @@ public enum NFTablesLayout: String, Sendable, CaseIterable {
 }
 
 /// Settings of the nftables generator beyond the snapshot.
+@dynamicMemberLookup
 public struct NFTablesOptions: Sendable {
     public var layout: NFTablesLayout = .upstream
-    public var masqueradeAll = false
-    public var masqueradeMark: UInt32 = 0x4000
-    public var localDetector: LocalDetector = .none
-    /// nil: NodePorts on every local address (`fib daddr type local`); otherwise these.
-    public var nodePortIPs: [IPAddress]? = nil
-    public var nodeIP: IPAddress? = nil
+    /// The settings every mode shares, read as this struct's own (`opts.masqueradeAll`).
+    public var common = CommonOptions()
+    public subscript<T>(dynamicMember key: WritableKeyPath<CommonOptions, T>) -> T {
+        get { common[keyPath: key] }
+        set { common[keyPath: key] = newValue }
+    }
 
     public init() {}
 
     public init(_ c: ProxyConfig, nodePortIPs: [IPAddress]?) {
-        masqueradeAll = c.masqueradeAll
-        masqueradeMark = UInt32(1) << UInt32(c.masqueradeBit)
-        localDetector = c.localDetector
-        self.nodePortIPs = nodePortIPs
-        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
+        common = CommonOptions(c, nodePortIPs: nodePortIPs)
     }
 
     /// The match for traffic from pods on this cluster, or nil without a detector.
     func ifLocal(negate: Bool) -> Stmt? {
-        switch localDetector {
+        switch common.localDetector {
         case .none: return nil
         case .cidrs(let c):
             guard !c.isEmpty else { return nil }
@@ -167,7 +164,7 @@ struct Generator {
 
     func fixed(serviceCIDRs: [CIDR]) -> FixedObjects {
         var f = FixedObjects()
-        let mark = opts.masqueradeMark
+        let mark = opts.mark.value
         func base(_ name: String, _ kind: BaseHook.Kind, _ hook: BaseHook.Hook, _ prio: Int32, _ rules: [Rule]) -> Chain {
             Chain(name, base: BaseHook(kind: kind, hook: hook, priority: prio), rules: rules)
         }

@@ -9,6 +9,70 @@ public enum LocalDetector: Sendable, Hashable {
     case interfaceNamePrefix(String)
 
     public var isImplemented: Bool { self != .none }
+
+    /// The iptables match for traffic from pods (upstream's `IfLocal`), or for traffic not from
+    /// pods with `negated` (`IfNotLocal`); nil without a detector. With CIDRs, the first of `family`.
+    public func iptablesMatch(negated: Bool, family: IPFamily = .ipv4) -> String? {
+        let not = negated ? "! " : ""
+        switch self {
+        case .none: return nil
+        case .cidrs(let c): return c.first { $0.address.family == family }.map { "\(not)-s \($0)" }
+        case .bridgeInterface(let b): return "\(not)-i \(b)"
+        case .interfaceNamePrefix(let p): return "\(not)-i \(p)+"
+        }
+    }
+}
+
+/// The packet mark that says "masquerade this" (`--iptables-masquerade-bit`, default 14: `0x4000`).
+public struct MasqueradeMark: Sendable, Hashable, CustomStringConvertible {
+    public let bit: Int
+
+    /// Nil unless `bit` is 0…31.
+    public init?(bit: Int) {
+        guard (0...31).contains(bit) else { return nil }
+        self.bit = bit
+    }
+
+    public static let `default` = MasqueradeMark(bit: 14)!
+
+    public var value: UInt32 { UInt32(1) << UInt32(bit) }
+    /// `0x4000`, as the iptables and nftables modes write it.
+    public var hex: String { "0x" + String(value, radix: 16) }
+    /// `0x00004000`, as the IPVS mode writes it (upstream's `%#08x`).
+    public var paddedHex: String {
+        let h = String(value, radix: 16)
+        return "0x" + String(repeating: "0", count: max(0, 8 - h.count)) + h
+    }
+    public var description: String { hex }
+}
+
+/// What the rules of every mode depend on, resolved once from a `ProxyConfig`. Each mode's
+/// options hold one and read its fields as their own (`@dynamicMemberLookup`).
+public struct CommonOptions: Sendable {
+    /// `--masquerade-all`: every connection to a ClusterIP is masqueraded.
+    public var masqueradeAll = false
+    public var mark = MasqueradeMark.default
+    /// How pod traffic is told from the rest (`--detect-local-mode`, `--cluster-cidr`).
+    public var localDetector: LocalDetector = .none
+    /// NodePorts also on 127.0.0.1 (`--iptables-localhost-nodeports`, off when the node-port
+    /// addresses leave loopback out).
+    public var localhostNodePorts = true
+    /// The addresses NodePorts are taken on; nil: every local address (or, where a mode says
+    /// so, the node's own).
+    public var nodePortIPs: [IPAddress]? = nil
+    /// The node's primary IPv4 address, when known.
+    public var nodeIP: IPAddress? = nil
+
+    public init() {}
+
+    public init(_ c: ProxyConfig, nodePortIPs: [IPAddress]?) {
+        masqueradeAll = c.masqueradeAll
+        mark = c.masqueradeMark
+        localDetector = c.localDetector
+        localhostNodePorts = c.effectiveLocalhostNodePorts
+        self.nodePortIPs = nodePortIPs
+        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
+    }
 }
 
 /// The settings all modes share, named as kube-proxy's flags and
@@ -21,7 +85,7 @@ public struct ProxyConfig: Sendable {
     /// `--nodeport-addresses`: CIDRs, or `primary`. Empty means every local address.
     public var nodePortAddresses: [String] = []
     public var masqueradeAll = false
-    public var masqueradeBit = 14
+    public var masqueradeMark = MasqueradeMark.default
     public var localhostNodePorts = true
     public var syncPeriod: Duration = .seconds(30)
     public var minSyncPeriod: Duration = .seconds(1)
@@ -31,11 +95,36 @@ public struct ProxyConfig: Sendable {
     public var conntrackTCPLiberal = false
     public var nodeIPs: [IPAddress] = []
     public var serviceCIDRs: [CIDR] = []
+    /// The IPVS mode's settings (`KubeProxyConfiguration.ipvs`).
+    public var ipvs = IPVSSettings()
+    /// The nftables mode's settings.
+    public var nftables = NFTablesSettings()
+    /// The userspace mode's settings (`portRange`, `udpIdleTimeout`).
+    public var userspace = UserspaceSettings()
+
+    public struct IPVSSettings: Sendable {
+        /// `--ipvs-scheduler`.
+        public var scheduler = "rr"
+        /// `--ipvs-strict-arp`.
+        public var strictARP = false
+        public init() {}
+    }
+
+    public struct NFTablesSettings: Sendable {
+        /// `--nftables-layout`: `upstream` or `maps`.
+        public var layout = "upstream"
+        public init() {}
+    }
+
+    public struct UserspaceSettings: Sendable {
+        /// `--proxy-port-range`, as given.
+        public var portRange: String?
+        /// `--udp-timeout`, as given (a Go duration).
+        public var udpIdleTimeout: String?
+        public init() {}
+    }
 
     public init() {}
-
-    /// The masquerade mark, `0x4000` for the default bit 14.
-    public var masqueradeMark: String { "0x" + String(1 << masqueradeBit, radix: 16) }
 
     /// The node-port address filter as parsed CIDRs (nil when every local address is meant).
     public var nodePortCIDRs: [CIDR]? {
@@ -59,4 +148,22 @@ public struct ProxyConfig: Sendable {
 
     /// Localhost node ports are in effect (upstream turns them off when loopback is filtered out).
     public var effectiveLocalhostNodePorts: Bool { localhostNodePorts && nodePortsIncludeIPv4Loopback }
+}
+
+extension ProxyConfig {
+    /// The addresses NodePorts are matched on, from `--nodeport-addresses`: nil (every local
+    /// address) when none are given; for a running proxy, the host's addresses `local` inside
+    /// them; for `render` (`local` nil: it cannot see the node's interfaces), the addresses the
+    /// CIDRs name exactly.
+    public func nodePortIPs(local: [IPAddress]?) -> [IPAddress]? {
+        guard let cidrs = nodePortCIDRs else { return nil }
+        guard let local else { return cidrs.filter { $0.prefixLength == 32 }.map(\.address) }
+        return Array(Set(local.filter { ip in cidrs.contains { $0.contains(ip) } })).sorted()
+    }
+}
+
+/// A setting a mode cannot work with, named by its flag (`--ipvs-scheduler: unknown scheduler x`).
+public struct ProxyConfigError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
 }

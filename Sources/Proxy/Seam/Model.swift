@@ -231,6 +231,12 @@ public protocol ProxyBackend: AnyObject, Sendable {
     func needsFullResync() async -> Bool
     /// Remove everything this backend ever created.
     func cleanup() async throws
+    /// The proxy is stopping: connections the backend carries itself get `grace` to finish.
+    func stop(grace: Duration) async
+}
+
+extension ProxyBackend {
+    public func stop(grace: Duration) async {}
 }
 
 public struct SyncOutcome: Sendable {

@@ -4,24 +4,27 @@ import KubeAPI
 import ProxySeam
 
 /// Settings of the userspace mode, named after the kube-proxy flags they come from.
+@dynamicMemberLookup
 public struct UserspaceOptions: Sendable {
     /// Where traffic from the node itself is sent (DNAT), as upstream's host portals
     /// do. Nil: the node's primary IP from the Node object; with none known,
     /// REDIRECT (to 127.0.0.1) instead.
     public var hostIP: IPAddress?
-    /// `--nodeport-addresses`: NodePorts only on these local addresses; nil for every local address.
-    public var nodePortIPs: [IPAddress]?
-    /// `--iptables-localhost-nodeports`: NodePorts also on 127.0.0.1 from the node.
-    public var localhostNodePorts = true
     /// `--proxy-port-range`: listeners take the first free ports of this range, in the
     /// order of their service ports; nil lets the kernel choose.
     public var portRange: ClosedRange<Int>?
+    /// The settings every mode shares, read as this struct's own (`opts.masqueradeAll`).
+    public var common = CommonOptions()
+    public subscript<T>(dynamicMember key: WritableKeyPath<CommonOptions, T>) -> T {
+        get { common[keyPath: key] }
+        set { common[keyPath: key] = newValue }
+    }
 
     public init(hostIP: IPAddress? = nil, nodePortIPs: [IPAddress]? = nil, localhostNodePorts: Bool = true,
                 portRange: ClosedRange<Int>? = nil) {
         self.hostIP = hostIP
-        self.nodePortIPs = nodePortIPs
-        self.localhostNodePorts = localhostNodePorts
+        common.nodePortIPs = nodePortIPs
+        common.localhostNodePorts = localhostNodePorts
         self.portRange = portRange
     }
 

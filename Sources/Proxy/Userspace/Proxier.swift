@@ -207,6 +207,10 @@ public actor UserspaceProxier: ProxyBackend {
     }
 
     /// Removes the portal chains and their jumps, and closes every listener.
+    public func stop(grace: Duration) async {
+        await dataPlane.stop(grace: grace)
+    }
+
     public func cleanup() async throws {
         try Self.removeRules(ipt)
         for l in live.values { await dataPlane.close(l.handle) }

@@ -1,0 +1,61 @@
+import IPTablesKit
+import KubeAPI
+import Netlink
+import ProxySeam
+
+extension ProxyMode {
+    /// kube-proxy's iptables mode.
+    public static let iptables = ProxyMode(
+        name: "iptables",
+        summary: "iptables NAT chains per Service and endpoint (KUBE-SERVICES, KUBE-SVC-…, KUBE-SEP-…), written with iptables-restore",
+        backend: { config, env in
+            var o = IPTablesOptions(config, nodePortIPs: config.nodePortIPs(local: env.localAddresses))
+            // A live proxy asks the iptables it runs, as upstream does; `render` writes what current iptables takes.
+            o.randomFully = SystemIPTables().hasRandomFully()
+            o.nfacctCounters = NFAcctCounter.ensure()
+            let counters = o.nfacctCounters
+            if !counters.isEmpty { env.addCollector { NFAcctCounter.metricsText(counters) } }
+            return IPTablesProxier(ipt: SystemIPTables(), options: o, conntrack: env.conntrack, logger: env.logger)
+        },
+        renderer: { config, _ in
+            IPTablesProxier(ipt: FakeIPTables(), options: IPTablesOptions(config, nodePortIPs: config.nodePortIPs(local: nil)))
+        },
+        header: { _, command in
+            RenderHeader(text: RenderHeader.comments(["\(command): the iptables-restore input of a full sync."] + RestoreText.loadingNote))
+        },
+        removeLeftovers: { scan in
+            // A restarted IPVS proxy finds its own KUBE-SERVICES: only the iptables mode's own
+            // chains (the canary, KUBE-SVC-…, KUBE-SEP-…) say that mode ran.
+            let marked = scan.running == nil || scan.iptablesSave.map { IPTablesProxier.ran(IPTablesSave($0)) } ?? true
+            let p = IPTablesProxier(ipt: SystemIPTables(), options: IPTablesOptions())
+            return try marked && p.removeLeftovers() ? "the iptables mode's rules and chains" : nil
+        })
+}
+
+extension IPTablesProxier {
+    /// The iptables mode's own marks in a save: its canary chain, or a per-Service chain.
+    static func ran(_ s: IPTablesSave) -> Bool {
+        if s.chains["mangle"]?.contains(Chains.canary) == true { return true }
+        return s.chains["nat"]?.contains { $0.hasPrefix("KUBE-SVC-") || $0.hasPrefix("KUBE-SEP-") } == true
+    }
+}
+
+extension NFAcctCounter {
+    /// The counters the iptables mode counts into, created if missing, where the kernel has
+    /// nfacct (upstream ensures them at every full sync; here once, when the proxy starts).
+    static func ensure() -> Set<String> {
+        guard NFAcct.isSupported(), let acct = try? NFAcct() else { return [] }
+        return Set(all.filter { (try? acct.ensure($0)) != nil })
+    }
+
+    /// The counters as upstream's custom collectors serve them: each counter's packets, read at scrape.
+    static func metricsText(_ counters: Set<String>) -> String {
+        guard !counters.isEmpty, let acct = try? NFAcct() else { return "" }
+        var out = ""
+        for m in metrics where counters.contains(m.counter) {
+            guard let v = try? acct.get(m.counter) else { continue }
+            out += "# HELP \(m.name) \(m.help)\n# TYPE \(m.name) counter\n\(m.name) \(v.packets)\n"
+        }
+        return out
+    }
+}

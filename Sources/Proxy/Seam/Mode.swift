@@ -1,0 +1,131 @@
+import KubeAPI
+import Logging
+import Prometheus
+
+/// One proxy mode, registered once: its name, how to build its backend and its renderer from the
+/// shared configuration, how its render is loaded, and how to find and remove what it leaves in
+/// the kernel. The command line, `render`, `--cleanup`, netlab and the benchmarks go through the
+/// registry (`ProxyModes.all`) and never pick a mode by a switch of their own; a new mode is a
+/// folder that defines its `ProxyMode` and one line in the registry.
+public struct ProxyMode: Sendable {
+    /// As `--proxy-mode` spells it.
+    public let name: String
+    /// What the mode programs, in a few words (for help and docs).
+    public let summary: String
+    /// The formats `render` writes for it (`--ipvs-format`), the default first.
+    public let renderFormats: [String]
+    /// Modes' leftovers are removed in this order, lowest first (the IPVS mode's rules jump to
+    /// chains whose names the iptables mode shares, so they go first).
+    public let removalOrder: Int
+    /// The file extension of its render (`rules`, `nft`, `txt`).
+    public let renderExtension: String
+    /// The named configurations of this mode that netlab runs and compares: the mode itself, and
+    /// any others worth comparing (the nftables mode's `maps` layout).
+    public let variants: [Variant]
+
+    /// A configuration of a mode, by name, with the `switchyard proxy` arguments that select it.
+    public struct Variant: Sendable, Hashable {
+        public let name: String
+        public let arguments: [String]
+        public init(name: String, arguments: [String]) {
+            self.name = name
+            self.arguments = arguments
+        }
+    }
+
+    let makeBackend: @Sendable (ProxyConfig, ModeEnvironment) throws -> any ProxyBackend
+    let makeRenderer: @Sendable (ProxyConfig, String) throws -> any ProxyRenderer
+    let header: @Sendable (String, String) -> RenderHeader
+    let leftovers: @Sendable (LeftoverScan) async throws -> String?
+
+    public init(name: String, summary: String, renderFormats: [String] = ["default"], renderExtension: String = "rules",
+                removalOrder: Int = 1, moreVariants: [Variant] = [],
+                backend: @escaping @Sendable (ProxyConfig, ModeEnvironment) throws -> any ProxyBackend,
+                renderer: @escaping @Sendable (_ config: ProxyConfig, _ format: String) throws -> any ProxyRenderer,
+                header: @escaping @Sendable (_ format: String, _ command: String) -> RenderHeader,
+                removeLeftovers: @escaping @Sendable (LeftoverScan) async throws -> String?) {
+        self.name = name
+        self.summary = summary
+        self.renderFormats = renderFormats
+        self.removalOrder = removalOrder
+        self.renderExtension = renderExtension
+        variants = [Variant(name: name, arguments: ["--proxy-mode", name])] + moreVariants
+        makeBackend = backend
+        makeRenderer = renderer
+        self.header = header
+        leftovers = removeLeftovers
+    }
+
+    /// The backend of a running proxy, on the kernel's real interfaces.
+    /// Throws `ProxyConfigError` for settings the mode cannot work with.
+    public func backend(_ config: ProxyConfig, _ env: ModeEnvironment) throws -> any ProxyBackend {
+        try makeBackend(config, env)
+    }
+
+    /// What `render` prints the ruleset with, in `format` (one of `renderFormats`).
+    public func renderer(_ config: ProxyConfig, format: String? = nil) throws -> any ProxyRenderer {
+        let f = format ?? renderFormats[0]
+        guard renderFormats.contains(f) else {
+            throw ProxyConfigError("the \(name) mode renders as \(renderFormats.joined(separator: ", ")), not \(f)")
+        }
+        return try makeRenderer(config, f)
+    }
+
+    /// The comment lines that open a render and how to load it; `command` is the command that made it.
+    public func renderHeader(format: String? = nil, command: String) -> RenderHeader {
+        header(format ?? renderFormats[0], command)
+    }
+
+    /// Finds what this mode left in the kernel and removes it; says what was removed, or nil
+    /// when nothing of it was there.
+    public func removeLeftovers(_ scan: LeftoverScan) async throws -> String? {
+        try await leftovers(scan)
+    }
+}
+
+/// What opens a render: comment lines in the loading tool's syntax (and any statements that make
+/// loading it twice harmless), or, for a format that takes no comments, a note for stderr.
+public struct RenderHeader: Sendable {
+    public var text: String
+    public var note: String?
+    public init(text: String, note: String? = nil) {
+        self.text = text
+        self.note = note
+    }
+
+    /// `# line` for each line.
+    public static func comments(_ lines: [String]) -> String { lines.map { "# \($0)\n" }.joined() }
+}
+
+/// What a running proxy gives its backend: its log, the conntrack cleaner, the /metrics registry
+/// (and custom text collectors for it), and the host's addresses as they were at start.
+public struct ModeEnvironment: Sendable {
+    public var logger: Logger
+    public var conntrack: (any ConntrackCleaner)?
+    public var registry: PrometheusCollectorRegistry
+    /// Adds text to every /metrics scrape (upstream's custom collectors: nfacct counters).
+    public var addCollector: @Sendable (@escaping @Sendable () -> String) -> Void
+    /// The host's addresses (`getifaddrs`), for `--nodeport-addresses` and the userspace mode's host portals.
+    public var localAddresses: [IPAddress]
+
+    public init(logger: Logger, conntrack: (any ConntrackCleaner)?, registry: PrometheusCollectorRegistry,
+                addCollector: @escaping @Sendable (@escaping @Sendable () -> String) -> Void, localAddresses: [IPAddress]) {
+        self.logger = logger
+        self.conntrack = conntrack
+        self.registry = registry
+        self.addCollector = addCollector
+        self.localAddresses = localAddresses
+    }
+}
+
+/// What a removal of leftovers knows: the mode now running (nil for `--cleanup`, which removes
+/// every mode's state unconditionally) and one `iptables-save` of filter, nat and mangle taken
+/// before any mode's removal (nil when iptables could not be read).
+public struct LeftoverScan: Sendable {
+    public var running: String?
+    public var iptablesSave: String?
+    public init(running: String?, iptablesSave: String?) {
+        self.running = running
+        self.iptablesSave = iptablesSave
+    }
+}
