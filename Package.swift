@@ -65,15 +65,20 @@ let package = Package(
         // Kubernetes object model and manifest loading. No I/O besides reading manifests.
         .target(name: "KubeAPI", dependencies: ["JSONSyntax", .product(name: "Yams", package: "Yams")],
                 path: "Sources/API/KubeAPI", swiftSettings: strict),
-        // A Kubernetes REST client over swift-nio: kubeconfig, requests, watches, informers.
-        .target(name: "KubeClient", dependencies: ["KubeAPI", .product(name: "Logging", package: "swift-log"),
-                                                   .product(name: "NIOCore", package: "swift-nio"),
-                                                   .product(name: "NIOPosix", package: "swift-nio"),
-                                                   .product(name: "NIOHTTP1", package: "swift-nio"),
-                                                   .product(name: "NIOSSL", package: "swift-nio-ssl")],
+        // JSON over HTTP/1.1 on swift-nio: requests and line-delimited streams, plain or TLS.
+        .target(name: "HTTPJSON", dependencies: ["KubeAPI", .product(name: "NIOCore", package: "swift-nio"),
+                                                 .product(name: "NIOPosix", package: "swift-nio"),
+                                                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                 .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                path: "Sources/API/HTTPJSON", swiftSettings: strict),
+        // A Kubernetes REST client: kubeconfig, requests, watches, informers.
+        .target(name: "KubeClient", dependencies: ["KubeAPI", "HTTPJSON", .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                                   .product(name: "Yams", package: "Yams")],
                 path: "Sources/API/KubeClient", swiftSettings: strict),
-        // The API server's store: a revision log with watch and compaction (SQLite by default).
-        .target(name: "KubeStore", dependencies: ["KubeAPI", "KubeClient", .product(name: "GRDB", package: "GRDB.swift")],
+        // The API server's store: a revision log with watch and compaction (SQLite by default; etcd
+        // through its JSON gateway, over HTTPJSON).
+        .target(name: "KubeStore", dependencies: ["KubeAPI", "HTTPJSON", .product(name: "GRDB", package: "GRDB.swift")],
                 path: "Sources/API/KubeStore", swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
@@ -200,7 +205,9 @@ let package = Package(
 
         // MARK: Tests
         .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: strict),
-        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "NetnsKit", "HostOS"], swiftSettings: strict),
+        // The module map's dependency rules, read from this package's own description.
+        .testTarget(name: "LayeringTests", swiftSettings: strict),
+        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -1,5 +1,5 @@
 import Foundation
-import KubeClient
+import HTTPJSON
 @testable import KubeStore
 import NetnsKit
 import Testing
@@ -8,7 +8,7 @@ import Testing
 struct EtcdWatchHubTests {
     /// etcd's own count of the watches open on it.
     static func etcdWatchers(_ etcd: EtcdProcess) async throws -> Int {
-        let r = try await KubeClient(url: etcd.url).rawRequest("GET", "/metrics")
+        let r = try await HTTPJSONClient(url: etcd.url, peer: "etcd").rawRequest("GET", "/metrics")
         let text = String(decoding: r.body, as: UTF8.self)
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("etcd_debugging_mvcc_watcher_total ") }),
               let n = Double(line.split(separator: " ")[1]) else { throw StoreError.backend("no watcher count in etcd's metrics") }

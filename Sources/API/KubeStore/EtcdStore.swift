@@ -1,13 +1,13 @@
 import Foundation
 import KubeAPI
-import KubeClient
+import HTTPJSON
 
 /// The store on a real etcd cluster (`--etcd-servers`), through etcd's v3 API as its gateway
 /// serves it over HTTP/JSON (etcd 3.4: `/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`,
 /// `/v3/kv/compaction`). etcd's revision is the resourceVersion, as with kube-apiserver;
 /// conditional writes are transactions comparing the key's create or mod revision.
 public struct EtcdStore: Store {
-    let clients: [KubeClient]
+    let clients: [HTTPJSONClient]
     /// Keys live under this prefix (kube-apiserver's `--etcd-prefix`, `/registry` by default;
     /// our keys already start with it, so the default adds nothing).
     let prefix: String
@@ -18,7 +18,7 @@ public struct EtcdStore: Store {
     /// from a recent revision.
     public init(servers: [String], prefix: String = "", keptEvents: Int = 500) throws {
         guard !servers.isEmpty else { throw StoreError.backend("--etcd-servers: no server given") }
-        clients = try servers.map { try KubeClient(url: $0) }
+        clients = try servers.map { try HTTPJSONClient(url: $0, peer: "etcd") }
         self.prefix = prefix
         hub = EtcdWatchHub(client: clients[0], prefix: prefix, keep: keptEvents)
     }
@@ -58,7 +58,7 @@ public struct EtcdStore: Store {
                     if case .backend = e { last = e; retried = true; continue }
                     throw e
                 } catch {
-                    last = StoreError.backend("etcd \(c.config.server): \(error)")
+                    last = StoreError.backend("etcd \(c.server): \(error)")
                     retried = true
                 }
             }
@@ -261,7 +261,7 @@ public struct EtcdStore: Store {
 /// ends with the error (clients watch again from their last revision).
 actor EtcdWatchHub {
     typealias Continuation = AsyncThrowingStream<StoreEvent, any Error>.Continuation
-    let client: KubeClient
+    let client: HTTPJSONClient
     let prefix: String
     /// How many of the latest events are kept.
     let keep: Int
@@ -282,7 +282,7 @@ actor EtcdWatchHub {
     /// Every event after this revision is in `recent` or still to come.
     private var floor: Int64 = 0
 
-    init(client: KubeClient, prefix: String, keep: Int = 500) {
+    init(client: HTTPJSONClient, prefix: String, keep: Int = 500) {
         self.client = client
         self.prefix = prefix
         self.keep = keep
