@@ -158,6 +158,66 @@ public final class NetlinkSocket: @unchecked Sendable {
 
     deinit { mnl_socket_close(nl) }
 
+    // MARK: the parts, for protocols that frame their own messages (nf_tables batches)
+
+    /// The next sequence number, for a message built elsewhere.
+    public func nextSequence() -> UInt32 {
+        seq &+= 1
+        return seq
+    }
+
+    /// Sets a socket buffer's size (`SO_RCVBUFFORCE`, `SO_SNDBUFFORCE`); 0, or the errno.
+    @discardableResult
+    public func setBuffer(_ option: Int32, _ size: Int) -> Int32 {
+        var v = Int32(clamping: size)
+        let r = setsockopt(mnl_socket_get_fd(nl), SOL_SOCKET, option, &v, socklen_t(MemoryLayout<Int32>.size))
+        return r == 0 ? 0 : Foundation.errno
+    }
+
+    /// Sends one message as it is.
+    public func send(_ bytes: UnsafeRawBufferPointer, _ what: @autoclosure () -> String) throws {
+        guard mnl_socket_sendto(nl, bytes.baseAddress, bytes.count) >= 0 else { throw NetlinkError(errno: Foundation.errno, what: what()) }
+    }
+
+    /// Sends the buffers as one message (`sendmsg`: the kernel takes a batch only whole).
+    public func send(iovecs: inout [iovec], _ what: @autoclosure () -> String) throws {
+        var addr = sockaddr_nl()
+        addr.nl_family = sa_family_t(AF_NETLINK)
+        let fd = mnl_socket_get_fd(nl)
+        let sent = iovecs.withUnsafeMutableBufferPointer { iovp -> Int in
+            withUnsafeMutablePointer(to: &addr) { ap in
+                var msg = msghdr()
+                msg.msg_name = UnsafeMutableRawPointer(ap)
+                msg.msg_namelen = socklen_t(MemoryLayout<sockaddr_nl>.size)
+                msg.msg_iov = iovp.baseAddress
+                msg.msg_iovlen = iovp.count
+                return sendmsg(fd, &msg, 0)
+            }
+        }
+        if sent < 0 { throw NetlinkError(errno: Foundation.errno, what: what()) }
+    }
+
+    /// Reads, handing every whole message to `each`, until `done` holds.
+    public func receive(until done: () -> Bool, bufferSize: Int = 1 << 20, _ what: @autoclosure () -> String,
+                        _ each: (UnsafePointer<nlmsghdr>) -> Void) throws {
+        var rbuf = [UInt8](repeating: 0, count: bufferSize)
+        let header = MemoryLayout<nlmsghdr>.size
+        while !done() {
+            let n = rbuf.withUnsafeMutableBytes { mnl_socket_recvfrom(nl, $0.baseAddress, $0.count) }
+            if n < 0 { throw NetlinkError(errno: Foundation.errno, what: what()) }
+            rbuf.withUnsafeBytes { raw in
+                var off = 0
+                while off + header <= n {
+                    let nlh = raw.baseAddress!.advanced(by: off).assumingMemoryBound(to: nlmsghdr.self)
+                    let mlen = Int(nlh.pointee.nlmsg_len)
+                    if mlen < header || off + mlen > n { break }
+                    each(nlh)
+                    off += (mlen + 3) & ~3
+                }
+            }
+        }
+    }
+
     /// Sends `msg` with `NLM_F_ACK` and waits for the kernel's answer; returns the
     /// messages that came before the ack (for requests that echo, or `NLM_F_DUMP`).
     /// - Throws: `NetlinkError` with the kernel's errno and `what`.
