@@ -1,0 +1,209 @@
+import Foundation
+import Synchronization
+import KubeAPI
+import KubeStore
+
+/// Lists (selectors, pages and `continue` tokens, a past resourceVersion) and watches (bookmarks,
+/// a timeout, the window of kept events).
+extension APIHandler {
+
+    func selectors(_ req: APIRequest) throws -> (LabelSelector?, FieldSelector?) {
+        let l = try req.query["labelSelector"].flatMap { $0.isEmpty ? nil : try LabelSelector($0) }
+        let f = try req.query["fieldSelector"].flatMap { $0.isEmpty ? nil : try FieldSelector($0) }
+        return (l, f)
+    }
+
+    static func labels(_ o: JSONValue) -> [String: String] {
+        (o[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
+    }
+
+    func prefix(_ t: Target) -> String {
+        t.resource.namespaced && t.namespace != nil ? t.resource.storePrefix + t.namespace! + "/" : t.resource.storePrefix
+    }
+
+    /// The objects a list selects, read at one revision, a page at a time when asked.
+    func selected(_ req: APIRequest, _ t: Target, revision: Int64?) async throws -> (items: [(KeyValue, JSONValue)], revision: Int64, next: String?) {
+        let (ls, fs) = try selectors(req)
+        let limit = Int(req.query["limit"] ?? "") ?? 0
+        var after: String?
+        var rev = revision
+        if let c = req.query["continue"], !c.isEmpty {
+            guard let token = Continue.decode(c) else { throw APIError.badRequest("invalid continue token") }
+            after = token.after
+            rev = token.revision
+        }
+        var out: [(KeyValue, JSONValue)] = []
+        var pageRev: Int64 = 0
+        var next: String?
+        // Selectors filter after reading: read pages until the limit is filled or the keys end.
+        repeat {
+            let page = try await storeCall(t.resource, "") {
+                try await self.store.list(prefix: self.prefix(t), after: after, limit: limit > 0 ? max(limit, 100) : 0, revision: rev)
+            }
+            pageRev = page.revision
+            rev = page.revision
+            for kv in page.items {
+                let o = try present(kv, t.resource)
+                if let ls, !ls.matches(Self.labels(o)) { continue }
+                if let fs, !fs.matches(o) { continue }
+                out.append((kv, o))
+                if limit > 0 && out.count == limit { break }
+            }
+            after = page.continueAfter
+            if limit > 0 && out.count == limit {
+                let last = out.last!.0.key
+                // More may follow if the page did not end at its last key or there are more pages.
+                if page.continueAfter != nil || page.items.last?.key != last { next = Continue.encode(after: last, revision: pageRev) }
+                break
+            }
+        } while after != nil
+        return (out, pageRev, next)
+    }
+
+    func list(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
+        var revision: Int64?
+        if let rv = req.query["resourceVersion"], !rv.isEmpty, rv != "0", req.query["resourceVersionMatch"] == "Exact" {
+            guard let v = Int64(rv) else { throw APIError.badRequest("invalid resourceVersion \(rv)") }
+            revision = v
+        }
+        let (items, rev, next) = try await selected(req, t, revision: revision)
+        var meta: [String: JSONValue] = ["resourceVersion": .string(String(rev))]
+        if let next { meta["continue"] = .string(next) }
+        if Tables.wanted(req.accept) {
+            return .ok(Tables.table(items.map(\.1), t.resource, meta: meta, includeObject: req.query["includeObject"]))
+        }
+        return .ok(["kind": .string(t.resource.kind + "List"), "apiVersion": .string(t.resource.groupVersion),
+                    "metadata": .object(meta), "items": .array(items.map(\.1))])
+    }
+
+    func watch(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
+        let (ls, fs) = try selectors(req)
+        let r = t.resource
+        let rvText = req.query["resourceVersion"] ?? ""
+        var initial: [JSONValue] = []
+        let from: Int64
+        if rvText.isEmpty || rvText == "0" {
+            // From now, with the current objects first as ADDED events.
+            let (items, rev, _) = try await selected(APIRequest(method: "GET", path: req.path, query: req.query.filter { $0.key != "limit" && $0.key != "continue" }), t, revision: nil)
+            initial = items.map(\.1)
+            from = rev
+        } else {
+            guard let v = Int64(rvText) else { throw APIError.badRequest("invalid resourceVersion \(rvText)") }
+            from = v
+        }
+        let events: AsyncThrowingStream<StoreEvent, any Error>
+        do {
+            events = try await store.watch(prefix: prefix(t), after: from)
+        } catch let e as StoreError {
+            if case .compacted = e {
+                // As kube-apiserver: a 200 stream whose one event is an ERROR carrying 410 Expired.
+                let status = APIError.expired("too old resource version: \(from)").status
+                return APIResponse(code: 200, body: .stream(AsyncThrowingStream { c in
+                    c.yield(Data((JSONValue.object(["type": "ERROR", "object": status]).text() + "\n").utf8))
+                    c.finish()
+                }))
+            }
+            throw APIError.from(e, r, "")
+        }
+        let table = Tables.wanted(req.accept)
+        let bookmarks = ["1", "true"].contains(req.query["allowWatchBookmarks"] ?? "")
+        let timeout = Double(req.query["timeoutSeconds"] ?? "").map { min(max($0, 1), 3600) } ?? 1800
+        let handler = self
+        let includeObject = req.query["includeObject"]
+        let line: @Sendable (String, JSONValue) -> Data = { type, o in
+            let object = table ? Tables.table([o], r, meta: [:], includeObject: includeObject) : o
+            return Data((JSONValue.object(["type": .string(type), "object": object]).text() + "\n").utf8)
+        }
+        let visible: @Sendable (JSONValue) -> Bool = { o in
+            (ls?.matches(APIHandler.labels(o)) ?? true) && (fs?.matches(o) ?? true)
+        }
+        let firstEvents = initial
+        let stream = AsyncThrowingStream<Data, any Error> { c in
+            let task = Task {
+                for o in firstEvents { c.yield(line("ADDED", o)) }
+                let deadline = ContinuousClock.now + .seconds(timeout)
+                let seen = Seen(from)
+                let bookmark: @Sendable () -> Data = {
+                    Data((JSONValue.object(["type": "BOOKMARK", "object": ["kind": .string(r.kind), "apiVersion": .string(r.groupVersion),
+                                                                           "metadata": ["resourceVersion": .string(String(seen.revision))]]]).text() + "\n").utf8)
+                }
+                // The watch ends at its timeout; when asked, a bookmark every 30 s tells a quiet
+                // watcher how far it has seen (as kube-apiserver sends them about once a minute).
+                let ticker = Task {
+                    var next = ContinuousClock.now + .seconds(30)
+                    while !Task.isCancelled {
+                        try await Task.sleep(until: min(next, deadline))
+                        if ContinuousClock.now >= deadline { c.finish(); return }
+                        if bookmarks { c.yield(bookmark()) }
+                        next = ContinuousClock.now + .seconds(30)
+                    }
+                }
+                defer { ticker.cancel() }
+                do {
+                    for try await e in events {
+                        if Task.isCancelled { break }
+                        seen.revision = e.revision
+                        let now = try handler.present(e.kv, r)
+                        let before = try e.previous.map { try handler.present($0, r) }
+                        let isNow = e.kind != .deleted && visible(now)
+                        let wasBefore = before.map(visible) ?? false
+                        switch (e.kind, wasBefore, isNow) {
+                        case (.created, _, true): c.yield(line("ADDED", now))
+                        case (.updated, true, true): c.yield(line("MODIFIED", now))
+                        case (.updated, false, true): c.yield(line("ADDED", now))
+                        case (.updated, true, false): c.yield(line("DELETED", now))
+                        case (.deleted, true, _): c.yield(line("DELETED", now))
+                        default: break
+                        }
+                    }
+                } catch StoreError.compacted(_, _) {
+                    // A store that learns of compaction only once watching (etcd): the same ERROR event.
+                    c.yield(Data((JSONValue.object(["type": "ERROR", "object": APIError.expired("too old resource version: \(from)").status]).text() + "\n").utf8))
+                } catch {}
+                c.finish()
+            }
+            let id = UUID()
+            let late = handler.watches.withLock { w in
+                if !w.closed { w.open[id] = c }
+                return w.closed
+            }
+            if late { c.finish() }
+            c.onTermination = { _ in
+                task.cancel()
+                _ = handler.watches.withLock { $0.open.removeValue(forKey: id) }
+            }
+        }
+        return APIResponse(code: 200, body: .stream(stream))
+    }
+}
+
+extension JSONValue {
+    /// This object with `other`'s keys added (or replaced).
+    func merging(_ other: [String: JSONValue]) -> JSONValue {
+        guard case .object(var o) = self else { return self }
+        for (k, v) in other { o[k] = v }
+        return .object(o)
+    }
+}
+
+/// The last revision a watch delivered, shared with its bookmark timer.
+final class Seen: Sendable {
+    private let value: Mutex<Int64>
+    init(_ v: Int64) { value = Mutex(v) }
+    var revision: Int64 {
+        get { value.withLock { $0 } }
+        set { value.withLock { $0 = newValue } }
+    }
+}
+
+/// `continue` tokens: the last key returned and the revision the list was read at.
+enum Continue {
+    static func encode(after: String, revision: Int64) -> String {
+        Data(JSONValue.object(["v": "meta.k8s.io/v1", "rv": .int(revision), "start": .string(after)]).text().utf8).base64EncodedString()
+    }
+
+    static func decode(_ token: String) -> (after: String, revision: Int64)? {
+        guard let d = Data(base64Encoded: token), let j = try? JSONValue.parse(d), let a = j["start"]?.string, let r = j["rv"]?.int else { return nil }
+        return (a, r)
+    }
+}
