@@ -215,6 +215,9 @@ let package = Package(
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxySeamTests", dependencies: ["ProxySeam", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyRuntimeTests", dependencies: ["ProxyRuntime", "ProxySeam", "KubeAPI"], swiftSettings: strict),
+        // The backend contract, run on every mode with its fakes.
+        .testTarget(name: "ProxyContractTests", dependencies: ["ProxySeam", "ProxyIPTables", "ProxyNFTables", "ProxyIPVS", "ProxyUserspace",
+                                                              "IPTablesKit", "Netlink", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "IPTablesKit", "ProxySeam", "HostOS", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),

@@ -15,8 +15,8 @@ import IPTablesKit
 /// empty or stops being so.
 public actor IPVSProxier: ProxyBackend {
     public nonisolated let mode = "ipvs"
-    let ipvs: IPVS
-    let links: RouteHandle
+    let ipvs: any IPVSInterface
+    let links: any LinkInterface
     let ipt: any IPTablesInterface
     let ipset: any IPSetInterface
     let options: IPVSOptions
@@ -60,7 +60,7 @@ public actor IPVSProxier: ProxyBackend {
         }
     }
 
-    public init(ipvs: IPVS, links: RouteHandle, ipt: any IPTablesInterface, ipset: any IPSetInterface, options: IPVSOptions,
+    public init(ipvs: any IPVSInterface, links: any LinkInterface, ipt: any IPTablesInterface, ipset: any IPSetInterface, options: IPVSOptions,
                 logger: Logger = Logger(label: "switchyard.ipvs")) {
         self.ipvs = ipvs
         self.links = links
@@ -84,7 +84,7 @@ public actor IPVSProxier: ProxyBackend {
     func ensureDummy() throws -> Link {
         if let l = try links.link(named: IPVSPlan.dummyInterface) { return l }
         do {
-            try links.addDummy(IPVSPlan.dummyInterface)
+            try links.addDummy(IPVSPlan.dummyInterface, mtu: nil)
         } catch let e as NetlinkError where e.errno == EEXIST {}
         return try links.mustLink(IPVSPlan.dummyInterface)
     }
@@ -98,7 +98,7 @@ public actor IPVSProxier: ProxyBackend {
         var wanted = [("net.ipv4.vs.conntrack", "1"), ("net.ipv4.vs.expire_nodest_conn", "1"),
                       ("net.ipv4.vs.expire_quiescent_template", "1"), ("net.ipv4.ip_forward", "1")]
         if options.strictARP { wanted += [("net.ipv4.conf.all.arp_ignore", "1"), ("net.ipv4.conf.all.arp_announce", "2")] }
-        for (k, v) in wanted { try ipvs.namespace.setSysctl(k, v) }
+        for (k, v) in wanted { try ipvs.setSysctl(k, v) }
         sysctlsSet = true
     }
 
@@ -112,7 +112,7 @@ public actor IPVSProxier: ProxyBackend {
         if opts.nodeAddressesFromKernel && opts.nodePortIPs == nil {
             // At every sync, as upstream: the node's own addresses (not loopback, not kube-ipvs0's),
             // inside --nodeport-addresses when given; one address on two links counts once.
-            let ips = try links.addresses().filter { a in
+            let ips = try links.addresses(of: nil as String?).filter { a in
                 a.index != dummy.index && !a.address.isIPv6 && a.address.address.first != 127 && a.scope == 0
             }.compactMap { IPAddress($0.address.ip) }.filter { ip in opts.nodePortCIDRs.map { $0.contains { $0.contains(ip) } } ?? true }
             var seen = Set<String>()
@@ -153,7 +153,7 @@ public actor IPVSProxier: ProxyBackend {
         applied = nil   // until this full sync has gone through
         let have = Set(try links.addresses(of: dummy).map(\.address).filter { !$0.isIPv6 })
         for a in want.subtracting(have) {
-            try links.addAddress(dummy, a)
+            try links.addAddress(dummy, a, noDAD: false)
             written += 1
         }
         for a in have.subtracting(want) {
@@ -306,7 +306,7 @@ public actor IPVSProxier: ProxyBackend {
             for a in now.subtracting(before) {
                 boundRefs[a, default: 0] += 1
                 if boundRefs[a] == 1 {
-                    do { try links.addAddress(dummy, a) } catch let e as NetlinkError where e.errno == EEXIST {}
+                    do { try links.addAddress(dummy, a, noDAD: false) } catch let e as NetlinkError where e.errno == EEXIST {}
                     written += 1
                 }
             }

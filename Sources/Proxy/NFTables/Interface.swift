@@ -169,6 +169,21 @@ public final class FakeNFTables: NFTablesInterface, @unchecked Sendable {
         }
     }
 
+    /// The table as text that two tables with the same rules and elements print alike: chains
+    /// and sets sorted by name, each set's elements sorted, anonymous set names without their numbers.
+    func canonical() -> String {
+        lock.withLock {
+            var out = hasTable ? "table\n" : ""
+            for (name, rules) in chains.sorted(by: { $0.key < $1.key }) {
+                out += "chain \(name)\n" + rules.map { "  \($0)\n" }.joined()
+            }
+            for (name, elements) in sets.sorted(by: { $0.key < $1.key }) {
+                out += "set \(name)\n" + elements.values.map { "  \($0)\n" }.sorted().joined()
+            }
+            return out.replacing(/__(set|map)[0-9]+/, with: { "__\($0.output.1)" })
+        }
+    }
+
     /// Flushes a chain behind the proxy's back, as a user with `nft` might.
     public func tamperFlush(_ chain: String) { lock.withLock { chains[chain] = [] } }
 

@@ -38,6 +38,9 @@ public final class DataPlane: @unchecked Sendable {
     private let loops: [EventLoop]
     fileprivate let lock = NSLock()
     private var nextLoop = 0
+    private var openCalls = 0
+    /// Listeners asked for since the start (what a sync cost the data plane).
+    public var opened: Int { lock.withLock { openCalls } }
     fileprivate var stopped = false
 
     public init(options: DataPlaneOptions = DataPlaneOptions()) throws {
@@ -77,6 +80,7 @@ public final class DataPlane: @unchecked Sendable {
     /// connections where `balancer` says.
     /// - Throws: `SocketError` (EADDRINUSE when the port is taken).
     public func open(_ proto: L4Protocol, port: UInt16, balancer: Balancer, stats: PortStats) async throws -> ListenerHandle {
+        lock.withLock { openCalls += 1 }
         let loop = pickLoop()
         let ctx = ListenerContext(balancer: balancer, stats: stats, dialTimeouts: options.dialTimeouts)
         let addr = options.listenAddress, backlog = options.backlog, udpTimeout = options.udpTimeout

@@ -207,6 +207,9 @@ public actor UserspaceProxier: ProxyBackend {
     }
 
     /// Removes the portal chains and their jumps, and closes every listener.
+    /// The port each open listener got, by the service port it serves.
+    func listenerPorts() -> [ListenerKey: UInt16] { live.mapValues(\.handle.port) }
+
     public func stop(grace: Duration) async {
         await dataPlane.stop(grace: grace)
     }
