@@ -71,7 +71,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     private var applied: [ServicePortName: AppliedService] = [:]
     /// Rules owned per table after the last sync, for `…_iptables_total`.
     private var rulesOwned: [String: Int] = [:]
-    private var needFullSync = true
+    private var state = KernelState()
     private var lastLargeCluster: Bool?
     private var udpHistory = UDPFlowHistory()
 
@@ -101,7 +101,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         let snap = request.snapshot
         let large = Generator.isLargeCluster(snap)
         var changed = request.changedServices
-        if needFullSync || lastLargeCluster != large { changed = nil }
+        if state.mustSyncFully(request) || lastLargeCluster != large { changed = nil }
         var existing: Existing?
         if changed == nil {
             // A full sync adopts what is there: stale chains and jump rules from iptables-save.
@@ -117,12 +117,12 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         do {
             if !p.isEmpty { try ipt.restore(input: p.parts) }
         } catch {
-            needFullSync = true
+            state.forget()
             throw error
         }
         applied = p.applied
         lastLargeCluster = large
-        needFullSync = false
+        state.synced()
         for e in udpHistory.update(current: snap, changed: changed, cleaner: conntrack) {
             logger.warning("failed to delete stale conntrack entries: \(e)")
         }
@@ -137,14 +137,14 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     public func needsFullResync() async -> Bool {
         let lost = !ipt.chainExists(table: "mangle", chain: Chains.canary)
         if lost {
-            lock.withLock { needFullSync = true }
+            lock.withLock { state.forget() }
             logger.info("canary chain \(Chains.canary) is gone: iptables was flushed, forcing a full resync")
         }
         return lost
     }
 
     /// Forget what was applied; the next sync is a full one.
-    public func forceFullSync() { lock.withLock { needFullSync = true } }
+    public func forceFullSync() { lock.withLock { state.forget() } }
 
     // MARK: planning
 
@@ -343,7 +343,7 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         let removed = try ipt.removeOwned(Self.owned, jumps: Jumps.all)
         lock.withLock {
             applied = [:]
-            needFullSync = true
+            state.forget()
             udpHistory = UDPFlowHistory()
         }
         return removed

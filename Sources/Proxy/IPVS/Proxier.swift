@@ -37,7 +37,8 @@ public actor IPVSProxier: ProxyBackend {
     private var terminating: [String: (service: IPVSService, dest: IPVSDestination)] = [:]
     /// What the last sync left in the kernel, by virtual server: a sync that names the services
     /// that changed touches only theirs (an endpoint change costs the same at any table size).
-    private var applied: [String: IPVSVirtualServer]?
+    private var state = KernelState()
+    private var applied: [String: IPVSVirtualServer] = [:]
     /// The virtual servers of each service in `applied`, so a partial sync finds them without a scan.
     private var keysByService: [NamespacedName: Set<String>] = [:]
     private var lastDummyIndex: Int32 = -1
@@ -123,11 +124,11 @@ public actor IPVSProxier: ProxyBackend {
         }
         // What a partial sync cannot see: kube-ipvs0 re-made, or the node's addresses changed.
         let nodeKey = (opts.nodePortIPs ?? request.snapshot.node.ips).map(\.description).sorted()
-        if dummy.index != lastDummyIndex || nodeKey != lastNodeAddresses { applied = nil }
+        if dummy.index != lastDummyIndex || nodeKey != lastNodeAddresses { state.forget() }
         lastDummyIndex = dummy.index
         lastNodeAddresses = nodeKey
         // A partial sync plans only the services that changed.
-        let partial = request.changedServices != nil && applied != nil
+        let partial = !state.mustSyncFully(request)
         let plan = IPVSPlan(request.snapshot, options: opts, only: partial ? request.changedServices : nil)
         var written = 0
         if opts.nodeIP == nil { opts.nodeIP = (opts.nodePortIPs ?? request.snapshot.node.ips).first { $0.family == .ipv4 } }
@@ -140,17 +141,17 @@ public actor IPVSProxier: ProxyBackend {
             (removals, written) = try syncRules(request.snapshot, options: opts, changed: partial ? request.changedServices : nil)
             rulesTime = ContinuousClock.now - t
         } catch {
-            applied = nil
+            state.forget()
             throw error
         }
-        if let changed = request.changedServices, applied != nil {
+        if let changed = request.changedServices, partial {
             var out = try partialSync(plan, request.snapshot, changed: changed, dummy: dummy)
             out.objectsWritten += written + (try removeEntries(removals))
             return out
         }
         // 1. The addresses on kube-ipvs0: exactly the plan's.
         let want = Self.nets(Set(plan.boundAddresses))
-        applied = nil   // until this full sync has gone through
+        state.forget()   // until this full sync has gone through
         let have = Set(try links.addresses(of: dummy).map(\.address).filter { !$0.isIPv6 })
         for a in want.subtracting(have) {
             try links.addAddress(dummy, a, noDAD: false)
@@ -193,6 +194,7 @@ public actor IPVSProxier: ProxyBackend {
             terminating = terminating.filter { !$0.key.hasPrefix(Self.key(cur) + "->") }
         }
         applied = Dictionary(plan.servers.map { (Self.key($0.service), $0) }, uniquingKeysWith: { a, _ in a })
+        state.synced()
         keysByService = [:]
         for vs in plan.servers { keysByService[vs.owner.service, default: []].insert(Self.key(vs.service)) }
         recordBound(request.snapshot)
@@ -286,7 +288,7 @@ public actor IPVSProxier: ProxyBackend {
         do {
             try ipset.restore(dels)
         } catch {
-            applied = nil
+            state.forget()
             throw error
         }
         return dels.split(separator: "\n").count
@@ -297,8 +299,8 @@ public actor IPVSProxier: ProxyBackend {
     /// connection counts graceful termination needs.
     func partialSync(_ plan: IPVSPlan, _ snap: ProxySnapshot, changed: Set<NamespacedName>, dummy: Link) throws -> SyncOutcome {
         var written = 0
-        var cache = applied ?? [:]
-        applied = nil   // a failure below leaves the next sync a full one
+        var cache = applied
+        state.forget()   // a failure below leaves the next sync a full one
         // kube-ipvs0: only the changed services' addresses, counted so a shared one stays while needed.
         for svc in changed {
             let now = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc])))
@@ -360,6 +362,7 @@ public actor IPVSProxier: ProxyBackend {
             }
         }
         applied = cache
+        state.synced()
         return SyncOutcome(full: false, objectsWritten: written)
     }
 
@@ -417,7 +420,8 @@ public actor IPVSProxier: ProxyBackend {
         if try links.link(named: IPVSPlan.dummyInterface) != nil { try links.deleteLink(IPVSPlan.dummyInterface) }
         try IPVSRules.remove(ipt: ipt, ipset: ipset)
         terminating.removeAll()
-        applied = nil
+        state.forget()
+        applied = [:]
         shares = [:]
         entryRefs = [:]
         dropRefs = [:]

@@ -28,7 +28,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     private var hairpinRefs: [UInt32: Int] = [:]
     /// False when the kernel may hold something else than `applied` (start, a
     /// failed transaction, drift): the next sync reads the table back first.
-    private var trusted = false
+    private var state = KernelState()
     private var udpHistory = UDPFlowHistory()
     private var fixedCache: (cidrs: [CIDR], objects: FixedObjects)?
     /// Seconds the last sync spent planning and in the kernel, for benchmarks and logs.
@@ -105,7 +105,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // would cost more than the change itself.
         let fixedChanged = fixedCache?.cidrs != snap.serviceCIDRs
         let fixed = fixedChanged ? gen.fixed(serviceCIDRs: snap.serviceCIDRs) : fixedCache!.objects
-        var full = request.changedServices == nil || !trusted
+        var full = state.mustSyncFully(request)
         var plan: Plan
         // What becomes applied: everything (after a read-back), or these Services
         // changed in place (copying `applied` would cost O(services) per sync).
@@ -113,7 +113,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var updates: [(NamespacedName, ServiceObjects?)] = []
         var hairpinDelta: [UInt32: Int] = [:]
         var rebuildHairpin = false
-        if !trusted {
+        if !state.isKnown {
             let all = desired(snap)
             replacement = all
             rebuildHairpin = true
@@ -169,10 +169,10 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         do {
             try nft.apply(txs)
         } catch {
-            trusted = false
+            state.forget()
             throw error
         }
-        trusted = true
+        state.synced()
         appliedFixed = fixed
         fixedCache = (snap.serviceCIDRs, fixed)
         if let replacement { applied = replacement }
@@ -194,11 +194,11 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
 
     public func needsFullResync() async -> Bool {
         lock.withLock {
-            guard trusted, let fixed = appliedFixed else { return false }
+            guard state.isKnown, let fixed = appliedFixed else { return false }
             do {
                 guard let k = try nft.readTable() else {
                     logger.warning("nftables table ip kube-proxy is gone; resyncing")
-                    trusted = false
+                    state.forget()
                     return true
                 }
                 var chains = Set(fixed.chains.map(\.name))
@@ -209,19 +209,19 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 }
                 if k.chains != chains || k.sets != sets {
                     logger.warning("nftables table ip kube-proxy was changed by someone else; resyncing")
-                    trusted = false
+                    state.forget()
                     return true
                 }
                 let counts = try nft.ruleCounts(fixed.chains.map(\.name))
                 for c in fixed.chains where counts[c.name] != c.rules.count {
                     logger.warning("nftables chain \(c.name) was changed by someone else; resyncing")
-                    trusted = false
+                    state.forget()
                     return true
                 }
                 return false
             } catch {
                 logger.warning("reading back nftables table failed: \(error)")
-                trusted = false
+                state.forget()
                 return true
             }
         }
@@ -246,7 +246,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         try lock.withLock {
             let had = try nft.readTable() != nil
             if had { try nft.apply([[.deleteTable]]) }
-            trusted = false
+            state.forget()
             applied = [:]
             appliedFixed = nil
             hairpinRefs = [:]

@@ -217,6 +217,21 @@ public struct SyncRequest: Sendable {
     }
 }
 
+/// Whether a backend knows what the kernel holds: after a sync that went through it does; at
+/// start, after a failed apply, after someone else changed its rules and after a cleanup it does
+/// not, and the next sync must be a full one whatever it is asked. Every backend keeps one, so
+/// "state unknown" is spelled once.
+public struct KernelState: Sendable {
+    public private(set) var isKnown = false
+    public init() {}
+    /// The kernel holds what the backend last applied.
+    public mutating func synced() { isKnown = true }
+    /// What the kernel holds is no longer known.
+    public mutating func forget() { isKnown = false }
+    /// Whether a sync of `request` must rewrite everything.
+    public func mustSyncFully(_ request: SyncRequest) -> Bool { !isKnown || request.changedServices == nil }
+}
+
 /// The seam between the watcher and the data plane. A backend never talks to the
 /// API: it receives snapshots and makes the kernel (or its sockets) match.
 ///

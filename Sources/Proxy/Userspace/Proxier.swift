@@ -28,12 +28,11 @@ public actor UserspaceProxier: ProxyBackend {
 
     private var live: [ListenerKey: Live] = [:]
     private var stats: [ServicePortName: PortStats] = [:]
-    private var jumpsChecked = false
+    private var state = KernelState()
     /// What the last sync decided: the listener of every service port, opened or not.
     private var planned: [ListenerKey: ListenerPlan] = [:]
-    /// The portal lines of each open listener as last written; nil when unknown (the next sync
-    /// is a full one and rewrites the chains).
-    private var portalLines: [ListenerKey: [String]]?
+    /// The portal lines of each open listener as last written (while the state is known).
+    private var portalLines: [ListenerKey: [String]] = [:]
     /// Listeners a sync could not open (no free port, no descriptors): retried by the next full sync.
     private var unopened: Set<ListenerKey> = []
 
@@ -58,7 +57,7 @@ public actor UserspaceProxier: ProxyBackend {
         // A full sync plans every service port and rewrites the portal chains; any other plans
         // the changed Services alone and writes only their portal lines, so its cost does not
         // grow with the number of Services.
-        let full = request.changedServices == nil || !jumpsChecked || portalLines == nil
+        let full = state.mustSyncFully(request)
         let changed = request.changedServices ?? []
         var plans: [ListenerKey: ListenerPlan]
         // The listeners whose plan this sync decides: every one, or those of the changed Services.
@@ -102,7 +101,7 @@ public actor UserspaceProxier: ProxyBackend {
             }
         }
         // 2. The portal rules: the chains whole, or the touched listeners' lines.
-        var lines = full ? [:] : portalLines ?? [:]
+        var lines = full ? [:] : portalLines
         var old: [String] = [], new: [String] = []
         for key in touched {
             old += lines[key] ?? []
@@ -121,7 +120,7 @@ public actor UserspaceProxier: ProxyBackend {
             do {
                 try ipt.restore(input)
             } catch {
-                portalLines = nil
+                state.forget()
                 for l in opened.values { await dataPlane.close(l.handle) }
                 for s in newStats.values { s.unregister() }
                 throw error
@@ -129,7 +128,7 @@ public actor UserspaceProxier: ProxyBackend {
         }
         portalLines = lines
         planned = plans
-        jumpsChecked = true
+        state.synced()
         unopened = failed
         // 3. Endpoint lists, then the listeners that are gone.
         var changedEndpoints = 0
@@ -197,12 +196,12 @@ public actor UserspaceProxier: ProxyBackend {
     }
 
     public func needsFullResync() async -> Bool {
-        guard jumpsChecked else { return false }
+        guard state.isKnown else { return false }
         for l in live.values { l.balancer.expireAffinity() }
         if !unopened.isEmpty { return true }
         let ok = ipt.chainExists(table: "nat", chain: PortalChains.containerPortals)
             && ipt.chainExists(table: "filter", chain: PortalChains.nonLocalNodePorts)
-        if !ok { portalLines = nil }
+        if !ok { state.forget() }
         return !ok
     }
 
@@ -221,8 +220,8 @@ public actor UserspaceProxier: ProxyBackend {
         for s in stats.values { s.unregister() }
         stats.removeAll()
         planned.removeAll()
-        portalLines = nil
-        jumpsChecked = false
+        portalLines = [:]
+        state.forget()
     }
 
     /// Deletes the userspace mode's jumps and chains (what `proxy --cleanup` does for this mode).
