@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Writes Sources/APIServer/ProtobufSchema.swift: the protobuf field numbers of the built-in
+"""Writes Sources/API/APIServer/ProtobufSchema.swift: the protobuf field numbers of the built-in
 objects kubectl's generators send, from the generated.proto files of kubernetes/api and
 kubernetes/apimachinery (at the commits named in the output). Usage:
 
-  scripts/gen-protobuf-schema.py API_REPO APIMACHINERY_REPO > Sources/APIServer/ProtobufSchema.swift
+  scripts/gen-protobuf-schema.py API_REPO APIMACHINERY_REPO > Sources/API/APIServer/ProtobufSchema.swift
 
 where each REPO is a checkout (or bare clone) of that repository."""
 import re, subprocess, sys
