@@ -165,6 +165,21 @@ struct FirstHourTests {
         #expect(Netns.pids(ns.name).isEmpty, "left running in the namespace: \(Netns.pids(ns.name))")
     }
 
+    /// `--help` and `help` print each command's help on stdout and exit 0, the flags named as
+    /// kube-proxy names them and the modes listed from the registry.
+    @Test func helpIsPrinted() throws {
+        let bin = try switchyardBinary()
+        for args in [["--help"], ["help"], ["proxy", "--help"], ["render", "-h"], ["help", "server"]] {
+            let r = try Sh.run([bin] + args, timeout: 20)
+            #expect(r.status == 0, "switchyard \(args): exit \(r.status): \(r.err)")
+            #expect(r.out.contains("USAGE: switchyard"), "switchyard \(args): \(r.out)")
+            #expect(!r.err.contains("CommandError"), "switchyard \(args): \(r.err)")
+        }
+        // (Help text wraps: compare it with its whitespace collapsed.)
+        let proxy = try Sh.run([bin, "proxy", "--help"], timeout: 20).out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(proxy.contains("--proxy-mode") && proxy.contains("iptables (the default), nftables, ipvs or userspace"), "\(proxy)")
+    }
+
     /// A second server on the same data dir is refused, naming the first one's PID; the first's
     /// kubeconfig stays as it was, so no two servers hand out the same ClusterIP from one dir.
     @Test(.enabled(if: kubectl("1.33") != nil, "kubectl 1.33 is not installed"))

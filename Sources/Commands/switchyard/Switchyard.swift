@@ -33,7 +33,9 @@ struct Switchyard: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("Error: \(e.message)\nSee '\(full) --help'.\n".utf8))
                 Foundation.exit(ExitCode.validationFailure.rawValue)
             }
-            if error is CleanExit || error is ExitCode { exit(withError: error) }
+            // ArgumentParser's own errors (the help `--help` and `help` ask for, which its help
+            // command throws from `run`; CleanExit, ExitCode) are reported as it reports them.
+            if String(reflecting: type(of: error)).hasPrefix("ArgumentParser.") { exit(withError: error) }
             FileHandle.standardError.write(Data("Error: \(error)\n".utf8))
             Foundation.exit(ExitCode.failure.rawValue)
         }
