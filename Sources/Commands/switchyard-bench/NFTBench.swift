@@ -129,7 +129,7 @@ struct NFTBench: AsyncParsableCommand {
             for (what, t) in try p.probe() { log("  probe: \(what): \(fmt(t))") }
         }
         if let p = backend as? IPVSProxier {
-            let t = await p.lastTimings
+            let t = p.lastTimings
             log("  full sync: ipsets and iptables rules \(fmt(t.rules)) of \(fmt(t.total))")
         }
         if let p = backend as? NFTablesProxier {

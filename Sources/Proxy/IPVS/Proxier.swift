@@ -13,8 +13,10 @@ import IPTablesKit
 /// (masquerading, NodePorts, load balancer source ranges, the kube-ipvs0 access filter): a
 /// service change adds and removes set entries; the rules are rewritten only when a set becomes
 /// empty or stops being so.
-public actor IPVSProxier: ProxyBackend {
-    public nonisolated let mode = "ipvs"
+public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
+    public let mode = "ipvs"
+    /// One sync, cleanup or read at a time: the state below is only touched under it.
+    private let lock = NSLock()
     let ipvs: any IPVSInterface
     let links: any LinkInterface
     let ipt: any IPTablesInterface
@@ -28,8 +30,9 @@ public actor IPVSProxier: ProxyBackend {
     private var dropRefs: [String: Int] = [:]
     private var lastRules: String?
     private var sysctlsSet = false
+    private var timings: (rules: Double, total: Double) = (0, 0)
     /// Seconds the last sync spent on the ipsets and iptables rules, and in all (for the benchmark).
-    public private(set) var lastTimings: (rules: Double, total: Double) = (0, 0)
+    public var lastTimings: (rules: Double, total: Double) { lock.withLock { timings } }
     /// Addresses this proxier manages virtual servers on (bound ones and NodePort addresses), so
     /// a virtual server someone else made on another address is left alone.
     private var managedAddresses = Set<[UInt8]>()
@@ -104,9 +107,13 @@ public actor IPVSProxier: ProxyBackend {
     }
 
     public func sync(_ request: SyncRequest) async throws -> SyncOutcome {
+        try lock.withLock { try syncLocked(request) }
+    }
+
+    func syncLocked(_ request: SyncRequest) throws -> SyncOutcome {
         let start = ContinuousClock.now
         var rulesTime = Duration.zero
-        defer { lastTimings = (Self.seconds(rulesTime), Self.seconds(ContinuousClock.now - start)) }
+        defer { timings = (Self.seconds(rulesTime), Self.seconds(ContinuousClock.now - start)) }
         try ensureSysctls()
         let dummy = try ensureDummy()
         var opts = options
@@ -405,15 +412,19 @@ public actor IPVSProxier: ProxyBackend {
     }
 
     /// Real servers still draining (weight 0, connections open), as `proto/address/port->endpoint`.
-    public var draining: [String] { terminating.keys.sorted() }
+    public var draining: [String] { lock.withLock { terminating.keys.sorted() } }
 
     public func needsFullResync() async -> Bool {
         // Drained real servers are removed by the next sync; ask for one while any are waiting.
-        !terminating.isEmpty
+        lock.withLock { !terminating.isEmpty }
     }
 
     /// Removes every virtual server on a managed address, `kube-ipvs0`, our rules and ipsets.
     public func cleanup() async throws {
+        try lock.withLock { try cleanupLocked() }
+    }
+
+    private func cleanupLocked() throws {
         for s in try ipvs.services() where managedAddresses.isEmpty || managedAddresses.contains(s.address) {
             try ipvs.deleteService(s)
         }
