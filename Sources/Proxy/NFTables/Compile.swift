@@ -14,6 +14,9 @@ struct AnonSet {
     var keyByteOrder: UInt32
     var isVerdictMap: Bool
     var elements: [(key: [UInt8], flags: UInt32, verdict: Verdict?)]
+    /// A data map's data type and length (nft's concatenated type id for `ipv4_addr . inet_service`),
+    /// and each element's data, in the order of `elements`.
+    var data: (type: UInt32, length: UInt32, values: [[UInt8]])? = nil
 }
 
 /// Hands out names for anonymous sets. nft sends `__set%d` and lets the kernel pick
@@ -184,6 +187,28 @@ extension Stmt {
         case let .inConcatSet(keys, set):
             for (i, k) in keys.enumerated() { out.append(k.load(i == 0 ? r1 : Reg.r32(i))) }
             out.append(.lookup(sreg: r1, set: set, setID: 0, dreg: nil, invert: false))
+        case .markIsSet(let m):
+            out.append(.meta(key: UInt32(NFT_META_MARK.rawValue), dreg: r1))
+            out.append(.bitwise(sreg: r1, dreg: r1, mask: host32(m), xor: host32(0)))
+            out.append(.cmp(sreg: r1, op: cmpNEQ, data: host32(0)))
+        case .ctStatusDNAT:
+            out.append(.ct(key: UInt32(NFT_CT_STATUS.rawValue), dreg: r1))
+            out.append(.bitwise(sreg: r1, dreg: r1, mask: host32(0x20 /* IPS_DST_NAT */), xor: host32(0)))
+            out.append(.cmp(sreg: r1, op: cmpNEQ, data: host32(0)))
+        case let .dnatNumgenMap(p, dests):
+            let (name, id) = namer.take("__map")
+            let keys = dests.indices.map { (key: host32(UInt32($0)), flags: UInt32(0), verdict: Optional<Verdict>.none) }
+            let values = dests.map { be32($0.ip) + [UInt8($0.port >> 8), UInt8($0.port & 0xff), 0, 0] }
+            sets.append(AnonSet(name: name, id: id,
+                                flags: UInt32(NFT_SET_ANONYMOUS.rawValue | NFT_SET_CONSTANT.rawValue | NFT_SET_MAP.rawValue),
+                                keyType: 4 /* integer */, keyLength: 4, keyByteOrder: 1,
+                                isVerdictMap: false, elements: keys,
+                                data: (type: 461 /* ipv4_addr . inet_service */, length: 8, values: values)))
+            out.append(.meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: r1))
+            out.append(.cmp(sreg: r1, op: cmpEQ, data: [p.number]))
+            out.append(.numgen(dreg: r1, modulus: UInt32(dests.count), type: UInt32(NFT_NG_RANDOM.rawValue)))
+            out.append(.lookup(sreg: r1, set: name, setID: id, dreg: r1, invert: false))
+            out.append(.nat(type: UInt32(NFT_NAT_DNAT.rawValue), addrReg: r1, protoReg: Reg.r32(1), flags: 0))
         }
     }
 }

@@ -110,9 +110,13 @@ struct TableWriter {
             if a.isVerdictMap {
                 nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), NFT_DATA_VERDICT.rawValue)
                 nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), 0)
+            } else if let d = a.data {
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_TYPE.rawValue), d.type)
+                nftnl_set_set_u32(s, UInt16(NFTNL_SET_DATA_LEN.rawValue), d.length)
             }
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_DESC_SIZE.rawValue), UInt32(a.elements.count))
-            let ud = udataU32(UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), a.keyByteOrder)
+            var ud = udataU32(UInt8(NFTNL_UDATA_SET_KEYBYTEORDER.rawValue), a.keyByteOrder)
+            if a.data != nil { ud += udataU32(UInt8(NFTNL_UDATA_SET_DATABYTEORDER.rawValue), 2 /* big endian */) }
             ud.withUnsafeBytes { _ = nftnl_set_set_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
             nftnl_set_nlmsg_build_payload(nlh, s)
         }
@@ -125,11 +129,14 @@ struct TableWriter {
             nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFPROTO_IPV4))
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), a.id)
-            for el in a.elements {
+            for (i, el) in a.elements.enumerated() {
                 let e = nftnl_set_elem_alloc()!
                 el.key.withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
                 if el.flags != 0 { nftnl_set_elem_set_u32(e, UInt16(NFTNL_SET_ELEM_FLAGS), el.flags) }
                 if let v = el.verdict { setVerdict(e, v) }
+                if let d = a.data {
+                    d.values[i].withUnsafeBytes { _ = nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_DATA), $0.baseAddress, UInt32($0.count)) }
+                }
                 nftnl_set_elem_add(s, e)
             }
             nftnl_set_elems_nlmsg_build_payload(nlh, s)

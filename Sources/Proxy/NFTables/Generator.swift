@@ -27,7 +27,12 @@ enum Names {
     static let services = "services"
     static let masquerading = "masquerading"
     static let clusterIPsCheck = "cluster-ips-check"
+    /// The regular chain upstream's layout had until v1.35 (the marking is inline since v1.36);
+    /// a table written before is adopted by one sync, which deletes it.
     static let markForMasquerade = "mark-for-masquerade"
+    /// Connections from an endpoint to itself through a Service (`EPIP . EPIP . proto . port`),
+    /// masqueraded after DNAT (upstream since v1.36).
+    static let hairpinConnections = "hairpin-connections"
     static let rejectChain = "reject-chain"
 
     static let serviceEndpoints = "service-endpoints"
@@ -182,6 +187,8 @@ struct Generator {
             SetDef(name: Names.serviceIPs, key: Self.ipProtoPort, isVerdictMap: true,
                    comment: "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
             SetDef(name: Names.serviceNodePorts, key: Self.protoPort, isVerdictMap: true, comment: "NodePort traffic"),
+            SetDef(name: Names.hairpinConnections, key: [.ipv4Addr, .ipv4Addr, .inetProto, .inetService], isVerdictMap: false,
+                   comment: "service hairpin connections"),
         ]
         // NodePorts: on the configured addresses, or every local address but loopback.
         let loopback = Stmt.addr(.daddr, negate: true, CIDR("127.0.0.0/8")!)
@@ -204,6 +211,15 @@ struct Generator {
             clusterIPsCheck.append(Rule([.addrInList(.daddr, negate: false, cidrs), .verdict(.drop)],
                                         comment: "Drop traffic to unallocated ClusterIPs"))
         }
+        // ClusterIP traffic from outside the cluster is masqueraded, for every ClusterIP at
+        // once (upstream since v1.36; before, a rule in each service chain).
+        let clusterIPs = Stmt.addrInSet(.daddr, negate: false, set: Names.clusterIPs)
+        var clusterIPMasquerade: [Rule] = []
+        if opts.masqueradeAll {
+            clusterIPMasquerade = [Rule([clusterIPs, .markSetOr(mark)], comment: "masquerade all clusterIP traffic")]
+        } else if let notLocal = opts.ifLocal(negate: true) {
+            clusterIPMasquerade = [Rule([clusterIPs, notLocal, .markSetOr(mark)], comment: "masquerade clusterIP traffic from outside cluster")]
+        }
         // Helper chains first (the base chains jump to them), base chains last, so
         // nothing is hooked until everything it reaches exists.
         f.chains = [
@@ -213,15 +229,14 @@ struct Generator {
                 Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.noEndpointServices)])]),
             Chain(Names.firewallCheck, rules: [
                 Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.firewallIPs)])]),
-            Chain(Names.services, rules: [
+            Chain(Names.services, rules: clusterIPMasquerade + [
                 Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.serviceIPs)]),
                 Rule(nodePortMatch + [.vmap([.l4proto, .thDport], set: Names.serviceNodePorts)])]),
             Chain(Names.masquerading, rules: [
-                Rule([.markUnset(mark), .verdict(.return)]),
-                Rule([.markSetXor(mark)]),
-                Rule([.masquerade(fullyRandom: true)])]),
+                Rule([.markIsSet(mark), .markSetXor(mark), .masquerade(fullyRandom: true)]),
+                Rule([.ctStatusDNAT, .inConcatSet([.ipSaddr, .ipDaddr, .l4proto, .thDport], set: Names.hairpinConnections),
+                      .masquerade(fullyRandom: true)])]),
             Chain(Names.clusterIPsCheck, rules: clusterIPsCheck),
-            Chain(Names.markForMasquerade, rules: [Rule([.markSetOr(mark)])]),
             Chain(Names.rejectChain, comment: "helper for @no-endpoint-services / @no-endpoint-nodeports",
                   rules: [Rule([.reject])]),
             base(Names.filterPreroutingPreDNAT, .filter, .prerouting, -110, [Rule([ctNew, jump(Names.firewallCheck)])]),
@@ -258,19 +273,14 @@ struct Generator {
             SetDef(name: Names.endpointHairpin, key: [], isVerdictMap: false,
                    comment: "endpoints that may reach themselves through a service", raw: RawSets.endpointHairpin),
         ]
-        let masq = Stmt.verdict(.jump(Names.markForMasquerade))
-        var internalMasq: [Rule] = []
-        if opts.masqueradeAll {
-            internalMasq = [Rule([masq])]
-        } else if let notLocal = opts.ifLocal(negate: true) {
-            internalMasq = [Rule([notLocal, masq])]
-        }
+        // ClusterIP traffic from outside the cluster is marked in `services`, for mapped Services too.
+        let masq = Stmt.markSetOr(opts.mark.value)
         let vip: [KeyPart] = [.ipDaddr, .l4proto, .thDport]
         let port: [KeyPart] = [.l4proto, .thDport]
         let protos: [L4Protocol] = [.tcp, .udp, .sctp]
         var lb: [Chain] = []
         for n in 1...Self.maxMapEndpoints {
-            lb.append(Chain(Names.serviceLB(n), rules: internalMasq + protos.map {
+            lb.append(Chain(Names.serviceLB(n), rules: protos.map {
                 Rule([.dnatMap($0, vip, modulus: n, set: Names.serviceEndpoints)]) }))
             lb.append(Chain(Names.externalLB(n), rules: [Rule([masq])] + protos.map {
                 Rule([.dnatMap($0, vip, modulus: n, set: Names.serviceEndpoints)]) }))
@@ -383,7 +393,9 @@ struct Generator {
         bases.reserveCapacity(cat.allReachable.count)
         for ep in cat.allReachable { bases[ep.endpoint] = n.endpointBase(ep, info) }
         func base(_ ep: EndpointInfo) -> String { bases[ep.endpoint] ?? n.endpointBase(ep, info) }
-        for ep in cat.allReachable { declare("endpoint-" + base(ep)) }
+        // Endpoint chains only for affinity (upstream since v1.36): without it the service chain
+        // DNATs itself, through a numgen map.
+        if info.sessionAffinityClientIP { for ep in cat.allReachable { declare("endpoint-" + base(ep)) } }
         if usesClusterChain { declare(n.service) }
         if usesLocalChain { declare(n.local) }
         if usesExternalChain && hasEndpoints { declare(n.external) }
@@ -425,27 +437,17 @@ struct Generator {
             if !hasExternal { element(Names.noEndpointNodePorts, Element(key: k, verdict: externalVerdict, comment: name)) }
         }
 
-        // Masquerading of internal traffic, in the policy chain.
-        if hasInternal {
-            // The address alone, as upstream since v1.34 (kubernetes#131492): traffic to any port
-            // of the ClusterIP from outside the cluster is masqueraded.
-            let head: [Stmt] = [.addr(.daddr, negate: false, CIDR(address: info.clusterIP, prefixLength: 32))]
-            if opts.masqueradeAll {
-                rule(internalChain, Rule(head + [.verdict(.jump(Names.markForMasquerade))]))
-            } else if let notLocal = opts.ifLocal(negate: true) {
-                rule(internalChain, Rule(head + [notLocal, .verdict(.jump(Names.markForMasquerade))]))
-            }
-        }
+        // (ClusterIP traffic from outside the cluster is marked in `services`, for every ClusterIP.)
+        let mark = opts.mark.value
         // External traffic.
         if usesExternalChain && hasEndpoints {
             if !info.externalPolicyLocal {
-                rule(n.external, Rule([.verdict(.jump(Names.markForMasquerade))]))
+                rule(n.external, Rule([.markSetOr(mark)], comment: "masquerade"))
             } else {
                 if let local = opts.ifLocal(negate: false) {
                     rule(n.external, Rule([local, .verdict(.goto(n.service))], comment: "short-circuit pod traffic"))
                 }
-                rule(n.external, Rule([.fibLocal(.saddr), .verdict(.jump(Names.markForMasquerade))],
-                                      comment: "masquerade local traffic"))
+                rule(n.external, Rule([.fibLocal(.saddr), .markSetOr(mark)], comment: "masquerade local traffic"))
                 rule(n.external, Rule([.fibLocal(.saddr), .verdict(.goto(n.service))],
                                       comment: "short-circuit local traffic"))
             }
@@ -478,21 +480,27 @@ struct Generator {
                 }
             }
             guard !eps.isEmpty else { return }
-            rule(chain, Rule([.numgenVmap(eps.map { "endpoint-" + base($0) })]))
+            if info.sessionAffinityClientIP {
+                rule(chain, Rule([.numgenVmap(eps.map { "endpoint-" + base($0) })]))
+            } else {
+                let dests = eps.compactMap { ep in IPAddress(ep.ip)?.ipv4Value.map { Destination(ip: $0, port: ep.port) } }
+                if !dests.isEmpty { rule(chain, Rule([.dnatNumgenMap(proto, dests)])) }
+            }
         }
         if usesClusterChain { toEndpoints(n.service, cat.cluster) }
         if usesLocalChain { toEndpoints(n.local, cat.local) }
         // Endpoint chains.
-        for ep in cat.allReachable {
-            guard let epIP = IPAddress(ep.ip), let v = epIP.ipv4Value else { continue }
+        for ep in cat.allReachable where info.sessionAffinityClientIP {
+            guard let v = IPAddress(ep.ip)?.ipv4Value else { continue }
             let b = base(ep)
             let chain = "endpoint-" + b
-            rule(chain, Rule([.addr(.saddr, negate: false, CIDR(address: epIP, prefixLength: 32)),
-                              .verdict(.jump(Names.markForMasquerade))]))
-            if info.sessionAffinityClientIP {
-                rule(chain, Rule([.updateSet("affinity-" + b, .ipSaddr)]))
-            }
+            rule(chain, Rule([.updateSet("affinity-" + b, .ipSaddr)]))
             rule(chain, Rule([.dnat(proto, v, ep.port)]))
+        }
+        // Hairpin: a local endpoint that reaches itself through the Service is masqueraded.
+        for ep in cat.allReachable where ep.isLocal {
+            guard let v = IPAddress(ep.ip)?.ipv4Value else { continue }
+            element(Names.hairpinConnections, Element(key: [.ip(v), .ip(v), .proto(proto), .port(ep.port)]))
         }
         for c in order { o.chains.append(chains[c]!) }
     }

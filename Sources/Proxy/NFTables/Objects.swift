@@ -152,6 +152,13 @@ enum Stmt: Hashable, Sendable {
     case dnatMap(L4Protocol, [KeyPart], modulus: Int, set: String)
     /// `ip saddr . ip daddr @endpoint-hairpin`.
     case inConcatSet([KeyPart], set: String)
+    /// `mark and 0x4000 != 0`.
+    case markIsSet(UInt32)
+    /// `ct status dnat`: the connection's destination was NATed.
+    case ctStatusDNAT
+    /// `meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.1.0.4 . 80 , 1 : 10.1.0.5 . 80 }`:
+    /// DNAT to one of the endpoints, picked at random, through an anonymous data map (upstream since v1.36).
+    case dnatNumgenMap(L4Protocol, [Destination])
 
     var text: String {
         switch self {
@@ -184,8 +191,19 @@ enum Stmt: Hashable, Sendable {
             let k = (keys.map(\.text) + ["numgen random mod \(n)"]).joined(separator: " . ")
             return "meta l4proto \(p.lower) dnat ip to \(k) map @\(set)"
         case let .inConcatSet(keys, set): return "\(keys.map(\.text).joined(separator: " . ")) @\(set)"
+        case .markIsSet(let m): return "mark and \(hex(m)) != 0"
+        case .ctStatusDNAT: return "ct status dnat"
+        case let .dnatNumgenMap(p, dests):
+            let items = dests.enumerated().map { "\($0.offset) : \(IPAddress(ipv4: $0.element.ip)) . \($0.element.port)" }
+            return "meta l4proto \(p.lower) dnat ip addr . port to numgen random mod \(dests.count) map { \(items.joined(separator: " , ")) }"
         }
     }
+}
+
+/// An endpoint as DNAT writes it: an IPv4 address and a port.
+struct Destination: Hashable, Sendable {
+    var ip: UInt32
+    var port: Int
 }
 
 /// `0x00004000`: Go's `%#08x`, as upstream writes the mark.
