@@ -67,16 +67,20 @@ public enum JSONSyntax {
         public mutating func string() throws(Failure) -> String {
             at += 1   // the opening quote
             let start = at
-            // The common case: no escapes, so the string is the bytes between the quotes.
+            // The common case: no escapes, so the string is the bytes between the quotes; and
+            // ASCII only (names, addresses, ports), which needs no UTF-8 validation.
+            var ascii = true
             while at < bytes.count {
                 let b = bytes[at]
                 if b == UInt8(ascii: "\"") {
-                    let s = try text(UnsafeBufferPointer(rebasing: bytes[start..<at]))
+                    let run = UnsafeBufferPointer(rebasing: bytes[start..<at])
+                    let s = ascii ? String(decoding: run, as: UTF8.self) : try text(run)
                     at += 1
                     return s
                 }
                 if b == UInt8(ascii: "\\") { break }
                 if b < 0x20 { throw failure("control character in a string") }
+                if b >= 0x80 { ascii = false }
                 at += 1
             }
             var out = [UInt8](UnsafeBufferPointer(rebasing: bytes[start..<at]))

@@ -30,9 +30,12 @@ struct AppliedService {
 
 /// Lines in a text whose lines each end in "\n".
 func lineCount(_ s: String) -> Int {
-    var n = 0
-    for c in s.utf8 where c == 10 { n += 1 }
-    return n
+    var s = s
+    return s.withUTF8 { buf in
+        var n = 0
+        for c in buf where c == 10 { n &+= 1 }
+        return n
+    }
 }
 
 /// The restore input for one sync, and what it leaves applied.
