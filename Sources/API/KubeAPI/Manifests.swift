@@ -203,20 +203,18 @@ public enum ManifestLoader {
         let decoder = JSONDecoder()
         try data.withUnsafeBytes { raw in
             let all = raw.bindMemory(to: UInt8.self)
+            // The bulk kinds straight from the bytes, on every core; the rest (and any item the
+            // fast decoders are unsure of) below, in order, by the tree.
+            let fast = FastItems(split.items, in: all)
             for (j, r) in split.items.enumerated() {
                 var loc = ManifestLocation(source: source, document: split.topLevelArray ? j + 1 : 1)
                 if !split.topLevelArray { loc.item = j + 1 }
                 let item = UnsafeBufferPointer(rebasing: all[r])
-                // The bulk kinds straight from the bytes; anything else (or unusual) by the tree.
                 var decoded: (kind: String, meta: ObjectMeta, object: Any)?
-                switch PullReader.kind(of: item) {
-                case "Service":
-                    var reader = PullReader(item)
-                    if let s = try? reader.service() { decoded = ("Service", s.metadata, s) }
-                case "EndpointSlice":
-                    var reader = PullReader(item)
-                    if let s = try? reader.endpointSlice() { decoded = ("EndpointSlice", s.metadata, s) }
-                default: break
+                switch fast[j] {
+                case .service(let s): decoded = ("Service", s.metadata, s)
+                case .endpointSlice(let s): decoded = ("EndpointSlice", s.metadata, s)
+                case nil: break
                 }
                 if let d = decoded {
                     let name = ManifestIssue.objectName(namespace: d.meta.namespace, name: d.meta.name)
@@ -538,5 +536,56 @@ enum JSONListSplitter {
             return nil
         }
         return nil
+    }
+}
+
+/// The Services and EndpointSlices of a list's items, decoded from the bytes on every core
+/// (each item on its own); nil for an item of another kind or one the fast decoders refuse.
+final class FastItems: @unchecked Sendable {
+    enum Item: Sendable {
+        case service(Service)
+        case endpointSlice(EndpointSlice)
+    }
+
+    private let buffer: UnsafeMutableBufferPointer<Item?>
+
+    init(_ ranges: [Range<Int>], in all: UnsafeBufferPointer<UInt8>) {
+        buffer = .allocate(capacity: ranges.count)
+        buffer.initialize(repeating: nil)
+        let bytes = SendableBytes(base: all)
+        let out = self
+        let workers = min(ProcessInfo.processInfo.activeProcessorCount, 4, max(1, ranges.count / 256))
+        let work: @Sendable (Int) -> Void = { w in
+            var i = w
+            while i < ranges.count {
+                out.buffer[i] = Self.decode(UnsafeBufferPointer(rebasing: bytes.base[ranges[i]]))
+                i += workers
+            }
+        }
+        if workers <= 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+    }
+
+    deinit {
+        _ = buffer.deinitialize()
+        buffer.deallocate()
+    }
+
+    subscript(i: Int) -> Item? { buffer[i] }
+
+    static func decode(_ item: UnsafeBufferPointer<UInt8>) -> Item? {
+        switch PullReader.kind(of: item) {
+        case "Service":
+            var reader = PullReader(item)
+            return (try? reader.service()).map { .service($0) }
+        case "EndpointSlice":
+            var reader = PullReader(item)
+            return (try? reader.endpointSlice()).map { .endpointSlice($0) }
+        default: return nil
+        }
+    }
+
+    /// The list's bytes, read (never written) by the workers while the caller holds them.
+    struct SendableBytes: @unchecked Sendable {
+        let base: UnsafeBufferPointer<UInt8>
     }
 }

@@ -38,6 +38,45 @@ func lineCount(_ s: String) -> Int {
     }
 }
 
+/// Results written by several threads at distinct indices (through a raw buffer: no access to
+/// a shared array's storage, which exclusivity checking would trap), read after all finished.
+final class GeneratedBatch: @unchecked Sendable {
+    private let buffer: UnsafeMutableBufferPointer<ServiceRules>
+    init(count: Int) {
+        buffer = .allocate(capacity: count)
+        buffer.initialize(repeating: ServiceRules())
+    }
+    deinit {
+        _ = buffer.deinitialize()
+        buffer.deallocate()
+    }
+    func set(_ i: Int, _ r: ServiceRules) { buffer[i] = r }
+    var rules: [ServiceRules] { Array(buffer) }
+}
+
+extension IPTablesProxier {
+    static let batchSize = 512
+
+    /// The rules of `names`, in order: on every core for a batch big enough to be worth it.
+    static func generate(_ names: ArraySlice<ServicePortName>, _ snap: ProxySnapshot, gen: Generator) -> [ServiceRules] {
+        let workers = min(ProcessInfo.processInfo.activeProcessorCount, 4, max(1, names.count / 64))
+        let out = GeneratedBatch(count: names.count)
+        let base = names.startIndex
+        let work: @Sendable (Int) -> Void = { w in
+            var g = gen
+            var i = w
+            while i < names.count {
+                let name = names[base + i]
+                let r = g.rules(for: snap.servicePorts[name]!, endpoints: snap.endpoints[name] ?? [], node: snap.node)
+                out.set(i, r)
+                i += workers
+            }
+        }
+        if workers <= 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+        return out.rules
+    }
+}
+
 /// The restore input for one sync, and what it leaves applied.
 struct SyncPlan {
     /// The input in parts, written one after another (a full sync's is tens of MB: no joined
@@ -206,9 +245,18 @@ public final class IPTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // The chains written, to find stale ones: only needed when the kernel has service chains.
         let trackActive = existing?.chains["nat"]?.contains { Chains.isServiceChain(Substring($0)) } ?? false
         var active = Set<String>()
-        for name in snap.sortedNames {
-            let info = snap.servicePorts[name]!
-            let r = gen.rules(for: info, endpoints: snap.endpoints[name] ?? [], node: snap.node)
+        // Service ports are generated in batches, each on every core (a port's rules depend on it
+        // alone), and written in order: the output is the same, and at most one batch's rules
+        // are held at a time.
+        let names = snap.sortedNames
+        var batchStart = 0
+        var batch: [ServiceRules] = []
+        for (index, name) in names.enumerated() {
+            if index == batchStart + batch.count {
+                batchStart = index
+                batch = Self.generate(names[index..<min(index + Self.batchSize, names.count)], snap, gen: gen)
+            }
+            let r = batch[index - batchStart]
             for l in r.filterTop { filterRules += l; filterRules += "\n" }
             for l in r.natTop { natRules += l; natRules += "\n" }
             for c in r.chains {
