@@ -190,6 +190,36 @@ func oneElementPerLine(_ l: String) -> [String] {
         return t
     }
 
+    /// A local endpoint two Services share is one `hairpin-connections` element: a partial sync
+    /// that removes one Service keeps it for the other, and the last one's removal deletes it.
+    @Test(arguments: NFTablesLayout.allCases)
+    func sharedHairpinElementsLiveAsLongAsAServiceHoldsThem(layout: NFTablesLayout) async throws {
+        var t = ChangeTracker(node: NodeInfo(name: "node-a"), serviceCIDRs: [CIDR("10.96.0.0/12")!])
+        for (i, name) in ["a", "b"].enumerated() {
+            t.update(service: Service(metadata: ObjectMeta(name: name, namespace: "default"),
+                                      spec: ServiceSpec(type: "ClusterIP", clusterIP: "10.96.0.\(i + 1)",
+                                                        ports: [ServicePort(name: "http", protocol: "TCP", port: 80, targetPort: .int(8080))])))
+            t.update(slice: EndpointSlice(metadata: ObjectMeta(name: "\(name)-x", namespace: "default", labels: [EndpointSlice.serviceNameLabel: name]),
+                                          endpoints: [Endpoint(addresses: ["10.244.1.7"], conditions: EndpointConditions(ready: true), nodeName: "node-a")],
+                                          ports: [EndpointPort(name: "http", protocol: "TCP", port: 8080)]))
+        }
+        var o = NFTablesOptions()
+        o.layout = layout
+        let fake = FakeNFTables()
+        let p = NFTablesProxier(fake: fake, options: o)
+        _ = try await sync(p, &t)
+        let set = layout == .maps ? Names.endpointHairpin : Names.hairpinConnections
+        let held = { fake.sets[set]?.count ?? 0 }
+        #expect(held() == 1)
+        t.delete(service: NamespacedName(namespace: "default", name: "a"))
+        #expect(try await sync(p, &t).full == false)
+        #expect(held() == 1, "service b still sends its endpoint to itself through its ClusterIP")
+        #expect(fake.canonical() == (try await fresh(t, o)).canonical())
+        t.delete(service: NamespacedName(namespace: "default", name: "b"))
+        _ = try await sync(p, &t)
+        #expect(held() == 0)
+    }
+
     func sync(_ p: NFTablesProxier, _ t: inout ChangeTracker) async throws -> SyncOutcome {
         let (snap, changed) = t.snapshot()
         return try await p.sync(SyncRequest(snapshot: snap, changedServices: changed))

@@ -101,11 +101,12 @@ struct ServiceObjects: Equatable, Sendable {
     var chains: [Chain] = []
     var sets: [SetDef] = []
     var elements: [SetElement] = []
-    /// Endpoint IPs this Service adds to `endpoint-hairpin` (maps layout). Several
-    /// Services may share an endpoint, so the proxier counts references.
-    var hairpin: [UInt32] = []
+    /// Elements several Services may hold (an endpoint in `hairpin-connections`, or, in the
+    /// maps layout, in `endpoint-hairpin`): the proxier counts references, so a partial sync
+    /// of one Service never deletes what another still needs.
+    var shared: [SetElement] = []
 
-    var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty && hairpin.isEmpty }
+    var isEmpty: Bool { chains.isEmpty && sets.isEmpty && elements.isEmpty && shared.isEmpty }
 }
 
 /// The fixed part of the table: named sets and maps, base and helper chains, and
@@ -295,6 +296,11 @@ struct Generator {
         }
     }
 
+    /// An endpoint IP in the maps layout's `endpoint-hairpin` set.
+    static func hairpinElement(_ ip: UInt32) -> SetElement {
+        SetElement(set: Names.endpointHairpin, element: Element(key: [.ip(ip), .ip(ip)]))
+    }
+
     /// Whether the maps layout takes this Service port.
     func usesMaps(_ info: ServicePortInfo, clusterEndpoints: Int) -> Bool {
         opts.layout == .maps && !info.sessionAffinityClientIP && !info.externalPolicyLocal && !info.internalPolicyLocal
@@ -339,7 +345,7 @@ struct Generator {
         for info in ports.sorted(by: { $0.name < $1.name }) {
             add(info, endpoints: snapshot.endpoints[info.name] ?? [], node: snapshot.node, into: &o, seen: &seen)
         }
-        o.hairpin = Array(Set(o.hairpin)).sorted()
+        o.shared = Array(Set(o.shared)).sorted { ($0.set, $0.element.keyText) < ($1.set, $1.element.keyText) }
         return o
     }
 
@@ -357,7 +363,7 @@ struct Generator {
         let cat = Topology.categorize(endpoints, for: info, node: node)
         if usesMaps(info, clusterEndpoints: cat.cluster.count) {
             let hairpin = addMapped(info, endpoints: cat.cluster, element: element)
-            o.hairpin += hairpin
+            o.shared += hairpin.map(Self.hairpinElement)
             return
         }
         let policy = PolicyDecision(cat, for: info)
@@ -500,7 +506,7 @@ struct Generator {
         // Hairpin: a local endpoint that reaches itself through the Service is masqueraded.
         for ep in cat.allReachable where ep.isLocal {
             guard let v = IPAddress(ep.ip)?.ipv4Value else { continue }
-            element(Names.hairpinConnections, Element(key: [.ip(v), .ip(v), .proto(proto), .port(ep.port)]))
+            o.shared.append(SetElement(set: Names.hairpinConnections, element: Element(key: [.ip(v), .ip(v), .proto(proto), .port(ep.port)])))
         }
         for c in order { o.chains.append(chains[c]!) }
     }

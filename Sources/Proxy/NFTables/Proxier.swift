@@ -24,8 +24,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     // What is applied; guarded by `lock` (the runner serializes syncs anyway).
     private var appliedFixed: FixedObjects?
     private var applied: [NamespacedName: ServiceObjects] = [:]
-    /// How many applied Services use each endpoint IP of `endpoint-hairpin`.
-    private var hairpinRefs: [UInt32: Int] = [:]
+    /// How many Services hold each shared element (`ServiceObjects.shared`).
+    private var sharedRefs: [SetElement: Int] = [:]
     /// False when the kernel may hold something else than `applied` (start, a
     /// failed transaction, drift): the next sync reads the table back first.
     private var state = KernelState()
@@ -111,12 +111,12 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // changed in place (copying `applied` would cost O(services) per sync).
         var replacement: [NamespacedName: ServiceObjects]?
         var updates: [(NamespacedName, ServiceObjects?)] = []
-        var hairpinDelta: [UInt32: Int] = [:]
-        var rebuildHairpin = false
+        var sharedDelta: [SetElement: Int] = [:]
+        var rebuildShared = false
         if !state.isKnown {
             let all = desired(snap)
             replacement = all
-            rebuildHairpin = true
+            rebuildShared = true
             let kernel = try nft.readTable()
             if let kernel {
                 plan = Self.adopt(kernel, fixed: fixed, services: Self.ordered(all))
@@ -146,7 +146,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                 updates.append((svc, new))
             }
             plan = Self.diff(oldFixed: appliedFixed, newFixed: fixedChanged ? fixed : nil, services: pairs,
-                             hairpinRefs: hairpinRefs, hairpinDelta: &hairpinDelta)
+                             sharedRefs: sharedRefs, sharedDelta: &sharedDelta)
         }
         // Small plans go in one transaction; large ones send what nothing
         // references yet ahead, in slices.
@@ -177,13 +177,13 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         fixedCache = (snap.serviceCIDRs, fixed)
         if let replacement { applied = replacement }
         for (svc, o) in updates { applied[svc] = o }
-        if rebuildHairpin {
-            hairpinRefs = [:]
-            for o in applied.values { for ip in o.hairpin { hairpinRefs[ip, default: 0] += 1 } }
+        if rebuildShared {
+            sharedRefs = [:]
+            for o in applied.values { for e in o.shared { sharedRefs[e, default: 0] += 1 } }
         } else {
-            for (ip, d) in hairpinDelta {
-                let n = (hairpinRefs[ip] ?? 0) + d
-                hairpinRefs[ip] = n > 0 ? n : nil
+            for (e, d) in sharedDelta {
+                let n = (sharedRefs[e] ?? 0) + d
+                sharedRefs[e] = n > 0 ? n : nil
             }
         }
         for e in udpHistory.update(current: snap, changed: full ? nil : request.changedServices, cleaner: conntrack) {
@@ -249,7 +249,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             state.forget()
             applied = [:]
             appliedFixed = nil
-            hairpinRefs = [:]
+            sharedRefs = [:]
             return had
         }
     }
@@ -277,15 +277,11 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         return order.map { ($0, by[$0]!) }
     }
 
-    static func hairpinElement(_ ip: UInt32) -> SetElement {
-        SetElement(set: Names.endpointHairpin, element: Element(key: [.ip(ip), .ip(ip)]))
-    }
-
-    /// One `endpoint-hairpin` element per endpoint IP any Service uses.
-    static func hairpinElements(_ services: [ServiceObjects]) -> [SetElement] {
-        var ips = Set<UInt32>()
-        for o in services { ips.formUnion(o.hairpin) }
-        return ips.sorted().map(hairpinElement)
+    /// Each shared element any Service holds, once.
+    static func sharedElements(_ services: [ServiceObjects]) -> [SetElement] {
+        var all = Set<SetElement>()
+        for o in services { all.formUnion(o.shared) }
+        return all.sorted { ($0.set, $0.element.keyText) < ($1.set, $1.element.keyText) }
     }
 
     /// A table built from nothing: everything but the base chains is unreachable
@@ -301,7 +297,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var elements = fixed.elements
         var seen = Set(elements)
         for o in services { for e in o.elements where seen.insert(e).inserted { elements.append(e) } }
-        elements += hairpinElements(services)
+        elements += sharedElements(services)
         for (set, els) in groupElements(elements) { p.prepare.append(.addElements(set, els)) }
         declareAndFill(fixed.chains.filter { $0.base != nil }, into: &p.commit)
         return p
@@ -338,7 +334,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         var elements = fixed.elements
         var seen = Set(elements)
         for o in services { for e in o.elements where seen.insert(e).inserted { elements.append(e) } }
-        elements += hairpinElements(services)
+        elements += sharedElements(services)
         for (set, els) in groupElements(elements) { p.commit.append(.addElements(set, els)) }
         for c in stale { p.commit.append(.deleteChain(c)) }
         for s in k.sets.subtracting(wantedSets).sorted() { p.commit.append(.deleteSet(s)) }
@@ -352,17 +348,21 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     /// `newFixed` nil means the fixed objects did not change and are left out.
     static func diff(oldFixed: FixedObjects?, newFixed: FixedObjects?,
                      services: [(ServiceObjects?, ServiceObjects?)],
-                     hairpinRefs: [UInt32: Int] = [:], hairpinDelta: inout [UInt32: Int]) -> Plan {
+                     sharedRefs: [SetElement: Int] = [:], sharedDelta: inout [SetElement: Int]) -> Plan {
         for (o, n) in services {
-            for ip in o?.hairpin ?? [] { hairpinDelta[ip, default: 0] -= 1 }
-            for ip in n?.hairpin ?? [] { hairpinDelta[ip, default: 0] += 1 }
+            for e in o?.shared ?? [] { sharedDelta[e, default: 0] -= 1 }
+            for e in n?.shared ?? [] { sharedDelta[e, default: 0] += 1 }
         }
-        var hairpinAdd: [Element] = [], hairpinDel: [Element] = []
-        for (ip, d) in hairpinDelta.sorted(by: { $0.key < $1.key }) where d != 0 {
-            let before = hairpinRefs[ip] ?? 0
-            if before == 0 && before + d > 0 { hairpinAdd.append(hairpinElement(ip).element) }
-            if before > 0 && before + d <= 0 { hairpinDel.append(hairpinElement(ip).element) }
+        // A shared element goes in when its first holder comes, and out when its last one goes.
+        var sharedAdd: [SetElement] = [], sharedDel: [SetElement] = []
+        for (e, d) in sharedDelta where d != 0 {
+            let before = sharedRefs[e] ?? 0
+            if before == 0 && before + d > 0 { sharedAdd.append(e) }
+            if before > 0 && before + d <= 0 { sharedDel.append(e) }
         }
+        let byKey: (SetElement, SetElement) -> Bool = { ($0.set, $0.element.keyText) < ($1.set, $1.element.keyText) }
+        sharedAdd.sort(by: byKey)
+        sharedDel.sort(by: byKey)
         var oldChains: [String: Chain] = [:], newChains: [String: Chain] = [:]
         var newChainOrder: [String] = []
         var oldSets: [String: SetDef] = [:], newSets: [String: SetDef] = [:]
@@ -399,7 +399,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         // so they go with the rest.
         declareAndFill(created.filter { $0.base == nil }, into: &p.prepare)
 
-        if !hairpinDel.isEmpty { p.commit.append(.deleteElements(Names.endpointHairpin, hairpinDel)) }
+        for (set, els) in groupElements(sharedDel) { p.commit.append(.deleteElements(set, els)) }
         let gone = oldElements.subtracting(newElementSet)
         // Elements whose key stays but whose value changes are deleted first.
         for (set, els) in groupElements(gone.sorted { $0.set + $0.element.keyText < $1.set + $1.element.keyText }) {
@@ -419,7 +419,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
         declareAndFill(created.filter { $0.base != nil }, into: &p.commit)
         let added = newElements.filter { !oldElements.contains($0) }
         for (set, els) in groupElements(added) { p.commit.append(.addElements(set, els)) }
-        if !hairpinAdd.isEmpty { p.commit.append(.addElements(Names.endpointHairpin, hairpinAdd)) }
+        for (set, els) in groupElements(sharedAdd) { p.commit.append(.addElements(set, els)) }
         let staleChains = oldChains.keys.filter { newChains[$0] == nil }.sorted()
         for c in staleChains { p.commit.append(.flushChain(c)) }
         for c in staleChains { p.commit.append(.deleteChain(c)) }
