@@ -119,7 +119,8 @@ struct FixedObjects: Equatable, Sendable {
 
 /// How Services are laid out in the table.
 public enum NFTablesLayout: String, Sendable, CaseIterable {
-    /// Exactly kube-proxy's: chains per service port and per endpoint.
+    /// Exactly kube-proxy's (v1.36): chains per service port, and per endpoint only for
+    /// session affinity.
     case upstream
     /// Switchyard's: plain Services (Cluster traffic policies, no affinity, no
     /// source ranges, at most `maxMapEndpoints` endpoints) become elements of data
