@@ -25,9 +25,4 @@ public enum LocalAddresses {
         }
         return out
     }
-
-    /// The local addresses inside `cidrs`, sorted, without duplicates.
-    public static func matching(_ cidrs: [CIDR]) -> [IPAddress] {
-        Array(Set(all().filter { ip in cidrs.contains { $0.contains(ip) } })).sorted()
-    }
 }
