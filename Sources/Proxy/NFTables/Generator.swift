@@ -87,10 +87,12 @@ struct ServiceNames {
     }
 }
 
-/// An element of one named set or map.
-struct SetElement: Hashable, Sendable {
+/// An element of one named set or map, ordered by set, then key.
+struct SetElement: Hashable, Sendable, Comparable {
     var set: String
     var element: Element
+
+    static func < (a: SetElement, b: SetElement) -> Bool { (a.set, a.element.keyText) < (b.set, b.element.keyText) }
 }
 
 /// Everything one Service contributes to the table: its chains (with rules, in the
@@ -346,7 +348,7 @@ struct Generator {
         for info in ports.sorted(by: { $0.name < $1.name }) {
             add(info, endpoints: snapshot.endpoints[info.name] ?? [], node: snapshot.node, into: &o, seen: &seen)
         }
-        o.shared = Array(Set(o.shared)).sorted { ($0.set, $0.element.keyText) < ($1.set, $1.element.keyText) }
+        o.shared = Array(Set(o.shared)).sorted()
         return o
     }
 

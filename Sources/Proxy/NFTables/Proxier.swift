@@ -281,7 +281,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     static func sharedElements(_ services: [ServiceObjects]) -> [SetElement] {
         var all = Set<SetElement>()
         for o in services { all.formUnion(o.shared) }
-        return all.sorted { ($0.set, $0.element.keyText) < ($1.set, $1.element.keyText) }
+        return all.sorted()
     }
 
     /// A table built from nothing: everything but the base chains is unreachable
@@ -360,9 +360,8 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             if before == 0 && before + d > 0 { sharedAdd.append(e) }
             if before > 0 && before + d <= 0 { sharedDel.append(e) }
         }
-        let byKey: (SetElement, SetElement) -> Bool = { ($0.set, $0.element.keyText) < ($1.set, $1.element.keyText) }
-        sharedAdd.sort(by: byKey)
-        sharedDel.sort(by: byKey)
+        sharedAdd.sort()
+        sharedDel.sort()
         var oldChains: [String: Chain] = [:], newChains: [String: Chain] = [:]
         var newChainOrder: [String] = []
         var oldSets: [String: SetDef] = [:], newSets: [String: SetDef] = [:]
