@@ -34,12 +34,10 @@ public protocol LinkInterface: AnyObject, Sendable {
 
 extension RouteHandle: LinkInterface {}
 
-/// An in-memory IPVS that refuses what the kernel refuses (a service twice, a real server of a
-/// service that is not there), counts every call, and fails the next one when told.
-public final class FakeIPVS: IPVSInterface, @unchecked Sendable {
-    private let lock = NSLock()
-    private var table: [(service: IPVSService, destinations: [IPVSDestination])] = []
-    public private(set) var sysctls: [String: String] = [:]
+/// What the fakes of kernel facilities share: one lock, a count of the calls that change
+/// something, and a failure injected into the next one.
+public class FakeFacility: @unchecked Sendable {
+    let lock = NSLock()
     /// Calls that change something, since the start.
     public private(set) var operations = 0
     /// When set, the next call that changes something fails with this errno and changes nothing.
@@ -47,7 +45,8 @@ public final class FakeIPVS: IPVSInterface, @unchecked Sendable {
 
     public init() {}
 
-    private func change<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    /// Runs a change under the lock, counted, or fails it when a failure is due.
+    func change<T>(_ what: String, _ body: () throws -> T) throws -> T {
         try lock.withLock {
             operations += 1
             if let e = failNext {
@@ -57,6 +56,16 @@ public final class FakeIPVS: IPVSInterface, @unchecked Sendable {
             return try body()
         }
     }
+}
+
+/// An in-memory IPVS that refuses what the kernel refuses (a service twice, a real server of a
+/// service that is not there), counts every call, and fails the next one when told.
+public final class FakeIPVS: FakeFacility, IPVSInterface, @unchecked Sendable {
+    private var table: [(service: IPVSService, destinations: [IPVSDestination])] = []
+    public private(set) var sysctls: [String: String] = [:]
+
+    public override init() {}
+
 
     private func index(_ s: IPVSService) -> Int? { table.firstIndex { $0.service.sameService(s) } }
 
@@ -137,27 +146,13 @@ public final class FakeIPVS: IPVSInterface, @unchecked Sendable {
 }
 
 /// In-memory links and addresses: dummies only (what the proxy creates), counting every change.
-public final class FakeLinks: LinkInterface, @unchecked Sendable {
-    private let lock = NSLock()
+public final class FakeLinks: FakeFacility, LinkInterface, @unchecked Sendable {
     private var links: [String: Link] = [:]
     private var addrs: [String: [IPNet]] = [:]
     private var nextIndex: Int32 = 100
-    public private(set) var operations = 0
-    /// When set, the next change fails with this errno and changes nothing.
-    public var failNext: Int32?
 
-    public init() {}
+    public override init() {}
 
-    private func change<T>(_ what: String, _ body: () throws -> T) throws -> T {
-        try lock.withLock {
-            operations += 1
-            if let e = failNext {
-                failNext = nil
-                throw NetlinkError(errno: e, what: "\(what) (fake failure)")
-            }
-            return try body()
-        }
-    }
 
     public func link(named name: String) throws -> Link? { lock.withLock { links[name] } }
 
