@@ -119,20 +119,26 @@ struct FirstHourTests {
         #expect(took != nil && took! < 5, "SIGTERM took \(took.map { "\($0) s" } ?? "forever"):\n\(p.output)")
     }
 
-    /// A proxy stuck in a sync still ends on SIGTERM: a fake `iptables-restore` that never ends
-    /// holds the first sync, and the shutdown deadline ends the process.
-    @Test func stuckSyncStillEndsOnSIGTERM() throws {
-        let bin = try switchyardBinary()
-        let ns = try BareNamespace()
-        let dir = try tempDir("stuck")
-        defer { try? FileManager.default.removeItem(at: dir) }
+    /// An iptables-mode proxy in `ns` whose first sync never ends: its `iptables-restore` (from
+    /// `dir`) sleeps for ten minutes. Returned once it has started and is in that sync.
+    func stuckProxy(in ns: BareNamespace, dir: URL) throws -> Started {
         let fake = dir.appendingPathComponent("iptables-restore")
         try "#!/bin/sh\necho stuck >&2\nexec sleep 600\n".write(to: fake, atomically: true, encoding: .utf8)
         chmod(fake.path, 0o755)
-        let p = try Started(netns: ns.name, ["/usr/bin/env", "PATH=\(dir.path):/usr/sbin:/usr/bin:/sbin:/bin", bin, "proxy",
+        let p = try Started(netns: ns.name, ["/usr/bin/env", "PATH=\(dir.path):/usr/sbin:/usr/bin:/sbin:/bin", try switchyardBinary(), "proxy",
                                              "--proxy-mode", "iptables", "--manifests", examplesDir, "--hostname-override", "node-a"])
         #expect(p.wait(for: "switchyard proxy starting", seconds: 20), "\(p.output)")
         usleep(500_000)
+        return p
+    }
+
+    /// A proxy stuck in a sync still ends on SIGTERM: a fake `iptables-restore` that never ends
+    /// holds the first sync, and the shutdown deadline ends the process.
+    @Test func stuckSyncStillEndsOnSIGTERM() throws {
+        let ns = try BareNamespace()
+        let dir = try tempDir("stuck")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let p = try stuckProxy(in: ns, dir: dir)
         let took = p.stop()
         #expect(took != nil && took! < 5, "SIGTERM took \(took.map { "\($0) s" } ?? "forever"):\n\(p.output)")
         #expect(p.output.contains("did not finish shutting down") || p.output.contains("switchyard proxy stopped"), "\(p.output)")
@@ -144,17 +150,10 @@ struct FirstHourTests {
     /// A second SIGTERM during a stuck shutdown ends the process at once, without waiting out
     /// the deadline; one `kill` is never taken for two.
     @Test func aSecondSignalEndsAStuckShutdownAtOnce() throws {
-        let bin = try switchyardBinary()
         let ns = try BareNamespace()
         let dir = try tempDir("stuck2")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let fake = dir.appendingPathComponent("iptables-restore")
-        try "#!/bin/sh\nexec sleep 600\n".write(to: fake, atomically: true, encoding: .utf8)
-        chmod(fake.path, 0o755)
-        let p = try Started(netns: ns.name, ["/usr/bin/env", "PATH=\(dir.path):/usr/sbin:/usr/bin:/sbin:/bin", bin, "proxy",
-                                             "--proxy-mode", "iptables", "--manifests", examplesDir, "--hostname-override", "node-a"])
-        #expect(p.wait(for: "switchyard proxy starting", seconds: 20), "\(p.output)")
-        usleep(500_000)
+        let p = try stuckProxy(in: ns, dir: dir)
         kill(p.process.processIdentifier, SIGTERM)
         usleep(1_000_000)
         #expect(p.process.isRunning, "one SIGTERM was taken for two:\n\(p.output)")
