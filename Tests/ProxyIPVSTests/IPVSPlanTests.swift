@@ -2,7 +2,6 @@ import Foundation
 import KubeAPI
 import Netlink
 import NetnsKit
-import ProxyIPTables
 @testable import ProxyIPVS
 import Testing
 import ProxySeam

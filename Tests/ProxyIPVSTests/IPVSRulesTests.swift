@@ -1,7 +1,6 @@
 import Foundation
 import KubeAPI
 import NetnsKit
-import ProxyIPTables
 @testable import ProxyIPVS
 import Testing
 import ProxySeam
