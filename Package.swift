@@ -80,9 +80,13 @@ let package = Package(
         // through its JSON gateway, over HTTPJSON).
         .target(name: "KubeStore", dependencies: ["KubeAPI", "HTTPJSON", .product(name: "GRDB", package: "GRDB.swift")],
                 path: "Sources/API/KubeStore", swiftSettings: strict),
+        // The OpenAPI schemas of the served kinds (upstream's, generated once by
+        // scripts/gen-openapi-schemas.py), compiled for walking objects: field validation,
+        // pruning, and what server-side apply and `kubectl explain` read.
+        .target(name: "APISchema", dependencies: ["KubeAPI"], path: "Sources/API/APISchema", swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
-        .target(name: "APIServer", dependencies: ["KubeAPI", "KubeStore", "HostOS", .product(name: "HummingbirdCore", package: "hummingbird"),
+        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "KubeStore", "HostOS", .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                    .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                    .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -213,6 +217,7 @@ let package = Package(
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(name: "APISchemaTests", dependencies: ["APISchema", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "ProxySeamTests", dependencies: ["ProxySeam", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyRuntimeTests", dependencies: ["ProxyRuntime", "ProxySeam", "KubeAPI"], swiftSettings: strict),

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import KubeAPI
 import KubeStore
+import APISchema
 
 /// A request, apart from the transport.
 public struct APIRequest: Sendable {
@@ -35,6 +36,8 @@ public struct APIResponse: Sendable {
     }
     public var code: Int
     public var body: Body
+    /// `Warning` headers (RFC 7234's, as kube-apiserver sends them: `299 - "text"`).
+    public var warnings: [String] = []
     public var contentType: String {
         switch body {
         case .text: return "text/plain; charset=utf-8"
@@ -45,7 +48,9 @@ public struct APIResponse: Sendable {
 
     public var json: JSONValue? { if case .json(let j) = body { return j } else { return nil } }
 
-    static func ok(_ j: JSONValue, _ code: Int = 200) -> APIResponse { APIResponse(code: code, body: .json(j)) }
+    static func ok(_ j: JSONValue, _ code: Int = 200, warnings: [String] = []) -> APIResponse {
+        APIResponse(code: code, body: .json(j), warnings: warnings)
+    }
     static func error(_ e: APIError) -> APIResponse { APIResponse(code: e.code, body: .json(e.status)) }
 }
 
@@ -63,6 +68,8 @@ public final class APIHandler: Sendable {
     let watches = Mutex(Watches())
     public let version: JSONValue
     let admission: Admission
+    /// The schemas objects are checked against and the OpenAPI documents serve.
+    let schemas = SchemaSet.builtin
     /// The largest body accepted (kube-apiserver's limit is 3 MiB for a write).
     public static let maxBodySize = 3 * 1024 * 1024
 

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import KubeAPI
 import KubeStore
+import APISchema
 
 /// Objects as the API presents and reads them: dry runs, stored objects presented with their
 /// resourceVersion, request bodies decoded, timestamps in RFC 3339.
@@ -52,13 +53,44 @@ extension APIHandler {
         }
     }
 
+    /// `?fieldValidation`, as kube-apiserver applies it to a request's object: fields the kind's
+    /// schema does not declare are dropped (as decoding into upstream's Go types drops them) and,
+    /// with repeated keys, reported as `Warning`s (`Warn`, the default), refused with 400
+    /// (`Strict`), or neither (`Ignore`). Returns the warnings.
+    func validateFields(_ o: inout JSONValue, _ gvk: GroupVersionKind, duplicates: [String] = [], _ req: APIRequest) throws -> [String] {
+        guard let directive = FieldValidation(query: req.query["fieldValidation"]) else {
+            throw APIError.badRequest("fieldValidation: Unsupported value: \"\(req.query["fieldValidation"] ?? "")\": supported values: \"Ignore\", \"Strict\", \"Warn\"")
+        }
+        var problems: [String] = []
+        if let node = schemas.node(for: gvk) {
+            problems = schemas.prune(&o, at: node).sorted().map { "unknown field \"\($0)\"" }
+        }
+        problems += duplicates.map { "duplicate field \"\($0)\"" }
+        switch directive {
+        case .ignore: return []
+        case .warn: return problems
+        case .strict:
+            guard problems.isEmpty else {
+                throw APIError.badRequest("\(gvk.kind) in version \"\(gvk.version)\" cannot be handled as a \(gvk.kind): strict decoding error: "
+                                          + problems.joined(separator: ", "))
+            }
+            return []
+        }
+    }
+
     /// The body as a JSON object (kubectl sends JSON; YAML is accepted too).
     func decodeBody(_ req: APIRequest) throws -> JSONValue {
+        var ignored: [String] = []
+        return try decodeBody(req, duplicates: &ignored)
+    }
+
+    /// The body as a JSON object, and where a JSON body repeats a key.
+    func decodeBody(_ req: APIRequest, duplicates: inout [String]) throws -> JSONValue {
         guard req.body.count <= Self.maxBodySize else { throw APIError.tooLarge(Self.maxBodySize) }
         let type = (req.contentType ?? "application/json").split(separator: ";")[0].trimmingCharacters(in: .whitespaces)
         let value: JSONValue
         switch type {
-        case "application/json", "", "*/*": value = try JSONValue.parse(req.body)
+        case "application/json", "", "*/*": value = try JSONValue.parse(req.body, duplicates: &duplicates)
         case "application/yaml", "application/x-yaml", "text/yaml":
             guard let text = String(data: req.body, encoding: .utf8) else { throw APIError.badRequest("the body is not UTF-8") }
             value = try YAMLToJSON.convert(text)

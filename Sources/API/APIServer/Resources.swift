@@ -1,4 +1,5 @@
 import KubeAPI
+import APISchema
 
 /// One served resource, as discovery describes it.
 public struct ResourceInfo: Sendable, Hashable {
@@ -16,6 +17,16 @@ public struct ResourceInfo: Sendable, Hashable {
     public var subresources: [String]
 
     public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
+    public var gvk: GroupVersionKind { GroupVersionKind(group: group, version: version, kind: kind) }
+
+    /// The kind a subresource's body has (`Scale` for `scale`, `Binding` for `binding`).
+    public func gvk(subresource: String?) -> GroupVersionKind {
+        switch subresource {
+        case "scale": GroupVersionKind(group: "autoscaling", version: "v1", kind: "Scale")
+        case "binding": GroupVersionKind(group: "", version: "v1", kind: "Binding")
+        default: gvk
+        }
+    }
     /// Where objects of this resource live in the store.
     public var storePrefix: String { "/registry/\(group.isEmpty ? "core" : group)/\(resource)/" }
 

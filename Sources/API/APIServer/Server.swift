@@ -79,10 +79,26 @@ public struct APIServer: Sendable {
         return Self.response(await handler.handle(req))
     }
 
+    static let warningHeader = HTTPField.Name("Warning")!
+
+    /// A `Warning` header's value: code 299, agent `-`, the text quoted (RFC 7234 section 5.5).
+    static func warningValue(_ text: String) -> String {
+        var quoted = ""
+        for c in text.unicodeScalars {
+            switch c {
+            case "\"", "\\": quoted += "\\" + String(c)
+            case _ where c.value < 0x20 || c.value > 0x7e: quoted += "?"
+            default: quoted.unicodeScalars.append(c)
+            }
+        }
+        return "299 - \"\(quoted)\""
+    }
+
     static func response(_ r: APIResponse) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = r.contentType
         headers[.cacheControl] = "no-cache, private"
+        for w in r.warnings { headers.append(HTTPField(name: Self.warningHeader, value: Self.warningValue(w))) }
         let status = HTTPResponse.Status(code: r.code)
         switch r.body {
         case .json(let j):

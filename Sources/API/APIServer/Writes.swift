@@ -2,13 +2,16 @@ import Foundation
 import Synchronization
 import KubeAPI
 import KubeStore
+import APISchema
 
 /// The writes: create, update, patch, delete (a namespace by terminating it), delete a collection, bind.
 extension APIHandler {
     func create(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
         let r = t.resource
-        var o = try decodeBody(req)
+        var duplicates: [String] = []
+        var o = try decodeBody(req, duplicates: &duplicates)
         try checkKind(o, r)
+        let warnings = try validateFields(&o, r.gvk, duplicates: duplicates, req)
         var name = o[path: ["metadata", "name"]]?.string ?? ""
         if name.isEmpty, let g = o[path: ["metadata", "generateName"]]?.string, !g.isEmpty {
             name = g + Admission.randomSuffix()
@@ -39,7 +42,7 @@ extension APIHandler {
             if try await store.get(r.key(namespace: t.namespace, name: name)) != nil {
                 throw APIError.alreadyExists(r, name)
             }
-            return .ok(presentUnstored(o, r), 201)
+            return .ok(presentUnstored(o, r), 201, warnings: warnings)
         }
         let stored = o
         let kv = try await storeCall(r, name) {
@@ -50,7 +53,7 @@ extension APIHandler {
                 throw error
             }
         }
-        return .ok(try present(kv, r), 201)
+        return .ok(try present(kv, r), 201, warnings: warnings)
     }
 
     func checkKind(_ o: JSONValue, _ r: ResourceInfo) throws {
@@ -109,7 +112,9 @@ extension APIHandler {
 
     func update(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
         let r = t.resource, name = t.name!
-        var o = try decodeBody(req)
+        var duplicates: [String] = []
+        var o = try decodeBody(req, duplicates: &duplicates)
+        let warnings = try validateFields(&o, r.gvk(subresource: t.subresource), duplicates: duplicates, req)
         guard let current = try await storeCall(r, name, { try await self.store.get(r.key(namespace: t.namespace, name: name)) }) else {
             throw APIError.notFound(r, name)
         }
@@ -122,7 +127,7 @@ extension APIHandler {
         let kv = try await write(r, t, name: name, new: o, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
                                  dryRun: try isDryRun(req))
         let out = try present(kv, r)
-        return .ok(t.subresource == "scale" ? Scale.of(out, r) : out)
+        return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
     }
 
     func patch(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
@@ -147,6 +152,7 @@ extension APIHandler {
             default: throw APIError.unsupportedMediaType(type)
             }
             guard case .object = patched else { throw APIError.badRequest("the patch did not produce an object") }
+            let warnings = try validateFields(&patched, r.gvk(subresource: t.subresource), req)
             if let rv = patch[path: ["metadata", "resourceVersion"]]?.string, rv != String(current.modRevision) {
                 throw APIError.conflict(r, name)
             }
@@ -155,7 +161,7 @@ extension APIHandler {
                 let kv = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
                                          dryRun: try isDryRun(req))
                 let out = try present(kv, r)
-                return .ok(t.subresource == "scale" ? Scale.of(out, r) : out)
+                return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
             } catch let e as APIError where e.reason == "Conflict" && attempt < 4 {
                 continue
             }
@@ -238,7 +244,9 @@ extension APIHandler {
     }
 
     func bind(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
-        let b = try decodeBody(req)
+        var duplicates: [String] = []
+        var b = try decodeBody(req, duplicates: &duplicates)
+        _ = try validateFields(&b, t.resource.gvk(subresource: "binding"), duplicates: duplicates, req)
         guard let node = b[path: ["target", "name"]]?.string, !node.isEmpty else {
             throw APIError.invalid(t.resource, t.name!, [FieldError("target.name", "Required value")])
         }

@@ -11,20 +11,41 @@ struct JSONParser {
     static let maxDepth = 512
 
     var s: JSONSyntax.Scanner
+    /// Whether to note keys repeated in one object (`duplicates`), which costs a path kept as it reads.
+    var tracking = false
+    var path: [String] = []
+    /// Where a key came twice, as `metadata.name` or `spec.containers[0].name`.
+    var duplicates: [String] = []
 
     static func parse(_ data: Data) throws -> JSONValue {
-        try data.withUnsafeBytes { raw in
+        var ignored: [String] = []
+        return try parse(data, tracking: false, duplicates: &ignored)
+    }
+
+    static func parse(_ data: Data, tracking: Bool, duplicates: inout [String]) throws -> JSONValue {
+        let (v, d) = try data.withUnsafeBytes { raw in
             var p = JSONParser(s: JSONSyntax.Scanner(bytes: raw.bindMemory(to: UInt8.self), strictUTF8: true))
+            p.tracking = tracking
             do {
                 p.s.skipSpace()
                 let v = try p.value(depth: 0)
                 p.s.skipSpace()
                 guard p.s.atEnd else { throw p.s.failure("unexpected \(p.s.describeNext()) after the value") }
-                return v
+                return (v, p.duplicates)
             } catch let f as JSONSyntax.Failure {
                 throw JSONValue.ParseError(description: "invalid JSON: \(f.reason) at offset \(f.offset)")
             }
         }
+        duplicates = d
+        return v
+    }
+
+    func rendered(_ key: String) -> String {
+        var s = ""
+        for p in path + [key] {
+            if p.hasPrefix("[") || s.isEmpty { s += p } else { s += "." + p }
+        }
+        return s
     }
 
     mutating func value(depth: Int) throws -> JSONValue {
@@ -60,7 +81,15 @@ struct JSONParser {
             guard s.next == UInt8(ascii: ":") else { throw s.failure("expected ':', found \(s.describeNext())") }
             s.at += 1
             s.skipSpace()
-            o[key] = try value(depth: depth)   // a repeated key: the last one counts, as in Go
+            if tracking {
+                path.append(key)
+                let v = try value(depth: depth)
+                path.removeLast()
+                // A repeated key: the last one counts, as in Go.
+                if o.updateValue(v, forKey: key) != nil { duplicates.append(rendered(key)) }
+            } else {
+                o[key] = try value(depth: depth)   // a repeated key: the last one counts, as in Go
+            }
             s.skipSpace()
             switch s.next {
             case nil: throw s.failure("unexpected end of input in an object")
@@ -79,7 +108,9 @@ struct JSONParser {
         if s.next == UInt8(ascii: "]") { s.at += 1; return .array(a) }
         while true {
             s.skipSpace()
+            if tracking { path.append("[\(a.count)]") }
             a.append(try value(depth: depth))
+            if tracking { path.removeLast() }
             s.skipSpace()
             switch s.next {
             case nil: throw s.failure("unexpected end of input in an array")

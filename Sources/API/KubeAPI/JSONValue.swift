@@ -22,6 +22,12 @@ public enum JSONValue: Sendable, Hashable {
         try JSONParser.parse(data)
     }
 
+    /// Parses a document and says where a key came twice in one object (`metadata.name`,
+    /// `spec.containers[0].name`): the last one counts, as in Go.
+    public static func parse(_ data: Data, duplicates: inout [String]) throws -> JSONValue {
+        try JSONParser.parse(data, tracking: true, duplicates: &duplicates)
+    }
+
     public static func describe(_ error: any Error) -> String {
         if case DecodingError.dataCorrupted(let c) = error {
             return c.underlyingError.map { "\($0)" } ?? c.debugDescription
