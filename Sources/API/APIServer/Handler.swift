@@ -70,6 +70,9 @@ public final class APIHandler: Sendable {
     let admission: Admission
     /// The schemas objects are checked against and the OpenAPI documents serve.
     let schemas = SchemaSet.builtin
+    /// The OpenAPI documents of what is served (built once, on first use).
+    var openAPI: OpenAPI { Self.builtinOpenAPI }
+    static let builtinOpenAPI = OpenAPI(resources: Resources.all, schemas: .builtin)
     /// The largest body accepted (kube-apiserver's limit is 3 MiB for a write).
     public static let maxBodySize = 3 * 1024 * 1024
 
@@ -123,9 +126,14 @@ public final class APIHandler: Sendable {
         case "version" where seg.count == 1: return .ok(version)
         case "healthz", "livez", "readyz": return APIResponse(code: 200, body: .text("ok"))
         case "openapi" where seg.count == 2 && seg[1] == "v2":
-            return OpenAPI.v2(accept: req.accept)
+            return openAPI.v2(accept: req.accept)
+        case "openapi" where seg.count == 2 && seg[1] == "v3":
+            return openAPI.index()
+        case "openapi" where seg.count > 2 && seg[1] == "v3":
+            return openAPI.v3(seg[2...].joined(separator: "/"), accept: req.accept)
         case "api":
             if seg.count == 1 {
+                if let v = Discovery.aggregatedVersion(req.accept) { return Discovery.aggregated(core: true, version: v) }
                 return .ok(["kind": "APIVersions", "versions": ["v1"],
                             "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": ""]]])
             }
@@ -133,6 +141,7 @@ public final class APIHandler: Sendable {
             if seg.count == 2 { return .ok(resourceList(group: "", version: "v1")) }
             return try await serve(req, group: "", version: "v1", rest: Array(seg[2...]))
         case "apis":
+            if seg.count == 1, let v = Discovery.aggregatedVersion(req.accept) { return Discovery.aggregated(core: false, version: v) }
             if seg.count == 1 { return .ok(["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(Resources.groups.map(groupJSON))]) }
             guard let g = Resources.groups.first(where: { $0.group == seg[1] }) else { throw APIError.pathNotFound(req.path) }
             if seg.count == 2 { return .ok(groupJSON(g).merging(["kind": "APIGroup", "apiVersion": "v1"])) }
