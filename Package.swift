@@ -84,9 +84,12 @@ let package = Package(
         // scripts/gen-openapi-schemas.py), compiled for walking objects: field validation,
         // pruning, and what server-side apply and `kubectl explain` read.
         .target(name: "APISchema", dependencies: ["KubeAPI"], path: "Sources/API/APISchema", swiftSettings: strict),
+        // Server-side apply: field sets, managedFields, and merging, comparing and pruning objects
+        // by their schemas, as structured-merge-diff does.
+        .target(name: "FieldManager", dependencies: ["KubeAPI", "APISchema"], path: "Sources/API/FieldManager", swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
-        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "KubeStore", "HostOS", .product(name: "HummingbirdCore", package: "hummingbird"),
+        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                    .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                    .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -218,6 +221,7 @@ let package = Package(
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "APISchemaTests", dependencies: ["APISchema", "KubeAPI"], swiftSettings: strict),
+        .testTarget(name: "FieldManagerTests", dependencies: ["FieldManager", "APISchema", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", .product(name: "Yams", package: "Yams")], swiftSettings: strict),
         .testTarget(name: "ProxySeamTests", dependencies: ["ProxySeam", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyRuntimeTests", dependencies: ["ProxyRuntime", "ProxySeam", "KubeAPI"], swiftSettings: strict),

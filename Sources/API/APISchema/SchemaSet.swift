@@ -57,6 +57,11 @@ public struct SchemaSet: Sendable {
         public var atomicMap = false
         public var required: [String] = []
         public var enumValues: [JSONValue]?
+        /// The schema's `default`.
+        public var defaultValue: JSONValue?
+        /// Each field's own `default` (upstream puts `{}` beside the reference of a field whose
+        /// Go type is a struct, not a pointer: such a field is there, empty, in a zero object).
+        public var fieldDefaults: [String: JSONValue] = [:]
     }
 
     public private(set) var nodes: [Node] = []
@@ -124,6 +129,7 @@ public struct SchemaSet: Sendable {
         var n = Node(shape: .scalar, type: type, format: s["format"]?.string)
         n.required = s["required"]?.array?.compactMap(\.string) ?? []
         n.enumValues = s["enum"]?.array
+        n.defaultValue = s["default"]
         if s["x-kubernetes-preserve-unknown-fields"]?.bool == true {
             n.shape = .any
             return n
@@ -136,7 +142,10 @@ public struct SchemaSet: Sendable {
         case "object":
             let props = s["properties"]?.object ?? [:]
             let additional = s["additionalProperties"]
-            for (k, v) in props { n.properties[k] = index(of: v) }
+            for (k, v) in props {
+                n.properties[k] = index(of: v)
+                if let d = v["default"] { n.fieldDefaults[k] = d }
+            }
             if case .object = additional { n.additional = index(of: additional!) }
             if additional?.bool == true { n.additional = -1 }
             n.atomicMap = s["x-kubernetes-map-type"]?.string == "atomic"
