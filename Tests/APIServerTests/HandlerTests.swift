@@ -160,7 +160,10 @@ struct HandlerTests {
         #expect(containers.map { [$0["name"], $0["image"]] } == [["a", "x:2"]])
         #expect(containers.first?["imagePullPolicy"] == "IfNotPresent" && containers.first?["terminationMessagePolicy"] == "File")
         #expect(smp.json?[path: ["metadata", "generation"]] == 2, "a spec change bumps the generation")
-        #expect(await patch("application/apply-patch+yaml", [:]).code == 415)
+        // An apply without a field manager is refused as upstream refuses it.
+        let noManager = await patch("application/apply-patch+yaml", ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "c"]])
+        #expect(noManager.code == 422)
+        #expect(noManager.json?["message"] == #"PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value: is required for apply patch"#)
         #expect(await patch("text/plain", [:]).code == 415)
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPI
 import NetnsKit
 import Testing
 
@@ -92,5 +93,65 @@ struct APIMachineryTests {
         #expect(got.out == "3 nginx:2 80")
         let diff = try server.kubectl(k, ["diff", "-f", "-"], input: deploy(3, "nginx:2"))
         #expect(diff.status == 0, "no difference: \(diff.out) \(diff.err)")
+    }
+
+    static func deployment(_ name: String, replicas: Int) -> String {
+        """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: \(name)}
+        spec:
+          replicas: \(replicas)
+          selector: {matchLabels: {app: \(name)}}
+          template:
+            metadata: {labels: {app: \(name)}}
+            spec:
+              containers: [{name: web, image: nginx}]
+        """
+    }
+
+    /// `kubectl apply --server-side` by two field managers: the second conflicts over the field
+    /// the first set to another value, with upstream's message, until it forces; managedFields
+    /// then hold one Apply entry per manager, as kube-apiserver writes them. A client-side
+    /// applied object moves to server-side apply without a conflict, and back.
+    @Test(arguments: ["1.27", "1.33"])
+    func serverSideApply(version: String) throws {
+        guard let k = kubectlOrRecord(version) else { return }
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab)
+        var r = try server.kubectl(k, ["apply", "--server-side", "-f", "-"], input: Self.deployment("web", replicas: 2))
+        #expect(r.status == 0 && r.out.contains("serverside-applied"), "\(r.out) \(r.err)")
+        r = try server.kubectl(k, ["apply", "--server-side", "--field-manager=other", "-f", "-"], input: Self.deployment("web", replicas: 3))
+        #expect(r.status != 0)
+        #expect(r.err.hasPrefix(#"error: Apply failed with 1 conflict: conflict with "kubectl": .spec.replicas"#), "\(r.err)")
+        r = try server.kubectl(k, ["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-"], input: Self.deployment("web", replicas: 3))
+        #expect(r.status == 0, "\(r.err)")
+        r = try server.kubectl(k, ["get", "deploy", "web", "-o", "json", "--show-managed-fields"])
+        let o = try JSONValue.parse(Data(r.out.utf8))
+        #expect(o[path: ["spec", "replicas"]] == 3)
+        let entries = o[path: ["metadata", "managedFields"]]?.array ?? []
+        #expect(entries.map { "\($0["manager"]?.string ?? "")/\($0["operation"]?.string ?? "")" } == ["kubectl/Apply", "other/Apply"])
+        let containers: JSONValue = [#"k:{"name":"web"}"#: [".": [:], "f:image": [:], "f:name": [:]]]
+        let shared: JSONValue = ["f:selector": [:], "f:template": ["f:metadata": ["f:labels": ["f:app": [:]]], "f:spec": ["f:containers": containers]]]
+        var other = shared
+        other["f:replicas"] = [:]
+        #expect(entries.first?["fieldsV1"] == ["f:spec": shared], "kubectl lost .spec.replicas to the forced apply")
+        #expect(entries.last?["fieldsV1"] == ["f:spec": other])
+        #expect(entries.allSatisfy { $0["apiVersion"] == "apps/v1" && $0["fieldsType"] == "FieldsV1" && $0["time"]?.string?.hasSuffix("Z") == true })
+        // kubectl diff --server-side: nothing to show for what is applied.
+        r = try server.kubectl(k, ["diff", "--server-side", "--field-manager=other", "-f", "-"], input: Self.deployment("web", replicas: 3))
+        #expect(r.status == 0, "\(r.out) \(r.err)")
+
+        // Client-side apply, then server-side apply of a change: no conflict (kubectl takes over
+        // what the last-applied annotation set), then client-side again.
+        r = try server.kubectl(k, ["apply", "-f", "-"], input: Self.deployment("csa", replicas: 2))
+        #expect(r.status == 0, "\(r.err)")
+        r = try server.kubectl(k, ["apply", "--server-side", "-f", "-"], input: Self.deployment("csa", replicas: 4))
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try server.kubectl(k, ["get", "deploy", "csa", "-o", "jsonpath={.spec.replicas}"]).out == "4")
+        r = try server.kubectl(k, ["apply", "-f", "-"], input: Self.deployment("csa", replicas: 5))
+        #expect(r.status == 0, "\(r.err)")
+        #expect(try server.kubectl(k, ["get", "deploy", "csa", "-o", "jsonpath={.spec.replicas}"]).out == "5")
     }
 }

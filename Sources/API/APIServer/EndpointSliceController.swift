@@ -352,7 +352,7 @@ public actor EndpointSliceController {
                 o["addressType"] = "IPv4"
                 o[path: ["metadata", "annotations", Self.triggerAnnotation]] = .string(Self.rfc3339Nano(trigger))
                 let r = await handler.handle(APIRequest(method: "PUT", path: Self.path(Self.slices, ns, o[path: ["metadata", "name"]]?.string ?? ""),
-                                                        body: o.serialized()))
+                                                        query: Self.manager, body: o.serialized()))
                 if r.code >= 300 { throw APIError.internal("updating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
                 if let written = r.json { remember(written, ns: ns) }
             } else {
@@ -361,7 +361,7 @@ public actor EndpointSliceController {
                 o["kind"] = "EndpointSlice"
                 o["metadata"] = ["generateName": .string("\(name)-"), "namespace": .string(ns), "labels": labels, "ownerReferences": ownerRef,
                                  "annotations": [Self.triggerAnnotation: .string(Self.rfc3339Nano(trigger))]]
-                let r = await handler.handle(APIRequest(method: "POST", path: Self.path(Self.slices, ns), body: o.serialized()))
+                let r = await handler.handle(APIRequest(method: "POST", path: Self.path(Self.slices, ns), query: Self.manager, body: o.serialized()))
                 if r.code >= 300 { throw APIError.internal("creating a slice of \(ns)/\(name): \(r.json?.text() ?? "")") }
                 if let written = r.json { remember(written, ns: ns) }
             }
@@ -373,6 +373,10 @@ public actor EndpointSliceController {
         }
         try await syncEndpoints(name: name, ns: ns, pods: pods, svcPorts: svcPorts)
     }
+
+    /// The field manager of the controller's writes, as upstream's controllers are named in
+    /// managedFields.
+    static let manager = ["fieldManager": "kube-controller-manager"]
 
     /// The legacy Endpoints object: ready addresses, not-ready ones, and the ports.
     func syncEndpoints(name: String, ns: String, pods: [JSONValue], svcPorts: [JSONValue]) async throws {
@@ -398,12 +402,12 @@ public actor EndpointSliceController {
             if o["subsets"] ?? [] == subsets { return }
             o["subsets"] = subsets
             o[path: ["metadata", "annotations", Self.triggerAnnotation]] = .string(APIHandler.rfc3339())
-            _ = await handler.handle(APIRequest(method: "PUT", path: path, body: o.serialized()))
+            _ = await handler.handle(APIRequest(method: "PUT", path: path, query: Self.manager, body: o.serialized()))
         } else {
             let o: JSONValue = ["apiVersion": "v1", "kind": "Endpoints", "subsets": subsets,
                                 "metadata": ["name": .string(name), "namespace": .string(ns),
                                              "annotations": [Self.triggerAnnotation: .string(APIHandler.rfc3339())]]]
-            _ = await handler.handle(APIRequest(method: "POST", path: Self.path(Self.endpoints, ns), body: o.serialized()))
+            _ = await handler.handle(APIRequest(method: "POST", path: Self.path(Self.endpoints, ns), query: Self.manager, body: o.serialized()))
         }
     }
 }

@@ -12,15 +12,18 @@ public struct APIRequest: Sendable {
     public var contentType: String?
     public var accept: String?
     public var body: Data
+    /// The client's `User-Agent`: its first word names the field manager of a write that names none.
+    public var userAgent: String?
 
     public init(method: String, path: String, query: [String: String] = [:], contentType: String? = nil,
-                accept: String? = nil, body: Data = Data()) {
+                accept: String? = nil, body: Data = Data(), userAgent: String? = nil) {
         self.method = method
         self.path = path
         self.query = query
         self.contentType = contentType
         self.accept = accept
         self.body = body
+        self.userAgent = userAgent
     }
 }
 

@@ -75,7 +75,8 @@ public struct APIServer: Sendable {
             }
         }
         let req = APIRequest(method: request.method.rawValue, path: request.uri.path, query: query,
-                             contentType: request.headers[.contentType], accept: request.headers[.accept], body: body)
+                             contentType: request.headers[.contentType], accept: request.headers[.accept], body: body,
+                             userAgent: request.headers[.userAgent])
         return Self.response(await handler.handle(req))
     }
 

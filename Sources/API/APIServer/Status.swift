@@ -52,6 +52,15 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         return APIError(code: 422, reason: "Invalid", message: "\(r.kind) \"\(name)\" is invalid: \(joined)", details: d)
     }
 
+    /// Options of a request that are not valid (`PatchOptions.meta.k8s.io "" is invalid: …`), 422.
+    public static func invalidOptions(_ kind: String, _ errors: [FieldError]) -> APIError {
+        let list = errors.map(\.description)
+        let joined = list.count == 1 ? list[0] : "[" + list.joined(separator: ", ") + "]"
+        let causes: [JSONValue] = errors.map { .object(["field": .string($0.field), "reason": .string(causeReason($0.message)), "message": .string($0.message)]) }
+        return APIError(code: 422, reason: "Invalid", message: "\(kind).meta.k8s.io \"\" is invalid: \(joined)",
+                        details: ["group": "meta.k8s.io", "kind": .string(kind), "causes": .array(causes)])
+    }
+
     static func causeReason(_ message: String) -> String {
         for (prefix, reason) in [("Required value", "FieldValueRequired"), ("Invalid value", "FieldValueInvalid"),
                                  ("Unsupported value", "FieldValueNotSupported"), ("Duplicate value", "FieldValueDuplicate"),

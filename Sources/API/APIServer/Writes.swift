@@ -3,6 +3,7 @@ import Synchronization
 import KubeAPI
 import KubeStore
 import APISchema
+import FieldManager
 
 /// The writes: create, update, patch, delete (a namespace by terminating it), delete a collection, bind.
 extension APIHandler {
@@ -12,6 +13,13 @@ extension APIHandler {
         var o = try decodeBody(req, duplicates: &duplicates)
         try checkKind(o, r)
         let warnings = try validateFields(&o, r.gvk, duplicates: duplicates, req)
+        return try await insert(o, req, t, warnings: warnings, tracking: .update(try fieldManagerName(req)))
+    }
+
+    /// Stores a new object (from a create, or an apply of an object that did not exist).
+    func insert(_ object: JSONValue, _ req: APIRequest, _ t: Target, warnings: [String], tracking: Tracking) async throws -> APIResponse {
+        let r = t.resource
+        var o = object
         var name = o[path: ["metadata", "name"]]?.string ?? ""
         if name.isEmpty, let g = o[path: ["metadata", "generateName"]]?.string, !g.isEmpty {
             name = g + Admission.randomSuffix()
@@ -38,6 +46,9 @@ extension APIHandler {
         if Admission.hasGeneration(r) { o[path: ["metadata", "generation"]] = 1 }
         let dryRun = try isDryRun(req)
         try await admission.admit(&o, old: nil, r, store: store, dryRun: dryRun)
+        if case .update(let manager) = tracking, let fm = fieldManager(r, subresource: nil) {
+            fm.update(live: nil, new: &o, manager: manager, now: Self.rfc3339())
+        }
         if dryRun {
             if try await store.get(r.key(namespace: t.namespace, name: name)) != nil {
                 throw APIError.alreadyExists(r, name)
@@ -68,7 +79,7 @@ extension APIHandler {
     /// Writes `new` over the object at `key` if it is still at `expected`, keeping what a client
     /// may not change (uid, creation time), and the status or the rest, by subresource.
     func write(_ r: ResourceInfo, _ t: Target, name: String, new: JSONValue, current: KeyValue, subresource: String?,
-               dryRun: Bool = false) async throws -> KeyValue {
+               dryRun: Bool = false, tracking: Tracking) async throws -> KeyValue {
         let old = try JSONValue.parse(current.value)
         var o = new
         try checkKind(o, r)
@@ -100,6 +111,9 @@ extension APIHandler {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
         try await admission.admit(&o, old: oldBare, r, store: store, dryRun: dryRun)
+        if case .update(let manager) = tracking, let fm = fieldManager(r, subresource: subresource ?? t.subresource) {
+            fm.update(live: oldBare, new: &o, manager: manager, now: Self.rfc3339())
+        }
         // Nothing changed: no new revision (kubectl then says "patched (no change)").
         if o == oldBare { return current }
         // A dry run answers with what would be stored, at the current revision.
@@ -125,7 +139,7 @@ extension APIHandler {
             throw APIError.conflict(r, name)
         }
         let kv = try await write(r, t, name: name, new: o, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
-                                 dryRun: try isDryRun(req))
+                                 dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
         let out = try present(kv, r)
         return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
     }
@@ -134,6 +148,10 @@ extension APIHandler {
         let r = t.resource, name = t.name!
         guard req.body.count <= Self.maxBodySize else { throw APIError.tooLarge(Self.maxBodySize) }
         let type = (req.contentType ?? "").split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        if req.query["force"] != nil && type != "application/apply-patch+yaml" {
+            throw APIError.invalidOptions("PatchOptions", [FieldError("force", "Forbidden: may not be specified for non-apply patch")])
+        }
+        if type == "application/apply-patch+yaml" || type == "application/apply-patch+cbor" { return try await apply(req, t) }
         let patch = try JSONValue.parse(req.body)
         // Retried on a conflict with a concurrent writer, as kube-apiserver does for patches.
         for attempt in 0..<5 {
@@ -147,8 +165,6 @@ extension APIHandler {
             case "application/json-patch+json": patched = try Patch.jsonPatch(base, patch)
             case "application/merge-patch+json": patched = Patch.mergePatch(base, patch)
             case "application/strategic-merge-patch+json": patched = try Patch.strategicMergePatch(base, patch, kind: r.kind)
-            case "application/apply-patch+yaml":
-                throw APIError(code: 415, reason: "UnsupportedMediaType", message: "server-side apply is not supported by this server; use client-side apply")
             default: throw APIError.unsupportedMediaType(type)
             }
             guard case .object = patched else { throw APIError.badRequest("the patch did not produce an object") }
@@ -159,7 +175,7 @@ extension APIHandler {
             if t.subresource == "scale" { patched = try Scale.apply(patched, to: try present(current, r), r) }
             do {
                 let kv = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
-                                         dryRun: try isDryRun(req))
+                                         dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
                 let out = try present(kv, r)
                 return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
             } catch let e as APIError where e.reason == "Conflict" && attempt < 4 {
@@ -257,7 +273,8 @@ extension APIHandler {
             throw APIError(code: 409, reason: "Conflict", message: "Operation cannot be fulfilled on pods/binding \"\(name)\": pod \(name) is already assigned to node \"\(existing)\"")
         }
         o[path: ["spec", "nodeName"]] = .string(node)
-        _ = try await write(r, t, name: name, new: o, current: current, subresource: nil, dryRun: try isDryRun(req))
+        _ = try await write(r, t, name: name, new: o, current: current, subresource: nil, dryRun: try isDryRun(req),
+                            tracking: .update(try fieldManagerName(req)))
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201], 201)
     }
 }
