@@ -62,7 +62,15 @@ public struct SchemaSet: Sendable {
         /// Each field's own `default` (upstream puts `{}` beside the reference of a field whose
         /// Go type is a struct, not a pointer: such a field is there, empty, in a zero object).
         public var fieldDefaults: [String: JSONValue] = [:]
+        /// The value checks of a structural schema (`pattern`, `minimum`, `maxLength`, …), as given.
+        public var checks: [String: JSONValue] = [:]
+        public var nullable = false
+        /// `x-kubernetes-preserve-unknown-fields` beside declared fields: those are typed, the rest kept.
+        public var preserveUnknown = false
     }
+
+    static let checkKeys = ["pattern", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+                            "minItems", "maxItems", "minProperties", "maxProperties", "multipleOf", "uniqueItems", "format"]
 
     public private(set) var nodes: [Node] = []
     /// Definition name (`io.k8s.api.apps.v1.Deployment`) → node.
@@ -72,17 +80,44 @@ public struct SchemaSet: Sendable {
     /// Kind → definition name.
     public private(set) var kindNames: [GroupVersionKind: String] = [:]
     /// The definitions as given (what the OpenAPI documents serve).
-    public let definitions: [String: JSONValue]
+    public private(set) var definitions: [String: JSONValue]
 
     /// Compiles `definitions` (OpenAPI v3 component schemas, refs as `#/components/schemas/NAME`).
     public init(definitions: [String: JSONValue]) {
-        self.definitions = definitions
-        for name in definitions.keys.sorted() {
+        self.definitions = [:]
+        add(definitions)
+    }
+
+    /// This set with more definitions (a custom resource's), compiled against those it has;
+    /// one of the same name replaces the earlier one.
+    public func adding(_ more: [String: JSONValue]) -> SchemaSet {
+        var s = self
+        s.add(more)
+        return s
+    }
+
+    /// This set without some definitions and the kinds they declared (their nodes stay, unreferenced).
+    public func removing(_ names: Set<String>) -> SchemaSet {
+        var s = self
+        for n in names {
+            s.named[n] = nil
+            s.definitions[n] = nil
+        }
+        for (k, n) in s.kindNames where names.contains(n) {
+            s.kinds[k] = nil
+            s.kindNames[k] = nil
+        }
+        return s
+    }
+
+    mutating func add(_ more: [String: JSONValue]) {
+        for name in more.keys.sorted() {
             named[name] = nodes.count
             nodes.append(Node(shape: .any))
+            definitions[name] = more[name]
         }
-        for name in definitions.keys.sorted() {
-            let schema = definitions[name]!
+        for name in more.keys.sorted() {
+            let schema = more[name]!
             nodes[named[name]!] = compile(schema)
             for gvk in schema["x-kubernetes-group-version-kind"]?.array ?? [] {
                 let k = GroupVersionKind(group: gvk["group"]?.string ?? "", version: gvk["version"]?.string ?? "",
@@ -130,9 +165,14 @@ public struct SchemaSet: Sendable {
         n.required = s["required"]?.array?.compactMap(\.string) ?? []
         n.enumValues = s["enum"]?.array
         n.defaultValue = s["default"]
+        n.nullable = s["nullable"]?.bool == true
+        for k in Self.checkKeys { if let v = s[k] { n.checks[k] = v } }
         if s["x-kubernetes-preserve-unknown-fields"]?.bool == true {
-            n.shape = .any
-            return n
+            n.preserveUnknown = true
+            if s["properties"] == nil && s["additionalProperties"] == nil && s["items"] == nil {
+                n.shape = .any
+                return n
+            }
         }
         if s["x-kubernetes-int-or-string"]?.bool == true || s["format"]?.string == "int-or-string" {
             n.shape = .scalar
@@ -154,6 +194,7 @@ public struct SchemaSet: Sendable {
             } else {
                 n.shape = .object
             }
+            if n.preserveUnknown && n.shape == .object && n.additional == nil { n.additional = nil }
             if n.additional == -1 { n.additional = nil; n.shape = props.isEmpty ? .any : .object }
         case "array":
             n.shape = .list

@@ -42,6 +42,7 @@ extension SchemaSet {
                 path.append(k)
                 defer { path.removeLast() }
                 guard let child else {
+                    if n.preserveUnknown { continue }
                     unknown.append(Self.render(path))
                     changed[k] = .some(nil)
                     continue

@@ -25,12 +25,13 @@ enum Discovery {
         return nil
     }
 
-    static func aggregated(core: Bool, version: String, resources: [ResourceInfo] = Resources.all) -> APIResponse {
+    static func aggregated(core: Bool, version: String, resources: [ResourceInfo]) -> APIResponse {
         var groups: [String] = []
         for r in resources where r.group.isEmpty == core && !groups.contains(r.group) { groups.append(r.group) }
         let items: [JSONValue] = groups.map { g in
             var versions: [String] = []
             for r in resources where r.group == g && !versions.contains(r.version) { versions.append(r.version) }
+            versions.sort(by: Registry.kubeAwareOrder)
             var metadata: [String: JSONValue] = ["creationTimestamp": .null]
             if !g.isEmpty { metadata["name"] = .string(g) }
             return ["metadata": .object(metadata),

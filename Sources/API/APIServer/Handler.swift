@@ -71,11 +71,12 @@ public final class APIHandler: Sendable {
     let watches = Mutex(Watches())
     public let version: JSONValue
     let admission: Admission
+    /// What is served, built-in and custom, and its schemas.
+    public let registry = Registry()
     /// The schemas objects are checked against and the OpenAPI documents serve.
-    let schemas = SchemaSet.builtin
-    /// The OpenAPI documents of what is served (built once, on first use).
-    var openAPI: OpenAPI { Self.builtinOpenAPI }
-    static let builtinOpenAPI = OpenAPI(resources: Resources.all, schemas: .builtin)
+    var schemas: SchemaSet { registry.schemas }
+    /// The OpenAPI documents of what is served (rebuilt on first use after a definition changes).
+    var openAPI: OpenAPI { registry.openAPI }
     /// The largest body accepted (kube-apiserver's limit is 3 MiB for a write).
     public static let maxBodySize = 3 * 1024 * 1024
 
@@ -125,7 +126,7 @@ public final class APIHandler: Sendable {
         switch seg.first {
         case nil:
             return .ok(["paths": .array((["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
-                + Resources.groups.flatMap { ["/apis/\($0.group)", "/apis/\($0.group)/\($0.version)"] }).map { .string($0) })])
+                + registry.groups.flatMap { g in ["/apis/\(g.group)"] + g.versions.map { "/apis/\(g.group)/\($0)" } }).map { .string($0) })])
         case "version" where seg.count == 1: return .ok(version)
         case "healthz", "livez", "readyz": return APIResponse(code: 200, body: .text("ok"))
         case "openapi" where seg.count == 2 && seg[1] == "v2":
@@ -136,7 +137,7 @@ public final class APIHandler: Sendable {
             return openAPI.v3(seg[2...].joined(separator: "/"), accept: req.accept)
         case "api":
             if seg.count == 1 {
-                if let v = Discovery.aggregatedVersion(req.accept) { return Discovery.aggregated(core: true, version: v) }
+                if let v = Discovery.aggregatedVersion(req.accept) { return Discovery.aggregated(core: true, version: v, resources: registry.resources) }
                 return .ok(["kind": "APIVersions", "versions": ["v1"],
                             "serverAddressByClientCIDRs": [["clientCIDR": "0.0.0.0/0", "serverAddress": ""]]])
             }
@@ -144,36 +145,38 @@ public final class APIHandler: Sendable {
             if seg.count == 2 { return .ok(resourceList(group: "", version: "v1")) }
             return try await serve(req, group: "", version: "v1", rest: Array(seg[2...]))
         case "apis":
-            if seg.count == 1, let v = Discovery.aggregatedVersion(req.accept) { return Discovery.aggregated(core: false, version: v) }
-            if seg.count == 1 { return .ok(["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(Resources.groups.map(groupJSON))]) }
-            guard let g = Resources.groups.first(where: { $0.group == seg[1] }) else { throw APIError.pathNotFound(req.path) }
+            if seg.count == 1, let v = Discovery.aggregatedVersion(req.accept) {
+                return Discovery.aggregated(core: false, version: v, resources: registry.resources)
+            }
+            if seg.count == 1 { return .ok(["kind": "APIGroupList", "apiVersion": "v1", "groups": .array(registry.groups.map(groupJSON))]) }
+            guard let g = registry.groups.first(where: { $0.group == seg[1] }) else { throw APIError.pathNotFound(req.path) }
             if seg.count == 2 { return .ok(groupJSON(g).merging(["kind": "APIGroup", "apiVersion": "v1"])) }
-            guard seg[2] == g.version else { throw APIError.pathNotFound(req.path) }
-            if seg.count == 3 { return .ok(resourceList(group: g.group, version: g.version)) }
-            return try await serve(req, group: g.group, version: g.version, rest: Array(seg[3...]))
+            guard g.versions.contains(seg[2]) else { throw APIError.pathNotFound(req.path) }
+            if seg.count == 3 { return .ok(resourceList(group: g.group, version: seg[2])) }
+            return try await serve(req, group: g.group, version: seg[2], rest: Array(seg[3...]))
         default:
             throw APIError.pathNotFound(req.path)
         }
     }
 
-    func groupJSON(_ g: (group: String, version: String)) -> JSONValue {
-        let gv: JSONValue = ["groupVersion": .string("\(g.group)/\(g.version)"), "version": .string(g.version)]
-        return ["name": .string(g.group), "versions": [gv], "preferredVersion": gv]
+    func groupJSON(_ g: (group: String, versions: [String])) -> JSONValue {
+        let gvs: [JSONValue] = g.versions.map { ["groupVersion": .string("\(g.group)/\($0)"), "version": .string($0)] }
+        return ["name": .string(g.group), "versions": .array(gvs), "preferredVersion": gvs.first ?? .null]
     }
 
     func resourceList(group: String, version: String) -> JSONValue {
-        let rs = Resources.all.filter { $0.group == group && $0.version == version }
+        let rs = registry.resources.filter { $0.group == group && $0.version == version }
         return ["kind": "APIResourceList", "apiVersion": "v1", "groupVersion": .string(group.isEmpty ? version : "\(group)/\(version)"),
                 "resources": .array(rs.flatMap(\.discovery))]
     }
 
     func serve(_ req: APIRequest, group: String, version: String, rest: [String]) async throws -> APIResponse {
         func res(_ name: String) throws -> ResourceInfo {
-            guard let r = Resources.find(group: group, version: version, resource: name) else { throw APIError.pathNotFound(req.path) }
+            guard let r = registry.find(group: group, version: version, resource: name) else { throw APIError.pathNotFound(req.path) }
             return r
         }
         let t: Target
-        if rest.count >= 3, rest[0] == "namespaces", let r = Resources.find(group: group, version: version, resource: rest[2]), r.namespaced {
+        if rest.count >= 3, rest[0] == "namespaces", let r = registry.find(group: group, version: version, resource: rest[2]), r.namespaced {
             guard rest.count <= 5 else { throw APIError.pathNotFound(req.path) }
             t = Target(resource: r, namespace: rest[1], name: rest.count > 3 ? rest[3] : nil, subresource: rest.count > 4 ? rest[4] : nil)
         } else {

@@ -212,6 +212,12 @@ enum Scale {
     static func of(_ o: JSONValue, _ r: ResourceInfo) -> JSONValue {
         var meta: [String: JSONValue] = [:]
         for f in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] { meta[f] = o[path: ["metadata", f]] }
+        if let paths = r.custom?.scale {
+            let selector = paths.labelSelector.flatMap { CustomResources.value(at: $0, in: o)?.string } ?? ""
+            return ["kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": .object(meta),
+                    "spec": ["replicas": CustomResources.value(at: paths.specReplicas, in: o) ?? 0],
+                    "status": ["replicas": CustomResources.value(at: paths.statusReplicas, in: o) ?? 0, "selector": .string(selector)]]
+        }
         let sel = (o[path: ["spec", "selector", "matchLabels"]]?.object ?? [:]).compactMapValues(\.string)
             .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
         return ["kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": .object(meta),
@@ -225,7 +231,11 @@ enum Scale {
             throw APIError.invalid(r, o[path: ["metadata", "name"]]?.string ?? "", [FieldError("spec.replicas", "Invalid value: must be greater than or equal to 0")])
         }
         var out = o
-        out[path: ["spec", "replicas"]] = .int(n)
+        if let paths = r.custom?.scale {
+            CustomResources.set(paths.specReplicas, to: .int(n), in: &out)
+        } else {
+            out[path: ["spec", "replicas"]] = .int(n)
+        }
         out[path: ["metadata", "resourceVersion"]] = scale[path: ["metadata", "resourceVersion"]]
         return out
     }

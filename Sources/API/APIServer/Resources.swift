@@ -15,8 +15,26 @@ public struct ResourceInfo: Sendable, Hashable {
     public var categories: [String]
     /// Subresources served (`status`, `scale`, `binding`).
     public var subresources: [String]
+    /// What a CustomResourceDefinition says of a custom resource (nil for a built-in one).
+    public var custom: CustomInfo?
+
+    public init(group: String, version: String, resource: String, singular: String, kind: String, namespaced: Bool,
+                shortNames: [String], categories: [String], subresources: [String], custom: CustomInfo? = nil) {
+        self.group = group
+        self.version = version
+        self.resource = resource
+        self.singular = singular
+        self.kind = kind
+        self.namespaced = namespaced
+        self.shortNames = shortNames
+        self.categories = categories
+        self.subresources = subresources
+        self.custom = custom
+    }
 
     public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
+    /// The kind as errors name it: `CronTab.stable.example.com` for a custom resource.
+    public var qualifiedKind: String { custom == nil || group.isEmpty ? kind : "\(kind).\(group)" }
     public var gvk: GroupVersionKind { GroupVersionKind(group: group, version: version, kind: kind) }
 
     /// The kind a subresource's body has (`Scale` for `scale`, `Binding` for `binding`).
@@ -61,7 +79,34 @@ public struct ResourceInfo: Sendable, Hashable {
     }
 }
 
-/// Every resource the server serves.
+/// What a CustomResourceDefinition says of one served version of its resource.
+public struct CustomInfo: Sendable, Hashable {
+    /// The definition's name (`crontabs.stable.example.com`).
+    public var definition: String
+    public var columns: [PrinterColumn]
+    public var scale: ScalePaths?
+    /// The OpenAPI definition of this version's kind.
+    public var schemaName: String
+
+    public struct PrinterColumn: Sendable, Hashable {
+        public var name: String
+        public var type: String
+        public var format: String
+        public var description: String
+        public var priority: Int
+        public var jsonPath: String
+    }
+
+    /// Where the scale subresource finds replicas and the selector.
+    public struct ScalePaths: Sendable, Hashable {
+        public var specReplicas: String
+        public var statusReplicas: String
+        public var labelSelector: String?
+    }
+}
+
+/// Every built-in resource the server serves (custom ones come and go with their definitions:
+/// see `Registry`).
 public enum Resources {
     static func core(_ resource: String, _ singular: String, _ kind: String, namespaced: Bool = true, short: [String] = [],
                      categories: [String] = [], sub: [String] = []) -> ResourceInfo {
@@ -85,7 +130,12 @@ public enum Resources {
                      namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: ["status", "scale"]),
         ResourceInfo(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet",
                      namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"]),
+        ResourceInfo(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions", singular: "customresourcedefinition",
+                     kind: "CustomResourceDefinition", namespaced: false, shortNames: ["crd", "crds"], categories: ["api-extensions"],
+                     subresources: ["status"]),
     ]
+
+    static let crd = all.last!
 
     /// The API groups besides the core one, each with its one version.
     public static var groups: [(group: String, version: String)] {

@@ -49,7 +49,7 @@ public struct APIError: Error, Sendable, CustomStringConvertible {
         d["causes"] = .array(errors.map { .object(["field": .string($0.field), "reason": .string(causeReason($0.message)), "message": .string($0.message)]) })
         let list = errors.map(\.description)
         let joined = list.count == 1 ? list[0] : "[" + list.joined(separator: ", ") + "]"
-        return APIError(code: 422, reason: "Invalid", message: "\(r.kind) \"\(name)\" is invalid: \(joined)", details: d)
+        return APIError(code: 422, reason: "Invalid", message: "\(r.qualifiedKind) \"\(name)\" is invalid: \(joined)", details: d)
     }
 
     /// Options of a request that are not valid (`PatchOptions.meta.k8s.io "" is invalid: …`), 422.

@@ -11,6 +11,7 @@ enum Tables {
         var type = "string"
         var format = ""
         var priority = 0
+        var description = ""
         var cell: (JSONValue) -> JSONValue
     }
 
@@ -27,7 +28,8 @@ enum Tables {
         }
         return ["kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": .object(meta),
                 "columnDefinitions": .array(cols.map { c in
-                    ["name": .string(c.name), "type": .string(c.type), "format": .string(c.format), "description": "", "priority": .int(Int64(c.priority))]
+                    ["name": .string(c.name), "type": .string(c.type), "format": .string(c.format), "description": .string(c.description),
+                     "priority": .int(Int64(c.priority))]
                 }),
                 "rows": .array(rows)]
     }
@@ -59,6 +61,7 @@ enum Tables {
     static func none(_ s: String) -> JSONValue { .string(s.isEmpty ? "<none>" : s) }
 
     static func columns(_ r: ResourceInfo) -> [Column] {
+        if let c = r.custom { return CustomResources.columns(c) }
         let name = Column(name: "Name", format: "name") { $0[path: ["metadata", "name"]] ?? "" }
         let age = Column(name: "Age") { Tables.age($0) }
         switch (r.group, r.resource) {

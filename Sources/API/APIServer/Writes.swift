@@ -43,9 +43,9 @@ extension APIHandler {
         o[path: ["metadata", "resourceVersion"]] = nil
         o[path: ["metadata", "selfLink"]] = nil
         o[path: ["metadata", "deletionTimestamp"]] = nil
-        if Admission.hasGeneration(r) { o[path: ["metadata", "generation"]] = 1 }
+        if hasGeneration(r) { o[path: ["metadata", "generation"]] = 1 }
         let dryRun = try isDryRun(req)
-        try await admission.admit(&o, old: nil, r, store: store, dryRun: dryRun)
+        try await admit(&o, old: nil, r, dryRun: dryRun)
         if case .update(let manager) = tracking, let fm = fieldManager(r, subresource: nil) {
             fm.update(live: nil, new: &o, manager: manager, now: Self.rfc3339())
         }
@@ -64,6 +64,7 @@ extension APIHandler {
                 throw error
             }
         }
+        try await written(r, o)
         return .ok(try present(kv, r), 201, warnings: warnings)
     }
 
@@ -107,10 +108,10 @@ extension APIHandler {
                 o["status"] = oldBare["status"]
             }
         }
-        if Admission.hasGeneration(r), o["spec"] != oldBare["spec"] {
+        if hasGeneration(r), Self.generationChanges(o, oldBare, r) {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
-        try await admission.admit(&o, old: oldBare, r, store: store, dryRun: dryRun)
+        try await admit(&o, old: oldBare, r, dryRun: dryRun)
         if case .update(let manager) = tracking, let fm = fieldManager(r, subresource: subresource ?? t.subresource) {
             fm.update(live: oldBare, new: &o, manager: manager, now: Self.rfc3339())
         }
@@ -119,9 +120,11 @@ extension APIHandler {
         // A dry run answers with what would be stored, at the current revision.
         if dryRun { return KeyValue(key: current.key, value: o.serialized(), createRevision: current.createRevision, modRevision: current.modRevision) }
         let stored = o
-        return try await storeCall(r, name) {
+        let kv = try await storeCall(r, name) {
             try await self.store.update(r.key(namespace: t.namespace, name: name), value: stored.serialized(), expected: current.modRevision)
         }
+        try await written(r, stored)
+        return kv
     }
 
     func update(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
@@ -207,9 +210,11 @@ extension APIHandler {
             return .ok(try present(cur, r))
         }
         if r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected) }
+        if r == Resources.crd { try await deleteCustomObjects(of: name) }
         let kv = try await storeCall(r, name) { try await self.store.delete(r.key(namespace: t.namespace, name: name), expected: expected) }
         let gone = try present(kv, r)
         await admission.release(gone, r)
+        if r == Resources.crd { registry.uninstall(name) }
         return .ok(gone)
     }
 
@@ -235,7 +240,7 @@ extension APIHandler {
             let handler = self
             Task {
                 try? await Task.sleep(for: .seconds(1))
-                for res in Resources.all where res.namespaced {
+                for res in handler.registry.storedResources where res.namespaced {
                     guard let page = try? await handler.store.list(prefix: res.storePrefix + name + "/", after: nil, limit: 0, revision: nil) else { continue }
                     for item in page.items {
                         if let d = try? await handler.store.delete(item.key, expected: nil), let o = try? handler.present(d, res) {
@@ -254,7 +259,10 @@ extension APIHandler {
         let items = try await selected(req, t, revision: nil).items
         if dryRun { return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"]) }
         for (kv, o) in items {
+            let name = o[path: ["metadata", "name"]]?.string ?? ""
+            if t.resource == Resources.crd { try await deleteCustomObjects(of: name) }
             if (try? await store.delete(kv.key, expected: nil)) != nil { await admission.release(o, t.resource) }
+            if t.resource == Resources.crd { registry.uninstall(name) }
         }
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"])
     }

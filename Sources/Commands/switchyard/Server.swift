@@ -96,6 +96,7 @@ struct Server: AsyncParsableCommand {
         let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
         try await admission.load(from: store)
         let handler = APIHandler(store: store, admission: admission)
+        try await handler.loadCustomResources()
         // The namespaces every cluster starts with.
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let r = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces",

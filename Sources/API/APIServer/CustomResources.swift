@@ -1,0 +1,304 @@
+import Foundation
+import KubeAPI
+import APISchema
+
+/// CustomResourceDefinitions (apiextensions.k8s.io/v1): how one is defaulted, validated and
+/// established, and what it serves: a resource per served version, with the version's schema
+/// as an OpenAPI definition (metadata as ObjectMeta, as upstream publishes it).
+enum CustomResources {
+    static let metaRef = "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1."
+
+    /// Upstream's definition name of a custom kind: the group reversed, the version, the kind
+    /// (`com.example.stable.v1.CronTab`).
+    static func definitionName(group: String, version: String, kind: String) -> String {
+        (group.split(separator: ".").reversed().map(String.init) + [version, kind]).joined(separator: ".")
+    }
+
+    static func names(_ crd: JSONValue) -> (plural: String, singular: String, kind: String, listKind: String) {
+        let n = crd[path: ["spec", "names"]]
+        let kind = n?["kind"]?.string ?? ""
+        return (n?["plural"]?.string ?? "", n?["singular"]?.string ?? kind.lowercased(), kind, n?["listKind"]?.string ?? kind + "List")
+    }
+
+    /// The resources (one per served version) and OpenAPI definitions a definition declares.
+    static func served(_ crd: JSONValue) -> ([ResourceInfo], [String: JSONValue]) {
+        guard let name = crd[path: ["metadata", "name"]]?.string, let group = crd[path: ["spec", "group"]]?.string else { return ([], [:]) }
+        let (plural, singular, kind, listKind) = names(crd)
+        let namespaced = crd[path: ["spec", "scope"]]?.string != "Cluster"
+        let shortNames = crd[path: ["spec", "names", "shortNames"]]?.array?.compactMap(\.string) ?? []
+        let categories = crd[path: ["spec", "names", "categories"]]?.array?.compactMap(\.string) ?? []
+        var resources: [ResourceInfo] = []
+        var definitions: [String: JSONValue] = [:]
+        for v in crd[path: ["spec", "versions"]]?.array ?? [] where v["served"]?.bool == true {
+            guard let version = v["name"]?.string else { continue }
+            let defName = definitionName(group: group, version: version, kind: kind)
+            var schema = v[path: ["schema", "openAPIV3Schema"]] ?? ["type": "object", "x-kubernetes-preserve-unknown-fields": true]
+            schema[path: ["properties", "apiVersion"]] = ["type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"]
+            schema[path: ["properties", "kind"]] = ["type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"]
+            schema[path: ["properties", "metadata"]] = ["allOf": [["$ref": .string(metaRef + "ObjectMeta")]],
+                                                      "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"]
+            if schema["type"] == nil { schema["type"] = "object" }
+            schema["x-kubernetes-group-version-kind"] = [["group": .string(group), "version": .string(version), "kind": .string(kind)]]
+            definitions[defName] = schema
+            definitions[definitionName(group: group, version: version, kind: listKind)] = [
+                "description": .string("\(listKind) is a list of \(kind)"), "type": "object", "required": ["items"],
+                "properties": ["apiVersion": schema[path: ["properties", "apiVersion"]]!, "kind": schema[path: ["properties", "kind"]]!,
+                               "metadata": ["allOf": [["$ref": .string(metaRef + "ListMeta")]]],
+                               "items": ["type": "array", "items": ["$ref": .string("#/components/schemas/" + defName)],
+                                         "description": .string("List of \(plural). More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md")]],
+                "x-kubernetes-group-version-kind": [["group": .string(group), "version": .string(version), "kind": .string(listKind)]],
+            ]
+            var subresources: [String] = []
+            if v[path: ["subresources", "status"]] != nil { subresources.append("status") }
+            var scale: CustomInfo.ScalePaths?
+            if let s = v[path: ["subresources", "scale"]] {
+                subresources.append("scale")
+                scale = CustomInfo.ScalePaths(specReplicas: s["specReplicasPath"]?.string ?? ".spec.replicas",
+                                              statusReplicas: s["statusReplicasPath"]?.string ?? ".status.replicas",
+                                              labelSelector: s["labelSelectorPath"]?.string)
+            }
+            let columns = (v["additionalPrinterColumns"]?.array ?? []).map { c in
+                CustomInfo.PrinterColumn(name: c["name"]?.string ?? "", type: c["type"]?.string ?? "string", format: c["format"]?.string ?? "",
+                                         description: c["description"]?.string ?? "", priority: Int(c["priority"]?.int ?? 0),
+                                         jsonPath: c["jsonPath"]?.string ?? "")
+            }
+            resources.append(ResourceInfo(group: group, version: version, resource: plural, singular: singular, kind: kind, namespaced: namespaced,
+                                          shortNames: shortNames, categories: categories, subresources: subresources,
+                                          custom: CustomInfo(definition: name, columns: columns, scale: scale, schemaName: defName)))
+        }
+        resources.sort { Registry.kubeAwareOrder($0.version, $1.version) }
+        return (resources, definitions)
+    }
+
+    // MARK: the definition itself
+
+    /// Upstream's defaults: singular and listKind from the kind, the `None` conversion.
+    static func defaults(_ crd: inout JSONValue) {
+        let (_, singular, _, listKind) = names(crd)
+        if crd[path: ["spec", "names", "singular"]] == nil, !singular.isEmpty { crd[path: ["spec", "names", "singular"]] = .string(singular) }
+        if crd[path: ["spec", "names", "listKind"]] == nil, listKind != "List" { crd[path: ["spec", "names", "listKind"]] = .string(listKind) }
+        if crd[path: ["spec", "conversion"]] == nil { crd[path: ["spec", "conversion"]] = ["strategy": "None"] }
+    }
+
+    static func validate(_ crd: JSONValue) -> [FieldError] {
+        var errs: [FieldError] = []
+        let group = crd[path: ["spec", "group"]]?.string ?? ""
+        let (plural, singular, kind, listKind) = names(crd)
+        let name = crd[path: ["metadata", "name"]]?.string ?? ""
+        if group.isEmpty {
+            errs.append(FieldError("spec.group", "Required value"))
+        } else if !group.contains(".") {
+            errs.append(FieldError("spec.group", "Invalid value: \(JSONValue.string(group).text()): should be a domain with at least one dot"))
+        } else if !KubeAPI.Validation.isDNS1123Subdomain(group) {
+            errs.append(FieldError("spec.group", "Invalid value: \(JSONValue.string(group).text()): a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"))
+        }
+        if plural.isEmpty { errs.append(FieldError("spec.names.plural", "Required value")) }
+        if kind.isEmpty { errs.append(FieldError("spec.names.kind", "Required value")) }
+        for (field, value) in [("plural", plural), ("singular", singular)] where !value.isEmpty && !KubeAPI.Validation.isDNS1035Label(value) {
+            errs.append(FieldError("spec.names.\(field)", "Invalid value: \(JSONValue.string(value).text()): a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character"))
+        }
+        if !kind.isEmpty && kind == listKind { errs.append(FieldError("spec.names.listKind", "Invalid value: \(JSONValue.string(listKind).text()): kind and listKind may not be the same")) }
+        if !plural.isEmpty && !group.isEmpty && name != "\(plural).\(group)" {
+            errs.append(FieldError("metadata.name", "Invalid value: \(JSONValue.string(name).text()): must be spec.names.plural+\".\"+spec.group"))
+        }
+        let scope = crd[path: ["spec", "scope"]]?.string ?? ""
+        if scope != "Cluster" && scope != "Namespaced" {
+            errs.append(FieldError("spec.scope", scope.isEmpty ? "Required value" : "Unsupported value: \(JSONValue.string(scope).text()): supported values: \"Cluster\", \"Namespaced\""))
+        }
+        let versions = crd[path: ["spec", "versions"]]?.array ?? []
+        if versions.isEmpty {
+            errs.append(FieldError("spec.versions", "Invalid value: null: must have exactly one version marked as storage version"))
+        } else if versions.filter({ $0["storage"]?.bool == true }).count != 1 {
+            errs.append(FieldError("spec.versions", "Invalid value: must have exactly one version marked as storage version"))
+        }
+        var seen = Set<String>()
+        for (i, v) in versions.enumerated() {
+            let vn = v["name"]?.string ?? ""
+            if vn.isEmpty { errs.append(FieldError("spec.versions[\(i)].name", "Required value")) }
+            else if !seen.insert(vn).inserted { errs.append(FieldError("spec.versions[\(i)].name", "Duplicate value: \(JSONValue.string(vn).text())")) }
+            else if !KubeAPI.Validation.isDNS1035Label(vn) {
+                errs.append(FieldError("spec.versions[\(i)].name", "Invalid value: \(JSONValue.string(vn).text()): a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character"))
+            }
+            guard let schema = v[path: ["schema", "openAPIV3Schema"]] else {
+                errs.append(FieldError("spec.versions[\(i)].schema.openAPIV3Schema", "Required value: schemas are required"))
+                continue
+            }
+            if schema["type"]?.string != "object" {
+                errs.append(FieldError("spec.versions[\(i)].schema.openAPIV3Schema.type", schema["type"] == nil
+                    ? "Required value: must not be empty at the root" : "Invalid value: \(schema["type"]!.text()): must be object at the root"))
+            }
+            errs += structural(schema, "spec.versions[\(i)].schema.openAPIV3Schema")
+            for (j, c) in (v["additionalPrinterColumns"]?.array ?? []).enumerated() {
+                for f in ["name", "type", "jsonPath"] where (c[f]?.string ?? "").isEmpty {
+                    errs.append(FieldError("spec.versions[\(i)].additionalPrinterColumns[\(j)].\(f)", "Required value"))
+                }
+            }
+        }
+        return errs
+    }
+
+    /// The structural rules the server cares about: every field typed (or preserving unknown
+    /// fields, or int-or-string), map keys of list-maps named.
+    static func structural(_ s: JSONValue, _ path: String) -> [FieldError] {
+        var errs: [FieldError] = []
+        let preserve = s["x-kubernetes-preserve-unknown-fields"]?.bool == true
+        let intOrString = s["x-kubernetes-int-or-string"]?.bool == true
+        if s["type"] == nil && !preserve && !intOrString && path.contains(".properties[") {
+            errs.append(FieldError(path + ".type", "Required value: must not be empty for specified object fields"))
+        }
+        if let t = s["type"]?.string, !["object", "array", "string", "integer", "number", "boolean"].contains(t) {
+            errs.append(FieldError(path + ".type", "Unsupported value: \(JSONValue.string(t).text()): supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\""))
+        }
+        if s["type"]?.string == "array" && s["items"] == nil {
+            errs.append(FieldError(path + ".items", "Required value: must be specified"))
+        }
+        if s["x-kubernetes-list-type"]?.string == "map" && (s["x-kubernetes-list-map-keys"]?.array ?? []).isEmpty {
+            errs.append(FieldError(path + ".x-kubernetes-list-map-keys", "Required value: must not be empty if x-kubernetes-list-type is map"))
+        }
+        for (k, v) in (s["properties"]?.object ?? [:]).sorted(by: { $0.key < $1.key }) { errs += structural(v, "\(path).properties[\(k)]") }
+        if case .object = s["additionalProperties"] { errs += structural(s["additionalProperties"]!, path + ".additionalProperties") }
+        if let items = s["items"], case .object = items { errs += structural(items, path + ".items") }
+        return errs
+    }
+
+    /// The status an established definition has: its names accepted, Established, and the
+    /// versions ever stored.
+    static func established(_ crd: inout JSONValue, old: JSONValue?, now: String) {
+        var accepted = crd[path: ["spec", "names"]] ?? [:]
+        let (_, singular, kind, listKind) = names(crd)
+        accepted["singular"] = .string(singular)
+        if !kind.isEmpty { accepted["listKind"] = .string(listKind) }
+        var stored = (old?[path: ["status", "storedVersions"]]?.array ?? []).compactMap(\.string)
+        for v in crd[path: ["spec", "versions"]]?.array ?? [] where v["storage"]?.bool == true {
+            if let n = v["name"]?.string, !stored.contains(n) { stored.append(n) }
+        }
+        let oldConditions = old?[path: ["status", "conditions"]]?.array ?? []
+        func since(_ type: String) -> JSONValue {
+            oldConditions.first { $0["type"]?.string == type && $0["status"] == "True" }?["lastTransitionTime"] ?? .string(now)
+        }
+        crd["status"] = [
+            "acceptedNames": accepted,
+            "conditions": [
+                ["type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")],
+                ["type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted",
+                 "lastTransitionTime": since("Established")],
+            ],
+            "storedVersions": .array(stored.map { .string($0) }),
+        ]
+    }
+
+    // MARK: custom objects
+
+    /// A simple JSONPath (`.spec.replicas`, `.status.conditions[0].type`) into an object.
+    static func value(at path: String, in o: JSONValue) -> JSONValue? {
+        var cur: JSONValue? = o
+        var p = path.trimmingCharacters(in: .whitespaces)
+        if p.hasPrefix("{") && p.hasSuffix("}") { p = String(p.dropFirst().dropLast()) }
+        for part in p.split(separator: ".") {
+            var name = Substring(part)
+            var indexes: [Int] = []
+            while let open = name.lastIndex(of: "["), name.hasSuffix("]"), let i = Int(name[name.index(after: open)..<name.index(before: name.endIndex)]) {
+                indexes.insert(i, at: 0)
+                name = name[..<open]
+            }
+            if !name.isEmpty { cur = cur?[String(name)] }
+            for i in indexes {
+                guard let a = cur?.array, i >= 0, i < a.count else { return nil }
+                cur = a[i]
+            }
+        }
+        return cur
+    }
+
+    /// Sets a simple JSONPath's value, making the objects on the way.
+    static func set(_ path: String, to value: JSONValue, in o: inout JSONValue) {
+        let keys = path.split(separator: ".").map(String.init)
+        o[path: keys] = value
+    }
+
+    /// The Table columns of a custom resource: Name, then its printer columns (Age alone when it has none).
+    static func columns(_ c: CustomInfo) -> [Tables.Column] {
+        let name = Tables.Column(name: "Name", format: "name") { $0[path: ["metadata", "name"]] ?? "" }
+        if c.columns.isEmpty { return [name, Tables.Column(name: "Age", type: "date") { Tables.age($0) }] }
+        return [name] + c.columns.map { col in
+            Tables.Column(name: col.name, type: col.type, format: col.format, priority: col.priority) { o in
+                guard let v = value(at: col.jsonPath, in: o) else { return .null }
+                switch col.type {
+                case "date":
+                    return Tables.age(["metadata": ["creationTimestamp": v]])
+                case "integer", "number", "boolean":
+                    return v
+                default:
+                    if case .string = v { return v }
+                    return .string(v.text())
+                }
+            }
+        }
+    }
+}
+
+extension APIHandler {
+    /// Kinds whose spec changes (for a custom resource with a status subresource: anything but
+    /// status and metadata; without one: anything but metadata) bump `metadata.generation`.
+    func hasGeneration(_ r: ResourceInfo) -> Bool { Admission.hasGeneration(r) || r.custom != nil || r == Resources.crd }
+
+    static func generationChanges(_ new: JSONValue, _ old: JSONValue, _ r: ResourceInfo) -> Bool {
+        guard r.custom != nil || r == Resources.crd else { return new["spec"] != old["spec"] }
+        var a = new, b = old
+        for o in [0, 1] {
+            var x = o == 0 ? a : b
+            x["metadata"] = nil
+            x["kind"] = nil
+            x["apiVersion"] = nil
+            if r.subresources.contains("status") { x["status"] = nil }
+            if o == 0 { a = x } else { b = x }
+        }
+        return a != b
+    }
+
+    /// Admission of any write: a definition is checked and established, a custom object
+    /// defaulted and checked against its version's schema, a built-in one as `Admission` does.
+    func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool) async throws {
+        let name = o[path: ["metadata", "name"]]?.string ?? ""
+        if r.custom != nil {
+            let schemas = registry.schemas
+            guard let node = schemas.node(for: r.gvk) else { return }
+            schemas.applyDefaults(&o, at: node)
+            var errs: [FieldError] = []
+            if name.isEmpty { errs.append(FieldError("metadata.name", "Required value: name or generateName is required")) }
+            var checked = o
+            checked["metadata"] = nil
+            errs += schemas.violations(checked, at: node).map { FieldError($0.path, $0.message) }
+            if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
+            return
+        }
+        if r == Resources.crd {
+            CustomResources.defaults(&o)
+            let errs = CustomResources.validate(o)
+            if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
+            CustomResources.established(&o, old: old, now: Self.rfc3339())
+        }
+        try await admission.admit(&o, old: old, r, store: store, dryRun: dryRun)
+    }
+
+    /// After a write is stored: a definition's resources are served from now on.
+    func written(_ r: ResourceInfo, _ o: JSONValue) async throws {
+        if r == Resources.crd { registry.install(o) }
+    }
+
+    /// A definition's objects go with it (every version's: they share one prefix).
+    func deleteCustomObjects(of definition: String) async throws {
+        for r in registry.storedResources where r.custom?.definition == definition {
+            let page = try await store.list(prefix: r.storePrefix, after: nil, limit: 0, revision: nil)
+            for item in page.items { _ = try? await store.delete(item.key, expected: nil) }
+        }
+    }
+
+    /// Serves the definitions already stored (at start).
+    public func loadCustomResources() async throws {
+        let page = try await store.list(prefix: Resources.crd.storePrefix, after: nil, limit: 0, revision: nil)
+        for kv in page.items {
+            if let o = try? JSONValue.parse(kv.value) { registry.install(o) }
+        }
+    }
+}

@@ -1,0 +1,220 @@
+import Foundation
+@testable import APIServer
+import KubeAPI
+import KubeStore
+import Testing
+
+/// CustomResourceDefinitions through the handler: established, discovered, served in every
+/// version, defaulted, validated, pruned, printed, with status and scale, applied, and gone
+/// with their definition.
+@Suite("custom resources")
+struct CustomResourceTests {
+    /// Shaped like the published definitions of well-known projects: two served versions (one
+    /// stored), status and scale subresources, printer columns, short names and a category.
+    static let crd = """
+        apiVersion: apiextensions.k8s.io/v1
+        kind: CustomResourceDefinition
+        metadata:
+          name: crontabs.stable.example.com
+        spec:
+          group: stable.example.com
+          scope: Namespaced
+          names: {plural: crontabs, singular: crontab, kind: CronTab, shortNames: [ct], categories: [all]}
+          versions:
+          - name: v1beta1
+            served: true
+            storage: false
+            schema:
+              openAPIV3Schema:
+                type: object
+                properties:
+                  spec: {type: object, x-kubernetes-preserve-unknown-fields: true}
+          - name: v1
+            served: true
+            storage: true
+            subresources:
+              status: {}
+              scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+            additionalPrinterColumns:
+            - {name: Spec, type: string, jsonPath: .spec.cronSpec, description: The cron spec}
+            - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+            - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+            schema:
+              openAPIV3Schema:
+                type: object
+                description: CronTab runs an image on a schedule.
+                properties:
+                  spec:
+                    type: object
+                    required: [cronSpec]
+                    properties:
+                      cronSpec: {type: string, pattern: '^(\\d+|\\*)(/\\d+)?(\\s+(\\d+|\\*)(/\\d+)?){4}$', description: When to run.}
+                      image: {type: string}
+                      replicas: {type: integer, minimum: 1, maximum: 10, default: 1}
+                      policy: {type: string, enum: [Allow, Forbid], default: Allow}
+                      ports:
+                        type: array
+                        x-kubernetes-list-type: map
+                        x-kubernetes-list-map-keys: [name]
+                        items:
+                          type: object
+                          required: [name]
+                          properties: {name: {type: string}, port: {type: integer}}
+                  status:
+                    type: object
+                    properties:
+                      replicas: {type: integer}
+                      selector: {type: string}
+        """
+
+    static let base = "/apis/stable.example.com/v1/namespaces/default/crontabs"
+
+    func yaml(_ s: String) -> Data { try! YAMLToJSON.convert(s).serialized() }
+
+    func install(_ h: APIHandler) async {
+        let r = await h.handle(APIRequest(method: "POST", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: yaml(Self.crd)))
+        #expect(r.code == 201, "\(r.json?.text() ?? "")")
+    }
+
+    func cron(_ name: String, _ spec: String) -> Data {
+        yaml("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: \(name)}\nspec: \(spec)\n")
+    }
+
+    @Test func aDefinitionIsEstablishedAndDiscovered() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        let crd = await h.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com").json
+        let conditions = crd?[path: ["status", "conditions"]]?.array ?? []
+        #expect(conditions.contains { $0["type"] == "Established" && $0["status"] == "True" })
+        #expect(crd?[path: ["status", "acceptedNames", "kind"]] == "CronTab" && crd?[path: ["status", "storedVersions"]] == ["v1"])
+        #expect(crd?[path: ["spec", "names", "listKind"]] == "CronTabList")
+
+        let group = await h.get("/apis/stable.example.com").json
+        #expect(group?["versions"]?.array?.compactMap { $0["version"]?.string } == ["v1", "v1beta1"])
+        #expect(group?[path: ["preferredVersion", "version"]] == "v1")
+        let list = await h.get("/apis/stable.example.com/v1").json?["resources"]?.array ?? []
+        #expect(Set(list.compactMap { $0["name"]?.string }) == ["crontabs", "crontabs/status", "crontabs/scale"])
+        #expect(list.first { $0["name"] == "crontabs" }?["shortNames"] == ["ct"])
+        let beta = await h.get("/apis/stable.example.com/v1beta1").json?["resources"]?.array ?? []
+        #expect(beta.compactMap { $0["name"]?.string } == ["crontabs"])
+        let index = await h.get("/openapi/v3").json?["paths"]?.object ?? [:]
+        #expect(index["apis/stable.example.com/v1"] != nil)
+        guard case .bytes(let d, _) = await h.get("/openapi/v3/apis/stable.example.com/v1").body else { Issue.record("no document"); return }
+        let doc = try JSONValue.parse(d)
+        #expect(doc[path: ["components", "schemas", "com.example.stable.v1.CronTab", "description"]] == "CronTab runs an image on a schedule.")
+        #expect(doc[path: ["components", "schemas", "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"]] != nil)
+    }
+
+    @Test func objectsAreDefaultedValidatedAndPruned() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        let made = await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("a", #"{cronSpec: "* * * * */5", image: img, extra: x}"#)))
+        #expect(made.code == 201, "\(made.json?.text() ?? "")")
+        #expect(made.json?[path: ["spec", "replicas"]] == 1 && made.json?[path: ["spec", "policy"]] == "Allow")
+        #expect(made.json?[path: ["spec", "extra"]] == nil && made.warnings == [#"unknown field "spec.extra""#])
+        #expect(made.json?["apiVersion"] == "stable.example.com/v1" && made.json?[path: ["metadata", "generation"]] == 1)
+
+        let bad = await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("b", #"{cronSpec: "nope", replicas: 0, policy: Maybe}"#)))
+        #expect(bad.code == 422)
+        let message = bad.json?["message"]?.string ?? ""
+        #expect(message.hasPrefix(#"CronTab.stable.example.com "b" is invalid: ["#), "\(message)")
+        #expect(message.contains(#"spec.cronSpec: Invalid value: "nope": spec.cronSpec in body should match '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'"#), "\(message)")
+        #expect(message.contains("spec.replicas: Invalid value: 0: spec.replicas in body should be greater than or equal to 1"), "\(message)")
+        #expect(message.contains(#"spec.policy: Unsupported value: "Maybe": supported values: "Allow", "Forbid""#), "\(message)")
+        let wrongType = await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("c", #"{cronSpec: "* * * * *", replicas: "3"}"#)))
+        #expect(wrongType.json?["message"]?.string?.contains(#"spec.replicas: Invalid value: "string": spec.replicas in body must be of type integer: "string""#) == true)
+        let missing = await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("d", "{image: x}")))
+        #expect(missing.json?["message"]?.string?.hasSuffix("spec.cronSpec: Required value") == true)
+        let strict = await h.handle(APIRequest(method: "POST", path: Self.base, query: ["fieldValidation": "Strict"],
+                                               body: cron("e", #"{cronSpec: "* * * * *", extra: 1}"#)))
+        #expect(strict.code == 400)
+        #expect(strict.json?["message"] == #"CronTab in version "v1" cannot be handled as a CronTab: strict decoding error: unknown field "spec.extra""#)
+    }
+
+    @Test func everyVersionServesTheStoredObjects() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        #expect(await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("a", #"{cronSpec: "* * * * *", replicas: 3}"#))).code == 201)
+        let beta = await h.get("/apis/stable.example.com/v1beta1/namespaces/default/crontabs/a").json
+        #expect(beta?["apiVersion"] == "stable.example.com/v1beta1" && beta?[path: ["spec", "replicas"]] == 3)
+        let all = await h.get("/apis/stable.example.com/v1/crontabs").json
+        #expect(all?["items"]?.array?.count == 1 && all?["kind"] == "CronTabList")
+        let table = await h.get(Self.base, accept: "application/json;as=Table;v=v1;g=meta.k8s.io").json
+        #expect(table?["columnDefinitions"]?.array?.compactMap { $0["name"]?.string } == ["Name", "Spec", "Replicas", "Age"])
+        let cells = table?["rows"]?.array?.first?["cells"]?.array ?? []
+        #expect(cells.count == 4 && cells[0] == "a" && cells[1] == "* * * * *" && cells[2] == 3)
+        #expect(cells[3].string?.hasSuffix("s") == true, "age: \(cells)")
+    }
+
+    @Test func statusAndScaleSubresources() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        #expect(await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("a", #"{cronSpec: "* * * * *", replicas: 2}"#))).code == 201)
+        let patchMain = await h.handle(APIRequest(method: "PATCH", path: Self.base + "/a", contentType: "application/merge-patch+json",
+                                                  body: Data(#"{"status":{"replicas":9},"spec":{"image":"x"}}"#.utf8)))
+        #expect(patchMain.json?["status"] == nil, "status changes only through /status")
+        #expect(patchMain.json?[path: ["metadata", "generation"]] == 2)
+        let status = await h.handle(APIRequest(method: "PATCH", path: Self.base + "/a/status", contentType: "application/merge-patch+json",
+                                               body: Data(#"{"status":{"replicas":2,"selector":"app=a"},"spec":{"image":"y"}}"#.utf8)))
+        #expect(status.json?[path: ["status", "replicas"]] == 2 && status.json?[path: ["spec", "image"]] == "x")
+        #expect(status.json?[path: ["metadata", "generation"]] == 2, "a status change keeps the generation")
+        let scale = await h.get(Self.base + "/a/scale").json
+        #expect(scale?["kind"] == "Scale" && scale?[path: ["spec", "replicas"]] == 2 && scale?[path: ["status", "selector"]] == "app=a")
+        let scaled = await h.handle(APIRequest(method: "PATCH", path: Self.base + "/a/scale", contentType: "application/merge-patch+json",
+                                               body: Data(#"{"spec":{"replicas":5}}"#.utf8)))
+        #expect(scaled.json?[path: ["spec", "replicas"]] == 5)
+        #expect(await h.get(Self.base + "/a").json?[path: ["spec", "replicas"]] == 5)
+    }
+
+    @Test func customObjectsAreApplied() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        func apply(_ manager: String, _ spec: String) async -> APIResponse {
+            await h.handle(APIRequest(method: "PATCH", path: Self.base + "/a", query: ["fieldManager": manager],
+                                      contentType: "application/apply-patch+yaml",
+                                      body: Data("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: a}\nspec: \(spec)\n".utf8)))
+        }
+        #expect(await apply("a", #"{cronSpec: "* * * * *", ports: [{name: http, port: 80}]}"#).code == 201)
+        let b = await apply("b", "{ports: [{name: metrics, port: 9090}]}")
+        #expect(b.code == 200)
+        #expect(b.json?[path: ["spec", "ports"]]?.array?.compactMap { $0["name"]?.string } == ["http", "metrics"])
+        let conflict = await apply("b", "{ports: [{name: http, port: 81}]}")
+        #expect(conflict.code == 409)
+        #expect(conflict.json?["message"] == #"Apply failed with 1 conflict: conflict with "a": .spec.ports[name="http"].port"#)
+    }
+
+    @Test func deletingTheDefinitionDeletesItsObjects() async throws {
+        let store = try SQLiteStore(path: ":memory:")
+        let h = APIHandler(store: store)
+        _ = await h.post("/api/v1/namespaces", ["metadata": ["name": "default"]])
+        await install(h)
+        #expect(await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("a", #"{cronSpec: "* * * * *"}"#))).code == 201)
+        // A server started over the same store serves the definition it finds there.
+        let restarted = APIHandler(store: store)
+        try await restarted.loadCustomResources()
+        #expect(await restarted.get(Self.base + "/a").code == 200)
+
+        let gone = await h.handle(APIRequest(method: "DELETE", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com"))
+        #expect(gone.code == 200)
+        #expect(await h.get(Self.base + "/a").code == 404)
+        #expect(await h.get("/apis/stable.example.com/v1").code == 404)
+        #expect(try await store.list(prefix: "/registry/stable.example.com/", after: nil, limit: 0, revision: nil).items.isEmpty)
+        // Made again, the definition serves no leftovers.
+        await install(h)
+        #expect(await h.get(Self.base).json?["items"]?.array?.isEmpty == true)
+    }
+
+    @Test func badDefinitionsAreRefused() async throws {
+        let h = try await makeHandler()
+        let wrongName = Self.crd.replacingOccurrences(of: "name: crontabs.stable.example.com", with: "name: crontab.stable.example.com")
+        let r = await h.handle(APIRequest(method: "POST", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: yaml(wrongName)))
+        #expect(r.code == 422)
+        #expect(r.json?["message"]?.string?.contains(#"metadata.name: Invalid value: "crontab.stable.example.com": must be spec.names.plural+"."+spec.group"#) == true)
+        let twoStored = Self.crd.replacingOccurrences(of: "storage: false", with: "storage: true")
+        #expect(await h.handle(APIRequest(method: "POST", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: yaml(twoStored))).code == 422)
+        let untyped = Self.crd.replacingOccurrences(of: "image: {type: string}", with: "image: {description: x}")
+        let u = await h.handle(APIRequest(method: "POST", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: yaml(untyped)))
+        #expect(u.json?["message"]?.string?.contains("spec.versions[1].schema.openAPIV3Schema.properties[spec].properties[image].type: Required value") == true)
+        #expect(await h.get("/apis/stable.example.com/v1").code == 404)
+    }
+}
