@@ -14,4 +14,7 @@ if ((${#missing[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The official Python client, which tests drive the API server with.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes >/dev/null 2>&1 \
+  || echo "setup: could not install the kubernetes Python client (pip install kubernetes); its tests will fail" >&2
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (expected /opt/swift)" >&2; exit 1; }

@@ -154,4 +154,91 @@ struct APIMachineryTests {
         #expect(r.status == 0, "\(r.err)")
         #expect(try server.kubectl(k, ["get", "deploy", "csa", "-o", "jsonpath={.spec.replicas}"]).out == "5")
     }
+
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+    /// A definition installed with kubectl; custom objects created, listed with their columns,
+    /// explained, patched, scaled, watched, applied, and removed with the definition.
+    @Test(arguments: ["1.27", "1.33"])
+    func customResourcesWithKubectl(version: String) throws {
+        guard let k = kubectlOrRecord(version) else { return }
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab)
+        func must(_ args: [String], input: String? = nil) throws -> String {
+            let r = try server.kubectl(k, args, input: input)
+            #expect(r.status == 0, "kubectl \(args.joined(separator: " ")): \(r.err)")
+            return r.out
+        }
+        _ = try must(["apply", "-f", Self.fixtures.appendingPathComponent("crontab-crd.yaml").path])
+        _ = try must(["wait", "--for", "condition=established", "--timeout=10s", "crd/crontabs.stable.example.com"])
+        let cron = { (name: String, spec: String) in "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: \(name)}\nspec: \(spec)\n" }
+        _ = try must(["apply", "-f", "-"], input: cron("a", #"{cronSpec: "* * * * */5", image: my-image, replicas: 2}"#))
+        _ = try must(["create", "-f", "-"], input: cron("b", #"{cronSpec: "0 * * * *"}"#))
+        let table = try must(["get", "crontabs"]).split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        #expect(table.first == ["NAME", "SPEC", "REPLICAS", "AGE"], "\(table)")
+        #expect(table.dropFirst().map { Array($0.prefix(7)) } == [["a", "*", "*", "*", "*", "*/5", "2"], ["b", "0", "*", "*", "*", "*", "1"]], "\(table)")
+        #expect(try must(["get", "ct", "b", "-o", "jsonpath={.spec.replicas}"]) == "1", "the schema's default")
+        #expect(try must(["get", "all", "-o", "name"]).contains("crontab.stable.example.com/a"), "in the all category")
+        let explain = try must(["explain", "crontab.spec.cronSpec"])
+        #expect(explain.contains("When to run, in cron's format."), "\(explain)")
+        var r = try server.kubectl(k, ["create", "-f", "-"], input: cron("bad", #"{cronSpec: "sometimes", replicas: 11}"#))
+        #expect(r.status != 0 && r.err.contains(#"spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"#), "\(r.err)")
+        r = try server.kubectl(k, ["create", "--validate=strict", "-f", "-"], input: cron("c", #"{cronSpec: "* * * * *", colour: red}"#))
+        #expect(r.status != 0 && r.err.contains(#"strict decoding error: unknown field "spec.colour""#), "\(r.err)")
+
+        // A watch sees the changes that follow.
+        let watchOut = FileManager.default.temporaryDirectory.appendingPathComponent("sy-watch-\(lab.id)")
+        defer { try? FileManager.default.removeItem(at: watchOut) }
+        let watcher = Process()
+        watcher.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
+        watcher.arguments = ["netns", "exec", lab.node, k, "--kubeconfig", server.kubeconfig, "get", "crontabs", "--watch-only", "-o", "name", "--request-timeout=8s"]
+        _ = FileManager.default.createFile(atPath: watchOut.path, contents: nil)
+        watcher.standardOutput = try FileHandle(forWritingTo: watchOut)
+        try watcher.run()
+        usleep(700_000)
+        _ = try must(["patch", "ct", "a", "--type=merge", "-p", #"{"spec":{"image":"other"}}"#])
+        _ = try must(["scale", "ct", "a", "--replicas=4"])
+        #expect(try must(["get", "ct", "a", "-o", "jsonpath={.spec.replicas} {.spec.image}"]) == "4 other")
+        _ = try must(["delete", "ct", "b"])
+        var watched = ""
+        for _ in 0..<50 {
+            watched = (try? String(contentsOf: watchOut, encoding: .utf8)) ?? ""
+            if watched.contains("crontab.stable.example.com/b") { break }
+            usleep(100_000)
+        }
+        watcher.terminate()
+        #expect(watched.contains("crontab.stable.example.com/a") && watched.contains("crontab.stable.example.com/b"), "watched: \(watched)")
+
+        // Served in the other version too (None conversion), and applied server-side.
+        #expect(try must(["get", "crontabs.v1beta1.stable.example.com", "a", "-o", "jsonpath={.apiVersion}"]) == "stable.example.com/v1beta1")
+        _ = try must(["apply", "--server-side", "--force-conflicts", "-f", "-"], input: cron("a", #"{cronSpec: "* * * * */5", image: my-image, replicas: 2}"#))
+
+        _ = try must(["delete", "crd", "crontabs.stable.example.com"])
+        r = try server.kubectl(k, ["get", "--raw", "/apis/stable.example.com/v1/namespaces/default/crontabs"])
+        #expect(r.status != 0 && r.err.contains("NotFound"), "\(r.err)")
+    }
+
+    /// The official Python client's dynamic client: definition, objects, patch, apply, watch, delete.
+    @Test func customResourcesWithThePythonClient() throws {
+        guard (try? Sh.run(["python3", "-c", "import kubernetes"]).status) == 0 else {
+            Issue.record("the kubernetes Python client is not installed (scripts/setup.sh installs it)")
+            return
+        }
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab)
+        let r = try Sh.run(["ip", "netns", "exec", lab.node, "python3", Self.fixtures.appendingPathComponent("python/dynamic_crd.py").path,
+                            server.kubeconfig, Self.fixtures.appendingPathComponent("crontab-crd.yaml").path], timeout: 60)
+        #expect(r.status == 0, "\(r.err)")
+        let seen = try JSONValue.parse(Data(r.out.utf8))
+        #expect(seen["established"] == true)
+        #expect(seen["defaultedReplicas"] == 1)
+        #expect(seen["names"] == ["py-a", "py-b"] && seen["replicas"] == ["py-a": 3, "py-b": 2])
+        #expect(seen["managers"] == ["python/Apply"])
+        #expect(seen[path: ["invalid", "status"]] == 422)
+        #expect(seen[path: ["invalid", "message"]]?.string?.contains("spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10") == true)
+        #expect(seen["events"] == ["DELETED py-a"])
+        #expect(seen["afterDelete"] == 404)
+    }
 }
