@@ -115,6 +115,11 @@ struct SQLiteStoreTests {
         } while after != nil
         #expect(keys == (0..<7).filter { $0 != 1 }.map { "/registry/pods/default/p\($0)" })
         #expect(try await s.count(prefix: "/registry/pods/") == 7)
+        // After a key, and as it was at a revision (p1 still there then): what a list page's
+        // remainingItemCount counts.
+        #expect(try await s.count(prefix: "/registry/pods/default/", after: "/registry/pods/default/p3", revision: nil) == 3)
+        #expect(try await s.count(prefix: "/registry/pods/default/", after: "/registry/pods/default/p0", revision: at) == 6)
+        #expect(try await s.count(prefix: "/registry/pods/default/", after: "/registry/pods/default/p0", revision: nil) == 5)
         // As it was before the update and the delete.
         let past = try await s.list(prefix: "/registry/pods/default/", after: nil, limit: 0, revision: at)
         #expect(past.items.count == 7 && past.items.first?.value == data("0") && past.revision == at)

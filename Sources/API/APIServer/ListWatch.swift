@@ -22,7 +22,8 @@ extension APIHandler {
     }
 
     /// The objects a list selects, read at one revision, a page at a time when asked.
-    func selected(_ req: APIRequest, _ t: Target, revision: Int64?) async throws -> (items: [(KeyValue, JSONValue)], revision: Int64, next: String?) {
+    func selected(_ req: APIRequest, _ t: Target, revision: Int64?) async throws
+        -> (items: [(KeyValue, JSONValue)], revision: Int64, next: String?, remaining: Int?) {
         let (ls, fs) = try selectors(req)
         let limit = Int(req.query["limit"] ?? "") ?? 0
         var after: String?
@@ -35,6 +36,7 @@ extension APIHandler {
         var out: [(KeyValue, JSONValue)] = []
         var pageRev: Int64 = 0
         var next: String?
+        var remaining: Int?
         // Selectors filter after reading: read pages until the limit is filled or the keys end.
         repeat {
             let page = try await storeCall(t.resource, "") {
@@ -53,22 +55,61 @@ extension APIHandler {
             if limit > 0 && out.count == limit {
                 let last = out.last!.0.key
                 // More may follow if the page did not end at its last key or there are more pages.
-                if page.continueAfter != nil || page.items.last?.key != last { next = Continue.encode(after: last, revision: pageRev) }
+                if page.continueAfter != nil || page.items.last?.key != last {
+                    next = Continue.encode(after: last, revision: pageRev)
+                    // How many follow, as upstream says when it can: without selectors.
+                    if ls == nil && fs == nil {
+                        let prefix = self.prefix(t)
+                        remaining = try await storeCall(t.resource, "") { try await self.store.count(prefix: prefix, after: last, revision: pageRev) }
+                    }
+                }
                 break
             }
         } while after != nil
-        return (out, pageRev, next)
+        return (out, pageRev, next, remaining)
+    }
+
+    /// `resourceVersionMatch` and `sendInitialEvents` as upstream validates ListOptions.
+    func checkListOptions(_ req: APIRequest, watch: Bool) throws {
+        let rv = req.query["resourceVersion"] ?? ""
+        var errs: [FieldError] = []
+        if let match = req.query["resourceVersionMatch"], !match.isEmpty {
+            if !["Exact", "NotOlderThan"].contains(match) {
+                errs.append(FieldError("resourceVersionMatch", "Unsupported value: \(JSONValue.string(match).text()): supported values: \"Exact\", \"NotOlderThan\""))
+            } else if watch && req.query["sendInitialEvents"] == nil {
+                errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
+            } else if rv.isEmpty && !(watch && req.query["sendInitialEvents"] != nil) {
+                errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"))
+            } else if match == "Exact" && rv == "0" {
+                errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""))
+            }
+        }
+        if let send = req.query["sendInitialEvents"] {
+            if !watch {
+                errs.append(FieldError("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for list"))
+            } else if send == "true" {
+                if req.query["resourceVersionMatch"] != "NotOlderThan" {
+                    errs.append(FieldError("resourceVersionMatch", "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"))
+                }
+                if !["1", "true"].contains(req.query["allowWatchBookmarks"] ?? "") {
+                    errs.append(FieldError("allowWatchBookmarks", "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"))
+                }
+            }
+        }
+        if !errs.isEmpty { throw APIError.invalidOptions("ListOptions", errs) }
     }
 
     func list(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
+        try checkListOptions(req, watch: false)
         var revision: Int64?
         if let rv = req.query["resourceVersion"], !rv.isEmpty, rv != "0", req.query["resourceVersionMatch"] == "Exact" {
             guard let v = Int64(rv) else { throw APIError.badRequest("invalid resourceVersion \(rv)") }
             revision = v
         }
-        let (items, rev, next) = try await selected(req, t, revision: revision)
+        let (items, rev, next, remaining) = try await selected(req, t, revision: revision)
         var meta: [String: JSONValue] = ["resourceVersion": .string(String(rev))]
         if let next { meta["continue"] = .string(next) }
+        if let remaining { meta["remainingItemCount"] = .int(Int64(remaining)) }
         if Tables.wanted(req.accept) {
             return .ok(Tables.table(items.map(\.1), t.resource, meta: meta, includeObject: req.query["includeObject"]))
         }
@@ -77,16 +118,23 @@ extension APIHandler {
     }
 
     func watch(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
+        try checkListOptions(req, watch: true)
         let (ls, fs) = try selectors(req)
         let r = t.resource
         let rvText = req.query["resourceVersion"] ?? ""
         var initial: [JSONValue] = []
         let from: Int64
-        if rvText.isEmpty || rvText == "0" {
-            // From now, with the current objects first as ADDED events.
-            let (items, rev, _) = try await selected(APIRequest(method: "GET", path: req.path, query: req.query.filter { $0.key != "limit" && $0.key != "continue" }), t, revision: nil)
+        // A watch-list (`sendInitialEvents=true`) starts with the current objects whatever the
+        // resourceVersion (one not older than it), then a bookmark marks the end of them;
+        // `sendInitialEvents=false` never sends them.
+        let sendInitial = req.query["sendInitialEvents"].map { $0 == "true" }
+        if sendInitial == true || (sendInitial == nil && (rvText.isEmpty || rvText == "0")) {
+            let (items, rev, _, _) = try await selected(APIRequest(method: "GET", path: req.path, query: req.query.filter { !["limit", "continue", "resourceVersion", "resourceVersionMatch"].contains($0.key) }), t, revision: nil)
             initial = items.map(\.1)
             from = rev
+            if let v = Int64(rvText), v > rev { throw APIError.expired("too large resource version: \(v), current: \(rev)") }
+        } else if rvText.isEmpty || rvText == "0" {
+            from = try await store.currentRevision()
         } else {
             guard let v = Int64(rvText) else { throw APIError.badRequest("invalid resourceVersion \(rvText)") }
             from = v
@@ -118,6 +166,7 @@ extension APIHandler {
             (ls?.matches(APIHandler.labels(o)) ?? true) && (fs?.matches(o) ?? true)
         }
         let firstEvents = initial
+        let initialEnd = sendInitial == true
         let stream = AsyncThrowingStream<Data, any Error> { c in
             let task = Task {
                 for o in firstEvents { c.yield(line("ADDED", o)) }
@@ -126,6 +175,11 @@ extension APIHandler {
                 let bookmark: @Sendable () -> Data = {
                     Data((JSONValue.object(["type": "BOOKMARK", "object": ["kind": .string(r.kind), "apiVersion": .string(r.groupVersion),
                                                                            "metadata": ["resourceVersion": .string(String(seen.revision))]]]).text() + "\n").utf8)
+                }
+                if initialEnd {
+                    c.yield(Data((JSONValue.object(["type": "BOOKMARK", "object": [
+                        "kind": .string(r.kind), "apiVersion": .string(r.groupVersion),
+                        "metadata": ["resourceVersion": .string(String(from)), "annotations": ["k8s.io/initial-events-end": "true"]]]]).text() + "\n").utf8))
                 }
                 // The watch ends at its timeout; when asked, a bookmark every 30 s tells a quiet
                 // watcher how far it has seen (as kube-apiserver sends them about once a minute).

@@ -215,8 +215,11 @@ public struct EtcdStore: Store {
         return ListPage(items: items, revision: rev, continueAfter: more ? items.last?.key : nil)
     }
 
-    public func count(prefix p: String) async throws -> Int {
-        let r = try await call("/v3/kv/range", ["key": Self.b64(prefix + p), "range_end": Self.b64(Self.rangeEnd(prefix + p)), "count_only": true])
+    public func count(prefix p: String, after: String?, revision: Int64?) async throws -> Int {
+        let start = after.map { prefix + max($0, p) + "\u{0}" } ?? prefix + p
+        var body: [String: JSONValue] = ["key": Self.b64(start), "range_end": Self.b64(Self.rangeEnd(prefix + p)), "count_only": true]
+        if let revision { body["revision"] = .string(String(revision)) }
+        let r = try await call("/v3/kv/range", .object(body))
         return Int(Self.int(r["count"]))
     }
 

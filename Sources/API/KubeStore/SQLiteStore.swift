@@ -154,13 +154,15 @@ public actor SQLiteStore: Store {
         }
     }
 
-    public func count(prefix: String) throws -> Int {
+    public func count(prefix: String, after: String?, revision: Int64?) throws -> Int {
         try run("count \(prefix)") { db in
-            try Int.fetchOne(db, sql: """
+            let rev = try revision ?? Self.revision(db)
+            let start = after.map { max($0, prefix) } ?? prefix
+            return try Int.fetchOne(db, sql: """
                 SELECT COUNT(*) FROM kine k
-                JOIN (SELECT name, MAX(id) AS id FROM kine WHERE name >= ? AND name < ? GROUP BY name) m ON k.id = m.id
+                JOIN (SELECT name, MAX(id) AS id FROM kine WHERE name \(after == nil ? ">=" : ">") ? AND name < ? AND id <= ? GROUP BY name) m ON k.id = m.id
                 WHERE k.deleted = 0
-                """, arguments: [prefix, Self.end(prefix)]) ?? 0
+                """, arguments: [start, Self.end(prefix), rev]) ?? 0
         }
     }
 

@@ -88,11 +88,16 @@ public protocol Store: Sendable {
     /// at `revision` (nil: now).
     /// - Throws: `StoreError.compacted` for a revision compaction removed.
     func list(prefix: String, after: String?, limit: Int, revision: Int64?) async throws -> ListPage
-    func count(prefix: String) async throws -> Int
+    /// How many keys are under `prefix` (after `after`, as they were at `revision`, nil: now).
+    func count(prefix: String, after: String?, revision: Int64?) async throws -> Int
     /// Changes under `prefix` after `revision`, first from the log, then live, in revision order.
     /// The stream ends when the caller stops iterating it.
     /// - Throws: `StoreError.compacted` when the log no longer holds `revision + 1`.
     func watch(prefix: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error>
     /// Forgets the history at and before `revision` (the current value of every key stays).
     func compact(through revision: Int64) async throws
+}
+
+extension Store {
+    public func count(prefix: String) async throws -> Int { try await count(prefix: prefix, after: nil, revision: nil) }
 }
