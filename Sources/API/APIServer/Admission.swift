@@ -324,12 +324,12 @@ enum Validation {
                 throw APIError.badRequest("metadata.labels must be a map of strings")
             }
         }
-        let data = o.serialized()
+        func data() -> Data { o.serialized() }
         switch (r.group, r.resource) {
         case ("", "services"):
             if errs.isEmpty {
                 do {
-                    let svc = try JSONDecoder().decode(Service.self, from: data)
+                    let svc = try JSONDecoder().decode(Service.self, from: data())
                     errs += KubeAPI.Validation.validate(svc)
                 } catch {
                     throw APIError.badRequest("Service in version \"v1\" cannot be handled as a Service: \(JSONValue.describe(error))")
@@ -337,7 +337,7 @@ enum Validation {
             }
         case ("discovery.k8s.io", "endpointslices"):
             do {
-                let s = try JSONDecoder().decode(EndpointSlice.self, from: data)
+                let s = try JSONDecoder().decode(EndpointSlice.self, from: data())
                 errs += KubeAPI.Validation.validate(s)
             } catch {
                 throw APIError.badRequest("EndpointSlice in version \"v1\" cannot be handled as a EndpointSlice: \(JSONValue.describe(error))")

@@ -27,8 +27,8 @@ extension APIHandler {
     }
 
     /// The stored object as clients see it: its resourceVersion is the store's revision.
-    func present(_ kv: KeyValue, _ r: ResourceInfo) throws -> JSONValue {
-        var o = try JSONValue.parse(kv.value)
+    func present(_ kv: KeyValue, _ r: ResourceInfo, known: JSONValue? = nil) throws -> JSONValue {
+        var o = try known ?? JSONValue.parse(kv.value)
         o[path: ["metadata", "resourceVersion"]] = .string(String(kv.modRevision))
         o["kind"] = .string(r.kind)
         o["apiVersion"] = .string(r.groupVersion)

@@ -103,7 +103,9 @@ public struct APIServer: Sendable {
         let status = HTTPResponse.Status(code: r.code)
         switch r.body {
         case .json(let j):
-            let d = Data((j.text() + "\n").utf8)
+            var bytes = j.bytes()
+            bytes.append(UInt8(ascii: "\n"))
+            let d = Data(bytes)
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
         case .text(let t):
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: t)))

@@ -65,7 +65,7 @@ extension APIHandler {
             }
         }
         try await written(r, o)
-        return .ok(try present(kv, r), 201, warnings: warnings)
+        return .ok(try present(kv, r, known: stored), 201, warnings: warnings)
     }
 
     func checkKind(_ o: JSONValue, _ r: ResourceInfo) throws {
@@ -80,7 +80,7 @@ extension APIHandler {
     /// Writes `new` over the object at `key` if it is still at `expected`, keeping what a client
     /// may not change (uid, creation time), and the status or the rest, by subresource.
     func write(_ r: ResourceInfo, _ t: Target, name: String, new: JSONValue, current: KeyValue, subresource: String?,
-               dryRun: Bool = false, tracking: Tracking) async throws -> KeyValue {
+               dryRun: Bool = false, tracking: Tracking) async throws -> (kv: KeyValue, object: JSONValue?) {
         let old = try JSONValue.parse(current.value)
         var o = new
         try checkKind(o, r)
@@ -116,15 +116,15 @@ extension APIHandler {
             fm.update(live: oldBare, new: &o, manager: manager, now: Self.rfc3339())
         }
         // Nothing changed: no new revision (kubectl then says "patched (no change)").
-        if o == oldBare { return current }
+        if o == oldBare { return (current, nil) }
         // A dry run answers with what would be stored, at the current revision.
-        if dryRun { return KeyValue(key: current.key, value: o.serialized(), createRevision: current.createRevision, modRevision: current.modRevision) }
+        if dryRun { return (KeyValue(key: current.key, value: Data(), createRevision: current.createRevision, modRevision: current.modRevision), o) }
         let stored = o
         let kv = try await storeCall(r, name) {
             try await self.store.update(r.key(namespace: t.namespace, name: name), value: stored.serialized(), expected: current.modRevision)
         }
         try await written(r, stored)
-        return kv
+        return (kv, stored)
     }
 
     func update(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
@@ -141,9 +141,9 @@ extension APIHandler {
         if let rv = o[path: ["metadata", "resourceVersion"]]?.string, !rv.isEmpty, rv != String(current.modRevision) {
             throw APIError.conflict(r, name)
         }
-        let kv = try await write(r, t, name: name, new: o, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
-                                 dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
-        let out = try present(kv, r)
+        let w = try await write(r, t, name: name, new: o, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
+                                dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
+        let out = try present(w.kv, r, known: w.object)
         return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
     }
 
@@ -177,9 +177,9 @@ extension APIHandler {
             }
             if t.subresource == "scale" { patched = try Scale.apply(patched, to: try present(current, r), r) }
             do {
-                let kv = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
-                                         dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
-                let out = try present(kv, r)
+                let w = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
+                                        dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
+                let out = try present(w.kv, r, known: w.object)
                 return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
             } catch let e as APIError where e.reason == "Conflict" && attempt < 4 {
                 continue

@@ -206,6 +206,28 @@ public enum JSONSyntax {
         }
     }
 
+    /// Whether a byte of a string needs an escape (or, for 0xE2, may start U+2028 or U+2029).
+    @inlinable static func special(_ b: UInt8) -> Bool {
+        b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") || b == UInt8(ascii: "<") || b == UInt8(ascii: ">")
+            || b == UInt8(ascii: "&") || b == 0xE2
+    }
+
+    /// `quote`, into bytes.
+    public static func quote(_ s: String, into out: inout [UInt8]) {
+        var s = s
+        let plain = s.withUTF8 { u in
+            if u.contains(where: special) { return false }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: u)
+            out.append(UInt8(ascii: "\""))
+            return true
+        }
+        if plain { return }
+        var text = ""
+        quote(s, into: &text)
+        out.append(contentsOf: text.utf8)
+    }
+
     /// Appends `s` as a JSON string, escaped as Go's encoder escapes it (kube-apiserver's and the
     /// reference plugins' output): `<`, `>`, `&`, U+2028 and U+2029 as `\u` escapes too.
     public static func quote(_ s: String, into out: inout String) {

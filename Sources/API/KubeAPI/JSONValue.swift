@@ -36,38 +36,49 @@ public enum JSONValue: Sendable, Hashable {
     }
 
     /// Compact JSON, keys sorted (so equal values serialize equally).
-    public func serialized() -> Data { Data(text().utf8) }
+    public func serialized() -> Data { Data(bytes()) }
 
-    public func text() -> String {
-        var out = ""
+    public func text() -> String { String(decoding: bytes(), as: UTF8.self) }
+
+    /// The compact JSON as bytes (written straight into a buffer: appending to a `String` costs
+    /// several times more).
+    public func bytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
         write(into: &out)
         return out
     }
 
-    func write(into out: inout String) {
+    func write(into out: inout [UInt8]) {
         switch self {
-        case .null: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let i): out += String(i)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): out.append(contentsOf: String(i).utf8)
         case .double(let d):
-            if d.isFinite, d == d.rounded(), abs(d) < 1e15 { out += String(Int64(d)) } else { out += d.isFinite ? "\(d)" : "null" }
+            if d.isFinite, d == d.rounded(), abs(d) < 1e15 {
+                out.append(contentsOf: String(Int64(d)).utf8)
+            } else {
+                out.append(contentsOf: (d.isFinite ? "\(d)" : "null").utf8)
+            }
         case .string(let s): JSONSyntax.quote(s, into: &out)
         case .array(let a):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (i, v) in a.enumerated() {
-                if i > 0 { out += "," }
+                if i > 0 { out.append(UInt8(ascii: ",")) }
                 v.write(into: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let o):
-            out += "{"
-            for (i, kv) in o.sorted(by: { $0.key < $1.key }).enumerated() {
-                if i > 0 { out += "," }
-                JSONSyntax.quote(kv.key, into: &out)
-                out += ":"
-                kv.value.write(into: &out)
+            out.append(UInt8(ascii: "{"))
+            var first = true
+            for k in o.keys.sorted() {
+                if !first { out.append(UInt8(ascii: ",")) }
+                first = false
+                JSONSyntax.quote(k, into: &out)
+                out.append(UInt8(ascii: ":"))
+                o[k]!.write(into: &out)
             }
-            out += "}"
+            out.append(UInt8(ascii: "}"))
         }
     }
 
