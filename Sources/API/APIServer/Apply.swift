@@ -107,7 +107,8 @@ extension APIHandler {
                 throw APIError.conflict(r, name)
             }
             do {
-                let w = try await write(r, t, name: name, new: merged, current: current, subresource: t.subresource, dryRun: dryRun, tracking: .applied)
+                let w = try await write(r, t, name: name, new: merged, current: current, subresource: t.subresource, dryRun: dryRun, tracking: .applied,
+                                        presented: live)
                 return .ok(try present(w.kv, r, known: w.object), warnings: warnings)
             } catch let e as APIError where e.reason == "Conflict" && e.details?["causes"] == nil && attempt < 4 {
                 continue

@@ -80,8 +80,15 @@ extension APIHandler {
     /// Writes `new` over the object at `key` if it is still at `expected`, keeping what a client
     /// may not change (uid, creation time), and the status or the rest, by subresource.
     func write(_ r: ResourceInfo, _ t: Target, name: String, new: JSONValue, current: KeyValue, subresource: String?,
-               dryRun: Bool = false, tracking: Tracking) async throws -> (kv: KeyValue, object: JSONValue?) {
-        let old = try JSONValue.parse(current.value)
+               dryRun: Bool = false, tracking: Tracking, presented: JSONValue? = nil) async throws -> (kv: KeyValue, object: JSONValue?) {
+        // The stored object: parsed again unless the caller has it already, as presented.
+        let old: JSONValue
+        if var p = presented {
+            p[path: ["metadata", "resourceVersion"]] = nil
+            old = p
+        } else {
+            old = try JSONValue.parse(current.value)
+        }
         var o = new
         try checkKind(o, r)
         if let n = o[path: ["metadata", "name"]]?.string, n != name {
@@ -161,7 +168,8 @@ extension APIHandler {
             guard let current = try await storeCall(r, name, { try await self.store.get(r.key(namespace: t.namespace, name: name)) }) else {
                 throw APIError.notFound(r, name)
             }
-            var base = try present(current, r)
+            let presented = try present(current, r)
+            var base = presented
             if t.subresource == "scale" { base = Scale.of(base, r) }
             var patched: JSONValue
             switch type {
@@ -175,10 +183,10 @@ extension APIHandler {
             if let rv = patch[path: ["metadata", "resourceVersion"]]?.string, rv != String(current.modRevision) {
                 throw APIError.conflict(r, name)
             }
-            if t.subresource == "scale" { patched = try Scale.apply(patched, to: try present(current, r), r) }
+            if t.subresource == "scale" { patched = try Scale.apply(patched, to: presented, r) }
             do {
                 let w = try await write(r, t, name: name, new: patched, current: current, subresource: t.subresource == "scale" ? nil : t.subresource,
-                                        dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)))
+                                        dryRun: try isDryRun(req), tracking: .update(try fieldManagerName(req)), presented: presented)
                 let out = try present(w.kv, r, known: w.object)
                 return .ok(t.subresource == "scale" ? Scale.of(out, r) : out, warnings: warnings)
             } catch let e as APIError where e.reason == "Conflict" && attempt < 4 {

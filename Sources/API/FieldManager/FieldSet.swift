@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import Synchronization
 
 /// One step of a field path, as structured-merge-diff names them: a field of an object or a key
 /// of a map (`f:`), an item of a list keyed by some of its fields (`k:`), an item of a set by its
@@ -50,21 +51,42 @@ public enum PathElement: Hashable, Sendable, Comparable {
         }
     }
 
+    /// Keys already decoded: every write decodes every manager's set again, and the keys of list
+    /// items (`k:{"name":"web"}`) are JSON to parse.
+    static let decoded = Mutex<[String: PathElement]>([:])
+
     /// A `fieldsV1` key back to the element (nil for one that is not of the four forms).
     public init?(fieldsV1Key key: String) {
+        if key.hasPrefix("f:") {
+            self = .field(String(key.dropFirst(2)))
+            return
+        }
+        if let known = Self.decoded.withLock({ $0[key] }) {
+            self = known
+            return
+        }
+        guard let e = Self.decode(key) else { return nil }
+        Self.decoded.withLock { cache in
+            if cache.count > 50_000 { cache.removeAll() }
+            cache[key] = e
+        }
+        self = e
+    }
+
+    static func decode(_ key: String) -> PathElement? {
         guard key.count >= 2, key.dropFirst().first == ":" else { return nil }
         let rest = String(key.dropFirst(2))
         switch key.first {
-        case "f": self = .field(rest)
+        case "f": return .field(rest)
         case "i":
             guard let i = Int(rest) else { return nil }
-            self = .index(i)
+            return .index(i)
         case "v":
             guard let v = try? JSONValue.parse(Data(rest.utf8)) else { return nil }
-            self = .value(v)
+            return .value(v)
         case "k":
             guard case .object(let o)? = try? JSONValue.parse(Data(rest.utf8)) else { return nil }
-            self = .key(o.keys.sorted().map { KeyField($0, o[$0]!) })
+            return .key(o.keys.sorted().map { KeyField($0, o[$0]!) })
         default: return nil
         }
     }
