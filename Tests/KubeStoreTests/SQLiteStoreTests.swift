@@ -189,6 +189,30 @@ struct SQLiteStoreTests {
         #expect(try await reopened.currentRevision() == base + 50)
     }
 
+    /// The write-ahead log is copied into the database file in the background (no write waits
+    /// for a checkpoint), and what was written reads back whole after a reopen.
+    @Test func theLogIsCheckpointedInTheBackground() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-store-ckpt-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("state.db").path
+        let value = Data(repeating: UInt8(ascii: "x"), count: 16 * 1024)
+        var s: SQLiteStore? = try SQLiteStore(path: path)
+        for i in 0..<600 { try await s!.create("/k/\(i)", value: value) }
+        func size(_ p: String) -> UInt64 { (try? FileManager.default.attributesOfItem(atPath: p)[.size] as? UInt64) ?? 0 }
+        var main: UInt64 = 0
+        for _ in 0..<40 {
+            main = size(path)
+            if main > 8 << 20 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(main > 8 << 20, "the database file holds the log's pages: \(main) bytes (log \(size(path + "-wal")))")
+        s = nil
+        let reopened = try SQLiteStore(path: path)
+        #expect(try await reopened.count(prefix: "/k/") == 600)
+        #expect(try await reopened.get("/k/599")?.value == value)
+    }
+
     @Test func endedWatchesAreForgotten() async throws {
         let s = try SQLiteStore(path: ":memory:")
         do {

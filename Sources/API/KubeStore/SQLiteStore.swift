@@ -5,23 +5,31 @@ import GRDB
 /// table whose row id is the revision; a key's current value is its newest row, a delete is a
 /// tombstone row). Writes are serialized by the actor and committed with the write-ahead log
 /// synced (`synchronous = FULL`) before they are acknowledged, so a killed server loses none that
-/// were; each committed write is then handed to the watchers, in revision order.
+/// were; each committed write is then handed to the watchers, in revision order. The log is
+/// checkpointed into the database file by a second connection in the background (a passive
+/// checkpoint runs beside the writer), not by whichever write happens to cross SQLite's
+/// threshold: that write would wait for the copy and its sync.
 public actor SQLiteStore: Store {
     private let db: DatabaseQueue
+    private let checkpointer: Task<Void, Never>?
     private var watchers: [UUID: (prefix: String, continuation: AsyncThrowingStream<StoreEvent, any Error>.Continuation)] = [:]
 
     /// Opens (or creates) the store at `path`; `":memory:"` for one that lives in memory.
     public init(path: String) throws {
         var config = Configuration()
         config.label = "switchyard.store"
+        // The background checkpointer's connection takes locks too: wait for it, briefly.
+        config.busyMode = .timeout(5)
         config.prepareDatabase { db in
             if db.configuration.readonly == false && path != ":memory:" {
                 try db.execute(sql: "PRAGMA journal_mode = WAL")
             }
             try db.execute(sql: "PRAGMA synchronous = FULL")
+            if path != ":memory:" { try db.execute(sql: "PRAGMA wal_autocheckpoint = 0") }
         }
         do {
             db = path == ":memory:" ? try DatabaseQueue(configuration: config) : try DatabaseQueue(path: path, configuration: config)
+            checkpointer = path == ":memory:" ? nil : Self.checkpointing(path: path)
             try db.write { db in
                 try db.execute(sql: """
                     CREATE TABLE IF NOT EXISTS kine (
@@ -39,6 +47,30 @@ public actor SQLiteStore: Store {
             }
         } catch {
             throw StoreError.backend("open \(path): \(error)")
+        }
+    }
+
+    deinit { checkpointer?.cancel() }
+
+    /// The write-ahead log at most about this large before it is copied into the database.
+    static let checkpointBytes: UInt64 = 4 << 20
+
+    /// Copies the log into the database from a connection of its own whenever the log has grown
+    /// past `checkpointBytes`, until cancelled.
+    static func checkpointing(path: String) -> Task<Void, Never> {
+        Task.detached(priority: .utility) {
+            var config = Configuration()
+            config.label = "switchyard.store.checkpoint"
+            config.busyMode = .timeout(1)
+            config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+            guard let queue = try? DatabaseQueue(path: path, configuration: config) else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(250))
+                let size = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? UInt64) ?? 0
+                if size > checkpointBytes {
+                    _ = try? await queue.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_checkpoint(PASSIVE)") }
+                }
+            }
         }
     }
 
