@@ -33,6 +33,23 @@ public struct ManagedEntry: Sendable, Equatable {
     public var fields: FieldSet
     public var apiVersion: String
     public var time: String?
+    /// `fields` as the object had them written, while they are unchanged (no need to write them again).
+    var encoded: (fields: FieldSet, json: JSONValue)?
+
+    public init(fields: FieldSet, apiVersion: String, time: String?) {
+        self.fields = fields
+        self.apiVersion = apiVersion
+        self.time = time
+    }
+
+    public static func == (a: ManagedEntry, b: ManagedEntry) -> Bool {
+        a.fields == b.fields && a.apiVersion == b.apiVersion && a.time == b.time
+    }
+
+    var fieldsV1: JSONValue {
+        if let e = encoded, e.fields == fields { return e.json }
+        return fields.fieldsV1
+    }
 }
 
 /// A server-side apply that other managers' fields stand in the way of: kube-apiserver's 409.
@@ -111,8 +128,11 @@ public struct FieldManager: Sendable {
             guard let op = e["operation"]?.string, op == "Apply" || op == "Update",
                   let version = e["apiVersion"]?.string, !version.isEmpty, e["fieldsType"]?.string == "FieldsV1" else { return nil }
             let m = Manager(name: e["manager"]?.string ?? "", operation: op, apiVersion: version, subresource: e["subresource"]?.string ?? "")
-            guard let set = try? FieldSet(fieldsV1: e["fieldsV1"] ?? .object([:])) else { return nil }
-            out[m] = ManagedEntry(fields: set, apiVersion: version, time: e["time"]?.string)
+            let json = e["fieldsV1"] ?? .object([:])
+            guard let set = try? FieldSet(fieldsV1: json) else { return nil }
+            var entry = ManagedEntry(fields: set, apiVersion: version, time: e["time"]?.string)
+            entry.encoded = (set, json)
+            out[m] = entry
         }
         return out
     }
@@ -130,7 +150,7 @@ public struct FieldManager: Sendable {
         }
         return .array(sorted.map { m, e in
             var o: [String: JSONValue] = ["manager": .string(m.name), "operation": .string(m.operation), "apiVersion": .string(e.apiVersion),
-                                          "fieldsType": "FieldsV1", "fieldsV1": e.fields.fieldsV1]
+                                          "fieldsType": "FieldsV1", "fieldsV1": e.fieldsV1]
             if let t = e.time { o["time"] = .string(t) }
             if !m.subresource.isEmpty { o["subresource"] = .string(m.subresource) }
             return .object(o)
@@ -358,13 +378,27 @@ public struct FieldManager: Sendable {
     }
 
     /// Nulls set in objects mean "absent" once stored (as decoding into upstream's types does).
+    /// An object without any comes back as it was, not rebuilt.
     static func withoutNulls(_ v: JSONValue) -> JSONValue {
+        hasNull(v) ? removingNulls(v) : v
+    }
+
+    static func hasNull(_ v: JSONValue) -> Bool {
+        switch v {
+        case .null: return true
+        case .object(let o): return o.values.contains(where: hasNull)
+        case .array(let a): return a.contains(where: hasNull)
+        default: return false
+        }
+    }
+
+    static func removingNulls(_ v: JSONValue) -> JSONValue {
         switch v {
         case .object(let o):
             var out: [String: JSONValue] = [:]
-            for (k, x) in o where x != .null { out[k] = withoutNulls(x) }
+            for (k, x) in o where x != .null { out[k] = removingNulls(x) }
             return .object(out)
-        case .array(let a): return .array(a.map(withoutNulls))
+        case .array(let a): return .array(a.map(removingNulls))
         default: return v
         }
     }
