@@ -292,7 +292,9 @@ public struct FieldManager: Sendable {
         var merged = typed.merge(base, configObject, node) ?? base
         let lastSet = managers[me]?.fields
         let set = filtered(typed.fieldSet(configObject, node))
-        managers[me] = ManagedEntry(fields: set, apiVersion: apiVersion, time: managers[me]?.time)
+        var mine = ManagedEntry(fields: set, apiVersion: apiVersion, time: managers[me]?.time)
+        mine.encoded = managers[me]?.encoded
+        managers[me] = mine
         if let lastSet { merged = prune(merged, managers: managers, me: me, last: lastSet, now: set) }
         merged = Self.withoutNulls(merged)
         let c = comparison(liveObject, merged)
