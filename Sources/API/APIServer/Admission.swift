@@ -69,8 +69,6 @@ public struct Admission: Sendable {
         return String((0..<5).map { _ in chars.randomElement()! })
     }
 
-    /// Kinds whose spec changes bump `metadata.generation`.
-    static func hasGeneration(_ r: ResourceInfo) -> Bool { ["deployments", "replicasets"].contains(r.resource) }
 
     /// What a stored Service holds of the allocator's: (addresses, node ports).
     static func allocations(_ svc: JSONValue) -> (ips: [String], ports: [Int]) {
@@ -111,94 +109,7 @@ public struct Admission: Sendable {
         if r.group.isEmpty && r.resource == "services" { try await allocate(&o, old: old, r, dryRun: dryRun) }
     }
 
-    func defaults(_ o: inout JSONValue, _ r: ResourceInfo) {
-        switch (r.group, r.resource) {
-        case ("", "namespaces"):
-            o[path: ["status", "phase"]] = o[path: ["status", "phase"]] ?? "Active"
-            if o[path: ["spec", "finalizers"]] == nil { o[path: ["spec", "finalizers"]] = ["kubernetes"] }
-            var labels = o[path: ["metadata", "labels"]]?.object ?? [:]
-            if let n = o[path: ["metadata", "name"]]?.string { labels["kubernetes.io/metadata.name"] = .string(n) }
-            o[path: ["metadata", "labels"]] = .object(labels)
-        case ("", "services"):
-            var spec = o["spec"]?.object ?? [:]
-            let type = spec["type"]?.string ?? "ClusterIP"
-            spec["type"] = .string(type)
-            if spec["sessionAffinity"] == nil { spec["sessionAffinity"] = "None" }
-            if type == "NodePort" || type == "LoadBalancer", spec["externalTrafficPolicy"] == nil { spec["externalTrafficPolicy"] = "Cluster" }
-            if type != "ExternalName", spec["internalTrafficPolicy"] == nil { spec["internalTrafficPolicy"] = "Cluster" }
-            var ports = spec["ports"]?.array ?? []
-            for i in ports.indices {
-                if ports[i]["protocol"] == nil { ports[i]["protocol"] = "TCP" }
-                if ports[i]["targetPort"] == nil, let p = ports[i]["port"] { ports[i]["targetPort"] = p }
-            }
-            if !ports.isEmpty { spec["ports"] = .array(ports) }
-            o["spec"] = .object(spec)
-        case ("", "secrets"):
-            if (o["type"]?.string ?? "").isEmpty { o["type"] = "Opaque" }
-        case ("", "pods"):
-            if o[path: ["status", "phase"]] == nil { o[path: ["status", "phase"]] = "Pending" }
-            if var spec = o["spec"] {
-                Self.defaultPodSpec(&spec)
-                o["spec"] = spec
-            }
-        case ("apps", "deployments"), ("apps", "replicasets"):
-            if o[path: ["spec", "replicas"]] == nil { o[path: ["spec", "replicas"]] = 1 }
-            if r.resource == "deployments" {
-                if o[path: ["spec", "revisionHistoryLimit"]] == nil { o[path: ["spec", "revisionHistoryLimit"]] = 10 }
-                // As upstream's SetDefaults_Deployment: an empty strategy (what `kubectl create
-                // deployment` sends) is RollingUpdate with 25% / 25%.
-                var strategy = o[path: ["spec", "strategy"]]?.object ?? [:]
-                if (strategy["type"]?.string ?? "").isEmpty { strategy["type"] = "RollingUpdate" }
-                if strategy["type"]?.string == "RollingUpdate" {
-                    var ru = strategy["rollingUpdate"]?.object ?? [:]
-                    if ru["maxUnavailable"] == nil { ru["maxUnavailable"] = "25%" }
-                    if ru["maxSurge"] == nil { ru["maxSurge"] = "25%" }
-                    strategy["rollingUpdate"] = .object(ru)
-                }
-                o[path: ["spec", "strategy"]] = .object(strategy)
-                if o[path: ["spec", "progressDeadlineSeconds"]] == nil { o[path: ["spec", "progressDeadlineSeconds"]] = 600 }
-            }
-            if var spec = o[path: ["spec", "template", "spec"]] {
-                Self.defaultPodSpec(&spec)
-                o[path: ["spec", "template", "spec"]] = spec
-            }
-        default:
-            break
-        }
-    }
-
-    /// Upstream's pod spec defaults (SetDefaults_PodSpec, _Container, _ContainerPort), for pods
-    /// and the pod templates of workloads alike: what `kubectl describe` shows blank otherwise.
-    static func defaultPodSpec(_ spec: inout JSONValue) {
-        guard var s = spec.object else { return }
-        if s["restartPolicy"] == nil { s["restartPolicy"] = "Always" }
-        if s["dnsPolicy"] == nil { s["dnsPolicy"] = "ClusterFirst" }
-        if s["terminationGracePeriodSeconds"] == nil { s["terminationGracePeriodSeconds"] = 30 }
-        if s["schedulerName"] == nil { s["schedulerName"] = "default-scheduler" }
-        if s["securityContext"] == nil { s["securityContext"] = .object([:]) }
-        for key in ["initContainers", "containers"] {
-            guard var list = s[key]?.array else { continue }
-            for i in list.indices {
-                guard var c = list[i].object else { continue }
-                if c["terminationMessagePath"] == nil { c["terminationMessagePath"] = "/dev/termination-log" }
-                if c["terminationMessagePolicy"] == nil { c["terminationMessagePolicy"] = "File" }
-                if c["imagePullPolicy"] == nil {
-                    // Always for :latest or no tag (and no digest), else IfNotPresent.
-                    let image = c["image"]?.string ?? ""
-                    let last = image.split(separator: "/").last.map(String.init) ?? image
-                    let tag = last.contains("@") ? "digest" : (last.split(separator: ":", maxSplits: 1).dropFirst().first.map(String.init) ?? "latest")
-                    c["imagePullPolicy"] = tag == "latest" ? "Always" : "IfNotPresent"
-                }
-                if var ports = c["ports"]?.array {
-                    for j in ports.indices where ports[j]["protocol"] == nil { ports[j]["protocol"] = "TCP" }
-                    c["ports"] = .array(ports)
-                }
-                list[i] = .object(c)
-            }
-            s[key] = .array(list)
-        }
-        spec = .object(s)
-    }
+    func defaults(_ o: inout JSONValue, _ r: ResourceInfo) { r.strategy.defaults(&o) }
 
     /// A (valid, defaulted) Service's ClusterIP and NodePorts.
     func allocate(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool = false) async throws {
@@ -310,13 +221,15 @@ enum Validation {
         var errs: [FieldError] = []
         if name.isEmpty {
             errs.append(FieldError("metadata.name", "Required value: name or generateName is required"))
-        } else if r.resource != "services" {   // a Service's name is a DNS-1035 label: checked with the rest of it below
-            let label = r.resource == "namespaces"
-            let ok = label ? KubeAPI.Validation.isDNS1123Label(name) : KubeAPI.Validation.isDNS1123Subdomain(name)
-            if !ok {
-                errs.append(FieldError("metadata.name", label
-                    ? "Invalid value: \"\(name)\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-                    : "Invalid value: \"\(name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"))
+        } else {
+            switch r.strategy.names {
+            case .label where !KubeAPI.Validation.isDNS1123Label(name):
+                errs.append(FieldError("metadata.name", "Invalid value: \"\(name)\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"))
+            case .subdomain where !KubeAPI.Validation.isDNS1123Subdomain(name):
+                errs.append(FieldError("metadata.name", "Invalid value: \"\(name)\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"))
+            case .dns1035 where !KubeAPI.Validation.isDNS1035Label(name):
+                errs.append(FieldError("metadata.name", "Invalid value: \"\(name)\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character"))
+            default: break
             }
         }
         if let labels = o[path: ["metadata", "labels"]] {
@@ -324,45 +237,8 @@ enum Validation {
                 throw APIError.badRequest("metadata.labels must be a map of strings")
             }
         }
-        func data() -> Data { o.serialized() }
-        switch (r.group, r.resource) {
-        case ("", "services"):
-            if errs.isEmpty {
-                do {
-                    let svc = try JSONDecoder().decode(Service.self, from: data())
-                    errs += KubeAPI.Validation.validate(svc)
-                } catch {
-                    throw APIError.badRequest("Service in version \"v1\" cannot be handled as a Service: \(JSONValue.describe(error))")
-                }
-            }
-        case ("discovery.k8s.io", "endpointslices"):
-            do {
-                let s = try JSONDecoder().decode(EndpointSlice.self, from: data())
-                errs += KubeAPI.Validation.validate(s)
-            } catch {
-                throw APIError.badRequest("EndpointSlice in version \"v1\" cannot be handled as a EndpointSlice: \(JSONValue.describe(error))")
-            }
-        case ("", "pods"):
-            let containers = o[path: ["spec", "containers"]]?.array ?? []
-            if containers.isEmpty { errs.append(FieldError("spec.containers", "Required value")) }
-            for (i, c) in containers.enumerated() {
-                if (c["name"]?.string ?? "").isEmpty { errs.append(FieldError("spec.containers[\(i)].name", "Required value")) }
-                if (c["image"]?.string ?? "").isEmpty { errs.append(FieldError("spec.containers[\(i)].image", "Required value")) }
-            }
-        case ("apps", "deployments"), ("apps", "replicasets"):
-            let sel = o[path: ["spec", "selector", "matchLabels"]]?.object ?? [:]
-            let tpl = o[path: ["spec", "template", "metadata", "labels"]]?.object ?? [:]
-            if sel.isEmpty && o[path: ["spec", "selector", "matchExpressions"]] == nil {
-                errs.append(FieldError("spec.selector", "Required value"))
-            } else if !sel.allSatisfy({ tpl[$0.key] == $0.value }) {
-                errs.append(FieldError("spec.template.metadata.labels", "Invalid value: \(JSONValue.object(tpl).text()): `selector` does not match template `labels`"))
-            }
-            if let n = o[path: ["spec", "replicas"]]?.int, n < 0 {
-                errs.append(FieldError("spec.replicas", "Invalid value: \(n): must be greater than or equal to 0"))
-            }
-        default:
-            break
-        }
+        // A Service's name is checked with the rest of it: only when its name is there.
+        if errs.isEmpty || r.strategy.names != .any { errs += try r.strategy.validate(o, r) }
         if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
     }
 }

@@ -240,7 +240,7 @@ enum CustomResources {
 extension APIHandler {
     /// Kinds whose spec changes (for a custom resource with a status subresource: anything but
     /// status and metadata; without one: anything but metadata) bump `metadata.generation`.
-    func hasGeneration(_ r: ResourceInfo) -> Bool { Admission.hasGeneration(r) || r.custom != nil || r == Resources.crd }
+    func hasGeneration(_ r: ResourceInfo) -> Bool { r.strategy.tracksGeneration }
 
     static func generationChanges(_ new: JSONValue, _ old: JSONValue, _ r: ResourceInfo) -> Bool {
         guard r.custom != nil || r == Resources.crd else { return new["spec"] != old["spec"] }
@@ -272,13 +272,8 @@ extension APIHandler {
             if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
             return
         }
-        if r == Resources.crd {
-            CustomResources.defaults(&o)
-            let errs = CustomResources.validate(o)
-            if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
-            CustomResources.established(&o, old: old, now: Self.rfc3339())
-        }
         try await admission.admit(&o, old: old, r, store: store, dryRun: dryRun)
+        if r == Resources.crd { CustomResources.established(&o, old: old, now: Self.rfc3339()) }
     }
 
     /// After a write is stored: a definition's resources are served from now on.

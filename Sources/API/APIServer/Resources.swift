@@ -1,7 +1,10 @@
 import KubeAPI
 import APISchema
 
-/// One served resource, as discovery describes it.
+/// One served resource, declared once: its group, version, names, scope and subresources (what
+/// discovery, routing, the OpenAPI documents and the store's keys come from), its schema (the
+/// OpenAPI definition of its kind, found by group, version and kind), and its strategy
+/// (defaulting, validation, table columns, generation).
 public struct ResourceInfo: Sendable, Hashable {
     /// "" for the core group.
     public var group: String
@@ -17,9 +20,23 @@ public struct ResourceInfo: Sendable, Hashable {
     public var subresources: [String]
     /// What a CustomResourceDefinition says of a custom resource (nil for a built-in one).
     public var custom: CustomInfo?
+    /// How its objects are defaulted, validated beyond their schema, printed, and versioned.
+    public var strategy: any ResourceStrategy
+
+    /// A resource is itself: the same group, version and resource, declared by the same definition.
+    public static func == (a: ResourceInfo, b: ResourceInfo) -> Bool {
+        a.group == b.group && a.version == b.version && a.resource == b.resource && a.custom == b.custom
+    }
+
+    public func hash(into h: inout Hasher) {
+        h.combine(group)
+        h.combine(version)
+        h.combine(resource)
+    }
 
     public init(group: String, version: String, resource: String, singular: String, kind: String, namespaced: Bool,
-                shortNames: [String], categories: [String], subresources: [String], custom: CustomInfo? = nil) {
+                shortNames: [String], categories: [String], subresources: [String], custom: CustomInfo? = nil,
+                strategy: any ResourceStrategy = GenericStrategy()) {
         self.group = group
         self.version = version
         self.resource = resource
@@ -30,6 +47,7 @@ public struct ResourceInfo: Sendable, Hashable {
         self.categories = categories
         self.subresources = subresources
         self.custom = custom
+        self.strategy = custom.map { CustomStrategy(info: $0) } ?? strategy
     }
 
     public var groupVersion: String { group.isEmpty ? version : "\(group)/\(version)" }
@@ -109,30 +127,32 @@ public struct CustomInfo: Sendable, Hashable {
 /// see `Registry`).
 public enum Resources {
     static func core(_ resource: String, _ singular: String, _ kind: String, namespaced: Bool = true, short: [String] = [],
-                     categories: [String] = [], sub: [String] = []) -> ResourceInfo {
+                     categories: [String] = [], sub: [String] = [], _ strategy: any ResourceStrategy = GenericStrategy()) -> ResourceInfo {
         ResourceInfo(group: "", version: "v1", resource: resource, singular: singular, kind: kind, namespaced: namespaced,
-                     shortNames: short, categories: categories, subresources: sub)
+                     shortNames: short, categories: categories, subresources: sub, strategy: strategy)
     }
 
     public static let all: [ResourceInfo] = [
-        core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status"]),
-        core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"]),
-        core("endpoints", "endpoints", "Endpoints", short: ["ep"]),
-        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding"]),
-        core("nodes", "node", "Node", namespaced: false, short: ["no"], sub: ["status"]),
-        core("events", "event", "Event", short: ["ev"]),
-        core("configmaps", "configmap", "ConfigMap", short: ["cm"]),
-        core("secrets", "secret", "Secret"),
-        core("serviceaccounts", "serviceaccount", "ServiceAccount", short: ["sa"]),
+        core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status"], NamespaceStrategy()),
+        core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"], ServiceStrategy()),
+        core("endpoints", "endpoints", "Endpoints", short: ["ep"], EndpointsStrategy()),
+        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding"], PodStrategy()),
+        core("nodes", "node", "Node", namespaced: false, short: ["no"], sub: ["status"], NodeStrategy()),
+        core("events", "event", "Event", short: ["ev"], EventStrategy()),
+        core("configmaps", "configmap", "ConfigMap", short: ["cm"], ConfigMapStrategy()),
+        core("secrets", "secret", "Secret", SecretStrategy()),
+        core("serviceaccounts", "serviceaccount", "ServiceAccount", short: ["sa"], ServiceAccountStrategy()),
         ResourceInfo(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice",
-                     kind: "EndpointSlice", namespaced: true, shortNames: [], categories: [], subresources: []),
+                     kind: "EndpointSlice", namespaced: true, shortNames: [], categories: [], subresources: [], strategy: EndpointSliceStrategy()),
         ResourceInfo(group: "apps", version: "v1", resource: "deployments", singular: "deployment", kind: "Deployment",
-                     namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: ["status", "scale"]),
+                     namespaced: true, shortNames: ["deploy"], categories: ["all"], subresources: ["status", "scale"],
+                     strategy: WorkloadStrategy(deployment: true)),
         ResourceInfo(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet",
-                     namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"]),
+                     namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"],
+                     strategy: WorkloadStrategy(deployment: false)),
         ResourceInfo(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions", singular: "customresourcedefinition",
                      kind: "CustomResourceDefinition", namespaced: false, shortNames: ["crd", "crds"], categories: ["api-extensions"],
-                     subresources: ["status"]),
+                     subresources: ["status"], strategy: DefinitionStrategy()),
     ]
 
     static let crd = all.last!
