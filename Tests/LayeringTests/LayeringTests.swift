@@ -116,6 +116,12 @@ struct LayeringTests {
         #expect(!graph.closure("KubeStore").contains("KubeClient"), "\(graph.closure("KubeStore").sorted())")
     }
 
+    @Test func theSchemasAndTheFieldManagerKnowObjectsOnly() {
+        #expect(graph.closure("APISchema").isSubset(of: ["KubeAPI", "JSONSyntax"]), "\(graph.closure("APISchema").sorted())")
+        #expect(graph.closure("FieldManager").isSubset(of: ["APISchema", "KubeAPI", "JSONSyntax"]), "\(graph.closure("FieldManager").sorted())")
+        #expect(graph.packages("FieldManager").isDisjoint(with: ["swift-nio", "hummingbird", "GRDB.swift"]))
+    }
+
     /// The folders show the layers: every target lives in its layer's folder.
     @Test func everyTargetIsInALayerFolder() {
         let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/Proxy/", "Sources/Node/", "Sources/Lab/", "Sources/Commands/"]
