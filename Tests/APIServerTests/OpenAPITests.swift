@@ -70,8 +70,14 @@ struct OpenAPITests {
         #expect(defs["io.k8s.apimachinery.pkg.util.intstr.IntOrString"]?["type"] == "string")
         #expect(defs["io.k8s.apimachinery.pkg.api.resource.Quantity"]?["type"] == "string")
         let protobuf = await h.get("/openapi/v2", accept: "application/com.github.proto-openapi.spec.v2@v1.0+protobuf")
-        guard case .bytes(_, let type) = protobuf.body else { Issue.record("not bytes"); return }
+        guard case .bytes(let pb, let type) = protobuf.body else { Issue.record("not bytes"); return }
         #expect(type == OpenAPI.protobufType)
+        // gnostic's Document: swagger (field 1) "2.0" first; the definitions' names and
+        // descriptions inside (kubectl explain --output plaintext-openapiv2 reads them).
+        #expect(Array(pb.prefix(5)) == [0x0a, 0x03, 0x32, 0x2e, 0x30])
+        let text = String(decoding: pb, as: UTF8.self)
+        #expect(text.contains("io.k8s.api.apps.v1.DeploymentStrategy") && text.contains("The deployment strategy to use to replace existing pods with new ones."))
+        #expect(pb.count > 100_000)
     }
 
     @Test func aggregatedDiscovery() async throws {

@@ -44,6 +44,11 @@ struct APIMachineryTests {
             #expect(folded.contains(line), "explain \(field): \(r.out)")
             #expect(r.out.contains("  \(child)\t<"), "explain \(field) lists \(child): \(r.out)")
         }
+        // The same from the OpenAPI v2 document, which kubectl reads as gnostic's protobuf.
+        let v2 = try server.kubectl(k, ["explain", "deployment.spec.strategy", "--output", "plaintext-openapiv2"])
+        #expect(v2.status == 0, "\(v2.err)")
+        let folded = v2.out.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(folded.contains("The deployment strategy to use to replace existing pods with new ones.") && v2.out.contains("rollingUpdate"), "\(v2.out)")
     }
 
     /// `--validate=strict` (kubectl's default) finds in the v3 document that the server checks

@@ -20,6 +20,9 @@ struct OpenAPI: Sendable {
     /// `api/v1`, `apis/apps/v1`, … → the v3 document.
     let v3: [String: Document]
     let v2: Data
+    /// The same definitions as gnostic's `openapi_v2.Document` in protobuf (what kubectl asks
+    /// for: `kubectl explain --output plaintext-openapiv2`, client-side validation).
+    let v2Protobuf: Data
 
     init(resources: [ResourceInfo], schemas: SchemaSet) {
         var byGV: [String: [ResourceInfo]] = [:]
@@ -31,7 +34,9 @@ struct OpenAPI: Sendable {
             v3[gv] = Document(bytes: bytes, hash: Self.hash(bytes))
         }
         self.v3 = v3
-        v2 = Self.v2Document(resources, schemas).serialized()
+        let doc = Self.v2Document(resources, schemas)
+        v2 = doc.serialized()
+        v2Protobuf = GnosticV2.document(doc)
     }
 
     // MARK: serving
@@ -51,7 +56,7 @@ struct OpenAPI: Sendable {
     }
 
     func v2(accept: String?) -> APIResponse {
-        if accept?.contains("protobuf") == true { return APIResponse(code: 200, body: .bytes(Self.protobufDocument, type: Self.protobufType)) }
+        if accept?.contains("protobuf") == true { return APIResponse(code: 200, body: .bytes(v2Protobuf, type: Self.protobufType)) }
         return APIResponse(code: 200, body: .bytes(v2, type: "application/json"))
     }
 
@@ -62,16 +67,6 @@ struct OpenAPI: Sendable {
             return ["application/json", "application/*", "*/*"].contains(type)
         }
     }
-
-    /// gnostic's `openapi_v2.Document` without definitions: swagger (1), info (2: title 1,
-    /// version 2), paths (8), definitions (9). kubectl reads it for client-side validation only
-    /// when the server does not validate fields itself, which this one does (the v3 documents
-    /// say so), so the schemas are served as JSON and in the v3 documents.
-    static let protobufDocument: Data = {
-        func field(_ number: UInt8, _ bytes: [UInt8]) -> [UInt8] { [number << 3 | 2, UInt8(bytes.count)] + bytes }
-        let info = field(1, Array(title.utf8)) + field(2, Array(version.utf8))
-        return Data(field(1, Array("2.0".utf8)) + field(2, info) + field(8, []) + field(9, []))
-    }()
 
     /// FNV-1a over the bytes, twice with different bases: a content hash for the URL (clients
     /// cache a document under it), not a security property.
@@ -309,6 +304,143 @@ struct OpenAPI: Sendable {
             return .array(a.map(swagger2))
         default:
             return s
+        }
+    }
+}
+
+/// gnostic's OpenAPI v2 protobuf (`openapiv2/OpenAPIv2.proto`), as kube-apiserver serves
+/// `/openapi/v2` to kubectl: the document's swagger version, info and definitions (paths are
+/// left empty: kubectl reads the definitions). Values that are JSON in the schema (defaults,
+/// enums, `x-` extensions) travel as gnostic's `Any` with their text in `yaml` (JSON is YAML).
+enum GnosticV2 {
+    struct Writer {
+        var bytes: [UInt8] = []
+
+        mutating func varint(_ v: UInt64) {
+            var v = v
+            while v >= 0x80 {
+                bytes.append(UInt8(v & 0x7f) | 0x80)
+                v >>= 7
+            }
+            bytes.append(UInt8(v))
+        }
+
+        mutating func tag(_ field: Int, _ wire: UInt64) { varint(UInt64(field) << 3 | wire) }
+
+        mutating func string(_ field: Int, _ s: String) {
+            tag(field, 2)
+            varint(UInt64(s.utf8.count))
+            bytes.append(contentsOf: s.utf8)
+        }
+
+        mutating func message(_ field: Int, _ build: (inout Writer) -> Void) {
+            var inner = Writer()
+            build(&inner)
+            tag(field, 2)
+            varint(UInt64(inner.bytes.count))
+            bytes.append(contentsOf: inner.bytes)
+        }
+
+        mutating func double(_ field: Int, _ d: Double) {
+            tag(field, 1)
+            var bits = d.bitPattern.littleEndian
+            withUnsafeBytes(of: &bits) { bytes.append(contentsOf: $0) }
+        }
+
+        mutating func bool(_ field: Int, _ b: Bool) {
+            guard b else { return }
+            tag(field, 0)
+            varint(1)
+        }
+
+        mutating func int64(_ field: Int, _ v: Int64) {
+            tag(field, 0)
+            varint(UInt64(bitPattern: v))
+        }
+
+        /// gnostic's `Any`: the value's text in `yaml` (2).
+        mutating func any(_ field: Int, _ v: JSONValue) { message(field) { $0.string(2, v.text()) } }
+    }
+
+    static func document(_ doc: JSONValue) -> Data {
+        var w = Writer()
+        w.string(1, doc["swagger"]?.string ?? "2.0")
+        w.message(2) { i in
+            i.string(1, doc[path: ["info", "title"]]?.string ?? "")
+            i.string(2, doc[path: ["info", "version"]]?.string ?? "")
+        }
+        w.message(8) { _ in }
+        let definitions = doc["definitions"]?.object ?? [:]
+        w.message(9) { d in
+            for name in definitions.keys.sorted() {
+                d.message(1) { n in
+                    n.string(1, name)
+                    n.message(2) { schema(definitions[name]!, into: &$0) }
+                }
+            }
+        }
+        return Data(w.bytes)
+    }
+
+    static func number(_ v: JSONValue?) -> Double? {
+        switch v {
+        case .int(let i)?: return Double(i)
+        case .double(let d)?: return d
+        default: return nil
+        }
+    }
+
+    static func schema(_ s: JSONValue, into w: inout Writer) {
+        guard case .object(let o) = s else { return }
+        if let r = o["$ref"]?.string { w.string(1, r) }
+        if let f = o["format"]?.string { w.string(2, f) }
+        if let t = o["title"]?.string { w.string(3, t) }
+        if let d = o["description"]?.string { w.string(4, d) }
+        if let d = o["default"] { w.any(5, d) }
+        if let v = number(o["multipleOf"]) { w.double(6, v) }
+        if let v = number(o["maximum"]) { w.double(7, v) }
+        w.bool(8, o["exclusiveMaximum"]?.bool == true)
+        if let v = number(o["minimum"]) { w.double(9, v) }
+        w.bool(10, o["exclusiveMinimum"]?.bool == true)
+        for (field, key) in [(11, "maxLength"), (12, "minLength")] { if let v = o[key]?.int { w.int64(field, v) } }
+        if let p = o["pattern"]?.string { w.string(13, p) }
+        for (field, key) in [(14, "maxItems"), (15, "minItems")] { if let v = o[key]?.int { w.int64(field, v) } }
+        w.bool(16, o["uniqueItems"]?.bool == true)
+        for (field, key) in [(17, "maxProperties"), (18, "minProperties")] { if let v = o[key]?.int { w.int64(field, v) } }
+        for r in o["required"]?.array ?? [] { if let r = r.string { w.string(19, r) } }
+        for e in o["enum"]?.array ?? [] { w.any(20, e) }
+        switch o["additionalProperties"] {
+        case .object?: w.message(21) { a in a.message(1) { schema(o["additionalProperties"]!, into: &$0) } }
+        case .bool(let b)?: w.message(21) { a in a.tag(2, 0); a.varint(b ? 1 : 0) }
+        default: break
+        }
+        switch o["type"] {
+        case .string(let t)?: w.message(22) { $0.string(1, t) }
+        case .array(let ts)?: w.message(22) { t in for x in ts { if let x = x.string { t.string(1, x) } } }
+        default: break
+        }
+        switch o["items"] {
+        case .object?: w.message(23) { i in i.message(1) { schema(o["items"]!, into: &$0) } }
+        case .array(let a)?: w.message(23) { i in for x in a { i.message(1) { schema(x, into: &$0) } } }
+        default: break
+        }
+        for x in o["allOf"]?.array ?? [] { w.message(24) { schema(x, into: &$0) } }
+        if let props = o["properties"]?.object {
+            w.message(25) { p in
+                for k in props.keys.sorted() {
+                    p.message(1) { n in
+                        n.string(1, k)
+                        n.message(2) { schema(props[k]!, into: &$0) }
+                    }
+                }
+            }
+        }
+        w.bool(27, o["readOnly"]?.bool == true)
+        for k in o.keys.sorted() where k.hasPrefix("x-") {
+            w.message(31) { n in
+                n.string(1, k)
+                n.any(2, o[k]!)
+            }
         }
     }
 }
