@@ -10,6 +10,7 @@
 #   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
 #   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins
 #   scripts/bench.sh render [...]    `switchyard render` as a command (JSON and YAML) against iptables-restore of its output
+#   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -31,6 +32,9 @@ if [ "$which" = all ] || [ "$which" = userspace ]; then
 fi
 if [ "$which" = all ] || [ "$which" = render ]; then
   .build/release/switchyard-bench render --switchyard .build/release/switchyard --iptables-backend legacy --out bench/last/render.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = api ]; then
+  .build/release/switchyard-bench api --switchyard .build/release/switchyard --iterations 1000 --objects 10000 --out bench/last/api.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"
