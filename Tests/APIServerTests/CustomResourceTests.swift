@@ -217,4 +217,36 @@ struct CustomResourceTests {
         #expect(u.json?["message"]?.string?.contains("spec.versions[1].schema.openAPIV3Schema.properties[spec].properties[image].type: Required value") == true)
         #expect(await h.get("/apis/stable.example.com/v1").code == 404)
     }
+
+    /// A definition's scope stays, and a version objects were stored in stays listed.
+    @Test func definitionsKeepTheirScopeAndStoredVersions() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com"
+        let scope = await h.handle(APIRequest(method: "PATCH", path: path, contentType: "application/merge-patch+json",
+                                              body: Data(#"{"spec":{"scope":"Cluster"}}"#.utf8)))
+        #expect(scope.code == 422)
+        #expect(scope.json?["message"]?.string?.hasSuffix(#"spec.scope: Invalid value: "Cluster": field is immutable"#) == true)
+        let current = await h.get(path).json!
+        var swapped = current
+        let betaOnly: [JSONValue] = (current[path: ["spec", "versions"]]?.array ?? []).filter { $0["name"] == "v1beta1" }.map { v in
+            var v = v
+            v["storage"] = true
+            return v
+        }
+        swapped[path: ["spec", "versions"]] = .array(betaOnly)
+        let r = await h.handle(APIRequest(method: "PUT", path: path, body: swapped.serialized()))
+        #expect(r.code == 422)
+        #expect(r.json?["message"]?.string?.contains(#"status.storedVersions[0]: Invalid value: "v1": must appear in spec.versions"#) == true)
+        // A new version that is stored is added to storedVersions.
+        var both = current
+        both[path: ["spec", "versions"]] = .array((current[path: ["spec", "versions"]]?.array ?? []).map { v in
+            var v = v
+            v["storage"] = .bool(v["name"] == "v1beta1")
+            return v
+        })
+        let ok = await h.handle(APIRequest(method: "PUT", path: path, body: both.serialized()))
+        #expect(ok.code == 200, "\(ok.json?.text() ?? "")")
+        #expect(ok.json?[path: ["status", "storedVersions"]] == ["v1", "v1beta1"])
+    }
 }

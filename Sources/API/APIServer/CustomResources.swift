@@ -161,6 +161,21 @@ enum CustomResources {
         return errs
     }
 
+    /// What an update of a definition may not change, as upstream refuses it: its scope, and the
+    /// versions objects were stored in (while `status.storedVersions` lists them).
+    static func checkUpdate(_ crd: JSONValue, old: JSONValue, _ r: ResourceInfo) throws {
+        var errs: [FieldError] = []
+        let scope = crd[path: ["spec", "scope"]]?.string ?? ""
+        if let was = old[path: ["spec", "scope"]]?.string, was != scope {
+            errs.append(FieldError("spec.scope", "Invalid value: \(JSONValue.string(scope).text()): field is immutable"))
+        }
+        let versions = Set((crd[path: ["spec", "versions"]]?.array ?? []).compactMap { $0["name"]?.string })
+        for (i, v) in (old[path: ["status", "storedVersions"]]?.array ?? []).compactMap(\.string).enumerated() where !versions.contains(v) {
+            errs.append(FieldError("status.storedVersions[\(i)]", "Invalid value: \(JSONValue.string(v).text()): must appear in spec.versions"))
+        }
+        if !errs.isEmpty { throw APIError.invalid(r, crd[path: ["metadata", "name"]]?.string ?? "", errs) }
+    }
+
     /// The status an established definition has: its names accepted, Established, and the
     /// versions ever stored.
     static func established(_ crd: inout JSONValue, old: JSONValue?, now: String) {
@@ -273,7 +288,10 @@ extension APIHandler {
             return
         }
         try await admission.admit(&o, old: old, r, store: store, dryRun: dryRun)
-        if r == Resources.crd { CustomResources.established(&o, old: old, now: Self.rfc3339()) }
+        if r == Resources.crd {
+            if let old { try CustomResources.checkUpdate(o, old: old, r) }
+            CustomResources.established(&o, old: old, now: Self.rfc3339())
+        }
     }
 
     /// After a write is stored: a definition's resources are served from now on.
