@@ -204,6 +204,31 @@ struct CustomResourceTests {
         #expect(await h.get(Self.base).json?["items"]?.array?.isEmpty == true)
     }
 
+    /// Two servers over one store: what one defines (and deletes), the other serves (and stops serving).
+    @Test func definitionsWrittenThroughAnotherServerAreFollowed() async throws {
+        let store = try SQLiteStore(path: ":memory:")
+        let a = APIHandler(store: store), b = APIHandler(store: store)
+        _ = await a.post("/api/v1/namespaces", ["metadata": ["name": "default"]])
+        let follower = Task { try await b.followCustomResources() }
+        defer { follower.cancel() }
+        await install(a)
+        var served = false
+        for _ in 0..<100 where !served {
+            served = await b.get("/apis/stable.example.com/v1").code == 200
+            if !served { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(served)
+        #expect(await b.handle(APIRequest(method: "POST", path: Self.base, body: cron("x", #"{cronSpec: "* * * * *"}"#))).code == 201)
+        #expect(await a.get(Self.base + "/x").json?[path: ["spec", "replicas"]] == 1)
+        _ = await a.handle(APIRequest(method: "DELETE", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com"))
+        var gone = false
+        for _ in 0..<100 where !gone {
+            gone = await b.get("/apis/stable.example.com/v1").code == 404
+            if !gone { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(gone)
+    }
+
     @Test func badDefinitionsAreRefused() async throws {
         let h = try await makeHandler()
         let wrongName = Self.crd.replacingOccurrences(of: "name: crontabs.stable.example.com", with: "name: crontab.stable.example.com")

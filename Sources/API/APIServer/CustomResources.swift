@@ -307,11 +307,32 @@ extension APIHandler {
         }
     }
 
-    /// Serves the definitions already stored (at start).
-    public func loadCustomResources() async throws {
+    /// Serves the definitions already stored (at start); returns the revision it read them at.
+    @discardableResult
+    public func loadCustomResources() async throws -> Int64 {
         let page = try await store.list(prefix: Resources.crd.storePrefix, after: nil, limit: 0, revision: nil)
+        var stored = Set<String>()
         for kv in page.items {
-            if let o = try? JSONValue.parse(kv.value) { registry.install(o) }
+            guard let o = try? JSONValue.parse(kv.value), let name = o[path: ["metadata", "name"]]?.string else { continue }
+            registry.install(o)
+            stored.insert(name)
+        }
+        for name in registry.definitionNames.subtracting(stored) { registry.uninstall(name) }
+        return page.revision
+    }
+
+    /// Keeps what is served in step with the definitions in the store, whoever writes them
+    /// (another API server over the same etcd): reads them, then follows their changes, until
+    /// the watch ends or fails (the caller starts it again).
+    public func followCustomResources() async throws {
+        let revision = try await loadCustomResources()
+        for try await e in try await store.watch(prefix: Resources.crd.storePrefix, after: revision) {
+            let name = String(e.kv.key.dropFirst(Resources.crd.storePrefix.count))
+            if e.kind == .deleted {
+                registry.uninstall(name)
+            } else if let o = try? JSONValue.parse(e.kv.value) {
+                registry.install(o)
+            }
         }
     }
 }

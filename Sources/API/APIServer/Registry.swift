@@ -12,6 +12,8 @@ public final class Registry: Sendable {
         var schemas: SchemaSet
         /// A definition's name → the OpenAPI definitions it added.
         var definitions: [String: Set<String>] = [:]
+        /// A definition's name → the spec it was installed from (the same again is not reinstalled).
+        var installed: [String: JSONValue] = [:]
         /// Built on first use after a change.
         var openAPI: OpenAPI?
     }
@@ -58,8 +60,10 @@ public final class Registry: Sendable {
     /// Serves what a definition declares (replacing what an earlier version of it declared).
     func install(_ crd: JSONValue) {
         guard let name = crd[path: ["metadata", "name"]]?.string else { return }
+        if state.withLock({ $0.installed[name] }) == crd["spec"] { return }
         let (resources, definitions) = CustomResources.served(crd)
         state.withLock { s in
+            s.installed[name] = crd["spec"]
             let old = s.definitions[name] ?? []
             s.resources.removeAll { $0.custom?.definition == name }
             s.resources += resources
@@ -69,8 +73,12 @@ public final class Registry: Sendable {
         }
     }
 
+    /// The definitions served now.
+    var definitionNames: Set<String> { state.withLock { Set($0.installed.keys) } }
+
     func uninstall(_ name: String) {
         state.withLock { s in
+            s.installed[name] = nil
             s.resources.removeAll { $0.custom?.definition == name }
             s.schemas = s.schemas.removing(s.definitions[name] ?? [])
             s.definitions[name] = nil

@@ -117,6 +117,14 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { controllerTask.cancel() }
+        // Custom resources defined through another server over the same store are served here too.
+        let definitionsTask = Task {
+            while !Task.isCancelled {
+                do { try await handler.followCustomResources() } catch { logger.error("following custom resource definitions: \(error); restarting") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { definitionsTask.cancel() }
         defer { withExtendedLifetime((lock, deadline)) {} }
         do {
         try await server.run { port in
