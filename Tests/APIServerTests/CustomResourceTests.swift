@@ -229,6 +229,53 @@ struct CustomResourceTests {
         #expect(gone)
     }
 
+    /// What the review of the first version found: each refused or kept as upstream does.
+    @Test func edgesOfCustomObjectsAndDefinitions() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        // A name that is not a DNS subdomain, labels that are not strings.
+        let badName = await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("Bad_Name", #"{cronSpec: "* * * * *"}"#)))
+        #expect(badName.code == 422)
+        #expect(badName.json?["message"]?.string?.contains("metadata.name: Invalid value: \"Bad_Name\"") == true)
+        // A null takes the field's default instead of failing its type.
+        let nulled = await h.handle(APIRequest(method: "POST", path: Self.base, body: cron("n", #"{cronSpec: "* * * * *", replicas: null}"#)))
+        #expect(nulled.code == 201 && nulled.json?[path: ["spec", "replicas"]] == 1)
+        // A second definition may not take the kind, nor a protected group without approval.
+        var twin = try YAMLToJSON.convert(Self.crd)
+        twin[path: ["metadata", "name"]] = "crontabz.stable.example.com"
+        twin[path: ["spec", "names", "plural"]] = "crontabz"
+        twin[path: ["spec", "names", "singular"]] = "crontabz"
+        twin[path: ["spec", "names", "shortNames"]] = ["cz"]
+        let t = await h.handle(APIRequest(method: "POST", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: twin.serialized()))
+        #expect(t.code == 422 && t.json?["message"]?.string?.contains(#"spec.names.kind: Invalid value: "CronTab": is already in use by "crontabs.stable.example.com""#) == true)
+        var builtin = try YAMLToJSON.convert(Self.crd)
+        builtin[path: ["metadata", "name"]] = "endpointslices.discovery.k8s.io"
+        builtin[path: ["spec", "group"]] = "discovery.k8s.io"
+        builtin[path: ["spec", "names", "plural"]] = "endpointslices"
+        let b = await h.handle(APIRequest(method: "POST", path: "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body: builtin.serialized()))
+        #expect(b.code == 422 && b.json?["message"]?.string?.contains("api-approved.kubernetes.io") == true)
+        #expect(b.json?["message"]?.string?.contains("is already in use by a built-in resource") == true)
+        // A stale precondition leaves the definition and its objects alone.
+        let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com"
+        let stale = await h.handle(APIRequest(method: "DELETE", path: path, body: Data(#"{"preconditions":{"resourceVersion":"1"}}"#.utf8)))
+        #expect(stale.code == 409)
+        #expect(await h.get(Self.base + "/n").code == 200)
+        // storedVersions are trimmed through /status (after a migration), never below the storage version.
+        let trimmed = await h.handle(APIRequest(method: "PATCH", path: path + "/status", contentType: "application/merge-patch+json",
+                                                body: Data(#"{"status":{"storedVersions":[]}}"#.utf8)))
+        #expect(trimmed.code == 422)
+        var two = await h.get(path).json!
+        two[path: ["spec", "versions"]] = .array((two[path: ["spec", "versions"]]?.array ?? []).map { v in
+            var v = v
+            v["storage"] = .bool(v["name"] == "v1beta1")
+            return v
+        })
+        #expect(await h.handle(APIRequest(method: "PUT", path: path, body: two.serialized())).json?[path: ["status", "storedVersions"]] == ["v1", "v1beta1"])
+        let migrated = await h.handle(APIRequest(method: "PATCH", path: path + "/status", contentType: "application/merge-patch+json",
+                                                 body: Data(#"{"status":{"storedVersions":["v1beta1"]}}"#.utf8)))
+        #expect(migrated.code == 200 && migrated.json?[path: ["status", "storedVersions"]] == ["v1beta1"], "\(migrated.json?.text() ?? "")")
+    }
+
     @Test func badDefinitionsAreRefused() async throws {
         let h = try await makeHandler()
         let wrongName = Self.crd.replacingOccurrences(of: "name: crontabs.stable.example.com", with: "name: crontab.stable.example.com")

@@ -109,6 +109,28 @@ struct ServerSideApplyTests {
         #expect(await h.get(Self.path).code == 404, "nothing was created")
     }
 
+    /// An apply through /status owns what it set there; a configuration listing one container
+    /// twice is refused, as structured-merge-diff refuses it.
+    @Test func statusAppliesAndDuplicateKeys() async throws {
+        let h = try await makeHandler()
+        #expect(await apply(h, Self.config(replicas: 1), manager: "a").code == 201)
+        let status = await apply(h, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nstatus: {replicas: 1, readyReplicas: 1}\n",
+                                 manager: "controller", path: Self.path + "/status")
+        #expect(status.code == 200, "\(status.json?.text() ?? "")")
+        let entry = status.json?[path: ["metadata", "managedFields"]]?.array?.first { $0["manager"] == "controller" }
+        #expect(entry?["operation"] == "Apply" && entry?["subresource"] == "status")
+        #expect(entry?[path: ["fieldsV1", "f:status", "f:readyReplicas"]] == .object([:]))
+        let conflict = await apply(h, "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nstatus: {readyReplicas: 0}\n",
+                                   manager: "other", path: Self.path + "/status")
+        #expect(conflict.code == 409)
+        let twice = Self.config(replicas: 1).replacingOccurrences(of: "      - name: nginx\n        image: nginx",
+                                                                  with: "      - name: nginx\n        image: nginx\n      - name: nginx\n        image: other")
+        #expect(twice.contains("image: other"))
+        let dup = await apply(h, twice, manager: "a")
+        #expect(dup.code == 400)
+        #expect(dup.json?["message"]?.string?.contains(#".spec.template.spec.containers: duplicate entries for key [name="nginx"]"#) == true, "\(dup.json?.text() ?? "")")
+    }
+
     @Test func dryRunAppliesStoreNothing() async throws {
         let h = try await makeHandler()
         let dry = await apply(h, Self.config(replicas: 2), manager: "a", query: ["dryRun": "All"])

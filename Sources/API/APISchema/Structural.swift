@@ -43,6 +43,36 @@ extension SchemaSet {
         }
     }
 
+    /// Removes the nulls of fields whose schema is not `nullable` (as apiextensions-apiserver does
+    /// before defaulting, so a null field takes its default).
+    public func dropNulls(_ v: inout JSONValue, at index: Int) {
+        let n = nodes[index]
+        switch v {
+        case .object(var o):
+            for (k, x) in o {
+                let child = n.properties[k] ?? n.additional
+                if x == .null {
+                    if child.map({ !nodes[$0].nullable }) ?? (n.shape != .any) { o[k] = nil }
+                } else if let child, case .object = x {
+                    var y = x
+                    dropNulls(&y, at: child)
+                    o[k] = y
+                } else if let child, case .array = x {
+                    var y = x
+                    dropNulls(&y, at: child)
+                    o[k] = y
+                }
+            }
+            v = .object(o)
+        case .array(var a):
+            guard let items = n.items else { return }
+            for i in a.indices where a[i] != .null { dropNulls(&a[i], at: items) }
+            v = .array(a)
+        default:
+            return
+        }
+    }
+
     /// Every violation of the schema in `v`; `path` prefixes the fields (`spec.replicas`).
     public func violations(_ v: JSONValue, at index: Int, path: String = "") -> [Violation] {
         var out: [Violation] = []

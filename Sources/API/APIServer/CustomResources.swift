@@ -178,15 +178,30 @@ enum CustomResources {
 
     /// The status an established definition has: its names accepted, Established, and the
     /// versions ever stored.
-    static func established(_ crd: inout JSONValue, old: JSONValue?, now: String) {
+    static func established(_ crd: inout JSONValue, old: JSONValue?, now: String, statusWrite: Bool = false, _ r: ResourceInfo = Resources.crd) throws {
         var accepted = crd[path: ["spec", "names"]] ?? [:]
         let (_, singular, kind, listKind) = names(crd)
         accepted["singular"] = .string(singular)
         if !kind.isEmpty { accepted["listKind"] = .string(listKind) }
+        // Versions objects were stored in: kept across spec writes; a status write may trim
+        // them (after a migration), as long as what is left is in spec.versions and includes the
+        // storage version.
+        let versions = (crd[path: ["spec", "versions"]]?.array ?? [])
+        let storage = versions.first { $0["storage"]?.bool == true }?["name"]?.string
         var stored = (old?[path: ["status", "storedVersions"]]?.array ?? []).compactMap(\.string)
-        for v in crd[path: ["spec", "versions"]]?.array ?? [] where v["storage"]?.bool == true {
-            if let n = v["name"]?.string, !stored.contains(n) { stored.append(n) }
+        if statusWrite, let asked = crd[path: ["status", "storedVersions"]]?.array?.compactMap(\.string) {
+            let names = Set(versions.compactMap { $0["name"]?.string })
+            var errs: [FieldError] = []
+            for (i, v) in asked.enumerated() where !names.contains(v) {
+                errs.append(FieldError("status.storedVersions[\(i)]", "Invalid value: \(JSONValue.string(v).text()): must appear in spec.versions"))
+            }
+            if let storage, !asked.contains(storage) {
+                errs.append(FieldError("status.storedVersions", "Invalid value: \(JSONValue.array(asked.map { .string($0) }).text()): must have the storage version \(storage)"))
+            }
+            if !errs.isEmpty { throw APIError.invalid(r, crd[path: ["metadata", "name"]]?.string ?? "", errs) }
+            stored = asked
         }
+        if let storage, !stored.contains(storage) { stored.append(storage) }
         let oldConditions = old?[path: ["status", "conditions"]]?.array ?? []
         func since(_ type: String) -> JSONValue {
             oldConditions.first { $0["type"]?.string == type && $0["status"] == "True" }?["lastTransitionTime"] ?? .string(now)
@@ -273,14 +288,25 @@ extension APIHandler {
 
     /// Admission of any write: a definition is checked and established, a custom object
     /// defaulted and checked against its version's schema, a built-in one as `Admission` does.
-    func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool) async throws {
+    func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool, subresource: String? = nil) async throws {
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         if r.custom != nil {
             let schemas = registry.schemas
-            guard let node = schemas.node(for: r.gvk) else { return }
+            guard let node = schemas.node(for: r.gvk) else { throw APIError.internal("no schema for \(r.gvk)") }
+            // As apiextensions-apiserver: nulls of fields that are not nullable are dropped, then defaults filled.
+            var spec = o
+            spec["metadata"] = nil
+            schemas.dropNulls(&spec, at: node)
+            spec["metadata"] = o["metadata"]
+            o = spec
             schemas.applyDefaults(&o, at: node)
+            // The name and labels as for any object; the rest by the schema.
             var errs: [FieldError] = []
-            if name.isEmpty { errs.append(FieldError("metadata.name", "Required value: name or generateName is required")) }
+            do {
+                try Validation.check(o, r, name: name)
+            } catch let e as APIError where e.reason == "Invalid" {
+                errs += (e.details?["causes"]?.array ?? []).map { FieldError($0["field"]?.string ?? "", $0["message"]?.string ?? "") }
+            }
             var checked = o
             checked["metadata"] = nil
             errs += schemas.violations(checked, at: node).map { FieldError($0.path, $0.message) }
@@ -289,9 +315,39 @@ extension APIHandler {
         }
         try await admission.admit(&o, old: old, r, store: store, dryRun: dryRun)
         if r == Resources.crd {
+            try checkNames(o, r)
             if let old { try CustomResources.checkUpdate(o, old: old, r) }
-            CustomResources.established(&o, old: old, now: Self.rfc3339())
+            try CustomResources.established(&o, old: old, now: Self.rfc3339(), statusWrite: subresource == "status", r)
         }
+    }
+
+    /// A definition may not take what another serves: a built-in resource or kind, or another
+    /// definition's kind, plural or short names in its group (upstream leaves such a definition
+    /// not established, NamesAccepted False; this server refuses it). Groups of the Kubernetes
+    /// project (`*.k8s.io`, `*.kubernetes.io`) need upstream's approval annotation.
+    func checkNames(_ crd: JSONValue, _ r: ResourceInfo) throws {
+        let name = crd[path: ["metadata", "name"]]?.string ?? ""
+        let group = crd[path: ["spec", "group"]]?.string ?? ""
+        let (plural, _, kind, _) = CustomResources.names(crd)
+        let shorts = Set(crd[path: ["spec", "names", "shortNames"]]?.array?.compactMap(\.string) ?? [])
+        var errs: [FieldError] = []
+        let protected = ["k8s.io", "kubernetes.io"].contains { group == $0 || group.hasSuffix("." + $0) }
+        if protected && crd[path: ["metadata", "annotations", "api-approved.kubernetes.io"]] == nil {
+            errs.append(FieldError("metadata.annotations[api-approved.kubernetes.io]", "Required value: protected groups must have approval annotation \"api-approved.kubernetes.io\", see https://github.com/kubernetes/enhancements/pull/1111"))
+        }
+        for other in registry.resources where other.group == group && other.custom?.definition != name {
+            let owner = other.custom.map { "\"\($0.definition)\"" } ?? "a built-in resource"
+            if other.resource == plural {
+                errs.append(FieldError("spec.names.plural", "Invalid value: \(JSONValue.string(plural).text()): is already in use by \(owner)"))
+            }
+            if other.kind == kind {
+                errs.append(FieldError("spec.names.kind", "Invalid value: \(JSONValue.string(kind).text()): is already in use by \(owner)"))
+            }
+            if let s = other.shortNames.first(where: shorts.contains) {
+                errs.append(FieldError("spec.names.shortNames", "Invalid value: \(JSONValue.string(s).text()): is already in use by \(owner)"))
+            }
+        }
+        if !errs.isEmpty { throw APIError.invalid(r, name, Array(Set(errs)).sorted { $0.field < $1.field }) }
     }
 
     /// After a write is stored: a definition's resources are served from now on.
@@ -300,9 +356,9 @@ extension APIHandler {
     }
 
     /// A definition's objects go with it (every version's: they share one prefix).
-    func deleteCustomObjects(of definition: String) async throws {
-        for r in registry.storedResources where r.custom?.definition == definition {
-            let page = try await store.list(prefix: r.storePrefix, after: nil, limit: 0, revision: nil)
+    func deleteObjects(under prefixes: [String]) async throws {
+        for prefix in prefixes {
+            let page = try await store.list(prefix: prefix, after: nil, limit: 0, revision: nil)
             for item in page.items { _ = try? await store.delete(item.key, expected: nil) }
         }
     }

@@ -132,7 +132,7 @@ extension APIHandler {
             let (items, rev, _, _) = try await selected(APIRequest(method: "GET", path: req.path, query: req.query.filter { !["limit", "continue", "resourceVersion", "resourceVersionMatch"].contains($0.key) }), t, revision: nil)
             initial = items.map(\.1)
             from = rev
-            if let v = Int64(rvText), v > rev { throw APIError.expired("too large resource version: \(v), current: \(rev)") }
+            if let v = Int64(rvText), v > rev { throw APIError.from(StoreError.futureRevision(requested: v, current: rev), r, "") }
         } else if rvText.isEmpty || rvText == "0" {
             from = try await store.currentRevision()
         } else {

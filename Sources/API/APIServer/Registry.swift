@@ -16,6 +16,8 @@ public final class Registry: Sendable {
         var installed: [String: JSONValue] = [:]
         /// Built on first use after a change.
         var openAPI: OpenAPI?
+        /// Counts changes: a document built from an older state is not kept.
+        var generation = 0
     }
 
     let state: Mutex<State>
@@ -51,9 +53,9 @@ public final class Registry: Sendable {
 
     var openAPI: OpenAPI {
         if let o = state.withLock({ $0.openAPI }) { return o }
-        let (rs, schemas) = state.withLock { ($0.resources, $0.schemas) }
+        let (rs, schemas, generation) = state.withLock { ($0.resources, $0.schemas, $0.generation) }
         let built = OpenAPI(resources: rs, schemas: schemas)
-        state.withLock { $0.openAPI = built }
+        state.withLock { if $0.generation == generation { $0.openAPI = built } }
         return built
     }
 
@@ -70,6 +72,7 @@ public final class Registry: Sendable {
             s.schemas = s.schemas.removing(old).adding(definitions)
             s.definitions[name] = Set(definitions.keys)
             s.openAPI = nil
+            s.generation += 1
         }
     }
 
@@ -83,6 +86,7 @@ public final class Registry: Sendable {
             s.schemas = s.schemas.removing(s.definitions[name] ?? [])
             s.definitions[name] = nil
             s.openAPI = nil
+            s.generation += 1
         }
     }
 

@@ -321,7 +321,6 @@ struct DefinitionStrategy: ResourceStrategy {
 /// the schemas); its definition's printer columns print it.
 struct CustomStrategy: ResourceStrategy {
     var info: CustomInfo
-    var names: NameRule { .any }
     var tracksGeneration: Bool { true }
     var columns: [Tables.Column] { CustomResources.columns(info) }
 }

@@ -110,6 +110,8 @@ extension APIHandler {
                 // Only the status changes through /status.
                 var keep = oldBare
                 keep["status"] = o["status"]
+                // An apply through /status has just computed who owns what: keep that.
+                if case .applied = tracking { keep[path: ["metadata", "managedFields"]] = o[path: ["metadata", "managedFields"]] }
                 o = keep
             } else {
                 o["status"] = oldBare["status"]
@@ -118,7 +120,7 @@ extension APIHandler {
         if hasGeneration(r), Self.generationChanges(o, oldBare, r) {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
-        try await admit(&o, old: oldBare, r, dryRun: dryRun)
+        try await admit(&o, old: oldBare, r, dryRun: dryRun, subresource: subresource)
         if case .update(let manager) = tracking, let fm = fieldManager(r, subresource: subresource ?? t.subresource) {
             fm.update(live: oldBare, new: &o, manager: manager, now: Self.rfc3339())
         }
@@ -218,11 +220,15 @@ extension APIHandler {
             return .ok(try present(cur, r))
         }
         if r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected) }
-        if r == Resources.crd { try await deleteCustomObjects(of: name) }
+        // A definition goes first (its preconditions checked), then stops being served, then its objects go.
+        let customPrefixes = r == Resources.crd ? registry.storedResources.filter { $0.custom?.definition == name }.map(\.storePrefix) : []
         let kv = try await storeCall(r, name) { try await self.store.delete(r.key(namespace: t.namespace, name: name), expected: expected) }
         let gone = try present(kv, r)
         await admission.release(gone, r)
-        if r == Resources.crd { registry.uninstall(name) }
+        if r == Resources.crd {
+            registry.uninstall(name)
+            try await deleteObjects(under: customPrefixes)
+        }
         return .ok(gone)
     }
 
@@ -268,9 +274,13 @@ extension APIHandler {
         if dryRun { return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"]) }
         for (kv, o) in items {
             let name = o[path: ["metadata", "name"]]?.string ?? ""
-            if t.resource == Resources.crd { try await deleteCustomObjects(of: name) }
-            if (try? await store.delete(kv.key, expected: nil)) != nil { await admission.release(o, t.resource) }
-            if t.resource == Resources.crd { registry.uninstall(name) }
+            let customPrefixes = t.resource == Resources.crd ? registry.storedResources.filter { $0.custom?.definition == name }.map(\.storePrefix) : []
+            guard (try? await store.delete(kv.key, expected: nil)) != nil else { continue }
+            await admission.release(o, t.resource)
+            if t.resource == Resources.crd {
+                registry.uninstall(name)
+                try await deleteObjects(under: customPrefixes)
+            }
         }
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"])
     }

@@ -273,6 +273,10 @@ public struct FieldManager: Sendable {
     /// Returns the object to store, with its managedFields, or throws the conflicts.
     public func apply(live: JSONValue?, config: JSONValue, manager name: String, force: Bool, now: String) throws -> JSONValue {
         if config[path: ["metadata", "managedFields"]] != nil { throw FieldManagerError(message: "metadata.managedFields must be nil") }
+        var problems: [String] = []
+        var path: FieldPath = []
+        typed.duplicates(config, node, &path, &problems)
+        if !problems.isEmpty { throw FieldManagerError(message: "failed to create typed patch object: " + problems.sorted().joined(separator: ", ")) }
         var managers = Self.decode(live) ?? [:]
         var liveObject = live
         // An object that predates tracking: what it has belongs to "before-first-apply".

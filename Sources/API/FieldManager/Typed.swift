@@ -94,6 +94,34 @@ struct Typed {
         }
     }
 
+    /// Where a configuration lists one keyed item (or set value) twice, or a keyed item lacks its
+    /// key: structured-merge-diff refuses such a configuration.
+    func duplicates(_ value: JSONValue, _ node: Int?, _ path: inout FieldPath, _ out: inout [String]) {
+        switch kind(node, value) {
+        case .list(let type, let items) where type != .atomic:
+            var seen = Set<PathElement>()
+            for (i, item) in (value.array ?? []).enumerated() {
+                let pe = element(item, type, items: items, index: i)
+                if case .index = pe, case .map(let keys) = type {
+                    out.append("\(path.pathString): element \(i): associative list with keys has an element that omits key field \(JSONValue.string(keys.first ?? "").text()) (and doesn't have default value)")
+                } else if !seen.insert(pe).inserted {
+                    out.append("\(path.pathString): duplicate entries for key \(pe.description)")
+                }
+                path.append(pe)
+                duplicates(item, items, &path, &out)
+                path.removeLast()
+            }
+        case .map(atomic: false):
+            for (k, v) in value.object ?? [:] {
+                path.append(.field(k))
+                duplicates(v, child(node, k), &path, &out)
+                path.removeLast()
+            }
+        default:
+            return
+        }
+    }
+
     // MARK: comparison
 
     struct Comparison {

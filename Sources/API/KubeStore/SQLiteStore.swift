@@ -29,7 +29,15 @@ public actor SQLiteStore: Store {
         }
         do {
             db = path == ":memory:" ? try DatabaseQueue(configuration: config) : try DatabaseQueue(path: path, configuration: config)
-            checkpointer = path == ":memory:" ? nil : Self.checkpointing(path: path)
+            if path == ":memory:" {
+                checkpointer = nil
+            } else if let queue = try? Self.checkpointQueue(path: path) {
+                checkpointer = Self.checkpointing(queue, path: path)
+            } else {
+                // No second connection: SQLite checkpoints as it always did, in the writes.
+                try db.writeWithoutTransaction { try $0.execute(sql: "PRAGMA wal_autocheckpoint = 1000") }
+                checkpointer = nil
+            }
             try db.write { db in
                 try db.execute(sql: """
                     CREATE TABLE IF NOT EXISTS kine (
@@ -57,13 +65,16 @@ public actor SQLiteStore: Store {
 
     /// Copies the log into the database from a connection of its own whenever the log has grown
     /// past `checkpointBytes`, until cancelled.
-    static func checkpointing(path: String) -> Task<Void, Never> {
+    static func checkpointQueue(path: String) throws -> DatabaseQueue {
+        var config = Configuration()
+        config.label = "switchyard.store.checkpoint"
+        config.busyMode = .timeout(1)
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
+        return try DatabaseQueue(path: path, configuration: config)
+    }
+
+    static func checkpointing(_ queue: DatabaseQueue, path: String) -> Task<Void, Never> {
         Task.detached(priority: .utility) {
-            var config = Configuration()
-            config.label = "switchyard.store.checkpoint"
-            config.busyMode = .timeout(1)
-            config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
-            guard let queue = try? DatabaseQueue(path: path, configuration: config) else { return }
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
                 let size = (try? FileManager.default.attributesOfItem(atPath: path + "-wal")[.size] as? UInt64) ?? 0
