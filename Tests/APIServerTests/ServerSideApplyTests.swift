@@ -101,6 +101,10 @@ struct ServerSideApplyTests {
         #expect(otherName.code == 400)
         let strict = await apply(h, Self.config(replicas: 1) + "\n  replicaz: 3", manager: "a", query: ["fieldValidation": "Strict"])
         #expect(strict.code == 400)
+        // Whatever fieldValidation says: a field the schema does not declare cannot be owned.
+        let unknown = await apply(h, Self.config(replicas: 1) + "\n  replicaz: 3", manager: "a", query: ["fieldValidation": "Ignore"])
+        #expect(unknown.code == 400)
+        #expect(unknown.json?["message"] == "failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.replicaz: field not declared in schema")
         let managed = await apply(h, Self.config(replicas: 1).replacingOccurrences(of: "  name: web", with: "  name: web\n  managedFields: [{manager: x}]"), manager: "a")
         #expect(managed.code == 400 && managed.json?["message"] == "metadata.managedFields must be nil")
         let forcedPatch = await h.handle(APIRequest(method: "PATCH", path: Self.path, query: ["force": "true"],

@@ -123,7 +123,7 @@ extension SchemaSet {
         }
         switch v {
         case .string(let s):
-            if let p = n.checks["pattern"]?.string, let re = try? Regex(p), (try? re.firstMatch(in: s)) == nil {
+            if let p = n.checks["pattern"]?.string, let re = Self.regex(p), (try? re.firstMatch(in: s)) == nil {
                 fail("Invalid value: \(Self.goValue(v)): \(at) in body should match '\(p)'")
             }
             if let max = n.checks["maxLength"]?.int, s.count > max { fail("Too long: may not be more than \(max) bytes") }
@@ -168,6 +168,20 @@ extension SchemaSet {
         default:
             break
         }
+    }
+
+    /// Patterns compiled once (a custom resource's schema checks the same ones on every write).
+    nonisolated(unsafe) static var compiled: [String: Regex<AnyRegexOutput>] = [:]
+    static let compiledLock = NSLock()
+
+    static func regex(_ pattern: String) -> Regex<AnyRegexOutput>? {
+        compiledLock.lock()
+        defer { compiledLock.unlock() }
+        if let r = compiled[pattern] { return r }
+        guard let r = try? Regex(pattern) else { return nil }
+        if compiled.count > 1000 { compiled.removeAll() }
+        compiled[pattern] = r
+        return r
     }
 
     static func number(_ v: JSONValue) -> Double? {

@@ -77,6 +77,16 @@ extension APIHandler {
         if r.namespaced, let ns = config[path: ["metadata", "namespace"]]?.string, !ns.isEmpty, ns != t.namespace {
             throw APIError.badRequest("the namespace of the provided object does not match the namespace sent on the request")
         }
+        // As structured-merge-diff: a configuration with fields its kind does not declare is
+        // refused whatever `fieldValidation` says (it cannot say who owns them).
+        let typedFailure = { (message: String) in
+            APIError.badRequest("failed to create typed patch object (\(t.namespace.map { "\($0)/" } ?? "")\(name); \(r.gvk)): \(message)")
+        }
+        if let node = schemas.node(for: r.gvk) {
+            var probe = config
+            let unknown = schemas.prune(&probe, at: node)
+            if !unknown.isEmpty { throw typedFailure(unknown.sorted().map { ".\($0): field not declared in schema" }.joined(separator: ", ")) }
+        }
         let warnings = try validateFields(&config, r.gvk, duplicates: duplicates, req)
         guard let fm = fieldManager(r, subresource: t.subresource) else { throw APIError.unsupportedMediaType("application/apply-patch+yaml") }
         let dryRun = try isDryRun(req)
@@ -86,7 +96,7 @@ extension APIHandler {
             } catch let c as ApplyConflicts {
                 throw APIError(code: 409, reason: "Conflict", message: c.message, details: ["causes": .array(c.causes)])
             } catch let e as FieldManagerError {
-                throw APIError.badRequest(e.message)
+                throw e.typed ? typedFailure(e.message) : APIError.badRequest(e.message)
             }
         }
         for attempt in 0..<5 {

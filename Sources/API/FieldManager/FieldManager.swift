@@ -78,6 +78,8 @@ public struct ApplyConflicts: Error, Sendable {
 
 public struct FieldManagerError: Error, Sendable {
     public var message: String
+    /// The configuration does not fit its schema (upstream: "failed to create typed patch object").
+    public var typed = false
 }
 
 /// Tracks who owns which fields of one kind's objects (through one endpoint: the resource or a
@@ -276,7 +278,7 @@ public struct FieldManager: Sendable {
         var problems: [String] = []
         var path: FieldPath = []
         typed.duplicates(config, node, &path, &problems)
-        if !problems.isEmpty { throw FieldManagerError(message: "failed to create typed patch object: " + problems.sorted().joined(separator: ", ")) }
+        if !problems.isEmpty { throw FieldManagerError(message: problems.sorted().joined(separator: ", "), typed: true) }
         var managers = Self.decode(live) ?? [:]
         var liveObject = live
         // An object that predates tracking: what it has belongs to "before-first-apply".
