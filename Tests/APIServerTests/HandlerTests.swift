@@ -133,6 +133,31 @@ struct HandlerTests {
         #expect(refused.code == 422)
     }
 
+    /// An update that loses a race with another writer keeps no port it took for itself and
+    /// gives up none the stored Service still holds.
+    @Test func aLostUpdateKeepsTheAllocationsAsStored() async throws {
+        let h = try await makeHandler(ports: 30000...30001)
+        let path = "/api/v1/namespaces/default/services"
+        #expect(await h.post(path, svc("a", type: "NodePort")).code == 201)
+        let r = Resources.find(group: "", version: "v1", resource: "services")!
+        let t = APIHandler.Target(resource: r, namespace: "default", name: "a", subresource: nil)
+        let stale = try await h.store.get(r.key(namespace: "default", name: "a"))!
+        // Another writer changes the Service first.
+        _ = await h.handle(APIRequest(method: "PATCH", path: path + "/a", contentType: "application/merge-patch+json",
+                                      body: body(["metadata": ["labels": ["x": "y"]]])))
+        // The stale update turns it into a ClusterIP Service (giving its node port back) and loses.
+        var asked = try JSONValue.parse(stale.value)
+        asked[path: ["spec", "type"]] = "ClusterIP"
+        asked[path: ["spec", "ports"]] = [["port": 80]]
+        await #expect(throws: APIError.self) {
+            _ = try await h.write(r, t, name: "a", new: asked, current: stale, subresource: nil, tracking: .update("test"))
+        }
+        // The stored Service still holds 30000: the next NodePort Service gets 30001, and the one after none.
+        let b = await h.post(path, svc("b", type: "NodePort"))
+        #expect(b.json?[path: ["spec", "ports"]]?.array?.first?["nodePort"] == 30001)
+        #expect(await h.post(path, svc("c", type: "NodePort")).code >= 400)
+    }
+
     @Test func patchesOfEachKind() async throws {
         let h = try await makeHandler()
         _ = await h.post("/api/v1/namespaces/default/configmaps", ["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": "c"], "data": ["a": "1", "b": "2"]])

@@ -91,6 +91,17 @@ public struct Admission: Sendable {
         }
     }
 
+    /// Undoes the allocations of an update that was not stored: releases what `new` holds and
+    /// `old` does not, and takes again what `old` holds and `new` does not.
+    func undo(update new: JSONValue, of old: JSONValue, _ r: ResourceInfo) async {
+        guard r.resource == "services", r.group.isEmpty else { return }
+        let (newIPs, newPorts) = Self.allocations(new), (oldIPs, oldPorts) = Self.allocations(old)
+        for ip in Set(newIPs).subtracting(oldIPs) { await allocator.release(ip: ip) }
+        for p in Set(newPorts).subtracting(oldPorts) { await allocator.release(port: p) }
+        for ip in Set(oldIPs).subtracting(newIPs) { _ = await allocator.take(ip: ip) }
+        for p in Set(oldPorts).subtracting(newPorts) { _ = await allocator.take(port: p) }
+    }
+
     /// Gives back what a deleted (or never stored) object held.
     func release(_ o: JSONValue, _ r: ResourceInfo) async {
         guard r.resource == "services", r.group.isEmpty else { return }

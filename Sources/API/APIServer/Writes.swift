@@ -130,7 +130,14 @@ extension APIHandler {
         if dryRun { return (KeyValue(key: current.key, value: Data(), createRevision: current.createRevision, modRevision: current.modRevision), o) }
         let stored = o
         let kv = try await storeCall(r, name) {
-            try await self.store.update(r.key(namespace: t.namespace, name: name), value: stored.serialized(), expected: current.modRevision)
+            do {
+                return try await self.store.update(r.key(namespace: t.namespace, name: name), value: stored.serialized(), expected: current.modRevision)
+            } catch {
+                // The update did not happen: what admission took for it goes back, and what it
+                // gave back (still held by the stored object) is taken again.
+                await self.admission.undo(update: stored, of: oldBare, r)
+                throw error
+            }
         }
         try await written(r, stored)
         return (kv, stored)
