@@ -82,12 +82,17 @@ extension APIHandler {
         let typedFailure = { (message: String) in
             APIError.badRequest("failed to create typed patch object (\(t.namespace.map { "\($0)/" } ?? "")\(name); \(r.gvk)): \(message)")
         }
+        let directive = try fieldValidation(req)
         if let node = schemas.node(for: r.gvk) {
-            var probe = config
-            let unknown = schemas.prune(&probe, at: node)
+            let unknown = schemas.prune(&config, at: node)
             if !unknown.isEmpty { throw typedFailure(unknown.sorted().map { ".\($0): field not declared in schema" }.joined(separator: ", ")) }
         }
-        let warnings = try validateFields(&config, r.gvk, duplicates: duplicates, req)
+        // Keys a JSON configuration repeats: as for any write.
+        let repeated = duplicates.map { "duplicate field \"\($0)\"" }
+        if directive == .strict && !repeated.isEmpty {
+            throw APIError.badRequest("\(r.kind) in version \"\(r.version)\" cannot be handled as a \(r.kind): strict decoding error: " + repeated.joined(separator: ", "))
+        }
+        let warnings = directive == .warn ? repeated : []
         guard let fm = fieldManager(r, subresource: t.subresource) else { throw APIError.unsupportedMediaType("application/apply-patch+yaml") }
         let dryRun = try isDryRun(req)
         func applied(_ live: JSONValue?) throws -> JSONValue {

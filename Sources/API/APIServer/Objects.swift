@@ -58,9 +58,7 @@ extension APIHandler {
     /// with repeated keys, reported as `Warning`s (`Warn`, the default), refused with 400
     /// (`Strict`), or neither (`Ignore`). Returns the warnings.
     func validateFields(_ o: inout JSONValue, _ gvk: GroupVersionKind, duplicates: [String] = [], _ req: APIRequest) throws -> [String] {
-        guard let directive = FieldValidation(query: req.query["fieldValidation"]) else {
-            throw APIError.badRequest("fieldValidation: Unsupported value: \"\(req.query["fieldValidation"] ?? "")\": supported values: \"Ignore\", \"Strict\", \"Warn\"")
-        }
+        let directive = try fieldValidation(req)
         var problems: [String] = []
         if let node = schemas.node(for: gvk) {
             problems = schemas.prune(&o, at: node).sorted().map { "unknown field \"\($0)\"" }
@@ -76,6 +74,14 @@ extension APIHandler {
             }
             return []
         }
+    }
+
+    /// `?fieldValidation=` (Warn when absent).
+    func fieldValidation(_ req: APIRequest) throws -> FieldValidation {
+        guard let directive = FieldValidation(query: req.query["fieldValidation"]) else {
+            throw APIError.badRequest("fieldValidation: Unsupported value: \"\(req.query["fieldValidation"] ?? "")\": supported values: \"Ignore\", \"Strict\", \"Warn\"")
+        }
+        return directive
     }
 
     /// The body as a JSON object (kubectl sends JSON; YAML is accepted too).

@@ -275,10 +275,7 @@ public struct FieldManager: Sendable {
     /// Returns the object to store, with its managedFields, or throws the conflicts.
     public func apply(live: JSONValue?, config: JSONValue, manager name: String, force: Bool, now: String) throws -> JSONValue {
         if config[path: ["metadata", "managedFields"]] != nil { throw FieldManagerError(message: "metadata.managedFields must be nil") }
-        var problems: [String] = []
-        var path: FieldPath = []
-        typed.duplicates(config, node, &path, &problems)
-        if !problems.isEmpty { throw FieldManagerError(message: problems.sorted().joined(separator: ", "), typed: true) }
+
         var managers = Self.decode(live) ?? [:]
         var liveObject = live
         // An object that predates tracking: what it has belongs to "before-first-apply".
@@ -295,9 +292,11 @@ public struct FieldManager: Sendable {
         if let only, case .object(let o) = configObject {
             for k in o.keys where !only.contains(k) && !["apiVersion", "kind", "metadata"].contains(k) { configObject[k] = nil }
         }
+        let (configSet, problems) = typed.checkedFieldSet(configObject, node)
+        if !problems.isEmpty { throw FieldManagerError(message: problems.sorted().joined(separator: ", "), typed: true) }
+        let set = filtered(configSet)
         var merged = typed.merge(base, configObject, node) ?? base
         let lastSet = managers[me]?.fields
-        let set = filtered(typed.fieldSet(configObject, node))
         var mine = ManagedEntry(fields: set, apiVersion: apiVersion, time: managers[me]?.time)
         mine.encoded = managers[me]?.encoded
         managers[me] = mine

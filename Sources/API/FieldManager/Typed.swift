@@ -69,56 +69,48 @@ struct Typed {
     func fieldSet(_ value: JSONValue, _ node: Int?) -> FieldSet {
         var set = FieldSet()
         var path: FieldPath = []
-        fieldSet(value, node, &path, &set)
+        var problems: [String]?
+        fieldSet(value, node, &path, &set, &problems)
         return set
     }
 
-    func fieldSet(_ value: JSONValue, _ node: Int?, _ path: inout FieldPath, _ set: inout FieldSet) {
+    /// The field set of an applied configuration, and what structured-merge-diff refuses in one:
+    /// a keyed item (or set value) listed twice, a keyed item without its key.
+    func checkedFieldSet(_ value: JSONValue, _ node: Int?) -> (FieldSet, [String]) {
+        var set = FieldSet()
+        var path: FieldPath = []
+        var problems: [String]? = []
+        fieldSet(value, node, &path, &set, &problems)
+        return (set, problems ?? [])
+    }
+
+    func fieldSet(_ value: JSONValue, _ node: Int?, _ path: inout FieldPath, _ set: inout FieldSet, _ problems: inout [String]?) {
         switch kind(node, value) {
         case .leaf, .map(atomic: true), .list(.atomic, _):
             if !path.isEmpty { set.insert(path) }
         case .list(let type, let items):
+            var seen = Set<PathElement>()
             for (i, item) in (value.array ?? []).enumerated() {
-                path.append(element(item, type, items: items, index: i))
-                fieldSet(item, items, &path, &set)
+                let pe = element(item, type, items: items, index: i)
+                if problems != nil {
+                    if case .index = pe, case .map(let keys) = type {
+                        problems!.append("\(path.pathString): element \(i): associative list with keys has an element that omits key field \(JSONValue.string(keys.first ?? "").text()) (and doesn't have default value)")
+                    } else if !seen.insert(pe).inserted {
+                        problems!.append("\(path.pathString): duplicate entries for key \(pe.description)")
+                    }
+                }
+                path.append(pe)
+                fieldSet(item, items, &path, &set, &problems)
                 set.insert(path)
                 path.removeLast()
             }
         case .map:
             for (k, v) in value.object ?? [:] {
                 path.append(.field(k))
-                fieldSet(v, child(node, k), &path, &set)
+                fieldSet(v, child(node, k), &path, &set, &problems)
                 if v == .null || v == .object([:]) || !isDeclared(node, k) { set.insert(path) }
                 path.removeLast()
             }
-        }
-    }
-
-    /// Where a configuration lists one keyed item (or set value) twice, or a keyed item lacks its
-    /// key: structured-merge-diff refuses such a configuration.
-    func duplicates(_ value: JSONValue, _ node: Int?, _ path: inout FieldPath, _ out: inout [String]) {
-        switch kind(node, value) {
-        case .list(let type, let items) where type != .atomic:
-            var seen = Set<PathElement>()
-            for (i, item) in (value.array ?? []).enumerated() {
-                let pe = element(item, type, items: items, index: i)
-                if case .index = pe, case .map(let keys) = type {
-                    out.append("\(path.pathString): element \(i): associative list with keys has an element that omits key field \(JSONValue.string(keys.first ?? "").text()) (and doesn't have default value)")
-                } else if !seen.insert(pe).inserted {
-                    out.append("\(path.pathString): duplicate entries for key \(pe.description)")
-                }
-                path.append(pe)
-                duplicates(item, items, &path, &out)
-                path.removeLast()
-            }
-        case .map(atomic: false):
-            for (k, v) in value.object ?? [:] {
-                path.append(.field(k))
-                duplicates(v, child(node, k), &path, &out)
-                path.removeLast()
-            }
-        default:
-            return
         }
     }
 
