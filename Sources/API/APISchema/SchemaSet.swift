@@ -194,7 +194,6 @@ public struct SchemaSet: Sendable {
             } else {
                 n.shape = .object
             }
-            if n.preserveUnknown && n.shape == .object && n.additional == nil { n.additional = nil }
             if n.additional == -1 { n.additional = nil; n.shape = props.isEmpty ? .any : .object }
         case "array":
             n.shape = .list

@@ -63,13 +63,15 @@ extension APIHandler {
             config = try YAMLToJSON.convert(text)
         }
         guard case .object = config else { throw APIError.badRequest("the apply patch must be an object") }
-        guard let kind = config["kind"]?.string, !kind.isEmpty else {
+        guard let kind = config["kind"]?.string, !kind.isEmpty, kind == r.kind || r.kind.isEmpty else {
+            if let kind = config["kind"]?.string, !kind.isEmpty {
+                throw APIError.badRequest("the kind of the object (\(kind)) does not match the resource (\(r.kind))")
+            }
             throw APIError.badRequest("Object 'Kind' is missing in '\(config.text())'")
         }
         guard let version = config["apiVersion"]?.string, version == r.groupVersion else {
             throw APIError.badRequest("Incorrect version specified in apply patch. Specified patch version: \(config["apiVersion"]?.string ?? ""), expected: \(r.groupVersion)")
         }
-        _ = kind
         try checkKind(config, r)
         if let n = config[path: ["metadata", "name"]]?.string, n != name {
             throw APIError.badRequest("the name of the object (\(n)) does not match the name on the URL (\(name))")
