@@ -67,7 +67,8 @@ struct ListOptionsTests {
         }
         #expect(events == ["ADDED cm-001", "ADDED cm-003", "BOOKMARK end", "ADDED new"])
         // sendInitialEvents=false: from now on, nothing before.
-        let quiet = await h.get(Self.path, ["watch": "1", "sendInitialEvents": "false"])
+        #expect(await h.get(Self.path, ["watch": "1", "sendInitialEvents": "false"]).code == 422, "sendInitialEvents needs resourceVersionMatch=NotOlderThan")
+        let quiet = await h.get(Self.path, ["watch": "1", "sendInitialEvents": "false", "resourceVersionMatch": "NotOlderThan"])
         guard case .stream(let q) = quiet.body else { Issue.record("not a stream"); return }
         _ = await h.post(Self.path, ["metadata": ["name": "newer"]])
         for try await line in q {

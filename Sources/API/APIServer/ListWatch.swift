@@ -69,32 +69,44 @@ extension APIHandler {
         return (out, pageRev, next, remaining)
     }
 
-    /// `resourceVersionMatch` and `sendInitialEvents` as upstream validates ListOptions.
+    /// `resourceVersionMatch` and `sendInitialEvents` as upstream validates ListOptions (a list's
+    /// and a watch's rules differ).
     func checkListOptions(_ req: APIRequest, watch: Bool) throws {
         let rv = req.query["resourceVersion"] ?? ""
+        let match = req.query["resourceVersionMatch"] ?? ""
+        let send = req.query["sendInitialEvents"]
+        let continuing = !(req.query["continue"] ?? "").isEmpty
         var errs: [FieldError] = []
-        if let match = req.query["resourceVersionMatch"], !match.isEmpty {
-            if !["Exact", "NotOlderThan"].contains(match) {
-                errs.append(FieldError("resourceVersionMatch", "Unsupported value: \(JSONValue.string(match).text()): supported values: \"Exact\", \"NotOlderThan\""))
-            } else if watch && req.query["sendInitialEvents"] == nil {
-                errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
-            } else if rv.isEmpty && !(watch && req.query["sendInitialEvents"] != nil) {
-                errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"))
-            } else if match == "Exact" && rv == "0" {
-                errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""))
-            }
-        }
-        if let send = req.query["sendInitialEvents"] {
-            if !watch {
-                errs.append(FieldError("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for list"))
-            } else if send == "true" {
-                if req.query["resourceVersionMatch"] != "NotOlderThan" {
+        if watch {
+            if send != nil {
+                if match != "NotOlderThan" {
                     errs.append(FieldError("resourceVersionMatch", "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"))
                 }
-                if !["1", "true"].contains(req.query["allowWatchBookmarks"] ?? "") {
+                if send == "true" && !["1", "true"].contains(req.query["allowWatchBookmarks"] ?? "") {
                     errs.append(FieldError("allowWatchBookmarks", "Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"))
                 }
             }
+            if !match.isEmpty {
+                if send == nil {
+                    errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"))
+                }
+                if match != "NotOlderThan" {
+                    errs.append(FieldError("resourceVersionMatch", "Unsupported value: \(JSONValue.string(match).text()): supported values: \"NotOlderThan\""))
+                }
+                if continuing { errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden when continue is provided")) }
+            }
+        } else {
+            if !match.isEmpty {
+                if rv.isEmpty { errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")) }
+                if continuing { errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch is forbidden when continue is provided")) }
+                if !["Exact", "NotOlderThan"].contains(match) {
+                    errs.append(FieldError("resourceVersionMatch", "Unsupported value: \(JSONValue.string(match).text()): supported values: \"Exact\", \"NotOlderThan\", \"\""))
+                }
+                if match == "Exact" && rv == "0" {
+                    errs.append(FieldError("resourceVersionMatch", "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\""))
+                }
+            }
+            if send != nil { errs.append(FieldError("sendInitialEvents", "Forbidden: sendInitialEvents is forbidden for list")) }
         }
         if !errs.isEmpty { throw APIError.invalidOptions("ListOptions", errs) }
     }
