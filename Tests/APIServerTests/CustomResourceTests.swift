@@ -276,6 +276,26 @@ struct CustomResourceTests {
         #expect(migrated.code == 200 && migrated.json?[path: ["status", "storedVersions"]] == ["v1beta1"], "\(migrated.json?.text() ?? "")")
     }
 
+    /// Changing a definition again and again does not grow the compiled schemas.
+    @Test func redefiningKeepsTheSchemasTheirSize() async throws {
+        let h = try await makeHandler()
+        await install(h)
+        let path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/crontabs.stable.example.com"
+        let size = h.registry.schemas.nodes.count
+        for i in 0..<5 {
+            var crd = await h.get(path).json!
+            crd[path: ["spec", "versions"]] = .array((crd[path: ["spec", "versions"]]?.array ?? []).map { v in
+                var v = v
+                if v["name"] == "v1" { v[path: ["schema", "openAPIV3Schema", "description"]] = .string("revision \(i)") }
+                return v
+            })
+            #expect(await h.handle(APIRequest(method: "PUT", path: path, body: crd.serialized())).code == 200)
+        }
+        #expect(h.registry.schemas.nodes.count == size)
+        guard case .bytes(let d, _) = await h.get("/openapi/v3/apis/stable.example.com/v1").body else { Issue.record("no document"); return }
+        #expect(try JSONValue.parse(d)[path: ["components", "schemas", "com.example.stable.v1.CronTab", "description"]] == "revision 4")
+    }
+
     @Test func badDefinitionsAreRefused() async throws {
         let h = try await makeHandler()
         let wrongName = Self.crd.replacingOccurrences(of: "name: crontabs.stable.example.com", with: "name: crontab.stable.example.com")

@@ -96,20 +96,6 @@ public struct SchemaSet: Sendable {
         return s
     }
 
-    /// This set without some definitions and the kinds they declared (their nodes stay, unreferenced).
-    public func removing(_ names: Set<String>) -> SchemaSet {
-        var s = self
-        for n in names {
-            s.named[n] = nil
-            s.definitions[n] = nil
-        }
-        for (k, n) in s.kindNames where names.contains(n) {
-            s.kinds[k] = nil
-            s.kindNames[k] = nil
-        }
-        return s
-    }
-
     mutating func add(_ more: [String: JSONValue]) {
         for name in more.keys.sorted() {
             named[name] = nodes.count

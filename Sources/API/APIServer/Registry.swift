@@ -10,14 +10,24 @@ public final class Registry: Sendable {
     struct State {
         var resources: [ResourceInfo]
         var schemas: SchemaSet
-        /// A definition's name → the OpenAPI definitions it added.
-        var definitions: [String: Set<String>] = [:]
+        /// A definition's name → the OpenAPI definitions it adds.
+        var definitions: [String: [String: JSONValue]] = [:]
         /// A definition's name → the spec it was installed from (the same again is not reinstalled).
         var installed: [String: JSONValue] = [:]
         /// Built on first use after a change.
         var openAPI: OpenAPI?
         /// Counts changes: a document built from an older state is not kept.
         var generation = 0
+
+        /// The built-in schemas and those of every definition served now, compiled afresh (so
+        /// the nodes of a replaced definition do not stay behind).
+        mutating func rebuildSchemas() {
+            var all: [String: JSONValue] = [:]
+            for (_, defs) in definitions { all.merge(defs) { a, _ in a } }
+            schemas = SchemaSet.builtin.adding(all)
+            openAPI = nil
+            generation += 1
+        }
     }
 
     let state: Mutex<State>
@@ -66,13 +76,10 @@ public final class Registry: Sendable {
         let (resources, definitions) = CustomResources.served(crd)
         state.withLock { s in
             s.installed[name] = crd["spec"]
-            let old = s.definitions[name] ?? []
             s.resources.removeAll { $0.custom?.definition == name }
             s.resources += resources
-            s.schemas = s.schemas.removing(old).adding(definitions)
-            s.definitions[name] = Set(definitions.keys)
-            s.openAPI = nil
-            s.generation += 1
+            s.definitions[name] = definitions
+            s.rebuildSchemas()
         }
     }
 
@@ -83,10 +90,8 @@ public final class Registry: Sendable {
         state.withLock { s in
             s.installed[name] = nil
             s.resources.removeAll { $0.custom?.definition == name }
-            s.schemas = s.schemas.removing(s.definitions[name] ?? [])
             s.definitions[name] = nil
-            s.openAPI = nil
-            s.generation += 1
+            s.rebuildSchemas()
         }
     }
 
