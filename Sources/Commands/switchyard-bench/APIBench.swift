@@ -20,14 +20,6 @@ struct APIBench: AsyncParsableCommand {
     @Option(help: "The switchyard binary.") var switchyard: String?
     @Option(help: "Write the markdown results here too.") var out: String?
 
-    func binary() throws -> String {
-        if let switchyard { return switchyard }
-        let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        let p = me.deletingLastPathComponent().appendingPathComponent("switchyard").path
-        guard FileManager.default.isExecutableFile(atPath: p) else { throw ValidationError("build switchyard first (or pass --switchyard)") }
-        return p
-    }
-
     /// A Deployment of about 200 lines of YAML: two containers with environment, ports, probes,
     /// resources and mounts, volumes, tolerations, affinity.
     static func deployment(replicas: Int) -> String {
@@ -66,7 +58,7 @@ struct APIBench: AsyncParsableCommand {
     ]
 
     func run() async throws {
-        let server = try await BenchServer.start(binary: try binary(), etcd: nil)
+        let server = try await BenchServer.start(binary: try switchyardBinary(switchyard), etcd: nil)
         defer { server.stop() }
         let client = server.client
         try await Task.sleep(for: .seconds(1))
@@ -137,7 +129,7 @@ struct APIBench: AsyncParsableCommand {
                 times.append((ContinuousClock.now - t0).seconds * 1000)
                 guard l.status == 200 else { throw ValidationError("list \(p): \(l.status)") }
             }
-            return times.sorted()[3]
+            return median(times)
         }
         let services = try await listMedian("/api/v1/namespaces/svc/services")
         let widgets = try await listMedian("/apis/bench.example.com/v1/namespaces/cr/widgets")
@@ -155,10 +147,6 @@ struct APIBench: AsyncParsableCommand {
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
     }
-}
-
-extension Duration {
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
 }
 
 /// One kept-alive HTTP/1.1 connection, as client-go and kubectl keep theirs: the figures are the

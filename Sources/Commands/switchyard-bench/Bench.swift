@@ -195,6 +195,19 @@ struct Bench: AsyncParsableCommand {
 }
 
 func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+
+/// The `switchyard` binary a bench starts: the one given, or the one built beside the bench.
+func switchyardBinary(_ given: String?) throws -> String {
+    if let given { return given }
+    let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+    let p = me.deletingLastPathComponent().appendingPathComponent("switchyard").path
+    guard FileManager.default.isExecutableFile(atPath: p) else { throw ValidationError("build switchyard first (or pass --switchyard)") }
+    return p
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
 func fmt(_ s: Double) -> String { s < 1 ? String(format: "%.2f ms", s * 1000) : String(format: "%.2f s", s) }
 func pct(_ r: Double) -> String { String(format: "%.1f%%", r * 100) }
 func log(_ s: String) { FileHandle.standardError.write(Data("bench: \(s)\n".utf8)) }

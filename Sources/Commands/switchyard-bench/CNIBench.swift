@@ -115,7 +115,7 @@ struct CNIBench: AsyncParsableCommand {
             guard status == 0 else {
                 throw ValidationError("\(exe) \(env["CNI_COMMAND"] ?? "") failed: \(String(decoding: out, as: UTF8.self))")
             }
-            return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+            return d.seconds
         }
     }
 

@@ -21,14 +21,6 @@ struct ServerBench: AsyncParsableCommand {
     @Flag(help: "Skip the etcd run.") var skipEtcd = false
     @Option(help: "Write the markdown results here too.") var out: String?
 
-    func binary() throws -> String {
-        if let switchyard { return switchyard }
-        let me = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
-        let p = me.deletingLastPathComponent().appendingPathComponent("switchyard").path
-        guard FileManager.default.isExecutableFile(atPath: p) else { throw ValidationError("build switchyard first (or pass --switchyard)") }
-        return p
-    }
-
     static func rssMB(_ pid: Int32) -> Double {
         let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
         let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
@@ -42,7 +34,7 @@ struct ServerBench: AsyncParsableCommand {
 
     /// Starts a server, loads it, and measures.
     func measure(etcd: EtcdProcess?) async throws -> Run {
-        let server = try await BenchServer.start(binary: try binary(), etcd: etcd)
+        let server = try await BenchServer.start(binary: try switchyardBinary(switchyard), etcd: etcd)
         defer { server.stop() }
         let client = server.client
         var run = Run()
@@ -154,7 +146,7 @@ struct ServerBench: AsyncParsableCommand {
     /// A fresh server with two ready Pods and `services` Services selecting them: its memory once
     /// the EndpointSlice controller has written every slice (and Endpoints object), which it keeps.
     func controllerManaged(etcd: EtcdProcess?) async throws -> (mb: Double, seconds: Double) {
-        let server = try await BenchServer.start(binary: try binary(), etcd: etcd)
+        let server = try await BenchServer.start(binary: try switchyardBinary(switchyard), etcd: etcd)
         defer { server.stop() }
         let client = server.client
         _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
