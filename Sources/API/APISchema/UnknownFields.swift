@@ -43,7 +43,7 @@ extension SchemaSet {
                 defer { path.removeLast() }
                 guard let child else {
                     if n.preserveUnknown { continue }
-                    unknown.append(Self.render(path))
+                    unknown.append(JSONValue.fieldPath(path))
                     changed[k] = .some(nil)
                     continue
                 }
@@ -69,14 +69,5 @@ extension SchemaSet {
             // Scalars, free-form values, and values of the wrong type (validation answers those).
             return nil
         }
-    }
-
-    /// `spec`, `containers`, `[0]`, `image` → `spec.containers[0].image`.
-    static func render(_ path: [String]) -> String {
-        var s = ""
-        for p in path {
-            if p.hasPrefix("[") || s.isEmpty { s += p } else { s += "." + p }
-        }
-        return s
     }
 }

@@ -63,10 +63,7 @@ extension APIHandler {
             config = try YAMLToJSON.convert(text)
         }
         guard case .object = config else { throw APIError.badRequest("the apply patch must be an object") }
-        guard let kind = config["kind"]?.string, !kind.isEmpty, kind == r.kind || r.kind.isEmpty else {
-            if let kind = config["kind"]?.string, !kind.isEmpty {
-                throw APIError.badRequest("the kind of the object (\(kind)) does not match the resource (\(r.kind))")
-            }
+        guard let kind = config["kind"]?.string, !kind.isEmpty else {
             throw APIError.badRequest("Object 'Kind' is missing in '\(config.text())'")
         }
         guard let version = config["apiVersion"]?.string, version == r.groupVersion else {

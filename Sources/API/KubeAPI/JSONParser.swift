@@ -40,13 +40,7 @@ struct JSONParser {
         return v
     }
 
-    func rendered(_ key: String) -> String {
-        var s = ""
-        for p in path + [key] {
-            if p.hasPrefix("[") || s.isEmpty { s += p } else { s += "." + p }
-        }
-        return s
-    }
+    func rendered(_ key: String) -> String { JSONValue.fieldPath(path + [key]) }
 
     mutating func value(depth: Int) throws -> JSONValue {
         guard let c = s.next else { throw s.failure("unexpected end of input") }

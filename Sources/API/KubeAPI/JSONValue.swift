@@ -22,6 +22,16 @@ public enum JSONValue: Sendable, Hashable {
         try JSONParser.parse(data)
     }
 
+    /// A field's path as upstream's decoders name it: `spec`, `containers`, `[0]`, `image` →
+    /// `spec.containers[0].image`.
+    public static func fieldPath(_ parts: [String]) -> String {
+        var s = ""
+        for p in parts {
+            if p.hasPrefix("[") || s.isEmpty { s += p } else { s += "." + p }
+        }
+        return s
+    }
+
     /// Parses a document and says where a key came twice in one object (`metadata.name`,
     /// `spec.containers[0].name`): the last one counts, as in Go.
     public static func parse(_ data: Data, duplicates: inout [String]) throws -> JSONValue {
