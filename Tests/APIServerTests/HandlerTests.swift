@@ -36,11 +36,11 @@ struct HandlerTests {
         let h = try await makeHandler()
         let core = await h.get("/api/v1").json
         let names = Set(core?["resources"]?.array?.compactMap { $0["name"]?.string } ?? [])
-        #expect(names.isSuperset(of: ["namespaces", "services", "services/status", "pods", "pods/binding", "endpoints", "configmaps", "secrets", "nodes", "events", "serviceaccounts"]))
+        #expect(names.isSuperset(of: ["namespaces", "services", "services/status", "pods", "pods/binding", "pods/eviction", "endpoints", "limitranges", "resourcequotas", "configmaps", "secrets", "nodes", "events", "serviceaccounts"]))
         let apps = await h.get("/apis/apps/v1").json
         #expect(apps?["resources"]?.array?.contains { $0["name"] == "deployments/scale" && $0["group"] == "autoscaling" } == true)
         let groups = await h.get("/apis").json?["groups"]?.array?.compactMap { $0["name"]?.string }
-        #expect(Set(groups ?? []) == ["apps", "discovery.k8s.io", "apiextensions.k8s.io"])
+        #expect(Set(groups ?? []) == ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "policy", "scheduling.k8s.io", "apiextensions.k8s.io"])
         #expect(await h.get("/api/v2").code == 404)
         #expect(await h.get("/version").json?["gitVersion"]?.string?.hasPrefix("v1.") == true)
     }

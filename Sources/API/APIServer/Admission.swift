@@ -116,8 +116,51 @@ public struct Admission: Sendable {
     /// included, but what it took is given back and nothing the stored object holds is released.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, store: any Store, dryRun: Bool = false) async throws {
         defaults(&o, r)
+        if r.group.isEmpty && r.resource == "pods" && old == nil {
+            try await Self.priority(&o, store: store)
+            Self.defaultTolerations(&o)
+        }
         try Validation.check(o, r, name: o[path: ["metadata", "name"]]?.string ?? "")
         if r.group.isEmpty && r.resource == "services" { try await allocate(&o, old: old, r, dryRun: dryRun) }
+    }
+
+    /// The Priority admission plugin: a new Pod's `priority` (and `preemptionPolicy`) from its
+    /// `priorityClassName`, else from the global default class, else 0.
+    static func priority(_ o: inout JSONValue, store: any Store) async throws {
+        let classes = Resources.find(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses")!
+        var chosen: JSONValue?
+        if let name = o[path: ["spec", "priorityClassName"]]?.string, !name.isEmpty {
+            guard let kv = try await store.get(classes.key(namespace: nil, name: name)), let c = try? JSONValue.parse(kv.value) else {
+                throw APIError(code: 403, reason: "Forbidden", message: "pods \"\(o[path: ["metadata", "name"]]?.string ?? "")\" is forbidden: no PriorityClass with name \(name) was found")
+            }
+            chosen = c
+        } else {
+            chosen = try await store.list(prefix: classes.storePrefix, after: nil, limit: 0, revision: nil).items
+                .compactMap { try? JSONValue.parse($0.value) }.first { $0["globalDefault"]?.bool == true }
+            if let chosen { o[path: ["spec", "priorityClassName"]] = .string(chosen.name) }
+        }
+        let value = chosen?["value"]?.int ?? 0
+        if let given = o[path: ["spec", "priority"]]?.int, given != value {
+            throw APIError(code: 403, reason: "Forbidden", message: "pods \"\(o[path: ["metadata", "name"]]?.string ?? "")\" is forbidden: the integer value of priority (\(given)) must not be provided in pod spec; priority admission controller computed \(value) from the given PriorityClass name")
+        }
+        o[path: ["spec", "priority"]] = .int(value)
+        o[path: ["spec", "preemptionPolicy"]] = .string(chosen?["preemptionPolicy"]?.string ?? "PreemptLowerPriority")
+    }
+
+    /// The DefaultTolerationSeconds admission plugin: 300 s tolerations of the not-ready and
+    /// unreachable NoExecute taints, unless the Pod tolerates them already.
+    static func defaultTolerations(_ o: inout JSONValue) {
+        var tolerations = o[path: ["spec", "tolerations"]]?.array ?? []
+        for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+            let covered = tolerations.contains { t in
+                let k = t["key"]?.string ?? "", op = t["operator"]?.string ?? "Equal", effect = t["effect"]?.string ?? ""
+                return (k == key || (k.isEmpty && op == "Exists")) && (effect.isEmpty || effect == "NoExecute")
+            }
+            if !covered {
+                tolerations.append(["key": .string(key), "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300])
+            }
+        }
+        o[path: ["spec", "tolerations"]] = .array(tolerations)
     }
 
     func defaults(_ o: inout JSONValue, _ r: ResourceInfo) { r.strategy.defaults(&o) }

@@ -59,7 +59,7 @@ enum Discovery {
         if !r.subresources.isEmpty {
             o["subresources"] = .array(r.subresources.map { sub in
                 let k = r.gvk(subresource: sub)
-                let verbs: JSONValue = sub == "binding" ? ["create"] : ["get", "patch", "update"]
+                let verbs: JSONValue = sub == "binding" || sub == "eviction" ? ["create"] : ["get", "patch", "update"]
                 return ["subresource": .string(sub), "responseKind": kindJSON(k.group, k.version, k.kind), "verbs": verbs]
             })
         }

@@ -205,6 +205,8 @@ public final class APIHandler: Sendable {
             return try await create(req, t)
         case ("POST", _?) where t.subresource == "binding":
             return try await bind(req, t)
+        case ("POST", _?) where t.subresource == "eviction":
+            return try await evict(req, t)
         case ("PUT", _?):
             return try await update(req, t)
         case ("PATCH", _?):

@@ -171,9 +171,9 @@ struct OpenAPI: Sendable {
             let kind = r.gvk(subresource: sub)
             let subName = schemas.kindNames[kind]
             let subID = idKind + sub.capitalized
-            if sub == "binding" {
-                out.append((item + "/binding", [Operation(method: "post", action: "post", kind: kind, id: "create" + subID,
-                                                          description: "create binding of a \(r.kind)", parameters: writes, body: subName, response: subName)]))
+            if sub == "binding" || sub == "eviction" {
+                out.append((item + "/" + sub, [Operation(method: "post", action: "post", kind: kind, id: "create" + subID,
+                                                         description: "create \(sub) of a \(r.kind)", parameters: writes, body: subName, response: subName)]))
                 continue
             }
             out.append((item + "/" + sub, [

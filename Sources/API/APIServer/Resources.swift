@@ -60,6 +60,7 @@ public struct ResourceInfo: Sendable, Hashable {
         switch subresource {
         case "scale": GroupVersionKind(group: "autoscaling", version: "v1", kind: "Scale")
         case "binding": GroupVersionKind(group: "", version: "v1", kind: "Binding")
+        case "eviction": GroupVersionKind(group: "policy", version: "v1", kind: "Eviction")
         default: gvk
         }
     }
@@ -85,6 +86,7 @@ public struct ResourceInfo: Sendable, Hashable {
             let (kind, verbs, group, version): (String, JSONValue, String?, String?) = switch sub {
             case "scale": ("Scale", ["get", "patch", "update"], "autoscaling", "v1")
             case "binding": ("Binding", ["create"], nil, nil)
+            case "eviction": ("Eviction", ["create"], "policy", "v1")
             default: (self.kind, ["get", "patch", "update"], nil, nil)
             }
             var e: [String: JSONValue] = ["name": .string("\(resource)/\(sub)"), "singularName": "", "namespaced": .bool(namespaced),
@@ -136,7 +138,7 @@ public enum Resources {
         core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status"], NamespaceStrategy()),
         core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"], ServiceStrategy()),
         core("endpoints", "endpoints", "Endpoints", short: ["ep"], EndpointsStrategy()),
-        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding"], PodStrategy()),
+        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding", "eviction"], PodStrategy()),
         core("nodes", "node", "Node", namespaced: false, short: ["no"], sub: ["status"], NodeStrategy()),
         core("events", "event", "Event", short: ["ev"], EventStrategy()),
         core("configmaps", "configmap", "ConfigMap", short: ["cm"], ConfigMapStrategy()),
@@ -150,6 +152,22 @@ public enum Resources {
         ResourceInfo(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet",
                      namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"],
                      strategy: WorkloadStrategy(deployment: false)),
+        core("limitranges", "limitrange", "LimitRange", short: ["limits"], LimitRangeStrategy()),
+        core("resourcequotas", "resourcequota", "ResourceQuota", short: ["quota"], sub: ["status"], ResourceQuotaStrategy()),
+        ResourceInfo(group: "apps", version: "v1", resource: "daemonsets", singular: "daemonset", kind: "DaemonSet",
+                     namespaced: true, shortNames: ["ds"], categories: ["all"], subresources: ["status"], strategy: DaemonSetStrategy()),
+        ResourceInfo(group: "apps", version: "v1", resource: "statefulsets", singular: "statefulset", kind: "StatefulSet",
+                     namespaced: true, shortNames: ["sts"], categories: ["all"], subresources: ["status", "scale"], strategy: StatefulSetStrategy()),
+        ResourceInfo(group: "batch", version: "v1", resource: "jobs", singular: "job", kind: "Job",
+                     namespaced: true, shortNames: [], categories: ["all"], subresources: ["status"], strategy: JobStrategy()),
+        ResourceInfo(group: "batch", version: "v1", resource: "cronjobs", singular: "cronjob", kind: "CronJob",
+                     namespaced: true, shortNames: ["cj"], categories: ["all"], subresources: ["status"], strategy: CronJobStrategy()),
+        ResourceInfo(group: "coordination.k8s.io", version: "v1", resource: "leases", singular: "lease", kind: "Lease",
+                     namespaced: true, shortNames: [], categories: [], subresources: [], strategy: LeaseStrategy()),
+        ResourceInfo(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", singular: "priorityclass", kind: "PriorityClass",
+                     namespaced: false, shortNames: ["pc"], categories: [], subresources: [], strategy: PriorityClassStrategy()),
+        ResourceInfo(group: "policy", version: "v1", resource: "poddisruptionbudgets", singular: "poddisruptionbudget", kind: "PodDisruptionBudget",
+                     namespaced: true, shortNames: ["pdb"], categories: [], subresources: ["status"], strategy: PodDisruptionBudgetStrategy()),
         ResourceInfo(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions", singular: "customresourcedefinition",
                      kind: "CustomResourceDefinition", namespaced: false, shortNames: ["crd", "crds"], categories: ["api-extensions"],
                      subresources: ["status"], strategy: DefinitionStrategy()),

@@ -96,7 +96,7 @@ extension APIHandler {
         }
         o[path: ["metadata", "name"]] = .string(name)
         if r.namespaced { o[path: ["metadata", "namespace"]] = .string(t.namespace!) }
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "generation"] {
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
             o[path: ["metadata", f]] = old[path: ["metadata", f]]
         }
         o[path: ["metadata", "resourceVersion"]] = nil
@@ -128,6 +128,11 @@ extension APIHandler {
         if o == oldBare { return (current, nil) }
         // A dry run answers with what would be stored, at the current revision.
         if dryRun { return (KeyValue(key: current.key, value: Data(), createRevision: current.createRevision, modRevision: current.modRevision), o) }
+        if finishesDeletion(o, r) {
+            let kv = try await storeCall(r, name) { try await self.store.delete(r.key(namespace: t.namespace, name: name), expected: current.modRevision) }
+            await admission.release(oldBare, r)
+            return (kv, oldBare)
+        }
         let stored = o
         let kv = try await storeCall(r, name) {
             do {
@@ -207,8 +212,14 @@ extension APIHandler {
 
     func delete(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
         let r = t.resource, name = t.name!
+        var opts: JSONValue?
+        if !req.body.isEmpty {
+            do { opts = try JSONValue.parse(req.body) } catch { throw APIError.badRequest("the body of the request is not DeleteOptions: \(error)") }
+        }
+        // Query parameters say the same as the body (kubectl sends the body; curl users the query).
+        if let g = req.query["gracePeriodSeconds"], let n = Int64(g) { opts = opts ?? [:]; opts?["gracePeriodSeconds"] = .int(n) }
+        if let p = req.query["propagationPolicy"] { opts = opts ?? [:]; opts?["propagationPolicy"] = .string(p) }
         var expected: Int64?
-        let opts = req.body.isEmpty ? nil : try? JSONValue.parse(req.body)
         if let rv = opts?[path: ["preconditions", "resourceVersion"]]?.string {
             expected = Int64(rv)
             guard expected != nil else { throw APIError.badRequest("invalid precondition resourceVersion \(rv)") }
@@ -227,16 +238,89 @@ extension APIHandler {
             return .ok(try present(cur, r))
         }
         if r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected) }
-        // A definition goes first (its preconditions checked), then stops being served, then its objects go.
-        let customPrefixes = r == Resources.crd ? registry.storedResources.filter { $0.custom?.definition == name }.map(\.storePrefix) : []
-        let kv = try await storeCall(r, name) { try await self.store.delete(r.key(namespace: t.namespace, name: name), expected: expected) }
-        let gone = try present(kv, r)
-        await admission.release(gone, r)
-        if r == Resources.crd {
-            registry.uninstall(name)
-            try await deleteObjects(under: customPrefixes)
+        return try await deleteObject(r, namespace: t.namespace, name: name, options: opts ?? [:], expected: expected)
+    }
+
+    /// What a deletion does, as kube-apiserver's generic registry decides it:
+    /// - an object with finalizers, or deleted with `propagationPolicy` Foreground or Orphan, is
+    ///   only marked (`deletionTimestamp`; the `foregroundDeletion` or `orphan` finalizer added),
+    ///   and goes when its last finalizer is removed (the garbage collector's part);
+    /// - a Pod bound to a node and not finished is marked with `deletionTimestamp` now plus its
+    ///   grace period (`deletionGracePeriodSeconds`): its kubelet stops it and deletes it with a
+    ///   grace period of 0; an unbound or finished Pod, or one deleted with 0, goes at once;
+    /// - anything else goes at once.
+    func deleteObject(_ r: ResourceInfo, namespace: String?, name: String, options: JSONValue, expected: Int64?) async throws -> APIResponse {
+        let key = r.key(namespace: namespace, name: name)
+        var policy = options["propagationPolicy"]?.string
+        if policy == nil, let orphan = options["orphanDependents"]?.bool { policy = orphan ? "Orphan" : "Background" }
+        if let p = policy, !["Orphan", "Background", "Foreground"].contains(p) {
+            throw APIError.invalidOptions("DeleteOptions", [FieldError("propagationPolicy", "Unsupported value: \"\(p)\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"")])
         }
-        return .ok(gone)
+        let grace = options["gracePeriodSeconds"]?.int
+        if let grace, grace < 0 {
+            throw APIError.invalidOptions("DeleteOptions", [FieldError("gracePeriodSeconds", "Invalid value: \(grace): must be greater than or equal to 0")])
+        }
+        for _ in 0..<5 {
+            guard let current = try await storeCall(r, name, { try await self.store.get(key) }) else { throw APIError.notFound(r, name) }
+            if let expected, expected != current.modRevision { throw APIError.conflict(r, name) }
+            var o = try JSONValue.parse(current.value)
+            var finalizers = (o[path: ["metadata", "finalizers"]]?.array ?? []).compactMap(\.string)
+            let wanted = policy == "Foreground" ? "foregroundDeletion" : policy == "Orphan" ? "orphan" : nil
+            if let wanted, !finalizers.contains(wanted) {
+                finalizers.removeAll { $0 == "foregroundDeletion" || $0 == "orphan" }
+                finalizers.append(wanted)
+            }
+            // A Pod's grace period: the option, else its spec's; what is left of an earlier one is shortened, never lengthened.
+            var podGrace: Int64?
+            if r.group.isEmpty && r.resource == "pods" {
+                let bound = !(o[path: ["spec", "nodeName"]]?.string ?? "").isEmpty
+                let phase = o[path: ["status", "phase"]]?.string ?? ""
+                let g = grace ?? o[path: ["spec", "terminationGracePeriodSeconds"]]?.int ?? 30
+                if bound && g > 0 && phase != "Succeeded" && phase != "Failed" { podGrace = g }
+            }
+            if finalizers.isEmpty && podGrace == nil {
+                let kv = try await storeCall(r, name) { try await self.store.delete(key, expected: current.modRevision) }
+                let gone = try present(kv, r)
+                await admission.release(gone, r)
+                if r == Resources.crd {
+                    let customPrefixes = registry.storedResources.filter { $0.custom?.definition == name }.map(\.storePrefix)
+                    registry.uninstall(name)
+                    try await deleteObjects(under: customPrefixes)
+                }
+                return .ok(gone)
+            }
+            // Marked, not deleted.
+            let now = Date()
+            if let podGrace {
+                let previous = o[path: ["metadata", "deletionGracePeriodSeconds"]]?.int
+                if previous == nil || podGrace < previous! {
+                    o[path: ["metadata", "deletionTimestamp"]] = .string(Self.rfc3339(now.addingTimeInterval(Double(podGrace))))
+                    o[path: ["metadata", "deletionGracePeriodSeconds"]] = .int(podGrace)
+                }
+            } else if o[path: ["metadata", "deletionTimestamp"]] == nil {
+                o[path: ["metadata", "deletionTimestamp"]] = .string(Self.rfc3339(now))
+                o[path: ["metadata", "deletionGracePeriodSeconds"]] = 0
+            }
+            o[path: ["metadata", "finalizers"]] = finalizers.isEmpty ? nil : .array(finalizers.map { .string($0) })
+            if o == (try JSONValue.parse(current.value)) { return .ok(try present(current, r)) }
+            let stored = o
+            do {
+                let kv = try await storeCall(r, name) { try await self.store.update(key, value: stored.serialized(), expected: current.modRevision) }
+                try await written(r, stored)
+                return .ok(try present(kv, r, known: stored))
+            } catch let e as APIError where e.reason == "Conflict" && expected == nil {
+                continue
+            }
+        }
+        throw APIError.conflict(r, name)
+    }
+
+    /// An update that leaves a marked object without finalizers (and, for a Pod, with a grace
+    /// period of 0) deletes it, as upstream's registry does.
+    func finishesDeletion(_ o: JSONValue, _ r: ResourceInfo) -> Bool {
+        guard o[path: ["metadata", "deletionTimestamp"]] != nil, (o[path: ["metadata", "finalizers"]]?.array ?? []).isEmpty else { return false }
+        if r.group.isEmpty && r.resource == "namespaces" { return false }
+        return (o[path: ["metadata", "deletionGracePeriodSeconds"]]?.int ?? 0) == 0
     }
 
     /// Deleting a namespace, as upstream: it turns Terminating at once (nothing new may be made in
@@ -279,14 +363,12 @@ extension APIHandler {
         let dryRun = try isDryRun(req, deleteOptions: req.body.isEmpty ? nil : try? JSONValue.parse(req.body))
         let items = try await selected(req, t, revision: nil).items
         if dryRun { return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"]) }
-        for (kv, o) in items {
-            let name = o[path: ["metadata", "name"]]?.string ?? ""
-            let customPrefixes = t.resource == Resources.crd ? registry.storedResources.filter { $0.custom?.definition == name }.map(\.storePrefix) : []
-            guard (try? await store.delete(kv.key, expected: nil)) != nil else { continue }
-            await admission.release(o, t.resource)
-            if t.resource == Resources.crd {
-                registry.uninstall(name)
-                try await deleteObjects(under: customPrefixes)
+        let opts = req.body.isEmpty ? JSONValue.object([:]) : (try? JSONValue.parse(req.body)) ?? [:]
+        for (_, o) in items {
+            do {
+                _ = try await deleteObject(t.resource, namespace: o.namespace.isEmpty ? nil : o.namespace, name: o.name, options: opts, expected: nil)
+            } catch let e as APIError where e.code == 404 {
+                continue
             }
         }
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"])
@@ -309,5 +391,66 @@ extension APIHandler {
         _ = try await write(r, t, name: name, new: o, current: current, subresource: nil, dryRun: try isDryRun(req),
                             tracking: .update(try fieldManagerName(req)))
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201], 201)
+    }
+
+    /// `pods/NAME/eviction`: the Pod is deleted (with the Eviction's delete options) unless the
+    /// PodDisruptionBudget that selects it allows no disruption now, as upstream's eviction
+    /// REST answers: 429 with the budget's cause, and the budget's `disruptionsAllowed`
+    /// decremented (and the Pod noted in `disruptedPods`) when it goes.
+    func evict(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
+        var duplicates: [String] = []
+        var e = try decodeBody(req, duplicates: &duplicates)
+        _ = try validateFields(&e, t.resource.gvk(subresource: "eviction"), duplicates: duplicates, req)
+        let r = t.resource, name = t.name!, ns = t.namespace!
+        if let n = e[path: ["metadata", "name"]]?.string, n != name {
+            throw APIError.badRequest("name in URL does not match name in Eviction object")
+        }
+        let options = e["deleteOptions"] ?? [:]
+        guard let current = try await store.get(r.key(namespace: ns, name: name)) else { throw APIError.notFound(r, name) }
+        let pod = try present(current, r)
+        let success: JSONValue = ["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201]
+        // A finished, pending or already terminating Pod needs no budget.
+        let phase = pod[path: ["status", "phase"]]?.string ?? ""
+        if phase == "Succeeded" || phase == "Failed" || phase == "Pending" || pod.isDeleting {
+            _ = try await deleteObject(r, namespace: ns, name: name, options: options, expected: nil)
+            return .ok(success, 201)
+        }
+        let pdbs = Resources.find(group: "policy", version: "v1", resource: "poddisruptionbudgets")!
+        let budgets = try await store.list(prefix: pdbs.storePrefix + ns + "/", after: nil, limit: 0, revision: nil).items
+            .compactMap { kv -> (KeyValue, JSONValue)? in (try? JSONValue.parse(kv.value)).map { (kv, $0) } }
+            .filter { _, b in b[path: ["spec", "selector"]].map { ObjectSelector($0) }.map { !$0.isEmpty && $0.matches(pod.labels) } ?? false }
+        if budgets.count > 1 {
+            throw APIError.internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.")
+        }
+        if let (kv, budget) = budgets.first {
+            let bname = budget.name
+            func tooMany(_ cause: String) -> APIError {
+                APIError(code: 429, reason: "TooManyRequests", message: "Cannot evict pod as it would violate the pod's disruption budget.",
+                         details: ["causes": [["reason": "DisruptionBudget", "message": .string(cause)]]])
+            }
+            if (budget[path: ["status", "observedGeneration"]]?.int ?? 0) < (budget[path: ["metadata", "generation"]]?.int ?? 0) {
+                throw tooMany("The disruption budget \(bname) is still being processed by the server.")
+            }
+            let allowed = budget[path: ["status", "disruptionsAllowed"]]?.int ?? 0
+            if allowed < 0 {
+                throw APIError(code: 403, reason: "Forbidden", message: "pdb disruptions allowed is negative")
+            }
+            if allowed == 0 {
+                let desired = budget[path: ["status", "desiredHealthy"]]?.int ?? 0, healthy = budget[path: ["status", "currentHealthy"]]?.int ?? 0
+                throw tooMany("The disruption budget \(bname) needs \(desired) healthy pods and has \(healthy) currently")
+            }
+            var b = budget
+            b[path: ["status", "disruptionsAllowed"]] = .int(allowed - 1)
+            var disrupted = b[path: ["status", "disruptedPods"]]?.object ?? [:]
+            disrupted[name] = .string(Self.rfc3339())
+            b[path: ["status", "disruptedPods"]] = .object(disrupted)
+            do {
+                _ = try await store.update(kv.key, value: b.serialized(), expected: kv.modRevision)
+            } catch let e as StoreError where { if case .conflict = e { true } else { false } }() {
+                throw APIError(code: 429, reason: "TooManyRequests", message: "Operation cannot be fulfilled on poddisruptionbudgets.policy \"\(bname)\": the object has been modified; please apply your changes to the latest version and try again")
+            }
+        }
+        _ = try await deleteObject(r, namespace: ns, name: name, options: options, expected: nil)
+        return .ok(success, 201)
     }
 }

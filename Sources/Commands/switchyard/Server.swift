@@ -97,12 +97,7 @@ struct Server: AsyncParsableCommand {
         try await admission.load(from: store)
         let handler = APIHandler(store: store, admission: admission)
         try await handler.loadCustomResources()
-        // The namespaces every cluster starts with.
-        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let r = await handler.handle(APIRequest(method: "POST", path: "/api/v1/namespaces",
-                                                    body: JSONValue.object(["metadata": ["name": .string(ns)]]).serialized()))
-            guard r.code == 201 || r.code == 409 else { throw ValidationError("creating namespace \(ns): \(r.json?.text() ?? "")") }
-        }
+        do { try await handler.bootstrap() } catch { throw ValidationError("\(error)") }
         let dataDir = self.dataDir, host = bindAddress
         let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
         let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, logger: logger)
