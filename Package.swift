@@ -99,6 +99,17 @@ let package = Package(
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                 path: "Sources/API/APIServer", swiftSettings: strict),
 
+        // MARK: ControlPlane
+        // What every control-plane component is made of: the API as a transport (HTTP, or the
+        // server's handler in memory), informers, the rate-limited work queue, leader election
+        // through Leases, the event recorder.
+        .target(name: "ControllerKit", dependencies: ["KubeAPI", "KubeClient", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/ControlPlane/ControllerKit", swiftSettings: strict),
+        // kube-scheduler: the queue, the filter and score plugins, binding, preemption.
+        .target(name: "Scheduler", dependencies: ["ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log"),
+                                                  .product(name: "Yams", package: "Yams")],
+                path: "Sources/ControlPlane/Scheduler", swiftSettings: strict),
+
         // MARK: Proxy
         // The seam: the service/endpoint model, change tracking, snapshots, endpoint selection and
         // topology, chain hashes, the options every mode shares, the backend protocol and the
@@ -220,6 +231,8 @@ let package = Package(
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ControllerKit", "APIServer", "KubeAPI", "KubeClient", "KubeStore"],
+                    swiftSettings: strict),
         .testTarget(name: "APISchemaTests", dependencies: ["APISchema", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "FieldManagerTests", dependencies: ["FieldManager", "APISchema", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "KubeAPITests", dependencies: ["KubeAPI", .product(name: "Yams", package: "Yams")], swiftSettings: strict),

@@ -1,0 +1,105 @@
+import Foundation
+import Logging
+import Synchronization
+import KubeAPI
+
+/// Records core/v1 Events about objects, as client-go's event recorder: best effort and in the
+/// background (a queue of 1,000; when it is full, events are dropped, as upstream's broadcaster
+/// drops them), and a repeat of the same event (object, type, reason, message) increments the
+/// first one's `count` instead of adding another.
+public final class EventRecorder: Sendable {
+    let api: API
+    /// `source.component` (`default-scheduler`, `replicaset-controller`).
+    public let component: String
+    let host: String
+    let logger: Logger
+    struct State {
+        var pending: [JSONValue] = []
+        var wake: CheckedContinuation<Void, Never>?
+        /// Recent events by what makes them the same, with their name and count.
+        var seen: [String: (name: String, namespace: String, count: Int64)] = [:]
+        var dropped = 0
+    }
+    let state = Mutex(State())
+    static let capacity = 1000
+
+    public init(api: API, component: String, host: String = "", logger: Logger = Logger(label: "switchyard.events")) {
+        self.api = api
+        self.component = component
+        self.host = host
+        self.logger = logger
+    }
+
+    /// Records an event about `object` (a full object, or at least its kind, apiVersion and metadata).
+    public func record(_ object: JSONValue, type: String = "Normal", reason: String, message: String, kind: String? = nil, apiVersion: String? = nil) {
+        let ref: JSONValue = ["kind": .string(kind ?? object["kind"]?.string ?? ""), "apiVersion": .string(apiVersion ?? object["apiVersion"]?.string ?? ""),
+                              "namespace": .string(object.namespace), "name": .string(object.name), "uid": .string(object.uid),
+                              "resourceVersion": .string(object[path: ["metadata", "resourceVersion"]]?.string ?? "")]
+        let e: JSONValue = ["involvedObject": ref, "type": .string(type), "reason": .string(reason), "message": .string(message)]
+        let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            guard s.pending.count < Self.capacity else { s.dropped += 1; return nil }
+            s.pending.append(e)
+            defer { s.wake = nil }
+            return s.wake
+        }
+        wake?.resume()
+    }
+
+    /// Sends what is recorded, until cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            let batch = state.withLock { s -> [JSONValue] in defer { s.pending.removeAll() }; return s.pending }
+            if batch.isEmpty {
+                await withTaskCancellationHandler {
+                    await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                        let now = state.withLock { s -> Bool in
+                            if !s.pending.isEmpty || Task.isCancelled { return true }
+                            s.wake = c
+                            return false
+                        }
+                        if now { c.resume() }
+                    }
+                } onCancel: {
+                    let w = state.withLock { s -> CheckedContinuation<Void, Never>? in defer { s.wake = nil }; return s.wake }
+                    w?.resume()
+                }
+                continue
+            }
+            for e in batch { await send(e) }
+        }
+    }
+
+    func send(_ e: JSONValue) async {
+        let ref = e["involvedObject"] ?? [:]
+        let ns = ref["namespace"]?.string.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
+        let same = [ref["uid"]?.string ?? "", e["type"]?.string ?? "", e["reason"]?.string ?? "", e["message"]?.string ?? ""].joined(separator: "\u{0}")
+        let now = LeaderElector.microTime()
+        let seconds = String(now.prefix(19)) + "Z"
+        if let known = state.withLock({ $0.seen[same] }) {
+            let count = known.count + 1
+            if (try? await api.mergePatch(API.path("v1", "events", namespace: known.namespace, name: known.name),
+                                          ["count": .int(count), "lastTimestamp": .string(seconds)])) != nil {
+                state.withLock { $0.seen[same]?.count = count }
+                return
+            }
+        }
+        let name = "\(ref["name"]?.string ?? "event").\(String(UInt64(Date().timeIntervalSince1970 * 1e9), radix: 16))"
+        var event = e
+        event["metadata"] = ["name": .string(name), "namespace": .string(ns)]
+        event["source"] = host.isEmpty ? ["component": .string(component)] : ["component": .string(component), "host": .string(host)]
+        event["reportingComponent"] = .string(component)
+        event["reportingInstance"] = .string(host)
+        event["firstTimestamp"] = .string(seconds)
+        event["lastTimestamp"] = .string(seconds)
+        event["count"] = 1
+        do {
+            _ = try await api.create(API.path("v1", "events", namespace: ns), event)
+            state.withLock { s in
+                if s.seen.count > 4096 { s.seen.removeAll() }
+                s.seen[same] = (name, ns, 1)
+            }
+        } catch {
+            logger.debug("event \(e["reason"]?.string ?? "") about \(ns)/\(ref["name"]?.string ?? ""): \(error)")
+        }
+    }
+}
