@@ -109,6 +109,9 @@ let package = Package(
         .target(name: "Scheduler", dependencies: ["ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log"),
                                                   .product(name: "Yams", package: "Yams")],
                 path: "Sources/ControlPlane/Scheduler", swiftSettings: strict),
+        // kube-controller-manager's controllers, each a reconcile loop over shared informers.
+        .target(name: "Controllers", dependencies: ["ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/ControlPlane/Controllers", swiftSettings: strict),
 
         // MARK: Proxy
         // The seam: the service/endpoint model, change tracking, snapshots, endpoint selection and
@@ -166,6 +169,9 @@ let package = Package(
 
         // MARK: Node
         // The CNI plugins (bridge, host-local, loopback) and the spec's types.
+        // Nodes without machines (kwok-style): registered, their Leases renewed, their pods set running.
+        .target(name: "FakeNodes", dependencies: ["ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Node/FakeNodes", swiftSettings: strict),
         .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", "IPTablesKit", .product(name: "Crypto", package: "swift-crypto")],
                 path: "Sources/Node/CNI", swiftSettings: strict),
 
@@ -231,7 +237,7 @@ let package = Package(
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "ControllerKit", "APIServer", "KubeAPI", "KubeClient", "KubeStore"],
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Controllers", "ControllerKit", "FakeNodes", "APIServer", "KubeAPI", "KubeClient", "KubeStore"],
                     swiftSettings: strict),
         .testTarget(name: "APISchemaTests", dependencies: ["APISchema", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "FieldManagerTests", dependencies: ["FieldManager", "APISchema", "KubeAPI"], swiftSettings: strict),

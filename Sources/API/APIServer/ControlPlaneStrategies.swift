@@ -330,3 +330,41 @@ struct ResourceQuotaStrategy: ResourceStrategy {
          Tables.Column(name: "Limit") { self.cells($0, limits: true) }]
     }
 }
+
+/// ReplicationControllers: a selector that is a plain map, defaulted from the template's labels
+/// (upstream's SetDefaults_ReplicationController), as are the controller's own labels.
+struct ReplicationControllerStrategy: ResourceStrategy {
+    var tracksGeneration: Bool { true }
+    func defaults(_ o: inout JSONValue) {
+        if o[path: ["spec", "replicas"]] == nil { o[path: ["spec", "replicas"]] = 1 }
+        let labels = o[path: ["spec", "template", "metadata", "labels"]]
+        if (o[path: ["spec", "selector"]]?.object ?? [:]).isEmpty, let labels { o[path: ["spec", "selector"]] = labels }
+        if (o[path: ["metadata", "labels"]]?.object ?? [:]).isEmpty, let labels { o[path: ["metadata", "labels"]] = labels }
+        defaultTemplate(&o, at: ["spec", "template", "spec"])
+    }
+    func validate(_ o: JSONValue, _ r: ResourceInfo) throws -> [FieldError] {
+        var errs: [FieldError] = []
+        let sel = (o[path: ["spec", "selector"]]?.object ?? [:])
+        let tpl = o[path: ["spec", "template", "metadata", "labels"]]?.object ?? [:]
+        if sel.isEmpty {
+            errs.append(FieldError("spec.selector", "Required value"))
+        } else if !sel.allSatisfy({ tpl[$0.key] == $0.value }) {
+            errs.append(FieldError("spec.template.metadata.labels", "Invalid value: \(JSONValue.object(tpl).text()): `selector` does not match template `labels`"))
+        }
+        if let n = o[path: ["spec", "replicas"]]?.int, n < 0 {
+            errs.append(FieldError("spec.replicas", "Invalid value: \(n): must be greater than or equal to 0"))
+        }
+        return errs
+    }
+    var columns: [Tables.Column] {
+        [Tables.nameColumn,
+         Tables.Column(name: "Desired", type: "integer") { .int($0[path: ["spec", "replicas"]]?.int ?? 0) },
+         Tables.Column(name: "Current", type: "integer") { .int($0[path: ["status", "replicas"]]?.int ?? 0) },
+         Tables.Column(name: "Ready", type: "integer") { .int($0[path: ["status", "readyReplicas"]]?.int ?? 0) },
+         Tables.ageColumn, Tables.containersColumn, Tables.imagesColumn,
+         Tables.Column(name: "Selector", priority: 1) { o in
+             Tables.none((o[path: ["spec", "selector"]]?.object ?? [:]).compactMapValues(\.string).sorted { $0.key < $1.key }
+                 .map { "\($0.key)=\($0.value)" }.joined(separator: ","))
+         }]
+    }
+}

@@ -218,8 +218,10 @@ enum Scale {
                     "spec": ["replicas": CustomResources.value(at: paths.specReplicas, in: o) ?? 0],
                     "status": ["replicas": CustomResources.value(at: paths.statusReplicas, in: o) ?? 0, "selector": .string(selector)]]
         }
-        let sel = (o[path: ["spec", "selector", "matchLabels"]]?.object ?? [:]).compactMapValues(\.string)
-            .sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+        // A ReplicationController's selector is a plain map; the others' a LabelSelector.
+        let sel = r.kind == "ReplicationController"
+            ? ObjectSelector(matchLabels: (o[path: ["spec", "selector"]]?.object ?? [:]).compactMapValues(\.string)).query
+            : (o[path: ["spec", "selector"]].map { ObjectSelector($0).query } ?? "")
         return ["kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": .object(meta),
                 "spec": ["replicas": o[path: ["spec", "replicas"]] ?? 0],
                 "status": ["replicas": o[path: ["status", "replicas"]] ?? 0, "selector": .string(sel)]]

@@ -152,6 +152,8 @@ public enum Resources {
         ResourceInfo(group: "apps", version: "v1", resource: "replicasets", singular: "replicaset", kind: "ReplicaSet",
                      namespaced: true, shortNames: ["rs"], categories: ["all"], subresources: ["status", "scale"],
                      strategy: WorkloadStrategy(deployment: false)),
+        core("replicationcontrollers", "replicationcontroller", "ReplicationController", short: ["rc"], categories: ["all"], sub: ["status", "scale"],
+             ReplicationControllerStrategy()),
         core("limitranges", "limitrange", "LimitRange", short: ["limits"], LimitRangeStrategy()),
         core("resourcequotas", "resourcequota", "ResourceQuota", short: ["quota"], sub: ["status"], ResourceQuotaStrategy()),
         ResourceInfo(group: "apps", version: "v1", resource: "daemonsets", singular: "daemonset", kind: "DaemonSet",

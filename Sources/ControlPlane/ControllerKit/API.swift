@@ -18,6 +18,11 @@ public struct APIStatusError: Error, CustomStringConvertible, Sendable {
     public var reason: String
     public var message: String
     public var description: String { "\(code) \(reason): \(message)" }
+    public init(code: Int, reason: String, message: String) {
+        self.code = code
+        self.reason = reason
+        self.message = message
+    }
     public var isConflict: Bool { code == 409 && reason == "Conflict" }
     public var isNotFound: Bool { code == 404 }
     public var isAlreadyExists: Bool { code == 409 && reason == "AlreadyExists" }

@@ -29,7 +29,7 @@ public struct LeaderElector: Sendable {
 
     var path: String { API.path("coordination.k8s.io/v1", "leases", namespace: namespace, name: name) }
 
-    static func microTime(_ d: Date = Date()) -> String {
+    public static func microTime(_ d: Date = Date()) -> String {
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         f.timeZone = TimeZone(identifier: "UTC")

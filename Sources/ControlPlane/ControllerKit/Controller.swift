@@ -1,0 +1,160 @@
+import Foundation
+import Logging
+import Synchronization
+import KubeAPI
+
+/// Informers shared by every controller of a process, one per collection (client-go's shared
+/// informer factory): the pods are listed and watched once, however many controllers read them.
+public final class SharedInformers: Sendable {
+    public let api: API
+    let logger: Logger
+    let informers = Mutex<[String: Informer<JSONValue>]>([:])
+    let started = Mutex(false)
+
+    public init(api: API, logger: Logger = Logger(label: "switchyard.informers")) {
+        self.api = api
+        self.logger = logger
+    }
+
+    /// The informer of a collection (`/api/v1/pods`), objects slimmed by `slim` when it is first
+    /// asked for (what controllers never read is not kept).
+    public func informer(_ path: String, slim: (@Sendable (JSONValue) -> JSONValue)? = nil) -> Informer<JSONValue> {
+        informers.withLock { all in
+            if let i = all[path] { return i }
+            let i = Informer<JSONValue>(api, path: path, logger: logger) { o in slim.map { $0(o) } ?? o }
+            all[path] = i
+            return i
+        }
+    }
+
+    public var pods: Informer<JSONValue> { informer("/api/v1/pods", slim: Slim.pod) }
+    public var nodes: Informer<JSONValue> { informer("/api/v1/nodes", slim: Slim.managedFields) }
+
+    /// Runs every informer asked for so far, until cancelled.
+    public func run() async {
+        let all = informers.withLock { Array($0.values) }
+        await withTaskGroup(of: Void.self) { g in
+            for i in all { g.addTask { await i.run() } }
+        }
+    }
+
+    public func waitForSync() async {
+        for i in informers.withLock({ Array($0.values) }) { await i.waitForSync() }
+    }
+}
+
+/// What controllers keep of objects.
+public enum Slim {
+    public static func managedFields(_ o: JSONValue) -> JSONValue {
+        var o = o
+        o[path: ["metadata", "managedFields"]] = nil
+        return o
+    }
+
+    /// A Pod without what no controller reads (containers, volumes, managed fields): a tenth of
+    /// its size.
+    public static func pod(_ o: JSONValue) -> JSONValue {
+        var o = managedFields(o)
+        o[path: ["metadata", "annotations", "kubectl.kubernetes.io/last-applied-configuration"]] = nil
+        if var spec = o["spec"]?.object {
+            for k in ["containers", "initContainers", "volumes", "securityContext", "affinity", "dnsConfig"] { spec[k] = nil }
+            o["spec"] = .object(spec)
+        }
+        return o
+    }
+}
+
+/// One reconcile loop: informers feed a work queue of keys, workers reconcile each key,
+/// failures are retried with the queue's backoff.
+public protocol Controller: Sendable {
+    /// kube-controller-manager's name for it (`replicaset`, `deployment`).
+    var name: String { get }
+    /// Registers its informers and handlers (before they run).
+    func setUp(_ informers: SharedInformers)
+    /// Runs its workers until cancelled (the informers have synced).
+    func run() async
+}
+
+/// Workers over a queue: `reconcile(key)` for each key, `workers` at once, retried on error.
+public func runWorkers(_ queue: WorkQueue, workers: Int, logger: Logger, name: String,
+                       reconcile: @escaping @Sendable (String) async throws -> Void) async {
+    await withTaskGroup(of: Void.self) { g in
+        for _ in 0..<workers {
+            g.addTask {
+                while let key = await queue.next() {
+                    do {
+                        try await reconcile(key)
+                        await queue.forget(key)
+                    } catch {
+                        let retries = await queue.retries(key)
+                        if retries < 15 || retries % 10 == 0 { logger.debug("\(name) \(key): \(error); retrying") }
+                        await queue.retry(key)
+                    }
+                    await queue.done(key)
+                }
+            }
+        }
+        g.addTask {
+            await withTaskCancellationHandler {
+                while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+            } onCancel: {
+                Task { await queue.shutdown() }
+            }
+        }
+    }
+}
+
+/// Owner references: the controller of an object, and references made for one.
+public enum Owners {
+    /// The uid of the object's controller of `kind`, if any.
+    public static func controller(_ o: JSONValue, kind: String? = nil) -> (kind: String, name: String, uid: String)? {
+        for r in o[path: ["metadata", "ownerReferences"]]?.array ?? [] where r["controller"]?.bool == true {
+            let k = r["kind"]?.string ?? ""
+            if let kind, k != kind { return nil }
+            return (k, r["name"]?.string ?? "", r["uid"]?.string ?? "")
+        }
+        return nil
+    }
+
+    /// An owner reference to `owner` naming it the controller (`blockOwnerDeletion` set, as controllers set it).
+    public static func reference(_ owner: JSONValue, apiVersion: String, kind: String) -> JSONValue {
+        ["apiVersion": .string(apiVersion), "kind": .string(kind), "name": .string(owner.name), "uid": .string(owner.uid),
+         "controller": true, "blockOwnerDeletion": true]
+    }
+}
+
+/// Pod conditions and times as controllers read them.
+public enum PodStatus {
+    public static func isReady(_ p: JSONValue) -> Bool {
+        (p[path: ["status", "conditions"]]?.array ?? []).contains { $0["type"] == "Ready" && $0["status"] == "True" }
+    }
+
+    /// Ready for at least `minReadySeconds` (upstream's `IsPodAvailable`).
+    public static func isAvailable(_ p: JSONValue, minReadySeconds: Int64, now: Date = Date()) -> Bool {
+        guard let c = (p[path: ["status", "conditions"]]?.array ?? []).first(where: { $0["type"] == "Ready" }), c["status"] == "True" else { return false }
+        if minReadySeconds == 0 { return true }
+        guard let t = c["lastTransitionTime"]?.string.flatMap(Time.parse) else { return false }
+        return now.timeIntervalSince(t) >= Double(minReadySeconds)
+    }
+
+    public static func isActive(_ p: JSONValue) -> Bool {
+        let phase = p[path: ["status", "phase"]]?.string ?? ""
+        return phase != "Succeeded" && phase != "Failed" && !p.isDeleting
+    }
+}
+
+/// RFC 3339 times as the API writes them.
+public enum Time {
+    public static func parse(_ s: String) -> Date? {
+        let f = ISO8601DateFormatter()
+        if let d = f.date(from: s) { return d }
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.date(from: s)
+    }
+
+    public static func now(_ d: Date = Date()) -> String {
+        let f = ISO8601DateFormatter()
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: d)
+    }
+}

@@ -1,0 +1,86 @@
+import Foundation
+import Logging
+import KubeAPI
+import ControllerKit
+
+/// kube-controller-manager: the controllers `--controllers` names, over one set of shared
+/// informers, writing through the API.
+public struct ControllerManager: Sendable {
+    public let api: API
+    public let controllers: [any Controller]
+    let logger: Logger
+
+    /// The controllers this manager knows, in kube-controller-manager's names, and whether each
+    /// runs by default (`*`).
+    public static let known: [(name: String, byDefault: Bool)] = [
+        ("deployment", true), ("replicaset", true), ("replicationcontroller", true), ("job", true), ("cronjob", true),
+        ("daemonset", true), ("statefulset", false), ("nodelifecycle", true), ("nodeipam", true), ("serviceaccount", true),
+        ("root-ca-certificate-publisher", true), ("namespace", true), ("garbage-collector", true), ("pod-garbage-collector", true),
+        ("disruption", true), ("ttl-after-finished", true),
+    ]
+
+    public struct Options: Sendable {
+        /// `--controllers`: `*` (the defaults), `name`, `-name`.
+        public var controllers: [String] = ["*"]
+        public var clusterCIDR: String?
+        public var allocateNodeCIDRs = false
+        public var nodeCIDRMaskSize = 24
+        public var nodeMonitorGracePeriod: Double = 40
+        public var nodeMonitorPeriod: Double = 5
+        /// The CA bundle published as `kube-root-ca.crt` in every namespace.
+        public var rootCA: String = ""
+        public var concurrentSyncs = 5
+        public init() {}
+    }
+
+    /// Which controllers `--controllers` enables; an unknown name is an error, as upstream's.
+    public static func enabled(_ list: [String]) throws -> [String] {
+        let names = Set(known.map(\.name))
+        for item in list where item != "*" {
+            let n = item.hasPrefix("-") ? String(item.dropFirst()) : item
+            guard names.contains(n) else { throw APIStatusError(code: 0, reason: "Invalid", message: "\"\(n)\" is not in the list of known controllers") }
+        }
+        return known.filter { c in
+            if list.contains("-" + c.name) { return false }
+            if list.contains(c.name) { return true }
+            return list.contains("*") && c.byDefault
+        }.map(\.name)
+    }
+
+    public init(api: API, options: Options = Options(), logger: Logger = Logger(label: "switchyard.controller-manager")) throws {
+        self.api = api
+        self.logger = logger
+        var list: [any Controller] = []
+        let n = options.concurrentSyncs
+        for name in try Self.enabled(options.controllers) {
+            switch name {
+            case "deployment": list.append(DeploymentController(api: api, workers: n))
+            case "replicaset": list.append(ReplicaSetController(api: api, workers: n))
+            case "replicationcontroller": list.append(ReplicaSetController(api: api, kind: "ReplicationController", workers: n))
+            default: if let c = Self.make(name, api: api, options: options) { list.append(c) }
+            }
+        }
+        controllers = list
+    }
+
+    /// The controllers beyond the workload ones (added as they are built).
+    static func make(_ name: String, api: API, options: Options) -> (any Controller)? {
+        nil
+    }
+
+    /// Sets up the informers, waits for them, runs every controller until cancelled.
+    public func run() async {
+        let informers = SharedInformers(api: api)
+        for c in controllers { c.setUp(informers) }
+        await withTaskGroup(of: Void.self) { g in
+            g.addTask { await informers.run() }
+            g.addTask {
+                await informers.waitForSync()
+                self.logger.info("controller-manager: caches synced; started \(self.controllers.map(\.name).joined(separator: ", "))")
+                await withTaskGroup(of: Void.self) { cg in
+                    for c in self.controllers { cg.addTask { await c.run() } }
+                }
+            }
+        }
+    }
+}
