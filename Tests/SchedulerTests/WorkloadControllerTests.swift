@@ -14,12 +14,14 @@ struct MiniCluster {
     let tasks: [Task<Void, Never>]
     let nodes: FakeNodes
 
-    static func start(nodes count: Int = 3, controllers: [String] = ["*"], cpu: String = "4") async throws -> MiniCluster {
+    static func start(nodes count: Int = 3, controllers: [String] = ["*"], cpu: String = "4",
+                      configure: (inout ControllerManager.Options) -> Void = { _ in }) async throws -> MiniCluster {
         let (h, api) = try await HandlerTransport.make()
         let fake = FakeNodes(api: api, count: count, cpu: cpu, memory: "8Gi", leaseInterval: 0.5)
         try await fake.register()
         var options = ControllerManager.Options()
         options.controllers = controllers
+        configure(&options)
         let manager = try ControllerManager(api: api, options: options)
         let scheduler = Scheduler(api: api)
         return MiniCluster(handler: h, api: api, tasks: [Task { await fake.run() }, Task { await manager.run() }, Task { await scheduler.run() }], nodes: fake)

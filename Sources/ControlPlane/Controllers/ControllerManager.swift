@@ -14,8 +14,8 @@ public struct ControllerManager: Sendable {
     /// runs by default (`*`).
     public static let known: [(name: String, byDefault: Bool)] = [
         ("deployment", true), ("replicaset", true), ("replicationcontroller", true), ("job", true), ("cronjob", true),
-        ("daemonset", true), ("statefulset", false), ("nodelifecycle", true), ("nodeipam", true), ("serviceaccount", true),
-        ("root-ca-certificate-publisher", true), ("namespace", true), ("garbage-collector", true), ("pod-garbage-collector", true),
+        ("daemonset", true), ("nodelifecycle", true), ("nodeipam", true), ("serviceaccount", true),
+        ("root-ca-certificate-publisher", true), ("garbage-collector", true), ("pod-garbage-collector", true),
         ("disruption", true), ("ttl-after-finished", true),
     ]
 
@@ -65,7 +65,22 @@ public struct ControllerManager: Sendable {
 
     /// The controllers beyond the workload ones (added as they are built).
     static func make(_ name: String, api: API, options: Options) -> (any Controller)? {
-        nil
+        switch name {
+        case "job": JobController(api: api)
+        case "cronjob": CronJobController(api: api)
+        case "ttl-after-finished": TTLAfterFinishedController(api: api)
+        case "daemonset": DaemonSetController(api: api)
+        case "nodelifecycle": NodeLifecycleController(api: api, gracePeriod: options.nodeMonitorGracePeriod, monitorPeriod: options.nodeMonitorPeriod)
+        case "nodeipam":
+            // Only with --allocate-node-cidrs and a --cluster-cidr, as upstream.
+            options.allocateNodeCIDRs ? options.clusterCIDR.flatMap { NodeIPAMController(api: api, clusterCIDR: $0, maskSize: options.nodeCIDRMaskSize) } : nil
+        case "serviceaccount": NamespaceDefaultsController(api: api, kind: .serviceAccount)
+        case "root-ca-certificate-publisher": options.rootCA.isEmpty ? nil : NamespaceDefaultsController(api: api, kind: .rootCA(options.rootCA))
+        case "garbage-collector": GarbageCollector(api: api)
+        case "pod-garbage-collector": PodGCController(api: api)
+        case "disruption": DisruptionController(api: api)
+        default: nil
+        }
     }
 
     /// Sets up the informers, waits for them, runs every controller until cancelled.

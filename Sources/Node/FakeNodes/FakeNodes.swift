@@ -19,10 +19,14 @@ public final class FakeNodes: Sendable {
     /// The next pod address per node (10.(244+n/256).(n%256).x).
     let nextIP = Mutex<[String: Int]>([:])
     public let leaseInterval: Double
+    /// How long a Job's pod runs before it succeeds.
+    public let jobRunSeconds: Double
 
     public init(api: API, prefix: String = "fake-node-", count: Int, cpu: String = "32", memory: String = "256Gi", pods: Int = 110,
-                labels: [String: String] = [:], leaseInterval: Double = 10, logger: Logger = Logger(label: "switchyard.fakenodes")) {
+                labels: [String: String] = [:], leaseInterval: Double = 10, jobRunSeconds: Double = 1,
+                logger: Logger = Logger(label: "switchyard.fakenodes")) {
         self.leaseInterval = leaseInterval
+        self.jobRunSeconds = jobRunSeconds
         self.api = api
         names = (0..<count).map { "\(prefix)\($0)" }
         self.cpu = cpu
@@ -121,6 +125,22 @@ public final class FakeNodes: Sendable {
         _ = try? await api.mergePatch(path + "/status", ["status": ["phase": "Running", "conditions": conditions, "podIP": .string(ip),
                                                                     "podIPs": [["ip": .string(ip)]], "hostIP": .string(address(index)),
                                                                     "startTime": .string(now)]])
+        // A Job's pod runs to its end (kwok's pod-complete stage): after `jobRunSeconds`, or
+        // what the pod's `switchyard.dev/fake-run-seconds` annotation says; it fails if
+        // `switchyard.dev/fake-exit-code` is not 0.
+        let ownedByJob = (p[path: ["metadata", "ownerReferences"]]?.array ?? []).contains { $0["kind"] == "Job" }
+        if ownedByJob {
+            let seconds = p[path: ["metadata", "annotations", "switchyard.dev/fake-run-seconds"]]?.string.flatMap(Double.init) ?? jobRunSeconds
+            let code = p[path: ["metadata", "annotations", "switchyard.dev/fake-exit-code"]]?.string.flatMap { Int($0) } ?? 0
+            Task {
+                try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+                let end = Time.now()
+                let done: JSONValue = .array(["Ready", "ContainersReady"].map {
+                    ["type": .string($0), "status": "False", "reason": "PodCompleted", "lastTransitionTime": .string(end), "lastProbeTime": .null]
+                })
+                _ = try? await self.api.strategicPatch(path + "/status", ["status": ["phase": code == 0 ? "Succeeded" : "Failed", "conditions": done]])
+            }
+        }
     }
 
     /// Registers the nodes, then renews their Leases and runs their pods until cancelled.

@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import KubeAPI
+import ControllerKit
+@testable import Controllers
+
+@Suite("cluster controllers", .serialized)
+struct ClusterControllerTests {
+    @Test func aJobRunsItsCompletionsInParallel() async throws {
+        let c = try await MiniCluster.start(nodes: 2)
+        defer { c.stop() }
+        let job: JSONValue = ["apiVersion": "batch/v1", "kind": "Job", "metadata": ["name": "pi"],
+                              "spec": ["completions": 5, "parallelism": 2, "template": ["metadata": ["annotations": ["switchyard.dev/fake-run-seconds": "0.2"]],
+                                        "spec": ["restartPolicy": "Never", "containers": [["name": "pi", "image": "perl"]]]]]]
+        _ = try await c.api.create("/apis/batch/v1/namespaces/default/jobs", job)
+        var maxActive = 0
+        var done = false
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && !done {
+            let pods = try await c.pods(selector: "job-name=pi")
+            maxActive = max(maxActive, pods.filter { $0[path: ["status", "phase"]] == "Running" || $0[path: ["status", "phase"]] == "Pending" }.count)
+            let j = try await c.api.get("/apis/batch/v1/namespaces/default/jobs/pi")
+            done = (j[path: ["status", "conditions"]]?.array ?? []).contains { $0["type"] == "Complete" && $0["status"] == "True" }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(done)
+        #expect(maxActive <= 2)
+        let j = try await c.api.get("/apis/batch/v1/namespaces/default/jobs/pi")
+        #expect(j[path: ["status", "succeeded"]] == 5)
+        #expect(j[path: ["status", "completionTime"]] != nil)
+    }
+
+    @Test func aDaemonSetRunsOnePodPerEligibleNode() async throws {
+        let c = try await MiniCluster.start(nodes: 3)
+        defer { c.stop() }
+        _ = try await c.api.mergePatch("/api/v1/nodes/fake-node-2", ["spec": ["taints": [["key": "dedicated", "value": "db", "effect": "NoSchedule"]]]])
+        let ds: JSONValue = ["apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": ["name": "agent"],
+                             "spec": ["selector": ["matchLabels": ["app": "agent"]],
+                                      "template": ["metadata": ["labels": ["app": "agent"]], "spec": ["containers": [["name": "a", "image": "busybox"]]]]]]
+        _ = try await c.api.create("/apis/apps/v1/namespaces/default/daemonsets", ds)
+        #expect(try await c.api.eventually(10) {
+            let pods = try await c.pods(selector: "app=agent")
+            return Set(pods.compactMap { $0[path: ["spec", "nodeName"]]?.string }) == ["fake-node-0", "fake-node-1"] && pods.count == 2
+        })
+        #expect(try await c.api.eventually(10) {
+            let d = try await c.api.get("/apis/apps/v1/namespaces/default/daemonsets/agent")
+            return d[path: ["status", "desiredNumberScheduled"]] == 2 && d[path: ["status", "numberReady"]] == 2
+        })
+    }
+
+    /// A node whose Lease stops goes Unknown and is tainted; its pods are evicted after their
+    /// toleration (here 1 s) and replaced on the other nodes.
+    @Test func aSilentNodeIsTaintedAndItsPodsReplaced() async throws {
+        let c = try await MiniCluster.start(nodes: 2) { o in
+            o.nodeMonitorGracePeriod = 1.5
+            o.nodeMonitorPeriod = 0.25
+        }
+        defer { c.stop() }
+        var d = deployment("web", replicas: 4)
+        d[path: ["spec", "template", "spec", "tolerations"]] = [["key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 1]]
+        _ = try await c.api.create("/apis/apps/v1/namespaces/default/deployments", d)
+        #expect(try await c.api.eventually(10) { try await c.api.get("/apis/apps/v1/namespaces/default/deployments/web")[path: ["status", "availableReplicas"]] == 4 })
+        c.nodes.stop("fake-node-1")
+        #expect(try await c.api.eventually(10) {
+            let n = try await c.api.get("/api/v1/nodes/fake-node-1")
+            let ready = (n[path: ["status", "conditions"]]?.array ?? []).first { $0["type"] == "Ready" }
+            let taints = Set((n[path: ["spec", "taints"]]?.array ?? []).compactMap { t in t["key"]?.string.map { "\($0):\(t["effect"]?.string ?? "")" } })
+            return ready?["status"] == "Unknown" && ready?["reason"] == "NodeStatusUnknown"
+                && taints == ["node.kubernetes.io/unreachable:NoSchedule", "node.kubernetes.io/unreachable:NoExecute"]
+        })
+        #expect(try await c.api.eventually(15) {
+            let live = try await c.pods(selector: "app=web").filter { !$0.isDeleting }
+            return live.count == 4 && live.allSatisfy { $0[path: ["spec", "nodeName"]] == "fake-node-0" }
+        })
+        let events = try await c.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+        #expect(events.contains { $0["reason"] == "TaintManagerEviction" })
+    }
+
+    @Test func cascadingDeletion() async throws {
+        let c = try await MiniCluster.start(nodes: 2)
+        defer { c.stop() }
+        for name in ["bg", "fg", "orphan"] { _ = try await c.api.create("/apis/apps/v1/namespaces/default/deployments", deployment(name, replicas: 2)) }
+        #expect(try await c.api.eventually(10) { try await c.pods().filter { PodStatus.isReady($0) }.count == 6 })
+        // Background (kubectl's default): the deployment goes at once, its sets and pods after.
+        try await c.api.delete("/apis/apps/v1/namespaces/default/deployments/bg", options: ["propagationPolicy": "Background"])
+        // Foreground: the deployment stays (deletionTimestamp, foregroundDeletion) until its dependents are gone.
+        let fg = try await c.api.delete("/apis/apps/v1/namespaces/default/deployments/fg", options: ["propagationPolicy": "Foreground"])
+        #expect(fg[path: ["metadata", "finalizers"]] == ["foregroundDeletion"])
+        // Orphan: the sets stay, without their owner.
+        try await c.api.delete("/apis/apps/v1/namespaces/default/deployments/orphan", options: ["propagationPolicy": "Orphan"])
+        #expect(try await c.api.eventually(15) {
+            let sets = try await c.api.list("/apis/apps/v1/namespaces/default/replicasets")["items"]?.array ?? []
+            let deployments = try await c.api.list("/apis/apps/v1/namespaces/default/deployments")["items"]?.array ?? []
+            let pods = try await c.pods().filter { !$0.isDeleting }
+            return deployments.isEmpty && sets.count == 1 && sets[0].name.hasPrefix("orphan-") && sets[0][path: ["metadata", "ownerReferences"]] == nil
+                && pods.count == 2 && pods.allSatisfy { $0.name.hasPrefix("orphan-") }
+        })
+    }
+
+    @Test func namespacesGetTheirDefaultsAndBudgetsTheirStatus() async throws {
+        let c = try await MiniCluster.start(nodes: 2) { $0.rootCA = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n" }
+        defer { c.stop() }
+        _ = try await c.api.create("/api/v1/namespaces", ["metadata": ["name": "team"]])
+        #expect(try await c.api.eventually(10) {
+            let sa = try? await c.api.get("/api/v1/namespaces/team/serviceaccounts/default")
+            let ca = try? await c.api.get("/api/v1/namespaces/team/configmaps/kube-root-ca.crt")
+            return sa != nil && ca?[path: ["data", "ca.crt"]]?.string?.contains("BEGIN CERTIFICATE") == true
+        })
+        // The account comes back if deleted.
+        try await c.api.delete("/api/v1/namespaces/team/serviceaccounts/default")
+        #expect(try await c.api.eventually(10) { (try? await c.api.get("/api/v1/namespaces/team/serviceaccounts/default")) != nil })
+        _ = try await c.api.create("/apis/apps/v1/namespaces/default/deployments", deployment("web", replicas: 3))
+        _ = try await c.api.create("/apis/policy/v1/namespaces/default/poddisruptionbudgets",
+                                   ["metadata": ["name": "web"], "spec": ["maxUnavailable": 1, "selector": ["matchLabels": ["app": "web"]]]])
+        #expect(try await c.api.eventually(10) {
+            let s = try await c.api.get("/apis/policy/v1/namespaces/default/poddisruptionbudgets/web")["status"]
+            return s?["expectedPods"] == 3 && s?["currentHealthy"] == 3 && s?["desiredHealthy"] == 2 && s?["disruptionsAllowed"] == 1
+        })
+    }
+
+    @Test func theControllersFlagIsUpstreams() throws {
+        #expect(try ControllerManager.enabled(["*", "-job"]).contains("job") == false)
+        #expect(try ControllerManager.enabled(["deployment"]) == ["deployment"])
+        #expect(throws: APIStatusError.self) { try ControllerManager.enabled(["*", "bogus"]) }
+    }
+}
