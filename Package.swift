@@ -180,7 +180,7 @@ let package = Package(
         .target(name: "NetnsKit", dependencies: ["HostOS", "CHost", "Netlink"], path: "Sources/Lab/NetnsKit", swiftSettings: strict),
         // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
         // plugin, a proxy per node) and the proxy-mode comparison.
-        .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI", "ProxyModes", "ProxySeam",
+        .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI", "ProxyModes", "ProxySeam", "FakeNodes", "ControllerKit",
                                                 .product(name: "NIOCore", package: "swift-nio"),
                                                 .product(name: "NIOPosix", package: "swift-nio"),
                                                 .product(name: "NIOHTTP1", package: "swift-nio")],
@@ -192,7 +192,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "KubeStore", "KubeClient",
+                "APIServer", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -122,9 +122,21 @@ struct LayeringTests {
         #expect(graph.packages("FieldManager").isDisjoint(with: ["swift-nio", "hummingbird", "GRDB.swift"]))
     }
 
+    /// The scheduler and the controllers are clients of the API server: they reach the cluster
+    /// through the API (over HTTP, or the handler in memory in tests), never the server's code or
+    /// its store; and neither knows the other.
+    @Test func theControlPlaneReachesTheClusterThroughTheAPIOnly() {
+        for t in ["ControllerKit", "Scheduler", "Controllers", "FakeNodes"] {
+            #expect(graph.closure(t).isDisjoint(with: ["APIServer", "KubeStore", "APISchema", "FieldManager"]), "\(t): \(graph.closure(t).sorted())")
+        }
+        #expect(!graph.closure("Scheduler").contains("Controllers"))
+        #expect(!graph.closure("Controllers").contains("Scheduler"))
+        #expect(graph.closure("ControllerKit").isSubset(of: ["KubeAPI", "KubeClient", "HTTPJSON", "JSONSyntax"]), "\(graph.closure("ControllerKit").sorted())")
+    }
+
     /// The folders show the layers: every target lives in its layer's folder.
     @Test func everyTargetIsInALayerFolder() {
-        let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/Proxy/", "Sources/Node/", "Sources/Lab/", "Sources/Commands/"]
+        let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/ControlPlane/", "Sources/Proxy/", "Sources/Node/", "Sources/Lab/", "Sources/Commands/"]
         for t in graph.targets.values where t.type != "test" && t.type != "plugin" {
             #expect(layers.contains { t.path.hasPrefix($0) }, "\(t.name) is at \(t.path)")
         }

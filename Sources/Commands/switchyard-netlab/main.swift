@@ -29,7 +29,7 @@ struct NetLabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
-        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, Serve.self, GuestCompare.self])
+        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, Serve.self, GuestCompare.self, StandInCommand.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -37,11 +37,29 @@ struct Up: AsyncParsableCommand {
     @OptionGroup var lab: LabOptions
     @Option(help: "How many nodes.") var nodes = 2
     @Option(help: "The proxy mode on every node: \(Cluster.modes.joined(separator: ", ")), or none.") var proxyMode = "iptables"
+    @Option(help: "Also register this many kwok-style fake nodes (capacity and Lease heartbeats, no namespaces) for the scheduler and controllers.")
+    var fakeNodes = 0
+
+    func validate() throws {
+        guard (0...10_000).contains(fakeNodes) else { throw ValidationError("--fake-nodes: 0 to 10000") }
+    }
 
     func run() async throws {
-        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, progress: say)
+        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, fakeNodes: fakeNodes, progress: say)
         if proxyMode != "none" { try await c.waitForProxies() }
         emit(try await c.status())
+    }
+}
+
+/// Internal: netlab starts it in the control plane's namespace.
+struct StandInCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "stand-in", abstract: "Renew the lab nodes' Leases and run its fake nodes (netlab starts it).",
+                                                    shouldDisplay: false)
+    @Option var kubeconfig: String
+    @Option var nodes: String
+    @Option var fakeNodes = 0
+    func run() async throws {
+        try await StandIn.run(kubeconfig: kubeconfig, nodes: nodes.split(separator: ",").map(String.init), fakeNodes: fakeNodes)
     }
 }
 

@@ -1,5 +1,10 @@
 import APIServer
 import ArgumentParser
+import ControllerKit
+import Controllers
+import KubeClient
+import Scheduler
+import Synchronization
 import Foundation
 import KubeAPI
 import KubeStore
@@ -50,7 +55,17 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
+    @Flag(name: .customLong("disable-scheduler"), help: "Do not run the scheduler in this process (run `switchyard scheduler` apart).")
+    var disableScheduler = false
+
+    @Flag(name: .customLong("disable-controller-manager"), help: "Do not run the controllers in this process (run `switchyard controller-manager` apart).")
+    var disableControllerManager = false
+
+    @OptionGroup(title: "The controllers run in this process (as `switchyard controller-manager` takes them)")
+    var controllerFlags: ControllerFlags
+
     func validate() throws {
+        if !disableControllerManager { _ = try controllerFlags.options() }
         guard let c = CIDR(serviceClusterIPRange), c.address.family == .ipv4, c.prefixLength >= 8, c.prefixLength <= 29 else {
             throw ValidationError("--service-cluster-ip-range: an IPv4 CIDR between /8 and /29, not \(serviceClusterIPRange)")
         }
@@ -112,6 +127,8 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { controllerTask.cancel() }
+        let components = Mutex<[Task<Void, Never>]>([])
+        defer { components.withLock { $0.forEach { $0.cancel() } } }
         // Custom resources defined through another server over the same store are served here too.
         let definitionsTask = Task {
             while !Task.isCancelled {
@@ -132,6 +149,20 @@ struct Server: AsyncParsableCommand {
                 logger.error("writing \(dataDir)/kubeconfig: \(error)")
             }
             await startup.done(.listening)
+            // The scheduler and the controllers, as k3s runs them: in this process, clients of
+            // this server over its own address.
+            let client = KubeClient(config: Kubeconfig(server: url, host: advertised, port: port,
+                                                       tls: trusted.map { HTTPJSONClient.TLS(certificateAuthority: $0) }, token: token))
+            if !disableScheduler {
+                let scheduler = Scheduler(api: API(client, fieldManager: "kube-scheduler"))
+                components.withLock { $0.append(Task { await scheduler.run() }) }
+            }
+            if !disableControllerManager, var options = try? controllerFlags.options() {
+                if options.rootCA.isEmpty, let ca = trusted { options.rootCA = String(decoding: ca, as: UTF8.self) }
+                if let manager = try? ControllerManager(api: API(client, fieldManager: "kube-controller-manager"), options: options) {
+                    components.withLock { $0.append(Task { await manager.run() }) }
+                }
+            }
         }
         } catch let e as ListenError {
             throw ValidationError("--bind-address \(host) --port \(port): \(e.description)")

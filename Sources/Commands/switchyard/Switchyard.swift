@@ -7,7 +7,21 @@ struct Switchyard: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "A Kubernetes networking data plane: kube-proxy modes, CNI, and a lab in network namespaces.",
         version: BuildInfo.versionLine,
-        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, Version.self])
+        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, Version.self])
+
+    /// Upstream's boolean flags may stand alone (`--leader-elect`) or take a value
+    /// (`--leader-elect=false`); ArgumentParser's options always take one.
+    static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs"]
+
+    static func arguments() -> [String] {
+        var out: [String] = []
+        let args = Array(CommandLine.arguments.dropFirst())
+        for (i, a) in args.enumerated() {
+            out.append(a)
+            if bareBooleans.contains(a), !(i + 1 < args.count && ["true", "false"].contains(args[i + 1])) { out.append("true") }
+        }
+        return out
+    }
 
     /// As ArgumentParser's, except for errors a command throws while it runs: those are printed
     /// as one `Error:` line (and, for a bad flag value, where to read the command's flags),
@@ -15,7 +29,7 @@ struct Switchyard: AsyncParsableCommand {
     static func main() async {
         let command: any ParsableCommand
         do {
-            command = try parseAsRoot()
+            command = try parseAsRoot(arguments())
         } catch {
             exit(withError: error)
         }

@@ -18,6 +18,8 @@ public final class NodeLifecycleController: Controller, Sendable {
     let logger: Logger
     let grace: Double
     let period: Double
+    /// How long a new node may go without posting its status (`--node-startup-grace-period`, 60 s).
+    let startupGrace: Double
     let nodes = Mutex<Informer<JSONValue>?>(nil)
     let leases = Mutex<Informer<JSONValue>?>(nil)
     let pods = Mutex<Informer<JSONValue>?>(nil)
@@ -28,9 +30,11 @@ public final class NodeLifecycleController: Controller, Sendable {
     public static let unreachable = "node.kubernetes.io/unreachable"
     public static let notReady = "node.kubernetes.io/not-ready"
 
-    public init(api: API, gracePeriod: Double = 40, monitorPeriod: Double = 5, logger: Logger = Logger(label: "switchyard.nodelifecycle")) {
+    public init(api: API, gracePeriod: Double = 40, monitorPeriod: Double = 5, startupGracePeriod: Double = 60,
+                logger: Logger = Logger(label: "switchyard.nodelifecycle")) {
         self.api = api
         grace = gracePeriod
+        startupGrace = startupGracePeriod
         period = monitorPeriod
         self.logger = logger
         events = EventRecorder(api: api, component: "node-controller")
@@ -76,6 +80,15 @@ public final class NodeLifecycleController: Controller, Sendable {
                 p[n.name] = (beat, now)
                 return now
             }
+            // A node that never posted its status has the startup grace period from its creation.
+            if ready == nil {
+                let created = n[path: ["metadata", "creationTimestamp"]]?.string.flatMap(Time.parse) ?? now
+                if now.timeIntervalSince(max(created, last)) > max(grace, startupGrace) {
+                    await markUnknown(n, reason: "NodeStatusNeverUpdated", message: "Kubelet never posted node status.")
+                    await reconcileTaints(n, ready: "Unknown")
+                }
+                continue
+            }
             var status = ready?["status"]?.string ?? "Unknown"
             if now.timeIntervalSince(last) > grace && status != "Unknown" {
                 await markUnknown(n)
@@ -85,11 +98,11 @@ public final class NodeLifecycleController: Controller, Sendable {
         }
     }
 
-    func markUnknown(_ n: JSONValue) async {
+    func markUnknown(_ n: JSONValue, reason: String = "NodeStatusUnknown", message: String = "Kubelet stopped posting node status.") async {
         let now = Time.now()
         var conditions = n[path: ["status", "conditions"]]?.array ?? []
         for type in ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"] {
-            let c: JSONValue = ["type": .string(type), "status": "Unknown", "reason": "NodeStatusUnknown", "message": "Kubelet stopped posting node status.",
+            let c: JSONValue = ["type": .string(type), "status": "Unknown", "reason": .string(reason), "message": .string(message),
                                 "lastHeartbeatTime": conditions.first { $0["type"]?.string == type }?["lastHeartbeatTime"] ?? .string(now),
                                 "lastTransitionTime": .string(now)]
             if let i = conditions.firstIndex(where: { $0["type"]?.string == type }) { conditions[i] = c } else { conditions.append(c) }

@@ -50,7 +50,7 @@ public final class Cluster: @unchecked Sendable {
 
     /// Builds the lab (or finds it already up), deploys the workloads, and starts the proxies
     /// in `proxyMode` ("none" for none). Anything that fails half-way is taken down again.
-    public static func up(name: String, nodes: Int, proxyMode: String, binDir: String,
+    public static func up(name: String, nodes: Int, proxyMode: String, binDir: String, fakeNodes: Int = 0,
                           progress: @escaping @Sendable (String) -> Void) async throws -> Cluster {
         try LabPaths.validate(name)
         guard (1...9).contains(nodes) else { throw NetLabError("--nodes must be between 1 and 9") }
@@ -83,6 +83,7 @@ public final class Cluster: @unchecked Sendable {
         do {
             try lab.build()
             try await lab.deploy()
+            try lab.startStandIn(fakeNodes: fakeNodes)
             if proxyMode != "none" { try await lab.startProxies(mode: proxyMode) }
         } catch {
             progress("up failed (\(error)); removing what was made")
@@ -152,6 +153,15 @@ public final class Cluster: @unchecked Sendable {
             usleep(50_000)
         }
         throw NetLabError("switchyard server did not start; see \(dir)/logs/server.log")
+    }
+
+    /// The kubelet's part for the lab's nodes until they run kubelets: their Leases renewed
+    /// (the node lifecycle controller sees them alive), and `fakeNodes` kwok-style nodes beside
+    /// them for the scheduler and the controllers to work at scale.
+    func startStandIn(fakeNodes: Int) throws {
+        if fakeNodes > 0 { progress("fake nodes: \(fakeNodes) kwok-style nodes (fake-node-0…), their pods set running, no namespaces") }
+        try spawn(state.controlPlane, ["\(state.binDir)/switchyard-netlab", "stand-in", "--kubeconfig", kubeconfig,
+                                       "--nodes", state.nodes.map(\.name).joined(separator: ","), "--fake-nodes", String(fakeNodes)], log: "stand-in")
     }
 
     /// Starts `args` detached inside `ns` (it outlives netlab), its output in logs/`log`.log.
@@ -264,7 +274,8 @@ public final class Cluster: @unchecked Sendable {
     public func removePod(_ name: String) async throws {
         guard let i = state.pods.firstIndex(where: { $0.name == name }) else { throw NetLabError("no pod \(name)") }
         let pod = state.pods[i]
-        _ = try await must("DELETE", "/api/v1/namespaces/default/pods/\(name)", nil, okIf: [404])
+        // The lab plays the kubelet's part: its processes are stopped here, so the object goes at once.
+        _ = try await must("DELETE", "/api/v1/namespaces/default/pods/\(name)", ["gracePeriodSeconds": 0], okIf: [404])
         killAll(in: pod.netns)
         if let node = state.nodes.first(where: { $0.name == pod.node }) {
             let conf = try String(contentsOfFile: "\(dir)/cni/\(node.name).conf", encoding: .utf8)

@@ -24,7 +24,8 @@ public final class FakeNodes: Sendable {
 
     public init(api: API, prefix: String = "fake-node-", count: Int, cpu: String = "32", memory: String = "256Gi", pods: Int = 110,
                 labels: [String: String] = [:], leaseInterval: Double = 10, jobRunSeconds: Double = 1,
-                logger: Logger = Logger(label: "switchyard.fakenodes")) {
+                heartbeatOnly: [String] = [], logger: Logger = Logger(label: "switchyard.fakenodes")) {
+        self.heartbeatOnly = heartbeatOnly
         self.leaseInterval = leaseInterval
         self.jobRunSeconds = jobRunSeconds
         self.api = api
@@ -78,12 +79,15 @@ public final class FakeNodes: Sendable {
     /// A node stops: its Lease is no longer renewed (the node lifecycle controller notices).
     public func stop(_ name: String) { _ = stopped.withLock { $0.insert(name) } }
 
+    /// Nodes run elsewhere (netlab's own) whose Leases are renewed here too, as their kubelet would.
+    public let heartbeatOnly: [String]
+
     func renewLeases() async {
         let now = LeaderElector.microTime()
         let down = stopped.withLock { $0 }
         await withTaskGroup(of: Void.self) { g in
             var running = 0
-            for name in names where !down.contains(name) {
+            for name in names + heartbeatOnly where !down.contains(name) {
                 if running >= 16 { await g.next(); running -= 1 }
                 running += 1
                 g.addTask {
