@@ -218,7 +218,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeClient", "KubeStore", "HostOS", "IPTablesKit",
+                "KubeClient", "KubeStore", "HostOS", "IPTablesKit", "ControllerKit", "FakeNodes",
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],

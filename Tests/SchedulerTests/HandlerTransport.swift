@@ -45,7 +45,7 @@ struct HandlerTransport: APITransport {
 
 extension API {
     /// Polls until `check` holds (or fails after `seconds`).
-    func eventually(_ seconds: Double = 5, _ check: () async throws -> Bool) async throws -> Bool {
+    func eventually(_ seconds: Double = 60, _ check: () async throws -> Bool) async throws -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if (try? await check()) == true { return true }

@@ -249,12 +249,15 @@ final class BenchServer {
         self.client = client
     }
 
-    static func start(binary: String, etcd: EtcdProcess?) async throws -> BenchServer {
+    /// The server alone: the scheduler and the controllers it runs by default are left out
+    /// (`--disable-…`), so its figures are the API server's; `embedded` keeps them.
+    static func start(binary: String, etcd: EtcdProcess?, embedded: Bool = false) async throws -> BenchServer {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-server-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
+            + (embedded ? [] : ["--disable-scheduler", "--disable-controller-manager"])
         p.standardOutput = FileHandle.nullDevice
         do {
             try p.run()
