@@ -24,7 +24,7 @@ struct PluginTests {
     }
 
     @Test func nodeResourcesFitSaysWhatIsShort() {
-        var n = info(node("n", cpu: "1", memory: "1Gi", pods: 2))
+        let n = info(node("n", cpu: "1", memory: "1Gi", pods: 2))
         n.add(PodInfo(pod("a", cpu: "600m", memory: "512Mi")))
         let f = NodeResourcesFitFilter()
         #expect(f.filter(state(pod("b", cpu: "300m")), n) == nil)
@@ -80,7 +80,7 @@ struct PluginTests {
     }
 
     @Test func hostPortsClash() {
-        var n = info(node("n"))
+        let n = info(node("n"))
         let web: JSONValue = ["containers": [["name": "c", "image": "nginx", "ports": [["containerPort": 80, "hostPort": 8080, "protocol": "TCP"]]]]]
         var a = pod("a"); a["spec"] = web
         n.add(PodInfo(a))
@@ -92,7 +92,7 @@ struct PluginTests {
 
     @Test func leastAllocatedAndBalanced() {
         // upstream's example: node 4000m / 10000 MiB with 3000m and 5000 MiB requested → cpu 25, memory 50 → 37.
-        var n = info(node("n", cpu: "4", memory: "10000Mi"))
+        let n = info(node("n", cpu: "4", memory: "10000Mi"))
         n.add(PodInfo(pod("x", cpu: "3", memory: "5000Mi")))
         let s = state(pod("p", cpu: "0", memory: "0"))
         #expect(LeastAllocated().score(s, n) == 37)

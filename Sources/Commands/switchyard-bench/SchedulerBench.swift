@@ -25,8 +25,10 @@ struct SchedulerBench: AsyncParsableCommand {
     @Option(help: "The switchyard binary.") var switchyard: String?
     @Option(help: "Write the markdown results here too.") var out: String?
 
-    static func pod(_ name: String, ns: String, labels: [String: String] = [:], nodeSelector: [String: String] = [:]) -> JSONValue {
+    /// A pod with requests; `direct` ones name a scheduler that does not exist (the bench binds them itself).
+    static func pod(_ name: String, ns: String, labels: [String: String] = [:], nodeSelector: [String: String] = [:], direct: Bool = false) -> JSONValue {
         var spec: JSONValue = ["containers": [["name": "c", "image": "registry.example/app:1", "resources": ["requests": ["cpu": "100m", "memory": "64Mi"]]]]]
+        if direct { spec["schedulerName"] = "bench-direct" }
         if !nodeSelector.isEmpty { spec["nodeSelector"] = .object(nodeSelector.mapValues { .string($0) }) }
         return ["apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string(name), "namespace": .string(ns), "labels": .object(labels.mapValues { .string($0) })],
                 "spec": spec]
@@ -129,7 +131,7 @@ struct SchedulerBench: AsyncParsableCommand {
 
         // 1. Throughput: the same pods bound directly, then by the scheduler.
         log("creating \(pods) pods and binding them directly")
-        _ = try await concurrently(pods) { i in _ = try await api.create("/api/v1/namespaces/direct/pods", Self.pod("p-\(i)", ns: "direct")) }
+        _ = try await concurrently(pods) { i in _ = try await api.create("/api/v1/namespaces/direct/pods", Self.pod("p-\(i)", ns: "direct", direct: true)) }
         let direct = try await concurrently(pods) { i in
             _ = try await api.create("/api/v1/namespaces/direct/pods/p-\(i)/binding",
                                      ["apiVersion": "v1", "kind": "Binding", "metadata": ["name": .string("p-\(i)")],
@@ -180,7 +182,7 @@ struct SchedulerBench: AsyncParsableCommand {
         log("deployment: \(replicas) pods created and bound directly on \(deploymentNodes) nodes")
         let pool = deploymentNodes
         let directDeploy = try await concurrently(replicas) { i in
-            _ = try await api.create("/api/v1/namespaces/deploy-direct/pods", Self.pod("d-\(i)", ns: "deploy-direct", nodeSelector: ["pool": "deploy"]))
+            _ = try await api.create("/api/v1/namespaces/deploy-direct/pods", Self.pod("d-\(i)", ns: "deploy-direct", nodeSelector: ["pool": "deploy"], direct: true))
             _ = try await api.create("/api/v1/namespaces/deploy-direct/pods/d-\(i)/binding",
                                      ["apiVersion": "v1", "kind": "Binding", "metadata": ["name": .string("d-\(i)")],
                                       "target": ["kind": "Node", "name": .string("node-\(i % pool)")]])

@@ -23,16 +23,21 @@ public final class Informer<Item: Sendable>: Sendable {
     let query: [String: String]
     let decode: @Sendable (JSONValue) -> Item?
     let logger: Logger
+    /// Whether the objects are kept (`get`, `items`); without, only their keys are, and a
+    /// deletion's `old` is the deleted object as the watch sent it (none after a relist).
+    let keeps: Bool
     struct State {
         var items: [String: Item] = [:]
+        var keys = Set<String>()
         var synced = false
         var handlers: [@Sendable (Change<Item>) async -> Void] = []
         var waiting: [CheckedContinuation<Void, Never>] = []
     }
     let state = Mutex(State())
 
-    public init(_ api: API, path: String, query: [String: String] = [:], logger: Logger = Logger(label: "switchyard.informer"),
+    public init(_ api: API, path: String, query: [String: String] = [:], keeps: Bool = true, logger: Logger = Logger(label: "switchyard.informer"),
                 decode: @escaping @Sendable (JSONValue) -> Item?) {
+        self.keeps = keeps
         self.api = api
         self.path = path
         self.query = query
@@ -45,7 +50,7 @@ public final class Informer<Item: Sendable>: Sendable {
 
     public func get(_ key: String) -> Item? { state.withLock { $0.items[key] } }
     public var items: [Item] { state.withLock { Array($0.items.values) } }
-    public var count: Int { state.withLock { $0.items.count } }
+    public var count: Int { state.withLock { keeps ? $0.items.count : $0.keys.count } }
     public func filter(_ f: (Item) -> Bool) -> [Item] { state.withLock { $0.items.values.filter(f) } }
     public var hasSynced: Bool { state.withLock { $0.synced } }
 
@@ -63,18 +68,24 @@ public final class Informer<Item: Sendable>: Sendable {
 
     static func key(_ o: JSONValue) -> String { o.key }
 
-    func apply(_ key: String, _ new: Item?) async {
-        let (old, handlers) = state.withLock { s -> (Item?, [@Sendable (Change<Item>) async -> Void]) in
-            let old = s.items[key]
-            s.items[key] = new
-            return (old, s.handlers)
+    func apply(_ key: String, _ new: Item?, deleted: Item? = nil) async {
+        let keeps = self.keeps
+        let (old, known, handlers) = state.withLock { s -> (Item?, Bool, [@Sendable (Change<Item>) async -> Void]) in
+            if keeps {
+                let old = s.items[key]
+                s.items[key] = new
+                return (old, old != nil, s.handlers)
+            }
+            let known = new == nil ? s.keys.remove(key) != nil : !s.keys.insert(key).inserted
+            return (new == nil ? deleted : nil, known, s.handlers)
         }
-        if old == nil && new == nil { return }
+        if !known && new == nil { return }
         for h in handlers { await h(Change(old: old, new: new, key: key)) }
     }
 
     /// Runs until cancelled.
     public func run() async {
+        let keeps = self.keeps
         var version: String?
         var backoff = 0.5
         while !Task.isCancelled {
@@ -91,7 +102,7 @@ public final class Informer<Item: Sendable>: Sendable {
                         if token == nil { version = page[path: ["metadata", "resourceVersion"]]?.string }
                         token = page[path: ["metadata", "continue"]]?.string
                     } while !(token ?? "").isEmpty
-                    let gone = state.withLock { s in s.items.keys.filter { listed[$0] == nil } }
+                    let gone = state.withLock { s in (keeps ? Set(s.items.keys) : s.keys).filter { listed[$0] == nil } }
                     for k in gone { await apply(k, nil) }
                     for (k, v) in listed { await apply(k, v) }
                     let waiting = state.withLock { s -> [CheckedContinuation<Void, Never>] in
@@ -114,7 +125,7 @@ public final class Informer<Item: Sendable>: Sendable {
                         if object["code"]?.int == 410 { version = nil; break }
                         throw APIStatusError(code: Int(object["code"]?.int ?? 0), reason: object["reason"]?.string ?? "", message: object["message"]?.string ?? "")
                     case "ADDED", "MODIFIED": await apply(Self.key(object), decode(object))
-                    case "DELETED": await apply(Self.key(object), nil)
+                    case "DELETED": await apply(Self.key(object), nil, deleted: decode(object))
                     default: break
                     }
                     if let rv = object[path: ["metadata", "resourceVersion"]]?.string { version = rv }

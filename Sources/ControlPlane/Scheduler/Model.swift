@@ -221,6 +221,7 @@ public struct PodInfo: Sendable {
     public var preferredAffinity: [PodAffinityTerm]
     public var preferredAntiAffinity: [PodAffinityTerm]
     public var spread: [TopologySpreadConstraint]
+    /// The containers' images, normalised as nodes report them.
     public var images: [String]
     /// The controller owning the pod (`kind/uid`), for the default spreading.
     public var controller: String?
@@ -263,7 +264,7 @@ public struct PodInfo: Sendable {
                     ports.append(HostPort(ip: p["hostIP"]?.string ?? "0.0.0.0", proto: p["protocol"]?.string ?? "TCP", port: hp))
                 }
             }
-            if let i = c["image"]?.string { images.append(i) }
+            if let i = c["image"]?.string { images.append(ImageNames.normalized(i)) }
         }
         for c in spec["initContainers"]?.array ?? [] {
             let r = ResourceAmounts(list: c[path: ["resources", "requests"]])
@@ -302,8 +303,10 @@ public struct PodInfo: Sendable {
     public var terminal: Bool { phase == "Succeeded" || phase == "Failed" }
 }
 
-/// What the scheduler knows of a Node: what it offers, what its pods take.
-public struct NodeInfo: Sendable {
+/// What the scheduler knows of a Node: what it offers, what its pods take. A class: the
+/// plugins read it in place (a thousand copies per cycle would cost more than the cycle); only
+/// the scheduler's actor changes it, and preemption's dry runs work on a `copy()`.
+public final class NodeInfo: @unchecked Sendable {
     public var name: String
     public var labels: [String: String]
     public var taints: [Taint]
@@ -318,7 +321,7 @@ public struct NodeInfo: Sendable {
     /// The pods with required anti-affinity terms (checked against every incoming pod).
     public var podsWithAntiAffinity = 0
 
-    public init(_ o: JSONValue) {
+    public required init(_ o: JSONValue) {
         name = o.name
         labels = o.labels
         taints = (o[path: ["spec", "taints"]]?.array ?? []).map {
@@ -343,8 +346,25 @@ public struct NodeInfo: Sendable {
         images = [:]
     }
 
+    init(copying n: NodeInfo) {
+        name = n.name
+        labels = n.labels
+        taints = n.taints
+        unschedulable = n.unschedulable
+        allocatable = n.allocatable
+        images = n.images
+        requested = n.requested
+        nonZeroRequested = n.nonZeroRequested
+        pods = n.pods
+        usedPorts = n.usedPorts
+        podsWithAntiAffinity = n.podsWithAntiAffinity
+    }
+
+    /// An independent copy (preemption's dry runs change it).
+    public func copy() -> NodeInfo { NodeInfo(copying: self) }
+
     /// The node as it is apart from its pods (labels, taints, allocatable), keeping the pods.
-    public mutating func update(from n: NodeInfo) {
+    public func update(from n: NodeInfo) {
         labels = n.labels
         taints = n.taints
         unschedulable = n.unschedulable
@@ -352,7 +372,7 @@ public struct NodeInfo: Sendable {
         images = n.images
     }
 
-    public mutating func add(_ p: PodInfo) {
+    public func add(_ p: PodInfo) {
         if let old = pods[p.key] { remove(old) }
         pods[p.key] = p
         requested.add(p.requests)
@@ -362,7 +382,7 @@ public struct NodeInfo: Sendable {
         if !p.antiAffinity.isEmpty { podsWithAntiAffinity += 1 }
     }
 
-    public mutating func remove(_ p: PodInfo) {
+    public func remove(_ p: PodInfo) {
         guard let old = pods.removeValue(forKey: p.key) else { return }
         requested.subtract(old.requests)
         requested.pods -= 1

@@ -189,7 +189,7 @@ public struct InterPodAffinityFilter: FilterPlugin {
             }
         }
         // Existing pods' anti-affinity against this one (upstream checks it last).
-        for (k, v) in node.labels where s.existingAntiAffinity["\(k)=\(v)"] ?? 0 > 0 {
+        if !s.existingAntiAffinity.isEmpty, node.labels.contains(where: { s.existingAntiAffinity["\($0.key)=\($0.value)"] ?? 0 > 0 }) {
             return FilterFailure(plugin: name, reasons: ["node(s) didn't satisfy existing pods anti-affinity rules"], resolvable: true)
         }
         return nil
@@ -252,8 +252,7 @@ public struct ImageLocality: ScorePlugin {
     public func score(_ s: CycleState, _ node: NodeInfo) -> Int64 {
         guard !s.pod.images.isEmpty, s.totalNodes > 0 else { return 0 }
         var sum: Int64 = 0
-        for i in s.pod.images {
-            let n = ImageNames.normalized(i)
+        for n in s.pod.images {
             if let size = node.images[n] {
                 sum += Int64(Double(size) * Double(s.imageNodes[n] ?? 1) / Double(s.totalNodes))
             }

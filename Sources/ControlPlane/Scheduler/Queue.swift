@@ -20,6 +20,9 @@ public actor SchedulingQueue {
 
     private var entries: [String: Entry] = [:]
     private var place: [String: Place] = [:]
+    /// The keys waiting in backoff and in the unschedulable set (flushes look at these only).
+    private var inBackoff = Set<String>()
+    private var inUnschedulable = Set<String>()
     private var heap: [(key: String, sequence: Int)] = []
     private var unschedulableSince: [String: ContinuousClock.Instant] = [:]
     private var waiter: CheckedContinuation<Entry?, Never>?
@@ -39,6 +42,20 @@ public actor SchedulingQueue {
         self.maxInUnschedulable = maxInUnschedulable
     }
 
+    private func setPlace(_ key: String, _ p: Place?) {
+        switch place[key] {
+        case .backoff?: inBackoff.remove(key)
+        case .unschedulable?: inUnschedulable.remove(key)
+        default: break
+        }
+        place[key] = p
+        switch p {
+        case .backoff?: inBackoff.insert(key)
+        case .unschedulable?: inUnschedulable.insert(key)
+        default: break
+        }
+    }
+
     func before(_ a: Entry, _ b: Entry) -> Bool {
         a.pod.priority != b.pod.priority ? a.pod.priority > b.pod.priority : (a.queued != b.queued ? a.queued < b.queued : a.sequence < b.sequence)
     }
@@ -48,10 +65,10 @@ public actor SchedulingQueue {
         sequence += 1
         e.sequence = sequence
         entries[key] = e
-        place[key] = .active
+        setPlace(key, .active)
         if let w = waiter {
             waiter = nil
-            place[key] = nil
+            setPlace(key, nil)
             entries[key] = nil
             schedulingCycle += 1
             e.cycle = schedulingCycle
@@ -88,7 +105,7 @@ public actor SchedulingQueue {
             // Stale heap slots (the pod moved, was updated or deleted) are skipped.
             guard let e = entries[top.key], place[top.key] == .active, e.sequence == top.sequence else { continue }
             entries[top.key] = nil
-            place[top.key] = nil
+            setPlace(top.key, nil)
             return e
         }
         return nil
@@ -110,7 +127,7 @@ public actor SchedulingQueue {
 
     public func delete(_ key: String) {
         entries[key] = nil
-        place[key] = nil
+        setPlace(key, nil)
         unschedulableSince[key] = nil
     }
 
@@ -146,23 +163,23 @@ public actor SchedulingQueue {
         e.backoffUntil = .now + backoff
         entries[key] = e
         if unschedulable && moveRequestCycle < e.cycle {
-            place[key] = .unschedulable
+            setPlace(key, .unschedulable)
             unschedulableSince[key] = .now
         } else {
-            place[key] = .backoff
+            setPlace(key, .backoff)
         }
     }
 
     private func toActiveOrBackoff(_ key: String) {
         guard let e = entries[key] else { return }
-        if let until = e.backoffUntil, until > .now { place[key] = .backoff } else { push(key) }
+        if let until = e.backoffUntil, until > .now { setPlace(key, .backoff) } else { push(key) }
     }
 
     /// The cluster changed (a node added or changed, a pod deleted): every unschedulable pod
     /// is tried again (after its backoff).
     public func moveAllToActiveOrBackoff() {
         moveRequestCycle = schedulingCycle
-        for (key, p) in place where p == .unschedulable {
+        for key in inUnschedulable {
             unschedulableSince[key] = nil
             toActiveOrBackoff(key)
         }
@@ -172,7 +189,7 @@ public actor SchedulingQueue {
     /// Pods whose backoff is over go active; pods unschedulable for five minutes too.
     public func flushBackoff() {
         let now = ContinuousClock.now
-        for (key, p) in place where p == .backoff {
+        for key in inBackoff {
             if let until = entries[key]?.backoffUntil, until > now { continue }
             push(key)
         }
@@ -183,6 +200,6 @@ public actor SchedulingQueue {
     }
 
     public var counts: (active: Int, backoff: Int, unschedulable: Int) {
-        (place.values.filter { $0 == .active }.count, place.values.filter { $0 == .backoff }.count, place.values.filter { $0 == .unschedulable }.count)
+        (place.count - inBackoff.count - inUnschedulable.count, inBackoff.count, inUnschedulable.count)
     }
 }

@@ -50,9 +50,8 @@ public actor Scheduler {
 
     func nodeChanged(_ c: Change<NodeInfo>) async {
         if let n = c.new {
-            if var known = nodes[n.name] {
+            if let known = nodes[n.name] {
                 known.update(from: n)
-                nodes[n.name] = known
             } else {
                 nodes[n.name] = n
                 nodeOrder.append(n.name)
@@ -68,7 +67,7 @@ public actor Scheduler {
     func place(_ p: PodInfo, on node: String) {
         let key = p.key
         if let was = podNode[key] {
-            if var n = nodes[was] { n.remove(p); nodes[was] = n }
+            nodes[was]?.remove(p)
             if let c = p.controller { controllerPods[c]?[was, default: 1] -= 1 }
         }
         podNode[key] = node
@@ -79,7 +78,7 @@ public actor Scheduler {
     func unplace(_ p: PodInfo) {
         let key = p.key
         guard let was = podNode.removeValue(forKey: key) else { return }
-        if var n = nodes[was] { n.remove(p); nodes[was] = n }
+        nodes[was]?.remove(p)
         if let c = p.controller {
             controllerPods[c]?[was, default: 1] -= 1
             if controllerPods[c]?[was] == 0 { controllerPods[c]?[was] = nil }
@@ -89,14 +88,14 @@ public actor Scheduler {
 
     func podChanged(_ c: Change<PodInfo>) async {
         guard let p = c.new else {
-            if let old = c.old {
-                await queue.delete(old.key)
-                assumed.remove(old.key)
-                lastFailure[old.key] = nil
-                if podNode[old.key] != nil {
-                    unplace(old)
-                    await queue.moveAllToActiveOrBackoff()
-                }
+            // Gone: found by its key among what this scheduler keeps.
+            let key = c.key
+            await queue.delete(key)
+            assumed.remove(key)
+            lastFailure[key] = nil
+            if let node = podNode[key] {
+                if let info = nodes[node]?.pods[key] { unplace(info) } else { podNode[key] = nil }
+                await queue.moveAllToActiveOrBackoff()
             }
             return
         }
@@ -125,7 +124,8 @@ public actor Scheduler {
     /// Watches, schedules, until cancelled.
     public func run() async {
         let nodeInformer = Informer<NodeInfo>(api, path: "/api/v1/nodes") { NodeInfo($0) }
-        let podInformer = Informer<PodInfo>(api, path: "/api/v1/pods") { PodInfo($0) }
+        // The scheduler keeps pods itself (on their nodes, in the queue): the informer keeps none.
+        let podInformer = Informer<PodInfo>(api, path: "/api/v1/pods", keeps: false) { PodInfo($0) }
         nodeInformer.onChange { [weak self] c in await self?.nodeChanged(c) }
         podInformer.onChange { [weak self] c in await self?.podChanged(c) }
         await withTaskGroup(of: Void.self) { g in
@@ -340,9 +340,10 @@ public actor Scheduler {
                 }
             }
         }
-        for i in pod.images {
-            let n = ImageNames.normalized(i)
-            s.imageNodes[n] = nodes.values.filter { $0.images[n] != nil }.count
+        for n in pod.images where s.imageNodes[n] == nil {
+            var count = 0
+            for node in nodes.values where node.images[n] != nil { count += 1 }
+            s.imageNodes[n] = count
         }
         return s
     }
@@ -437,7 +438,7 @@ public actor Scheduler {
             guard let node = nodes[name] else { continue }
             guard let failure = filter(state, node, profile) else { continue }
             guard failure.resolvable else { histogram["Preemption is not helpful for scheduling", default: 0] += 1; continue }
-            var trial = node
+            let trial = node.copy()
             let lower = node.pods.values.filter { $0.priority < pod.priority && !$0.deleting }
                 .sorted { $0.priority != $1.priority ? $0.priority > $1.priority : $0.creation < $1.creation }
             for v in lower { trial.remove(v) }
