@@ -65,6 +65,8 @@ public struct HTTPJSONClient: Sendable {
 
     /// The TLS context for an `https://` server, made once (or why it could not be).
     public let tls: Result<NIOSSLContext, any Error>?
+    /// Idle keep-alive connections for requests (streams have their own); shared by copies.
+    let pool = ConnectionPool()
 
     public init(server: String, host: String, port: Int, tls: TLS? = nil, peer: String = "the server",
                 bearerToken: @escaping @Sendable () -> String? = { nil }) {
@@ -145,12 +147,12 @@ public struct HTTPJSONClient: Sendable {
             .map { "\($0.key)=\($0.value.addingPercentEncoding(withAllowedCharacters: allowed) ?? $0.value)" }.joined(separator: "&")
     }
 
-    func head(_ method: HTTPMethod, _ uri: String, bodyLength: Int?, contentType: String?) -> HTTPRequestHead {
+    func head(_ method: HTTPMethod, _ uri: String, bodyLength: Int?, contentType: String?, keepAlive: Bool = false) -> HTTPRequestHead {
         var h = HTTPHeaders([("Host", "\(host):\(port)"), ("Accept", "application/json"), ("User-Agent", "switchyard")])
         if let bodyLength { h.add(name: "Content-Length", value: String(bodyLength)) }
         if let contentType { h.add(name: "Content-Type", value: contentType) }
         if let token = bearerToken() { h.add(name: "Authorization", value: "Bearer \(token)") }
-        h.add(name: "Connection", value: "close")
+        if !keepAlive { h.add(name: "Connection", value: "close") }
         return HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: h)
     }
 
@@ -175,20 +177,21 @@ public struct HTTPJSONClient: Sendable {
     /// Prometheus metrics).
     public func rawRequest(_ method: String, _ path: String, query: [String: String] = [:], body: Data? = nil,
                            contentType: String = "application/json") async throws -> (status: Int, body: Data) {
-        let channel = try await connect()
-        return try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(contentsOf: Self.parts(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
-                                                                 contentType: body == nil ? nil : contentType), body.map(Array.init)))
-            var status = 0
-            var buf = ByteBuffer()
-            for try await part in inbound {
-                switch part {
-                case .head(let h): status = Int(h.status.code)
-                case .body(var b): buf.writeBuffer(&b)
-                case .end: return (status, Data(buf.readableBytesView))
-                }
+        let parts = Self.parts(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
+                                    contentType: body == nil ? nil : contentType, keepAlive: true), body.map(Array.init))
+        // On an idle connection first; if the server had closed it, on a new one.
+        while true {
+            let reused = pool.take()
+            let connection: PooledConnection
+            if let reused { connection = reused } else { connection = PooledConnection(try await connect()) }
+            do {
+                let answer = try await connection.send(parts)
+                if answer.keepAlive { pool.put(connection) } else { connection.close() }
+                return (answer.status, answer.body)
+            } catch is PooledConnection.ClosedBeforeAnswer {
+                if reused != nil { continue }
+                throw ClientError(status: 0, description: "\(method) \(path): the connection closed early")
             }
-            throw ClientError(status: 0, description: "\(method) \(path): the connection closed early")
         }
     }
 
