@@ -114,3 +114,55 @@ struct SchedulingKubectlTests {
         #expect(try wait { try server.kubectl(k, ["get", "namespace", "scratch"]).status != 0 })
     }
 }
+
+/// Two schedulers and two controller managers over one server: one of each leads (holds its
+/// Lease and acts); killed, the other takes over within the lease time.
+@Suite("leader election", .enabled(if: isRoot, "needs root for network namespaces"))
+struct LeaderElectionTests {
+    @Test func theOtherTakesOverWhenTheLeaderIsKilled() throws {
+        guard let k = kubectlOrRecord("1.33") else { return }
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab, arguments: ["--disable-scheduler", "--disable-controller-manager"])
+        let bin = try switchyardBinary()
+        let election = ["--leader-elect", "--leader-elect-lease-duration", "3s", "--leader-elect-renew-deadline", "2s", "--leader-elect-retry-period", "500ms"]
+        // Each candidate has a kubeconfig of its own, to be told apart (and killed) by it.
+        for c in ["a", "b"] { try FileManager.default.copyItem(atPath: server.kubeconfig, toPath: server.kubeconfig + "-\(c)") }
+        func holder(_ lease: String) throws -> String {
+            try server.kubectl(k, ["-n", "kube-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}"]).out
+        }
+        func wait(_ seconds: Double, _ check: () throws -> Bool) rethrows -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if try check() { return true }
+                usleep(100_000)
+            }
+            return false
+        }
+        for component in ["scheduler", "controller-manager"] {
+            try lab.spawn(lab.node, [bin, component, "--kubeconfig", server.kubeconfig + "-a"] + election)
+        }
+        #expect(try wait(20) { try !holder("kube-scheduler").isEmpty && !holder("kube-controller-manager").isEmpty })
+        let first = (try holder("kube-scheduler"), try holder("kube-controller-manager"))
+        for component in ["scheduler", "controller-manager"] {
+            try lab.spawn(lab.node, [bin, component, "--kubeconfig", server.kubeconfig + "-b"] + election)
+        }
+        // The second candidates wait: the holders stay, and the work is done once.
+        sleep(2)
+        #expect(try holder("kube-scheduler") == first.0 && holder("kube-controller-manager") == first.1)
+        let fake = URL(fileURLWithPath: bin).deletingLastPathComponent().appendingPathComponent("switchyard-netlab").path
+        try lab.spawn(lab.node, [fake, "stand-in", "--kubeconfig", server.kubeconfig, "--nodes", "", "--fake-nodes", "2"])
+        #expect(try server.kubectl(k, ["create", "deployment", "one", "--image=nginx", "--replicas=2"]).status == 0)
+        #expect(try wait(30) { try server.kubectl(k, ["get", "pods", "-l", "app=one", "-o", "jsonpath={.items[*].spec.nodeName}"]).out.split(separator: " ").count == 2 })
+        // Kill the leaders (SIGKILL: no Lease given up); the others take over within the lease time.
+        let killedAt = Date()
+        _ = try Sh.run(["pkill", "-9", "-f", server.kubeconfig + "-a"])
+        #expect(try wait(15) { try holder("kube-scheduler") != first.0 && holder("kube-controller-manager") != first.1 })
+        let handover = Date().timeIntervalSince(killedAt)
+        #expect(handover < 3 + 2 + 1, "handed over after \(handover) s")
+        // And they act: a scale-up is scheduled.
+        #expect(try server.kubectl(k, ["scale", "deployment", "one", "--replicas=4"]).status == 0)
+        #expect(try wait(30) { try server.kubectl(k, ["get", "pods", "-l", "app=one", "-o", "jsonpath={.items[*].spec.nodeName}"]).out.split(separator: " ").count == 4 })
+        _ = try Sh.run(["pkill", "-9", "-f", server.kubeconfig + "-b"])
+    }
+}

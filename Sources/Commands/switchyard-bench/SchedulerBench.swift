@@ -149,6 +149,8 @@ struct SchedulerBench: AsyncParsableCommand {
         let times = watch.lock.withLock { Array(watch.bound.values) }.sorted()
         let span = (times.last! - times.first!).seconds
         let schedRate = Double(pods - 1) / span
+        // Resident memory once the scheduler is idle (it hands freed pages back every 10 s).
+        try await Task.sleep(for: .seconds(12))
         let schedulerRSS = Self.rss(scheduler.processIdentifier)
         lines.append("| Scheduling throughput, \(nodes) nodes, \(pods) pods with requests | \(Int(schedRate)) pods/s | \(Int(directRate)) bindings/s written directly | \(pct(schedRate / directRate)) | at least 80% |")
         log("scheduler: \(Int(schedRate)) pods/s (\(pct(schedRate / directRate)) of direct), RSS \(String(format: "%.1f", schedulerRSS)) MB")
@@ -209,8 +211,8 @@ struct SchedulerBench: AsyncParsableCommand {
         dw.stop()
         lines.append("| Deployment 0 → \(replicas) replicas bound, \(deploymentNodes) nodes | \(fmt(deployTime)) | \(fmt(directDeploy)) creating and binding directly | \(String(format: "%.2f×", deployTime / directDeploy)) | within 2× |")
         log("deployment: \(fmt(deployTime)) against \(fmt(directDeploy)) direct")
-        // Memory at 1,000 nodes and (about) 10,000 pods plus what the runs added.
-        try await Task.sleep(for: .seconds(2))
+        // Memory at 1,000 nodes and (about) 10,000 pods plus what the runs added, once idle.
+        try await Task.sleep(for: .seconds(12))
         let managerRSS = Self.rss(manager.processIdentifier)
         let total = (try await api.list("/api/v1/pods", query: ["limit": "1"]))[path: ["metadata", "remainingItemCount"]]?.int.map { $0 + 1 } ?? 0
         lines.append("| `switchyard scheduler` RSS, \(nodes) nodes, \(pods) pods | \(String(format: "%.1f MB", schedulerRSS)) | — | — | under 60 MB |")
