@@ -11,6 +11,7 @@
 #   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins
 #   scripts/bench.sh render [...]    `switchyard render` as a command (JSON and YAML) against iptables-restore of its output
 #   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
+#   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -35,6 +36,9 @@ if [ "$which" = all ] || [ "$which" = render ]; then
 fi
 if [ "$which" = all ] || [ "$which" = api ]; then
   .build/release/switchyard-bench api --switchyard .build/release/switchyard --iterations 1000 --objects 10000 --out bench/last/api.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = scheduler ]; then
+  .build/release/switchyard-bench scheduler --switchyard .build/release/switchyard --out bench/last/scheduler.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"
