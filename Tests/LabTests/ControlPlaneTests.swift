@@ -112,8 +112,9 @@ struct ControlPlaneTests {
         }
         #expect(seen == ["a", "b"], "both pods through the ClusterIP")
 
-        // A pod goes: the controller drops it from the slice, the proxy from the rules.
-        r = try server.kubectl(k, ["delete", "pod", "web-b"])
+        // A pod goes: the controller drops it from the slice, the proxy from the rules. (It is
+        // bound to node-a, whose kubelet the test plays: without one, a bound pod is only marked.)
+        r = try server.kubectl(k, ["delete", "pod", "web-b", "--grace-period=0", "--force"])
         #expect(r.status == 0, "\(r.err)")
         var gone = false
         for _ in 0..<80 {

@@ -116,6 +116,6 @@ struct WorkloadControllerTests {
         // A pod deleted is replaced.
         try await c.api.delete("/api/v1/namespaces/default/pods/orphan", options: ["gracePeriodSeconds": 0])
         #expect(try await c.api.eventually(60) { try await c.pods(selector: "tier=cache").filter { !$0.isDeleting }.count == 3 })
-        #expect(try await c.api.get("/apis/apps/v1/namespaces/default/replicasets/cache")[path: ["status", "replicas"]] == 3)
+        #expect(try await c.api.eventually { try await c.api.get("/apis/apps/v1/namespaces/default/replicasets/cache")[path: ["status", "replicas"]] == 3 })
     }
 }

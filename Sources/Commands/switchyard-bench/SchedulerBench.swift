@@ -102,10 +102,14 @@ struct SchedulerBench: AsyncParsableCommand {
         return p
     }
 
+    /// VmRSS in MB (the log also gets the anonymous and file-backed parts).
     static func rss(_ pid: Int32) -> Double {
         let text = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
-        let kb = text.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }?.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
-        return kb / 1024
+        func field(_ name: String) -> Double {
+            (text.split(separator: "\n").first { $0.hasPrefix(name + ":") }?.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0) / 1024
+        }
+        log(String(format: "pid %d: VmRSS %.1f MB (anonymous %.1f, file %.1f)", pid, field("VmRSS"), field("RssAnon"), field("RssFile")))
+        return field("VmRSS")
     }
 
     func run() async throws {
@@ -132,11 +136,15 @@ struct SchedulerBench: AsyncParsableCommand {
         // 1. Throughput: the same pods bound directly, then by the scheduler.
         log("creating \(pods) pods and binding them directly")
         _ = try await concurrently(pods) { i in _ = try await api.create("/api/v1/namespaces/direct/pods", Self.pod("p-\(i)", ns: "direct", direct: true)) }
+        // The same watch on both sides: the server streams every binding to a watcher in both runs.
+        let directWatch = try await BindWatch(client, ns: "direct")
         let direct = try await concurrently(pods) { i in
             _ = try await api.create("/api/v1/namespaces/direct/pods/p-\(i)/binding",
                                      ["apiVersion": "v1", "kind": "Binding", "metadata": ["name": .string("p-\(i)")],
                                       "target": ["kind": "Node", "name": .string("node-\(i % nodeCount)")]])
         }
+        try await directWatch.wait(for: pods, timeout: 120)
+        directWatch.stop()
         let directRate = Double(pods) / direct
         _ = try await api.delete("/api/v1/namespaces/direct")
         log("direct bindings: \(Int(directRate))/s; creating \(pods) pods for the scheduler")
@@ -183,12 +191,14 @@ struct SchedulerBench: AsyncParsableCommand {
         // 3. A Deployment from 0 to `replicas` on `deploymentNodes` nodes, against creating and binding as many pods directly.
         log("deployment: \(replicas) pods created and bound directly on \(deploymentNodes) nodes")
         let pool = deploymentNodes
+        let deployDirectWatch = try await BindWatch(client, ns: "deploy-direct")
         let directDeploy = try await concurrently(replicas) { i in
             _ = try await api.create("/api/v1/namespaces/deploy-direct/pods", Self.pod("d-\(i)", ns: "deploy-direct", nodeSelector: ["pool": "deploy"], direct: true))
             _ = try await api.create("/api/v1/namespaces/deploy-direct/pods/d-\(i)/binding",
                                      ["apiVersion": "v1", "kind": "Binding", "metadata": ["name": .string("d-\(i)")],
                                       "target": ["kind": "Node", "name": .string("node-\(i % pool)")]])
         }
+        deployDirectWatch.stop()
         _ = try await api.delete("/api/v1/namespaces/deploy-direct")
         let manager = try start(binary, ["controller-manager", "--kubeconfig", kubeconfig, "--leader-elect=false", "--log-level", "warning"])
         defer { if manager.isRunning { manager.terminate(); manager.waitUntilExit() } }

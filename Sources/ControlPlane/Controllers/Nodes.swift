@@ -274,8 +274,9 @@ public final class NodeIPAMController: Controller, Sendable {
     }
 }
 
-/// The pod garbage collector: pods bound to nodes that no longer exist are deleted (after the
-/// node is confirmed gone), as are terminating pods that were never bound.
+/// The pod garbage collector: pods bound to nodes that no longer exist are deleted (once the
+/// node has been missing for 40 s and is confirmed gone), as are terminating pods that were never
+/// bound.
 public final class PodGCController: Controller, Sendable {
     public let name = "pod-garbage-collector"
     let api: API
@@ -283,10 +284,14 @@ public final class PodGCController: Controller, Sendable {
     let period: Double
     let nodes = Mutex<Informer<JSONValue>?>(nil)
     let pods = Mutex<Informer<JSONValue>?>(nil)
+    /// When each node pods are bound to was first seen missing.
+    let missingSince = Mutex<[String: Date]>([:])
+    let quarantine: Double
 
-    public init(api: API, period: Double = 20, logger: Logger = Logger(label: "switchyard.podgc")) {
+    public init(api: API, period: Double = 20, quarantine: Double = 40, logger: Logger = Logger(label: "switchyard.podgc")) {
         self.api = api
         self.period = period
+        self.quarantine = quarantine
         self.logger = logger
     }
 
@@ -311,8 +316,15 @@ public final class PodGCController: Controller, Sendable {
                 if p.isDeleting { _ = try? await api.delete(path, options: ["gracePeriodSeconds": 0]) }
                 continue
             }
-            guard nodeInf.get(node) == nil else { continue }
-            // The cache may lag: the node is asked for before its pods go.
+            guard nodeInf.get(node) == nil else { missingSince.withLock { _ = $0.removeValue(forKey: node) }; continue }
+            // Upstream's quarantine: a node missing for 40 s (the cache may lag, a node may be
+            // re-registering), and asked for once more, before its pods go.
+            let since = missingSince.withLock { m -> Date in
+                if let t = m[node] { return t }
+                m[node] = Date()
+                return Date()
+            }
+            guard Date().timeIntervalSince(since) >= quarantine else { continue }
             if let e = await Self.missing(api, node), e {
                 logger.info("garbage collecting pod \(p.key) bound to deleted node \(node)")
                 _ = try? await api.strategicPatch(path + "/status", ["status": ["phase": "Failed", "conditions": [[
