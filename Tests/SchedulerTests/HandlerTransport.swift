@@ -44,8 +44,10 @@ struct HandlerTransport: APITransport {
 }
 
 extension API {
-    /// Polls until `check` holds (or fails after `seconds`).
-    func eventually(_ seconds: Double = 60, _ check: () async throws -> Bool) async throws -> Bool {
+    /// Polls until `check` holds (or fails after `seconds`). Generous: the lab tests, which run
+    /// beside these and wait synchronously, can hold the cooperative threads for a minute or
+    /// more on a 2-core machine, and what is under test here runs on the same threads.
+    func eventually(_ seconds: Double = 240, _ check: () async throws -> Bool) async throws -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if (try? await check()) == true { return true }
