@@ -56,20 +56,24 @@ public enum Slim {
     /// deletion and creation times; the node, tolerations and node affinity; the phase and the
     /// Ready condition.
     public static func pod(_ o: JSONValue) -> JSONValue {
+        // What pods repeat (a controller's pods share labels, owners, tolerations) is kept once.
         var meta: [String: JSONValue] = [:]
-        for k in ["name", "namespace", "uid", "resourceVersion", "labels", "ownerReferences", "deletionTimestamp",
-                  "deletionGracePeriodSeconds", "creationTimestamp", "generateName", "finalizers"] {
+        for k in ["name", "namespace", "uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
+                  "creationTimestamp", "finalizers"] {
             if let v = o[path: ["metadata", k]] { meta[k] = v }
+        }
+        for k in ["labels", "ownerReferences", "generateName"] {
+            if let v = o[path: ["metadata", k]] { meta[k] = shared.intern(v) }
         }
         if let a = o[path: ["metadata", "annotations"]]?.object {
             let kept = a.filter { podAnnotations.contains($0.key) }
-            if !kept.isEmpty { meta["annotations"] = .object(kept) }
+            if !kept.isEmpty { meta["annotations"] = shared.intern(.object(kept)) }
         }
         var spec: [String: JSONValue] = [:]
         for k in ["nodeName", "tolerations", "schedulerName", "restartPolicy"] {
-            if let v = o[path: ["spec", k]] { spec[k] = v }
+            if let v = o[path: ["spec", k]] { spec[k] = shared.intern(v) }
         }
-        if let na = o[path: ["spec", "affinity", "nodeAffinity"]] { spec["affinity"] = ["nodeAffinity": na] }
+        if let na = o[path: ["spec", "affinity", "nodeAffinity"]] { spec["affinity"] = shared.intern(["nodeAffinity": na]) }
         var status: [String: JSONValue] = [:]
         if let phase = o[path: ["status", "phase"]] { status["phase"] = phase }
         let conditions = (o[path: ["status", "conditions"]]?.array ?? []).filter { $0["type"] == "Ready" }.map { c -> JSONValue in
@@ -80,6 +84,9 @@ public enum Slim {
         if !conditions.isEmpty { status["conditions"] = .array(conditions) }
         return ["metadata": .object(meta), "spec": .object(spec), "status": .object(status)]
     }
+
+    /// The values slim pods share.
+    static let shared = Interner<JSONValue>()
 
     /// The annotations of pods a controller reads.
     static let podAnnotations: Set<String> = ["batch.kubernetes.io/job-completion-index", "switchyard.dev/fake-run-seconds", "switchyard.dev/fake-exit-code"]

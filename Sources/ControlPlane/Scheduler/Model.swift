@@ -1,5 +1,6 @@
 import Foundation
 import KubeAPI
+import ControllerKit
 
 /// Amounts of the resources the scheduler counts: CPU in thousandths, the rest in units.
 public struct ResourceAmounts: Sendable, Equatable {
@@ -67,7 +68,7 @@ public struct Taint: Sendable, Equatable {
     }
 }
 
-public struct Toleration: Sendable, Equatable {
+public struct Toleration: Sendable, Hashable {
     public var key: String
     public var op: String
     public var value: String
@@ -234,19 +235,24 @@ public struct PodInfo: Sendable {
 
     public var key: String { "\(namespace)/\(name)" }
 
+    /// The strings and lists pods repeat (scheduler names, policies, images, tolerations), kept once.
+    static let strings = Interner<String>()
+    static let tolerationLists = Interner<[Toleration]>()
+    static let labelSets = Interner<[String: String]>()
+
     public init(_ o: JSONValue) {
         let spec = o["spec"] ?? [:]
-        namespace = o.namespace
+        namespace = Self.strings.intern(o.namespace)
         name = o.name
         uid = o.uid
         resourceVersion = o[path: ["metadata", "resourceVersion"]]?.string ?? ""
-        labels = o.labels
+        labels = Self.labelSets.intern(o.labels)
         nodeName = spec["nodeName"]?.string ?? ""
         nominatedNodeName = o[path: ["status", "nominatedNodeName"]]?.string ?? ""
-        schedulerName = spec["schedulerName"]?.string ?? "default-scheduler"
+        schedulerName = Self.strings.intern(spec["schedulerName"]?.string ?? "default-scheduler")
         priority = spec["priority"]?.int ?? 0
-        preemptionPolicy = spec["preemptionPolicy"]?.string ?? "PreemptLowerPriority"
-        phase = o[path: ["status", "phase"]]?.string ?? ""
+        preemptionPolicy = Self.strings.intern(spec["preemptionPolicy"]?.string ?? "PreemptLowerPriority")
+        phase = Self.strings.intern(o[path: ["status", "phase"]]?.string ?? "")
         deleting = o.isDeleting
         creation = o[path: ["metadata", "creationTimestamp"]]?.string ?? ""
         var req = ResourceAmounts(), nonZero = ResourceAmounts()
@@ -264,7 +270,7 @@ public struct PodInfo: Sendable {
                     ports.append(HostPort(ip: p["hostIP"]?.string ?? "0.0.0.0", proto: p["protocol"]?.string ?? "TCP", port: hp))
                 }
             }
-            if let i = c["image"]?.string { images.append(ImageNames.normalized(i)) }
+            if let i = c["image"]?.string { images.append(Self.strings.intern(ImageNames.normalized(i))) }
         }
         for c in spec["initContainers"]?.array ?? [] {
             let r = ResourceAmounts(list: c[path: ["resources", "requests"]])
@@ -284,7 +290,7 @@ public struct PodInfo: Sendable {
         preferredNodeTerms = (na?["preferredDuringSchedulingIgnoredDuringExecution"]?.array ?? []).map {
             ($0["weight"]?.int ?? 0, NodeSelectorTerm($0["preference"] ?? [:]))
         }
-        tolerations = (spec["tolerations"]?.array ?? []).map(Toleration.init)
+        tolerations = Self.tolerationLists.intern((spec["tolerations"]?.array ?? []).map(Toleration.init))
         let pa = spec[path: ["affinity", "podAffinity"]], paa = spec[path: ["affinity", "podAntiAffinity"]]
         affinity = (pa?["requiredDuringSchedulingIgnoredDuringExecution"]?.array ?? []).map { PodAffinityTerm($0) }
         antiAffinity = (paa?["requiredDuringSchedulingIgnoredDuringExecution"]?.array ?? []).map { PodAffinityTerm($0) }
