@@ -48,3 +48,32 @@ public enum RFC3339 {
         return Double(days * 86400 + hour * 3600 + minute * 60 + second - offset) + fraction
     }
 }
+
+extension RFC3339 {
+    /// `t` (seconds since 1970) as Go's RFC3339 in UTC (`2026-12-05T08:00:00Z`), or with
+    /// `microseconds` as metav1.MicroTime writes it (`2026-12-05T08:00:00.123456Z`); no ICU.
+    public static func format(_ t: Double, microseconds: Bool = false) -> String {
+        var whole = Int64(t.rounded(.down))
+        var micros = Int64(((t - Double(whole)) * 1_000_000).rounded())
+        if micros >= 1_000_000 { whole += 1; micros -= 1_000_000 }
+        // Civil date from days since the epoch (Howard Hinnant's algorithm).
+        let days = whole >= 0 ? whole / 86_400 : (whole - 86_399) / 86_400
+        let secs = whole - days * 86_400
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = doy - (153 * mp + 2) / 5 + 1
+        let month = mp < 10 ? mp + 3 : mp - 9
+        let year = yoe + era * 400 + (month <= 2 ? 1 : 0)
+        func pad(_ v: Int64, _ n: Int) -> String {
+            let s = String(v)
+            return s.count >= n ? s : String(repeating: "0", count: n - s.count) + s
+        }
+        var out = "\(pad(year, 4))-\(pad(month, 2))-\(pad(day, 2))T\(pad(secs / 3600, 2)):\(pad(secs / 60 % 60, 2)):\(pad(secs % 60, 2))"
+        if microseconds { out += "." + pad(micros, 6) }
+        return out + "Z"
+    }
+}

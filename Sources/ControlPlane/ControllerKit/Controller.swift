@@ -171,18 +171,10 @@ public enum PodStatus {
     }
 }
 
-/// RFC 3339 times as the API writes them.
+/// RFC 3339 times as the API writes them (through `RFC3339`, without Foundation's formatters,
+/// which load ICU and cost more than the request they are for).
 public enum Time {
-    public static func parse(_ s: String) -> Date? {
-        let f = ISO8601DateFormatter()
-        if let d = f.date(from: s) { return d }
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.date(from: s)
-    }
+    public static func parse(_ s: String) -> Date? { RFC3339.seconds(s).map { Date(timeIntervalSince1970: $0) } }
 
-    public static func now(_ d: Date = Date()) -> String {
-        let f = ISO8601DateFormatter()
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: d)
-    }
+    public static func now(_ d: Date = Date()) -> String { RFC3339.format(d.timeIntervalSince1970) }
 }

@@ -29,14 +29,7 @@ public struct LeaderElector: Sendable {
 
     var path: String { API.path("coordination.k8s.io/v1", "leases", namespace: namespace, name: name) }
 
-    public static func microTime(_ d: Date = Date()) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        f.timeZone = TimeZone(identifier: "UTC")
-        // ISO8601DateFormatter gives milliseconds; MicroTime has six digits.
-        let s = f.string(from: d)
-        return s.replacingOccurrences(of: "Z", with: "000Z")
-    }
+    public static func microTime(_ d: Date = Date()) -> String { RFC3339.format(d.timeIntervalSince1970, microseconds: true) }
 
     /// What was last seen of the Lease, and when (on this clock) it last changed.
     final class Observed: @unchecked Sendable {

@@ -35,7 +35,9 @@ public actor Scheduler {
     public private(set) var preemptionAttempts = 0
     /// Pod created → bound latencies (seconds) of the pods this scheduler bound, newest last.
     public private(set) var latencies: [Double] = []
-    var random = SystemRandomNumberGenerator()
+    /// Ties are broken with a fast generator (the system's is a system call per draw, and a
+    /// thousand equal nodes tie a thousand times), seeded from the system's once.
+    var random = SplitMix64(seed: UInt64.random(in: 0...UInt64.max))
 
     public init(api: API, profiles: [Profile] = [.default()], events: EventRecorder? = nil, maxBindsInFlight: Int = 16,
                 logger: Logger = Logger(label: "switchyard.scheduler")) {
@@ -383,8 +385,8 @@ public actor Scheduler {
         do {
             _ = try await api.create(API.path("v1", "pods", namespace: pod.namespace, name: pod.name, subresource: "binding"), binding)
             attempts["scheduled", default: 0] += 1
-            if let created = ISO8601DateFormatter().date(from: pod.creation) {
-                latencies.append(Date().timeIntervalSince(created))
+            if let created = RFC3339.seconds(pod.creation) {
+                latencies.append(Date().timeIntervalSince1970 - created)
                 if latencies.count > 100_000 { latencies.removeFirst(50_000) }
             }
             events.record(podRef(pod), reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)")
@@ -416,11 +418,7 @@ public actor Scheduler {
         }
     }
 
-    static func now() -> String {
-        let f = ISO8601DateFormatter()
-        f.timeZone = TimeZone(identifier: "UTC")
-        return f.string(from: Date())
-    }
+    static func now() -> String { Time.now() }
 
     // MARK: preemption
 
@@ -477,4 +475,17 @@ public actor Scheduler {
 
     /// What the cache holds now (for tests and `/metrics`).
     public var snapshot: (nodes: Int, pods: Int, assumed: Int) { (nodes.count, podNode.count, assumed.count) }
+}
+
+/// SplitMix64: a small, fast pseudo-random generator (for tie-breaking, not for secrets).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }
