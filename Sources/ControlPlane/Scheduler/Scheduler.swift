@@ -50,7 +50,20 @@ public actor Scheduler {
 
     // MARK: the cache, fed by the informers
 
+    /// How many nodes have each image (ImageLocality's spread), kept as nodes come, change and go.
+    var imageNodes: [String: Int] = [:]
+
+    func countImages(of n: NodeInfo, _ delta: Int) {
+        for image in n.images.keys {
+            imageNodes[image, default: 0] += delta
+            if imageNodes[image] == 0 { imageNodes[image] = nil }
+        }
+    }
+
     func nodeChanged(_ c: Change<NodeInfo>) async {
+        if let old = c.old.flatMap({ nodes[$0.name] }) { countImages(of: old, -1) }
+        if let n = c.new, c.old == nil, let known = nodes[n.name] { countImages(of: known, -1) }
+        if let n = c.new { countImages(of: n, 1) }
         if let n = c.new {
             if let known = nodes[n.name] {
                 known.update(from: n)
@@ -342,11 +355,7 @@ public actor Scheduler {
                 }
             }
         }
-        for n in pod.images where s.imageNodes[n] == nil {
-            var count = 0
-            for node in nodes.values where node.images[n] != nil { count += 1 }
-            s.imageNodes[n] = count
-        }
+        for n in pod.images { s.imageNodes[n] = imageNodes[n] ?? 0 }
         return s
     }
 
