@@ -55,7 +55,14 @@ public struct KubeProxyConfiguration: Codable, Sendable {
     }
 
     /// Parses a Go duration (`30s`, `1m0s`, `500ms`, `1h`) into seconds.
-    public static func parseDuration(_ s: String) -> Double? {
+    public static func parseDuration(_ s: String) -> Double? { GoDuration.seconds(s) }
+}
+
+/// Go's duration syntax, as upstream's flags and configuration files take it (`30s`, `1m0s`,
+/// `500ms`, `1h`).
+public enum GoDuration {
+    /// The duration in seconds; nil if it is not one.
+    public static func seconds(_ s: String) -> Double? {
         var total = 0.0
         var num = ""
         var i = s.startIndex

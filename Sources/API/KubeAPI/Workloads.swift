@@ -164,7 +164,7 @@ public struct CronSchedule: Sendable, Equatable {
         case "@hourly": expanded = "0 * * * *"
         default:
             if t.hasPrefix("@every ") {
-                guard let d = Self.duration(String(t.dropFirst(7))), d >= 1 else { return nil }
+                guard let d = GoDuration.seconds(String(t.dropFirst(7))), d >= 1 else { return nil }
                 every = d
                 return
             }
@@ -185,25 +185,6 @@ public struct CronSchedule: Sendable, Equatable {
         weekdays = Set(dow.map { $0 % 7 })
         domStar = f[2] == "*" || f[2] == "?"
         dowStar = f[4] == "*" || f[4] == "?"
-    }
-
-    static func duration(_ s: String) -> TimeInterval? {
-        var total = 0.0, number = ""
-        var rest = Substring(s)
-        guard !rest.isEmpty else { return nil }
-        while let c = rest.first {
-            if c.isNumber || c == "." { number.append(c); rest = rest.dropFirst(); continue }
-            let unit: Double
-            if rest.hasPrefix("ms") { unit = 0.001; rest = rest.dropFirst(2) }
-            else if c == "h" { unit = 3600; rest = rest.dropFirst() }
-            else if c == "m" { unit = 60; rest = rest.dropFirst() }
-            else if c == "s" { unit = 1; rest = rest.dropFirst() }
-            else { return nil }
-            guard let n = Double(number) else { return nil }
-            total += n * unit
-            number = ""
-        }
-        return number.isEmpty ? total : nil
     }
 
     static func field(_ s: String, _ range: ClosedRange<Int>, names: [String], base: Int = 0) -> Set<Int>? {

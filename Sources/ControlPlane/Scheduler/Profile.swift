@@ -49,22 +49,7 @@ public struct SchedulerConfiguration: Sendable {
 
     public struct ConfigError: Error, CustomStringConvertible { public var description: String }
 
-    static func seconds(_ v: JSONValue?) -> Double? {
-        guard let s = v?.string else { return nil }
-        var total = 0.0, num = ""
-        for c in s {
-            if c.isNumber || c == "." { num.append(c); continue }
-            guard let n = Double(num) else { return nil }
-            switch c {
-            case "h": total += n * 3600
-            case "m": total += n * 60
-            case "s": total += n
-            default: return nil
-            }
-            num = ""
-        }
-        return num.isEmpty ? total : nil
-    }
+    static func seconds(_ v: JSONValue?) -> Double? { v?.string.flatMap(GoDuration.seconds) }
 
     public static func parse(_ text: String, source: String = "config") throws -> SchedulerConfiguration {
         let doc = try YAMLToJSON.convert(text)
