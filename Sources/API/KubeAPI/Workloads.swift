@@ -247,3 +247,97 @@ public struct CronSchedule: Sendable, Equatable {
         return nil
     }
 }
+
+// Taints, tolerations and node selector terms, as the scheduler, the node lifecycle controller
+// and the DaemonSet controller read them.
+
+public struct Taint: Sendable, Equatable {
+    public var key: String
+    public var value: String
+    public var effect: String
+
+    public init(key: String, value: String = "", effect: String) {
+        self.key = key
+        self.value = value
+        self.effect = effect
+    }
+
+    /// A node's `spec.taints` entry.
+    public init(_ v: JSONValue) {
+        self.init(key: v["key"]?.string ?? "", value: v["value"]?.string ?? "", effect: v["effect"]?.string ?? "")
+    }
+}
+
+public struct Toleration: Sendable, Hashable {
+    public var key: String
+    public var op: String
+    public var value: String
+    public var effect: String
+    public var seconds: Int64?
+
+    public init(_ v: JSONValue) {
+        key = v["key"]?.string ?? ""
+        op = v["operator"]?.string ?? "Equal"
+        value = v["value"]?.string ?? ""
+        effect = v["effect"]?.string ?? ""
+        seconds = v["tolerationSeconds"]?.int
+    }
+
+    /// upstream's `ToleratesTaint`: an empty effect tolerates every effect, an empty key with
+    /// Exists every taint.
+    public func tolerates(_ t: Taint) -> Bool {
+        if !effect.isEmpty && effect != t.effect { return false }
+        if !key.isEmpty && key != t.key { return false }
+        switch op {
+        case "Exists": return true
+        case "Equal", "": return value == t.value
+        default: return false
+        }
+    }
+}
+
+/// A node selector requirement (`key`, `operator`, `values`) of node affinity.
+public struct NodeSelectorRequirement: Sendable, Equatable {
+    public var key: String
+    public var op: String
+    public var values: [String]
+
+    public init(_ v: JSONValue) {
+        key = v["key"]?.string ?? ""
+        op = v["operator"]?.string ?? ""
+        values = (v["values"]?.array ?? []).compactMap(\.string)
+    }
+
+    public func matches(_ labels: [String: String], fields: [String: String] = [:], isField: Bool = false) -> Bool {
+        let have = isField ? fields[key] : labels[key]
+        switch op {
+        case "In": return have.map { values.contains($0) } ?? false
+        case "NotIn": return have.map { !values.contains($0) } ?? true
+        case "Exists": return have != nil
+        case "DoesNotExist": return have == nil
+        case "Gt", "Lt":
+            guard let h = have.flatMap({ Int64($0) }), values.count == 1, let v = Int64(values[0]) else { return false }
+            return op == "Gt" ? h > v : h < v
+        default: return false
+        }
+    }
+}
+
+/// A node selector term: every expression and field must match.
+public struct NodeSelectorTerm: Sendable, Equatable {
+    public var expressions: [NodeSelectorRequirement]
+    public var fields: [NodeSelectorRequirement]
+
+    public init(_ v: JSONValue) {
+        expressions = (v["matchExpressions"]?.array ?? []).map(NodeSelectorRequirement.init)
+        fields = (v["matchFields"]?.array ?? []).map(NodeSelectorRequirement.init)
+    }
+
+    /// Whether a node with these labels and this name matches.
+    public func matches(labels: [String: String], name: String) -> Bool {
+        // A term with nothing in it matches no node (upstream's rule).
+        if expressions.isEmpty && fields.isEmpty { return false }
+        let f = ["metadata.name": name]
+        return expressions.allSatisfy { $0.matches(labels) } && fields.allSatisfy { $0.matches([:], fields: f, isField: true) }
+    }
+}

@@ -63,36 +63,13 @@ public final class DaemonSetController: Controller, Sendable {
     static func eligible(_ template: JSONValue, _ node: JSONValue) -> Bool {
         let labels = node.labels
         for (k, v) in (template[path: ["spec", "nodeSelector"]]?.object ?? [:]).compactMapValues(\.string) where labels[k] != v { return false }
-        if let terms = template[path: ["spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"]]?.array {
-            let ok = terms.contains { term in
-                let exprs = term["matchExpressions"]?.array ?? [], fields = term["matchFields"]?.array ?? []
-                if exprs.isEmpty && fields.isEmpty { return false }
-                func req(_ e: JSONValue, _ have: String?) -> Bool {
-                    let values = (e["values"]?.array ?? []).compactMap(\.string)
-                    switch e["operator"]?.string ?? "" {
-                    case "In": return have.map { values.contains($0) } ?? false
-                    case "NotIn": return have.map { !values.contains($0) } ?? true
-                    case "Exists": return have != nil
-                    case "DoesNotExist": return have == nil
-                    case "Gt": return (have.flatMap { Int($0) } ?? Int.min) > (values.first.flatMap { Int($0) } ?? Int.max)
-                    case "Lt": return (have.flatMap { Int($0) } ?? Int.max) < (values.first.flatMap { Int($0) } ?? Int.min)
-                    default: return false
-                    }
-                }
-                return exprs.allSatisfy { req($0, labels[$0["key"]?.string ?? ""]) }
-                    && fields.allSatisfy { $0["key"]?.string == "metadata.name" && req($0, node.name) }
-            }
-            if !ok { return false }
+        if let terms = template[path: ["spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"]]?.array,
+           !terms.contains(where: { NodeSelectorTerm($0).matches(labels: labels, name: node.name) }) {
+            return false
         }
-        let tolerations = (template[path: ["spec", "tolerations"]]?.array ?? []) + daemonTolerations
-        for t in node[path: ["spec", "taints"]]?.array ?? [] where t["effect"]?.string == "NoSchedule" || t["effect"]?.string == "NoExecute" {
-            let tolerated = tolerations.contains { tol in
-                let key = tol["key"]?.string ?? "", op = tol["operator"]?.string ?? "Equal", effect = tol["effect"]?.string ?? ""
-                guard effect.isEmpty || effect == t["effect"]?.string else { return false }
-                guard key.isEmpty || key == t["key"]?.string else { return false }
-                return op == "Exists" || (tol["value"]?.string ?? "") == (t["value"]?.string ?? "")
-            }
-            if !tolerated { return false }
+        let tolerations = ((template[path: ["spec", "tolerations"]]?.array ?? []) + daemonTolerations).map(Toleration.init)
+        for t in (node[path: ["spec", "taints"]]?.array ?? []).map(Taint.init) where t.effect == "NoSchedule" || t.effect == "NoExecute" {
+            if !tolerations.contains(where: { $0.tolerates(t) }) { return false }
         }
         return true
     }

@@ -160,18 +160,13 @@ public final class NodeLifecycleController: Controller, Sendable {
         guard !p.isDeleting, PodStatus.isActive(p) else { return }
         let taints = Self.taints(n).filter { $0["effect"]?.string == "NoExecute" }
         guard !taints.isEmpty else { return }
-        let tolerations = (p[path: ["spec", "tolerations"]]?.array ?? [])
+        let tolerations = (p[path: ["spec", "tolerations"]]?.array ?? []).map(Toleration.init)
         var wait: Double?
         for t in taints {
-            let matching = tolerations.filter { tol in
-                let key = tol["key"]?.string ?? "", op = tol["operator"]?.string ?? "Equal", effect = tol["effect"]?.string ?? ""
-                guard effect.isEmpty || effect == "NoExecute" else { return false }
-                guard key.isEmpty || key == t["key"]?.string else { return false }
-                return op == "Exists" || (tol["value"]?.string ?? "") == (t["value"]?.string ?? "")
-            }
+            let matching = tolerations.filter { $0.tolerates(Taint(t)) }
             guard !matching.isEmpty else { wait = 0; break }
             // Tolerated for the shortest of the matching tolerations' times (none: forever).
-            let seconds = matching.compactMap { $0["tolerationSeconds"]?.int }.min()
+            let seconds = matching.compactMap(\.seconds).min()
             if let seconds {
                 let added = t["timeAdded"]?.string.flatMap(Time.parse) ?? Date()
                 let left = max(0, Double(seconds) - Date().timeIntervalSince(added))
