@@ -39,6 +39,13 @@ func checkSelector(_ o: JSONValue, selector: [String], labels: [String], errs: i
     }
 }
 
+/// `spec.replicas`, when given, not negative.
+func checkReplicas(_ o: JSONValue, errs: inout [FieldError]) {
+    if let n = o[path: ["spec", "replicas"]]?.int, n < 0 {
+        errs.append(FieldError("spec.replicas", "Invalid value: \(n): must be greater than or equal to 0"))
+    }
+}
+
 struct DaemonSetStrategy: ResourceStrategy {
     var tracksGeneration: Bool { true }
     func defaults(_ o: inout JSONValue) {
@@ -99,9 +106,7 @@ struct StatefulSetStrategy: ResourceStrategy {
     func validate(_ o: JSONValue, _ r: ResourceInfo) throws -> [FieldError] {
         var errs: [FieldError] = []
         checkSelector(o, selector: ["spec", "selector"], labels: ["spec", "template", "metadata", "labels"], errs: &errs)
-        if let n = o[path: ["spec", "replicas"]]?.int, n < 0 {
-            errs.append(FieldError("spec.replicas", "Invalid value: \(n): must be greater than or equal to 0"))
-        }
+        checkReplicas(o, errs: &errs)
         return errs
     }
     var columns: [Tables.Column] {
@@ -351,9 +356,7 @@ struct ReplicationControllerStrategy: ResourceStrategy {
         } else if !sel.allSatisfy({ tpl[$0.key] == $0.value }) {
             errs.append(FieldError("spec.template.metadata.labels", "Invalid value: \(JSONValue.object(tpl).text()): `selector` does not match template `labels`"))
         }
-        if let n = o[path: ["spec", "replicas"]]?.int, n < 0 {
-            errs.append(FieldError("spec.replicas", "Invalid value: \(n): must be greater than or equal to 0"))
-        }
+        checkReplicas(o, errs: &errs)
         return errs
     }
     var columns: [Tables.Column] {

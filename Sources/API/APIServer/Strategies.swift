@@ -215,16 +215,8 @@ struct WorkloadStrategy: ResourceStrategy {
     }
     func validate(_ o: JSONValue, _ r: ResourceInfo) throws -> [FieldError] {
         var errs: [FieldError] = []
-        let sel = o[path: ["spec", "selector", "matchLabels"]]?.object ?? [:]
-        let tpl = o[path: ["spec", "template", "metadata", "labels"]]?.object ?? [:]
-        if sel.isEmpty && o[path: ["spec", "selector", "matchExpressions"]] == nil {
-            errs.append(FieldError("spec.selector", "Required value"))
-        } else if !sel.allSatisfy({ tpl[$0.key] == $0.value }) {
-            errs.append(FieldError("spec.template.metadata.labels", "Invalid value: \(JSONValue.object(tpl).text()): `selector` does not match template `labels`"))
-        }
-        if let n = o[path: ["spec", "replicas"]]?.int, n < 0 {
-            errs.append(FieldError("spec.replicas", "Invalid value: \(n): must be greater than or equal to 0"))
-        }
+        checkSelector(o, selector: ["spec", "selector"], labels: ["spec", "template", "metadata", "labels"], errs: &errs)
+        checkReplicas(o, errs: &errs)
         return errs
     }
     var columns: [Tables.Column] {

@@ -418,7 +418,7 @@ public actor Scheduler {
         guard lastFailure[pod.key] != message else { return }
         lastFailure[pod.key] = message
         let condition: JSONValue = ["type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": .string(message),
-                                    "lastProbeTime": .null, "lastTransitionTime": .string(Self.now())]
+                                    "lastProbeTime": .null, "lastTransitionTime": .string(Time.now())]
         do {
             _ = try await api.strategicPatch(API.path("v1", "pods", namespace: pod.namespace, name: pod.name, subresource: "status"),
                                              ["status": ["conditions": [condition]]])
@@ -426,8 +426,6 @@ public actor Scheduler {
             logger.debug("updating the PodScheduled condition of \(pod.key): \(error)")
         }
     }
-
-    static func now() -> String { Time.now() }
 
     // MARK: preemption
 
@@ -475,7 +473,7 @@ public actor Scheduler {
             let path = API.path("v1", "pods", namespace: v.namespace, name: v.name)
             _ = try? await api.strategicPatch(path + "/status", ["status": ["conditions": [[
                 "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
-                "message": .string("\(pod.schedulerName): preempting to accommodate a higher priority pod"), "lastTransitionTime": .string(Self.now())]]]])
+                "message": .string("\(pod.schedulerName): preempting to accommodate a higher priority pod"), "lastTransitionTime": .string(Time.now())]]]])
             do { try await api.delete(path) } catch { logger.debug("deleting victim \(v.key): \(error)") }
         }
         _ = try? await api.mergePatch(API.path("v1", "pods", namespace: pod.namespace, name: pod.name, subresource: "status"),
