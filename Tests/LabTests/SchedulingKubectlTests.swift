@@ -2,6 +2,16 @@ import Foundation
 import NetnsKit
 import Testing
 
+/// Polls `check` every 100 ms until it holds; false after `seconds`.
+func waitUntil(_ seconds: Double, _ check: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try check() { return true }
+        usleep(100_000)
+    }
+    return false
+}
+
 /// The scheduler and the controller manager, run by `switchyard server` in its process, driven
 /// with the oldest and newest kubectl on the machine over three fake nodes.
 @Suite("scheduler and controllers with kubectl", .enabled(if: isRoot, "needs root for network namespaces"))
@@ -14,14 +24,7 @@ struct SchedulingKubectlTests {
         return server
     }
 
-    func wait(_ seconds: Double = 30, _ check: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try check() { return true }
-            usleep(100_000)
-        }
-        return false
-    }
+    func wait(_ seconds: Double = 30, _ check: () throws -> Bool) rethrows -> Bool { try waitUntil(seconds, check) }
 
     @Test(arguments: ["1.27", "1.33"])
     func deploymentsRollAndRollBack(version: String) throws {
@@ -131,14 +134,7 @@ struct LeaderElectionTests {
         func holder(_ lease: String) throws -> String {
             try server.kubectl(k, ["-n", "kube-system", "get", "lease", lease, "-o", "jsonpath={.spec.holderIdentity}"]).out
         }
-        func wait(_ seconds: Double, _ check: () throws -> Bool) rethrows -> Bool {
-            let deadline = Date().addingTimeInterval(seconds)
-            while Date() < deadline {
-                if try check() { return true }
-                usleep(100_000)
-            }
-            return false
-        }
+        func wait(_ seconds: Double, _ check: () throws -> Bool) rethrows -> Bool { try waitUntil(seconds, check) }
         for component in ["scheduler", "controller-manager"] {
             try lab.spawn(lab.node, [bin, component, "--kubeconfig", server.kubeconfig + "-a"] + election)
         }
