@@ -4,6 +4,19 @@
 # Kernel tests need root (they build throw-away network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The tests' etcd servers (NetnsKit's EtcdProcess) stop with their test, also when it fails; a
+# test process that crashes cannot stop them, and they are left to init: those are stopped here
+# when this script ends, whatever the outcome (another run's, whose test process lives, are not).
+stop_orphaned_etcd() {
+  for pid in $(pgrep -f '^/usr/bin/etcd --name t --data-dir /tmp/sy-etcd-' || true); do
+    if [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ]; then
+      dir=$(tr '\0' '\n' < "/proc/$pid/cmdline" | sed -n '/^--data-dir$/{n;p}')
+      kill "$pid" 2>/dev/null || true
+      case "$dir" in /tmp/sy-etcd-*) rm -rf "$dir" ;; esac
+    fi
+  done
+}
+trap stop_orphaned_etcd EXIT
 bash scripts/setup.sh
 swift build --build-tests
 quickstart=0
