@@ -312,57 +312,27 @@ struct HandlerTests {
         #expect(await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/configmaps/none")).code == 404)
     }
 
-    @Test func deletingANamespaceDeletesWhatIsInIt() async throws {
+    /// The server's part of deleting a namespace (the namespace controller does the rest):
+    /// Terminating at once, nothing new in it, a second delete refused while its spec holds a
+    /// finalizer, spec.finalizers changed only through /finalize, which lets it go when empty.
+    @Test func deletingANamespaceTerminatesItUntilFinalized() async throws {
         let h = try await makeHandler()
-        _ = await h.post("/api/v1/namespaces/other/services", svc("gone"))
         _ = await h.post("/api/v1/namespaces/other/configmaps", ["metadata": ["name": "c"]])
         let d = await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/other"))
-        #expect(d.code == 200 && d.json?[path: ["status", "phase"]] == "Terminating")
-        // Nothing new in a terminating namespace.
+        #expect(d.code == 200 && d.json?[path: ["status", "phase"]] == "Terminating" && d.json?[path: ["metadata", "deletionTimestamp"]] != nil)
         let late = await h.post("/api/v1/namespaces/other/configmaps", ["metadata": ["name": "late"]])
-        #expect(late.code == 403 || late.code == 404)
-        for _ in 0..<500 where await h.get("/api/v1/namespaces/other").code != 404 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(late.code == 403)
+        let again = await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/other"))
+        #expect(again.code == 409 && again.json?["message"]?.string?.contains("The system is ensuring all content is removed") == true)
+        // A plain update leaves spec.finalizers alone.
+        var ns = await h.get("/api/v1/namespaces/other").json ?? [:]
+        ns[path: ["spec", "finalizers"]] = []
+        #expect(await h.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/other", body: body(ns))).json?[path: ["spec", "finalizers"]] == ["kubernetes"])
+        ns = await h.get("/api/v1/namespaces/other").json ?? [:]
+        ns[path: ["spec", "finalizers"]] = []
+        let fin = await h.handle(APIRequest(method: "PUT", path: "/api/v1/namespaces/other/finalize", body: body(ns)))
+        #expect(fin.code == 200)
         #expect(await h.get("/api/v1/namespaces/other").code == 404)
-        #expect(await h.get("/api/v1/services").json?["items"]?.array?.isEmpty == true)
-        #expect(await h.get("/api/v1/configmaps").json?["items"]?.array?.isEmpty == true)
-    }
-}
-
-@Suite("EndpointSlice controller")
-struct EndpointSliceControllerTests {
-    @Test func slicesOfAtMost100AndCleanupWhenTheSelectorGoes() async throws {
-        let h = try await makeHandler()
-        #expect(await h.post("/api/v1/namespaces/default/services", svc("web", ports: [["name": "http", "port": 80, "targetPort": "web"]])).code == 201)
-        for i in 0..<150 {
-            let pod: JSONValue = ["metadata": ["name": .string("p\(i)"), "labels": ["app": "web"]],
-                                  "spec": ["nodeName": "node-a", "containers": [["name": "c", "image": "x", "ports": [["name": "web", "containerPort": 8080]]]]]]
-            #expect(await h.post("/api/v1/namespaces/default/pods", pod).code == 201)
-            let status: JSONValue = ["status": ["podIP": .string("10.244.\(i / 200).\(i % 200 + 2)"),
-                                                "conditions": [["type": "Ready", "status": i == 0 ? "False" : "True"]]]]
-            #expect(await h.handle(APIRequest(method: "PATCH", path: "/api/v1/namespaces/default/pods/p\(i)/status",
-                                              contentType: "application/merge-patch+json", body: body(status))).code == 200)
-        }
-        let c = EndpointSliceController(handler: h)
-        try await c.reconcile(namespace: "default", service: "web")
-        let slices = await h.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", ["labelSelector": "kubernetes.io/service-name=web"]).json?["items"]?.array ?? []
-        #expect(slices.map { $0["endpoints"]?.array?.count ?? 0 }.sorted() == [50, 100])
-        // The named target port resolved from the pods' containers; readiness as the pods say.
-        #expect(slices.allSatisfy { $0["ports"] == [["name": "http", "port": 8080, "protocol": "TCP"]] })
-        let notReady = slices.flatMap { $0["endpoints"]?.array ?? [] }.filter { $0[path: ["conditions", "ready"]] == false }
-        #expect(notReady.count == 1)
-        let ep = await h.get("/api/v1/namespaces/default/endpoints/web").json
-        #expect(ep?["subsets"]?.array?.first?["addresses"]?.array?.count == 149)
-        #expect(ep?["subsets"]?.array?.first?["notReadyAddresses"]?.array?.count == 1)
-        // Reconciling again writes nothing.
-        let rev = try await h.store.currentRevision()
-        try await c.reconcile(namespace: "default", service: "web")
-        #expect(try await h.store.currentRevision() == rev)
-        // Without a selector the Service's slices and Endpoints go.
-        #expect(await h.handle(APIRequest(method: "PATCH", path: "/api/v1/namespaces/default/services/web",
-                                          contentType: "application/merge-patch+json", body: body(["spec": ["selector": nil]]))).code == 200)
-        try await c.reconcile(namespace: "default", service: "web")
-        #expect(await h.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices").json?["items"]?.array?.isEmpty == true)
-        #expect(await h.get("/api/v1/namespaces/default/endpoints/web").code == 404)
     }
 }
 

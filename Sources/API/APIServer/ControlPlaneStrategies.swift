@@ -371,3 +371,67 @@ struct ReplicationControllerStrategy: ResourceStrategy {
          }]
     }
 }
+
+/// events.k8s.io/v1 Events: the core Events of the store, with upstream's field names
+/// (`regarding` for `involvedObject`, `note` for `message`, the `deprecated…` fields for the
+/// counting ones), so an event written through either version is read through both, as
+/// kube-apiserver serves them from one storage. Checked as upstream checks this version's
+/// events: a reporting controller, instance and action, the time it happened, no deprecated field.
+struct EventsV1Strategy: ResourceStrategy {
+    /// events.k8s.io/v1 name → core/v1 name.
+    static let renamed: [(String, String)] = [
+        ("regarding", "involvedObject"), ("note", "message"), ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"), ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"), ("reportingController", "reportingComponent"),
+    ]
+    var storedAs: (group: String, resource: String)? { ("", "events") }
+
+    func fromStorage(_ o: inout JSONValue) {
+        for (v1, core) in Self.renamed {
+            let value = o[core]
+            o[core] = nil
+            if let value, value != .null, !(core == "source" && value == [:]) { o[v1] = value }
+        }
+    }
+
+    func toStorage(_ o: inout JSONValue) {
+        for (v1, core) in Self.renamed {
+            let value = o[v1]
+            o[v1] = nil
+            if let value { o[core] = value }
+        }
+    }
+
+    func validate(_ o: JSONValue, _ r: ResourceInfo) throws -> [FieldError] {
+        var errs: [FieldError] = []
+        func required(_ field: String, limit: Int? = nil) {
+            let v = o[field]?.string ?? ""
+            if v.isEmpty { errs.append(FieldError(field, "Required value")) }
+            if let limit, v.count > limit { errs.append(FieldError(field, "Invalid value: \"\": can have at most \(limit) characters")) }
+        }
+        if o["eventTime"]?.string == nil { errs.append(FieldError("eventTime", "Required value")) }
+        required("reportingController")
+        required("reportingInstance", limit: 128)
+        required("action", limit: 128)
+        required("reason", limit: 128)
+        if (o["note"]?.string ?? "").utf8.count > 1024 { errs.append(FieldError("note", "Invalid value: \"\": can have at most 1024 characters")) }
+        let type = o["type"]?.string ?? ""
+        if type != "Normal" && type != "Warning" { errs.append(FieldError("type", "Invalid value: \"\": has invalid value: \(type)")) }
+        for f in ["deprecatedFirstTimestamp", "deprecatedLastTimestamp", "deprecatedCount"] where o[f] != nil && o[f] != .null {
+            errs.append(FieldError(f, "Invalid value: \"\": needs to be unset"))
+        }
+        if let s = o["deprecatedSource"], !((s["component"]?.string ?? "").isEmpty && (s["host"]?.string ?? "").isEmpty) {
+            errs.append(FieldError("deprecatedSource", "Invalid value: \"\": needs to be unset"))
+        }
+        if let series = o["series"], series != .null {
+            if (series["count"]?.int ?? 0) < 2 { errs.append(FieldError("series.count", "Invalid value: \"\": should be at least 2")) }
+            if series["lastObservedTime"]?.string == nil { errs.append(FieldError("series.lastObservedTime", "Required value")) }
+        }
+        if let ns = o[path: ["regarding", "namespace"]]?.string, !ns.isEmpty, ns != o[path: ["metadata", "namespace"]]?.string {
+            errs.append(FieldError("regarding.namespace", "Invalid value: \"\(ns)\": does not match event.namespace"))
+        }
+        return errs
+    }
+
+    var columns: [Tables.Column] { EventStrategy().columns }
+}

@@ -28,7 +28,7 @@ extension APIHandler {
 
     /// The stored object as clients see it: its resourceVersion is the store's revision.
     func present(_ kv: KeyValue, _ r: ResourceInfo, known: JSONValue? = nil) throws -> JSONValue {
-        var o = try known ?? JSONValue.parse(kv.value)
+        var o = try known ?? r.decode(kv.value)
         o[path: ["metadata", "resourceVersion"]] = .string(String(kv.modRevision))
         o["kind"] = .string(r.kind)
         o["apiVersion"] = .string(r.groupVersion)

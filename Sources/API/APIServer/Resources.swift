@@ -1,3 +1,4 @@
+import Foundation
 import KubeAPI
 import APISchema
 
@@ -65,7 +66,25 @@ public struct ResourceInfo: Sendable, Hashable {
         }
     }
     /// Where objects of this resource live in the store.
-    public var storePrefix: String { "/registry/\(group.isEmpty ? "core" : group)/\(resource)/" }
+    public var storePrefix: String {
+        let (g, res) = strategy.storedAs ?? (group, resource)
+        return "/registry/\(g.isEmpty ? "core" : g)/\(res)/"
+    }
+
+    /// A stored value as this resource serves it.
+    public func decode(_ stored: Data) throws -> JSONValue {
+        var o = try JSONValue.parse(stored)
+        if strategy.storedAs != nil { strategy.fromStorage(&o) }
+        return o
+    }
+
+    /// An object as this resource serves it, as the store keeps it.
+    public func encode(_ o: JSONValue) -> Data {
+        guard strategy.storedAs != nil else { return o.serialized() }
+        var s = o
+        strategy.toStorage(&s)
+        return s.serialized()
+    }
 
     public func key(namespace: String?, name: String) -> String {
         storePrefix + (namespaced ? "\(namespace ?? "")/" : "") + name
@@ -87,6 +106,7 @@ public struct ResourceInfo: Sendable, Hashable {
             case "scale": ("Scale", ["get", "patch", "update"], "autoscaling", "v1")
             case "binding": ("Binding", ["create"], nil, nil)
             case "eviction": ("Eviction", ["create"], "policy", "v1")
+            case "finalize": (self.kind, ["update"], nil, nil)
             default: (self.kind, ["get", "patch", "update"], nil, nil)
             }
             var e: [String: JSONValue] = ["name": .string("\(resource)/\(sub)"), "singularName": "", "namespaced": .bool(namespaced),
@@ -135,7 +155,7 @@ public enum Resources {
     }
 
     public static let all: [ResourceInfo] = [
-        core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status"], NamespaceStrategy()),
+        core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status", "finalize"], NamespaceStrategy()),
         core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"], ServiceStrategy()),
         core("endpoints", "endpoints", "Endpoints", short: ["ep"], EndpointsStrategy()),
         core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding", "eviction"], PodStrategy()),
@@ -166,6 +186,8 @@ public enum Resources {
                      namespaced: true, shortNames: ["cj"], categories: ["all"], subresources: ["status"], strategy: CronJobStrategy()),
         ResourceInfo(group: "coordination.k8s.io", version: "v1", resource: "leases", singular: "lease", kind: "Lease",
                      namespaced: true, shortNames: [], categories: [], subresources: [], strategy: LeaseStrategy()),
+        ResourceInfo(group: "events.k8s.io", version: "v1", resource: "events", singular: "event", kind: "Event",
+                     namespaced: true, shortNames: ["ev"], categories: [], subresources: [], strategy: EventsV1Strategy()),
         ResourceInfo(group: "scheduling.k8s.io", version: "v1", resource: "priorityclasses", singular: "priorityclass", kind: "PriorityClass",
                      namespaced: false, shortNames: ["pc"], categories: [], subresources: [], strategy: PriorityClassStrategy()),
         ResourceInfo(group: "policy", version: "v1", resource: "poddisruptionbudgets", singular: "poddisruptionbudget", kind: "PodDisruptionBudget",

@@ -17,6 +17,13 @@ public protocol ResourceStrategy: Sendable {
     var tracksGeneration: Bool { get }
     /// How the name is checked (most kinds: a DNS-1123 subdomain).
     var names: NameRule { get }
+    /// The resource whose storage this one shares, as (group, resource), when its objects are
+    /// another version's in the store (events.k8s.io/v1 Events are core Events there); nil when
+    /// it has its own.
+    var storedAs: (group: String, resource: String)? { get }
+    /// An object as stored, turned into this resource's form (read), and back (write).
+    func fromStorage(_ o: inout JSONValue)
+    func toStorage(_ o: inout JSONValue)
 }
 
 public enum NameRule: Sendable {
@@ -29,6 +36,9 @@ extension ResourceStrategy {
     public var columns: [Tables.Column] { [Tables.nameColumn, Tables.ageColumn] }
     public var tracksGeneration: Bool { false }
     public var names: NameRule { .subdomain }
+    public var storedAs: (group: String, resource: String)? { nil }
+    public func fromStorage(_ o: inout JSONValue) {}
+    public func toStorage(_ o: inout JSONValue) {}
 }
 
 /// A kind with nothing of its own beyond its schema.
@@ -287,14 +297,16 @@ struct EndpointsStrategy: ResourceStrategy {
 struct EventStrategy: ResourceStrategy {
     var columns: [Tables.Column] {
         return [Tables.Column(name: "Last Seen") { o in
-                let t = o["lastTimestamp"]?.string ?? o["eventTime"]?.string ?? o[path: ["metadata", "creationTimestamp"]]?.string
+                let t = o["lastTimestamp"]?.string ?? o["deprecatedLastTimestamp"]?.string ?? o[path: ["series", "lastObservedTime"]]?.string
+                    ?? o["eventTime"]?.string ?? o[path: ["metadata", "creationTimestamp"]]?.string
                 return Tables.age(["metadata": ["creationTimestamp": t.map { JSONValue.string($0) } ?? .null]])
             },
             Tables.Column(name: "Type") { Tables.str($0["type"]) }, Tables.Column(name: "Reason") { Tables.str($0["reason"]) },
             Tables.Column(name: "Object") { o in
-                .string("\((o[path: ["involvedObject", "kind"]]?.string ?? "").lowercased())/\(o[path: ["involvedObject", "name"]]?.string ?? "")")
+                let ref = o["involvedObject"] ?? o["regarding"] ?? [:]
+                return .string("\((ref["kind"]?.string ?? "").lowercased())/\(ref["name"]?.string ?? "")")
             },
-            Tables.Column(name: "Message") { Tables.str($0["message"]) }]
+            Tables.Column(name: "Message") { Tables.str($0["message"] ?? $0["note"]) }]
     }
 }
 

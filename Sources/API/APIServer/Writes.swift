@@ -58,7 +58,7 @@ extension APIHandler {
         let stored = o
         let kv = try await storeCall(r, name) {
             do {
-                return try await self.store.create(r.key(namespace: t.namespace, name: name), value: stored.serialized())
+                return try await self.store.create(r.key(namespace: t.namespace, name: name), value: r.encode(stored))
             } catch {
                 await self.admission.release(stored, r)
                 throw error
@@ -87,7 +87,7 @@ extension APIHandler {
             p[path: ["metadata", "resourceVersion"]] = nil
             old = p
         } else {
-            old = try JSONValue.parse(current.value)
+            old = try r.decode(current.value)
         }
         var o = new
         try checkKind(o, r)
@@ -117,6 +117,16 @@ extension APIHandler {
                 o["status"] = oldBare["status"]
             }
         }
+        if r.group.isEmpty && r.resource == "namespaces" {
+            // A namespace's spec.finalizers change only through /finalize, and nothing else does.
+            if subresource == "finalize" {
+                var keep = oldBare
+                keep[path: ["spec", "finalizers"]] = o[path: ["spec", "finalizers"]] ?? []
+                o = keep
+            } else {
+                o[path: ["spec", "finalizers"]] = oldBare[path: ["spec", "finalizers"]]
+            }
+        }
         if hasGeneration(r), Self.generationChanges(o, oldBare, r) {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
@@ -136,7 +146,7 @@ extension APIHandler {
         let stored = o
         let kv = try await storeCall(r, name) {
             do {
-                return try await self.store.update(r.key(namespace: t.namespace, name: name), value: stored.serialized(), expected: current.modRevision)
+                return try await self.store.update(r.key(namespace: t.namespace, name: name), value: r.encode(stored), expected: current.modRevision)
             } catch {
                 // The update did not happen: what admission took for it goes back, and what it
                 // gave back (still held by the stored object) is taken again.
@@ -237,7 +247,7 @@ extension APIHandler {
             if let expected, expected != cur.modRevision { throw APIError.conflict(r, name) }
             return .ok(try present(cur, r))
         }
-        if r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected) }
+        if r.group.isEmpty && r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected, options: opts ?? [:]) }
         return try await deleteObject(r, namespace: t.namespace, name: name, options: opts ?? [:], expected: expected)
     }
 
@@ -263,7 +273,7 @@ extension APIHandler {
         for _ in 0..<5 {
             guard let current = try await storeCall(r, name, { try await self.store.get(key) }) else { throw APIError.notFound(r, name) }
             if let expected, expected != current.modRevision { throw APIError.conflict(r, name) }
-            var o = try JSONValue.parse(current.value)
+            var o = try r.decode(current.value)
             var finalizers = (o[path: ["metadata", "finalizers"]]?.array ?? []).compactMap(\.string)
             let wanted = policy == "Foreground" ? "foregroundDeletion" : policy == "Orphan" ? "orphan" : nil
             if let wanted, !finalizers.contains(wanted) {
@@ -302,10 +312,10 @@ extension APIHandler {
                 o[path: ["metadata", "deletionGracePeriodSeconds"]] = 0
             }
             o[path: ["metadata", "finalizers"]] = finalizers.isEmpty ? nil : .array(finalizers.map { .string($0) })
-            if o == (try JSONValue.parse(current.value)) { return .ok(try present(current, r)) }
+            if o == (try r.decode(current.value)) { return .ok(try present(current, r)) }
             let stored = o
             do {
-                let kv = try await storeCall(r, name) { try await self.store.update(key, value: stored.serialized(), expected: current.modRevision) }
+                let kv = try await storeCall(r, name) { try await self.store.update(key, value: r.encode(stored), expected: current.modRevision) }
                 try await written(r, stored)
                 return .ok(try present(kv, r, known: stored))
             } catch let e as APIError where e.reason == "Conflict" && expected == nil {
@@ -319,42 +329,33 @@ extension APIHandler {
     /// period of 0) deletes it, as upstream's registry does.
     func finishesDeletion(_ o: JSONValue, _ r: ResourceInfo) -> Bool {
         guard o[path: ["metadata", "deletionTimestamp"]] != nil, (o[path: ["metadata", "finalizers"]]?.array ?? []).isEmpty else { return false }
-        if r.group.isEmpty && r.resource == "namespaces" { return false }
+        // A namespace goes once its spec has no finalizer left either.
+        if r.group.isEmpty && r.resource == "namespaces" && !(o[path: ["spec", "finalizers"]]?.array ?? []).isEmpty { return false }
         return (o[path: ["metadata", "deletionGracePeriodSeconds"]]?.int ?? 0) == 0
     }
 
-    /// Deleting a namespace, as upstream: it turns Terminating at once (nothing new may be made in
-    /// it), and a moment later (as upstream's namespace controller gets to it) its objects are
-    /// deleted, then the namespace itself. The moment lets `kubectl delete -f` of a namespace and
-    /// what is in it delete each object itself, as it does against kube-apiserver.
-    func terminate(_ t: Target, name: String, expected: Int64?) async throws -> APIResponse {
+    /// Deleting a namespace, as upstream: the first delete turns it Terminating (nothing new may
+    /// be made in it); the namespace controller then deletes what is in it, removes the
+    /// `kubernetes` finalizer through `/finalize` and deletes it again, which removes it once
+    /// its spec has no finalizer left (before, a delete answers 409, as kube-apiserver's).
+    func terminate(_ t: Target, name: String, expected: Int64?, options: JSONValue) async throws -> APIResponse {
         let r = t.resource
         guard let current = try await store.get(r.key(namespace: nil, name: name)) else { throw APIError.notFound(r, name) }
         if let expected, expected != current.modRevision { throw APIError.conflict(r, name) }
-        var o = try JSONValue.parse(current.value)
-        let already = o[path: ["status", "phase"]]?.string == "Terminating"
-        if !already {
-            o[path: ["status", "phase"]] = "Terminating"
-            o[path: ["metadata", "deletionTimestamp"]] = .string(Self.rfc3339())
-        }
-        let stored = o
-        let kv = already ? current : try await storeCall(r, name) {
-            try await self.store.update(r.key(namespace: nil, name: name), value: stored.serialized(), expected: current.modRevision)
-        }
-        if !already {
-            let handler = self
-            Task {
-                try? await Task.sleep(for: .seconds(1))
-                for res in handler.registry.storedResources where res.namespaced {
-                    guard let page = try? await handler.store.list(prefix: res.storePrefix + name + "/", after: nil, limit: 0, revision: nil) else { continue }
-                    for item in page.items {
-                        if let d = try? await handler.store.delete(item.key, expected: nil), let o = try? handler.present(d, res) {
-                            await handler.admission.release(o, res)
-                        }
-                    }
-                }
-                _ = try? await handler.store.delete(r.key(namespace: nil, name: name), expected: nil)
+        var o = try r.decode(current.value)
+        if o[path: ["metadata", "deletionTimestamp"]] != nil {
+            guard (o[path: ["spec", "finalizers"]]?.array ?? []).isEmpty else {
+                throw APIError(code: 409, reason: "Conflict",
+                               message: "Operation cannot be fulfilled on namespaces \"\(name)\": The system is ensuring all content is removed from this namespace.  Upon completion, this namespace will automatically be purged by the system.",
+                               details: APIError.details(r, name))
             }
+            return try await deleteObject(r, namespace: nil, name: name, options: options, expected: expected)
+        }
+        o[path: ["status", "phase"]] = "Terminating"
+        o[path: ["metadata", "deletionTimestamp"]] = .string(Self.rfc3339())
+        let stored = o
+        let kv = try await storeCall(r, name) {
+            try await self.store.update(r.key(namespace: nil, name: name), value: r.encode(stored), expected: current.modRevision)
         }
         return .ok(try present(kv, r))
     }

@@ -144,9 +144,11 @@ struct ServerBench: AsyncParsableCommand {
     }
 
     /// A fresh server with two ready Pods and `services` Services selecting them: its memory once
-    /// the EndpointSlice controller has written every slice (and Endpoints object), which it keeps.
+    /// the EndpointSlice and Endpoints controllers (embedded, the only controllers it runs) have
+    /// written every slice and Endpoints object, which their caches keep.
     func controllerManaged(etcd: EtcdProcess?) async throws -> (mb: Double, seconds: Double) {
-        let server = try await BenchServer.start(binary: try switchyardBinary(switchyard), etcd: etcd)
+        let server = try await BenchServer.start(binary: try switchyardBinary(switchyard), etcd: etcd,
+                                                 arguments: ["--disable-scheduler", "--controllers", "endpointslice,endpoint"])
         defer { server.stop() }
         let client = server.client
         _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
@@ -251,13 +253,13 @@ final class BenchServer {
 
     /// The server alone: the scheduler and the controllers it runs by default are left out
     /// (`--disable-…`), so its figures are the API server's; `embedded` keeps them.
-    static func start(binary: String, etcd: EtcdProcess?, embedded: Bool = false) async throws -> BenchServer {
+    static func start(binary: String, etcd: EtcdProcess?, embedded: Bool = false, arguments: [String]? = nil) async throws -> BenchServer {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-server-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: binary)
         p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? [])
-            + (embedded ? [] : ["--disable-scheduler", "--disable-controller-manager"])
+            + (arguments ?? (embedded ? [] : ["--disable-scheduler", "--disable-controller-manager"]))
         p.standardOutput = FileHandle.nullDevice
         do {
             try p.run()

@@ -135,6 +135,9 @@ struct ControllerFlags: ParsableArguments {
     @Option(name: .customLong("concurrent-deployment-syncs"), help: "Workers per workload controller.")
     var concurrentSyncs = 5
 
+    @Option(name: .customLong("max-endpoints-per-slice"), help: "The most endpoints an EndpointSlice holds (1 to 1000).")
+    var maxEndpointsPerSlice = 100
+
     func options() throws -> ControllerManager.Options {
         var o = ControllerManager.Options()
         o.controllers = controllers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -155,6 +158,8 @@ struct ControllerFlags: ParsableArguments {
             o.rootCA = text
         }
         o.concurrentSyncs = max(1, concurrentSyncs)
+        guard (1...1000).contains(maxEndpointsPerSlice) else { throw ValidationError("--max-endpoints-per-slice \(maxEndpointsPerSlice): between 1 and 1000") }
+        o.maxEndpointsPerSlice = maxEndpointsPerSlice
         do { _ = try ControllerManager.enabled(o.controllers) } catch let e as APIStatusError { throw ValidationError("--controllers: \(e.message)") }
         return o
     }

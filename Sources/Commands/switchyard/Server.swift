@@ -89,7 +89,9 @@ struct Server: AsyncParsableCommand {
     func run() async throws {
         bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "switchyard.server")
-        // The certificate and tokens first: a bad one stops the server before it touches the store.
+        // The embedded controllers' flags, the certificate and tokens first: a bad one stops the
+        // server before it touches the store.
+        let controllerOptions = disableControllerManager ? nil : try controllerFlags.options()
         var tokens: TokenFile?
         if let file = tokenAuthFile {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
@@ -118,15 +120,7 @@ struct Server: AsyncParsableCommand {
         let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, logger: logger)
         let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
         let trusted = ca, token = tokens?.entries.first?.token
-        let controller = EndpointSliceController(handler: handler)
         let startup = StartupSteps(logger: logger)
-        let controllerTask = Task {
-            while !Task.isCancelled {
-                do { try await controller.run(onSynced: { await startup.done(.controllerSynced) }) } catch { logger.error("endpoint slice controller: \(error); restarting") }
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
-        defer { controllerTask.cancel() }
         let components = Mutex<[Task<Void, Never>]>([])
         defer { components.withLock { $0.forEach { $0.cancel() } } }
         // Custom resources defined through another server over the same store are served here too.
@@ -157,11 +151,13 @@ struct Server: AsyncParsableCommand {
                 let scheduler = Scheduler(api: API(client, fieldManager: "kube-scheduler"))
                 components.withLock { $0.append(Task { await scheduler.run() }) }
             }
-            if !disableControllerManager, var options = try? controllerFlags.options() {
+            if var options = controllerOptions {
                 if options.rootCA.isEmpty, let ca = trusted { options.rootCA = String(decoding: ca, as: UTF8.self) }
                 if let manager = try? ControllerManager(api: API(client, fieldManager: "kube-controller-manager"), options: options) {
-                    components.withLock { $0.append(Task { await manager.run() }) }
+                    components.withLock { $0.append(Task { await manager.run(onSynced: { await startup.done(.controllersSynced) }) }) }
                 }
+            } else {
+                await startup.done(.controllersSynced)
             }
         }
         } catch let e as ListenError {
@@ -218,10 +214,10 @@ final class DataDirLock: @unchecked Sendable {
     deinit { close(fd) }
 }
 
-/// The server's start-up steps (listening; the EndpointSlice controller's first pass). When both
-/// are done, the code only start-up ran is unmapped, once.
+/// The server's start-up steps (listening; the embedded controllers' caches synced, or none to
+/// wait for). When both are done, the code only start-up ran is unmapped, once.
 actor StartupSteps {
-    enum Step { case listening, controllerSynced }
+    enum Step { case listening, controllersSynced }
     private var finished = Set<Step>()
     private var trimmed = false
     let logger: Logger

@@ -53,8 +53,8 @@ public enum Slim {
 
     /// A Pod as controllers read it, and no more (10,000 whole pods as JSON trees would cost
     /// hundreds of megabytes): its identity, labels, owners, the annotations controllers read,
-    /// deletion and creation times; the node, tolerations and node affinity; the phase and the
-    /// Ready condition.
+    /// deletion and creation times; the node, tolerations and node affinity, hostname and
+    /// subdomain, the containers' ports; the phase, the IP and the Ready condition.
     public static func pod(_ o: JSONValue) -> JSONValue {
         // What pods repeat (a controller's pods share labels, owners, tolerations) is kept once.
         var meta: [String: JSONValue] = [:]
@@ -70,12 +70,19 @@ public enum Slim {
             if !kept.isEmpty { meta["annotations"] = shared.intern(.object(kept)) }
         }
         var spec: [String: JSONValue] = [:]
-        for k in ["nodeName", "tolerations", "schedulerName", "restartPolicy"] {
+        for k in ["nodeName", "tolerations", "schedulerName", "restartPolicy", "hostname", "subdomain"] {
             if let v = o[path: ["spec", k]] { spec[k] = shared.intern(v) }
         }
+        // The containers' ports, for the endpoint controllers' named target ports.
+        let ports = (o[path: ["spec", "containers"]]?.array ?? []).map { c -> JSONValue in
+            ["ports": .array((c["ports"]?.array ?? []).map { p in ["name": p["name"] ?? .null, "containerPort": p["containerPort"] ?? .null,
+                                                                 "protocol": p["protocol"] ?? "TCP"] })]
+        }
+        if ports.contains(where: { $0["ports"]?.array?.isEmpty == false }) { spec["containers"] = shared.intern(.array(ports)) }
         if let na = o[path: ["spec", "affinity", "nodeAffinity"]] { spec["affinity"] = shared.intern(["nodeAffinity": na]) }
         var status: [String: JSONValue] = [:]
         if let phase = o[path: ["status", "phase"]] { status["phase"] = phase }
+        if let ip = o[path: ["status", "podIP"]] { status["podIP"] = ip }
         let conditions = (o[path: ["status", "conditions"]]?.array ?? []).filter { $0["type"] == "Ready" }.map { c -> JSONValue in
             var kept: [String: JSONValue] = [:]
             for k in ["type", "status", "lastTransitionTime"] { kept[k] = c[k] }
@@ -163,6 +170,12 @@ public enum PodStatus {
         if minReadySeconds == 0 { return true }
         guard let t = c["lastTransitionTime"]?.string.flatMap(Time.parse) else { return false }
         return now.timeIntervalSince(t) >= Double(minReadySeconds)
+    }
+
+    /// Finished: Succeeded or Failed.
+    public static func isTerminal(_ p: JSONValue) -> Bool {
+        let phase = p[path: ["status", "phase"]]?.string ?? ""
+        return phase == "Succeeded" || phase == "Failed"
     }
 
     public static func isActive(_ p: JSONValue) -> Bool {

@@ -3,16 +3,24 @@ import Logging
 import Synchronization
 import KubeAPI
 
-/// Records core/v1 Events about objects, as client-go's event recorder: best effort and in the
+/// Records Events about objects, as client-go's event recorders: best effort and in the
 /// background (a queue of 1,000; when it is full, events are dropped, as upstream's broadcaster
-/// drops them), and a repeat of the same event (object, type, reason, message) increments the
-/// first one's `count` instead of adding another.
+/// drops them). In the `core` style (client-go's `tools/record`, the controllers') a repeat of
+/// the same event (object, type, reason, message) increments the first one's `count`; in the
+/// `eventsV1` style (`tools/events`, the scheduler's) events are events.k8s.io/v1 ones with an
+/// action and a reporting controller and instance, and a repeat becomes the first one's `series`.
 public final class EventRecorder: Sendable {
     let api: API
-    /// `source.component` (`default-scheduler`, `replicaset-controller`).
+    /// `source.component`, or `reportingController` (`default-scheduler`, `replicaset-controller`).
     public let component: String
     let host: String
     let logger: Logger
+    public let style: Style
+
+    public enum Style: Sendable {
+        case core
+        case eventsV1
+    }
     struct State {
         var pending: [JSONValue] = []
         var wake: CheckedContinuation<Void, Never>?
@@ -23,19 +31,22 @@ public final class EventRecorder: Sendable {
     let state = Mutex(State())
     static let capacity = 1000
 
-    public init(api: API, component: String, host: String = "", logger: Logger = Logger(label: "switchyard.events")) {
+    public init(api: API, component: String, host: String = "", style: Style = .core, logger: Logger = Logger(label: "switchyard.events")) {
         self.api = api
         self.component = component
         self.host = host
+        self.style = style
         self.logger = logger
     }
 
     /// Records an event about `object` (a full object, or at least its kind, apiVersion and metadata).
-    public func record(_ object: JSONValue, type: String = "Normal", reason: String, message: String, kind: String? = nil, apiVersion: String? = nil) {
+    /// `action` is what the events.k8s.io/v1 style records as the event's action (`Binding`).
+    public func record(_ object: JSONValue, type: String = "Normal", reason: String, message: String, action: String = "",
+                       kind: String? = nil, apiVersion: String? = nil) {
         let ref: JSONValue = ["kind": .string(kind ?? object["kind"]?.string ?? ""), "apiVersion": .string(apiVersion ?? object["apiVersion"]?.string ?? ""),
                               "namespace": .string(object.namespace), "name": .string(object.name), "uid": .string(object.uid),
                               "resourceVersion": .string(object[path: ["metadata", "resourceVersion"]]?.string ?? "")]
-        let e: JSONValue = ["involvedObject": ref, "type": .string(type), "reason": .string(reason), "message": .string(message)]
+        let e: JSONValue = ["involvedObject": ref, "type": .string(type), "reason": .string(reason), "message": .string(message), "action": .string(action)]
         let wake = state.withLock { s -> CheckedContinuation<Void, Never>? in
             guard s.pending.count < Self.capacity else { s.dropped += 1; return nil }
             s.pending.append(e)
@@ -72,8 +83,13 @@ public final class EventRecorder: Sendable {
     func send(_ e: JSONValue) async {
         let ref = e["involvedObject"] ?? [:]
         let ns = ref["namespace"]?.string.flatMap { $0.isEmpty ? nil : $0 } ?? "default"
-        let same = [ref["uid"]?.string ?? "", e["type"]?.string ?? "", e["reason"]?.string ?? "", e["message"]?.string ?? ""].joined(separator: "\u{0}")
+        let same = [ref["uid"]?.string ?? "", e["type"]?.string ?? "", e["reason"]?.string ?? "", e["message"]?.string ?? "",
+                    e["action"]?.string ?? ""].joined(separator: "\u{0}")
         let now = LeaderElector.microTime()
+        if style == .eventsV1 {
+            await sendV1(e, ref: ref, ns: ns, same: same, now: now)
+            return
+        }
         let seconds = String(now.prefix(19)) + "Z"
         if let known = state.withLock({ $0.seen[same] }) {
             let count = known.count + 1
@@ -85,6 +101,7 @@ public final class EventRecorder: Sendable {
         }
         let name = "\(ref["name"]?.string ?? "event").\(String(UInt64(Date().timeIntervalSince1970 * 1e9), radix: 16))"
         var event = e
+        event["action"] = nil
         event["metadata"] = ["name": .string(name), "namespace": .string(ns)]
         event["source"] = host.isEmpty ? ["component": .string(component)] : ["component": .string(component), "host": .string(host)]
         event["reportingComponent"] = .string(component)
@@ -94,6 +111,37 @@ public final class EventRecorder: Sendable {
         event["count"] = 1
         do {
             _ = try await api.create(API.path("v1", "events", namespace: ns), event)
+            state.withLock { s in
+                if s.seen.count > 4096 { s.seen.removeAll() }
+                s.seen[same] = (name, ns, 1)
+            }
+        } catch {
+            logger.debug("event \(e["reason"]?.string ?? "") about \(ns)/\(ref["name"]?.string ?? ""): \(error)")
+        }
+    }
+
+    /// The events.k8s.io/v1 instance name: the controller and the host, as client-go names it.
+    var instance: String { host.isEmpty ? component : "\(component)-\(host)" }
+
+    /// An events.k8s.io/v1 event, or the next of its series.
+    func sendV1(_ e: JSONValue, ref: JSONValue, ns: String, same: String, now: String) async {
+        if let known = state.withLock({ $0.seen[same] }) {
+            let count = known.count + 1
+            if (try? await api.mergePatch(API.path("events.k8s.io/v1", "events", namespace: known.namespace, name: known.name),
+                                          ["series": ["count": .int(count), "lastObservedTime": .string(now)]])) != nil {
+                state.withLock { $0.seen[same]?.count = count }
+                return
+            }
+        }
+        let name = "\(ref["name"]?.string ?? "event").\(String(UInt64(Date().timeIntervalSince1970 * 1e9), radix: 16))"
+        let event: JSONValue = [
+            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": ["name": .string(name), "namespace": .string(ns)],
+            "eventTime": .string(now), "regarding": ref, "type": e["type"] ?? "Normal", "reason": e["reason"] ?? "",
+            "action": e["action"] ?? "", "note": e["message"] ?? "",
+            "reportingController": .string(component), "reportingInstance": .string(instance),
+        ]
+        do {
+            _ = try await api.create(API.path("events.k8s.io/v1", "events", namespace: ns), event)
             state.withLock { s in
                 if s.seen.count > 4096 { s.seen.removeAll() }
                 s.seen[same] = (name, ns, 1)

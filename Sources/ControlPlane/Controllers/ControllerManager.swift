@@ -16,7 +16,8 @@ public struct ControllerManager: Sendable {
         ("deployment", true), ("replicaset", true), ("replicationcontroller", true), ("job", true), ("cronjob", true),
         ("daemonset", true), ("nodelifecycle", true), ("nodeipam", true), ("serviceaccount", true),
         ("root-ca-certificate-publisher", true), ("garbage-collector", true), ("pod-garbage-collector", true),
-        ("disruption", true), ("ttl-after-finished", true),
+        ("disruption", true), ("ttl-after-finished", true), ("namespace", true),
+        ("endpoint", true), ("endpointslice", true),
     ]
 
     public struct Options: Sendable {
@@ -30,6 +31,7 @@ public struct ControllerManager: Sendable {
         /// The CA bundle published as `kube-root-ca.crt` in every namespace.
         public var rootCA: String = ""
         public var concurrentSyncs = 5
+        public var maxEndpointsPerSlice = 100
         public init() {}
     }
 
@@ -79,18 +81,23 @@ public struct ControllerManager: Sendable {
         case "garbage-collector": GarbageCollector(api: api)
         case "pod-garbage-collector": PodGCController(api: api)
         case "disruption": DisruptionController(api: api)
+        case "namespace": NamespaceController(api: api)
+        case "endpoint": EndpointsController(api: api, workers: options.concurrentSyncs)
+        case "endpointslice": EndpointSliceController(api: api, maxEndpointsPerSlice: options.maxEndpointsPerSlice, workers: options.concurrentSyncs)
         default: nil
         }
     }
 
     /// Sets up the informers, waits for them, runs every controller until cancelled.
-    public func run() async {
+    /// `onSynced` is called once the caches are filled, before the controllers start.
+    public func run(onSynced: @escaping @Sendable () async -> Void = {}) async {
         let informers = SharedInformers(api: api)
         for c in controllers { c.setUp(informers) }
         await withTaskGroup(of: Void.self) { g in
             g.addTask { await informers.run() }
             g.addTask {
                 await informers.waitForSync()
+                await onSynced()
                 self.logger.info("controller-manager: caches synced; started \(self.controllers.map(\.name).joined(separator: ", "))")
                 await withTaskGroup(of: Void.self) { cg in
                     for c in self.controllers { cg.addTask { await c.run() } }

@@ -175,3 +175,146 @@ public final class DisruptionController: Controller, Sendable {
                                      ["status": .object(status)])
     }
 }
+
+/// The namespace controller: a namespace being deleted is emptied — every namespaced resource
+/// that discovery lists with `deletecollection` is deleted in it — then its `kubernetes`
+/// finalizer is removed through `/finalize` and it is deleted for good. What remains (pods
+/// still terminating, objects with finalizers) is told in the namespace's conditions, as
+/// upstream's `NamespaceContentRemaining` and `NamespaceFinalizersRemaining`, and looked at again.
+public final class NamespaceController: Controller, Sendable {
+    public let name = "namespace"
+    let api: API
+    let queue = WorkQueue()
+    let logger: Logger
+    let namespaces = Mutex<Informer<JSONValue>?>(nil)
+    /// Namespaced resources that can be deleted by collection, as discovery last told them.
+    let discovered = Mutex<(at: Date, paths: [(groupVersion: String, resource: String)])?>(nil)
+    public static let finalizer = "kubernetes"
+
+    public init(api: API, logger: Logger = Logger(label: "switchyard.namespace")) {
+        self.api = api
+        self.logger = logger
+    }
+
+    public func setUp(_ informers: SharedInformers) {
+        let ns = informers.informer("/api/v1/namespaces", slim: Slim.managedFields)
+        namespaces.withLock { $0 = ns }
+        ns.onChange { [queue] c in if let n = c.new, n.isDeleting { await queue.add(n.name) } }
+    }
+
+    public func run() async {
+        await runWorkers(queue, workers: 2, logger: logger, name: name) { [self] ns in try await sync(ns) }
+    }
+
+    /// The namespaced resources discovery lists with `list` and `deletecollection` (refreshed
+    /// every 30 s, so a custom resource defined since is emptied too).
+    func resources() async throws -> [(groupVersion: String, resource: String)] {
+        if let d = discovered.withLock({ $0 }), Date().timeIntervalSince(d.at) < 30 { return d.paths }
+        var versions = ["v1"]
+        for g in try await api.get("/apis")["groups"]?.array ?? [] {
+            if let gv = g[path: ["preferredVersion", "groupVersion"]]?.string { versions.append(gv) }
+        }
+        var out: [(String, String)] = []
+        for gv in versions {
+            let list = try await api.get(gv.contains("/") ? "/apis/\(gv)" : "/api/\(gv)")
+            for r in list["resources"]?.array ?? [] {
+                guard let name = r["name"]?.string, !name.contains("/"), r["namespaced"]?.bool == true else { continue }
+                let verbs = Set((r["verbs"]?.array ?? []).compactMap(\.string))
+                if verbs.contains("deletecollection") && verbs.contains("list") { out.append((gv, name)) }
+            }
+        }
+        discovered.withLock { $0 = (Date(), out) }
+        return out
+    }
+
+    func sync(_ ns: String) async throws {
+        let n: JSONValue
+        do { n = try await api.get(API.path("v1", "namespaces", name: ns)) } catch let e as APIStatusError where e.isNotFound { return }
+        guard n.isDeleting else { return }
+        var finalizers = (n[path: ["spec", "finalizers"]]?.array ?? []).compactMap(\.string)
+        if finalizers.contains(Self.finalizer) {
+            let (remaining, withFinalizers, estimate, failures) = try await deleteContent(ns)
+            try await report(n, remaining: remaining, finalizers: withFinalizers, failures: failures)
+            if !failures.isEmpty {
+                throw APIStatusError(code: 0, reason: "ContentDeletionFailed", message: failures.joined(separator: "; "))
+            }
+            if !remaining.isEmpty {
+                // Pods still terminating: looked at again once their grace is likely over.
+                queue.add(ns, after: min(max(estimate, 1), 15))
+                return
+            }
+            finalizers.removeAll { $0 == Self.finalizer }
+            var body = n
+            body[path: ["spec", "finalizers"]] = .array(finalizers.map { .string($0) })
+            do {
+                _ = try await api.update(API.path("v1", "namespaces", name: ns, subresource: "finalize"), body)
+            } catch let e as APIStatusError where e.isNotFound { return }
+        }
+        // Finalized: deleted for good (the finalize may have done it already).
+        guard finalizers.isEmpty else { return }
+        do { try await api.delete(API.path("v1", "namespaces", name: ns)) } catch let e as APIStatusError where e.isNotFound || e.isConflict {}
+    }
+
+    /// Deletes every collection in the namespace; returns what remains (resource → count), the
+    /// finalizers still on objects (finalizer → count), the longest grace left among pods, and
+    /// the collections that could not be deleted.
+    func deleteContent(_ ns: String) async throws -> ([String: Int], [String: Int], Double, [String]) {
+        var remaining: [String: Int] = [:], withFinalizers: [String: Int] = [:], failures: [String] = []
+        var estimate = 0.0
+        let now = Date()
+        for (gv, resource) in try await resources() {
+            let path = API.path(gv, resource, namespace: ns)
+            let group = gv.contains("/") ? String(gv.split(separator: "/")[0]) : ""
+            let groupResource = group.isEmpty ? resource : "\(resource).\(group)"
+            do {
+                try await api.delete(path, options: ["kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"])
+                let left = try await api.list(path)["items"]?.array ?? []
+                if !left.isEmpty { remaining[groupResource] = left.count }
+                for o in left {
+                    for f in (o[path: ["metadata", "finalizers"]]?.array ?? []).compactMap(\.string) { withFinalizers[f, default: 0] += 1 }
+                    if resource == "pods", let t = o[path: ["metadata", "deletionTimestamp"]]?.string.flatMap(Time.parse) {
+                        estimate = max(estimate, t.timeIntervalSince(now))
+                    }
+                }
+            } catch let e as APIStatusError where e.isNotFound || e.code == 405 {
+                continue
+            } catch {
+                failures.append("\(groupResource): \(error)")
+            }
+        }
+        return (remaining, withFinalizers, estimate, failures)
+    }
+
+    /// The namespace's deletion conditions, with upstream's types, reasons and messages.
+    func report(_ n: JSONValue, remaining: [String: Int], finalizers: [String: Int], failures: [String]) async throws {
+        func condition(_ type: String, _ on: Bool, _ reasonOn: String, _ reasonOff: String, _ messageOn: String, _ messageOff: String) -> JSONValue {
+            ["type": .string(type), "status": on ? "True" : "False", "reason": .string(on ? reasonOn : reasonOff),
+             "message": .string(on ? messageOn : messageOff)]
+        }
+        let wanted = [
+            condition("NamespaceDeletionDiscoveryFailure", false, "DiscoveryFailed", "ResourcesDiscovered", "", "All resources successfully discovered"),
+            condition("NamespaceDeletionGroupVersionParsingFailure", false, "GroupVersionParsingFailed", "ParsedGroupVersions", "",
+                      "All legacy kube types successfully parsed"),
+            condition("NamespaceDeletionContentFailure", !failures.isEmpty, "ContentDeletionFailed", "ContentDeleted",
+                      "Failed to delete all resource types, \(failures.count) remaining: \(failures.joined(separator: ", "))",
+                      "All content successfully deleted, may be waiting on finalization"),
+            condition("NamespaceContentRemaining", !remaining.isEmpty, "SomeResourcesRemain", "ContentRemoved",
+                      "Some resources are remaining: " + remaining.sorted { $0.key < $1.key }.map { "\($0.key) has \($0.value) resource instances" }.joined(separator: ", "),
+                      "All content successfully removed"),
+            condition("NamespaceFinalizersRemaining", !finalizers.isEmpty, "SomeFinalizersRemain", "ContentHasNoFinalizers",
+                      "Some content in the namespace has finalizers remaining: " + finalizers.sorted { $0.key < $1.key }.map { "\($0.key) in \($0.value) resource instances" }.joined(separator: ", "),
+                      "All content-preserving finalizers finished"),
+        ]
+        let old = n[path: ["status", "conditions"]]?.array ?? []
+        let conditions: [JSONValue] = wanted.map { c in
+            var c = c
+            let before = old.first { $0["type"] == c["type"] }
+            let same = before.map { $0["status"] == c["status"] && $0["reason"] == c["reason"] && $0["message"] == c["message"] } ?? false
+            c["lastTransitionTime"] = same ? (before?["lastTransitionTime"] ?? .string(Time.now())) : .string(Time.now())
+            return c
+        }
+        if conditions == old && n[path: ["status", "phase"]]?.string == "Terminating" { return }
+        _ = try await api.mergePatch(API.path("v1", "namespaces", name: n.name, subresource: "status"),
+                                     ["status": ["phase": "Terminating", "conditions": .array(conditions)]])
+    }
+}

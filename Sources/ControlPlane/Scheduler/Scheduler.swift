@@ -43,7 +43,9 @@ public actor Scheduler {
                 logger: Logger = Logger(label: "switchyard.scheduler")) {
         self.api = api
         self.profiles = Dictionary(uniqueKeysWithValues: profiles.map { ($0.schedulerName, $0) })
-        self.events = events ?? EventRecorder(api: api, component: profiles.first?.schedulerName ?? "default-scheduler")
+        // kube-scheduler records events.k8s.io/v1 Events, reported by the scheduler's name and host.
+        self.events = events ?? EventRecorder(api: api, component: profiles.first?.schedulerName ?? "default-scheduler",
+                                              host: ProcessInfo.processInfo.hostName, style: .eventsV1)
         self.maxBindsInFlight = maxBindsInFlight
         self.logger = logger
     }
@@ -398,7 +400,7 @@ public actor Scheduler {
                 latencies.append(Date().timeIntervalSince1970 - created)
                 if latencies.count > 100_000 { latencies.removeFirst(50_000) }
             }
-            events.record(podRef(pod), reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)")
+            events.record(podRef(pod), reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)", action: "Binding")
         } catch {
             attempts["error", default: 0] += 1
             forget(pod)
@@ -414,7 +416,7 @@ public actor Scheduler {
     }
 
     func reportFailure(_ pod: PodInfo, message: String) async {
-        events.record(podRef(pod), type: "Warning", reason: "FailedScheduling", message: message)
+        events.record(podRef(pod), type: "Warning", reason: "FailedScheduling", message: message, action: "Scheduling")
         guard lastFailure[pod.key] != message else { return }
         lastFailure[pod.key] = message
         let condition: JSONValue = ["type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": .string(message),
@@ -469,7 +471,7 @@ public actor Scheduler {
 
     func carryOut(_ pod: PodInfo, victims: [PodInfo], node: String) async {
         for v in victims {
-            events.record(podRef(v), reason: "Preempted", message: "Preempted by pod \(pod.uid) on node \(node)")
+            events.record(podRef(v), reason: "Preempted", message: "Preempted by pod \(pod.uid) on node \(node)", action: "Preempting")
             let path = API.path("v1", "pods", namespace: v.namespace, name: v.name)
             _ = try? await api.strategicPatch(path + "/status", ["status": ["conditions": [[
                 "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
