@@ -33,7 +33,7 @@ struct EndpointNamespaceTests {
         defer { task.cancel() }
         let slicePath = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices"
         func slices() async throws -> [JSONValue] { try await api.list(slicePath, query: ["labelSelector": "kubernetes.io/service-name=web"])["items"]?.array ?? [] }
-        #expect(try await api.eventually(30) { try await slices().map { $0["endpoints"]?.array?.count ?? 0 }.sorted() == [50, 100] })
+        #expect(try await api.eventually() { try await slices().map { $0["endpoints"]?.array?.count ?? 0 }.sorted() == [50, 100] })
         let got = try await slices()
         // The named target port resolved from the pods' containers; readiness as the pods say;
         // labelled and owned as upstream's.
@@ -44,7 +44,7 @@ struct EndpointNamespaceTests {
         let labels = got.map { ($0[path: ["metadata", "labels"]] ?? [:]).labelsAsStrings }
         #expect(labels.allSatisfy { $0["team"] == "a" && $0["endpointslice.kubernetes.io/managed-by"] == "endpointslice-controller.k8s.io" })
         #expect(got.allSatisfy { $0[path: ["metadata", "ownerReferences"]]?.array?.first?["kind"] == "Service" })
-        #expect(try await api.eventually(30) {
+        #expect(try await api.eventually() {
             let ep = try await api.get("/api/v1/namespaces/default/endpoints/web")
             return ep["subsets"]?.array?.first?["addresses"]?.array?.count == 149 && ep["subsets"]?.array?.first?["notReadyAddresses"]?.array?.count == 1
         })
@@ -56,21 +56,21 @@ struct EndpointNamespaceTests {
         // A terminating pod stays in the slices, serving but not ready, and leaves the Endpoints.
         _ = try await api.mergePatch("/api/v1/namespaces/default/pods/p5", ["metadata": ["finalizers": ["example.com/hold"]]])
         try await api.delete("/api/v1/namespaces/default/pods/p5", options: ["gracePeriodSeconds": 0])
-        #expect(try await api.eventually(30) {
+        #expect(try await api.eventually() {
             let all: [JSONValue] = try await slices().flatMap { $0["endpoints"]?.array ?? [] }
             let e = all.first { $0[path: ["targetRef", "name"]]?.string == "p5" }
             return e?["conditions"] == ["ready": false, "serving": true, "terminating": true]
         })
-        #expect(try await api.eventually(30) {
+        #expect(try await api.eventually() {
             try await api.get("/api/v1/namespaces/default/endpoints/web")["subsets"]?.array?.first?["addresses"]?.array?.count == 148
         })
         // Without a selector the Service's slices go; its Endpoints are then the user's, as upstream.
         _ = try await api.mergePatch("/api/v1/namespaces/default/services/web", ["spec": ["selector": nil]])
-        #expect(try await api.eventually(30) { try await api.list(slicePath)["items"]?.array?.isEmpty == true })
+        #expect(try await api.eventually() { try await api.list(slicePath)["items"]?.array?.isEmpty == true })
         #expect((try? await api.get("/api/v1/namespaces/default/endpoints/web")) != nil)
         // The Service gone, its Endpoints go.
         try await api.delete("/api/v1/namespaces/default/services/web")
-        #expect(try await api.eventually(30) {
+        #expect(try await api.eventually() {
             do { _ = try await api.get("/api/v1/namespaces/default/endpoints/web"); return false } catch let e as APIStatusError { return e.isNotFound }
         })
     }
@@ -84,7 +84,7 @@ struct EndpointNamespaceTests {
         _ = try await c.api.create("/api/v1/namespaces", ["metadata": ["name": "scratch"]])
         _ = try await c.api.create("/apis/apps/v1/namespaces/scratch/deployments", deployment("web", replicas: 3))
         _ = try await c.api.create("/api/v1/namespaces/scratch/configmaps", ["metadata": ["name": "held", "finalizers": ["example.com/hold"]]])
-        #expect(try await c.api.eventually(60) { try await c.pods("scratch").filter { $0[path: ["status", "phase"]] == "Running" }.count == 3 })
+        #expect(try await c.api.eventually() { try await c.pods("scratch").filter { $0[path: ["status", "phase"]] == "Running" }.count == 3 })
         let d = try await c.api.delete("/api/v1/namespaces/scratch")
         #expect(d[path: ["status", "phase"]] == "Terminating")
         #expect(d[path: ["spec", "finalizers"]] == ["kubernetes"])
@@ -93,7 +93,7 @@ struct EndpointNamespaceTests {
         do { try await c.api.delete("/api/v1/namespaces/scratch"); Issue.record("a second delete succeeded") } catch let e as APIStatusError {
             #expect(e.code == 409 && e.message.contains("The system is ensuring all content is removed from this namespace"))
         }
-        #expect(try await c.api.eventually(60) {
+        #expect(try await c.api.eventually() {
             let n = try await c.api.get("/api/v1/namespaces/scratch")
             let conditions = n[path: ["status", "conditions"]]?.array ?? []
             let f = conditions.first { $0["type"] == "NamespaceFinalizersRemaining" }
@@ -104,7 +104,7 @@ struct EndpointNamespaceTests {
         #expect(try await c.pods("scratch").isEmpty)
         #expect(try await c.api.list("/apis/apps/v1/namespaces/scratch/deployments")["items"]?.array?.isEmpty == true)
         _ = try await c.api.mergePatch("/api/v1/namespaces/scratch/configmaps/held", ["metadata": ["finalizers": nil]])
-        #expect(try await c.api.eventually(60) {
+        #expect(try await c.api.eventually() {
             do { _ = try await c.api.get("/api/v1/namespaces/scratch"); return false } catch let e as APIStatusError { return e.isNotFound }
         })
     }
@@ -114,7 +114,7 @@ struct EndpointNamespaceTests {
         let c = try await MiniCluster.start(nodes: 1)
         defer { c.stop() }
         _ = try await c.api.create("/api/v1/namespaces/default/pods", ["metadata": ["name": "p"], "spec": ["containers": [["name": "c", "image": "x"]]]])
-        #expect(try await c.api.eventually(60) {
+        #expect(try await c.api.eventually() {
             let events = try await c.api.list("/apis/events.k8s.io/v1/namespaces/default/events")["items"]?.array ?? []
             return events.contains { e in
                 e["reason"] == "Scheduled" && e["action"] == "Binding" && e["reportingController"] == "default-scheduler"

@@ -32,7 +32,7 @@ struct SchedulerTests {
         #expect(try await api.eventually {
             let events = try await api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
             return events.contains { $0["reason"] == "Scheduled" && $0["message"]?.string?.hasPrefix("Successfully assigned default/web-") == true
-                && $0[path: ["source", "component"]] == "default-scheduler" }
+                && $0["reportingComponent"] == "default-scheduler" && $0["action"] == "Binding" }
         })
     }
 
