@@ -77,6 +77,12 @@ struct PluginTests {
             ["weight": 30, "preference": ["matchExpressions": [["key": "zone", "operator": "In", "values": ["a"]]]]],
             ["weight": 5, "preference": ["matchExpressions": [["key": "ssd", "operator": "Exists"]]]]]]]])
         #expect(NodeAffinityScore().score(state(preferred), n) == 35)
+        // Without preferred terms the plugin is skipped (upstream's PreScore Skip), as are the
+        // pod affinity and topology spread scores of a pod with neither.
+        #expect(!NodeAffinityScore().skips(state(preferred)))
+        #expect(NodeAffinityScore().skips(state(pod("p"))))
+        #expect(InterPodAffinityScore().skips(state(pod("p"))))
+        #expect(PodTopologySpreadScore().skips(state(pod("p"))))
     }
 
     @Test func hostPortsClash() {

@@ -69,6 +69,8 @@ public final class APIHandler: Sendable {
         var closed = false
     }
     let watches = Mutex(Watches())
+    /// Watch events as sent to watchers without selectors, encoded once for all of them.
+    let watchEncodings = WatchEncodings()
     public let version: JSONValue
     let admission: Admission
     /// What is served, built-in and custom, and its schemas.

@@ -146,7 +146,7 @@ extension APIHandler {
             from = rev
             if let v = Int64(rvText), v > rev { throw APIError.from(StoreError.futureRevision(requested: v, current: rev), r, "") }
         } else if rvText.isEmpty || rvText == "0" {
-            from = try await store.currentRevision()
+            from = try await store.currentRevision(prefix: prefix(t))
         } else {
             guard let v = Int64(rvText) else { throw APIError.badRequest("invalid resourceVersion \(rvText)") }
             from = v
@@ -177,6 +177,9 @@ extension APIHandler {
         let visible: @Sendable (JSONValue) -> Bool = { o in
             (ls?.matches(APIHandler.labels(o)) ?? true) && (fs?.matches(o) ?? true)
         }
+        // Without selectors and tables, what this watcher is sent is what every such watcher of
+        // the resource is sent.
+        let shared = !table && ls == nil && fs == nil
         let firstEvents = initial
         let initialEnd = sendInitial == true
         let stream = AsyncThrowingStream<Data, any Error> { c in
@@ -209,6 +212,12 @@ extension APIHandler {
                     for try await e in events {
                         if Task.isCancelled { break }
                         seen.revision = e.revision
+                        if shared {
+                            // Every change is sent: encoded once for every watcher like this one.
+                            let type = switch e.kind { case .created: "ADDED"; case .updated: "MODIFIED"; case .deleted: "DELETED" }
+                            c.yield(try handler.watchEncodings.line(r, e, type) { line(type, try handler.present(e.kv, r)) })
+                            continue
+                        }
                         let now = try handler.present(e.kv, r)
                         let before = try e.previous.map { try handler.present($0, r) }
                         let isNow = e.kind != .deleted && visible(now)
@@ -271,5 +280,43 @@ enum Continue {
     static func decode(_ token: String) -> (after: String, revision: Int64)? {
         guard let d = Data(base64Encoded: token), let j = try? JSONValue.parse(d), let a = j["start"]?.string, let r = j["rv"]?.int else { return nil }
         return (a, r)
+    }
+}
+
+/// Watch events as sent, shared by the watchers of a resource that see every change (informers
+/// watch without selectors): each event is presented and encoded once however many watch it, as
+/// kube-apiserver's watch cache serializes an object once for all its watchers. The latest 512
+/// are kept; a watcher far behind the others encodes its own.
+final class WatchEncodings: Sendable {
+    struct Key: Hashable {
+        var resource: String
+        var key: String
+        var revision: Int64
+        var type: String
+    }
+    struct State {
+        var lines: [Key: Data] = [:]
+        var order: [Key] = []
+        var next = 0
+    }
+    let state = Mutex(State())
+    static let capacity = 512
+
+    func line(_ r: ResourceInfo, _ e: StoreEvent, _ type: String, _ encode: () throws -> Data) rethrows -> Data {
+        let k = Key(resource: r.groupVersion + "/" + r.resource, key: e.kv.key, revision: e.revision, type: type)
+        if let d = state.withLock({ $0.lines[k] }) { return d }
+        let d = try encode()
+        state.withLock { s in
+            guard s.lines[k] == nil else { return }
+            if s.order.count < Self.capacity {
+                s.order.append(k)
+            } else {
+                s.lines[s.order[s.next]] = nil
+                s.order[s.next] = k
+                s.next = (s.next + 1) % Self.capacity
+            }
+            s.lines[k] = d
+        }
+        return d
     }
 }

@@ -96,8 +96,12 @@ public protocol Store: Sendable {
     func watch(prefix: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error>
     /// Forgets the history at and before `revision` (the current value of every key stays).
     func compact(through revision: Int64) async throws
+    /// The revision of the last write that keys under `prefix` see (a store made of several
+    /// answers for the one holding `prefix`; others, as `currentRevision()`).
+    func currentRevision(prefix: String) async throws -> Int64
 }
 
 extension Store {
+    public func currentRevision(prefix: String) async throws -> Int64 { try await currentRevision() }
     public func count(prefix: String) async throws -> Int { try await count(prefix: prefix, after: nil, revision: nil) }
 }

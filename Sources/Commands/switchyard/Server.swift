@@ -43,6 +43,14 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("etcd-servers"), help: "Keep the state in this etcd cluster (comma-separated http:// URLs) instead of SQLite.")
     var etcdServers: String?
 
+    @Option(name: .customLong("etcd-servers-overrides"), help: """
+        Keep a resource in its own etcd, as kube-apiserver's flag: '/events#http://HOST:PORT;http://…'         (events only). On SQLite, events are always in their own database (DATA_DIR/events.db).
+        """)
+    var etcdServersOverrides: String?
+
+    @Option(name: .customLong("event-ttl"), help: "How long events are kept after their last occurrence (Go duration).")
+    var eventTTL = "1h"
+
     @Option(name: .customLong("tls-cert-file"), help: "Serve HTTPS with this certificate (PEM; a chain may follow it). The kubeconfig written trusts it.")
     var tlsCertFile: String?
 
@@ -75,9 +83,25 @@ struct Server: AsyncParsableCommand {
         if let a = advertiseAddress, IPAddress(a) == nil || IPAddress(a)!.isUnspecified {
             throw ValidationError("--advertise-address \(a): not a unicast IP address")
         }
+        guard let ttl = GoDuration.seconds(eventTTL), ttl > 0 else { throw ValidationError("--event-ttl \(eventTTL): a positive Go duration (1h, 30m)") }
+        _ = try eventServers()
         guard (tlsCertFile == nil) == (tlsPrivateKeyFile == nil) else {
             throw ValidationError("--tls-cert-file and --tls-private-key-file go together")
         }
+    }
+
+    /// The etcd servers `--etcd-servers-overrides` names for events (nil: none named).
+    func eventServers() throws -> [String]? {
+        guard let o = etcdServersOverrides else { return nil }
+        let parts = o.split(separator: "#", maxSplits: 1).map(String.init)
+        guard parts.count == 2, parts[0] == "/events" || parts[0] == "events" else {
+            throw ValidationError("--etcd-servers-overrides \(o): only '/events#SERVERS' is supported")
+        }
+        let servers = parts[1].split(separator: ";").map { String($0) }
+        guard !servers.isEmpty, servers.allSatisfy({ $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
+            throw ValidationError("--etcd-servers-overrides \(o): servers are http:// URLs separated by ';'")
+        }
+        return servers
     }
 
     var nodePortRange: ClosedRange<Int>? {
@@ -108,8 +132,14 @@ struct Server: AsyncParsableCommand {
             }
         }
         let lock = try DataDirLock(dataDir)
-        let store: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
+        let main: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
             ?? SQLiteStore(path: dataDir + "/state.db")
+        // Events in a store of their own (their writes, one per scheduled pod and more, do not
+        // queue behind the objects'): on SQLite always, on etcd when --etcd-servers-overrides says.
+        let eventStore: (any Store)? = try eventServers().map { try EtcdStore(servers: $0) }
+            ?? (etcdServers == nil ? try SQLiteStore(path: dataDir + "/events.db") : nil)
+        let store = RoutedStore(main: main, routes: eventStore.map { [(Self.eventsPrefix, $0)] } ?? [])
+        if let moved = try? await store.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
         let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
         try await admission.load(from: store)
         let handler = APIHandler(store: store, admission: admission)
@@ -121,6 +151,14 @@ struct Server: AsyncParsableCommand {
         let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
         let trusted = ca, token = tokens?.entries.first?.token
         let startup = StartupSteps(logger: logger)
+        let ttl = GoDuration.seconds(eventTTL) ?? 3600
+        let eventSweep = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(min(60, ttl / 2)))
+                if let n = try? await Self.expireEvents(store, ttl: ttl), n > 0 { logger.debug("\(n) events older than --event-ttl removed") }
+            }
+        }
+        defer { eventSweep.cancel() }
         let components = Mutex<[Task<Void, Never>]>([])
         defer { components.withLock { $0.forEach { $0.cancel() } } }
         // Custom resources defined through another server over the same store are served here too.
@@ -164,6 +202,27 @@ struct Server: AsyncParsableCommand {
             throw ValidationError("--bind-address \(host) --port \(port): \(e.description)")
         }
         logger.info("switchyard server stopped")
+    }
+
+    static let eventsPrefix = "/registry/core/events/"
+
+    /// Deletes the events whose last occurrence is older than `ttl` (kube-apiserver gives each
+    /// event an etcd lease of `--event-ttl` from its last write); returns how many went.
+    static func expireEvents(_ store: any Store, ttl: Double, now: Date = Date()) async throws -> Int {
+        var removed = 0
+        var after: String?
+        repeat {
+            let page = try await store.list(prefix: eventsPrefix, after: after, limit: 500, revision: nil)
+            for kv in page.items {
+                guard let o = try? JSONValue.parse(kv.value) else { continue }
+                let times = [o["lastTimestamp"], o[path: ["series", "lastObservedTime"]], o["eventTime"], o[path: ["metadata", "creationTimestamp"]]]
+                    .compactMap { $0?.string.flatMap(RFC3339.seconds) }
+                guard let last = times.max(), now.timeIntervalSince1970 - last > ttl else { continue }
+                if (try? await store.delete(kv.key, expected: kv.modRevision)) != nil { removed += 1 }
+            }
+            after = page.continueAfter
+        } while after != nil
+        return removed
     }
 
     /// The address to write into the kubeconfig when none is given: the bind address, unless it

@@ -46,10 +46,14 @@ public protocol ScorePlugin: Sendable {
     var name: String { get }
     func score(_ s: CycleState, _ node: NodeInfo) -> Int64
     func normalize(_ scores: inout [Int64])
+    /// Whether the plugin has nothing to say about this pod (upstream's PreScore answering
+    /// Skip): its score would be the same on every node, so it is not run.
+    func skips(_ s: CycleState) -> Bool
 }
 
 extension ScorePlugin {
     public func normalize(_ scores: inout [Int64]) {}
+    public func skips(_ s: CycleState) -> Bool { false }
 }
 
 public let maxNodeScore: Int64 = 100
@@ -229,6 +233,7 @@ public struct TaintTolerationScore: ScorePlugin {
     public let name = "TaintToleration"
     public init() {}
     public func score(_ s: CycleState, _ node: NodeInfo) -> Int64 {
+        if node.taints.isEmpty { return 0 }
         let prefer = s.pod.tolerations.filter { $0.effect.isEmpty || $0.effect == "PreferNoSchedule" }
         return Int64(node.taints.filter { t in t.effect == "PreferNoSchedule" && !prefer.contains { $0.tolerates(t) } }.count)
     }
@@ -238,6 +243,7 @@ public struct TaintTolerationScore: ScorePlugin {
 public struct NodeAffinityScore: ScorePlugin {
     public let name = "NodeAffinity"
     public init() {}
+    public func skips(_ s: CycleState) -> Bool { s.pod.preferredNodeTerms.isEmpty }
     public func score(_ s: CycleState, _ node: NodeInfo) -> Int64 {
         s.pod.preferredNodeTerms.reduce(0) { $0 + ($1.term.matches(node) ? $1.weight : 0) }
     }
@@ -266,6 +272,7 @@ public struct ImageLocality: ScorePlugin {
 public struct InterPodAffinityScore: ScorePlugin {
     public let name = "InterPodAffinity"
     public init() {}
+    public func skips(_ s: CycleState) -> Bool { s.preferredAffinityScores.isEmpty }
     public func score(_ s: CycleState, _ node: NodeInfo) -> Int64 {
         guard !s.preferredAffinityScores.isEmpty else { return 0 }
         var total: Int64 = 0
@@ -284,6 +291,7 @@ public struct InterPodAffinityScore: ScorePlugin {
 public struct PodTopologySpreadScore: ScorePlugin {
     public let name = "PodTopologySpread"
     public init() {}
+    public func skips(_ s: CycleState) -> Bool { s.softSpread.isEmpty }
     public func score(_ s: CycleState, _ node: NodeInfo) -> Int64 {
         var total = 0.0
         for (i, c) in s.softSpread.enumerated() {

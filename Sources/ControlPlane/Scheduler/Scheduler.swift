@@ -250,7 +250,7 @@ public actor Scheduler {
 
     func score(_ s: CycleState, _ feasible: [NodeInfo], _ profile: Profile) -> [Int64] {
         var totals = [Int64](repeating: 0, count: feasible.count)
-        for (plugin, weight) in profile.scores {
+        for (plugin, weight) in profile.scores where !plugin.skips(s) {
             var scores = feasible.map { plugin.score(s, $0) }
             plugin.normalize(&scores)
             for i in totals.indices { totals[i] += scores[i] * weight }
