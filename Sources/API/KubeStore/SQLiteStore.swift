@@ -12,7 +12,15 @@ import GRDB
 public actor SQLiteStore: Store {
     private let db: DatabaseQueue
     private let checkpointer: Task<Void, Never>?
-    private var watchers: [UUID: (prefix: String, continuation: AsyncThrowingStream<StoreEvent, any Error>.Continuation)] = [:]
+    /// Each watch: its prefix, its stream, and the revision its replay reached (what it is sent
+    /// live comes after).
+    private var watchers: [UUID: (prefix: String, continuation: AsyncThrowingStream<StoreEvent, any Error>.Continuation, from: Int64)] = [:]
+    /// Writes run on the database's own queue while the actor serves others (a commit waits for
+    /// its sync to the disk: on the actor it would hold one of the few threads every task runs
+    /// on). Their events may come back out of order: they are handed to the watchers in
+    /// revision order, from the last one handed out.
+    private var published: Int64 = 0
+    private var unpublished: [Int64: StoreEvent] = [:]
 
     /// Opens (or creates) the store at `path`; `":memory:"` for one that lives in memory.
     public init(path: String) throws {
@@ -53,6 +61,7 @@ public actor SQLiteStore: Store {
                     CREATE TABLE IF NOT EXISTS kine_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
                     """)
             }
+            published = try db.read { try Self.revision($0) }
         } catch {
             throw StoreError.backend("open \(path): \(error)")
         }
@@ -96,6 +105,17 @@ public actor SQLiteStore: Store {
         }
     }
 
+    /// Runs a write on the database's queue, not on the actor's thread.
+    private func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await db.write { try body($0) }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.backend("\(what): \(error)")
+        }
+    }
+
     private static func revision(_ db: Database) throws -> Int64 {
         try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'kine'") ?? 0
     }
@@ -131,8 +151,8 @@ public actor SQLiteStore: Store {
     }
 
     @discardableResult
-    public func create(_ key: String, value: Data) throws -> KeyValue {
-        let kv = try run("create \(key)") { db -> KeyValue in
+    public func create(_ key: String, value: Data) async throws -> KeyValue {
+        let kv = try await write("create \(key)") { db -> KeyValue in
             let l = try Self.latest(db, key)
             if let l, !l.deleted { throw StoreError.exists(key) }
             let id = try Self.append(db, key: key, created: true, deleted: false, createRevision: nil, prev: l?.id ?? 0, value: value, old: nil)
@@ -143,8 +163,8 @@ public actor SQLiteStore: Store {
     }
 
     @discardableResult
-    public func update(_ key: String, value: Data, expected: Int64?) throws -> KeyValue {
-        let (kv, prev) = try run("update \(key)") { db -> (KeyValue, KeyValue) in
+    public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
+        let (kv, prev) = try await write("update \(key)") { db -> (KeyValue, KeyValue) in
             guard let l = try Self.latest(db, key), !l.deleted else { throw StoreError.notFound(key) }
             if let expected, expected != l.id { throw StoreError.conflict(key: key, expected: expected, actual: l.id) }
             let id = try Self.append(db, key: key, created: false, deleted: false, createRevision: l.created, prev: l.id, value: value, old: l.value)
@@ -156,8 +176,8 @@ public actor SQLiteStore: Store {
     }
 
     @discardableResult
-    public func delete(_ key: String, expected: Int64?) throws -> KeyValue {
-        let (kv, prev) = try run("delete \(key)") { db -> (KeyValue, KeyValue) in
+    public func delete(_ key: String, expected: Int64?) async throws -> KeyValue {
+        let (kv, prev) = try await write("delete \(key)") { db -> (KeyValue, KeyValue) in
             guard let l = try Self.latest(db, key), !l.deleted else { throw StoreError.notFound(key) }
             if let expected, expected != l.id { throw StoreError.conflict(key: key, expected: expected, actual: l.id) }
             let id = try Self.append(db, key: key, created: false, deleted: true, createRevision: l.created, prev: l.id, value: l.value, old: l.value)
@@ -210,20 +230,21 @@ public actor SQLiteStore: Store {
     }
 
     public func watch(prefix: String, after revision: Int64) throws -> AsyncThrowingStream<StoreEvent, any Error> {
-        // Replayed and registered in one actor turn: no write can fall between the two.
-        let replay = try run("watch \(prefix)") { db -> [StoreEvent] in
+        // Replayed and registered in one actor turn; writes committed by then are in the replay
+        // (even those whose events are not handed out yet), later ones are sent live.
+        let (replay, reached) = try run("watch \(prefix)") { db -> ([StoreEvent], Int64) in
             let compactedRev = try Self.compacted(db)
             if revision < compactedRev { throw StoreError.compacted(requested: revision, compacted: compactedRev) }
             let rows = try Row.fetchAll(db, sql: """
                 SELECT id, name, created, deleted, create_revision, prev_revision, value, old_value FROM kine
                 WHERE id > ? AND name >= ? AND name < ? ORDER BY id
                 """, arguments: [revision, prefix, Self.end(prefix)])
-            return rows.map(Self.event)
+            return (rows.map(Self.event), max(revision, try Self.revision(db)))
         }
         let id = UUID()
         let (stream, continuation) = AsyncThrowingStream<StoreEvent, any Error>.makeStream(bufferingPolicy: .unbounded)
         for e in replay { continuation.yield(e) }
-        watchers[id] = (prefix, continuation)
+        watchers[id] = (prefix, continuation, reached)
         continuation.onTermination = { [weak self] _ in
             guard let self else { return }
             Task { await self.stopWatching(id) }
@@ -246,8 +267,13 @@ public actor SQLiteStore: Store {
         return StoreEvent(kind: (r["deleted"] as Int64) != 0 ? .deleted : .updated, kv: kv, previous: previous)
     }
 
+    /// Hands a committed write's event to the watchers once every earlier revision's is.
     private func publish(_ e: StoreEvent) {
-        for (_, w) in watchers where e.kv.key.hasPrefix(w.prefix) { w.continuation.yield(e) }
+        unpublished[e.revision] = e
+        while let next = unpublished.removeValue(forKey: published + 1) {
+            published += 1
+            for (_, w) in watchers where next.revision > w.from && next.kv.key.hasPrefix(w.prefix) { w.continuation.yield(next) }
+        }
     }
 
     public func compact(through revision: Int64) throws {

@@ -155,7 +155,7 @@ struct Server: AsyncParsableCommand {
         let eventSweep = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(min(60, ttl / 2)))
-                if let n = try? await Self.expireEvents(store, ttl: ttl), n > 0 { logger.debug("\(n) events older than --event-ttl removed") }
+                if let n = try? await EventExpiry.sweep(store, ttl: ttl), n > 0 { logger.debug("\(n) events older than --event-ttl removed") }
             }
         }
         defer { eventSweep.cancel() }
@@ -204,26 +204,7 @@ struct Server: AsyncParsableCommand {
         logger.info("switchyard server stopped")
     }
 
-    static let eventsPrefix = "/registry/core/events/"
-
-    /// Deletes the events whose last occurrence is older than `ttl` (kube-apiserver gives each
-    /// event an etcd lease of `--event-ttl` from its last write); returns how many went.
-    static func expireEvents(_ store: any Store, ttl: Double, now: Date = Date()) async throws -> Int {
-        var removed = 0
-        var after: String?
-        repeat {
-            let page = try await store.list(prefix: eventsPrefix, after: after, limit: 500, revision: nil)
-            for kv in page.items {
-                guard let o = try? JSONValue.parse(kv.value) else { continue }
-                let times = [o["lastTimestamp"], o[path: ["series", "lastObservedTime"]], o["eventTime"], o[path: ["metadata", "creationTimestamp"]]]
-                    .compactMap { $0?.string.flatMap(RFC3339.seconds) }
-                guard let last = times.max(), now.timeIntervalSince1970 - last > ttl else { continue }
-                if (try? await store.delete(kv.key, expected: kv.modRevision)) != nil { removed += 1 }
-            }
-            after = page.continueAfter
-        } while after != nil
-        return removed
-    }
+    static let eventsPrefix = EventExpiry.prefix
 
     /// The address to write into the kubeconfig when none is given: the bind address, unless it
     /// is 0.0.0.0 or ::, which no client can connect to from another namespace.
