@@ -88,13 +88,24 @@ struct ClusterControllerTests {
         #expect(fg[path: ["metadata", "finalizers"]] == ["foregroundDeletion"])
         // Orphan: the sets stay, without their owner.
         try await c.api.delete("/apis/apps/v1/namespaces/default/deployments/orphan", options: ["propagationPolicy": "Orphan"])
-        #expect(try await c.api.eventually() {
+        let settled = try await c.api.eventually() {
             let sets = try await c.api.list("/apis/apps/v1/namespaces/default/replicasets")["items"]?.array ?? []
             let deployments = try await c.api.list("/apis/apps/v1/namespaces/default/deployments")["items"]?.array ?? []
             let pods = try await c.pods().filter { !$0.isDeleting }
             return deployments.isEmpty && sets.count == 1 && sets[0].name.hasPrefix("orphan-") && sets[0][path: ["metadata", "ownerReferences"]] == nil
                 && pods.count == 2 && pods.allSatisfy { $0.name.hasPrefix("orphan-") }
-        })
+        }
+        if !settled {
+            // What was left, to tell which step did not happen.
+            let sets = try await c.api.list("/apis/apps/v1/namespaces/default/replicasets")["items"]?.array ?? []
+            let deployments = try await c.api.list("/apis/apps/v1/namespaces/default/deployments")["items"]?.array ?? []
+            let pods = try await c.pods()
+            Issue.record("""
+                not settled: deployments \(deployments.map { "\($0.name) finalizers=\($0[path: ["metadata", "finalizers"]]?.text() ?? "-")" }), \
+                sets \(sets.map { "\($0.name) owners=\($0[path: ["metadata", "ownerReferences"]]?.text() ?? "-") deleting=\($0.isDeleting)" }), \
+                pods \(pods.map { "\($0.name) deleting=\($0.isDeleting)" })
+                """)
+        }
     }
 
     @Test func namespacesGetTheirDefaultsAndBudgetsTheirStatus() async throws {

@@ -162,6 +162,8 @@ struct SchedulerBench: AsyncParsableCommand {
         let schedulerRSS = Self.rss(scheduler.processIdentifier)
         lines.append("| Scheduling throughput, \(nodes) nodes, \(pods) pods with requests | \(Int(schedRate)) pods/s | \(Int(directRate)) bindings/s written directly | \(pct(schedRate / directRate)) | at least 80% |")
         log("scheduler: \(Int(schedRate)) pods/s (\(pct(schedRate / directRate)) of direct), RSS \(String(format: "%.1f", schedulerRSS)) MB")
+        let recorded = (try await api.list("/api/v1/namespaces/sched/events", query: ["limit": "1"]))[path: ["metadata", "remainingItemCount"]]?.int.map { $0 + 1 } ?? 0
+        log("scheduler: \(recorded) Scheduled events recorded for \(pods) pods (the recorder drops what exceeds its queue, as upstream's)")
 
         // 2. Latency: pods arriving at `rate` per second, created → bound.
         log("latency: \(latencyPods) pods at \(rate)/s")

@@ -151,6 +151,15 @@ public enum Owners {
         return nil
     }
 
+    /// Whether the owner at `path` (read again, not from a cache) is still the one with `uid` and
+    /// not being deleted: upstream's `RecheckDeletionTimestamp` before an adoption, so a
+    /// controller whose cache has not yet seen its owner's deletion does not adopt back what the
+    /// garbage collector has just orphaned.
+    public static func canAdopt(_ api: API, path: String, uid: String) async -> Bool {
+        guard let fresh = try? await api.get(path) else { return false }
+        return fresh.uid == uid && !fresh.isDeleting
+    }
+
     /// An owner reference to `owner` naming it the controller (`blockOwnerDeletion` set, as controllers set it).
     public static func reference(_ owner: JSONValue, apiVersion: String, kind: String) -> JSONValue {
         ["apiVersion": .string(apiVersion), "kind": .string(kind), "name": .string(owner.name), "uid": .string(owner.uid),

@@ -99,10 +99,13 @@ public final class DeploymentController: Controller, Sendable {
         let selector = ObjectSelector(selectorJSON)
         if selector.isEmpty { return }
         var owned: [JSONValue] = []
+        var adoptable: Bool?
         for rs in rsInf.filter({ $0.namespace == ns }) {
             if let owner = Owners.controller(rs) {
                 if owner.uid == d.uid { owned.append(rs) }
             } else if selector.matches(rs.labels), !d.isDeleting {
+                if adoptable == nil { adoptable = await Owners.canAdopt(api, path: API.path("apps/v1", "deployments", namespace: ns, name: d.name), uid: d.uid) }
+                guard adoptable == true else { continue }
                 var refs = rs[path: ["metadata", "ownerReferences"]]?.array ?? []
                 refs.append(Owners.reference(d, apiVersion: "apps/v1", kind: "Deployment"))
                 if let adopted = try? await api.mergePatch(API.path("apps/v1", "replicasets", namespace: ns, name: rs.name),

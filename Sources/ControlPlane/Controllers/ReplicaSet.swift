@@ -110,6 +110,7 @@ public final class ReplicaSetController: Controller, Sendable {
         guard let sel = selector(rs), !sel.isEmpty else { return }
         // The pods it owns, and orphans it adopts; owned pods it no longer selects are released.
         var owned: [JSONValue] = []
+        var adoptable: Bool?
         for p in pods.filter({ $0.namespace == ns }) {
             let owner = Owners.controller(p)
             let matches = sel.matches(p.labels)
@@ -117,6 +118,8 @@ public final class ReplicaSetController: Controller, Sendable {
                 guard owner.uid == rs.uid else { continue }
                 if matches { owned.append(p) } else if !rs.isDeleting { try? await release(p, from: rs) }
             } else if matches, !p.isDeleting, !rs.isDeleting {
+                if adoptable == nil { adoptable = await Owners.canAdopt(api, path: API.path(groupVersion, resource, namespace: ns, name: rs.name), uid: rs.uid) }
+                guard adoptable == true else { continue }
                 if let adopted = try? await adopt(p, by: rs) { owned.append(adopted) }
             }
         }

@@ -17,7 +17,8 @@ public actor Scheduler {
     let logger: Logger
     /// Nodes by name, with the pods bound (or assumed) on them, and the order nodes are tried in.
     var nodes: [String: NodeInfo] = [:]
-    var nodeOrder: [String] = []
+    /// The nodes in the order they are tried (the same objects as `nodes`).
+    var nodeOrder: [NodeInfo] = []
     var nextStartIndex = 0
     /// Where each known bound or assumed pod is.
     var podNode: [String: String] = [:]
@@ -71,12 +72,12 @@ public actor Scheduler {
                 known.update(from: n)
             } else {
                 nodes[n.name] = n
-                nodeOrder.append(n.name)
+                nodeOrder.append(n)
             }
             await queue.moveAllToActiveOrBackoff()
         } else if let old = c.old {
             nodes[old.name] = nil
-            nodeOrder.removeAll { $0 == old.name }
+            nodeOrder.removeAll { $0.name == old.name }
             for (k, v) in podNode where v == old.name { podNode[k] = nil }
         }
     }
@@ -223,11 +224,11 @@ public actor Scheduler {
         var failures: [String: FilterFailure] = [:]
         var examined = 0
         let count = nodeOrder.count
+        feasible.reserveCapacity(min(want, count))
         while examined < count && feasible.count < want {
-            let name = nodeOrder[(nextStartIndex + examined) % count]
+            let n = nodeOrder[(nextStartIndex + examined) % count]
             examined += 1
-            guard let n = nodes[name] else { continue }
-            if let f = filter(state, n, profile) { failures[name] = f } else { feasible.append(n) }
+            if let f = filter(state, n, profile) { failures[n.name] = f } else { feasible.append(n) }
         }
         nextStartIndex = (nextStartIndex + examined) % max(count, 1)
         if feasible.isEmpty { return .unschedulable(message: Self.fitError(all: count, failures: failures), nominated: nil) }
@@ -441,8 +442,7 @@ public actor Scheduler {
         let state = prepare(pod)
         var histogram: [String: Int] = [:]
         var best: (node: String, victims: [PodInfo], key: (Int64, Int64, Int))?
-        for name in nodeOrder {
-            guard let node = nodes[name] else { continue }
+        for node in nodeOrder {
             guard let failure = filter(state, node, profile) else { continue }
             guard failure.resolvable else { histogram["Preemption is not helpful for scheduling", default: 0] += 1; continue }
             let trial = node.copy()
@@ -462,7 +462,7 @@ public actor Scheduler {
                 }
             }
             let key = (victims.map(\.priority).max() ?? Int64.min, victims.reduce(Int64(0)) { $0 + $1.priority }, victims.count)
-            if best == nil || key < best!.key { best = (name, victims, key) }
+            if best == nil || key < best!.key { best = (node.name, victims, key) }
         }
         if let best { return ("", best.victims, best.node) }
         let reasons = histogram.map { "\($0.value) \($0.key)" }.sorted()
