@@ -3,9 +3,10 @@ import GRDB
 
 /// The embedded store: one SQLite file holding a revision log, laid out as kine lays it out (one
 /// table whose row id is the revision; a key's current value is its newest row, a delete is a
-/// tombstone row). Writes are serialized by the actor and committed with the write-ahead log
-/// synced (`synchronous = FULL`) before they are acknowledged, so a killed server loses none that
-/// were; each committed write is then handed to the watchers, in revision order. The log is
+/// tombstone row). Writes are committed together (those arriving while a commit syncs go into
+/// the next one, as etcd batches its proposals), each acknowledged only once the write-ahead log
+/// is synced (`synchronous = FULL`), so a killed server loses none that were; each committed
+/// write is then handed to the watchers, in revision order. The log is
 /// checkpointed into the database file by a second connection in the background (a passive
 /// checkpoint runs beside the writer), not by whichever write happens to cross SQLite's
 /// threshold: that write would wait for the copy and its sync.
@@ -15,9 +16,9 @@ public actor SQLiteStore: Store {
     /// Each watch: its prefix, its stream, and the revision its replay reached (what it is sent
     /// live comes after).
     private var watchers: [UUID: (prefix: String, continuation: AsyncThrowingStream<StoreEvent, any Error>.Continuation, from: Int64)] = [:]
-    /// Writes run on the database's own queue while the actor serves others (a commit waits for
-    /// its sync to the disk: on the actor it would hold one of the few threads every task runs
-    /// on). Their events may come back out of order: they are handed to the watchers in
+    /// Writes are committed on the database's own queue while the actor serves others (a commit
+    /// waits for its sync to the disk: on the actor it would hold one of the few threads every
+    /// task runs on), several at a time (`commit`). Their events are handed to the watchers in
     /// revision order, from the last one handed out.
     private var published: Int64 = 0
     private var unpublished: [Int64: StoreEvent] = [:]
@@ -105,17 +106,6 @@ public actor SQLiteStore: Store {
         }
     }
 
-    /// Runs a write on the database's queue, not on the actor's thread.
-    private func write<T: Sendable>(_ what: String, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
-        do {
-            return try await db.write { try body($0) }
-        } catch let e as StoreError {
-            throw e
-        } catch {
-            throw StoreError.backend("\(what): \(error)")
-        }
-    }
-
     private static func revision(_ db: Database) throws -> Int64 {
         try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'kine'") ?? 0
     }
@@ -152,40 +142,81 @@ public actor SQLiteStore: Store {
 
     @discardableResult
     public func create(_ key: String, value: Data) async throws -> KeyValue {
-        let kv = try await write("create \(key)") { db -> KeyValue in
+        try await commit("create \(key)") { db in
             let l = try Self.latest(db, key)
             if let l, !l.deleted { throw StoreError.exists(key) }
             let id = try Self.append(db, key: key, created: true, deleted: false, createRevision: nil, prev: l?.id ?? 0, value: value, old: nil)
-            return KeyValue(key: key, value: value, createRevision: id, modRevision: id)
-        }
-        publish(StoreEvent(kind: .created, kv: kv, previous: nil))
-        return kv
+            return StoreEvent(kind: .created, kv: KeyValue(key: key, value: value, createRevision: id, modRevision: id), previous: nil)
+        }.kv
     }
 
     @discardableResult
     public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
-        let (kv, prev) = try await write("update \(key)") { db -> (KeyValue, KeyValue) in
+        try await commit("update \(key)") { db in
             guard let l = try Self.latest(db, key), !l.deleted else { throw StoreError.notFound(key) }
             if let expected, expected != l.id { throw StoreError.conflict(key: key, expected: expected, actual: l.id) }
             let id = try Self.append(db, key: key, created: false, deleted: false, createRevision: l.created, prev: l.id, value: value, old: l.value)
-            return (KeyValue(key: key, value: value, createRevision: l.created, modRevision: id),
-                    KeyValue(key: key, value: l.value, createRevision: l.created, modRevision: l.id))
-        }
-        publish(StoreEvent(kind: .updated, kv: kv, previous: prev))
-        return kv
+            return StoreEvent(kind: .updated, kv: KeyValue(key: key, value: value, createRevision: l.created, modRevision: id),
+                              previous: KeyValue(key: key, value: l.value, createRevision: l.created, modRevision: l.id))
+        }.kv
     }
 
     @discardableResult
     public func delete(_ key: String, expected: Int64?) async throws -> KeyValue {
-        let (kv, prev) = try await write("delete \(key)") { db -> (KeyValue, KeyValue) in
+        try await commit("delete \(key)") { db in
             guard let l = try Self.latest(db, key), !l.deleted else { throw StoreError.notFound(key) }
             if let expected, expected != l.id { throw StoreError.conflict(key: key, expected: expected, actual: l.id) }
             let id = try Self.append(db, key: key, created: false, deleted: true, createRevision: l.created, prev: l.id, value: l.value, old: l.value)
-            return (KeyValue(key: key, value: l.value, createRevision: l.created, modRevision: id),
-                    KeyValue(key: key, value: l.value, createRevision: l.created, modRevision: l.id))
+            return StoreEvent(kind: .deleted, kv: KeyValue(key: key, value: l.value, createRevision: l.created, modRevision: id),
+                              previous: KeyValue(key: key, value: l.value, createRevision: l.created, modRevision: l.id))
+        }.kv
+    }
+
+    /// A write waiting for the next commit: what it does in the transaction (a refusal, thrown as
+    /// a `StoreError` before it writes anything, is its own; anything else fails the commit), and
+    /// who waits for it.
+    private struct Pending {
+        var what: String
+        var change: @Sendable (Database) throws -> StoreEvent
+        var waiter: CheckedContinuation<StoreEvent, any Error>
+    }
+    private var pending: [Pending] = []
+    private var committing = false
+
+    /// Group commit, as etcd batches its proposals: the writes that arrive while a commit is
+    /// syncing go into the next one, one transaction and one sync to the disk for all of them,
+    /// each acknowledged only once that sync is done. Within a commit they run in arrival order,
+    /// each seeing those before it.
+    private func commit(_ what: String, _ change: @escaping @Sendable (Database) throws -> StoreEvent) async throws -> StoreEvent {
+        try await withCheckedThrowingContinuation { waiter in
+            pending.append(Pending(what: what, change: change, waiter: waiter))
+            if !committing {
+                committing = true
+                Task { await self.commitPending() }
+            }
         }
-        publish(StoreEvent(kind: .deleted, kv: kv, previous: prev))
-        return kv
+    }
+
+    private func commitPending() async {
+        while !pending.isEmpty {
+            let batch = pending
+            pending.removeAll()
+            let changes = batch.map(\.change)
+            do {
+                let outcomes = try await db.write { db -> [Result<StoreEvent, StoreError>] in
+                    try changes.map { change in
+                        do { return .success(try change(db)) } catch let e as StoreError { return .failure(e) }
+                    }
+                }
+                for (w, outcome) in zip(batch, outcomes) {
+                    if case .success(let e) = outcome { publish(e) }
+                    w.waiter.resume(with: outcome.mapError { $0 as any Error })
+                }
+            } catch {
+                for w in batch { w.waiter.resume(throwing: StoreError.backend("\(w.what): \(error)")) }
+            }
+        }
+        committing = false
     }
 
     /// The end of a prefix's key range (keys are ASCII paths).

@@ -8,7 +8,8 @@ import KubeAPI
 /// drops them). In the `core` style (client-go's `tools/record`, the controllers') a repeat of
 /// the same event (object, type, reason, message) increments the first one's `count`; in the
 /// `eventsV1` style (`tools/events`, the scheduler's) events are events.k8s.io/v1 ones with an
-/// action and a reporting controller and instance, and a repeat becomes the first one's `series`.
+/// action and a reporting controller and instance, sent several at once, and a repeat becomes
+/// the first one's `series`.
 public final class EventRecorder: Sendable {
     let api: API
     /// `source.component`, or `reportingController` (`default-scheduler`, `replicaset-controller`).
@@ -76,7 +77,20 @@ public final class EventRecorder: Sendable {
                 }
                 continue
             }
-            for e in batch { await send(e) }
+            if style == .eventsV1 {
+                // As client-go's events library, which records each event in a goroutine of its
+                // own: several at once (16), so a burst of scheduled pods has its events.
+                await withTaskGroup(of: Void.self) { g in
+                    var running = 0
+                    for e in batch {
+                        if running == 16 { await g.next(); running -= 1 }
+                        g.addTask { await self.send(e) }
+                        running += 1
+                    }
+                }
+            } else {
+                for e in batch { await send(e) }
+            }
         }
     }
 
