@@ -191,15 +191,22 @@ public final class NamespaceController: Controller, Sendable {
     let discovered = Mutex<(at: Date, paths: [(groupVersion: String, resource: String)])?>(nil)
     public static let finalizer = "kubernetes"
 
-    public init(api: API, logger: Logger = Logger(label: "switchyard.namespace")) {
+    /// How long after its deletion a namespace is emptied (upstream's namespaceDeletionGracePeriod).
+    let deletionGrace: Double
+
+    public init(api: API, deletionGrace: Double = 5, logger: Logger = Logger(label: "switchyard.namespace")) {
         self.api = api
+        self.deletionGrace = deletionGrace
         self.logger = logger
     }
 
     public func setUp(_ informers: SharedInformers) {
         let ns = informers.informer("/api/v1/namespaces", slim: Slim.managedFields)
         namespaces.withLock { $0 = ns }
-        ns.onChange { [queue] c in if let n = c.new, n.isDeleting { await queue.add(n.name) } }
+        // As upstream, a deleted namespace is looked at after a grace of 5 s: a client deleting
+        // the namespace and then what is in it (`kubectl delete -f`) deletes each object itself.
+        let grace = deletionGrace
+        ns.onChange { [queue] c in if let n = c.new, n.isDeleting { queue.add(n.name, after: grace) } }
     }
 
     public func run() async {
