@@ -189,6 +189,36 @@ struct SQLiteStoreTests {
         #expect(try await reopened.currentRevision() == base + 50)
     }
 
+    /// Writes committed together are still each their own: of many updates made at once against
+    /// the same revision exactly one wins and the others are refused as conflicts, without
+    /// failing the writes beside them; a watch, including one opened while the writes go on,
+    /// sees every change once, in revision order.
+    @Test(arguments: storeKinds)
+    func concurrentWritesAreRefusedOneByOneAndWatchedInOrder(kind: StoreKind) async throws {
+        let f = try StoreFixture(kind)
+        let s = f.store
+        let base = try await s.create("/c/shared", value: data("0")).modRevision
+        let early = try await s.watch(prefix: "/c/", after: base)
+        let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group -> [Bool] in
+            for i in 0..<20 {
+                group.addTask {
+                    do { _ = try await s.update("/c/shared", value: data("u\(i)"), expected: base); return true } catch StoreError.conflict { return false }
+                }
+                group.addTask { _ = try await s.create("/c/k\(i)", value: data("\(i)")); return true }
+            }
+            var all: [Bool] = []
+            for try await ok in group { all.append(ok) }
+            return all
+        }
+        #expect(outcomes.filter { !$0 }.count == 19, "19 of the 20 updates against one revision are conflicts")
+        #expect(try await s.count(prefix: "/c/k") == 20, "the creates beside them all went through")
+        let late = try await s.watch(prefix: "/c/", after: base)
+        for w in [early, late] {
+            let events = try await next(21, of: w)
+            #expect(events.map(\.revision) == Array((base + 1)...(base + 21)))
+        }
+    }
+
     /// The write-ahead log is copied into the database file in the background (no write waits
     /// for a checkpoint), and what was written reads back whole after a reopen.
     @Test func theLogIsCheckpointedInTheBackground() async throws {
