@@ -14,4 +14,12 @@ struct RFC3339FormatTests {
             #expect(abs((RFC3339.seconds(RFC3339.format(t, microseconds: true)) ?? -1) - t) < 1e-6)
         }
     }
+
+    /// Go's RFC3339Nano: the fraction's trailing zeros dropped, none for a whole second.
+    @Test func formatsNanoAsGoDoes() {
+        #expect(RFC3339.formatNano(1_700_000_000) == "2023-11-14T22:13:20Z")
+        #expect(RFC3339.formatNano(1_700_000_000.25) == "2023-11-14T22:13:20.25Z")
+        #expect(RFC3339.formatNano(0.000_000_5) == "1970-01-01T00:00:00.0000005Z")
+        #expect(abs((RFC3339.seconds(RFC3339.formatNano(1_700_000_000.123456)) ?? -1) - 1_700_000_000.123456) < 1e-6)
+    }
 }

@@ -76,4 +76,17 @@ extension RFC3339 {
         if microseconds { out += "." + pad(micros, 6) }
         return out + "Z"
     }
+
+    /// `t` as Go's RFC3339Nano in UTC: nanoseconds with the trailing zeros dropped, none when
+    /// whole (`2026-12-05T08:00:00.1234Z`), as upstream writes the endpoints' trigger annotation.
+    public static func formatNano(_ t: Double) -> String {
+        let whole = t.rounded(.down)
+        let nanos = min(Int(((t - whole) * 1e9).rounded()), 999_999_999)
+        let base = String(format(whole).dropLast())
+        guard nanos > 0 else { return base + "Z" }
+        var frac = String(nanos)
+        frac = String(repeating: "0", count: 9 - frac.count) + frac
+        while frac.hasSuffix("0") { frac.removeLast() }
+        return base + "." + frac + "Z"
+    }
 }

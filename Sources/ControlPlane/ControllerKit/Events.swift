@@ -100,31 +100,40 @@ public final class EventRecorder: Sendable {
         let same = [ref["uid"]?.string ?? "", e["type"]?.string ?? "", e["reason"]?.string ?? "", e["message"]?.string ?? "",
                     e["action"]?.string ?? ""].joined(separator: "\u{0}")
         let now = LeaderElector.microTime()
-        if style == .eventsV1 {
-            await sendV1(e, ref: ref, ns: ns, same: same, now: now)
-            return
-        }
         let seconds = String(now.prefix(19)) + "Z"
+        let v1 = style == .eventsV1
+        let groupVersion = v1 ? "events.k8s.io/v1" : "v1"
+        // A repeat: the first event's count, or its series.
         if let known = state.withLock({ $0.seen[same] }) {
             let count = known.count + 1
-            if (try? await api.mergePatch(API.path("v1", "events", namespace: known.namespace, name: known.name),
-                                          ["count": .int(count), "lastTimestamp": .string(seconds)])) != nil {
+            let change: JSONValue = v1 ? ["series": ["count": .int(count), "lastObservedTime": .string(now)]]
+                                       : ["count": .int(count), "lastTimestamp": .string(seconds)]
+            if (try? await api.mergePatch(API.path(groupVersion, "events", namespace: known.namespace, name: known.name), change)) != nil {
                 state.withLock { $0.seen[same]?.count = count }
                 return
             }
         }
         let name = "\(ref["name"]?.string ?? "event").\(String(UInt64(Date().timeIntervalSince1970 * 1e9), radix: 16))"
-        var event = e
-        event["action"] = nil
-        event["metadata"] = ["name": .string(name), "namespace": .string(ns)]
-        event["source"] = host.isEmpty ? ["component": .string(component)] : ["component": .string(component), "host": .string(host)]
-        event["reportingComponent"] = .string(component)
-        event["reportingInstance"] = .string(host)
-        event["firstTimestamp"] = .string(seconds)
-        event["lastTimestamp"] = .string(seconds)
-        event["count"] = 1
+        let event: JSONValue
+        if v1 {
+            event = ["apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": ["name": .string(name), "namespace": .string(ns)],
+                     "eventTime": .string(now), "regarding": ref, "type": e["type"] ?? "Normal", "reason": e["reason"] ?? "",
+                     "action": e["action"] ?? "", "note": e["message"] ?? "",
+                     "reportingController": .string(component), "reportingInstance": .string(instance)]
+        } else {
+            var core = e
+            core["action"] = nil
+            core["metadata"] = ["name": .string(name), "namespace": .string(ns)]
+            core["source"] = host.isEmpty ? ["component": .string(component)] : ["component": .string(component), "host": .string(host)]
+            core["reportingComponent"] = .string(component)
+            core["reportingInstance"] = .string(host)
+            core["firstTimestamp"] = .string(seconds)
+            core["lastTimestamp"] = .string(seconds)
+            core["count"] = 1
+            event = core
+        }
         do {
-            _ = try await api.create(API.path("v1", "events", namespace: ns), event)
+            _ = try await api.create(API.path(groupVersion, "events", namespace: ns), event)
             state.withLock { s in
                 if s.seen.count > 4096 { s.seen.removeAll() }
                 s.seen[same] = (name, ns, 1)
@@ -136,32 +145,4 @@ public final class EventRecorder: Sendable {
 
     /// The events.k8s.io/v1 instance name: the controller and the host, as client-go names it.
     var instance: String { host.isEmpty ? component : "\(component)-\(host)" }
-
-    /// An events.k8s.io/v1 event, or the next of its series.
-    func sendV1(_ e: JSONValue, ref: JSONValue, ns: String, same: String, now: String) async {
-        if let known = state.withLock({ $0.seen[same] }) {
-            let count = known.count + 1
-            if (try? await api.mergePatch(API.path("events.k8s.io/v1", "events", namespace: known.namespace, name: known.name),
-                                          ["series": ["count": .int(count), "lastObservedTime": .string(now)]])) != nil {
-                state.withLock { $0.seen[same]?.count = count }
-                return
-            }
-        }
-        let name = "\(ref["name"]?.string ?? "event").\(String(UInt64(Date().timeIntervalSince1970 * 1e9), radix: 16))"
-        let event: JSONValue = [
-            "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": ["name": .string(name), "namespace": .string(ns)],
-            "eventTime": .string(now), "regarding": ref, "type": e["type"] ?? "Normal", "reason": e["reason"] ?? "",
-            "action": e["action"] ?? "", "note": e["message"] ?? "",
-            "reportingController": .string(component), "reportingInstance": .string(instance),
-        ]
-        do {
-            _ = try await api.create(API.path("events.k8s.io/v1", "events", namespace: ns), event)
-            state.withLock { s in
-                if s.seen.count > 4096 { s.seen.removeAll() }
-                s.seen[same] = (name, ns, 1)
-            }
-        } catch {
-            logger.debug("event \(e["reason"]?.string ?? "") about \(ns)/\(ref["name"]?.string ?? ""): \(error)")
-        }
-    }
 }

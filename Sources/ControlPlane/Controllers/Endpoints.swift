@@ -33,7 +33,7 @@ final class ServiceEndpoints: Sendable {
             guard let ns = (c.new ?? c.old)?.namespace else { return }
             let labelSets = [c.new, c.old].compactMap { $0?.labels }
             let hit = selectors.withLock { s in
-                (s[ns] ?? [:]).filter { _, sel in labelSets.contains { l in sel.allSatisfy { l[$0.key] == $0.value } } }.map(\.key)
+                (s[ns] ?? [:]).filter { _, sel in labelSets.contains { Self.selects(sel, $0) } }.map(\.key)
             }
             for name in hit { await touched("\(ns)/\(name)") }
         }
@@ -51,6 +51,11 @@ final class ServiceEndpoints: Sendable {
         return sel.compactMapValues(\.string)
     }
 
+    /// Whether a Service's selector picks a Pod with these labels.
+    static func selects(_ selector: [String: String], _ labels: [String: String]) -> Bool {
+        selector.allSatisfy { labels[$0.key] == $0.value }
+    }
+
     /// The Pods behind a Service, as upstream's `ShouldPodBeInEndpoints` picks them: selected, not
     /// finished, with an IP; terminating ones only when `includeTerminating`.
     func members(_ svc: JSONValue, selector: [String: String], includeTerminating: Bool) -> [JSONValue] {
@@ -58,8 +63,7 @@ final class ServiceEndpoints: Sendable {
         return pods.filter { p in
             guard p.namespace == ns, !(p[path: ["status", "podIP"]]?.string ?? "").isEmpty, !PodStatus.isTerminal(p) else { return false }
             if !includeTerminating && p.isDeleting { return false }
-            let l = p.labels
-            return selector.allSatisfy { l[$0.key] == $0.value }
+            return Self.selects(selector, p.labels)
         }.sorted { ($0[path: ["status", "podIP"]]?.string ?? "") < ($1[path: ["status", "podIP"]]?.string ?? "") }
     }
 
@@ -129,19 +133,6 @@ final class ServiceEndpoints: Sendable {
     }
 
     func forget(_ key: String) { triggers.withLock { $0[key] = nil } }
-
-    /// Go's RFC3339Nano in UTC, as upstream writes the trigger annotation.
-    static func rfc3339Nano(_ d: Date) -> String {
-        let whole = floor(d.timeIntervalSince1970)
-        var nanos = Int(((d.timeIntervalSince1970 - whole) * 1e9).rounded())
-        if nanos >= 1_000_000_000 { nanos = 999_999_999 }
-        let base = String(Time.now(Date(timeIntervalSince1970: whole)).dropLast())
-        guard nanos > 0 else { return base + "Z" }
-        var frac = String(nanos)
-        frac = String(repeating: "0", count: 9 - frac.count) + frac
-        while frac.hasSuffix("0") { frac.removeLast() }
-        return base + "." + frac + "Z"
-    }
 
     static let triggerAnnotation = "endpoints.kubernetes.io/last-change-trigger-time"
 }
@@ -295,7 +286,7 @@ public final class EndpointSliceController: Controller, Sendable {
             && current.allSatisfy({ $0[path: ["metadata", "labels"]] == labels }) {
             return
         }
-        let annotation = ServiceEndpoints.rfc3339Nano(trigger)
+        let annotation = RFC3339.formatNano(trigger.timeIntervalSince1970)
         // Existing slices are reused in order; what is left over goes.
         for (i, want) in desired.enumerated() {
             if i < current.count {
@@ -392,7 +383,7 @@ public final class EndpointsController: Controller, Sendable {
         }
         let labels = ServiceEndpoints.labels(svc, reserved: [], [:])
         let truncated = total > Self.maxAddresses
-        let trigger = ServiceEndpoints.rfc3339Nano(s.triggerTime(key, svc, pods))
+        let trigger = RFC3339.formatNano(s.triggerTime(key, svc, pods).timeIntervalSince1970)
         var current: JSONValue?
         do { current = try await api.get(path) } catch let e as APIStatusError where e.isNotFound {}
         if var o = current {
