@@ -122,6 +122,44 @@ struct WorkloadAPITests {
         #expect(bad.code == 400 || bad.code == 422)
     }
 
+    /// A binding as upstream's BindingREST makes it: the node, the Binding's annotations and
+    /// PodScheduled=True, no managed-fields entry; refused for a wrong uid, a non-Node target,
+    /// an assigned, gated or terminating pod.
+    @Test func bindingsAssignAPodAsUpstreamDoes() async throws {
+        let h = try await makeHandler()
+        let created = await h.post("/api/v1/namespaces/default/pods", pod("web", extra: ["schedulerName": "x"]))
+        #expect(created.code == 201)
+        let uid = created.json?[path: ["metadata", "uid"]]?.string ?? ""
+        let managed = created.json?[path: ["metadata", "managedFields"]]
+        func binding(_ name: String, node: String = "n1", uid: String? = nil, kind: String = "Node", annotations: [String: JSONValue] = [:]) -> JSONValue {
+            var meta: [String: JSONValue] = ["name": .string(name), "annotations": .object(annotations)]
+            if let uid { meta["uid"] = .string(uid) }
+            return ["apiVersion": "v1", "kind": "Binding", "metadata": .object(meta), "target": ["kind": .string(kind), "name": .string(node)]]
+        }
+        let wrongUID = await h.post("/api/v1/namespaces/default/pods/web/binding", binding("web", uid: "00000000-0000-0000-0000-000000000000"))
+        #expect(wrongUID.code == 409)
+        let wrongKind = await h.post("/api/v1/namespaces/default/pods/web/binding", binding("web", kind: "Pod"))
+        #expect(wrongKind.code == 422)
+        let bound = await h.post("/api/v1/namespaces/default/pods/web/binding", binding("web", uid: uid, annotations: ["example.com/by": "test"]))
+        #expect(bound.code == 201)
+        let p = await h.get("/api/v1/namespaces/default/pods/web").json
+        #expect(p?[path: ["spec", "nodeName"]] == "n1")
+        #expect(p?[path: ["metadata", "annotations", "example.com/by"]] == "test")
+        let scheduled = p?[path: ["status", "conditions"]]?.array?.first { $0["type"] == "PodScheduled" }
+        #expect(scheduled?["status"] == "True")
+        #expect(scheduled?["lastTransitionTime"]?.string != nil)
+        #expect(p?[path: ["metadata", "managedFields"]] == managed)
+        let again = await h.post("/api/v1/namespaces/default/pods/web/binding", binding("web", node: "n2"))
+        #expect(again.code == 409)
+        #expect(again.json?["message"] == "Operation cannot be fulfilled on pods/binding \"web\": pod web is already assigned to node \"n1\"")
+
+        #expect(await h.post("/api/v1/namespaces/default/pods", pod("gated", extra: ["schedulingGates": [["name": "example.com/wait"]]])).code == 201)
+        let gated = await h.post("/api/v1/namespaces/default/pods/gated/binding", binding("gated"))
+        #expect(gated.code == 409)
+        #expect(await h.get("/api/v1/namespaces/default/pods/gated").json?[path: ["spec", "nodeName"]] == nil)
+        #expect(await h.post("/api/v1/namespaces/default/pods/nobody/binding", binding("nobody")).code == 404)
+    }
+
     /// Eviction honours the PodDisruptionBudget that selects the Pod.
     @Test func evictionsHonourDisruptionBudgets() async throws {
         let h = try await makeHandler()

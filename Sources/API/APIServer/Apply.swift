@@ -7,10 +7,13 @@ import FieldManager
 /// Server-side apply (`PATCH` with `application/apply-patch+yaml`) and the field managers of
 /// every other write.
 extension APIHandler {
-    /// Who a write's fields go to: an update by a named manager, or an apply (which set them itself).
+    /// Who a write's fields go to: an update by a named manager, an apply (which set them
+    /// itself), or nobody: a write the server makes to storage on a subresource's behalf, as
+    /// upstream's binding does (a Pod's managed fields do not change when it is bound).
     enum Tracking {
         case update(String)
         case applied
+        case storage
     }
 
     /// The field manager of a write: `?fieldManager=`, or the first word of the client's

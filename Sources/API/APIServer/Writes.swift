@@ -113,7 +113,7 @@ extension APIHandler {
                 // An apply through /status has just computed who owns what: keep that.
                 if case .applied = tracking { keep[path: ["metadata", "managedFields"]] = o[path: ["metadata", "managedFields"]] }
                 o = keep
-            } else {
+            } else if subresource != "binding" {
                 o["status"] = oldBare["status"]
             }
         }
@@ -130,9 +130,16 @@ extension APIHandler {
         if hasGeneration(r), Self.generationChanges(o, oldBare, r) {
             o[path: ["metadata", "generation"]] = .int((oldBare[path: ["metadata", "generation"]]?.int ?? 0) + 1)
         }
-        try await admit(&o, old: oldBare, r, dryRun: dryRun, subresource: subresource)
-        if case .update(let manager) = tracking, let fm = fieldManager(r, subresource: subresource ?? t.subresource) {
-            fm.update(live: oldBare, new: &o, manager: manager, now: Self.rfc3339())
+        switch tracking {
+        case .storage:
+            break  // straight to storage: no admission, no managed fields
+        case .applied:
+            try await admit(&o, old: oldBare, r, dryRun: dryRun, subresource: subresource)
+        case .update(let manager):
+            try await admit(&o, old: oldBare, r, dryRun: dryRun, subresource: subresource)
+            if let fm = fieldManager(r, subresource: subresource ?? t.subresource) {
+                fm.update(live: oldBare, new: &o, manager: manager, now: Self.rfc3339())
+            }
         }
         // Nothing changed: no new revision (kubectl then says "patched (no change)").
         if o == oldBare { return (current, nil) }
@@ -375,22 +382,57 @@ extension APIHandler {
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success"])
     }
 
+    /// `pods/NAME/binding`, as upstream's BindingREST: the target must be a Node; the pod (with
+    /// the Binding's uid, when it names one) must still exist, not be terminating, unassigned and
+    /// without scheduling gates; it gets the node, the Binding's annotations and
+    /// `PodScheduled=True`, written straight to storage (no managed fields, no admission).
     func bind(_ req: APIRequest, _ t: Target) async throws -> APIResponse {
         var duplicates: [String] = []
         var b = try decodeBody(req, duplicates: &duplicates)
         _ = try validateFields(&b, t.resource.gvk(subresource: "binding"), duplicates: duplicates, req)
-        guard let node = b[path: ["target", "name"]]?.string, !node.isEmpty else {
-            throw APIError.invalid(t.resource, t.name!, [FieldError("target.name", "Required value")])
-        }
         let r = t.resource, name = t.name!
+        if let n = b[path: ["metadata", "name"]]?.string, !n.isEmpty, n != name {
+            throw APIError.badRequest("name in URL does not match name in Binding object")
+        }
+        guard let node = b[path: ["target", "name"]]?.string, !node.isEmpty else {
+            throw APIError.invalid(r, name, [FieldError("target.name", "Required value")])
+        }
+        if let kind = b[path: ["target", "kind"]]?.string, !kind.isEmpty, kind != "Node" {
+            throw APIError.invalid(r, name, [FieldError("target.kind", "Invalid value: \(JSONValue.string(kind).text()): must be empty or 'Node'")])
+        }
         guard let current = try await store.get(r.key(namespace: t.namespace, name: name)) else { throw APIError.notFound(r, name) }
-        var o = try present(current, r)
+        let before = try present(current, r)
+        var o = before
+        func conflict(_ why: String) -> APIError {
+            APIError(code: 409, reason: "Conflict", message: "Operation cannot be fulfilled on pods/binding \"\(name)\": \(why)")
+        }
+        if let uid = b[path: ["metadata", "uid"]]?.string, !uid.isEmpty, uid != o.uid {
+            throw conflict("Precondition failed: UID in precondition: \(uid), UID in object meta: \(o.uid)")
+        }
+        if o.isDeleting { throw conflict("pod \(name) is being deleted, cannot be assigned to a host") }
         if let existing = o[path: ["spec", "nodeName"]]?.string, !existing.isEmpty {
-            throw APIError(code: 409, reason: "Conflict", message: "Operation cannot be fulfilled on pods/binding \"\(name)\": pod \(name) is already assigned to node \"\(existing)\"")
+            throw conflict("pod \(name) is already assigned to node \"\(existing)\"")
+        }
+        if !(o[path: ["spec", "schedulingGates"]]?.array ?? []).isEmpty {
+            throw conflict("pod \(name) has non-empty .spec.schedulingGates")
         }
         o[path: ["spec", "nodeName"]] = .string(node)
-        _ = try await write(r, t, name: name, new: o, current: current, subresource: nil, dryRun: try isDryRun(req),
-                            tracking: .update(try fieldManagerName(req)))
+        if case .object(let annotations)? = b[path: ["metadata", "annotations"]], !annotations.isEmpty {
+            var merged = o[path: ["metadata", "annotations"]]?.object ?? [:]
+            for (k, v) in annotations { merged[k] = v }
+            o[path: ["metadata", "annotations"]] = .object(merged)
+        }
+        // podutil.UpdatePodCondition: the transition time moves only when the status does.
+        var conditions = o[path: ["status", "conditions"]]?.array ?? []
+        let scheduled: JSONValue = ["type": "PodScheduled", "status": "True", "lastProbeTime": nil, "lastTransitionTime": .string(Self.rfc3339())]
+        if let i = conditions.firstIndex(where: { $0["type"]?.string == "PodScheduled" }) {
+            if conditions[i]["status"]?.string != "True" { conditions[i] = scheduled }
+        } else {
+            conditions.append(scheduled)
+        }
+        o[path: ["status", "conditions"]] = .array(conditions)
+        _ = try await write(r, t, name: name, new: o, current: current, subresource: "binding", dryRun: try isDryRun(req),
+                            tracking: .storage, presented: before)
         return .ok(["kind": "Status", "apiVersion": "v1", "metadata": [:], "status": "Success", "code": 201], 201)
     }
 

@@ -107,27 +107,29 @@ public actor SQLiteStore: Store {
     }
 
     private static func revision(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'kine'") ?? 0
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT seq FROM sqlite_sequence WHERE name = 'kine'")) ?? 0
     }
 
     private static func compacted(_ db: Database) throws -> Int64 {
-        try Int64.fetchOne(db, sql: "SELECT value FROM kine_meta WHERE key = 'compact_rev'") ?? 0
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT value FROM kine_meta WHERE key = 'compact_rev'")) ?? 0
     }
 
-    /// A key's newest row: (revision, create revision, deleted, value).
+    /// A key's newest row: (revision, create revision, deleted, value). The single-key
+    /// statements are compiled once per connection (GRDB's statement cache): compiling them per
+    /// write cost the server as much as its JSON encoding.
     private static func latest(_ db: Database, _ key: String) throws -> (id: Int64, created: Int64, deleted: Bool, value: Data)? {
-        guard let r = try Row.fetchOne(db, sql: "SELECT id, create_revision, deleted, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1",
-                                       arguments: [key]) else { return nil }
+        let statement = try db.cachedStatement(sql: "SELECT id, create_revision, deleted, value FROM kine WHERE name = ? ORDER BY id DESC LIMIT 1")
+        guard let r = try Row.fetchOne(statement, arguments: [key]) else { return nil }
         return (r["id"], r["create_revision"], (r["deleted"] as Int64) != 0, r["value"])
     }
 
     /// Appends a row and returns its revision.
     private static func append(_ db: Database, key: String, created: Bool, deleted: Bool, createRevision: Int64?,
                                prev: Int64, value: Data, old: Data?) throws -> Int64 {
-        try db.execute(sql: "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, value, old_value) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       arguments: [key, created ? 1 : 0, deleted ? 1 : 0, createRevision ?? 0, prev, value, old])
+        try db.cachedStatement(sql: "INSERT INTO kine (name, created, deleted, create_revision, prev_revision, value, old_value) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [key, created ? 1 : 0, deleted ? 1 : 0, createRevision ?? 0, prev, value, old])
         let id = db.lastInsertedRowID
-        if createRevision == nil { try db.execute(sql: "UPDATE kine SET create_revision = id WHERE id = ?", arguments: [id]) }
+        if createRevision == nil { try db.cachedStatement(sql: "UPDATE kine SET create_revision = id WHERE id = ?").execute(arguments: [id]) }
         return id
     }
 
