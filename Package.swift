@@ -36,6 +36,10 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
     ],
     targets: [
         // The layers, bottom up (docs/design.md has the map and the rules a test enforces):
@@ -174,10 +178,26 @@ let package = Package(
                 path: "Sources/Node/FakeNodes", swiftSettings: strict),
         .target(name: "CNI", dependencies: ["Netlink", "JSONSyntax", "IPTablesKit", .product(name: "Crypto", package: "swift-crypto")],
                 path: "Sources/Node/CNI", swiftSettings: strict),
+        // The Container Runtime Interface: runtime.v1's messages and RuntimeService/ImageService
+        // clients (generated once by scripts/gen-cri.sh and committed), the `ContainerRuntime`
+        // the kubelet calls, over gRPC on a unix socket (containerd), and a fake for unit tests.
+        .target(name: "CRI", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2"),
+                                            .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                                            .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                                            .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                path: "Sources/Node/CRI", exclude: ["Generated/SOURCE.md"], swiftSettings: strict),
+        // OCI images made from files (tar layers, config, manifest) and pushed to a registry over
+        // the distribution API; the lab's own images (busybox, pause) from Debian's busybox-static.
+        .target(name: "Images", dependencies: ["HTTPJSON", "KubeAPI", "HostOS", .product(name: "Crypto", package: "swift-crypto")],
+                path: "Sources/Node/Images", swiftSettings: strict),
 
         // MARK: Lab
         // Helpers for tests and benchmarks that build throw-away network namespaces.
         .target(name: "NetnsKit", dependencies: ["HostOS", "CHost", "Netlink"], path: "Sources/Lab/NetnsKit", swiftSettings: strict),
+        // The real services a lab (and the node tests) run in directories they own: Debian's
+        // docker-registry with the lab's images pushed, containerd with its CRI plugin.
+        .target(name: "LabServices", dependencies: ["HostOS", "Images", "CRI", "NetnsKit", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Lab/LabServices", swiftSettings: strict),
         // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
         // plugin, a proxy per node) and the proxy-mode comparison.
         .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI", "ProxyModes", "ProxySeam", "FakeNodes", "ControllerKit",
@@ -250,6 +270,7 @@ let package = Package(
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "IPTablesKit", "ProxySeam", "HostOS", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
+        .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "HostOS", "HTTPJSON", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),

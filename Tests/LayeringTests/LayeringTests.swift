@@ -134,6 +134,16 @@ struct LayeringTests {
         #expect(graph.closure("ControllerKit").isSubset(of: ["KubeAPI", "KubeClient", "HTTPJSON", "JSONSyntax"]), "\(graph.closure("ControllerKit").sorted())")
     }
 
+    /// The node's parts know only what they speak: the CRI module gRPC and its generated
+    /// messages, the image module HTTP and files; the lab's services sit above both.
+    @Test func theNodesRuntimeAndImagesStandAlone() {
+        #expect(graph.targets["CRI"]?.targets == [], "\(graph.targets["CRI"]?.targets ?? [])")
+        #expect(graph.closure("Images").isSubset(of: ["HTTPJSON", "KubeAPI", "JSONSyntax", "HostOS", "CHost"]), "\(graph.closure("Images").sorted())")
+        for t in ["CRI", "Images"] {
+            #expect(graph.closure(t).isDisjoint(with: ["APIServer", "KubeStore", "KubeClient", "ControllerKit", "NetLab", "LabServices"]), "\(t): \(graph.closure(t).sorted())")
+        }
+    }
+
     /// The folders show the layers: every target lives in its layer's folder.
     @Test func everyTargetIsInALayerFolder() {
         let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/ControlPlane/", "Sources/Proxy/", "Sources/Node/", "Sources/Lab/", "Sources/Commands/"]

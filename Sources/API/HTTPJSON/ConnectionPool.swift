@@ -41,6 +41,7 @@ final class PooledConnection: Sendable {
     typealias Channel = NIOAsyncChannel<HTTPClientResponsePart, HTTPClientRequestPart>
     struct Answer: Sendable {
         var status: Int
+        var headers: [(String, String)]
         var body: Data
         var keepAlive: Bool
     }
@@ -77,12 +78,14 @@ final class PooledConnection: Sendable {
                         pending = job
                         try await outbound.write(contentsOf: job.parts)
                         var status = 0, keep = true, started = false
+                        var headers: [(String, String)] = []
                         var buf = ByteBuffer()
                         var answered = false
                         while let part = try await answers.next() {
                             switch part {
                             case .head(let h):
                                 status = Int(h.status.code)
+                                headers = h.headers.map { ($0.name, $0.value) }
                                 keep = h.isKeepAlive
                                 started = true
                             case .body(var b):
@@ -99,7 +102,7 @@ final class PooledConnection: Sendable {
                             return
                         }
                         if !keep { closed.set() }
-                        job.done.resume(returning: Answer(status: status, body: Data(buf.readableBytesView), keepAlive: keep))
+                        job.done.resume(returning: Answer(status: status, headers: headers, body: Data(buf.readableBytesView), keepAlive: keep))
                         if !keep { return }
                     }
                 }

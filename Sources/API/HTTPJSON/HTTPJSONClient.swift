@@ -177,8 +177,20 @@ public struct HTTPJSONClient: Sendable {
     /// Prometheus metrics).
     public func rawRequest(_ method: String, _ path: String, query: [String: String] = [:], body: Data? = nil,
                            contentType: String = "application/json") async throws -> (status: Int, body: Data) {
-        let parts = Self.parts(head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
-                                    contentType: body == nil ? nil : contentType, keepAlive: true), body.map(Array.init))
+        let answer = try await exchange(method, path, query: query, body: body, contentType: contentType)
+        return (answer.status, answer.body)
+    }
+
+    /// One request with headers of its own (`Accept` among them replaces the client's); the
+    /// answer's status, headers and body (for HTTP services that are not JSON APIs, such as an
+    /// image registry).
+    public func exchange(_ method: String, _ path: String, query: [String: String] = [:], body: Data? = nil,
+                         contentType: String = "application/json", headers extra: [(String, String)] = [])
+        async throws -> (status: Int, headers: [(String, String)], body: Data) {
+        var h = head(HTTPMethod(rawValue: method), Self.uri(path, query), bodyLength: body?.count ?? 0,
+                     contentType: body == nil ? nil : contentType, keepAlive: true)
+        for (name, value) in extra { h.headers.replaceOrAdd(name: name, value: value) }
+        let parts = Self.parts(h, body.map(Array.init))
         // On an idle connection first; if the server had closed it, on a new one.
         while true {
             let reused = pool.take()
@@ -187,7 +199,7 @@ public struct HTTPJSONClient: Sendable {
             do {
                 let answer = try await connection.send(parts)
                 if answer.keepAlive { pool.put(connection) } else { connection.close() }
-                return (answer.status, answer.body)
+                return (answer.status, answer.headers, answer.body)
             } catch is PooledConnection.ClosedBeforeAnswer {
                 if reused != nil { continue }
                 throw ClientError(status: 0, description: "\(method) \(path): the connection closed early")

@@ -1,0 +1,47 @@
+import Foundation
+import HostOS
+
+/// The images a lab runs, built on this machine from files it has: no image comes from outside.
+/// Their names are short (`switchyard/busybox:latest`); every node's containerd resolves
+/// `docker.io` to the lab's registry, as kind's local registry works.
+public enum LabImages {
+    /// Where Debian's busybox-static puts its one binary.
+    public static let busyboxPath = "/bin/busybox"
+
+    /// A root filesystem of busybox: the binary, a link per applet in /bin, the usual
+    /// directories, root and nobody in /etc/passwd and /etc/group.
+    public static func busyboxLayer(busybox: String = busyboxPath) throws -> Data {
+        let binary = try Data(contentsOf: URL(fileURLWithPath: busybox))
+        let applets = try CommandRunner().run([busybox, "--list"]).stdout
+            .split(separator: "\n").map(String.init).filter { !$0.isEmpty && $0 != "busybox" }
+        var tar = TarWriter()
+        for d in ["bin", "dev", "etc", "proc", "sys", "tmp", "var", "root", "home"] {
+            try tar.directory(d, mode: d == "tmp" ? 0o1777 : 0o755)
+        }
+        try tar.file("bin/busybox", binary, mode: 0o755)
+        for a in applets.sorted() { try tar.symlink("bin/\(a)", to: "busybox") }
+        try tar.file("etc/passwd", Data("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n".utf8))
+        try tar.file("etc/group", Data("root:x:0:\nnobody:x:65534:\n".utf8))
+        tar.finish()
+        return tar.data
+    }
+
+    /// `switchyard/busybox:latest`: busybox, `sh` by default.
+    public static func busybox(layer: Data) -> OCIImage {
+        OCIImage(layers: [layer], run: .init(cmd: ["sh"]))
+    }
+
+    /// `switchyard/pause:latest`, the pod sandbox's image: a process that only waits (the
+    /// runtime kills it with SIGKILL when the pod goes).
+    public static func pause(layer: Data) -> OCIImage {
+        OCIImage(layers: [layer], run: .init(entrypoint: ["/bin/sleep", "2147483647"]))
+    }
+
+    /// Every lab image, built and pushed; their names.
+    public static func pushAll(to client: RegistryClient, busybox: String = busyboxPath) async throws -> [String] {
+        let layer = try busyboxLayer(busybox: busybox)
+        let images = [("switchyard/busybox", Self.busybox(layer: layer)), ("switchyard/pause", Self.pause(layer: layer))]
+        for (repository, image) in images { try await client.push(image, repository: repository, tag: "latest") }
+        return images.map { "\($0.0):latest" }
+    }
+}
