@@ -186,6 +186,11 @@ let package = Package(
                                             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                                             .product(name: "SwiftProtobuf", package: "swift-protobuf")],
                 path: "Sources/Node/CRI", exclude: ["Generated/SOURCE.md"], swiftSettings: strict),
+        // The kubelet: the node registered and its Lease renewed, the pods bound to it run
+        // through CRI (sandboxes, init and app containers, restarts with back-off, graceful
+        // termination), their status written back, the pod CIDR given to the CNI plugin.
+        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Node/Kubelet", swiftSettings: strict),
         // OCI images made from files (tar layers, config, manifest) and pushed to a registry over
         // the distribution API; the lab's own images (busybox, pause) from Debian's busybox-static.
         .target(name: "Images", dependencies: ["HTTPJSON", "KubeAPI", "HostOS", .product(name: "Crypto", package: "swift-crypto")],
@@ -212,7 +217,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers",
+                "APIServer", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "CRI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -270,7 +275,8 @@ let package = Package(
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "IPTablesKit", "ProxySeam", "HostOS", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
-        .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "HostOS", "HTTPJSON", "KubeAPI"], swiftSettings: strict),
+        .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "Kubelet", "ControllerKit", "APIServer", "KubeStore", "KubeClient",
+                                                     "HostOS", "HTTPJSON", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),

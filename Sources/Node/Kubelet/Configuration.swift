@@ -1,0 +1,85 @@
+import Foundation
+import KubeAPI
+
+/// The kubelet's settings: its flags and the KubeletConfiguration (kubelet.config.k8s.io/v1beta1)
+/// fields they stand for, with upstream's defaults.
+public struct KubeletConfiguration: Sendable {
+    public var nodeName: String
+    /// The node's address (`--node-ip`); the first global IPv4 address when empty.
+    public var nodeIP = ""
+    public var maxPods = 110
+    public var registerWithTaints: [JSONValue] = []
+    public var nodeLabels: [String: String] = [:]
+    public var clusterDNS: [String] = []
+    public var clusterDomain = "cluster.local"
+    /// `--root-dir`: volumes and pod directories.
+    public var rootDir = "/var/lib/kubelet"
+    /// `podLogsDir`.
+    public var podLogsDir = "/var/log/pods"
+    /// Where the runtime reads its CNI configuration; the kubelet writes the node's there once it
+    /// knows the pod CIDR.
+    public var cniConfDir = "/etc/cni/net.d"
+    /// `nodeStatusUpdateFrequency`: how often the node's status is computed (and written when it
+    /// changed, or at least every `nodeStatusReportFrequency`).
+    public var nodeStatusUpdateFrequency: Duration = .seconds(10)
+    public var nodeStatusReportFrequency: Duration = .seconds(300)
+    /// `nodeLeaseDurationSeconds`; the Lease is renewed every quarter of it.
+    public var nodeLeaseDurationSeconds = 40
+    /// How often the runtime is relisted for changes (the PLEG's period).
+    public var relistPeriod: Duration = .seconds(1)
+    /// `syncFrequency`: each pod is synced at least this often.
+    public var syncFrequency: Duration = .seconds(60)
+    /// A crashing container's first back-off (doubling to `maxBackOff`).
+    public var backOff: Duration = .seconds(10)
+    public var maxBackOff: Duration = .seconds(300)
+    /// The container runtime's name in container IDs (`containerd://…`), from CRI's Version.
+    public var runtimeName = "containerd"
+
+    public init(nodeName: String) { self.nodeName = nodeName }
+
+    /// Applies a KubeletConfiguration document's fields (JSON or YAML already parsed).
+    public mutating func apply(_ doc: JSONValue) throws {
+        if let kind = doc["kind"]?.string, kind != "KubeletConfiguration" {
+            throw KubeletError("--config: kind is \(kind), want KubeletConfiguration")
+        }
+        if let v = doc["maxPods"]?.int { maxPods = Int(v) }
+        if let v = doc["clusterDNS"]?.array { clusterDNS = v.compactMap(\.string) }
+        if let v = doc["clusterDomain"]?.string { clusterDomain = v }
+        if let v = doc["podLogsDir"]?.string { podLogsDir = v }
+        if let v = doc["registerWithTaints"]?.array { registerWithTaints = v }
+        if let v = doc["nodeLeaseDurationSeconds"]?.int { nodeLeaseDurationSeconds = Int(v) }
+        if let v = doc["nodeStatusUpdateFrequency"]?.string { nodeStatusUpdateFrequency = try Self.duration(v) }
+        if let v = doc["nodeStatusReportFrequency"]?.string { nodeStatusReportFrequency = try Self.duration(v) }
+        if let v = doc["syncFrequency"]?.string { syncFrequency = try Self.duration(v) }
+    }
+
+    /// A Go duration (`10s`, `1m30s`, `500ms`).
+    public static func duration(_ s: String) throws -> Duration {
+        var total = 0.0, number = ""
+        var i = s.startIndex
+        while i < s.endIndex {
+            let ch = s[i]
+            if ch.isNumber || ch == "." { number.append(ch); i = s.index(after: i); continue }
+            var unit = String(ch)
+            let next = s.index(after: i)
+            if ch == "m" && next < s.endIndex && s[next] == "s" { unit = "ms"; i = next }
+            guard let n = Double(number) else { throw KubeletError("invalid duration \(s)") }
+            switch unit {
+            case "h": total += n * 3600
+            case "m": total += n * 60
+            case "s": total += n
+            case "ms": total += n / 1000
+            default: throw KubeletError("invalid duration \(s)")
+            }
+            number = ""
+            i = s.index(after: i)
+        }
+        guard number.isEmpty || s == "0" else { throw KubeletError("invalid duration \(s): missing unit") }
+        return .milliseconds(Int64(total * 1000))
+    }
+}
+
+public struct KubeletError: Error, CustomStringConvertible, Sendable {
+    public var description: String
+    public init(_ d: String) { description = d }
+}

@@ -1,0 +1,263 @@
+import ControllerKit
+import CRI
+import Foundation
+import KubeAPI
+@testable import Kubelet
+import Testing
+
+/// A kubelet over the fake runtime and the API server in memory.
+struct KubeletHarness {
+    let api: API
+    let runtime: FakeRuntime
+    let kubelet: Kubelet
+    let task: Task<Void, Never>
+    let dir: String
+
+    static func start(api: API? = nil, runtime: FakeRuntime = FakeRuntime(registry: ["switchyard/busybox:latest", "busybox:1.36"]),
+                      dir: String? = nil) async throws -> KubeletHarness {
+        var transport: API
+        if let api { transport = api } else { transport = try await HandlerTransport.make().1 }
+        let api = transport
+        let dir = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("sy-kubelet-\(UUID().uuidString)").path
+        var c = KubeletConfiguration(nodeName: "node-a")
+        c.nodeIP = "192.0.2.10"
+        c.rootDir = dir + "/root"
+        c.podLogsDir = dir + "/logs"
+        c.cniConfDir = dir + "/cni"
+        c.nodeStatusUpdateFrequency = .milliseconds(200)
+        c.relistPeriod = .milliseconds(100)
+        c.syncFrequency = .seconds(2)
+        c.backOff = .seconds(1)
+        c.maxBackOff = .seconds(4)
+        c.runtimeName = "fake"
+        let kubelet = Kubelet(api: api, runtime: runtime, config: c)
+        let task = Task { _ = try? await kubelet.run() }
+        return KubeletHarness(api: api, runtime: runtime, kubelet: kubelet, task: task, dir: dir)
+    }
+
+    func stop() {
+        task.cancel()
+    }
+
+    func cleanUp() {
+        stop()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func pod(_ name: String) async throws -> JSONValue { try await api.get("/api/v1/namespaces/default/pods/\(name)") }
+
+    func create(_ name: String, containers: [JSONValue], initContainers: [JSONValue] = [], restartPolicy: String = "Always",
+                extra: [String: JSONValue] = [:]) async throws {
+        var spec: [String: JSONValue] = ["containers": .array(containers), "restartPolicy": .string(restartPolicy), "nodeName": "node-a"]
+        if !initContainers.isEmpty { spec["initContainers"] = .array(initContainers) }
+        for (k, v) in extra { spec[k] = v }
+        _ = try await api.create("/api/v1/namespaces/default/pods", ["apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string(name)], "spec": .object(spec)])
+    }
+
+    func eventually(_ what: String, _ check: @escaping () async throws -> Bool) async throws {
+        let ok = try await api.eventually(60, check)
+        #expect(ok, "\(what)")
+        if !ok { throw KubeletError("timed out: \(what)") }
+    }
+}
+
+func container(_ name: String, image: String = "switchyard/busybox:latest", extra: [String: JSONValue] = [:]) -> JSONValue {
+    var c: [String: JSONValue] = ["name": .string(name), "image": .string(image)]
+    for (k, v) in extra { c[k] = v }
+    return .object(c)
+}
+
+@Suite("kubelet over a fake runtime", .serialized)
+struct KubeletTests {
+    @Test func registersTheNodeKeepsItsLeaseAndGivesThePodCIDRToCNI() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.eventually("the node registers") { (try? await h.api.get("/api/v1/nodes/node-a")) != nil }
+        let node = try await h.api.get("/api/v1/nodes/node-a")
+        #expect(node[path: ["metadata", "labels", "kubernetes.io/hostname"]] == "node-a")
+        #expect(node[path: ["metadata", "labels", "kubernetes.io/os"]] == "linux")
+        try await h.eventually("the node reports its status") {
+            try await h.api.get("/api/v1/nodes/node-a")[path: ["status", "nodeInfo", "containerRuntimeVersion"]] == "fake://0.1.0"
+        }
+        let status = try await h.api.get("/api/v1/nodes/node-a")["status"] ?? [:]
+        #expect(status[path: ["capacity", "pods"]] == "110")
+        #expect(status[path: ["capacity", "cpu"]]?.string == String(ProcessInfo.processInfo.activeProcessorCount))
+        #expect(status["addresses"]?.array?.first?["address"] == "192.0.2.10")
+        let ready = status["conditions"]?.array?.first { $0["type"] == "Ready" }
+        #expect(ready?["status"] == "True")
+        #expect(ready?["reason"] == "KubeletReady")
+        try await h.eventually("the lease is held") {
+            try await h.api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-a")[path: ["spec", "holderIdentity"]] == "node-a"
+        }
+        _ = try await h.api.mergePatch("/api/v1/nodes/node-a", ["spec": ["podCIDR": "10.244.7.0/24"]])
+        let conf = h.dir + "/cni/10-switchyard.conflist"
+        try await h.eventually("the CNI configuration is written") { FileManager.default.fileExists(atPath: conf) }
+        let text = try String(contentsOfFile: conf, encoding: .utf8)
+        #expect(text.contains("\"subnet\": \"10.244.7.0/24\""))
+    }
+
+    @Test func runsAPodAndReportsItAsUpstreamDoes() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        _ = try await h.api.create("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "settings"], "data": ["mode": "fast"]])
+        _ = try await h.api.create("/api/v1/namespaces/default/services", ["metadata": ["name": "web-api"],
+                                                                           "spec": ["ports": [["port": 80, "name": "http"]], "selector": ["app": "x"]]])
+        try await h.create("web", containers: [container("main", extra: [
+            "command": ["sh", "-c"], "args": ["echo $(MODE)"],
+            "env": [["name": "MODE", "valueFrom": ["configMapKeyRef": ["name": "settings", "key": "mode"]]],
+                    ["name": "NODE", "valueFrom": ["fieldRef": ["fieldPath": "spec.nodeName"]]],
+                    ["name": "ME", "valueFrom": ["fieldRef": ["fieldPath": "metadata.name"]]]]])])
+        try await h.eventually("the pod runs and is ready") {
+            let p = try await h.pod("web")
+            return p[path: ["status", "phase"]] == "Running" && p[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+        }
+        let p = try await h.pod("web")
+        let status = p["status"] ?? [:]
+        #expect(status["podIP"]?.string?.hasPrefix("10.88.") == true)
+        #expect(status["hostIP"] == "192.0.2.10")
+        #expect(status["qosClass"] == "BestEffort")
+        let types = (status["conditions"]?.array ?? []).compactMap { $0["type"]?.string }
+        #expect(types == ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"], "\(types)")
+        let cs = status["containerStatuses"]?.array?.first ?? [:]
+        #expect(cs["name"] == "main")
+        #expect(cs["ready"] == true)
+        #expect(cs["started"] == true)
+        #expect(cs["restartCount"] == 0)
+        #expect(cs[path: ["state", "running", "startedAt"]]?.string != nil)
+        #expect(cs["containerID"]?.string?.hasPrefix("fake://") == true)
+        let config = try #require(h.runtime.containerConfig("main"))
+        let env = Dictionary(config.envs.map { ($0.key, String(decoding: $0.value, as: UTF8.self)) }, uniquingKeysWith: { _, b in b })
+        #expect(env["MODE"] == "fast")
+        #expect(env["NODE"] == "node-a")
+        #expect(env["ME"] == "web")
+        #expect(env["WEB_API_SERVICE_PORT_HTTP"] == "80")
+        #expect(env["WEB_API_SERVICE_HOST"]?.isEmpty == false)
+        #expect(config.args == ["echo fast"])
+        #expect(config.labels["io.kubernetes.pod.uid"] == p.uid)
+        let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+        let reasons = Set(events.compactMap { $0["reason"]?.string })
+        #expect(reasons.isSuperset(of: ["Pulling", "Pulled", "Created", "Started"]), "\(reasons)")
+        #expect(events.first { $0["reason"] == "Started" }?[path: ["source", "component"]] == "kubelet")
+    }
+
+    @Test func restartsACrashingContainerWithBackOff() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("crash", containers: [container("main")])
+        try await h.eventually("the pod runs") { try await h.pod("crash")[path: ["status", "phase"]] == "Running" }
+        let uid = try await h.pod("crash").uid
+        func statusOfMain() async throws -> JSONValue { try await h.pod("crash")[path: ["status", "containerStatuses"]]?.array?.first ?? [:] }
+        // The first restart is at once.
+        h.runtime.exit(pod: uid, container: "main", code: 1)
+        try await h.eventually("restarted once") {
+            let s = try await statusOfMain()
+            return s["restartCount"] == 1 && s[path: ["state", "running"]] != nil
+        }
+        #expect(try await statusOfMain()[path: ["lastState", "terminated", "exitCode"]] == 1)
+        #expect(try await statusOfMain()[path: ["lastState", "terminated", "reason"]] == "Error")
+        // The next waits: CrashLoopBackOff, then a restart when the back-off ends.
+        h.runtime.exit(pod: uid, container: "main", code: 2)
+        try await h.eventually("backing off") { try await statusOfMain()[path: ["state", "waiting", "reason"]] == "CrashLoopBackOff" }
+        let waiting = try await statusOfMain()
+        #expect(waiting[path: ["state", "waiting", "message"]] == .string("back-off 1s restarting failed container=main pod=crash_default(\(uid))"))
+        let ready = try await h.pod("crash")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }
+        #expect(ready?["status"] == "False")
+        #expect(ready?["message"] == "containers with unready status: [main]")
+        try await h.eventually("restarted after the back-off") {
+            let s = try await statusOfMain()
+            return s["restartCount"] == 2 && s[path: ["state", "running"]] != nil
+        }
+        let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+        #expect(events.contains { $0["reason"] == "BackOff" && $0["type"] == "Warning" })
+    }
+
+    @Test func finishesWithTheRestartPolicy() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("job-ok", containers: [container("main")], restartPolicy: "Never")
+        try await h.create("job-bad", containers: [container("main")], restartPolicy: "Never")
+        try await h.eventually("both run") {
+            let a = try await h.pod("job-ok"), b = try await h.pod("job-bad")
+            return a[path: ["status", "phase"]] == "Running" && b[path: ["status", "phase"]] == "Running"
+        }
+        h.runtime.exit(pod: try await h.pod("job-ok").uid, container: "main", code: 0)
+        h.runtime.exit(pod: try await h.pod("job-bad").uid, container: "main", code: 3)
+        try await h.eventually("one succeeded") { try await h.pod("job-ok")[path: ["status", "phase"]] == "Succeeded" }
+        try await h.eventually("one failed") { try await h.pod("job-bad")[path: ["status", "phase"]] == "Failed" }
+        let ok = try await h.pod("job-ok")
+        #expect(ok[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["reason"] == "PodCompleted")
+        #expect(ok[path: ["status", "containerStatuses"]]?.array?.first?[path: ["state", "terminated", "reason"]] == "Completed")
+        let bad = try await h.pod("job-bad")
+        #expect(bad[path: ["status", "containerStatuses"]]?.array?.first?[path: ["state", "terminated", "exitCode"]] == 3)
+        #expect(bad[path: ["status", "containerStatuses"]]?.array?.first?["restartCount"] == 0)
+    }
+
+    @Test func runsInitContainersFirstInOrder() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("inits", containers: [container("app")], initContainers: [container("first"), container("second")])
+        try await h.eventually("the first init container runs") {
+            try await h.pod("inits")[path: ["status", "initContainerStatuses"]]?.array?.first?[path: ["state", "running"]] != nil
+        }
+        let p = try await h.pod("inits")
+        #expect(p[path: ["status", "phase"]] == "Pending")
+        let initialized = p[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Initialized" }
+        #expect(initialized?["status"] == "False")
+        #expect(initialized?["reason"] == "ContainersNotInitialized")
+        #expect(initialized?["message"] == "containers with incomplete status: [first second]")
+        #expect(p[path: ["status", "containerStatuses"]]?.array?.first?[path: ["state", "waiting", "reason"]] == "PodInitializing")
+        #expect(h.runtime.containerConfig("second") == nil)
+        #expect(h.runtime.containerConfig("app") == nil)
+        h.runtime.exit(pod: p.uid, container: "first", code: 0)
+        try await h.eventually("the second runs") { h.runtime.containerConfig("second") != nil }
+        #expect(h.runtime.containerConfig("app") == nil)
+        h.runtime.exit(pod: p.uid, container: "second", code: 0)
+        try await h.eventually("the app runs") { try await h.pod("inits")[path: ["status", "phase"]] == "Running" }
+        let done = try await h.pod("inits")
+        #expect(done[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Initialized" }?["status"] == "True")
+        #expect(done[path: ["status", "initContainerStatuses"]]?.array?.allSatisfy { $0[path: ["state", "terminated", "reason"]] == "Completed" } == true)
+    }
+
+    @Test func finishesAGracefulDeletionAndLeavesNothing() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("gone", containers: [container("main")])
+        try await h.eventually("the pod runs") { try await h.pod("gone")[path: ["status", "phase"]] == "Running" }
+        #expect(h.runtime.runningContainers == 1)
+        _ = try await h.api.delete("/api/v1/namespaces/default/pods/gone")
+        try await h.eventually("the kubelet deletes it") {
+            do { _ = try await h.pod("gone"); return false } catch let e as APIStatusError { return e.isNotFound }
+        }
+        #expect(h.runtime.runningContainers == 0)
+        #expect(h.runtime.sandboxCount == 0)
+        #expect(h.runtime.calls.contains("StopContainer"))
+    }
+
+    @Test func aPullFailureWaitsAndTheImageIsPulledOnceItExists() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("pull", containers: [container("main", image: "switchyard/later:1.0")])
+        try await h.eventually("the pull fails") {
+            let reason = try await h.pod("pull")[path: ["status", "containerStatuses"]]?.array?.first?[path: ["state", "waiting", "reason"]]?.string
+            return reason == "ErrImagePull" || reason == "ImagePullBackOff"
+        }
+        h.runtime.makeAvailable("switchyard/later:1.0")
+        try await h.eventually("the pod runs once the image exists") { try await h.pod("pull")[path: ["status", "phase"]] == "Running" }
+    }
+
+    /// A restarted kubelet finds its pods in the runtime and leaves them running.
+    @Test func aRestartedKubeletAdoptsItsPods() async throws {
+        let first = try await KubeletHarness.start()
+        try await first.create("keep", containers: [container("main")])
+        try await first.eventually("the pod runs") { try await first.pod("keep")[path: ["status", "phase"]] == "Running" }
+        first.stop()
+        try await Task.sleep(for: .milliseconds(300))
+        let creates = first.runtime.calls.filter { $0.hasPrefix("RunPodSandbox") || $0.hasPrefix("CreateContainer") }.count
+        let second = try await KubeletHarness.start(api: first.api, runtime: first.runtime, dir: first.dir)
+        defer { second.cleanUp() }
+        try await Task.sleep(for: .seconds(2))
+        #expect(second.runtime.calls.filter { $0.hasPrefix("RunPodSandbox") || $0.hasPrefix("CreateContainer") }.count == creates)
+        #expect(second.runtime.runningContainers == 1)
+        #expect(try await second.pod("keep")[path: ["status", "phase"]] == "Running")
+    }
+}
