@@ -45,6 +45,17 @@ final class TestNode: @unchecked Sendable {
             try CommandRunner().run(["ip", "netns", "add", netns])
             cleanup.append { _ = try? CommandRunner().run(["ip", "netns", "del", netns], check: false) }
             try CommandRunner(netns: netns).run(["ip", "link", "set", "lo", "up"])
+            // The node reached from this process as from a machine beside it: a veth pair, and
+            // the node's pod range routed through it (a kubelet here probes the pods by address).
+            let third = subnet.split(separator: ".")[2]
+            let (host, inside) = ("syh\(id.prefix(6))", "syn\(id.prefix(6))")
+            try CommandRunner().run(["ip", "link", "add", host, "type", "veth", "peer", "name", inside, "netns", netns])
+            try CommandRunner().run(["ip", "addr", "add", "10.78.\(third).1/30", "dev", host])
+            try CommandRunner().run(["ip", "link", "set", host, "up"])
+            try CommandRunner(netns: netns).run(["ip", "addr", "add", "10.78.\(third).2/30", "dev", inside])
+            try CommandRunner(netns: netns).run(["ip", "link", "set", inside, "up"])
+            try CommandRunner(netns: netns).run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            try CommandRunner().run(["ip", "route", "add", subnet, "via", "10.78.\(third).2"])
             let reg = try RegistryProcess(dir: dir.appendingPathComponent("registry"), netns: netns)
             cleanup.append { reg.stop() }
             _ = try await LabImages.pushAll(to: try reg.client())
@@ -78,6 +89,7 @@ final class TestNode: @unchecked Sendable {
         cri.close()
         await containerd.stop()
         registry.stop()
+        _ = try? CommandRunner().run(["ip", "link", "del", "syh\(id.prefix(6))"], check: false)
         _ = try? CommandRunner().run(["ip", "netns", "del", netns], check: false)
         try? FileManager.default.removeItem(at: dir)
     }
@@ -165,7 +177,7 @@ struct ContainerdTests {
                 #expect(e.isNotFound)
             }
             // Nothing of the pod left on the node: its veth is gone, its address free again.
-            let links = try CommandRunner(netns: node.netns).run(["ip", "-o", "link", "show", "type", "veth"]).stdout
+            let links = try CommandRunner(netns: node.netns).run(["ip", "-o", "link", "show", "master", "cni0"]).stdout
             #expect(links.isEmpty, "\(links)")
         } catch {
             Issue.record("\(error)\n\(node.containerd.logTail())")

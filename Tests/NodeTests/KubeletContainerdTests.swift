@@ -32,9 +32,14 @@ struct KubeletContainerdTests {
                 "apiVersion": "v1", "kind": "Pod", "metadata": ["name": "web"],
                 "spec": ["nodeName": .string(c.nodeName), "terminationGracePeriodSeconds": 2,
                          "containers": [["name": "httpd", "image": "switchyard/busybox:latest", "command": command,
+                                         "ports": [["name": "http", "containerPort": 8080]],
+                                         "readinessProbe": ["httpGet": ["path": "/index.html", "port": "http"], "periodSeconds": 1],
+                                         "livenessProbe": ["tcpSocket": ["port": 8080], "periodSeconds": 1, "initialDelaySeconds": 1],
                                          "env": [["name": "POD_NAMESPACE", "valueFrom": ["fieldRef": ["fieldPath": "metadata.namespace"]]]]]]]])
+            // Running, and Ready once the HTTP readiness probe has passed.
             let running = try await api.eventually(90) {
-                try await api.get("/api/v1/namespaces/default/pods/web")[path: ["status", "phase"]] == "Running"
+                let p = try await api.get("/api/v1/namespaces/default/pods/web")
+                return p[path: ["status", "phase"]] == "Running" && p[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
             }
             let pod = try await api.get("/api/v1/namespaces/default/pods/web")
             #expect(running, "\(pod["status"] ?? .null)\n\(node.containerd.logTail())")
@@ -43,6 +48,7 @@ struct KubeletContainerdTests {
             #expect(ip.hasPrefix(prefix), "pod IP \(ip) not in \(node.subnet)")
             let cs = pod[path: ["status", "containerStatuses"]]?.array?.first ?? [:]
             #expect(cs["containerID"]?.string?.hasPrefix("containerd://") == true)
+            #expect(cs["restartCount"] == 0)
             #expect(cs["imageID"]?.string?.hasPrefix("sha256:") == true || cs["imageID"]?.string?.contains("@sha256:") == true)
             var answer = ""
             for _ in 0..<50 where answer.isEmpty {
@@ -61,7 +67,7 @@ struct KubeletContainerdTests {
             #expect(gone)
             #expect(try await node.cri.listPodSandbox(nil).isEmpty)
             #expect(try await node.cri.listContainers(nil).isEmpty)
-            let veths = try CommandRunner(netns: node.netns).run(["ip", "-o", "link", "show", "type", "veth"]).stdout
+            let veths = try CommandRunner(netns: node.netns).run(["ip", "-o", "link", "show", "master", "cni0"]).stdout
             #expect(veths.isEmpty, "\(veths)")
         } catch {
             Issue.record("\(error)\n\(node.containerd.logTail())")

@@ -245,6 +245,50 @@ struct KubeletTests {
         try await h.eventually("the pod runs once the image exists") { try await h.pod("pull")[path: ["status", "phase"]] == "Running" }
     }
 
+    /// Readiness drives the Ready condition both ways by its thresholds; a failing liveness
+    /// probe restarts the container; liveness and readiness wait for the startup probe.
+    @Test func probesDecideReadinessAndRestarts() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        let flags = Flags()
+        h.runtime.onExec { container, cmd in
+            let what = cmd.last ?? ""
+            return (flags.get("\(container)/\(what)") ? 0 : 1, "\(what) is \(flags.get("\(container)/\(what)") ? "ok" : "not ok")")
+        }
+        func probe(_ what: String, failure: Int = 1) -> JSONValue {
+            ["exec": ["command": ["check", .string(what)]], "periodSeconds": 1, "failureThreshold": .int(Int64(failure))]
+        }
+        try await h.create("probed", containers: [container("main", extra: ["readinessProbe": probe("ready"), "livenessProbe": probe("alive", failure: 2),
+                                                                           "startupProbe": probe("booted", failure: 30)])])
+        flags.set("main/alive", true)
+        func ready() async throws -> String? {
+            try await h.pod("probed")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"]?.string
+        }
+        try await h.eventually("running") { try await h.pod("probed")[path: ["status", "phase"]] == "Running" }
+        try await Task.sleep(for: .milliseconds(1500))
+        var main = try await h.pod("probed")[path: ["status", "containerStatuses"]]?.array?.first ?? [:]
+        #expect(main["started"] == false)
+        #expect(try await ready() == "False")
+        flags.set("main/booted", true)
+        try await h.eventually("started") { try await h.pod("probed")[path: ["status", "containerStatuses"]]?.array?.first?["started"] == true }
+        #expect(try await ready() == "False")
+        flags.set("main/ready", true)
+        try await h.eventually("ready") { try await ready() == "True" }
+        flags.set("main/ready", false)
+        try await h.eventually("not ready again") { try await ready() == "False" }
+        main = try await h.pod("probed")[path: ["status", "containerStatuses"]]?.array?.first ?? [:]
+        #expect(main["ready"] == false)
+        #expect(main["restartCount"] == 0)
+        flags.set("main/alive", false)
+        try await h.eventually("restarted by the liveness probe") {
+            try await h.pod("probed")[path: ["status", "containerStatuses"]]?.array?.first?["restartCount"] == 1
+        }
+        let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+        #expect(events.contains { $0["reason"] == "Unhealthy" && $0["message"]?.string?.hasPrefix("Liveness probe failed: alive is not ok") == true })
+        #expect(events.contains { $0["reason"] == "Unhealthy" && $0["message"]?.string?.hasPrefix("Readiness probe failed:") == true })
+        #expect(events.contains { $0["reason"] == "Killing" && $0["message"] == "Container main failed liveness probe, will be restarted" })
+    }
+
     /// A restarted kubelet finds its pods in the runtime and leaves them running.
     @Test func aRestartedKubeletAdoptsItsPods() async throws {
         let first = try await KubeletHarness.start()
@@ -260,4 +304,11 @@ struct KubeletTests {
         #expect(second.runtime.runningContainers == 1)
         #expect(try await second.pod("keep")[path: ["status", "phase"]] == "Running")
     }
+}
+
+final class Flags: @unchecked Sendable {
+    let lock = NSLock()
+    var values: [String: Bool] = [:]
+    func set(_ k: String, _ v: Bool) { lock.withLock { values[k] = v } }
+    func get(_ k: String) -> Bool { lock.withLock { values[k] ?? false } }
 }

@@ -22,6 +22,10 @@ final class PodWorker: Sendable {
         var lastStatus: JSONValue?
         var task: Task<Void, Never>?
         var nextWake: ContinuousClock.Instant?
+        /// Probe workers per running container (by its ID), and their verdicts.
+        var probers: [String: [Task<Void, Never>]] = [:]
+        var ready: [String: Bool] = [:]
+        var started: [String: Bool] = [:]
     }
     let state: Mutex<State>
 
@@ -67,7 +71,11 @@ final class PodWorker: Sendable {
                 finished = false
                 wake(at: .now + .seconds(1))
             }
-            if finished { break }
+            if finished {
+                let probers = state.withLock { s in defer { s.probers = [:] }; return s.probers.values.flatMap { $0 } }
+                for t in probers { t.cancel() }
+                break
+            }
             let timeout = state.withLock { s -> Duration in
                 defer { s.nextWake = nil }
                 guard let at = s.nextWake else { return config.syncFrequency }
@@ -199,8 +207,79 @@ final class PodWorker: Sendable {
                 await startContainer(pod, c, sandbox: sandboxID, sandboxConfig: sandboxConfig, restartCount: r.map { $0.restartCount + 1 } ?? 0, podIP: podIP)
             }
         }
-        try await writeStatus(pod, try await observe(), sandboxReady: true, terminal: false, sandbox: sandboxID, podIP: podIP)
+        let now = try await observe()
+        await runProbers(pod, await self.records(now, sandbox: sandboxID), podIP: podIP)
+        try await writeStatus(pod, now, sandboxReady: true, terminal: false, sandbox: sandboxID, podIP: podIP)
         return false
+    }
+
+    // MARK: probes
+
+    /// One prober per probe of each running container; those of containers no longer running stop.
+    func runProbers(_ pod: JSONValue, _ records: [String: ContainerRecord], podIP: String) async {
+        var running: [String: JSONValue] = [:]
+        for c in pod[path: ["spec", "containers"]]?.array ?? [] {
+            if let r = records[c["name"]?.string ?? ""], r.isRunning, let id = r.current?.id { running[id] = c }
+        }
+        let stale = state.withLock { s -> [Task<Void, Never>] in
+            var out: [Task<Void, Never>] = []
+            for (id, tasks) in s.probers where running[id] == nil {
+                out += tasks
+                s.probers[id] = nil
+                s.ready[id] = nil
+                s.started[id] = nil
+            }
+            return out
+        }
+        for t in stale { t.cancel() }
+        for (id, c) in running {
+            guard state.withLock({ $0.probers[id] == nil }) else { continue }
+            let probes = [Probe(.startup, c["startupProbe"]), Probe(.liveness, c["livenessProbe"]), Probe(.readiness, c["readinessProbe"])].compactMap { $0 }
+            let hasStartup = probes.contains { $0.kind == .startup }
+            let tasks = probes.map { p in Task { await self.probe(p, pod: pod, container: c, id: id, podIP: podIP, waitForStartup: hasStartup) } }
+            state.withLock { $0.probers[id] = tasks }
+        }
+    }
+
+    func probe(_ p: Probe, pod: JSONValue, container c: JSONValue, id: String, podIP: String, waitForStartup: Bool) async {
+        let name = c["name"]?.string ?? ""
+        try? await Task.sleep(for: .milliseconds(Int64(p.initialDelay * 1000)))
+        var successes = 0, failures = 0
+        while !Task.isCancelled {
+            // Liveness and readiness wait for the startup probe to pass.
+            if p.kind != .startup && waitForStartup && !state.withLock({ $0.started[id] ?? false }) {
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            let (ok, message) = await p.run(container: c, id: id, podIP: podIP, runtime: runtime)
+            if Task.isCancelled { return }
+            if ok { successes += 1; failures = 0 } else { failures += 1; successes = 0 }
+            if !ok { kubelet.record(pod, type: "Warning", reason: "Unhealthy", message: "\(p.kind.rawValue) probe failed: \(message)") }
+            switch p.kind {
+            case .readiness:
+                let changed = state.withLock { s -> Bool in
+                    let was = s.ready[id] ?? false
+                    let now = ok ? (successes >= p.successThreshold ? true : was) : (failures >= p.failureThreshold ? false : was)
+                    s.ready[id] = now
+                    return now != was
+                }
+                if changed { wake() }
+            case .liveness, .startup:
+                if p.kind == .startup && ok {
+                    state.withLock { $0.started[id] = true }
+                    wake()
+                    return
+                }
+                if failures >= p.failureThreshold {
+                    kubelet.record(pod, reason: "Killing", message: "Container \(name) failed \(p.kind.rawValue.lowercased()) probe, will be restarted")
+                    let grace = pod[path: ["spec", "terminationGracePeriodSeconds"]]?.int ?? 30
+                    try? await runtime.stopContainer(id, timeout: grace)
+                    wake()
+                    return
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(Int64(p.period * 1000)))
+        }
     }
 
     /// Whether a container that exited must wait before its restart (CrashLoopBackOff: 10 s,
@@ -343,10 +422,15 @@ final class PodWorker: Sendable {
                 appRecords[name, default: ContainerRecord()].waiting = w
             }
         }
-        // No probes yet: a running container is started and ready.
+        // Started once its startup probe passed (at once without one); ready once started and,
+        // with a readiness probe, once that passed.
+        let (readyByID, startedByID) = state.withLock { ($0.ready, $0.started) }
+        let specs = Dictionary((pod[path: ["spec", "containers"]]?.array ?? []).map { ($0["name"]?.string ?? "", $0) }, uniquingKeysWith: { a, _ in a })
         for (k, r) in appRecords where r.isRunning && r.waiting == nil {
-            appRecords[k]?.started = true
-            appRecords[k]?.ready = true
+            let id = r.current?.id ?? "", spec = specs[k] ?? [:]
+            let started = spec["startupProbe"] == nil || startedByID[id] == true
+            appRecords[k]?.started = started
+            appRecords[k]?.ready = started && (spec["readinessProbe"] == nil || readyByID[id] == true)
         }
         for (k, r) in initRecords where r.isRunning { initRecords[k]?.started = true }
         var input = PodStatusBuilder.Input(pod: pod, sandboxReady: sandboxReady && !podIP.isEmpty, podIP: podIP, hostIP: kubelet.nodeIP,
