@@ -16,7 +16,25 @@ stop_orphaned_etcd() {
     fi
   done
 }
-trap stop_orphaned_etcd EXIT
+# The node tests' containerd, its shims and registry (LabServices) likewise: those left to init
+# by a crashed test process go, with their namespace and directory.
+stop_orphaned_node_services() {
+  for pid in $(pgrep -f '(containerd --config|docker-registry serve) /tmp/sy-node-' || true); do
+    [ "$(ps -o ppid= -p "$pid" | tr -d ' ')" = 1 ] && kill "$pid" 2>/dev/null || true
+  done
+  sleep 1
+  for pid in $(pgrep -f 'containerd-shim-runc-v2 .*-address /run/sy-ctd-' || true); do
+    sock=$(tr '\0' '\n' < "/proc/$pid/cmdline" | sed -n '/^-address$/{n;p}')
+    # A shim whose containerd still listens belongs to a live test.
+    ss -xlH 2>/dev/null | grep -qF "$sock " && continue
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  for ns in $(ip netns list 2>/dev/null | awk '/^sy-node-/{print $1}'); do
+    [ -z "$(ip netns pids "$ns" 2>/dev/null)" ] && ip netns del "$ns" 2>/dev/null || true
+  done
+}
+cleanup() { stop_orphaned_etcd; stop_orphaned_node_services; }
+trap cleanup EXIT
 bash scripts/setup.sh
 swift build --build-tests
 quickstart=0

@@ -45,7 +45,7 @@ struct HandlerTransport: APITransport {
 
 extension API {
     /// Polls until `check` holds (false after `seconds`).
-    func eventually(_ seconds: Double = 120, _ check: () async throws -> Bool) async throws -> Bool {
+    func eventually(_ seconds: Double = 240, _ check: () async throws -> Bool) async throws -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if (try? await check()) == true { return true }

@@ -5,93 +5,44 @@ import Images
 import LabServices
 import Testing
 
-/// A node's runtime for a test: a lab registry with the lab's images, a network namespace
-/// standing for the node, our CNI plugins under the names containerd runs them by, and a
-/// containerd of its own inside the namespace. `close()` removes all of it.
+/// A node's runtime for a test: a lab registry with the lab's images (on this namespace's
+/// addresses), and a `RuntimeNode` (namespace, veth, our CNI plugins, containerd). `close()`
+/// removes all of it.
 final class TestNode: @unchecked Sendable {
-    let id = String(UUID().uuidString.prefix(8)).lowercased()
-    let dir: URL
-    let netns: String
+    let node: RuntimeNode
     let registry: RegistryProcess
-    let containerd: ContainerdProcess
-    let cri: CRIClient
-    let subnet: String
+    var id: String { node.id }
+    var dir: URL { node.dir }
+    var netns: String { node.netns }
+    var subnet: String { node.podCIDR }
+    var containerd: ContainerdProcess { node.containerd }
+    var cri: CRIClient { node.cri }
 
-    static var available: Bool {
-        geteuid() == 0 && ContainerdProcess.available && RegistryProcess.available && FileManager.default.isExecutableFile(atPath: LabImages.busyboxPath)
-    }
+    static var available: Bool { RuntimeNode.available && FileManager.default.isExecutableFile(atPath: LabImages.busyboxPath) }
 
     /// The plugin binary this package built.
     static func pluginBinary() throws -> String {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        for d in [".build/debug", ".build/release"] {
-            let p = root.appendingPathComponent(d).appendingPathComponent("switchyard-cni").path
-            if FileManager.default.isExecutableFile(atPath: p) { return p }
-        }
-        throw NotBuilt()
+        guard let p = RuntimeNode.pluginBinary(packageRoot: root) else { throw NotBuilt() }
+        return p
     }
 
-    init(subnet: String = "10.77.\(Int.random(in: 1...250)).0/24") async throws {
-        self.subnet = subnet
-        let id = self.id
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-node-\(id)")
-        let netns = "sy-node-\(id)"
-        self.dir = dir
-        self.netns = netns
-        let fm = FileManager.default
-        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
-        var cleanup: [() -> Void] = [{ try? fm.removeItem(at: dir) }]
+    init() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-node-registry-\(UUID().uuidString.prefix(8))")
+        let reg = try RegistryProcess(dir: dir, host: "0.0.0.0")
         do {
-            try CommandRunner().run(["ip", "netns", "add", netns])
-            cleanup.append { _ = try? CommandRunner().run(["ip", "netns", "del", netns], check: false) }
-            try CommandRunner(netns: netns).run(["ip", "link", "set", "lo", "up"])
-            // The node reached from this process as from a machine beside it: a veth pair, and
-            // the node's pod range routed through it (a kubelet here probes the pods by address).
-            let third = subnet.split(separator: ".")[2]
-            let (host, inside) = ("syh\(id.prefix(6))", "syn\(id.prefix(6))")
-            try CommandRunner().run(["ip", "link", "add", host, "type", "veth", "peer", "name", inside, "netns", netns])
-            try CommandRunner().run(["ip", "addr", "add", "10.78.\(third).1/30", "dev", host])
-            try CommandRunner().run(["ip", "link", "set", host, "up"])
-            try CommandRunner(netns: netns).run(["ip", "addr", "add", "10.78.\(third).2/30", "dev", inside])
-            try CommandRunner(netns: netns).run(["ip", "link", "set", inside, "up"])
-            try CommandRunner(netns: netns).run(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            try CommandRunner().run(["ip", "route", "add", subnet, "via", "10.78.\(third).2"])
-            let reg = try RegistryProcess(dir: dir.appendingPathComponent("registry"), netns: netns)
-            cleanup.append { reg.stop() }
-            _ = try await LabImages.pushAll(to: try reg.client())
-            // Our plugins, by the names a network configuration and containerd use.
-            let bin = dir.appendingPathComponent("cni-bin").path
-            try fm.createDirectory(atPath: bin, withIntermediateDirectories: true)
-            let plugin = try Self.pluginBinary()
-            for n in ["switchyard-bridge", "switchyard-host-local", "loopback"] {
-                try fm.createSymbolicLink(atPath: "\(bin)/\(n)", withDestinationPath: plugin)
-            }
-            let conf = dir.appendingPathComponent("cni-conf").path
-            try fm.createDirectory(atPath: conf, withIntermediateDirectories: true)
-            let conflist = """
-                {"cniVersion": "1.0.0", "name": "node-\(id)", "plugins": [{"type": "switchyard-bridge", "bridge": "cni0", "isGateway": true,
-                  "ipMasq": false, "ipam": {"type": "switchyard-host-local", "dataDir": "\(dir.path)/ipam", "ranges": [[{"subnet": "\(subnet)"}]],
-                  "routes": [{"dst": "0.0.0.0/0"}]}}]}
-                """
-            try Data(conflist.utf8).write(to: URL(fileURLWithPath: "\(conf)/10-node.conflist"))
-            var o = ContainerdProcess.Options(cniBinDir: bin, cniConfDir: conf, registry: reg.address, netns: netns)
-            o.sandboxImage = "docker.io/switchyard/pause:latest"
-            containerd = try ContainerdProcess(dir: dir.appendingPathComponent("containerd"), o)
-            registry = reg
-            cri = try CRIClient(endpoint: containerd.endpoint)
+            _ = try await LabImages.pushAll(to: try RegistryClient(url: "http://127.0.0.1:\(reg.port)"))
+            node = try await RuntimeNode.make(registryPort: reg.port, pluginBinary: try Self.pluginBinary())
         } catch {
-            for c in cleanup.reversed() { c() }
+            reg.stop()
             throw error
         }
+        registry = reg
     }
 
     func close() async {
-        cri.close()
-        await containerd.stop()
+        await node.close()
         registry.stop()
-        _ = try? CommandRunner().run(["ip", "link", "del", "syh\(id.prefix(6))"], check: false)
-        _ = try? CommandRunner().run(["ip", "netns", "del", netns], check: false)
-        try? FileManager.default.removeItem(at: dir)
     }
 
     /// A sandbox configuration as the kubelet writes one.
@@ -177,7 +128,7 @@ struct ContainerdTests {
                 #expect(e.isNotFound)
             }
             // Nothing of the pod left on the node: its veth is gone, its address free again.
-            let links = try CommandRunner(netns: node.netns).run(["ip", "-o", "link", "show", "master", "cni0"]).stdout
+            let links = node.node.podLinks()
             #expect(links.isEmpty, "\(links)")
         } catch {
             Issue.record("\(error)\n\(node.containerd.logTail())")

@@ -67,7 +67,7 @@ struct KubeletContainerdTests {
             #expect(gone)
             #expect(try await node.cri.listPodSandbox(nil).isEmpty)
             #expect(try await node.cri.listContainers(nil).isEmpty)
-            let veths = try CommandRunner(netns: node.netns).run(["ip", "-o", "link", "show", "master", "cni0"]).stdout
+            let veths = node.node.podLinks()
             #expect(veths.isEmpty, "\(veths)")
         } catch {
             Issue.record("\(error)\n\(node.containerd.logTail())")

@@ -55,7 +55,7 @@ struct KubeletHarness {
     }
 
     func eventually(_ what: String, _ check: @escaping () async throws -> Bool) async throws {
-        let ok = try await api.eventually(60, check)
+        let ok = try await api.eventually(240, check)
         #expect(ok, "\(what)")
         if !ok { throw KubeletError("timed out: \(what)") }
     }
@@ -76,13 +76,15 @@ struct KubeletTests {
         let node = try await h.api.get("/api/v1/nodes/node-a")
         #expect(node[path: ["metadata", "labels", "kubernetes.io/hostname"]] == "node-a")
         #expect(node[path: ["metadata", "labels", "kubernetes.io/os"]] == "linux")
+        // Registered with its nodeInfo; the conditions come with the first status update.
         try await h.eventually("the node reports its status") {
-            try await h.api.get("/api/v1/nodes/node-a")[path: ["status", "nodeInfo", "containerRuntimeVersion"]] == "fake://0.1.0"
+            try await h.api.get("/api/v1/nodes/node-a")[path: ["status", "conditions"]]?.array?.isEmpty == false
         }
         let status = try await h.api.get("/api/v1/nodes/node-a")["status"] ?? [:]
         #expect(status[path: ["capacity", "pods"]] == "110")
         #expect(status[path: ["capacity", "cpu"]]?.string == String(ProcessInfo.processInfo.activeProcessorCount))
         #expect(status["addresses"]?.array?.first?["address"] == "192.0.2.10")
+        #expect(status[path: ["nodeInfo", "containerRuntimeVersion"]] == "fake://0.1.0")
         let ready = status["conditions"]?.array?.first { $0["type"] == "Ready" }
         #expect(ready?["status"] == "True")
         #expect(ready?["reason"] == "KubeletReady")
@@ -134,9 +136,12 @@ struct KubeletTests {
         #expect(env["WEB_API_SERVICE_HOST"]?.isEmpty == false)
         #expect(config.args == ["echo fast"])
         #expect(config.labels["io.kubernetes.pod.uid"] == p.uid)
+        // Events are sent in the background.
+        try await h.eventually("the pod's events are recorded") {
+            let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+            return Set(events.compactMap { $0["reason"]?.string }).isSuperset(of: ["Pulling", "Pulled", "Created", "Started"])
+        }
         let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
-        let reasons = Set(events.compactMap { $0["reason"]?.string })
-        #expect(reasons.isSuperset(of: ["Pulling", "Pulled", "Created", "Started"]), "\(reasons)")
         #expect(events.first { $0["reason"] == "Started" }?[path: ["source", "component"]] == "kubelet")
     }
 
@@ -167,8 +172,10 @@ struct KubeletTests {
             let s = try await statusOfMain()
             return s["restartCount"] == 2 && s[path: ["state", "running"]] != nil
         }
-        let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
-        #expect(events.contains { $0["reason"] == "BackOff" && $0["type"] == "Warning" })
+        try await h.eventually("the back-off is recorded") {
+            let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+            return events.contains { $0["reason"] == "BackOff" && $0["type"] == "Warning" }
+        }
     }
 
     @Test func finishesWithTheRestartPolicy() async throws {
@@ -282,6 +289,10 @@ struct KubeletTests {
         flags.set("main/alive", false)
         try await h.eventually("restarted by the liveness probe") {
             try await h.pod("probed")[path: ["status", "containerStatuses"]]?.array?.first?["restartCount"] == 1
+        }
+        try await h.eventually("the kill is recorded") {
+            let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+            return events.contains { $0["reason"] == "Killing" }
         }
         let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
         #expect(events.contains { $0["reason"] == "Unhealthy" && $0["message"]?.string?.hasPrefix("Liveness probe failed: alive is not ok") == true })

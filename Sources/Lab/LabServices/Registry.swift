@@ -12,6 +12,7 @@ public final class RegistryProcess: @unchecked Sendable {
     /// `HOST:PORT`, as image names and containerd's hosts.toml use it.
     public let address: String
     public var url: String { "http://\(address)" }
+    public var port: Int { Int(address.split(separator: ":").last ?? "") ?? 0 }
     public let dir: URL
     public let netns: String?
     let process: Process

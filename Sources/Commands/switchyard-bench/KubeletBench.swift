@@ -1,0 +1,195 @@
+import ArgumentParser
+import ControllerKit
+import CRI
+import Foundation
+import HostOS
+import Images
+import KubeAPI
+import KubeClient
+import LabServices
+
+/// The kubelet's figures against containerd alone: pod start-up (created → Ready) for pods
+/// spread over two nodes with their images present, against the same sandboxes and containers
+/// run through CRI directly in the same run; the kubelet's memory with its pods running.
+struct KubeletBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kubelet",
+        abstract: "Measure pod start-up through `switchyard kubelet` on containerd against containerd alone.")
+
+    @Option(help: "Pods started (spread over the nodes).") var pods = 30
+    @Option(help: "Nodes, each with a containerd and a kubelet of its own.") var nodes = 2
+    @Option(help: "The switchyard binary.") var switchyard: String?
+    @Option(help: "The switchyard-cni binary.") var cni: String?
+    @Option(help: "Write the markdown results here too.") var out: String?
+
+    func run() async throws {
+        guard RuntimeNode.available else { throw ValidationError("needs root, containerd, runc and docker-registry (scripts/setup.sh)") }
+        let binary = try switchyardBinary(switchyard)
+        let plugin = cni ?? URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("switchyard-cni").path
+        guard FileManager.default.isExecutableFile(atPath: plugin) else { throw ValidationError("\(plugin): build switchyard-cni first") }
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-kubelet-\(getpid())")
+        let registry = try RegistryProcess(dir: work.appendingPathComponent("registry"), host: "0.0.0.0")
+        defer { registry.stop(); try? FileManager.default.removeItem(at: work) }
+        _ = try await LabImages.pushAll(to: try RegistryClient(url: "http://127.0.0.1:\(registry.port)"))
+        var lab: [RuntimeNode] = []
+        do {
+            for _ in 0..<nodes { lab.append(try await RuntimeNode.make(registryPort: registry.port, pluginBinary: plugin, cniConfig: false)) }
+            try await measure(binary: binary, lab: lab)
+        } catch {
+            for n in lab { await n.close() }
+            throw error
+        }
+        for n in lab { await n.close() }
+    }
+
+    static let image = "switchyard/busybox:latest"
+
+    func measure(binary: String, lab: [RuntimeNode]) async throws {
+        let server = try await BenchServer.start(binary: binary, etcd: nil)
+        defer { server.stop() }
+        let api = API(server.client, fieldManager: "bench")
+        let kubeconfig = server.dir.appendingPathComponent("kubeconfig").path
+        var kubelets: [Process] = []
+        defer { for k in kubelets where k.isRunning { k.terminate(); k.waitUntilExit() } }
+        for (i, n) in lab.enumerated() {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: binary)
+            p.arguments = ["kubelet", "--kubeconfig", kubeconfig, "--hostname-override", "node-\(i)", "--node-ip", n.nodeIP,
+                           "--container-runtime-endpoint", n.containerd.endpoint, "--root-dir", n.dir.appendingPathComponent("kubelet").path,
+                           "--pod-logs-dir", n.dir.appendingPathComponent("pods").path, "--cni-conf-dir", n.cniConfDir, "--log-level", "warning"]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            kubelets.append(p)
+        }
+        // Node IPAM's part: each node's range, which its kubelet writes for the CNI plugin.
+        for (i, n) in lab.enumerated() {
+            for _ in 0..<200 { if (try? await api.get("/api/v1/nodes/node-\(i)")) != nil { break }; try await Task.sleep(for: .milliseconds(50)) }
+            _ = try await api.mergePatch("/api/v1/nodes/node-\(i)", ["spec": ["podCIDR": .string(n.podCIDR)]])
+        }
+        for i in lab.indices {
+            var ready = false
+            for _ in 0..<600 where !ready {
+                let node = try await api.get("/api/v1/nodes/node-\(i)")
+                ready = node[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+                if !ready { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            guard ready else { throw ValidationError("node-\(i) did not become Ready (its runtime's network)") }
+        }
+        log("\(lab.count) nodes ready; pulling the image on each")
+        for n in lab { _ = try await n.cri.pullImage(Self.image, sandboxConfig: nil); _ = try await n.cri.pullImage("switchyard/pause:latest", sandboxConfig: nil) }
+
+        // 1. containerd alone: the same sandboxes and containers through CRI, all at once.
+        log("containerd alone: \(pods) pods")
+        let direct = try await directRun(lab, tag: "direct")
+        try await cleanRuntime(lab)
+
+        // 2. The kubelets: pods created (bound to the nodes round robin), each timed to Ready.
+        _ = try await api.create("/api/v1/namespaces", ["metadata": ["name": "startup"]])
+        log("kubelet: \(pods) pods")
+        let watch = try await ReadyWatch(server.client, ns: "startup")
+        var created: [String: ContinuousClock.Instant] = [:]
+        try await withThrowingTaskGroup(of: (String, ContinuousClock.Instant).self) { g in
+            for i in 0..<pods {
+                g.addTask {
+                    let t = ContinuousClock.now
+                    _ = try await api.create("/api/v1/namespaces/startup/pods", [
+                        "apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string("p-\(i)")],
+                        "spec": ["nodeName": .string("node-\(i % lab.count)"), "terminationGracePeriodSeconds": 0,
+                                 "containers": [["name": "main", "image": .string(Self.image), "imagePullPolicy": "IfNotPresent",
+                                                 "command": ["sleep", "3600"]]]]])
+                    return ("p-\(i)", t)
+                }
+            }
+            for try await (name, t) in g { created[name] = t }
+        }
+        try await watch.wait(for: pods, timeout: 300)
+        watch.stop()
+        let latencies = watch.lock.withLock { watch.ready }.compactMap { name, at in created[name].map { (at - $0).seconds } }.sorted()
+        try await Task.sleep(for: .seconds(3))
+        let rss = kubelets.map { SchedulerBench.rss($0.processIdentifier) }
+        func q(_ a: [Double], _ p: Double) -> Double { a[min(a.count - 1, Int(Double(a.count) * p))] }
+        let (kp50, kp99, dp50, dp99) = (q(latencies, 0.5), q(latencies, 0.99), q(direct, 0.5), q(direct, 0.99))
+        log("kubelet p50 \(fmt(kp50)) p99 \(fmt(kp99)); containerd alone p50 \(fmt(dp50)) p99 \(fmt(dp99)); RSS \(rss.map { String(format: "%.1f", $0) })")
+        let table = ["| Figure | Measured | Baseline (same run) | Ratio | Target |", "|---|---|---|---|---|",
+                     "| Pod start-up (created → Ready), \(pods) pods over \(lab.count) nodes, p50 | \(fmt(kp50)) | \(fmt(dp50)) containerd alone (sandbox + container through CRI) | \(String(format: "%.2f×", kp50 / dp50)) | — |",
+                     "| Pod start-up (created → Ready), \(pods) pods over \(lab.count) nodes, p99 | \(fmt(kp99)) | \(fmt(dp99)) containerd alone | \(String(format: "%.2f×", kp99 / dp99)) | p99 ≤ 5 s (SLO); within 1.5× of containerd alone |",
+                     "| `switchyard kubelet` RSS, \(pods / lab.count) pods each | \(String(format: "%.1f MB", rss.max() ?? 0)) (max of \(lab.count)) | — | — | under 40 MB |"].joined(separator: "\n")
+        print(table)
+        if let out { try (table + "\n").write(toFile: out, atomically: true, encoding: .utf8) }
+        try await SchedulerBench.dropNamespace("startup", api)
+        try await Task.sleep(for: .seconds(3))
+    }
+
+    /// Every pod's sandbox and container through CRI, all at once: each pod's time to its
+    /// container started.
+    func directRun(_ lab: [RuntimeNode], tag: String) async throws -> [Double] {
+        let start = ContinuousClock.now
+        return try await withThrowingTaskGroup(of: Double.self) { g in
+            for i in 0..<pods {
+                let n = lab[i % lab.count]
+                g.addTask {
+                    let config = Runtime_V1_PodSandboxConfig.with {
+                        $0.metadata = .with { $0.name = "\(tag)-\(i)"; $0.namespace = "bench"; $0.uid = UUID().uuidString.lowercased() }
+                        $0.hostname = "\(tag)-\(i)"
+                        $0.logDirectory = n.dir.appendingPathComponent("direct-logs/\(tag)-\(i)").path
+                        $0.linux = .with { _ in }
+                    }
+                    let sandbox = try await n.cri.runPodSandbox(config, runtimeHandler: "")
+                    let c = try await n.cri.createContainer(sandbox: sandbox, .with {
+                        $0.metadata = .with { $0.name = "main" }
+                        $0.image = .with { $0.image = Self.image }
+                        $0.command = ["sleep", "3600"]
+                        $0.logPath = "main/0.log"
+                    }, sandboxConfig: config)
+                    try await n.cri.startContainer(c)
+                    return (ContinuousClock.now - start).seconds
+                }
+            }
+            var out: [Double] = []
+            for try await t in g { out.append(t) }
+            return out.sorted()
+        }
+    }
+
+    func cleanRuntime(_ lab: [RuntimeNode]) async throws {
+        for n in lab {
+            for s in try await n.cri.listPodSandbox(nil) {
+                try? await n.cri.stopPodSandbox(s.id)
+                try? await n.cri.removePodSandbox(s.id)
+            }
+        }
+    }
+
+    /// When each pod of `ns` was first seen Ready.
+    final class ReadyWatch: @unchecked Sendable {
+        let lock = NSLock()
+        var ready: [String: ContinuousClock.Instant] = [:]
+        var task: Task<Void, Never>?
+
+        init(_ client: KubeClient, ns: String) async throws {
+            let events = try await client.watch("/api/v1/namespaces/\(ns)/pods", query: [:])
+            task = Task {
+                do {
+                    for try await e in events {
+                        let o = e["object"] ?? .null
+                        let isReady = o[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+                        if isReady {
+                            let now = ContinuousClock.now
+                            self.lock.withLock { if self.ready[o.name] == nil { self.ready[o.name] = now } }
+                        }
+                    }
+                } catch {}
+            }
+        }
+
+        var count: Int { lock.withLock { ready.count } }
+        func wait(for n: Int, timeout: Double) async throws {
+            let deadline = ContinuousClock.now + .seconds(timeout)
+            while count < n {
+                guard ContinuousClock.now < deadline else { throw ValidationError("only \(count) of \(n) pods were Ready within \(Int(timeout)) s") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+        }
+        func stop() { task?.cancel() }
+    }
+}
