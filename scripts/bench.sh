@@ -12,6 +12,7 @@
 #   scripts/bench.sh render [...]    `switchyard render` as a command (JSON and YAML) against iptables-restore of its output
 #   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
 #   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes
+#   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -39,6 +40,9 @@ if [ "$which" = all ] || [ "$which" = api ]; then
 fi
 if [ "$which" = all ] || [ "$which" = scheduler ]; then
   .build/release/switchyard-bench scheduler --switchyard .build/release/switchyard --out bench/last/scheduler.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = kubelet ]; then
+  .build/release/switchyard-bench kubelet --switchyard .build/release/switchyard --out bench/last/kubelet.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

@@ -294,6 +294,25 @@ struct CNISideBySideTests {
         #expect(try Sh.must(["ip", "-n", host, "-o", "link"]).contains("veth") == false)
     }
 
+    /// The first pods of a node, added at once: whichever ADD comes first makes the bridge and
+    /// gives it the gateway address, and every other one succeeds too (containerd starts a
+    /// node's first sandboxes together; an EEXIST on the bridge's address once failed one).
+    @Test func theFirstAddsAtOnceAllSucceed() throws {
+        let s = try Sides()
+        let host = try s.ns("fh")
+        let pods = try (0..<8).map { try s.ns("fp\($0)") }
+        let conf = Self.bridgeConf(type: "switchyard-bridge", ipam: "switchyard-host-local", dataDir: s.dataDir + "/first")
+        let failures = Box<[String]>()
+        failures.value = []
+        let lock = NSLock()
+        DispatchQueue.concurrentPerform(iterations: pods.count) { i in
+            let r = try? cni("switchyard-bridge", "ADD", host: host, netns: pods[i], id: "first\(i)", conf: conf, path: s.dirs.path)
+            if r?.status != 0 { lock.withLock { failures.value!.append("\(i): \(r?.json ?? [:])") } }
+        }
+        #expect(failures.value!.isEmpty, "\(failures.value!)")
+        #expect(try Sh.must(["ip", "-n", host, "-o", "addr", "show", "dev", "cbr9"]).contains("10.88.0.1/24"))
+    }
+
     @Test func badInputGetsTheSpecsErrorsAndLeavesNothingBehind() throws {
         let s = try Sides()
         let host = try s.ns("eh"), pod = try s.ns("ep")

@@ -126,7 +126,7 @@ struct LayeringTests {
     /// through the API (over HTTP, or the handler in memory in tests), never the server's code or
     /// its store; and neither knows the other.
     @Test func theControlPlaneReachesTheClusterThroughTheAPIOnly() {
-        for t in ["ControllerKit", "Scheduler", "Controllers", "FakeNodes"] {
+        for t in ["ControllerKit", "Scheduler", "Controllers", "FakeNodes", "Kubelet"] {
             #expect(graph.closure(t).isDisjoint(with: ["APIServer", "KubeStore", "APISchema", "FieldManager"]), "\(t): \(graph.closure(t).sorted())")
         }
         #expect(!graph.closure("Scheduler").contains("Controllers"))
@@ -135,13 +135,15 @@ struct LayeringTests {
     }
 
     /// The node's parts know only what they speak: the CRI module gRPC and its generated
-    /// messages, the image module HTTP and files; the lab's services sit above both.
+    /// messages, the image module HTTP and files; the lab's services sit above both, and the
+    /// kubelet reaches its runtime through the CRI module only (no lab, no image building).
     @Test func theNodesRuntimeAndImagesStandAlone() {
         #expect(graph.targets["CRI"]?.targets == [], "\(graph.targets["CRI"]?.targets ?? [])")
         #expect(graph.closure("Images").isSubset(of: ["HTTPJSON", "KubeAPI", "JSONSyntax", "HostOS", "CHost"]), "\(graph.closure("Images").sorted())")
         for t in ["CRI", "Images"] {
             #expect(graph.closure(t).isDisjoint(with: ["APIServer", "KubeStore", "KubeClient", "ControllerKit", "NetLab", "LabServices"]), "\(t): \(graph.closure(t).sorted())")
         }
+        #expect(graph.closure("Kubelet").isDisjoint(with: ["Images", "LabServices", "NetLab", "NetnsKit", "CNI"]), "\(graph.closure("Kubelet").sorted())")
     }
 
     /// The folders show the layers: every target lives in its layer's folder.

@@ -119,7 +119,7 @@ public final class ContainerdProcess: @unchecked Sendable {
         _ = fm.createFile(atPath: log.path, contents: nil)
         // nsenter, not `ip netns exec`: that one mounts a sysfs of the namespace over /sys, which
         // hides /sys/fs/cgroup from containerd and runc ("no cgroup mount found in mountinfo").
-        process = CommandRunner.process((options.netns.map { ["nsenter", "--net=/run/netns/\($0)"] } ?? []) + [Self.binary, "--config", configPath.path, "--log-level", "warn"])
+        process = CommandRunner.process((options.netns.map { ["nsenter", "--net=/run/netns/\($0)"] } ?? []) + [Self.binary, "--config", configPath.path, "--log-level", ProcessInfo.processInfo.environment["SWITCHYARD_CONTAINERD_LOG_LEVEL"] ?? "warn"])
         process.standardOutput = try FileHandle(forWritingTo: log)
         process.standardError = process.standardOutput
         try process.run()

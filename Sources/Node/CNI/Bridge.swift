@@ -404,7 +404,12 @@ public struct BridgePlugin: CNIPlugin {
                     }
                     try host.deleteAddress(gatewayLink.name, e.address)
                 }
-                try host.addAddress(gatewayLink, gwNet, noDAD: !cfg.enableDAD)
+                do {
+                    try host.addAddress(gatewayLink, gwNet, noDAD: !cfg.enableDAD)
+                } catch let e as NetlinkError where e.errno == EEXIST {
+                    // An ADD beside this one gave the bridge the same address first (the
+                    // reference's ensureAddr takes EEXIST as done, too).
+                }
             }
             try Namespace.current.setSysctl(gwNet.isIPv6 ? "net.ipv6.conf.all.forwarding" : "net.ipv4.ip_forward", "1")
         }

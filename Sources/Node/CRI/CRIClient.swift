@@ -23,7 +23,11 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
         guard path.hasPrefix("/") else {
             throw RuntimeError(.other("invalid"), "\(endpoint): the runtime endpoint must be a unix socket (unix:///path)")
         }
-        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext)
+        // A local socket: reconnecting is cheap, so a lost connection is made again within
+        // milliseconds, not after gRPC's default first second of back-off.
+        var config = HTTP2ClientTransport.Posix.Config.defaults
+        config.backoff = .init(initial: .milliseconds(20), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: config)
         grpc = GRPCClient(transport: transport)
         runtime = Runtime_V1_RuntimeService.Client(wrapping: grpc)
         images = Runtime_V1_ImageService.Client(wrapping: grpc)
@@ -31,6 +35,8 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
         o.timeout = timeout
         o.maxRequestMessageBytes = 16 << 20
         o.maxResponseMessageBytes = 16 << 20
+        // A call made while the connection is (re)established waits for it instead of failing.
+        o.waitForReady = true
         options = o
         o.timeout = nil
         pullOptions = o
@@ -45,10 +51,30 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
 
     deinit { grpc.beginGracefulShutdown() }
 
-    /// A call's failure as the runtime worded it.
+    /// Calls that only read, which are made again when the connection went away under them.
+    static let reads: Set<String> = ["Version", "Status", "PodSandboxStatus", "ListPodSandbox", "ListContainers", "ContainerStatus", "ListImages"]
+
+    /// A call's failure as the runtime worded it. A read whose connection closed under it
+    /// (containerd's side was seen to close it now and then while it starts many pods) is made
+    /// again, up to three times, once the connection is back.
     func call<T: Sendable>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            do {
+                return try await body()
+            } catch let e as RPCError where e.code == .unavailable && attempt < 3 && (Self.reads.contains(what) || what.hasPrefix("ImageStatus")) {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(20 * attempt))
+                continue
+            } catch {
+                throw Self.runtimeError(what, error)
+            }
+        }
+    }
+
+    static func runtimeError(_ what: String, _ error: any Error) -> any Error {
         do {
-            return try await body()
+            throw error
         } catch let e as RPCError {
             let code: RuntimeError.Code = switch e.code {
             case .notFound: .notFound
@@ -56,7 +82,9 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
             case .deadlineExceeded: .deadlineExceeded
             default: .other("\(e.code)")
             }
-            throw RuntimeError(code, "\(what): \(e.message.isEmpty ? "\(e.code)" : e.message)")
+            return RuntimeError(code, "\(what): \(e.message.isEmpty ? "\(e.code)" : e.message)")
+        } catch {
+            return error
         }
     }
 

@@ -161,6 +161,7 @@ final class PodWorker: Sendable {
                 let id = try await runtime.runPodSandbox(sandboxConfig, runtimeHandler: "")
                 sandbox = Runtime_V1_PodSandbox.with { $0.id = id; $0.metadata = sandboxConfig.metadata; $0.state = .sandboxReady }
             } catch {
+                logger.warning("CreatePodSandbox for pod \(pod.key) failed: \(error)")
                 kubelet.record(pod, type: "Warning", reason: "FailedCreatePodSandBox", message: "Failed to create pod sandbox: \(error)")
                 try? await writeStatus(pod, try await observe(), sandboxReady: false, terminal: false)
                 wake(at: .now + .seconds(2))
@@ -383,6 +384,7 @@ final class PodWorker: Sendable {
                 }
             }
         } catch {
+            logger.warning("starting container \(name) of pod \(pod.key) failed: \(error)")
             state.withLock { $0.waiting[name] = ("CreateContainerError", "\(error)") }
             kubelet.record(pod, type: "Warning", reason: "Failed", message: "Error: \(error)")
             wake(at: .now + .seconds(2))
