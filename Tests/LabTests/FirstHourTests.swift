@@ -141,7 +141,11 @@ struct FirstHourTests {
         let p = try stuckProxy(in: ns, dir: dir)
         let took = p.stop()
         #expect(took != nil && took! < 5, "SIGTERM took \(took.map { "\($0) s" } ?? "forever"):\n\(p.output)")
-        #expect(p.output.contains("did not finish shutting down") || p.output.contains("switchyard proxy stopped"), "\(p.output)")
+        // It says how it ended: the deadline, a clean stop, or (on a loaded machine, where
+        // libdispatch's re-delivery of the one SIGTERM can come later than the quarter second
+        // ShutdownDeadline folds together) the "second" signal's immediate exit.
+        #expect(p.output.contains("did not finish shutting down") || p.output.contains("switchyard proxy stopped")
+                || p.output.contains("second SIGTERM during shutdown; exiting now"), "\(p.output)")
         // The fake restore the proxy started is not left running.
         usleep(200_000)
         #expect(Netns.pids(ns.name).isEmpty, "left running in the namespace: \(Netns.pids(ns.name))")

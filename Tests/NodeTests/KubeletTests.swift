@@ -300,6 +300,32 @@ struct KubeletTests {
         #expect(events.contains { $0["reason"] == "Killing" && $0["message"] == "Container main failed liveness probe, will be restarted" })
     }
 
+    /// A sandbox that stopped by itself is replaced, the containers run again in the new one,
+    /// and the pod's emptyDir volume keeps what was written to it.
+    @Test func aStoppedSandboxIsReplacedAndVolumesStay() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("sb", containers: [container("main", extra: ["volumeMounts": [["name": "scratch", "mountPath": "/scratch"]]])],
+                           extra: ["volumes": [["name": "scratch", "emptyDir": [:]]]])
+        try await h.eventually("running") { try await h.pod("sb")[path: ["status", "phase"]] == "Running" }
+        let uid = try await h.pod("sb").uid
+        let mount = try #require(h.runtime.containerConfig("main")?.mounts.first)
+        #expect(mount.containerPath == "/scratch")
+        try Data("kept".utf8).write(to: URL(fileURLWithPath: mount.hostPath + "/file"))
+        let first = h.runtime.calls.filter { $0.hasPrefix("RunPodSandbox") }.count
+        h.runtime.killSandbox(pod: uid)
+        try await h.eventually("a new sandbox runs the container again") {
+            h.runtime.calls.filter { $0.hasPrefix("RunPodSandbox") }.count == first + 1 && h.runtime.runningContainers == 1
+        }
+        try await h.eventually("the pod is Ready again") {
+            try await h.pod("sb")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+        }
+        #expect(try String(contentsOfFile: mount.hostPath + "/file", encoding: .utf8) == "kept")
+        try await h.eventually("SandboxChanged is recorded") {
+            (try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []).contains { $0["reason"] == "SandboxChanged" }
+        }
+    }
+
     /// A restarted kubelet finds its pods in the runtime and leaves them running.
     @Test func aRestartedKubeletAdoptsItsPods() async throws {
         let first = try await KubeletHarness.start()

@@ -154,7 +154,7 @@ final class PodWorker: Sendable {
             if !observed.sandboxes.isEmpty {
                 kubelet.record(pod, reason: "SandboxChanged", message: "Pod sandbox changed, it will be killed and re-created.")
                 await kill(pod, observed, grace: 0, reason: nil)
-                await removeAll(observed)
+                await removeAll(observed, volumes: false)
             }
             try FileManager.default.createDirectory(atPath: sandboxConfig.logDirectory, withIntermediateDirectories: true)
             do {
@@ -402,10 +402,12 @@ final class PodWorker: Sendable {
         for s in observed.sandboxes where s.state == .sandboxReady { try? await runtime.stopPodSandbox(s.id) }
     }
 
-    func removeAll(_ observed: Observed) async {
+    /// Removes the pod's containers and sandboxes from the runtime; with `volumes`, its
+    /// directory too (a pod that goes; a new sandbox keeps the pod's emptyDir volumes).
+    func removeAll(_ observed: Observed, volumes: Bool = true) async {
         for c in observed.containers { try? await runtime.removeContainer(c.id) }
         for s in observed.sandboxes { try? await runtime.removePodSandbox(s.id) }
-        try? FileManager.default.removeItem(atPath: "\(config.rootDir)/pods/\(uid)")
+        if volumes { try? FileManager.default.removeItem(atPath: "\(config.rootDir)/pods/\(uid)") }
     }
 
     /// Writes the pod's status when it changed (a merge patch naming the pod's uid, so it never
