@@ -6,22 +6,10 @@ import KubeAPI
 import KubeClient
 import Kubelet
 import Logging
+import ServiceLifecycle
 
-/// `switchyard kubelet`: the node agent, kubelet's flags where they apply.
-struct KubeletCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "kubelet",
-        abstract: "Run the kubelet: register this node and run the pods bound to it through a CRI runtime (containerd).")
-
-    @Option(help: "The kubeconfig of the API server.")
-    var kubeconfig: String
-
-    @Option(help: "A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1).")
-    var config: String?
-
-    @Option(name: .customLong("hostname-override"), help: "The node's name (default: this host's name).")
-    var hostnameOverride: String?
-
+/// The kubelet's flags that `switchyard kubelet` and `switchyard agent` share (kubelet's names).
+struct KubeletFlags: ParsableArguments {
     @Option(name: .customLong("node-ip"), help: "The node's address (default: its first global IPv4 address).")
     var nodeIP: String?
 
@@ -52,9 +40,6 @@ struct KubeletCommand: AsyncParsableCommand {
     @Option(name: .customLong("cni-conf-dir"), help: "The CNI configuration directory of the runtime; the node's pod CIDR is written there.")
     var cniConfDir = "/etc/cni/net.d"
 
-    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
-    var logLevel: String = "info"
-
     static func pairs(_ s: String, flag: String) throws -> [(String, String)] {
         try s.split(separator: ",").map { item in
             let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
@@ -63,11 +48,12 @@ struct KubeletCommand: AsyncParsableCommand {
         }
     }
 
-    func kubeletConfiguration() throws -> KubeletConfiguration {
-        var c = KubeletConfiguration(nodeName: (hostnameOverride ?? ProcessInfo.processInfo.hostName).lowercased())
-        if let config {
-            guard let text = try? String(contentsOfFile: config, encoding: .utf8) else { throw ValidationError("--config \(config): cannot read it") }
-            do { try c.apply(try YAMLToJSON.convert(text)) } catch { throw ValidationError("--config \(config): \(error)") }
+    /// The configuration: `configFile` (a KubeletConfiguration) first, the flags over it.
+    func configuration(nodeName: String, configFile: String?) throws -> KubeletConfiguration {
+        var c = KubeletConfiguration(nodeName: nodeName.lowercased())
+        if let configFile {
+            guard let text = try? String(contentsOfFile: configFile, encoding: .utf8) else { throw ValidationError("--config \(configFile): cannot read it") }
+            do { try c.apply(try YAMLToJSON.convert(text)) } catch { throw ValidationError("--config \(configFile): \(error)") }
         }
         if let nodeIP { c.nodeIP = nodeIP }
         if let maxPods { c.maxPods = maxPods }
@@ -91,20 +77,100 @@ struct KubeletCommand: AsyncParsableCommand {
         return c
     }
 
-    func run() async throws {
-        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
-        let logger = Logger(label: "switchyard.kubelet")
-        var c = try kubeletConfiguration()
+    /// The API client, the runtime (asked once with a short deadline: a wrong endpoint is an
+    /// error in seconds, while the kubelet's own calls wait for a connection that comes and
+    /// goes) and the kubelet over them.
+    func kubelet(_ c: KubeletConfiguration, kubeconfig: String, logger: Logger) async throws -> Kubelet {
+        var c = c
         let client: KubeClient
         do { client = KubeClient(config: try Kubeconfig.load(path: kubeconfig)) } catch { throw ValidationError("--kubeconfig \(kubeconfig): \(error)") }
-        let api = API(client, fieldManager: "kubelet")
         let runtime: CRIClient
         do { runtime = try CRIClient(endpoint: runtimeEndpoint) } catch { throw ValidationError("--container-runtime-endpoint: \(error)") }
         let version: Runtime_V1_VersionResponse
-        do { version = try await runtime.version() } catch { throw ValidationError("the container runtime at \(runtimeEndpoint) does not answer: \(error)") }
+        do {
+            let probe = try CRIClient(endpoint: runtimeEndpoint, timeout: .seconds(10))
+            defer { probe.close() }
+            version = try await probe.version()
+        } catch {
+            throw ValidationError("the container runtime at \(runtimeEndpoint) does not answer: \(error)")
+        }
         c.runtimeName = version.runtimeName
         logger.info("kubelet for node \(c.nodeName): \(version.runtimeName) \(version.runtimeVersion) at \(runtimeEndpoint), API server \(client.config.server)")
-        let kubelet = Kubelet(api: api, runtime: runtime, config: c, logger: logger)
+        return Kubelet(api: API(client, fieldManager: "kubelet"), runtime: runtime, config: c, logger: logger)
+    }
+}
+
+/// `switchyard kubelet`: the node agent, kubelet's flags where they apply.
+struct KubeletCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kubelet",
+        abstract: "Run the kubelet: register this node and run the pods bound to it through a CRI runtime (containerd).")
+
+    @Option(help: "The kubeconfig of the API server.")
+    var kubeconfig: String
+
+    @Option(help: "A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1).")
+    var config: String?
+
+    @Option(name: .customLong("hostname-override"), help: "The node's name (default: this host's name).")
+    var hostnameOverride: String?
+
+    @OptionGroup var flags: KubeletFlags
+
+    @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
+        let logger = Logger(label: "switchyard.kubelet")
+        let c = try flags.configuration(nodeName: hostnameOverride ?? ProcessInfo.processInfo.hostName, configFile: config)
+        let kubelet = try await flags.kubelet(c, kubeconfig: kubeconfig, logger: logger)
         try await runUntilSignalled(logger) { try await kubelet.run() }
+    }
+}
+
+/// `switchyard agent`: a node's kubelet and proxy in one process, as k3s's agent runs them, both
+/// following the API server the kubeconfig names; the proxy's flags are kube-proxy's, the
+/// kubelet's its own (its KubeletConfiguration is `--kubelet-config`, `--config` being the
+/// proxy's).
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent",
+        abstract: "Run a node: the kubelet and the service proxy in one process, following the API server.")
+
+    @Option(help: "The kubeconfig of the API server (the kubelet's and the proxy's).")
+    var kubeconfig: String
+
+    @Option(name: .customLong("kubelet-config"), help: "A KubeletConfiguration file.")
+    var kubeletConfig: String?
+
+    @OptionGroup var kubelet: KubeletFlags
+    @OptionGroup var proxy: ProxyFlags
+
+    @Option(name: .customLong("healthz-bind-address"), help: "The proxy's ip:port for /healthz (default 0.0.0.0:10256; empty disables).")
+    var healthzBindAddress: String?
+
+    @Option(name: .customLong("metrics-bind-address"), help: "The proxy's ip:port for /metrics (default 127.0.0.1:10249; empty disables).")
+    var metricsBindAddress: String?
+
+    func run() async throws {
+        bootstrapLogging(proxy.logLevel)
+        let logger = Logger(label: "switchyard.agent")
+        let name = proxy.hostnameOverride ?? ProcessInfo.processInfo.hostName
+        let c = try kubelet.configuration(nodeName: name, configFile: kubeletConfig)
+        let node = try await kubelet.kubelet(c, kubeconfig: kubeconfig, logger: Logger(label: "switchyard.kubelet"))
+        var p = ProxyProcess(flags: proxy, manifests: [], kubeconfig: kubeconfig, healthzBindAddress: healthzBindAddress,
+                             metricsBindAddress: metricsBindAddress, minSyncPeriod: nil, syncPeriod: nil)
+        p.command = "switchyard agent"
+        logger.info("agent for node \(c.nodeName): the kubelet and the \(proxy.proxyMode ?? "default") proxy")
+        try await p.run(beside: [KubeletService(kubelet: node)])
+    }
+}
+
+/// The kubelet as one of a service group's services: it runs until the group shuts down.
+struct KubeletService: ServiceLifecycle.Service {
+    let kubelet: Kubelet
+    func run() async throws {
+        try await cancelWhenGracefulShutdown { try await kubelet.run() }
     }
 }

@@ -1,3 +1,4 @@
+import Synchronization
 import ArgumentParser
 import Foundation
 import KubeAPI
@@ -202,7 +203,11 @@ func validated<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
+/// Whether the logging system is set up (swift-log allows it once; the agent's proxy part asks again).
+private let loggingBootstrapped = Atomic<Bool>(false)
+
 func bootstrapLogging(_ level: Logger.Level) {
+    guard loggingBootstrapped.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
     LoggingSystem.bootstrap { label in
         var h = StreamLogHandler.standardError(label: label)
         h.logLevel = level

@@ -38,6 +38,39 @@ struct Proxy: AsyncParsableCommand {
     var syncPeriod: String?
 
     func run() async throws {
+        if cleanup {
+            bootstrapLogging(flags.logLevel)
+            let logger = Logger(label: "switchyard.proxy")
+            // From here on, SIGTERM and SIGINT end the process within 3.5 s whatever it is doing.
+            let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard proxy", logger: logger)
+            // Like kube-proxy --cleanup: remove what every mode may have left, and nothing else.
+            // A failure in one mode does not keep the others' state; it is reported at the end.
+            let failures = await Leftovers.remove(ProxyModes.all, keeping: nil, logger: logger)
+            withExtendedLifetime(deadline) {}
+            if let (mode, error) = failures.first {
+                throw CleanupFailure(description: "cleanup of the \(mode) mode failed: \(error)")
+            }
+            return
+        }
+        try await ProxyProcess(flags: flags, manifests: manifests, kubeconfig: kubeconfig, healthzBindAddress: healthzBindAddress,
+                               metricsBindAddress: metricsBindAddress, minSyncPeriod: minSyncPeriod, syncPeriod: syncPeriod).run()
+    }
+}
+
+/// What `switchyard proxy` runs, given its flags: the mode's backend, the sync runner, the
+/// watcher of the API server or the manifests, /healthz and /metrics; with `beside` (the
+/// agent's kubelet) in the same service group, started and stopped with it.
+struct ProxyProcess {
+    var flags: ProxyFlags
+    var manifests: [String]
+    var kubeconfig: String?
+    var healthzBindAddress: String?
+    var metricsBindAddress: String?
+    var minSyncPeriod: String?
+    var syncPeriod: String?
+    var command = "switchyard proxy"
+
+    func run(beside: [any ServiceLifecycle.Service] = []) async throws {
         bootstrapLogging(flags.logLevel)
         let logger = Logger(label: "switchyard.proxy")
         var config = try flags.resolve()
@@ -52,17 +85,7 @@ struct Proxy: AsyncParsableCommand {
             config.syncPeriod = .milliseconds(Int(v * 1000))
         }
         // From here on, SIGTERM and SIGINT end the process within 3.5 s whatever it is doing.
-        let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard proxy", logger: logger)
-        if cleanup {
-            // Like kube-proxy --cleanup: remove what every mode may have left, and nothing else.
-            // A failure in one mode does not keep the others' state; it is reported at the end.
-            let failures = await Leftovers.remove(ProxyModes.all, keeping: nil, logger: logger)
-            withExtendedLifetime(deadline) {}
-            if let (mode, error) = failures.first {
-                throw CleanupFailure(description: "cleanup of the \(mode) mode failed: \(error)")
-            }
-            return
-        }
+        let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: command, logger: logger)
         guard manifests.isEmpty != (kubeconfig == nil) else {
             throw ValidationError("give one of --kubeconfig FILE (an API server) or --manifests FILE|DIR")
         }
@@ -119,7 +142,7 @@ struct Proxy: AsyncParsableCommand {
         // ServiceLifecycle's own start/stop lines only from -v 4 on.
         var lifecycleLogger = logger
         if flags.verbosity < 4 { lifecycleLogger.logLevel = .info }
-        let group = ServiceGroup(services: [runner, watcher], gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger)
+        let group = ServiceGroup(services: [runner, watcher] + beside, gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger)
         logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)",
                                                             "source": "\(client == nil ? "manifests " + manifests.joined(separator: ",") : "kubeconfig " + kubeconfig!)"])
         try await group.run()

@@ -1,0 +1,115 @@
+import ControllerKit
+import Foundation
+import HostOS
+import KubeAPI
+import KubeClient
+import LabServices
+import Testing
+
+/// A process of this package's `switchyard`, its output in a file; SIGTERM, then SIGKILL, when stopped.
+final class Running: @unchecked Sendable {
+    let process: Process
+    let log: URL
+    init(_ args: [String], log: URL) throws {
+        self.log = log
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process = CommandRunner.process(args)
+        let out = try FileHandle(forWritingTo: log)
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+    }
+    var output: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+    func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        for _ in 0..<150 where process.isRunning { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    }
+}
+
+func switchyardBinary() throws -> String {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    for d in [".build/debug", ".build/release"] {
+        let p = root.appendingPathComponent(d).appendingPathComponent("switchyard").path
+        if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    throw NotBuilt()
+}
+
+/// The whole path of the architecture on one node: `switchyard server` (with its scheduler and
+/// controllers) beside the node, `switchyard agent` inside the node (the kubelet on containerd
+/// and the proxy in the iptables mode), a Deployment and a Service applied through the API: the
+/// pods are scheduled, run by containerd, networked by our CNI plugin, and answer through the
+/// Service's ClusterIP from the node.
+@Suite("switchyard agent", .serialized, .enabled(if: TestNode.available, "needs root, containerd, runc, docker-registry and busybox-static"))
+struct AgentTests {
+    @Test func aDeploymentRunsAndAnswersThroughItsService() async throws {
+        let node = try await TestNode()
+        let bin = try switchyardBinary()
+        let dir = node.dir
+        var processes: [Running] = []
+        do {
+            let server = try Running([bin, "server", "--data-dir", dir.appendingPathComponent("server").path, "--bind-address", node.node.hostIP,
+                                      "--port", "0", "--log-level", "warning"], log: dir.appendingPathComponent("server.log"))
+            processes.append(server)
+            let kubeconfig = dir.appendingPathComponent("server/kubeconfig").path
+            var config: Kubeconfig?
+            for _ in 0..<400 where config == nil {
+                config = try? Kubeconfig.load(path: kubeconfig)
+                if config == nil { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            let api = API(KubeClient(config: try #require(config, "the server did not start: \(server.output)")), fieldManager: "test")
+            let agent = try Running(["nsenter", "--net=/run/netns/\(node.netns)", bin, "agent", "--kubeconfig", kubeconfig,
+                                     "--hostname-override", "node-x", "--node-ip", node.node.nodeIP,
+                                     "--container-runtime-endpoint", node.containerd.endpoint,
+                                     "--root-dir", dir.appendingPathComponent("kubelet").path, "--pod-logs-dir", dir.appendingPathComponent("pods").path,
+                                     "--cni-conf-dir", node.node.cniConfDir, "--proxy-mode", "iptables",
+                                     "--healthz-bind-address", "", "--metrics-bind-address", ""],
+                                    log: dir.appendingPathComponent("agent.log"))
+            processes.append(agent)
+            let ready = try await api.eventually(120) {
+                try await api.get("/api/v1/nodes/node-x")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+            }
+            #expect(ready, "the node is not Ready:\n\(agent.output)")
+            let command: JSONValue = ["sh", "-c", "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+            _ = try await api.create("/apis/apps/v1/namespaces/default/deployments", [
+                "apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "web"],
+                "spec": ["replicas": 2, "selector": ["matchLabels": ["app": "web"]],
+                         "template": ["metadata": ["labels": ["app": "web"]],
+                                      "spec": ["terminationGracePeriodSeconds": 1,
+                                               "containers": [["name": "httpd", "image": "switchyard/busybox:latest", "command": command,
+                                                               "ports": [["containerPort": 8080]],
+                                                               "readinessProbe": ["httpGet": ["path": "/", "port": 8080], "periodSeconds": 1]]]]]]])
+            let service = try await api.create("/api/v1/namespaces/default/services", [
+                "apiVersion": "v1", "kind": "Service", "metadata": ["name": "web"],
+                "spec": ["selector": ["app": "web"], "ports": [["port": 80, "targetPort": 8080]]]])
+            let clusterIP = service[path: ["spec", "clusterIP"]]?.string ?? ""
+            let running = try await api.eventually(180) {
+                let pods = try await api.list("/api/v1/namespaces/default/pods", query: ["labelSelector": "app=web"])["items"]?.array ?? []
+                return pods.count == 2 && pods.allSatisfy { $0[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True" }
+            }
+            #expect(running, "the Deployment's pods are not Ready:\n\(agent.output.suffix(3000))")
+            // Through the ClusterIP from the node (the proxy's rules in the node's namespace): both pods answer.
+            var answers = Set<String>()
+            for _ in 0..<100 where answers.count < 2 {
+                let r = try? CommandRunner(netns: node.netns).run(["curl", "-s", "-m", "2", "http://\(clusterIP):80/"], check: false)
+                if let out = r?.stdout, out.hasPrefix("hello from web-") { answers.insert(out) } else { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(answers.count == 2, "answers through \(clusterIP): \(answers)\n\(agent.output.suffix(3000))")
+            // Scaled to zero: the pods go from the API and from the runtime.
+            _ = try await api.mergePatch("/apis/apps/v1/namespaces/default/deployments/web", ["spec": ["replicas": 0]])
+            let gone = try await api.eventually(120) {
+                let pods = try await api.list("/api/v1/namespaces/default/pods", query: ["labelSelector": "app=web"])["items"]?.array ?? []
+                return pods.isEmpty
+            }
+            #expect(gone)
+            let emptied = try await api.eventually(60) { try await node.cri.listPodSandbox(nil).isEmpty }
+            #expect(emptied)
+        } catch {
+            Issue.record("\(error)\n\(processes.map { $0.output.suffix(2000) }.joined(separator: "\n"))")
+        }
+        for p in processes.reversed() { p.stop() }
+        await node.close()
+    }
+}
