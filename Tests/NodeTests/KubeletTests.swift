@@ -67,6 +67,56 @@ func container(_ name: String, image: String = "switchyard/busybox:latest", extr
     return .object(c)
 }
 
+/// What a PodSpec becomes in CRI, by upstream's formulas.
+@Suite("kubelet: PodSpec to CRI")
+struct SpecsTests {
+    @Test func resourcesAndOOMScoresByQoS() {
+        let burstable: JSONValue = ["name": "c", "resources": ["requests": ["cpu": "250m", "memory": "1Gi"], "limits": ["cpu": "500m", "memory": "2Gi"]]]
+        let r = Specs.linuxResources(burstable, qos: .burstable, nodeMemory: 8 << 30)
+        #expect(r.cpuShares == 256)
+        #expect(r.cpuQuota == 50_000)
+        #expect(r.cpuPeriod == 100_000)
+        #expect(r.memoryLimitInBytes == 2 << 30)
+        #expect(r.oomScoreAdj == 875)   // 1000 - 1000 × 1 GiB / 8 GiB
+        #expect(Specs.linuxResources(["name": "c"], qos: .bestEffort, nodeMemory: 8 << 30).oomScoreAdj == 1000)
+        #expect(Specs.linuxResources(["name": "c"], qos: .bestEffort, nodeMemory: 8 << 30).cpuShares == 2)
+        let guaranteed: JSONValue = ["spec": ["containers": [["name": "c", "resources": ["limits": ["cpu": "1", "memory": "1Gi"]]]]]]
+        #expect(Specs.QoS.of(guaranteed) == .guaranteed)
+        #expect(Specs.QoS.of(["spec": ["containers": [burstable]]]) == .burstable)
+        #expect(Specs.QoS.of(["spec": ["containers": [["name": "c"]]]]) == .bestEffort)
+    }
+
+    @Test func pullPolicyDefaultsAsUpstream() {
+        #expect(Specs.pullPolicy(["image": "busybox"]) == "Always")
+        #expect(Specs.pullPolicy(["image": "busybox:latest"]) == "Always")
+        #expect(Specs.pullPolicy(["image": "busybox:1.36"]) == "IfNotPresent")
+        #expect(Specs.pullPolicy(["image": "localhost:5000/app"]) == "Always")
+        #expect(Specs.pullPolicy(["image": "app@sha256:abc"]) == "IfNotPresent")
+        #expect(Specs.pullPolicy(["image": "busybox", "imagePullPolicy": "Never"]) == "Never")
+    }
+
+    @Test func clusterFirstDNSAndHostNetwork() {
+        let dns = Specs.DNS(servers: ["10.96.0.10"], clusterDomain: "cluster.local")
+        let pod: JSONValue = ["metadata": ["name": "p", "namespace": "shop"], "spec": [:]]
+        let c = dns.config(for: pod)
+        #expect(c?.servers == ["10.96.0.10"])
+        #expect(c?.searches == ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"])
+        #expect(c?.options == ["ndots:5"])
+        #expect(dns.config(for: ["metadata": ["name": "p", "namespace": "shop"], "spec": ["hostNetwork": true]]) == nil)
+        let custom = dns.config(for: ["metadata": ["name": "p", "namespace": "shop"],
+                                      "spec": ["dnsConfig": ["options": [["name": "ndots", "value": "2"]]]]])
+        #expect(custom?.options == ["ndots:2"])
+    }
+
+    @Test func variablesExpandAsUpstream() {
+        let vars = [("A", "x"), ("B", "y")]
+        #expect(Resolver.expand("$(A)-$(B)", vars) == "x-y")
+        #expect(Resolver.expand("$$(A)", vars) == "$(A)")
+        #expect(Resolver.expand("$(C)", vars) == "$(C)")
+        #expect(Resolver.expand("no refs", vars) == "no refs")
+    }
+}
+
 @Suite("kubelet over a fake runtime", .serialized)
 struct KubeletTests {
     @Test func registersTheNodeKeepsItsLeaseAndGivesThePodCIDRToCNI() async throws {

@@ -26,6 +26,15 @@ public enum NodeDescription {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// This machine's memory in bytes (MemTotal), read once: what a burstable container's OOM
+    /// score is measured against.
+    public static let memoryBytes: Int64 = {
+        guard let info = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
+              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
+              let ki = Int64(line.split(separator: " ").dropFirst().first ?? "") else { return 8 << 30 }
+        return ki * 1024
+    }()
+
     public static func nodeInfo(runtime: Runtime_V1_VersionResponse) -> JSONValue {
         var u = utsname()
         uname(&u)

@@ -132,7 +132,7 @@ public enum Specs {
             $0.stdinOnce = container["stdinOnce"]?.bool ?? false
             $0.tty = container["tty"]?.bool ?? false
             $0.linux = .with {
-                $0.resources = linuxResources(container, qos: QoS.of(pod))
+                $0.resources = linuxResources(container, qos: QoS.of(pod), nodeMemory: NodeDescription.memoryBytes)
                 $0.securityContext = securityContext(container, pod: podSpec)
             }
         }
@@ -167,7 +167,7 @@ public enum Specs {
     /// CPU shares and quota, the memory limit, and the OOM score by QoS (upstream's
     /// GetContainerOOMScoreAdjust: -997 guaranteed, 1000 best effort, between by the memory
     /// request's share of the node for burstable).
-    public static func linuxResources(_ container: JSONValue, qos: QoS, nodeMemory: Int64 = 8 << 30) -> Runtime_V1_LinuxContainerResources {
+    public static func linuxResources(_ container: JSONValue, qos: QoS, nodeMemory: Int64) -> Runtime_V1_LinuxContainerResources {
         let requests = container[path: ["resources", "requests"]], limits = container[path: ["resources", "limits"]]
         return .with {
             let cpuRequest = Quantity.milli(requests?["cpu"] ?? limits?["cpu"])
