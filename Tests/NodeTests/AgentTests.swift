@@ -28,15 +28,6 @@ final class Running: @unchecked Sendable {
     }
 }
 
-func switchyardBinary() throws -> String {
-    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    for d in [".build/debug", ".build/release"] {
-        let p = root.appendingPathComponent(d).appendingPathComponent("switchyard").path
-        if FileManager.default.isExecutableFile(atPath: p) { return p }
-    }
-    throw NotBuilt()
-}
-
 /// The whole path of the architecture on one node: `switchyard server` (with its scheduler and
 /// controllers) beside the node, `switchyard agent` inside the node (the kubelet on containerd
 /// and the proxy in the iptables mode), a Deployment and a Service applied through the API: the
@@ -46,7 +37,7 @@ func switchyardBinary() throws -> String {
 struct AgentTests {
     @Test func aDeploymentRunsAndAnswersThroughItsService() async throws {
         let node = try await TestNode()
-        let bin = try switchyardBinary()
+        let bin = try builtBinary("switchyard")
         let dir = node.dir
         var processes: [Running] = []
         do {

@@ -21,11 +21,7 @@ final class TestNode: @unchecked Sendable {
     static var available: Bool { RuntimeNode.available && FileManager.default.isExecutableFile(atPath: LabImages.busyboxPath) }
 
     /// The plugin binary this package built.
-    static func pluginBinary() throws -> String {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        guard let p = RuntimeNode.pluginBinary(packageRoot: root) else { throw NotBuilt() }
-        return p
-    }
+    static func pluginBinary() throws -> String { try builtBinary("switchyard-cni") }
 
     init() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-node-registry-\(UUID().uuidString.prefix(8))")
@@ -57,8 +53,16 @@ final class TestNode: @unchecked Sendable {
     }
 }
 
+/// This package's executable `name` as `swift build` made it.
+func builtBinary(_ name: String) throws -> String {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    guard let p = RuntimeNode.builtBinary(name, packageRoot: root) else { throw NotBuilt(name: name) }
+    return p
+}
+
 struct NotBuilt: Error, CustomStringConvertible {
-    var description: String { "switchyard-cni is not built: run `swift build` first" }
+    var name: String
+    var description: String { "\(name) is not built: run `swift build` first" }
 }
 
 @Suite("containerd through CRI", .serialized, .enabled(if: TestNode.available, "needs root, containerd, runc, docker-registry and busybox-static"))

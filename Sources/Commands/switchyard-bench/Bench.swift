@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KubeAPI
+import KubeClient
 import NetnsKit
 import ProxyIPTables
 import ProxyNFTables
@@ -211,3 +212,39 @@ extension Duration {
 func fmt(_ s: Double) -> String { s < 1 ? String(format: "%.2f ms", s * 1000) : String(format: "%.2f s", s) }
 func pct(_ r: Double) -> String { String(format: "%.1f%%", r * 100) }
 func log(_ s: String) { FileHandle.standardError.write(Data("bench: \(s)\n".utf8)) }
+
+/// When each pod of a namespace was first seen in a state (`when`), from a watch started now.
+final class PodWatch: @unchecked Sendable {
+    let lock = NSLock()
+    var seen: [String: ContinuousClock.Instant] = [:]
+    var task: Task<Void, Never>?
+    let what: String
+
+    init(_ client: KubeClient, ns: String, what: String, when: @escaping @Sendable (JSONValue) -> Bool) async throws {
+        self.what = what
+        let list = try await client.request("GET", "/api/v1/namespaces/\(ns)/pods", query: ["limit": "1"])
+        let rv = list.body[path: ["metadata", "resourceVersion"]]?.string ?? "0"
+        let events = try await client.watch("/api/v1/namespaces/\(ns)/pods", query: ["resourceVersion": rv])
+        task = Task {
+            do {
+                for try await e in events {
+                    let o = e["object"] ?? .null
+                    if when(o) {
+                        let now = ContinuousClock.now
+                        self.lock.withLock { if self.seen[o.name] == nil { self.seen[o.name] = now } }
+                    }
+                }
+            } catch {}
+        }
+    }
+
+    var count: Int { lock.withLock { seen.count } }
+    func wait(for n: Int, timeout: Double) async throws {
+        let deadline = ContinuousClock.now + .seconds(timeout)
+        while count < n {
+            guard ContinuousClock.now < deadline else { throw ValidationError("only \(count) of \(n) pods were \(what) within \(Int(timeout)) s") }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+    }
+    func stop() { task?.cancel() }
+}

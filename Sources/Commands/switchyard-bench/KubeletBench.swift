@@ -86,7 +86,9 @@ struct KubeletBench: AsyncParsableCommand {
         // 2. The kubelets: pods created (bound to the nodes round robin), each timed to Ready.
         _ = try await api.create("/api/v1/namespaces", ["metadata": ["name": "startup"]])
         log("kubelet: \(pods) pods")
-        let watch = try await ReadyWatch(server.client, ns: "startup")
+        let watch = try await PodWatch(server.client, ns: "startup", what: "Ready") {
+            $0[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+        }
         var created: [String: ContinuousClock.Instant] = [:]
         try await withThrowingTaskGroup(of: (String, ContinuousClock.Instant).self) { g in
             for i in 0..<pods {
@@ -104,7 +106,7 @@ struct KubeletBench: AsyncParsableCommand {
         }
         try await watch.wait(for: pods, timeout: 300)
         watch.stop()
-        let latencies = watch.lock.withLock { watch.ready }.compactMap { name, at in created[name].map { (at - $0).seconds } }.sorted()
+        let latencies = watch.lock.withLock { watch.seen }.compactMap { name, at in created[name].map { (at - $0).seconds } }.sorted()
         try await Task.sleep(for: .seconds(3))
         let rss = kubelets.map { SchedulerBench.rss($0.processIdentifier) }
         func q(_ a: [Double], _ p: Double) -> Double { a[min(a.count - 1, Int(Double(a.count) * p))] }
@@ -158,38 +160,5 @@ struct KubeletBench: AsyncParsableCommand {
                 try? await n.cri.removePodSandbox(s.id)
             }
         }
-    }
-
-    /// When each pod of `ns` was first seen Ready.
-    final class ReadyWatch: @unchecked Sendable {
-        let lock = NSLock()
-        var ready: [String: ContinuousClock.Instant] = [:]
-        var task: Task<Void, Never>?
-
-        init(_ client: KubeClient, ns: String) async throws {
-            let events = try await client.watch("/api/v1/namespaces/\(ns)/pods", query: [:])
-            task = Task {
-                do {
-                    for try await e in events {
-                        let o = e["object"] ?? .null
-                        let isReady = o[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
-                        if isReady {
-                            let now = ContinuousClock.now
-                            self.lock.withLock { if self.ready[o.name] == nil { self.ready[o.name] = now } }
-                        }
-                    }
-                } catch {}
-            }
-        }
-
-        var count: Int { lock.withLock { ready.count } }
-        func wait(for n: Int, timeout: Double) async throws {
-            let deadline = ContinuousClock.now + .seconds(timeout)
-            while count < n {
-                guard ContinuousClock.now < deadline else { throw ValidationError("only \(count) of \(n) pods were Ready within \(Int(timeout)) s") }
-                try await Task.sleep(for: .milliseconds(10))
-            }
-        }
-        func stop() { task?.cancel() }
     }
 }

@@ -60,37 +60,8 @@ struct SchedulerBench: AsyncParsableCommand {
     }
 
     /// When each pod of `ns` was first seen bound, from a watch started now.
-    final class BindWatch: @unchecked Sendable {
-        let lock = NSLock()
-        var bound: [String: ContinuousClock.Instant] = [:]
-        var task: Task<Void, Never>?
-
-        init(_ client: KubeClient, ns: String) async throws {
-            let list = try await client.request("GET", "/api/v1/namespaces/\(ns)/pods", query: ["limit": "1"])
-            let rv = list.body[path: ["metadata", "resourceVersion"]]?.string ?? "0"
-            let events = try await client.watch("/api/v1/namespaces/\(ns)/pods", query: ["resourceVersion": rv])
-            task = Task {
-                do {
-                    for try await e in events {
-                        let o = e["object"] ?? .null
-                        if !(o[path: ["spec", "nodeName"]]?.string ?? "").isEmpty {
-                            let now = ContinuousClock.now
-                            self.lock.withLock { if self.bound[o.name] == nil { self.bound[o.name] = now } }
-                        }
-                    }
-                } catch {}
-            }
-        }
-
-        var count: Int { lock.withLock { bound.count } }
-        func wait(for n: Int, timeout: Double) async throws {
-            let deadline = ContinuousClock.now + .seconds(timeout)
-            while count < n {
-                guard ContinuousClock.now < deadline else { throw ValidationError("only \(count) of \(n) pods were bound within \(Int(timeout)) s") }
-                try await Task.sleep(for: .milliseconds(20))
-            }
-        }
-        func stop() { task?.cancel() }
+    static func bindWatch(_ client: KubeClient, ns: String) async throws -> PodWatch {
+        try await PodWatch(client, ns: ns, what: "bound") { !($0[path: ["spec", "nodeName"]]?.string ?? "").isEmpty }
     }
 
     func start(_ binary: String, _ args: [String]) throws -> Process {
@@ -137,7 +108,7 @@ struct SchedulerBench: AsyncParsableCommand {
         log("creating \(pods) pods and binding them directly")
         _ = try await concurrently(pods) { i in _ = try await api.create("/api/v1/namespaces/direct/pods", Self.pod("p-\(i)", ns: "direct", direct: true)) }
         // The same watch on both sides: the server streams every binding to a watcher in both runs.
-        let directWatch = try await BindWatch(client, ns: "direct")
+        let directWatch = try await Self.bindWatch(client, ns: "direct")
         let direct = try await concurrently(pods) { i in
             _ = try await api.create("/api/v1/namespaces/direct/pods/p-\(i)/binding",
                                      ["apiVersion": "v1", "kind": "Binding", "metadata": ["name": .string("p-\(i)")],
@@ -149,12 +120,12 @@ struct SchedulerBench: AsyncParsableCommand {
         try await Self.dropNamespace("direct", api)
         log("direct bindings: \(Int(directRate))/s; creating \(pods) pods for the scheduler")
         _ = try await concurrently(pods) { i in _ = try await api.create("/api/v1/namespaces/sched/pods", Self.pod("p-\(i)", ns: "sched")) }
-        let watch = try await BindWatch(client, ns: "sched")
+        let watch = try await Self.bindWatch(client, ns: "sched")
         let scheduler = try start(binary, ["scheduler", "--kubeconfig", kubeconfig, "--leader-elect=false", "--log-level", "warning"])
         defer { if scheduler.isRunning { scheduler.terminate(); scheduler.waitUntilExit() } }
         try await watch.wait(for: pods, timeout: 600)
         watch.stop()
-        let times = watch.lock.withLock { Array(watch.bound.values) }.sorted()
+        let times = watch.lock.withLock { Array(watch.seen.values) }.sorted()
         let span = (times.last! - times.first!).seconds
         let schedRate = Double(pods - 1) / span
         // Resident memory once the scheduler is idle (it hands freed pages back every 10 s).
@@ -167,7 +138,7 @@ struct SchedulerBench: AsyncParsableCommand {
 
         // 2. Latency: pods arriving at `rate` per second, created → bound.
         log("latency: \(latencyPods) pods at \(rate)/s")
-        let lat = try await BindWatch(client, ns: "latency")
+        let lat = try await Self.bindWatch(client, ns: "latency")
         let created = CreatedTimes()
         let interval = 1.0 / Double(rate)
         let t0 = ContinuousClock.now
@@ -185,7 +156,7 @@ struct SchedulerBench: AsyncParsableCommand {
         }
         try await lat.wait(for: latencyPods, timeout: 120)
         lat.stop()
-        let latencies = lat.lock.withLock { lat.bound }.compactMap { name, at in created.get(name).map { (at - $0).seconds } }.sorted()
+        let latencies = lat.lock.withLock { lat.seen }.compactMap { name, at in created.get(name).map { (at - $0).seconds } }.sorted()
         let p50 = latencies[latencies.count / 2], p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
         lines.append("| Scheduling latency (created → bound) p99, \(nodes) nodes, \(rate) pods/s | \(fmt(p99)) (p50 \(fmt(p50))) | — | — | under 50 ms |")
         log("latency p50 \(fmt(p50)), p99 \(fmt(p99))")
@@ -193,7 +164,7 @@ struct SchedulerBench: AsyncParsableCommand {
         // 3. A Deployment from 0 to `replicas` on `deploymentNodes` nodes, against creating and binding as many pods directly.
         log("deployment: \(replicas) pods created and bound directly on \(deploymentNodes) nodes")
         let pool = deploymentNodes
-        let deployDirectWatch = try await BindWatch(client, ns: "deploy-direct")
+        let deployDirectWatch = try await Self.bindWatch(client, ns: "deploy-direct")
         let directDeploy = try await concurrently(replicas) { i in
             _ = try await api.create("/api/v1/namespaces/deploy-direct/pods", Self.pod("d-\(i)", ns: "deploy-direct", nodeSelector: ["pool": "deploy"], direct: true))
             _ = try await api.create("/api/v1/namespaces/deploy-direct/pods/d-\(i)/binding",
@@ -215,7 +186,7 @@ struct SchedulerBench: AsyncParsableCommand {
             if !sets.isEmpty { break }
             try await Task.sleep(for: .milliseconds(50))
         }
-        let dw = try await BindWatch(client, ns: "deploy")
+        let dw = try await Self.bindWatch(client, ns: "deploy")
         let s0 = ContinuousClock.now
         _ = try await api.mergePatch("/apis/apps/v1/namespaces/deploy/deployments/scale", ["spec": ["replicas": .int(Int64(replicas))]])
         try await dw.wait(for: replicas, timeout: 600)

@@ -25,10 +25,10 @@ public final class RuntimeNode: @unchecked Sendable {
         geteuid() == 0 && ContainerdProcess.available && RegistryProcess.available
     }
 
-    /// `switchyard-cni` as this package built it (debug or release), found from a source file's path.
-    public static func pluginBinary(packageRoot: URL) -> String? {
+    /// An executable of this package as it was built (debug, else release) under `packageRoot`.
+    public static func builtBinary(_ name: String, packageRoot: URL) -> String? {
         for d in [".build/debug", ".build/release"] {
-            let p = packageRoot.appendingPathComponent(d).appendingPathComponent("switchyard-cni").path
+            let p = packageRoot.appendingPathComponent(d).appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: p) { return p }
         }
         return nil

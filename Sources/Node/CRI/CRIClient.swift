@@ -51,18 +51,15 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
 
     deinit { grpc.beginGracefulShutdown() }
 
-    /// Calls that only read, which are made again when the connection went away under them.
-    static let reads: Set<String> = ["Version", "Status", "PodSandboxStatus", "ListPodSandbox", "ListContainers", "ContainerStatus", "ListImages"]
-
     /// A call's failure as the runtime worded it. A read whose connection closed under it
     /// (containerd's side was seen to close it now and then while it starts many pods) is made
     /// again, up to three times, once the connection is back.
-    func call<T: Sendable>(_ what: String, _ body: () async throws -> T) async throws -> T {
+    func call<T: Sendable>(_ what: String, read: Bool = false, _ body: () async throws -> T) async throws -> T {
         var attempt = 0
         while true {
             do {
                 return try await body()
-            } catch let e as RPCError where e.code == .unavailable && attempt < 3 && (Self.reads.contains(what) || what.hasPrefix("ImageStatus")) {
+            } catch let e as RPCError where e.code == .unavailable && attempt < 3 && read {
                 attempt += 1
                 try await Task.sleep(for: .milliseconds(20 * attempt))
                 continue
@@ -89,11 +86,11 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
     }
 
     public func version() async throws -> Runtime_V1_VersionResponse {
-        try await call("Version") { try await runtime.version(.with { $0.version = "v1" }, options: options) }
+        try await call("Version", read: true) { try await runtime.version(.with { $0.version = "v1" }, options: options) }
     }
 
     public func status() async throws -> Runtime_V1_StatusResponse {
-        try await call("Status") { try await runtime.status(Runtime_V1_StatusRequest(), options: options) }
+        try await call("Status", read: true) { try await runtime.status(Runtime_V1_StatusRequest(), options: options) }
     }
 
     public func runPodSandbox(_ config: Runtime_V1_PodSandboxConfig, runtimeHandler: String) async throws -> String {
@@ -111,11 +108,11 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
     }
 
     public func podSandboxStatus(_ id: String) async throws -> Runtime_V1_PodSandboxStatus {
-        try await call("PodSandboxStatus") { try await runtime.podSandboxStatus(.with { $0.podSandboxID = id }, options: options).status }
+        try await call("PodSandboxStatus", read: true) { try await runtime.podSandboxStatus(.with { $0.podSandboxID = id }, options: options).status }
     }
 
     public func listPodSandbox(_ filter: Runtime_V1_PodSandboxFilter?) async throws -> [Runtime_V1_PodSandbox] {
-        try await call("ListPodSandbox") {
+        try await call("ListPodSandbox", read: true) {
             try await runtime.listPodSandbox(.with { if let filter { $0.filter = filter } }, options: options).items
         }
     }
@@ -149,13 +146,13 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
     }
 
     public func listContainers(_ filter: Runtime_V1_ContainerFilter?) async throws -> [Runtime_V1_Container] {
-        try await call("ListContainers") {
+        try await call("ListContainers", read: true) {
             try await runtime.listContainers(.with { if let filter { $0.filter = filter } }, options: options).containers
         }
     }
 
     public func containerStatus(_ id: String) async throws -> Runtime_V1_ContainerStatus {
-        try await call("ContainerStatus") { try await runtime.containerStatus(.with { $0.containerID = id }, options: options).status }
+        try await call("ContainerStatus", read: true) { try await runtime.containerStatus(.with { $0.containerID = id }, options: options).status }
     }
 
     public func execSync(_ id: String, cmd: [String], timeout: Int64) async throws -> Runtime_V1_ExecSyncResponse {
@@ -181,12 +178,12 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
     }
 
     public func imageStatus(_ image: String) async throws -> Runtime_V1_Image? {
-        let r = try await call("ImageStatus \(image)") { try await images.imageStatus(.with { $0.image = .with { $0.image = image } }, options: options) }
+        let r = try await call("ImageStatus \(image)", read: true) { try await images.imageStatus(.with { $0.image = .with { $0.image = image } }, options: options) }
         return r.hasImage ? r.image : nil
     }
 
     public func listImages() async throws -> [Runtime_V1_Image] {
-        try await call("ListImages") { try await images.listImages(Runtime_V1_ListImagesRequest(), options: options).images }
+        try await call("ListImages", read: true) { try await images.listImages(Runtime_V1_ListImagesRequest(), options: options).images }
     }
 
     public func removeImage(_ image: String) async throws {

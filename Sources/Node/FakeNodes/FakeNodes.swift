@@ -83,7 +83,6 @@ public final class FakeNodes: Sendable {
     public let heartbeatOnly: [String]
 
     func renewLeases() async {
-        let now = LeaderElector.microTime()
         let down = stopped.withLock { $0 }
         await withTaskGroup(of: Void.self) { g in
             var running = 0
@@ -91,16 +90,7 @@ public final class FakeNodes: Sendable {
                 if running >= 16 { await g.next(); running -= 1 }
                 running += 1
                 g.addTask {
-                    let path = API.path("coordination.k8s.io/v1", "leases", namespace: "kube-node-lease", name: name)
-                    do {
-                        _ = try await self.api.mergePatch(path, ["spec": ["renewTime": .string(now), "holderIdentity": .string(name)]])
-                    } catch let e as APIStatusError where e.isNotFound {
-                        _ = try? await self.api.create(API.path("coordination.k8s.io/v1", "leases", namespace: "kube-node-lease"),
-                            ["metadata": ["name": .string(name), "namespace": "kube-node-lease",
-                                          "ownerReferences": [["apiVersion": "v1", "kind": "Node", "name": .string(name),
-                                                               "uid": .string((try? await self.api.get("/api/v1/nodes/\(name)"))?.uid ?? "")]]],
-                             "spec": ["holderIdentity": .string(name), "leaseDurationSeconds": 40, "renewTime": .string(now)]])
-                    } catch {}
+                    await NodeLease.renew(self.api, node: name) { (try? await self.api.get("/api/v1/nodes/\(name)"))?.uid ?? "" }
                 }
             }
         }

@@ -93,21 +93,7 @@ public final class Kubelet: Sendable {
     }
 
     func renewLease() async {
-        let name = config.nodeName
-        let path = API.path("coordination.k8s.io/v1", "leases", namespace: "kube-node-lease", name: name)
-        let now = LeaderElector.microTime()
-        do {
-            _ = try await api.mergePatch(path, ["spec": ["renewTime": .string(now), "holderIdentity": .string(name)]])
-        } catch let e as APIStatusError where e.isNotFound {
-            let uid = node.withLock { $0.node?.uid } ?? ""
-            _ = try? await api.create(API.path("coordination.k8s.io/v1", "leases", namespace: "kube-node-lease"),
-                                      ["metadata": ["name": .string(name), "namespace": "kube-node-lease",
-                                                    "ownerReferences": [["apiVersion": "v1", "kind": "Node", "name": .string(name), "uid": .string(uid)]]],
-                                       "spec": ["holderIdentity": .string(name), "leaseDurationSeconds": .int(Int64(config.nodeLeaseDurationSeconds)),
-                                                "renewTime": .string(now)]])
-        } catch {
-            logger.debug("renewing the node lease: \(error)")
-        }
+        await NodeLease.renew(api, node: config.nodeName, durationSeconds: config.nodeLeaseDurationSeconds) { self.node.withLock { $0.node?.uid } ?? "" }
     }
 
     func statusLoop() async {

@@ -9,11 +9,7 @@ public enum NodeDescription {
 
     /// This machine's numbers: CPUs, memory (Ki), the root dir's filesystem (Ki).
     public static func capacity(rootDir: String, maxPods: Int) -> [String: String] {
-        var memKi: Int64 = 0
-        if let info = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-           let line = info.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }) {
-            memKi = Int64(line.split(separator: " ").dropFirst().first ?? "") ?? 0
-        }
+        let memKi = memTotalKi ?? 0
         var diskKi: Int64 = 0
         if let a = try? FileManager.default.attributesOfFileSystem(forPath: rootDir), let size = a[.systemSize] as? NSNumber {
             diskKi = size.int64Value / 1024
@@ -26,37 +22,37 @@ public enum NodeDescription {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// This machine's memory in bytes (MemTotal), read once: what a burstable container's OOM
-    /// score is measured against.
-    public static let memoryBytes: Int64 = {
+    /// /proc/meminfo's MemTotal in Ki, read once (nil when it cannot be read).
+    static let memTotalKi: Int64? = {
         guard let info = try? String(contentsOfFile: "/proc/meminfo", encoding: .utf8),
-              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }),
-              let ki = Int64(line.split(separator: " ").dropFirst().first ?? "") else { return 8 << 30 }
-        return ki * 1024
+              let line = info.split(separator: "\n").first(where: { $0.hasPrefix("MemTotal:") }) else { return nil }
+        return Int64(line.split(separator: " ").dropFirst().first ?? "")
     }()
+
+    /// This machine's memory in bytes: what a burstable container's OOM score is measured against.
+    public static let memoryBytes: Int64 = (memTotalKi ?? (8 << 20)) * 1024
 
     public static func nodeInfo(runtime: Runtime_V1_VersionResponse) -> JSONValue {
         var u = utsname()
         uname(&u)
         let release = withUnsafeBytes(of: &u.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        let machine = withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let osRelease = read("/etc/os-release").split(separator: "\n").first { $0.hasPrefix("PRETTY_NAME=") }
             .map { String($0.dropFirst("PRETTY_NAME=".count)).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } ?? "Linux"
         return ["machineID": .string(read("/etc/machine-id")), "systemUUID": .string(read("/sys/class/dmi/id/product_uuid")),
                 "bootID": .string(read("/proc/sys/kernel/random/boot_id")), "kernelVersion": .string(release), "osImage": .string(osRelease),
                 "containerRuntimeVersion": .string("\(runtime.runtimeName)://\(runtime.runtimeVersion)"), "kubeletVersion": .string(kubeletVersion),
-                "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": .string(architecture(machine))]
+                "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": .string(hostArchitecture)]
     }
 
     public static func architecture(_ machine: String) -> String {
         switch machine { case "x86_64": "amd64"; case "aarch64": "arm64"; default: machine }
     }
 
-    public static var hostArchitecture: String {
+    public static let hostArchitecture: String = {
         var u = utsname()
         uname(&u)
         return architecture(withUnsafeBytes(of: &u.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
-    }
+    }()
 
     /// The Node a kubelet registers.
     public static func registration(_ c: KubeletConfiguration, nodeIP: String, capacity: [String: String], info: JSONValue) -> JSONValue {
@@ -102,8 +98,7 @@ public enum NodeDescription {
         ]
         return table.map { type, ok, reason, message in
             let status = ok ? "True" : "False"
-            let previous = old.first { $0["type"]?.string == type }
-            let since = previous?["status"]?.string == status ? previous?["lastTransitionTime"] ?? .string(now) : .string(now)
+            let since = PodStatusBuilder.transitionTime(type, status, old: old, now: now)
             return ["type": .string(type), "status": .string(status), "reason": .string(reason), "message": .string(message),
                     "lastHeartbeatTime": .string(now), "lastTransitionTime": since]
         }

@@ -166,8 +166,7 @@ public enum PodStatusBuilder {
         let old = pod[path: ["status", "conditions"]]?.array ?? []
         var outConditions: [JSONValue] = conditions.map { type, ok, reason, message in
             let status = ok ? "True" : "False"
-            let previous = old.first { $0["type"]?.string == type }
-            let since = previous?["status"]?.string == status ? previous?["lastTransitionTime"] ?? .string(now) : .string(now)
+            let since = PodStatusBuilder.transitionTime(type, status, old: old, now: now)
             var c: [String: JSONValue] = ["type": .string(type), "status": .string(status), "lastProbeTime": .null, "lastTransitionTime": since]
             if !reason.isEmpty { c["reason"] = .string(reason) }
             if !message.isEmpty { c["message"] = .string(message) }
@@ -199,6 +198,12 @@ public enum PodStatusBuilder {
             })
         }
         return .object(status)
+    }
+
+    /// A condition's `lastTransitionTime`: the previous one while its status holds, else now.
+    static func transitionTime(_ type: String, _ status: String, old: [JSONValue], now: String) -> JSONValue {
+        let previous = old.first { $0["type"]?.string == type }
+        return previous?["status"]?.string == status ? previous?["lastTransitionTime"] ?? .string(now) : .string(now)
     }
 
     /// The order the kubelet lists conditions in.

@@ -129,7 +129,7 @@ final class PodWorker: Sendable {
             let grace = pod[path: ["metadata", "deletionGracePeriodSeconds"]]?.int ?? pod[path: ["spec", "terminationGracePeriodSeconds"]]?.int ?? 30
             await kill(pod, observed, grace: grace, reason: "Stopping container")
             let after = try await observe()
-            try? await writeStatus(pod, after, sandboxReady: false, terminal: true)
+            try? await writeStatus(pod, await records(after, sandbox: nil), sandboxReady: false, terminal: true)
             await removeAll(after)
             // The kubelet has the last word on a graceful deletion.
             do {
@@ -163,7 +163,7 @@ final class PodWorker: Sendable {
             } catch {
                 logger.warning("CreatePodSandbox for pod \(pod.key) failed: \(error)")
                 kubelet.record(pod, type: "Warning", reason: "FailedCreatePodSandBox", message: "Failed to create pod sandbox: \(error)")
-                try? await writeStatus(pod, try await observe(), sandboxReady: false, terminal: false)
+                try? await writeStatus(pod, await records(try await observe(), sandbox: nil), sandboxReady: false, terminal: false)
                 wake(at: .now + .seconds(2))
                 return false
             }
@@ -208,9 +208,10 @@ final class PodWorker: Sendable {
                 await startContainer(pod, c, sandbox: sandboxID, sandboxConfig: sandboxConfig, restartCount: r.map { $0.restartCount + 1 } ?? 0, podIP: podIP)
             }
         }
-        let now = try await observe()
-        await runProbers(pod, await self.records(now, sandbox: sandboxID), podIP: podIP)
-        try await writeStatus(pod, now, sandboxReady: true, terminal: false, sandbox: sandboxID, podIP: podIP)
+        // The containers as they are now, once for the probers and the status.
+        let latest = await self.records(try await observe(), sandbox: sandboxID)
+        await runProbers(pod, latest, podIP: podIP)
+        try await writeStatus(pod, latest, sandboxReady: true, terminal: false, podIP: podIP)
         return false
     }
 
@@ -412,13 +413,11 @@ final class PodWorker: Sendable {
 
     /// Writes the pod's status when it changed (a merge patch naming the pod's uid, so it never
     /// lands on a pod of the same name created since).
-    func writeStatus(_ pod: JSONValue, _ observed: Observed, sandboxReady: Bool, terminal: Bool, sandbox: String? = nil, podIP: String = "") async throws {
-        var initRecords = await records(observed, sandbox: sandbox)
-        var appRecords = initRecords
+    func writeStatus(_ pod: JSONValue, _ records: [String: ContainerRecord], sandboxReady: Bool, terminal: Bool, podIP: String = "") async throws {
         let waiting = state.withLock { $0.waiting }
         let initNames = Set((pod[path: ["spec", "initContainers"]]?.array ?? []).compactMap { $0["name"]?.string })
-        initRecords = initRecords.filter { initNames.contains($0.key) }
-        appRecords = appRecords.filter { !initNames.contains($0.key) }
+        var initRecords = records.filter { initNames.contains($0.key) }
+        var appRecords = records.filter { !initNames.contains($0.key) }
         for (name, w) in waiting {
             if initNames.contains(name) {
                 if !(initRecords[name]?.isRunning ?? false) { initRecords[name, default: ContainerRecord()].waiting = w }
