@@ -40,6 +40,10 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
     ],
     targets: [
         // The layers, bottom up (docs/design.md has the map and the rules a test enforces):
@@ -93,7 +97,20 @@ let package = Package(
         .target(name: "FieldManager", dependencies: ["KubeAPI", "APISchema"], path: "Sources/API/FieldManager", swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
-        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", .product(name: "HummingbirdCore", package: "hummingbird"),
+        // HTTP/1.1 with the WebSocket upgrade, other upgrades served as plain requests (the API
+        // server's and the kubelet's servers).
+        .target(name: "UpgradableHTTP", dependencies: [.product(name: "HummingbirdCore", package: "hummingbird"),
+                                                       .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                                                       .product(name: "NIOCore", package: "swift-nio"),
+                                                       .product(name: "NIOHTTP1", package: "swift-nio"),
+                                                       .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                       .product(name: "Logging", package: "swift-log")],
+                path: "Sources/API/UpgradableHTTP", swiftSettings: strict),
+        // A pod's log and exec go to its node's kubelet (HTTPS, and a WebSocket relayed frame by frame).
+        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP",
+                                                   .product(name: "HummingbirdCore", package: "hummingbird"),
+                                                   .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                                                   .product(name: "WSClient", package: "swift-websocket"),
                                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                    .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                    .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -191,6 +208,18 @@ let package = Package(
         // termination), their status written back, the pod CIDR given to the CNI plugin.
         .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Node/Kubelet", swiftSettings: strict),
+        // The kubelet's API on :10250 (HTTPS with a self-signed certificate unless given one):
+        // /healthz, /pods, /containerLogs, and /exec over WebSocket (the v5.channel.k8s.io protocol).
+        .target(name: "KubeletServer", dependencies: ["Kubelet", "CRI", "KubeAPI", "UpgradableHTTP",
+                                                      .product(name: "HummingbirdCore", package: "hummingbird"),
+                                                      .product(name: "HummingbirdTLS", package: "hummingbird"),
+                                                      .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                                                      .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                                      .product(name: "X509", package: "swift-certificates"),
+                                                      .product(name: "SwiftASN1", package: "swift-asn1"),
+                                                      .product(name: "Crypto", package: "swift-crypto"),
+                                                      .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Node/KubeletServer", swiftSettings: strict),
         // OCI images made from files (tar layers, config, manifest) and pushed to a registry over
         // the distribution API; the lab's own images (busybox, pause) from Debian's busybox-static.
         .target(name: "Images", dependencies: ["HTTPJSON", "KubeAPI", "HostOS", .product(name: "Crypto", package: "swift-crypto")],
@@ -217,7 +246,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "CRI",
+                "APIServer", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -276,7 +305,7 @@ let package = Package(
         .testTarget(name: "ProxyIPTablesTests", dependencies: ["ProxyIPTables", "IPTablesKit", "ProxySeam", "HostOS", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
-        .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "Kubelet", "ControllerKit", "APIServer", "KubeStore", "KubeClient",
+        .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "Kubelet", "KubeletServer", "ControllerKit", "APIServer", "KubeStore", "KubeClient",
                                                      "HostOS", "HTTPJSON", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),

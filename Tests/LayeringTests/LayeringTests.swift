@@ -146,6 +146,15 @@ struct LayeringTests {
         #expect(graph.closure("Kubelet").isDisjoint(with: ["Images", "LabServices", "NetLab", "NetnsKit", "CNI"]), "\(graph.closure("Kubelet").sorted())")
     }
 
+    /// The API server and the kubelet meet over HTTP only (logs, exec): neither links the other;
+    /// the kubelet's API serves the kubelet and nothing of the control plane's code.
+    @Test func theAPIServerAndTheKubeletMeetOverHTTPOnly() {
+        #expect(graph.closure("APIServer").isDisjoint(with: ["Kubelet", "KubeletServer", "CRI", "ControllerKit"]), "\(graph.closure("APIServer").sorted())")
+        #expect(graph.closure("KubeletServer").isDisjoint(with: ["APIServer", "KubeStore", "APISchema", "FieldManager", "LabServices", "NetLab"]),
+                "\(graph.closure("KubeletServer").sorted())")
+        #expect(graph.targets["UpgradableHTTP"]?.targets == [], "\(graph.targets["UpgradableHTTP"]?.targets ?? [])")
+    }
+
     /// The folders show the layers: every target lives in its layer's folder.
     @Test func everyTargetIsInALayerFolder() {
         let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/ControlPlane/", "Sources/Proxy/", "Sources/Node/", "Sources/Lab/", "Sources/Commands/"]

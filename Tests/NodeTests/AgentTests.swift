@@ -63,7 +63,7 @@ struct AgentTests {
                 try await api.get("/api/v1/nodes/node-x")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
             }
             #expect(ready, "the node is not Ready:\n\(agent.output)")
-            let command: JSONValue = ["sh", "-c", "mkdir -p /www && echo hello from $(hostname) > /www/index.html && exec httpd -f -p 8080 -h /www"]
+            let command: JSONValue = ["sh", "-c", "mkdir -p /www && echo hello from $(hostname) > /www/index.html && echo starting && echo serving on 8080 && exec httpd -f -p 8080 -h /www"]
             _ = try await api.create("/apis/apps/v1/namespaces/default/deployments", [
                 "apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "web"],
                 "spec": ["replicas": 2, "selector": ["matchLabels": ["app": "web"]],
@@ -88,6 +88,7 @@ struct AgentTests {
                 if let out = r?.stdout, out.hasPrefix("hello from web-") { answers.insert(out) } else { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(answers.count == 2, "answers through \(clusterIP): \(answers)\n\(agent.output.suffix(3000))")
+            try await logsAndExec(api: api, kubeconfig: kubeconfig, agent: agent, dirForLogs: dir)
             // Scaled to zero: the pods go from the API and from the runtime.
             _ = try await api.mergePatch("/apis/apps/v1/namespaces/default/deployments/web", ["spec": ["replicas": 0]])
             let gone = try await api.eventually(120) {
@@ -102,5 +103,53 @@ struct AgentTests {
         }
         for p in processes.reversed() { p.stop() }
         await node.close()
+    }
+
+    /// `kubectl logs` and `kubectl exec`, as a user runs them: through the API server to the
+    /// node's kubelet (HTTPS on its port 10250), the exec over WebSocket (kubectl 1.33); an older
+    /// kubectl that only speaks SPDY is told why it cannot.
+    func logsAndExec(api: API, kubeconfig: String, agent: Running, dirForLogs: URL) async throws {
+        let kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
+        guard FileManager.default.isExecutableFile(atPath: kubectl) else { Issue.record("\(kubectl) is not installed"); return }
+        let pods = try await api.list("/api/v1/namespaces/default/pods", query: ["labelSelector": "app=web"])["items"]?.array ?? []
+        let pod = try #require(pods.first).name
+        func run(_ args: [String], _ k: String = kubectl) throws -> CommandRunner.Result {
+            try CommandRunner().run([k, "--kubeconfig", kubeconfig] + args, check: false, timeout: .seconds(30))
+        }
+        let logs = try run(["logs", pod])
+        #expect(logs.status == 0 && logs.stdout == "starting\nserving on 8080\n", "kubectl logs: \(logs)\n\(agent.output.suffix(2000))")
+        let tail = try run(["logs", pod, "--tail=1", "--timestamps"])
+        #expect(tail.stdout.hasSuffix("Z serving on 8080\n") && !tail.stdout.contains("starting") && tail.stdout.split(separator: "\n").count == 1,
+                "kubectl logs --tail=1 --timestamps: \(tail)")
+        let wrong = try run(["logs", pod, "-c", "nope"])
+        #expect(wrong.status != 0 && wrong.stderr.contains("container nope is not valid for pod \(pod)"), "\(wrong)")
+        let noPrevious = try run(["logs", pod, "--previous"])
+        #expect(noPrevious.status != 0 && noPrevious.stderr.contains("previous terminated container \"httpd\" in pod \"\(pod)\" not found"), "\(noPrevious)")
+
+        let cat = try run(["exec", pod, "--", "cat", "/www/index.html"])
+        #expect(cat.status == 0 && cat.stdout == "hello from \(pod)\n", "kubectl exec: \(cat)\n\(agent.output.suffix(2000))")
+        let failing = try run(["exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
+        #expect(failing.status == 3 && failing.stdout == "out\n" && failing.stderr.contains("err"), "kubectl exec exiting 3: \(failing)")
+        let wrongExec = try run(["exec", pod, "-c", "nope", "--", "true"])
+        #expect(wrongExec.status != 0 && wrongExec.stderr.contains("container nope is not valid for pod \(pod)"), "\(wrongExec)")
+        let missing = try run(["exec", "no-such-pod", "--", "true"])
+        #expect(missing.status != 0 && missing.stderr.contains("pods \"no-such-pod\" not found"), "\(missing)")
+        // `kubectl logs -f` follows: what the container writes later comes through.
+        let followed = dirForLogs.appendingPathComponent("follow.log")
+        let follow = try Running([kubectl, "--kubeconfig", kubeconfig, "logs", "-f", pod], log: followed)
+        defer { follow.stop() }
+        try await Task.sleep(for: .milliseconds(500))
+        _ = try run(["exec", pod, "--", "sh", "-c", "echo written later > /proc/1/fd/1"])
+        var seen = ""
+        for _ in 0..<50 where !seen.contains("written later") {
+            try await Task.sleep(for: .milliseconds(100))
+            seen = follow.output
+        }
+        #expect(seen == "starting\nserving on 8080\nwritten later\n" && follow.process.isRunning, "kubectl logs -f: \(seen)")
+        let spdy = "/usr/lib/google-cloud-sdk/bin/kubectl.1.29"
+        if FileManager.default.isExecutableFile(atPath: spdy) {
+            let old = try run(["exec", pod, "--", "true"], spdy)
+            #expect(old.status != 0 && old.stderr.contains("Upgrade request required"), "kubectl 1.29 (SPDY): \(old)")
+        }
     }
 }

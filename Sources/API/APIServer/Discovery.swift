@@ -59,7 +59,12 @@ enum Discovery {
         if !r.subresources.isEmpty {
             o["subresources"] = .array(r.subresources.map { sub in
                 let k = r.gvk(subresource: sub)
-                let verbs: JSONValue = sub == "binding" || sub == "eviction" ? ["create"] : ["get", "patch", "update"]
+                let verbs: JSONValue = switch sub {
+                case "binding", "eviction": ["create"]
+                case "log": ["get"]
+                case "exec": ["create", "get"]
+                default: ["get", "patch", "update"]
+                }
                 return ["subresource": .string(sub), "responseKind": kindJSON(k.group, k.version, k.kind), "verbs": verbs]
             })
         }

@@ -36,6 +36,8 @@ public struct APIResponse: Sendable {
         case stream(AsyncThrowingStream<Data, any Error>)
         /// Bytes of another type (the protobuf OpenAPI document).
         case bytes(Data, type: String)
+        /// Text passed on as it comes (a container's log from its kubelet).
+        case textStream(AsyncThrowingStream<Data, any Error>)
     }
     public var code: Int
     public var body: Body
@@ -43,7 +45,7 @@ public struct APIResponse: Sendable {
     public var warnings: [String] = []
     public var contentType: String {
         switch body {
-        case .text: return "text/plain; charset=utf-8"
+        case .text, .textStream: return "text/plain; charset=utf-8"
         case .bytes(_, let type): return type
         default: return "application/json"
         }
@@ -192,6 +194,10 @@ public final class APIHandler: Sendable {
         switch (req.method, t.name) {
         case ("GET", nil):
             return isWatch(req) ? try await watch(req, t) : try await list(req, t)
+        case ("GET", _?) where t.subresource == "log":
+            return try await podLog(req, t)
+        case ("GET", _?) where t.subresource == "exec", ("POST", _?) where t.subresource == "exec":
+            return try await execWithoutUpgrade(req, t)
         case ("GET", let name?):
             let o = try await get(t.resource, namespace: t.namespace, name: name, subresource: t.subresource)
             // `kubectl get KIND NAME` asks for a Table of the one object, as for a list.

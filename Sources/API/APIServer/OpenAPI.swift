@@ -171,6 +171,17 @@ struct OpenAPI: Sendable {
             let kind = r.gvk(subresource: sub)
             let subName = schemas.kindNames[kind]
             let subID = idKind + sub.capitalized
+            if sub == "log" || sub == "exec" {
+                // Answered with text or a stream (the kubelet's), not an object.
+                let ops = sub == "log"
+                    ? [Operation(method: "get", action: "get", kind: kind, id: "read" + subID, description: "read log of the specified \(r.kind)",
+                                 parameters: [], body: nil, response: nil)]
+                    : ["get", "post"].map { m in Operation(method: m, action: "connect", kind: kind, id: "connect\(m.capitalized)" + subID,
+                                                           description: "connect \(m.uppercased()) requests to exec of \(r.kind)",
+                                                           parameters: [], body: nil, response: nil) }
+                out.append((item + "/" + sub, ops))
+                continue
+            }
             if sub == "binding" || sub == "eviction" {
                 out.append((item + "/" + sub, [Operation(method: "post", action: "post", kind: kind, id: "create" + subID,
                                                          description: "create \(sub) of a \(r.kind)", parameters: writes, body: subName, response: subName)]))

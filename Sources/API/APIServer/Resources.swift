@@ -62,6 +62,7 @@ public struct ResourceInfo: Sendable, Hashable {
         case "scale": GroupVersionKind(group: "autoscaling", version: "v1", kind: "Scale")
         case "binding": GroupVersionKind(group: "", version: "v1", kind: "Binding")
         case "eviction": GroupVersionKind(group: "policy", version: "v1", kind: "Eviction")
+        case "exec": GroupVersionKind(group: "", version: "v1", kind: "PodExecOptions")
         default: gvk
         }
     }
@@ -106,6 +107,8 @@ public struct ResourceInfo: Sendable, Hashable {
             case "scale": ("Scale", ["get", "patch", "update"], "autoscaling", "v1")
             case "binding": ("Binding", ["create"], nil, nil)
             case "eviction": ("Eviction", ["create"], "policy", "v1")
+            case "log": (self.kind, ["get"], nil, nil)
+            case "exec": ("PodExecOptions", ["create", "get"], nil, nil)
             case "finalize": (self.kind, ["update"], nil, nil)
             default: (self.kind, ["get", "patch", "update"], nil, nil)
             }
@@ -158,7 +161,7 @@ public enum Resources {
         core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status", "finalize"], NamespaceStrategy()),
         core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"], ServiceStrategy()),
         core("endpoints", "endpoints", "Endpoints", short: ["ep"], EndpointsStrategy()),
-        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding", "eviction"], PodStrategy()),
+        core("pods", "pod", "Pod", short: ["po"], categories: ["all"], sub: ["status", "binding", "eviction", "log", "exec"], PodStrategy()),
         core("nodes", "node", "Node", namespaced: false, short: ["no"], sub: ["status"], NodeStrategy()),
         core("events", "event", "Event", short: ["ev"], EventStrategy()),
         core("configmaps", "configmap", "ConfigMap", short: ["cm"], ConfigMapStrategy()),

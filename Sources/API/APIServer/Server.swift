@@ -2,6 +2,8 @@ import Foundation
 import HTTPTypes
 import HummingbirdCore
 import HummingbirdTLS
+import HummingbirdWebSocket
+import UpgradableHTTP
 import NIOSSL
 import NIOCore
 import NIOPosix
@@ -111,7 +113,7 @@ public struct APIServer: Sendable {
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: t)))
         case .bytes(let d, _):
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
-        case .stream(let s):
+        case .stream(let s), .textStream(let s):
             headers[.transferEncoding] = "chunked"
             return Response(status: status, headers: headers, body: ResponseBody { writer in
                 for try await chunk in s { try await writer.write(ByteBuffer(bytes: chunk)) }
@@ -124,7 +126,12 @@ public struct APIServer: Sendable {
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let handler = self.handler, tokens = self.tokens
         let started = Flag()
-        let builder = try tls.map { try HTTPServerBuilder.tls(.http1(), tlsConfiguration: $0) } ?? .http1()
+        let logger = self.logger
+        // HTTP/1.1, and the WebSocket upgrade of a pod's exec (relayed to its kubelet).
+        let upgradable = UpgradableHTTP.builder(maxFrameSize: NodeStreams.maxMessage) { request, _, _ in
+            await Self.shouldUpgrade(handler, request, tokens: tokens, logger: logger)
+        }
+        let builder = try tls.map { try HTTPServerBuilder.tls(upgradable, tlsConfiguration: $0) } ?? upgradable
         let server = try builder.buildServer(
             configuration: ServerConfiguration(address: .hostname(host, port: port)),
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
@@ -145,6 +152,24 @@ public struct APIServer: Sendable {
             try await group.run()
         } catch let e as IOError where !started.isSet {
             throw ListenError(host: host, port: port, errno: e.errnoCode)
+        }
+    }
+
+    /// A pod's exec, upgraded and relayed to its kubelet; anything else (or an exec that cannot
+    /// be served: its error) goes to the responder as a plain request.
+    static func shouldUpgrade(_ handler: APIHandler, _ request: HTTPRequest, tokens: TokenFile?, logger: Logger) async
+        -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
+        let full = request.path ?? ""
+        let parts = full.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = parts.first.map(String.init) ?? ""
+        guard path.hasSuffix("/exec") else { return .dontUpgrade }
+        if let tokens, tokens.user(authorization: request.headerFields[.authorization]) == nil { return .dontUpgrade }
+        guard let target = await handler.execUpgrade(path: path, rawQuery: parts.count > 1 ? parts[1] : "",
+                                                     subprotocols: request.headerFields[.secWebSocketProtocol]) else { return .dontUpgrade }
+        var headers = HTTPFields()
+        headers[.secWebSocketProtocol] = target.subprotocol
+        return .upgrade(headers) { inbound, outbound, _ in
+            await NodeStreams.relay(inbound, outbound, to: target.target, subprotocol: target.subprotocol, logger: logger)
         }
     }
 

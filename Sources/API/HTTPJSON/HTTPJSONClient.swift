@@ -260,6 +260,57 @@ public struct HTTPJSONClient: Sendable {
 }
 
 extension HTTPJSONClient {
+    /// A GET whose answer's body is passed on as it comes (a container's log, followed): the
+    /// stream once the answer is `200 OK`; another status throws, with the body's text.
+    public func byteStream(_ path: String, query: [String: String] = [:]) async throws -> AsyncThrowingStream<Data, any Error> {
+        let channel = try await connect()
+        let head = self.head(.GET, Self.uri(path, query), bodyLength: nil, contentType: nil)
+        let (stream, continuation) = AsyncThrowingStream.makeStream(of: Data.self)
+        let (answered, answer) = AsyncThrowingStream.makeStream(of: Int.self)
+        let peer = self.peer
+        let task = Task {
+            var status = 0
+            var errorBody = Data()
+            do {
+                try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(contentsOf: Self.parts(head, nil))
+                    for try await part in inbound {
+                        switch part {
+                        case .head(let h):
+                            status = Int(h.status.code)
+                            if status == 200 { answer.yield(status); answer.finish() }
+                        case .body(let b):
+                            if status == 200 { continuation.yield(Data(b.readableBytesView)) } else { errorBody += b.readableBytesView }
+                        case .end:
+                            return
+                        }
+                    }
+                }
+                if status != 200 {
+                    let text = String(decoding: errorBody, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                    answer.finish(throwing: ClientError(status: status, description: text.isEmpty ? "\(peer) answered \(status)" : text))
+                }
+                continuation.finish()
+            } catch {
+                answer.finish(throwing: error)
+                continuation.finish(throwing: error)
+            }
+        }
+        continuation.onTermination = { _ in
+            task.cancel()
+            channel.channel.close(promise: nil)
+        }
+        do {
+            for try await _ in answered { break }
+        } catch {
+            task.cancel()
+            throw error
+        }
+        return stream
+    }
+}
+
+extension HTTPJSONClient {
     /// Whether `s` is an IPv4 or IPv6 address (not sent as SNI; checked against IP SANs).
     static func isIPAddress(_ s: String) -> Bool {
         var v4 = in_addr(), v6 = in6_addr()

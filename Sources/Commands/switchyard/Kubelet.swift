@@ -5,6 +5,7 @@ import Foundation
 import KubeAPI
 import KubeClient
 import Kubelet
+import KubeletServer
 import Logging
 import ServiceLifecycle
 
@@ -40,6 +41,21 @@ struct KubeletFlags: ParsableArguments {
     @Option(name: .customLong("cni-conf-dir"), help: "The CNI configuration directory of the runtime; the node's pod CIDR is written there.")
     var cniConfDir = "/etc/cni/net.d"
 
+    @Option(name: .customLong("port"), help: "The port of the kubelet's API, HTTPS (default 10250; 0 takes a free one).")
+    var port: Int?
+
+    @Option(name: .customLong("address"), help: "The address the kubelet's API listens on (default 0.0.0.0).")
+    var address: String?
+
+    @Option(name: .customLong("tls-cert-file"), help: "The kubelet's serving certificate (default: a self-signed one in --cert-dir).")
+    var tlsCertFile: String?
+
+    @Option(name: .customLong("tls-private-key-file"), help: "The key of --tls-cert-file.")
+    var tlsPrivateKeyFile: String?
+
+    @Option(name: .customLong("cert-dir"), help: "Where the self-signed serving certificate is kept (default <root-dir>/pki).")
+    var certDir: String?
+
     static func pairs(_ s: String, flag: String) throws -> [(String, String)] {
         try s.split(separator: ",").map { item in
             let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
@@ -74,6 +90,14 @@ struct KubeletFlags: ParsableArguments {
         c.rootDir = rootDir
         if let podLogsDir { c.podLogsDir = podLogsDir }
         c.cniConfDir = cniConfDir
+        if let port {
+            guard (0...65535).contains(port) else { throw ValidationError("--port \(port): not a port") }
+            c.port = port
+        }
+        if let address { c.address = address }
+        if let tlsCertFile { c.tlsCertFile = tlsCertFile }
+        if let tlsPrivateKeyFile { c.tlsPrivateKeyFile = tlsPrivateKeyFile }
+        c.certDir = certDir ?? c.rootDir + "/pki"
         return c
     }
 
@@ -125,7 +149,7 @@ struct KubeletCommand: AsyncParsableCommand {
         let logger = Logger(label: "switchyard.kubelet")
         let c = try flags.configuration(nodeName: hostnameOverride ?? ProcessInfo.processInfo.hostName, configFile: config)
         let kubelet = try await flags.kubelet(c, kubeconfig: kubeconfig, logger: logger)
-        try await runUntilSignalled(logger) { try await kubelet.run() }
+        try await runUntilSignalled(logger) { try await KubeletServer.serve(kubelet) }
     }
 }
 
@@ -171,6 +195,6 @@ struct AgentCommand: AsyncParsableCommand {
 struct KubeletService: ServiceLifecycle.Service {
     let kubelet: Kubelet
     func run() async throws {
-        try await cancelWhenGracefulShutdown { try await kubelet.run() }
+        try await cancelWhenGracefulShutdown { try await KubeletServer.serve(kubelet) }
     }
 }

@@ -216,11 +216,15 @@ public final class FakeRuntime: ContainerRuntime, Sendable {
     }
 
     public func containerStatus(_ id: String) async throws -> Runtime_V1_ContainerStatus {
-        guard let c = state.withLock({ $0.containers[id] }) else { throw RuntimeError(.notFound, "an error occurred when try to find container \"\(id)\": not found") }
+        guard let (c, logDirectory) = state.withLock({ s in s.containers[id].map { ($0, s.sandboxes[$0.sandbox]?.config.logDirectory ?? "") } }) else {
+            throw RuntimeError(.notFound, "an error occurred when try to find container \"\(id)\": not found")
+        }
         return .with {
             $0.id = c.id; $0.metadata = c.config.metadata; $0.state = c.state; $0.createdAt = c.created; $0.startedAt = c.started
             $0.finishedAt = c.finished; $0.exitCode = c.exitCode; $0.image = c.config.image; $0.imageRef = c.imageRef; $0.reason = c.reason
-            $0.labels = c.config.labels; $0.annotations = c.config.annotations; $0.logPath = c.config.logPath
+            $0.labels = c.config.labels; $0.annotations = c.config.annotations
+            // As containerd answers: the sandbox's log directory joined with the container's path.
+            $0.logPath = logDirectory.isEmpty || c.config.logPath.isEmpty ? c.config.logPath : logDirectory + "/" + c.config.logPath
         }
     }
 

@@ -34,6 +34,16 @@ public struct KubeletConfiguration: Sendable {
     public var maxBackOff: Duration = .seconds(300)
     /// The container runtime's name in container IDs (`containerd://…`), from CRI's Version.
     public var runtimeName = "containerd"
+    /// `port` and `address`: where the kubelet's API listens (HTTPS). Port 0 takes a free one,
+    /// which the Node's `daemonEndpoints` then names.
+    public var port = 10250
+    public var address = "0.0.0.0"
+    /// `tlsCertFile` and `tlsPrivateKeyFile`; when empty, a self-signed pair in `certDir`
+    /// (`kubelet.crt`, `kubelet.key`), made once, as upstream.
+    public var tlsCertFile = ""
+    public var tlsPrivateKeyFile = ""
+    /// `--cert-dir`; `<rootDir>/pki` when empty.
+    public var certDir = ""
 
     public init(nodeName: String) { self.nodeName = nodeName }
 
@@ -51,6 +61,10 @@ public struct KubeletConfiguration: Sendable {
         if let v = doc["nodeStatusUpdateFrequency"]?.string { nodeStatusUpdateFrequency = try Self.duration(v) }
         if let v = doc["nodeStatusReportFrequency"]?.string { nodeStatusReportFrequency = try Self.duration(v) }
         if let v = doc["syncFrequency"]?.string { syncFrequency = try Self.duration(v) }
+        if let v = doc["port"]?.int { port = Int(v) }
+        if let v = doc["address"]?.string { address = v }
+        if let v = doc["tlsCertFile"]?.string { tlsCertFile = v }
+        if let v = doc["tlsPrivateKeyFile"]?.string { tlsPrivateKeyFile = v }
     }
 
     /// A Go duration (`10s`, `1m30s`, `500ms`).

@@ -26,6 +26,8 @@ public final class Kubelet: Sendable {
         var lastReportTime = ContinuousClock.now
         var runtimeVersion = Runtime_V1_VersionResponse()
         var node: JSONValue?
+        /// The port the kubelet's API listens on (the configured one until a server says).
+        var servingPort: Int?
     }
     let node = Mutex(NodeState())
 
@@ -39,6 +41,13 @@ public final class Kubelet: Sendable {
     }
 
     public var nodeIP: String { node.withLock { $0.nodeIP } }
+
+    /// The port the kubelet's API is served on, as the Node's `daemonEndpoints` names it: set by
+    /// the server once it listens (before `run`), the configured port otherwise.
+    public var servingPort: Int {
+        get { node.withLock { $0.servingPort ?? config.port } }
+        set { node.withLock { $0.servingPort = newValue } }
+    }
 
     /// Runs until cancelled.
     public func run() async throws {
@@ -64,7 +73,8 @@ public final class Kubelet: Sendable {
     func register() async throws {
         let (version, ip) = node.withLock { ($0.runtimeVersion, $0.nodeIP) }
         let capacity = NodeDescription.capacity(rootDir: config.rootDir, maxPods: config.maxPods)
-        let object = NodeDescription.registration(config, nodeIP: ip, capacity: capacity, info: NodeDescription.nodeInfo(runtime: version))
+        let object = NodeDescription.registration(config, nodeIP: ip, capacity: capacity, info: NodeDescription.nodeInfo(runtime: version),
+                                                kubeletPort: servingPort)
         while !Task.isCancelled {
             do {
                 let created = try await api.create("/api/v1/nodes", object)
@@ -122,7 +132,7 @@ public final class Kubelet: Sendable {
         let capacity = JSONValue.object(NodeDescription.capacity(rootDir: config.rootDir, maxPods: config.maxPods).mapValues { .string($0) })
         let status: JSONValue = ["capacity": capacity, "allocatable": capacity, "conditions": .array(conditions),
                                  "addresses": NodeDescription.addresses(config, ip), "nodeInfo": NodeDescription.nodeInfo(runtime: version),
-                                 "images": NodeDescription.images(images), "daemonEndpoints": ["kubeletEndpoint": ["Port": 10250]]]
+                                 "images": NodeDescription.images(images), "daemonEndpoints": NodeDescription.daemonEndpoints(servingPort)]
         // Compared without the heartbeat times.
         var comparable = status
         comparable["conditions"] = .array(conditions.map { var c = $0; c["lastHeartbeatTime"] = nil; return c })

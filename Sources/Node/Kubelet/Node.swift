@@ -55,7 +55,8 @@ public enum NodeDescription {
     }()
 
     /// The Node a kubelet registers.
-    public static func registration(_ c: KubeletConfiguration, nodeIP: String, capacity: [String: String], info: JSONValue) -> JSONValue {
+    public static func registration(_ c: KubeletConfiguration, nodeIP: String, capacity: [String: String], info: JSONValue,
+                                    kubeletPort: Int) -> JSONValue {
         var labels = c.nodeLabels
         labels["kubernetes.io/hostname"] = c.nodeName
         labels["kubernetes.io/os"] = "linux"
@@ -70,8 +71,11 @@ public enum NodeDescription {
                              "annotations": ["volumes.kubernetes.io/controller-managed-attach-detach": "true", "node.alpha.kubernetes.io/ttl": "0"]],
                 "spec": .object(spec),
                 "status": ["capacity": resources, "allocatable": resources, "addresses": addresses(c, nodeIP),
-                           "daemonEndpoints": ["kubeletEndpoint": ["Port": 10250]], "nodeInfo": info]]
+                           "daemonEndpoints": daemonEndpoints(kubeletPort), "nodeInfo": info]]
     }
+
+    /// Where the API server reaches this kubelet's API.
+    static func daemonEndpoints(_ port: Int) -> JSONValue { ["kubeletEndpoint": ["Port": .int(Int64(port))]] }
 
     static func addresses(_ c: KubeletConfiguration, _ ip: String) -> JSONValue {
         [["type": "InternalIP", "address": .string(ip)], ["type": "Hostname", "address": .string(c.nodeName)]]
