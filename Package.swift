@@ -206,7 +206,8 @@ let package = Package(
         // The kubelet: the node registered and its Lease renewed, the pods bound to it run
         // through CRI (sandboxes, init and app containers, restarts with back-off, graceful
         // termination), their status written back, the pod CIDR given to the CNI plugin.
-        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log"),
+                                                .product(name: "Crypto", package: "swift-crypto")],
                 path: "Sources/Node/Kubelet", swiftSettings: strict),
         // The kubelet's API on :10250 (HTTPS with a self-signed certificate unless given one):
         // /healthz, /pods, /containerLogs, and /exec over WebSocket (the v5.channel.k8s.io protocol).

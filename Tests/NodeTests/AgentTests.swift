@@ -51,11 +51,22 @@ struct AgentTests {
                 if config == nil { try await Task.sleep(for: .milliseconds(50)) }
             }
             let api = API(KubeClient(config: try #require(config, "the server did not start: \(server.output)")), fieldManager: "test")
+            // A static pod from the node's manifest directory.
+            let manifests = dir.appendingPathComponent("manifests")
+            try FileManager.default.createDirectory(at: manifests, withIntermediateDirectories: true)
+            try """
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hello", "namespace": "kube-system"},
+             "spec": {"terminationGracePeriodSeconds": 1,
+                      "containers": [{"name": "main", "image": "switchyard/busybox:latest", "command": ["sh", "-c", "echo static hello; exec sleep 3600"]}]}}
+            """.write(to: manifests.appendingPathComponent("hello.json"), atomically: true, encoding: .utf8)
+            let kubeletConfig = dir.appendingPathComponent("kubelet.yaml")
+            try "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfileCheckFrequency: 1s\n"
+                .write(to: kubeletConfig, atomically: true, encoding: .utf8)
             let agent = try Running(["nsenter", "--net=/run/netns/\(node.netns)", bin, "agent", "--kubeconfig", kubeconfig,
                                      "--hostname-override", "node-x", "--node-ip", node.node.nodeIP,
                                      "--container-runtime-endpoint", node.containerd.endpoint,
                                      "--root-dir", dir.appendingPathComponent("kubelet").path, "--pod-logs-dir", dir.appendingPathComponent("pods").path,
-                                     "--cni-conf-dir", node.node.cniConfDir, "--proxy-mode", "iptables",
+                                     "--cni-conf-dir", node.node.cniConfDir, "--proxy-mode", "iptables", "--pod-manifest-path", manifests.path, "--kubelet-config", kubeletConfig.path,
                                      "--healthz-bind-address", "", "--metrics-bind-address", ""],
                                     log: dir.appendingPathComponent("agent.log"))
             processes.append(agent)
@@ -96,8 +107,14 @@ struct AgentTests {
                 return pods.isEmpty
             }
             #expect(gone)
+            // Only the static pod is left; its manifest removed, it goes too.
+            let onlyStatic = try await api.eventually(60) { try await node.cri.listPodSandbox(nil).map(\.metadata.name) == ["hello-node-x"] }
+            #expect(onlyStatic)
+            try FileManager.default.removeItem(at: manifests.appendingPathComponent("hello.json"))
             let emptied = try await api.eventually(60) { try await node.cri.listPodSandbox(nil).isEmpty }
             #expect(emptied)
+            let mirrorGone = try await api.eventually(30) { (try? await api.get("/api/v1/namespaces/kube-system/pods/hello-node-x")) == nil }
+            #expect(mirrorGone)
         } catch {
             Issue.record("\(error)\n\(processes.map { $0.output.suffix(2000) }.joined(separator: "\n"))")
         }
@@ -146,6 +163,13 @@ struct AgentTests {
             seen = follow.output
         }
         #expect(seen == "starting\nserving on 8080\nwritten later\n" && follow.process.isRunning, "kubectl logs -f: \(seen)")
+        // The static pod: its mirror in the API, Running, its log through the kubelet.
+        let mirrorRuns = try await api.eventually(60) {
+            (try? await api.get("/api/v1/namespaces/kube-system/pods/hello-node-x"))?[path: ["status", "phase"]] == "Running"
+        }
+        #expect(mirrorRuns, "the static pod's mirror: \(agent.output.suffix(2000))")
+        let staticLogs = try run(["logs", "-n", "kube-system", "hello-node-x"])
+        #expect(staticLogs.stdout == "static hello\n", "kubectl logs of the static pod: \(staticLogs)")
         let spdy = "/usr/lib/google-cloud-sdk/bin/kubectl.1.29"
         if FileManager.default.isExecutableFile(atPath: spdy) {
             let old = try run(["exec", pod, "--", "true"], spdy)

@@ -14,7 +14,7 @@ struct KubeletHarness {
     let dir: String
 
     static func start(api: API? = nil, runtime: FakeRuntime = FakeRuntime(registry: ["switchyard/busybox:latest", "busybox:1.36"]),
-                      dir: String? = nil) async throws -> KubeletHarness {
+                      dir: String? = nil, configure: (inout KubeletConfiguration) -> Void = { _ in }) async throws -> KubeletHarness {
         var transport: API
         if let api { transport = api } else { transport = try await HandlerTransport.make().1 }
         let api = transport
@@ -30,6 +30,7 @@ struct KubeletHarness {
         c.backOff = .seconds(1)
         c.maxBackOff = .seconds(4)
         c.runtimeName = "fake"
+        configure(&c)
         let kubelet = Kubelet(api: api, runtime: runtime, config: c)
         let task = Task { _ = try? await kubelet.run() }
         return KubeletHarness(api: api, runtime: runtime, kubelet: kubelet, task: task, dir: dir)

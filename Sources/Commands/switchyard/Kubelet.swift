@@ -41,6 +41,9 @@ struct KubeletFlags: ParsableArguments {
     @Option(name: .customLong("cni-conf-dir"), help: "The CNI configuration directory of the runtime; the node's pod CIDR is written there.")
     var cniConfDir = "/etc/cni/net.d"
 
+    @Option(name: .customLong("pod-manifest-path"), help: "A directory of pod manifests to run as static pods (their mirror pods appear in the API).")
+    var podManifestPath: String?
+
     @Option(name: .customLong("port"), help: "The port of the kubelet's API, HTTPS (default 10250; 0 takes a free one).")
     var port: Int?
 
@@ -95,6 +98,7 @@ struct KubeletFlags: ParsableArguments {
             c.port = port
         }
         if let address { c.address = address }
+        if let podManifestPath { c.staticPodPath = podManifestPath }
         if let tlsCertFile { c.tlsCertFile = tlsCertFile }
         if let tlsPrivateKeyFile { c.tlsPrivateKeyFile = tlsPrivateKeyFile }
         c.certDir = certDir ?? c.rootDir + "/pki"

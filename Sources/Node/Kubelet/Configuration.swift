@@ -44,6 +44,10 @@ public struct KubeletConfiguration: Sendable {
     public var tlsPrivateKeyFile = ""
     /// `--cert-dir`; `<rootDir>/pki` when empty.
     public var certDir = ""
+    /// `staticPodPath` (`--pod-manifest-path`): a directory of pod manifests the kubelet runs as
+    /// static pods; none when empty. Read again every `fileCheckFrequency`.
+    public var staticPodPath = ""
+    public var fileCheckFrequency: Duration = .seconds(20)
 
     public init(nodeName: String) { self.nodeName = nodeName }
 
@@ -62,6 +66,8 @@ public struct KubeletConfiguration: Sendable {
         if let v = doc["nodeStatusReportFrequency"]?.string { nodeStatusReportFrequency = try Self.duration(v) }
         if let v = doc["syncFrequency"]?.string { syncFrequency = try Self.duration(v) }
         if let v = doc["port"]?.int { port = Int(v) }
+        if let v = doc["staticPodPath"]?.string { staticPodPath = v }
+        if let v = doc["fileCheckFrequency"]?.string { fileCheckFrequency = try Self.duration(v) }
         if let v = doc["address"]?.string { address = v }
         if let v = doc["tlsCertFile"]?.string { tlsCertFile = v }
         if let v = doc["tlsPrivateKeyFile"]?.string { tlsPrivateKeyFile = v }

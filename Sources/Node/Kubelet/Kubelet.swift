@@ -30,6 +30,15 @@ public final class Kubelet: Sendable {
         var servingPort: Int?
     }
     let node = Mutex(NodeState())
+    /// The static pods from `staticPodPath`, by UID (the manifest's hash), and what was wrong
+    /// with the manifests last read.
+    struct StaticState {
+        var pods: [String: JSONValue] = [:]
+        var errors: [String] = []
+    }
+    let statics = Mutex(StaticState())
+    /// Wakes the mirror pods' sync (a static pod or a mirror changed).
+    let mirrorWakeup = Wakeup()
 
     public init(api: API, runtime: any ContainerRuntime, config: KubeletConfiguration, logger: Logger = Logger(label: "switchyard.kubelet")) {
         self.api = api
@@ -56,8 +65,13 @@ public final class Kubelet: Sendable {
         node.withLock { $0.runtimeVersion = version; $0.nodeIP = ip }
         try FileManager.default.createDirectory(atPath: config.rootDir, withIntermediateDirectories: true)
         try await register()
+        loadStaticPods()
         pods.onChange { [self] change in self.podChanged(change) }
         await withTaskGroup(of: Void.self) { g in
+            if !config.staticPodPath.isEmpty {
+                g.addTask { await self.staticPodLoop() }
+                g.addTask { await self.mirrorLoop() }
+            }
             g.addTask { await self.events.run() }
             g.addTask { await self.leaseLoop() }
             g.addTask { await self.statusLoop() }
@@ -165,6 +179,12 @@ public final class Kubelet: Sendable {
     // MARK: pods
 
     func podChanged(_ change: Change<JSONValue>) {
+        // A mirror pod is the API's view of a static pod: nothing runs from it.
+        if let subject = change.new ?? change.old, StaticPods.isMirror(subject) {
+            mirrorWakeup.signal()
+            if let uid = StaticPods.staticUID(ofMirror: subject) { workers.withLock { $0[uid] }?.wake() }
+            return
+        }
         if let pod = change.new {
             worker(for: pod).update(pod)
         } else if let old = change.old {
@@ -209,7 +229,7 @@ public final class Kubelet: Sendable {
     func adoptOrphans() async {
         await pods.waitForSync()
         guard let sandboxes = try? await runtime.listPodSandbox(nil) else { return }
-        let known = Set(pods.items.map(\.uid))
+        let known = Set(pods.items.map(\.uid)).union(statics.withLock { $0.pods.keys })
         for s in sandboxes where !known.contains(s.labels[Specs.podUIDLabel] ?? s.metadata.uid) {
             logger.info("removing sandbox \(s.id) of pod \(s.metadata.namespace)/\(s.metadata.name): the pod is gone")
             if let cs = try? await runtime.listContainers(.with { $0.podSandboxID = s.id }) {
@@ -218,6 +238,89 @@ public final class Kubelet: Sendable {
             try? await runtime.stopPodSandbox(s.id)
             try? await runtime.removePodSandbox(s.id)
         }
+    }
+
+    // MARK: static pods
+
+    /// Reads the manifests: a new static pod starts, one whose manifest went (or changed, which
+    /// makes it another pod) stops; the mirrors follow.
+    func loadStaticPods() {
+        guard !config.staticPodPath.isEmpty else { return }
+        let (found, errors) = StaticPods.read(directory: config.staticPodPath, nodeName: config.nodeName)
+        let (added, gone, newErrors) = statics.withLock { s -> ([JSONValue], [String], [String]) in
+            var next: [String: JSONValue] = [:]
+            for p in found { next[p.uid] = s.pods[p.uid] ?? p }
+            let added = next.filter { s.pods[$0.key] == nil }.map(\.value)
+            let gone = s.pods.keys.filter { next[$0] == nil }
+            let newErrors = errors == s.errors ? [] : errors
+            s.pods = next
+            s.errors = errors
+            return (added, gone, newErrors)
+        }
+        for e in newErrors { logger.warning("static pod manifest \(e)") }
+        for p in added {
+            logger.info("static pod \(p.key) from \(config.staticPodPath)")
+            worker(for: p).update(p)
+        }
+        for uid in gone { workers.withLock { $0[uid] }?.removed() }
+        if !added.isEmpty || !gone.isEmpty { mirrorWakeup.signal() }
+    }
+
+    func staticPodLoop() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: config.fileCheckFrequency)
+            loadStaticPods()
+        }
+    }
+
+    /// Keeps one mirror pod per static pod in the API: created when missing, replaced when
+    /// deleted or stale, removed when its static pod is gone.
+    func mirrorLoop() async {
+        await pods.waitForSync()
+        while !Task.isCancelled {
+            await syncMirrors()
+            await mirrorWakeup.wait(timeout: config.fileCheckFrequency)
+        }
+    }
+
+    func syncMirrors() async {
+        let wanted = statics.withLock { $0.pods }
+        let mirrors = pods.items.filter(StaticPods.isMirror)
+        var kept = Set<String>()
+        for m in mirrors {
+            let uid = StaticPods.staticUID(ofMirror: m) ?? ""
+            if let p = wanted[uid], !m.isDeleting, p.namespace == m.namespace, p.name == m.name {
+                kept.insert(uid)
+                continue
+            }
+            logger.info("deleting mirror pod \(m.key)\(m.isDeleting ? " (deleted through the API: it comes back)" : ": its static pod is gone")")
+            do {
+                _ = try await api.delete(API.path("v1", "pods", namespace: m.namespace, name: m.name),
+                                         options: ["kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0, "preconditions": ["uid": .string(m.uid)]])
+            } catch let e as APIStatusError where e.isNotFound || e.code == 409 {
+            } catch {
+                logger.warning("deleting mirror pod \(m.key): \(error)")
+            }
+        }
+        let nodeUID = node.withLock { $0.node?.uid } ?? ""
+        for (uid, p) in wanted where !kept.contains(uid) {
+            do {
+                _ = try await api.create(API.path("v1", "pods", namespace: p.namespace, name: nil), StaticPods.mirror(of: p, node: config.nodeName, nodeUID: nodeUID))
+                logger.info("created mirror pod \(p.key)")
+            } catch let e as APIStatusError where e.isAlreadyExists {
+                // A pod of that name that is not this mirror: taken again once it is gone.
+            } catch {
+                logger.warning("creating mirror pod \(p.key): \(error)")
+                mirrorWakeup.signal()
+                try? await Task.sleep(for: .seconds(1))
+            }
+            workers.withLock { $0[uid] }?.wake()
+        }
+    }
+
+    /// The UID of a static pod's mirror in the API (where its status goes), if it has one.
+    func mirrorUID(ofStatic uid: String) -> String? {
+        pods.items.first { StaticPods.staticUID(ofMirror: $0) == uid && !$0.isDeleting }?.uid
     }
 
     func record(_ pod: JSONValue, type: String = "Normal", reason: String, message: String) {

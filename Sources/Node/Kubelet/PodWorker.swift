@@ -20,6 +20,8 @@ final class PodWorker: Sendable {
         var backOff: [String: Duration] = [:]
         var pullFailures: [String: Int] = [:]
         var lastStatus: JSONValue?
+        /// The UID the last status was written to (a static pod's mirror may be replaced).
+        var lastStatusUID = ""
         var task: Task<Void, Never>?
         var nextWake: ContinuousClock.Instant?
         /// Probe workers per running container (by its ID), and their verdicts.
@@ -443,9 +445,15 @@ final class PodWorker: Sendable {
         let status = PodStatusBuilder.build(input, now: Time.now())
         var comparable = status
         comparable["conditions"] = .array((status["conditions"]?.array ?? []).map { var c = $0; c["lastTransitionTime"] = nil; return c })
-        guard state.withLock({ $0.lastStatus }) != comparable else { return }
+        // A static pod's status goes to its mirror pod, once there is one.
+        var target = uid
+        if pod[path: ["metadata", "annotations", StaticPods.sourceAnnotation]]?.string == "file" {
+            guard let mirror = kubelet.mirrorUID(ofStatic: uid) else { return }
+            target = mirror
+        }
+        guard state.withLock({ ($0.lastStatus, $0.lastStatusUID) }) != (comparable, target) else { return }
         _ = try await kubelet.api.mergePatch(API.path("v1", "pods", namespace: pod.namespace, name: pod.name, subresource: "status"),
-                                             ["metadata": ["uid": .string(uid)], "status": status])
-        state.withLock { $0.lastStatus = comparable }
+                                             ["metadata": ["uid": .string(target)], "status": status])
+        state.withLock { $0.lastStatus = comparable; $0.lastStatusUID = target }
     }
 }

@@ -16,7 +16,8 @@ public struct KubeletAPIError: Error, CustomStringConvertible, Sendable {
 extension Kubelet {
     /// The pods bound to this node, as the kubelet last saw them.
     public var boundPods: [JSONValue] {
-        pods.items.sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) }
+        (pods.items.filter { !StaticPods.isMirror($0) } + statics.withLock { Array($0.pods.values) })
+            .sorted { ($0.namespace, $0.name) < ($1.namespace, $1.name) }
     }
 
     /// One instance of a container in the runtime.
@@ -30,7 +31,7 @@ extension Kubelet {
     /// is named by namespace and name (and uid when given, as in `/exec/NS/POD/UID/CONTAINER`).
     public func containerInstance(namespace: String, pod name: String, uid: String? = nil, container: String,
                                   previous: Bool = false) async throws -> ContainerInstance {
-        guard let pod = pods.items.first(where: { $0.namespace == namespace && $0.name == name && (uid == nil || $0.uid == uid) }) else {
+        guard let pod = boundPods.first(where: { $0.namespace == namespace && $0.name == name && (uid == nil || $0.uid == uid) }) else {
             throw KubeletAPIError(404, "pod \"\(name)\" in namespace \"\(namespace)\" is not found on this node")
         }
         let spec = pod["spec"]
