@@ -219,6 +219,7 @@ let package = Package(
                                                       .product(name: "X509", package: "swift-certificates"),
                                                       .product(name: "SwiftASN1", package: "swift-asn1"),
                                                       .product(name: "Crypto", package: "swift-crypto"),
+                                                      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                       .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Node/KubeletServer", swiftSettings: strict),
         // OCI images made from files (tar layers, config, manifest) and pushed to a registry over

@@ -13,6 +13,7 @@
 #   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
 #   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes
 #   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
+#   scripts/bench.sh readiness [...] readiness probe → EndpointSlice → traffic through `switchyard agent`, against periodSeconds
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -43,6 +44,9 @@ if [ "$which" = all ] || [ "$which" = scheduler ]; then
 fi
 if [ "$which" = all ] || [ "$which" = kubelet ]; then
   .build/release/switchyard-bench kubelet --switchyard .build/release/switchyard --out bench/last/kubelet.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = readiness ]; then
+  .build/release/switchyard-bench readiness --switchyard .build/release/switchyard --out bench/last/readiness.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

@@ -9,6 +9,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
+import ServiceLifecycle
 import UpgradableHTTP
 
 /// The kubelet's API (upstream's port 10250), over HTTPS:
@@ -53,7 +54,14 @@ public struct KubeletServer: Sendable {
                 try await writer.write(response: response.head, body: response.body)
             },
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) })
-        try await server.run()
+        // Cancelled, the server shuts down gracefully (a cancelled HummingbirdCore server logs
+        // its open connections as errors).
+        let group = ServiceGroup(configuration: .init(services: [.init(service: server)], logger: logger))
+        try await withTaskCancellationHandler {
+            try await group.run()
+        } onCancel: {
+            Task { await group.triggerGracefulShutdown() }
+        }
     }
 
     static let maxFrame = 1 << 20
