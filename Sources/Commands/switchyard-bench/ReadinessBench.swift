@@ -155,14 +155,16 @@ struct ReadinessBench: AsyncParsableCommand {
                     try await Task.sleep(for: .milliseconds(20))
                     if sliceAt == nil, let at = slices.changed(pod, ready: !unready, after: t0) { sliceAt = at }
                     let log = answers.log.withLock { $0.filter { $0.at > t0 } }
-                    if unready {
-                        // The last answer from the pod, once a second has passed without another.
-                        let last = log.last { $0.pod == pod }?.at ?? t0
-                        if ContinuousClock.now - last > .seconds(1), log.contains(where: { $0.at > last }) { trafficAt = last; break }
-                    } else if let first = log.first(where: { $0.pod == pod }) {
-                        trafficAt = first.at
-                        break
+                    if trafficAt == nil {
+                        if unready {
+                            // The last answer from the pod, once a second has passed without another.
+                            let last = log.last { $0.pod == pod }?.at ?? t0
+                            if ContinuousClock.now - last > .seconds(1), log.contains(where: { $0.at > last }) { trafficAt = last }
+                        } else if let first = log.first(where: { $0.pod == pod }) {
+                            trafficAt = first.at
+                        }
                     }
+                    if sliceAt != nil && trafficAt != nil { break }
                 }
                 guard let sliceAt, let trafficAt else {
                     let recent = answers.log.withLock { $0.suffix(5).map { "\($0.pod) \(fmt(($0.at - t0).seconds))" } }

@@ -378,6 +378,14 @@ final class PodWorker: Sendable {
             kubelet.record(pod, reason: "Created", message: "Created container: \(name)")
             try await runtime.startContainer(id)
             kubelet.record(pod, reason: "Started", message: "Started container \(name)")
+            // postStart: the container counts as started once its hook has run; a hook that
+            // fails kills it (and the restart policy decides what follows).
+            if let hook = LifecycleHook(c[path: ["lifecycle", "postStart"]]),
+               let failure = await hook.run(container: c, id: id, podIP: podIP, timeout: 0, runtime: runtime) {
+                logger.warning("postStart hook of container \(name) in pod \(pod.key) failed: \(failure)")
+                kubelet.record(pod, type: "Warning", reason: "FailedPostStartHook", message: "PostStartHook failed")
+                try? await runtime.stopContainer(id, timeout: pod[path: ["spec", "terminationGracePeriodSeconds"]]?.int ?? 30)
+            }
             state.withLock { s in
                 s.waiting[name] = nil
                 // The next restart waits: 10 s, then twice as long each time, up to 5 min.
@@ -396,10 +404,28 @@ final class PodWorker: Sendable {
 
     /// Stops every running container (the stop signal, SIGKILL after `grace` seconds), then the sandboxes.
     func kill(_ pod: JSONValue, _ observed: Observed, grace: Int64, reason: String?) async {
+        let specs = (pod[path: ["spec", "containers"]]?.array ?? []) + (pod[path: ["spec", "initContainers"]]?.array ?? [])
+        var ip = ""
+        if let s = observed.sandboxes.first(where: { $0.state == .sandboxReady }) { ip = (try? await runtime.podSandboxStatus(s.id))?.network.ip ?? "" }
+        let podIP = ip
         await withTaskGroup(of: Void.self) { g in
             for c in observed.containers where c.state == .containerRunning {
                 if reason != nil { kubelet.record(pod, reason: "Killing", message: "Stopping container \(c.metadata.name)") }
-                g.addTask { try? await self.runtime.stopContainer(c.id, timeout: grace) }
+                let spec = specs.first { $0["name"]?.string == c.metadata.name } ?? [:]
+                g.addTask {
+                    // preStop first (a graceful stop only), within the grace period; the rest of
+                    // it is the stop signal's.
+                    var remaining = grace
+                    if reason != nil, grace > 0, let hook = LifecycleHook(spec[path: ["lifecycle", "preStop"]]) {
+                        let start = ContinuousClock.now
+                        if let failure = await hook.run(container: spec, id: c.id, podIP: podIP, timeout: grace, runtime: self.runtime) {
+                            self.logger.warning("preStop hook of container \(c.metadata.name) in pod \(pod.key) failed: \(failure)")
+                            self.kubelet.record(pod, type: "Warning", reason: "FailedPreStopHook", message: "PreStopHook failed")
+                        }
+                        remaining = max(2, grace - Int64((ContinuousClock.now - start).components.seconds))
+                    }
+                    try? await self.runtime.stopContainer(c.id, timeout: remaining)
+                }
             }
         }
         for s in observed.sandboxes where s.state == .sandboxReady { try? await runtime.stopPodSandbox(s.id) }
