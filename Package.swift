@@ -207,7 +207,9 @@ let package = Package(
         // through CRI (sandboxes, init and app containers, restarts with back-off, graceful
         // termination), their status written back, the pod CIDR given to the CNI plugin.
         .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log"),
-                                                .product(name: "Crypto", package: "swift-crypto")],
+                                                .product(name: "Crypto", package: "swift-crypto"),
+                                                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                                                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")],
                 path: "Sources/Node/Kubelet", swiftSettings: strict),
         // The kubelet's API on :10250 (HTTPS with a self-signed certificate unless given one):
         // /healthz, /pods, /containerLogs, and /exec over WebSocket (the v5.channel.k8s.io protocol).
@@ -308,7 +310,8 @@ let package = Package(
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "Kubelet", "KubeletServer", "ControllerKit", "APIServer", "KubeStore", "KubeClient",
-                                                     "HostOS", "HTTPJSON", "KubeAPI"], swiftSettings: strict),
+                                                     "HostOS", "HTTPJSON", "KubeAPI", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                                                     .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")], swiftSettings: strict),
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),

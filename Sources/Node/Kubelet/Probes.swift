@@ -10,7 +10,7 @@ struct Probe: Sendable {
         case exec([String])
         case http(host: String?, port: JSONValue, path: String, scheme: String, headers: [(String, String)])
         case tcp(host: String?, port: JSONValue)
-        case unsupported(String)
+        case grpc(port: Int, service: String)
     }
     var kind: Kind
     var action: Action
@@ -30,8 +30,8 @@ struct Probe: Sendable {
                            headers: (h["httpHeaders"]?.array ?? []).compactMap { x in x["name"]?.string.map { ($0, x["value"]?.string ?? "") } })
         } else if let t = spec["tcpSocket"] {
             action = .tcp(host: t["host"]?.string, port: t["port"] ?? 0)
-        } else if spec["grpc"] != nil {
-            action = .unsupported("gRPC probes are not supported by this kubelet yet")
+        } else if let g = spec["grpc"] {
+            action = .grpc(port: Int(g["port"]?.int ?? 0), service: g["service"]?.string ?? "")
         } else {
             return nil
         }
@@ -75,8 +75,8 @@ struct Probe: Sendable {
                 if fd >= 0 { close(fd); return (true, "") }
                 return (false, "dial tcp \(h):\(port): \(err)")
             }
-        case .unsupported(let why):
-            return (false, why)
+        case .grpc(let port, let service):
+            return await GRPCHealth.check(host: podIP, port: port, service: service, timeout: timeout)
         }
     }
 
