@@ -146,6 +146,9 @@ struct ReadinessBench: AsyncParsableCommand {
             let pod = pods[round % 2]
             guard let id = byPod[pod] else { throw ValidationError("no container for \(pod)") }
             for unready in [true, false] {
+                // At a random point of the probe's period: the wait for the next probe is part of
+                // what is measured, not fixed by the loop's own rhythm.
+                try await Task.sleep(for: .milliseconds(Int.random(in: 0..<(period * 1000))))
                 _ = try await node.cri.execSync(id, cmd: ["sh", "-c", unready ? "rm -f /tmp/ready" : "touch /tmp/ready"], timeout: 10)
                 let t0 = ContinuousClock.now
                 // Settled when the slice says so and the traffic agrees for a while.

@@ -56,9 +56,12 @@ public struct KubeletServer: Sendable {
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) })
         // Cancelled, the server shuts down gracefully (a cancelled HummingbirdCore server logs
         // its open connections as errors).
+        // The group runs in a task of its own, so the caller's cancellation reaches it only as
+        // that graceful shutdown.
         let group = ServiceGroup(configuration: .init(services: [.init(service: server)], logger: logger))
+        let running = Task { try await group.run() }
         try await withTaskCancellationHandler {
-            try await group.run()
+            try await running.value
         } onCancel: {
             Task { await group.triggerGracefulShutdown() }
         }
