@@ -206,7 +206,7 @@ let package = Package(
         // The kubelet: the node registered and its Lease renewed, the pods bound to it run
         // through CRI (sandboxes, init and app containers, restarts with back-off, graceful
         // termination), their status written back, the pod CIDR given to the CNI plugin.
-        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", "HTTPJSON", .product(name: "Logging", package: "swift-log"),
                                                 .product(name: "Crypto", package: "swift-crypto"),
                                                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")],

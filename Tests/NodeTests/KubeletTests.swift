@@ -196,6 +196,31 @@ struct KubeletTests {
         #expect(events.first { $0["reason"] == "Started" }?[path: ["source", "component"]] == "kubelet")
     }
 
+    /// A container that keeps crashing leaves two instances at most (the newest and the one
+    /// before it), not one per restart.
+    @Test func deadContainersAreCollected() async throws {
+        let h = try await KubeletHarness.start { c in
+            c.backOff = .milliseconds(50)
+            c.maxBackOff = .milliseconds(100)
+        }
+        defer { h.cleanUp() }
+        try await h.create("crashy", containers: [container("main")])
+        try await h.eventually("the pod runs") { try await h.pod("crashy")[path: ["status", "phase"]] == "Running" }
+        let uid = try await h.pod("crashy").uid
+        for n in 1...5 {
+            h.runtime.exit(pod: uid, container: "main", code: 1)
+            try await h.eventually("restart \(n)") {
+                let s = try await h.pod("crashy")[path: ["status", "containerStatuses"]]?.array?.first ?? [:]
+                return s["restartCount"] == .int(Int64(n)) && s[path: ["state", "running"]] != nil
+            }
+        }
+        try await h.eventually("two instances left") {
+            try await h.runtime.listContainers(.with { $0.labelSelector = [Specs.podUIDLabel: uid] }).count == 2
+        }
+        let status = try await h.pod("crashy")[path: ["status", "containerStatuses"]]?.array?.first ?? [:]
+        #expect(status[path: ["lastState", "terminated", "exitCode"]] == 1)
+    }
+
     @Test func restartsACrashingContainerWithBackOff() async throws {
         let h = try await KubeletHarness.start()
         defer { h.cleanUp() }

@@ -42,11 +42,12 @@ struct LifecycleHook: Sendable {
                 return "\(error)"
             }
         case .http(let host, let p, let path, let scheme, let headers):
-            guard scheme != "HTTPS" else { return "HTTPS lifecycle hooks are not supported by this kubelet yet" }
             guard let port = Probe.port(p, in: container) else { return "unknown port \(p.text())" }
             let h = host ?? podIP
             let limit = timeout > 0 ? Double(timeout) : 30
-            let (ok, message) = await Probe.blocking { Probe.httpGet(host: h, port: port, path: path, headers: headers, timeout: limit) }
+            let (ok, message) = scheme == "HTTPS"
+                ? await Probe.httpsGet(host: h, port: port, path: path, headers: headers, timeout: limit)
+                : await Probe.blocking { Probe.httpGet(host: h, port: port, path: path, headers: headers, timeout: limit) }
             return ok ? nil : message
         case .sleep(let seconds):
             let s = timeout > 0 ? min(seconds, timeout) : seconds

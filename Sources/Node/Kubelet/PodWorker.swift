@@ -174,7 +174,8 @@ final class PodWorker: Sendable {
         sandboxConfig.metadata.attempt = sandbox!.metadata.attempt
         let sandboxStatus = try? await runtime.podSandboxStatus(sandboxID)
         let podIP = sandboxStatus?.network.ip ?? ""
-        let current = try await observe()
+        var current = try await observe()
+        if await collectGarbage(current) { current = try await observe() }
         let records = await records(current, sandbox: sandboxID)
         let restartPolicy = pod[path: ["spec", "restartPolicy"]]?.string ?? "Always"
 
@@ -429,6 +430,30 @@ final class PodWorker: Sendable {
             }
         }
         for s in observed.sandboxes where s.state == .sandboxReady { try? await runtime.stopPodSandbox(s.id) }
+    }
+
+    /// Container garbage collection, as upstream's with `MaxPerPodContainer` 1: of each of the
+    /// pod's containers, the newest instance and the one before it (its `lastState`, and
+    /// `kubectl logs --previous`) are kept; older exited instances go, with their log files.
+    /// Returns whether anything went.
+    func collectGarbage(_ observed: Observed) async -> Bool {
+        var byName: [String: [Runtime_V1_Container]] = [:]
+        for c in observed.containers { byName[c.labels[Specs.containerNameLabel] ?? c.metadata.name, default: []].append(c) }
+        var removed = false
+        for (_, list) in byName where list.count > 2 {
+            let sorted = list.sorted { ($0.metadata.attempt, $0.createdAt) > ($1.metadata.attempt, $1.createdAt) }
+            for old in sorted.dropFirst(2) where old.state == .containerExited {
+                let logPath = (try? await runtime.containerStatus(old.id))?.logPath ?? ""
+                do {
+                    try await runtime.removeContainer(old.id)
+                    if !logPath.isEmpty { unlink(logPath) }
+                    removed = true
+                } catch {
+                    logger.warning("removing dead container \(old.id) of pod \(state.withLock { $0.pod.key }): \(error)")
+                }
+            }
+        }
+        return removed
     }
 
     /// Removes the pod's containers and sandboxes from the runtime; with `volumes`, its

@@ -1,6 +1,8 @@
 import CRI
 import Foundation
+import HTTPJSON
 import KubeAPI
+import Synchronization
 
 /// A container's probe, as its spec says (upstream's defaults: period 10 s, timeout 1 s,
 /// success threshold 1, failure threshold 3).
@@ -65,7 +67,7 @@ struct Probe: Sendable {
         case .http(let host, let p, let path, let scheme, let headers):
             guard let port = Self.port(p, in: container) else { return (false, "unknown port \(p.text())") }
             let h = host ?? podIP
-            if scheme == "HTTPS" { return (false, "HTTPS probes are not supported by this kubelet yet") }
+            if scheme == "HTTPS" { return await Self.httpsGet(host: h, port: port, path: path, headers: headers, timeout: timeout) }
             return await Self.blocking { Self.httpGet(host: h, port: port, path: path, headers: headers, timeout: timeout) }
         case .tcp(let host, let p):
             guard let port = Self.port(p, in: container) else { return (false, "unknown port \(p.text())") }
@@ -102,6 +104,40 @@ struct Probe: Sendable {
             return (-1, e == EINPROGRESS || e == EAGAIN ? "i/o timeout" : "connect: \(String(cString: strerror(e)).lowercased())")
         }
         return (fd, "")
+    }
+
+    /// An HTTPS GET as upstream probes make it: TLS without checking the certificate (a pod's
+    /// certificate names nothing the kubelet could check), 200–399 is success; no answer within
+    /// `timeout` is a failure.
+    static func httpsGet(host: String, port: Int, path: String, headers: [(String, String)], timeout: Double) async -> (ok: Bool, message: String) {
+        let url = "https://\(host):\(port)\(path)"
+        let client = HTTPJSONClient(server: "https://\(host):\(port)", host: host, port: port, tls: .init(insecureSkipVerify: true), peer: "the pod")
+        let answered = Once()
+        return await withCheckedContinuation { (c: CheckedContinuation<(ok: Bool, message: String), Never>) in
+            let request = Task {
+                var result: (ok: Bool, message: String)
+                do {
+                    let r = try await client.exchange("GET", path, headers: [("User-Agent", "kube-probe/1.33"), ("Accept", "*/*")] + headers)
+                    result = (200..<400).contains(r.status) ? (true, "") : (false, "HTTP probe failed with statuscode: \(r.status)")
+                } catch {
+                    result = (false, "Get \"\(url)\": \(error)")
+                }
+                if answered.claim() { c.resume(returning: result) }
+            }
+            Task {
+                try? await Task.sleep(for: .milliseconds(Int64(timeout * 1000)))
+                if answered.claim() {
+                    request.cancel()
+                    c.resume(returning: (false, "Get \"\(url)\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)"))
+                }
+            }
+        }
+    }
+
+    /// True for the first caller only.
+    final class Once: Sendable {
+        let flag = Atomic<Bool>(false)
+        func claim() -> Bool { flag.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged }
     }
 
     /// An HTTP/1.1 GET: 200–399 is success (upstream's probe rule).
