@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "switchyard", targets: ["switchyard"]),
         .executable(name: "switchyard-bench", targets: ["switchyard-bench"]),
         .executable(name: "switchyard-cni", targets: ["switchyard-cni"]),
+        .executable(name: "switchyard-echo", targets: ["switchyard-echo"]),
         .executable(name: "switchyard-netlab", targets: ["switchyard-netlab"]),
         .library(name: "KubeAPI", targets: ["KubeAPI"]),
         .library(name: "ProxySeam", targets: ["ProxySeam"]),
@@ -273,6 +274,10 @@ let package = Package(
                                                           "-L\(Context.packageDirectory)/link/static-libstdc++", "-Xclang-linker", "-static-libgcc",
                                                           "-Xlinker", "-lstdc++", "-Xlinker", "-lm"],
                                                          .when(configuration: .release))]),
+        // What a lab pod serves (the `switchyard/echo` image): Glibc only, linked statically in
+        // every configuration, so the image holds this one file.
+        .executableTarget(name: "switchyard-echo", path: "Sources/Commands/switchyard-echo", swiftSettings: strict,
+                          linkerSettings: [.unsafeFlags(["-static-executable", "-use-ld=lld", "-Xlinker", "--strip-all"])]),
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
@@ -310,7 +315,7 @@ let package = Package(
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "Kubelet", "KubeletServer", "ControllerKit", "APIServer", "KubeStore", "KubeClient",
-                                                     "HostOS", "HTTPJSON", "KubeAPI", .product(name: "GRPCCore", package: "grpc-swift-2"),
+                                                     "HostOS", "HTTPJSON", "KubeAPI", "NetnsKit", .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")], swiftSettings: strict),
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),

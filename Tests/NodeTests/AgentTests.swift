@@ -4,6 +4,7 @@ import HostOS
 import KubeAPI
 import KubeClient
 import LabServices
+import NetnsKit
 import Testing
 
 /// A process of this package's `switchyard`, its output in a file; SIGTERM, then SIGKILL, when stopped.
@@ -100,6 +101,7 @@ struct AgentTests {
             }
             #expect(answers.count == 2, "answers through \(clusterIP): \(answers)\n\(agent.output.suffix(3000))")
             try await logsAndExec(api: api, kubeconfig: kubeconfig, agent: agent, dirForLogs: dir)
+            try await echoImage(api: api, node: node, agent: agent)
             // Scaled to zero: the pods go from the API and from the runtime.
             _ = try await api.mergePatch("/apis/apps/v1/namespaces/default/deployments/web", ["spec": ["replicas": 0]])
             let gone = try await api.eventually(120) {
@@ -120,6 +122,44 @@ struct AgentTests {
         }
         for p in processes.reversed() { p.stop() }
         await node.close()
+    }
+
+    /// The lab's own workload image, `switchyard/echo` (this package's statically linked
+    /// `switchyard-echo`, alone in its image): through a Service, HTTP answers with the pod's name
+    /// and the client's address, UDP with the pod's name, TCP echoes.
+    func echoImage(api: API, node: TestNode, agent: Running) async throws {
+        _ = try await api.create("/apis/apps/v1/namespaces/default/deployments", [
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": ["name": "echo"],
+            "spec": ["replicas": 1, "selector": ["matchLabels": ["app": "echo"]],
+                     "template": ["metadata": ["labels": ["app": "echo"]],
+                                  "spec": ["terminationGracePeriodSeconds": 1,
+                                           "containers": [["name": "echo", "image": "switchyard/echo:latest",
+                                                           "readinessProbe": ["tcpSocket": ["port": 9090], "periodSeconds": 1]]]]]]])
+        let service = try await api.create("/api/v1/namespaces/default/services", [
+            "apiVersion": "v1", "kind": "Service", "metadata": ["name": "echo"],
+            "spec": ["selector": ["app": "echo"], "ports": [["name": "http", "port": 80, "targetPort": 8080],
+                                                            ["name": "udp", "port": 9090, "protocol": "UDP"],
+                                                            ["name": "tcp", "port": 9090, "protocol": "TCP"]]]])
+        let ip = service[path: ["spec", "clusterIP"]]?.string ?? ""
+        var pod = ""
+        let ready = try await api.eventually(120) {
+            let pods = try await api.list("/api/v1/namespaces/default/pods", query: ["labelSelector": "app=echo"])["items"]?.array ?? []
+            pod = pods.first?.name ?? ""
+            return pods.first?[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+        }
+        #expect(ready, "the echo pod is not Ready:\n\(agent.output.suffix(2000))")
+        var http = ""
+        for _ in 0..<50 where !http.hasPrefix(pod + " ") {
+            http = (try? CommandRunner(netns: node.netns).run(["curl", "-s", "-m", "2", "http://\(ip)/"], check: false))?.stdout ?? ""
+            if !http.hasPrefix(pod + " ") { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(http.hasPrefix(pod + " ") && http.hasSuffix("\n"), "HTTP through \(ip): \(http)")
+        var udp: String?
+        for _ in 0..<20 where udp == nil { udp = Netns.udp(from: node.netns, to: ip, port: 9090) }
+        #expect(udp == pod, "UDP through \(ip): \(udp ?? "no answer")")
+        let echoed = try CommandRunner(netns: node.netns).run(["sh", "-c", "printf 'ping\\n' | timeout 3 busybox nc \(ip) 9090"], check: false)
+        #expect(echoed.stdout == "ping\n", "TCP echo through \(ip): \(echoed)")
+        _ = try await api.delete("/apis/apps/v1/namespaces/default/deployments/echo")
     }
 
     /// `kubectl logs` and `kubectl exec`, as a user runs them: through the API server to the

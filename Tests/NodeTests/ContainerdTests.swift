@@ -27,7 +27,7 @@ final class TestNode: @unchecked Sendable {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-node-registry-\(UUID().uuidString.prefix(8))")
         let reg = try RegistryProcess(dir: dir, host: "0.0.0.0")
         do {
-            _ = try await LabImages.pushAll(to: try RegistryClient(url: "http://127.0.0.1:\(reg.port)"))
+            _ = try await LabImages.pushAll(to: try RegistryClient(url: "http://127.0.0.1:\(reg.port)"), echo: try builtBinary("switchyard-echo"))
             node = try await RuntimeNode.make(registryPort: reg.port, pluginBinary: try Self.pluginBinary())
         } catch {
             reg.stop()

@@ -40,14 +40,15 @@ struct GRPCProbeTests {
         defer { server.beginGracefulShutdown(); serving.cancel() }
         let port = try #require(try await transport.listeningAddress.ipv4?.port)
 
-        let ok = await GRPCHealth.check(host: "127.0.0.1", port: port, service: "", timeout: 2)
+        // Timeouts generous enough for a loaded machine (the whole suite runs at once).
+        let ok = await GRPCHealth.check(host: "127.0.0.1", port: port, service: "", timeout: 20)
         #expect(ok.ok, "\(ok.message)")
         health.status.store(2, ordering: .relaxed)
-        let notServing = await GRPCHealth.check(host: "127.0.0.1", port: port, service: "db", timeout: 2)
+        let notServing = await GRPCHealth.check(host: "127.0.0.1", port: port, service: "db", timeout: 20)
         #expect(!notServing.ok && notServing.message == "service unhealthy (responded with \"NOT_SERVING\")")
         #expect(health.services.withLock { $0 } == ["", "db"])
         health.status.store(0, ordering: .relaxed)
-        #expect(await GRPCHealth.check(host: "127.0.0.1", port: port, service: "", timeout: 2).message == "service unhealthy (responded with \"UNKNOWN\")")
+        #expect(await GRPCHealth.check(host: "127.0.0.1", port: port, service: "", timeout: 20).message == "service unhealthy (responded with \"UNKNOWN\")")
 
         // Nothing listening: the connection fails within the timeout.
         server.beginGracefulShutdown()
@@ -55,6 +56,6 @@ struct GRPCProbeTests {
         let start = ContinuousClock.now
         let closed = await GRPCHealth.check(host: "127.0.0.1", port: port, service: "", timeout: 1)
         #expect(!closed.ok && closed.message.hasPrefix("timeout: failed to connect service \"127.0.0.1:\(port)\" within 1s"), "\(closed.message)")
-        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(ContinuousClock.now - start < .seconds(10))
     }
 }

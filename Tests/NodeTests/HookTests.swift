@@ -27,8 +27,11 @@ struct HookTests {
         try await h.eventually("restarted after the hook failed") {
             (try await h.pod("hooked")[path: ["status", "containerStatuses"]]?.array?.first?["restartCount"]?.int ?? 0) >= 1
         }
-        let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
-        #expect(events.contains { $0["reason"] == "FailedPostStartHook" && $0["message"] == "PostStartHook failed" && $0["type"] == "Warning" })
+        // Events are recorded in the background.
+        try await h.eventually("the hook's failure is recorded") {
+            let events = try await h.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
+            return events.contains { $0["reason"] == "FailedPostStartHook" && $0["message"] == "PostStartHook failed" && $0["type"] == "Warning" }
+        }
         #expect(calls.all.first == "main: hook fail")
     }
 

@@ -172,9 +172,9 @@ struct KubeletServerTests {
 
         #expect(try await client.rawRequest("GET", "/healthz") == (200, Data("ok\n".utf8)))
         // HTTPS probes, against this HTTPS server: its certificate is not checked, as upstream's.
-        let probeOK = await Probe.httpsGet(host: "127.0.0.1", port: port, path: "/healthz", headers: [("X-Probe", "1")], timeout: 2)
+        let probeOK = await Probe.httpsGet(host: "127.0.0.1", port: port, path: "/healthz", headers: [("X-Probe", "1")], timeout: 20)
         #expect(probeOK.ok, "\(probeOK.message)")
-        let probe404 = await Probe.httpsGet(host: "127.0.0.1", port: port, path: "/nothing", headers: [], timeout: 2)
+        let probe404 = await Probe.httpsGet(host: "127.0.0.1", port: port, path: "/nothing", headers: [], timeout: 20)
         #expect(!probe404.ok && probe404.message == "HTTP probe failed with statuscode: 404")
         // A listener that never answers: the probe fails at its timeout.
         let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -189,7 +189,7 @@ struct KubeletServerTests {
         let start = ContinuousClock.now
         let timedOut = await Probe.httpsGet(host: "127.0.0.1", port: Int(UInt16(bigEndian: addr.sin_port)), path: "/", headers: [], timeout: 1)
         #expect(!timedOut.ok && timedOut.message.hasSuffix("context deadline exceeded (Client.Timeout exceeded while awaiting headers)"), "\(timedOut.message)")
-        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(ContinuousClock.now - start < .seconds(10))
         try await h.create("web", containers: [["name": "main", "image": "switchyard/busybox:latest"]])
         try await h.eventually("the pod runs") { try await h.pod("web")[path: ["status", "phase"]] == "Running" }
         let pods = try await client.request("GET", "/pods")

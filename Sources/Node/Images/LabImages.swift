@@ -37,10 +37,25 @@ public enum LabImages {
         OCIImage(layers: [layer], run: .init(entrypoint: ["/bin/sleep", "2147483647"]))
     }
 
-    /// Every lab image, built and pushed; their names.
-    public static func pushAll(to client: RegistryClient, busybox: String = busyboxPath) async throws -> [String] {
+    /// `switchyard/echo:latest`: this project's statically linked `switchyard-echo` and nothing
+    /// else (a `/tmp`), serving what netlab's pods serve: HTTP on 8080 answering with the pod's
+    /// name and the client's address, TCP echo and a UDP answer on 9090.
+    public static func echo(binary: String) throws -> OCIImage {
+        var tar = TarWriter()
+        for d in ["bin", "tmp", "etc"] { try tar.directory(d, mode: d == "tmp" ? 0o1777 : 0o755) }
+        try tar.file("bin/switchyard-echo", try Data(contentsOf: URL(fileURLWithPath: binary)), mode: 0o755)
+        try tar.file("etc/passwd", Data("root:x:0:0:root:/:/bin/switchyard-echo\nnobody:x:65534:65534:nobody:/:/bin/false\n".utf8))
+        tar.finish()
+        return OCIImage(layers: [tar.data], run: .init(entrypoint: ["/bin/switchyard-echo"], cmd: ["--http", "8080", "--echo", "9090", "--udp", "9090"],
+                                                 exposedPorts: ["8080/tcp", "9090/tcp", "9090/udp"]))
+    }
+
+    /// Every lab image, built and pushed; their names. `switchyard/echo` is among them when the
+    /// `switchyard-echo` binary is given.
+    public static func pushAll(to client: RegistryClient, busybox: String = busyboxPath, echo echoBinary: String? = nil) async throws -> [String] {
         let layer = try busyboxLayer(busybox: busybox)
-        let images = [("switchyard/busybox", Self.busybox(layer: layer)), ("switchyard/pause", Self.pause(layer: layer))]
+        var images = [("switchyard/busybox", Self.busybox(layer: layer)), ("switchyard/pause", Self.pause(layer: layer))]
+        if let echoBinary { images.append(("switchyard/echo", try Self.echo(binary: echoBinary))) }
         for (repository, image) in images { try await client.push(image, repository: repository, tag: "latest") }
         return images.map { "\($0.0):latest" }
     }
