@@ -1,4 +1,5 @@
 import Foundation
+import HostOS
 import NetLab
 import NetnsKit
 import Testing
@@ -19,6 +20,16 @@ struct NetLabTests {
         // A second `up` finds the lab whole and leaves it as it is.
         let again = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, progress: { _ in })
         #expect(again.state.pods.map(\.ip) == lab.state.pods.map(\.ip))
+        // `netlab kubectl` and `netlab exec`, from the host, as a user runs them.
+        let netlab = bin + "/switchyard-netlab"
+        let kubectl = try CommandRunner().run([netlab, "kubectl", "--name", name, "get", "pods", "-o", "name"], check: false)
+        #expect(kubectl.status == 0 && kubectl.stdout == "pod/echo-1\npod/echo-2\n", "netlab kubectl: \(kubectl)")
+        let route = try CommandRunner().run([netlab, "exec", "--name", name, "node-1", "--", "ip", "-4", "route", "show", "10.244.2.0/24"], check: false)
+        #expect(route.stdout.hasPrefix("10.244.2.0/24 via 10.250.0.12"), "netlab exec node-1: \(route)")
+        let status = try CommandRunner().run([netlab, "exec", "--name", name, "echo-1", "--", "sh", "-c", "exit 7"], check: false)
+        #expect(status.status == 7)
+        let unknown = try CommandRunner().run([netlab, "exec", "--name", name, "nowhere", "--", "true"], check: false)
+        #expect(unknown.status != 0 && unknown.stderr.contains("no nowhere in lab \(name)"), "\(unknown)")
 
         var pids: Set<Int32> = []
         for ns in lab.state.namespaces { pids.formUnion(Netns.pids(ns)) }

@@ -29,7 +29,8 @@ struct NetLabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
-        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, Serve.self, GuestCompare.self, StandInCommand.self])
+        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self,
+                      Serve.self, GuestCompare.self, StandInCommand.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -48,6 +49,62 @@ struct Up: AsyncParsableCommand {
         let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, fakeNodes: fakeNodes, progress: say)
         if proxyMode != "none" { try await c.waitForProxies() }
         emit(try await c.status())
+    }
+}
+
+/// Replaces this process with `ip netns exec NS ARGV…` (so a shell run there is interactive and
+/// its exit status is ours).
+func execInNamespace(_ ns: String, _ argv: [String]) throws -> Never {
+    let all = ["ip", "netns", "exec", ns] + argv
+    var cargs: [UnsafeMutablePointer<CChar>?] = all.map { strdup($0) } + [nil]
+    execvp("ip", &cargs)
+    throw ValidationError("running ip netns exec \(ns) \(argv.joined(separator: " ")): \(String(cString: strerror(errno)))")
+}
+
+struct KubectlCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kubectl",
+        abstract: "Run kubectl against the lab's API server from the host (through the control plane's namespace).",
+        discussion: "netlab kubectl [--name NAME] ARGS…   e.g. netlab kubectl get pods,svc,endpointslices -o wide")
+    @OptionGroup var lab: LabOptions
+    @Argument(parsing: .captureForPassthrough, help: "kubectl's arguments.") var args: [String] = []
+
+    func run() throws {
+        let c = try mustOpen(lab.name)
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/kubectl" }
+        guard let kubectl = (path + ["/usr/lib/google-cloud-sdk/bin/kubectl", "/usr/local/bin/kubectl"]).first(where: FileManager.default.isExecutableFile) else {
+            throw ValidationError("kubectl is not installed (looked on PATH and in /usr/lib/google-cloud-sdk/bin)")
+        }
+        try execInNamespace(c.state.controlPlane, [kubectl, "--kubeconfig", c.kubeconfig] + args)
+    }
+}
+
+struct ExecCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "exec",
+        abstract: "Run a command in one of the lab's namespaces: a node (node-1), a pod (echo-1), client or control-plane.",
+        discussion: "netlab exec [--name NAME] node-1 -- ip route   (without a command: a shell)")
+    @OptionGroup var lab: LabOptions
+    @Argument(help: "node-N, a pod's name, client or control-plane.") var target: String
+    @Argument(parsing: .captureForPassthrough, help: "The command (default: $SHELL or sh).") var command: [String] = []
+
+    func run() throws {
+        let c = try mustOpen(lab.name)
+        let s = c.state
+        let ns: String
+        switch target {
+        case "client": ns = s.client
+        case "control-plane", "cp": ns = s.controlPlane
+        default:
+            if let n = s.nodes.first(where: { $0.name == target }) { ns = n.netns }
+            else if let p = s.pods.first(where: { $0.name == target }) { ns = p.netns }
+            else {
+                throw ValidationError("no \(target) in lab \(lab.name): one of client, control-plane, \((s.nodes.map(\.name) + s.pods.map(\.name)).joined(separator: ", "))")
+            }
+        }
+        var argv = command.first == "--" ? Array(command.dropFirst()) : command
+        if argv.isEmpty { argv = [ProcessInfo.processInfo.environment["SHELL"] ?? "sh"] }
+        try execInNamespace(ns, argv)
     }
 }
 

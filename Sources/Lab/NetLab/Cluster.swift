@@ -413,7 +413,7 @@ public final class Cluster: @unchecked Sendable {
     /// A human summary: nodes, pods, services, proxies.
     public func status() async throws -> String {
         var out = "lab \(state.name): API server \(state.kubeconfigURL) in namespace \(state.controlPlane) (kubeconfig \(kubeconfig))\n"
-        out += "  kubectl: ip netns exec \(state.controlPlane) kubectl --kubeconfig \(kubeconfig) get pods,svc,endpointslices\n"
+        out += "  kubectl: netlab/netlab kubectl\(state.name == "lab" ? "" : " --name \(state.name)") get pods,svc,endpointslices\n"
         out += "client: \(state.client) (\(Self.underlay).2), routes \(Self.serviceCIDR) and \(Self.clusterCIDR) via \(state.nodes[0].name)\n"
         for node in state.nodes {
             let proxy = proxyPID(node).map { "proxy \(state.proxyMode ?? "?") running (pid \($0))" } ?? "no proxy running"
