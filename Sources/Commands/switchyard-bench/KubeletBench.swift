@@ -56,7 +56,9 @@ struct KubeletBench: AsyncParsableCommand {
             p.executableURL = URL(fileURLWithPath: binary)
             p.arguments = ["kubelet", "--kubeconfig", kubeconfig, "--hostname-override", "node-\(i)", "--node-ip", n.nodeIP,
                            "--container-runtime-endpoint", n.containerd.endpoint, "--root-dir", n.dir.appendingPathComponent("kubelet").path,
-                           "--pod-logs-dir", n.dir.appendingPathComponent("pods").path, "--cni-conf-dir", n.cniConfDir, "--log-level", "warning"]
+                           "--pod-logs-dir", n.dir.appendingPathComponent("pods").path, "--cni-conf-dir", n.cniConfDir, "--log-level", "warning",
+                           // Both on this host: each its own port for its API.
+                           "--port", "0"]
             p.standardOutput = FileHandle.nullDevice
             try p.run()
             kubelets.append(p)
