@@ -218,6 +218,7 @@ let package = Package(
                                                       .product(name: "HummingbirdCore", package: "hummingbird"),
                                                       .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                       .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                                                      .product(name: "WSClient", package: "swift-websocket"),
                                                       .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                       .product(name: "X509", package: "swift-certificates"),
                                                       .product(name: "SwiftASN1", package: "swift-asn1"),

@@ -187,6 +187,14 @@ struct AgentTests {
         #expect(cat.status == 0 && cat.stdout == "hello from \(pod)\n", "kubectl exec: \(cat)\n\(agent.output.suffix(2000))")
         let failing = try run(["exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
         #expect(failing.status == 3 && failing.stdout == "out\n" && failing.stderr.contains("err"), "kubectl exec exiting 3: \(failing)")
+        // Interactive (-i): stdin reaches the command through the runtime's streaming server.
+        let interactive = try CommandRunner().run([kubectl, "--kubeconfig", kubeconfig, "exec", "-i", pod, "--", "sh", "-c", "read x; echo got $x; exit 4"],
+                                                  input: "hello\n", check: false, timeout: .seconds(30))
+        #expect(interactive.status == 4 && interactive.stdout == "got hello\n", "kubectl exec -i: \(interactive)\n\(agent.output.suffix(2000))")
+        // With a TTY (-it, under `script` for a terminal): the command's stdin is a terminal.
+        let tty = try CommandRunner().run(["script", "-q", "-e", "-c", "\(kubectl) --kubeconfig \(kubeconfig) exec -it \(pod) -- tty", "/dev/null"],
+                                          input: "", check: false, timeout: .seconds(30))
+        #expect(tty.status == 0 && tty.stdout.contains("/dev/pts/"), "kubectl exec -it: \(tty)")
         let wrongExec = try run(["exec", pod, "-c", "nope", "--", "true"])
         #expect(wrongExec.status != 0 && wrongExec.stderr.contains("container nope is not valid for pod \(pod)"), "\(wrongExec)")
         let missing = try run(["exec", "no-such-pod", "--", "true"])

@@ -64,6 +64,25 @@ extension Kubelet {
         }
     }
 
+    /// Where an interactive command streams (CRI's `Exec`: the runtime's streaming server, for
+    /// stdin and a TTY).
+    public func execStream(namespace: String, pod: String, uid: String? = nil, container: String, command: [String],
+                           stdin: Bool, stdout: Bool, stderr: Bool, tty: Bool) async throws -> String {
+        guard !command.isEmpty else { throw KubeletAPIError(400, "you must specify at least 1 command") }
+        let instance = try await containerInstance(namespace: namespace, pod: pod, uid: uid, container: container)
+        guard instance.running else {
+            throw KubeletAPIError(400, "container \"\(container)\" in pod \"\(pod)\" is not running")
+        }
+        return try await runtime.exec(.with {
+            $0.containerID = instance.id
+            $0.cmd = command
+            $0.stdin = stdin
+            $0.stdout = stdout
+            $0.stderr = stderr && !tty
+            $0.tty = tty
+        })
+    }
+
     /// Runs a command in a pod's running container and waits for it (CRI's ExecSync).
     public func exec(namespace: String, pod: String, uid: String? = nil, container: String, command: [String]) async throws -> Runtime_V1_ExecSyncResponse {
         guard !command.isEmpty else { throw KubeletAPIError(400, "you must specify at least 1 command") }

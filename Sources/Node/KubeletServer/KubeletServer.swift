@@ -19,8 +19,8 @@ import UpgradableHTTP
 ///   `timestamps`, `previous`, `limitBytes`, `sinceSeconds`, `sinceTime`);
 /// - `/exec/NS/POD/CONTAINER` (or `/exec/NS/POD/UID/CONTAINER`) upgraded to a WebSocket speaking
 ///   `v5.channel.k8s.io` or `v4.channel.k8s.io`: the command's output on channels 1 and 2, its
-///   end on channel 3. Non-interactive: a command is run to its end through CRI's ExecSync;
-///   stdin and a TTY are refused with a clear message.
+///   end on channel 3. Without stdin and a TTY the command runs to its end through CRI's
+///   ExecSync; with either, the stream is relayed to the runtime's streaming server (CRI's Exec).
 ///
 /// The API server reaches it for `kubectl logs` and `kubectl exec`.
 public struct KubeletServer: Sendable {
@@ -132,7 +132,7 @@ public struct KubeletServer: Sendable {
         let (namespace, pod, uid) = (parts[1], parts[2], parts.count == 5 ? parts[3] : nil)
         var headers = HTTPFields()
         headers[.secWebSocketProtocol] = chosen
-        return .upgrade(headers) { _, outbound, _ in
+        return .upgrade(headers) { inbound, outbound, _ in
             func send(_ channel: UInt8, _ bytes: [UInt8]) async throws {
                 var rest = bytes[...]
                 repeat {
@@ -143,8 +143,18 @@ public struct KubeletServer: Sendable {
             }
             let status: JSONValue
             if options.stdin || options.tty {
-                status = RemoteCommand.failure("interactive exec (stdin or a TTY) is not supported by this kubelet yet: run the command without -i and -t",
-                                               reason: "BadRequest", code: 400)
+                // Interactive: relayed to the runtime's streaming server (CRI `Exec`), which
+                // writes the end itself.
+                do {
+                    let url = try await kubelet.execStream(namespace: namespace, pod: pod, uid: uid, container: options.container, command: options.command,
+                                                           stdin: options.stdin, stdout: options.stdout, stderr: options.stderr, tty: options.tty)
+                    try await RuntimeStream.relay(inbound, outbound, to: url)
+                    return
+                } catch let e as KubeletAPIError {
+                    status = RemoteCommand.failure(e.description, reason: e.code == 404 ? "NotFound" : "BadRequest", code: e.code)
+                } catch {
+                    status = RemoteCommand.failure("Internal error occurred: error executing command in container: \(error)")
+                }
             } else {
                 do {
                     let r = try await kubelet.exec(namespace: namespace, pod: pod, uid: uid, container: options.container, command: options.command)
