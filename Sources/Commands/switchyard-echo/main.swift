@@ -3,7 +3,8 @@
 // pod's name and the client's address (which pod answered, and whether the connection was
 // masqueraded), a TCP echo, and a UDP server that answers with the pod's name.
 //
-//   switchyard-echo [--name NAME] [--http PORT] [--echo PORT] [--udp PORT]
+//   switchyard-echo [--name NAME] [--http PORT] [--echo PORT] [--udp PORT]   (0 or off: not served)
+//   switchyard-echo get http://IP:PORT/PATH                                  (a client: the body)
 //
 // The name is the host's (a pod's hostname is its name) unless given. Glibc only: no Foundation,
 // so the program links statically and starts in milliseconds.
@@ -19,9 +20,49 @@ func fail(_ message: String) -> Never {
     exit(2)
 }
 
+/// `switchyard-echo get http://IP:PORT/PATH`: one GET (HTTP/1.0, an address, not a name: a
+/// static program has no resolver), its body on stdout; exit status 2 when it fails. What a lab pod
+/// uses as a client, in an image without a shell.
+func get(_ url: String) -> Never {
+    guard url.hasPrefix("http://") else { fail("get: only http://IP:PORT/PATH URLs") }
+    let rest = url.dropFirst(7)
+    let hostPort = rest.prefix { $0 != "/" }
+    let path = rest.dropFirst(hostPort.count)
+    let parts = hostPort.split(separator: ":")
+    guard let host = parts.first, let port = parts.count > 1 ? UInt16(parts[1]) : 80 else { fail("get: \(url): bad address") }
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = port.bigEndian
+    guard inet_pton(AF_INET, String(host), &sa.sin_addr) == 1 else { fail("get: \(host) is not an IPv4 address") }
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var tv = timeval(tv_sec: 3, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    let r = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard r == 0 else { fail("get: connect \(hostPort): \(String(cString: strerror(errno)))") }
+    guard sendAll(fd, Array("GET \(path.isEmpty ? "/" : path) HTTP/1.0\r\nHost: \(hostPort)\r\n\r\n".utf8)) else { fail("get: send: \(String(cString: strerror(errno)))") }
+    var answer: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = read(fd, &buf, 4096)
+        if n <= 0 { break }
+        answer += buf[0..<n]
+    }
+    let end = headEnd(answer)
+    guard end >= 0, String(decoding: answer[0..<end], as: UTF8.self).hasPrefix("HTTP/1.1 200") || String(decoding: answer[0..<end], as: UTF8.self).hasPrefix("HTTP/1.0 200") else {
+        fail("get: \(url): no 200 answer")
+    }
+    _ = answer[(end + 4)...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+    exit(0)
+}
+
 var givenName = ""
 var httpPort: UInt16? = 8080, echoPort: UInt16? = 9090, udpPort: UInt16? = 9090
 var args = CommandLine.arguments.dropFirst()
+if args.first == "get" {
+    guard args.count == 2 else { fail("usage: switchyard-echo get http://IP:PORT/PATH") }
+    get(args.last!)
+}
 while let flag = args.popFirst() {
     guard let value = args.popFirst() else { fail("\(flag) needs a value") }
     func port() -> UInt16? {
