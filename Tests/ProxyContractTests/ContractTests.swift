@@ -62,12 +62,17 @@ enum Backend: String, CaseIterable, CustomStringConvertible {
             return Subject(backend: p,
                            dump: {
                                // The listeners' ports are the kernel's choice: each is written as the service port it serves.
-                               var text = Self.iptablesDump(ipt)
-                               // (Ephemeral ports, 32768 and up: no Service, node or target port of the World is one.)
-                               for (key, port) in await p.listenerPorts() {
-                                   text = text.replacing(try! Regex("\\b\(port)\\b"), with: "<\(key)>")
-                               }
-                               return text + (await p.listenerPorts()).keys.map(\.description).sorted().joined(separator: "\n")
+                               // (Ephemeral ports, 32768 and up: no Service, node or target port of the World is one.) A TCP
+                               // and a UDP listener may get the same number, so a rule's port is named by its protocol's.
+                               let ports = await p.listenerPorts()
+                               let text = Self.iptablesDump(ipt).split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+                                   var l = String(line)
+                                   for (key, port) in ports where l.contains("-p \(key.name.proto.rawValue.lowercased()) ") {
+                                       l = l.replacing(try! Regex("\\b\(port)\\b"), with: "<\(key)>")
+                                   }
+                                   return l
+                               }.joined(separator: "\n")
+                               return text + ports.keys.map(\.description).sorted().joined(separator: "\n")
                            },
                            operations: { Self.lines(ipt.restores) + dp.opened },
                            failNext: { ipt.failNextRestore = true }, atomic: false, close: { dp.shutdownNow() })
