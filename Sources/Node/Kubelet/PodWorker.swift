@@ -406,8 +406,14 @@ final class PodWorker: Sendable {
     /// Stops every running container (the stop signal, SIGKILL after `grace` seconds), then the sandboxes.
     func kill(_ pod: JSONValue, _ observed: Observed, grace: Int64, reason: String?) async {
         let specs = (pod[path: ["spec", "containers"]]?.array ?? []) + (pod[path: ["spec", "initContainers"]]?.array ?? [])
+        // The pod's address, asked of the runtime only when a preStop hook will run (an httpGet
+        // hook goes to it).
         var ip = ""
-        if let s = observed.sandboxes.first(where: { $0.state == .sandboxReady }) { ip = (try? await runtime.podSandboxStatus(s.id))?.network.ip ?? "" }
+        let hooked = Set(specs.filter { $0[path: ["lifecycle", "preStop"]] != nil }.compactMap { $0["name"]?.string })
+        if reason != nil, grace > 0, observed.containers.contains(where: { $0.state == .containerRunning && hooked.contains($0.metadata.name) }),
+           let s = observed.sandboxes.first(where: { $0.state == .sandboxReady }) {
+            ip = (try? await runtime.podSandboxStatus(s.id))?.network.ip ?? ""
+        }
         let podIP = ip
         await withTaskGroup(of: Void.self) { g in
             for c in observed.containers where c.state == .containerRunning {
