@@ -4,7 +4,7 @@ import NetLab
 import NetnsKit
 import Testing
 
-@Suite("netlab: a two-node cluster in namespaces", .enabled(if: isRoot, "needs root for network namespaces"))
+@Suite("netlab: a two-node cluster in namespaces, pods as netlab's processes", .enabled(if: isRoot, "needs root for network namespaces"))
 struct NetLabTests {
     /// Up, the echo Service reached from the client through every mode this kernel has (both
     /// pods over HTTP, UDP, the NodePort), then down from the namespace names alone (as after a
@@ -13,12 +13,20 @@ struct NetLabTests {
         let bin = URL(fileURLWithPath: try switchyardBinary()).deletingLastPathComponent().path
         let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         let name = "t" + String(repeating: "0", count: 8 - hex.count) + hex
-        defer { try? Cluster.down(name: name, progress: { _ in }) }
-        let lab = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, progress: { _ in })
+        do {
+            try await upReachEveryModeDown(name: name, bin: bin)
+        } catch {
+            try? await Cluster.down(name: name, progress: { _ in })
+            throw error
+        }
+    }
+
+    func upReachEveryModeDown(name: String, bin: String) async throws {
+        let lab = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, runtime: .netns, progress: { _ in })
         #expect(lab.state.pods.count == 2)
         #expect(Set(lab.state.pods.map(\.node)) == ["node-1", "node-2"], "a pod on each node: traffic crosses the underlay")
         // A second `up` finds the lab whole and leaves it as it is.
-        let again = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, progress: { _ in })
+        let again = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: bin, runtime: .netns, progress: { _ in })
         #expect(again.state.pods.map(\.ip) == lab.state.pods.map(\.ip))
         // `netlab kubectl` and `netlab exec`, from the host, as a user runs them.
         let netlab = bin + "/switchyard-netlab"
@@ -46,7 +54,7 @@ struct NetLabTests {
         #expect(lab.state.nodes.allSatisfy { lab.proxyPID($0) == nil })
 
         try FileManager.default.removeItem(atPath: LabPaths.state(name))
-        try Cluster.down(name: name, progress: { _ in })
+        try await Cluster.down(name: name, progress: { _ in })
         #expect(Cluster.leftovers(name).isEmpty)
         #expect(!FileManager.default.fileExists(atPath: LabPaths.dir(name)))
         usleep(100_000)

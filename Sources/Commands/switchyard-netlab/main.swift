@@ -15,6 +15,16 @@ struct LabOptions: ParsableArguments {
     @Option(help: "The lab's name (namespaces nl-NAME-…, state in /run/switchyard-netlab/NAME).") var name = "lab"
 }
 
+struct RuntimeOptions: ParsableArguments {
+    @Option(help: "Who runs the pods: containerd (a containerd and switchyard kubelet per node, images from the lab registry) or netns (netlab's own processes, posted as a kubelet would).")
+    var runtime = LabState.Runtime.containerd.rawValue
+
+    func validate() throws {
+        guard LabState.Runtime(rawValue: runtime) != nil else { throw ValidationError("--runtime: containerd or netns") }
+    }
+    var chosen: LabState.Runtime { LabState.Runtime(rawValue: runtime) ?? .containerd }
+}
+
 struct OutOptions: ParsableArguments {
     @Option(help: "Where results go.") var out = "netlab/out"
 }
@@ -29,7 +39,7 @@ struct NetLabCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
-        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self,
+        subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self, ImagesCommand.self,
                       Serve.self, GuestCompare.self, StandInCommand.self])
 }
 
@@ -40,13 +50,14 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The proxy mode on every node: \(Cluster.modes.joined(separator: ", ")), or none.") var proxyMode = "iptables"
     @Option(help: "Also register this many kwok-style fake nodes (capacity and Lease heartbeats, no namespaces) for the scheduler and controllers.")
     var fakeNodes = 0
+    @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         guard (0...10_000).contains(fakeNodes) else { throw ValidationError("--fake-nodes: 0 to 10000") }
     }
 
     func run() async throws {
-        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, fakeNodes: fakeNodes, progress: say)
+        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, fakeNodes: fakeNodes, runtime: runtime.chosen, progress: say)
         if proxyMode != "none" { try await c.waitForProxies() }
         emit(try await c.status())
     }
@@ -97,7 +108,10 @@ struct ExecCommand: ParsableCommand {
         case "control-plane", "cp": ns = s.controlPlane
         default:
             if let n = s.nodes.first(where: { $0.name == target }) { ns = n.netns }
-            else if let p = s.pods.first(where: { $0.name == target }) { ns = p.netns }
+            else if let p = s.pods.first(where: { $0.name == target }) {
+                guard let found = c.podNamespace(p) else { throw ValidationError("pod \(target)'s network namespace is not found (is it still running?)") }
+                ns = found
+            }
             else {
                 throw ValidationError("no \(target) in lab \(lab.name): one of client, control-plane, \((s.nodes.map(\.name) + s.pods.map(\.name)).joined(separator: ", "))")
             }
@@ -123,7 +137,7 @@ struct StandInCommand: AsyncParsableCommand {
 struct Down: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Remove the lab and everything in it (also after a crash).")
     @OptionGroup var lab: LabOptions
-    func run() async throws { try Cluster.down(name: lab.name, progress: say) }
+    func run() async throws { try await Cluster.down(name: lab.name, progress: say) }
 }
 
 struct Status: AsyncParsableCommand {
@@ -179,13 +193,15 @@ struct GuestCompare: AsyncParsableCommand {
         cmp.keepServices = true
         let name = "guest"
         do {
-            let c = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: binDir, progress: say)
+            // The guest runs the pods as netlab's processes: the comparison measures the proxies,
+            // and a containerd per node under TCG would only lengthen it.
+            let c = try await Cluster.up(name: name, nodes: 2, proxyMode: "none", binDir: binDir, runtime: .netns, progress: say)
             let rows = try await cmp.run(c, progress: say)
-            try Cluster.down(name: name, progress: say)
+            try await Cluster.down(name: name, progress: say)
             let report = Comparison.GuestReport(environment: cmp.environment, rows: rows)
             emit(Comparison.GuestReport.marker + String(decoding: try JSONEncoder().encode(report), as: UTF8.self))
         } catch {
-            try? Cluster.down(name: name, progress: say)
+            try? await Cluster.down(name: name, progress: say)
             throw error
         }
     }
@@ -228,6 +244,7 @@ struct Demo: AsyncParsableCommand {
     var guestScript: String?
     @Option(help: "Numbers of Services for the guest's comparison (TCG is an order of magnitude slower than the host).")
     var guestServices = "10,100"
+    @OptionGroup var runtime: RuntimeOptions
 
     func run() async throws {
         let name = "demo"
@@ -245,7 +262,7 @@ struct Demo: AsyncParsableCommand {
         // it ends; run directly, `switchyard-netlab down --name demo` does it.
         let started = Date()
         do {
-            let c = try await Cluster.up(name: name, nodes: nodes, proxyMode: "none", binDir: binDir, progress: say)
+            let c = try await Cluster.up(name: name, nodes: nodes, proxyMode: "none", binDir: binDir, runtime: runtime.chosen, progress: say)
             emit(try await c.status())
             for mode in cmp.modes {
                 try await c.startProxies(mode: mode)
@@ -259,10 +276,10 @@ struct Demo: AsyncParsableCommand {
             emit(Comparison.markdown(rows, environment: cmp.environment))
             for f in try await Rendering(outDir: output.out).run(c, progress: say) { say("wrote \(f)") }
         } catch {
-            try? Cluster.down(name: name, progress: say)
+            try? await Cluster.down(name: name, progress: say)
             throw error
         }
-        try Cluster.down(name: name, progress: say)
+        try await Cluster.down(name: name, progress: say)
         if quick && !Comparison.availableModes.contains("ipvs") {
             say("--quick: the qemu guest's comparison (the IPVS mode) is left out; run the demo without --quick for it")
         } else if let guestScript, !Comparison.availableModes.contains("ipvs") {
@@ -286,5 +303,21 @@ struct Serve: AsyncParsableCommand {
     @Option var iperf: Int?
     func run() async throws {
         try await Workload.serve(netns: netns, name: name, http: http, echo: echo, udp: udp, iperf: iperf)
+    }
+}
+
+struct ImagesCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "images", abstract: "List the images in the lab registry (what the nodes' containerd pull).")
+    @OptionGroup var lab: LabOptions
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        let images = try await c.registryClient().images()
+        let width = max(4, images.map(\.name.count).max() ?? 0)
+        func pad(_ s: String) -> String { s + String(repeating: " ", count: max(1, width + 2 - s.count)) }
+        emit(pad("NAME") + "DIGEST" + String(repeating: " ", count: 67) + "SIZE")
+        for i in images {
+            emit(pad(i.name) + i.digest + "  " + String(format: "%.1f MB", Double(i.size) / 1e6))
+        }
+        emit("registry \(c.state.registry ?? "?") in \(c.state.controlPlane); nodes pull switchyard/NAME:TAG (docker.io is mirrored to it)")
     }
 }

@@ -99,11 +99,10 @@ public final class ContainerdProcess: @unchecked Sendable {
         return [("docker.io", toml), (registry, toml)]
     }
 
-    public init(dir: URL, _ options: Options) throws {
-        self.dir = dir
-        self.options = options
-        // A unix socket's path has room for 107 bytes: the socket lives in a short directory of its own.
-        socket = "/run/sy-ctd-\(UUID().uuidString.prefix(8).lowercased()).sock"
+    /// Writes what a containerd for `socket` reads from `dir`: config.toml, the registry's
+    /// hosts.toml, the CNI configuration directory. Returns the configuration's path.
+    @discardableResult
+    public static func prepare(dir: URL, socket: String, _ options: Options) throws -> URL {
         let fm = FileManager.default
         try fm.createDirectory(at: dir, withIntermediateDirectories: true)
         for h in options.registry.map(Self.hosts) ?? [] {
@@ -115,6 +114,16 @@ public final class ContainerdProcess: @unchecked Sendable {
         try fm.createDirectory(atPath: options.cniConfDir, withIntermediateDirectories: true)
         let configPath = dir.appendingPathComponent("config.toml")
         try Data(Self.config(dir: dir, socket: socket, options).utf8).write(to: configPath)
+        return configPath
+    }
+
+    public init(dir: URL, _ options: Options) throws {
+        self.dir = dir
+        self.options = options
+        // A unix socket's path has room for 107 bytes: the socket lives in a short directory of its own.
+        socket = "/run/sy-ctd-\(UUID().uuidString.prefix(8).lowercased()).sock"
+        let fm = FileManager.default
+        let configPath = try Self.prepare(dir: dir, socket: socket, options)
         let log = dir.appendingPathComponent("containerd.log")
         _ = fm.createFile(atPath: log.path, contents: nil)
         // nsenter, not `ip netns exec`: that one mounts a sysfs of the namespace over /sys, which
@@ -141,7 +150,15 @@ public final class ContainerdProcess: @unchecked Sendable {
     /// Every pod sandbox it runs stopped and removed through CRI (their containers, network
     /// namespaces and CNI allocations with them); then containerd, its shims and its mounts.
     public func stop() async {
-        if process.isRunning, let cri = try? CRIClient(endpoint: endpoint, timeout: .seconds(30)) {
+        await Self.cleanUp(socket: socket, dir: dir, process: process)
+    }
+
+    /// What `stop()` does, also for a containerd this process did not start (netlab's, found
+    /// by its socket and directory): every pod sandbox removed through CRI when it answers,
+    /// then it (`process`, or whatever listens on `socket`), its shims, what the shims still
+    /// run (when CRI could not remove it), their network namespaces and its mounts.
+    public static func cleanUp(socket: String, dir: URL, process: Process? = nil) async {
+        if FileManager.default.fileExists(atPath: socket), let cri = try? CRIClient(endpoint: "unix://" + socket, timeout: .seconds(30)) {
             if let pods = try? await cri.listPodSandbox(nil) {
                 for p in pods {
                     try? await cri.stopPodSandbox(p.id)
@@ -150,20 +167,70 @@ public final class ContainerdProcess: @unchecked Sendable {
             }
             cri.close()
         }
-        if process.isRunning {
+        if let process, process.isRunning {
             process.terminate()
             process.waitUntilExit()
         }
-        // Shims outlive containerd by design: those started for this socket go too.
-        for pid in Self.processes(matching: "-address \(socket)") { kill(pid, SIGKILL) }
-        // What is still mounted under the directory (overlay rootfs, shm), deepest first.
-        let mounts = ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "")
-            .split(separator: "\n").compactMap { $0.split(separator: " ").dropFirst(4).first.map(String.init) }
-            .filter { $0.hasPrefix(dir.path + "/") }.sorted { $0.count > $1.count }
-        for m in mounts { umount2(m, Int32(MNT_DETACH)) }
+        let others = Self.processes(matching: "containerd --config \(dir.path)/config.toml")
+        for pid in others { kill(pid, SIGTERM) }
+        for _ in 0..<100 where others.contains(where: { kill($0, 0) == 0 && !isZombie($0) }) { usleep(50_000) }
+        for pid in others { kill(pid, SIGKILL) }
+        // Shims outlive containerd by design: those started for this socket go too, with
+        // what they run, and the network namespaces of what they ran.
+        let shims = Self.processes(matching: "-address \(socket)")
+        let left = descendants(of: shims)
+        let namespaces = Set(left.compactMap { Self.netnsInode($0) })
+        for pid in shims + left { kill(pid, SIGKILL) }
+        if !namespaces.isEmpty {
+            let fm = FileManager.default
+            for name in (try? fm.contentsOfDirectory(atPath: "/run/netns")) ?? [] where name.hasPrefix("cni-") {
+                var st = stat()
+                if stat("/run/netns/\(name)", &st) == 0, namespaces.contains(UInt64(st.st_ino)) {
+                    umount2("/run/netns/\(name)", Int32(MNT_DETACH))
+                    unlink("/run/netns/\(name)")
+                }
+            }
+        }
+        unmountAll(under: dir.path)
         try? FileManager.default.removeItem(at: dir)
         try? FileManager.default.removeItem(atPath: socket)
         try? FileManager.default.removeItem(atPath: socket + ".ttrpc")
+    }
+
+    /// Unmounts whatever is mounted under `path` (overlay root filesystems, shm), deepest first.
+    public static func unmountAll(under path: String) {
+        let mounts = ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "")
+            .split(separator: "\n").compactMap { $0.split(separator: " ").dropFirst(4).first.map(String.init) }
+            .filter { $0.hasPrefix(path + "/") }.sorted { $0.count > $1.count }
+        for m in mounts { umount2(m, Int32(MNT_DETACH)) }
+    }
+
+    static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first == "Z"
+    }
+
+    /// The inode of `pid`'s network namespace.
+    static func netnsInode(_ pid: Int32) -> UInt64? {
+        var st = stat()
+        return stat("/proc/\(pid)/ns/net", &st) == 0 ? UInt64(st.st_ino) : nil
+    }
+
+    /// Every process below `roots` (children, their children, …).
+    static func descendants(of roots: [Int32]) -> [Int32] {
+        let fm = FileManager.default
+        var children: [Int32: [Int32]] = [:]
+        for pid in ((try? fm.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap({ Int32($0) }) {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let ppid = Int32(fields[1]) { children[ppid, default: []].append(pid) }
+        }
+        var out: [Int32] = []
+        var queue = roots
+        while let p = queue.popLast() {
+            for c in children[p] ?? [] { out.append(c); queue.append(c) }
+        }
+        return out
     }
 
     /// Processes whose command line contains `text`.

@@ -1,6 +1,8 @@
 import CNI
 import CHost
 import Foundation
+import Images
+import LabServices
 import ProxyModes
 import KubeAPI
 import KubeClient
@@ -12,7 +14,7 @@ import NetnsKit
 /// outside the cluster. Every process it starts runs inside one of its namespaces, so
 /// deleting the namespaces' processes and the namespaces removes all of it.
 public final class Cluster: @unchecked Sendable {
-    public private(set) var state: LabState
+    public internal(set) var state: LabState
     public let api: KubeClient
     var progress: @Sendable (String) -> Void
 
@@ -50,7 +52,7 @@ public final class Cluster: @unchecked Sendable {
 
     /// Builds the lab (or finds it already up), deploys the workloads, and starts the proxies
     /// in `proxyMode` ("none" for none). Anything that fails half-way is taken down again.
-    public static func up(name: String, nodes: Int, proxyMode: String, binDir: String, fakeNodes: Int = 0,
+    public static func up(name: String, nodes: Int, proxyMode: String, binDir: String, fakeNodes: Int = 0, runtime: LabState.Runtime = .containerd,
                           progress: @escaping @Sendable (String) -> Void) async throws -> Cluster {
         try LabPaths.validate(name)
         guard (1...9).contains(nodes) else { throw NetLabError("--nodes must be between 1 and 9") }
@@ -58,19 +60,27 @@ public final class Cluster: @unchecked Sendable {
             throw NetLabError("unknown proxy mode \(proxyMode): one of none, \(modes.joined(separator: ", "))")
         }
         guard isRoot else { throw NetLabError("netlab needs root: it makes network namespaces") }
-        for bin in ["switchyard", "switchyard-cni", "switchyard-netlab"] where !FileManager.default.isExecutableFile(atPath: "\(binDir)/\(bin)") {
+        let binaries = ["switchyard", "switchyard-cni", "switchyard-netlab"] + (runtime == .containerd ? ["switchyard-echo"] : [])
+        for bin in binaries where !FileManager.default.isExecutableFile(atPath: "\(binDir)/\(bin)") {
             throw NetLabError("\(binDir)/\(bin) is missing: build it first (swift build)")
         }
+        if runtime == .containerd {
+            let needed = [ContainerdProcess.binary, "/usr/sbin/runc", RegistryProcess.binary, LabImages.busyboxPath, "/usr/bin/iperf3"]
+            let missing = needed.filter { !FileManager.default.isExecutableFile(atPath: $0) }
+            guard missing.isEmpty else {
+                throw NetLabError("the containerd runtime needs \(missing.joined(separator: ", ")): run scripts/setup.sh (or use --runtime netns)")
+            }
+        }
         if let lab = try open(name, progress: progress) {
-            if lab.isHealthy(), lab.state.nodes.count == nodes {
+            if lab.isHealthy(), lab.state.nodes.count == nodes, lab.state.podRuntime == runtime {
                 progress("lab \(name) is already up (\(lab.state.nodes.count) nodes)")
                 if lab.state.proxyMode != proxyMode { try await lab.startProxies(mode: proxyMode) }
                 return lab
             }
-            progress("lab \(name) is there but not whole: taking it down first")
-            try down(name: name, progress: progress)
+            progress("lab \(name) is there but not whole (or not as asked): taking it down first")
+            try await down(name: name, progress: progress)
         } else if !leftovers(name).isEmpty {
-            try down(name: name, progress: progress)
+            try await down(name: name, progress: progress)
         }
         let p = LabPaths.prefix(name)
         let state = LabState(
@@ -78,16 +88,26 @@ public final class Cluster: @unchecked Sendable {
             nodes: (1...nodes).map { i in
                 LabState.Node(name: "node-\(i)", netns: "\(p)n\(i)", address: "\(underlay).\(10 + i)", podCIDR: "10.244.\(i).0/24")
             },
-            pods: [], proxyMode: nil, binDir: binDir)
+            pods: [], proxyMode: nil, binDir: binDir, runtime: runtime)
         let lab = Cluster(state: state, progress: progress)
         do {
             try lab.build()
-            try await lab.deploy()
-            try lab.startStandIn(fakeNodes: fakeNodes)
+            switch runtime {
+            case .containerd:
+                try await lab.startRegistry()
+                try await lab.createNodes()
+                try await lab.startNodes()
+                try await lab.deployWorkloads()
+                try await lab.createServices()
+                if fakeNodes > 0 { try lab.startStandIn(fakeNodes: fakeNodes, heartbeats: false) }
+            case .netns:
+                try await lab.deploy()
+                try lab.startStandIn(fakeNodes: fakeNodes, heartbeats: true)
+            }
             if proxyMode != "none" { try await lab.startProxies(mode: proxyMode) }
         } catch {
             progress("up failed (\(error)); removing what was made")
-            try? down(name: name, progress: { _ in })
+            try? await down(name: name, progress: { _ in })
             throw error
         }
         return lab
@@ -158,22 +178,24 @@ public final class Cluster: @unchecked Sendable {
     /// The kubelet's part for the lab's nodes until they run kubelets: their Leases renewed
     /// (the node lifecycle controller sees them alive), and `fakeNodes` kwok-style nodes beside
     /// them for the scheduler and the controllers to work at scale.
-    func startStandIn(fakeNodes: Int) throws {
+    func startStandIn(fakeNodes: Int, heartbeats: Bool) throws {
         if fakeNodes > 0 { progress("fake nodes: \(fakeNodes) kwok-style nodes (fake-node-0…), their pods set running, no namespaces") }
         try spawn(state.controlPlane, ["\(state.binDir)/switchyard-netlab", "stand-in", "--kubeconfig", kubeconfig,
-                                       "--nodes", state.nodes.map(\.name).joined(separator: ","), "--fake-nodes", String(fakeNodes)], log: "stand-in")
+                                       "--nodes", heartbeats ? state.nodes.map(\.name).joined(separator: ",") : "", "--fake-nodes", String(fakeNodes)], log: "stand-in")
     }
 
     /// Starts `args` detached inside `ns` (it outlives netlab), its output in logs/`log`.log.
     /// It is init's child, not netlab's (nothing lingers as a zombie of a long-running netlab)
-    /// and inherits no descriptor of ours.
-    func spawn(_ ns: String, _ args: [String], log: String) throws {
+    /// and inherits no descriptor of ours. With `nsenter`, only the network namespace is
+    /// entered: `ip netns exec` also mounts the namespace's sysfs over /sys, which hides the
+    /// cgroup filesystem from containerd, runc and the kubelet.
+    func spawn(_ ns: String, _ args: [String], log: String, nsenter: Bool = false) throws {
         let path = "\(dir)/logs/\(log).log"
         try? FileManager.default.removeItem(atPath: path)
         guard let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: FileManager.default.isExecutableFile) else {
             throw NetLabError("the ip command (iproute2) is not installed")
         }
-        let argv = [ip, "netns", "exec", ns] + args
+        let argv = nsenter ? ["/usr/bin/nsenter", "--net=/run/netns/\(ns)"] + args : [ip, "netns", "exec", ns] + args
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for a in cargs { free(a) } }
         let pid = ch_spawn_detached(&cargs, path)
@@ -203,6 +225,11 @@ public final class Cluster: @unchecked Sendable {
             if i == 0 { labels["bench"] = "true" }
             try await addPod(name: "echo-\(i + 1)", node: node.name, labels: labels, iperf: i == 0)
         }
+        try await createServices()
+    }
+
+    /// `echo` (every echo pod; HTTP, TCP and UDP echo; a NodePort) and `probe` (the bench pod).
+    func createServices() async throws {
         try await createService("echo", selector: ["app": "echo"], ports: [("http", 80, 8080, "TCP"), ("tcp-echo", 9090, 9090, "TCP"), ("udp-echo", 9090, 9090, "UDP")],
                                 type: "NodePort")
         try await createService("probe", selector: ["bench": "true"], ports: [("tcp-echo", 9090, 9090, "TCP"), ("iperf", 5201, 5201, "TCP")])
@@ -212,6 +239,7 @@ public final class Cluster: @unchecked Sendable {
     /// its Pod object, Running and Ready with its IP, as a kubelet would post it.
     public func addPod(name: String, node nodeName: String, labels: [String: String], iperf: Bool = false) async throws {
         guard let node = state.nodes.first(where: { $0.name == nodeName }) else { throw NetLabError("no node \(nodeName)") }
+        if state.podRuntime == .containerd { return try await addRuntimePod(name: name, node: nodeName, labels: labels) }
         let ns = "\(LabPaths.prefix(state.name))\(node.name.replacingOccurrences(of: "node-", with: "n"))-\(name)"
         guard !state.pods.contains(where: { $0.name == name }) else { throw NetLabError("pod \(name) exists") }
         try Sh.must(["ip", "netns", "add", ns])
@@ -273,6 +301,7 @@ public final class Cluster: @unchecked Sendable {
     /// Deletes a pod's object, its processes and its namespace, and releases its address.
     public func removePod(_ name: String) async throws {
         guard let i = state.pods.firstIndex(where: { $0.name == name }) else { throw NetLabError("no pod \(name)") }
+        if state.podRuntime == .containerd { return try await removeRuntimePod(name) }
         let pod = state.pods[i]
         // The lab plays the kubelet's part: its processes are stopped here, so the object goes at once.
         _ = try await must("DELETE", "/api/v1/namespaces/default/pods/\(name)", ["gracePeriodSeconds": 0], okIf: [404])
@@ -393,12 +422,15 @@ public final class Cluster: @unchecked Sendable {
     /// Removes the lab: every process in its namespaces, the namespaces (with them every link,
     /// rule and route in them), and its state directory. Works from the names alone when the
     /// state file is gone; a lab that does not exist is not an error.
-    public static func down(name: String, progress: @escaping @Sendable (String) -> Void) throws {
+    public static func down(name: String, progress: @escaping @Sendable (String) -> Void) async throws {
         try LabPaths.validate(name)
         let state = try? LabState.load(name)
         let names = Set(leftovers(name) + (state?.namespaces ?? []))
         let present = Set(Netns.list())
         let gone = names.filter(present.contains).sorted()
+        // The containerd runtime's nodes first: their pods live in namespaces of containerd's.
+        let runtimes = ((try? FileManager.default.contentsOfDirectory(atPath: "\(LabPaths.dir(name))/nodes")) ?? []).count
+        if runtimes > 0 { await stopRuntimes(lab: name, netns: gone) }
         for ns in gone {
             for pid in Netns.pids(ns) { kill(pid, SIGKILL) }
         }
@@ -407,7 +439,8 @@ public final class Cluster: @unchecked Sendable {
         for ns in gone where (try? Sh.run(["ip", "netns", "del", ns]))?.status != 0 { failed.append(ns) }
         try? FileManager.default.removeItem(atPath: LabPaths.dir(name))
         guard failed.isEmpty else { throw NetLabError("could not delete namespaces \(failed.joined(separator: ", "))") }
-        progress(gone.isEmpty ? "lab \(name): nothing to remove" : "lab \(name) removed (\(gone.count) namespaces and everything in them)")
+        let containerds = runtimes > 0 ? ", \(runtimes) containerd with every pod they ran" : ""
+        progress(gone.isEmpty && runtimes == 0 ? "lab \(name): nothing to remove" : "lab \(name) removed (\(gone.count) namespaces\(containerds), and everything in them)")
     }
 
     /// A human summary: nodes, pods, services, proxies.
@@ -419,8 +452,13 @@ public final class Cluster: @unchecked Sendable {
             let proxy = proxyPID(node).map { "proxy \(state.proxyMode ?? "?") running (pid \($0))" } ?? "no proxy running"
             out += "\(node.name): \(node.netns), \(node.address), pods \(node.podCIDR); \(proxy)\n"
         }
+        if state.podRuntime == .containerd {
+            out += "pods run by containerd through switchyard kubelet on every node; images from the lab registry \(state.registry ?? "?") (netlab images)\n"
+            state.pods = (try? await readyPods(selector: "app=echo")) ?? state.pods
+        }
         for pod in state.pods {
-            out += "  pod \(pod.name) on \(pod.node): \(pod.ip)\(Netns.pids(pod.netns).isEmpty ? " (not serving)" : "")\n"
+            let serving = state.podRuntime == .containerd || !Netns.pids(pod.netns).isEmpty
+            out += "  pod \(pod.name) on \(pod.node): \(pod.ip)\(serving ? "" : " (not serving)")\n"
         }
         let services = try await must("GET", "/api/v1/services", nil)["items"]?.array ?? []
         out += "\(services.count) services"

@@ -14,9 +14,18 @@ public struct LabState: Codable, Sendable {
     public struct Pod: Codable, Sendable {
         public var name: String
         public var node: String
+        /// The lab's own namespace for the pod (`netns` runtime); empty for containerd's pods,
+        /// whose namespace containerd makes and removes.
         public var netns: String
         public var ip: String
         public var labels: [String: String]
+    }
+
+    /// Who runs the pods: `containerd` (a containerd and a kubelet per node, the pods from
+    /// Deployments) or `netns` (netlab's own processes in namespaces of its own, posted as a
+    /// kubelet would; what the qemu guest's comparison runs).
+    public enum Runtime: String, Codable, Sendable, CaseIterable {
+        case containerd, netns
     }
 
     public var name: String
@@ -29,9 +38,14 @@ public struct LabState: Codable, Sendable {
     /// The mode the nodes' proxies run in now, if they run.
     public var proxyMode: String?
     public var binDir: String
+    /// nil in the state of a lab from before there was a choice: `netns`.
+    public var runtime: Runtime? = nil
+    /// The lab registry, `HOST:PORT` on the underlay (containerd runtime).
+    public var registry: String? = nil
 
+    public var podRuntime: Runtime { runtime ?? .netns }
     public var kubeconfigURL: String { "http://\(serverAddress):\(serverPort)" }
-    public var namespaces: [String] { [controlPlane, client] + nodes.map(\.netns) + pods.map(\.netns) }
+    public var namespaces: [String] { [controlPlane, client] + nodes.map(\.netns) + pods.map(\.netns).filter { !$0.isEmpty } }
 }
 
 /// Where labs keep their state: `/run/switchyard-netlab/<name>/` (tmpfs, like the namespaces

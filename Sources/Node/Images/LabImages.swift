@@ -50,12 +50,46 @@ public enum LabImages {
                                                  exposedPorts: ["8080/tcp", "9090/tcp", "9090/udp"]))
     }
 
+    /// `switchyard/iperf3:latest`: this machine's iperf3 with the shared libraries `ldd` names
+    /// (each at the path the loader looks for it), serving on 5201.
+    public static func iperf3(binary: String = "/usr/bin/iperf3") throws -> OCIImage {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw RegistryClient.PushError(description: "\(binary) is missing: install iperf3 (scripts/setup.sh does)")
+        }
+        let ldd = try CommandRunner().run(["ldd", binary]).stdout
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" and "/lib64/ld-linux-x86-64.so.2 (0x…)".
+        var files = [binary]
+        for line in ldd.split(separator: "\n") {
+            let words = line.split(separator: " ").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let arrow = words.firstIndex(of: "=>"), arrow + 1 < words.count, words[arrow + 1].hasPrefix("/") { files.append(words[arrow + 1]) }
+            else if let first = words.first, first.hasPrefix("/") { files.append(first) }
+        }
+        var tar = TarWriter()
+        var made: Set<String> = []
+        for d in ["tmp", "etc"] { try tar.directory(d, mode: d == "tmp" ? 0o1777 : 0o755); made.insert(d) }
+        for f in files {
+            let path = String(f.dropFirst())
+            var parent = ""
+            for part in path.split(separator: "/").dropLast() {
+                parent += parent.isEmpty ? String(part) : "/\(part)"
+                if made.insert(parent).inserted { try tar.directory(parent) }
+            }
+            let real = URL(fileURLWithPath: f).resolvingSymlinksInPath()
+            try tar.file(path, try Data(contentsOf: real), mode: 0o755)
+        }
+        try tar.file("etc/passwd", Data("root:x:0:0:root:/:/bin/false\nnobody:x:65534:65534:nobody:/:/bin/false\n".utf8))
+        tar.finish()
+        return OCIImage(layers: [tar.data], run: .init(entrypoint: [binary], cmd: ["-s", "-p", "5201"], exposedPorts: ["5201/tcp"]))
+    }
+
     /// Every lab image, built and pushed; their names. `switchyard/echo` is among them when the
-    /// `switchyard-echo` binary is given.
-    public static func pushAll(to client: RegistryClient, busybox: String = busyboxPath, echo echoBinary: String? = nil) async throws -> [String] {
+    /// `switchyard-echo` binary is given, `switchyard/iperf3` when asked for.
+    public static func pushAll(to client: RegistryClient, busybox: String = busyboxPath, echo echoBinary: String? = nil,
+                               iperf3: Bool = false) async throws -> [String] {
         let layer = try busyboxLayer(busybox: busybox)
         var images = [("switchyard/busybox", Self.busybox(layer: layer)), ("switchyard/pause", Self.pause(layer: layer))]
         if let echoBinary { images.append(("switchyard/echo", try Self.echo(binary: echoBinary))) }
+        if iperf3 { images.append(("switchyard/iperf3", try Self.iperf3())) }
         for (repository, image) in images { try await client.push(image, repository: repository, tag: "latest") }
         return images.map { "\($0.0):latest" }
     }

@@ -32,6 +32,35 @@ public struct RegistryClient: Sendable {
         guard put.status == 201 else { throw failure("putting the manifest of \(repository):\(tag)", put.status, put.body) }
     }
 
+    /// An image the registry holds: `repository:tag`, its manifest's digest, and its size (the
+    /// config and the layers, as stored).
+    public struct Listed: Sendable {
+        public var name: String
+        public var digest: String
+        public var size: Int
+    }
+
+    /// Every tagged image, by name (the catalog, each repository's tags, each manifest).
+    public func images() async throws -> [Listed] {
+        let catalog = try await http.exchange("GET", "/v2/_catalog")
+        guard catalog.status == 200, let repos = (try? JSONSerialization.jsonObject(with: catalog.body) as? [String: Any])?["repositories"] as? [String] else {
+            throw failure("listing the catalog", catalog.status, catalog.body)
+        }
+        var out: [Listed] = []
+        for repo in repos.sorted() {
+            let t = try await http.exchange("GET", "/v2/\(repo)/tags/list")
+            let tags = ((try? JSONSerialization.jsonObject(with: t.body) as? [String: Any])?["tags"] as? [String]) ?? []
+            for tag in tags.sorted() {
+                let m = try await http.exchange("GET", "/v2/\(repo)/manifests/\(tag)", headers: [("Accept", OCIImage.manifestType)])
+                guard m.status == 200, let manifest = try? JSONSerialization.jsonObject(with: m.body) as? [String: Any] else { continue }
+                let blobs = ((manifest["layers"] as? [[String: Any]]) ?? []) + [(manifest["config"] as? [String: Any]) ?? [:]]
+                let digest = m.headers.first { $0.0.lowercased() == "docker-content-digest" }?.1 ?? Blob.digest(m.body)
+                out.append(Listed(name: "\(repo):\(tag)", digest: digest, size: blobs.reduce(0) { $0 + (($1["size"] as? Int) ?? 0) }))
+            }
+        }
+        return out
+    }
+
     func upload(_ blob: Blob, _ repository: String) async throws {
         let head = try await http.exchange("HEAD", "/v2/\(repository)/blobs/\(blob.digest)")
         if head.status == 200 { return }
