@@ -323,7 +323,7 @@ let package = Package(
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "LabTests", dependencies: ["NetLab", "Netlink", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxySeam", "ProxyRuntime",
-                                                     "IPTablesKit", "HostOS", "KubeAPI", "NetnsKit", "KubeClient",
+                                                     "IPTablesKit", "HostOS", "KubeAPI", "NetnsKit", "KubeClient", "LabServices", "CRI",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
