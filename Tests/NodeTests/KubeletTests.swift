@@ -334,16 +334,24 @@ struct KubeletTests {
         let h = try await KubeletHarness.start()
         defer { h.cleanUp() }
         let flags = Flags()
+        let prestops = Counter()
         h.runtime.onExec { container, cmd in
             let what = cmd.last ?? ""
+            if what == "prestop" { prestops.add() }
             return (flags.get("\(container)/\(what)") ? 0 : 1, "\(what) is \(flags.get("\(container)/\(what)") ? "ok" : "not ok")")
         }
         func probe(_ what: String, failure: Int = 1) -> JSONValue {
             ["exec": ["command": ["check", .string(what)]], "periodSeconds": 1, "failureThreshold": .int(Int64(failure))]
         }
-        try await h.create("probed", containers: [container("main", extra: ["readinessProbe": probe("ready"), "livenessProbe": probe("alive", failure: 2),
-                                                                           "startupProbe": probe("booted", failure: 30)])])
+        // The liveness probe's own grace period (7 s) wins over the pod's (30 s), and the
+        // container's preStop hook runs before it is stopped, as on a deletion.
+        var liveness = probe("alive", failure: 2)
+        liveness["terminationGracePeriodSeconds"] = 7
+        try await h.create("probed", containers: [container("main", extra: ["readinessProbe": probe("ready"), "livenessProbe": liveness,
+                                                                           "startupProbe": probe("booted", failure: 30),
+                                                                           "lifecycle": ["preStop": ["exec": ["command": ["check", "prestop"]]]]])])
         flags.set("main/alive", true)
+        flags.set("main/prestop", true)
         func ready() async throws -> String? {
             try await h.pod("probed")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"]?.string
         }
@@ -374,6 +382,8 @@ struct KubeletTests {
         #expect(events.contains { $0["reason"] == "Unhealthy" && $0["message"]?.string?.hasPrefix("Liveness probe failed: alive is not ok") == true })
         #expect(events.contains { $0["reason"] == "Unhealthy" && $0["message"]?.string?.hasPrefix("Readiness probe failed:") == true })
         #expect(events.contains { $0["reason"] == "Killing" && $0["message"] == "Container main failed liveness probe, will be restarted" })
+        #expect(prestops.get() == 1, "the preStop hook ran once before the liveness kill")
+        #expect(h.runtime.stopTimeouts.first.map { (2...7).contains($0) } == true, "stopped within the probe's grace period: \(h.runtime.stopTimeouts)")
     }
 
     /// A sandbox that stopped by itself is replaced, the containers run again in the new one,
@@ -424,4 +434,11 @@ final class Flags: @unchecked Sendable {
     var values: [String: Bool] = [:]
     func set(_ k: String, _ v: Bool) { lock.withLock { values[k] = v } }
     func get(_ k: String) -> Bool { lock.withLock { values[k] ?? false } }
+}
+
+final class Counter: @unchecked Sendable {
+    let lock = NSLock()
+    var value = 0
+    func add() { lock.withLock { value += 1 } }
+    func get() -> Int { lock.withLock { value } }
 }

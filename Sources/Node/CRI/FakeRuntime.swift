@@ -30,6 +30,7 @@ public final class FakeRuntime: ContainerRuntime, Sendable {
         var registry: Set<String> = []
         var nextIP = 2
         var calls: [String] = []
+        var stopTimeouts: [Int64] = []
         var failStart: [String: String] = [:]   // container name -> error message
         var execHandler: @Sendable (_ container: String, _ cmd: [String]) -> (Int32, String) = { _, _ in (0, "") }
     }
@@ -56,6 +57,8 @@ public final class FakeRuntime: ContainerRuntime, Sendable {
     // MARK: what tests do
 
     public var calls: [String] { state.withLock { $0.calls } }
+    /// The grace period (seconds) of every StopContainer, in order.
+    public var stopTimeouts: [Int64] { state.withLock { $0.stopTimeouts } }
     public func makeAvailable(_ image: String) { _ = state.withLock { $0.registry.insert(Self.normalize(image)) } }
     /// The container (by name, in the pod with UID `pod`) exits with `code`.
     public func exit(pod: String, container: String, code: Int32) {
@@ -185,6 +188,7 @@ public final class FakeRuntime: ContainerRuntime, Sendable {
     public func stopContainer(_ id: String, timeout: Int64) async throws {
         note("StopContainer")
         state.withLock { s in
+            s.stopTimeouts.append(timeout)
             guard s.containers[id]?.state == .containerRunning else { return }
             s.containers[id]?.state = .containerExited
             s.containers[id]?.exitCode = 137

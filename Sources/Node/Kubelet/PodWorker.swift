@@ -277,8 +277,10 @@ final class PodWorker: Sendable {
                 }
                 if failures >= p.failureThreshold {
                     kubelet.record(pod, reason: "Killing", message: "Container \(name) failed \(p.kind.rawValue.lowercased()) probe, will be restarted")
-                    let grace = pod[path: ["spec", "terminationGracePeriodSeconds"]]?.int ?? 30
-                    try? await runtime.stopContainer(id, timeout: grace)
+                    // The probe's own terminationGracePeriodSeconds wins over the pod's, as upstream.
+                    let grace = p.terminationGracePeriodSeconds ?? pod[path: ["spec", "terminationGracePeriodSeconds"]]?.int ?? 30
+                    let spec = (pod[path: ["spec", "containers"]]?.array ?? []).first { $0["name"]?.string == name } ?? [:]
+                    await stop(pod, container: spec, id: id, podIP: pod[path: ["status", "podIP"]]?.string ?? "", grace: grace, graceful: true)
                     wake()
                     return
                 }
@@ -419,23 +421,26 @@ final class PodWorker: Sendable {
             for c in observed.containers where c.state == .containerRunning {
                 if reason != nil { kubelet.record(pod, reason: "Killing", message: "Stopping container \(c.metadata.name)") }
                 let spec = specs.first { $0["name"]?.string == c.metadata.name } ?? [:]
-                g.addTask {
-                    // preStop first (a graceful stop only), within the grace period; the rest of
-                    // it is the stop signal's.
-                    var remaining = grace
-                    if reason != nil, grace > 0, let hook = LifecycleHook(spec[path: ["lifecycle", "preStop"]]) {
-                        let start = ContinuousClock.now
-                        if let failure = await hook.run(container: spec, id: c.id, podIP: podIP, timeout: grace, runtime: self.runtime) {
-                            self.logger.warning("preStop hook of container \(c.metadata.name) in pod \(pod.key) failed: \(failure)")
-                            self.kubelet.record(pod, type: "Warning", reason: "FailedPreStopHook", message: "PreStopHook failed")
-                        }
-                        remaining = max(2, grace - Int64((ContinuousClock.now - start).components.seconds))
-                    }
-                    try? await self.runtime.stopContainer(c.id, timeout: remaining)
-                }
+                g.addTask { await self.stop(pod, container: spec, id: c.id, podIP: podIP, grace: grace, graceful: reason != nil) }
             }
         }
         for s in observed.sandboxes where s.state == .sandboxReady { try? await runtime.stopPodSandbox(s.id) }
+    }
+
+    /// Stops one container: its preStop hook first (a graceful stop only), within the grace
+    /// period; the rest of the period is the stop signal's, then SIGKILL. A pod's deletion and a
+    /// failed liveness or startup probe stop a container this way.
+    func stop(_ pod: JSONValue, container spec: JSONValue, id: String, podIP: String, grace: Int64, graceful: Bool) async {
+        var remaining = grace
+        if graceful, grace > 0, let hook = LifecycleHook(spec[path: ["lifecycle", "preStop"]]) {
+            let start = ContinuousClock.now
+            if let failure = await hook.run(container: spec, id: id, podIP: podIP, timeout: grace, runtime: runtime) {
+                logger.warning("preStop hook of container \(spec["name"]?.string ?? id) in pod \(pod.key) failed: \(failure)")
+                kubelet.record(pod, type: "Warning", reason: "FailedPreStopHook", message: "PreStopHook failed")
+            }
+            remaining = max(2, grace - Int64((ContinuousClock.now - start).components.seconds))
+        }
+        try? await runtime.stopContainer(id, timeout: remaining)
     }
 
     /// Container garbage collection, as upstream's with `MaxPerPodContainer` 1: of each of the

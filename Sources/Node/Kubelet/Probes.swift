@@ -21,6 +21,8 @@ struct Probe: Sendable {
     var timeout: Double
     var successThreshold: Int
     var failureThreshold: Int
+    /// The grace period of a stop this probe causes (liveness and startup), over the pod's.
+    var terminationGracePeriodSeconds: Int64?
 
     init?(_ kind: Kind, _ spec: JSONValue?) {
         guard let spec, case .object = spec else { return nil }
@@ -42,6 +44,7 @@ struct Probe: Sendable {
         timeout = Double(max(1, spec["timeoutSeconds"]?.int ?? 1))
         successThreshold = Int(max(1, spec["successThreshold"]?.int ?? 1))
         failureThreshold = Int(max(1, spec["failureThreshold"]?.int ?? 3))
+        terminationGracePeriodSeconds = spec["terminationGracePeriodSeconds"]?.int
     }
 
     /// A named port's number among the container's ports.
