@@ -108,7 +108,10 @@ let package = Package(
                                                        .product(name: "Logging", package: "swift-log")],
                 path: "Sources/API/UpgradableHTTP", swiftSettings: strict),
         // A pod's log and exec go to its node's kubelet (HTTPS, and a WebSocket relayed frame by frame).
-        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP",
+        // Who may do what: users, request attributes, the authorizers (RBAC, AlwaysAllow,
+        // AlwaysDeny), the default roles. Object model only: the server feeds it.
+        .target(name: "APIAccess", dependencies: ["KubeAPI"], path: "Sources/API/APIAccess", swiftSettings: strict),
+        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess",
                                                    .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                                                    .product(name: "WSClient", package: "swift-websocket"),
@@ -299,7 +302,7 @@ let package = Package(
         // The module map's dependency rules, read from this package's own description.
         .testTarget(name: "LayeringTests", swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "KubeAPI", "KubeStore", "KubeClient",
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),

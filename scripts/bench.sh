@@ -14,6 +14,7 @@
 #   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes
 #   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
 #   scripts/bench.sh readiness [...] readiness probe → EndpointSlice → traffic through `switchyard agent`, against periodSeconds
+#   scripts/bench.sh authz [...]     a GET under tokens and RBAC (1,000 RoleBindings) against the same GET under AlwaysAllow
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -47,6 +48,9 @@ if [ "$which" = all ] || [ "$which" = kubelet ]; then
 fi
 if [ "$which" = all ] || [ "$which" = readiness ]; then
   .build/release/switchyard-bench readiness --switchyard .build/release/switchyard --out bench/last/readiness.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = authz ]; then
+  .build/release/switchyard-bench authz --switchyard .build/release/switchyard --out bench/last/authz.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

@@ -11,6 +11,9 @@ import re, subprocess, sys
 api, machinery = sys.argv[1], sys.argv[2]
 files = [(api, "core/v1/generated.proto", "k8s.io.api.core.v1"),
          (api, "apps/v1/generated.proto", "k8s.io.api.apps.v1"),
+         (api, "rbac/v1/generated.proto", "k8s.io.api.rbac.v1"),
+         (api, "authorization/v1/generated.proto", "k8s.io.api.authorization.v1"),
+         (api, "authentication/v1/generated.proto", "k8s.io.api.authentication.v1"),
          (machinery, "pkg/apis/meta/v1/generated.proto", "k8s.io.apimachinery.pkg.apis.meta.v1"),
          (machinery, "pkg/runtime/generated.proto", "k8s.io.apimachinery.pkg.runtime"),
          (machinery, "pkg/util/intstr/generated.proto", "k8s.io.apimachinery.pkg.util.intstr"),
@@ -52,9 +55,14 @@ def resolve(typ, pkg):
 special = {"k8s.io.apimachinery.pkg.apis.meta.v1.Time": "time", "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime": "time",
            "k8s.io.apimachinery.pkg.api.resource.Quantity": "quantity",
            "k8s.io.apimachinery.pkg.util.intstr.IntOrString": "intorstring",
-           "k8s.io.apimachinery.pkg.runtime.RawExtension": "raw"}
+           "k8s.io.apimachinery.pkg.runtime.RawExtension": "raw",
+           # `extra`'s values: a message of one repeated string, a plain list in JSON.
+           "k8s.io.api.authorization.v1.ExtraValue": "strings", "k8s.io.api.authentication.v1.ExtraValue": "strings"}
 roots = ["k8s.io.api.core.v1." + n for n in ["ConfigMap", "Secret", "Namespace", "Service", "Pod", "ServiceAccount", "Endpoints"]] + \
-        ["k8s.io.api.apps.v1." + n for n in ["Deployment", "ReplicaSet"]]
+        ["k8s.io.api.apps.v1." + n for n in ["Deployment", "ReplicaSet"]] + \
+        ["k8s.io.api.rbac.v1." + n for n in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]] + \
+        ["k8s.io.api.authorization.v1." + n for n in ["SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectRulesReview"]] + \
+        ["k8s.io.api.authentication.v1." + n for n in ["SelfSubjectReview", "TokenReview"]]
 
 needed, queue = {}, list(roots)
 while queue:

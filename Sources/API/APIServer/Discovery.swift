@@ -52,7 +52,7 @@ enum Discovery {
     static func resource(_ r: ResourceInfo) -> JSONValue {
         var o: [String: JSONValue] = [
             "resource": .string(r.resource), "responseKind": kindJSON(r.group, r.version, r.kind),
-            "scope": r.namespaced ? "Namespaced" : "Cluster", "singularResource": .string(r.singular), "verbs": ResourceInfo.verbs,
+            "scope": r.namespaced ? "Namespaced" : "Cluster", "singularResource": .string(r.singular), "verbs": r.servedVerbs,
         ]
         if !r.shortNames.isEmpty { o["shortNames"] = .array(r.shortNames.map { .string($0) }) }
         if !r.categories.isEmpty { o["categories"] = .array(r.categories.map { .string($0) }) }

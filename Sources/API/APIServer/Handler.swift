@@ -1,3 +1,4 @@
+import APIAccess
 import Foundation
 import Synchronization
 import KubeAPI
@@ -14,6 +15,11 @@ public struct APIRequest: Sendable {
     public var body: Data
     /// The client's `User-Agent`: its first word names the field manager of a write that names none.
     public var userAgent: String?
+    /// Who sent it, as authentication found (nil: no authentication configured, the old
+    /// insecure port's privileged user).
+    public var user: UserInfo?
+    /// The impersonation headers, if any.
+    public var impersonation: Impersonation?
 
     public init(method: String, path: String, query: [String: String] = [:], contentType: String? = nil,
                 accept: String? = nil, body: Data = Data(), userAgent: String? = nil) {
@@ -84,9 +90,13 @@ public final class APIHandler: Sendable {
     /// The largest body accepted (kube-apiserver's limit is 3 MiB for a write).
     public static let maxBodySize = 3 * 1024 * 1024
 
-    public init(store: any Store, admission: Admission = Admission()) {
+    /// Who may do what (`--authorization-mode`).
+    public let access: AccessControl
+
+    public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl()) {
         self.store = store
         self.admission = admission
+        self.access = access
         version = ["major": "1", "minor": "33", "gitVersion": "v1.33.0-switchyard", "gitCommit": "", "gitTreeState": "clean",
                    "buildDate": "2026-11-27T00:00:00Z", "goVersion": "swift6", "compiler": "swift", "platform": "linux/amd64"]
     }
@@ -105,7 +115,13 @@ public final class APIHandler: Sendable {
 
     public func handle(_ req: APIRequest) async -> APIResponse {
         do {
-            return try await route(req)
+            let user = try authorize(req)
+            let response = try await AccessControl.$currentUser.withValue(user) { try await route(req) }
+            // RBAC's policy follows a write to it at once (this server's own writes).
+            if access.rbac != nil, req.method != "GET", response.code < 300, req.path.contains("/\(Self.rbacGroup)/") {
+                try? await refreshRBAC()
+            }
+            return response
         } catch let e as APIError {
             return .error(e)
         } catch let e as JSONValue.ParseError {
@@ -191,6 +207,7 @@ public final class APIHandler: Sendable {
             t = Target(resource: r, namespace: nil, name: rest.count > 1 ? rest[1] : nil, subresource: rest.count > 2 ? rest[2] : nil)
         }
         if let sub = t.subresource, !t.resource.subresources.contains(sub) { throw APIError.pathNotFound(req.path) }
+        if t.resource.strategy is ReviewStrategy { return try await review(req, t, user: AccessControl.currentUser) }
         switch (req.method, t.name) {
         case ("GET", nil):
             return isWatch(req) ? try await watch(req, t) : try await list(req, t)

@@ -1,3 +1,4 @@
+import APIAccess
 import Foundation
 import HTTPJSON
 import HTTPTypes
@@ -174,10 +175,20 @@ extension APIHandler {
     /// Whether (and how) a request is upgraded to a WebSocket: an exec of a pod, in a subprotocol
     /// both ends speak; with where it goes, or why it cannot (told on the error channel once
     /// upgraded: a WebSocket handshake refused carries no reason kubectl shows).
-    func execUpgrade(path: String, rawQuery: Substring, subprotocols: String?) async -> (target: Result<ExecTarget, APIError>, subprotocol: String)? {
+    func execUpgrade(path: String, rawQuery: Substring, subprotocols: String?, user: UserInfo = .unsecured) async -> (target: Result<ExecTarget, APIError>, subprotocol: String)? {
         let seg = path.split(separator: "/").map(String.init)
         guard seg.count == 7, seg[0] == "api", seg[1] == "v1", seg[2] == "namespaces", seg[4] == "pods", seg[6] == "exec",
               let chosen = NodeStreams.negotiate(subprotocols) else { return nil }
+        // A WebSocket exec is a GET that runs a command: `create` on pods/exec is asked too, as
+        // upstream asks it of a WebSocket upgrade from 1.35 (AuthorizePodWebsocketUpgradeCreatePermission;
+        // 1.33 asks `get` only).
+        if !access.allowsAll {
+            for verb in ["get", "create"] {
+                let a = RequestAttributes.resource(user, verb: verb, group: "", resource: "pods", subresource: "exec", namespace: seg[3], name: seg[5])
+                let d = access.authorize(a)
+                if !d.allowed { return (.failure(AccessControl.forbidden(a, reason: d.reason)), chosen) }
+            }
+        }
         var container: String?
         var hasCommand = false
         for pair in rawQuery.split(separator: "&") {

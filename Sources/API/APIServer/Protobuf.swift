@@ -75,7 +75,12 @@ public enum KubeProtobuf {
     static func message(apiVersion: String, kind: String) -> String? {
         switch (apiVersion, kind) {
         case ("v1", "ConfigMap"), ("v1", "Secret"), ("v1", "Namespace"), ("v1", "Service"), ("v1", "Pod"),
-             ("v1", "ServiceAccount"), ("v1", "Endpoints"), ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"):
+             ("v1", "ServiceAccount"), ("v1", "Endpoints"), ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"),
+             ("rbac.authorization.k8s.io/v1", "Role"), ("rbac.authorization.k8s.io/v1", "ClusterRole"),
+             ("rbac.authorization.k8s.io/v1", "RoleBinding"), ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+             ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("authorization.k8s.io/v1", "SubjectAccessReview"),
+             ("authorization.k8s.io/v1", "LocalSubjectAccessReview"), ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
+             ("authentication.k8s.io/v1", "SelfSubjectReview"), ("authentication.k8s.io/v1", "TokenReview"):
             return kind
         default:
             return nil
@@ -253,6 +258,15 @@ public enum KubeProtobuf {
                 case "string": value = .string(String(decoding: v, as: UTF8.self))
                 case "bytes": value = .string(Data(v).base64EncodedString())
                 case "quantity": value = .string(try quantity(v))
+                case "strings":
+                    // A message of one repeated string (`extra`'s values): a list in JSON.
+                    var items: [JSONValue] = []
+                    var sub = WireReader(v)
+                    while let (n, w) = try sub.tag() {
+                        guard n == 1, w == 2 else { throw Failure(description: "\(field): field \(n) of a list of strings") }
+                        items.append(.string(String(decoding: try sub.lengthDelimited(), as: UTF8.self)))
+                    }
+                    value = .array(items)
                 default: value = try decodeMessage(valueKind, v)
                 }
             default: throw Failure(description: "\(field): field \(n) of a map entry")

@@ -92,12 +92,14 @@ public struct ResourceInfo: Sendable, Hashable {
     }
 
     static let verbs: JSONValue = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    /// What discovery lists for it.
+    var servedVerbs: JSONValue { strategy.verbs.map { .array($0.map { .string($0) }) } ?? Self.verbs }
 
     /// The `APIResourceList` entries of this resource and its subresources.
     var discovery: [JSONValue] {
         var main: [String: JSONValue] = [
             "name": .string(resource), "singularName": .string(singular), "namespaced": .bool(namespaced),
-            "kind": .string(kind), "verbs": Self.verbs,
+            "kind": .string(kind), "verbs": servedVerbs,
         ]
         if !shortNames.isEmpty { main["shortNames"] = .array(shortNames.map { .string($0) }) }
         if !categories.isEmpty { main["categories"] = .array(categories.map { .string($0) }) }
@@ -157,6 +159,17 @@ public enum Resources {
                      shortNames: short, categories: categories, subresources: sub, strategy: strategy)
     }
 
+    static func rbac(_ resource: String, _ kind: String, namespaced: Bool, binding: Bool) -> ResourceInfo {
+        ResourceInfo(group: "rbac.authorization.k8s.io", version: "v1", resource: resource, singular: kind.lowercased(), kind: kind,
+                     namespaced: namespaced, shortNames: [], categories: [], subresources: [], strategy: RBACStrategy(binding: binding))
+    }
+
+    /// A review: created and answered, never stored.
+    static func review(_ group: String, _ resource: String, _ kind: String, namespaced: Bool = false) -> ResourceInfo {
+        ResourceInfo(group: group, version: "v1", resource: resource, singular: kind.lowercased(), kind: kind,
+                     namespaced: namespaced, shortNames: [], categories: [], subresources: [], strategy: ReviewStrategy())
+    }
+
     public static let all: [ResourceInfo] = [
         core("namespaces", "namespace", "Namespace", namespaced: false, short: ["ns"], sub: ["status", "finalize"], NamespaceStrategy()),
         core("services", "service", "Service", short: ["svc"], categories: ["all"], sub: ["status"], ServiceStrategy()),
@@ -195,6 +208,15 @@ public enum Resources {
                      namespaced: false, shortNames: ["pc"], categories: [], subresources: [], strategy: PriorityClassStrategy()),
         ResourceInfo(group: "policy", version: "v1", resource: "poddisruptionbudgets", singular: "poddisruptionbudget", kind: "PodDisruptionBudget",
                      namespaced: true, shortNames: ["pdb"], categories: [], subresources: ["status"], strategy: PodDisruptionBudgetStrategy()),
+        rbac("clusterroles", "ClusterRole", namespaced: false, binding: false),
+        rbac("clusterrolebindings", "ClusterRoleBinding", namespaced: false, binding: true),
+        rbac("roles", "Role", namespaced: true, binding: false),
+        rbac("rolebindings", "RoleBinding", namespaced: true, binding: true),
+        review("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview"),
+        review("authorization.k8s.io", "selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+        review("authorization.k8s.io", "localsubjectaccessreviews", "LocalSubjectAccessReview", namespaced: true),
+        review("authorization.k8s.io", "selfsubjectrulesreviews", "SelfSubjectRulesReview"),
+        review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
         ResourceInfo(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions", singular: "customresourcedefinition",
                      kind: "CustomResourceDefinition", namespaced: false, shortNames: ["crd", "crds"], categories: ["api-extensions"],
                      subresources: ["status"], strategy: DefinitionStrategy()),

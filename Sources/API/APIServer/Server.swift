@@ -1,3 +1,4 @@
+import APIAccess
 import Foundation
 import HTTPTypes
 import HummingbirdCore
@@ -26,15 +27,20 @@ public struct APIServer: Sendable {
     public let tls: TLSConfiguration?
     /// When set, a request must carry one of these bearer tokens (`--token-auth-file`).
     public let tokens: TokenFile?
+    /// Requests without credentials are served as `system:anonymous` (`--anonymous-auth`), where
+    /// authentication is configured and the authorization is not AlwaysAllow alone.
+    public let anonymous: Bool
     let logger: Logger
 
     public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, tls: TLSConfiguration? = nil,
-                tokens: TokenFile? = nil, logger: Logger = Logger(label: "switchyard.server")) {
+                tokens: TokenFile? = nil, anonymous: Bool = true, logger: Logger = Logger(label: "switchyard.server")) {
         self.handler = handler
         self.host = host
         self.port = port
         self.tls = tls
         self.tokens = tokens
+        // Upstream resets --anonymous-auth to false with the AlwaysAllow authorizer.
+        self.anonymous = anonymous && !handler.access.allowsAll
         self.logger = logger
     }
 
@@ -58,10 +64,31 @@ public struct APIServer: Sendable {
         return Array(out.utf8)
     }
 
-    /// Converts a Hummingbird request, runs it, and converts the answer.
-    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil) async -> Response {
-        if let tokens, !TokenFile.publicPaths.contains(request.uri.path),
-           tokens.user(authorization: request.headers[.authorization]) == nil {
+    /// Who a request comes from: a bearer token's user; without credentials, `system:anonymous`
+    /// where allowed (or for the public paths); with no authentication configured, the old
+    /// insecure port's privileged user. nil: 401.
+    static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool) -> UserInfo? {
+        guard let tokens else { return .unsecured }
+        if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
+            guard let u = tokens.user(authorization: a) else { return nil }
+            return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated()
+        }
+        return anonymous || TokenFile.publicPaths.contains(path) ? .anonymous : nil
+    }
+
+    static let impersonateUser = HTTPField.Name("Impersonate-User")!
+    static let impersonateGroup = HTTPField.Name("Impersonate-Group")!
+    static let impersonateUID = HTTPField.Name("Impersonate-Uid")!
+
+    static func impersonation(_ h: HTTPFields) -> Impersonation? {
+        let user = h[impersonateUser], groups = h[values: impersonateGroup], uid = h[impersonateUID]
+        guard user != nil || !groups.isEmpty || uid != nil else { return nil }
+        return Impersonation(user: user, groups: groups, uid: uid)
+    }
+
+    /// Converts a Hummingbird request, authenticates and runs it, and converts the answer.
+    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false) async -> Response {
+        guard let user = authenticate(authorization: request.headers[.authorization], path: request.uri.path, tokens: tokens, anonymous: anonymous) else {
             return Self.response(.error(.unauthorized))
         }
         var request = request
@@ -76,9 +103,11 @@ public struct APIServer: Sendable {
                 return Self.response(.error(.tooLarge(APIHandler.maxBodySize)))
             }
         }
-        let req = APIRequest(method: request.method.rawValue, path: request.uri.path, query: query,
+        var req = APIRequest(method: request.method.rawValue, path: request.uri.path, query: query,
                              contentType: request.headers[.contentType], accept: request.headers[.accept], body: body,
                              userAgent: request.headers[.userAgent])
+        req.user = user
+        req.impersonation = impersonation(request.headers)
         return Self.response(await handler.handle(req))
     }
 
@@ -124,12 +153,12 @@ public struct APIServer: Sendable {
 
     /// Serves until the task is cancelled (or SIGTERM through the service group).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let handler = self.handler, tokens = self.tokens
+        let handler = self.handler, tokens = self.tokens, anonymous = self.anonymous
         let started = Flag()
         let logger = self.logger
         // HTTP/1.1, and the WebSocket upgrade of a pod's exec (relayed to its kubelet).
         let upgradable = UpgradableHTTP.builder(maxFrameSize: NodeStreams.maxMessage) { request, _, _ in
-            await Self.shouldUpgrade(handler, request, tokens: tokens, logger: logger)
+            await Self.shouldUpgrade(handler, request, tokens: tokens, anonymous: anonymous, logger: logger)
         }
         let builder = try tls.map { try HTTPServerBuilder.tls(upgradable, tlsConfiguration: $0) } ?? upgradable
         let server = try builder.buildServer(
@@ -137,7 +166,7 @@ public struct APIServer: Sendable {
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
             responder: { request, writer, _ in
-                var response = await Self.respond(handler, request, tokens: tokens)
+                var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous)
                 response.headers[.date] = Self.httpDate()
                 let large = (response.body.contentLength ?? 0) > Self.largeResponse
                 try await writer.write(response: response.head, body: response.body)
@@ -157,15 +186,21 @@ public struct APIServer: Sendable {
 
     /// A pod's exec, upgraded and relayed to its kubelet; anything else (or an exec that cannot
     /// be served: its error) goes to the responder as a plain request.
-    static func shouldUpgrade(_ handler: APIHandler, _ request: HTTPRequest, tokens: TokenFile?, logger: Logger) async
+    static func shouldUpgrade(_ handler: APIHandler, _ request: HTTPRequest, tokens: TokenFile?, anonymous: Bool, logger: Logger) async
         -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         let full = request.path ?? ""
         let parts = full.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? ""
         guard path.hasSuffix("/exec") else { return .dontUpgrade }
-        if let tokens, tokens.user(authorization: request.headerFields[.authorization]) == nil { return .dontUpgrade }
+        guard var user = authenticate(authorization: request.headerFields[.authorization], path: path, tokens: tokens, anonymous: anonymous) else {
+            return .dontUpgrade
+        }
+        if let imp = impersonation(request.headerFields) {
+            guard let u = try? handler.impersonate(imp, as: user) else { return .dontUpgrade }
+            user = u
+        }
         guard let target = await handler.execUpgrade(path: path, rawQuery: parts.count > 1 ? parts[1] : "",
-                                                     subprotocols: request.headerFields[.secWebSocketProtocol]) else { return .dontUpgrade }
+                                                     subprotocols: request.headerFields[.secWebSocketProtocol], user: user) else { return .dontUpgrade }
         var headers = HTTPFields()
         headers[.secWebSocketProtocol] = target.subprotocol
         return .upgrade(headers) { inbound, outbound, _ in

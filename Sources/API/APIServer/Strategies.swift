@@ -24,6 +24,8 @@ public protocol ResourceStrategy: Sendable {
     /// An object as stored, turned into this resource's form (read), and back (write).
     func fromStorage(_ o: inout JSONValue)
     func toStorage(_ o: inout JSONValue)
+    /// The verbs served when not all of them are (the reviews: create only).
+    var verbs: [String]? { get }
 }
 
 public enum NameRule: Sendable {
@@ -39,6 +41,7 @@ extension ResourceStrategy {
     public var storedAs: (group: String, resource: String)? { nil }
     public func fromStorage(_ o: inout JSONValue) {}
     public func toStorage(_ o: inout JSONValue) {}
+    public var verbs: [String]? { nil }
 }
 
 /// A kind with nothing of its own beyond its schema.

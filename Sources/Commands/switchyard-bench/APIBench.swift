@@ -173,8 +173,9 @@ final class KeepAliveHTTP {
     deinit { close(fd) }
 
     /// Sends a request and reads the whole answer (the server says its length).
-    func request(_ method: String, _ path: String, body: Data, contentType: String) throws -> (status: Int, body: [UInt8]) {
-        var req = Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Type: \(contentType)\r\nAccept: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+    func request(_ method: String, _ path: String, body: Data, contentType: String, token: String? = nil) throws -> (status: Int, body: [UInt8]) {
+        let auth = token.map { "Authorization: Bearer \($0)\r\n" } ?? ""
+        var req = Array("\(method) \(path) HTTP/1.1\r\nHost: \(host)\r\nContent-Type: \(contentType)\r\nAccept: application/json\r\n\(auth)Content-Length: \(body.count)\r\n\r\n".utf8)
         req += body
         var sent = 0
         while sent < req.count {

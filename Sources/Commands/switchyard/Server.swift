@@ -60,6 +60,12 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("token-auth-file"), help: "Require a bearer token from this file (kube-apiserver's format: token,user,uid[,\"groups\"]); the kubeconfig written carries its first.")
     var tokenAuthFile: String?
 
+    @Option(name: .customLong("authorization-mode"), help: "Authorization modes in order, comma-separated: AlwaysAllow (the default, as kube-apiserver's), RBAC, AlwaysDeny. RBAC reconciles the default roles and bindings at start.")
+    var authorizationMode = "AlwaysAllow"
+
+    @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
+    var anonymousAuth = true
+
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
@@ -116,6 +122,10 @@ struct Server: AsyncParsableCommand {
         // The embedded controllers' flags, the certificate and tokens first: a bad one stops the
         // server before it touches the store.
         let controllerOptions = disableControllerManager ? nil : try controllerFlags.options()
+        let access: AccessControl
+        do { access = try AccessControl(modes: authorizationMode.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) } catch {
+            throw ValidationError("--authorization-mode: \(error)")
+        }
         var tokens: TokenFile?
         if let file = tokenAuthFile {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
@@ -142,12 +152,15 @@ struct Server: AsyncParsableCommand {
         if let moved = try? await store.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
         let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
         try await admission.load(from: store)
-        let handler = APIHandler(store: store, admission: admission)
+        let handler = APIHandler(store: store, admission: admission, access: access)
         try await handler.loadCustomResources()
-        do { try await handler.bootstrap() } catch { throw ValidationError("\(error)") }
+        do {
+            try await handler.bootstrap()
+            try await handler.reconcileDefaultPolicy()
+        } catch { throw ValidationError("\(error)") }
         let dataDir = self.dataDir, host = bindAddress
         let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
-        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, logger: logger)
+        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, anonymous: anonymousAuth, logger: logger)
         let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
         let trusted = ca, token = tokens?.entries.first?.token
         let startup = StartupSteps(logger: logger)
@@ -169,6 +182,14 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { definitionsTask.cancel() }
+        // RBAC's policy follows the store: writes through another server over it count here too.
+        let rbacTask = access.rbac == nil ? nil : Task {
+            while !Task.isCancelled {
+                do { try await handler.followRBAC() } catch { logger.error("following RBAC objects: \(error); restarting") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { rbacTask?.cancel() }
         defer { withExtendedLifetime((lock, deadline)) {} }
         do {
         try await server.run { port in

@@ -1,0 +1,174 @@
+import KubeAPI
+
+/// The ClusterRoles and ClusterRoleBindings every cluster starts with, as upstream's
+/// `bootstrappolicy` has them (kube-apiserver v1.33): the user-facing roles (`cluster-admin`,
+/// `admin`, `edit`, `view`, aggregated from `system:aggregate-to-*`), discovery and the
+/// public information, the self-reviews every user may make, and the components' roles.
+/// The server creates the missing ones at start and brings those marked
+/// `rbac.authorization.kubernetes.io/autoupdate: "true"` up to date.
+public enum DefaultPolicy {
+    static let read = ["get", "list", "watch"]
+    static let write = ["create", "delete", "deletecollection", "patch", "update"]
+
+    static func rule(_ verbs: [String], _ groups: [String], _ resources: [String], names: [String] = []) -> PolicyRule {
+        PolicyRule(verbs: verbs, apiGroups: groups, resources: resources, resourceNames: names)
+    }
+
+    static func urls(_ verbs: [String], _ urls: [String]) -> PolicyRule { PolicyRule(verbs: verbs, nonResourceURLs: urls) }
+
+    static func role(_ name: String, _ rules: [PolicyRule], labels: [String: String] = [:], aggregate: String? = nil) -> JSONValue {
+        var l: [String: JSONValue] = ["kubernetes.io/bootstrapping": "rbac-defaults"]
+        for (k, v) in labels { l[k] = .string(v) }
+        var o: JSONValue = [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": ["name": .string(name), "labels": .object(l), "annotations": ["rbac.authorization.kubernetes.io/autoupdate": "true"]],
+            "rules": .array(rules.map(\.json)),
+        ]
+        if let aggregate {
+            o["aggregationRule"] = ["clusterRoleSelectors": [["matchLabels": .object(["rbac.authorization.k8s.io/aggregate-to-\(aggregate)": "true"])]]]
+        }
+        return o
+    }
+
+    static func binding(_ name: String, role: String? = nil, users: [String] = [], groups: [String] = []) -> JSONValue {
+        let subjects: [JSONValue] = users.map { ["apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": .string($0)] }
+            + groups.map { ["apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": .string($0)] }
+        var o: JSONValue = [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": ["name": .string(name), "labels": ["kubernetes.io/bootstrapping": "rbac-defaults"],
+                         "annotations": ["rbac.authorization.kubernetes.io/autoupdate": "true"]],
+            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": .string(role ?? name)],
+        ]
+        if !subjects.isEmpty { o["subjects"] = .array(subjects) }
+        return o
+    }
+
+    static let core = [""]
+
+    public static let clusterRoles: [JSONValue] = [
+        role("cluster-admin", [rule(["*"], ["*"], ["*"]), urls(["*"], ["*"])]),
+        role("system:discovery", [urls(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"])]),
+        role("system:public-info-viewer", [urls(["get"], ["/healthz", "/livez", "/readyz", "/version", "/version/"])]),
+        role("system:basic-user", [rule(["create"], ["authorization.k8s.io"], ["selfsubjectaccessreviews", "selfsubjectrulesreviews"]),
+                                   rule(["create"], ["authentication.k8s.io"], ["selfsubjectreviews"])]),
+        role("admin", [], aggregate: "admin"),
+        role("edit", [], labels: ["rbac.authorization.k8s.io/aggregate-to-admin": "true"], aggregate: "edit"),
+        role("view", [], labels: ["rbac.authorization.k8s.io/aggregate-to-edit": "true"], aggregate: "view"),
+        role("system:aggregate-to-admin", [
+            rule(["create"], ["authorization.k8s.io"], ["localsubjectaccessreviews"]),
+            rule(read + write, ["rbac.authorization.k8s.io"], ["rolebindings", "roles"]),
+        ], labels: ["rbac.authorization.k8s.io/aggregate-to-admin": "true"]),
+        role("system:aggregate-to-edit", [
+            rule(read, core, ["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets", "services/proxy"]),
+            rule(["impersonate"], core, ["serviceaccounts"]),
+            rule(write, core, ["pods", "pods/attach", "pods/proxy", "pods/exec", "pods/portforward"]),
+            rule(["create"], core, ["pods/eviction"]),
+            rule(write, core, ["configmaps", "events", "persistentvolumeclaims", "replicationcontrollers", "replicationcontrollers/scale",
+                               "secrets", "serviceaccounts", "services", "services/proxy"]),
+            rule(["create"], core, ["serviceaccounts/token"]),
+            rule(write, ["apps"], ["daemonsets", "deployments", "deployments/rollback", "deployments/scale", "replicasets", "replicasets/scale",
+                                   "statefulsets", "statefulsets/scale"]),
+            rule(write, ["autoscaling"], ["horizontalpodautoscalers"]),
+            rule(write, ["batch"], ["cronjobs", "jobs"]),
+            rule(write, ["networking.k8s.io"], ["ingresses", "networkpolicies"]),
+            rule(write, ["policy"], ["poddisruptionbudgets"]),
+            rule(write, ["discovery.k8s.io"], ["endpointslices"]),
+        ], labels: ["rbac.authorization.k8s.io/aggregate-to-edit": "true"]),
+        role("system:aggregate-to-view", [
+            rule(read, core, ["pods", "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts", "services", "services/status",
+                              "endpoints", "persistentvolumeclaims", "persistentvolumeclaims/status", "configmaps"]),
+            rule(read, core, ["limitranges", "resourcequotas", "bindings", "events", "pods/status", "resourcequotas/status", "namespaces/status",
+                              "replicationcontrollers/status", "pods/log"]),
+            rule(read, core, ["namespaces"]),
+            rule(read, ["discovery.k8s.io"], ["endpointslices"]),
+            rule(read, ["apps"], ["controllerrevisions", "statefulsets", "statefulsets/scale", "statefulsets/status", "daemonsets", "daemonsets/status",
+                                  "deployments", "deployments/scale", "deployments/status", "replicasets", "replicasets/scale", "replicasets/status"]),
+            rule(read, ["autoscaling"], ["horizontalpodautoscalers", "horizontalpodautoscalers/status"]),
+            rule(read, ["batch"], ["cronjobs", "cronjobs/status", "jobs", "jobs/status"]),
+            rule(read, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
+            rule(read, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
+        ], labels: ["rbac.authorization.k8s.io/aggregate-to-view": "true"]),
+        role("system:node-proxier", [
+            rule(["list", "watch"], core, ["endpoints", "services"]),
+            rule(read, core, ["nodes"]),
+            rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+            rule(["list", "watch"], ["discovery.k8s.io"], ["endpointslices"]),
+        ]),
+        role("system:kube-scheduler", [
+            rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+            rule(["create"], ["coordination.k8s.io"], ["leases"]),
+            rule(["get", "update"], ["coordination.k8s.io"], ["leases"], names: ["kube-scheduler"]),
+            rule(["create"], core, ["endpoints"]),
+            rule(["get", "update"], core, ["endpoints"], names: ["kube-scheduler"]),
+            rule(read, core, ["nodes"]),
+            rule(["delete", "get", "list", "watch"], core, ["pods"]),
+            rule(["create"], core, ["bindings", "pods/binding"]),
+            rule(["patch", "update"], core, ["pods/status"]),
+            rule(read, core, ["replicationcontrollers", "services"]),
+            rule(read, ["apps", "extensions"], ["replicasets"]),
+            rule(read, ["apps"], ["statefulsets"]),
+            rule(read, ["policy"], ["poddisruptionbudgets"]),
+            rule(read, core, ["persistentvolumeclaims", "persistentvolumes"]),
+            rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
+            rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"]),
+            rule(read, ["storage.k8s.io"], ["csinodes"]),
+            rule(read, core, ["namespaces"]),
+            rule(read, ["storage.k8s.io"], ["csidrivers", "csistoragecapacities"]),
+            rule(read, ["scheduling.k8s.io"], ["priorityclasses"]),
+        ]),
+        // Upstream's role is narrow and each controller runs with its own service account
+        // (`--use-service-account-credentials`); this project's controllers share the
+        // manager's identity, so its role holds what they read and write.
+        role("system:kube-controller-manager", [
+            rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+            rule(["create"], ["coordination.k8s.io"], ["leases"]),
+            rule(["get", "update"], ["coordination.k8s.io"], ["leases"], names: ["kube-controller-manager"]),
+            rule(read, ["*"], ["*"]),
+            rule(write, core, ["pods", "pods/status", "pods/eviction", "nodes", "nodes/status", "endpoints", "services/status", "serviceaccounts",
+                               "secrets", "configmaps", "namespaces", "namespaces/finalize", "namespaces/status", "resourcequotas/status",
+                               "replicationcontrollers/status", "persistentvolumeclaims/status"]),
+            rule(["create"], core, ["serviceaccounts/token"]),
+            rule(write, ["apps"], ["replicasets", "replicasets/status", "deployments/status", "daemonsets/status", "statefulsets/status",
+                                   "controllerrevisions"]),
+            rule(write, ["batch"], ["jobs", "jobs/status", "cronjobs/status"]),
+            rule(write, ["discovery.k8s.io"], ["endpointslices"]),
+            rule(write, ["policy"], ["poddisruptionbudgets/status"]),
+            rule(write, ["coordination.k8s.io"], ["leases"]),
+            rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
+            rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"]),
+        ]),
+        role("system:node", [
+            rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
+            rule(["create"], ["authorization.k8s.io"], ["localsubjectaccessreviews", "subjectaccessreviews"]),
+            rule(read, core, ["services"]),
+            rule(["create", "get", "list", "watch"], core, ["nodes"]),
+            rule(["patch", "update"], core, ["nodes/status"]),
+            rule(["patch", "update"], core, ["nodes"]),
+            rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
+            rule(read, core, ["pods"]),
+            rule(["create", "delete"], core, ["pods"]),
+            rule(["patch", "update"], core, ["pods/status"]),
+            rule(["create"], core, ["pods/eviction"]),
+            rule(["get"], core, ["configmaps", "secrets"]),
+            rule(["get"], core, ["persistentvolumeclaims", "persistentvolumes"]),
+            rule(["get"], core, ["endpoints"]),
+            rule(["create", "get", "list", "watch"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
+            rule(["create", "delete", "get", "patch", "update"], ["coordination.k8s.io"], ["leases"]),
+            rule(["create"], core, ["serviceaccounts/token"]),
+            rule(read, ["discovery.k8s.io"], ["endpointslices"]),
+        ]),
+    ]
+
+    public static let clusterRoleBindings: [JSONValue] = [
+        binding("cluster-admin", groups: [UserInfo.privilegedGroup]),
+        binding("system:discovery", groups: [UserInfo.allAuthenticated]),
+        binding("system:basic-user", groups: [UserInfo.allAuthenticated]),
+        binding("system:public-info-viewer", groups: [UserInfo.allAuthenticated, UserInfo.allUnauthenticated]),
+        binding("system:node-proxier", users: ["system:kube-proxy"]),
+        binding("system:kube-scheduler", users: ["system:kube-scheduler"]),
+        binding("system:kube-controller-manager", users: ["system:kube-controller-manager"]),
+        // Upstream binds nobody to system:node (the Node authorizer decides for kubelets); this
+        // server has no Node authorizer yet: the nodes' group is bound to it.
+        binding("system:node", groups: [UserInfo.nodesGroup]),
+    ]
+}

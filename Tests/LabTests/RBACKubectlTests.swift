@@ -1,0 +1,79 @@
+import Foundation
+import HostOS
+import NetnsKit
+import Testing
+
+/// RBAC as kubectl users meet it: `switchyard server --authorization-mode RBAC` over HTTPS with a token file
+/// (an admin in system:masters, alice and bob), real kubectl's `auth can-i` (also `--list` and
+/// `--as`), `auth whoami`, and its refusal as upstream prints it.
+@Suite("RBAC with kubectl", .enabled(if: isRoot && kubectl("1.33") != nil, "needs root and kubectl 1.33"))
+struct RBACKubectlTests {
+    @Test func canIMatchesTheBindings() throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-rbac-\(lab.id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tokens = dir.appendingPathComponent("tokens.csv").path
+        try "admin-token,admin,1,\"system:masters\"\nalice-token,alice,2\nbob-token,bob,3,\"devs\"\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        // HTTPS: kubectl sends credentials over TLS only.
+        let serving = try TLSServerTests.certificate(dir, "serving")
+        let server = try LabServer(lab: lab, arguments: ["--tls-cert-file", serving.cert, "--tls-private-key-file", serving.key,
+                                                         "--token-auth-file", tokens, "--authorization-mode", "RBAC"])
+        func run(_ args: [String], token: String? = nil) throws -> (status: Int32, out: String, err: String) {
+            try server.kubectl(k, (token.map { ["--token", $0] } ?? []) + args)
+        }
+        func must(_ args: [String]) throws {
+            let r = try run(args)
+            #expect(r.status == 0, "kubectl \(args.joined(separator: " ")): \(r.err)")
+        }
+        try must(["create", "namespace", "team"])
+        try must(["-n", "team", "create", "rolebinding", "alice-view", "--clusterrole", "view", "--user", "alice"])
+        try must(["-n", "team", "create", "rolebinding", "devs-edit", "--clusterrole", "edit", "--group", "devs"])
+
+        // (user, verb, resource, namespace) → can-i's answer, as the bindings above say.
+        let matrix: [(String, String, String, String, Bool)] = [
+            ("alice", "list", "pods", "team", true),
+            ("alice", "get", "deployments.apps", "team", true),
+            ("alice", "create", "pods", "team", false),
+            ("alice", "get", "secrets", "team", false),
+            ("alice", "list", "pods", "default", false),
+            ("bob", "create", "pods", "team", true),
+            ("bob", "delete", "deployments.apps", "team", true),
+            ("bob", "get", "secrets", "team", true),
+            ("bob", "create", "rolebindings.rbac.authorization.k8s.io", "team", false),
+            ("bob", "list", "nodes", "", false),
+            ("admin", "delete", "nodes", "", true),
+        ]
+        for (user, verb, resource, ns, expected) in matrix {
+            let r = try run(["auth", "can-i", verb, resource] + (ns.isEmpty ? [] : ["-n", ns]), token: "\(user)-token")
+            #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == (expected ? "yes" : "no") && r.status == (expected ? 0 : 1),
+                    "\(user) can-i \(verb) \(resource) -n \(ns): \(r)")
+            // The same, asked by the admin on the user's behalf (impersonation).
+            // Impersonation gives the name only: the groups the token file gives are passed too.
+            let groups = ["bob": ["--as-group", "devs"], "admin": ["--as-group", "system:masters"]][user] ?? []
+            let asUser = try run(["auth", "can-i", verb, resource, "--as", user] + groups + (ns.isEmpty ? [] : ["-n", ns]))
+            #expect(asUser.out.trimmingCharacters(in: .whitespacesAndNewlines) == (expected ? "yes" : "no"), "--as \(user): \(asUser)")
+        }
+        // Refused as upstream words it; unknown tokens are 401s.
+        let refused = try run(["get", "pods", "-n", "default"], token: "alice-token")
+        #expect(refused.status != 0)
+        #expect(refused.err.contains(#"Error from server (Forbidden): pods is forbidden: User "alice" cannot list resource "pods" in API group "" in the namespace "default""#), "\(refused.err)")
+        let unknown = try run(["get", "pods"], token: "nope")
+        #expect(unknown.err.contains("Unauthorized"), "\(unknown.err)")
+        // Who am I, and what may I do.
+        let whoami = try run(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"], token: "bob-token")
+        #expect(whoami.out == #"bob ["devs","system:authenticated"]"#, "\(whoami)")
+        let list = try run(["auth", "can-i", "--list", "-n", "team"], token: "alice-token")
+        #expect(list.status == 0 && list.out.split(separator: "\n").contains { $0.hasPrefix("pods ") && $0.contains("[get list watch]") }, "\(list.out)")
+        // Escalation: bob (edit in team) may write RoleBindings there, but grant only what he holds.
+        try must(["-n", "team", "create", "role", "binder", "--verb", "create,get", "--resource", "rolebindings.rbac.authorization.k8s.io"])
+        try must(["-n", "team", "create", "rolebinding", "bob-binder", "--role", "binder", "--user", "bob"])
+        let escalate = try run(["-n", "team", "create", "rolebinding", "bob-admin", "--clusterrole", "admin", "--user", "bob"], token: "bob-token")
+        #expect(escalate.status != 0 && escalate.err.contains(#"user "bob" (groups=["devs" "system:authenticated"]) is attempting to grant RBAC permissions not currently held"#),
+                "\(escalate)")
+        let granted = try run(["-n", "team", "create", "rolebinding", "carol-view", "--clusterrole", "view", "--user", "carol"], token: "bob-token")
+        #expect(granted.status == 0, "edit covers view: \(granted)")
+    }
+}
