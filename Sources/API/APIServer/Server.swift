@@ -299,6 +299,7 @@ public struct TokenFile: Sendable {
     }
     /// In the file's order.
     public let entries: [(token: String, user: User)]
+    let byToken: [String: User]
     /// What anyone may read, as upstream's `system:public-info-viewer` role allows.
     static let publicPaths: Set<String> = ["/healthz", "/livez", "/readyz", "/version"]
 
@@ -337,22 +338,22 @@ public struct TokenFile: Sendable {
         }
         guard !entries.isEmpty else { throw Failure(description: "\(source): no token") }
         self.entries = entries
+        var byToken: [String: User] = [:]
+        for e in entries { byToken[e.token] = e.user }
+        self.byToken = byToken
     }
 
-    /// The user a request's `Authorization` header names, if its bearer token is in the file.
+    /// The user a request's `Authorization` header names, if its bearer token is in the file:
+    /// a map lookup, as upstream's (its cost does not grow with the file).
     public func user(authorization: String?) -> User? {
-        guard let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " else { return nil }
-        let token = Array(a.dropFirst(7).trimmingCharacters(in: .whitespaces).utf8)
-        // Every entry compared in full, each in time independent of where the bytes differ.
-        var found: User?
-        for e in entries where Self.same(Array(e.token.utf8), token) && found == nil { found = e.user }
-        return found
-    }
-
-    static func same(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var diff = UInt8(truncatingIfNeeded: a.count ^ b.count)
-        for i in 0..<max(a.count, b.count) { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
-        return diff == 0 && a.count == b.count
+        guard let a = authorization?.utf8, a.count > 7 else { return nil }
+        // "Bearer " in any case, then the token without surrounding blanks.
+        let scheme = a.prefix(7)
+        guard zip(scheme, "bearer ".utf8).allSatisfy({ ($0 | 0x20) == $1 || ($0 == 0x20 && $1 == 0x20) }) else { return nil }
+        var token = a.dropFirst(7)[...]
+        while let f = token.first, f == 0x20 || f == 0x09 { token = token.dropFirst() }
+        while let l = token.last, l == 0x20 || l == 0x09 { token = token.dropLast() }
+        return byToken[String(decoding: token, as: UTF8.self)]
     }
 }
 
