@@ -109,8 +109,9 @@ let package = Package(
                 path: "Sources/API/UpgradableHTTP", swiftSettings: strict),
         // A pod's log and exec go to its node's kubelet (HTTPS, and a WebSocket relayed frame by frame).
         // Who may do what: users, request attributes, the authorizers (RBAC, AlwaysAllow,
-        // AlwaysDeny), the default roles. Object model only: the server feeds it.
-        .target(name: "APIAccess", dependencies: ["KubeAPI"], path: "Sources/API/APIAccess", swiftSettings: strict),
+        // AlwaysDeny, ABAC, Node), the default roles, service-account tokens (JWTs). Object model
+        // and crypto only: the server feeds it.
+        .target(name: "APIAccess", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/API/APIAccess", swiftSettings: strict),
         .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess",
                                                    .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -256,7 +257,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
+                "APIServer", "APIAccess", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

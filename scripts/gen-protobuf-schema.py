@@ -62,7 +62,10 @@ roots = ["k8s.io.api.core.v1." + n for n in ["ConfigMap", "Secret", "Namespace",
         ["k8s.io.api.apps.v1." + n for n in ["Deployment", "ReplicaSet"]] + \
         ["k8s.io.api.rbac.v1." + n for n in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]] + \
         ["k8s.io.api.authorization.v1." + n for n in ["SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectRulesReview"]] + \
-        ["k8s.io.api.authentication.v1." + n for n in ["SelfSubjectReview", "TokenReview"]]
+        ["k8s.io.api.authentication.v1." + n for n in ["SelfSubjectReview", "TokenReview", "TokenRequest"]]
+
+# Fields whose JSON name differs from their protobuf name (Go's json tag against protobuf's name=).
+json_names = {"uID": "uid"}
 
 needed, queue = {}, list(roots)
 while queue:
@@ -84,7 +87,7 @@ while queue:
             queue.append(t)
         else:
             k = t
-        fields.append(f"{num} {name} {'[]' if label == 'repeated' else ''}{k}")
+        fields.append(f"{num} {json_names.get(name, name)} {'[]' if label == 'repeated' else ''}{k}")
     needed[q] = fields
 
 names = {}

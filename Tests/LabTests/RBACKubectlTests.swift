@@ -75,5 +75,14 @@ struct RBACKubectlTests {
                 "\(escalate)")
         let granted = try run(["-n", "team", "create", "rolebinding", "carol-view", "--clusterrole", "view", "--user", "carol"], token: "bob-token")
         #expect(granted.status == 0, "edit covers view: \(granted)")
+        // A service account's token from `kubectl create token`, and who it is.
+        try must(["-n", "team", "create", "serviceaccount", "runner"])
+        let created = try run(["-n", "team", "create", "token", "runner", "--duration", "10m"])
+        let saToken = created.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(created.status == 0 && saToken.split(separator: ".").count == 3, "\(created)")
+        let saWho = try run(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"], token: saToken)
+        #expect(saWho.out == "system:serviceaccount:team:runner", "\(saWho)")
+        let saCan = try run(["auth", "can-i", "list", "pods", "-n", "team"], token: saToken)
+        #expect(saCan.out.trimmingCharacters(in: .whitespacesAndNewlines) == "no", "no binding names it: \(saCan)")
     }
 }

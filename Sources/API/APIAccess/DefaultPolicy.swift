@@ -88,6 +88,8 @@ public enum DefaultPolicy {
             rule(read, ["policy"], ["poddisruptionbudgets", "poddisruptionbudgets/status"]),
             rule(read, ["networking.k8s.io"], ["ingresses", "ingresses/status", "networkpolicies"]),
         ], labels: ["rbac.authorization.k8s.io/aggregate-to-view": "true"]),
+        role("system:service-account-issuer-discovery", [urls(["get"], ["/.well-known/openid-configuration", "/.well-known/openid-configuration/",
+                                                                         "/openid/v1/jwks", "/openid/v1/jwks/"])]),
         role("system:node-proxier", [
             rule(["list", "watch"], core, ["endpoints", "services"]),
             rule(read, core, ["nodes"]),
@@ -164,11 +166,13 @@ public enum DefaultPolicy {
         binding("system:discovery", groups: [UserInfo.allAuthenticated]),
         binding("system:basic-user", groups: [UserInfo.allAuthenticated]),
         binding("system:public-info-viewer", groups: [UserInfo.allAuthenticated, UserInfo.allUnauthenticated]),
+        binding("system:service-account-issuer-discovery", groups: ["system:serviceaccounts"]),
         binding("system:node-proxier", users: ["system:kube-proxy"]),
         binding("system:kube-scheduler", users: ["system:kube-scheduler"]),
         binding("system:kube-controller-manager", users: ["system:kube-controller-manager"]),
-        // Upstream binds nobody to system:node (the Node authorizer decides for kubelets); this
-        // server has no Node authorizer yet: the nodes' group is bound to it.
-        binding("system:node", groups: [UserInfo.nodesGroup]),
+        // Bound to nobody, as upstream: kubelets are authorized by the Node mode
+        // (`--authorization-mode Node,RBAC`), which holds this role's rules and reads a node's
+        // pods' Secrets and ConfigMaps only.
+        binding("system:node"),
     ]
 }

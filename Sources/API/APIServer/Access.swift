@@ -10,17 +10,22 @@ public final class AccessControl: Sendable {
     public let modes: [String]
     public let chain: AuthorizerChain
     public let rbac: RBACAuthorizer?
+    /// The Node mode's graph of what each node's pods use, fed from the store.
+    public let nodeGraph: NodeGraph?
     /// AlwaysAllow alone: nothing is asked (and anonymous requests are not allowed).
     public let allowsAll: Bool
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
-    /// - Parameter modes: `--authorization-mode`'s list (AlwaysAllow, AlwaysDeny, RBAC).
-    public init(modes: [String] = ["AlwaysAllow"]) throws {
+    /// - Parameters:
+    ///   - modes: `--authorization-mode`'s list (AlwaysAllow, AlwaysDeny, RBAC, ABAC, Node).
+    ///   - policyFile: ABAC's `--authorization-policy-file`, its text and its name.
+    public init(modes: [String] = ["AlwaysAllow"], policyFile: (contents: String, name: String)? = nil) throws {
         guard !modes.isEmpty else { throw Failure(description: "at least one authorization mode must be passed") }
         var seen = Set<String>()
         var chain: [(name: String, authorizer: any Authorizer)] = []
         var rbac: RBACAuthorizer?
+        var graph: NodeGraph?
         for m in modes {
             guard seen.insert(m).inserted else { throw Failure(description: "authorization-mode \(m) has mode specified more than once") }
             switch m {
@@ -30,8 +35,15 @@ public final class AccessControl: Sendable {
                 let r = RBACAuthorizer()
                 rbac = r
                 chain.append((m, r))
-            case "ABAC", "Node", "Webhook":
-                throw Failure(description: "authorization mode \(m) is not supported yet (supported: AlwaysAllow, AlwaysDeny, RBAC)")
+            case "ABAC":
+                guard let file = policyFile else { throw Failure(description: "authorization-mode ABAC's authorization policy file not passed") }
+                do { chain.append((m, try ABACAuthorizer(contents: file.contents, source: file.name))) } catch { throw Failure(description: "\(error)") }
+            case "Node":
+                let g = NodeGraph()
+                graph = g
+                chain.append((m, NodeAuthorizer(graph: g)))
+            case "Webhook":
+                throw Failure(description: "authorization mode Webhook is not supported yet (supported: AlwaysAllow, AlwaysDeny, ABAC, Node, RBAC)")
             default:
                 throw Failure(description: "authorization-mode \(m) is not a valid mode (one of \(AuthorizerChain.knownModes.joined(separator: ", ")))")
             }
@@ -41,6 +53,10 @@ public final class AccessControl: Sendable {
         self.modes = modes
         self.chain = AuthorizerChain(chain)
         self.rbac = rbac
+        nodeGraph = graph
+        if policyFile != nil && !modes.contains("ABAC") {
+            throw Failure(description: "cannot specify --authorization-policy-file without mode ABAC")
+        }
         allowsAll = modes == ["AlwaysAllow"]
     }
 
@@ -150,18 +166,6 @@ extension APIHandler {
 
     // MARK: authorization of a request
 
-    /// The request's user and attributes, once authorized (impersonation applied); throws the
-    /// 403 otherwise.
-    func authorize(_ req: APIRequest) throws -> UserInfo {
-        var user = req.user ?? .unsecured
-        if let imp = req.impersonation { user = try impersonate(imp, as: user) }
-        guard !access.allowsAll else { return user }
-        let a = RequestAttributes.parse(user: user, method: req.method, path: req.path, query: req.query)
-        let d = access.authorize(a)
-        guard d.allowed else { throw AccessControl.forbidden(a, reason: d.reason) }
-        return user
-    }
-
     /// The impersonated user, when `user` may impersonate it (verb `impersonate` on `users`,
     /// `groups`, `serviceaccounts` and `uids`, as upstream checks it).
     func impersonate(_ imp: Impersonation, as user: UserInfo) throws -> UserInfo {
@@ -235,6 +239,30 @@ extension APIHandler {
         try await refreshRBAC()
         for try await _ in try await store.watch(prefix: prefix, after: revision) {
             try await refreshRBAC()
+        }
+    }
+
+    /// Follows the pods for the Node mode's graph: all of them, then each change. Returns when
+    /// the watch ends (the caller starts it again).
+    public func followPodsForNodes() async throws {
+        guard let graph = access.nodeGraph, let r = registry.find(group: "", version: "v1", resource: "pods") else { return }
+        var pods: [JSONValue] = []
+        var after: String?
+        let revision = try await store.currentRevision(prefix: r.storePrefix)
+        repeat {
+            let page = try await store.list(prefix: r.storePrefix, after: after, limit: 1000, revision: revision)
+            for kv in page.items { if let o = try? r.decode(kv.value) { pods.append(o) } }
+            after = page.continueAfter
+        } while after != nil
+        graph.replaceAll(pods: pods)
+        for try await e in try await store.watch(prefix: r.storePrefix, after: revision) {
+            let parts = e.kv.key.dropFirst(r.storePrefix.count).split(separator: "/")
+            guard parts.count == 2 else { continue }
+            if e.kind == .deleted {
+                graph.remove(namespace: String(parts[0]), name: String(parts[1]))
+            } else if let o = try? r.decode(e.kv.value) {
+                graph.set(pod: o)
+            }
         }
     }
 
@@ -350,6 +378,8 @@ extension APIHandler {
         try checkKind(o, t.resource)
         let spec = o["spec"] ?? [:]
         switch t.resource.resource {
+        case "tokenreviews":
+            o = await tokenReview(o)
         case "selfsubjectreviews":
             var info: JSONValue = ["username": .string(user.name), "groups": .array(user.groups.map { .string($0) })]
             if !user.uid.isEmpty { info["uid"] = .string(user.uid) }

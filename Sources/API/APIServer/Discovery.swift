@@ -60,7 +60,7 @@ enum Discovery {
             o["subresources"] = .array(r.subresources.map { sub in
                 let k = r.gvk(subresource: sub)
                 let verbs: JSONValue = switch sub {
-                case "binding", "eviction": ["create"]
+                case "binding", "eviction", "token": ["create"]
                 case "log": ["get"]
                 case "exec": ["create", "get"]
                 default: ["get", "patch", "update"]

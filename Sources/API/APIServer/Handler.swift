@@ -20,6 +20,8 @@ public struct APIRequest: Sendable {
     public var user: UserInfo?
     /// The impersonation headers, if any.
     public var impersonation: Impersonation?
+    /// The client's address (for the audit log's `sourceIPs`).
+    public var sourceIP: String?
 
     public init(method: String, path: String, query: [String: String] = [:], contentType: String? = nil,
                 accept: String? = nil, body: Data = Data(), userAgent: String? = nil) {
@@ -92,11 +94,18 @@ public final class APIHandler: Sendable {
 
     /// Who may do what (`--authorization-mode`).
     public let access: AccessControl
+    /// The audit log, when one is kept (`--audit-log-path` with `--audit-policy-file`).
+    public let audit: AuditLog?
+    /// Service-account tokens: issued by TokenRequest, read by authentication.
+    public let serviceAccountTokens: ServiceAccountTokens
 
-    public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl()) {
+    public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
+                serviceAccountTokens: ServiceAccountTokens = .ephemeral()) {
+        self.serviceAccountTokens = serviceAccountTokens
         self.store = store
         self.admission = admission
         self.access = access
+        self.audit = audit
         version = ["major": "1", "minor": "33", "gitVersion": "v1.33.0-switchyard", "gitCommit": "", "gitTreeState": "clean",
                    "buildDate": "2026-11-27T00:00:00Z", "goVersion": "swift6", "compiler": "swift", "platform": "linux/amd64"]
     }
@@ -114,21 +123,32 @@ public final class APIHandler: Sendable {
     public var openWatches: Int { watches.withLock { $0.open.count } }
 
     public func handle(_ req: APIRequest) async -> APIResponse {
+        var record: AuditLog.Record?
+        let response: APIResponse
         do {
-            let user = try authorize(req)
-            let response = try await AccessControl.$currentUser.withValue(user) { try await route(req) }
+            var user = req.user ?? .unsecured
+            if let imp = req.impersonation { user = try impersonate(imp, as: user) }
+            // The attributes are read when something asks for them: an authorizer, the audit log.
+            if !access.allowsAll || audit != nil {
+                let a = RequestAttributes.parse(user: user, method: req.method, path: req.path, query: req.query)
+                let d = access.authorize(a)
+                record = audit?.begin(req, a, decision: d)
+                guard d.allowed else { throw AccessControl.forbidden(a, reason: d.reason) }
+            }
+            let r = try await AccessControl.$currentUser.withValue(user) { try await route(req) }
             // RBAC's policy follows a write to it at once (this server's own writes).
-            if access.rbac != nil, req.method != "GET", response.code < 300, req.path.contains("/\(Self.rbacGroup)/") {
+            if access.rbac != nil, req.method != "GET", r.code < 300, req.path.contains("/\(Self.rbacGroup)/") {
                 try? await refreshRBAC()
             }
-            return response
+            response = r
         } catch let e as APIError {
-            return .error(e)
+            response = .error(e)
         } catch let e as JSONValue.ParseError {
-            return .error(.badRequest(e.description))
+            response = .error(.badRequest(e.description))
         } catch {
-            return .error(.internal("\(error)"))
+            response = .error(.internal("\(error)"))
         }
+        return audit?.finish(record, response) ?? response
     }
 
     // MARK: routing
@@ -148,6 +168,11 @@ public final class APIHandler: Sendable {
             return .ok(["paths": .array((["/api", "/api/v1", "/apis", "/healthz", "/livez", "/readyz", "/version"]
                 + registry.groups.flatMap { g in ["/apis/\(g.group)"] + g.versions.map { "/apis/\(g.group)/\($0)" } }).map { .string($0) })])
         case "version" where seg.count == 1: return .ok(version)
+        // The service-account issuer's OIDC discovery, as upstream serves it.
+        case ".well-known" where seg.count == 2 && seg[1] == "openid-configuration":
+            return .ok(serviceAccountTokens.openIDConfiguration())
+        case "openid" where seg.count == 3 && seg[1] == "v1" && seg[2] == "jwks":
+            return .ok(serviceAccountTokens.jwks)
         case "healthz", "livez", "readyz": return APIResponse(code: 200, body: .text("ok"))
         case "openapi" where seg.count == 2 && seg[1] == "v2":
             return openAPI.v2(accept: req.accept)
@@ -232,6 +257,8 @@ public final class APIHandler: Sendable {
             return try await bind(req, t)
         case ("POST", _?) where t.subresource == "eviction":
             return try await evict(req, t)
+        case ("POST", _?) where t.subresource == "token":
+            return try await tokenRequest(req, t)
         case ("PUT", _?):
             return try await update(req, t)
         case ("PATCH", _?):

@@ -62,6 +62,7 @@ public struct ResourceInfo: Sendable, Hashable {
         case "scale": GroupVersionKind(group: "autoscaling", version: "v1", kind: "Scale")
         case "binding": GroupVersionKind(group: "", version: "v1", kind: "Binding")
         case "eviction": GroupVersionKind(group: "policy", version: "v1", kind: "Eviction")
+        case "token": GroupVersionKind(group: "authentication.k8s.io", version: "v1", kind: "TokenRequest")
         case "exec": GroupVersionKind(group: "", version: "v1", kind: "PodExecOptions")
         default: gvk
         }
@@ -109,6 +110,7 @@ public struct ResourceInfo: Sendable, Hashable {
             case "scale": ("Scale", ["get", "patch", "update"], "autoscaling", "v1")
             case "binding": ("Binding", ["create"], nil, nil)
             case "eviction": ("Eviction", ["create"], "policy", "v1")
+            case "token": ("TokenRequest", ["create"], "authentication.k8s.io", "v1")
             case "log": (self.kind, ["get"], nil, nil)
             case "exec": ("PodExecOptions", ["create", "get"], nil, nil)
             case "finalize": (self.kind, ["update"], nil, nil)
@@ -179,7 +181,7 @@ public enum Resources {
         core("events", "event", "Event", short: ["ev"], EventStrategy()),
         core("configmaps", "configmap", "ConfigMap", short: ["cm"], ConfigMapStrategy()),
         core("secrets", "secret", "Secret", SecretStrategy()),
-        core("serviceaccounts", "serviceaccount", "ServiceAccount", short: ["sa"], ServiceAccountStrategy()),
+        core("serviceaccounts", "serviceaccount", "ServiceAccount", short: ["sa"], sub: ["token"], ServiceAccountStrategy()),
         ResourceInfo(group: "discovery.k8s.io", version: "v1", resource: "endpointslices", singular: "endpointslice",
                      kind: "EndpointSlice", namespaced: true, shortNames: [], categories: [], subresources: [], strategy: EndpointSliceStrategy()),
         ResourceInfo(group: "apps", version: "v1", resource: "deployments", singular: "deployment", kind: "Deployment",
@@ -217,6 +219,7 @@ public enum Resources {
         review("authorization.k8s.io", "localsubjectaccessreviews", "LocalSubjectAccessReview", namespaced: true),
         review("authorization.k8s.io", "selfsubjectrulesreviews", "SelfSubjectRulesReview"),
         review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
+        review("authentication.k8s.io", "tokenreviews", "TokenReview"),
         ResourceInfo(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions", singular: "customresourcedefinition",
                      kind: "CustomResourceDefinition", namespaced: false, shortNames: ["crd", "crds"], categories: ["api-extensions"],
                      subresources: ["status"], strategy: DefinitionStrategy()),

@@ -67,12 +67,18 @@ public struct APIServer: Sendable {
     /// Who a request comes from: a bearer token's user; without credentials, `system:anonymous`
     /// where allowed (or for the public paths); with no authentication configured, the old
     /// insecure port's privileged user. nil: 401.
-    static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool) -> UserInfo? {
-        guard let tokens else { return .unsecured }
+    /// A service-account token (a JWT this server signed) is read whatever else is configured.
+    static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool, handler: APIHandler) async -> UserInfo? {
         if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
-            guard let u = tokens.user(authorization: a) else { return nil }
-            return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated()
+            if let u = tokens?.user(authorization: a) { return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated() }
+            let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            if ServiceAccountTokens.looksLikeJWT(token) {
+                if case .success(let u) = await handler.authenticateServiceAccount(token) { return u }
+                return nil
+            }
+            if tokens != nil { return nil }
         }
+        guard tokens != nil else { return .unsecured }
         return anonymous || TokenFile.publicPaths.contains(path) ? .anonymous : nil
     }
 
@@ -87,8 +93,9 @@ public struct APIServer: Sendable {
     }
 
     /// Converts a Hummingbird request, authenticates and runs it, and converts the answer.
-    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false) async -> Response {
-        guard let user = authenticate(authorization: request.headers[.authorization], path: request.uri.path, tokens: tokens, anonymous: anonymous) else {
+    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false, sourceIP: String? = nil) async -> Response {
+        guard let user = await authenticate(authorization: request.headers[.authorization], path: request.uri.path, tokens: tokens, anonymous: anonymous,
+                                            handler: handler) else {
             return Self.response(.error(.unauthorized))
         }
         var request = request
@@ -108,6 +115,7 @@ public struct APIServer: Sendable {
                              userAgent: request.headers[.userAgent])
         req.user = user
         req.impersonation = impersonation(request.headers)
+        req.sourceIP = sourceIP
         return Self.response(await handler.handle(req))
     }
 
@@ -165,8 +173,8 @@ public struct APIServer: Sendable {
             configuration: ServerConfiguration(address: .hostname(host, port: port)),
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
-            responder: { request, writer, _ in
-                var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous)
+            responder: { request, writer, channel in
+                var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous, sourceIP: channel.remoteAddress?.ipAddress)
                 response.headers[.date] = Self.httpDate()
                 let large = (response.body.contentLength ?? 0) > Self.largeResponse
                 try await writer.write(response: response.head, body: response.body)
@@ -192,7 +200,8 @@ public struct APIServer: Sendable {
         let parts = full.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? ""
         guard path.hasSuffix("/exec") else { return .dontUpgrade }
-        guard var user = authenticate(authorization: request.headerFields[.authorization], path: path, tokens: tokens, anonymous: anonymous) else {
+        guard var user = await authenticate(authorization: request.headerFields[.authorization], path: path, tokens: tokens, anonymous: anonymous,
+                                            handler: handler) else {
             return .dontUpgrade
         }
         if let imp = impersonation(request.headerFields) {

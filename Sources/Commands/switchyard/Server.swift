@@ -1,3 +1,4 @@
+import APIAccess
 import APIServer
 import ArgumentParser
 import ControllerKit
@@ -60,8 +61,26 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("token-auth-file"), help: "Require a bearer token from this file (kube-apiserver's format: token,user,uid[,\"groups\"]); the kubeconfig written carries its first.")
     var tokenAuthFile: String?
 
-    @Option(name: .customLong("authorization-mode"), help: "Authorization modes in order, comma-separated: AlwaysAllow (the default, as kube-apiserver's), RBAC, AlwaysDeny. RBAC reconciles the default roles and bindings at start.")
+    @Option(name: .customLong("authorization-mode"), help: "Authorization modes in order, comma-separated: AlwaysAllow (the default, as kube-apiserver's), Node, RBAC, ABAC, AlwaysDeny. RBAC reconciles the default roles and bindings at start.")
     var authorizationMode = "AlwaysAllow"
+
+    @Option(name: .customLong("authorization-policy-file"), help: "ABAC's policy: one JSON Policy (abac.authorization.kubernetes.io/v1beta1) per line.")
+    var authorizationPolicyFile: String?
+
+    @Option(name: .customLong("audit-log-path"), help: "Append audit events (audit.k8s.io/v1 Event, one JSON object per line) to this file; '-' for standard output. Needs --audit-policy-file.")
+    var auditLogPath: String?
+
+    @Option(name: .customLong("audit-policy-file"), help: "The audit policy (audit.k8s.io/v1 Policy, YAML or JSON): each request's level by its first matching rule.")
+    var auditPolicyFile: String?
+
+    @Option(name: .customLong("service-account-signing-key-file"), help: "The ECDSA P-256 key (PEM) service-account tokens are signed with (default: DATA_DIR/sa.key, made on first start).")
+    var serviceAccountSigningKeyFile: String?
+
+    @Option(name: .customLong("service-account-issuer"), help: "The tokens' issuer (iss), and the OIDC discovery's.")
+    var serviceAccountIssuer = ServiceAccountTokens.defaultIssuer
+
+    @Option(name: .customLong("api-audiences"), help: "The audiences a token must name to authenticate to the API (comma-separated; default: the issuer).")
+    var apiAudiences: String?
 
     @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
     var anonymousAuth = true
@@ -123,8 +142,20 @@ struct Server: AsyncParsableCommand {
         // server before it touches the store.
         let controllerOptions = disableControllerManager ? nil : try controllerFlags.options()
         let access: AccessControl
-        do { access = try AccessControl(modes: authorizationMode.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }) } catch {
+        var policy: (contents: String, name: String)?
+        if let f = authorizationPolicyFile {
+            guard let text = try? String(contentsOfFile: f, encoding: .utf8) else { throw ValidationError("--authorization-policy-file \(f): cannot read it") }
+            policy = (text, f)
+        }
+        do { access = try AccessControl(modes: authorizationMode.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, policyFile: policy) } catch {
             throw ValidationError("--authorization-mode: \(error)")
+        }
+        var audit: AuditLog?
+        if let path = auditLogPath, let policyFile = auditPolicyFile {
+            guard let text = try? String(contentsOfFile: policyFile, encoding: .utf8) else { throw ValidationError("--audit-policy-file \(policyFile): cannot read it") }
+            do { audit = try AuditLog(policy: text, source: policyFile, path: path) } catch { throw ValidationError("\(error)") }
+        } else if auditLogPath != nil {
+            logger.warning("no audit policy file given (--audit-policy-file): no audit events are recorded")
         }
         var tokens: TokenFile?
         if let file = tokenAuthFile {
@@ -152,7 +183,12 @@ struct Server: AsyncParsableCommand {
         if let moved = try? await store.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
         let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
         try await admission.load(from: store)
-        let handler = APIHandler(store: store, admission: admission, access: access)
+        let saTokens: ServiceAccountTokens
+        do {
+            saTokens = try ServiceAccountTokens.withKey(at: serviceAccountSigningKeyFile ?? dataDir + "/sa.key", issuer: serviceAccountIssuer,
+                                                         audiences: apiAudiences.map { $0.split(separator: ",").map(String.init) })
+        } catch { throw ValidationError("--service-account-signing-key-file: \(error)") }
+        let handler = APIHandler(store: store, admission: admission, access: access, audit: audit, serviceAccountTokens: saTokens)
         try await handler.loadCustomResources()
         do {
             try await handler.bootstrap()
@@ -190,6 +226,14 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { rbacTask?.cancel() }
+        // The Node mode's graph follows the pods.
+        let nodeGraphTask = access.nodeGraph == nil ? nil : Task {
+            while !Task.isCancelled {
+                do { try await handler.followPodsForNodes() } catch { logger.error("following pods for the Node authorizer: \(error); restarting") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { nodeGraphTask?.cancel() }
         defer { withExtendedLifetime((lock, deadline)) {} }
         do {
         try await server.run { port in

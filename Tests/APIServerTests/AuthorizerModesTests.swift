@@ -1,0 +1,117 @@
+import APIAccess
+@testable import APIServer
+import Foundation
+import KubeAPI
+import KubeStore
+import Testing
+
+/// The ABAC and Node modes as upstream's: ABAC's policy lines (v1beta1 and v0), and the Node
+/// mode's graph: a kubelet reads what its pods use and nothing else.
+@Suite struct AuthorizerModesTests {
+    static let policy = """
+        {"apiVersion": "abac.authorization.kubernetes.io/v1beta1", "kind": "Policy", "spec": {"user": "alice", "namespace": "*", "resource": "*", "apiGroup": "*"}}
+        {"apiVersion": "abac.authorization.kubernetes.io/v1beta1", "kind": "Policy", "spec": {"user": "bob", "namespace": "caribou", "resource": "pods", "readonly": true}}
+        # Everyone authenticated may read every path.
+        {"apiVersion": "abac.authorization.kubernetes.io/v1beta1", "kind": "Policy", "spec": {"group": "system:authenticated", "readonly": true, "nonResourcePath": "*"}}
+
+        {"user": "carol"}
+        """
+
+    @Test func abacPoliciesMatchAsUpstreams() throws {
+        let abac = try ABACAuthorizer(contents: Self.policy)
+        #expect(abac.policies.count == 4)
+        func can(_ user: String, _ verb: String, _ resource: String, group: String = "", ns: String = "") -> Bool {
+            abac.authorize(.resource(UserInfo(name: user).authenticated(), verb: verb, group: group, resource: resource, namespace: ns)).allowed
+        }
+        func path(_ user: String, _ verb: String, _ p: String) -> Bool {
+            abac.authorize(RequestAttributes(user: UserInfo(name: user).authenticated(), verb: verb, isResourceRequest: false, path: p)).allowed
+        }
+        #expect(can("alice", "create", "deployments", group: "apps", ns: "x"))
+        #expect(can("bob", "list", "pods", ns: "caribou"))
+        #expect(!can("bob", "create", "pods", ns: "caribou"), "readonly")
+        #expect(!can("bob", "get", "pods", ns: "other"))
+        #expect(!can("bob", "get", "deployments", group: "apps", ns: "caribou"))
+        #expect(path("bob", "get", "/version") && !path("bob", "post", "/version"))
+        // v0: no namespace and no resource is everything, paths included, in every group.
+        #expect(can("carol", "delete", "nodes") && can("carol", "patch", "deployments", group: "apps", ns: "x") && path("carol", "put", "/x"))
+        #expect(!can("dave", "get", "pods", ns: "caribou"))
+        #expect(abac.authorize(.resource(UserInfo(name: "dave"), verb: "get", group: "", resource: "pods")).reason == "No policy matched.")
+        #expect(throws: ABACAuthorizer.Failure.self) { try ABACAuthorizer(contents: "{\"user\": \"a\"}\nnot json\n") }
+        #expect(throws: ABACAuthorizer.Failure.self) { try ABACAuthorizer(contents: #"{"apiVersion": "abac.authorization.kubernetes.io/v2", "kind": "Policy"}"#) }
+        #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: ["ABAC"]) }
+        #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: ["RBAC"], policyFile: (Self.policy, "p")) }
+        #expect(try AccessControl(modes: ["ABAC"], policyFile: (Self.policy, "p")).authorize(
+            .resource(UserInfo(name: "alice"), verb: "delete", group: "", resource: "secrets", namespace: "n")).allowed)
+    }
+
+    static func node(_ n: String) -> UserInfo { UserInfo(name: "system:node:\(n)", groups: ["system:nodes", "system:authenticated"]) }
+
+    static func pod(_ name: String, node: String, secret: String, configMap: String, sa: String = "runner") -> JSONValue {
+        ["metadata": ["name": .string(name), "namespace": "a"],
+         "spec": ["nodeName": .string(node), "serviceAccountName": .string(sa),
+                  "volumes": [["name": "s", "secret": ["secretName": .string(secret)]]],
+                  "containers": [["name": "c", "image": "x", "envFrom": [["configMapRef": ["name": .string(configMap)]]]]]]]
+    }
+
+    @Test func aNodeReadsWhatItsPodsUseAndNothingElse() {
+        let graph = NodeGraph()
+        let authz = NodeAuthorizer(graph: graph)
+        graph.set(pod: Self.pod("p1", node: "node-1", secret: "s1", configMap: "c1"))
+        graph.set(pod: Self.pod("p2", node: "node-1", secret: "s1", configMap: "c2"))
+        func d(_ node: String, _ verb: String, _ resource: String, _ name: String, ns: String = "a", sub: String = "", group: String = "") -> Decision {
+            authz.authorize(.resource(Self.node(node), verb: verb, group: group, resource: resource, subresource: sub, namespace: ns, name: name))
+        }
+        #expect(d("node-1", "get", "secrets", "s1").allowed)
+        #expect(d("node-1", "watch", "configmaps", "c2").allowed)
+        #expect(d("node-1", "get", "secrets", "s2") == .noOpinion("no relationship found between node 'node-1' and this object"))
+        #expect(!d("node-2", "get", "secrets", "s1").allowed, "another node's pods' secret")
+        #expect(d("node-1", "list", "secrets", "") == .noOpinion("No Object name found"))
+        #expect(d("node-1", "update", "secrets", "s1") == .noOpinion("can only read resources of this type"))
+        #expect(d("node-1", "create", "serviceaccounts", "runner", sub: "token").allowed)
+        #expect(!d("node-1", "create", "serviceaccounts", "default", sub: "token").allowed)
+        #expect(d("node-1", "update", "leases", "node-1", ns: "kube-node-lease", group: "coordination.k8s.io").allowed)
+        #expect(d("node-1", "update", "leases", "node-2", ns: "kube-node-lease", group: "coordination.k8s.io")
+            == .noOpinion("can only access node lease with the same name as the requesting node"))
+        #expect(d("node-1", "get", "nodes", "node-1", ns: "").allowed, "the node rules")
+        #expect(authz.authorize(.resource(UserInfo(name: "alice"), verb: "get", group: "", resource: "secrets", namespace: "a", name: "s1")) == .noOpinion(""))
+        // The secret stays while one pod still uses it; goes with the last.
+        graph.remove(namespace: "a", name: "p1")
+        #expect(d("node-1", "get", "secrets", "s1").allowed)
+        #expect(!d("node-1", "get", "configmaps", "c1").allowed)
+        graph.set(pod: Self.pod("p2", node: "node-1", secret: "s3", configMap: "c2"))
+        #expect(!d("node-1", "get", "secrets", "s1").allowed && d("node-1", "get", "secrets", "s3").allowed)
+        #expect(graph.podCount == 1)
+    }
+
+    /// The Node mode in the server: the graph follows the pods through the store's watch, and
+    /// a refusal is worded as upstream's (the Node mode's reason after the colon).
+    @Test func theServersNodeModeFollowsThePods() async throws {
+        let h = APIHandler(store: try SQLiteStore(path: ":memory:"), access: try AccessControl(modes: ["Node", "RBAC"]))
+        try await h.bootstrap()
+        try await h.reconcileDefaultPolicy()
+        let follower = Task { try await h.followPodsForNodes() }
+        defer { follower.cancel() }
+        _ = await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces", body: body(["metadata": ["name": "a"]])))
+        for s in ["s1", "s2"] {
+            #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/a/secrets", body: body(["metadata": ["name": .string(s)]]))).code == 201)
+        }
+        var p = Self.pod("p1", node: "node-1", secret: "s1", configMap: "c1")
+        p["apiVersion"] = "v1"
+        p["kind"] = "Pod"
+        #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/a/pods", body: p.serialized())).code == 201)
+        func get(_ name: String) async -> APIResponse {
+            var r = APIRequest(method: "GET", path: "/api/v1/namespaces/a/secrets/\(name)")
+            r.user = Self.node("node-1")
+            return await h.handle(r)
+        }
+        var code = 0
+        for _ in 0..<100 where code != 200 {
+            code = await get("s1").code
+            if code != 200 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(code == 200, "the kubelet reads its pod's secret")
+        let other = await get("s2")
+        #expect(other.code == 403)
+        #expect(other.json?["message"]?.string == #"secrets "s2" is forbidden: User "system:node:node-1" cannot get resource "secrets" in API group "" in the namespace "a": no relationship found between node 'node-1' and this object"#)
+    }
+}
