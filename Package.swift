@@ -113,6 +113,7 @@ let package = Package(
         // and crypto only: the server feeds it.
         .target(name: "APIAccess", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/API/APIAccess", swiftSettings: strict),
         .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess",
+                                                   .product(name: "X509", package: "swift-certificates"),
                                                    .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                                                    .product(name: "WSClient", package: "swift-websocket"),

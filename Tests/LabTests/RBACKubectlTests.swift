@@ -86,3 +86,61 @@ struct RBACKubectlTests {
         #expect(saCan.out.trimmingCharacters(in: .whitespacesAndNewlines) == "no", "no binding names it: \(saCan)")
     }
 }
+
+/// Client certificates (`--client-ca-file`): the subject's CN is the user, its O's the groups;
+/// a certificate from another CA does not get in.
+@Suite("client certificates with kubectl", .enabled(if: isRoot && kubectl("1.33") != nil, "needs root and kubectl 1.33"))
+struct ClientCertificateTests {
+    static func issue(_ dir: URL, ca: String, _ name: String, subject: String) throws -> (cert: String, key: String) {
+        let cert = dir.appendingPathComponent("\(name).crt").path, key = dir.appendingPathComponent("\(name).key").path
+        let csr = dir.appendingPathComponent("\(name).csr").path
+        try Sh.must(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", csr, "-subj", subject])
+        try Sh.must(["openssl", "x509", "-req", "-in", csr, "-CA", "\(ca).crt", "-CAkey", "\(ca).key", "-CAcreateserial", "-out", cert, "-days", "2",
+                     "-extfile", "/dev/stdin"], input: "extendedKeyUsage=clientAuth\n")
+        return (cert, key)
+    }
+
+    static func authority(_ dir: URL, _ name: String) throws -> String {
+        let base = dir.appendingPathComponent(name).path
+        try Sh.must(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                     "-keyout", base + ".key", "-out", base + ".crt", "-days", "2", "-subj", "/CN=\(name)"])
+        return base
+    }
+
+    @Test func theCertificateNamesTheUserAndItsGroups() throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-x509-\(lab.id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let serving = try TLSServerTests.certificate(dir, "serving")
+        let ca = try Self.authority(dir, "client-ca"), other = try Self.authority(dir, "other-ca")
+        let admin = try Self.issue(dir, ca: ca, "admin", subject: "/O=system:masters/CN=kubernetes-admin")
+        let carol = try Self.issue(dir, ca: ca, "carol", subject: "/O=team-admins/O=devs/CN=carol")
+        let mallory = try Self.issue(dir, ca: other, "mallory", subject: "/O=system:masters/CN=mallory")
+        let server = try LabServer(lab: lab, arguments: ["--tls-cert-file", serving.cert, "--tls-private-key-file", serving.key,
+                                                         "--client-ca-file", ca + ".crt", "--authorization-mode", "RBAC"])
+        func run(_ who: (cert: String, key: String), _ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            try server.kubectl(k, ["--client-certificate", who.cert, "--client-key", who.key] + args)
+        }
+        var r = try run(admin, ["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"])
+        #expect(r.out == #"kubernetes-admin ["system:masters","system:authenticated"]"#, "\(r)")
+        r = try run(admin, ["create", "namespace", "team"])
+        #expect(r.status == 0, "\(r)")
+        r = try run(carol, ["auth", "can-i", "list", "pods", "-n", "team"])
+        #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "no")
+        r = try run(admin, ["-n", "team", "create", "rolebinding", "team-admins", "--clusterrole", "admin", "--group", "team-admins"])
+        #expect(r.status == 0, "\(r)")
+        r = try run(carol, ["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"])
+        #expect(r.out == #"carol ["team-admins","devs","system:authenticated"]"#, "\(r)")
+        r = try run(carol, ["auth", "can-i", "list", "pods", "-n", "team"])
+        #expect(r.out.trimmingCharacters(in: .whitespacesAndNewlines) == "yes", "\(r)")
+        // Another CA's certificate does not get in, whatever it says.
+        r = try run(mallory, ["get", "namespaces"])
+        #expect(r.status != 0, "\(r)")
+        // Without a certificate: anonymous, refused by RBAC (kubectl would ask for a password).
+        let anonymous = try Sh.run(["ip", "netns", "exec", lab.node, "curl", "-sk", "https://127.0.0.1:\(server.port)/api/v1/namespaces"])
+        #expect(anonymous.out.contains(#"namespaces is forbidden: User \"system:anonymous\" cannot list resource \"namespaces\""#), "\(anonymous)")
+    }
+}

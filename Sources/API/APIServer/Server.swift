@@ -1,4 +1,5 @@
 import APIAccess
+import X509
 import Foundation
 import HTTPTypes
 import HummingbirdCore
@@ -30,15 +31,18 @@ public struct APIServer: Sendable {
     /// Requests without credentials are served as `system:anonymous` (`--anonymous-auth`), where
     /// authentication is configured and the authorization is not AlwaysAllow alone.
     public let anonymous: Bool
+    /// Client certificates are asked for and read (`--client-ca-file`).
+    public let clientCA: Bool
     let logger: Logger
 
     public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, tls: TLSConfiguration? = nil,
-                tokens: TokenFile? = nil, anonymous: Bool = true, logger: Logger = Logger(label: "switchyard.server")) {
+                tokens: TokenFile? = nil, anonymous: Bool = true, clientCA: Bool = false, logger: Logger = Logger(label: "switchyard.server")) {
         self.handler = handler
         self.host = host
         self.port = port
         self.tls = tls
         self.tokens = tokens
+        self.clientCA = clientCA
         // Upstream resets --anonymous-auth to false with the AlwaysAllow authorizer.
         self.anonymous = anonymous && !handler.access.allowsAll
         self.logger = logger
@@ -46,11 +50,41 @@ public struct APIServer: Sendable {
 
     /// A server TLS configuration from PEM files: the certificate (chain) and its private key;
     /// TLS 1.2 at least, as kube-apiserver.
-    public static func tlsConfiguration(certificateFile: String, keyFile: String) throws -> TLSConfiguration {
+    public static func tlsConfiguration(certificateFile: String, keyFile: String, clientCAFile: String? = nil) throws -> TLSConfiguration {
         let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
         var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
         c.minimumTLSVersion = .tlsv12
+        // `--client-ca-file`: a client may present a certificate, which must then be one of
+        // this CA's; a client without one goes on to the other authenticators.
+        if let clientCAFile {
+            c.certificateVerification = .optionalVerification
+            c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAFile))
+        }
         return c
+    }
+
+    /// The user a verified client certificate names: its subject's common name, and its
+    /// organizations as groups (upstream's x509 authenticator).
+    static func certificateUser(_ der: [UInt8]) -> UserInfo? {
+        guard let cert = try? Certificate(derEncoded: der) else { return nil }
+        var name = "", groups: [String] = []
+        for rdn in cert.subject {
+            for attribute in rdn {
+                if attribute.type == .RDNAttributeType.commonName { name = "\(attribute.value)" }
+                if attribute.type == .RDNAttributeType.organizationName { groups.append("\(attribute.value)") }
+            }
+        }
+        guard !name.isEmpty else { return nil }
+        return UserInfo(name: name, groups: groups).authenticated()
+    }
+
+    /// The client certificate of the connection a request came on, if it presented one (asked
+    /// on the channel's event loop, where the TLS handler lives).
+    static func clientCertificate(_ channel: any Channel) async -> [UInt8]? {
+        try? await channel.eventLoop.submit { () -> [UInt8]? in
+            guard let tls = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else { return nil }
+            return try tls.peerCertificate?.toDERBytes()
+        }.get()
     }
 
     /// The certificates of a PEM file, and nothing else from it (a file that also holds the key
@@ -68,7 +102,10 @@ public struct APIServer: Sendable {
     /// where allowed (or for the public paths); with no authentication configured, the old
     /// insecure port's privileged user. nil: 401.
     /// A service-account token (a JWT this server signed) is read whatever else is configured.
-    static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool, handler: APIHandler) async -> UserInfo? {
+    static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool, handler: APIHandler,
+                             certificate: [UInt8]? = nil, clientCA: Bool = false) async -> UserInfo? {
+        // x509 first, as upstream orders its authenticators.
+        if let certificate, let u = certificateUser(certificate) { return u }
         if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
             if let u = tokens?.user(authorization: a) { return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated() }
             let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
@@ -78,7 +115,7 @@ public struct APIServer: Sendable {
             }
             if tokens != nil { return nil }
         }
-        guard tokens != nil else { return .unsecured }
+        guard tokens != nil || clientCA else { return .unsecured }
         return anonymous || TokenFile.publicPaths.contains(path) ? .anonymous : nil
     }
 
@@ -93,9 +130,10 @@ public struct APIServer: Sendable {
     }
 
     /// Converts a Hummingbird request, authenticates and runs it, and converts the answer.
-    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false, sourceIP: String? = nil) async -> Response {
+    static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false, sourceIP: String? = nil,
+                        certificate: [UInt8]? = nil, clientCA: Bool = false) async -> Response {
         guard let user = await authenticate(authorization: request.headers[.authorization], path: request.uri.path, tokens: tokens, anonymous: anonymous,
-                                            handler: handler) else {
+                                            handler: handler, certificate: certificate, clientCA: clientCA) else {
             return Self.response(.error(.unauthorized))
         }
         var request = request
@@ -161,12 +199,13 @@ public struct APIServer: Sendable {
 
     /// Serves until the task is cancelled (or SIGTERM through the service group).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let handler = self.handler, tokens = self.tokens, anonymous = self.anonymous
+        let handler = self.handler, tokens = self.tokens, anonymous = self.anonymous, clientCA = self.clientCA
         let started = Flag()
         let logger = self.logger
         // HTTP/1.1, and the WebSocket upgrade of a pod's exec (relayed to its kubelet).
-        let upgradable = UpgradableHTTP.builder(maxFrameSize: NodeStreams.maxMessage) { request, _, _ in
-            await Self.shouldUpgrade(handler, request, tokens: tokens, anonymous: anonymous, logger: logger)
+        let upgradable = UpgradableHTTP.builder(maxFrameSize: NodeStreams.maxMessage) { request, channel, _ in
+            let certificate = clientCA ? await Self.clientCertificate(channel) : nil
+            return await Self.shouldUpgrade(handler, request, tokens: tokens, anonymous: anonymous, certificate: certificate, clientCA: clientCA, logger: logger)
         }
         let builder = try tls.map { try HTTPServerBuilder.tls(upgradable, tlsConfiguration: $0) } ?? upgradable
         let server = try builder.buildServer(
@@ -174,7 +213,9 @@ public struct APIServer: Sendable {
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
             responder: { request, writer, channel in
-                var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous, sourceIP: channel.remoteAddress?.ipAddress)
+                let certificate = clientCA ? await Self.clientCertificate(channel) : nil
+                var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous, sourceIP: channel.remoteAddress?.ipAddress,
+                                                  certificate: certificate, clientCA: clientCA)
                 response.headers[.date] = Self.httpDate()
                 let large = (response.body.contentLength ?? 0) > Self.largeResponse
                 try await writer.write(response: response.head, body: response.body)
@@ -194,14 +235,15 @@ public struct APIServer: Sendable {
 
     /// A pod's exec, upgraded and relayed to its kubelet; anything else (or an exec that cannot
     /// be served: its error) goes to the responder as a plain request.
-    static func shouldUpgrade(_ handler: APIHandler, _ request: HTTPRequest, tokens: TokenFile?, anonymous: Bool, logger: Logger) async
+    static func shouldUpgrade(_ handler: APIHandler, _ request: HTTPRequest, tokens: TokenFile?, anonymous: Bool,
+                              certificate: [UInt8]? = nil, clientCA: Bool = false, logger: Logger) async
         -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         let full = request.path ?? ""
         let parts = full.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? ""
         guard path.hasSuffix("/exec") else { return .dontUpgrade }
         guard var user = await authenticate(authorization: request.headerFields[.authorization], path: path, tokens: tokens, anonymous: anonymous,
-                                            handler: handler) else {
+                                            handler: handler, certificate: certificate, clientCA: clientCA) else {
             return .dontUpgrade
         }
         if let imp = impersonation(request.headerFields) {

@@ -82,6 +82,9 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("api-audiences"), help: "The audiences a token must name to authenticate to the API (comma-separated; default: the issuer).")
     var apiAudiences: String?
 
+    @Option(name: .customLong("client-ca-file"), help: "Authenticate clients presenting a certificate signed by this CA: the subject's CN is the user, its O's the groups.")
+    var clientCAFile: String?
+
     @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
     var anonymousAuth = true
 
@@ -164,9 +167,10 @@ struct Server: AsyncParsableCommand {
         }
         var tls: TLSConfiguration?
         var ca: [UInt8]?
+        if clientCAFile != nil && tlsCertFile == nil { throw ValidationError("--client-ca-file needs --tls-cert-file and --tls-private-key-file: client certificates come over TLS") }
         if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
             do {
-                tls = try APIServer.tlsConfiguration(certificateFile: cert, keyFile: key)
+                tls = try APIServer.tlsConfiguration(certificateFile: cert, keyFile: key, clientCAFile: clientCAFile)
                 ca = try APIServer.certificatesPEM(file: cert)
             } catch {
                 throw ValidationError("--tls-cert-file \(cert), --tls-private-key-file \(key): \(error)")
@@ -196,7 +200,7 @@ struct Server: AsyncParsableCommand {
         } catch { throw ValidationError("\(error)") }
         let dataDir = self.dataDir, host = bindAddress
         let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
-        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, anonymous: anonymousAuth, logger: logger)
+        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, anonymous: anonymousAuth, clientCA: clientCAFile != nil, logger: logger)
         let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
         let trusted = ca, token = tokens?.entries.first?.token
         let startup = StartupSteps(logger: logger)
