@@ -98,6 +98,8 @@ public final class APIHandler: Sendable {
     public let audit: AuditLog?
     /// Service-account tokens: issued by TokenRequest, read by authentication.
     public let serviceAccountTokens: ServiceAccountTokens
+    /// Tokens that authenticated lately, and as whom (for 10 s).
+    let tokenCache = Mutex<[String: (user: UserInfo, until: ContinuousClock.Instant)]>([:])
 
     public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
                 serviceAccountTokens: ServiceAccountTokens = .ephemeral()) {
