@@ -120,3 +120,40 @@ import Testing
                 "system:service-account-issuer-discovery")
     }
 }
+
+/// Bootstrap tokens as kubeadm makes them: a kube-system Secret per token.
+@Suite struct BootstrapTokenTests {
+    static func secret(_ id: String, _ secret: String, extra: [String: JSONValue] = [:]) -> Data {
+        var data: [String: JSONValue] = ["token-id": .string(id), "token-secret": .string(secret), "usage-bootstrap-authentication": "true",
+                                         "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token"]
+        for (k, v) in extra { data[k] = v }
+        return body(["metadata": ["name": .string("bootstrap-token-\(id)")], "type": "bootstrap.kubernetes.io/token", "stringData": .object(data)])
+    }
+
+    @Test func aBootstrapTokenIsWhoItsSecretSays() async throws {
+        let h = try await makeHandler()
+        _ = await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces", body: body(["metadata": ["name": "kube-system"]])))
+        #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/kube-system/secrets", body: Self.secret("abcdef", "0123456789abcdef"))).code == 201)
+        #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/kube-system/secrets", body: Self.secret("old000", "0123456789abcdef",
+                                                                                                                          extra: ["expiration": "2020-01-01T00:00:00Z"]))).code == 201)
+        #expect(await h.handle(APIRequest(method: "POST", path: "/api/v1/namespaces/kube-system/secrets", body: Self.secret("nouse0", "0123456789abcdef",
+                                                                                                                          extra: ["usage-bootstrap-authentication": "false"]))).code == 201)
+        let stored = await h.handle(APIRequest(method: "GET", path: "/api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef")).json
+        #expect(stored?["stringData"] == nil && stored?[path: ["data", "token-id"]] == "YWJjZGVm", "stringData is merged into data")
+        let u = await h.authenticateBootstrapToken("abcdef.0123456789abcdef")
+        #expect(u?.name == "system:bootstrap:abcdef")
+        #expect(u?.groups == ["system:bootstrappers", "system:bootstrappers:kubeadm:default-node-token", "system:authenticated"])
+        #expect(await h.authenticateBootstrapToken("abcdef.0123456789abcdee") == nil, "another secret")
+        #expect(await h.authenticateBootstrapToken("old000.0123456789abcdef") == nil, "expired")
+        #expect(await h.authenticateBootstrapToken("nouse0.0123456789abcdef") == nil, "not for authentication")
+        #expect(await h.authenticateBootstrapToken("zzzzzz.0123456789abcdef") == nil, "no such token")
+        #expect(APIHandler.bootstrapToken("ABCDEF.0123456789abcdef") == nil && APIHandler.bootstrapToken("abcdef.0123") == nil)
+        // Over HTTP, with --enable-bootstrap-token-auth.
+        let ok = await APIServer.respond(h, ServiceAccountTokenTests.request("/api/v1/namespaces", authorization: "Bearer abcdef.0123456789abcdef"),
+                                         bootstrapTokens: true)
+        #expect(ok.status.code == 200)
+        let bad = await APIServer.respond(h, ServiceAccountTokenTests.request("/api/v1/namespaces", authorization: "Bearer abcdef.0123456789abcdee"),
+                                          bootstrapTokens: true)
+        #expect(bad.status.code == 401)
+    }
+}

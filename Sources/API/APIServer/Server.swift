@@ -33,16 +33,20 @@ public struct APIServer: Sendable {
     public let anonymous: Bool
     /// Client certificates are asked for and read (`--client-ca-file`).
     public let clientCA: Bool
+    /// Bootstrap tokens authenticate (`--enable-bootstrap-token-auth`).
+    public let bootstrapTokens: Bool
     let logger: Logger
 
     public init(handler: APIHandler, host: String = "127.0.0.1", port: Int = 8080, tls: TLSConfiguration? = nil,
-                tokens: TokenFile? = nil, anonymous: Bool = true, clientCA: Bool = false, logger: Logger = Logger(label: "switchyard.server")) {
+                tokens: TokenFile? = nil, anonymous: Bool = true, clientCA: Bool = false, bootstrapTokens: Bool = false,
+                logger: Logger = Logger(label: "switchyard.server")) {
         self.handler = handler
         self.host = host
         self.port = port
         self.tls = tls
         self.tokens = tokens
         self.clientCA = clientCA
+        self.bootstrapTokens = bootstrapTokens
         // Upstream resets --anonymous-auth to false with the AlwaysAllow authorizer.
         self.anonymous = anonymous && !handler.access.allowsAll
         self.logger = logger
@@ -103,19 +107,22 @@ public struct APIServer: Sendable {
     /// insecure port's privileged user. nil: 401.
     /// A service-account token (a JWT this server signed) is read whatever else is configured.
     static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool, handler: APIHandler,
-                             certificate: [UInt8]? = nil, clientCA: Bool = false) async -> UserInfo? {
+                             certificate: [UInt8]? = nil, clientCA: Bool = false, bootstrapTokens: Bool = false) async -> UserInfo? {
         // x509 first, as upstream orders its authenticators.
         if let certificate, let u = certificateUser(certificate) { return u }
         if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
             if let u = tokens?.user(authorization: a) { return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated() }
             let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+            if bootstrapTokens, APIHandler.bootstrapToken(token) != nil {
+                return await handler.authenticateBootstrapToken(token)
+            }
             if ServiceAccountTokens.looksLikeJWT(token) {
                 if case .success(let u) = await handler.authenticateServiceAccount(token) { return u }
                 return nil
             }
             if tokens != nil { return nil }
         }
-        guard tokens != nil || clientCA else { return .unsecured }
+        guard tokens != nil || clientCA || bootstrapTokens else { return .unsecured }
         return anonymous || TokenFile.publicPaths.contains(path) ? .anonymous : nil
     }
 
@@ -131,9 +138,9 @@ public struct APIServer: Sendable {
 
     /// Converts a Hummingbird request, authenticates and runs it, and converts the answer.
     static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false, sourceIP: String? = nil,
-                        certificate: [UInt8]? = nil, clientCA: Bool = false) async -> Response {
+                        certificate: [UInt8]? = nil, clientCA: Bool = false, bootstrapTokens: Bool = false) async -> Response {
         guard let user = await authenticate(authorization: request.headers[.authorization], path: request.uri.path, tokens: tokens, anonymous: anonymous,
-                                            handler: handler, certificate: certificate, clientCA: clientCA) else {
+                                            handler: handler, certificate: certificate, clientCA: clientCA, bootstrapTokens: bootstrapTokens) else {
             return Self.response(.error(.unauthorized))
         }
         var request = request
@@ -199,13 +206,14 @@ public struct APIServer: Sendable {
 
     /// Serves until the task is cancelled (or SIGTERM through the service group).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let handler = self.handler, tokens = self.tokens, anonymous = self.anonymous, clientCA = self.clientCA
+        let handler = self.handler, tokens = self.tokens, anonymous = self.anonymous, clientCA = self.clientCA, bootstrapTokens = self.bootstrapTokens
         let started = Flag()
         let logger = self.logger
         // HTTP/1.1, and the WebSocket upgrade of a pod's exec (relayed to its kubelet).
         let upgradable = UpgradableHTTP.builder(maxFrameSize: NodeStreams.maxMessage) { request, channel, _ in
             let certificate = clientCA ? await Self.clientCertificate(channel) : nil
-            return await Self.shouldUpgrade(handler, request, tokens: tokens, anonymous: anonymous, certificate: certificate, clientCA: clientCA, logger: logger)
+            return await Self.shouldUpgrade(handler, request, tokens: tokens, anonymous: anonymous, certificate: certificate, clientCA: clientCA,
+                                            bootstrapTokens: bootstrapTokens, logger: logger)
         }
         let builder = try tls.map { try HTTPServerBuilder.tls(upgradable, tlsConfiguration: $0) } ?? upgradable
         let server = try builder.buildServer(
@@ -215,7 +223,7 @@ public struct APIServer: Sendable {
             responder: { request, writer, channel in
                 let certificate = clientCA ? await Self.clientCertificate(channel) : nil
                 var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous, sourceIP: channel.remoteAddress?.ipAddress,
-                                                  certificate: certificate, clientCA: clientCA)
+                                                  certificate: certificate, clientCA: clientCA, bootstrapTokens: bootstrapTokens)
                 response.headers[.date] = Self.httpDate()
                 let large = (response.body.contentLength ?? 0) > Self.largeResponse
                 try await writer.write(response: response.head, body: response.body)
@@ -236,14 +244,14 @@ public struct APIServer: Sendable {
     /// A pod's exec, upgraded and relayed to its kubelet; anything else (or an exec that cannot
     /// be served: its error) goes to the responder as a plain request.
     static func shouldUpgrade(_ handler: APIHandler, _ request: HTTPRequest, tokens: TokenFile?, anonymous: Bool,
-                              certificate: [UInt8]? = nil, clientCA: Bool = false, logger: Logger) async
+                              certificate: [UInt8]? = nil, clientCA: Bool = false, bootstrapTokens: Bool = false, logger: Logger) async
         -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>> {
         let full = request.path ?? ""
         let parts = full.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = parts.first.map(String.init) ?? ""
         guard path.hasSuffix("/exec") else { return .dontUpgrade }
         guard var user = await authenticate(authorization: request.headerFields[.authorization], path: path, tokens: tokens, anonymous: anonymous,
-                                            handler: handler, certificate: certificate, clientCA: clientCA) else {
+                                            handler: handler, certificate: certificate, clientCA: clientCA, bootstrapTokens: bootstrapTokens) else {
             return .dontUpgrade
         }
         if let imp = impersonation(request.headerFields) {

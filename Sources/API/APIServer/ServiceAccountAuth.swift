@@ -127,3 +127,42 @@ extension APIHandler {
         return o
     }
 }
+
+/// Bootstrap tokens (`--enable-bootstrap-token-auth`): `ID.SECRET` (6 and 16 characters of
+/// `[a-z0-9]`) authenticates as `system:bootstrap:ID` in `system:bootstrappers` (and the
+/// Secret's `auth-extra-groups`) while the `kube-system` Secret `bootstrap-token-ID` of type
+/// `bootstrap.kubernetes.io/token` says so: the same secret, `usage-bootstrap-authentication:
+/// "true"`, not expired.
+extension APIHandler {
+    static func bootstrapToken(_ token: String) -> (id: String, secret: String)? {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        func ok(_ s: Substring, _ n: Int) -> Bool { s.count == n && s.allSatisfy { ($0 >= "a" && $0 <= "z") || ($0 >= "0" && $0 <= "9") } }
+        guard parts.count == 2, ok(parts[0], 6), ok(parts[1], 16) else { return nil }
+        return (String(parts[0]), String(parts[1]))
+    }
+
+    /// The bootstrap token's user, or nil when it does not authenticate (any reason: upstream
+    /// gives the client none).
+    public func authenticateBootstrapToken(_ token: String, now: Date = Date()) async -> UserInfo? {
+        guard let (id, secret) = Self.bootstrapToken(token), let r = registry.find(group: "", version: "v1", resource: "secrets"),
+              let s = try? await get(r, namespace: "kube-system", name: "bootstrap-token-\(id)", subresource: nil),
+              s["type"]?.string == "bootstrap.kubernetes.io/token", s[path: ["metadata", "deletionTimestamp"]] == nil else { return nil }
+        func field(_ k: String) -> String? {
+            (s[path: ["data", k]]?.string).flatMap { Data(base64Encoded: $0) }.map { String(decoding: $0, as: UTF8.self) }
+        }
+        guard field("token-id") == id, let stored = field("token-secret"), Array(stored.utf8).count == 16,
+              zip(stored.utf8, secret.utf8).reduce(0, { $0 | ($1.0 ^ $1.1) }) == 0,
+              field("usage-bootstrap-authentication") == "true" else { return nil }
+        if let expiration = field("expiration") {
+            let f = ISO8601DateFormatter()
+            guard let when = f.date(from: expiration), now < when else { return nil }
+        }
+        var groups = ["system:bootstrappers"]
+        for g in (field("auth-extra-groups") ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !g.isEmpty {
+            // Only groups under system:bootstrappers: may be added, as upstream validates them.
+            guard g.hasPrefix("system:bootstrappers:") else { return nil }
+            groups.append(g)
+        }
+        return UserInfo(name: "system:bootstrap:\(id)", groups: groups).authenticated()
+    }
+}

@@ -251,6 +251,13 @@ struct WorkloadStrategy: ResourceStrategy {
 struct SecretStrategy: ResourceStrategy {
     func defaults(_ o: inout JSONValue) {
         if (o["type"]?.string ?? "").isEmpty { o["type"] = "Opaque" }
+        // `stringData` is merged into `data` on write (base64, overwriting), and never stored.
+        if let strings = o["stringData"]?.object {
+            var data = o["data"]?.object ?? [:]
+            for (k, v) in strings { data[k] = .string(Data((v.string ?? "").utf8).base64EncodedString()) }
+            o["data"] = .object(data)
+            o["stringData"] = nil
+        }
     }
     var columns: [Tables.Column] {
         [Tables.nameColumn, Tables.Column(name: "Type") { Tables.str($0["type"]) }, Tables.Column(name: "Data", type: "integer") { Tables.count($0["data"]) },

@@ -85,6 +85,9 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("client-ca-file"), help: "Authenticate clients presenting a certificate signed by this CA: the subject's CN is the user, its O's the groups.")
     var clientCAFile: String?
 
+    @Flag(name: .customLong("enable-bootstrap-token-auth"), help: "Authenticate bootstrap tokens (ID.SECRET) against the bootstrap-token-ID Secrets in kube-system.")
+    var enableBootstrapTokenAuth = false
+
     @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
     var anonymousAuth = true
 
@@ -200,7 +203,8 @@ struct Server: AsyncParsableCommand {
         } catch { throw ValidationError("\(error)") }
         let dataDir = self.dataDir, host = bindAddress
         let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
-        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, anonymous: anonymousAuth, clientCA: clientCAFile != nil, logger: logger)
+        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, anonymous: anonymousAuth, clientCA: clientCAFile != nil,
+                               bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
         let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
         let trusted = ca, token = tokens?.entries.first?.token
         let startup = StartupSteps(logger: logger)
