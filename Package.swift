@@ -87,7 +87,8 @@ let package = Package(
                 path: "Sources/API/KubeClient", swiftSettings: strict),
         // The API server's store: a revision log with watch and compaction (SQLite by default; etcd
         // through its JSON gateway, over HTTPJSON).
-        .target(name: "KubeStore", dependencies: ["KubeAPI", "HTTPJSON", .product(name: "GRDB", package: "GRDB.swift")],
+        .target(name: "KubeStore", dependencies: ["KubeAPI", "HTTPJSON", .product(name: "GRDB", package: "GRDB.swift"),
+                                                  .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")],
                 path: "Sources/API/KubeStore", swiftSettings: strict),
         // The OpenAPI schemas of the served kinds (upstream's, generated once by
         // scripts/gen-openapi-schemas.py), compiled for walking objects: field validation,

@@ -88,6 +88,9 @@ struct Server: AsyncParsableCommand {
     @Flag(name: .customLong("enable-bootstrap-token-auth"), help: "Authenticate bootstrap tokens (ID.SECRET) against the bootstrap-token-ID Secrets in kube-system.")
     var enableBootstrapTokenAuth = false
 
+    @Option(name: .customLong("encryption-provider-config"), help: "An EncryptionConfiguration (apiserver.config.k8s.io/v1): the resources whose values are stored encrypted (aescbc, aesgcm; identity).")
+    var encryptionProviderConfig: String?
+
     @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
     var anonymousAuth = true
 
@@ -163,6 +166,19 @@ struct Server: AsyncParsableCommand {
         } else if auditLogPath != nil {
             logger.warning("no audit policy file given (--audit-policy-file): no audit events are recorded")
         }
+        var encryption: [(prefixes: [String], providers: [EncryptingStore.Provider])]?
+        if let f = encryptionProviderConfig {
+            guard let text = try? String(contentsOfFile: f, encoding: .utf8) else { throw ValidationError("--encryption-provider-config \(f): cannot read it") }
+            do {
+                guard let config = try JSONSerialization.jsonObject(with: YAMLToJSON.convert(text).serialized()) as? [String: Any] else {
+                    throw ValidationError("--encryption-provider-config \(f): not an object")
+                }
+                encryption = try EncryptingStore.rules(config) { resource, group in
+                    Resources.find(group: group, version: Resources.all.first { $0.group == group && $0.resource == resource }?.version ?? "v1",
+                                   resource: resource)?.storePrefix ?? "/registry/\(group.isEmpty ? "core" : group)/\(resource)/"
+                }
+            } catch let e as ValidationError { throw e } catch { throw ValidationError("--encryption-provider-config \(f): \(error)") }
+        }
         var tokens: TokenFile?
         if let file = tokenAuthFile {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
@@ -186,8 +202,9 @@ struct Server: AsyncParsableCommand {
         // queue behind the objects'): on SQLite always, on etcd when --etcd-servers-overrides says.
         let eventStore: (any Store)? = try eventServers().map { try EtcdStore(servers: $0) }
             ?? (etcdServers == nil ? try SQLiteStore(path: dataDir + "/events.db") : nil)
-        let store = RoutedStore(main: main, routes: eventStore.map { [(Self.eventsPrefix, $0)] } ?? [])
-        if let moved = try? await store.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
+        let routed = RoutedStore(main: main, routes: eventStore.map { [(Self.eventsPrefix, $0)] } ?? [])
+        let store: any Store = encryption.map { EncryptingStore(inner: routed, rules: $0) } ?? routed
+        if let moved = try? await routed.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
         let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
         try await admission.load(from: store)
         let saTokens: ServiceAccountTokens
