@@ -115,3 +115,58 @@ import Testing
         #expect(other.json?["message"]?.string == #"secrets "s2" is forbidden: User "system:node:node-1" cannot get resource "secrets" in API group "" in the namespace "a": no relationship found between node 'node-1' and this object"#)
     }
 }
+
+/// NodeRestriction: a kubelet writes its own Node without touching its taints or restricted
+/// labels, creates only mirror pods bound to itself, deletes only its pods.
+@Suite struct NodeRestrictionTests {
+    @Test func aKubeletTouchesOnlyWhatIsItsOwn() async throws {
+        let h = APIHandler(store: try SQLiteStore(path: ":memory:"), admissionPlugins: ["NodeRestriction"])
+        try await h.bootstrap()
+        func as_(_ user: UserInfo?, _ m: String, _ p: String, _ b: JSONValue? = nil) async -> APIResponse {
+            var r = APIRequest(method: m, path: p, body: b?.serialized() ?? Data())
+            r.user = user
+            return await h.handle(r)
+        }
+        let n1 = AuthorizerModesTests.node("node-1")
+        #expect(await as_(n1, "POST", "/api/v1/nodes", ["metadata": ["name": "node-1", "labels": ["kubernetes.io/hostname": "node-1"]]]).code == 201)
+        var r = await as_(n1, "POST", "/api/v1/nodes", ["metadata": ["name": "node-2"]])
+        #expect(r.code == 403 && r.json?["message"]?.string == #"nodes "node-2" is forbidden: node "node-1" is not allowed to modify node "node-2""#)
+        _ = await as_(nil, "POST", "/api/v1/nodes", ["metadata": ["name": "node-2"]])
+        var other = APIRequest(method: "PATCH", path: "/api/v1/nodes/node-2", contentType: "application/merge-patch+json",
+                               body: body(["metadata": ["labels": ["role": "x"]]]))
+        other.user = n1
+        r = await h.handle(other)
+        #expect(r.code == 403 && r.json?["message"]?.string?.contains("is not allowed to modify node \"node-2\"") == true, "labelling another node")
+        r = await as_(n1, "POST", "/api/v1/nodes", ["metadata": ["name": "node-1", "labels": ["node-restriction.kubernetes.io/secure": "true"]]])
+        #expect(r.code == 403 || r.code == 409)
+        var patch = APIRequest(method: "PATCH", path: "/api/v1/nodes/node-1", contentType: "application/merge-patch+json",
+                               body: body(["metadata": ["labels": ["node-restriction.kubernetes.io/secure": "true"]]]))
+        patch.user = n1
+        r = await h.handle(patch)
+        #expect(r.json?["message"]?.string == #"nodes "node-1" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/secure"#)
+        patch.body = body(["metadata": ["labels": ["topology.kubernetes.io/zone": "a", "team": "x"]]])
+        #expect(await h.handle(patch).code == 200, "labels a kubelet may set")
+        patch.body = body(["spec": ["taints": [["key": "k", "effect": "NoSchedule"]]]])
+        r = await h.handle(patch)
+        #expect(r.json?["message"]?.string == #"nodes "node-1" is forbidden: node "node-1" is not allowed to modify taints"#)
+
+        // Pods: mirror pods of its own only; deletes of its own only.
+        let pod: JSONValue = ["metadata": ["name": "p"], "spec": ["nodeName": "node-1", "containers": [["name": "c", "image": "x"]]]]
+        r = await as_(n1, "POST", "/api/v1/namespaces/default/pods", pod)
+        #expect(r.json?["message"]?.string == #"pods "p" is forbidden: pod does not have "kubernetes.io/config.mirror" annotation, node "node-1" can only create mirror pods"#)
+        var mirror = pod
+        mirror[path: ["metadata", "annotations"]] = ["kubernetes.io/config.mirror": "abc"]
+        #expect(await as_(n1, "POST", "/api/v1/namespaces/default/pods", mirror).code == 201)
+        var withSecret = mirror
+        withSecret[path: ["metadata", "name"]] = "q"
+        withSecret[path: ["spec", "volumes"]] = [["name": "s", "secret": ["secretName": "s"]]]
+        r = await as_(n1, "POST", "/api/v1/namespaces/default/pods", withSecret)
+        #expect(r.json?["message"]?.string == #"pods "q" is forbidden: node "node-1" can not create pods that reference secrets"#)
+        _ = await as_(nil, "POST", "/api/v1/namespaces/default/pods", ["metadata": ["name": "other"], "spec": ["nodeName": "node-2", "containers": [["name": "c", "image": "x"]]]])
+        r = await as_(n1, "DELETE", "/api/v1/namespaces/default/pods/other")
+        #expect(r.json?["message"]?.string == #"pods "other" is forbidden: node "node-1" can only delete pods with spec.nodeName set to itself"#)
+        #expect(await as_(n1, "DELETE", "/api/v1/namespaces/default/pods/p").code == 200)
+        // Others are not restricted.
+        #expect(await as_(UserInfo(name: "admin", groups: ["system:masters"]), "DELETE", "/api/v1/namespaces/default/pods/other").code == 200)
+    }
+}

@@ -19,7 +19,7 @@ public final class NodeGraph: Sendable {
     public init() {}
 
     /// The objects a pod spec uses, as `kind/name`.
-    static func references(_ spec: JSONValue) -> Set<String> {
+    public static func references(_ spec: JSONValue) -> Set<String> {
         var out = Set<String>()
         out.insert("serviceaccount/" + (spec["serviceAccountName"]?.string ?? spec["serviceAccount"]?.string ?? "default"))
         for s in spec["imagePullSecrets"]?.array ?? [] { if let n = s["name"]?.string { out.insert("secret/" + n) } }

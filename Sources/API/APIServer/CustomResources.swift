@@ -290,6 +290,7 @@ extension APIHandler {
     /// defaulted and checked against its version's schema, a built-in one as `Admission` does.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool, subresource: String? = nil) async throws {
         try checkEscalation(o, r, old: old)
+        try restrictNode(o, old: old, r, subresource: subresource)
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         if r.custom != nil {
             let schemas = registry.schemas

@@ -98,12 +98,15 @@ public final class APIHandler: Sendable {
     public let audit: AuditLog?
     /// Service-account tokens: issued by TokenRequest, read by authentication.
     public let serviceAccountTokens: ServiceAccountTokens
+    /// The admission plugins enabled beyond those always on (`--enable-admission-plugins`: NodeRestriction).
+    public let admissionPlugins: Set<String>
     /// Tokens that authenticated lately, and as whom (for 10 s).
     let tokenCache = Mutex<[String: (user: UserInfo, until: ContinuousClock.Instant)]>([:])
 
     public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
-                serviceAccountTokens: ServiceAccountTokens = .ephemeral()) {
+                serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = []) {
         self.serviceAccountTokens = serviceAccountTokens
+        self.admissionPlugins = admissionPlugins
         self.store = store
         self.admission = admission
         self.access = access

@@ -255,6 +255,7 @@ extension APIHandler {
             return .ok(try present(cur, r))
         }
         if r.group.isEmpty && r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected, options: opts ?? [:]) }
+        try await restrictNodeDelete(r, namespace: t.namespace, name: name)
         return try await deleteObject(r, namespace: t.namespace, name: name, options: opts ?? [:], expected: expected)
     }
 
