@@ -79,8 +79,7 @@ public struct ABACAuthorizer: Authorizer, RuleResolver {
             return (p.namespace == "*" || p.namespace == a.namespace) && (p.resource == "*" || p.resource == a.resource)
                 && (p.apiGroup == "*" || p.apiGroup == a.apiGroup)
         }
-        return p.nonResourcePath == "*" || p.nonResourcePath == a.path
-            || (p.nonResourcePath.hasSuffix("*") && a.path.hasPrefix(p.nonResourcePath.dropLast()))
+        return PolicyRule.urlMatches(p.nonResourcePath, a.path)
     }
 
     public func authorize(_ a: RequestAttributes) -> Decision {

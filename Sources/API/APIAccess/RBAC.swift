@@ -32,20 +32,28 @@ public struct PolicyRule: Sendable, Hashable {
         return .object(o)
     }
 
+    /// Whether a non-resource URL pattern (`*`, a path, or a prefix ending in `*`) matches `path`,
+    /// as RBAC, ABAC and audit policies read them.
+    public static func urlMatches(_ pattern: String, _ path: String) -> Bool {
+        pattern == "*" || pattern == path || (pattern.hasSuffix("*") && path.hasPrefix(pattern.dropLast()))
+    }
+
+    /// Whether `resources` names `resource` (`pods/log` with its subresource): exactly, by `*`,
+    /// or by `*/subresource`.
+    static func resourceMatches(_ resources: [String], _ resource: String, subresource: String) -> Bool {
+        resources.contains { r in r == "*" || r == resource || (!subresource.isEmpty && r.hasPrefix("*/") && r.dropFirst(2) == subresource) }
+    }
+
     /// Whether this rule allows the request (upstream's `RuleAllows`).
     public func allows(_ a: RequestAttributes) -> Bool {
         guard verbs.contains("*") || verbs.contains(a.verb) else { return false }
         if a.isResourceRequest {
             guard apiGroups.contains("*") || apiGroups.contains(a.apiGroup) else { return false }
             let combined = a.subresource.isEmpty ? a.resource : "\(a.resource)/\(a.subresource)"
-            guard resources.contains(where: { r in
-                r == "*" || r == combined || (!a.subresource.isEmpty && r.hasPrefix("*/") && r.dropFirst(2) == a.subresource)
-            }) else { return false }
+            guard Self.resourceMatches(resources, combined, subresource: a.subresource) else { return false }
             return resourceNames.isEmpty || resourceNames.contains(a.name)
         }
-        return nonResourceURLs.contains { u in
-            u == "*" || u == a.path || (u.hasSuffix("*") && a.path.hasPrefix(u.dropLast()))
-        }
+        return nonResourceURLs.contains { Self.urlMatches($0, a.path) }
     }
 
     /// This rule broken into rules of one verb, group, resource and name (or one verb and URL),
@@ -67,11 +75,11 @@ public struct PolicyRule: Sendable, Hashable {
         func has(_ list: [String], _ v: String) -> Bool { list.contains("*") || list.contains(v) }
         guard let verb = atom.verbs.first, has(verbs, verb) else { return false }
         if let url = atom.nonResourceURLs.first {
-            return nonResourceURLs.contains { u in u == "*" || u == url || (u.hasSuffix("*") && url.hasPrefix(u.dropLast())) }
+            return nonResourceURLs.contains { Self.urlMatches($0, url) }
         }
         guard let group = atom.apiGroups.first, let resource = atom.resources.first, has(apiGroups, group) else { return false }
         let sub = resource.split(separator: "/", maxSplits: 1).dropFirst().first.map(String.init) ?? ""
-        guard resources.contains(where: { r in r == "*" || r == resource || (!sub.isEmpty && r.hasPrefix("*/") && r.dropFirst(2) == sub) }) else { return false }
+        guard Self.resourceMatches(resources, resource, subresource: sub) else { return false }
         if resourceNames.isEmpty { return true }
         return atom.resourceNames.first.map(resourceNames.contains) ?? false
     }

@@ -216,18 +216,23 @@ extension APIHandler {
         var lists: [String: [JSONValue]] = [:]
         for res in Self.rbacResources {
             guard let r = registry.find(group: Self.rbacGroup, version: "v1", resource: res) else { continue }
-            var items: [JSONValue] = []
-            var after: String?
-            repeat {
-                let page = try await store.list(prefix: r.storePrefix, after: after, limit: 1000, revision: revision)
-                for kv in page.items { items.append(try r.decode(kv.value)) }
-                after = page.continueAfter
-            } while after != nil
-            lists[res] = items
+            lists[res] = try await storedValues(prefix: r.storePrefix, revision: revision).map { try r.decode($0.value) }
         }
         rbac.update(RBACPolicy(clusterRoles: lists["clusterroles"] ?? [], roles: lists["roles"] ?? [],
                                clusterRoleBindings: lists["clusterrolebindings"] ?? [], roleBindings: lists["rolebindings"] ?? []),
                     revision: revision)
+    }
+
+    /// Every key under `prefix` at `revision`, page by page.
+    func storedValues(prefix: String, revision: Int64) async throws -> [KeyValue] {
+        var out: [KeyValue] = []
+        var after: String?
+        repeat {
+            let page = try await store.list(prefix: prefix, after: after, limit: 1000, revision: revision)
+            out += page.items
+            after = page.continueAfter
+        } while after != nil
+        return out
     }
 
     /// Follows the RBAC objects in the store (another API server's writes too): the policy is
@@ -246,15 +251,8 @@ extension APIHandler {
     /// the watch ends (the caller starts it again).
     public func followPodsForNodes() async throws {
         guard let graph = access.nodeGraph, let r = registry.find(group: "", version: "v1", resource: "pods") else { return }
-        var pods: [JSONValue] = []
-        var after: String?
         let revision = try await store.currentRevision(prefix: r.storePrefix)
-        repeat {
-            let page = try await store.list(prefix: r.storePrefix, after: after, limit: 1000, revision: revision)
-            for kv in page.items { if let o = try? r.decode(kv.value) { pods.append(o) } }
-            after = page.continueAfter
-        } while after != nil
-        graph.replaceAll(pods: pods)
+        graph.replaceAll(pods: try await storedValues(prefix: r.storePrefix, revision: revision).compactMap { try? r.decode($0.value) })
         for try await e in try await store.watch(prefix: r.storePrefix, after: revision) {
             let parts = e.kv.key.dropFirst(r.storePrefix.count).split(separator: "/")
             guard parts.count == 2 else { continue }

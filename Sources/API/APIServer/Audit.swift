@@ -92,7 +92,7 @@ public final class AuditLog: Sendable {
         }
         if !r.resources.isEmpty || !r.namespaces.isEmpty { return false }
         if r.nonResourceURLs.isEmpty { return true }
-        return r.nonResourceURLs.contains { u in u == "*" || u == a.path || (u.hasSuffix("*") && a.path.hasPrefix(u.dropLast())) }
+        return r.nonResourceURLs.contains { PolicyRule.urlMatches($0, a.path) }
     }
 
     /// One request's audit record, written stage by stage.

@@ -30,6 +30,23 @@ public final class RegistryProcess: @unchecked Sendable {
 
     public struct StartError: Error, CustomStringConvertible { public var description: String }
 
+    /// The registry's configuration: blobs under `data` (deletable), plain HTTP on `address`.
+    public static func config(data: String, address: String) -> String {
+        """
+        version: 0.1
+        log:
+          level: error
+        storage:
+          filesystem:
+            rootdirectory: \(data)
+          delete:
+            enabled: true
+        http:
+          addr: \(address)
+
+        """
+    }
+
     /// - Parameters:
     ///   - host: the address it listens on (inside `netns` when given).
     ///   - port: 0 picks a free one.
@@ -42,19 +59,7 @@ public final class RegistryProcess: @unchecked Sendable {
         for attempt in 0..<5 {
             let p = port != 0 ? port : Int.random(in: 45000...49999)
             let address = "\(host):\(p)"
-            let config = """
-                version: 0.1
-                log:
-                  level: error
-                storage:
-                  filesystem:
-                    rootdirectory: \(dir.appendingPathComponent("data").path)
-                  delete:
-                    enabled: true
-                http:
-                  addr: \(address)
-
-                """
+            let config = Self.config(data: dir.appendingPathComponent("data").path, address: address)
             let configPath = dir.appendingPathComponent("config.yml")
             try Data(config.utf8).write(to: configPath)
             let process = CommandRunner.process((netns.map { ["ip", "netns", "exec", $0] } ?? []) + [Self.binary, "serve", configPath.path])

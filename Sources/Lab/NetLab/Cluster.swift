@@ -209,12 +209,8 @@ public final class Cluster: @unchecked Sendable {
     /// named to sort after compare's `fill-…` Services, so in the iptables mode its rules come
     /// last in KUBE-SERVICES, where a linear chain walk costs the most).
     func deploy() async throws {
+        try await createNodes()
         for node in state.nodes {
-            _ = try await must("POST", "/api/v1/nodes", [
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": ["name": .string(node.name), "labels": ["kubernetes.io/hostname": .string(node.name)]],
-                "spec": ["podCIDR": .string(node.podCIDR), "podCIDRs": [.string(node.podCIDR)]],
-            ], okIf: [409])
             _ = try await must("PATCH", "/api/v1/nodes/\(node.name)/status", [
                 "status": ["addresses": [["type": "InternalIP", "address": .string(node.address)], ["type": "Hostname", "address": .string(node.name)]],
                            "conditions": [["type": "Ready", "status": "True"]]],

@@ -37,19 +37,7 @@ extension Cluster {
         let address = "\(state.serverAddress):\(Self.registryPort)"
         let root = "\(dir)/registry"
         try FileManager.default.createDirectory(atPath: "\(root)/data", withIntermediateDirectories: true)
-        let config = """
-            version: 0.1
-            log:
-              level: error
-            storage:
-              filesystem:
-                rootdirectory: \(root)/data
-              delete:
-                enabled: true
-            http:
-              addr: \(address)
-
-            """
+        let config = RegistryProcess.config(data: "\(root)/data", address: address)
         try Data(config.utf8).write(to: URL(fileURLWithPath: "\(root)/config.yml"))
         try spawn(state.controlPlane, [RegistryProcess.binary, "serve", "\(root)/config.yml"], log: "registry")
         state.registry = address
