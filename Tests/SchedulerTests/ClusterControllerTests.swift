@@ -49,7 +49,7 @@ struct ClusterControllerTests {
     }
 
     /// A node whose Lease stops goes Unknown and is tainted; its pods are evicted after their
-    /// toleration (here 1 s) and replaced on the other nodes.
+    /// toleration (here 1 s) and replaced on the other nodes; when it comes back, the taints go.
     @Test func aSilentNodeIsTaintedAndItsPodsReplaced() async throws {
         let c = try await MiniCluster.start(nodes: 2) { o in
             o.nodeMonitorGracePeriod = 1.5
@@ -74,6 +74,13 @@ struct ClusterControllerTests {
         })
         let events = try await c.api.list("/api/v1/namespaces/default/events")["items"]?.array ?? []
         #expect(events.contains { $0["reason"] == "TaintManagerEviction" })
+        // Back: it reports Ready, the taints go.
+        c.nodes.start("fake-node-1")
+        #expect(try await c.api.eventually() {
+            let n = try await c.api.get("/api/v1/nodes/fake-node-1")
+            let ready = (n[path: ["status", "conditions"]]?.array ?? []).first { $0["type"] == "Ready" }
+            return ready?["status"] == "True" && (n[path: ["spec", "taints"]]?.array ?? []).isEmpty
+        })
     }
 
     @Test func cascadingDeletion() async throws {

@@ -79,6 +79,9 @@ public final class FakeNodes: Sendable {
     /// A node stops: its Lease is no longer renewed (the node lifecycle controller notices).
     public func stop(_ name: String) { _ = stopped.withLock { $0.insert(name) } }
 
+    /// A stopped node starts again: it renews its Lease and reports Ready.
+    public func start(_ name: String) { _ = stopped.withLock { $0.remove(name) } }
+
     /// Nodes run elsewhere (netlab's own) whose Leases are renewed here too, as their kubelet would.
     public let heartbeatOnly: [String]
 
@@ -90,7 +93,17 @@ public final class FakeNodes: Sendable {
                 if running >= 16 { await g.next(); running -= 1 }
                 running += 1
                 g.addTask {
-                    await NodeLease.renew(self.api, node: name) { (try? await self.api.get("/api/v1/nodes/\(name)"))?.uid ?? "" }
+                    let node = try? await self.api.get("/api/v1/nodes/\(name)")
+                    await NodeLease.renew(self.api, node: name) { node?.uid ?? "" }
+                    // A node the lifecycle controller marked Unknown while this one was slow
+                    // (or stopped) reports Ready again, as a kubelet corrects its status.
+                    if let node, self.names.contains(name),
+                       (node[path: ["status", "conditions"]]?.array ?? []).first(where: { $0["type"] == "Ready" })?["status"] != "True" {
+                        let now = Time.now()
+                        _ = try? await self.api.strategicPatch("/api/v1/nodes/\(name)/status", ["status": ["conditions": [
+                            ["type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status",
+                             "lastHeartbeatTime": .string(now), "lastTransitionTime": .string(now)]]]])
+                    }
                 }
             }
         }
