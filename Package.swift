@@ -113,6 +113,12 @@ let package = Package(
         // AlwaysDeny, ABAC, Node), the default roles, service-account tokens (JWTs). Object model
         // and crypto only: the server feeds it.
         .target(name: "APIAccess", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/API/APIAccess", swiftSettings: strict),
+        // The cluster's CA and the certificates it signs (the API server's serving pair, the
+        // admin's and the components' client pairs), kept in the data directory as kubeadm's pki.
+        .target(name: "ClusterPKI", dependencies: [.product(name: "X509", package: "swift-certificates"),
+                                                   .product(name: "SwiftASN1", package: "swift-asn1"),
+                                                   .product(name: "Crypto", package: "swift-crypto")],
+                path: "Sources/API/ClusterPKI", swiftSettings: strict),
         .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess",
                                                    .product(name: "X509", package: "swift-certificates"),
                                                    .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -259,7 +265,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "APIAccess", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
+                "APIServer", "APIAccess", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -305,7 +311,7 @@ let package = Package(
         // The module map's dependency rules, read from this package's own description.
         .testTarget(name: "LayeringTests", swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "KubeAPI", "KubeStore", "KubeClient",
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "ClusterPKI", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),

@@ -35,7 +35,9 @@ final class LabServer: @unchecked Sendable {
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         kubeconfig = dir.appendingPathComponent("kubeconfig").path
         port = Int.random(in: 20000...29999)
-        try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, "--port", String(port)]
+        // Plain HTTP on the insecure port, or HTTPS on the secure one for a test's certificates.
+        let secure = arguments.contains("--tls-cert-file") || arguments.contains("--client-ca-file")
+        try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, secure ? "--secure-port" : "--port", String(port)]
                       + (self.etcd.map { ["--etcd-servers", $0.url] } ?? []) + arguments)
         for _ in 0..<100 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }

@@ -43,7 +43,7 @@ struct AgentTests {
         var processes: [Running] = []
         do {
             let server = try Running([bin, "server", "--data-dir", dir.appendingPathComponent("server").path, "--bind-address", node.node.hostIP,
-                                      "--port", "0", "--log-level", "warning"], log: dir.appendingPathComponent("server.log"))
+                                      "--secure-port", "0", "--log-level", "warning"], log: dir.appendingPathComponent("server.log"))
             processes.append(server)
             let kubeconfig = dir.appendingPathComponent("server/kubeconfig").path
             var config: Kubeconfig?

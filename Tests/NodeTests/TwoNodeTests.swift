@@ -40,7 +40,7 @@ struct TwoNodeTests {
 
             let bin = try builtBinary("switchyard")
             let server = try Running([bin, "server", "--data-dir", work.appendingPathComponent("server").path, "--bind-address", "0.0.0.0",
-                                      "--port", "0", "--log-level", "warning"], log: work.appendingPathComponent("server.log"))
+                                      "--secure-port", "0", "--log-level", "warning"], log: work.appendingPathComponent("server.log"))
             processes.append(server)
             var config: Kubeconfig?
             for _ in 0..<400 where config == nil {
@@ -49,12 +49,15 @@ struct TwoNodeTests {
             }
             let kc = try #require(config, "the server did not start: \(server.output)")
             let port = try #require(URL(string: kc.server)?.port)
-            let api = API(try KubeClient(url: "http://127.0.0.1:\(port)"), fieldManager: "test")
-            // Each node reaches the server at the host's end of its own link.
+            // HTTPS with the admin's certificate, as the server wrote it.
+            let api = API(KubeClient(config: kc), fieldManager: "test")
+            // Each node reaches the server at the host's end of its own link (an address of the
+            // host's, so one of the serving certificate's).
             var kubeconfigs: [String] = []
+            let written = try String(contentsOfFile: work.appendingPathComponent("server/kubeconfig").path, encoding: .utf8)
             for (i, n) in nodes.enumerated() {
                 let path = work.appendingPathComponent("node-\(i).kubeconfig").path
-                try APIServer.kubeconfig(server: "http://\(n.hostIP):\(port)").write(toFile: path, atomically: true, encoding: .utf8)
+                try written.replacingOccurrences(of: kc.server, with: "https://\(n.hostIP):\(port)").write(toFile: path, atomically: true, encoding: .utf8)
                 kubeconfigs.append(path)
             }
             func startAgents(_ mode: String) throws {

@@ -167,8 +167,8 @@ public enum Resources {
     }
 
     /// A review: created and answered, never stored.
-    static func review(_ group: String, _ resource: String, _ kind: String, namespaced: Bool = false) -> ResourceInfo {
-        ResourceInfo(group: group, version: "v1", resource: resource, singular: kind.lowercased(), kind: kind,
+    static func review(_ group: String, _ resource: String, _ kind: String, namespaced: Bool = false, version: String = "v1") -> ResourceInfo {
+        ResourceInfo(group: group, version: version, resource: resource, singular: kind.lowercased(), kind: kind,
                      namespaced: namespaced, shortNames: [], categories: [], subresources: [], strategy: ReviewStrategy())
     }
 
@@ -219,6 +219,9 @@ public enum Resources {
         review("authorization.k8s.io", "localsubjectaccessreviews", "LocalSubjectAccessReview", namespaced: true),
         review("authorization.k8s.io", "selfsubjectrulesreviews", "SelfSubjectRulesReview"),
         review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
+        // kubectl 1.27's `auth whoami` asks v1beta1 (1.26's v1alpha1), as the API was then.
+        review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview", version: "v1beta1"),
+        review("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview", version: "v1alpha1"),
         review("authentication.k8s.io", "tokenreviews", "TokenReview"),
         ResourceInfo(group: "apiextensions.k8s.io", version: "v1", resource: "customresourcedefinitions", singular: "customresourcedefinition",
                      kind: "CustomResourceDefinition", namespaced: false, shortNames: ["crd", "crds"], categories: ["api-extensions"],

@@ -55,14 +55,22 @@ public struct APIServer: Sendable {
     /// A server TLS configuration from PEM files: the certificate (chain) and its private key;
     /// TLS 1.2 at least, as kube-apiserver.
     public static func tlsConfiguration(certificateFile: String, keyFile: String, clientCAFile: String? = nil) throws -> TLSConfiguration {
+        try tlsConfiguration(certificateFile: certificateFile, keyFile: keyFile, clientCAFiles: clientCAFile.map { [$0] } ?? [])
+    }
+
+    /// The same, trusting the CAs of several files for client certificates.
+    public static func tlsConfiguration(certificateFile: String, keyFile: String, clientCAFiles: [String]) throws -> TLSConfiguration {
         let chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { NIOSSLCertificateSource.certificate($0) }
         var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem)))
         c.minimumTLSVersion = .tlsv12
+        // A closing connection waits this long for the client's close_notify (NIOSSL's 5 s
+        // would hold a graceful shutdown open for every idle pooled connection).
+        c.shutdownTimeout = .milliseconds(200)
         // `--client-ca-file`: a client may present a certificate, which must then be one of
         // this CA's; a client without one goes on to the other authenticators.
-        if let clientCAFile {
+        if !clientCAFiles.isEmpty {
             c.certificateVerification = .optionalVerification
-            c.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAFile))
+            c.trustRoots = .certificates(try clientCAFiles.flatMap { try NIOSSLCertificate.fromPEMFile($0) })
         }
         return c
     }
@@ -320,10 +328,18 @@ public struct APIServer: Sendable {
     }
 
     /// A kubeconfig for clients of a server at `url`, trusting `certificateAuthority` (PEM) for an
-    /// https:// one, with a bearer `token` when the server asks for one.
-    public static func kubeconfig(server url: String, certificateAuthority: [UInt8]? = nil, token: String? = nil) -> String {
+    /// https:// one, with a client certificate and key (PEM) and/or a bearer `token` when the
+    /// server asks for credentials.
+    public static func kubeconfig(server url: String, certificateAuthority: [UInt8]? = nil, token: String? = nil,
+                                  clientCertificate: (cert: String, key: String)? = nil, user name: String = "switchyard") -> String {
         let ca = certificateAuthority.map { "\n    certificate-authority-data: \(Data($0).base64EncodedString())" } ?? ""
-        let user = token.map { "\n    token: \(JSONValue.string($0).text())" } ?? " {}"   // quoted: YAML reads JSON strings
+        var fields = ""
+        if let c = clientCertificate {
+            fields += "\n    client-certificate-data: \(Data(c.cert.utf8).base64EncodedString())"
+            fields += "\n    client-key-data: \(Data(c.key.utf8).base64EncodedString())"
+        }
+        if let token { fields += "\n    token: \(JSONValue.string(token).text())" }   // quoted: YAML reads JSON strings
+        let user = fields.isEmpty ? " {}" : fields
         return """
         apiVersion: v1
         kind: Config
@@ -335,11 +351,11 @@ public struct APIServer: Sendable {
         - name: switchyard
           context:
             cluster: switchyard
-            user: switchyard
+            user: \(name)
             namespace: default
         current-context: switchyard
         users:
-        - name: switchyard
+        - name: \(name)
           user:\(user)
 
         """

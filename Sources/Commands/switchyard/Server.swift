@@ -1,5 +1,6 @@
 import APIAccess
 import APIServer
+import ClusterPKI
 import ArgumentParser
 import ControllerKit
 import Controllers
@@ -23,11 +24,18 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Where the state (state.db) and the clients' kubeconfig are kept.")
     var dataDir = "/var/lib/switchyard"
 
-    @Option(name: .customLong("bind-address"), help: "The address to serve on.")
+    @Option(name: .customLong("bind-address"), help: "The address the secure port serves on (0.0.0.0: every address).")
     var bindAddress = "127.0.0.1"
 
-    @Option(help: "The port to serve on (0: any free port, written to the kubeconfig).")
-    var port = 8080
+    @Option(name: .customLong("secure-port"), help: """
+        Serve HTTPS on this port (0: any free port, written to the kubeconfig), with the certificate         of --tls-cert-file or one the cluster CA in DATA_DIR/pki signs. Default 6443, unless only --port is given.
+        """)
+    var securePort: Int?
+
+    @Option(help: """
+        Also serve plain HTTP on 127.0.0.1:PORT, kube-apiserver's old insecure port, for local tools and tests:         no TLS, so no client certificates; without a token file every request is allowed. Given without         --secure-port, it is the only port (0: any free port, written to the kubeconfig).
+        """)
+    var port: Int?
 
     @Option(name: .customLong("advertise-address"), help: """
         The address clients are told to use (written to DATA_DIR/kubeconfig). Default: --bind-address, \
@@ -115,8 +123,18 @@ struct Server: AsyncParsableCommand {
             throw ValidationError("--service-cluster-ip-range: an IPv4 CIDR between /8 and /29, not \(serviceClusterIPRange)")
         }
         guard nodePortRange != nil else { throw ValidationError("--service-node-port-range: low-high within 1-65535, not \(serviceNodePortRange)") }
-        guard (0...65535).contains(port) else { throw ValidationError("--port: 0-65535") }
-        guard IPAddress(bindAddress) != nil else { throw ValidationError("--bind-address \(bindAddress): not an IP address") }
+        if let port { guard (0...65535).contains(port) else { throw ValidationError("--port: 0-65535") } }
+        if let securePort { guard (0...65535).contains(securePort) else { throw ValidationError("--secure-port: 0-65535") } }
+        guard let bind = IPAddress(bindAddress) else { throw ValidationError("--bind-address \(bindAddress): not an IP address") }
+        if securePort == nil && port != nil {
+            // Only the insecure port: it is loopback's alone, and certificates are for HTTPS.
+            if !bind.isLoopback {
+                throw ValidationError("--bind-address \(bindAddress): --port serves plain HTTP on 127.0.0.1 only (kube-apiserver's insecure port); serve other addresses over HTTPS with --secure-port")
+            }
+            if tlsCertFile != nil || clientCAFile != nil {
+                throw ValidationError("--tls-cert-file and --client-ca-file are for the secure port: give --secure-port (only --port serves plain HTTP)")
+            }
+        }
         if let a = advertiseAddress, IPAddress(a) == nil || IPAddress(a)!.isUnspecified {
             throw ValidationError("--advertise-address \(a): not a unicast IP address")
         }
@@ -192,18 +210,45 @@ struct Server: AsyncParsableCommand {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
             do { tokens = try TokenFile(contents: text, source: file) } catch { throw ValidationError("--token-auth-file: \(error)") }
         }
+        let lock = try DataDirLock(dataDir)
+        let dataDir = self.dataDir, host = bindAddress
+        let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
+        // HTTPS on the secure port unless only the insecure one is asked for.
+        let secure = securePort ?? (port == nil ? 6443 : nil)
         var tls: TLSConfiguration?
         var ca: [UInt8]?
-        if clientCAFile != nil && tlsCertFile == nil { throw ValidationError("--client-ca-file needs --tls-cert-file and --tls-private-key-file: client certificates come over TLS") }
-        if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
+        var credentials = ComponentCredentials()
+        if secure != nil {
             do {
-                tls = try APIServer.tlsConfiguration(certificateFile: cert, keyFile: key, clientCAFile: clientCAFile)
-                ca = try APIServer.certificatesPEM(file: cert)
-            } catch {
-                throw ValidationError("--tls-cert-file \(cert), --tls-private-key-file \(key): \(error)")
+                let pki = try ClusterPKI.loadOrCreate(in: dataDir + "/pki")
+                let serving: (cert: String, key: String)
+                if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
+                    serving = (cert, key)
+                    do { ca = try APIServer.certificatesPEM(file: cert) } catch { throw ValidationError("--tls-cert-file \(cert): \(error)") }
+                } else {
+                    serving = try pki.servingCertificate(dnsNames: Self.servingNames(), addresses: Self.servingAddresses(bind: bindAddress, advertised: advertised,
+                                                                                                                            serviceRange: serviceClusterIPRange))
+                    ca = Array(pki.caPEM.utf8)
+                }
+                // Client certificates of the cluster CA (the admin's, the components') always
+                // authenticate, those of --client-ca-file's too.
+                do {
+                    tls = try APIServer.tlsConfiguration(certificateFile: serving.cert, keyFile: serving.key,
+                                                         clientCAFiles: [clientCAFile, pki.caCertFile].compactMap { $0 })
+                } catch {
+                    throw ValidationError("--tls-cert-file \(serving.cert), --tls-private-key-file \(serving.key)\(clientCAFile.map { ", --client-ca-file \($0)" } ?? ""): \(error)")
+                }
+                // With a token file the kubeconfig carries its first token, as before; otherwise
+                // the admin's certificate (kubeadm's admin.conf), and each embedded component its own.
+                if tokens == nil {
+                    credentials.admin = try pki.clientCertificate(name: "admin", commonName: "kubernetes-admin", organizations: ["system:masters"])
+                    credentials.scheduler = try pki.clientCertificate(name: "scheduler", commonName: "system:kube-scheduler")
+                    credentials.controllerManager = try pki.clientCertificate(name: "controller-manager", commonName: "system:kube-controller-manager")
+                }
+            } catch let e as ClusterPKI.Failure {
+                throw ValidationError("the cluster CA in \(dataDir)/pki: \(e)")
             }
         }
-        let lock = try DataDirLock(dataDir)
         let main: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
             ?? SQLiteStore(path: dataDir + "/state.db")
         // Events in a store of their own (their writes, one per scheduled pod and more, do not
@@ -227,12 +272,15 @@ struct Server: AsyncParsableCommand {
             try await handler.bootstrap()
             try await handler.reconcileDefaultPolicy()
         } catch { throw ValidationError("\(error)") }
-        let dataDir = self.dataDir, host = bindAddress
-        let advertised = advertiseAddress ?? Self.advertised(bind: bindAddress)
-        let server = APIServer(handler: handler, host: host, port: port, tls: tls, tokens: tokens, anonymous: anonymousAuth, clientCA: clientCAFile != nil,
-                               bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
-        let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger)
-        let trusted = ca, token = tokens?.entries.first?.token
+        let secureServer = secure.map {
+            APIServer(handler: handler, host: host, port: $0, tls: tls, tokens: tokens, anonymous: anonymousAuth, clientCA: true,
+                      bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
+        }
+        let insecureServer = port.map {
+            APIServer(handler: handler, host: "127.0.0.1", port: $0, tokens: tokens, anonymous: anonymousAuth,
+                      bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
+        }
+        let trusted = ca, token = tokens?.entries.first?.token, creds = credentials
         let startup = StartupSteps(logger: logger)
         let ttl = GoDuration.seconds(eventTTL) ?? 3600
         let eventSweep = Task {
@@ -242,8 +290,14 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { eventSweep.cancel() }
-        let components = Mutex<[Task<Void, Never>]>([])
-        defer { components.withLock { $0.forEach { $0.cancel() } } }
+        final class Components: Sendable { let tasks = Mutex<[Task<Void, Never>]>([]) }
+        let running = Components()
+        defer { running.tasks.withLock { $0.forEach { $0.cancel() } } }
+        // On SIGTERM the embedded components stop first: their connections would hold the
+        // server's graceful shutdown open.
+        let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard server", logger: logger) {
+            running.tasks.withLock { $0.forEach { $0.cancel() } }
+        }
         // Custom resources defined through another server over the same store are served here too.
         let definitionsTask = Task {
             while !Task.isCancelled {
@@ -269,41 +323,94 @@ struct Server: AsyncParsableCommand {
         }
         defer { nodeGraphTask?.cancel() }
         defer { withExtendedLifetime((lock, deadline)) {} }
-        do {
-        try await server.run { port in
-            let url = "\(trusted == nil ? "http" : "https")://\(advertised.contains(":") ? "[\(advertised)]" : advertised):\(port)"
+        /// The listener clients are told about (the secure one when there is one) is up: the
+        /// kubeconfig is written and the embedded components start.
+        let disableScheduler = self.disableScheduler
+        @Sendable func listening(_ port: Int, secure: Bool) async {
+            let url = "\(secure ? "https" : "http")://\(secure ? (advertised.contains(":") ? "[\(advertised)]" : advertised) : "127.0.0.1"):\(port)"
             do {
-                try APIServer.writeKubeconfig(APIServer.kubeconfig(server: url, certificateAuthority: trusted, token: token), to: dataDir + "/kubeconfig")
-                let on = host == advertised ? "" : " (listening on \(host.contains(":") ? "[\(host)]" : host):\(port))"
+                try APIServer.writeKubeconfig(APIServer.kubeconfig(server: url, certificateAuthority: secure ? trusted : nil, token: token,
+                                                                   clientCertificate: secure ? creds.admin : nil,
+                                                                   user: secure && creds.admin != nil ? "kubernetes-admin" : "switchyard"),
+                                              to: dataDir + "/kubeconfig")
+                let on = !secure || host == advertised ? "" : " (listening on \(host.contains(":") ? "[\(host)]" : host):\(port))"
                 logger.info("serving the Kubernetes API at \(url)\(on); kubeconfig in \(dataDir)/kubeconfig")
             } catch {
                 logger.error("writing \(dataDir)/kubeconfig: \(error)")
             }
             await startup.done(.listening)
             // The scheduler and the controllers, as k3s runs them: in this process, clients of
-            // this server over its own address.
-            let client = KubeClient(config: Kubeconfig(server: url, host: advertised, port: port,
-                                                       tls: trusted.map { HTTPJSONClient.TLS(certificateAuthority: $0) }, token: token))
+            // this server over its own address, each with its own identity when it has a certificate.
+            func client(_ cert: (cert: String, key: String)?) -> KubeClient {
+                let tls = secure ? trusted.map { HTTPJSONClient.TLS(certificateAuthority: $0, clientCertificate: cert.map { Array($0.cert.utf8) },
+                                                                    clientKey: cert.map { Array($0.key.utf8) }) } : nil
+                return KubeClient(config: Kubeconfig(server: url, host: secure ? advertised : "127.0.0.1", port: port, tls: tls,
+                                                     token: cert == nil ? token : nil))
+            }
             if !disableScheduler {
-                let scheduler = Scheduler(api: API(client, fieldManager: "kube-scheduler"))
-                components.withLock { $0.append(Task { await scheduler.run() }) }
+                let scheduler = Scheduler(api: API(client(creds.scheduler), fieldManager: "kube-scheduler"))
+                running.tasks.withLock { $0.append(Task { await scheduler.run() }) }
             }
             if var options = controllerOptions {
                 if options.rootCA.isEmpty, let ca = trusted { options.rootCA = String(decoding: ca, as: UTF8.self) }
-                if let manager = try? ControllerManager(api: API(client, fieldManager: "kube-controller-manager"), options: options) {
-                    components.withLock { $0.append(Task { await manager.run(onSynced: { await startup.done(.controllersSynced) }) }) }
+                if let manager = try? ControllerManager(api: API(client(creds.controllerManager), fieldManager: "kube-controller-manager"), options: options) {
+                    running.tasks.withLock { $0.append(Task { await manager.run(onSynced: { await startup.done(.controllersSynced) }) }) }
                 }
             } else {
                 await startup.done(.controllersSynced)
             }
         }
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { g in
+                if let s = secureServer { g.addTask { try await s.run { port in await listening(port, secure: true) } } }
+                if let s = insecureServer {
+                    let primary = secureServer == nil
+                    g.addTask {
+                        try await s.run { port in
+                            if primary { await listening(port, secure: false) } else { logger.info("serving plain HTTP (the insecure port) at http://127.0.0.1:\(port)") }
+                        }
+                    }
+                }
+                // A signal ends both; one that fails ends the other.
+                try await g.next()
+                g.cancelAll()
+                try await g.waitForAll()
+            }
         } catch let e as ListenError {
-            throw ValidationError("--bind-address \(host) --port \(port): \(e.description)")
+            let flag = e.port == secure && e.host == host ? "--bind-address \(host) --secure-port \(e.port)" : "--port \(e.port)"
+            throw ValidationError("\(flag): \(e.description)")
         }
         logger.info("switchyard server stopped")
     }
 
     static let eventsPrefix = EventExpiry.prefix
+
+    /// The client certificates (PEM) of the admin's kubeconfig and of the embedded components.
+    struct ComponentCredentials: Sendable {
+        var admin: (cert: String, key: String)?
+        var scheduler: (cert: String, key: String)?
+        var controllerManager: (cert: String, key: String)?
+    }
+
+    /// The serving certificate's DNS names: the Service `kubernetes` by every name a pod may use,
+    /// localhost and this host's name, as kubeadm's apiserver certificate holds them.
+    static func servingNames() -> [String] {
+        var names = ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"]
+        let host = ProcessInfo.processInfo.hostName
+        if !host.isEmpty, !names.contains(host), IPAddress(host) == nil { names.append(host) }
+        return names
+    }
+
+    /// Its addresses: loopback, the advertised and bound ones, this namespace's own, and the
+    /// Service `kubernetes`'s ClusterIP (the range's first address).
+    static func servingAddresses(bind: String, advertised: String, serviceRange: String) -> [String] {
+        var out = ["127.0.0.1", "::1", advertised]
+        if let b = IPAddress(bind), !b.isUnspecified { out.append(bind) }
+        out += LocalAddresses.all().map(\.description)
+        if let c = CIDR(serviceRange), let v = c.address.ipv4Value { out.append(IPAddress(ipv4: v + 1).description) }
+        var seen = Set<String>()
+        return out.filter { seen.insert($0).inserted }
+    }
 
     /// The address to write into the kubeconfig when none is given: the bind address, unless it
     /// is 0.0.0.0 or ::, which no client can connect to from another namespace.

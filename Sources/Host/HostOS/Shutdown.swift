@@ -21,7 +21,8 @@ public final class ShutdownDeadline: @unchecked Sendable {
     static let sameSignalWindow: Duration = .milliseconds(250)
 
     /// Arms on the first SIGTERM or SIGINT; the process exits `grace` after it if still running.
-    public init(grace: Duration, command: String, logger: Logger) {
+    /// `onSignal` runs once, on the first signal (a server stops its in-process clients first).
+    public init(grace: Duration, command: String, logger: Logger, onSignal: (@Sendable () -> Void)? = nil) {
         let queue = DispatchQueue(label: "switchyard.shutdown-deadline")
         var sources: [any DispatchSourceSignal] = []
         for sig in [SIGTERM, SIGINT] {
@@ -30,12 +31,12 @@ public final class ShutdownDeadline: @unchecked Sendable {
         }
         self.sources = sources
         for (s, sig) in zip(sources, [SIGTERM, SIGINT]) {
-            s.setEventHandler { [self] in self.signalled(sig, grace: grace, command: command, logger: logger) }
+            s.setEventHandler { [self] in self.signalled(sig, grace: grace, command: command, logger: logger, onSignal: onSignal) }
             s.resume()
         }
     }
 
-    private func signalled(_ sig: Int32, grace: Duration, command: String, logger: Logger) {
+    private func signalled(_ sig: Int32, grace: Duration, command: String, logger: Logger, onSignal: (@Sendable () -> Void)?) {
         let now = ContinuousClock.now
         let first = lock.withLock { () -> ContinuousClock.Instant? in
             defer { if armedAt == nil { armedAt = now } }
@@ -48,6 +49,7 @@ public final class ShutdownDeadline: @unchecked Sendable {
         }
         let seconds = Double(grace.components.seconds) + Double(grace.components.attoseconds) / 1e18
         logger.info("received \(name), shutting down (at most \(seconds) s)")
+        onSignal?()
         let t = Thread {
             Thread.sleep(forTimeInterval: seconds)
             Self.exitNow("\(command): did not finish shutting down within \(seconds) s of \(name); exiting\n")

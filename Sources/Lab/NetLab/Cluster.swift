@@ -27,8 +27,9 @@ public final class Cluster: @unchecked Sendable {
     init(state: LabState, progress: @escaping @Sendable (String) -> Void) {
         self.state = state
         self.progress = progress
-        // The address is ours and well-formed (http://10.250.0.1:8080).
-        var client = try! KubeClient(url: state.kubeconfigURL)
+        // The address is ours and well-formed (http://127.0.0.1:8080, the insecure port inside
+        // the control plane's namespace).
+        var client = try! KubeClient(url: state.localURL)
         let ns = state.controlPlane
         client.dial = { (host: String, port: Int) throws -> Int32 in
             try inNamespace(ns) {
@@ -84,7 +85,7 @@ public final class Cluster: @unchecked Sendable {
         }
         let p = LabPaths.prefix(name)
         let state = LabState(
-            name: name, controlPlane: p + "cp", client: p + "c", serverAddress: "\(underlay).1", serverPort: 8080,
+            name: name, controlPlane: p + "cp", client: p + "c", serverAddress: "\(underlay).1", serverPort: 6443,
             nodes: (1...nodes).map { i in
                 LabState.Node(name: "node-\(i)", netns: "\(p)n\(i)", address: "\(underlay).\(10 + i)", podCIDR: "10.244.\(i).0/24")
             },
@@ -166,8 +167,10 @@ public final class Cluster: @unchecked Sendable {
         }
         // The API server.
         progress("control plane: switchyard server on \(state.kubeconfigURL) (embedded SQLite store in \(dir)/server)")
+        // HTTPS on the underlay with the cluster CA it makes (kubelets, proxies and kubectl use
+        // the admin kubeconfig it writes), plain HTTP on its namespace's loopback for netlab.
         try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress,
-                       "--port", String(state.serverPort)], log: "server")
+                       "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort)], log: "server")
         for _ in 0..<200 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
@@ -405,7 +408,7 @@ public final class Cluster: @unchecked Sendable {
     public func isHealthy() -> Bool {
         let present = Set(Netns.list())
         guard state.namespaces.allSatisfy(present.contains), !Netns.pids(state.controlPlane).isEmpty else { return false }
-        guard let fd = try? api.dial?(state.serverAddress, state.serverPort) else { return false }
+        guard let fd = try? api.dial?("127.0.0.1", LabState.insecurePort) else { return false }
         close(fd)
         return true
     }

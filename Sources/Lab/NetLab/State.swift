@@ -44,7 +44,11 @@ public struct LabState: Codable, Sendable {
     public var registry: String? = nil
 
     public var podRuntime: Runtime { runtime ?? .netns }
-    public var kubeconfigURL: String { "http://\(serverAddress):\(serverPort)" }
+    /// The API server's secure port on the underlay: nodes, proxies and kubectl (the kubeconfig).
+    public var kubeconfigURL: String { "https://\(serverAddress):\(serverPort)" }
+    /// Its insecure port, on the control plane namespace's loopback: netlab's own client.
+    public static let insecurePort = 8080
+    public var localURL: String { "http://127.0.0.1:\(Self.insecurePort)" }
     public var namespaces: [String] { [controlPlane, client] + nodes.map(\.netns) + pods.map(\.netns).filter { !$0.isEmpty } }
 }
 
