@@ -253,7 +253,7 @@ let package = Package(
         // netlab: a cluster in network namespaces (API server, nodes, pods through the CNI
         // plugin, a proxy per node) and the proxy-mode comparison.
         .target(name: "NetLab", dependencies: ["NetnsKit", "HostOS", "CHost", "KubeClient", "KubeAPI", "CNI", "ProxyModes", "ProxySeam", "FakeNodes", "ControllerKit",
-                                                "LabServices", "Images",
+                                                "LabServices", "Images", "ClusterPKI",
                                                 .product(name: "NIOCore", package: "swift-nio"),
                                                 .product(name: "NIOPosix", package: "swift-nio"),
                                                 .product(name: "NIOHTTP1", package: "swift-nio")],

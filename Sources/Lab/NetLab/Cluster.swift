@@ -1,5 +1,6 @@
 import CNI
 import CHost
+import ClusterPKI
 import Foundation
 import Images
 import LabServices
@@ -42,6 +43,41 @@ public final class Cluster: @unchecked Sendable {
 
     public var dir: String { LabPaths.dir(state.name) }
     public var kubeconfig: String { "\(dir)/server/kubeconfig" }
+
+    /// A kubeconfig for one component with its own identity: a client certificate of the
+    /// cluster CA the server made (`DIR/server/pki`) for `commonName` in `organizations`, as
+    /// kubeadm writes kubelet.conf, and the admin kubeconfig's server and CA.
+    func componentKubeconfig(_ name: String, commonName: String, organizations: [String] = []) throws -> String {
+        let pki = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki")
+        let pair = try pki.clientCertificate(name: name, commonName: commonName, organizations: organizations)
+        let path = "\(dir)/server/\(name).kubeconfig"
+        let b64 = { (s: String) in Data(s.utf8).base64EncodedString() }
+        let text = """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - name: netlab
+              cluster:
+                server: \(state.kubeconfigURL)
+                certificate-authority-data: \(b64(pki.caPEM))
+            contexts:
+            - name: netlab
+              context:
+                cluster: netlab
+                user: \(commonName)
+            current-context: netlab
+            users:
+            - name: \(commonName)
+              user:
+                client-certificate-data: \(b64(pair.cert))
+                client-key-data: \(b64(pair.key))
+
+            """
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw NetLabError("cannot write \(path)")
+        }
+        return path
+    }
 
     /// The lab `name` as its state file describes it, or nil when there is none.
     public static func open(_ name: String, progress: @escaping @Sendable (String) -> Void = { _ in }) throws -> Cluster? {
@@ -169,8 +205,11 @@ public final class Cluster: @unchecked Sendable {
         progress("control plane: switchyard server on \(state.kubeconfigURL) (embedded SQLite store in \(dir)/server)")
         // HTTPS on the underlay with the cluster CA it makes (kubelets, proxies and kubectl use
         // the admin kubeconfig it writes), plain HTTP on its namespace's loopback for netlab.
+        // Authorization as kubeadm sets it up: each kubelet is system:node:NAME (the Node
+        // authorizer, NodeRestriction), each proxy system:kube-proxy (RBAC's system:node-proxier).
         try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress,
-                       "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort)], log: "server")
+                       "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort),
+                       "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction"], log: "server")
         for _ in 0..<200 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
@@ -359,7 +398,8 @@ public final class Cluster: @unchecked Sendable {
         guard Self.modes.contains(mode) else { throw NetLabError("unknown proxy mode \(mode)") }
         for node in state.nodes {
             try spawn(node.netns, ["\(state.binDir)/switchyard", "proxy"] + Self.proxyArguments(mode: mode) + [
-                "--hostname-override", node.name, "--cluster-cidr", Self.clusterCIDR, "--kubeconfig", kubeconfig,
+                "--hostname-override", node.name, "--cluster-cidr", Self.clusterCIDR,
+                "--kubeconfig", try componentKubeconfig("kube-proxy", commonName: "system:kube-proxy"),
                 "--min-sync-period", minSyncPeriod, "--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249",
             ], log: "proxy-\(node.name)")
         }

@@ -86,7 +86,8 @@ extension Cluster {
         }
         for node in state.nodes {
             let nd = nodeDir(node)
-            try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--kubeconfig", kubeconfig, "--hostname-override", node.name,
+            let identity = try componentKubeconfig("kubelet-\(node.name)", commonName: "system:node:\(node.name)", organizations: ["system:nodes"])
+            try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--kubeconfig", identity, "--hostname-override", node.name,
                                    "--node-ip", node.address, "--container-runtime-endpoint", "unix://\(containerdSocket(node))",
                                    "--root-dir", "\(nd)/kubelet", "--pod-logs-dir", "\(nd)/pods", "--cni-conf-dir", "\(nd)/cni-conf"],
                       log: "kubelet-\(node.name)", nsenter: true)
