@@ -297,7 +297,7 @@ let package = Package(
             dependencies: [
                 "KubeClient", "KubeStore", "HostOS", "IPTablesKit", "ControllerKit", "FakeNodes",
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
-                "CRI", "Images", "LabServices",
+                "CRI", "Images", "LabServices", "APIServer", "APIAccess", "ClusterPKI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/Commands/switchyard-bench",

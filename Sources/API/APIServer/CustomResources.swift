@@ -290,7 +290,11 @@ extension APIHandler {
     /// defaulted and checked against its version's schema, a built-in one as `Admission` does.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool, subresource: String? = nil) async throws {
         try checkEscalation(o, r, old: old)
+        // Upstream's order: LimitRanger (mutating), NodeRestriction, PodSecurity, …, ResourceQuota last.
+        try await admitLimitRanges(&o, old: old, r, subresource: subresource)
         try restrictNode(o, old: old, r, subresource: subresource)
+        try await admitPodSecurity(o, old: old, r, subresource: subresource)
+        try await admitResourceQuota(o, old: old, r, subresource: subresource, dryRun: dryRun)
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         if r.custom != nil {
             let schemas = registry.schemas

@@ -98,13 +98,16 @@ public final class APIHandler: Sendable {
     public let audit: AuditLog?
     /// Service-account tokens: issued by TokenRequest, read by authentication.
     public let serviceAccountTokens: ServiceAccountTokens
-    /// The admission plugins enabled beyond those always on (`--enable-admission-plugins`: NodeRestriction).
+    /// The admission plugins enabled beyond those always on: PodSecurity (on by default, as
+    /// upstream's), NodeRestriction (`--enable-admission-plugins`).
     public let admissionPlugins: Set<String>
+    /// The plugins on unless `--disable-admission-plugins` names them, as upstream's defaults.
+    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "PodSecurity", "ResourceQuota"]
     /// Tokens that authenticated lately, and as whom (for 10 s).
     let tokenCache = Mutex<[String: (user: UserInfo, until: ContinuousClock.Instant)]>([:])
 
     public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
-                serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = []) {
+                serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = APIHandler.defaultAdmissionPlugins) {
         self.serviceAccountTokens = serviceAccountTokens
         self.admissionPlugins = admissionPlugins
         self.store = store
@@ -140,7 +143,12 @@ public final class APIHandler: Sendable {
                 record = audit?.begin(req, a, decision: d)
                 guard d.allowed else { throw AccessControl.forbidden(a, reason: d.reason) }
             }
-            let r = try await AccessControl.$currentUser.withValue(user) { try await route(req) }
+            let warnings = AdmissionWarnings()
+            var r = try await AccessControl.$currentUser.withValue(user) {
+                try await AdmissionWarnings.$current.withValue(warnings) { try await route(req) }
+            }
+            let added = warnings.all
+            if !added.isEmpty { r.warnings += added }
             // RBAC's policy follows a write to it at once (this server's own writes).
             if access.rbac != nil, req.method != "GET", r.code < 300, req.path.contains("/\(Self.rbacGroup)/") {
                 try? await refreshRBAC()

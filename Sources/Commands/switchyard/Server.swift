@@ -99,8 +99,11 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("encryption-provider-config"), help: "An EncryptionConfiguration (apiserver.config.k8s.io/v1): the resources whose values are stored encrypted (aescbc, aesgcm; identity).")
     var encryptionProviderConfig: String?
 
-    @Option(name: .customLong("enable-admission-plugins"), help: "Admission plugins to enable beyond those always on (comma-separated): NodeRestriction. NamespaceLifecycle, Priority and DefaultTolerationSeconds always run.")
+    @Option(name: .customLong("enable-admission-plugins"), help: "Admission plugins to enable beyond the default ones (comma-separated): NodeRestriction. NamespaceLifecycle, Priority and DefaultTolerationSeconds always run; LimitRanger, PodSecurity and ResourceQuota unless disabled.")
     var enableAdmissionPlugins = ""
+
+    @Option(name: .customLong("disable-admission-plugins"), help: "Default admission plugins to turn off (comma-separated): LimitRanger, PodSecurity, ResourceQuota.")
+    var disableAdmissionPlugins = ""
 
     @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
     var anonymousAuth = true
@@ -200,11 +203,21 @@ struct Server: AsyncParsableCommand {
                 }
             } catch let e as ValidationError { throw e } catch { throw ValidationError("--encryption-provider-config \(f): \(error)") }
         }
-        let plugins = Set(enableAdmissionPlugins.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty })
+        func pluginList(_ s: String) -> Set<String> { Set(s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }) }
+        var plugins = pluginList(enableAdmissionPlugins)
+        let disabled = pluginList(disableAdmissionPlugins)
         let alwaysOn: Set<String> = ["NamespaceLifecycle", "Priority", "DefaultTolerationSeconds"]
-        if let unknown = plugins.subtracting(alwaysOn.union(["NodeRestriction"])).sorted().first {
-            throw ValidationError("--enable-admission-plugins: \(unknown) is not supported yet (supported: NodeRestriction; always on: \(alwaysOn.sorted().joined(separator: ", ")))")
+        let defaults = APIHandler.defaultAdmissionPlugins
+        if let unknown = plugins.subtracting(alwaysOn.union(defaults).union(["NodeRestriction"])).sorted().first {
+            throw ValidationError("--enable-admission-plugins: \(unknown) is not supported yet (supported: \((defaults.union(["NodeRestriction"])).sorted().joined(separator: ", ")); always on: \(alwaysOn.sorted().joined(separator: ", ")))")
         }
+        if let unknown = disabled.subtracting(defaults).sorted().first {
+            throw ValidationError("--disable-admission-plugins: \(unknown) cannot be turned off (only \(defaults.sorted().joined(separator: ", ")) can; always on: \(alwaysOn.sorted().joined(separator: ", ")))")
+        }
+        if let both = plugins.intersection(disabled).sorted().first {
+            throw ValidationError("\(both) is both in --enable-admission-plugins and in --disable-admission-plugins")
+        }
+        plugins.formUnion(defaults.subtracting(disabled))
         var tokens: TokenFile?
         if let file = tokenAuthFile {
             guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { throw ValidationError("--token-auth-file \(file): cannot read it") }
