@@ -15,6 +15,8 @@
 #   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
 #   scripts/bench.sh readiness [...] readiness probe → EndpointSlice → traffic through `switchyard agent`, against periodSeconds
 #   scripts/bench.sh authz [...]     a GET under tokens and RBAC (1,000 RoleBindings) against the same GET under AlwaysAllow
+#   scripts/bench.sh authfuzz [...]  20,000 hostile credentials through authentication: all 401, time against a valid token's
+#   scripts/bench.sh secure-memory   the server idle with HTTPS, client certificates and Node,RBAC against plain HTTP
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -51,6 +53,12 @@ if [ "$which" = all ] || [ "$which" = readiness ]; then
 fi
 if [ "$which" = all ] || [ "$which" = authz ]; then
   .build/release/switchyard-bench authz --switchyard .build/release/switchyard --out bench/last/authz.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = authfuzz ]; then
+  .build/release/switchyard-bench authfuzz --cases 20000 --out bench/last/authfuzz.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = secure-memory ]; then
+  .build/release/switchyard-bench secure-memory --switchyard .build/release/switchyard --out bench/last/secure-memory.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

@@ -118,6 +118,9 @@ public struct APIServer: Sendable {
                              certificate: [UInt8]? = nil, clientCA: Bool = false, bootstrapTokens: Bool = false) async -> UserInfo? {
         // x509 first, as upstream orders its authenticators.
         if let certificate, let u = certificateUser(certificate) { return u }
+        // No credential is this long (a service-account token is about 1 KiB): refused before
+        // anything decodes it.
+        if let a = authorization, a.utf8.count > maxAuthorization { return nil }
         if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
             if let u = tokens?.user(authorization: a) { return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated() }
             let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
@@ -133,6 +136,9 @@ public struct APIServer: Sendable {
         guard tokens != nil || clientCA || bootstrapTokens else { return .unsecured }
         return anonymous || TokenFile.publicPaths.contains(path) ? .anonymous : nil
     }
+
+    /// The longest `Authorization` header read (16 KiB).
+    static let maxAuthorization = 16 * 1024
 
     static let impersonateUser = HTTPField.Name("Impersonate-User")!
     static let impersonateGroup = HTTPField.Name("Impersonate-Group")!

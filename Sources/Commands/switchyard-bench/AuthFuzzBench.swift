@@ -45,6 +45,15 @@ struct AuthFuzzBench: AsyncParsableCommand {
         md += "| | cases | not 401 | time per request |\n|---|---:|---:|---:|\n"
         md += "| valid token (baseline) | \(good.count) | — | \(us(baseline)) |\n"
         md += "| hostile credentials | \(hostile.count) | \(wrong.count) | \(us(each)) (\(String(format: "%.2f", Double(each.components.attoseconds + each.components.seconds * 1_000_000_000_000_000_000) / Double(baseline.components.attoseconds + baseline.components.seconds * 1_000_000_000_000_000_000)))× the baseline) |\n"
+        // By kind of case: where the time goes.
+        var kinds: [String: [AuthenticationFuzz.Case]] = [:]
+        for c in hostile { kinds[String(c.what.split(separator: " ").first ?? ""), default: []].append(c) }
+        md += "\n| kind of case | cases | time per request |\n|---|---:|---:|\n"
+        for (kind, list) in kinds.sorted(by: { $0.key < $1.key }) {
+            let t0 = ContinuousClock.now
+            _ = await AuthenticationFuzz.run(list, handler: handler, tokens: file)
+            md += "| \(kind) | \(list.count) | \(us((ContinuousClock.now - t0) / list.count)) |\n"
+        }
         for (c, code) in wrong.prefix(10) { md += "\n- \(code) for \(c.what)" }
         print(md)
         if let out { try md.write(toFile: out, atomically: true, encoding: .utf8) }
