@@ -223,8 +223,8 @@ extension APIHandler {
                     revision: revision)
     }
 
-    /// Every key under `prefix` at `revision`, page by page.
-    func storedValues(prefix: String, revision: Int64) async throws -> [KeyValue] {
+    /// Every key under `prefix` at `revision` (nil: now), page by page.
+    func storedValues(prefix: String, revision: Int64?) async throws -> [KeyValue] {
         var out: [KeyValue] = []
         var after: String?
         repeat {

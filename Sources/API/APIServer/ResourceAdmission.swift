@@ -24,14 +24,7 @@ import KubeAPI
 extension APIHandler {
     /// Every stored value under `prefix`, now.
     func currentValues(prefix: String) async throws -> [JSONValue] {
-        var out: [JSONValue] = []
-        var after: String?
-        repeat {
-            let page = try await store.list(prefix: prefix, after: after, limit: 1000, revision: nil)
-            out += page.items.compactMap { try? JSONValue.parse($0.value) }
-            after = page.continueAfter
-        } while after != nil
-        return out
+        try await storedValues(prefix: prefix, revision: nil).compactMap { try? JSONValue.parse($0.value) }
     }
 
     static let computeResources = ["cpu", "memory", "ephemeral-storage"]
