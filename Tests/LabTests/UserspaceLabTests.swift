@@ -272,10 +272,13 @@ struct UserspaceLabTests {
             ports: [{port: 9090, protocol: TCP}]
             endpoints: [{addresses: [10.244.1.2]}]
             """.write(to: file, atomically: true, encoding: .utf8)
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent("sy-\(lab.id)-proxy.log").path
+        defer { try? FileManager.default.removeItem(atPath: log) }
         try lab.spawn(lab.node, [bin, "proxy", "--proxy-mode", "userspace", "--hostname-override", "node-a",
-                                 "--manifests", file.path, "--healthz-bind-address", "", "--metrics-bind-address", ""])
-        let ready = try await eventually(tries: 100, every: .milliseconds(100), { exchange(lab.client, "10.96.0.80", 90, "up?") == "up?" }, until: { $0 })
-        try #require(ready, "the proxy did not start serving")
+                                 "--manifests", file.path, "--healthz-bind-address", "", "--metrics-bind-address", ""], log: log)
+        // A debug binary starting beside the rest of the suite can take many seconds on a loaded machine.
+        let ready = try await eventually(tries: 600, every: .milliseconds(100), { exchange(lab.client, "10.96.0.80", 90, "up?") == "up?" }, until: { $0 })
+        try #require(ready, "the proxy did not start serving; its output: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "none")")
         let pid = try #require(Sh.must(["ip", "netns", "pids", lab.node]).split(separator: "\n").first.flatMap { Int32($0) })
         @Sendable func fds() -> Int { (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1 }
         @Sendable func rss() -> Int {

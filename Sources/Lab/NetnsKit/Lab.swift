@@ -172,10 +172,18 @@ public final class Lab: @unchecked Sendable {
     }
 
     /// Starts a long-running process inside `ns`; it dies with the namespace in `destroy()`.
-    public func spawn(_ ns: String, _ args: [String]) throws {
+    /// Its output goes to `log` when one is given (created or truncated), else nowhere.
+    public func spawn(_ ns: String, _ args: [String], log: String? = nil) throws {
         let p = CommandRunner.process(["ip", "netns", "exec", ns] + args)
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
+        if let log {
+            FileManager.default.createFile(atPath: log, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            p.standardOutput = handle
+            p.standardError = handle
+        } else {
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = FileHandle.nullDevice
+        }
         p.standardInput = FileHandle.nullDevice
         try p.run()
     }

@@ -80,6 +80,9 @@ public final class Kubelet: Sendable {
             g.addTask { await self.adoptOrphans() }
             await g.waitForAll()
         }
+        // Stopped: the pod workers and their probes stop too (the containers stay, as when a
+        // kubelet process exits; the next kubelet adopts them).
+        for worker in workers.withLock({ Array($0.values) }) { worker.cancel() }
     }
 
     // MARK: the node

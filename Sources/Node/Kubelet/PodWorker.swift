@@ -46,6 +46,13 @@ final class PodWorker: Sendable {
         state.withLock { $0.task = t }
     }
 
+    /// Stops the worker's loop and its probes, leaving what runs as it is.
+    func cancel() {
+        let tasks = state.withLock { s in [s.task].compactMap { $0 } + s.probers.values.flatMap { $0 } }
+        for t in tasks { t.cancel() }
+        wakeup.signal()
+    }
+
     func update(_ pod: JSONValue) {
         state.withLock { $0.pod = pod }
         wakeup.signal()
