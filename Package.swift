@@ -119,7 +119,11 @@ let package = Package(
                                                    .product(name: "SwiftASN1", package: "swift-asn1"),
                                                    .product(name: "Crypto", package: "swift-crypto")],
                 path: "Sources/API/ClusterPKI", swiftSettings: strict),
-        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess",
+        // The API server's calls out: reviews POSTed to webhooks (the Webhook authorizer; admission
+        // webhooks), with their endpoints, deadlines, retries and caches.
+        .target(name: "Webhooks", dependencies: ["KubeAPI", "KubeClient", "APIAccess", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/API/Webhooks", swiftSettings: strict),
+        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess", "Webhooks",
                                                    .product(name: "X509", package: "swift-certificates"),
                                                    .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -265,7 +269,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "APIAccess", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
+                "APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -311,8 +315,13 @@ let package = Package(
         // The module map's dependency rules, read from this package's own description.
         .testTarget(name: "LayeringTests", swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
-        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "ClusterPKI", "KubeAPI", "KubeStore", "KubeClient",
+        .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
+                                                          .product(name: "HummingbirdTLS", package: "hummingbird"),
+                                                          .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                                                          .product(name: "NIOPosix", package: "swift-nio"),
+                                                          .product(name: "Logging", package: "swift-log"),
+                                                          .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Controllers", "ControllerKit", "FakeNodes", "APIServer", "KubeAPI", "KubeClient", "KubeStore"],

@@ -15,6 +15,7 @@
 #   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
 #   scripts/bench.sh readiness [...] readiness probe → EndpointSlice → traffic through `switchyard agent`, against periodSeconds
 #   scripts/bench.sh authz [...]     a GET under tokens and RBAC (1,000 RoleBindings) against the same GET under AlwaysAllow
+#   scripts/bench.sh webhook [...]   a GET authorised by a cached Webhook decision against the same GET under AlwaysAllow
 #   scripts/bench.sh authfuzz [...]  20,000 hostile credentials through authentication: all 401, time against a valid token's
 #   scripts/bench.sh secure-memory   the server idle with HTTPS, client certificates and Node,RBAC against plain HTTP
 #
@@ -53,6 +54,9 @@ if [ "$which" = all ] || [ "$which" = readiness ]; then
 fi
 if [ "$which" = all ] || [ "$which" = authz ]; then
   .build/release/switchyard-bench authz --switchyard .build/release/switchyard --out bench/last/authz.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = webhook ]; then
+  .build/release/switchyard-bench webhook --switchyard .build/release/switchyard --out bench/last/webhook.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = authfuzz ]; then
   .build/release/switchyard-bench authfuzz --cases 20000 --out bench/last/authfuzz.md "$@"

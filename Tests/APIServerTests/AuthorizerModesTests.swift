@@ -17,7 +17,7 @@ import Testing
         {"user": "carol"}
         """
 
-    @Test func abacPoliciesMatchAsUpstreams() throws {
+    @Test func abacPoliciesMatchAsUpstreams() async throws {
         let abac = try ABACAuthorizer(contents: Self.policy)
         #expect(abac.policies.count == 4)
         func can(_ user: String, _ verb: String, _ resource: String, group: String = "", ns: String = "") -> Bool {
@@ -40,7 +40,7 @@ import Testing
         #expect(throws: ABACAuthorizer.Failure.self) { try ABACAuthorizer(contents: #"{"apiVersion": "abac.authorization.kubernetes.io/v2", "kind": "Policy"}"#) }
         #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: ["ABAC"]) }
         #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: ["RBAC"], policyFile: (Self.policy, "p")) }
-        #expect(try AccessControl(modes: ["ABAC"], policyFile: (Self.policy, "p")).authorize(
+        #expect(try await AccessControl(modes: ["ABAC"], policyFile: (Self.policy, "p")).authorize(
             .resource(UserInfo(name: "alice"), verb: "delete", group: "", resource: "secrets", namespace: "n")).allowed)
     }
 

@@ -207,15 +207,15 @@ import Testing
         #expect(answer.json?["message"]?.string == #"users "bob" is forbidden: User "alice" cannot impersonate resource "users" in API group "" at the cluster scope"#)
     }
 
-    @Test func modesAreCheckedAndChainedInOrder() throws {
+    @Test func modesAreCheckedAndChainedInOrder() async throws {
         #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: ["RBAC", "Magic"]) }
         #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: ["RBAC", "RBAC"]) }
         #expect(throws: AccessControl.Failure.self) { try AccessControl(modes: []) }
         let a = RequestAttributes.resource(UserInfo(name: "x"), verb: "get", group: "", resource: "pods", namespace: "n")
-        #expect(try AccessControl(modes: ["AlwaysDeny", "AlwaysAllow"]).authorize(a).allowed, "AlwaysDeny has no opinion: the next decides")
-        #expect(try AccessControl(modes: ["AlwaysAllow", "AlwaysDeny"]).authorize(a).allowed)
-        #expect(try AccessControl(modes: ["AlwaysDeny"]).authorize(a).allowed == false)
-        #expect(try AccessControl(modes: ["AlwaysDeny"]).authorize(RequestAttributes.resource(.unsecured, verb: "get", group: "", resource: "pods")).allowed,
+        #expect(try await AccessControl(modes: ["AlwaysDeny", "AlwaysAllow"]).authorize(a).allowed, "AlwaysDeny has no opinion: the next decides")
+        #expect(try await AccessControl(modes: ["AlwaysAllow", "AlwaysDeny"]).authorize(a).allowed)
+        #expect(try await AccessControl(modes: ["AlwaysDeny"]).authorize(a).allowed == false)
+        #expect(try await AccessControl(modes: ["AlwaysDeny"]).authorize(RequestAttributes.resource(.unsecured, verb: "get", group: "", resource: "pods")).allowed,
                 "system:masters is allowed before any mode is asked")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HostOS
+import KubeAPI
 import NetnsKit
 import Testing
 
@@ -84,6 +85,91 @@ struct RBACKubectlTests {
         #expect(saWho.out == "system:serviceaccount:team:runner", "\(saWho)")
         let saCan = try run(["auth", "can-i", "list", "pods", "-n", "team"], token: saToken)
         #expect(saCan.out.trimmingCharacters(in: .whitespacesAndNewlines) == "no", "no binding names it: \(saCan)")
+    }
+
+    /// `--authorization-mode Webhook,RBAC`: a real HTTPS webhook (Python's ssl server) answers
+    /// the SubjectAccessReviews; kubectl sees its decisions and its reasons.
+    @Test func aWebhookDecidesBeforeRBAC() throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-webhook-\(lab.id)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let tokens = dir.appendingPathComponent("tokens.csv").path
+        try "admin-token,admin,1,\"system:masters\"\nalice-token,alice,2\nmallory-token,mallory,3\nbob-token,bob,4\n".write(toFile: tokens, atomically: true, encoding: .utf8)
+        let serving = try TLSServerTests.certificate(dir, "serving")
+        let hook = try TLSServerTests.certificate(dir, "webhook")
+        // alice may read pods, mallory is denied everything, anyone else: no opinion. Each review is logged.
+        let script = dir.appendingPathComponent("webhook.py").path
+        let log = dir.appendingPathComponent("reviews.jsonl").path
+        let port = Int.random(in: 30000...39999)
+        try """
+            import http.server, json, ssl
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_POST(self):
+                    review = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
+                    with open('\(log)', 'a') as f: f.write(json.dumps(review) + '\\n')
+                    spec = review['spec']; ra = spec.get('resourceAttributes', {})
+                    if spec['user'] == 'alice' and ra.get('resource') == 'pods' and ra.get('verb') in ('get', 'list'):
+                        status = {'allowed': True, 'reason': 'alice reads pods'}
+                    elif spec['user'] == 'mallory':
+                        status = {'allowed': False, 'denied': True, 'reason': 'mallory is banned by the webhook'}
+                    else:
+                        status = {'allowed': False}
+                    review['status'] = status
+                    body = json.dumps(review).encode()
+                    self.send_response(200); self.send_header('Content-Type', 'application/json')
+                    self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+                def log_message(self, *a): pass
+            s = http.server.HTTPServer(('127.0.0.1', \(port)), H)
+            c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('\(hook.cert)', '\(hook.key)')
+            s.socket = c.wrap_socket(s.socket, server_side=True)
+            s.serve_forever()
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        try lab.spawn(lab.node, ["python3", script])
+        try Netns.waitForListeners(lab.node, [("-ltnH", port)])
+        let config = dir.appendingPathComponent("webhook.kubeconfig").path
+        try """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - name: webhook
+              cluster: {server: "https://127.0.0.1:\(port)/authorize", certificate-authority: "\(hook.cert)"}
+            users:
+            - name: apiserver
+              user: {}
+            contexts:
+            - name: webhook
+              context: {cluster: webhook, user: apiserver}
+            current-context: webhook
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try LabServer(lab: lab, arguments: ["--tls-cert-file", serving.cert, "--tls-private-key-file", serving.key,
+                                                         "--token-auth-file", tokens, "--authorization-mode", "Webhook,RBAC",
+                                                         "--authorization-webhook-config-file", config, "--authorization-webhook-version", "v1"])
+        func run(_ args: [String], token: String) throws -> (status: Int32, out: String, err: String) {
+            try server.kubectl(k, ["--token", token] + args)
+        }
+        func answer(_ r: (status: Int32, out: String, err: String)) -> String { r.out.trimmingCharacters(in: .whitespacesAndNewlines) }
+        var ready = false
+        for _ in 0..<100 where !ready {
+            ready = try run(["get", "--raw", "/readyz"], token: "admin-token").status == 0
+            if !ready { usleep(100_000) }
+        }
+        #expect(ready, "the server did not come up")
+        #expect(try run(["get", "pods", "-n", "default"], token: "alice-token").status == 0, "the webhook allows alice")
+        #expect(answer(try run(["auth", "can-i", "list", "pods", "-n", "default"], token: "alice-token")) == "yes")
+        #expect(answer(try run(["auth", "can-i", "create", "pods", "-n", "default"], token: "alice-token")) == "no")
+        let refused = try run(["get", "pods", "-n", "default"], token: "mallory-token")
+        #expect(refused.status != 0 && refused.err.contains("mallory is banned by the webhook"), "\(refused)")
+        // No opinion from the webhook: RBAC decides (system:basic-user lets bob review himself, nothing more).
+        #expect(answer(try run(["auth", "can-i", "list", "pods", "-n", "default"], token: "bob-token")) == "no")
+        let reviews = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { try? JSONValue.parse(Data($0.utf8)) }
+        let alice = reviews.first { $0[path: ["spec", "user"]] == "alice" }
+        #expect(alice?["apiVersion"] == "authorization.k8s.io/v1")
+        #expect(alice?[path: ["spec", "groups"]] == ["system:authenticated"], "\(alice ?? .null)")
+        // The admin (system:masters) never reaches the webhook.
+        #expect(!reviews.contains { $0[path: ["spec", "user"]] == "admin" })
     }
 }
 

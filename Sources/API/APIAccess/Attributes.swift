@@ -104,20 +104,24 @@ public struct RequestAttributes: Sendable, Hashable {
 
 /// An authorizer's answer: allow, deny (no later authorizer is asked), or no opinion (the next
 /// one is); each with the reason shown to the user when the request is refused.
+///
+/// `error` is an authorizer that could not decide (a webhook that failed): the next one is
+/// asked, and when none allows, the request fails with 500 and the error, as upstream's.
 public enum Decision: Sendable, Equatable {
     case allow(String)
     case deny(String)
     case noOpinion(String)
+    case error(String)
 
     public var allowed: Bool { if case .allow = self { return true } else { return false } }
     public var reason: String {
-        switch self { case .allow(let r), .deny(let r), .noOpinion(let r): r }
+        switch self { case .allow(let r), .deny(let r), .noOpinion(let r), .error(let r): r }
     }
 }
 
 /// One authorization mode (`--authorization-mode`).
 public protocol Authorizer: Sendable {
-    func authorize(_ a: RequestAttributes) -> Decision
+    func authorize(_ a: RequestAttributes) async -> Decision
 }
 
 /// What a user may do in a namespace, as `SelfSubjectRulesReview` lists it.
@@ -157,15 +161,17 @@ public struct AuthorizerChain: Authorizer, RuleResolver {
 
     public init(_ modes: [(name: String, authorizer: any Authorizer)]) { self.modes = modes }
 
-    public func authorize(_ a: RequestAttributes) -> Decision {
-        var reasons: [String] = []
+    public func authorize(_ a: RequestAttributes) async -> Decision {
+        var reasons: [String] = [], errors: [String] = []
         for m in modes {
-            let d = m.authorizer.authorize(a)
+            let d = await m.authorizer.authorize(a)
             switch d {
             case .allow, .deny: return d
             case .noOpinion(let r): if !r.isEmpty { reasons.append(r) }
+            case .error(let e): errors.append(e)
             }
         }
+        if !errors.isEmpty { return .error(errors.joined(separator: ", ")) }
         return .noOpinion(reasons.joined(separator: "\n"))
     }
 

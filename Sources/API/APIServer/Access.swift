@@ -18,9 +18,11 @@ public final class AccessControl: Sendable {
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
     /// - Parameters:
-    ///   - modes: `--authorization-mode`'s list (AlwaysAllow, AlwaysDeny, RBAC, ABAC, Node).
+    ///   - modes: `--authorization-mode`'s list (AlwaysAllow, AlwaysDeny, RBAC, ABAC, Node, Webhook).
     ///   - policyFile: ABAC's `--authorization-policy-file`, its text and its name.
-    public init(modes: [String] = ["AlwaysAllow"], policyFile: (contents: String, name: String)? = nil) throws {
+    ///   - webhook: the Webhook mode's authorizer (`--authorization-webhook-config-file`).
+    public init(modes: [String] = ["AlwaysAllow"], policyFile: (contents: String, name: String)? = nil,
+                webhook: (any Authorizer)? = nil) throws {
         guard !modes.isEmpty else { throw Failure(description: "at least one authorization mode must be passed") }
         var seen = Set<String>()
         var chain: [(name: String, authorizer: any Authorizer)] = []
@@ -43,7 +45,8 @@ public final class AccessControl: Sendable {
                 graph = g
                 chain.append((m, NodeAuthorizer(graph: g)))
             case "Webhook":
-                throw Failure(description: "authorization mode Webhook is not supported yet (supported: AlwaysAllow, AlwaysDeny, ABAC, Node, RBAC)")
+                guard let webhook else { throw Failure(description: "authorization-mode Webhook's authorization config file not passed") }
+                chain.append((m, webhook))
             default:
                 throw Failure(description: "authorization-mode \(m) is not a valid mode (one of \(AuthorizerChain.knownModes.joined(separator: ", ")))")
             }
@@ -57,14 +60,26 @@ public final class AccessControl: Sendable {
         if policyFile != nil && !modes.contains("ABAC") {
             throw Failure(description: "cannot specify --authorization-policy-file without mode ABAC")
         }
+        if webhook != nil && !modes.contains("Webhook") {
+            throw Failure(description: "cannot specify --authorization-webhook-config-file without mode Webhook")
+        }
         allowsAll = modes == ["AlwaysAllow"]
     }
 
-    public func authorize(_ a: RequestAttributes) -> Decision { allowsAll ? .allow("") : chain.authorize(a) }
+    public func authorize(_ a: RequestAttributes) async -> Decision { allowsAll ? .allow("") : await chain.authorize(a) }
 
     /// The user a request runs as: the one authentication found (none configured: the old
     /// insecure port's privileged user).
     @TaskLocal static var currentUser: UserInfo = .unsecured
+
+    /// The error for a decision that is not an allow: 500 with the error when an authorizer
+    /// could not decide, else upstream's 403.
+    static func refusal(_ a: RequestAttributes, _ d: Decision) -> APIError {
+        if case .error(let e) = d {
+            return APIError(code: 500, reason: "InternalError", message: "Internal error occurred: \(e)", details: ["causes": [["message": .string(e)]]])
+        }
+        return forbidden(a, reason: d.reason)
+    }
 
     /// A refused request's error, as upstream words it.
     static func forbidden(_ a: RequestAttributes, reason: String) -> APIError {
@@ -168,29 +183,29 @@ extension APIHandler {
 
     /// The impersonated user, when `user` may impersonate it (verb `impersonate` on `users`,
     /// `groups`, `serviceaccounts` and `uids`, as upstream checks it).
-    func impersonate(_ imp: Impersonation, as user: UserInfo) throws -> UserInfo {
+    func impersonate(_ imp: Impersonation, as user: UserInfo) async throws -> UserInfo {
         if (imp.user ?? "").isEmpty && imp.groups.isEmpty && (imp.uid ?? "").isEmpty { return user }
         guard let name = imp.user, !name.isEmpty else {
             throw APIError(code: 500, reason: "InternalError", message: "Internal error occurred: requested \(imp.groups) without impersonating a user")
         }
-        func check(_ a: RequestAttributes) throws {
-            let d = access.authorize(a)
-            if !d.allowed { throw AccessControl.forbidden(a, reason: d.reason) }
+        func check(_ a: RequestAttributes) async throws {
+            let d = await access.authorize(a)
+            if !d.allowed { throw AccessControl.refusal(a, d) }
         }
         var target = UserInfo(name: name, uid: imp.uid ?? "")
         if let sa = target.serviceAccount {
-            try check(.resource(user, verb: "impersonate", group: "", resource: "serviceaccounts", namespace: sa.namespace, name: sa.name))
+            try await check(.resource(user, verb: "impersonate", group: "", resource: "serviceaccounts", namespace: sa.namespace, name: sa.name))
             // A service account's groups, unless groups are given.
             if imp.groups.isEmpty { target.groups = ["system:serviceaccounts", "system:serviceaccounts:\(sa.namespace)"] }
         } else {
-            try check(.resource(user, verb: "impersonate", group: "", resource: "users", name: name))
+            try await check(.resource(user, verb: "impersonate", group: "", resource: "users", name: name))
         }
         for g in imp.groups {
-            try check(.resource(user, verb: "impersonate", group: "", resource: "groups", name: g))
+            try await check(.resource(user, verb: "impersonate", group: "", resource: "groups", name: g))
             if !target.groups.contains(g) { target.groups.append(g) }
         }
         if let uid = imp.uid, !uid.isEmpty {
-            try check(.resource(user, verb: "impersonate", group: "authentication.k8s.io", resource: "uids", name: uid))
+            try await check(.resource(user, verb: "impersonate", group: "authentication.k8s.io", resource: "uids", name: uid))
         }
         // system:anonymous is in system:unauthenticated; anyone else in system:authenticated,
         // unless the groups given say otherwise.
@@ -318,7 +333,7 @@ extension APIHandler {
     /// whose rules the writer does not hold needs `escalate` (an `aggregationRule`, new or old,
     /// needs every permission: its rules are gathered, not written); binding a role whose rules
     /// the writer does not hold needs `bind`.
-    func checkEscalation(_ o: JSONValue, _ r: ResourceInfo, old: JSONValue? = nil) throws {
+    func checkEscalation(_ o: JSONValue, _ r: ResourceInfo, old: JSONValue? = nil) async throws {
         guard r.group == Self.rbacGroup, let rbac = access.rbac else { return }
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         if let old, r.resource.hasSuffix("bindings"), old["roleRef"] != o["roleRef"] {
@@ -333,7 +348,7 @@ extension APIHandler {
         let servant: [PolicyRule]
         switch r.resource {
         case "roles", "clusterroles":
-            if access.authorize(.resource(user, verb: "escalate", group: Self.rbacGroup, resource: r.resource, namespace: ns, name: requestName)).allowed { return }
+            if await access.authorize(.resource(user, verb: "escalate", group: Self.rbacGroup, resource: r.resource, namespace: ns, name: requestName)).allowed { return }
             if o["aggregationRule"] != nil || old?["aggregationRule"] != nil {
                 let everything = [PolicyRule(verbs: ["*"], apiGroups: ["*"], resources: ["*"]), PolicyRule(verbs: ["*"], nonResourceURLs: ["*"])]
                 if !PolicyRule.uncovered(owner: rbac.rules(for: user, namespace: ns).rules, servant: everything).isEmpty {
@@ -346,7 +361,7 @@ extension APIHandler {
         case "rolebindings", "clusterrolebindings":
             let kind = o[path: ["roleRef", "kind"]]?.string ?? "", roleName = o[path: ["roleRef", "name"]]?.string ?? ""
             let roleResource = kind == "ClusterRole" ? "clusterroles" : "roles"
-            if access.authorize(.resource(user, verb: "bind", group: Self.rbacGroup, resource: roleResource, namespace: ns, name: roleName)).allowed { return }
+            if await access.authorize(.resource(user, verb: "bind", group: Self.rbacGroup, resource: roleResource, namespace: ns, name: roleName)).allowed { return }
             guard let rules = policy.roleRules(kind: kind, name: roleName, namespace: ns) else {
                 let singular = kind == "ClusterRole" ? "clusterrole" : "role"
                 throw APIError(code: 404, reason: "NotFound", message: "\(singular).rbac.authorization.k8s.io \"\(roleName)\" not found",
@@ -434,10 +449,10 @@ extension APIHandler {
             } else {
                 throw APIError.invalid(t.resource, "", [FieldError("spec.resourceAttributes", "Invalid value: \"null\": exactly one of nonResourceAttributes or resourceAttributes must be specified")])
             }
-            let d = access.authorize(a)
+            let d = await access.authorize(a)
             var status: JSONValue = ["allowed": .bool(d.allowed)]
             if case .deny = d { status["denied"] = true }
-            if !d.reason.isEmpty { status["reason"] = .string(d.reason) }
+            if case .error(let e) = d { status["evaluationError"] = .string(e) } else if !d.reason.isEmpty { status["reason"] = .string(d.reason) }
             o["status"] = status
         }
         if o[path: ["metadata", "creationTimestamp"]] == nil { o[path: ["metadata", "creationTimestamp"]] = .null }

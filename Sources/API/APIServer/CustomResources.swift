@@ -289,7 +289,7 @@ extension APIHandler {
     /// Admission of any write: a definition is checked and established, a custom object
     /// defaulted and checked against its version's schema, a built-in one as `Admission` does.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool, subresource: String? = nil) async throws {
-        try checkEscalation(o, r, old: old)
+        try await checkEscalation(o, r, old: old)
         // Upstream's order: LimitRanger (mutating), NodeRestriction, PodSecurity, …, ResourceQuota last.
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
         try restrictNode(o, old: old, r, subresource: subresource)

@@ -135,13 +135,13 @@ public final class APIHandler: Sendable {
         let response: APIResponse
         do {
             var user = req.user ?? .unsecured
-            if let imp = req.impersonation { user = try impersonate(imp, as: user) }
+            if let imp = req.impersonation { user = try await impersonate(imp, as: user) }
             // The attributes are read when something asks for them: an authorizer, the audit log.
             if !access.allowsAll || audit != nil {
                 let a = RequestAttributes.parse(user: user, method: req.method, path: req.path, query: req.query)
-                let d = access.authorize(a)
+                let d = await access.authorize(a)
                 record = audit?.begin(req, a, decision: d)
-                guard d.allowed else { throw AccessControl.forbidden(a, reason: d.reason) }
+                guard d.allowed else { throw AccessControl.refusal(a, d) }
             }
             let warnings = AdmissionWarnings()
             var r = try await AccessControl.$currentUser.withValue(user) {

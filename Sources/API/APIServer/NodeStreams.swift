@@ -185,8 +185,8 @@ extension APIHandler {
         if !access.allowsAll {
             for verb in ["get", "create"] {
                 let a = RequestAttributes.resource(user, verb: verb, group: "", resource: "pods", subresource: "exec", namespace: seg[3], name: seg[5])
-                let d = access.authorize(a)
-                if !d.allowed { return (.failure(AccessControl.forbidden(a, reason: d.reason)), chosen) }
+                let d = await access.authorize(a)
+                if !d.allowed { return (.failure(AccessControl.refusal(a, d)), chosen) }
             }
         }
         var container: String?

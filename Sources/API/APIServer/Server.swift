@@ -269,7 +269,7 @@ public struct APIServer: Sendable {
             return .dontUpgrade
         }
         if let imp = impersonation(request.headerFields) {
-            guard let u = try? handler.impersonate(imp, as: user) else { return .dontUpgrade }
+            guard let u = try? await handler.impersonate(imp, as: user) else { return .dontUpgrade }
             user = u
         }
         guard let target = await handler.execUpgrade(path: path, rawQuery: parts.count > 1 ? parts[1] : "",

@@ -7,6 +7,7 @@ import Controllers
 import KubeClient
 import Scheduler
 import Synchronization
+import Webhooks
 import Foundation
 import KubeAPI
 import KubeStore
@@ -69,11 +70,23 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("token-auth-file"), help: "Require a bearer token from this file (kube-apiserver's format: token,user,uid[,\"groups\"]); the kubeconfig written carries its first.")
     var tokenAuthFile: String?
 
-    @Option(name: .customLong("authorization-mode"), help: "Authorization modes in order, comma-separated: AlwaysAllow (the default, as kube-apiserver's), Node, RBAC, ABAC, AlwaysDeny. RBAC reconciles the default roles and bindings at start.")
+    @Option(name: .customLong("authorization-mode"), help: "Authorization modes in order, comma-separated: AlwaysAllow (the default, as kube-apiserver's), Node, RBAC, ABAC, Webhook, AlwaysDeny. RBAC reconciles the default roles and bindings at start.")
     var authorizationMode = "AlwaysAllow"
 
     @Option(name: .customLong("authorization-policy-file"), help: "ABAC's policy: one JSON Policy (abac.authorization.kubernetes.io/v1beta1) per line.")
     var authorizationPolicyFile: String?
+
+    @Option(name: .customLong("authorization-webhook-config-file"), help: "The Webhook mode's service: a kubeconfig-format file (the cluster is the webhook, the user the server's credentials for it).")
+    var authorizationWebhookConfigFile: String?
+
+    @Option(name: .customLong("authorization-webhook-version"), help: "The SubjectAccessReview version sent to the webhook: v1 or v1beta1.")
+    var authorizationWebhookVersion = "v1beta1"
+
+    @Option(name: .customLong("authorization-webhook-cache-authorized-ttl"), help: "How long the webhook's allowed answers are cached (Go duration).")
+    var authorizationWebhookCacheAuthorizedTTL = "5m0s"
+
+    @Option(name: .customLong("authorization-webhook-cache-unauthorized-ttl"), help: "How long the webhook's other answers are cached (Go duration).")
+    var authorizationWebhookCacheUnauthorizedTTL = "30s"
 
     @Option(name: .customLong("audit-log-path"), help: "Append audit events (audit.k8s.io/v1 Event, one JSON object per line) to this file; '-' for standard output. Needs --audit-policy-file.")
     var auditLogPath: String?
@@ -180,7 +193,25 @@ struct Server: AsyncParsableCommand {
             guard let text = try? String(contentsOfFile: f, encoding: .utf8) else { throw ValidationError("--authorization-policy-file \(f): cannot read it") }
             policy = (text, f)
         }
-        do { access = try AccessControl(modes: authorizationMode.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, policyFile: policy) } catch {
+        var webhook: WebhookAuthorizer?
+        if let f = authorizationWebhookConfigFile {
+            guard let version = WebhookAuthorizer.Version(rawValue: authorizationWebhookVersion) else {
+                throw ValidationError("--authorization-webhook-version \(authorizationWebhookVersion): v1 or v1beta1")
+            }
+            guard let allowedTTL = GoDuration.seconds(authorizationWebhookCacheAuthorizedTTL), allowedTTL >= 0,
+                  let deniedTTL = GoDuration.seconds(authorizationWebhookCacheUnauthorizedTTL), deniedTTL >= 0 else {
+                throw ValidationError("--authorization-webhook-cache-authorized-ttl and --authorization-webhook-cache-unauthorized-ttl: Go durations (5m0s, 30s)")
+            }
+            do {
+                // Upstream's webhook client waits 30 s for an answer.
+                webhook = WebhookAuthorizer(endpoint: try WebhookEndpoint.load(path: f, timeout: .seconds(30)), version: version,
+                                            authorizedTTL: .milliseconds(Int64(allowedTTL * 1000)), unauthorizedTTL: .milliseconds(Int64(deniedTTL * 1000)))
+            } catch { throw ValidationError("--authorization-webhook-config-file \(f): \(error)") }
+        }
+        do {
+            access = try AccessControl(modes: authorizationMode.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }, policyFile: policy,
+                                       webhook: webhook)
+        } catch {
             throw ValidationError("--authorization-mode: \(error)")
         }
         var audit: AuditLog?
