@@ -286,15 +286,18 @@ extension APIHandler {
         return a != b
     }
 
-    /// Admission of any write: a definition is checked and established, a custom object
-    /// defaulted and checked against its version's schema, a built-in one as `Admission` does.
+    /// Admission of any write, in upstream's order: the mutating plugins (LimitRanger, the
+    /// mutating webhooks), then the validating ones (NodeRestriction, PodSecurity), the object's
+    /// own defaulting and validation (a definition checked and established, a custom object
+    /// defaulted and checked against its version's schema, a built-in one as `Admission` does),
+    /// the validating webhooks on the final object, and ResourceQuota last, so that nothing
+    /// refused later is charged.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool, subresource: String? = nil) async throws {
         try await checkEscalation(o, r, old: old)
-        // Upstream's order: LimitRanger (mutating), NodeRestriction, PodSecurity, …, ResourceQuota last.
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
+        _ = try await runMutatingWebhooks(&o, old: old, r, subresource: subresource, dryRun: dryRun)
         try restrictNode(o, old: old, r, subresource: subresource)
         try await admitPodSecurity(o, old: old, r, subresource: subresource)
-        try await admitResourceQuota(o, old: old, r, subresource: subresource, dryRun: dryRun)
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         if r.custom != nil {
             let schemas = registry.schemas
@@ -317,14 +320,16 @@ extension APIHandler {
             checked["metadata"] = nil
             errs += schemas.violations(checked, at: node).map { FieldError($0.path, $0.message) }
             if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
-            return
+        } else {
+            try await admission.admit(&o, old: old, r, store: store, dryRun: dryRun)
+            if r == Resources.crd {
+                try checkNames(o, r)
+                if let old { try CustomResources.checkUpdate(o, old: old, r) }
+                try CustomResources.established(&o, old: old, now: Self.rfc3339(), statusWrite: subresource == "status", r)
+            }
         }
-        try await admission.admit(&o, old: old, r, store: store, dryRun: dryRun)
-        if r == Resources.crd {
-            try checkNames(o, r)
-            if let old { try CustomResources.checkUpdate(o, old: old, r) }
-            try CustomResources.established(&o, old: old, now: Self.rfc3339(), statusWrite: subresource == "status", r)
-        }
+        try await runValidatingWebhooks(o, old: old, r, subresource: subresource, dryRun: dryRun, operation: old == nil ? "CREATE" : "UPDATE")
+        try await admitResourceQuota(o, old: old, r, subresource: subresource, dryRun: dryRun)
     }
 
     /// A definition may not take what another serves: a built-in resource or kind, or another

@@ -102,7 +102,9 @@ public final class APIHandler: Sendable {
     /// upstream's), NodeRestriction (`--enable-admission-plugins`).
     public let admissionPlugins: Set<String>
     /// The plugins on unless `--disable-admission-plugins` names them, as upstream's defaults.
-    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "PodSecurity", "ResourceQuota"]
+    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "PodSecurity", "ResourceQuota", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"]
+    /// The admission webhooks' configurations as last read, and the client that calls them.
+    let webhookAdmission: WebhookAdmission
     /// Tokens that authenticated lately, and as whom (for 10 s).
     let tokenCache = Mutex<[String: (user: UserInfo, until: ContinuousClock.Instant)]>([:])
 
@@ -111,6 +113,7 @@ public final class APIHandler: Sendable {
         self.serviceAccountTokens = serviceAccountTokens
         self.admissionPlugins = admissionPlugins
         self.store = store
+        webhookAdmission = WebhookAdmission(store: store)
         self.admission = admission
         self.access = access
         self.audit = audit

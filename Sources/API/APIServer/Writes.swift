@@ -254,6 +254,10 @@ extension APIHandler {
             if let expected, expected != cur.modRevision { throw APIError.conflict(r, name) }
             return .ok(try present(cur, r))
         }
+        if admissionPlugins.contains("ValidatingAdmissionWebhook"), r.group != WebhookAdmission.group,
+           let cur = try await store.get(r.key(namespace: t.namespace, name: name)), let old = try? r.decode(cur.value) {
+            try await runValidatingWebhooks(nil, old: old, r, subresource: nil, dryRun: false, operation: "DELETE")
+        }
         if r.group.isEmpty && r.resource == "namespaces" { return try await terminate(t, name: name, expected: expected, options: opts ?? [:]) }
         try await restrictNodeDelete(r, namespace: t.namespace, name: name)
         return try await deleteObject(r, namespace: t.namespace, name: name, options: opts ?? [:], expected: expected)

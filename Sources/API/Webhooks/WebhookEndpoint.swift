@@ -37,13 +37,14 @@ public struct WebhookEndpoint: Sendable {
         return try WebhookEndpoint(kubeconfig: config, timeout: timeout)
     }
 
-    /// An admission webhook's `url` with its `caBundle` (PEM; none: the system's roots).
-    public init(url: String, caBundle: [UInt8]?, timeout: Duration) throws {
+    /// An admission webhook's `url` with its `caBundle` (PEM; none: the system's roots), and the
+    /// name its certificate must carry when it is not the URL's host (a Service's `NAME.NS.svc`).
+    public init(url: String, caBundle: [UInt8]?, serverName: String? = nil, timeout: Duration) throws {
         guard let u = URL(string: url), u.scheme == "https", let host = u.host else {
             throw Failure(description: "\(url): a webhook's URL must be https://", retriable: false)
         }
         try self.init(kubeconfig: Kubeconfig(server: url, host: host, port: u.port ?? 443,
-                                             tls: Kubeconfig.TLS(certificateAuthority: caBundle)), timeout: timeout)
+                                             tls: Kubeconfig.TLS(certificateAuthority: caBundle, serverName: serverName)), timeout: timeout)
     }
 
     /// POSTs `body` and returns the answer; a failure to connect, a timeout, or an answer that
