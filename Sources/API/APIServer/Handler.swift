@@ -156,6 +156,8 @@ public final class APIHandler: Sendable {
             if access.rbac != nil, req.method != "GET", r.code < 300, req.path.contains("/\(Self.rbacGroup)/") {
                 try? await refreshRBAC()
             }
+            // So do the admission webhooks.
+            if req.method != "GET", r.code < 300, req.path.contains("/\(WebhookAdmission.group)/") { invalidateWebhooks() }
             response = r
         } catch let e as APIError {
             response = .error(e)

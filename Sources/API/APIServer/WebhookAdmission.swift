@@ -16,8 +16,11 @@ import Webhooks
 /// write (`failurePolicy: Fail`, the default) or is skipped (`Ignore`). Webhooks are never called
 /// for the webhook configurations themselves.
 final class WebhookAdmission: Sendable {
+    /// The configurations as last read; read again after a change (this server's writes at
+    /// once, another server's through `followWebhooks`).
     struct Snapshot {
-        var revision: Int64 = -1
+        var valid = false
+        var generation = 0
         var mutating: [AdmissionWebhook] = []
         var validating: [AdmissionWebhook] = []
     }
@@ -38,23 +41,38 @@ final class WebhookAdmission: Sendable {
 }
 
 extension APIHandler {
-    /// The configurations as stored now (read again when anything under their prefix changed).
+    /// The configurations as stored (read again when they changed since the last read).
     func currentWebhooks() async throws -> WebhookAdmission.Snapshot {
-        let revision = try await store.currentRevision(prefix: WebhookAdmission.prefix)
         let have = webhookAdmission.snapshot.withLock { $0 }
-        if have.revision == revision { return have }
-        var next = WebhookAdmission.Snapshot(revision: revision)
+        if have.valid { return have }
+        var next = WebhookAdmission.Snapshot(valid: true, generation: have.generation)
         for (resource, mutating) in [("mutatingwebhookconfigurations", true), ("validatingwebhookconfigurations", false)] {
             guard let r = registry.find(group: WebhookAdmission.group, version: "v1", resource: resource) else { continue }
-            let configs = try await storedValues(prefix: r.storePrefix, revision: revision).compactMap { try? r.decode($0.value) }
+            let configs = try await storedValues(prefix: r.storePrefix, revision: nil).compactMap { try? r.decode($0.value) }
                 .sorted { ($0[path: ["metadata", "name"]]?.string ?? "") < ($1[path: ["metadata", "name"]]?.string ?? "") }
             let hooks = configs.flatMap { c in
                 (c["webhooks"]?.array ?? []).map { AdmissionWebhook($0, configuration: c[path: ["metadata", "name"]]?.string ?? "", mutating: mutating) }
             }
             if mutating { next.mutating = hooks } else { next.validating = hooks }
         }
-        webhookAdmission.snapshot.withLock { if $0.revision < next.revision { $0 = next } }
+        // Kept only if nothing changed while it was read.
+        webhookAdmission.snapshot.withLock { if $0.generation == next.generation { $0 = next } }
         return next
+    }
+
+    /// The configurations changed: the next admission reads them again.
+    func invalidateWebhooks() {
+        webhookAdmission.snapshot.withLock { $0.valid = false; $0.generation += 1 }
+    }
+
+    /// Follows the webhook configurations in the store (another API server's writes too).
+    /// Returns when the watch ends (the caller starts it again).
+    public func followWebhooks() async throws {
+        let revision = try await store.currentRevision(prefix: WebhookAdmission.prefix)
+        invalidateWebhooks()
+        for try await _ in try await store.watch(prefix: WebhookAdmission.prefix, after: revision) {
+            invalidateWebhooks()
+        }
     }
 
     func webhookAttributes(_ o: JSONValue?, old: JSONValue?, _ r: ResourceInfo, subresource: String?, dryRun: Bool, operation: String) -> AdmissionAttributes {

@@ -91,10 +91,12 @@ public final class WebhookAuthorizer: Authorizer, Sendable {
                 return decision
             } catch let e as WebhookEndpoint.Failure {
                 lastError = e.description
-                guard e.retriable, attempt < backoff.steps else { break }
+                guard e.retriable else { break }
             } catch {
+                // Not connected at all: worth another try.
                 lastError = "\(error)"
             }
+            guard attempt < backoff.steps else { break }
             try? await Task.sleep(for: wait)
             wait = wait * backoff.factor
         }

@@ -358,6 +358,14 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { rbacTask?.cancel() }
+        // So do the admission webhooks' configurations.
+        let webhooksTask = Task {
+            while !Task.isCancelled {
+                do { try await handler.followWebhooks() } catch { logger.error("following admission webhook configurations: \(error); restarting") }
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        defer { webhooksTask.cancel() }
         // The Node mode's graph follows the pods.
         let nodeGraphTask = access.nodeGraph == nil ? nil : Task {
             while !Task.isCancelled {
