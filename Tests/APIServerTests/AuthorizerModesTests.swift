@@ -72,7 +72,24 @@ import Testing
         #expect(d("node-1", "update", "leases", "node-1", ns: "kube-node-lease", group: "coordination.k8s.io").allowed)
         #expect(d("node-1", "update", "leases", "node-2", ns: "kube-node-lease", group: "coordination.k8s.io")
             == .noOpinion("can only access node lease with the same name as the requesting node"))
-        #expect(d("node-1", "get", "nodes", "node-1", ns: "").allowed, "the node rules")
+        #expect(d("node-1", "get", "nodes", "node-1", ns: "").allowed)
+        // Upstream's AuthorizeNodeWithSelectors: its own Node only, pods bound to it only.
+        #expect(d("node-1", "get", "nodes", "node-2", ns: "") == .noOpinion("node 'node-1' cannot read 'node-2', only its own Node object"))
+        #expect(d("node-1", "list", "nodes", "", ns: "") == .noOpinion("node 'node-1' cannot read all nodes, only its own Node object"))
+        #expect(d("node-1", "patch", "nodes", "node-1", ns: "", sub: "status").allowed, "writes are the node rules' (and NodeRestriction's)")
+        #expect(d("node-1", "get", "pods", "p2").allowed)
+        #expect(d("node-1", "get", "pods", "elsewhere") == .noOpinion("no relationship found between node 'node-1' and this object"))
+        func list(_ node: String, _ verb: String, _ selector: String) -> Decision {
+            let a = RequestAttributes.parse(user: Self.node(node), method: "GET", path: "/api/v1/pods",
+                                            query: (verb == "watch" ? ["watch": "1"] : [:]).merging(selector.isEmpty ? [:] : ["fieldSelector": selector]) { $1 })
+            return authz.authorize(a)
+        }
+        #expect(list("node-1", "list", "spec.nodeName=node-1").allowed)
+        #expect(list("node-1", "watch", "status.phase!=Failed,spec.nodeName==node-1").allowed)
+        #expect(list("node-1", "list", "") == .noOpinion("can only list/watch pods with spec.nodeName field selector"))
+        #expect(!list("node-1", "watch", "spec.nodeName=node-2").allowed)
+        #expect(!list("node-1", "list", "spec.nodeName!=node-1").allowed)
+        #expect(d("node-1", "create", "pods", "mirror").allowed && d("node-1", "delete", "pods", "p2").allowed, "mirror pods: NodeRestriction limits them")
         #expect(authz.authorize(.resource(UserInfo(name: "alice"), verb: "get", group: "", resource: "secrets", namespace: "a", name: "s1")) == .noOpinion(""))
         // The secret stays while one pod still uses it; goes with the last.
         graph.remove(namespace: "a", name: "p1")

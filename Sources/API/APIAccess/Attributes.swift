@@ -13,6 +13,9 @@ public struct RequestAttributes: Sendable, Hashable {
     public var resource = ""
     public var subresource = ""
     public var name = ""
+    /// A list's, watch's or deletecollection's `fieldSelector`, as given (upstream's
+    /// AuthorizeWithSelectors: the Node mode reads `spec.nodeName` from it).
+    public var fieldSelector = ""
 
     public init(user: UserInfo, verb: String, isResourceRequest: Bool, path: String, apiGroup: String = "", apiVersion: String = "",
                 namespace: String = "", resource: String = "", subresource: String = "", name: String = "") {
@@ -41,12 +44,14 @@ public struct RequestAttributes: Sendable, Hashable {
     /// The value of a `metadata.name=V` or `metadata.name==V` term of a field selector; terms are
     /// split on commas, and a term with `!=` is no equality (`metadata.name=a!=b` is the
     /// requirement `metadata.name=a` != `b`, as upstream parses it).
-    static func exactName(_ selector: String) -> String? {
-        for term in selector.split(separator: ",") {
-            if term.contains("!=") { continue }
-            for op in ["==", "="] where term.hasPrefix("metadata.name" + op) {
-                let value = term.dropFirst(("metadata.name" + op).count)
-                return value.contains("=") ? nil : String(value)
+    static func exactName(_ selector: String) -> String? { requiredValue("metadata.name", in: selector) }
+
+    /// The value `field` must equal by the selector's terms (`field=V` or `field==V`), if any.
+    public static func requiredValue(_ field: String, in selector: String) -> String? {
+        for term in selector.split(separator: ",") where !term.contains("!=") {
+            for op in ["==", "="] where term.hasPrefix(field + op) {
+                let value = term.dropFirst((field + op).count)
+                if !value.contains("=") { return String(value) }
             }
         }
         return nil
@@ -98,6 +103,7 @@ public struct RequestAttributes: Sendable, Hashable {
             if let fs = query["fieldSelector"] { a.name = Self.exactName(fs) ?? "" }
         }
         if a.name.isEmpty && a.verb == "delete" { a.verb = "deletecollection" }
+        if ["list", "watch", "deletecollection"].contains(a.verb) { a.fieldSelector = query["fieldSelector"] ?? "" }
         return a
     }
 }

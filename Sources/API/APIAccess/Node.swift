@@ -90,7 +90,8 @@ public final class NodeGraph: Sendable {
     public var podCount: Int { state.withLock { $0.pods.count } }
 }
 
-/// `--authorization-mode=Node`: a kubelet (`system:node:NAME` in `system:nodes`) reads only the
+/// `--authorization-mode=Node`: a kubelet (`system:node:NAME` in `system:nodes`) reads only its
+/// own Node, the pods bound to it (a list or watch must select `spec.nodeName=NAME`), and the
 /// Secrets, ConfigMaps and PersistentVolumeClaims its pods use, makes tokens only for their
 /// service accounts, and touches only its own Lease; anything else it may do is the node rules
 /// (the `system:node` role's). Others' requests get no opinion. Upstream's words for refusals.
@@ -125,6 +126,23 @@ public struct NodeAuthorizer: Authorizer {
                 guard a.verb == "create", !a.name.isEmpty else { return .noOpinion("can only create tokens for individual service accounts") }
                 guard a.subresource == "token" else { return .noOpinion("can only create token subresource of serviceaccount") }
                 return related(node, "serviceaccount", a)
+            // Upstream's AuthorizeNodeWithSelectors (on by default since 1.32): a kubelet reads
+            // only its own Node, and only the pods bound to it.
+            case ("", "nodes"):
+                guard ["get", "list", "watch"].contains(a.verb) else { break }
+                if a.name == node { return .allow("") }
+                if a.name.isEmpty { return .noOpinion("node '\(node)' cannot read all nodes, only its own Node object") }
+                return .noOpinion("node '\(node)' cannot read '\(a.name)', only its own Node object")
+            case ("", "pods"):
+                switch a.verb {
+                case "get":
+                    guard a.subresource.isEmpty else { return .noOpinion("can only get individual resources of this type") }
+                    return related(node, "pod", a)
+                case "list", "watch":
+                    if RequestAttributes.requiredValue("spec.nodeName", in: a.fieldSelector) == node { return .allow("") }
+                    return .noOpinion("can only list/watch pods with spec.nodeName field selector")
+                default: break
+                }
             case ("coordination.k8s.io", "leases"):
                 guard ["get", "create", "update", "patch", "delete"].contains(a.verb) else {
                     return .noOpinion("can only get, create, update, patch, or delete a node lease")

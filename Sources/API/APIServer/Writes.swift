@@ -255,6 +255,7 @@ extension APIHandler {
             return .ok(try present(cur, r))
         }
         if admissionPlugins.contains("ValidatingAdmissionWebhook"), r.group != WebhookAdmission.group,
+           try await !currentWebhooks().validating.isEmpty,
            let cur = try await store.get(r.key(namespace: t.namespace, name: name)), let old = try? r.decode(cur.value) {
             try await runValidatingWebhooks(nil, old: old, r, subresource: nil, dryRun: false, operation: "DELETE")
         }

@@ -112,10 +112,10 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("encryption-provider-config"), help: "An EncryptionConfiguration (apiserver.config.k8s.io/v1): the resources whose values are stored encrypted (aescbc, aesgcm; identity).")
     var encryptionProviderConfig: String?
 
-    @Option(name: .customLong("enable-admission-plugins"), help: "Admission plugins to enable beyond the default ones (comma-separated): NodeRestriction. NamespaceLifecycle, Priority and DefaultTolerationSeconds always run; LimitRanger, PodSecurity and ResourceQuota unless disabled.")
+    @Option(name: .customLong("enable-admission-plugins"), help: "Admission plugins to enable beyond the default ones (comma-separated): NodeRestriction. NamespaceLifecycle, Priority and DefaultTolerationSeconds always run; LimitRanger, PodSecurity, MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ResourceQuota unless disabled.")
     var enableAdmissionPlugins = ""
 
-    @Option(name: .customLong("disable-admission-plugins"), help: "Default admission plugins to turn off (comma-separated): LimitRanger, PodSecurity, ResourceQuota.")
+    @Option(name: .customLong("disable-admission-plugins"), help: "Default admission plugins to turn off (comma-separated): LimitRanger, PodSecurity, MutatingAdmissionWebhook, ValidatingAdmissionWebhook, ResourceQuota.")
     var disableAdmissionPlugins = ""
 
     @Option(name: .customLong("anonymous-auth"), help: "Serve requests without credentials as system:anonymous (group system:unauthenticated) where authentication is configured; off with AlwaysAllow, as upstream.")
