@@ -164,6 +164,30 @@ import Testing
         #expect(update.body[path: ["request", "object", "metadata", "labels", "tier"]] == "web")
     }
 
+    /// `reinvocationPolicy: IfNeeded`: the first webhook runs again because the second changed
+    /// the object after it; with `Never` it runs once.
+    @Test func ifNeededWebhooksRunAgainAfterALaterChange() async throws {
+        for policy in ["IfNeeded", "Never"] {
+            let server = try await TestWebhookServer { Self.answer($0) }
+            defer { server.stop() }
+            let h = try await Self.handler()
+            for (name, path, reinvocation) in [("a-first", "/mutate", policy), ("b-second", "/mutate-second", "Never")] {
+                let m: JSONValue = ["apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": ["name": .string(name)],
+                                    "webhooks": [Self.webhook("\(name).example.com", server, path: path, rules: Self.podRules,
+                                                              extra: ["reinvocationPolicy": .string(reinvocation)])]]
+                #expect(await Self.send(h, "POST", "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations", m).code == 201)
+            }
+            #expect(await Self.send(h, "POST", "/api/v1/namespaces/default/pods", Self.pod("p")).code == 201)
+            let first = server.requests.filter { $0.path.hasPrefix("/mutate?") || $0.path == "/mutate" }
+            #expect(first.count == (policy == "IfNeeded" ? 2 : 1), "\(policy): the first webhook was called \(first.count) times")
+            if policy == "IfNeeded" {
+                #expect(first[1].body[path: ["request", "object", "metadata", "labels", "second-saw"]] == "first-example-com",
+                        "called again with the second webhook's change")
+            }
+            #expect(server.requests.filter { $0.path.hasPrefix("/mutate-second") }.count == 1)
+        }
+    }
+
     @Test func deletesAreValidatedAndConfigurationsAreNeverSentToWebhooks() async throws {
         let server = try await TestWebhookServer { Self.answer($0) }
         defer { server.stop() }

@@ -83,6 +83,8 @@ struct FirstHourTests {
     func proxyWithLoopbackDown(mode: String) throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         let p = try Started(netns: ns.name, [bin, "proxy", "--proxy-mode", mode, "--manifests", examplesDir,
                                              "--hostname-override", "node-a", "--proxy-port-range", mode == "userspace" ? "40000-40100" : ""].filter { !$0.isEmpty })
         let worked = p.wait(for: "synced \(mode) rules", seconds: 20)
@@ -91,7 +93,7 @@ struct FirstHourTests {
             #expect(!p.process.isRunning, "\(mode): neither synced nor exited within 20 s:\n\(p.output)")
             _ = p.stop(SIGKILL)
             #expect(p.process.terminationStatus != 0)
-            #expect(p.output.contains("Error: "), "\(mode): \(p.output)")
+            #expect(p.output.contains("Error: "), "\(mode): ended by \(p.process.terminationReason == .uncaughtSignal ? "signal" : "exit") \(p.process.terminationStatus): \(p.output)")
             return
         }
         let took = p.stop()
@@ -111,6 +113,8 @@ struct FirstHourTests {
     @Test func serverWithLoopbackDown() throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         let dir = try tempDir("bare-server")
         defer { try? FileManager.default.removeItem(at: dir) }
         let p = try Started(netns: ns.name, [bin, "server", "--data-dir", dir.path, "--port", "0"])
@@ -136,6 +140,8 @@ struct FirstHourTests {
     /// holds the first sync, and the shutdown deadline ends the process.
     @Test func stuckSyncStillEndsOnSIGTERM() throws {
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         let dir = try tempDir("stuck")
         defer { try? FileManager.default.removeItem(at: dir) }
         let p = try stuckProxy(in: ns, dir: dir)
@@ -155,6 +161,8 @@ struct FirstHourTests {
     /// the deadline; one `kill` is never taken for two.
     @Test func aSecondSignalEndsAStuckShutdownAtOnce() throws {
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         let dir = try tempDir("stuck2")
         defer { try? FileManager.default.removeItem(at: dir) }
         let p = try stuckProxy(in: ns, dir: dir)
@@ -189,6 +197,8 @@ struct FirstHourTests {
     func secondServerOnOneDataDirIsRefused() throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
         let dir = try tempDir("datadir")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -247,6 +257,8 @@ struct FirstHourTests {
     @Test func switchingModesRemovesTheOtherModesRules() throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
         func run(_ mode: String) throws -> String {
             let p = try Started(netns: ns.name, [bin, "proxy", "--proxy-mode", mode, "--manifests", examplesDir, "--hostname-override", "node-a",
@@ -276,6 +288,8 @@ struct FirstHourTests {
     @Test func rendersSayHowToLoadThemAndLoadTwice() throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         let nft = try Sh.run([bin, "render", "--proxy-mode", "nftables", "-f", examplesDir])
         #expect(nft.out.hasPrefix("# switchyard render --proxy-mode nftables") && nft.out.contains("# Load it with:  nft -f FILE"), "\(nft.out)")
         var listings: [String] = []
@@ -309,6 +323,8 @@ struct FirstHourTests {
     @Test func errorMessagesNameTheFlagAndTheFix() throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
         let dir = try tempDir("errors")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -387,6 +403,8 @@ struct FirstHourTests {
     @Test func netlabServeListensInItsNamespace() throws {
         let bin = (try switchyardBinary() as NSString).deletingLastPathComponent + "/switchyard-netlab"
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
         let port = Int.random(in: 30000...39999)
         let p = try Started(netns: nil, [bin, "serve", "--netns", ns.name, "--name", "p1", "--http", String(port)])

@@ -226,6 +226,8 @@ struct NFTablesLabTests {
         #expect(!listed.contains("tcp dport 80 ip saddr") && !listed.contains("mark-for-masquerade"), "\(listed)")
         // As a fresh table would list: the rendered script loaded into an empty namespace.
         let fresh = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(fresh) {} }
         _ = try Sh.must(["ip", "netns", "exec", fresh.name, "nft", "-f", "-"], input: t.proxier.render(snap))
         let freshListed = try Sh.must(["ip", "netns", "exec", fresh.name, "nft", "list", "table", "ip", "kube-proxy"])
         #expect(listed == freshListed)

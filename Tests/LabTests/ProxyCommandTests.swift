@@ -133,6 +133,8 @@ struct NFAcctLabTests {
     @Test func localhostNodePortTrafficIsCounted() throws {
         let bin = try switchyardBinary()
         let ns = try BareNamespace()
+        // Alive to the end: released after its last use, it would kill what runs in it.
+        defer { withExtendedLifetime(ns) {} }
         try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
         let p = try Started(netns: ns.name, [bin, "proxy", "--proxy-mode", "iptables", "--manifests", examplesDir, "--hostname-override", "node-a",
                                              "--healthz-bind-address", "", "--metrics-bind-address", "127.0.0.1:10249"])

@@ -132,15 +132,20 @@ extension APIHandler {
         // Webhooks see the object defaulted, as upstream decodes it before admission.
         if r.custom == nil { r.strategy.defaults(&o) }
         var changed = false
-        // Upstream's reinvocation: webhooks with `IfNeeded` run once more when a later one changed the object.
-        var changedSince: [String: Bool] = [:]
+        // Upstream's reinvocation: a webhook with `IfNeeded` runs once more when the object
+        // changed after it last ran. `version` counts the changes; `seen` what each webhook saw.
+        var version = 0
+        var seen: [String: Int] = [:]
+        func key(_ w: AdmissionWebhook) -> String { w.configuration + "/" + w.name }
         for pass in 0..<2 {
+            if pass == 1 && !hooks.contains(where: { $0.reinvokeIfNeeded && (seen[key($0)] ?? 0) < version }) { break }
             for w in hooks {
-                if pass == 1 && !(w.reinvokeIfNeeded && changedSince[w.configuration + "/" + w.name] == true) { continue }
+                if pass == 1 && !(w.reinvokeIfNeeded && (seen[key(w)] ?? 0) < version) { continue }
                 let a = webhookAttributes(o, old: old, r, subresource: subresource, dryRun: dryRun, operation: operation)
                 let outcome = await webhookAdmission.caller.call(w, a)
                 Self.record(outcome)
                 if let e = Self.webhookError(w, outcome) { throw e }
+                defer { seen[key(w)] = version }
                 guard case .allowed(let patch?, _) = outcome else { continue }
                 let patched: JSONValue
                 do { patched = try Patch.jsonPatch(o, patch) } catch {
@@ -154,12 +159,8 @@ extension APIHandler {
                 }
                 o = patched
                 changed = true
-                for other in hooks where other.configuration + "/" + other.name != w.configuration + "/" + w.name {
-                    changedSince[other.configuration + "/" + other.name] = true
-                }
-                changedSince[w.configuration + "/" + w.name] = false
+                version += 1
             }
-            if pass == 0 && !hooks.contains(where: { $0.reinvokeIfNeeded && changedSince[$0.configuration + "/" + $0.name] == true }) { break }
         }
         return changed
     }
