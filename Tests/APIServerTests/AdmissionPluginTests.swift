@@ -114,6 +114,13 @@ struct AdmissionPluginTests {
                 "\(two.json?["message"]?.string ?? "")")
         let np = await h.post("/api/v1/namespaces/other/services", svc("np", type: "NodePort", ports: [["name": "a", "port": 80], ["name": "b", "port": 81]]))
         #expect(np.code == 403, "\(np.json ?? .null)")
+        // Refused by the quota after its cluster IP and node ports were allocated: they went back.
+        let allocator = h.admission.allocator
+        var held: [Int] = []
+        let range = await allocator.nodePorts
+        for port in range where !(await allocator.take(port: port)) { held.append(port) }
+        #expect(held.isEmpty, "node ports still held: \(held)")
+        for port in range where !held.contains(port) { await allocator.release(port: port) }
         #expect(await h.post("/api/v1/namespaces/other/services", svc("cip")).code == 201)
     }
 }

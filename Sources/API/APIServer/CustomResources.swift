@@ -328,8 +328,17 @@ extension APIHandler {
                 try CustomResources.established(&o, old: old, now: Self.rfc3339(), statusWrite: subresource == "status", r)
             }
         }
-        try await runValidatingWebhooks(o, old: old, r, subresource: subresource, dryRun: dryRun, operation: old == nil ? "CREATE" : "UPDATE")
-        try await admitResourceQuota(o, old: old, r, subresource: subresource, dryRun: dryRun)
+        do {
+            try await runValidatingWebhooks(o, old: old, r, subresource: subresource, dryRun: dryRun, operation: old == nil ? "CREATE" : "UPDATE")
+            try await admitResourceQuota(o, old: old, r, subresource: subresource, dryRun: dryRun)
+        } catch {
+            // Refused after the object's admission allocated for it (a Service's cluster IP and
+            // node ports): that goes back (a dry run gave it back already).
+            if r.custom == nil && !dryRun {
+                if let old { await admission.undo(update: o, of: old, r) } else { await admission.release(o, r) }
+            }
+            throw error
+        }
     }
 
     /// A definition may not take what another serves: a built-in resource or kind, or another
