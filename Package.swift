@@ -123,7 +123,7 @@ let package = Package(
         // webhooks), with their endpoints, deadlines, retries and caches.
         .target(name: "Webhooks", dependencies: ["KubeAPI", "KubeClient", "APIAccess", .product(name: "Logging", package: "swift-log")],
                 path: "Sources/API/Webhooks", swiftSettings: strict),
-        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess", "Webhooks",
+        .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess", "Webhooks", "ClusterPKI",
                                                    .product(name: "X509", package: "swift-certificates"),
                                                    .product(name: "HummingbirdCore", package: "hummingbird"),
                                                    .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -148,7 +148,7 @@ let package = Package(
                                                   .product(name: "Yams", package: "Yams")],
                 path: "Sources/ControlPlane/Scheduler", swiftSettings: strict),
         // kube-controller-manager's controllers, each a reconcile loop over shared informers.
-        .target(name: "Controllers", dependencies: ["ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+        .target(name: "Controllers", dependencies: ["ControllerKit", "KubeAPI", "ClusterPKI", .product(name: "Logging", package: "swift-log")],
                 path: "Sources/ControlPlane/Controllers", swiftSettings: strict),
 
         // MARK: Proxy
@@ -223,7 +223,7 @@ let package = Package(
         // The kubelet: the node registered and its Lease renewed, the pods bound to it run
         // through CRI (sandboxes, init and app containers, restarts with back-off, graceful
         // termination), their status written back, the pod CIDR given to the CNI plugin.
-        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", "HTTPJSON", .product(name: "Logging", package: "swift-log"),
+        .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", "KubeClient", "ClusterPKI", "HTTPJSON", .product(name: "Logging", package: "swift-log"),
                                                 .product(name: "Crypto", package: "swift-crypto"),
                                                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                 .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")],
@@ -324,7 +324,7 @@ let package = Package(
                                                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                           .product(name: "HTTPTypes", package: "swift-http-types"),
                                                           .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Controllers", "ControllerKit", "FakeNodes", "APIServer", "KubeAPI", "KubeClient", "KubeStore"],
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Controllers", "ControllerKit", "ClusterPKI", "FakeNodes", "APIServer", "KubeAPI", "KubeClient", "KubeStore"],
                     swiftSettings: strict),
         .testTarget(name: "APISchemaTests", dependencies: ["APISchema", "KubeAPI"], swiftSettings: strict),
         .testTarget(name: "FieldManagerTests", dependencies: ["FieldManager", "APISchema", "KubeAPI"], swiftSettings: strict),

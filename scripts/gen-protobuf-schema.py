@@ -14,6 +14,7 @@ files = [(api, "core/v1/generated.proto", "k8s.io.api.core.v1"),
          (api, "rbac/v1/generated.proto", "k8s.io.api.rbac.v1"),
          (api, "authorization/v1/generated.proto", "k8s.io.api.authorization.v1"),
          (api, "authentication/v1/generated.proto", "k8s.io.api.authentication.v1"),
+         (api, "certificates/v1/generated.proto", "k8s.io.api.certificates.v1"),
          (machinery, "pkg/apis/meta/v1/generated.proto", "k8s.io.apimachinery.pkg.apis.meta.v1"),
          (machinery, "pkg/runtime/generated.proto", "k8s.io.apimachinery.pkg.runtime"),
          (machinery, "pkg/util/intstr/generated.proto", "k8s.io.apimachinery.pkg.util.intstr"),
@@ -57,12 +58,14 @@ special = {"k8s.io.apimachinery.pkg.apis.meta.v1.Time": "time", "k8s.io.apimachi
            "k8s.io.apimachinery.pkg.util.intstr.IntOrString": "intorstring",
            "k8s.io.apimachinery.pkg.runtime.RawExtension": "raw",
            # `extra`'s values: a message of one repeated string, a plain list in JSON.
-           "k8s.io.api.authorization.v1.ExtraValue": "strings", "k8s.io.api.authentication.v1.ExtraValue": "strings"}
+           "k8s.io.api.authorization.v1.ExtraValue": "strings", "k8s.io.api.authentication.v1.ExtraValue": "strings",
+           "k8s.io.api.certificates.v1.ExtraValue": "strings"}
 roots = ["k8s.io.api.core.v1." + n for n in ["ConfigMap", "Secret", "Namespace", "Service", "Pod", "ServiceAccount", "Endpoints"]] + \
         ["k8s.io.api.apps.v1." + n for n in ["Deployment", "ReplicaSet"]] + \
         ["k8s.io.api.rbac.v1." + n for n in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]] + \
         ["k8s.io.api.authorization.v1." + n for n in ["SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectRulesReview"]] + \
-        ["k8s.io.api.authentication.v1." + n for n in ["SelfSubjectReview", "TokenReview", "TokenRequest"]]
+        ["k8s.io.api.authentication.v1." + n for n in ["SelfSubjectReview", "TokenReview", "TokenRequest"]] + \
+        ["k8s.io.api.certificates.v1." + n for n in ["CertificateSigningRequest"]]
 
 # Fields whose JSON name differs from their protobuf name (Go's json tag against protobuf's name=).
 json_names = {"uID": "uid"}

@@ -28,7 +28,9 @@ final class LabServer: @unchecked Sendable {
 
     let etcd: EtcdProcess?
 
-    init(lab: Lab, etcd: Bool = false, arguments: [String] = []) throws {
+    /// `secure`: HTTPS on the secure port with the certificates the server makes (its cluster
+    /// CA; the kubeconfig holds the admin's client certificate).
+    init(lab: Lab, etcd: Bool = false, secure generated: Bool = false, arguments: [String] = []) throws {
         self.lab = lab
         self.etcd = etcd ? try EtcdProcess(netns: lab.node) : nil
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-server-\(lab.id)")
@@ -36,7 +38,7 @@ final class LabServer: @unchecked Sendable {
         kubeconfig = dir.appendingPathComponent("kubeconfig").path
         port = Int.random(in: 20000...29999)
         // Plain HTTP on the insecure port, or HTTPS on the secure one for a test's certificates.
-        let secure = arguments.contains("--tls-cert-file") || arguments.contains("--client-ca-file")
+        let secure = generated || arguments.contains("--tls-cert-file") || arguments.contains("--client-ca-file")
         try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, secure ? "--secure-port" : "--port", String(port)]
                       + (self.etcd.map { ["--etcd-servers", $0.url] } ?? []) + arguments)
         for _ in 0..<100 {

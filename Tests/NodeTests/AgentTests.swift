@@ -3,6 +3,7 @@ import Foundation
 import HostOS
 import KubeAPI
 import KubeClient
+import Kubelet
 import LabServices
 import NetnsKit
 import Testing
@@ -223,5 +224,132 @@ struct AgentTests {
             let old = try run(["exec", pod, "--", "true"], spdy)
             #expect(old.status != 0 && old.stderr.contains("Upgrade request required"), "kubectl 1.29 (SPDY): \(old)")
         }
+    }
+}
+
+/// A node that joins as kubeadm's do: `switchyard token create --print-join-command` on the
+/// control plane, that command on the node. Token discovery checks the server against the CA
+/// hash, the kubelet asks for its client certificate with the token, the approver and signer
+/// in the controller manager answer, and the node runs as `system:node:NAME` under
+/// `--authorization-mode Node,RBAC`; with a 40 s signing duration it rotates its certificate
+/// and keeps its heartbeat past the first certificate's end.
+@Suite("switchyard agent joining with a token", .serialized, .enabled(if: TestNode.available, "needs root, containerd, runc, docker-registry and busybox-static"))
+struct AgentJoinTests {
+    @Test func aNodeJoinsWithATokenAndRotatesItsCertificate() async throws {
+        let node = try await TestNode()
+        let bin = try builtBinary("switchyard")
+        let dir = node.dir
+        var processes: [Running] = []
+        do {
+            let server = try Running([bin, "server", "--data-dir", dir.appendingPathComponent("server").path, "--bind-address", node.node.hostIP,
+                                      "--secure-port", "0", "--log-level", "warning", "--authorization-mode", "Node,RBAC",
+                                      "--enable-admission-plugins", "NodeRestriction", "--enable-bootstrap-token-auth",
+                                      "--cluster-signing-duration", "40s"], log: dir.appendingPathComponent("server.log"))
+            processes.append(server)
+            let kubeconfig = dir.appendingPathComponent("server/kubeconfig").path
+            var config: Kubeconfig?
+            for _ in 0..<400 where config == nil {
+                config = try? Kubeconfig.load(path: kubeconfig)
+                if config == nil { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            let api = API(KubeClient(config: try #require(config, "the server did not start: \(server.output)")), fieldManager: "test")
+            let join = try CommandRunner().run([bin, "token", "create", "--kubeconfig", kubeconfig, "--print-join-command"], check: false)
+            let words = join.stdout.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ").map(String.init)
+            #expect(words.count == 8 && words[1] == "agent" && words[6] == "--ca-cert-hash" && words[7].hasPrefix("sha256:"), "\(join)")
+            let tokenID = words.count > 5 ? String(words[5].prefix(6)) : ""
+            // A wrong pin is refused before anything is asked of the server.
+            var wrong = words
+            if wrong.count == 8 { wrong[7] = "sha256:" + String(repeating: "0", count: 64) }
+            let refused = try CommandRunner().run(["nsenter", "--net=/run/netns/\(node.netns)", bin] + wrong.dropFirst()
+                                                  + ["--hostname-override", "node-y", "--root-dir", dir.appendingPathComponent("wrong").path,
+                                                     "--container-runtime-endpoint", node.containerd.endpoint], check: false)
+            #expect(refused.status != 0 && refused.stderr.contains("cluster CA found in cluster-info ConfigMap is invalid: none of the public keys"), "\(refused)")
+            #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("wrong/kubeconfig").path))
+
+            let root = dir.appendingPathComponent("kubelet")
+            let agent = try Running(["nsenter", "--net=/run/netns/\(node.netns)", bin] + words.dropFirst()
+                                    + ["--hostname-override", "node-x", "--node-ip", node.node.nodeIP,
+                                       "--container-runtime-endpoint", node.containerd.endpoint,
+                                       "--root-dir", root.path, "--pod-logs-dir", dir.appendingPathComponent("pods").path,
+                                       "--cni-conf-dir", node.node.cniConfDir, "--proxy-mode", "iptables",
+                                       "--healthz-bind-address", "", "--metrics-bind-address", ""],
+                                    log: dir.appendingPathComponent("agent.log"))
+            processes.append(agent)
+            let ready = try await api.eventually(120) {
+                try await api.get("/api/v1/nodes/node-x")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+            }
+            #expect(ready, "the node is not Ready:\n\(agent.output.suffix(3000))")
+            // The first certificate: asked with the token, approved by the SubjectAccessReview.
+            let requests = try await api.list("/apis/certificates.k8s.io/v1/certificatesigningrequests")["items"]?.array ?? []
+            let first = requests.first { $0[path: ["spec", "username"]]?.string == "system:bootstrap:" + tokenID }
+            #expect(first?[path: ["status", "conditions"]]?.array?.first?["reason"]?.string == "AutoApproved", "\(requests)")
+            #expect(first?[path: ["status", "conditions"]]?.array?.first?["message"]?.string == "Auto approving kubelet client certificate after SubjectAccessReview.")
+            #expect(first?[path: ["spec", "groups"]]?.array?.contains("system:bootstrappers:kubeadm:default-node-token") == true)
+            // The node's kubeconfig names the kubelet's pair; kubectl with it is the node.
+            let nodeKubeconfig = root.appendingPathComponent("kubeconfig").path
+            let kubectl = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33"
+            let whoami = try CommandRunner().run([kubectl, "--kubeconfig", nodeKubeconfig, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"], check: false)
+            #expect(whoami.stdout == #"system:node:node-x ["system:nodes","system:authenticated"]"#, "\(whoami)")
+            let secrets = try CommandRunner().run([kubectl, "--kubeconfig", nodeKubeconfig, "get", "secrets", "-n", "kube-system"], check: false)
+            #expect(secrets.status != 0 && secrets.stderr.contains("forbidden"), "a node does not list secrets: \(secrets)")
+
+            // Rotation: a second request, by the node itself, approved as a renewal; then the
+            // first certificate ends and the node's Lease is still renewed.
+            let pem = root.appendingPathComponent("pki/kubelet-client-current.pem")
+            let firstPEM = try String(contentsOf: pem, encoding: .utf8)
+            let renewed = try await api.eventually(60) {
+                let items = try await api.list("/apis/certificates.k8s.io/v1/certificatesigningrequests")["items"]?.array ?? []
+                return items.contains { $0[path: ["spec", "username"]]?.string == "system:node:node-x"
+                    && $0[path: ["status", "conditions"]]?.array?.first?["message"]?.string == "Auto approving self kubelet client certificate after SubjectAccessReview."
+                    && $0[path: ["status", "certificate"]] != nil }
+            }
+            #expect(renewed, "no renewal:\n\(agent.output.suffix(3000))")
+            let rotated = try await api.eventually(20) { (try? String(contentsOf: pem, encoding: .utf8)) != firstPEM }
+            #expect(rotated)
+            let firstEnd = try #require(Self.notAfter(firstPEM))
+            let sleep = firstEnd.timeIntervalSinceNow + 2
+            if sleep > 0 { try await Task.sleep(for: .seconds(sleep)) }
+            let heartbeat = try await api.eventually(30) {
+                let renew = try await api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/node-x")[path: ["spec", "renewTime"]]?.string
+                return renew.flatMap(Time.parse).map { $0 > firstEnd } ?? false
+            }
+            #expect(heartbeat, "the node's Lease is not renewed after its first certificate ended:\n\(agent.output.suffix(3000))")
+            // Renewed when due, not over and over.
+            let renewals = try await api.list("/apis/certificates.k8s.io/v1/certificatesigningrequests")["items"]?.array?
+                .filter { $0[path: ["spec", "username"]]?.string == "system:node:node-x" }.count ?? 0
+            #expect((1...3).contains(renewals), "\(renewals) renewals")
+        } catch {
+            Issue.record("\(error)\n\(processes.map { $0.output.suffix(2000) }.joined(separator: "\n"))")
+        }
+        for p in processes.reversed() { p.stop() }
+        await node.close()
+    }
+
+    static func notAfter(_ pem: String) -> Date? {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-cert-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try? pem.write(to: dir.appendingPathComponent(KubeletClientCertificate.fileName), atomically: true, encoding: .utf8)
+        return KubeletClientCertificate.current(certDir: dir.path)?.notAfter
+    }
+}
+
+/// The kubelet's client-certificate bookkeeping, apart from a cluster.
+@Suite("kubelet client certificate")
+struct KubeletClientCertificateTests {
+    @Test func tokensAndDeadlines() throws {
+        #expect(try KubeletClientCertificate.parseToken("abcdef.0123456789abcdef") == ("abcdef", "0123456789abcdef"))
+        for bad in ["abcdef", "ABCDEF.0123456789abcdef", "abcde.0123456789abcdefg", "abcdef.0123456789abcde!", "abcdef..0123456789abcdef"] {
+            #expect(throws: KubeletClientCertificate.Failure.self) { try KubeletClientCertificate.parseToken(bad) }
+        }
+        let start = Date(timeIntervalSince1970: 1_000_000)
+        // A year's certificate: 70 to 90 % through it.
+        let year = start.addingTimeInterval(365 * 86400)
+        let d = KubeletClientCertificate.rotationDeadline(notBefore: start, notAfter: year)
+        #expect(d >= start.addingTimeInterval(0.7 * 365 * 86400) && d <= start.addingTimeInterval(0.9 * 365 * 86400))
+        // A short one, backdated five minutes: counted from when it was received, not from notBefore.
+        let received = start.addingTimeInterval(300)
+        let short = KubeletClientCertificate.rotationDeadline(notBefore: start, notAfter: received.addingTimeInterval(40), received: received, jitter: 0.8)
+        #expect(abs(short.timeIntervalSince(received) - 32) < 0.001)
     }
 }

@@ -90,6 +90,18 @@ public enum DefaultPolicy {
         ], labels: ["rbac.authorization.k8s.io/aggregate-to-view": "true"]),
         role("system:service-account-issuer-discovery", [urls(["get"], ["/.well-known/openid-configuration", "/.well-known/openid-configuration/",
                                                                          "/openid/v1/jwks", "/openid/v1/jwks/"])]),
+        // Certificate signing requests: who may ask for a kubelet client certificate (bound by
+        // kubeadm's bindings below), and who may approve which signer's requests (bound to
+        // nobody, as upstream).
+        role("system:node-bootstrapper", [rule(["create", "get", "list", "watch"], ["certificates.k8s.io"], ["certificatesigningrequests"])]),
+        role("system:certificates.k8s.io:certificatesigningrequests:nodeclient", [rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests/nodeclient"])]),
+        role("system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", [rule(["create"], ["certificates.k8s.io"], ["certificatesigningrequests/selfnodeclient"])]),
+        role("system:certificates.k8s.io:legacy-unknown-approver", [rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/legacy-unknown"])]),
+        role("system:certificates.k8s.io:kubelet-serving-approver", [rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/kubelet-serving"])]),
+        role("system:certificates.k8s.io:kube-apiserver-client-approver", [rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/kube-apiserver-client"])]),
+        role("system:certificates.k8s.io:kube-apiserver-client-kubelet-approver", [rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/kube-apiserver-client-kubelet"])]),
+        // kubeadm's: bootstrap tokens may read Nodes (to see whether theirs exists).
+        role("kubeadm:get-nodes", [rule(["get"], core, ["nodes"])]),
         role("system:node-proxier", [
             rule(["list", "watch"], core, ["endpoints", "services"]),
             rule(read, core, ["nodes"]),
@@ -138,6 +150,13 @@ public enum DefaultPolicy {
             rule(write, ["coordination.k8s.io"], ["leases"]),
             rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
             rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"]),
+            // The certificate controllers' (upstream's system:controller:certificate-controller)
+            // and the bootstrap signer's and token cleaner's.
+            rule(["delete"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
+            rule(["update"], ["certificates.k8s.io"], ["certificatesigningrequests/status", "certificatesigningrequests/approval"]),
+            rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/kube-apiserver-client-kubelet"]),
+            rule(["sign"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/legacy-unknown", "kubernetes.io/kube-apiserver-client",
+                                                                        "kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kubelet-serving"]),
         ]),
         role("system:node", [
             rule(["create"], ["authentication.k8s.io"], ["tokenreviews"]),
@@ -174,5 +193,17 @@ public enum DefaultPolicy {
         // (`--authorization-mode Node,RBAC`), which holds this role's rules and reads a node's
         // pods' Secrets and ConfigMaps only.
         binding("system:node"),
+        // What `kubeadm init` binds for joining nodes, which this server does as it starts: a
+        // bootstrap token of `switchyard token create` (group
+        // system:bootstrappers:kubeadm:default-node-token) may ask for a kubelet client
+        // certificate, which the approver then approves; a node may renew its own.
+        binding("kubeadm:kubelet-bootstrap", role: "system:node-bootstrapper", groups: [bootstrapTokenGroup]),
+        binding("kubeadm:get-nodes", groups: [bootstrapTokenGroup]),
+        binding("kubeadm:node-autoapprove-bootstrap", role: "system:certificates.k8s.io:certificatesigningrequests:nodeclient", groups: [bootstrapTokenGroup]),
+        binding("kubeadm:node-autoapprove-certificate-rotation", role: "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                groups: [UserInfo.nodesGroup]),
     ]
+
+    /// The group kubeadm's default bootstrap tokens carry (`auth-extra-groups`).
+    public static let bootstrapTokenGroup = "system:bootstrappers:kubeadm:default-node-token"
 }

@@ -131,6 +131,7 @@ public struct NodeAuthorizer: Authorizer {
             case ("", "nodes"):
                 guard ["get", "list", "watch"].contains(a.verb) else { break }
                 if a.name == node { return .allow("") }
+                if a.name.isEmpty, a.verb != "get", RequestAttributes.requiredValue("metadata.name", in: a.fieldSelector) == node { return .allow("") }
                 if a.name.isEmpty { return .noOpinion("node '\(node)' cannot read all nodes, only its own Node object") }
                 return .noOpinion("node '\(node)' cannot read '\(a.name)', only its own Node object")
             case ("", "pods"):

@@ -294,6 +294,7 @@ extension APIHandler {
     /// refused later is charged.
     func admit(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo, dryRun: Bool, subresource: String? = nil) async throws {
         try await checkEscalation(o, r, old: old)
+        try await admitCertificateRequest(&o, old: old, r, subresource: subresource)
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
         _ = try await runMutatingWebhooks(&o, old: old, r, subresource: subresource, dryRun: dryRun)
         try restrictNode(o, old: old, r, subresource: subresource)

@@ -102,7 +102,8 @@ public final class APIHandler: Sendable {
     /// upstream's), NodeRestriction (`--enable-admission-plugins`).
     public let admissionPlugins: Set<String>
     /// The plugins on unless `--disable-admission-plugins` names them, as upstream's defaults.
-    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "PodSecurity", "ResourceQuota", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"]
+    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "PodSecurity", "ResourceQuota", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook",
+                                                               "CertificateApproval", "CertificateSigning", "CertificateSubjectRestriction"]
     /// The admission webhooks' configurations as last read, and the client that calls them.
     let webhookAdmission: WebhookAdmission
     /// Tokens that authenticated lately, and as whom (for 10 s).

@@ -81,7 +81,7 @@ public enum KubeProtobuf {
              ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("authorization.k8s.io/v1", "SubjectAccessReview"),
              ("authorization.k8s.io/v1", "LocalSubjectAccessReview"), ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
              ("authentication.k8s.io/v1", "SelfSubjectReview"), ("authentication.k8s.io/v1", "TokenReview"),
-             ("authentication.k8s.io/v1", "TokenRequest"):
+             ("authentication.k8s.io/v1", "TokenRequest"), ("certificates.k8s.io/v1", "CertificateSigningRequest"):
             return kind
         default:
             return nil

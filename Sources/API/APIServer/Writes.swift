@@ -117,6 +117,7 @@ extension APIHandler {
                 o["status"] = oldBare["status"]
             }
         }
+        if Self.isCertificateRequests(r) { Self.prepareCertificateRequest(&o, new: new, old: oldBare, subresource: subresource, now: Self.rfc3339()) }
         if r.group.isEmpty && r.resource == "namespaces" {
             // A namespace's spec.finalizers change only through /finalize, and nothing else does.
             if subresource == "finalize" {

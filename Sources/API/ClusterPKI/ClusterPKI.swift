@@ -145,14 +145,7 @@ public struct ClusterPKI: Sendable {
     }
 
     /// kubeadm's `--discovery-token-ca-cert-hash`: sha256 of the CA's SubjectPublicKeyInfo.
-    public var caCertHash: String {
-        get throws {
-            let ca = try caCertificate
-            var s = DER.Serializer()
-            try s.serialize(ca.publicKey)
-            return "sha256:" + SHA256.hash(data: s.serializedBytes).map { String(format: "%02x", $0) }.joined()
-        }
-    }
+    public var caCertHash: String { get throws { try Self.caCertHash(of: caPEM) } }
 
     static func ipBytes(_ s: String) -> [UInt8]? {
         var v4 = in_addr(), v6 = in6_addr()

@@ -26,6 +26,15 @@ final class ConnectionPool: @unchecked Sendable {
         return nil
     }
 
+    /// Closes every idle connection (the client's credentials changed).
+    func closeIdle() {
+        lock.lock()
+        let all = idle
+        idle = []
+        lock.unlock()
+        for c in all { c.close() }
+    }
+
     func put(_ c: PooledConnection) {
         lock.lock()
         let kept = idle.count < capacity && !c.isClosed

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import KubeAPI
 import NIOCore
 import NIOHTTP1
@@ -40,14 +41,57 @@ public struct HTTPJSONClient: Sendable {
         /// `client-certificate(-data)` and `client-key(-data)`.
         public var clientCertificate: [UInt8]?
         public var clientKey: [UInt8]?
+        /// The files the client pair was read from (a kubeconfig's `client-certificate` and
+        /// `client-key`), read again when they change: a kubelet's rotated certificate is
+        /// written there, and the next connection presents it.
+        public var clientCertificateFile: String?
+        public var clientKeyFile: String?
 
         public init(certificateAuthority: [UInt8]? = nil, insecureSkipVerify: Bool = false, serverName: String? = nil,
-                    clientCertificate: [UInt8]? = nil, clientKey: [UInt8]? = nil) {
+                    clientCertificate: [UInt8]? = nil, clientKey: [UInt8]? = nil, clientCertificateFile: String? = nil, clientKeyFile: String? = nil) {
             self.certificateAuthority = certificateAuthority
             self.insecureSkipVerify = insecureSkipVerify
             self.serverName = serverName
             self.clientCertificate = clientCertificate
             self.clientKey = clientKey
+            self.clientCertificateFile = clientCertificateFile
+            self.clientKeyFile = clientKeyFile
+        }
+    }
+
+    /// The TLS context of a client whose pair comes from files: made again when a file changes
+    /// (its size, time or inode), after which idle connections, made with the old pair, close.
+    final class ReloadingContext: Sendable {
+        let settings: TLS
+        let current: Mutex<(stamp: [Int], context: NIOSSLContext)?>
+
+        init(_ settings: TLS, first: NIOSSLContext?) {
+            self.settings = settings
+            current = Mutex(first.map { (Self.stamp(settings), $0) })
+        }
+
+        static func stamp(_ t: TLS) -> [Int] {
+            [t.clientCertificateFile, t.clientKeyFile].compactMap { $0 }.flatMap { path -> [Int] in
+                var st = stat()
+                guard stat(path, &st) == 0 else { return [-1] }
+                return [Int(st.st_ino), Int(st.st_size), Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec)]
+            }
+        }
+
+        /// The context for a new connection, and whether it is new since the last call.
+        func context() throws -> (NIOSSLContext, changed: Bool) {
+            let now = Self.stamp(settings)
+            if let c = current.withLock({ $0 }), c.stamp == now { return (c.context, false) }
+            var t = settings
+            if let f = t.clientCertificateFile, let d = FileManager.default.contents(atPath: f) { t.clientCertificate = Array(d) }
+            if let f = t.clientKeyFile, let d = FileManager.default.contents(atPath: f) { t.clientKey = Array(d) }
+            let made = try HTTPJSONClient.context(t)
+            let had = current.withLock { c -> Bool in
+                let had = c != nil
+                c = (now, made)
+                return had
+            }
+            return (made, had)
         }
     }
 
@@ -67,6 +111,8 @@ public struct HTTPJSONClient: Sendable {
     public let tls: Result<NIOSSLContext, any Error>?
     /// Idle keep-alive connections for requests (streams have their own); shared by copies.
     let pool = ConnectionPool()
+    /// When the client pair comes from files: the context as they are now.
+    let reloading: ReloadingContext?
 
     public init(server: String, host: String, port: Int, tls: TLS? = nil, peer: String = "the server",
                 bearerToken: @escaping @Sendable () -> String? = { nil }) {
@@ -76,7 +122,18 @@ public struct HTTPJSONClient: Sendable {
         self.peer = peer
         tlsSettings = tls
         self.bearerToken = bearerToken
-        self.tls = tls.map { t in Result { try Self.context(t) } }
+        let first = tls.map { t in Result { try Self.context(t) } }
+        self.tls = first
+        reloading = tls.flatMap { t in t.clientCertificateFile == nil && t.clientKeyFile == nil ? nil : ReloadingContext(t, first: try? first?.get()) }
+    }
+
+    /// The TLS context for a new connection (nil for plain HTTP); idle connections close when
+    /// the client pair's files changed.
+    func currentContext() throws -> NIOSSLContext? {
+        guard let reloading else { return try tls?.get() }
+        let (c, changed) = try reloading.context()
+        if changed { pool.closeIdle() }
+        return c
     }
 
     /// A client for the plain HTTP service at `url` (`http://host:port`).
@@ -102,7 +159,7 @@ public struct HTTPJSONClient: Sendable {
 
     func connect() async throws -> Channel {
         let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connectTimeout(.seconds(5))
-        let ssl = try tls?.get()
+        let ssl = try currentContext()
         // The name the server's certificate is checked against: `tls-server-name`, else the host
         // (an IP address is not sent as SNI, and is checked against the certificate's IP SANs).
         let name = tlsSettings?.serverName ?? (Self.isIPAddress(host) ? nil : host)
@@ -193,6 +250,7 @@ public struct HTTPJSONClient: Sendable {
         let parts = Self.parts(h, body.map(Array.init))
         // On an idle connection first; if the server had closed it, on a new one.
         while true {
+            if let reloading, (try? reloading.context())?.changed == true { pool.closeIdle() }
             let reused = pool.take()
             let connection: PooledConnection
             if let reused { connection = reused } else { connection = PooledConnection(try await connect()) }

@@ -88,7 +88,9 @@ public struct Kubeconfig: Sendable, Equatable {
             tls = TLS(certificateAuthority: try pem(cluster, "certificate-authority"),
                       insecureSkipVerify: cluster["insecure-skip-tls-verify"]?.bool ?? false,
                       serverName: cluster["tls-server-name"]?.string,
-                      clientCertificate: try pem(user, "client-certificate"), clientKey: try pem(user, "client-key"))
+                      clientCertificate: try pem(user, "client-certificate"), clientKey: try pem(user, "client-key"),
+                      clientCertificateFile: user["client-certificate-data"] == nil ? user["client-certificate"]?.string.map(resolve) : nil,
+                      clientKeyFile: user["client-key-data"] == nil ? user["client-key"]?.string.map(resolve) : nil)
         }
         var token = user["token"]?.string
         var tokenFile: String?

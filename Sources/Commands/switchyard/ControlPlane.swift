@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterPKI
 import ControllerKit
 import Controllers
 import Foundation
@@ -138,6 +139,15 @@ struct ControllerFlags: ParsableArguments {
     @Option(name: .customLong("max-endpoints-per-slice"), help: "The most endpoints an EndpointSlice holds (1 to 1000).")
     var maxEndpointsPerSlice = 100
 
+    @Option(name: .customLong("cluster-signing-cert-file"), help: "The CA certificate csrsigning signs with (PEM; with --cluster-signing-key-file).")
+    var clusterSigningCertFile: String?
+
+    @Option(name: .customLong("cluster-signing-key-file"), help: "The CA's ECDSA P-256 key (PEM).")
+    var clusterSigningKeyFile: String?
+
+    @Option(name: .customLong("cluster-signing-duration"), help: "The longest certificate csrsigning signs (Go duration).")
+    var clusterSigningDuration = "8760h0m0s"
+
     func options() throws -> ControllerManager.Options {
         var o = ControllerManager.Options()
         o.controllers = controllers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -160,6 +170,14 @@ struct ControllerFlags: ParsableArguments {
         o.concurrentSyncs = max(1, concurrentSyncs)
         guard (1...1000).contains(maxEndpointsPerSlice) else { throw ValidationError("--max-endpoints-per-slice \(maxEndpointsPerSlice): between 1 and 1000") }
         o.maxEndpointsPerSlice = maxEndpointsPerSlice
+        switch (clusterSigningCertFile, clusterSigningKeyFile) {
+        case (let c?, let k?):
+            do { o.signingCA = try ClusterPKI.signer(certFile: c, keyFile: k) } catch { throw ValidationError("--cluster-signing-cert-file, --cluster-signing-key-file: \(error)") }
+        case (nil, nil): break
+        default: throw ValidationError("--cluster-signing-cert-file and --cluster-signing-key-file go together")
+        }
+        guard let d = GoDuration.seconds(clusterSigningDuration), d >= 1 else { throw ValidationError("--cluster-signing-duration \(clusterSigningDuration): a Go duration (8760h0m0s)") }
+        o.signingDuration = d
         do { _ = try ControllerManager.enabled(o.controllers) } catch let e as APIStatusError { throw ValidationError("--controllers: \(e.message)") }
         return o
     }

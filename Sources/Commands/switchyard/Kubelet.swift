@@ -105,6 +105,48 @@ struct KubeletFlags: ParsableArguments {
         return c
     }
 
+    /// Where a kubelet without a client certificate gets one.
+    enum BootstrapSource {
+        /// `--bootstrap-kubeconfig`: the server, its CA and a bootstrap token.
+        case kubeconfig(String)
+        /// `switchyard agent --token`: found by token discovery first.
+        case token(server: String, token: String, caCertHashes: [String], skipCAVerification: Bool)
+    }
+
+    /// TLS bootstrap when `kubeconfig` cannot be used (missing, or its certificate in
+    /// `certDir` expired) and there is a `source`; then, with `rotate`, the rotation task.
+    func clientCertificate(nodeName: String, kubeconfig: String, certDir: String, source: BootstrapSource?, rotate: Bool,
+                           logger: Logger) async throws -> Task<Void, Never>? {
+        let expired = KubeletClientCertificate.current(certDir: certDir).map { $0.notAfter <= Date() } ?? false
+        if let source, (try? Kubeconfig.load(path: kubeconfig)) == nil || expired {
+            do {
+                let client: KubeClient, server: String, ca: String
+                switch source {
+                case .kubeconfig(let path):
+                    let b = try Kubeconfig.load(path: path)
+                    guard let pem = b.tls?.certificateAuthority else { throw KubeletClientCertificate.Failure("--bootstrap-kubeconfig \(path): no certificate-authority") }
+                    (client, server, ca) = (KubeClient(config: b), b.server, String(decoding: pem, as: UTF8.self))
+                case .token(let s, let token, let hashes, let skip):
+                    ca = try await KubeletClientCertificate.discover(server: s, token: token, caCertHashes: hashes, skipCAVerification: skip, logger: logger)
+                    guard let url = URL(string: s), let host = url.host else { throw ValidationError("--server \(s): not a URL") }
+                    client = KubeClient(config: Kubeconfig(server: s, host: host, port: url.port ?? 443, tls: .init(certificateAuthority: Array(ca.utf8)), token: token))
+                    server = s
+                }
+                let (cert, key) = try await KubeletClientCertificate.request(client, nodeName: nodeName, logger: logger)
+                try KubeletClientCertificate.store(cert: cert, key: key, certDir: certDir, kubeconfig: kubeconfig, server: server, caPEM: ca)
+                logger.info("TLS bootstrap: node \(nodeName) has its client certificate; kubeconfig in \(kubeconfig)")
+            } catch let e as ValidationError { throw e } catch {
+                throw ValidationError("TLS bootstrap: \(error)")
+            }
+        }
+        guard rotate else { return nil }
+        guard KubeletClientCertificate.current(certDir: certDir) != nil else {
+            logger.warning("--rotate-certificates: no client certificate of the kubelet's own in \(certDir) to rotate")
+            return nil
+        }
+        return Task { await KubeletClientCertificate.rotate(kubeconfig: kubeconfig, certDir: certDir, nodeName: nodeName, logger: logger) }
+    }
+
     /// The API client, the runtime (asked once with a short deadline: a wrong endpoint is an
     /// error in seconds, while the kubelet's own calls wait for a connection that comes and
     /// goes) and the kubelet over them.
@@ -134,8 +176,14 @@ struct KubeletCommand: AsyncParsableCommand {
         commandName: "kubelet",
         abstract: "Run the kubelet: register this node and run the pods bound to it through a CRI runtime (containerd).")
 
-    @Option(help: "The kubeconfig of the API server.")
+    @Option(help: "The kubeconfig of the API server (written by TLS bootstrap when --bootstrap-kubeconfig is given and it is missing or its certificate expired).")
     var kubeconfig: String
+
+    @Option(name: .customLong("bootstrap-kubeconfig"), help: "A kubeconfig with a bootstrap token, with which the kubelet asks for its client certificate (a CertificateSigningRequest) when --kubeconfig has none.")
+    var bootstrapKubeconfig: String?
+
+    @Option(name: .customLong("rotate-certificates"), help: "Ask for a new client certificate as the current one nears its end (true/false; `--rotate-certificates` alone is true).")
+    var rotateCertificates: Bool?
 
     @Option(help: "A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1).")
     var config: String?
@@ -152,6 +200,9 @@ struct KubeletCommand: AsyncParsableCommand {
         bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
         let logger = Logger(label: "switchyard.kubelet")
         let c = try flags.configuration(nodeName: hostnameOverride ?? ProcessInfo.processInfo.hostName, configFile: config)
+        let rotation = try await flags.clientCertificate(nodeName: c.nodeName, kubeconfig: kubeconfig, certDir: c.certDir,
+                                                         source: bootstrapKubeconfig.map { .kubeconfig($0) }, rotate: rotateCertificates ?? false, logger: logger)
+        defer { rotation?.cancel() }
         let kubelet = try await flags.kubelet(c, kubeconfig: kubeconfig, logger: logger)
         try await runUntilSignalled(logger) { try await KubeletServer.serve(kubelet) }
     }
@@ -166,8 +217,23 @@ struct AgentCommand: AsyncParsableCommand {
         commandName: "agent",
         abstract: "Run a node: the kubelet and the service proxy in one process, following the API server.")
 
-    @Option(help: "The kubeconfig of the API server (the kubelet's and the proxy's).")
-    var kubeconfig: String
+    @Option(help: "The kubeconfig of the API server (the kubelet's and the proxy's); with --token, where the one TLS bootstrap makes is written (default <root-dir>/kubeconfig).")
+    var kubeconfig: String?
+
+    @Option(help: "With --token: the API server to join (https://HOST:PORT).")
+    var server: String?
+
+    @Option(help: "Join with this bootstrap token (ID.SECRET, from `switchyard token create`): find the cluster through its cluster-info, ask for the node's client certificate.")
+    var token: String?
+
+    @Option(name: .customLong("ca-cert-hash"), help: "sha256:HEX of the cluster CA's public key, which cluster-info's CA must match (kubeadm's --discovery-token-ca-cert-hash; repeatable).")
+    var caCertHash: [String] = []
+
+    @Flag(name: .customLong("discovery-token-unsafe-skip-ca-verification"), help: "Trust cluster-info's CA without --ca-cert-hash (its token signature is still checked).")
+    var skipCAVerification = false
+
+    @Option(name: .customLong("rotate-certificates"), help: "Ask for a new client certificate as the current one nears its end (default: true when joined with --token).")
+    var rotateCertificates: Bool?
 
     @Option(name: .customLong("kubelet-config"), help: "A KubeletConfiguration file.")
     var kubeletConfig: String?
@@ -186,6 +252,17 @@ struct AgentCommand: AsyncParsableCommand {
         let logger = Logger(label: "switchyard.agent")
         let name = proxy.hostnameOverride ?? ProcessInfo.processInfo.hostName
         let c = try kubelet.configuration(nodeName: name, configFile: kubeletConfig)
+        var source: KubeletFlags.BootstrapSource?
+        if let token {
+            guard let server else { throw ValidationError("--token needs --server") }
+            source = .token(server: server, token: token, caCertHashes: caCertHash, skipCAVerification: skipCAVerification)
+        } else if server != nil || !caCertHash.isEmpty {
+            throw ValidationError("--server and --ca-cert-hash go with --token")
+        }
+        guard let kubeconfig = kubeconfig ?? (token == nil ? nil : c.rootDir + "/kubeconfig") else { throw ValidationError("--kubeconfig FILE (or --token) is required") }
+        let rotation = try await kubelet.clientCertificate(nodeName: c.nodeName, kubeconfig: kubeconfig, certDir: c.certDir, source: source,
+                                                           rotate: rotateCertificates ?? (token != nil), logger: logger)
+        defer { rotation?.cancel() }
         let node = try await kubelet.kubelet(c, kubeconfig: kubeconfig, logger: Logger(label: "switchyard.kubelet"))
         var p = ProxyProcess(flags: proxy, manifests: [], kubeconfig: kubeconfig, healthzBindAddress: healthzBindAddress,
                              metricsBindAddress: metricsBindAddress, minSyncPeriod: nil, syncPeriod: nil)

@@ -262,9 +262,11 @@ struct Server: AsyncParsableCommand {
         var tls: TLSConfiguration?
         var ca: [UInt8]?
         var credentials = ComponentCredentials()
+        var generatedCA: ClusterPKI?
         if secure != nil {
             do {
                 let pki = try ClusterPKI.loadOrCreate(in: dataDir + "/pki")
+                generatedCA = pki
                 let serving: (cert: String, key: String)
                 if let cert = tlsCertFile, let key = tlsPrivateKeyFile {
                     serving = (cert, key)
@@ -324,7 +326,7 @@ struct Server: AsyncParsableCommand {
             APIServer(handler: handler, host: "127.0.0.1", port: $0, tokens: tokens, anonymous: anonymousAuth,
                       bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
         }
-        let trusted = ca, token = tokens?.entries.first?.token, creds = credentials
+        let trusted = ca, clusterCA = generatedCA, token = tokens?.entries.first?.token, creds = credentials
         let startup = StartupSteps(logger: logger)
         let ttl = GoDuration.seconds(eventTTL) ?? 3600
         let eventSweep = Task {
@@ -403,8 +405,15 @@ struct Server: AsyncParsableCommand {
                 let scheduler = Scheduler(api: API(client(creds.scheduler), fieldManager: "kube-scheduler"))
                 running.tasks.withLock { $0.append(Task { await scheduler.run() }) }
             }
+            if secure, let ca = clusterCA {
+                do { try await handler.publishClusterInfo(server: url, caPEM: ca.caPEM) } catch { logger.error("publishing cluster-info: \(error)") }
+            }
             if var options = controllerOptions {
                 if options.rootCA.isEmpty, let ca = trusted { options.rootCA = String(decoding: ca, as: UTF8.self) }
+                // As kubeadm's controller manager: the cluster CA signs, and bootstrap tokens sign
+                // cluster-info and are removed when they expire.
+                if options.signingCA == nil { options.signingCA = clusterCA }
+                options.controllers += ["bootstrapsigner", "tokencleaner"]
                 if let manager = try? ControllerManager(api: API(client(creds.controllerManager), fieldManager: "kube-controller-manager"), options: options) {
                     running.tasks.withLock { $0.append(Task { await manager.run(onSynced: { await startup.done(.controllersSynced) }) }) }
                 }

@@ -7,11 +7,11 @@ struct Switchyard: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "A Kubernetes networking data plane: kube-proxy modes, CNI, and a lab in network namespaces.",
         version: BuildInfo.versionLine,
-        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, KubeletCommand.self, AgentCommand.self, Version.self])
+        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, KubeletCommand.self, AgentCommand.self, TokenCommand.self, Version.self])
 
     /// Upstream's boolean flags may stand alone (`--leader-elect`) or take a value
     /// (`--leader-elect=false`); ArgumentParser's options always take one.
-    static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs"]
+    static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs", "--rotate-certificates"]
 
     static func arguments() -> [String] {
         var out: [String] = []

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import KubeAPI
+import ClusterPKI
 import ControllerKit
 
 /// kube-controller-manager: the controllers `--controllers` names, over one set of shared
@@ -17,7 +18,8 @@ public struct ControllerManager: Sendable {
         ("daemonset", true), ("nodelifecycle", true), ("nodeipam", true), ("serviceaccount", true),
         ("root-ca-certificate-publisher", true), ("garbage-collector", true), ("pod-garbage-collector", true),
         ("disruption", true), ("ttl-after-finished", true), ("namespace", true),
-        ("endpoint", true), ("endpointslice", true),
+        ("endpoint", true), ("endpointslice", true), ("csrapproving", true), ("csrsigning", true), ("csrcleaner", true),
+        ("bootstrapsigner", false), ("tokencleaner", false),
     ]
 
     public struct Options: Sendable {
@@ -32,6 +34,11 @@ public struct ControllerManager: Sendable {
         public var rootCA: String = ""
         public var concurrentSyncs = 5
         public var maxEndpointsPerSlice = 100
+        /// The CA `csrsigning` signs with (`--cluster-signing-cert-file`, `--cluster-signing-key-file`);
+        /// without one the controller does not run.
+        public var signingCA: ClusterPKI?
+        /// `--cluster-signing-duration`: the longest certificate it signs.
+        public var signingDuration: TimeInterval = 365 * 86400
         public init() {}
     }
 
@@ -83,6 +90,11 @@ public struct ControllerManager: Sendable {
         case "disruption": DisruptionController(api: api)
         case "namespace": NamespaceController(api: api)
         case "endpoint": EndpointsController(api: api, workers: options.concurrentSyncs)
+        case "csrapproving": CSRApprovingController(api: api)
+        case "csrsigning": options.signingCA.map { CSRSigningController(api: api, ca: $0, duration: options.signingDuration) }
+        case "csrcleaner": CSRCleanerController(api: api)
+        case "bootstrapsigner": BootstrapTokenController(api: api, kind: .signer)
+        case "tokencleaner": BootstrapTokenController(api: api, kind: .cleaner)
         case "endpointslice": EndpointSliceController(api: api, maxEndpointsPerSlice: options.maxEndpointsPerSlice, workers: options.concurrentSyncs)
         default: nil
         }
