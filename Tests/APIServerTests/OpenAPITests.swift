@@ -30,7 +30,8 @@ struct OpenAPITests {
         #expect(Set(index.keys) == ["api/v1", "apis/apps/v1", "apis/batch/v1", "apis/coordination.k8s.io/v1", "apis/discovery.k8s.io/v1", "apis/events.k8s.io/v1",
                                     "apis/policy/v1", "apis/scheduling.k8s.io/v1", "apis/apiextensions.k8s.io/v1",
                                     "apis/rbac.authorization.k8s.io/v1", "apis/authorization.k8s.io/v1", "apis/authentication.k8s.io/v1",
-                                    "apis/authentication.k8s.io/v1beta1", "apis/authentication.k8s.io/v1alpha1", "apis/admissionregistration.k8s.io/v1"])
+                                    "apis/authentication.k8s.io/v1beta1", "apis/authentication.k8s.io/v1alpha1", "apis/admissionregistration.k8s.io/v1",
+                                    "apis/certificates.k8s.io/v1"])
         for (gv, entry) in index {
             let url = entry["serverRelativeURL"]?.string ?? ""
             #expect(url.hasPrefix("/openapi/v3/\(gv)?hash="))

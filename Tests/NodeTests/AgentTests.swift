@@ -186,6 +186,17 @@ struct AgentTests {
 
         let cat = try run(["exec", pod, "--", "cat", "/www/index.html"])
         #expect(cat.status == 0 && cat.stdout == "hello from \(pod)\n", "kubectl exec: \(cat)\n\(agent.output.suffix(2000))")
+        // The ServiceAccount admission plugin's projected volume: the pod's token (bound to it,
+        // from TokenRequest through the kubelet), the cluster CA and the namespace.
+        let namespace = try run(["exec", pod, "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/namespace"])
+        #expect(namespace.stdout == "default", "\(namespace)")
+        let caFile = try run(["exec", pod, "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"])
+        #expect(caFile.stdout.hasPrefix("-----BEGIN CERTIFICATE-----"), "\(caFile)")
+        let token = try run(["exec", pod, "--", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"]).stdout
+        let review = try await api.create("/apis/authentication.k8s.io/v1/tokenreviews",
+                                          ["apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": ["token": .string(token)]])
+        #expect(review[path: ["status", "user", "username"]] == "system:serviceaccount:default:default"
+                && review[path: ["status", "user", "extra", "authentication.kubernetes.io/pod-name"]] == [.string(pod)], "the pod's token: \(review)")
         let failing = try run(["exec", pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3"])
         #expect(failing.status == 3 && failing.stdout == "out\n" && failing.stderr.contains("err"), "kubectl exec exiting 3: \(failing)")
         // Interactive (-i): stdin reaches the command through the runtime's streaming server.

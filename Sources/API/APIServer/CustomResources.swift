@@ -296,6 +296,7 @@ extension APIHandler {
         try await checkEscalation(o, r, old: old)
         try await admitCertificateRequest(&o, old: old, r, subresource: subresource)
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
+        try await admitServiceAccount(&o, old: old, r, subresource: subresource)
         _ = try await runMutatingWebhooks(&o, old: old, r, subresource: subresource, dryRun: dryRun)
         try restrictNode(o, old: old, r, subresource: subresource)
         try await admitPodSecurity(o, old: old, r, subresource: subresource)

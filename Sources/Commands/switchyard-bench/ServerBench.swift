@@ -152,6 +152,8 @@ struct ServerBench: AsyncParsableCommand {
         defer { server.stop() }
         let client = server.client
         _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
+        // No serviceaccount controller runs here: the pods' account, made as it would.
+        _ = try await client.request("POST", "/api/v1/namespaces/bench/serviceaccounts", body: ["metadata": ["name": "default"]])
         for (i, ip) in ["10.244.1.2", "10.244.1.3"].enumerated() {
             _ = try await client.request("POST", "/api/v1/namespaces/bench/pods", body: [
                 "metadata": ["name": .string("p\(i)"), "labels": ["app": "web"]],

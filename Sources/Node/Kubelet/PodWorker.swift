@@ -179,6 +179,8 @@ final class PodWorker: Sendable {
         }
         let sandboxID = sandbox!.id
         sandboxConfig.metadata.attempt = sandbox!.metadata.attempt
+        // Projected service account tokens are written again before they expire.
+        do { try await Resolver(api: kubelet.api, rootDir: config.rootDir, nodeIP: kubelet.nodeIP).refreshTokens(pod) } catch { logger.warning("refreshing the tokens of pod \(pod.key): \(error)") }
         let sandboxStatus = try? await runtime.podSandboxStatus(sandboxID)
         let podIP = sandboxStatus?.network.ip ?? ""
         var current = try await observe()

@@ -186,6 +186,10 @@ struct Resolver {
                 let data = try await object("configmaps", pod.namespace, cm)?["data"]?.object ?? [:]
                 try write(data.mapValues { Data(($0.string ?? "").utf8) }, items: cm["items"]?.array, to: dir)
                 paths[name] = (dir, true)
+            } else if let projected = v["projected"] {
+                let dir = "\(podDir(pod))/volumes/kubernetes.io~projected/\(name)"
+                try await writeProjected(pod, projected, to: dir)
+                paths[name] = (dir, true)
             } else if let secret = v["secret"] {
                 let dir = "\(podDir(pod))/volumes/kubernetes.io~secret/\(name)"
                 let ref: JSONValue = ["name": secret["secretName"] ?? "", "optional": secret["optional"] ?? false]
@@ -203,6 +207,59 @@ struct Resolver {
                 $0.hostPath = source
                 $0.readonly = readOnly || m["readOnly"]?.bool == true
             }
+        }
+    }
+
+    /// A projected volume's sources in one directory: service account tokens (asked for through
+    /// TokenRequest, bound to the pod, written again once 80 % of their life has passed),
+    /// ConfigMaps, Secrets and the downward API.
+    func writeProjected(_ pod: JSONValue, _ projected: JSONValue, to dir: String) async throws {
+        for source in projected["sources"]?.array ?? [] {
+            if let t = source["serviceAccountToken"] {
+                try await writeToken(pod, t, to: dir)
+            } else if let cm = source["configMap"] {
+                guard let o = try await object("configmaps", pod.namespace, cm) else { continue }
+                try write((o["data"]?.object ?? [:]).mapValues { Data(($0.string ?? "").utf8) }, items: cm["items"]?.array, to: dir)
+            } else if let secret = source["secret"] {
+                guard let o = try await object("secrets", pod.namespace, secret) else { continue }
+                try write((o["data"]?.object ?? [:]).mapValues { Data(base64Encoded: $0.string ?? "") ?? Data() }, items: secret["items"]?.array, to: dir)
+            } else if let downward = source["downwardAPI"] {
+                var data: [String: Data] = [:], items: [JSONValue] = []
+                for item in downward["items"]?.array ?? [] {
+                    guard let path = item["path"]?.string, let v = try await value(item, pod, [:], podIP: "") else { continue }
+                    data[path] = Data(v.utf8)
+                    items.append(["key": .string(path), "path": .string(path)])
+                }
+                try write(data, items: items, to: dir)
+            }
+        }
+    }
+
+    /// The token of a `serviceAccountToken` source, unless the one written is fresh enough.
+    func writeToken(_ pod: JSONValue, _ source: JSONValue, to dir: String) async throws {
+        let path = source["path"]?.string ?? "token"
+        let seconds = source["expirationSeconds"]?.int ?? 3600
+        let file = dir + "/" + path
+        if let written = try? FileManager.default.attributesOfItem(atPath: file)[.modificationDate] as? Date,
+           Date().timeIntervalSince(written) < 0.8 * Double(seconds) { return }
+        let account = pod[path: ["spec", "serviceAccountName"]]?.string ?? "default"
+        var spec: [String: JSONValue] = ["expirationSeconds": .int(seconds),
+                                         "boundObjectRef": ["kind": "Pod", "apiVersion": "v1", "name": .string(pod.name), "uid": .string(pod.uid)]]
+        if let audience = source["audience"]?.string, !audience.isEmpty { spec["audiences"] = [.string(audience)] }
+        let answer = try await api.create(API.path("v1", "serviceaccounts", namespace: pod.namespace, name: account, subresource: "token"),
+                                          ["apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": .object(spec)])
+        guard let token = answer[path: ["status", "token"]]?.string else { throw ConfigError(description: "no token for service account \(pod.namespace)/\(account)") }
+        try write([path: Data(token.utf8)], items: nil, to: dir)
+    }
+
+    /// Writes again the tokens of the pod's projected volumes that are due (the pod worker asks
+    /// at each sync).
+    func refreshTokens(_ pod: JSONValue) async throws {
+        for v in pod[path: ["spec", "volumes"]]?.array ?? [] {
+            guard let name = v["name"]?.string, let sources = v[path: ["projected", "sources"]]?.array else { continue }
+            let dir = "\(podDir(pod))/volumes/kubernetes.io~projected/\(name)"
+            guard FileManager.default.fileExists(atPath: dir) else { continue }
+            for s in sources { if let t = s["serviceAccountToken"] { try await writeToken(pod, t, to: dir) } }
         }
     }
 
