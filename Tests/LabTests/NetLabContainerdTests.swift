@@ -54,6 +54,11 @@ struct NetLabContainerdTests {
         let deployments = try CommandRunner().run([netlab, "kubectl", "--name", name, "get", "deployments", "-o",
                                                    "jsonpath={range .items[*]}{.metadata.name}={.status.readyReplicas} {end}"], check: false)
         #expect(deployments.stdout == "echo-1=1 echo-2=1 ", "\(deployments)")
+        // Each kubelet joined with the bootstrap token: a client certificate asked for, approved, issued.
+        let csrs = try CommandRunner().run([netlab, "kubectl", "--name", name, "get", "csr", "-o",
+                                            "jsonpath={range .items[*]}{.spec.signerName} {.status.conditions[0].reason} {.status.certificate}{\"\\n\"}{end}"], check: false)
+        let issued = csrs.stdout.split(separator: "\n").filter { $0.hasPrefix("kubernetes.io/kube-apiserver-client-kubelet AutoApproved LS0t") }
+        #expect(issued.count == 2, "\(csrs)")
         let inPod = try CommandRunner().run([netlab, "exec", "--name", name, first.name, "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"], check: false)
         #expect(inPod.stdout.contains(" \(first.ip)/24 "), "netlab exec \(first.name): \(inPod)")
         let podNamespaces = pods.compactMap { lab.podNamespace($0) }

@@ -144,7 +144,12 @@ struct NFAcctLabTests {
         #expect(save.contains("--ctstate INVALID -m nfacct --nfacct-name") && save.contains("ct_state_invalid_dropped_pkts -j DROP"), "\(save)")
         #expect(save.contains("-d 127.0.0.0/8") && save.contains("localhost_nps_accepted_pkts"), "\(save)")
         func metric(_ name: String) -> Double? {
-            let text = (try? Sh.run(["ip", "netns", "exec", ns.name, "curl", "-s", "http://127.0.0.1:10249/metrics"]))?.out ?? ""
+            // The metrics listener may come up a moment after the first sync on a loaded machine.
+            var text = ""
+            for _ in 0..<50 where !text.contains("# TYPE") {
+                text = (try? Sh.run(["ip", "netns", "exec", ns.name, "curl", "-s", "-m", "2", "http://127.0.0.1:10249/metrics"]))?.out ?? ""
+                if !text.contains("# TYPE") { usleep(100_000) }
+            }
             #expect(text.contains("# TYPE \(name) counter"), "\(text)")
             return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.flatMap { Double($0.split(separator: " ").last ?? "") }
         }

@@ -322,9 +322,11 @@ struct Server: AsyncParsableCommand {
             APIServer(handler: handler, host: host, port: $0, tls: tls, tokens: tokens, anonymous: anonymousAuth, clientCA: true,
                       bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
         }
+        // Beside HTTPS, the loopback port stays without authentication for local tools (nodes
+        // join over HTTPS); alone, it reads bootstrap tokens when asked.
         let insecureServer = port.map {
             APIServer(handler: handler, host: "127.0.0.1", port: $0, tokens: tokens, anonymous: anonymousAuth,
-                      bootstrapTokens: enableBootstrapTokenAuth, logger: logger)
+                      bootstrapTokens: enableBootstrapTokenAuth && secure == nil, logger: logger)
         }
         let trusted = ca, clusterCA = generatedCA, token = tokens?.entries.first?.token, creds = credentials
         let startup = StartupSteps(logger: logger)

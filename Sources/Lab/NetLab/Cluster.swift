@@ -209,7 +209,8 @@ public final class Cluster: @unchecked Sendable {
         // authorizer, NodeRestriction), each proxy system:kube-proxy (RBAC's system:node-proxier).
         try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress,
                        "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort),
-                       "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction"], log: "server")
+                       "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
+                       "--enable-bootstrap-token-auth"], log: "server")
         for _ in 0..<200 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
@@ -372,6 +373,47 @@ public final class Cluster: @unchecked Sendable {
             throw NetLabError("service \(service) has no clusterIP")
         }
         return ip
+    }
+
+    /// A bootstrap token for the lab's kubelets, as `kubeadm token create` makes it (a
+    /// `bootstrap-token-ID` Secret, an hour, kubeadm's default group), and a bootstrap
+    /// kubeconfig with it, the server and its CA: what each kubelet asks for its client
+    /// certificate with (TLS bootstrap), as a kubeadm node's kubelet does.
+    func bootstrapKubeconfig() async throws -> String {
+        func random(_ n: Int) -> String { String((0..<n).map { _ in Array("abcdefghijklmnopqrstuvwxyz0123456789").randomElement()! }) }
+        let (id, secret) = (random(6), random(16))
+        try await must("POST", "/api/v1/namespaces/kube-system/secrets", [
+            "apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": ["name": .string("bootstrap-token-" + id), "namespace": "kube-system"],
+            "stringData": ["token-id": .string(id), "token-secret": .string(secret), "usage-bootstrap-authentication": "true",
+                           "usage-bootstrap-signing": "true", "auth-extra-groups": "system:bootstrappers:kubeadm:default-node-token",
+                           "expiration": .string(RFC3339.format(Date().timeIntervalSince1970 + 3600)),
+                           "description": "netlab's kubelets join with it"],
+        ])
+        let pki = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki")
+        let path = "\(dir)/server/bootstrap-kubelet.kubeconfig"
+        try """
+            apiVersion: v1
+            kind: Config
+            clusters:
+            - name: netlab
+              cluster:
+                server: \(state.kubeconfigURL)
+                certificate-authority-data: \(Data(pki.caPEM.utf8).base64EncodedString())
+            contexts:
+            - name: netlab
+              context:
+                cluster: netlab
+                user: tls-bootstrap-token-user
+            current-context: netlab
+            users:
+            - name: tls-bootstrap-token-user
+              user:
+                token: \(id).\(secret)
+
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        chmod(path, 0o600)
+        return path
     }
 
     /// One API request that must succeed (or answer one of `okIf`); the answer's body.

@@ -84,14 +84,18 @@ extension Cluster {
             }
             guard ready else { throw NetLabError("containerd on \(node.name) did not start; see \(dir)/logs/containerd-\(node.name).log") }
         }
+        // Each kubelet joins as a kubeadm node's does: with a bootstrap token it asks for its
+        // client certificate (system:node:NAME), which the controller manager approves and signs,
+        // and renews it before it ends.
+        let bootstrap = try await bootstrapKubeconfig()
         for node in state.nodes {
             let nd = nodeDir(node)
-            let identity = try componentKubeconfig("kubelet-\(node.name)", commonName: "system:node:\(node.name)", organizations: ["system:nodes"])
-            try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--kubeconfig", identity, "--hostname-override", node.name,
+            try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--bootstrap-kubeconfig", bootstrap, "--kubeconfig", "\(nd)/kubelet.conf",
+                                   "--rotate-certificates", "--hostname-override", node.name,
                                    "--node-ip", node.address, "--container-runtime-endpoint", "unix://\(containerdSocket(node))",
                                    "--root-dir", "\(nd)/kubelet", "--pod-logs-dir", "\(nd)/pods", "--cni-conf-dir", "\(nd)/cni-conf"],
                       log: "kubelet-\(node.name)", nsenter: true)
-            progress("\(node.name): containerd (\(containerdSocket(node))) and switchyard kubelet")
+            progress("\(node.name): containerd (\(containerdSocket(node))) and switchyard kubelet (joining with a bootstrap token)")
         }
         let deadline = Date().addingTimeInterval(timeout)
         while true {
