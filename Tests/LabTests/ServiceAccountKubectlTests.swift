@@ -49,5 +49,41 @@ struct ServiceAccountKubectlTests {
         #expect(try server.kubectl(k, ["create", "-f", "-"], input: Self.pod("third", automount: false)).status == 0)
         let third = try server.kubectl(k, ["-n", "team", "get", "pod", "third", "-o", "jsonpath={.spec.volumes}"])
         #expect(third.out.isEmpty, "\(third)")
+
+        // A legacy, Secret-based token: filled in as the Secret is made, good while it holds it.
+        let secret = """
+            apiVersion: v1
+            kind: Secret
+            type: kubernetes.io/service-account-token
+            metadata:
+              name: builder-token
+              namespace: team
+              annotations:
+                kubernetes.io/service-account.name: builder
+            """
+        #expect(try server.kubectl(k, ["create", "-f", "-"], input: secret).status == 0)
+        let filled = try server.kubectl(k, ["-n", "team", "get", "secret", "builder-token", "-o", "json"])
+        let stored = try JSONValue.parse(Data(filled.out.utf8))
+        let token = String(decoding: Data(base64Encoded: stored[path: ["data", "token"]]?.string ?? "") ?? Data(), as: UTF8.self)
+        #expect(token.split(separator: ".").count == 3, "\(filled.out)")
+        #expect(stored[path: ["data", "namespace"]]?.string == Data("team".utf8).base64EncodedString())
+        #expect(stored[path: ["metadata", "annotations", "kubernetes.io/service-account.uid"]]?.string?.isEmpty == false)
+        func review() throws -> String {
+            let body = #"{"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": "\#(token)"}}"#
+            return try server.kubectl(k, ["create", "-f", "-", "-o", "jsonpath={.status.authenticated} {.status.user.username} {.status.error}"], input: body).out
+        }
+        #expect(try review() == "true system:serviceaccount:team:builder ", "the Secret's token")
+        #expect(try server.kubectl(k, ["-n", "team", "delete", "secret", "builder-token"]).status == 0)
+        // (the authenticator's 10 s cache, as upstream's, may still answer for a moment)
+        var after = ""
+        for _ in 0..<30 where !after.hasPrefix("false") {
+            after = try review()
+            if !after.hasPrefix("false") { usleep(500_000) }
+        }
+        #expect(after.contains("Token has been invalidated"), "its Secret gone: \(after)")
+        // An account that is not there gets no token Secret.
+        let orphan = secret.replacingOccurrences(of: "builder-token", with: "ghost-token").replacingOccurrences(of: "service-account.name: builder", with: "service-account.name: ghost")
+        let refusedSecret = try server.kubectl(k, ["create", "-f", "-"], input: orphan)
+        #expect(refusedSecret.status != 0 && refusedSecret.err.contains(#"serviceaccount "ghost" not found"#), "\(refusedSecret)")
     }
 }

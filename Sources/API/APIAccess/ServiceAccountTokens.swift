@@ -34,14 +34,16 @@ public struct ServiceAccountTokens: Sendable {
         public var id: String
         /// The object it is bound to: (kind, name, uid) of a Pod, Secret or Node.
         public var bound: [(kind: String, name: String, uid: String)]
+        /// A legacy token's Secret (`kubernetes.io/service-account-token`), which it lives as long as.
+        public var legacySecret: String?
         public static func == (a: Claims, b: Claims) -> Bool {
             a.namespace == b.namespace && a.serviceAccount == b.serviceAccount && a.serviceAccountUID == b.serviceAccountUID
-                && a.audiences == b.audiences && a.expires == b.expires && a.id == b.id
+                && a.audiences == b.audiences && a.expires == b.expires && a.id == b.id && a.legacySecret == b.legacySecret
                 && a.bound.map { "\($0.kind)/\($0.name)/\($0.uid)" } == b.bound.map { "\($0.kind)/\($0.name)/\($0.uid)" }
         }
         /// The user the token authenticates as.
         public var user: UserInfo {
-            var extra: [String: [String]] = ["authentication.kubernetes.io/credential-id": ["JTI=\(id)"]]
+            var extra: [String: [String]] = id.isEmpty ? [:] : ["authentication.kubernetes.io/credential-id": ["JTI=\(id)"]]
             for b in bound where b.kind == "Pod" {
                 extra["authentication.kubernetes.io/pod-name"] = [b.name]
                 extra["authentication.kubernetes.io/pod-uid"] = [b.uid]
@@ -103,6 +105,24 @@ public struct ServiceAccountTokens: Sendable {
         return (signingInput + "." + Self.base64url(signature.rawRepresentation), Date(timeIntervalSince1970: TimeInterval(exp)))
     }
 
+    /// The issuer of legacy, Secret-based tokens.
+    public static let legacyIssuer = "kubernetes/serviceaccount"
+
+    /// A legacy token for `namespace/serviceAccount`, kept in the Secret `secretName` (of type
+    /// `kubernetes.io/service-account-token`): upstream's claims, no audience, no expiry; it is
+    /// valid while that Secret holds it.
+    public func issueLegacy(namespace: String, serviceAccount: String, uid: String, secretName: String) throws -> String {
+        let claims: JSONValue = [
+            "iss": .string(Self.legacyIssuer), "kubernetes.io/serviceaccount/namespace": .string(namespace),
+            "kubernetes.io/serviceaccount/secret.name": .string(secretName), "kubernetes.io/serviceaccount/service-account.name": .string(serviceAccount),
+            "kubernetes.io/serviceaccount/service-account.uid": .string(uid), "sub": .string(UserInfo.serviceAccountPrefix + "\(namespace):\(serviceAccount)"),
+        ]
+        let header: JSONValue = ["alg": "ES256", "kid": .string(keyID)]
+        let signingInput = Self.base64url(header.serialized()) + "." + Self.base64url(claims.serialized())
+        let signature = try key.signature(for: Data(signingInput.utf8))
+        return signingInput + "." + Self.base64url(signature.rawRepresentation)
+    }
+
     /// Whether `token` looks like a JWT at all (three base64url parts): others go to the other authenticators.
     public static func looksLikeJWT(_ token: String) -> Bool {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
@@ -123,6 +143,15 @@ public struct ServiceAccountTokens: Sendable {
         guard let signature = try? P256.Signing.ECDSASignature(rawRepresentation: sig),
               key.publicKey.isValidSignature(signature, for: Data((parts[0] + "." + parts[1]).utf8)) else {
             return .failure(Failure(description: "invalid bearer token, square/go-jose: error in cryptographic primitive"))
+        }
+        if claims["iss"]?.string == Self.legacyIssuer {
+            let prefix = "kubernetes.io/serviceaccount/"
+            guard let ns = claims[prefix + "namespace"]?.string, let name = claims[prefix + "service-account.name"]?.string,
+                  let secret = claims[prefix + "secret.name"]?.string, claims["sub"]?.string == UserInfo.serviceAccountPrefix + "\(ns):\(name)" else {
+                return .failure(Failure(description: "invalid bearer token, service account token claims are malformed"))
+            }
+            return .success(Claims(namespace: ns, serviceAccount: name, serviceAccountUID: claims[prefix + "service-account.uid"]?.string ?? "",
+                                   audiences: wanted ?? audiences, expires: .distantFuture, id: "", bound: [], legacySecret: secret))
         }
         guard claims["iss"]?.string == issuer else { return .failure(Failure(description: "invalid bearer token, token issuer not recognized")) }
         let aud = claims["aud"]?.array?.compactMap(\.string) ?? claims["aud"]?.string.map { [$0] } ?? []

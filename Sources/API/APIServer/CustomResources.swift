@@ -297,6 +297,7 @@ extension APIHandler {
         try await admitCertificateRequest(&o, old: old, r, subresource: subresource)
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
         try await admitServiceAccount(&o, old: old, r, subresource: subresource)
+        try await admitServiceAccountTokenSecret(&o, old: old, r)
         _ = try await runMutatingWebhooks(&o, old: old, r, subresource: subresource, dryRun: dryRun)
         try restrictNode(o, old: old, r, subresource: subresource)
         try await admitPodSecurity(o, old: old, r, subresource: subresource)

@@ -60,4 +60,40 @@ extension APIHandler {
         }
         o["spec"] = .object(spec)
     }
+
+    static let serviceAccountTokenType = "kubernetes.io/service-account-token"
+
+    /// A new Secret of type `kubernetes.io/service-account-token` (annotated with
+    /// `kubernetes.io/service-account.name`) gets what upstream's token controller writes into it:
+    /// the account's uid as an annotation, a legacy token for the account (`token`), the
+    /// namespace and the cluster's CA (`ca.crt`, from the namespace's `kube-root-ca.crt`). Done
+    /// here, where the signing key is, as the Secret is created (upstream's controller does it a
+    /// moment later). The account must exist.
+    func admitServiceAccountTokenSecret(_ o: inout JSONValue, old: JSONValue?, _ r: ResourceInfo) async throws {
+        guard r.group.isEmpty, r.resource == "secrets", old == nil, o["type"]?.string == Self.serviceAccountTokenType else { return }
+        let name = o[path: ["metadata", "name"]]?.string ?? ""
+        let namespace = o[path: ["metadata", "namespace"]]?.string ?? ""
+        guard let account = o[path: ["metadata", "annotations", "kubernetes.io/service-account.name"]]?.string, !account.isEmpty else {
+            throw APIError.invalid(r, name, [FieldError("metadata.annotations[kubernetes.io/service-account.name]", "Required value")])
+        }
+        let accounts = Resources.all.first { $0.group.isEmpty && $0.resource == "serviceaccounts" }!
+        guard let kv = try await store.get(accounts.key(namespace: namespace, name: account)), let sa = try? JSONValue.parse(kv.value),
+              let uid = sa[path: ["metadata", "uid"]]?.string else {
+            throw Self.forbidden(r, name, "serviceaccount \"\(account)\" not found")
+        }
+        if let given = o[path: ["metadata", "annotations", "kubernetes.io/service-account.uid"]]?.string, !given.isEmpty, given != uid {
+            throw Self.forbidden(r, name, "the service account's uid is \(uid), not \(given)")
+        }
+        o[path: ["metadata", "annotations", "kubernetes.io/service-account.uid"]] = .string(uid)
+        let token = try serviceAccountTokens.issueLegacy(namespace: namespace, serviceAccount: account, uid: uid, secretName: name)
+        var data = o["data"]?.object ?? [:]
+        data["token"] = .string(Data(token.utf8).base64EncodedString())
+        data["namespace"] = .string(Data(namespace.utf8).base64EncodedString())
+        let configMaps = Resources.all.first { $0.group.isEmpty && $0.resource == "configmaps" }!
+        if let cm = try await store.get(configMaps.key(namespace: namespace, name: "kube-root-ca.crt")),
+           let ca = (try? JSONValue.parse(cm.value))?[path: ["data", "ca.crt"]]?.string {
+            data["ca.crt"] = .string(Data(ca.utf8).base64EncodedString())
+        }
+        o["data"] = .object(data)
+    }
 }

@@ -102,6 +102,16 @@ extension APIHandler {
         guard await exists("serviceaccounts", claims.namespace, claims.serviceAccount, uid: claims.serviceAccountUID) else {
             return .failure(.init(description: "invalid bearer token, service account \(claims.namespace)/\(claims.serviceAccount) has been deleted"))
         }
+        // A legacy token is good while its Secret holds it, for its account.
+        if let secret = claims.legacySecret {
+            guard let r = registry.find(group: "", version: "v1", resource: "secrets"),
+                  let o = try? await get(r, namespace: claims.namespace, name: secret, subresource: nil),
+                  o["type"]?.string == Self.serviceAccountTokenType, o[path: ["metadata", "deletionTimestamp"]] == nil,
+                  o[path: ["metadata", "annotations", "kubernetes.io/service-account.name"]]?.string == claims.serviceAccount,
+                  o[path: ["data", "token"]]?.string == Data(token.utf8).base64EncodedString() else {
+                return .failure(.init(description: "invalid bearer token, Token has been invalidated"))
+            }
+        }
         for b in claims.bound where b.kind != "Node" {
             guard await exists(b.kind == "Pod" ? "pods" : "secrets", claims.namespace, b.name, uid: b.uid) else {
                 return .failure(.init(description: "invalid bearer token, \(b.kind.lowercased()) \"\(b.name)\" bound to the token has been deleted"))

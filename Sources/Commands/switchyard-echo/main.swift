@@ -82,7 +82,7 @@ let name: String = {
     if !givenName.isEmpty { return givenName }
     var buf = [CChar](repeating: 0, count: 256)
     gethostname(&buf, buf.count)
-    return String(cString: buf)
+    return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }()
 signal(SIGPIPE, SIG_IGN)
 
@@ -105,7 +105,7 @@ func describe(_ sa: sockaddr_in) -> String {
     var addr = sa.sin_addr
     var buf = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
     inet_ntop(AF_INET, &addr, &buf, socklen_t(buf.count))
-    return "\(String(cString: buf)):\(UInt16(bigEndian: sa.sin_port))"
+    return "\(String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)):\(UInt16(bigEndian: sa.sin_port))"
 }
 
 /// Runs `body` on a thread of its own (detached).

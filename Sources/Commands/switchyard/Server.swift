@@ -407,8 +407,9 @@ struct Server: AsyncParsableCommand {
                 let scheduler = Scheduler(api: API(client(creds.scheduler), fieldManager: "kube-scheduler"))
                 running.tasks.withLock { $0.append(Task { await scheduler.run() }) }
             }
-            if secure, let ca = clusterCA {
-                do { try await handler.publishClusterInfo(server: url, caPEM: ca.caPEM) } catch { logger.error("publishing cluster-info: \(error)") }
+            // The CA clients are told to trust (the cluster CA, or --tls-cert-file's chain).
+            if secure, let ca = trusted {
+                do { try await handler.publishClusterInfo(server: url, caPEM: String(decoding: ca, as: UTF8.self)) } catch { logger.error("publishing cluster-info: \(error)") }
             }
             if var options = controllerOptions {
                 if options.rootCA.isEmpty, let ca = trusted { options.rootCA = String(decoding: ca, as: UTF8.self) }
