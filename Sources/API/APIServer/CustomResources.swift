@@ -286,8 +286,10 @@ extension APIHandler {
         return a != b
     }
 
-    /// Admission of any write, in upstream's order: the mutating plugins (LimitRanger, the
-    /// mutating webhooks), then the validating ones (NodeRestriction, PodSecurity), the object's
+    /// Admission of any write, in upstream's order: the mutating plugins (LimitRanger,
+    /// ServiceAccount and the token Secrets' filling, the mutating webhooks), then the
+    /// validating ones (the certificate plugins, which also say who asked for a
+    /// CertificateSigningRequest; NodeRestriction, PodSecurity), the object's
     /// own defaulting and validation (a definition checked and established, a custom object
     /// defaulted and checked against its version's schema, a built-in one as `Admission` does),
     /// the validating webhooks on the final object, and ResourceQuota last, so that nothing
