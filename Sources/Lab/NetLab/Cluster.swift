@@ -50,8 +50,15 @@ public final class Cluster: @unchecked Sendable {
     func componentKubeconfig(_ name: String, commonName: String, organizations: [String] = []) throws -> String {
         let pki = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki")
         let pair = try pki.clientCertificate(name: name, commonName: commonName, organizations: organizations)
-        let path = "\(dir)/server/\(name).kubeconfig"
         let b64 = { (s: String) in Data(s.utf8).base64EncodedString() }
+        return try writeKubeconfig("\(name).kubeconfig", ca: pki.caPEM, user: commonName,
+                                   credentials: ["client-certificate-data: \(b64(pair.cert))", "client-key-data: \(b64(pair.key))"])
+    }
+
+    /// `DIR/server/FILE`, a kubeconfig (mode 0600) for the lab's server trusting `ca`, as
+    /// `user` with its `credentials` (the user's fields, one per line).
+    func writeKubeconfig(_ file: String, ca: String, user: String, credentials: [String]) throws -> String {
+        let path = "\(dir)/server/\(file)"
         let text = """
             apiVersion: v1
             kind: Config
@@ -59,20 +66,18 @@ public final class Cluster: @unchecked Sendable {
             - name: netlab
               cluster:
                 server: \(state.kubeconfigURL)
-                certificate-authority-data: \(b64(pki.caPEM))
+                certificate-authority-data: \(Data(ca.utf8).base64EncodedString())
             contexts:
             - name: netlab
               context:
                 cluster: netlab
-                user: \(commonName)
+                user: \(user)
             current-context: netlab
             users:
-            - name: \(commonName)
+            - name: \(user)
               user:
-                client-certificate-data: \(b64(pair.cert))
-                client-key-data: \(b64(pair.key))
 
-            """
+            """ + credentials.map { "    \($0)\n" }.joined()
         guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
             throw NetLabError("cannot write \(path)")
         }
@@ -391,29 +396,7 @@ public final class Cluster: @unchecked Sendable {
                            "description": "netlab's kubelets join with it"],
         ])
         let pki = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki")
-        let path = "\(dir)/server/bootstrap-kubelet.kubeconfig"
-        try """
-            apiVersion: v1
-            kind: Config
-            clusters:
-            - name: netlab
-              cluster:
-                server: \(state.kubeconfigURL)
-                certificate-authority-data: \(Data(pki.caPEM.utf8).base64EncodedString())
-            contexts:
-            - name: netlab
-              context:
-                cluster: netlab
-                user: tls-bootstrap-token-user
-            current-context: netlab
-            users:
-            - name: tls-bootstrap-token-user
-              user:
-                token: \(id).\(secret)
-
-            """.write(toFile: path, atomically: true, encoding: .utf8)
-        chmod(path, 0o600)
-        return path
+        return try writeKubeconfig("bootstrap-kubelet.kubeconfig", ca: pki.caPEM, user: "tls-bootstrap-token-user", credentials: ["token: \(id).\(secret)"])
     }
 
     /// One API request that must succeed (or answer one of `okIf`); the answer's body.
