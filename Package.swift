@@ -121,7 +121,8 @@ let package = Package(
                 path: "Sources/API/ClusterPKI", swiftSettings: strict),
         // The API server's calls out: reviews POSTed to webhooks (the Webhook authorizer; admission
         // webhooks), with their endpoints, deadlines, retries and caches.
-        .target(name: "Webhooks", dependencies: ["KubeAPI", "KubeClient", "APIAccess", .product(name: "Logging", package: "swift-log")],
+        .target(name: "Webhooks", dependencies: ["KubeAPI", "KubeClient", "APIAccess", .product(name: "Logging", package: "swift-log"),
+                                                  .product(name: "Crypto", package: "swift-crypto")],
                 path: "Sources/API/Webhooks", swiftSettings: strict),
         .target(name: "APIServer", dependencies: ["KubeAPI", "APISchema", "FieldManager", "KubeStore", "HostOS", "HTTPJSON", "UpgradableHTTP", "APIAccess", "Webhooks", "ClusterPKI",
                                                    .product(name: "X509", package: "swift-certificates"),
@@ -230,7 +231,7 @@ let package = Package(
                 path: "Sources/Node/Kubelet", swiftSettings: strict),
         // The kubelet's API on :10250 (HTTPS with a self-signed certificate unless given one):
         // /healthz, /pods, /containerLogs, and /exec over WebSocket (the v5.channel.k8s.io protocol).
-        .target(name: "KubeletServer", dependencies: ["Kubelet", "CRI", "KubeAPI", "UpgradableHTTP",
+        .target(name: "KubeletServer", dependencies: ["Kubelet", "CRI", "KubeAPI", "KubeClient", "UpgradableHTTP", "APIAccess", "Webhooks", "ClusterPKI",
                                                       .product(name: "HummingbirdCore", package: "hummingbird"),
                                                       .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                       .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
@@ -338,6 +339,7 @@ let package = Package(
         .testTarget(name: "ProxyNFTablesTests", dependencies: ["ProxyNFTables", "ProxySeam", "KubeAPI", "NetnsKit", "Netlink"], swiftSettings: strict),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Netlink", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "NodeTests", dependencies: ["CRI", "Images", "LabServices", "Kubelet", "KubeletServer", "ControllerKit", "APIServer", "KubeStore", "KubeClient",
+                                                     "ClusterPKI", "APIAccess", "Webhooks",
                                                      "HostOS", "HTTPJSON", "KubeAPI", "NetnsKit", .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                      .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")], swiftSettings: strict),
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),

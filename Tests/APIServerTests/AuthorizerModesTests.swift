@@ -77,6 +77,8 @@ import Testing
         #expect(d("node-1", "get", "nodes", "node-2", ns: "") == .noOpinion("node 'node-1' cannot read 'node-2', only its own Node object"))
         #expect(d("node-1", "list", "nodes", "", ns: "") == .noOpinion("node 'node-1' cannot read all nodes, only its own Node object"))
         #expect(d("node-1", "patch", "nodes", "node-1", ns: "", sub: "status").allowed, "writes are the node rules' (and NodeRestriction's)")
+        // Its own kubelet's API is not a node's to use (nodes/proxy, nodes/log, nodes/pods).
+        for sub in ["proxy", "log", "pods", "stats"] { #expect(!d("node-1", "get", "nodes", "node-1", ns: "", sub: sub).allowed, "nodes/\(sub)") }
         #expect(d("node-1", "get", "pods", "p2").allowed)
         #expect(d("node-1", "get", "pods", "elsewhere") == .noOpinion("no relationship found between node 'node-1' and this object"))
         func list(_ node: String, _ verb: String, _ selector: String) -> Decision {

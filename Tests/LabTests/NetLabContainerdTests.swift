@@ -59,6 +59,14 @@ struct NetLabContainerdTests {
                                             "jsonpath={range .items[*]}{.spec.signerName} {.status.conditions[0].reason} {.status.certificate}{\"\\n\"}{end}"], check: false)
         let issued = csrs.stdout.split(separator: "\n").filter { $0.hasPrefix("kubernetes.io/kube-apiserver-client-kubelet AutoApproved LS0t") }
         #expect(issued.count == 2, "\(csrs)")
+        // kubectl exec and logs go through the API server to the node's kubelet, whose API takes
+        // only the server's kubelet client certificate (x509 against the cluster CA, then a
+        // SubjectAccessReview).
+        let viaServer = try CommandRunner().run([netlab, "kubectl", "--name", name, "exec", first.name, "--",
+                                                 "/bin/switchyard-echo", "get", "http://127.0.0.1:8080/"], check: false)
+        #expect(viaServer.status == 0 && viaServer.stdout.contains(first.name), "kubectl exec: \(viaServer)")
+        let logs = try CommandRunner().run([netlab, "kubectl", "--name", name, "logs", first.name], check: false)
+        #expect(logs.status == 0, "kubectl logs: \(logs)")
         let inPod = try CommandRunner().run([netlab, "exec", "--name", name, first.name, "--", "ip", "-4", "-o", "addr", "show", "dev", "eth0"], check: false)
         #expect(inPod.stdout.contains(" \(first.ip)/24 "), "netlab exec \(first.name): \(inPod)")
         let podNamespaces = pods.compactMap { lab.podNamespace($0) }

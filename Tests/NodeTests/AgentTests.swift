@@ -62,8 +62,17 @@ struct AgentTests {
                       "containers": [{"name": "main", "image": "switchyard/busybox:latest", "command": ["sh", "-c", "echo static hello; exec sleep 3600"]}]}}
             """.write(to: manifests.appendingPathComponent("hello.json"), atomically: true, encoding: .utf8)
             let kubeletConfig = dir.appendingPathComponent("kubelet.yaml")
-            try "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfileCheckFrequency: 1s\n"
-                .write(to: kubeletConfig, atomically: true, encoding: .utf8)
+            // The file's defaults secure the kubelet's API: no anonymous requests, tokens and
+            // decisions asked of the API server; the server's kubelet client certificate is
+            // verified against the cluster CA (logs and exec below go through it).
+            try """
+            apiVersion: kubelet.config.k8s.io/v1beta1
+            kind: KubeletConfiguration
+            fileCheckFrequency: 1s
+            authentication:
+              x509:
+                clientCAFile: \(dir.appendingPathComponent("server/pki/ca.crt").path)
+            """.write(to: kubeletConfig, atomically: true, encoding: .utf8)
             let agent = try Running(["nsenter", "--net=/run/netns/\(node.netns)", bin, "agent", "--kubeconfig", kubeconfig,
                                      "--hostname-override", "node-x", "--node-ip", node.node.nodeIP,
                                      "--container-runtime-endpoint", node.containerd.endpoint,
@@ -283,6 +292,9 @@ struct AgentJoinTests {
                                        "--container-runtime-endpoint", node.containerd.endpoint,
                                        "--root-dir", root.path, "--pod-logs-dir", dir.appendingPathComponent("pods").path,
                                        "--cni-conf-dir", node.node.cniConfDir, "--proxy-mode", "iptables",
+                                       "--client-ca-file", dir.appendingPathComponent("server/pki/ca.crt").path, "--anonymous-auth=false",
+                                       "--authentication-token-webhook", "--authorization-mode", "Webhook",
+                                       "--authorization-webhook-cache-unauthorized-ttl", "2s",
                                        "--healthz-bind-address", "", "--metrics-bind-address", ""],
                                     log: dir.appendingPathComponent("agent.log"))
             processes.append(agent)
@@ -303,6 +315,7 @@ struct AgentJoinTests {
             #expect(whoami.stdout == #"system:node:node-x ["system:nodes","system:authenticated"]"#, "\(whoami)")
             let secrets = try CommandRunner().run([kubectl, "--kubeconfig", nodeKubeconfig, "get", "secrets", "-n", "kube-system"], check: false)
             #expect(secrets.status != 0 && secrets.stderr.contains("forbidden"), "a node does not list secrets: \(secrets)")
+            try await Self.kubeletAPIAccess(api: api, kubectl: kubectl, kubeconfig: kubeconfig, nodeKubeconfig: nodeKubeconfig, node: node, root: root)
 
             // Rotation: a second request, by the node itself, approved as a renewal; then the
             // first certificate ends and the node's Lease is still renewed.
@@ -334,6 +347,41 @@ struct AgentJoinTests {
         }
         for p in processes.reversed() { p.stop() }
         await node.close()
+    }
+
+    /// The kubelet's API (:10250) with `--anonymous-auth=false`, the token webhook and the
+    /// Webhook authorizer, as a kubeadm node's: who gets in, and what each may do.
+    static func kubeletAPIAccess(api: API, kubectl: String, kubeconfig: String, nodeKubeconfig: String, node: TestNode, root: URL) async throws {
+        let port = try await api.get("/api/v1/nodes/node-x")[path: ["status", "daemonEndpoints", "kubeletEndpoint", "Port"]]?.int ?? 0
+        let url = "https://\(node.node.nodeIP):\(port)/pods"
+        func curl(_ extra: [String]) throws -> String {
+            let r = try CommandRunner().run(["curl", "-sk", "--max-time", "20", "-w", " %{http_code}", url] + extra, check: false)
+            return r.stdout.replacingOccurrences(of: "\n", with: "")
+        }
+        #expect(try curl([]) == "Unauthorized 401", "no credentials")
+        #expect(try curl(["-H", "Authorization: Bearer not-a-token"]) == "Unauthorized 401", "a bad token")
+        // The node's own certificate (system:node:node-x) authenticates, but RBAC gives nodes no
+        // nodes/proxy nor nodes/pods.
+        let pem = root.appendingPathComponent("pki/kubelet-client-current.pem").path
+        let own = try curl(["--cert", pem, "--key", pem])
+        #expect(own == "Forbidden (user=system:node:node-x, verb=get, resource=nodes, subresource=proxy) 403", "\(own)")
+        // A service account's token: reviewed by the API server (TokenReview), refused by RBAC,
+        // then allowed once bound to system:kubelet-api-admin.
+        let token = try CommandRunner().run([kubectl, "--kubeconfig", kubeconfig, "create", "token", "default", "-n", "default"], check: false)
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try curl(["-H", "Authorization: Bearer \(token)"])
+                == "Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource=proxy) 403")
+        _ = try await api.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": ["name": "default-kubelet-api"],
+            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kubelet-api-admin"],
+            "subjects": [["kind": "ServiceAccount", "name": "default", "namespace": "default"]],
+        ])
+        // The refusal was kept for the unauthorized TTL (2 s here): a new decision after it.
+        let allowed = try await api.eventually(30) {
+            let out = try curl(["-H", "Authorization: Bearer \(token)"])
+            return out.hasSuffix(" 200") && out.contains("\"kind\":\"PodList\"")
+        }
+        #expect(allowed)
     }
 
     static func notAfter(_ pem: String) -> Date? {

@@ -102,6 +102,12 @@ public enum DefaultPolicy {
         role("system:certificates.k8s.io:kube-apiserver-client-kubelet-approver", [rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/kube-apiserver-client-kubelet"])]),
         // kubeadm's: bootstrap tokens may read Nodes (to see whether theirs exists).
         role("kubeadm:get-nodes", [rule(["get"], core, ["nodes"])]),
+        // Full use of the kubelet's API (what the API server's kubelet client is given).
+        role("system:kubelet-api-admin", [
+            rule(read, core, ["nodes"]),
+            rule(["proxy"], core, ["nodes"]),
+            rule(["*"], core, ["nodes/proxy", "nodes/metrics", "nodes/spec", "nodes/stats", "nodes/log", "nodes/pods", "nodes/healthz", "nodes/configz"]),
+        ]),
         role("system:node-proxier", [
             rule(["list", "watch"], core, ["endpoints", "services"]),
             rule(read, core, ["nodes"]),

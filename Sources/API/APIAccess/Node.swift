@@ -127,9 +127,10 @@ public struct NodeAuthorizer: Authorizer {
                 guard a.subresource == "token" else { return .noOpinion("can only create token subresource of serviceaccount") }
                 return related(node, "serviceaccount", a)
             // Upstream's AuthorizeNodeWithSelectors (on by default since 1.32): a kubelet reads
-            // only its own Node, and only the pods bound to it.
+            // only its own Node, and only the pods bound to it. A subresource (nodes/proxy,
+            // nodes/log, … on the kubelet's API) goes to the static rules, which give none.
             case ("", "nodes"):
-                guard ["get", "list", "watch"].contains(a.verb) else { break }
+                guard a.subresource.isEmpty, ["get", "list", "watch"].contains(a.verb) else { break }
                 if a.name == node { return .allow("") }
                 if a.name.isEmpty, a.verb != "get", RequestAttributes.requiredValue("metadata.name", in: a.fieldSelector) == node { return .allow("") }
                 if a.name.isEmpty { return .noOpinion("node '\(node)' cannot read all nodes, only its own Node object") }

@@ -111,12 +111,16 @@ public final class APIHandler: Sendable {
     public static let inProcessAdmissionPlugins = defaultAdmissionPlugins.subtracting(["ServiceAccount"])
     /// The admission webhooks' configurations as last read, and the client that calls them.
     let webhookAdmission: WebhookAdmission
+    /// What the server presents to kubelets for logs and exec (none: it presents nothing).
+    public let kubeletClient: KubeletClientCredentials?
     /// Tokens that authenticated lately, and as whom (for 10 s).
     let tokenCache = Mutex<[String: (user: UserInfo, until: ContinuousClock.Instant)]>([:])
 
     public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
-                serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = APIHandler.inProcessAdmissionPlugins) {
+                serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = APIHandler.inProcessAdmissionPlugins,
+                kubeletClient: KubeletClientCredentials? = nil) {
         self.serviceAccountTokens = serviceAccountTokens
+        self.kubeletClient = kubeletClient
         self.admissionPlugins = admissionPlugins
         self.store = store
         webhookAdmission = WebhookAdmission(store: store)

@@ -12,7 +12,8 @@ import WSClient
 /// `pods/log` and `pods/exec`: the API server finds the pod's node and passes the request to
 /// that node's kubelet (its `InternalIP`, else `ExternalIP`, else `Hostname`, at the port of
 /// `status.daemonEndpoints.kubeletEndpoint`), over HTTPS without checking the kubelet's
-/// certificate, as kube-apiserver does without `--kubelet-certificate-authority`. A log is
+/// certificate, as kube-apiserver does without `--kubelet-certificate-authority`, presenting
+/// its kubelet client certificate (`--kubelet-client-certificate`) when it has one. A log is
 /// streamed back as it comes; an exec's WebSocket is relayed message by message to a WebSocket
 /// opened to the kubelet with the same subprotocol.
 struct KubeletTarget: Sendable {
@@ -31,6 +32,18 @@ struct KubeletTarget: Sendable {
 struct ExecTarget: Sendable {
     var url: String
     var serverName: String
+    var credentials: KubeletClientCredentials?
+}
+
+/// The pair the API server presents to kubelets (`--kubelet-client-certificate`,
+/// `--kubelet-client-key`), read from its files at each connection (they may be renewed).
+public struct KubeletClientCredentials: Sendable, Equatable {
+    public var certificateFile: String
+    public var keyFile: String
+    public init(certificateFile: String, keyFile: String) {
+        self.certificateFile = certificateFile
+        self.keyFile = keyFile
+    }
 }
 
 enum NodeStreams {
@@ -43,11 +56,20 @@ enum NodeStreams {
         return offered.first { protocols.contains($0) }
     }
 
-    static let kubeletTLS = HTTPJSONClient.TLS(insecureSkipVerify: true)
+    static func kubeletTLS(_ credentials: KubeletClientCredentials?) -> HTTPJSONClient.TLS {
+        guard let c = credentials else { return HTTPJSONClient.TLS(insecureSkipVerify: true) }
+        return HTTPJSONClient.TLS(insecureSkipVerify: true, clientCertificate: FileManager.default.contents(atPath: c.certificateFile).map { Array($0) },
+                                  clientKey: FileManager.default.contents(atPath: c.keyFile).map { Array($0) },
+                                  clientCertificateFile: c.certificateFile, clientKeyFile: c.keyFile)
+    }
 
-    static var clientTLS: TLSConfiguration {
+    static func clientTLS(_ credentials: KubeletClientCredentials?) throws -> TLSConfiguration {
         var c = TLSConfiguration.makeClientConfiguration()
         c.certificateVerification = .none
+        if let credentials {
+            c.certificateChain = try NIOSSLCertificate.fromPEMFile(credentials.certificateFile).map { .certificate($0) }
+            c.privateKey = .privateKey(try NIOSSLPrivateKey(file: credentials.keyFile, format: .pem))
+        }
         return c
     }
 
@@ -69,7 +91,7 @@ enum NodeStreams {
         headers[.secWebSocketProtocol] = subprotocol
         do {
             try await WebSocketClient.connect(url: t.url, configuration: .init(maxFrameSize: maxMessage, additionalHeaders: headers, sniHostname: t.serverName),
-                                              tlsConfiguration: clientTLS, logger: logger) { fromKubelet, toKubelet, _ in
+                                              tlsConfiguration: try clientTLS(t.credentials), logger: logger) { fromKubelet, toKubelet, _ in
                 try await withThrowingTaskGroup(of: Void.self) { g in
                     g.addTask {
                         for try await m in inbound.messages(maxSize: maxMessage) { try await forward(m, toKubelet) }
@@ -145,7 +167,7 @@ extension APIHandler {
         }
         let path = "/containerLogs/\(target.namespace)/\(target.pod)/\(target.container)"
         let client = HTTPJSONClient(server: "https://\(target.authority)", host: target.host, port: target.port,
-                                    tls: NodeStreams.kubeletTLS, peer: "the kubelet")
+                                    tls: NodeStreams.kubeletTLS(kubeletClient), peer: "the kubelet")
         do {
             return APIResponse(code: 200, body: .textStream(try await client.byteStream(path, query: query)))
         } catch let e as ClientError where e.status >= 400 {
@@ -161,7 +183,7 @@ extension APIHandler {
         let target = try await kubeletTarget(namespace: namespace, pod: pod, container: container)
         guard hasCommand else { throw APIError.badRequest("you must specify at least 1 command") }
         return ExecTarget(url: "wss://\(target.authority)/exec/\(target.namespace)/\(target.pod)/\(target.container)?\(rawQuery)",
-                          serverName: target.node)
+                          serverName: target.node, credentials: kubeletClient)
     }
 
     /// An exec request that is not a WebSocket upgrade (SPDY/3.1 is not served): its errors, or

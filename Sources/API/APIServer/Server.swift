@@ -1,5 +1,5 @@
 import APIAccess
-import X509
+import ClusterPKI
 import Foundation
 import HTTPTypes
 import HummingbirdCore
@@ -78,16 +78,7 @@ public struct APIServer: Sendable {
     /// The user a verified client certificate names: its subject's common name, and its
     /// organizations as groups (upstream's x509 authenticator).
     static func certificateUser(_ der: [UInt8]) -> UserInfo? {
-        guard let cert = try? Certificate(derEncoded: der) else { return nil }
-        var name = "", groups: [String] = []
-        for rdn in cert.subject {
-            for attribute in rdn {
-                if attribute.type == .RDNAttributeType.commonName { name = "\(attribute.value)" }
-                if attribute.type == .RDNAttributeType.organizationName { groups.append("\(attribute.value)") }
-            }
-        }
-        guard !name.isEmpty else { return nil }
-        return UserInfo(name: name, groups: groups).authenticated()
+        ClusterPKI.clientIdentity(der: der).map { UserInfo(name: $0.name, groups: $0.groups).authenticated() }
     }
 
     /// The client certificate of the connection a request came on, if it presented one (asked

@@ -150,6 +150,20 @@ extension ClusterPKI {
         return docs.allSatisfy { $0.discriminator == "CERTIFICATE" && (try? Certificate(derEncoded: $0.derBytes)) != nil }
     }
 
+    /// Who a client certificate (DER) names, as Kubernetes reads it: its subject's common name
+    /// the user, its organizations the groups. nil when it does not parse or names no one.
+    public static func clientIdentity(der: [UInt8]) -> (name: String, groups: [String])? {
+        guard let cert = try? Certificate(derEncoded: der) else { return nil }
+        var name = "", groups: [String] = []
+        for rdn in cert.subject {
+            for attribute in rdn {
+                if attribute.type == .RDNAttributeType.commonName { name = "\(attribute.value)" }
+                if attribute.type == .RDNAttributeType.organizationName { groups.append("\(attribute.value)") }
+            }
+        }
+        return name.isEmpty ? nil : (name, groups)
+    }
+
     /// kubeadm's `--discovery-token-ca-cert-hash` of the CA certificate in `pem`.
     public static func caCertHash(of pem: String) throws -> String {
         let ca = try Certificate(pemEncoded: pem)

@@ -124,7 +124,10 @@ public struct HTTPJSONClient: Sendable {
         self.bearerToken = bearerToken
         let first = tls.map { t in Result { try Self.context(t) } }
         self.tls = first
-        reloading = tls.flatMap { t in t.clientCertificateFile == nil && t.clientKeyFile == nil ? nil : ReloadingContext(t, first: try? first?.get()) }
+        // Given only the files, the first context (made without the pair) is not theirs.
+        reloading = tls.flatMap { t in
+            t.clientCertificateFile == nil && t.clientKeyFile == nil ? nil : ReloadingContext(t, first: t.clientCertificate == nil ? nil : try? first?.get())
+        }
     }
 
     /// The TLS context for a new connection (nil for plain HTTP); idle connections close when

@@ -59,6 +59,27 @@ struct KubeletFlags: ParsableArguments {
     @Option(name: .customLong("cert-dir"), help: "Where the self-signed serving certificate is kept (default <root-dir>/pki).")
     var certDir: String?
 
+    @Option(name: .customLong("anonymous-auth"), help: "Serve requests to the kubelet's API without credentials as system:anonymous (default true; false with --config, as upstream's file defaults).")
+    var anonymousAuth: Bool?
+
+    @Option(name: .customLong("client-ca-file"), help: "Authenticate clients of the kubelet's API presenting a certificate signed by this CA (the API server's kubelet client).")
+    var clientCAFile: String?
+
+    @Option(name: .customLong("authentication-token-webhook"), help: "Check bearer tokens to the kubelet's API with a TokenReview to the API server (default false; true with --config).")
+    var authenticationTokenWebhook: Bool?
+
+    @Option(name: .customLong("authentication-token-webhook-cache-ttl"), help: "How long TokenReview answers are kept (default 2m0s).")
+    var authenticationTokenWebhookCacheTTL: String?
+
+    @Option(name: .customLong("authorization-mode"), help: "AlwaysAllow, or Webhook: each request to the kubelet's API a SubjectAccessReview on nodes/proxy, nodes/log, … (default AlwaysAllow; Webhook with --config).")
+    var authorizationMode: String?
+
+    @Option(name: .customLong("authorization-webhook-cache-authorized-ttl"), help: "How long allowed SubjectAccessReview answers are kept (default 5m0s).")
+    var authorizationWebhookCacheAuthorizedTTL: String?
+
+    @Option(name: .customLong("authorization-webhook-cache-unauthorized-ttl"), help: "How long refused SubjectAccessReview answers are kept (default 30s).")
+    var authorizationWebhookCacheUnauthorizedTTL: String?
+
     static func pairs(_ s: String, flag: String) throws -> [(String, String)] {
         try s.split(separator: ",").map { item in
             let kv = item.split(separator: "=", maxSplits: 1).map(String.init)
@@ -71,6 +92,7 @@ struct KubeletFlags: ParsableArguments {
     func configuration(nodeName: String, configFile: String?) throws -> KubeletConfiguration {
         var c = KubeletConfiguration(nodeName: nodeName.lowercased())
         if let configFile {
+            c.applyFileDefaults()
             guard let text = try? String(contentsOfFile: configFile, encoding: .utf8) else { throw ValidationError("--config \(configFile): cannot read it") }
             do { try c.apply(try YAMLToJSON.convert(text)) } catch { throw ValidationError("--config \(configFile): \(error)") }
         }
@@ -102,6 +124,23 @@ struct KubeletFlags: ParsableArguments {
         if let tlsCertFile { c.tlsCertFile = tlsCertFile }
         if let tlsPrivateKeyFile { c.tlsPrivateKeyFile = tlsPrivateKeyFile }
         c.certDir = certDir ?? c.rootDir + "/pki"
+        if let anonymousAuth { c.anonymousAuth = anonymousAuth }
+        if let clientCAFile { c.clientCAFile = clientCAFile }
+        if let authenticationTokenWebhook { c.authenticationTokenWebhook = authenticationTokenWebhook }
+        if let authorizationMode {
+            guard ["AlwaysAllow", "Webhook"].contains(authorizationMode) else { throw ValidationError("--authorization-mode \(authorizationMode): want AlwaysAllow or Webhook") }
+            c.authorizationMode = authorizationMode
+        }
+        func ttl(_ v: String?, _ flag: String) throws -> Duration? {
+            guard let v else { return nil }
+            do { return try KubeletConfiguration.duration(v) } catch { throw ValidationError("\(flag) \(v): \(error)") }
+        }
+        if let d = try ttl(authenticationTokenWebhookCacheTTL, "--authentication-token-webhook-cache-ttl") { c.authenticationTokenWebhookCacheTTL = d }
+        if let d = try ttl(authorizationWebhookCacheAuthorizedTTL, "--authorization-webhook-cache-authorized-ttl") { c.authorizationWebhookCacheAuthorizedTTL = d }
+        if let d = try ttl(authorizationWebhookCacheUnauthorizedTTL, "--authorization-webhook-cache-unauthorized-ttl") { c.authorizationWebhookCacheUnauthorizedTTL = d }
+        if !c.clientCAFile.isEmpty, !FileManager.default.isReadableFile(atPath: c.clientCAFile) {
+            throw ValidationError("--client-ca-file \(c.clientCAFile): cannot read it")
+        }
         return c
     }
 
@@ -150,10 +189,12 @@ struct KubeletFlags: ParsableArguments {
     /// The API client, the runtime (asked once with a short deadline: a wrong endpoint is an
     /// error in seconds, while the kubelet's own calls wait for a connection that comes and
     /// goes) and the kubelet over them.
-    func kubelet(_ c: KubeletConfiguration, kubeconfig: String, logger: Logger) async throws -> Kubelet {
+    func kubelet(_ c: KubeletConfiguration, kubeconfig: String, logger: Logger) async throws -> (Kubelet, KubeletAccess) {
         var c = c
         let client: KubeClient
         do { client = KubeClient(config: try Kubeconfig.load(path: kubeconfig)) } catch { throw ValidationError("--kubeconfig \(kubeconfig): \(error)") }
+        let access: KubeletAccess
+        do { access = try KubeletAccess.from(c, kubeconfig: client.config) } catch { throw ValidationError("the kubelet's API authentication and authorization: \(error)") }
         let runtime: CRIClient
         do { runtime = try CRIClient(endpoint: runtimeEndpoint) } catch { throw ValidationError("--container-runtime-endpoint: \(error)") }
         let version: Runtime_V1_VersionResponse
@@ -166,7 +207,7 @@ struct KubeletFlags: ParsableArguments {
         }
         c.runtimeName = version.runtimeName
         logger.info("kubelet for node \(c.nodeName): \(version.runtimeName) \(version.runtimeVersion) at \(runtimeEndpoint), API server \(client.config.server)")
-        return Kubelet(api: API(client, fieldManager: "kubelet"), runtime: runtime, config: c, logger: logger)
+        return (Kubelet(api: API(client, fieldManager: "kubelet"), runtime: runtime, config: c, logger: logger), access)
     }
 }
 
@@ -203,8 +244,8 @@ struct KubeletCommand: AsyncParsableCommand {
         let rotation = try await flags.clientCertificate(nodeName: c.nodeName, kubeconfig: kubeconfig, certDir: c.certDir,
                                                          source: bootstrapKubeconfig.map { .kubeconfig($0) }, rotate: rotateCertificates ?? false, logger: logger)
         defer { rotation?.cancel() }
-        let kubelet = try await flags.kubelet(c, kubeconfig: kubeconfig, logger: logger)
-        try await runUntilSignalled(logger) { try await KubeletServer.serve(kubelet) }
+        let (kubelet, access) = try await flags.kubelet(c, kubeconfig: kubeconfig, logger: logger)
+        try await runUntilSignalled(logger) { try await KubeletServer.serve(kubelet, access: access) }
     }
 }
 
@@ -263,19 +304,20 @@ struct AgentCommand: AsyncParsableCommand {
         let rotation = try await kubelet.clientCertificate(nodeName: c.nodeName, kubeconfig: kubeconfig, certDir: c.certDir, source: source,
                                                            rotate: rotateCertificates ?? (token != nil), logger: logger)
         defer { rotation?.cancel() }
-        let node = try await kubelet.kubelet(c, kubeconfig: kubeconfig, logger: Logger(label: "switchyard.kubelet"))
+        let (node, access) = try await kubelet.kubelet(c, kubeconfig: kubeconfig, logger: Logger(label: "switchyard.kubelet"))
         var p = ProxyProcess(flags: proxy, manifests: [], kubeconfig: kubeconfig, healthzBindAddress: healthzBindAddress,
                              metricsBindAddress: metricsBindAddress, minSyncPeriod: nil, syncPeriod: nil)
         p.command = "switchyard agent"
         logger.info("agent for node \(c.nodeName): the kubelet and the \(proxy.proxyMode ?? "default") proxy")
-        try await p.run(beside: [KubeletService(kubelet: node)])
+        try await p.run(beside: [KubeletService(kubelet: node, access: access)])
     }
 }
 
 /// The kubelet as one of a service group's services: it runs until the group shuts down.
 struct KubeletService: ServiceLifecycle.Service {
     let kubelet: Kubelet
+    let access: KubeletAccess
     func run() async throws {
-        try await cancelWhenGracefulShutdown { try await KubeletServer.serve(kubelet) }
+        try await cancelWhenGracefulShutdown { try await KubeletServer.serve(kubelet, access: access) }
     }
 }

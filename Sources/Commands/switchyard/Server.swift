@@ -67,6 +67,12 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("tls-private-key-file"), help: "The private key of --tls-cert-file (PEM).")
     var tlsPrivateKeyFile: String?
 
+    @Option(name: .customLong("kubelet-client-certificate"), help: "The client certificate presented to kubelets for logs and exec (default: one the cluster CA issues, CN kube-apiserver-kubelet-client in system:masters, in DATA_DIR/pki).")
+    var kubeletClientCertificate: String?
+
+    @Option(name: .customLong("kubelet-client-key"), help: "The key of --kubelet-client-certificate.")
+    var kubeletClientKey: String?
+
     @Option(name: .customLong("token-auth-file"), help: "Require a bearer token from this file (kube-apiserver's format: token,user,uid[,\"groups\"]); the kubeconfig written carries its first.")
     var tokenAuthFile: String?
 
@@ -156,6 +162,12 @@ struct Server: AsyncParsableCommand {
         }
         guard let ttl = GoDuration.seconds(eventTTL), ttl > 0 else { throw ValidationError("--event-ttl \(eventTTL): a positive Go duration (1h, 30m)") }
         _ = try eventServers()
+        guard (kubeletClientCertificate == nil) == (kubeletClientKey == nil) else {
+            throw ValidationError("--kubelet-client-certificate and --kubelet-client-key go together")
+        }
+        for file in [kubeletClientCertificate, kubeletClientKey].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: file) {
+            throw ValidationError("--kubelet-client-certificate/--kubelet-client-key \(file): cannot read it")
+        }
         guard (tlsCertFile == nil) == (tlsPrivateKeyFile == nil) else {
             throw ValidationError("--tls-cert-file and --tls-private-key-file go together")
         }
@@ -263,6 +275,7 @@ struct Server: AsyncParsableCommand {
         var ca: [UInt8]?
         var credentials = ComponentCredentials()
         var generatedCA: ClusterPKI?
+        var kubeletClient = kubeletClientCertificate.map { KubeletClientCredentials(certificateFile: $0, keyFile: kubeletClientKey ?? "") }
         if secure != nil {
             do {
                 let pki = try ClusterPKI.loadOrCreate(in: dataDir + "/pki")
@@ -286,6 +299,12 @@ struct Server: AsyncParsableCommand {
                 }
                 // With a token file the kubeconfig carries its first token, as before; otherwise
                 // the admin's certificate (kubeadm's admin.conf), and each embedded component its own.
+                // kubeadm's apiserver-kubelet-client pair, for the kubelets' API.
+                if kubeletClient == nil {
+                    try pki.clientCertificate(name: "apiserver-kubelet-client", commonName: "kube-apiserver-kubelet-client", organizations: ["system:masters"])
+                    kubeletClient = KubeletClientCredentials(certificateFile: pki.dir + "/apiserver-kubelet-client.crt",
+                                                             keyFile: pki.dir + "/apiserver-kubelet-client.key")
+                }
                 if tokens == nil {
                     credentials.admin = try pki.clientCertificate(name: "admin", commonName: "kubernetes-admin", organizations: ["system:masters"])
                     credentials.scheduler = try pki.clientCertificate(name: "scheduler", commonName: "system:kube-scheduler")
@@ -312,7 +331,7 @@ struct Server: AsyncParsableCommand {
                                                          audiences: apiAudiences.map { $0.split(separator: ",").map(String.init) })
         } catch { throw ValidationError("--service-account-signing-key-file: \(error)") }
         let handler = APIHandler(store: store, admission: admission, access: access, audit: audit, serviceAccountTokens: saTokens,
-                                 admissionPlugins: plugins)
+                                 admissionPlugins: plugins, kubeletClient: kubeletClient)
         try await handler.loadCustomResources()
         do {
             try await handler.bootstrap()

@@ -11,7 +11,8 @@ struct Switchyard: AsyncParsableCommand {
 
     /// Upstream's boolean flags may stand alone (`--leader-elect`) or take a value
     /// (`--leader-elect=false`); ArgumentParser's options always take one.
-    static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs", "--rotate-certificates"]
+    static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs", "--rotate-certificates", "--anonymous-auth",
+                                                 "--authentication-token-webhook"]
 
     static func arguments() -> [String] {
         var out: [String] = []

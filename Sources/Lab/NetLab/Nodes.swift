@@ -1,3 +1,4 @@
+import ClusterPKI
 import Foundation
 import HostOS
 import Images
@@ -86,12 +87,16 @@ extension Cluster {
         }
         // Each kubelet joins as a kubeadm node's does: with a bootstrap token it asks for its
         // client certificate (system:node:NAME), which the controller manager approves and signs,
-        // and renews it before it ends.
+        // and renews it before it ends. Its API (:10250) serves only the API server's kubelet
+        // client certificate and those the API server allows (TokenReview, SubjectAccessReview),
+        // as a kubeadm node's.
         let bootstrap = try await bootstrapKubeconfig()
+        let clientCA = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki").caCertFile
         for node in state.nodes {
             let nd = nodeDir(node)
             try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--bootstrap-kubeconfig", bootstrap, "--kubeconfig", "\(nd)/kubelet.conf",
                                    "--rotate-certificates", "--hostname-override", node.name,
+                                   "--client-ca-file", clientCA, "--anonymous-auth=false", "--authentication-token-webhook", "--authorization-mode", "Webhook",
                                    "--node-ip", node.address, "--container-runtime-endpoint", "unix://\(containerdSocket(node))",
                                    "--root-dir", "\(nd)/kubelet", "--pod-logs-dir", "\(nd)/pods", "--cni-conf-dir", "\(nd)/cni-conf"],
                       log: "kubelet-\(node.name)", nsenter: true)

@@ -48,8 +48,32 @@ public struct KubeletConfiguration: Sendable {
     /// static pods; none when empty. Read again every `fileCheckFrequency`.
     public var staticPodPath = ""
     public var fileCheckFrequency: Duration = .seconds(20)
+    /// `authentication.anonymous.enabled` (`--anonymous-auth`): a request to the kubelet's API
+    /// without credentials is served as `system:anonymous`; otherwise it is a 401.
+    public var anonymousAuth = true
+    /// `authentication.x509.clientCAFile` (`--client-ca-file`): client certificates signed by
+    /// these CAs authenticate (the API server's, for logs and exec).
+    public var clientCAFile = ""
+    /// `authentication.webhook.enabled` (`--authentication-token-webhook`): bearer tokens are
+    /// checked by a TokenReview to the API server, the answers kept for `cacheTTL`.
+    public var authenticationTokenWebhook = false
+    public var authenticationTokenWebhookCacheTTL: Duration = .seconds(120)
+    /// `authorization.mode` (`--authorization-mode`): `AlwaysAllow`, or `Webhook` (each request a
+    /// SubjectAccessReview on the node's `nodes` subresource, answers kept for the TTLs).
+    public var authorizationMode = "AlwaysAllow"
+    public var authorizationWebhookCacheAuthorizedTTL: Duration = .seconds(300)
+    public var authorizationWebhookCacheUnauthorizedTTL: Duration = .seconds(30)
 
     public init(nodeName: String) { self.nodeName = nodeName }
+
+    /// The kubelet.config.k8s.io/v1beta1 defaults where they differ from the flags': a kubelet
+    /// started from a configuration file denies anonymous requests and asks the API server,
+    /// unless the file says otherwise.
+    public mutating func applyFileDefaults() {
+        anonymousAuth = false
+        authenticationTokenWebhook = true
+        authorizationMode = "Webhook"
+    }
 
     /// Applies a KubeletConfiguration document's fields (JSON or YAML already parsed).
     public mutating func apply(_ doc: JSONValue) throws {
@@ -71,6 +95,20 @@ public struct KubeletConfiguration: Sendable {
         if let v = doc["address"]?.string { address = v }
         if let v = doc["tlsCertFile"]?.string { tlsCertFile = v }
         if let v = doc["tlsPrivateKeyFile"]?.string { tlsPrivateKeyFile = v }
+        if let a = doc["authentication"] {
+            if let v = a[path: ["anonymous", "enabled"]]?.bool { anonymousAuth = v }
+            if let v = a[path: ["x509", "clientCAFile"]]?.string { clientCAFile = v }
+            if let v = a[path: ["webhook", "enabled"]]?.bool { authenticationTokenWebhook = v }
+            if let v = a[path: ["webhook", "cacheTTL"]]?.string { authenticationTokenWebhookCacheTTL = try Self.duration(v) }
+        }
+        if let a = doc["authorization"] {
+            if let v = a["mode"]?.string { authorizationMode = v }
+            if let v = a[path: ["webhook", "cacheAuthorizedTTL"]]?.string { authorizationWebhookCacheAuthorizedTTL = try Self.duration(v) }
+            if let v = a[path: ["webhook", "cacheUnauthorizedTTL"]]?.string { authorizationWebhookCacheUnauthorizedTTL = try Self.duration(v) }
+        }
+        guard ["AlwaysAllow", "Webhook"].contains(authorizationMode) else {
+            throw KubeletError("authorization.mode: \(authorizationMode): want AlwaysAllow or Webhook")
+        }
     }
 
     /// A Go duration (`10s`, `1m30s`, `500ms`).

@@ -22,35 +22,53 @@ import UpgradableHTTP
 ///   end on channel 3. Without stdin and a TTY the command runs to its end through CRI's
 ///   ExecSync; with either, the stream is relayed to the runtime's streaming server (CRI's Exec).
 ///
-/// The API server reaches it for `kubectl logs` and `kubectl exec`.
+/// The API server reaches it for `kubectl logs` and `kubectl exec`. Every request, the
+/// WebSocket upgrade too, is authenticated and authorised first (`KubeletAccess`).
 public struct KubeletServer: Sendable {
     public let kubelet: Kubelet
     public let address: String
     public let port: Int
     public let tls: TLSConfiguration?
+    public let access: KubeletAccess
     let logger: Logger
 
-    public init(kubelet: Kubelet, address: String, port: Int, tls: TLSConfiguration?, logger: Logger = Logger(label: "switchyard.kubelet.server")) {
+    public init(kubelet: Kubelet, address: String, port: Int, tls: TLSConfiguration?, access: KubeletAccess = .alwaysAllow,
+                logger: Logger = Logger(label: "switchyard.kubelet.server")) {
         self.kubelet = kubelet
         self.address = address
         self.port = port
         self.tls = tls
+        self.access = access
         self.logger = logger
     }
 
     /// Serves until cancelled; `onRunning` gets the port listened on (the chosen one for port 0).
     public func run(onRunning: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let kubelet = self.kubelet
-        let upgrade = UpgradableHTTP.builder(maxFrameSize: Self.maxFrame) { request, _, _ in
-            Self.shouldUpgrade(kubelet, request)
+        let kubelet = self.kubelet, access = self.access
+        let upgrade = UpgradableHTTP.builder(maxFrameSize: Self.maxFrame) { request, channel, _ in
+            // Refused, the request is not upgraded: the responder answers it with the refusal.
+            let path = (request.path ?? "").split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            let certificate = access.x509 ? await KubeletAccess.clientCertificate(channel) : nil
+            if await access.check(certificate: certificate, authorization: request.headerFields[.authorization],
+                                  method: request.method.rawValue, path: path) != nil {
+                return .dontUpgrade
+            }
+            return Self.shouldUpgrade(kubelet, request)
         }
         let builder = try tls.map { try HTTPServerBuilder.tls(upgrade, tlsConfiguration: $0) } ?? upgrade
         let server = try builder.buildServer(
             configuration: ServerConfiguration(address: .hostname(address, port: port)),
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
-            responder: { request, writer, _ in
-                let response = await Self.respond(kubelet, request)
+            responder: { request, writer, channel in
+                let certificate = access.x509 ? await KubeletAccess.clientCertificate(channel) : nil
+                let response: Response
+                if let refused = await access.check(certificate: certificate, authorization: request.headers[.authorization],
+                                                    method: request.method.rawValue, path: request.uri.path) {
+                    response = Self.text(HTTPResponse.Status(code: refused.status), refused.message)
+                } else {
+                    response = await Self.respond(kubelet, request)
+                }
                 try await writer.write(response: response.head, body: response.body)
             },
             onServerRunning: { channel in await onRunning(channel.localAddress?.port ?? 0) })
@@ -176,14 +194,15 @@ extension KubeletServer {
     /// The kubelet with its API: the server listens first (on the configured port, or the one
     /// the system picks for 0, which the Node's `daemonEndpoints` then names), then the kubelet
     /// runs; both until cancelled. A port that cannot be listened on is an error at once.
-    public static func serve(_ kubelet: Kubelet, logger: Logger = Logger(label: "switchyard.kubelet.server")) async throws {
+    public static func serve(_ kubelet: Kubelet, access: KubeletAccess = .alwaysAllow, logger: Logger = Logger(label: "switchyard.kubelet.server")) async throws {
         let c = kubelet.config
         let ip = c.nodeIP.isEmpty ? NodeDescription.defaultNodeIP() : c.nodeIP
         let files = try ServingCertificate.files(certFile: c.tlsCertFile, keyFile: c.tlsPrivateKeyFile,
                                                  certDir: c.certDir.isEmpty ? c.rootDir + "/pki" : c.certDir,
                                                  hostname: c.nodeName, addresses: [ip, "127.0.0.1"])
         let server = KubeletServer(kubelet: kubelet, address: c.address, port: c.port,
-                                   tls: try ServingCertificate.tlsConfiguration(cert: files.cert, key: files.key), logger: logger)
+                                   tls: try ServingCertificate.tlsConfiguration(cert: files.cert, key: files.key, clientCAFile: c.clientCAFile),
+                                   access: access, logger: logger)
         let (listening, announce) = AsyncStream.makeStream(of: Int.self)
         try await withThrowingTaskGroup(of: Void.self) { g in
             g.addTask {

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Kubelet
 import NIOSSL
 import SwiftASN1
 import X509
@@ -61,11 +62,19 @@ public enum ServingCertificate {
         return nil
     }
 
-    /// The server's TLS settings for the pair.
-    public static func tlsConfiguration(cert: String, key: String) throws -> TLSConfiguration {
+    /// The server's TLS settings for the pair; with a client CA file, a client may present a
+    /// certificate, which must then chain to it.
+    public static func tlsConfiguration(cert: String, key: String, clientCAFile: String = "") throws -> TLSConfiguration {
         let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
         var c = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
         c.minimumTLSVersion = .tlsv12
+        if !clientCAFile.isEmpty {
+            let roots: [NIOSSLCertificate]
+            do { roots = try NIOSSLCertificate.fromPEMFile(clientCAFile) } catch { throw KubeletAPIError(0, "--client-ca-file \(clientCAFile): \(error)") }
+            guard !roots.isEmpty else { throw KubeletAPIError(0, "--client-ca-file \(clientCAFile): no certificate in it") }
+            c.certificateVerification = .optionalVerification
+            c.trustRoots = .certificates(roots)
+        }
         return c
     }
 }
