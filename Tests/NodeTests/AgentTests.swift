@@ -264,7 +264,7 @@ struct AgentJoinTests {
             let server = try Running([bin, "server", "--data-dir", dir.appendingPathComponent("server").path, "--bind-address", node.node.hostIP,
                                       "--secure-port", "0", "--log-level", "warning", "--authorization-mode", "Node,RBAC",
                                       "--enable-admission-plugins", "NodeRestriction", "--enable-bootstrap-token-auth",
-                                      "--cluster-signing-duration", "40s"], log: dir.appendingPathComponent("server.log"))
+                                      "--cluster-signing-duration", "40s", "--use-service-account-credentials"], log: dir.appendingPathComponent("server.log"))
             processes.append(server)
             let kubeconfig = dir.appendingPathComponent("server/kubeconfig").path
             var config: Kubeconfig?

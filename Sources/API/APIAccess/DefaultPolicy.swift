@@ -16,14 +16,15 @@ public enum DefaultPolicy {
 
     static func urls(_ verbs: [String], _ urls: [String]) -> PolicyRule { PolicyRule(verbs: verbs, nonResourceURLs: urls) }
 
-    static func role(_ name: String, _ rules: [PolicyRule], labels: [String: String] = [:], aggregate: String? = nil) -> JSONValue {
+    static func role(_ name: String, _ rules: [PolicyRule], labels: [String: String] = [:], aggregate: String? = nil, namespace: String? = nil) -> JSONValue {
         var l: [String: JSONValue] = ["kubernetes.io/bootstrapping": "rbac-defaults"]
         for (k, v) in labels { l[k] = .string(v) }
         var o: JSONValue = [
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": namespace == nil ? "ClusterRole" : "Role",
             "metadata": ["name": .string(name), "labels": .object(l), "annotations": ["rbac.authorization.kubernetes.io/autoupdate": "true"]],
             "rules": .array(rules.map(\.json)),
         ]
+        if let namespace { o["metadata"]?["namespace"] = .string(namespace) }
         if let aggregate {
             o["aggregationRule"] = ["clusterRoleSelectors": [["matchLabels": .object(["rbac.authorization.k8s.io/aggregate-to-\(aggregate)": "true"])]]]
         }
@@ -45,7 +46,7 @@ public enum DefaultPolicy {
 
     static let core = [""]
 
-    public static let clusterRoles: [JSONValue] = [
+    public static let clusterRoles: [JSONValue] = controllerRoles.map { role("system:controller:" + $0.serviceAccount, $0.rules) } + [
         role("cluster-admin", [rule(["*"], ["*"], ["*"]), urls(["*"], ["*"])]),
         role("system:discovery", [urls(["get"], ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"])]),
         role("system:public-info-viewer", [urls(["get"], ["/healthz", "/livez", "/readyz", "/version", "/version/"])]),
@@ -136,9 +137,10 @@ public enum DefaultPolicy {
             rule(read, ["storage.k8s.io"], ["csidrivers", "csistoragecapacities"]),
             rule(read, ["scheduling.k8s.io"], ["priorityclasses"]),
         ]),
-        // Upstream's role is narrow and each controller runs with its own service account
-        // (`--use-service-account-credentials`); this project's controllers share the
-        // manager's identity, so its role holds what they read and write.
+        // Upstream's role is narrow: with `--use-service-account-credentials` each controller
+        // writes as its own service account (the system:controller:* roles above). Without it
+        // the controllers share the manager's identity, so this role also holds what they
+        // read and write.
         role("system:kube-controller-manager", [
             rule(["create", "patch", "update"], ["", "events.k8s.io"], ["events"]),
             rule(["create"], ["coordination.k8s.io"], ["leases"]),
@@ -186,7 +188,167 @@ public enum DefaultPolicy {
         ]),
     ]
 
-    public static let clusterRoleBindings: [JSONValue] = [
+    // MARK: the controllers' own roles
+
+    /// `system:controller:NAME`, bound to the service account `kube-system/NAME` a controller
+    /// runs as with `--use-service-account-credentials`: upstream's rules (controller_policy.go),
+    /// plus `patch` where upstream has only `update` and this project's controller writes with a
+    /// merge patch (a status, the root CA's ConfigMap).
+    static func eventsRule() -> PolicyRule { rule(["create", "update", "patch"], ["", "events.k8s.io"], ["events"]) }
+    static let rw = ["get", "list", "watch", "create", "update", "patch", "delete"]
+
+    public static let controllerRoles: [(serviceAccount: String, rules: [PolicyRule])] = [
+        ("cronjob-controller", [
+            rule(["get", "list", "watch", "update"], ["batch"], ["cronjobs"]),
+            rule(rw, ["batch"], ["jobs"]),
+            rule(["update", "patch"], ["batch"], ["cronjobs/status"]),
+            rule(["update"], ["batch"], ["cronjobs/finalizers"]),
+            rule(["list", "watch", "delete"], core, ["pods"]),
+            eventsRule(),
+        ]),
+        ("daemon-set-controller", [
+            rule(read, ["extensions", "apps"], ["daemonsets"]),
+            rule(["update", "patch"], ["extensions", "apps"], ["daemonsets/status"]),
+            rule(["update"], ["extensions", "apps"], ["daemonsets/finalizers"]),
+            rule(["list", "watch"], core, ["nodes"]),
+            rule(["list", "watch", "create", "delete", "patch"], core, ["pods"]),
+            rule(["create"], core, ["pods/binding"]),
+            rule(rw, ["apps"], ["controllerrevisions"]),
+            eventsRule(),
+        ]),
+        ("deployment-controller", [
+            rule(["get", "list", "watch", "update", "patch"], ["extensions", "apps"], ["deployments"]),
+            rule(["update", "patch"], ["extensions", "apps"], ["deployments/status"]),
+            rule(["update"], ["extensions", "apps"], ["deployments/finalizers"]),
+            rule(rw, ["apps", "extensions"], ["replicasets"]),
+            rule(["get", "list", "watch", "update"], core, ["pods"]),
+            eventsRule(),
+        ]),
+        ("disruption-controller", [
+            rule(read, ["extensions", "apps"], ["deployments"]),
+            rule(read, ["apps", "extensions"], ["replicasets"]),
+            rule(read, core, ["replicationcontrollers"]),
+            rule(read, ["policy"], ["poddisruptionbudgets"]),
+            rule(read, ["apps"], ["statefulsets"]),
+            rule(["update", "patch"], ["policy"], ["poddisruptionbudgets/status"]),
+            rule(["patch", "update"], core, ["pods/status"]),
+            rule(["get"], ["*"], ["*/scale"]),
+            eventsRule(),
+        ]),
+        ("endpoint-controller", [
+            rule(read, core, ["services", "pods"]),
+            rule(["get", "list", "watch", "create", "update", "delete"], core, ["endpoints"]),
+            rule(["create"], core, ["endpoints/restricted"]),
+            eventsRule(),
+        ]),
+        ("endpointslice-controller", [
+            rule(read, core, ["services", "pods", "nodes"]),
+            rule(["update"], core, ["services/finalizers"]),
+            rule(["get", "list", "watch", "create", "update", "delete"], ["discovery.k8s.io"], ["endpointslices"]),
+            eventsRule(),
+        ]),
+        ("generic-garbage-collector", [
+            rule(["get", "list", "watch", "patch", "update", "delete"], ["*"], ["*"]),
+            eventsRule(),
+        ]),
+        ("job-controller", [
+            rule(["get", "list", "watch", "update", "patch"], ["batch"], ["jobs"]),
+            rule(["update", "patch"], ["batch"], ["jobs/status"]),
+            rule(["update"], ["batch"], ["jobs/finalizers"]),
+            rule(["list", "watch", "create", "delete", "patch"], core, ["pods"]),
+            eventsRule(),
+        ]),
+        ("namespace-controller", [
+            rule(["get", "list", "watch", "delete"], core, ["namespaces"]),
+            rule(["update", "patch"], core, ["namespaces/finalize", "namespaces/status"]),
+            rule(["get", "list", "watch", "delete", "deletecollection"], ["*"], ["*"]),
+        ]),
+        ("node-controller", [
+            rule(["get", "list", "watch", "update", "delete", "patch"], core, ["nodes"]),
+            rule(["patch", "update"], core, ["nodes/status"]),
+            rule(["patch", "update"], core, ["pods/status"]),
+            rule(["list", "watch", "get", "delete"], core, ["pods"]),
+            eventsRule(),
+        ]),
+        ("pod-garbage-collector", [
+            rule(["list", "watch", "delete"], core, ["pods"]),
+            rule(read, core, ["nodes"]),
+            rule(["patch"], core, ["pods/status"]),
+        ]),
+        ("replicaset-controller", [
+            rule(["get", "list", "watch", "update"], ["apps", "extensions"], ["replicasets"]),
+            rule(["update", "patch"], ["apps", "extensions"], ["replicasets/status"]),
+            rule(["update"], ["apps", "extensions"], ["replicasets/finalizers"]),
+            rule(["list", "watch", "patch", "create", "delete"], core, ["pods"]),
+            eventsRule(),
+        ]),
+        ("replication-controller", [
+            rule(["get", "list", "watch", "update"], core, ["replicationcontrollers"]),
+            rule(["update", "patch"], core, ["replicationcontrollers/status"]),
+            rule(["update"], core, ["replicationcontrollers/finalizers"]),
+            rule(["list", "watch", "patch", "create", "delete"], core, ["pods"]),
+            eventsRule(),
+        ]),
+        ("service-account-controller", [
+            rule(["create"], core, ["serviceaccounts"]),
+            eventsRule(),
+        ]),
+        ("certificate-controller", [
+            rule(["get", "list", "watch", "delete"], ["certificates.k8s.io"], ["certificatesigningrequests"]),
+            rule(["update"], ["certificates.k8s.io"], ["certificatesigningrequests/status", "certificatesigningrequests/approval"]),
+            rule(["approve"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/kube-apiserver-client-kubelet"]),
+            rule(["sign"], ["certificates.k8s.io"], ["signers"], names: ["kubernetes.io/legacy-unknown", "kubernetes.io/kube-apiserver-client",
+                                                                        "kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kubelet-serving"]),
+            rule(["create"], ["authorization.k8s.io"], ["subjectaccessreviews"]),
+            eventsRule(),
+        ]),
+        ("ttl-after-finished-controller", [
+            rule(["get", "list", "watch", "delete"], ["batch"], ["jobs"]),
+            eventsRule(),
+        ]),
+        ("root-ca-cert-publisher", [
+            rule(["create", "update", "patch"], core, ["configmaps"]),
+            eventsRule(),
+        ]),
+    ]
+
+    /// The bootstrap signer's and the token cleaner's, which upstream scopes to a namespace.
+    public static let controllerNamespaceRoles: [(namespace: String, serviceAccount: String, rules: [PolicyRule])] = [
+        ("kube-public", "bootstrap-signer", [
+            rule(read, core, ["configmaps"]),
+            rule(["update"], core, ["configmaps"], names: ["cluster-info"]),
+            eventsRule(),
+        ]),
+        ("kube-system", "bootstrap-signer", [rule(read, core, ["secrets"])]),
+        ("kube-system", "token-cleaner", [
+            rule(["delete", "get", "list", "watch"], core, ["secrets"]),
+            eventsRule(),
+        ]),
+    ]
+
+    static func serviceAccountBinding(_ name: String, serviceAccount: String, namespace: String? = nil) -> JSONValue {
+        var o: JSONValue = [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": namespace == nil ? "ClusterRoleBinding" : "RoleBinding",
+            "metadata": ["name": .string(name), "labels": ["kubernetes.io/bootstrapping": "rbac-defaults"],
+                         "annotations": ["rbac.authorization.kubernetes.io/autoupdate": "true"]],
+            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": namespace == nil ? "ClusterRole" : "Role", "name": .string(name)],
+            "subjects": [["kind": "ServiceAccount", "name": .string(serviceAccount), "namespace": "kube-system"]],
+        ]
+        if let namespace { o["metadata"]?["namespace"] = .string(namespace) }
+        return o
+    }
+
+    /// The namespaced roles and bindings (`namespace`, the object), created as the cluster ones.
+    public static let roles: [(namespace: String, object: JSONValue)] = controllerNamespaceRoles.map {
+        ($0.namespace, role("system:controller:" + $0.serviceAccount, $0.rules, namespace: $0.namespace))
+    }
+    public static let roleBindings: [(namespace: String, object: JSONValue)] = controllerNamespaceRoles.map {
+        ($0.namespace, serviceAccountBinding("system:controller:" + $0.serviceAccount, serviceAccount: $0.serviceAccount, namespace: $0.namespace))
+    }
+
+    public static let clusterRoleBindings: [JSONValue] = controllerRoles.map {
+        serviceAccountBinding("system:controller:" + $0.serviceAccount, serviceAccount: $0.serviceAccount)
+    } + [
         binding("cluster-admin", groups: [UserInfo.privilegedGroup]),
         binding("system:discovery", groups: [UserInfo.allAuthenticated]),
         binding("system:basic-user", groups: [UserInfo.allAuthenticated]),

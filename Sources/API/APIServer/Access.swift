@@ -283,7 +283,10 @@ extension APIHandler {
     /// auto-update up to date (upstream's reconciliation at start).
     public func reconcileDefaultPolicy() async throws {
         guard access.rbac != nil else { return }
-        for (res, objects) in [("clusterroles", DefaultPolicy.clusterRoles), ("clusterrolebindings", DefaultPolicy.clusterRoleBindings)] {
+        var sets = [("clusterroles", DefaultPolicy.clusterRoles), ("clusterrolebindings", DefaultPolicy.clusterRoleBindings)]
+        for (ns, o) in DefaultPolicy.roles { sets.append(("namespaces/\(ns)/roles", [o])) }
+        for (ns, o) in DefaultPolicy.roleBindings { sets.append(("namespaces/\(ns)/rolebindings", [o])) }
+        for (res, objects) in sets {
             let path = "/apis/\(Self.rbacGroup)/v1/\(res)"
             for o in objects {
                 let name = o[path: ["metadata", "name"]]?.string ?? ""

@@ -130,6 +130,23 @@ public struct KubeClient: Sendable {
                               peer: "the API server", bearerToken: { config.currentToken })
     }
 
+    /// A client of `config`'s server whose requests carry the bearer token `token` gives at the
+    /// time (a token that is renewed); the config's own credentials are not used.
+    public init(config: Kubeconfig, bearerToken token: @escaping @Sendable () -> String?) {
+        var c = config
+        c.token = nil
+        c.tokenFile = nil
+        if var tls = c.tls {
+            tls.clientCertificate = nil
+            tls.clientKey = nil
+            tls.clientCertificateFile = nil
+            tls.clientKeyFile = nil
+            c.tls = tls
+        }
+        self.config = c
+        http = HTTPJSONClient(server: c.server, host: c.host, port: c.port, tls: c.tls, peer: "the API server", bearerToken: token)
+    }
+
     /// A client for any HTTP JSON service at `url` (`http://host:port`).
     public init(url: String) throws {
         guard let u = URL(string: url), u.scheme == "http", let host = u.host else {

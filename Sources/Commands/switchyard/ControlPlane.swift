@@ -103,7 +103,10 @@ struct ControllerManagerCommand: AsyncParsableCommand {
         let client = try flags.client(nil)
         let api = API(client, fieldManager: "kube-controller-manager")
         let manager: ControllerManager
-        do { manager = try ControllerManager(api: api, options: try controllers.options()) } catch let e as APIStatusError { throw ValidationError("--controllers: \(e.message)") }
+        let options = try controllers.options()
+        do {
+            manager = try ControllerManager(api: api, options: options, credentials: options.useServiceAccountCredentials ? ServiceAccountCredentials(base: client) : nil)
+        } catch let e as APIStatusError { throw ValidationError("--controllers: \(e.message)") }
         try await runUntilSignalled(logger) {
             try await runLeading(api, elect: flags.leaderElect ?? true, name: "kube-controller-manager", flags: flags, logger: logger) { await manager.run() }
         }
@@ -148,6 +151,9 @@ struct ControllerFlags: ParsableArguments {
     @Option(name: .customLong("cluster-signing-duration"), help: "The longest certificate csrsigning signs (Go duration).")
     var clusterSigningDuration = "8760h0m0s"
 
+    @Option(name: .customLong("use-service-account-credentials"), help: "Run each controller as its own service account in kube-system (deployment-controller, node-controller, …), bound to its system:controller:NAME role (true/false; alone: true).")
+    var useServiceAccountCredentials: Bool?
+
     func options() throws -> ControllerManager.Options {
         var o = ControllerManager.Options()
         o.controllers = controllers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -178,6 +184,7 @@ struct ControllerFlags: ParsableArguments {
         }
         guard let d = GoDuration.seconds(clusterSigningDuration), d >= 1 else { throw ValidationError("--cluster-signing-duration \(clusterSigningDuration): a Go duration (8760h0m0s)") }
         o.signingDuration = d
+        o.useServiceAccountCredentials = useServiceAccountCredentials ?? false
         do { _ = try ControllerManager.enabled(o.controllers) } catch let e as APIStatusError { throw ValidationError("--controllers: \(e.message)") }
         return o
     }

@@ -436,7 +436,9 @@ struct Server: AsyncParsableCommand {
                 // cluster-info and are removed when they expire.
                 if options.signingCA == nil { options.signingCA = clusterCA }
                 options.controllers += ["bootstrapsigner", "tokencleaner"]
-                if let manager = try? ControllerManager(api: API(client(creds.controllerManager), fieldManager: "kube-controller-manager"), options: options) {
+                let base = client(creds.controllerManager)
+                if let manager = try? ControllerManager(api: API(base, fieldManager: "kube-controller-manager"), options: options,
+                                                        credentials: options.useServiceAccountCredentials ? ServiceAccountCredentials(base: base) : nil) {
                     running.tasks.withLock { $0.append(Task { await manager.run(onSynced: { await startup.done(.controllersSynced) }) }) }
                 }
             } else {

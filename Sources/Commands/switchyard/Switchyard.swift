@@ -12,7 +12,7 @@ struct Switchyard: AsyncParsableCommand {
     /// Upstream's boolean flags may stand alone (`--leader-elect`) or take a value
     /// (`--leader-elect=false`); ArgumentParser's options always take one.
     static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs", "--rotate-certificates", "--anonymous-auth",
-                                                 "--authentication-token-webhook"]
+                                                 "--authentication-token-webhook", "--use-service-account-credentials"]
 
     static func arguments() -> [String] {
         var out: [String] = []

@@ -9,7 +9,22 @@ import ControllerKit
 public struct ControllerManager: Sendable {
     public let api: API
     public let controllers: [any Controller]
+    /// With `--use-service-account-credentials`: the controllers' accounts and their tokens.
+    public let credentials: ServiceAccountCredentials?
     let logger: Logger
+
+    /// The service account each controller runs as with `--use-service-account-credentials`
+    /// (upstream's names; the three certificate controllers share one, as the two node ones).
+    public static let serviceAccounts: [String: String] = [
+        "deployment": "deployment-controller", "replicaset": "replicaset-controller", "replicationcontroller": "replication-controller",
+        "job": "job-controller", "cronjob": "cronjob-controller", "daemonset": "daemon-set-controller",
+        "nodelifecycle": "node-controller", "nodeipam": "node-controller", "serviceaccount": "service-account-controller",
+        "root-ca-certificate-publisher": "root-ca-cert-publisher", "garbage-collector": "generic-garbage-collector",
+        "pod-garbage-collector": "pod-garbage-collector", "disruption": "disruption-controller",
+        "ttl-after-finished": "ttl-after-finished-controller", "namespace": "namespace-controller", "endpoint": "endpoint-controller",
+        "endpointslice": "endpointslice-controller", "csrapproving": "certificate-controller", "csrsigning": "certificate-controller",
+        "csrcleaner": "certificate-controller", "bootstrapsigner": "bootstrap-signer", "tokencleaner": "token-cleaner",
+    ]
 
     /// The controllers this manager knows, in kube-controller-manager's names, and whether each
     /// runs by default (`*`).
@@ -39,6 +54,9 @@ public struct ControllerManager: Sendable {
         public var signingCA: ClusterPKI?
         /// `--cluster-signing-duration`: the longest certificate it signs.
         public var signingDuration: TimeInterval = 365 * 86400
+        /// `--use-service-account-credentials`: the caller gives the manager its
+        /// `ServiceAccountCredentials`.
+        public var useServiceAccountCredentials = false
         public init() {}
     }
 
@@ -56,12 +74,17 @@ public struct ControllerManager: Sendable {
         }.map(\.name)
     }
 
-    public init(api: API, options: Options = Options(), logger: Logger = Logger(label: "switchyard.controller-manager")) throws {
+    /// `credentials`: each controller writes as its own service account (the informers read as
+    /// `api`'s identity).
+    public init(api: API, options: Options = Options(), credentials: ServiceAccountCredentials? = nil,
+                logger: Logger = Logger(label: "switchyard.controller-manager")) throws {
         self.api = api
         self.logger = logger
+        self.credentials = credentials
         var list: [any Controller] = []
         let n = options.concurrentSyncs
         for name in try Self.enabled(options.controllers) {
+            let api = Self.serviceAccounts[name].flatMap { credentials?.api(serviceAccount: $0, fieldManager: "kube-controller-manager") } ?? api
             switch name {
             case "deployment": list.append(DeploymentController(api: api, workers: n))
             case "replicaset": list.append(ReplicaSetController(api: api, workers: n))
@@ -107,8 +130,13 @@ public struct ControllerManager: Sendable {
         for c in controllers { c.setUp(informers) }
         await withTaskGroup(of: Void.self) { g in
             g.addTask { await informers.run() }
+            if let credentials = self.credentials { g.addTask { await credentials.run() } }
             g.addTask {
                 await informers.waitForSync()
+                if let credentials = self.credentials {
+                    await credentials.start()
+                    self.logger.info("controller-manager: controllers run as their service accounts in kube-system: \(credentials.accounts.joined(separator: ", "))")
+                }
                 await onSynced()
                 self.logger.info("controller-manager: caches synced; started \(self.controllers.map(\.name).joined(separator: ", "))")
                 await withTaskGroup(of: Void.self) { cg in

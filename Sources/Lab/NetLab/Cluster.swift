@@ -211,11 +211,12 @@ public final class Cluster: @unchecked Sendable {
         // HTTPS on the underlay with the cluster CA it makes (kubelets, proxies and kubectl use
         // the admin kubeconfig it writes), plain HTTP on its namespace's loopback for netlab.
         // Authorization as kubeadm sets it up: each kubelet is system:node:NAME (the Node
-        // authorizer, NodeRestriction), each proxy system:kube-proxy (RBAC's system:node-proxier).
+        // authorizer, NodeRestriction), each proxy system:kube-proxy (RBAC's system:node-proxier),
+        // each controller its own service account bound to its system:controller:NAME role.
         try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress,
                        "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort),
                        "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-                       "--enable-bootstrap-token-auth"], log: "server")
+                       "--enable-bootstrap-token-auth", "--use-service-account-credentials"], log: "server")
         for _ in 0..<200 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
