@@ -6,7 +6,8 @@ import Foundation
 /// EncryptionConfiguration): the values of the configured resources are written through the
 /// first provider and read through whichever wrote them, as kube-apiserver stores them:
 /// `k8s:enc:aescbc:v1:KEYNAME:` + IV + AES-CBC with PKCS#7 padding, `k8s:enc:aesgcm:v1:KEYNAME:` +
-/// nonce + AES-GCM with its tag; `identity` writes the value as it is. The store under it never
+/// nonce + AES-GCM with its tag, `k8s:enc:secretbox:v1:KEYNAME:` + nonce + NaCl's secretbox (tag and
+/// ciphertext); `identity` writes the value as it is. The store under it never
 /// sees a configured resource's value in clear (unless identity is first).
 public struct EncryptingStore: Store {
     public let inner: any Store
@@ -15,12 +16,14 @@ public struct EncryptingStore: Store {
     public enum Provider: Sendable {
         case aescbc([(name: String, key: Data)])
         case aesgcm([(name: String, key: Data)])
+        case secretbox([(name: String, key: Data)], Secretbox)
         case identity
 
         var prefix: String? {
             switch self {
             case .aescbc(let keys): keys.first.map { "k8s:enc:aescbc:v1:\($0.name):" }
             case .aesgcm(let keys): keys.first.map { "k8s:enc:aesgcm:v1:\($0.name):" }
+            case .secretbox(let keys, _): keys.first.map { "k8s:enc:secretbox:v1:\($0.name):" }
             case .identity: nil
             }
         }
@@ -54,6 +57,10 @@ public struct EncryptingStore: Store {
             let ivBytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
             let sealed = try AES._CBC.encrypt(value, using: SymmetricKey(data: k.key), iv: try AES._CBC.IV(ivBytes: ivBytes))
             return Data("k8s:enc:aescbc:v1:\(k.name):".utf8) + Data(ivBytes) + sealed
+        case .secretbox(let keys, let box):
+            let k = keys[0]
+            let nonce = (0..<Secretbox.nonceBytes).map { _ in UInt8.random(in: 0...255) }
+            return Data("k8s:enc:secretbox:v1:\(k.name):".utf8) + Data(nonce) + box.seal(value, nonce: nonce, key: k.key)
         }
     }
 
@@ -86,6 +93,17 @@ public struct EncryptingStore: Store {
                         throw Failure(description: "\(key): the stored value is too short")
                     }
                     return try AES._CBC.decrypt(rest.dropFirst(16), using: SymmetricKey(data: k.key), iv: iv)
+                }
+            case .secretbox(let keys, let box):
+                for k in keys {
+                    let head = Data("k8s:enc:secretbox:v1:\(k.name):".utf8)
+                    guard value.starts(with: head) else { continue }
+                    let rest = value.dropFirst(head.count)
+                    guard rest.count >= Secretbox.nonceBytes + Secretbox.tagBytes else { throw Failure(description: "\(key): the stored value is too short") }
+                    guard let opened = box.open(Data(rest.dropFirst(Secretbox.nonceBytes)), nonce: Array(rest.prefix(Secretbox.nonceBytes)), key: k.key) else {
+                        throw Failure(description: "\(key): the secretbox does not verify with key \(k.name)")
+                    }
+                    return opened
                 }
             case .identity:
                 continue
@@ -161,22 +179,28 @@ extension EncryptingStore {
             }
             var providers: [Provider] = []
             for (j, p) in ((r["providers"] as? [[String: Any]]) ?? []).enumerated() {
-                func keys(_ kind: String) throws -> [(name: String, key: Data)] {
+                func keys(_ kind: String, sizes: Set<Int> = [16, 24, 32]) throws -> [(name: String, key: Data)] {
                     let ks = ((p[kind] as? [String: Any])?["keys"] as? [[String: Any]]) ?? []
                     guard !ks.isEmpty else { throw Failure(description: "resources[\(i)].providers[\(j)].\(kind).keys: at least one key") }
                     return try ks.enumerated().map { (n, k) in
                         guard let name = k["name"] as? String, !name.isEmpty, let secret = k["secret"] as? String,
-                              let data = Data(base64Encoded: secret), [16, 24, 32].contains(data.count) else {
-                            throw Failure(description: "resources[\(i)].providers[\(j)].\(kind).keys[\(n)]: a name and a base64 secret of 16, 24 or 32 bytes")
+                              let data = Data(base64Encoded: secret), sizes.contains(data.count) else {
+                            throw Failure(description: "resources[\(i)].providers[\(j)].\(kind).keys[\(n)]: a name and a base64 secret of \(sizes == [32] ? "32" : "16, 24 or 32") bytes")
                         }
                         return (name, data)
                     }
                 }
                 if p["aesgcm"] != nil { providers.append(.aesgcm(try keys("aesgcm"))) }
                 else if p["aescbc"] != nil { providers.append(.aescbc(try keys("aescbc"))) }
+                else if p["secretbox"] != nil {
+                    switch Secretbox.shared {
+                    case .success(let box): providers.append(.secretbox(try keys("secretbox", sizes: [32]), box))
+                    case .failure(let e): throw Failure(description: "resources[\(i)].providers[\(j)].secretbox: \(e)")
+                    }
+                }
                 else if p["identity"] != nil { providers.append(.identity) }
                 else {
-                    throw Failure(description: "resources[\(i)].providers[\(j)]: supported providers are aescbc, aesgcm and identity (\(p.keys.sorted().joined(separator: ", ")) is not)")
+                    throw Failure(description: "resources[\(i)].providers[\(j)]: supported providers are aescbc, aesgcm, secretbox and identity (\(p.keys.sorted().joined(separator: ", ")) is not)")
                 }
             }
             guard !providers.isEmpty else { throw Failure(description: "resources[\(i)].providers: at least one provider") }

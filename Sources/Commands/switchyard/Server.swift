@@ -115,7 +115,7 @@ struct Server: AsyncParsableCommand {
     @Flag(name: .customLong("enable-bootstrap-token-auth"), help: "Authenticate bootstrap tokens (ID.SECRET) against the bootstrap-token-ID Secrets in kube-system.")
     var enableBootstrapTokenAuth = false
 
-    @Option(name: .customLong("encryption-provider-config"), help: "An EncryptionConfiguration (apiserver.config.k8s.io/v1): the resources whose values are stored encrypted (aescbc, aesgcm; identity).")
+    @Option(name: .customLong("encryption-provider-config"), help: "An EncryptionConfiguration (apiserver.config.k8s.io/v1): the resources whose values are stored encrypted (aescbc, aesgcm, secretbox; identity).")
     var encryptionProviderConfig: String?
 
     @Option(name: .customLong("enable-admission-plugins"), help: "Admission plugins to enable beyond the default ones (comma-separated): NodeRestriction. NamespaceLifecycle, Priority and DefaultTolerationSeconds always run; LimitRanger, PodSecurity, MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ResourceQuota unless disabled.")
