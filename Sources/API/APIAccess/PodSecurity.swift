@@ -130,8 +130,8 @@ public enum PodSecurity {
     /// privileged, baseline, restricted`), in the order enforce, enforce-version, audit,
     /// audit-version, warn, warn-version. Without a warn label, a valid enforce level stricter than
     /// warn's becomes warn's too (with enforce's version unless warn-version is set).
-    public static func policy(labels: [String: String]) -> (policy: Policy, errors: [String]) {
-        var p = Policy()
+    public static func policy(labels: [String: String], defaults: Policy = Policy()) -> (policy: Policy, errors: [String]) {
+        var p = defaults
         var errors: [String] = []
         func invalid(_ label: String, _ value: String, _ message: String?) {
             if let message {
@@ -180,6 +180,48 @@ public enum PodSecurity {
             if !hasWarnVersion { p.warnVersion = p.enforceVersion }
         }
         return (p, errors)
+    }
+
+    /// The plugin's configuration (`PodSecurityConfiguration`, pod-security.admission.config.k8s.io/v1,
+    /// inside the API server's AdmissionConfiguration): the levels of namespaces without labels,
+    /// and the requests never checked (by user, by the pod's runtime class, by namespace).
+    public struct Configuration: Sendable, Equatable {
+        public var defaults = Policy()
+        public var exemptUsernames: Set<String> = []
+        public var exemptRuntimeClasses: Set<String> = []
+        public var exemptNamespaces: Set<String> = []
+        public init() {}
+
+        public struct Failure: Error, CustomStringConvertible { public var description: String }
+
+        /// Reads a PodSecurityConfiguration document; an invalid level or version, or another
+        /// kind, is an error naming the field.
+        public init(_ doc: JSONValue) throws {
+            guard doc["kind"]?.string == "PodSecurityConfiguration",
+                  ["pod-security.admission.config.k8s.io/v1", "pod-security.admission.config.k8s.io/v1beta1"].contains(doc["apiVersion"]?.string ?? "") else {
+                throw Failure(description: "want kind PodSecurityConfiguration of apiVersion pod-security.admission.config.k8s.io/v1")
+            }
+            var labels: [String: String] = [:]
+            for (mode, o) in doc["defaults"]?.object ?? [:] {
+                guard let v = o.string else { throw Failure(description: "defaults.\(mode): a string") }
+                guard ["enforce", "enforce-version", "audit", "audit-version", "warn", "warn-version"].contains(mode) else {
+                    throw Failure(description: "defaults.\(mode): unknown field")
+                }
+                labels["pod-security.kubernetes.io/" + mode] = v
+            }
+            let (policy, errors) = PodSecurity.policy(labels: labels)
+            if let e = errors.first {
+                throw Failure(description: e.replacingOccurrences(of: "metadata.labels[pod-security.kubernetes.io/", with: "defaults.").replacingOccurrences(of: "]: ", with: ": "))
+            }
+            defaults = policy
+            // Without a warn default, warn follows enforce only through the labels' rule above;
+            // a configuration names each mode it sets.
+            if labels["pod-security.kubernetes.io/warn"] == nil { defaults.warn = .privileged; defaults.warnVersion = "latest" }
+            func names(_ key: String) -> Set<String> { Set((doc[path: ["exemptions", key]]?.array ?? []).compactMap(\.string)) }
+            exemptUsernames = names("usernames")
+            exemptRuntimeClasses = names("runtimeClasses")
+            exemptNamespaces = names("namespaces")
+        }
     }
 
     /// `api.ParseLevel`: an unknown level is `restricted`, with an error.

@@ -162,9 +162,13 @@ public final class AuditLog: Sendable {
 
     /// The response's stage(s): ResponseComplete for a document; ResponseStarted now and
     /// ResponseComplete when it ends for a stream (a watch, a followed log).
-    func finish(_ record: Record?, _ r: APIResponse) -> APIResponse {
+    func finish(_ record: Record?, _ r: APIResponse, annotations added: [String: String] = [:]) -> APIResponse {
         guard let record else { return r }
         var status: [String: JSONValue] = ["metadata": [:], "code": .int(Int64(r.code))]
+        // What admission added, beside the authorizer's decision (the response's stages carry them).
+        var annotations = record.base["annotations"]?.object ?? [:]
+        for (k, v) in added { annotations[k] = .string(v) }
+        let annotated: [String: JSONValue] = annotations.isEmpty ? [:] : ["annotations": .object(annotations)]
         if r.code >= 400, let j = r.json {
             if let s = j["status"] { status["status"] = s }
             if let m = j["message"] { status["message"] = m }
@@ -173,7 +177,7 @@ public final class AuditLog: Sendable {
         let final = status
         switch r.body {
         case .stream(let s), .textStream(let s):
-            record.emit("ResponseStarted", extra: ["responseStatus": .object(final)])
+            record.emit("ResponseStarted", extra: annotated.merging(["responseStatus": .object(final)]) { $1 })
             let wrapped = AsyncThrowingStream<Data, any Error> { c in
                 let task = Task {
                     do { for try await chunk in s { c.yield(chunk) } } catch { c.finish(throwing: error) }
@@ -181,14 +185,15 @@ public final class AuditLog: Sendable {
                 }
                 c.onTermination = { _ in
                     task.cancel()
-                    record.emit("ResponseComplete", extra: ["responseStatus": .object(final)])
+                    record.emit("ResponseComplete", extra: annotated.merging(["responseStatus": .object(final)]) { $1 })
                 }
             }
             var out = r
             if case .textStream = r.body { out.body = .textStream(wrapped) } else { out.body = .stream(wrapped) }
             return out
         default:
-            var extra: [String: JSONValue] = ["responseStatus": .object(status)]
+            var extra: [String: JSONValue] = annotated
+            extra["responseStatus"] = .object(status)
             if record.level == .requestResponse, let j = r.json { extra["responseObject"] = omitManagedFields ? Self.withoutManagedFields(j) : j }
             record.emit("ResponseComplete", extra: extra)
             return r

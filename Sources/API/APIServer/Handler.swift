@@ -109,6 +109,8 @@ public final class APIHandler: Sendable {
     /// ServiceAccount: nothing makes the namespaces' `default` accounts there, which that plugin
     /// requires of every pod. `switchyard server` runs them all.
     public static let inProcessAdmissionPlugins = defaultAdmissionPlugins.subtracting(["ServiceAccount"])
+    /// The PodSecurity plugin's configuration (its defaults and exemptions).
+    public let podSecurity: PodSecurity.Configuration
     /// The admission webhooks' configurations as last read, and the client that calls them.
     let webhookAdmission: WebhookAdmission
     /// What the server presents to kubelets for logs and exec (none: it presents nothing).
@@ -118,7 +120,8 @@ public final class APIHandler: Sendable {
 
     public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
                 serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = APIHandler.inProcessAdmissionPlugins,
-                kubeletClient: KubeletClientCredentials? = nil) {
+                kubeletClient: KubeletClientCredentials? = nil, podSecurity: PodSecurity.Configuration = PodSecurity.Configuration()) {
+        self.podSecurity = podSecurity
         self.serviceAccountTokens = serviceAccountTokens
         self.kubeletClient = kubeletClient
         self.admissionPlugins = admissionPlugins
@@ -146,6 +149,7 @@ public final class APIHandler: Sendable {
     public func handle(_ req: APIRequest) async -> APIResponse {
         var record: AuditLog.Record?
         let response: APIResponse
+        let warnings = AdmissionWarnings()
         do {
             var user = req.user ?? .unsecured
             if let imp = req.impersonation { user = try await impersonate(imp, as: user) }
@@ -156,7 +160,6 @@ public final class APIHandler: Sendable {
                 record = audit?.begin(req, a, decision: d)
                 guard d.allowed else { throw AccessControl.refusal(a, d) }
             }
-            let warnings = AdmissionWarnings()
             var r = try await AccessControl.$currentUser.withValue(user) {
                 try await AdmissionWarnings.$current.withValue(warnings) { try await route(req) }
             }
@@ -176,7 +179,7 @@ public final class APIHandler: Sendable {
         } catch {
             response = .error(.internal("\(error)"))
         }
-        return audit?.finish(record, response) ?? response
+        return audit?.finish(record, response, annotations: warnings.annotations) ?? response
     }
 
     // MARK: routing

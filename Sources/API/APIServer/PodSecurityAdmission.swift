@@ -4,12 +4,16 @@ import KubeAPI
 import Synchronization
 
 /// Warnings admission plugins add to the request being served (kubectl prints them as
-/// `Warning: …`), collected for the response.
+/// `Warning: …`), collected for the response; and the annotations they add to its audit event
+/// (`pod-security.kubernetes.io/enforce-policy`, …), kept even when admission refuses it.
 final class AdmissionWarnings: Sendable {
     @TaskLocal static var current: AdmissionWarnings?
     private let list = Mutex<[String]>([])
+    private let notes = Mutex<[String: String]>([:])
     func add(_ w: String) { list.withLock { $0.append(w) } }
     var all: [String] { list.withLock { $0 } }
+    func annotate(_ key: String, _ value: String) { notes.withLock { $0[key] = value } }
+    var annotations: [String: String] { notes.withLock { $0 } }
 }
 
 /// The PodSecurity admission plugin, on by default as upstream's (off with
@@ -17,8 +21,12 @@ final class AdmissionWarnings: Sendable {
 /// level refuses pods that violate it (403, `violates PodSecurity "restricted:latest": …`), its
 /// `warn` level returns warnings (`would violate PodSecurity …`) for pods and for the pod
 /// templates of workloads (Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs,
-/// ReplicationControllers, PodTemplates), which are never refused, as upstream. A pod update is
-/// checked when it changes the spec. Without labels a namespace is `privileged`: nothing is checked.
+/// ReplicationControllers, PodTemplates), which are never refused, as upstream; its `audit` level
+/// adds `pod-security.kubernetes.io/audit-violations` to the request's audit event, and a pod's
+/// event names the enforced policy (`pod-security.kubernetes.io/enforce-policy`). A pod update is
+/// checked when it changes the spec. Without labels a namespace has the configuration's defaults
+/// (`privileged` unless `--admission-control-config-file` says otherwise); an exempt namespace,
+/// user or runtime class is not checked (`pod-security.kubernetes.io/exempt`).
 extension APIHandler {
     /// Where a workload keeps its pod template.
     static let podTemplatePaths: [String: [String]] = [
@@ -41,14 +49,29 @@ extension APIHandler {
         } else {
             return
         }
-        guard let ns = o[path: ["metadata", "namespace"]]?.string, !ns.isEmpty,
-              let kv = try await store.get(Resources.all[0].key(namespace: nil, name: ns)),
-              let namespace = try? JSONValue.parse(kv.value) else { return }
-        let labels = (namespace[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
-        guard labels.keys.contains(where: { $0.hasPrefix("pod-security.kubernetes.io/") }) else { return }
-        let (policy, _) = PodSecurity.policy(labels: labels)
+        let config = podSecurity
+        let annotations = AdmissionWarnings.current
+        guard let ns = o[path: ["metadata", "namespace"]]?.string, !ns.isEmpty else { return }
         let metadata = template.isEmpty ? (o["metadata"] ?? [:]) : (o[path: template + ["metadata"]] ?? [:])
         let spec = template.isEmpty ? (o["spec"] ?? [:]) : (o[path: template + ["spec"]] ?? [:])
+        // Exemptions, in upstream's order.
+        let exempt = config.exemptNamespaces.contains(ns) ? "namespace"
+            : config.exemptUsernames.contains(AccessControl.currentUser.name) ? "user"
+            : spec["runtimeClassName"]?.string.map(config.exemptRuntimeClasses.contains) == true ? "runtimeClass" : nil
+        if let exempt {
+            annotations?.annotate("pod-security.kubernetes.io/exempt", exempt)
+            return
+        }
+        var labels: [String: String] = [:]
+        if config.defaults == PodSecurity.Policy() {
+            // Nothing to check unless the namespace says so (and then it is read once).
+            guard let kv = try await store.get(Resources.all[0].key(namespace: nil, name: ns)), let namespace = try? JSONValue.parse(kv.value) else { return }
+            labels = (namespace[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
+        } else if let kv = try await store.get(Resources.all[0].key(namespace: nil, name: ns)), let namespace = try? JSONValue.parse(kv.value) {
+            labels = (namespace[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
+        }
+        let (policy, _) = PodSecurity.policy(labels: labels, defaults: config.defaults)
+        if isPod { annotations?.annotate("pod-security.kubernetes.io/enforce-policy", "\(policy.enforce.rawValue):\(policy.enforceVersion)") }
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         if isPod && policy.enforce != .privileged {
             let v = PodSecurity.check(policy.enforce, metadata: metadata, spec: spec)
@@ -56,6 +79,13 @@ extension APIHandler {
                 throw APIError(code: 403, reason: "Forbidden",
                                message: "pods \"\(name)\" is forbidden: violates PodSecurity \"\(policy.enforce.rawValue):\(policy.enforceVersion)\": \(PodSecurity.describe(v))",
                                details: APIError.details(r, name))
+            }
+        }
+        if policy.audit != .privileged {
+            let v = PodSecurity.check(policy.audit, metadata: metadata, spec: spec)
+            if !v.isEmpty {
+                annotations?.annotate("pod-security.kubernetes.io/audit-violations",
+                                      "would violate PodSecurity \"\(policy.audit.rawValue):\(policy.auditVersion)\": \(PodSecurity.describe(v))")
             }
         }
         if policy.warn != .privileged {

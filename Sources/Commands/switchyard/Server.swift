@@ -118,6 +118,9 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("encryption-provider-config"), help: "An EncryptionConfiguration (apiserver.config.k8s.io/v1): the resources whose values are stored encrypted (aescbc, aesgcm, secretbox; identity).")
     var encryptionProviderConfig: String?
 
+    @Option(name: .customLong("admission-control-config-file"), help: "An AdmissionConfiguration (apiserver.config.k8s.io/v1): the PodSecurity plugin's PodSecurityConfiguration (its defaults and exemptions), inline or by path.")
+    var admissionControlConfigFile: String?
+
     @Option(name: .customLong("enable-admission-plugins"), help: "Admission plugins to enable beyond the default ones (comma-separated): NodeRestriction. NamespaceLifecycle, Priority and DefaultTolerationSeconds always run; LimitRanger, PodSecurity, MutatingAdmissionWebhook, ValidatingAdmissionWebhook and ResourceQuota unless disabled.")
     var enableAdmissionPlugins = ""
 
@@ -246,6 +249,10 @@ struct Server: AsyncParsableCommand {
                 }
             } catch let e as ValidationError { throw e } catch { throw ValidationError("--encryption-provider-config \(f): \(error)") }
         }
+        var podSecurity = PodSecurity.Configuration()
+        if let f = admissionControlConfigFile {
+            do { podSecurity = try Self.podSecurityConfiguration(file: f) } catch { throw ValidationError("--admission-control-config-file \(f): \(error)") }
+        }
         func pluginList(_ s: String) -> Set<String> { Set(s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }) }
         var plugins = pluginList(enableAdmissionPlugins)
         let disabled = pluginList(disableAdmissionPlugins)
@@ -331,7 +338,7 @@ struct Server: AsyncParsableCommand {
                                                          audiences: apiAudiences.map { $0.split(separator: ",").map(String.init) })
         } catch { throw ValidationError("--service-account-signing-key-file: \(error)") }
         let handler = APIHandler(store: store, admission: admission, access: access, audit: audit, serviceAccountTokens: saTokens,
-                                 admissionPlugins: plugins, kubeletClient: kubeletClient)
+                                 admissionPlugins: plugins, kubeletClient: kubeletClient, podSecurity: podSecurity)
         try await handler.loadCustomResources()
         do {
             try await handler.bootstrap()
@@ -469,6 +476,29 @@ struct Server: AsyncParsableCommand {
     }
 
     static let eventsPrefix = EventExpiry.prefix
+
+    /// The PodSecurity plugin's part of an AdmissionConfiguration file: its `configuration`, or
+    /// the file its `path` names (relative to the first file's directory), as kube-apiserver
+    /// reads them; the other plugins' parts are not read.
+    static func podSecurityConfiguration(file: String) throws -> PodSecurity.Configuration {
+        struct Failure: Error, CustomStringConvertible { var description: String }
+        func load(_ path: String) throws -> JSONValue {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw Failure(description: "\(path): cannot read it") }
+            return try YAMLToJSON.convert(text)
+        }
+        let doc = try load(file)
+        guard doc["kind"]?.string == "AdmissionConfiguration",
+              ["apiserver.config.k8s.io/v1", "apiserver.k8s.io/v1alpha1"].contains(doc["apiVersion"]?.string ?? "") else {
+            throw Failure(description: "want kind AdmissionConfiguration of apiVersion apiserver.config.k8s.io/v1")
+        }
+        for (i, plugin) in (doc["plugins"]?.array ?? []).enumerated() where plugin["name"]?.string == "PodSecurity" {
+            if let c = plugin["configuration"] { return try PodSecurity.Configuration(c) }
+            guard let path = plugin["path"]?.string, !path.isEmpty else { throw Failure(description: "plugins[\(i)]: a configuration or a path") }
+            let full = path.hasPrefix("/") ? path : URL(fileURLWithPath: file).deletingLastPathComponent().appendingPathComponent(path).path
+            return try PodSecurity.Configuration(try load(full))
+        }
+        return PodSecurity.Configuration()
+    }
 
     /// The client certificates (PEM) of the admin's kubeconfig and of the embedded components.
     struct ComponentCredentials: Sendable {
