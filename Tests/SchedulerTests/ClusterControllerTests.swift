@@ -136,6 +136,80 @@ struct ClusterControllerTests {
         })
     }
 
+    /// The resourcequota controller counts a new quota at once, takes deleted objects off, and a
+    /// scoped quota counts only the pods its scopes select (admission refuses past it).
+    @Test func quotasAreCountedAndScoped() async throws {
+        let c = try await MiniCluster.start(nodes: 0, controllers: ["resourcequota"]) { $0.resourceQuotaSyncPeriod = 1 }
+        defer { c.stop() }
+        let ns = "/api/v1/namespaces/default"
+        func pod(_ name: String, cpu: String? = nil, priority: String? = nil) -> JSONValue {
+            var container: JSONValue = ["name": "c", "image": "busybox"]
+            if let cpu { container["resources"] = ["requests": .object(["cpu": .string(cpu)]), "limits": .object(["cpu": .string(cpu)])] }
+            var spec: JSONValue = ["containers": [container]]
+            if let priority { spec["priorityClassName"] = .string(priority) }
+            return ["apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string(name)], "spec": spec]
+        }
+        func used(_ quota: String) async throws -> [String: String] {
+            (try await c.api.get("\(ns)/resourcequotas/\(quota)")[path: ["status", "used"]]?.object ?? [:]).compactMapValues(\.string)
+        }
+        _ = try await c.api.create("\(ns)/configmaps", ["metadata": ["name": "before"]])
+        _ = try await c.api.create("\(ns)/resourcequotas", ["metadata": ["name": "all"],
+                                                             "spec": ["hard": ["pods": "5", "count/configmaps": "10", "services": "2"]]])
+        // Counted as soon as it exists (admission would only count what comes after).
+        #expect(try await c.api.eventually(20) { try await used("all") == ["pods": "0", "count/configmaps": "1", "services": "0"] })
+        _ = try await c.api.create("\(ns)/resourcequotas", ["metadata": ["name": "besteffort"],
+                                                             "spec": ["hard": ["pods": "1"], "scopes": ["BestEffort"]]])
+        _ = try await c.api.create("\(ns)/resourcequotas", ["metadata": ["name": "high"],
+                                                             "spec": ["hard": ["pods": "1", "requests.cpu": "1"],
+                                                                      "scopeSelector": ["matchExpressions": [["scopeName": "PriorityClass", "operator": "In", "values": ["high"]]]]]])
+        _ = try await c.api.create("/apis/scheduling.k8s.io/v1/priorityclasses", ["metadata": ["name": "high"], "value": 1000])
+        _ = try await c.api.create("\(ns)/pods", pod("plain"))
+        _ = try await c.api.create("\(ns)/pods", pod("sized", cpu: "500m"))
+        _ = try await c.api.create("\(ns)/pods", pod("urgent", cpu: "500m", priority: "high"))
+        // A second BestEffort pod is past its quota; the sized one was not counted by it.
+        do {
+            _ = try await c.api.create("\(ns)/pods", pod("plain-2"))
+            Issue.record("a second BestEffort pod was admitted")
+        } catch let e as APIStatusError {
+            #expect(e.code == 403 && e.message == "pods \"plain-2\" is forbidden: exceeded quota: besteffort, requested: pods=1, used: pods=1, limited: pods=1", "\(e)")
+        }
+        do {
+            _ = try await c.api.create("\(ns)/pods", pod("urgent-2", cpu: "100m", priority: "high"))
+            Issue.record("a second high-priority pod was admitted")
+        } catch let e as APIStatusError {
+            #expect(e.message.contains("exceeded quota: high, requested: pods=1, used: pods=1, limited: pods=1"), "\(e)")
+        }
+        #expect(try await c.api.eventually(20) { try await used("all")["pods"] == "3" })
+        #expect(try await c.api.eventually(20) { try await used("high") == ["pods": "1", "requests.cpu": "500m"] })
+        // Deleted: off the usage (admission only ever adds), within the controller's reaction.
+        _ = try await c.api.delete("\(ns)/pods/plain")
+        #expect(try await c.api.eventually(20) {
+            let besteffort = try await used("besteffort"), all = try await used("all")
+            return besteffort == ["pods": "0"] && all["pods"] == "2"
+        })
+        _ = try await c.api.create("\(ns)/pods", pod("plain-3"))
+        #expect(try await c.api.eventually(20) { try await used("all")["pods"] == "3" })
+        try await Task.sleep(for: .milliseconds(300))
+        // A ConfigMap's deletion is not watched: the periodic count (every second here) takes it off.
+        _ = try await c.api.delete("\(ns)/configmaps/before")
+        let start = ContinuousClock.now
+        #expect(try await used("all")["count/configmaps"] == "1")
+        #expect(try await c.api.eventually(20) { try await used("all")["count/configmaps"] == "0" })
+        #expect(ContinuousClock.now - start < .seconds(5))
+
+        // Scopes as upstream validates them.
+        for (spec, message) in [(["hard": ["cpu": "1"], "scopes": ["BestEffort"]], "unsupported scope applied to resource"),
+                                (["hard": ["pods": "1"], "scopes": ["Terminating", "NotTerminating"]], "conflicting scopes"),
+                                (["hard": ["pods": "1"], "scopes": ["Sometimes"]], "unsupported scope")] as [(JSONValue, String)] {
+            do {
+                _ = try await c.api.create("\(ns)/resourcequotas", ["metadata": ["name": "bad"], "spec": spec])
+                Issue.record("\(spec) was accepted")
+            } catch let e as APIStatusError {
+                #expect(e.code == 422 && e.message.contains(message), "\(e)")
+            }
+        }
+    }
+
     @Test func theControllersFlagIsUpstreams() throws {
         #expect(try ControllerManager.enabled(["*", "-job"]).contains("job") == false)
         #expect(try ControllerManager.enabled(["deployment"]) == ["deployment"])

@@ -289,6 +289,11 @@ public enum DefaultPolicy {
             rule(["list", "watch", "patch", "create", "delete"], core, ["pods"]),
             eventsRule(),
         ]),
+        ("resourcequota-controller", [
+            rule(["list", "watch"], ["*"], ["*"]),
+            rule(["update"], core, ["resourcequotas/status"]),
+            eventsRule(),
+        ]),
         ("service-account-controller", [
             rule(["create"], core, ["serviceaccounts"]),
             eventsRule(),

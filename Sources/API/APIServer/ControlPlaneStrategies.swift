@@ -322,6 +322,45 @@ struct LimitRangeStrategy: ResourceStrategy {
 }
 
 struct ResourceQuotaStrategy: ResourceStrategy {
+    static let scopes = ["Terminating", "NotTerminating", "BestEffort", "NotBestEffort", "PriorityClass", "CrossNamespacePodAffinity"]
+    /// What a BestEffort pod may be counted by (it asks for no compute resources).
+    static let bestEffortResources: Set<String> = ["pods", "count/pods"]
+
+    /// Upstream's scope checks: known names, no conflicting pair, BestEffort and
+    /// CrossNamespacePodAffinity only on pod counts, a selector's operators.
+    func validate(_ o: JSONValue, _ r: ResourceInfo) throws -> [FieldError] {
+        var errs: [FieldError] = []
+        let listed = o[path: ["spec", "scopes"]]?.array?.compactMap(\.string) ?? []
+        let selected = (o[path: ["spec", "scopeSelector", "matchExpressions"]]?.array ?? []).compactMap { $0["scopeName"]?.string }
+        func quoted(_ v: [String]) -> String { "[]core.ResourceQuotaScope{" + v.map { "\"\($0)\"" }.joined(separator: ", ") + "}" }
+        for (i, scope) in listed.enumerated() where !Self.scopes.contains(scope) {
+            errs.append(FieldError("spec.scopes[\(i)]", "Invalid value: \"\(scope)\": unsupported scope"))
+        }
+        for (i, e) in (o[path: ["spec", "scopeSelector", "matchExpressions"]]?.array ?? []).enumerated() {
+            let scope = e["scopeName"]?.string ?? ""
+            if !Self.scopes.contains(scope) { errs.append(FieldError("spec.scopeSelector.matchExpressions[\(i)].scopeName", "Invalid value: \"\(scope)\": unsupported scope")) }
+            let op = e["operator"]?.string ?? ""
+            let values = e["values"]?.array ?? []
+            switch op {
+            case "In", "NotIn":
+                if values.isEmpty { errs.append(FieldError("spec.scopeSelector.matchExpressions[\(i)].values", "Required value: must be at least one value when `operator` is 'In' or 'NotIn' for scope selector")) }
+            case "Exists", "DoesNotExist":
+                if !values.isEmpty { errs.append(FieldError("spec.scopeSelector.matchExpressions[\(i)].values", "Invalid value: must be no value when `operator` is 'Exist' or 'DoesNotExist' for scope selector")) }
+            default:
+                errs.append(FieldError("spec.scopeSelector.matchExpressions[\(i)].operator", "Invalid value: \"\(op)\": not a valid selector operator"))
+            }
+        }
+        let all = Set(listed + selected)
+        if all.isSuperset(of: ["Terminating", "NotTerminating"]) || all.isSuperset(of: ["BestEffort", "NotBestEffort"]) {
+            errs.append(FieldError("spec.scopes", "Invalid value: \(quoted(listed)): conflicting scopes"))
+        }
+        let hard = Set((o[path: ["spec", "hard"]]?.object ?? [:]).keys)
+        if !all.isDisjoint(with: ["BestEffort", "CrossNamespacePodAffinity"]), !hard.isSubset(of: Self.bestEffortResources) {
+            errs.append(FieldError("spec.scopes", "Invalid value: \(quoted(listed)): unsupported scope applied to resource"))
+        }
+        return errs
+    }
+
     /// As upstream's printer: `cpu: 1/4, pods: 2/10` for requests, limits apart.
     func cells(_ o: JSONValue, limits: Bool) -> JSONValue {
         let hard = o[path: ["status", "hard"]]?.object ?? o[path: ["spec", "hard"]]?.object ?? [:]

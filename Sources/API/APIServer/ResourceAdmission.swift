@@ -27,21 +27,6 @@ extension APIHandler {
         try await storedValues(prefix: prefix, revision: nil).compactMap { try? JSONValue.parse($0.value) }
     }
 
-    static let computeResources = ["cpu", "memory", "ephemeral-storage"]
-
-    /// A container's `resources.requests`/`limits` as strings.
-    static func resourceList(_ c: JSONValue, _ kind: String) -> [String: String] {
-        var out: [String: String] = [:]
-        for (k, v) in c[path: ["resources", kind]]?.object ?? [:] {
-            switch v {
-            case .string(let s): out[k] = s
-            case .int(let n): out[k] = String(n)
-            case .double(let d): out[k] = String(d)
-            default: break
-            }
-        }
-        return out
-    }
 
     // MARK: LimitRanger
 
@@ -95,15 +80,15 @@ extension APIHandler {
             switch item["type"]?.string {
             case "Container":
                 for c in containers {
-                    errors += Self.limitErrors(item, kind: "Container", requests: Self.resourceList(c, "requests"), limits: Self.resourceList(c, "limits"))
+                    errors += Self.limitErrors(item, kind: "Container", requests: QuotaAccounting.resourceList(c, "requests"), limits: QuotaAccounting.resourceList(c, "limits"))
                 }
             case "Pod":
                 var requests: [String: Double] = [:], limits: [String: Double] = [:]
                 for c in o[path: ["spec", "containers"]]?.array ?? [] {
-                    for (k, v) in Self.resourceList(c, "requests") { requests[k, default: 0] += Quantity.parse(v) ?? 0 }
-                    for (k, v) in Self.resourceList(c, "limits") { limits[k, default: 0] += Quantity.parse(v) ?? 0 }
+                    for (k, v) in QuotaAccounting.resourceList(c, "requests") { requests[k, default: 0] += Quantity.parse(v) ?? 0 }
+                    for (k, v) in QuotaAccounting.resourceList(c, "limits") { limits[k, default: 0] += Quantity.parse(v) ?? 0 }
                 }
-                errors += Self.limitErrors(item, kind: "Pod", requests: requests.mapValues { Self.format($0, for: "") }, limits: limits.mapValues { Self.format($0, for: "") })
+                errors += Self.limitErrors(item, kind: "Pod", requests: requests.mapValues { QuotaAccounting.format($0, for: "") }, limits: limits.mapValues { QuotaAccounting.format($0, for: "") })
             default:
                 break
             }
@@ -147,83 +132,26 @@ extension APIHandler {
         return errors
     }
 
-    /// A quantity as upstream prints one: CPU in cores or thousandths (`1`, `500m`), bytes with
-    /// the largest binary suffix that divides them (`256Mi`), counts as integers.
-    static func format(_ v: Double, for resource: String) -> String {
-        if resource.hasSuffix("cpu") || resource == "cpu" {
-            let m = Int64((v * 1000).rounded())
-            return m % 1000 == 0 ? String(m / 1000) : "\(m)m"
-        }
-        let n = Int64(v.rounded())
-        if resource.hasSuffix("memory") || resource.hasSuffix("storage") {
-            for (suffix, factor) in [("Ei", Int64(1) << 60), ("Pi", Int64(1) << 50), ("Ti", Int64(1) << 40), ("Gi", Int64(1) << 30), ("Mi", Int64(1) << 20), ("Ki", Int64(1) << 10)]
-            where n != 0 && n % factor == 0 {
-                return "\(n / factor)\(suffix)"
-            }
-        }
-        if v != v.rounded() {
-            let m = Int64((v * 1000).rounded())
-            return "\(m)m"
-        }
-        return String(n)
-    }
 
     // MARK: ResourceQuota
-
-    /// What creating `o` adds to each quota resource name.
-    static func quotaDelta(_ o: JSONValue, _ r: ResourceInfo) -> [String: Double] {
-        var d: [String: Double] = ["count/\(r.resource)\(r.group.isEmpty ? "" : "." + r.group)": 1]
-        if r.group.isEmpty, ["pods", "services", "configmaps", "secrets", "replicationcontrollers", "resourcequotas", "persistentvolumeclaims"].contains(r.resource) {
-            d[r.resource] = 1
-        }
-        if r.group.isEmpty && r.resource == "services" {
-            let type = o[path: ["spec", "type"]]?.string ?? "ClusterIP"
-            if type == "NodePort" || type == "LoadBalancer" { d["services.nodeports"] = Double(o[path: ["spec", "ports"]]?.array?.count ?? 0) }
-            if type == "LoadBalancer" { d["services.loadbalancers"] = 1 }
-        }
-        if r.group.isEmpty && r.resource == "pods" {
-            for (k, v) in podCompute(o) { d[k] = v }
-        }
-        return d
-    }
-
-    /// A pod's requests and limits as upstream's `PodRequests` sums them: its containers', or
-    /// an init container's where that is more.
-    static func podCompute(_ pod: JSONValue) -> [String: Double] {
-        var out: [String: Double] = [:]
-        for kind in ["requests", "limits"] {
-            var sum: [String: Double] = [:]
-            for c in pod[path: ["spec", "containers"]]?.array ?? [] {
-                for (k, v) in resourceList(c, kind) { sum[k, default: 0] += Quantity.parse(v) ?? 0 }
-            }
-            for c in pod[path: ["spec", "initContainers"]]?.array ?? [] {
-                for (k, v) in resourceList(c, kind) { sum[k] = max(sum[k] ?? 0, Quantity.parse(v) ?? 0) }
-            }
-            for (k, v) in sum where computeResources.contains(k) {
-                out["\(kind).\(k)"] = v
-                if kind == "requests" { out[k] = v }
-            }
-        }
-        return out
-    }
 
     func admitResourceQuota(_ o: JSONValue, old: JSONValue?, _ r: ResourceInfo, subresource: String?, dryRun: Bool) async throws {
         guard admissionPlugins.contains("ResourceQuota"), old == nil, subresource == nil, r.namespaced, !(r.strategy is ReviewStrategy),
               let ns = o[path: ["metadata", "namespace"]]?.string, let quotaInfo = registry.find(group: "", version: "v1", resource: "resourcequotas") else { return }
         let quotas = try await currentValues(prefix: quotaInfo.storePrefix + ns + "/")
         guard !quotas.isEmpty else { return }
-        let delta = Self.quotaDelta(o, r)
+        let delta = QuotaAccounting.delta(o, group: r.group, resource: r.resource)
         let name = o[path: ["metadata", "name"]]?.string ?? ""
         let isPod = r.group.isEmpty && r.resource == "pods"
         var admitted: [(quota: JSONValue, used: [String: Double])] = []
-        for quota in quotas.sorted(by: { $0.name < $1.name }) {
+        for quota in quotas.sorted(by: { $0.name < $1.name }) where QuotaAccounting.tracks(quota, o, group: r.group, resource: r.resource) {
             let hard = (quota[path: ["spec", "hard"]]?.object ?? [:]).compactMapValues { Quantity.parse($0) }
-            let watched = hard.keys.filter { delta[$0] != nil || (isPod && Self.isCompute($0)) }
+            let watched = hard.keys.filter { delta[$0] != nil || (isPod && QuotaAccounting.isCompute($0)) }
             guard !watched.isEmpty else { continue }
             // A pod must say how much it wants of each compute resource a quota limits.
             if isPod {
                 var missing: [String] = []
-                for key in watched.filter(Self.isCompute).sorted() {
+                for key in watched.filter(QuotaAccounting.isCompute).sorted() {
                     let (kind, res) = key.hasPrefix("limits.") ? ("limits", String(key.dropFirst(7))) : ("requests", key.hasPrefix("requests.") ? String(key.dropFirst(9)) : key)
                     let lacking = (o[path: ["spec", "containers"]]?.array ?? []).filter { $0[path: ["resources", kind, res]] == nil }.compactMap { $0["name"]?.string }
                     if !lacking.isEmpty { missing.append("\(key) for: \(lacking.joined(separator: ","))") }
@@ -233,10 +161,10 @@ extension APIHandler {
                                    details: APIError.details(r, name))
                 }
             }
-            let used = try await quotaUsage(Set(watched), namespace: ns)
+            let used = try await quotaUsage(Set(watched), quota: quota, namespace: ns)
             let exceeded = watched.filter { (used[$0] ?? 0) + (delta[$0] ?? 0) > hard[$0]! + 1e-9 }.sorted()
             if !exceeded.isEmpty {
-                func list(_ f: (String) -> Double) -> String { exceeded.map { "\($0)=\(Self.format(f($0), for: $0))" }.joined(separator: ",") }
+                func list(_ f: (String) -> Double) -> String { exceeded.map { "\($0)=\(QuotaAccounting.format(f($0), for: $0))" }.joined(separator: ",") }
                 throw APIError(code: 403, reason: "Forbidden",
                                message: "\(APIError.resourceLabel(r)) \"\(name)\" is forbidden: exceeded quota: \(quota.name), requested: \(list { delta[$0] ?? 0 }), used: \(list { used[$0] ?? 0 }), limited: \(list { hard[$0]! })",
                                details: APIError.details(r, name))
@@ -248,58 +176,21 @@ extension APIHandler {
         for (quota, used) in admitted {
             let hardKeys = quota[path: ["spec", "hard"]]?.object ?? [:]
             var status: [String: JSONValue] = [:]
-            for (k, _) in hardKeys { status[k] = .string(Self.format((used[k] ?? 0) + (delta[k] ?? 0), for: k)) }
+            // What this object does not count towards keeps its last counted value.
+            let before = quota[path: ["status", "used"]]?.object ?? [:]
+            for (k, _) in hardKeys {
+                status[k] = used[k] == nil ? (before[k] ?? "0") : .string(QuotaAccounting.format(used[k]! + (delta[k] ?? 0), for: k))
+            }
             await writeQuotaStatus(quotaInfo, namespace: ns, name: quota.name, hard: .object(hardKeys), used: .object(status))
         }
     }
 
-    static func isCompute(_ key: String) -> Bool {
-        computeResources.contains(key) || computeResources.contains { key == "requests.\($0)" || key == "limits.\($0)" }
-    }
-
-    /// The namespace's usage of `keys`, counted from the stored objects.
-    func quotaUsage(_ keys: Set<String>, namespace ns: String) async throws -> [String: Double] {
-        var used: [String: Double] = [:]
-        var pods: [JSONValue]?
-        func livePods() async throws -> [JSONValue] {
-            if let pods { return pods }
-            let info = registry.find(group: "", version: "v1", resource: "pods")!
-            let all = try await currentValues(prefix: info.storePrefix + ns + "/").filter {
-                let phase = $0[path: ["status", "phase"]]?.string
-                return phase != "Succeeded" && phase != "Failed"
-            }
-            pods = all
-            return all
+    /// The namespace's usage of `keys` under `quota` (its scopes), counted from the stored objects.
+    func quotaUsage(_ keys: Set<String>, quota: JSONValue, namespace ns: String) async throws -> [String: Double] {
+        try await QuotaAccounting.usage(keys, quota: quota) { group, resource in
+            guard let info = registry.resources.first(where: { $0.group == group && $0.resource == resource && $0.namespaced }) else { return nil }
+            return try await currentValues(prefix: info.storePrefix + ns + "/")
         }
-        for key in keys {
-            if Self.isCompute(key) {
-                used[key] = try await livePods().reduce(0) { $0 + (Self.podCompute($1)[key] ?? 0) }
-                continue
-            }
-            var resource = key, group = ""
-            if key.hasPrefix("count/") {
-                let rest = key.dropFirst(6)
-                if let dot = rest.firstIndex(of: ".") { resource = String(rest[..<dot]); group = String(rest[rest.index(after: dot)...]) } else { resource = String(rest) }
-            } else if key == "services.nodeports" || key == "services.loadbalancers" {
-                resource = "services"
-            }
-            guard let info = registry.resources.first(where: { $0.group == group && $0.resource == resource && $0.namespaced }) else { continue }
-            if resource == "pods" && group.isEmpty {
-                used[key] = Double(try await livePods().count)
-                continue
-            }
-            let objects = try await currentValues(prefix: info.storePrefix + ns + "/")
-            switch key {
-            case "services.nodeports":
-                used[key] = Double(objects.filter { ["NodePort", "LoadBalancer"].contains($0[path: ["spec", "type"]]?.string ?? "") }
-                    .reduce(0) { $0 + ($1[path: ["spec", "ports"]]?.array?.count ?? 0) })
-            case "services.loadbalancers":
-                used[key] = Double(objects.filter { $0[path: ["spec", "type"]]?.string == "LoadBalancer" }.count)
-            default:
-                used[key] = Double(objects.count)
-            }
-        }
-        return used
     }
 
     func writeQuotaStatus(_ info: ResourceInfo, namespace: String, name: String, hard: JSONValue, used: JSONValue) async {

@@ -151,6 +151,9 @@ struct ControllerFlags: ParsableArguments {
     @Option(name: .customLong("cluster-signing-duration"), help: "The longest certificate csrsigning signs (Go duration).")
     var clusterSigningDuration = "8760h0m0s"
 
+    @Option(name: .customLong("resource-quota-sync-period"), help: "How often the resourcequota controller counts every quota's usage again (Go duration).")
+    var resourceQuotaSyncPeriod = "5m0s"
+
     @Option(name: .customLong("use-service-account-credentials"), help: "Run each controller as its own service account in kube-system (deployment-controller, node-controller, …), bound to its system:controller:NAME role (true/false; alone: true).")
     var useServiceAccountCredentials: Bool?
 
@@ -185,6 +188,8 @@ struct ControllerFlags: ParsableArguments {
         guard let d = GoDuration.seconds(clusterSigningDuration), d >= 1 else { throw ValidationError("--cluster-signing-duration \(clusterSigningDuration): a Go duration (8760h0m0s)") }
         o.signingDuration = d
         o.useServiceAccountCredentials = useServiceAccountCredentials ?? false
+        guard let q = GoDuration.seconds(resourceQuotaSyncPeriod), q >= 1 else { throw ValidationError("--resource-quota-sync-period \(resourceQuotaSyncPeriod): a Go duration of a second or more (5m0s)") }
+        o.resourceQuotaSyncPeriod = q
         do { _ = try ControllerManager.enabled(o.controllers) } catch let e as APIStatusError { throw ValidationError("--controllers: \(e.message)") }
         return o
     }

@@ -24,6 +24,7 @@ public struct ControllerManager: Sendable {
         "ttl-after-finished": "ttl-after-finished-controller", "namespace": "namespace-controller", "endpoint": "endpoint-controller",
         "endpointslice": "endpointslice-controller", "csrapproving": "certificate-controller", "csrsigning": "certificate-controller",
         "csrcleaner": "certificate-controller", "bootstrapsigner": "bootstrap-signer", "tokencleaner": "token-cleaner",
+        "resourcequota": "resourcequota-controller",
     ]
 
     /// The controllers this manager knows, in kube-controller-manager's names, and whether each
@@ -33,7 +34,7 @@ public struct ControllerManager: Sendable {
         ("daemonset", true), ("nodelifecycle", true), ("nodeipam", true), ("serviceaccount", true),
         ("root-ca-certificate-publisher", true), ("garbage-collector", true), ("pod-garbage-collector", true),
         ("disruption", true), ("ttl-after-finished", true), ("namespace", true),
-        ("endpoint", true), ("endpointslice", true), ("csrapproving", true), ("csrsigning", true), ("csrcleaner", true),
+        ("endpoint", true), ("endpointslice", true), ("csrapproving", true), ("csrsigning", true), ("csrcleaner", true), ("resourcequota", true),
         ("bootstrapsigner", false), ("tokencleaner", false),
     ]
 
@@ -57,6 +58,8 @@ public struct ControllerManager: Sendable {
         /// `--use-service-account-credentials`: the caller gives the manager its
         /// `ServiceAccountCredentials`.
         public var useServiceAccountCredentials = false
+        /// `--resource-quota-sync-period`: how often every quota's usage is counted again.
+        public var resourceQuotaSyncPeriod: Double = 300
         public init() {}
     }
 
@@ -116,6 +119,7 @@ public struct ControllerManager: Sendable {
         case "csrapproving": CSRApprovingController(api: api)
         case "csrsigning": options.signingCA.map { CSRSigningController(api: api, ca: $0, duration: options.signingDuration) }
         case "csrcleaner": CSRCleanerController(api: api)
+        case "resourcequota": ResourceQuotaController(api: api, resync: .milliseconds(Int64(options.resourceQuotaSyncPeriod * 1000)))
         case "bootstrapsigner": BootstrapTokenController(api: api, kind: .signer)
         case "tokencleaner": BootstrapTokenController(api: api, kind: .cleaner)
         case "endpointslice": EndpointSliceController(api: api, maxEndpointsPerSlice: options.maxEndpointsPerSlice, workers: options.concurrentSyncs)
