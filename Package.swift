@@ -278,7 +278,15 @@ let package = Package(
             ],
             path: "Sources/Commands/switchyard",
             swiftSettings: strict,
-            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs"], .when(configuration: .release))],
+            // Release: the Swift runtime and Foundation linked in, position-dependent (as the CNI
+            // plugin below): no shared library relocated at every start and only the code it uses,
+            // 2.5 to 4 MB less resident than with the dynamic libraries (bench/server.md).
+            linkerSettings: [.unsafeFlags(["-use-ld=lld", "-static-stdlib", "-Xlinker", "--start-group", "-lFoundation", "-lCoreFoundation",
+                                           "-lFoundationInternationalization", "-l_FoundationICU", "-lFoundationEssentials",
+                                           "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",
+                                           "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie", "-Xlinker", "--no-export-dynamic",
+                                           "-L\(Context.packageDirectory)/link/static-libstdc++", "-Xclang-linker", "-static-libgcc",
+                                           "-Xlinker", "-lstdc++", "-Xlinker", "-lm"], .when(configuration: .release))],
             plugins: ["BuildInfo"]
         ),
         // Writes the version and the commit a build comes from into the executable that prints them.
