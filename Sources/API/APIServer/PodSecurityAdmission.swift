@@ -62,14 +62,9 @@ extension APIHandler {
             annotations?.annotate("pod-security.kubernetes.io/exempt", exempt)
             return
         }
-        var labels: [String: String] = [:]
-        if config.defaults == PodSecurity.Policy() {
-            // Nothing to check unless the namespace says so (and then it is read once).
-            guard let kv = try await store.get(Resources.all[0].key(namespace: nil, name: ns)), let namespace = try? JSONValue.parse(kv.value) else { return }
-            labels = (namespace[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
-        } else if let kv = try await store.get(Resources.all[0].key(namespace: nil, name: ns)), let namespace = try? JSONValue.parse(kv.value) {
-            labels = (namespace[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
-        }
+        // The namespace's labels over the configuration's defaults.
+        let namespace = try await store.get(Resources.all[0].key(namespace: nil, name: ns)).flatMap { try? JSONValue.parse($0.value) }
+        let labels = (namespace?[path: ["metadata", "labels"]]?.object ?? [:]).compactMapValues(\.string)
         let (policy, _) = PodSecurity.policy(labels: labels, defaults: config.defaults)
         if isPod { annotations?.annotate("pod-security.kubernetes.io/enforce-policy", "\(policy.enforce.rawValue):\(policy.enforceVersion)") }
         let name = o[path: ["metadata", "name"]]?.string ?? ""
