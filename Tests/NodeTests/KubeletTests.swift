@@ -222,7 +222,12 @@ struct KubeletTests {
     }
 
     @Test func restartsACrashingContainerWithBackOff() async throws {
-        let h = try await KubeletHarness.start()
+        // A back-off long enough to be seen under a loaded machine's delays: with 1 s, a sync
+        // that comes late restarts the container before any status says it waits.
+        let h = try await KubeletHarness.start { c in
+            c.backOff = .seconds(3)
+            c.maxBackOff = .seconds(6)
+        }
         defer { h.cleanUp() }
         try await h.create("crash", containers: [container("main")])
         try await h.eventually("the pod runs") { try await h.pod("crash")[path: ["status", "phase"]] == "Running" }
@@ -240,7 +245,7 @@ struct KubeletTests {
         h.runtime.exit(pod: uid, container: "main", code: 2)
         try await h.eventually("backing off") { try await statusOfMain()[path: ["state", "waiting", "reason"]] == "CrashLoopBackOff" }
         let waiting = try await statusOfMain()
-        #expect(waiting[path: ["state", "waiting", "message"]] == .string("back-off 1s restarting failed container=main pod=crash_default(\(uid))"))
+        #expect(waiting[path: ["state", "waiting", "message"]] == .string("back-off 3s restarting failed container=main pod=crash_default(\(uid))"))
         let ready = try await h.pod("crash")[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }
         #expect(ready?["status"] == "False")
         #expect(ready?["message"] == "containers with unready status: [main]")
