@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import KubeAPI
 import ControllerKit
+import KubeClient
 @testable import Controllers
 
 @Suite("cluster controllers", .serialized)
@@ -211,6 +212,15 @@ struct ClusterControllerTests {
     }
 
     @Test func theControllersFlagIsUpstreams() throws {
+        // With --use-service-account-credentials, only the controllers that run get accounts
+        // (no root CA: its publisher does not run).
+        let credentials = ServiceAccountCredentials(base: KubeClient(config: Kubeconfig(server: "http://127.0.0.1:1", host: "127.0.0.1", port: 1)))
+        var options = ControllerManager.Options()
+        options.controllers = ["deployment", "csrapproving", "csrcleaner", "root-ca-certificate-publisher"]
+        let manager = try ControllerManager(api: API(KubeClient(config: Kubeconfig(server: "http://127.0.0.1:1", host: "127.0.0.1", port: 1)), fieldManager: "t"),
+                                            options: options, credentials: credentials)
+        #expect(manager.controllers.count == 3)
+        #expect(credentials.accounts == ["certificate-controller", "deployment-controller"])
         #expect(try ControllerManager.enabled(["*", "-job"]).contains("job") == false)
         #expect(try ControllerManager.enabled(["deployment"]) == ["deployment"])
         #expect(throws: APIStatusError.self) { try ControllerManager.enabled(["*", "bogus"]) }

@@ -31,12 +31,16 @@ public final class ServiceAccountCredentials: Sendable {
     }
 
     /// The API as `serviceAccount`: its requests carry the account's current token (none until
-    /// `start` got it).
+    /// the account is registered and `start` got it).
     public func api(serviceAccount: String, fieldManager: String) -> API {
-        tokens.withLock { if $0[serviceAccount] == nil { $0[serviceAccount] = .some(nil) } }
         var client = KubeClient(config: base.config) { [self] in tokens.withLock { $0[serviceAccount]??.value } }
         client.dial = base.dial
         return API(client, fieldManager: fieldManager)
+    }
+
+    /// An account whose token `start` gets and `run` renews (a controller that runs uses it).
+    public func register(_ serviceAccount: String) {
+        tokens.withLock { if $0[serviceAccount] == nil { $0[serviceAccount] = .some(nil) } }
     }
 
     public var accounts: [String] { tokens.withLock { $0.keys.sorted() } }

@@ -87,13 +87,17 @@ public struct ControllerManager: Sendable {
         var list: [any Controller] = []
         let n = options.concurrentSyncs
         for name in try Self.enabled(options.controllers) {
-            let api = Self.serviceAccounts[name].flatMap { credentials?.api(serviceAccount: $0, fieldManager: "kube-controller-manager") } ?? api
+            let account = Self.serviceAccounts[name]
+            let api = account.flatMap { credentials?.api(serviceAccount: $0, fieldManager: "kube-controller-manager") } ?? api
+            let before = list.count
             switch name {
             case "deployment": list.append(DeploymentController(api: api, workers: n))
             case "replicaset": list.append(ReplicaSetController(api: api, workers: n))
             case "replicationcontroller": list.append(ReplicaSetController(api: api, kind: "ReplicationController", workers: n))
             default: if let c = Self.make(name, api: api, options: options) { list.append(c) }
             }
+            // Only a controller that runs gets its account, as upstream's.
+            if list.count > before, let account { credentials?.register(account) }
         }
         controllers = list
     }
