@@ -259,7 +259,7 @@ struct KubeletServerTests {
 
         // No credentials, anonymous off: 401, and nothing was authorised.
         #expect(text(try await client(nil).rawRequest("GET", "/pods")) == "401 Unauthorized\n")
-        // A token with nothing to review it: 401 as well (never anonymous).
+        // A token with nothing to review it counts for nothing: 401 as well, anonymous being off.
         #expect(text(try await client(nil, token: "abc.def").rawRequest("GET", "/healthz")) == "401 Unauthorized\n")
         #expect(authorizer.asked.withLock { $0.isEmpty })
         // A certificate of the client CA: its CN is the user. Refused with upstream's words; /pods
@@ -283,6 +283,16 @@ struct KubeletServerTests {
         // A certificate of another CA does not get through the handshake.
         let stranger = try other.clientCertificate(name: "apiserver-kubelet-client", commonName: "kube-apiserver-kubelet-client")
         await #expect(throws: (any Error).self) { _ = try await client(stranger).rawRequest("GET", "/healthz") }
+    }
+
+    @Test func anonymousAndTokensWithoutAWebhook() async {
+        let open = KubeletAccess(nodeName: "n", anonymous: true)
+        #expect(await open.authenticate(certificate: nil, authorization: "Bearer abc") == .success(.anonymous), "no token webhook: the token is not read")
+        #expect(await open.authenticate(certificate: nil, authorization: nil) == .success(.anonymous))
+        #expect(await open.authenticate(certificate: [1, 2, 3], authorization: nil) == .success(.anonymous), "not a certificate: no one")
+        let closed = KubeletAccess(nodeName: "n", anonymous: false)
+        #expect(await closed.authenticate(certificate: nil, authorization: "Bearer abc") == .failure(KubeletAccess.Refusal(status: 401, message: "Unauthorized")))
+        #expect(await closed.authorize(.anonymous, method: "GET", path: "/pods") == nil, "AlwaysAllow")
     }
 
     @Test func whatEachPathAsks() {

@@ -53,8 +53,10 @@ public struct KubeletAccess: Sendable {
         if let certificate, let id = ClusterPKI.clientIdentity(der: certificate) {
             return .success(UserInfo(name: id.name, groups: id.groups).authenticated())
         }
-        if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
-            guard a.utf8.count <= Self.maxAuthorization, let tokens else { return .failure(unauthorized) }
+        // Without the token webhook nothing reads a bearer token: the request goes on as if it
+        // had none, as upstream's authenticator chain has no token authenticator then.
+        if let tokens, let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
+            guard a.utf8.count <= Self.maxAuthorization else { return .failure(unauthorized) }
             let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
             guard !token.isEmpty else { return .failure(unauthorized) }
             switch await tokens.authenticate(token: token) {
