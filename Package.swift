@@ -99,9 +99,10 @@ let package = Package(
         .target(name: "FieldManager", dependencies: ["KubeAPI", "APISchema"], path: "Sources/API/FieldManager", swiftSettings: strict),
         // The Kubernetes API over the store: discovery, CRUD, list and watch, patches, tables,
         // admission (defaults, ClusterIP and NodePort allocation), validation; served by HummingbirdCore.
-        // HTTP/1.1 with the WebSocket upgrade, other upgrades served as plain requests (the API
-        // server's and the kubelet's servers).
+        // HTTP/1.1 with the WebSocket upgrade, other upgrades served as plain requests, and the
+        // client certificate of a TLS connection (the API server's and the kubelet's servers).
         .target(name: "UpgradableHTTP", dependencies: [.product(name: "HummingbirdCore", package: "hummingbird"),
+                                                       .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                        .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                                                        .product(name: "NIOCore", package: "swift-nio"),
                                                        .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -112,7 +113,7 @@ let package = Package(
         // Who may do what: users, request attributes, the authorizers (RBAC, AlwaysAllow,
         // AlwaysDeny, ABAC, Node), the default roles, service-account tokens (JWTs). Object model
         // and crypto only: the server feeds it.
-        .target(name: "APIAccess", dependencies: ["KubeAPI", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/API/APIAccess", swiftSettings: strict),
+        .target(name: "APIAccess", dependencies: ["KubeAPI", "ClusterPKI", .product(name: "Crypto", package: "swift-crypto")], path: "Sources/API/APIAccess", swiftSettings: strict),
         // The cluster's CA and the certificates it signs (the API server's serving pair, the
         // admin's and the components' client pairs), kept in the data directory as kubeadm's pki.
         .target(name: "ClusterPKI", dependencies: [.product(name: "X509", package: "swift-certificates"),
@@ -231,7 +232,7 @@ let package = Package(
                 path: "Sources/Node/Kubelet", swiftSettings: strict),
         // The kubelet's API on :10250 (HTTPS with a self-signed certificate unless given one):
         // /healthz, /pods, /containerLogs, and /exec over WebSocket (the v5.channel.k8s.io protocol).
-        .target(name: "KubeletServer", dependencies: ["Kubelet", "CRI", "KubeAPI", "KubeClient", "UpgradableHTTP", "APIAccess", "Webhooks", "ClusterPKI",
+        .target(name: "KubeletServer", dependencies: ["Kubelet", "CRI", "KubeAPI", "KubeClient", "UpgradableHTTP", "APIAccess", "Webhooks",
                                                       .product(name: "HummingbirdCore", package: "hummingbird"),
                                                       .product(name: "HummingbirdTLS", package: "hummingbird"),
                                                       .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),

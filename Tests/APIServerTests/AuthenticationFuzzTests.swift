@@ -23,7 +23,7 @@ import Testing
         let file = try TokenFile(contents: "s3cret,admin,1\n")
         let valid = try tokens.issue(namespace: "default", serviceAccount: "default", uid: "u", audiences: tokens.audiences, seconds: 3600).token
         // What the cases are made from works: the certificate names its user, the token file's token passes.
-        #expect(APIServer.certificateUser(der)?.name == "carol")
+        #expect(UserInfo(clientCertificate: der)?.name == "carol")
         let good = await AuthenticationFuzz.run([AuthenticationFuzz.Case(what: "valid", authorization: "Bearer s3cret")], handler: handler, tokens: file)
         #expect(good.count == 1 && good[0].1 == 200)
         let cases = AuthenticationFuzz.cases(seed: 20261205, count: 360, token: valid, certificate: der)
@@ -31,6 +31,6 @@ import Testing
         let wrong = await AuthenticationFuzz.run(cases, handler: handler, tokens: file)
         #expect(wrong.isEmpty, "\(wrong.prefix(5).map { "\($0.1) for \($0.0.what): \($0.0.authorization?.prefix(120) ?? "certificate")" })")
         // A certificate that is not DER names nobody.
-        for c in cases where c.certificate != nil { #expect(APIServer.certificateUser(c.certificate!) == nil, "\(c.what)") }
+        for c in cases where c.certificate != nil { #expect(UserInfo(clientCertificate: c.certificate!) == nil, "\(c.what)") }
     }
 }

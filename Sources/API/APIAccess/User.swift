@@ -1,3 +1,4 @@
+import ClusterPKI
 /// Who a request comes from, as an authenticator found it (upstream's `user.Info`).
 public struct UserInfo: Sendable, Hashable {
     public var name: String
@@ -33,6 +34,18 @@ public struct UserInfo: Sendable, Hashable {
         if !u.groups.contains(Self.allAuthenticated) && u.name != Self.anonymousName { u.groups.append(Self.allAuthenticated) }
         return u
     }
+
+    /// The user a verified client certificate (DER) names: its subject's common name, and its
+    /// organizations as groups (upstream's x509 authenticator). nil when it names no one.
+    public init?(clientCertificate der: [UInt8]) {
+        guard let id = ClusterPKI.clientIdentity(der: der) else { return nil }
+        self = UserInfo(name: id.name, groups: id.groups).authenticated()
+    }
+
+    /// The longest `Authorization` header an authenticator reads (16 KiB): no credential is
+    /// this long (a service-account token is about 1 KiB), so a longer one is refused before
+    /// anything decodes it.
+    public static let maxAuthorizationBytes = 16 * 1024
 
     /// `system:serviceaccount:NS:NAME` → (NS, NAME).
     public var serviceAccount: (namespace: String, name: String)? {

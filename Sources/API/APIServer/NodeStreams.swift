@@ -56,11 +56,9 @@ enum NodeStreams {
         return offered.first { protocols.contains($0) }
     }
 
+    /// The client reads the pair from its files when it connects.
     static func kubeletTLS(_ credentials: KubeletClientCredentials?) -> HTTPJSONClient.TLS {
-        guard let c = credentials else { return HTTPJSONClient.TLS(insecureSkipVerify: true) }
-        return HTTPJSONClient.TLS(insecureSkipVerify: true, clientCertificate: FileManager.default.contents(atPath: c.certificateFile).map { Array($0) },
-                                  clientKey: FileManager.default.contents(atPath: c.keyFile).map { Array($0) },
-                                  clientCertificateFile: c.certificateFile, clientKeyFile: c.keyFile)
+        HTTPJSONClient.TLS(insecureSkipVerify: true, clientCertificateFile: credentials?.certificateFile, clientKeyFile: credentials?.keyFile)
     }
 
     static func clientTLS(_ credentials: KubeletClientCredentials?) throws -> TLSConfiguration {

@@ -1,5 +1,4 @@
 import APIAccess
-import ClusterPKI
 import Foundation
 import HTTPTypes
 import HummingbirdCore
@@ -75,21 +74,6 @@ public struct APIServer: Sendable {
         return c
     }
 
-    /// The user a verified client certificate names: its subject's common name, and its
-    /// organizations as groups (upstream's x509 authenticator).
-    static func certificateUser(_ der: [UInt8]) -> UserInfo? {
-        ClusterPKI.clientIdentity(der: der).map { UserInfo(name: $0.name, groups: $0.groups).authenticated() }
-    }
-
-    /// The client certificate of the connection a request came on, if it presented one (asked
-    /// on the channel's event loop, where the TLS handler lives).
-    static func clientCertificate(_ channel: any Channel) async -> [UInt8]? {
-        try? await channel.eventLoop.submit { () -> [UInt8]? in
-            guard let tls = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else { return nil }
-            return try tls.peerCertificate?.toDERBytes()
-        }.get()
-    }
-
     /// The certificates of a PEM file, and nothing else from it (a file that also holds the key
     /// must not hand the key to clients), as PEM: what a kubeconfig written for clients trusts.
     public static func certificatesPEM(file: String) throws -> [UInt8] {
@@ -108,10 +92,8 @@ public struct APIServer: Sendable {
     static func authenticate(authorization: String?, path: String, tokens: TokenFile?, anonymous: Bool, handler: APIHandler,
                              certificate: [UInt8]? = nil, clientCA: Bool = false, bootstrapTokens: Bool = false) async -> UserInfo? {
         // x509 first, as upstream orders its authenticators.
-        if let certificate, let u = certificateUser(certificate) { return u }
-        // No credential is this long (a service-account token is about 1 KiB): refused before
-        // anything decodes it.
-        if let a = authorization, a.utf8.count > maxAuthorization { return nil }
+        if let certificate, let u = UserInfo(clientCertificate: certificate) { return u }
+        if let a = authorization, a.utf8.count > UserInfo.maxAuthorizationBytes { return nil }
         if let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
             if let u = tokens?.user(authorization: a) { return UserInfo(name: u.name, uid: u.uid, groups: u.groups).authenticated() }
             let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
@@ -128,8 +110,6 @@ public struct APIServer: Sendable {
         return anonymous || TokenFile.publicPaths.contains(path) ? .anonymous : nil
     }
 
-    /// The longest `Authorization` header read (16 KiB).
-    static let maxAuthorization = 16 * 1024
 
     static let impersonateUser = HTTPField.Name("Impersonate-User")!
     static let impersonateGroup = HTTPField.Name("Impersonate-Group")!
@@ -216,7 +196,7 @@ public struct APIServer: Sendable {
         let logger = self.logger
         // HTTP/1.1, and the WebSocket upgrade of a pod's exec (relayed to its kubelet).
         let upgradable = UpgradableHTTP.builder(maxFrameSize: NodeStreams.maxMessage) { request, channel, _ in
-            let certificate = clientCA ? await Self.clientCertificate(channel) : nil
+            let certificate = clientCA ? await UpgradableHTTP.clientCertificate(channel) : nil
             return await Self.shouldUpgrade(handler, request, tokens: tokens, anonymous: anonymous, certificate: certificate, clientCA: clientCA,
                                             bootstrapTokens: bootstrapTokens, logger: logger)
         }
@@ -226,7 +206,7 @@ public struct APIServer: Sendable {
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
             responder: { request, writer, channel in
-                let certificate = clientCA ? await Self.clientCertificate(channel) : nil
+                let certificate = clientCA ? await UpgradableHTTP.clientCertificate(channel) : nil
                 var response = await Self.respond(handler, request, tokens: tokens, anonymous: anonymous, sourceIP: channel.remoteAddress?.ipAddress,
                                                   certificate: certificate, clientCA: clientCA, bootstrapTokens: bootstrapTokens)
                 response.headers[.date] = Self.httpDate()

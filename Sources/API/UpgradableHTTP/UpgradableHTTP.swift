@@ -4,6 +4,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 
 /// HTTP/1.1 with the WebSocket upgrade (HummingbirdWebSocket's channel), where a request asking
 /// to upgrade to anything else (kubectl 1.29's `Upgrade: SPDY/3.1`) is served as the plain
@@ -13,6 +14,15 @@ import NIOHTTP1
 public enum UpgradableHTTP {
     public typealias ShouldUpgrade = @Sendable (HTTPRequest, any NIOCore.Channel, Logger) async throws
         -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+
+    /// The client certificate (DER) of the TLS connection a request came on, if the client
+    /// presented one (asked on the channel's event loop, where the TLS handler lives).
+    public static func clientCertificate(_ channel: any Channel) async -> [UInt8]? {
+        try? await channel.eventLoop.submit { () -> [UInt8]? in
+            guard let tls = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else { return nil }
+            return try tls.peerCertificate?.toDERBytes()
+        }.get()
+    }
 
     /// The server builder: HTTP/1.1, WebSocket messages up to `maxFrameSize`, no automatic pings.
     public static func builder(maxFrameSize: Int, shouldUpgrade: @escaping ShouldUpgrade) -> HTTPServerBuilder {

@@ -1,11 +1,8 @@
 import APIAccess
-import ClusterPKI
 import Foundation
 import KubeAPI
 import KubeClient
 import Kubelet
-import NIOCore
-import NIOSSL
 import Webhooks
 
 /// Who may use the kubelet's API, as upstream's kubelet decides it for every request on :10250:
@@ -44,19 +41,14 @@ public struct KubeletAccess: Sendable {
         public var message: String
     }
 
-    /// Upstream's limit on what a credential may weigh before anything reads it.
-    static let maxAuthorization = 16 << 10
-
     /// Who sends a request with this client certificate (verified) and `Authorization` header.
     public func authenticate(certificate: [UInt8]?, authorization: String?) async -> Result<UserInfo, Refusal> {
         let unauthorized = Refusal(status: 401, message: "Unauthorized")
-        if let certificate, let id = ClusterPKI.clientIdentity(der: certificate) {
-            return .success(UserInfo(name: id.name, groups: id.groups).authenticated())
-        }
+        if let certificate, let user = UserInfo(clientCertificate: certificate) { return .success(user) }
         // Without the token webhook nothing reads a bearer token: the request goes on as if it
         // had none, as upstream's authenticator chain has no token authenticator then.
         if let tokens, let a = authorization, a.count > 7, a.prefix(7).lowercased() == "bearer " {
-            guard a.utf8.count <= Self.maxAuthorization else { return .failure(unauthorized) }
+            guard a.utf8.count <= UserInfo.maxAuthorizationBytes else { return .failure(unauthorized) }
             let token = String(a.dropFirst(7)).trimmingCharacters(in: .whitespaces)
             guard !token.isEmpty else { return .failure(unauthorized) }
             switch await tokens.authenticate(token: token) {
@@ -108,15 +100,6 @@ public struct KubeletAccess: Sendable {
         case .failure(let r): return r
         case .success(let user): return await authorize(user, method: method, path: path)
         }
-    }
-
-    /// The client certificate of the connection a request came on, if it presented one (asked
-    /// on the channel's event loop, where the TLS handler lives).
-    static func clientCertificate(_ channel: any Channel) async -> [UInt8]? {
-        try? await channel.eventLoop.submit { () -> [UInt8]? in
-            guard let tls = try? channel.pipeline.syncOperations.handler(type: NIOSSLServerHandler.self) else { return nil }
-            return try tls.peerCertificate?.toDERBytes()
-        }.get()
     }
 }
 

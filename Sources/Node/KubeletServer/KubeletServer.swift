@@ -48,7 +48,7 @@ public struct KubeletServer: Sendable {
         let upgrade = UpgradableHTTP.builder(maxFrameSize: Self.maxFrame) { request, channel, _ in
             // Refused, the request is not upgraded: the responder answers it with the refusal.
             let path = (request.path ?? "").split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
-            let certificate = access.x509 ? await KubeletAccess.clientCertificate(channel) : nil
+            let certificate = access.x509 ? await UpgradableHTTP.clientCertificate(channel) : nil
             if await access.check(certificate: certificate, authorization: request.headerFields[.authorization],
                                   method: request.method.rawValue, path: path) != nil {
                 return .dontUpgrade
@@ -61,7 +61,7 @@ public struct KubeletServer: Sendable {
             eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
             logger: logger,
             responder: { request, writer, channel in
-                let certificate = access.x509 ? await KubeletAccess.clientCertificate(channel) : nil
+                let certificate = access.x509 ? await UpgradableHTTP.clientCertificate(channel) : nil
                 let response: Response
                 if let refused = await access.check(certificate: certificate, authorization: request.headers[.authorization],
                                                     method: request.method.rawValue, path: request.uri.path) {
