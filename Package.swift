@@ -3,6 +3,9 @@ import PackageDescription
 
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
+    // Release: every function in a section of its own, so that the linker can put the ones a
+    // server runs to start and serve first and together (link/switchyard.order).
+    .unsafeFlags(["-Xfrontend", "-function-sections"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -265,13 +268,20 @@ let package = Package(
                                                 .product(name: "NIOHTTP1", package: "swift-nio")],
                 path: "Sources/Lab/NetLab", swiftSettings: strict),
 
+        // MARK: Edge
+        // Traffic from outside: the nginx configuration rendered from Ingresses, and the
+        // controller that keeps an nginx serving it.
+        .target(name: "IngressNginx", dependencies: ["KubeAPI"], path: "Sources/Edge/IngressNginx", swiftSettings: strict),
+        .target(name: "IngressController", dependencies: ["IngressNginx", "ControllerKit", "KubeAPI", "HostOS", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Edge/IngressController", swiftSettings: strict),
+
         // MARK: Commands
         .executableTarget(
             name: "switchyard",
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI",
+                "APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI", "IngressNginx", "IngressController",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -287,7 +297,11 @@ let package = Package(
                                            "-l_FoundationCShims", "-l_FoundationCollections", "-lswiftSynchronization", "-lswiftDispatch",
                                            "-ldispatch", "-lBlocksRuntime", "-Xlinker", "--end-group", "-Xclang-linker", "-no-pie", "-Xlinker", "--no-export-dynamic",
                                            "-L\(Context.packageDirectory)/link/static-libstdc++", "-Xclang-linker", "-static-libgcc",
-                                           "-Xlinker", "-lstdc++", "-Xlinker", "-lm"], .when(configuration: .release))],
+                                           "-Xlinker", "-lstdc++", "-Xlinker", "-lm",
+                                           // The functions a server runs to start and serve, first and together
+                                           // (scripts/gen-symbol-order.sh): fewer code pages resident.
+                                           "-Xlinker", "--symbol-ordering-file=\(Context.packageDirectory)/link/switchyard.order",
+                                           "-Xlinker", "--no-warn-symbol-ordering"], .when(configuration: .release))],
             plugins: ["BuildInfo"]
         ),
         // Writes the version and the commit a build comes from into the executable that prints them.
@@ -354,6 +368,9 @@ let package = Package(
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "IngressTests", dependencies: ["IngressNginx", "IngressController", "ControllerKit", "APIServer", "KubeAPI", "KubeClient",
+                                                         "KubeStore", "HostOS"],
+                    path: "Tests/IngressTests", exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "LabTests", dependencies: ["NetLab", "Netlink", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxySeam", "ProxyRuntime",
                                                      "IPTablesKit", "HostOS", "KubeAPI", "NetnsKit", "KubeClient", "LabServices", "CRI",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),

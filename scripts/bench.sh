@@ -18,6 +18,8 @@
 #   scripts/bench.sh webhook [...]   a GET authorised by a cached Webhook decision against the same GET under AlwaysAllow
 #   scripts/bench.sh authfuzz [...]  20,000 hostile credentials through authentication: all 401, time against a valid token's
 #   scripts/bench.sh secure-memory   the server idle with HTTPS, client certificates and Node,RBAC against plain HTTP
+#   scripts/bench.sh ingress [...]   the ingress controller: a change until served (1 and 1,001 Ingresses), reloads under a burst,
+#                                    requests and throughput through nginx against the pod directly
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -63,6 +65,9 @@ if [ "$which" = all ] || [ "$which" = authfuzz ]; then
 fi
 if [ "$which" = all ] || [ "$which" = secure-memory ]; then
   .build/release/switchyard-bench secure-memory --switchyard .build/release/switchyard --out bench/last/secure-memory.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = ingress ]; then
+  .build/release/switchyard-bench ingress --switchyard .build/release/switchyard --out bench/last/ingress.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

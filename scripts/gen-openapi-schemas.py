@@ -7,7 +7,7 @@ They come from the per-group-version documents client-go keeps as test data
 apiextensions.k8s.io (CustomResourceDefinition) from the v1.26 document kubectl keeps for its
 explain templates (pkg/explain/v2/templates/apiextensions.k8s.io_v1.json), at the commits named
 in the output. The groups client-go keeps no document of (coordination.k8s.io, scheduling.k8s.io,
-policy, events.k8s.io) come from scripts/openapi/*.json: each holds one group's own component
+policy, events.k8s.io, networking.k8s.io) come from scripts/openapi/*.json: each holds one group's own component
 schemas as kubernetes/kubernetes publishes them (api/openapi-spec/v3/, at the commit it names),
 the common ones (meta, core) being those of the documents above. Usage:
 

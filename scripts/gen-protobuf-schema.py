@@ -15,6 +15,7 @@ files = [(api, "core/v1/generated.proto", "k8s.io.api.core.v1"),
          (api, "authorization/v1/generated.proto", "k8s.io.api.authorization.v1"),
          (api, "authentication/v1/generated.proto", "k8s.io.api.authentication.v1"),
          (api, "certificates/v1/generated.proto", "k8s.io.api.certificates.v1"),
+         (api, "networking/v1/generated.proto", "k8s.io.api.networking.v1"),
          (machinery, "pkg/apis/meta/v1/generated.proto", "k8s.io.apimachinery.pkg.apis.meta.v1"),
          (machinery, "pkg/runtime/generated.proto", "k8s.io.apimachinery.pkg.runtime"),
          (machinery, "pkg/util/intstr/generated.proto", "k8s.io.apimachinery.pkg.util.intstr"),
@@ -65,10 +66,14 @@ roots = ["k8s.io.api.core.v1." + n for n in ["ConfigMap", "Secret", "Namespace",
         ["k8s.io.api.rbac.v1." + n for n in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"]] + \
         ["k8s.io.api.authorization.v1." + n for n in ["SelfSubjectAccessReview", "SubjectAccessReview", "LocalSubjectAccessReview", "SelfSubjectRulesReview"]] + \
         ["k8s.io.api.authentication.v1." + n for n in ["SelfSubjectReview", "TokenReview", "TokenRequest"]] + \
-        ["k8s.io.api.certificates.v1." + n for n in ["CertificateSigningRequest"]]
+        ["k8s.io.api.certificates.v1." + n for n in ["CertificateSigningRequest"]] + \
+        ["k8s.io.api.networking.v1." + n for n in ["Ingress", "IngressClass"]]
 
 # Fields whose JSON name differs from their protobuf name (Go's json tag against protobuf's name=).
-json_names = {"uID": "uid"}
+json_names = {"uID": "uid", "aPIGroup": "apiGroup"}
+# Embedded structs Go writes inline (`json:",inline"`): their fields are the parent's in JSON;
+# the name `-` says so.
+inline = {("k8s.io.api.networking.v1.IngressRule", "ingressRuleValue")}
 
 needed, queue = {}, list(roots)
 while queue:
@@ -90,7 +95,8 @@ while queue:
             queue.append(t)
         else:
             k = t
-        fields.append(f"{num} {json_names.get(name, name)} {'[]' if label == 'repeated' else ''}{k}")
+        jname = "-" if (q, name) in inline else json_names.get(name, name)
+        fields.append(f"{num} {jname} {'[]' if label == 'repeated' else ''}{k}")
     needed[q] = fields
 
 names = {}

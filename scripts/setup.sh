@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(iptables ipset nftables libmnl-dev libnftnl-dev libsqlite3-dev etcd-server pkg-config ipvsadm conntrack socat iproute2 curl procps kmod openssl
       containernetworking-plugins iperf3 python3 qemu-system-x86 busybox-static cpio libstdc++-12-dev
-      containerd runc docker-registry libsodium23)
+      containerd runc docker-registry libsodium23 nginx apache2-utils)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,7 +13,12 @@ if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Installed, not started: nginx (the ingress controller's) is run by the tests and netlab
+  # on their own ports; Debian's postinst would start it on :80.
+  norc=""; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; norc=1; }
+  rc=0; apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  [ -z "$norc" ] || rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || exit "$rc"
 fi
 # The official Python client, which tests drive the API server with.
 python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q kubernetes >/dev/null 2>&1 \

@@ -42,7 +42,7 @@ struct HandlerTests {
         let groups = await h.get("/apis").json?["groups"]?.array?.compactMap { $0["name"]?.string }
         #expect(Set(groups ?? []) == ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io", "events.k8s.io", "policy", "scheduling.k8s.io", "apiextensions.k8s.io",
                                        "rbac.authorization.k8s.io", "authorization.k8s.io", "authentication.k8s.io", "admissionregistration.k8s.io",
-                                       "certificates.k8s.io"])
+                                       "certificates.k8s.io", "networking.k8s.io"])
         #expect(await h.get("/api/v2").code == 404)
         #expect(await h.get("/version").json?["gitVersion"]?.string?.hasPrefix("v1.") == true)
     }

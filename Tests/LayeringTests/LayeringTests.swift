@@ -155,9 +155,18 @@ struct LayeringTests {
         #expect(graph.targets["UpgradableHTTP"]?.targets == [], "\(graph.targets["UpgradableHTTP"]?.targets ?? [])")
     }
 
+    /// The edge's parts are clients of the API: the nginx renderer reads objects and nothing
+    /// else; the ingress controller reaches the cluster through the API only.
+    @Test func theEdgeIsAClientOfTheAPI() {
+        #expect(graph.closure("IngressNginx").isSubset(of: ["KubeAPI", "JSONSyntax"]), "\(graph.closure("IngressNginx").sorted())")
+        #expect(graph.closure("IngressController").isDisjoint(with: ["APIServer", "KubeStore", "NetLab", "LabServices", "Kubelet", "ProxyModes"]),
+                "\(graph.closure("IngressController").sorted())")
+    }
+
     /// The folders show the layers: every target lives in its layer's folder.
     @Test func everyTargetIsInALayerFolder() {
-        let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/ControlPlane/", "Sources/Proxy/", "Sources/Node/", "Sources/Lab/", "Sources/Commands/"]
+        let layers = ["Sources/Host/", "Sources/Kernel/", "Sources/API/", "Sources/ControlPlane/", "Sources/Proxy/", "Sources/Node/", "Sources/Edge/",
+                      "Sources/Lab/", "Sources/Commands/"]
         for t in graph.targets.values where t.type != "test" && t.type != "plugin" {
             #expect(layers.contains { t.path.hasPrefix($0) }, "\(t.name) is at \(t.path)")
         }

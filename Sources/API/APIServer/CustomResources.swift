@@ -287,7 +287,7 @@ extension APIHandler {
     }
 
     /// Admission of any write, in upstream's order: the mutating plugins (LimitRanger,
-    /// ServiceAccount and the token Secrets' filling, the mutating webhooks), then the
+    /// DefaultIngressClass, ServiceAccount and the token Secrets' filling, the mutating webhooks), then the
     /// validating ones (the certificate plugins, which also say who asked for a
     /// CertificateSigningRequest; NodeRestriction, PodSecurity), the object's
     /// own defaulting and validation (a definition checked and established, a custom object
@@ -298,6 +298,7 @@ extension APIHandler {
         try await checkEscalation(o, r, old: old)
         try await admitCertificateRequest(&o, old: old, r, subresource: subresource)
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
+        try await admitIngress(&o, old: old, r, subresource: subresource)
         try await admitServiceAccount(&o, old: old, r, subresource: subresource)
         try await admitServiceAccountTokenSecret(&o, old: old, r)
         _ = try await runMutatingWebhooks(&o, old: old, r, subresource: subresource, dryRun: dryRun)

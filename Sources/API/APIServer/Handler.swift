@@ -102,7 +102,7 @@ public final class APIHandler: Sendable {
     /// upstream's), NodeRestriction (`--enable-admission-plugins`).
     public let admissionPlugins: Set<String>
     /// The plugins on unless `--disable-admission-plugins` names them, as upstream's defaults.
-    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "ServiceAccount", "PodSecurity", "ResourceQuota", "MutatingAdmissionWebhook",
+    public static let defaultAdmissionPlugins: Set<String> = ["LimitRanger", "ServiceAccount", "DefaultIngressClass", "PodSecurity", "ResourceQuota", "MutatingAdmissionWebhook",
                                                                "ValidatingAdmissionWebhook", "CertificateApproval", "CertificateSigning",
                                                                "CertificateSubjectRestriction"]
     /// A handler made in code (tests, benchmarks over the handler) runs the defaults but

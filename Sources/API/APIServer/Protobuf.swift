@@ -81,7 +81,8 @@ public enum KubeProtobuf {
              ("authorization.k8s.io/v1", "SelfSubjectAccessReview"), ("authorization.k8s.io/v1", "SubjectAccessReview"),
              ("authorization.k8s.io/v1", "LocalSubjectAccessReview"), ("authorization.k8s.io/v1", "SelfSubjectRulesReview"),
              ("authentication.k8s.io/v1", "SelfSubjectReview"), ("authentication.k8s.io/v1", "TokenReview"),
-             ("authentication.k8s.io/v1", "TokenRequest"), ("certificates.k8s.io/v1", "CertificateSigningRequest"):
+             ("authentication.k8s.io/v1", "TokenRequest"), ("certificates.k8s.io/v1", "CertificateSigningRequest"),
+             ("networking.k8s.io/v1", "Ingress"), ("networking.k8s.io/v1", "IngressClass"):
             return kind
         default:
             return nil
@@ -152,6 +153,11 @@ public enum KubeProtobuf {
                 value = try scalar(f, wire: wire, &r, in: name)
             }
             guard let value else { continue }
+            if f.name == "-", case .object(let inlined) = value {
+                // An embedded struct Go writes inline: its fields are this object's.
+                out.merge(inlined) { _, new in new }
+                continue
+            }
             if f.repeated {
                 var a = out[f.name]?.arrayValue ?? []
                 a.append(value)

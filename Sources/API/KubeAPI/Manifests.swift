@@ -85,6 +85,34 @@ public enum ManifestLoader {
         return set
     }
 
+    /// Every object of the manifests at `paths` as JSON, whatever its kind (a `List`'s items
+    /// each on its own), for commands that read kinds this module has no type for.
+    public static func objects(paths: [String]) throws -> [JSONValue] {
+        var out: [JSONValue] = []
+        func add(_ v: JSONValue) {
+            if v["kind"]?.string == "List" || (v["kind"]?.string?.hasSuffix("List") == true && v["items"]?.array != nil) {
+                for item in v["items"]?.array ?? [] { add(item) }
+            } else if v.object != nil {
+                out.append(v)
+            }
+        }
+        for p in paths {
+            for (name, data) in try read(path: p) {
+                let first = data.first { !($0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d) }
+                if first == UInt8(ascii: "{") || first == UInt8(ascii: "[") {
+                    let v: JSONValue
+                    do { v = try JSONValue.parse(data) } catch { throw ManifestError.syntax(name, "\(error)") }
+                    if case .array(let items) = v { items.forEach(add) } else { add(v) }
+                    continue
+                }
+                for node in try yamlDocuments(String(decoding: data, as: UTF8.self), source: name, resolver: .default) {
+                    do { add(try YAMLToJSON.value(Constructor.default.any(from: node))) } catch { throw ManifestError.syntax(name, "\(error)") }
+                }
+            }
+        }
+        return out
+    }
+
     /// The files a path names: itself, or for a directory the manifest files in it, recursively.
     public static func files(at path: String) throws -> [String] {
         if path == "-" { return ["-"] }

@@ -4,6 +4,7 @@ import KubeAPI
 import Logging
 import ProxyModes
 import ProxySeam
+import IngressNginx
 
 struct Render: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,6 +27,11 @@ struct Render: AsyncParsableCommand {
     @Flag(name: .customLong("no-header"), help: "Leave out the comment lines at the top that say how to load the output.")
     var noHeader = false
 
+    @Flag(name: .customLong("ingress"), help: "Print the nginx.conf `switchyard ingress-controller` would write for the Ingresses, IngressClasses, Services, EndpointSlices and Secrets in the manifests, instead of a ruleset.")
+    var ingress = false
+
+    @OptionGroup(title: "With --ingress") var ingressFlags: IngressFlags
+
     @Option(name: .customLong("ipvs-format"), help: "ipvs mode only: 'list' (virtual servers as ipvsadm -Ln shows them, then the ipsets and iptables rules; the default), 'save' (as ipvsadm-save -n writes them), 'ipset' (as ipset restore takes them) or 'iptables' (as iptables-restore takes them).")
     var ipvsFormat: String = "list"
 
@@ -36,6 +42,7 @@ struct Render: AsyncParsableCommand {
         for f in files where f != "-" && !FileManager.default.fileExists(atPath: f) {
             throw ValidationError("-f \(f): no such file or directory")
         }
+        if ingress { return try renderIngress(logger) }
         let config = try flags.resolve()
         var set = try loadManifests(files, logger: logger)
         let noServices = set.services.isEmpty
@@ -66,5 +73,23 @@ struct Render: AsyncParsableCommand {
         if strict && (!set.issues.isEmpty || noServices) {
             throw ExitCode.failure
         }
+    }
+}
+
+extension Render {
+    /// `--ingress`: nginx.conf on stdout; what could not be served on stderr; the certificates
+    /// it names are not printed (they are the Secrets' own).
+    func renderIngress(_ logger: Logger) throws {
+        let objects: [JSONValue]
+        do { objects = try ManifestLoader.objects(paths: files) } catch { throw ValidationError("\(error)") }
+        let sources = IngressSources(objects: objects)
+        if sources.ingresses.isEmpty { logger.warning("\(files.joined(separator: ", ")): no Ingress found") }
+        let rendered = NginxRenderer.render(sources, options: try ingressFlags.options())
+        for w in rendered.warnings { logger.warning("\(w)") }
+        if !noHeader {
+            print("# switchyard render --ingress: \(rendered.ingresses.count) of \(sources.ingresses.count) Ingress(es) are this controller's; check with: nginx -t -c FILE")
+        }
+        print(rendered.config, terminator: "")
+        if strict && (!rendered.warnings.isEmpty || rendered.ingresses.isEmpty) { throw ExitCode.failure }
     }
 }

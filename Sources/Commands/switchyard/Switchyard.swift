@@ -7,12 +7,13 @@ struct Switchyard: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "A Kubernetes networking data plane: kube-proxy modes, CNI, and a lab in network namespaces.",
         version: BuildInfo.versionLine,
-        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, KubeletCommand.self, AgentCommand.self, TokenCommand.self, Version.self])
+        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, KubeletCommand.self, AgentCommand.self, IngressControllerCommand.self, TokenCommand.self, Version.self])
 
     /// Upstream's boolean flags may stand alone (`--leader-elect`) or take a value
     /// (`--leader-elect=false`); ArgumentParser's options always take one.
     static let bareBooleans: Set<String> = ["--leader-elect", "--allocate-node-cidrs", "--rotate-certificates", "--anonymous-auth",
-                                                 "--authentication-token-webhook", "--use-service-account-credentials"]
+                                                 "--authentication-token-webhook", "--use-service-account-credentials",
+                                                 "--watch-ingress-without-class"]
 
     static func arguments() -> [String] {
         var out: [String] = []
