@@ -274,6 +274,11 @@ let package = Package(
         .target(name: "IngressNginx", dependencies: ["KubeAPI"], path: "Sources/Edge/IngressNginx", swiftSettings: strict),
         .target(name: "IngressController", dependencies: ["IngressNginx", "ControllerKit", "KubeAPI", "HostOS", .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Edge/IngressController", swiftSettings: strict),
+        // The cloud controller manager: the provider interface (k8s.io/cloud-provider's shape,
+        // with a fake) and the node, route and service controllers that drive it.
+        .target(name: "CloudProvider", dependencies: ["KubeAPI"], path: "Sources/Edge/CloudProvider", swiftSettings: strict),
+        .target(name: "CloudControllers", dependencies: ["CloudProvider", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
+                path: "Sources/Edge/CloudControllers", swiftSettings: strict),
 
         // MARK: Commands
         .executableTarget(
@@ -368,6 +373,8 @@ let package = Package(
         .testTarget(name: "ProxyIPVSTests", dependencies: ["ProxyIPVS", "ProxySeam", "IPTablesKit", "HostOS", "KubeAPI", "Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "NetnsKit"], swiftSettings: strict),
         .testTarget(name: "ProxyUserspaceTests", dependencies: ["ProxyUserspace", "ProxySeam", "IPTablesKit", "KubeAPI", "NetnsKit"], swiftSettings: strict),
+        .testTarget(name: "CloudControllerTests", dependencies: ["CloudControllers", "CloudProvider", "ControllerKit", "APIServer", "KubeAPI", "KubeClient",
+                                                                 "KubeStore"], swiftSettings: strict),
         .testTarget(name: "IngressTests", dependencies: ["IngressNginx", "IngressController", "ControllerKit", "APIServer", "KubeAPI", "KubeClient",
                                                          "KubeStore", "HostOS"],
                     path: "Tests/IngressTests", exclude: ["Golden"], swiftSettings: strict),

@@ -119,6 +119,26 @@ struct RenderTests {
         }
     }
 
+    /// A host's certificate may come from another Ingress than its paths; every path of a host
+    /// with a certificate redirects plain HTTP, whichever Ingress wrote it first.
+    @Test func aCertificateFromAnotherIngressCoversTheHostsPaths() throws {
+        var s = try Self.sources("tls")
+        s.ingresses = s.ingresses.filter { $0[path: ["metadata", "name"]]?.string == "secure" }
+        var paths = Self.ingress("paths-only", host: "site.example.com")
+        paths[path: ["metadata", "namespace"]] = "web"
+        paths[path: ["metadata", "creationTimestamp"]] = "2026-11-01T00:00:00Z"
+        let tlsOnly: JSONValue = ["apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                                  "metadata": ["name": "tls-only", "namespace": "web", "creationTimestamp": "2026-12-05T00:00:00Z"],
+                                  "spec": ["ingressClassName": "nginx", "tls": [["hosts": ["site.example.com"], "secretName": "secure-tls"]],
+                                           "defaultBackend": ["service": ["name": "site", "port": ["number": 80]]]]]
+        s.ingresses += [paths, tlsOnly]
+        let r = NginxRenderer.render(s, options: Self.options("tls"))
+        let server = try #require(r.config.components(separatedBy: "server_name site.example.com;").dropFirst().first?.components(separatedBy: "\n    }\n").first)
+        #expect(server.contains("listen 8443 ssl;") && server.contains("/ssl/web-secure-tls-"), "\(server)")
+        #expect(server.contains("return 308 https://$host:8443$request_uri;"), "the older Ingress's path redirects too: \(server)")
+        #expect(try Self.nginxTest(s, Self.options("tls")) == nil)
+    }
+
     @Test func servicesWhoseUpstreamNamesMeetAreToldApart() {
         func svc(_ ns: String, _ name: String, _ ip: String) -> [JSONValue] {
             [["apiVersion": "v1", "kind": "Service", "metadata": ["name": .string(name), "namespace": .string(ns)], "spec": ["ports": [["port": 80]]]],

@@ -161,6 +161,11 @@ struct LayeringTests {
         #expect(graph.closure("IngressNginx").isSubset(of: ["KubeAPI", "JSONSyntax"]), "\(graph.closure("IngressNginx").sorted())")
         #expect(graph.closure("IngressController").isDisjoint(with: ["APIServer", "KubeStore", "NetLab", "LabServices", "Kubelet", "ProxyModes"]),
                 "\(graph.closure("IngressController").sorted())")
+        // The provider interface knows objects only; the cloud controllers reach the cluster
+        // through the API and the cloud through the interface.
+        #expect(graph.closure("CloudProvider").isSubset(of: ["KubeAPI", "JSONSyntax"]), "\(graph.closure("CloudProvider").sorted())")
+        #expect(graph.closure("CloudControllers").isDisjoint(with: ["APIServer", "KubeStore", "NetLab", "LabServices", "Kubelet", "IngressController"]),
+                "\(graph.closure("CloudControllers").sorted())")
     }
 
     /// The folders show the layers: every target lives in its layer's folder.

@@ -100,7 +100,9 @@ public final class IngressController: Sendable {
         } onCancel: {
             dirty.finish()
         }
-        nginx.stop()
+        // Waited for outside the cancelled task, whose sleeps would end at once.
+        let nginx = self.nginx
+        await Task { await nginx.stop() }.value
     }
 
     func waitForReloadSlot() async {
@@ -120,18 +122,18 @@ public final class IngressController: Sendable {
         let previous = state.withLock { $0.running }
         if previous?.config != rendered.config || previous?.files != rendered.files {
             for w in rendered.warnings where !(previous?.warnings.contains(w) ?? false) { logger.warning("\(w)") }
-            try apply(rendered, first: previous == nil)
+            try await apply(rendered, first: previous == nil)
         }
         try await writeStatuses(rendered.ingresses)
     }
 
-    func apply(_ r: RenderedNginx, first: Bool) throws {
+    func apply(_ r: RenderedNginx, first: Bool) async throws {
         let run = config.nginx.runDirectory
         for (file, text) in r.files {
             try NginxProcess.write(text, to: run + "/" + file, mode: 0o600)
         }
         try NginxProcess.write(r.config, to: run + "/nginx.conf.new", mode: 0o644)
-        if let problem = nginx.test(configuration: run + "/nginx.conf.new") {
+        if let problem = await nginx.test(configuration: run + "/nginx.conf.new") {
             // What nginx runs stays as it was; what was written for the refused file goes.
             let kept = state.withLock { $0.running?.files } ?? [:]
             for file in r.files.keys where kept[file] == nil { unlink(run + "/" + file) }
@@ -142,7 +144,7 @@ public final class IngressController: Sendable {
         // Certificates no longer named are removed (after nginx has stopped reading them below).
         let stale = (state.withLock { $0.running?.files.keys.map { $0 } } ?? []).filter { r.files[$0] == nil }
         if first || !nginx.isRunning {
-            try nginx.start(configuration: run + "/nginx.conf")
+            try await nginx.start(configuration: run + "/nginx.conf")
             logger.info("nginx started with \(r.ingresses.count) Ingress(es)")
         } else {
             try nginx.reload()

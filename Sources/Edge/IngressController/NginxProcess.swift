@@ -31,18 +31,27 @@ final class NginxProcess: Sendable {
         [binary, "-c", configuration, "-p", runDirectory + "/", "-e", runDirectory + "/error.log"]
     }
 
+    /// Runs `work` on a thread of its own: a child process waited for, or a file polled, must
+    /// not hold one of the few threads every task of the process shares.
+    static func offload<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { c in
+            Thread { c.resume(with: Result { try work() }) }.start()
+        }
+    }
+
     /// nil when nginx accepts the configuration, else what it says.
-    func test(configuration: String) -> String? {
+    func test(configuration: String) async -> String? {
+        let argv = arguments(configuration) + ["-t", "-q"]
         do {
-            let r = try CommandRunner().run(arguments(configuration) + ["-t", "-q"], check: false, timeout: .seconds(30))
+            let r = try await Self.offload { try CommandRunner().run(argv, check: false, timeout: .seconds(30)) }
             return r.status == 0 ? nil : r.stderr.trimmingCharacters(in: .whitespacesAndNewlines)
         } catch {
             return "\(error)"
         }
     }
 
-    func start(configuration: String) throws {
-        stopLeftover()
+    func start(configuration: String) async throws {
+        await stopLeftover()
         let p = CommandRunner.process(arguments(configuration))
         p.standardOutput = FileHandle.nullDevice
         do { try p.run() } catch { throw IngressControllerError.nginx("\(binary): \(error)") }
@@ -62,7 +71,7 @@ final class NginxProcess: Sendable {
                Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) == p.processIdentifier {
                 return
             }
-            usleep(10_000)
+            try await Task.sleep(for: .milliseconds(10))
         }
         throw IngressControllerError.nginx("nginx did not write its pid file within 10 s")
     }
@@ -82,13 +91,13 @@ final class NginxProcess: Sendable {
             }
             if let conf = restart {
                 logger.warning("nginx exited; starting it again")
-                do { try start(configuration: conf) } catch { logger.error("\(error)") }
+                do { try await start(configuration: conf) } catch { logger.error("\(error)") }
             }
         }
     }
 
     /// Stops nginx gracefully (SIGQUIT), forcefully after 10 s.
-    func stop() {
+    func stop() async {
         let p: Process? = state.withLock {
             $0.stopping = true
             return $0.process
@@ -96,13 +105,13 @@ final class NginxProcess: Sendable {
         guard let p, p.isRunning else { return }
         kill(p.processIdentifier, SIGQUIT)
         let deadline = ContinuousClock.now + .seconds(10)
-        while p.isRunning && ContinuousClock.now < deadline { usleep(20_000) }
+        while p.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
         if p.isRunning { kill(p.processIdentifier, SIGKILL) }
-        p.waitUntilExit()
+        while p.isRunning { try? await Task.sleep(for: .milliseconds(5)) }
     }
 
     /// An nginx an earlier controller left on this run directory.
-    func stopLeftover() {
+    func stopLeftover() async {
         guard state.withLock({ $0.process == nil }),
               let text = try? String(contentsOfFile: runDirectory + "/nginx.pid", encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
@@ -110,7 +119,7 @@ final class NginxProcess: Sendable {
               cmdline.hasPrefix("nginx: master"), cmdline.contains(runDirectory) else { return }
         logger.notice("stopping the nginx (\(pid)) an earlier controller left running")
         kill(pid, SIGQUIT)
-        for _ in 0..<500 where kill(pid, 0) == 0 { usleep(20_000) }
+        for _ in 0..<500 where kill(pid, 0) == 0 { try? await Task.sleep(for: .milliseconds(20)) }
         if kill(pid, 0) == 0 { kill(pid, SIGKILL) }
     }
 

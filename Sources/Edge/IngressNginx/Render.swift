@@ -51,6 +51,8 @@ public enum NginxRenderer {
         var match: String       // "= /p", "/p/", "/"
         var upstream: String?   // nil: 503
         var source: String      // "ns/name: Prefix /p"
+        /// Plain HTTP redirected to HTTPS when the host has a certificate (the Ingress's
+        /// `ssl-redirect`, true unless it says "false").
         var redirect: Bool
         /// The `= /p` a Prefix path adds: an Exact path of the same name takes its place.
         var implicit = false
@@ -221,17 +223,21 @@ struct Renderer {
                 return ta != tb ? ta < tb : Self.key(a) < Self.key(b)
             }
         servers["_"] = NginxRenderer.Server(host: "_")
+        // TLS first: each host's certificate, the oldest Ingress's, whichever Ingress has its
+        // rules (a `tls` entry without hosts covers its own Ingress's hosts).
+        var hostCertificates: [String: String] = [:]
+        for ing in ours {
+            let ns = ing[path: ["metadata", "namespace"]]?.string ?? "default", id = Self.key(ing)
+            for t in ing[path: ["spec", "tls"]]?.array ?? [] {
+                guard let secret = t["secretName"]?.string, let file = certificate(namespace: ns, secret: secret, source: id) else { continue }
+                let hosts = t["hosts"]?.array?.compactMap(\.string) ?? (ing[path: ["spec", "rules"]]?.array ?? []).compactMap { $0["host"]?.string }
+                for h in hosts where !h.isEmpty && hostCertificates[h] == nil { hostCertificates[h] = file }
+            }
+        }
         for ing in ours {
             let ns = ing[path: ["metadata", "namespace"]]?.string ?? "default", id = Self.key(ing)
             let redirect = ing[path: ["metadata", "annotations", NginxRenderer.sslRedirectAnnotation]]?.string != "false"
             let rules = ing[path: ["spec", "rules"]]?.array ?? []
-            // TLS first: which of this Ingress's hosts get which certificate.
-            var tlsHosts: [String: String] = [:]
-            for t in ing[path: ["spec", "tls"]]?.array ?? [] {
-                guard let secret = t["secretName"]?.string, let file = certificate(namespace: ns, secret: secret, source: id) else { continue }
-                let hosts = t["hosts"]?.array?.compactMap(\.string) ?? rules.compactMap { $0["host"]?.string }
-                for h in hosts where tlsHosts[h] == nil { tlsHosts[h] = file }
-            }
             for rule in rules {
                 let host = rule["host"]?.string ?? ""
                 guard host.isEmpty || NginxRenderer.serverName(host) != nil else {
@@ -240,7 +246,7 @@ struct Renderer {
                 }
                 let h = host.isEmpty ? "_" : host
                 if servers[h] == nil { servers[h] = NginxRenderer.Server(host: h) }
-                if let cert = tlsHosts[host], servers[h]?.certificate == nil { servers[h]?.certificate = cert }
+                if let cert = hostCertificates[host] { servers[h]?.certificate = cert }
                 for p in rule[path: ["http", "paths"]]?.array ?? [] {
                     let path = p["path"]?.string ?? "/"
                     let type = p["pathType"]?.string ?? "ImplementationSpecific"
@@ -256,7 +262,7 @@ struct Renderer {
                         warnings.append("\(source): only Service backends are served; answered 503")
                         up = nil
                     }
-                    let tls = servers[h]?.certificate != nil && redirect
+                    let tls = redirect
                     switch type {
                     case "Exact":
                         add(.init(match: "= " + NginxRenderer.quoted(path)!, upstream: up, source: source, redirect: tls), host: h)
@@ -378,7 +384,7 @@ struct Renderer {
             var locations = server.locations
             if locations["\"/\""] == nil {
                 locations["\"/\""] = .init(match: "\"/\"", upstream: catchAll?.upstream, source: catchAll?.source ?? "no rule matches",
-                                           redirect: server.certificate != nil)
+                                           redirect: true)
             }
             // By path, the exact form first.
             func order(_ l: NginxRenderer.Location) -> (String, Int) {
@@ -387,7 +393,7 @@ struct Renderer {
             for loc in locations.values.sorted(by: { order($0) < order($1) }) {
                 o += "\n        # \(loc.source)\n"
                 o += "        location \(loc.match) {\n"
-                if loc.redirect { o += "            if ($scheme = http) {\n                return 308 \(redirectTo);\n            }\n" }
+                if loc.redirect && server.certificate != nil { o += "            if ($scheme = http) {\n                return 308 \(redirectTo);\n            }\n" }
                 if let up = loc.upstream {
                     o += "            proxy_pass http://\(up);\n"
                 } else {
