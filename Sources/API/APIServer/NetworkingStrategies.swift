@@ -11,8 +11,7 @@ struct IngressStrategy: ResourceStrategy {
 
     static func host(_ h: String, _ field: String) -> [FieldError] {
         let quoted = JSONValue.string(h).text()
-        var v4 = in_addr(), v6 = in6_addr()
-        if inet_pton(AF_INET, h, &v4) == 1 || inet_pton(AF_INET6, h, &v6) == 1 {
+        if KubeAPI.IPAddress(h) != nil {
             return [FieldError(field, "Invalid value: \(quoted): must be a DNS name, not an IP address")]
         }
         if h.hasPrefix("*.") {
@@ -109,7 +108,7 @@ struct IngressStrategy: ResourceStrategy {
             for (j, p) in paths.enumerated() { errs += Self.path(p, "spec.rules[\(i)].http.paths[\(j)]") }
         }
         for (i, ing) in (o[path: ["status", "loadBalancer", "ingress"]]?.array ?? []).enumerated() {
-            if let ip = ing["ip"]?.string, !IPAddressSyntax.valid(ip) {
+            if let ip = ing["ip"]?.string, KubeAPI.IPAddress(ip) == nil {
                 errs.append(FieldError("status.loadBalancer.ingress[\(i)].ip", "Invalid value: \(JSONValue.string(ip).text()): must be a valid IP address"))
             }
         }
@@ -191,13 +190,6 @@ struct IngressClassStrategy: ResourceStrategy {
              return .string("\(p["kind"]?.string ?? "")\(group)/\(p["name"]?.string ?? "")")
          },
          Tables.ageColumn]
-    }
-}
-
-enum IPAddressSyntax {
-    static func valid(_ s: String) -> Bool {
-        var v4 = in_addr(), v6 = in6_addr()
-        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
     }
 }
 

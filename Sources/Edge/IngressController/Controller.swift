@@ -43,7 +43,6 @@ public final class IngressController: Sendable {
         var running: RenderedNginx?
         var reloads = 0
         var lastReload: ContinuousClock.Instant?
-        var statuses: [String: JSONValue] = [:]
     }
     let state = Mutex(State())
 
@@ -162,7 +161,7 @@ public final class IngressController: Sendable {
     func publishedAddresses() -> [JSONValue] {
         if !config.publishStatusAddress.isEmpty {
             return config.publishStatusAddress.map { a in
-                IPAddressCheck.isIP(a) ? ["ip": .string(a)] : ["hostname": .string(a)]
+                IPAddress(a) != nil ? ["ip": .string(a)] : ["hostname": .string(a)]
             }
         }
         guard let svc = config.publishService, let s = services.get(svc) else { return [] }
@@ -204,12 +203,5 @@ public enum IngressControllerError: Error, CustomStringConvertible {
         case .io(let why): return why
         case .nginx(let why): return why
         }
-    }
-}
-
-enum IPAddressCheck {
-    static func isIP(_ s: String) -> Bool {
-        var v4 = in_addr(), v6 = in6_addr()
-        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
     }
 }

@@ -172,7 +172,7 @@ struct Renderer {
                   let number = p["port"]?.int else { continue }
             let v6 = slice["addressType"]?.string == "IPv6"
             for e in slice["endpoints"]?.array ?? [] where e[path: ["conditions", "ready"]]?.bool ?? true {
-                guard let a = e["addresses"]?.array?.first?.string, IPAddressText.valid(a) else { continue }
+                guard let a = e["addresses"]?.array?.first?.string, IPAddress(a) != nil else { continue }
                 targets.insert(v6 ? "[\(a)]:\(number)" : "\(a):\(number)")
             }
         }
@@ -405,14 +405,5 @@ struct Renderer {
         }
         o += "}\n"
         return o
-    }
-}
-
-/// Whether a string is an IP address as the kernel reads one (an endpoint's address reaches
-/// nginx's file only then).
-enum IPAddressText {
-    static func valid(_ s: String) -> Bool {
-        var v4 = in_addr(), v6 = in6_addr()
-        return inet_pton(AF_INET, s, &v4) == 1 || inet_pton(AF_INET6, s, &v6) == 1
     }
 }
