@@ -336,6 +336,60 @@ struct HandlerTests {
         #expect(fin.code == 200)
         #expect(await h.get("/api/v1/namespaces/other").code == 404)
     }
+
+    /// A controller's write between the server's read and its delete (a Deployment's status
+    /// update racing `kubectl delete`) is retried: the delete succeeds. With a resourceVersion
+    /// precondition it is the caller's conflict: 409.
+    @Test func aWriteRacingADeleteIsRetriedUnlessPreconditioned() async throws {
+        let store = RacingStore(try SQLiteStore(path: ":memory:"))
+        let h = APIHandler(store: store)
+        #expect(await h.post("/api/v1/namespaces", ["metadata": ["name": "default"]]).code == 201)
+        #expect(await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "c"]]).code == 201)
+        await store.raceNextDelete()
+        let d = await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/configmaps/c"))
+        #expect(d.code == 200, "\(d.json ?? [:])")
+        #expect(await store.raced == 1)
+        #expect(await h.get("/api/v1/namespaces/default/configmaps/c").code == 404)
+
+        let made = await h.post("/api/v1/namespaces/default/configmaps", ["metadata": ["name": "p"]])
+        let rv = made.json?[path: ["metadata", "resourceVersion"]]?.string ?? ""
+        await store.raceNextDelete()
+        let p = await h.handle(APIRequest(method: "DELETE", path: "/api/v1/namespaces/default/configmaps/p",
+                                          body: body(["kind": "DeleteOptions", "apiVersion": "v1", "preconditions": ["resourceVersion": .string(rv)]])))
+        #expect(p.code == 409 && p.json?["reason"] == "Conflict", "\(p.json ?? [:])")
+        #expect(await h.get("/api/v1/namespaces/default/configmaps/p").code == 200)
+    }
+}
+
+/// A store whose next delete finds the key rewritten since it was read: it writes the key once
+/// more (as a controller would) and then asks for the delete at the revision the caller read.
+actor RacingStore: Store {
+    let base: SQLiteStore
+    var armed = false
+    private(set) var raced = 0
+    init(_ base: SQLiteStore) { self.base = base }
+    func raceNextDelete() { armed = true }
+
+    func currentRevision() async throws -> Int64 { try await base.currentRevision() }
+    func get(_ key: String) async throws -> KeyValue? { try await base.get(key) }
+    func create(_ key: String, value: Data) async throws -> KeyValue { try await base.create(key, value: value) }
+    func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue { try await base.update(key, value: value, expected: expected) }
+    func delete(_ key: String, expected: Int64?) async throws -> KeyValue {
+        if armed, let cur = try await base.get(key) {
+            armed = false
+            raced += 1
+            try await base.update(key, value: cur.value, expected: cur.modRevision)
+        }
+        return try await base.delete(key, expected: expected)
+    }
+    func list(prefix: String, after: String?, limit: Int, revision: Int64?) async throws -> ListPage {
+        try await base.list(prefix: prefix, after: after, limit: limit, revision: revision)
+    }
+    func count(prefix: String, after: String?, revision: Int64?) async throws -> Int { try await base.count(prefix: prefix, after: after, revision: revision) }
+    func watch(prefix: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error> {
+        try await base.watch(prefix: prefix, after: revision)
+    }
+    func compact(through revision: Int64) async throws { try await base.compact(through: revision) }
 }
 
 /// The protobuf reader against bytes written by hand after upstream's generated marshallers:

@@ -303,7 +303,14 @@ extension APIHandler {
                 if bound && g > 0 && phase != "Succeeded" && phase != "Failed" { podGrace = g }
             }
             if finalizers.isEmpty && podGrace == nil {
-                let kv = try await storeCall(r, name) { try await self.store.delete(key, expected: current.modRevision) }
+                // A write in between (a controller's status update) is retried, as upstream's
+                // registry does, unless the caller's precondition named a version.
+                let kv: KeyValue
+                do {
+                    kv = try await storeCall(r, name) { try await self.store.delete(key, expected: current.modRevision) }
+                } catch let e as APIError where e.reason == "Conflict" && expected == nil {
+                    continue
+                }
                 let gone = try present(kv, r)
                 await admission.release(gone, r)
                 if r == Resources.crd {
