@@ -267,6 +267,15 @@ let package = Package(
                                                 .product(name: "NIOPosix", package: "swift-nio"),
                                                 .product(name: "NIOHTTP1", package: "swift-nio")],
                 path: "Sources/Lab/NetLab", swiftSettings: strict),
+        // The lab's cloud, served from its router namespace: instances, routes and nftables load
+        // balancers with health checks, behind a provider-shaped HTTP API.
+        .target(name: "LabCloud", dependencies: ["NetnsKit", "KubeAPI", .product(name: "Logging", package: "swift-log"),
+                                                  .product(name: "HummingbirdCore", package: "hummingbird"),
+                                                  .product(name: "HTTPTypes", package: "swift-http-types"),
+                                                  .product(name: "NIOCore", package: "swift-nio"),
+                                                  .product(name: "NIOPosix", package: "swift-nio"),
+                                                  .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                path: "Sources/Lab/LabCloud", swiftSettings: strict),
 
         // MARK: Edge
         // Traffic from outside: the nginx configuration rendered from Ingresses, and the
@@ -279,6 +288,8 @@ let package = Package(
         .target(name: "CloudProvider", dependencies: ["KubeAPI"], path: "Sources/Edge/CloudProvider", swiftSettings: strict),
         .target(name: "CloudControllers", dependencies: ["CloudProvider", "ControllerKit", "KubeAPI", .product(name: "Logging", package: "swift-log")],
                 path: "Sources/Edge/CloudControllers", swiftSettings: strict),
+        // `--cloud-provider netlab`: a client of the lab cloud's HTTP API.
+        .target(name: "NetlabCloudProvider", dependencies: ["CloudProvider", "HTTPJSON", "KubeAPI"], path: "Sources/Edge/NetlabCloudProvider", swiftSettings: strict),
 
         // MARK: Commands
         .executableTarget(
@@ -287,6 +298,7 @@ let package = Package(
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
                 "APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI", "IngressNginx", "IngressController",
+                "CloudProvider", "CloudControllers", "NetlabCloudProvider",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -336,7 +348,7 @@ let package = Package(
             path: "Sources/Commands/switchyard-bench",
             swiftSettings: strict
         ),
-        .executableTarget(name: "switchyard-netlab", dependencies: ["NetLab", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+        .executableTarget(name: "switchyard-netlab", dependencies: ["NetLab", "LabCloud", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/Commands/switchyard-netlab", swiftSettings: strict),
 
         // MARK: Tests
@@ -379,7 +391,7 @@ let package = Package(
                                                          "KubeStore", "HostOS"],
                     path: "Tests/IngressTests", exclude: ["Golden"], swiftSettings: strict),
         .testTarget(name: "LabTests", dependencies: ["NetLab", "Netlink", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxySeam", "ProxyRuntime",
-                                                     "IPTablesKit", "HostOS", "KubeAPI", "NetnsKit", "KubeClient", "LabServices", "CRI",
+                                                     "IPTablesKit", "HostOS", "KubeAPI", "NetnsKit", "KubeClient", "LabServices", "CRI", "LabCloud", "NetlabCloudProvider", "CloudProvider",
                                                      .product(name: "Prometheus", package: "swift-prometheus")], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

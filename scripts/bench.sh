@@ -20,6 +20,7 @@
 #   scripts/bench.sh secure-memory   the server idle with HTTPS, client certificates and Node,RBAC against plain HTTP
 #   scripts/bench.sh ingress [...]   the ingress controller: a change until served (1 and 1,001 Ingresses), reloads under a burst,
 #                                    requests and throughput through nginx against the pod directly
+#   scripts/bench.sh lb [...]        the lab cloud: a LoadBalancer Service from create to the client's first answer, against a NodePort
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -71,4 +72,11 @@ if [ "$which" = all ] || [ "$which" = ingress ]; then
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = lb ]; then
+  swift build -c release --product switchyard-netlab
+  swift build -c release --product switchyard-echo
+  .build/release/switchyard-netlab up --name lbbench --proxy-mode iptables
+  trap '.build/release/switchyard-netlab down --name lbbench' EXIT
+  .build/release/switchyard-netlab lb-latency --name lbbench --count 30 "$@" | tee bench/last/lb.md
 fi

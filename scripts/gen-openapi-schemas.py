@@ -49,6 +49,14 @@ for f in sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)
         if name in schemas and schemas[name] != schema:
             sys.exit("%s differs between documents" % name)
         schemas[name] = schema
+    # Fields upstream added to a schema after the documents above were dumped.
+    for name, patch in d.get("patches", {}).items():
+        if name not in schemas:
+            sys.exit("%s: a patch of %s, which no document has" % (f, name))
+        for field, schema in patch.get("properties", {}).items():
+            if field in schemas[name].get("properties", {}):
+                sys.exit("%s: %s already has %s" % (f, name, field))
+            schemas[name].setdefault("properties", {})[field] = schema
 
 text = json.dumps(schemas, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 if '"###' in text:

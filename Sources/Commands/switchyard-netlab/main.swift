@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LabCloud
 import NetLab
 
 /// Progress and results: progress to stderr, results to stdout.
@@ -40,7 +41,7 @@ struct NetLabCommand: AsyncParsableCommand {
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
         subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self, ImagesCommand.self,
-                      Serve.self, GuestCompare.self, StandInCommand.self])
+                      Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -131,6 +132,39 @@ struct StandInCommand: AsyncParsableCommand {
     @Option var fakeNodes = 0
     func run() async throws {
         try await StandIn.run(kubeconfig: kubeconfig, nodes: nodes.split(separator: ",").map(String.init), fakeNodes: fakeNodes)
+    }
+}
+
+/// The lab cloud's figure: LoadBalancer Service created → first answer at its address.
+struct LoadBalancerLatency: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "lb-latency",
+        abstract: "Time LoadBalancer Services from create to the client's first answer (p50, p99), against NodePort Services in the same run.")
+    @OptionGroup var lab: LabOptions
+    @Option(help: "Services of each type.") var count = 30
+    func run() async throws {
+        guard count > 0 else { throw ValidationError("--count: at least 1") }
+        let c = try mustOpen(lab.name)
+        guard c.state.proxyMode != nil else { throw ValidationError("no proxy runs in lab \(lab.name): `netlab up --proxy-mode iptables` first") }
+        let (lb, np) = try await c.loadBalancerLatency(count: count)
+        func p(_ xs: [Double], _ q: Double) -> Double { xs[min(xs.count - 1, Int((Double(xs.count) * q).rounded(.up)) - 1)] }
+        emit(String(format: "LoadBalancer created → first answer at its address: p50 %.0f ms, p99 %.0f ms (%d Services)", p(lb, 0.5), p(lb, 0.99), lb.count) + ", proxy \(c.state.proxyMode ?? "?")")
+        emit(String(format: "NodePort created → first answer on node-1 (baseline): p50 %.0f ms, p99 %.0f ms; LoadBalancer/NodePort p50 %.2f×", p(np, 0.5), p(np, 0.99), p(lb, 0.5) / p(np, 0.5)))
+    }
+}
+
+/// Internal: netlab starts it in the router's namespace.
+struct CloudCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cloud", abstract: "Serve the lab cloud's API and run its balancers and routes (netlab starts it).",
+                                                    shouldDisplay: false)
+    @Option(help: "Its directory: config.json (from netlab), state.json (its own).") var dir: String
+    @Option(help: "ADDRESS:PORT to serve the API on.") var listen: String
+    func run() async throws {
+        let parts = listen.split(separator: ":")
+        guard parts.count == 2, let port = Int(parts[1]) else { throw ValidationError("--listen ADDRESS:PORT") }
+        let cloud = try LabCloud(dir: dir)
+        try cloud.start()
+        cloud.startHealthChecks()
+        try await cloud.serve(host: String(parts[0]), port: port)
     }
 }
 

@@ -23,6 +23,9 @@ struct KubeletFlags: ParsableArguments {
     @Option(name: .customLong("register-with-taints"), help: "Taints to register the node with: key=value:Effect,…")
     var registerWithTaints: String?
 
+    @Option(name: .customLong("cloud-provider"), help: "external: a cloud controller manager initialises the node (it registers with the node.cloudprovider.kubernetes.io/uninitialized taint).")
+    var cloudProvider: String?
+
     @Option(name: .customLong("node-labels"), help: "Labels to register the node with: key=value,…")
     var nodeLabels: String?
 
@@ -109,6 +112,13 @@ struct KubeletFlags: ParsableArguments {
                 if kv.count == 2 { taint["value"] = .string(kv[1]) }
                 return .object(taint)
             }
+        }
+        switch cloudProvider ?? "" {
+        case "": break
+        case "external":
+            // As upstream's kubelet: the cloud-node controller removes it once it has initialised the node.
+            c.registerWithTaints.append(["key": "node.cloudprovider.kubernetes.io/uninitialized", "value": "true", "effect": "NoSchedule"])
+        default: throw ValidationError("--cloud-provider: external or empty (the in-tree providers are gone upstream too)")
         }
         if let clusterDNS { c.clusterDNS = clusterDNS.split(separator: ",").map(String.init) }
         if let clusterDomain { c.clusterDomain = clusterDomain }

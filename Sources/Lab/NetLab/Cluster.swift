@@ -131,13 +131,16 @@ public final class Cluster: @unchecked Sendable {
                 LabState.Node(name: "node-\(i)", netns: "\(p)n\(i)", address: "\(underlay).\(10 + i)", podCIDR: "10.244.\(i).0/24")
             },
             pods: [], proxyMode: nil, binDir: binDir, runtime: runtime)
-        let lab = Cluster(state: state, progress: progress)
+        var withCloud = state
+        if runtime == .containerd { withCloud.router = p + "r" }
+        let lab = Cluster(state: withCloud, progress: progress)
         do {
             try lab.build()
             switch runtime {
             case .containerd:
                 try await lab.startRegistry()
                 try await lab.createNodes()
+                try await lab.startCloud()
                 try await lab.startNodes()
                 try await lab.deployWorkloads()
                 try await lab.createServices()
@@ -162,7 +165,7 @@ public final class Cluster: @unchecked Sendable {
         try state.save()   // before the first namespace: `down` can always find what follows
         let cp = state.controlPlane
         progress("underlay: bridge ul0 \(Self.underlay).0/24 in \(cp); client \(state.client)")
-        for ns in [cp, state.client] + state.nodes.map(\.netns) {
+        for ns in [cp, state.client] + (state.router.map { [$0] } ?? []) + state.nodes.map(\.netns) {
             try Sh.must(["ip", "netns", "add", ns])
             try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
         }
@@ -178,18 +181,38 @@ public final class Cluster: @unchecked Sendable {
             try Sh.must(["ip", "-n", ns, "addr", "add", "\(address)/24", "dev", "eth0"])
             try Sh.must(["ip", "-n", ns, "link", "set", "eth0", "up"])
         }
-        try attach(state.client, "client", "\(Self.underlay).2")
-        // The client reaches Services and pods through the first node, as traffic from
-        // outside a cluster enters through a node.
         let first = state.nodes[0].address
-        try Sh.must(["ip", "-n", state.client, "route", "add", Self.serviceCIDR, "via", first])
-        try Sh.must(["ip", "-n", state.client, "route", "add", Self.clusterCIDR, "via", first])
+        if let router = state.router {
+            // The cloud's router: on the underlay, and the client's gateway on a network of its
+            // own. The client reaches Services through the first node (traffic from outside a
+            // cluster enters through a node), pods by the routes the route controller makes.
+            progress("cloud: router \(router) (\(LabCloudNet.routerAddress) on the underlay), client behind it at \(state.clientAddress)")
+            try attach(router, "router", LabCloudNet.routerAddress)
+            try Sh.must(["ip", "-n", router, "link", "add", "eth1", "type", "veth", "peer", "name", "eth0", "netns", state.client])
+            try Sh.must(["ip", "-n", router, "addr", "add", "\(LabCloudNet.outside).1/24", "dev", "eth1"])
+            try Sh.must(["ip", "-n", router, "link", "set", "eth1", "up"])
+            try Sh.must(["ip", "-n", state.client, "addr", "add", "\(state.clientAddress)/24", "dev", "eth0"])
+            try Sh.must(["ip", "-n", state.client, "link", "set", "eth0", "up"])
+            try Sh.must(["ip", "-n", state.client, "route", "add", "default", "via", "\(LabCloudNet.outside).1"])
+            try Sh.must(["ip", "-n", router, "route", "add", Self.serviceCIDR, "via", first])
+        } else {
+            try attach(state.client, "client", state.clientAddress)
+            // The client reaches Services and pods through the first node, as traffic from
+            // outside a cluster enters through a node.
+            try Sh.must(["ip", "-n", state.client, "route", "add", Self.serviceCIDR, "via", first])
+            try Sh.must(["ip", "-n", state.client, "route", "add", Self.clusterCIDR, "via", first])
+        }
         for (i, node) in state.nodes.enumerated() {
             progress("\(node.name): \(node.netns), \(node.address) on the underlay, pods in \(node.podCIDR)")
             try attach(node.netns, "n\(i + 1)", node.address)
-            try Sh.must(["ip", "-n", node.netns, "route", "add", "default", "via", state.serverAddress])
-            for other in state.nodes where other.name != node.name {
-                try Sh.must(["ip", "-n", node.netns, "route", "add", other.podCIDR, "via", other.address])
+            if state.router != nil {
+                // Other nodes' pods and the outside through the router (its routes: the cloud's).
+                try Sh.must(["ip", "-n", node.netns, "route", "add", "default", "via", LabCloudNet.routerAddress])
+            } else {
+                try Sh.must(["ip", "-n", node.netns, "route", "add", "default", "via", state.serverAddress])
+                for other in state.nodes where other.name != node.name {
+                    try Sh.must(["ip", "-n", node.netns, "route", "add", other.podCIDR, "via", other.address])
+                }
             }
             try Sh.must(["ip", "netns", "exec", node.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1",
                          "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 60999"])
@@ -275,8 +298,10 @@ public final class Cluster: @unchecked Sendable {
 
     /// `echo` (every echo pod; HTTP, TCP and UDP echo; a NodePort) and `probe` (the bench pod).
     func createServices() async throws {
+        // With a cloud, a LoadBalancer (a NodePort too): the client reaches it at the balancer's address.
         try await createService("echo", selector: ["app": "echo"], ports: [("http", 80, 8080, "TCP"), ("tcp-echo", 9090, 9090, "TCP"), ("udp-echo", 9090, 9090, "UDP")],
-                                type: "NodePort")
+                                type: state.router == nil ? "NodePort" : "LoadBalancer")
+        if state.router != nil { progress("service echo: load balancer \(try await loadBalancerIP("echo")) (the lab cloud's)") }
         try await createService("probe", selector: ["bench": "true"], ports: [("tcp-echo", 9090, 9090, "TCP"), ("iperf", 5201, 5201, "TCP")])
     }
 
@@ -512,7 +537,12 @@ public final class Cluster: @unchecked Sendable {
     public func status() async throws -> String {
         var out = "lab \(state.name): API server \(state.kubeconfigURL) in namespace \(state.controlPlane) (kubeconfig \(kubeconfig))\n"
         out += "  kubectl: netlab/netlab kubectl\(state.name == "lab" ? "" : " --name \(state.name)") get pods,svc,endpointslices\n"
-        out += "client: \(state.client) (\(Self.underlay).2), routes \(Self.serviceCIDR) and \(Self.clusterCIDR) via \(state.nodes[0].name)\n"
+        if let router = state.router {
+            out += "client: \(state.client) (\(state.clientAddress)) behind the router \(router); \(Self.serviceCIDR) via \(state.nodes[0].name), pods by the cloud's routes\n"
+            out += cloudStatus()
+        } else {
+            out += "client: \(state.client) (\(state.clientAddress)), routes \(Self.serviceCIDR) and \(Self.clusterCIDR) via \(state.nodes[0].name)\n"
+        }
         for node in state.nodes {
             let proxy = proxyPID(node).map { "proxy \(state.proxyMode ?? "?") running (pid \($0))" } ?? "no proxy running"
             out += "\(node.name): \(node.netns), \(node.address), pods \(node.podCIDR); \(proxy)\n"
@@ -544,6 +574,9 @@ extension Cluster {
         public var httpPods: Set<String> = []
         public var udpReply: String?
         public var nodePortPod: String?
+        /// The pods that answered at the balancer's address (a lab with a cloud).
+        public var loadBalancerPods: Set<String> = []
+        public var loadBalancerIP: String?
         public var sample = ""
     }
 
@@ -566,6 +599,16 @@ extension Cluster {
         for _ in 0..<5 where r.udpReply == nil { r.udpReply = Netns.udp(from: state.client, to: ip, port: 9090) }
         if let nodePort {
             r.nodePortPod = Measure.httpGet(state.client, state.nodes[0].address, Int(nodePort), timeout: 1)?.split(separator: " ").first.map(String.init)
+        }
+        if state.router != nil, let lb = svc[path: ["status", "loadBalancer", "ingress"]]?.array?.first?["ip"]?.string {
+            r.loadBalancerIP = lb
+            for _ in 0..<tries where r.loadBalancerPods != pods {
+                if let name = Measure.httpGet(state.client, lb, 80, timeout: 1)?.split(separator: " ").first {
+                    r.loadBalancerPods.insert(String(name))
+                } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
         }
         return r
     }

@@ -60,7 +60,10 @@ extension Cluster {
             _ = try await must("POST", "/api/v1/nodes", [
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": ["name": .string(node.name), "labels": ["kubernetes.io/hostname": .string(node.name)]],
-                "spec": ["podCIDR": .string(node.podCIDR), "podCIDRs": [.string(node.podCIDR)]],
+                // With a cloud, registered as a kubelet with --cloud-provider external registers:
+                // the cloud-node controller initialises it and removes the taint.
+                "spec": ["podCIDR": .string(node.podCIDR), "podCIDRs": [.string(node.podCIDR)],
+                         "taints": state.router == nil ? [] : [Self.uninitializedTaint]],
             ], okIf: [409])
         }
     }
@@ -95,7 +98,7 @@ extension Cluster {
         for node in state.nodes {
             let nd = nodeDir(node)
             try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--bootstrap-kubeconfig", bootstrap, "--kubeconfig", "\(nd)/kubelet.conf",
-                                   "--rotate-certificates", "--hostname-override", node.name,
+                                   "--rotate-certificates", "--hostname-override", node.name] + (state.router == nil ? [] : ["--cloud-provider", "external"]) + [
                                    "--client-ca-file", clientCA, "--anonymous-auth=false", "--authentication-token-webhook", "--authorization-mode", "Webhook",
                                    "--node-ip", node.address, "--container-runtime-endpoint", "unix://\(containerdSocket(node))",
                                    "--root-dir", "\(nd)/kubelet", "--pod-logs-dir", "\(nd)/pods", "--cni-conf-dir", "\(nd)/cni-conf"],
@@ -106,9 +109,12 @@ extension Cluster {
         while true {
             let items = try await must("GET", "/api/v1/nodes", nil)["items"]?.array ?? []
             let ready = Set(items.filter { $0[path: ["status", "conditions"]]?.array?.contains { $0["type"] == "Ready" && $0["status"] == "True" } == true }.map(\.name))
-            if state.nodes.allSatisfy({ ready.contains($0.name) }) { return }
+            // With a cloud: initialised by the cloud controller manager and their routes made.
+            let initialised = Set(items.filter { n in !(n[path: ["spec", "taints"]]?.array ?? []).contains { $0["key"] == Self.uninitializedTaint["key"] }
+                && (state.router == nil || n[path: ["status", "conditions"]]?.array?.contains { $0["type"] == "NetworkUnavailable" && $0["status"] == "False" } == true) }.map(\.name))
+            if state.nodes.allSatisfy({ ready.contains($0.name) && initialised.contains($0.name) }) { return }
             guard Date() < deadline else {
-                throw NetLabError("nodes not Ready within \(Int(timeout)) s: \(state.nodes.map(\.name).filter { !ready.contains($0) }.joined(separator: ", ")); see \(dir)/logs/kubelet-*.log")
+                throw NetLabError("nodes not Ready (or not initialised by the cloud) within \(Int(timeout)) s: \(state.nodes.map(\.name).filter { !ready.contains($0) || !initialised.contains($0) }.joined(separator: ", ")); see \(dir)/logs/kubelet-*.log and cloud-controller-manager.log")
             }
             try await Task.sleep(for: .milliseconds(200))
         }

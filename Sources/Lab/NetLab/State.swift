@@ -42,6 +42,9 @@ public struct LabState: Codable, Sendable {
     public var runtime: Runtime? = nil
     /// The lab registry, `HOST:PORT` on the underlay (containerd runtime).
     public var registry: String? = nil
+    /// The router's namespace when the lab has a cloud (containerd runtime): the client sits
+    /// behind it, the nodes route through it, its balancers serve LoadBalancer Services.
+    public var router: String? = nil
 
     public var podRuntime: Runtime { runtime ?? .netns }
     /// The API server's secure port on the underlay: nodes, proxies and kubectl (the kubeconfig).
@@ -49,7 +52,10 @@ public struct LabState: Codable, Sendable {
     /// Its insecure port, on the control plane namespace's loopback: netlab's own client.
     public static let insecurePort = 8080
     public var localURL: String { "http://127.0.0.1:\(Self.insecurePort)" }
-    public var namespaces: [String] { [controlPlane, client] + nodes.map(\.netns) + pods.map(\.netns).filter { !$0.isEmpty } }
+    public var namespaces: [String] { [controlPlane, client] + (router.map { [$0] } ?? []) + nodes.map(\.netns) + pods.map(\.netns).filter { !$0.isEmpty } }
+    /// The client's address: behind the router in a lab with a cloud, on the underlay otherwise.
+    public var clientAddress: String { router == nil ? "10.250.0.2" : "\(LabCloudNet.outside).2" }
+
 }
 
 /// Where labs keep their state: `/run/switchyard-netlab/<name>/` (tmpfs, like the namespaces
@@ -89,4 +95,14 @@ extension LabState {
         try e.encode(self).write(to: URL(fileURLWithPath: path + ".tmp"))
         guard rename(path + ".tmp", path) == 0 else { throw NetLabError("rename \(path).tmp: errno \(errno)") }
     }
+}
+
+/// The lab cloud's addresses: the router on the underlay and on the outside network (the
+/// client's), the balancers' pool, the cloud API's port.
+public enum LabCloudNet {
+    public static let routerAddress = "10.250.0.254"
+    public static let outside = "10.251.0"
+    public static let pool = "10.252.0"
+    public static let apiPort = 8780
+    public static var endpoint: String { "http://\(routerAddress):\(apiPort)" }
 }
