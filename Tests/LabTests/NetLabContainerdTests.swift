@@ -81,6 +81,7 @@ struct NetLabContainerdTests {
             #expect(names.contains(r.udpReply ?? ""), "\(mode): UDP through the ClusterIP")
             #expect(names.contains(r.nodePortPod ?? ""), "\(mode): the NodePort on node-1")
             #expect(r.loadBalancerPods == names, "\(mode): both pods through the lab cloud's balancer \(r.loadBalancerIP ?? "(none)")")
+            #expect(r.ingressPods == names, "\(mode): both pods through the Ingress at \(r.ingressIP ?? "(none)")")
         }
 
         // A pod joins through the scheduler and goes: its node keeps nothing of it.

@@ -166,6 +166,12 @@ struct LayeringTests {
         #expect(graph.closure("CloudProvider").isSubset(of: ["KubeAPI", "JSONSyntax"]), "\(graph.closure("CloudProvider").sorted())")
         #expect(graph.closure("CloudControllers").isDisjoint(with: ["APIServer", "KubeStore", "NetLab", "LabServices", "Kubelet", "IngressController"]),
                 "\(graph.closure("CloudControllers").sorted())")
+        // The netlab provider meets the lab cloud over its HTTP API only; the lab cloud knows
+        // no Kubernetes client or controller: it is the cloud, not the cluster.
+        #expect(graph.closure("NetlabCloudProvider").isDisjoint(with: ["LabCloud", "NetLab", "NetnsKit", "ControllerKit", "KubeClient"]),
+                "\(graph.closure("NetlabCloudProvider").sorted())")
+        #expect(graph.closure("LabCloud").isDisjoint(with: ["KubeClient", "ControllerKit", "CloudProvider", "CloudControllers", "NetLab"]),
+                "\(graph.closure("LabCloud").sorted())")
     }
 
     /// The folders show the layers: every target lives in its layer's folder.

@@ -303,7 +303,10 @@ struct Demo: AsyncParsableCommand {
                 try await c.waitForProxies()
                 let r = try await c.reach()
                 let pods = r.httpPods.sorted().joined(separator: ", ")
-                emit("\(mode): \(r.sample); pods answering: \(pods); UDP: \(r.udpReply ?? "no reply"); NodePort: \(r.nodePortPod ?? "no reply")")
+                var line = "\(mode): \(r.sample); pods answering: \(pods); UDP: \(r.udpReply ?? "no reply"); NodePort: \(r.nodePortPod ?? "no reply")"
+                if let lb = r.loadBalancerIP { line += "; LoadBalancer \(lb): \(r.loadBalancerPods.sorted().joined(separator: ", "))" }
+                if let ing = r.ingressIP { line += "; Ingress http://\(Cluster.ingressHost)/ at \(ing): \(r.ingressPods.sorted().joined(separator: ", "))" }
+                emit(line)
             }
             try c.stopProxies()
             let rows = try await cmp.run(c, progress: say)

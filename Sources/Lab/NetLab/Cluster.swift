@@ -107,7 +107,7 @@ public final class Cluster: @unchecked Sendable {
             throw NetLabError("\(binDir)/\(bin) is missing: build it first (swift build)")
         }
         if runtime == .containerd {
-            let needed = [ContainerdProcess.binary, "/usr/sbin/runc", RegistryProcess.binary, LabImages.busyboxPath, "/usr/bin/iperf3"]
+            let needed = [ContainerdProcess.binary, "/usr/sbin/runc", RegistryProcess.binary, LabImages.busyboxPath, "/usr/bin/iperf3", nginx]
             let missing = needed.filter { !FileManager.default.isExecutableFile(atPath: $0) }
             guard missing.isEmpty else {
                 throw NetLabError("the containerd runtime needs \(missing.joined(separator: ", ")): run scripts/setup.sh (or use --runtime netns)")
@@ -144,6 +144,7 @@ public final class Cluster: @unchecked Sendable {
                 try await lab.startNodes()
                 try await lab.deployWorkloads()
                 try await lab.createServices()
+                try await lab.startIngress()
                 if fakeNodes > 0 { try lab.startStandIn(fakeNodes: fakeNodes, heartbeats: false) }
             case .netns:
                 try await lab.deploy()
@@ -577,6 +578,9 @@ extension Cluster {
         /// The pods that answered at the balancer's address (a lab with a cloud).
         public var loadBalancerPods: Set<String> = []
         public var loadBalancerIP: String?
+        /// The pods that answered through the Ingress (its host, at its balancer's address).
+        public var ingressPods: Set<String> = []
+        public var ingressIP: String?
         public var sample = ""
     }
 
@@ -605,6 +609,16 @@ extension Cluster {
             for _ in 0..<tries where r.loadBalancerPods != pods {
                 if let name = Measure.httpGet(state.client, lb, 80, timeout: 1)?.split(separator: " ").first {
                     r.loadBalancerPods.insert(String(name))
+                } else {
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
+        if state.router != nil, let ip = try await ingressAddress() {
+            r.ingressIP = ip
+            for _ in 0..<tries where r.ingressPods != pods {
+                if let name = Measure.httpGet(state.client, ip, 80, timeout: 1, host: Self.ingressHost)?.split(separator: " ").first {
+                    r.ingressPods.insert(String(name))
                 } else {
                     try await Task.sleep(for: .milliseconds(100))
                 }

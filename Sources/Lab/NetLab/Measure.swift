@@ -99,11 +99,11 @@ enum Measure {
     }
 
     /// One HTTP GET (HTTP/1.0, so the server closes); the body.
-    static func httpGet(_ ns: String, _ ip: String, _ port: Int, timeout: Double = 2) -> String? {
+    static func httpGet(_ ns: String, _ ip: String, _ port: Int, timeout: Double = 2, host: String? = nil, path: String = "/") -> String? {
         try? inNamespace(ns) {
             guard let fd = TCP.connect(ip, port, timeout: timeout) else { return nil }
             defer { close(fd) }
-            guard TCP.send(fd, Array("GET / HTTP/1.0\r\nHost: \(ip)\r\n\r\n".utf8)) else { return nil }
+            guard TCP.send(fd, Array("GET \(path) HTTP/1.0\r\nHost: \(host ?? ip)\r\n\r\n".utf8)) else { return nil }
             let text = String(decoding: TCP.receiveAll(fd, limit: 4096), as: UTF8.self)
             guard text.hasPrefix("HTTP/1.1 200"), let body = text.components(separatedBy: "\r\n\r\n").dropFirst().first else { return nil }
             return body.trimmingCharacters(in: .whitespacesAndNewlines)
