@@ -355,7 +355,7 @@ let package = Package(
         .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: strict),
         // The module map's dependency rules, read from this package's own description.
         .testTarget(name: "LayeringTests", swiftSettings: strict),
-        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
+        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "KubeAPI", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -20,6 +20,7 @@
 #   scripts/bench.sh secure-memory   the server idle with HTTPS, client certificates and Node,RBAC against plain HTTP
 #   scripts/bench.sh ingress [...]   the ingress controller: a change until served (1 and 1,001 Ingresses), reloads under a burst,
 #                                    requests and throughput through nginx against the pod directly
+#   scripts/bench.sh snapshot [...]  snapshot save and restore of 10,000 Services and 100,000 objects, SQLite and etcd, against etcdctl
 #   scripts/bench.sh lb [...]        the lab cloud: a LoadBalancer Service from create to the client's first answer, against a NodePort
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
@@ -69,6 +70,9 @@ if [ "$which" = all ] || [ "$which" = secure-memory ]; then
 fi
 if [ "$which" = all ] || [ "$which" = ingress ]; then
   .build/release/switchyard-bench ingress --switchyard .build/release/switchyard --out bench/last/ingress.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = snapshot ]; then
+  .build/release/switchyard-bench snapshot --out bench/last/snapshot.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

@@ -2,7 +2,7 @@
 # Installs what Switchyard needs on a fresh Debian 12 machine (as root).
 # Safe to run again: only missing packages are installed.
 set -euo pipefail
-PKGS=(iptables ipset nftables libmnl-dev libnftnl-dev libsqlite3-dev etcd-server pkg-config ipvsadm conntrack socat iproute2 curl procps kmod openssl
+PKGS=(iptables ipset nftables libmnl-dev libnftnl-dev libsqlite3-dev etcd-server etcd-client pkg-config ipvsadm conntrack socat iproute2 curl procps kmod openssl
       containernetworking-plugins iperf3 python3 qemu-system-x86 busybox-static cpio libstdc++-12-dev
       containerd runc docker-registry libsodium23 nginx apache2-utils)
 missing=()

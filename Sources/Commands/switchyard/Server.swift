@@ -20,7 +20,8 @@ import HostOS
 struct Server: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "server",
-        abstract: "Run the Kubernetes API server (on an embedded SQLite store) that kubectl and the proxy talk to.")
+        abstract: "Run the Kubernetes API server (on an embedded SQLite store) that kubectl and the proxy talk to.",
+        subcommands: [SnapshotCommand.self])
 
     @Option(help: "Where the state (state.db) and the clients' kubeconfig are kept.")
     var dataDir = "/var/lib/switchyard"
@@ -132,6 +133,15 @@ struct Server: AsyncParsableCommand {
 
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
+
+    @Option(name: .customLong("snapshot-interval"), help: "Snapshot the SQLite store this often (Go duration; 0: never), into --snapshot-dir, as k3s schedules etcd snapshots.")
+    var snapshotInterval = "0"
+
+    @Option(name: .customLong("snapshot-retention"), help: "How many scheduled snapshots are kept (the oldest go).")
+    var snapshotRetention = 5
+
+    @Option(name: .customLong("snapshot-dir"), help: "Where scheduled snapshots go (default: DATA_DIR/snapshots).")
+    var snapshotDir: String?
 
     @Flag(name: .customLong("disable-scheduler"), help: "Do not run the scheduler in this process (run `switchyard scheduler` apart).")
     var disableScheduler = false
@@ -364,6 +374,24 @@ struct Server: AsyncParsableCommand {
             }
         }
         defer { eventSweep.cancel() }
+        // Scheduled snapshots of the SQLite store, each in one read transaction beside the writes.
+        let snapshotEvery = try snapshotSchedule()
+        let snapshots = Task { [dataDir, snapshotDir, snapshotRetention] in
+            guard let every = snapshotEvery else { return }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(Int(every * 1000)))
+                if Task.isCancelled { return }
+                let started = Date()
+                do {
+                    let (file, info, removed) = try SQLiteSnapshot.saveScheduled(database: dataDir + "/state.db", dir: snapshotDir ?? dataDir + "/snapshots",
+                                                                                 prefix: "switchyard-snapshot", retention: snapshotRetention)
+                    logger.info("snapshot \(file): \(info) in \(Int(Date().timeIntervalSince(started) * 1000)) ms\(removed.isEmpty ? "" : "; removed \(removed.joined(separator: ", "))")")
+                } catch {
+                    logger.error("scheduled snapshot failed: \(error)")
+                }
+            }
+        }
+        defer { snapshots.cancel() }
         final class Components: Sendable { let tasks = Mutex<[Task<Void, Never>]>([]) }
         let running = Components()
         defer { running.tasks.withLock { $0.forEach { $0.cancel() } } }
@@ -525,6 +553,16 @@ struct Server: AsyncParsableCommand {
         if let c = CIDR(serviceRange), let v = c.address.ipv4Value { out.append(IPAddress(ipv4: v + 1).description) }
         var seen = Set<String>()
         return out.filter { seen.insert($0).inserted }
+    }
+
+    /// `--snapshot-interval` in seconds, nil for none; only the SQLite store is snapshotted here
+    /// (etcd's own tools snapshot etcd).
+    func snapshotSchedule() throws -> Double? {
+        guard let every = GoDuration.seconds(snapshotInterval), every >= 0 else { throw ValidationError("--snapshot-interval: a Go duration (1h, 30m; 0 for none)") }
+        guard every > 0 else { return nil }
+        guard etcdServers == nil else { throw ValidationError("--snapshot-interval: scheduled snapshots are of the SQLite store; on etcd use `switchyard server snapshot save --etcd-servers …`") }
+        guard snapshotRetention >= 1 else { throw ValidationError("--snapshot-retention: at least 1") }
+        return every
     }
 
     /// The address to write into the kubeconfig when none is given: the bind address, unless it

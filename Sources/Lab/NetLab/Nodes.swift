@@ -210,12 +210,21 @@ extension Cluster {
     }
 
     /// The network namespace containerd made for `pod` (a `cni-…` name under /run/netns): the
-    /// one whose eth0 holds the pod's address.
+    /// one whose eth0 holds the pod's address and whose sandbox was started by one of this lab's
+    /// containerds (its shim's command line names the lab's socket): another lab, or a test's
+    /// node, may have a pod at the same address.
     public func podNamespace(_ pod: LabState.Pod) -> String? {
         if !pod.netns.isEmpty { return pod.netns }
+        let ours = LabPaths.dir(state.name) + "/nodes/"
         return Netns.list().filter { $0.hasPrefix("cni-") }.first { ns in
             let out = (try? Sh.run(["ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"]))?.out ?? ""
-            return out.contains(" \(pod.ip)/")
+            guard out.contains(" \(pod.ip)/") else { return false }
+            return Netns.pids(ns).contains { pid in
+                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+                      let ppid = stat[stat.index(after: close)...].split(separator: " ").dropFirst().first,
+                      let cmd = try? String(contentsOfFile: "/proc/\(ppid)/cmdline", encoding: .utf8) else { return false }
+                return cmd.contains(ours)
+            }
         }
     }
 
