@@ -19,7 +19,12 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 out="$here/Sources/API/EtcdAPI/Generated"
 work="${TMPDIR:-/tmp}/switchyard-gen-cri"
 mkdir -p "$work/plugins/Sources" "$work/etcd" "$out"
-if [ ! -x "$work/plugins/.build/release/protoc-gen-grpc-swift-2" ]; then
+# PLUGINS=DIR uses protoc-gen-swift and protoc-gen-grpc-swift-2 built elsewhere (for example this
+# package's own: `swift build -c release --product protoc-gen-swift` and `--product
+# protoc-gen-grpc-swift-2` build them from its dependencies, offline), then PLUGINS=.build/release.
+if [ -n "${PLUGINS:-}" ]; then
+  :
+elif [ ! -x "$work/plugins/.build/release/protoc-gen-grpc-swift-2" ]; then
   cat > "$work/plugins/Package.swift" <<'PKG'
 // swift-tools-version:6.0
 import PackageDescription
@@ -35,13 +40,22 @@ PKG
   echo 'print("")' > "$work/plugins/Sources/main.swift"
   (cd "$work/plugins" && swift build -c release --product protoc-gen-swift && swift build -c release --product protoc-gen-grpc-swift-2)
 fi
-bin="$(cd "$work/plugins" && swift build -c release --show-bin-path)"
-strip() {
-  python3 - "$@" <<'PY'
+bin="${PLUGINS:-$(cd "$work/plugins" && swift build -c release --show-bin-path)}"
+strip_py=$(cat <<'PY'
 import re, sys
 text = sys.stdin.read()
-# option (google.api.http) = { ... }; blocks inside rpcs
-text = re.sub(r'\s*option \(google\.api\.http\) = \{[^}]*\};', '', text)
+# option (google.api.http) = { ... }; blocks inside rpcs, nested braces (additional_bindings) included
+while True:
+    m = re.search(r'\s*option \(google\.api\.http\) = \{', text)
+    if not m:
+        break
+    depth, i = 1, m.end()
+    while depth:
+        depth += {'{': 1, '}': -1}.get(text[i], 0)
+        i += 1
+    if text[i] == ';':
+        i += 1
+    text = text[:m.start()] + text[i:]
 text = re.sub(r'^import "(gogoproto/gogo|google/api/annotations)\.proto";\n', '', text, flags=re.M)
 text = re.sub(r'^option \(gogoproto\.[^;]*;\n', '', text, flags=re.M)
 # field options such as [(gogoproto.nullable) = false, (gogoproto.customname) = "ID"]
@@ -51,7 +65,9 @@ text = text.replace('import "etcd/auth/authpb/auth.proto";', 'import "authpb/aut
 # rpcs left as `rpc X(A) returns (B) {}` are fine; a Go-only option block emptied is too.
 sys.stdout.write(text)
 PY
-}
+)
+# The proto on stdin, without what only Go and the gateway read, on stdout.
+strip() { python3 -c "$strip_py"; }
 mkdir -p "$work/etcd/etcdserverpb" "$work/etcd/mvccpb" "$work/etcd/authpb"
 git -C "$repo" show "$tag:etcdserver/etcdserverpb/rpc.proto" | strip > "$work/etcd/etcdserverpb/rpc.proto"
 git -C "$repo" show "$tag:mvcc/mvccpb/kv.proto" | strip > "$work/etcd/mvccpb/kv.proto"

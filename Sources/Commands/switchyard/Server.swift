@@ -383,8 +383,12 @@ struct Server: AsyncParsableCommand {
                 if Task.isCancelled { return }
                 let started = Date()
                 do {
-                    let (file, info, removed) = try SQLiteSnapshot.saveScheduled(database: dataDir + "/state.db", dir: snapshotDir ?? dataDir + "/snapshots",
-                                                                                 prefix: "switchyard-snapshot", retention: snapshotRetention)
+                    // On a thread of its own: the copy of a large store takes a while, and the
+                    // shared threads serve the requests.
+                    let (file, info, removed) = try await onThread { [dataDir, snapshotDir, snapshotRetention] in
+                        try SQLiteSnapshot.saveScheduled(database: dataDir + "/state.db", dir: snapshotDir ?? dataDir + "/snapshots",
+                                                         prefix: "switchyard-snapshot", retention: snapshotRetention)
+                    }
                     logger.info("snapshot \(file): \(info) in \(Int(Date().timeIntervalSince(started) * 1000)) ms\(removed.isEmpty ? "" : "; removed \(removed.joined(separator: ", "))")")
                 } catch {
                     logger.error("scheduled snapshot failed: \(error)")
@@ -631,5 +635,12 @@ actor StartupSteps {
         if let kib = ResidentMemory.unmapCleanFilePages() {
             logger.debug("started; unmapped \(kib) KiB of start-up code and read-only data")
         }
+    }
+}
+
+/// Runs `body` on a thread of its own and waits for it without holding a shared thread.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { c in
+        Thread { c.resume(with: Result { try body() }) }.start()
     }
 }

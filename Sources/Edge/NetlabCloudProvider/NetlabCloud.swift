@@ -82,7 +82,8 @@ public struct NetlabCloud: CloudProvider, CloudInstances, CloudLoadBalancer, Clo
     /// health check of `externalTrafficPolicy: Local`, the address asked for.
     static func request(_ service: JSONValue, nodes: [JSONValue]) -> JSONValue {
         let spec = service["spec"] ?? [:]
-        let requested = spec["loadBalancerIP"]?.string ?? service[path: ["metadata", "annotations", requestedIPAnnotation]]?.string ?? ""
+        let requested = [spec["loadBalancerIP"]?.string, service[path: ["metadata", "annotations", requestedIPAnnotation]]?.string]
+            .compactMap { $0 }.first { !$0.isEmpty } ?? ""
         let local = spec["externalTrafficPolicy"]?.string == "Local"
         return ["service": .string("\(service.namespace)/\(service.name)"), "requestedIP": .string(requested),
                 "ports": .array((spec["ports"]?.array ?? []).map { p in

@@ -108,7 +108,8 @@ extension LabCloud {
         let targets = (body["targets"]?.array ?? []).compactMap(\.string).sorted()
         for t in targets where instance(t) == nil { throw CloudFailure(400, "target \(t) is not an instance of this cloud") }
         let requested = body["requestedIP"]?.string.flatMap { $0.isEmpty ? nil : $0 }
-        if let requested, !(requested.hasPrefix(configuration.pool + ".") && Int(requested.dropFirst(configuration.pool.count + 1)).map { (1...254).contains($0) } == true) {
+        if let requested, IPAddress(requested) == nil
+            || !(requested.hasPrefix(configuration.pool + ".") && Int(requested.dropFirst(configuration.pool.count + 1)).map { (1...254).contains($0) } == true) {
             throw CloudFailure(400, "requested address \(requested) is not in the cloud's pool \(configuration.pool).0/24")
         }
         var made: Balancer?

@@ -70,7 +70,7 @@ public final class LabCloud: Sendable {
         public var healthCheckNodePort: Int
     }
 
-    struct State: Codable {
+    struct State: Codable, Equatable {
         var routes: [Route] = []
         var balancers: [Balancer] = []
     }
@@ -81,6 +81,8 @@ public final class LabCloud: Sendable {
         var failures: [String: [String: Int]] = [:]
         var appliedRules = ""
         var appliedRoutes: [String: String] = [:]
+        /// What state.json holds (written only when the state changes, not per health check).
+        var saved: State?
     }
 
     public let configuration: Configuration
@@ -151,9 +153,11 @@ public final class LabCloud: Sendable {
             guard out.status == 0 else { throw CloudFailure(500, "nft: \(out.err)") }
             r.appliedRules = rules
         }
+        guard r.saved != r.state else { return }
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         try e.encode(r.state).write(to: URL(fileURLWithPath: "\(dir)/state.json"), options: .atomic)
+        r.saved = r.state
     }
 
     /// The targets a balancer sends to now: the healthy ones, or all when none is.
