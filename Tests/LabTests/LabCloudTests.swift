@@ -31,13 +31,9 @@ struct LabCloudTests {
         #expect(Cluster.leftovers(name).isEmpty)
     }
 
+    /// `check` every 100 ms for about `seconds`, through the suite's shared probe loop.
     func eventually(_ seconds: Double, _ check: () async throws -> Bool) async throws -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await check() { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return try await check()
+        try await LabTests.eventually(tries: Int(seconds * 10), every: .milliseconds(100), check, until: { $0 })
     }
 
     func run(name: String, bin: String) async throws {

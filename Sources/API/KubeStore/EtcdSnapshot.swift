@@ -55,7 +55,7 @@ extension EtcdStore {
             }
             guard rename(partial, file) == 0 else { throw SQLiteSnapshot.Failure("rename \(partial) to \(file): \(String(cString: strerror(errno)))") }
             let sum = whole.finalize().map { String(format: "%02x", $0) }.joined()
-            try "\(sum)  \((file as NSString).lastPathComponent)\n".write(toFile: file + ".sha256", atomically: true, encoding: .utf8)
+            try SQLiteSnapshot.writeChecksum(sum, of: file)
             return SQLiteSnapshot.Info(revision: revision, keys: try await count(prefix: "/"), rows: 0, bytes: bytes, sha256: sum)
         } catch {
             try? out.close()

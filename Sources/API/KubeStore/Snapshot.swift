@@ -37,6 +37,11 @@ public enum SQLiteSnapshot {
         return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 
+    /// `file.sha256`, as `sha256sum` writes it (and `sha256sum -c` reads it).
+    static func writeChecksum(_ sum: String, of file: String) throws {
+        try "\(sum)  \((file as NSString).lastPathComponent)\n".write(toFile: file + ".sha256", atomically: true, encoding: .utf8)
+    }
+
     static func describe(_ path: String, sha256: String) throws -> Info {
         var config = Configuration()
         config.readonly = true
@@ -79,7 +84,7 @@ public enum SQLiteSnapshot {
             let sum = try hexSHA256(partial)
             let info = try describe(partial, sha256: sum)
             guard rename(partial, file) == 0 else { throw Failure("rename \(partial) to \(file): \(String(cString: strerror(errno)))") }
-            try "\(sum)  \((file as NSString).lastPathComponent)\n".write(toFile: file + ".sha256", atomically: true, encoding: .utf8)
+            try writeChecksum(sum, of: file)
             return info
         } catch {
             try? FileManager.default.removeItem(atPath: partial)

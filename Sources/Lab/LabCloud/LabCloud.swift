@@ -214,7 +214,7 @@ public final class LabCloud: Sendable {
             for t in b.targets {
                 guard let i = instance(t), exists(i) else { results[b.name, default: [:]][t] = false; continue }
                 results[b.name, default: [:]][t] = b.healthCheckNodePort > 0
-                    ? Self.httpOK(i.address, b.healthCheckNodePort, "/healthz")
+                    ? httpStatus(i.address, b.healthCheckNodePort, "/healthz", timeout: 0.4) == 200
                     : b.ports.first.map { Self.tcpOK(i.address, $0.nodePort, udp: $0.protocol == "UDP") } ?? false
             }
         }
@@ -237,15 +237,6 @@ public final class LabCloud: Sendable {
         return true
     }
 
-    static func httpOK(_ ip: String, _ port: Int, _ path: String) -> Bool {
-        guard let fd = TCP.connect(ip, port, timeout: 0.4) else { return false }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 0, tv_usec: 400_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        guard TCP.send(fd, Array("GET \(path) HTTP/1.0\r\nHost: \(ip)\r\n\r\n".utf8)) else { return false }
-        let head = String(decoding: TCP.receive(fd, count: 12), as: UTF8.self)
-        return head.hasPrefix("HTTP/1.") && head.dropFirst(9).hasPrefix("200")
-    }
 }
 
 /// A refused or failed cloud call: its HTTP status and message.

@@ -1,6 +1,7 @@
 import CRI
 import Foundation
 import HostOS
+import NetnsKit
 
 /// A containerd of its own (Debian's containerd 1.6 with its CRI plugin, and runc): root, state,
 /// socket, CNI directories and registry configuration under one directory, optionally started
@@ -205,10 +206,7 @@ public final class ContainerdProcess: @unchecked Sendable {
         for m in mounts { umount2(m, Int32(MNT_DETACH)) }
     }
 
-    static func isZombie(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
-        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first == "Z"
-    }
+    static func isZombie(_ pid: Int32) -> Bool { ProcStat(pid)?.isZombie ?? true }
 
     /// The inode of `pid`'s network namespace.
     static func netnsInode(_ pid: Int32) -> UInt64? {
@@ -221,9 +219,7 @@ public final class ContainerdProcess: @unchecked Sendable {
         let fm = FileManager.default
         var children: [Int32: [Int32]] = [:]
         for pid in ((try? fm.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap({ Int32($0) }) {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { continue }
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if fields.count > 1, let ppid = Int32(fields[1]) { children[ppid, default: []].append(pid) }
+            if let ppid = ProcStat(pid)?.ppid { children[ppid, default: []].append(pid) }
         }
         var out: [Int32] = []
         var queue = roots

@@ -33,26 +33,31 @@ extension Cluster {
             try await Task.sleep(for: .milliseconds(100))
         }
         // The cloud controller manager's rights, as a provider's manifests grant them.
-        try await must("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", [
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": ["name": "system:cloud-controller-manager"],
-            "rules": [["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]],
+        try await grant("system:cloud-controller-manager", role: "system:cloud-controller-manager", rules: [["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]],
                       ["apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]],
                       ["apiGroups": [""], "resources": ["nodes"], "verbs": ["*"]],
                       ["apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch", "update"]],
                       ["apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch", "patch", "update"]],
                       ["apiGroups": [""], "resources": ["services/status"], "verbs": ["patch", "update"]],
-                      ["apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]]],
-        ], okIf: [409])
-        try await must("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", [
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": ["name": "system:cloud-controller-manager"],
-            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:cloud-controller-manager"],
-            "subjects": [["apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:cloud-controller-manager"]],
-        ], okIf: [409])
+                      ["apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]]])
         let kubeconfig = try componentKubeconfig("cloud-controller-manager", commonName: "system:cloud-controller-manager")
         try spawn(state.controlPlane, ["\(state.binDir)/switchyard", "cloud-controller-manager", "--cloud-provider", "netlab",
                                        "--cloud-config", "\(cloudDir)/provider.json", "--kubeconfig", kubeconfig, "--leader-elect=false",
                                        "--node-monitor-period", "2s", "--route-reconciliation-period", "5s"], log: "cloud-controller-manager")
         progress("cloud: its API on \(LabCloudNet.endpoint) in \(router); switchyard cloud-controller-manager --cloud-provider netlab in \(state.controlPlane)")
+    }
+
+    /// A ClusterRole of `rules` and its binding to `user` (kept if they exist), as a component's
+    /// manifests grant its rights.
+    func grant(_ user: String, role: String, rules: JSONValue) async throws {
+        try await must("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": ["name": .string(role)], "rules": rules,
+        ], okIf: [409])
+        try await must("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", [
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": ["name": .string(role)],
+            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": .string(role)],
+            "subjects": [["apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": .string(user)]],
+        ], okIf: [409])
     }
 
     /// A GET of the cloud's API from the control plane's namespace; nil when it does not answer 200.

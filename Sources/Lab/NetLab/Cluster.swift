@@ -487,9 +487,8 @@ public final class Cluster: @unchecked Sendable {
     /// Whether `pid` runs: exists and is not a zombie (a process whose parent is gone waits
     /// for init to reap it, and an init that does not reap leaves it so).
     public static func isAlive(_ pid: Int32) -> Bool {
-        guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+        guard kill(pid, 0) == 0, let stat = ProcStat(pid) else { return false }
+        return !stat.isZombie
     }
 
     func killAll(in ns: String) {
@@ -604,25 +603,25 @@ extension Cluster {
         if let nodePort {
             r.nodePortPod = Measure.httpGet(state.client, state.nodes[0].address, Int(nodePort), timeout: 1)?.split(separator: " ").first.map(String.init)
         }
-        if state.router != nil, let lb = svc[path: ["status", "loadBalancer", "ingress"]]?.array?.first?["ip"]?.string {
-            r.loadBalancerIP = lb
-            for _ in 0..<tries where r.loadBalancerPods != pods {
-                if let name = Measure.httpGet(state.client, lb, 80, timeout: 1)?.split(separator: " ").first {
-                    r.loadBalancerPods.insert(String(name))
+        /// The pods that answer at `ip`:80 (as `host`), asked until all have or `tries` run out.
+        func answering(_ ip: String, host: String? = nil) async throws -> Set<String> {
+            var seen = Set<String>()
+            for _ in 0..<tries where seen != pods {
+                if let name = Measure.httpGet(state.client, ip, 80, timeout: 1, host: host)?.split(separator: " ").first {
+                    seen.insert(String(name))
                 } else {
                     try await Task.sleep(for: .milliseconds(100))
                 }
             }
+            return seen
+        }
+        if state.router != nil, let lb = svc[path: ["status", "loadBalancer", "ingress"]]?.array?.first?["ip"]?.string {
+            r.loadBalancerIP = lb
+            r.loadBalancerPods = try await answering(lb)
         }
         if state.router != nil, let ip = try await ingressAddress() {
             r.ingressIP = ip
-            for _ in 0..<tries where r.ingressPods != pods {
-                if let name = Measure.httpGet(state.client, ip, 80, timeout: 1, host: Self.ingressHost)?.split(separator: " ").first {
-                    r.ingressPods.insert(String(name))
-                } else {
-                    try await Task.sleep(for: .milliseconds(100))
-                }
-            }
+            r.ingressPods = try await answering(ip, host: Self.ingressHost)
         }
         return r
     }

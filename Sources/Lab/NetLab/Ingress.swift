@@ -16,19 +16,11 @@ extension Cluster {
         let ns = Self.ingressNamespace
         try await must("POST", "/api/v1/namespaces", ["apiVersion": "v1", "kind": "Namespace", "metadata": ["name": .string(ns)]], okIf: [409])
         // The controller's rights, as ingress-nginx's manifests grant them.
-        try await must("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", [
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": ["name": "ingress-nginx"],
-            "rules": [["apiGroups": [""], "resources": ["services", "secrets", "endpoints", "configmaps", "namespaces", "nodes", "pods"], "verbs": ["get", "list", "watch"]],
+        try await grant("system:ingress-nginx", role: "ingress-nginx", rules: [["apiGroups": [""], "resources": ["services", "secrets", "endpoints", "configmaps", "namespaces", "nodes", "pods"], "verbs": ["get", "list", "watch"]],
                       ["apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]],
                       ["apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"], "verbs": ["get", "list", "watch"]],
                       ["apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["update"]],
-                      ["apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]]],
-        ], okIf: [409])
-        try await must("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", [
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": ["name": "ingress-nginx"],
-            "roleRef": ["apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "ingress-nginx"],
-            "subjects": [["apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:ingress-nginx"]],
-        ], okIf: [409])
+                      ["apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]]])
         try await must("POST", "/apis/networking.k8s.io/v1/ingressclasses", [
             "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
             "metadata": ["name": "nginx", "annotations": ["ingressclass.kubernetes.io/is-default-class": "true"]],

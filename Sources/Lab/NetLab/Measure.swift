@@ -112,12 +112,6 @@ enum Measure {
 
     /// GET `path` from a server inside `ns`; the status code.
     static func httpStatus(_ ns: String, _ ip: String, _ port: Int, _ path: String) -> Int? {
-        try? inNamespace(ns) {
-            guard let fd = TCP.connect(ip, port, timeout: 1) else { return nil }
-            defer { close(fd) }
-            guard TCP.send(fd, Array("GET \(path) HTTP/1.0\r\n\r\n".utf8)) else { return nil }
-            let text = String(decoding: TCP.receiveAll(fd, limit: 4096), as: UTF8.self)
-            return text.split(separator: " ").dropFirst().first.flatMap { Int($0) }
-        }
+        try? inNamespace(ns) { NetnsKit.httpStatus(ip, port, path) }
     }
 }

@@ -220,9 +220,7 @@ extension Cluster {
             let out = (try? Sh.run(["ip", "-n", ns, "-o", "-4", "addr", "show", "dev", "eth0"]))?.out ?? ""
             guard out.contains(" \(pod.ip)/") else { return false }
             return Netns.pids(ns).contains { pid in
-                guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-                      let ppid = stat[stat.index(after: close)...].split(separator: " ").dropFirst().first,
-                      let cmd = try? String(contentsOfFile: "/proc/\(ppid)/cmdline", encoding: .utf8) else { return false }
+                guard let ppid = ProcStat(pid)?.ppid, let cmd = try? String(contentsOfFile: "/proc/\(ppid)/cmdline", encoding: .utf8) else { return false }
                 return cmd.contains(ours)
             }
         }
