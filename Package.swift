@@ -88,9 +88,17 @@ let package = Package(
                                                    .product(name: "NIOSSL", package: "swift-nio-ssl"),
                                                    .product(name: "Yams", package: "Yams")],
                 path: "Sources/API/KubeClient", swiftSettings: strict),
+        // etcd's v3 API: its messages and KV, Watch, Lease and Maintenance clients (generated once
+        // by scripts/gen-etcd.sh and committed), over gRPC (members, TLS) or etcd's JSON gateway.
+        .target(name: "EtcdClient", dependencies: ["KubeAPI", "HTTPJSON",
+                                                   .product(name: "GRPCCore", package: "grpc-swift-2"),
+                                                   .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                                                   .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                                                   .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+                path: "Sources/API/EtcdClient", exclude: ["Generated/SOURCE.md"], swiftSettings: strict),
         // The API server's store: a revision log with watch and compaction (SQLite by default; etcd
-        // through its JSON gateway, over HTTPJSON).
-        .target(name: "KubeStore", dependencies: ["KubeAPI", "HTTPJSON", .product(name: "GRDB", package: "GRDB.swift"),
+        // through EtcdClient).
+        .target(name: "KubeStore", dependencies: ["KubeAPI", "EtcdClient", .product(name: "GRDB", package: "GRDB.swift"),
                                                   .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")],
                 path: "Sources/API/KubeStore", swiftSettings: strict),
         // The OpenAPI schemas of the served kinds (upstream's, generated once by
@@ -297,7 +305,7 @@ let package = Package(
             dependencies: [
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "IPTablesKit", "HostOS",
                 "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "Netlink", "CNI",
-                "APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeStore", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI", "IngressNginx", "IngressController",
+                "APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeStore", "EtcdClient", "KubeClient", "ControllerKit", "Scheduler", "Controllers", "Kubelet", "KubeletServer", "CRI", "IngressNginx", "IngressController",
                 "CloudProvider", "CloudControllers", "NetlabCloudProvider",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -340,7 +348,7 @@ let package = Package(
         .executableTarget(
             name: "switchyard-bench",
             dependencies: [
-                "KubeClient", "KubeStore", "HostOS", "IPTablesKit", "ControllerKit", "FakeNodes",
+                "KubeClient", "KubeStore", "EtcdClient", "HostOS", "IPTablesKit", "ControllerKit", "FakeNodes",
                 "KubeAPI", "ProxySeam", "ProxyRuntime", "ProxyModes", "ProxyIPTables", "ProxyNFTables", "ProxyUserspace", "ProxyIPVS", "NetnsKit", "CNI", "Netlink",
                 "CRI", "Images", "LabServices", "APIServer", "APIAccess", "ClusterPKI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -355,7 +363,7 @@ let package = Package(
         .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: strict),
         // The module map's dependency rules, read from this package's own description.
         .testTarget(name: "LayeringTests", swiftSettings: strict),
-        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "KubeAPI", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
+        .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "EtcdClient", "KubeAPI", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),
                                                           .product(name: "HummingbirdTLS", package: "hummingbird"),

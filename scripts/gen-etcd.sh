@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes Sources/API/EtcdAPI/Generated/: etcd's v3 API messages (swift-protobuf) and the KV, Watch,
+# Writes Sources/API/EtcdClient/Generated/: etcd's v3 API messages (swift-protobuf) and the KV, Watch,
 # Lease and Maintenance clients (grpc-swift 2), from etcd's rpc.proto, kv.proto and auth.proto.
 # Run once per etcd API release; the output is committed, so builds need neither protoc nor the
 # plugins.
@@ -16,7 +16,7 @@
 set -euo pipefail
 repo="$1"; tag="${2:-v3.4.23}"
 here="$(cd "$(dirname "$0")/.." && pwd)"
-out="$here/Sources/API/EtcdAPI/Generated"
+out="$here/Sources/API/EtcdClient/Generated"
 work="${TMPDIR:-/tmp}/switchyard-gen-cri"
 mkdir -p "$work/plugins/Sources" "$work/etcd" "$out"
 # PLUGINS=DIR uses protoc-gen-swift and protoc-gen-grpc-swift-2 built elsewhere (for example this

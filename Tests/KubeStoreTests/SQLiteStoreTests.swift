@@ -1,11 +1,13 @@
 import Foundation
+import EtcdClient
 @testable import KubeStore
 import NetnsKit
 import Testing
 
-/// Which store a test runs on: the same tests pass on both.
+/// Which store a test runs on: the same tests pass on each (etcd over gRPC, and over its JSON
+/// gateway).
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case sqlite, etcd
+    case sqlite, etcd, etcdGateway
     var testDescription: String { rawValue }
 }
 
@@ -20,15 +22,22 @@ final class StoreFixture: @unchecked Sendable {
         case .sqlite:
             etcd = nil
             store = try SQLiteStore(path: dir.storePath)
-        case .etcd:
+        case .etcd, .etcdGateway:
             let e = try EtcdProcess()
             etcd = e
-            store = try EtcdStore(servers: [e.url])
+            store = try Self.etcdStore(kind, e.url)
         }
+        self.kind = kind
+    }
+
+    let kind: StoreKind
+
+    static func etcdStore(_ kind: StoreKind, _ url: String) throws -> EtcdStore {
+        kind == .etcdGateway ? try EtcdStore(transport: EtcdGatewayTransport(endpoints: [url])) : try EtcdStore(servers: [url])
     }
 
     func reopen() throws -> any Store {
-        if let etcd { return try EtcdStore(servers: [etcd.url]) }
+        if let etcd { return try Self.etcdStore(kind, etcd.url) }
         return try SQLiteStore(path: dir.storePath)
     }
 }

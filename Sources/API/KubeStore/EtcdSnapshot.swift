@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import EtcdClient
 import KubeAPI
 
 extension EtcdStore {
@@ -23,13 +24,12 @@ extension EtcdStore {
         do {
             var last: any Error = StoreError.backend("no etcd server answered")
             var done = false
-            for c in clients where !done {
+            for member in transport.endpoints.indices where !done {
                 do {
-                    for try await msg in try await c.stream("POST", "/v3/maintenance/snapshot", body: [:]) {
-                        if let e = msg["error"] { throw SQLiteSnapshot.Failure("etcd refused the snapshot: \(e["message"]?.string ?? e.text())") }
+                    for try await msg in try await transport.snapshot(at: member) {
                         // The revision the snapshot was taken at, as etcd's header says it.
-                        if bytes == 0, let r = msg[path: ["result", "header", "revision"]] { revision = max(revision, Self.int(r)) }
-                        let blob = Self.unb64(msg[path: ["result", "blob"]])
+                        if bytes == 0, msg.hasHeader { revision = max(revision, msg.header.revision) }
+                        let blob = msg.blob
                         guard !blob.isEmpty else { continue }
                         try out.write(contentsOf: blob)
                         whole.update(data: blob)
@@ -41,8 +41,8 @@ extension EtcdStore {
                         }
                     }
                     done = true
-                } catch let e as SQLiteSnapshot.Failure {
-                    throw e
+                } catch let e as EtcdError where !e.isUnreachable {
+                    throw SQLiteSnapshot.Failure("etcd refused the snapshot: \(e)")
                 } catch {
                     guard bytes == 0 else { throw error }   // part-way: not resumable on another member
                     last = error

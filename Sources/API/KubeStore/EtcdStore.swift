@@ -1,103 +1,121 @@
 import Foundation
 import KubeAPI
-import HTTPJSON
+import EtcdClient
 
-/// The store on a real etcd cluster (`--etcd-servers`), through etcd's v3 API as its gateway
-/// serves it over HTTP/JSON (etcd 3.4: `/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`,
-/// `/v3/kv/compaction`). etcd's revision is the resourceVersion, as with kube-apiserver;
-/// conditional writes are transactions comparing the key's create or mod revision.
+/// The store on a real etcd cluster (`--etcd-servers`), through etcd's v3 API: gRPC by default
+/// (`EtcdGRPCTransport`), or its JSON gateway. etcd's revision is the resourceVersion, as with
+/// kube-apiserver; conditional writes are transactions comparing the key's create or mod
+/// revision. Keys are kube-apiserver's (`/registry/services/specs/default/kubernetes`), values
+/// JSON (kube-apiserver writes protobuf). A call goes to the member that last answered; when it
+/// cannot be reached (or has no leader), to the next, for a few seconds.
 public struct EtcdStore: Store {
-    let clients: [HTTPJSONClient]
+    let transport: any EtcdTransport
     /// Keys live under this prefix (kube-apiserver's `--etcd-prefix`, `/registry` by default;
     /// our keys already start with it, so the default adds nothing).
     let prefix: String
     /// The one etcd watch the store's watches share.
     let hub: EtcdWatchHub
+    /// Which member calls go to first.
+    let members: MemberChoice
+    /// Keys written with a lease, so that etcd removes them (events, after `--event-ttl`).
+    let leases: EtcdLeases?
 
-    /// `keptEvents`: how many of the latest events the shared watch keeps for watches that start
-    /// from a recent revision.
-    public init(servers: [String], prefix: String = "", keptEvents: Int = 500) throws {
+    /// - Parameters:
+    ///   - tls: `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`.
+    ///   - keptEvents: how many of the latest events the shared watch keeps for watches that
+    ///     start from a recent revision.
+    ///   - expiring: keys under this prefix are written with a lease of `ttl` seconds, renewed by
+    ///     each write (kube-apiserver does so for events with `--event-ttl`).
+    public init(servers: [String], tls: EtcdTLS? = nil, prefix: String = "", keptEvents: Int = 500,
+                expiring: (prefix: String, ttl: Int64)? = nil) throws {
         guard !servers.isEmpty else { throw StoreError.backend("--etcd-servers: no server given") }
-        clients = try servers.map { try HTTPJSONClient(url: $0, peer: "etcd") }
-        self.prefix = prefix
-        hub = EtcdWatchHub(client: clients[0], prefix: prefix, keep: keptEvents)
+        do {
+            try self.init(transport: EtcdGRPCTransport(endpoints: servers, tls: tls), prefix: prefix, keptEvents: keptEvents, expiring: expiring)
+        } catch let e as EtcdError {
+            throw StoreError.backend("\(e)")
+        }
     }
 
-    static func b64(_ s: String) -> JSONValue { .string(Data(s.utf8).base64EncodedString()) }
-    static func b64(_ d: Data) -> JSONValue { .string(d.base64EncodedString()) }
-    static func unb64(_ v: JSONValue?) -> Data { v?.string.flatMap { Data(base64Encoded: $0) } ?? Data() }
-    /// etcd writes int64s as JSON strings (and leaves zeros out).
-    static func int(_ v: JSONValue?) -> Int64 { v?.string.flatMap { Int64($0) } ?? v?.int ?? 0 }
+    /// `leaseReuse`: for how many seconds one lease serves the writes of expiring keys.
+    public init(transport: any EtcdTransport, prefix: String = "", keptEvents: Int = 500,
+                expiring: (prefix: String, ttl: Int64)? = nil, leaseReuse: Int64 = 60) throws {
+        self.transport = transport
+        self.prefix = prefix
+        members = MemberChoice(count: transport.endpoints.count)
+        hub = EtcdWatchHub(transport: transport, members: members, prefix: prefix, keep: keptEvents)
+        leases = expiring.map { EtcdLeases(prefix: $0.prefix, ttl: $0.ttl, reuse: leaseReuse) }
+    }
+
+    static func bytes(_ s: String) -> Data { Data(s.utf8) }
 
     /// The end of a prefix's range: the prefix with its last byte incremented.
-    static func rangeEnd(_ p: String) -> String {
+    static func rangeEnd(_ p: String) -> Data {
         var b = Array(p.utf8)
         while let last = b.last {
-            if last < 0xff { b[b.count - 1] = last + 1; return String(decoding: b, as: UTF8.self) }
+            if last < 0xff { b[b.count - 1] = last + 1; return Data(b) }
             b.removeLast()
         }
-        return "\0"
+        return Data([0])
     }
 
-    /// One call, tried on each server until one answers; a failed connection is tried again (a
-    /// few times, briefly apart). `retried` says whether an attempt may have reached etcd before
-    /// the answer was lost, which a conditional write must take into account.
-    func call(_ path: String, _ body: JSONValue) async throws -> JSONValue { try await callNoting(path, body).body }
+    /// One call, on the member that last answered, else on the others in turn; when none
+    /// answers, again, with growing pauses, for about five seconds (an election takes one or
+    /// two). `retried` says whether an attempt may have reached etcd before its answer was lost,
+    /// which a conditional write must take into account.
+    func call<T: Sendable>(_ body: (Int) async throws -> T) async throws -> T { try await callNoting(body).value }
 
-    func callNoting(_ path: String, _ body: JSONValue) async throws -> (body: JSONValue, retried: Bool) {
+    func callNoting<T: Sendable>(_ body: (Int) async throws -> T) async throws -> (value: T, retried: Bool) {
         var last: any Error = StoreError.backend("no etcd server answered")
         var retried = false
-        for attempt in 0..<4 {
-            for c in clients {
+        let n = transport.endpoints.count
+        for attempt in 0..<10 {
+            let first = members.current
+            for k in 0..<n {
+                let i = (first + k) % n
                 do {
-                    let r = try await c.request("POST", path, body: body)
-                    if r.status == 200 { return (r.body, retried) }
-                    let msg = r.body["error"]?.string ?? r.body["message"]?.string ?? "HTTP \(r.status)"
-                    throw Self.translate(msg)
-                } catch let e as StoreError {
-                    if case .backend = e { last = e; retried = true; continue }
-                    throw e
-                } catch {
-                    last = StoreError.backend("etcd \(c.server): \(error)")
+                    let v = try await body(i)
+                    members.answered(i)
+                    return (v, retried)
+                } catch let e as EtcdError {
+                    guard e.isUnreachable else { throw Self.translate(e) }
+                    last = StoreError.backend("\(e)")
                     retried = true
                 }
             }
-            try? await Task.sleep(for: .milliseconds(20 << attempt))
+            try await Task.sleep(for: .milliseconds(min(1000, 20 << attempt)))
         }
         throw last
     }
 
-    static func translate(_ msg: String) -> StoreError {
+    static func translate(_ e: EtcdError) -> StoreError {
+        let msg = "\(e)"
         if msg.contains("required revision has been compacted") { return .compacted(requested: 0, compacted: 0) }
         if msg.contains("future revision") { return .futureRevision(requested: 0, current: 0) }
-        return .backend("etcd: \(msg)")
+        return .backend(msg)
     }
 
-    func kv(_ j: JSONValue) -> KeyValue { Self.kv(j, prefix: prefix) }
+    func kv(_ k: Mvccpb_KeyValue) -> KeyValue { Self.kv(k, prefix: prefix) }
 
-    static func kv(_ j: JSONValue, prefix: String) -> KeyValue {
-        let key = String(decoding: unb64(j["key"]), as: UTF8.self)
-        return KeyValue(key: String(key.dropFirst(prefix.count)), value: unb64(j["value"]),
-                        createRevision: int(j["create_revision"]), modRevision: int(j["mod_revision"]))
+    static func kv(_ k: Mvccpb_KeyValue, prefix: String) -> KeyValue {
+        let key = String(decoding: k.key, as: UTF8.self)
+        return KeyValue(key: String(key.dropFirst(prefix.count)), value: k.value, createRevision: k.createRevision, modRevision: k.modRevision)
     }
 
-    /// The events of one message of an etcd watch stream; throws for an error, a compacted start
-    /// revision (`requested` is the revision asked for) or a canceled watch.
-    static func events(_ msg: JSONValue, prefix: String, requested: Int64) throws -> [StoreEvent] {
-        if let err = msg["error"] {
-            throw StoreError.backend("etcd watch: \(err["message"]?.string ?? err.text())")
-        }
+    /// The events of one message of an etcd watch stream; throws for a compacted start revision
+    /// (`requested` is the revision asked for) or a canceled watch. A progress notification
+    /// (no events) gives none.
+    static func events(_ msg: Etcdserverpb_WatchResponse, prefix: String, requested: Int64) throws -> [StoreEvent] {
         // A start revision that is compacted: the watch is made, then canceled.
-        if let cr = msg[path: ["result", "compact_revision"]], int(cr) > 0 {
-            throw StoreError.compacted(requested: requested, compacted: int(cr) - 1)
+        if msg.compactRevision > 0 {
+            throw StoreError.compacted(requested: requested, compacted: msg.compactRevision - 1)
         }
-        if msg[path: ["result", "canceled"]]?.bool == true {
-            throw StoreError.backend("etcd canceled the watch")
+        if msg.canceled {
+            throw StoreError.backend("etcd canceled the watch\(msg.cancelReason.isEmpty ? "" : ": " + msg.cancelReason)")
         }
-        return (msg[path: ["result", "events"]]?.array ?? []).map { e in
-            let now = kv(e["kv"] ?? [:], prefix: prefix)
-            let prev = e["prev_kv"].map { kv($0, prefix: prefix) }
-            if e["type"]?.string == "DELETE" {
+        return msg.events.map { e in
+            let now = kv(e.kv, prefix: prefix)
+            let prev = e.hasPrevKv ? kv(e.prevKv, prefix: prefix) : nil
+            if e.type == .delete {
                 var gone = prev ?? now
                 gone.modRevision = now.modRevision
                 return StoreEvent(kind: .deleted, kv: gone, previous: prev)
@@ -106,76 +124,126 @@ public struct EtcdStore: Store {
         }
     }
 
+    func rangeRequest(_ key: String, end: Data? = nil, revision: Int64? = nil) -> Etcdserverpb_RangeRequest {
+        var r = Etcdserverpb_RangeRequest()
+        r.key = Self.bytes(prefix + key)
+        if let end { r.rangeEnd = end }
+        if let revision { r.revision = revision }
+        return r
+    }
+
     public func currentRevision() async throws -> Int64 {
-        let r = try await call("/v3/kv/range", ["key": Self.b64(prefix + "/"), "range_end": Self.b64(Self.rangeEnd(prefix + "/")),
-                                                 "count_only": true])
-        return Self.int(r[path: ["header", "revision"]])
+        var r = rangeRequest("/", end: Self.rangeEnd(prefix + "/"))
+        r.countOnly = true
+        let answer = try await call { try await transport.range(r, at: $0) }
+        return answer.header.revision
     }
 
     public func get(_ key: String) async throws -> KeyValue? {
-        let r = try await call("/v3/kv/range", ["key": Self.b64(prefix + key)])
-        return r["kvs"]?.array?.first.map(kv)
+        let r = rangeRequest(key)
+        return try await call { try await transport.range(r, at: $0) }.kvs.first.map(kv)
     }
 
     /// The key as it was at `revision` (nil if it did not exist then, or that is compacted).
     func get(_ key: String, at revision: Int64) async throws -> KeyValue? {
         guard revision > 0 else { return nil }
-        let r = try await call("/v3/kv/range", ["key": Self.b64(prefix + key), "revision": .string(String(revision))])
-        return r["kvs"]?.array?.first.map(kv)
+        let r = rangeRequest(key, revision: revision)
+        return try await call { try await transport.range(r, at: $0) }.kvs.first.map(kv)
+    }
+
+    func compare(_ key: String, expected: Int64?) -> Etcdserverpb_Compare {
+        var c = Etcdserverpb_Compare()
+        c.key = Self.bytes(prefix + key)
+        if let expected {
+            c.target = .mod
+            c.result = .equal
+            c.modRevision = expected
+        } else {
+            // The key exists.
+            c.target = .create
+            c.result = .greater
+            c.createRevision = 0
+        }
+        return c
     }
 
     /// A transaction: `compare` on the key, then `success` or `failure` (a read of the key).
-    func txn(_ key: String, compare: JSONValue, success: JSONValue) async throws -> (ok: Bool, body: JSONValue, retried: Bool) {
-        let (r, retried) = try await callNoting("/v3/kv/txn", ["compare": [compare], "success": [success],
-                                                               "failure": [["request_range": ["key": Self.b64(prefix + key)]]]])
-        return (r["succeeded"]?.bool ?? false, r, retried)
+    func txn(_ key: String, compare: Etcdserverpb_Compare, success: Etcdserverpb_RequestOp) async throws
+        -> (ok: Bool, answer: Etcdserverpb_TxnResponse, retried: Bool) {
+        var t = Etcdserverpb_TxnRequest()
+        t.compare = [compare]
+        t.success = [success]
+        var read = Etcdserverpb_RequestOp()
+        read.requestRange = rangeRequest(key)
+        t.failure = [read]
+        let (r, retried) = try await callNoting { try await transport.txn(t, at: $0) }
+        return (r.succeeded, r, retried)
     }
 
-    static func current(_ r: JSONValue) -> JSONValue? {
-        r["responses"]?.array?.first?[path: ["response_range", "kvs"]]?.array?.first
+    static func current(_ r: Etcdserverpb_TxnResponse) -> Mvccpb_KeyValue? {
+        r.responses.first?.responseRange.kvs.first
+    }
+
+    func put(_ key: String, _ value: Data, prevKv: Bool) async throws -> Etcdserverpb_RequestOp {
+        var p = Etcdserverpb_PutRequest()
+        p.key = Self.bytes(prefix + key)
+        p.value = value
+        p.prevKv = prevKv
+        if let leases, key.hasPrefix(leases.prefix) {
+            p.lease = try await leases.lease { ttl in
+                var g = Etcdserverpb_LeaseGrantRequest()
+                g.ttl = ttl
+                return try await call { try await transport.leaseGrant(g, at: $0) }.id
+            }
+        }
+        var op = Etcdserverpb_RequestOp()
+        op.requestPut = p
+        return op
     }
 
     public func create(_ key: String, value: Data) async throws -> KeyValue {
-        let (ok, r, retried) = try await txn(key, compare: ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "EQUAL"],
-                                             success: ["request_put": ["key": Self.b64(prefix + key), "value": Self.b64(value)]])
+        var absent = Etcdserverpb_Compare()
+        absent.key = Self.bytes(prefix + key)
+        absent.target = .create
+        absent.result = .equal
+        absent.createRevision = 0
+        let (ok, r, retried) = try await txn(key, compare: absent, success: try await put(key, value, prevKv: false))
         guard ok else {
             // An attempt whose answer was lost may have made it: then the key holds our value
             // at its first version.
-            if retried, let cur = Self.current(r), Self.unb64(cur["value"]) == value, Self.int(cur["version"]) == 1 {
+            if retried, let cur = Self.current(r), cur.value == value, cur.version == 1 {
                 return kv(cur)
             }
             throw StoreError.exists(key)
         }
-        let rev = Self.int(r[path: ["header", "revision"]])
+        let rev = r.header.revision
         return KeyValue(key: key, value: value, createRevision: rev, modRevision: rev)
     }
 
     public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
-        let compare: JSONValue = expected.map { ["key": Self.b64(prefix + key), "target": "MOD", "mod_revision": .string(String($0)), "result": "EQUAL"] }
-            ?? ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "GREATER"]
-        let (ok, r, retried) = try await txn(key, compare: compare,
-                                    success: ["request_put": ["key": Self.b64(prefix + key), "value": Self.b64(value), "prev_kv": true]])
+        let (ok, r, retried) = try await txn(key, compare: compare(key, expected: expected), success: try await put(key, value, prevKv: true))
         guard ok else {
             guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
             // An attempt whose answer was lost may have made it: then the key holds our value at
             // a later revision than expected, and the write is not a conflict but done.
-            if retried, let expected, Self.unb64(cur["value"]) == value, Self.int(cur["mod_revision"]) > expected {
+            if retried, let expected, cur.value == value, cur.modRevision > expected {
                 return kv(cur)
             }
-            throw StoreError.conflict(key: key, expected: expected ?? 0, actual: Self.int(cur["mod_revision"]))
+            throw StoreError.conflict(key: key, expected: expected ?? 0, actual: cur.modRevision)
         }
-        let prev = r["responses"]?.array?.first?[path: ["response_put", "prev_kv"]]
-        let rev = Self.int(r[path: ["header", "revision"]])
-        return KeyValue(key: key, value: value, createRevision: Self.int(prev?["create_revision"]), modRevision: rev)
+        let prev = r.responses.first?.responsePut.prevKv
+        return KeyValue(key: key, value: value, createRevision: prev?.createRevision ?? 0, modRevision: r.header.revision)
     }
 
     public func delete(_ key: String, expected: Int64?) async throws -> KeyValue {
-        let compare: JSONValue = expected.map { ["key": Self.b64(prefix + key), "target": "MOD", "mod_revision": .string(String($0)), "result": "EQUAL"] }
-            ?? ["key": Self.b64(prefix + key), "target": "CREATE", "create_revision": "0", "result": "GREATER"]
-        let (ok, r, retried) = try await txn(key, compare: compare,
-                                    success: ["request_delete_range": ["key": Self.b64(prefix + key), "prev_kv": true]])
+        var d = Etcdserverpb_DeleteRangeRequest()
+        d.key = Self.bytes(prefix + key)
+        d.prevKv = true
+        var op = Etcdserverpb_RequestOp()
+        op.requestDeleteRange = d
+        let (ok, r, retried) = try await txn(key, compare: compare(key, expected: expected), success: op)
         guard ok else {
-            let now = Self.int(r[path: ["header", "revision"]])
+            let now = r.header.revision
             guard let cur = Self.current(r) else {
                 // Gone. If an attempt whose answer was lost deleted it, answer with what it
                 // deleted: the key at the expected revision (or, unconditionally, just before now).
@@ -186,41 +254,38 @@ public struct EtcdStore: Store {
                 }
                 throw StoreError.notFound(key)
             }
-            throw StoreError.conflict(key: key, expected: expected ?? 0, actual: Self.int(cur["mod_revision"]))
+            throw StoreError.conflict(key: key, expected: expected ?? 0, actual: cur.modRevision)
         }
-        guard let prev = r["responses"]?.array?.first?[path: ["response_delete_range", "prev_kvs"]]?.array?.first else {
+        guard let prev = r.responses.first?.responseDeleteRange.prevKvs.first else {
             throw StoreError.notFound(key)
         }
         var gone = kv(prev)
-        gone.modRevision = Self.int(r[path: ["header", "revision"]])
+        gone.modRevision = r.header.revision
         return gone
     }
 
     public func list(prefix p: String, after: String?, limit: Int, revision: Int64?) async throws -> ListPage {
         let start = after.map { $0 + "\0" } ?? p
-        var body: [String: JSONValue] = ["key": Self.b64(prefix + max(start, p)), "range_end": Self.b64(Self.rangeEnd(prefix + p))]
-        if limit > 0 { body["limit"] = .string(String(limit)) }
-        if let revision { body["revision"] = .string(String(revision)) }
-        let r: JSONValue
+        var req = rangeRequest(max(start, p), end: Self.rangeEnd(prefix + p), revision: revision)
+        if limit > 0 { req.limit = Int64(limit) }
+        let r: Etcdserverpb_RangeResponse
         do {
-            r = try await call("/v3/kv/range", .object(body))
+            r = try await call { try await transport.range(req, at: $0) }
         } catch StoreError.compacted {
             throw StoreError.compacted(requested: revision ?? 0, compacted: revision ?? 0)
         } catch StoreError.futureRevision {
             throw StoreError.futureRevision(requested: revision ?? 0, current: try await currentRevision())
         }
-        let items = (r["kvs"]?.array ?? []).map(kv)
-        let rev = revision ?? Self.int(r[path: ["header", "revision"]])
-        let more = r["more"]?.bool ?? false
-        return ListPage(items: items, revision: rev, continueAfter: more ? items.last?.key : nil)
+        let items = r.kvs.map(kv)
+        let rev = revision ?? r.header.revision
+        return ListPage(items: items, revision: rev, continueAfter: r.more ? items.last?.key : nil)
     }
 
     public func count(prefix p: String, after: String?, revision: Int64?) async throws -> Int {
-        let start = after.map { prefix + max($0, p) + "\u{0}" } ?? prefix + p
-        var body: [String: JSONValue] = ["key": Self.b64(start), "range_end": Self.b64(Self.rangeEnd(prefix + p)), "count_only": true]
-        if let revision { body["revision"] = .string(String(revision)) }
-        let r = try await call("/v3/kv/range", .object(body))
-        return Int(Self.int(r["count"]))
+        let start = after.map { max($0, p) + "\u{0}" } ?? p
+        var req = rangeRequest(start, end: Self.rangeEnd(prefix + p), revision: revision)
+        req.countOnly = true
+        return Int(try await call { try await transport.range(req, at: $0) }.count)
     }
 
     /// From the shared watch when it holds every event after `revision`; otherwise (an older
@@ -231,10 +296,12 @@ public struct EtcdStore: Store {
     }
 
     func ownWatch(prefix p: String, after revision: Int64) async throws -> AsyncThrowingStream<StoreEvent, any Error> {
-        let raw = try await clients[0].stream("POST", "/v3/watch", body: ["create_request": [
-            "key": Self.b64(prefix + p), "range_end": Self.b64(Self.rangeEnd(prefix + p)),
-            "start_revision": .string(String(revision + 1)), "prev_kv": true,
-        ]])
+        var create = Etcdserverpb_WatchCreateRequest()
+        create.key = Self.bytes(prefix + p)
+        create.rangeEnd = Self.rangeEnd(prefix + p)
+        create.startRevision = revision + 1
+        create.prevKv = true
+        let raw = try await call { try await transport.watch(create, at: $0) }
         let prefix = self.prefix
         return AsyncThrowingStream { c in
             let task = Task {
@@ -243,6 +310,8 @@ public struct EtcdStore: Store {
                         for e in try Self.events(msg, prefix: prefix, requested: revision) { c.yield(e) }
                     }
                     c.finish()
+                } catch let e as EtcdError {
+                    c.finish(throwing: StoreError.backend("\(e)"))
                 } catch {
                     c.finish(throwing: error)
                 }
@@ -252,7 +321,54 @@ public struct EtcdStore: Store {
     }
 
     public func compact(through revision: Int64) async throws {
-        _ = try await call("/v3/kv/compaction", ["revision": .string(String(revision)), "physical": true])
+        var r = Etcdserverpb_CompactionRequest()
+        r.revision = revision
+        r.physical = true
+        _ = try await call { try await transport.compact(r, at: $0) }
+    }
+
+    /// The members' own view (`etcdctl endpoint status`): version, leader, raft term, database
+    /// size; nil for a member that does not answer.
+    public func memberStatus() async -> [(endpoint: String, status: Etcdserverpb_StatusResponse?)] {
+        var out: [(String, Etcdserverpb_StatusResponse?)] = []
+        for (i, url) in transport.endpoints.enumerated() { out.append((url, try? await transport.status(at: i))) }
+        return out
+    }
+}
+
+/// The member calls go to first: the one that last answered.
+final class MemberChoice: @unchecked Sendable {
+    private let lock = NSLock()
+    private var index = 0
+    let count: Int
+    init(count: Int) { self.count = count }
+    var current: Int { lock.withLock { index } }
+    func answered(_ i: Int) { lock.withLock { index = i } }
+    /// Calls go to the next member if they went to `i`.
+    func failed(_ i: Int) { lock.withLock { if index == i { index = (i + 1) % count } } }
+}
+
+/// Leases for keys that expire (events): one lease is granted for `ttl` plus `reuse` seconds (a
+/// minute) and used by every write in those seconds, as kube-apiserver's lease manager does, so
+/// a busy cluster asks etcd for one lease a minute, not one per event; each key still lives at
+/// least `ttl` after its last write.
+actor EtcdLeases {
+    nonisolated let prefix: String
+    let ttl: Int64
+    let reuse: Int64
+    private var current: (id: Int64, until: Date)?
+
+    init(prefix: String, ttl: Int64, reuse: Int64 = 60) {
+        self.prefix = prefix
+        self.ttl = ttl
+        self.reuse = reuse
+    }
+
+    func lease(grant: @Sendable (Int64) async throws -> Int64) async throws -> Int64 {
+        if let current, current.until > Date() { return current.id }
+        let id = try await grant(ttl + reuse)
+        current = (id, Date().addingTimeInterval(Double(reuse)))
+        return id
     }
 }
 
@@ -264,7 +380,8 @@ public struct EtcdStore: Store {
 /// ends with the error (clients watch again from their last revision).
 actor EtcdWatchHub {
     typealias Continuation = AsyncThrowingStream<StoreEvent, any Error>.Continuation
-    let client: HTTPJSONClient
+    let transport: any EtcdTransport
+    let members: MemberChoice
     let prefix: String
     /// How many of the latest events are kept.
     let keep: Int
@@ -285,8 +402,9 @@ actor EtcdWatchHub {
     /// Every event after this revision is in `recent` or still to come.
     private var floor: Int64 = 0
 
-    init(client: HTTPJSONClient, prefix: String, keep: Int = 500) {
-        self.client = client
+    init(transport: any EtcdTransport, members: MemberChoice, prefix: String, keep: Int = 500) {
+        self.transport = transport
+        self.members = members
         self.prefix = prefix
         self.keep = keep
     }
@@ -343,28 +461,41 @@ actor EtcdWatchHub {
         if watchers.isEmpty, case .running = phase { stop(StoreError.backend("no watch left")) }
     }
 
+    /// Follows the etcd watch on the member calls go to.
     private func follow(generation g: Int) async {
+        var create = Etcdserverpb_WatchCreateRequest()
+        create.key = EtcdStore.bytes(prefix + "/")
+        create.rangeEnd = EtcdStore.rangeEnd(prefix + "/")
+        create.prevKv = true
+        create.progressNotify = true
+        let member = members.current
         do {
-            let raw = try await client.stream("POST", "/v3/watch", body: ["create_request": [
-                "key": EtcdStore.b64(prefix + "/"), "range_end": EtcdStore.b64(EtcdStore.rangeEnd(prefix + "/")), "prev_kv": true,
-            ]])
-            for try await msg in raw {
+            for try await msg in try await transport.watch(create, at: member) {
                 guard g == generation else { return }
                 try receive(msg)
             }
             if g == generation { stop(StoreError.backend("etcd ended the watch")) }
+        } catch let e as EtcdError {
+            // The next watch goes to another member.
+            if e.isUnreachable { members.failed(member) }
+            if g == generation { stop(StoreError.backend("\(e)")) }
         } catch {
             if g == generation { stop(error) }
         }
     }
 
-    private func receive(_ msg: JSONValue) throws {
-        if msg[path: ["result", "created"]]?.bool == true, case .starting(let waiting) = phase {
+    /// The revision up to which etcd has sent every event (its last event's, or a progress
+    /// notification's).
+    private(set) var progress: Int64 = 0
+
+    private func receive(_ msg: Etcdserverpb_WatchResponse) throws {
+        if msg.created, case .starting(let waiting) = phase {
             // Events come from the revision after the one the watch was created at.
-            floor = EtcdStore.int(msg[path: ["result", "header", "revision"]])
+            floor = msg.header.revision
             phase = .running
             for w in waiting { w.resume() }
         }
+        progress = max(progress, msg.header.revision)
         let events = try EtcdStore.events(msg, prefix: prefix, requested: floor)
         guard !events.isEmpty else { return }
         recent += events

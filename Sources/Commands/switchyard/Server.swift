@@ -11,6 +11,7 @@ import Webhooks
 import Foundation
 import KubeAPI
 import KubeStore
+import EtcdClient
 import Logging
 import NIOSSL
 import ProxyRuntime
@@ -51,8 +52,17 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("service-node-port-range"), help: "NodePorts are allocated from this range (low-high).")
     var serviceNodePortRange = "30000-32767"
 
-    @Option(name: .customLong("etcd-servers"), help: "Keep the state in this etcd cluster (comma-separated http:// URLs) instead of SQLite.")
+    @Option(name: .customLong("etcd-servers"), help: "Keep the state in this etcd cluster (comma-separated http:// or https:// URLs of its members) instead of SQLite; spoken to over gRPC.")
     var etcdServers: String?
+
+    @Option(name: .customLong("etcd-cafile"), help: "The CA that signed the etcd members' serving certificates (else the system's roots).")
+    var etcdCAFile: String?
+
+    @Option(name: .customLong("etcd-certfile"), help: "The client certificate for etcd (with --client-cert-auth).")
+    var etcdCertFile: String?
+
+    @Option(name: .customLong("etcd-keyfile"), help: "The client certificate's key.")
+    var etcdKeyFile: String?
 
     @Option(name: .customLong("etcd-servers-overrides"), help: """
         Keep a resource in its own etcd, as kube-apiserver's flag: '/events#http://HOST:PORT;http://…'         (events only). On SQLite, events are always in their own database (DATA_DIR/events.db).
@@ -183,6 +193,23 @@ struct Server: AsyncParsableCommand {
         }
         guard (tlsCertFile == nil) == (tlsPrivateKeyFile == nil) else {
             throw ValidationError("--tls-cert-file and --tls-private-key-file go together")
+        }
+    }
+
+    /// TLS to etcd, when any of its files is given.
+    var etcdTLS: EtcdTLS? {
+        etcdCAFile == nil && etcdCertFile == nil && etcdKeyFile == nil ? nil
+            : EtcdTLS(caFile: etcdCAFile, certFile: etcdCertFile, keyFile: etcdKeyFile)
+    }
+
+    /// The etcd store of these members, with the TLS flags; events written with a lease of
+    /// --event-ttl.
+    func etcdStore(_ servers: [String]) throws -> EtcdStore {
+        let ttl = Int64(GoDuration.seconds(eventTTL) ?? 3600)
+        do {
+            return try EtcdStore(servers: servers, tls: etcdTLS?.validated(), expiring: (Self.eventsPrefix, ttl))
+        } catch {
+            throw ValidationError("--etcd-servers \(servers.joined(separator: ",")): \(error)")
         }
     }
 
@@ -331,11 +358,11 @@ struct Server: AsyncParsableCommand {
                 throw ValidationError("the cluster CA in \(dataDir)/pki: \(e)")
             }
         }
-        let main: any Store = try etcdServers.map { try EtcdStore(servers: $0.split(separator: ",").map(String.init)) }
+        let main: any Store = try etcdServers.map { try etcdStore($0.split(separator: ",").map(String.init)) }
             ?? SQLiteStore(path: dataDir + "/state.db")
         // Events in a store of their own (their writes, one per scheduled pod and more, do not
         // queue behind the objects'): on SQLite always, on etcd when --etcd-servers-overrides says.
-        let eventStore: (any Store)? = try eventServers().map { try EtcdStore(servers: $0) }
+        let eventStore: (any Store)? = try eventServers().map { try etcdStore($0) }
             ?? (etcdServers == nil ? try SQLiteStore(path: dataDir + "/events.db") : nil)
         let routed = RoutedStore(main: main, routes: eventStore.map { [(Self.eventsPrefix, $0)] } ?? [])
         let store: any Store = encryption.map { EncryptingStore(inner: routed, rules: $0) } ?? routed

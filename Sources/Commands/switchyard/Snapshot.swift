@@ -31,7 +31,7 @@ struct SnapshotCommand: AsyncParsableCommand {
             do {
                 let info: SQLiteSnapshot.Info
                 if let etcdServers {
-                    info = try await EtcdStore(servers: etcdServers.split(separator: ",").map(String.init)).saveSnapshot(to: file)
+                    info = try await server.etcdStore(etcdServers.split(separator: ",").map(String.init)).saveSnapshot(to: file)
                 } else {
                     info = try SQLiteSnapshot.save(database: dataDir + "/state.db", to: file)
                 }

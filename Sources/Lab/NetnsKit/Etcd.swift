@@ -2,11 +2,28 @@ import Foundation
 import HostOS
 
 /// A throwaway etcd (Debian's etcd-server) on loopback ports of its own, for tests of the etcd
-/// store: started with a fresh data dir, stopped and removed with `stop()` (or at deinit).
+/// store: one member, or a cluster of several (`members: 3`), each with a fresh data dir,
+/// stopped and removed with `stop()` (or at deinit). With `tls`, clients must present a
+/// certificate the CA signed (`--client-cert-auth`).
 public final class EtcdProcess: @unchecked Sendable {
-    public let url: String
-    let process: Process
+    /// The members' client URLs.
+    public let urls: [String]
+    /// The first member's client URL.
+    public var url: String { urls[0] }
+    private let lock = NSLock()
+    private var processes: [Process]
     let dir: URL
+
+    /// Files for TLS on the client port: the members' serving certificate and key, and the CA
+    /// whose client certificates they accept.
+    public struct ServerTLS: Sendable {
+        public var caFile: String, certFile: String, keyFile: String
+        public init(caFile: String, certFile: String, keyFile: String) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+        }
+    }
 
     public static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") }
 
@@ -14,44 +31,73 @@ public final class EtcdProcess: @unchecked Sendable {
     ///
     /// Its ports are picked at random; when one is taken (by another test's etcd, or as some
     /// connection's ephemeral port) etcd exits at once, and it is started again on others.
-    public init(netns: String? = nil) throws {
+    public init(netns: String? = nil, members: Int = 1, tls: ServerTLS? = nil) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-etcd-\(UUID().uuidString)")
         var last = ""
+        let scheme = tls == nil ? "http" : "https"
+        let names = (0..<members).map { "m\($0)" }
         for _ in 0..<5 {
             try? FileManager.default.removeItem(at: dir)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            let client = Int.random(in: 40000...44999), peer = client + 5000
-            let url = "http://127.0.0.1:\(client)"
-            let process = CommandRunner.process((netns.map { ["ip", "netns", "exec", $0] } ?? []) + ["/usr/bin/etcd", "--name", "t", "--data-dir", dir.path, "--listen-client-urls", url, "--advertise-client-urls", url,
-                                 "--listen-peer-urls", "http://127.0.0.1:\(peer)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peer)",
-                                 "--initial-cluster", "t=http://127.0.0.1:\(peer)", "--log-level", "error"])
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
-            try process.run()
-            // Ready when its health endpoint answers; given up on if it exits.
-            for _ in 0..<200 where process.isRunning {
-                let curl = ["curl", "-sf", "-m", "1", url + "/health"]
-                if let r = try? Sh.run(netns.map { ["ip", "netns", "exec", $0] + curl } ?? curl, timeout: 3), r.status == 0, r.out.contains("true") {
-                    self.url = url
-                    self.process = process
-                    return
+            let base = Int.random(in: 40000...44990)
+            let clients = (0..<members).map { base + $0 }, peers = clients.map { $0 + 5000 }
+            let urls = clients.map { "\(scheme)://127.0.0.1:\($0)" }
+            let cluster = zip(names, peers).map { "\($0)=http://127.0.0.1:\($1)" }.joined(separator: ",")
+            var started: [Process] = []
+            for i in 0..<members {
+                var args = ["/usr/bin/etcd", "--name", names[i], "--data-dir", dir.appendingPathComponent(names[i]).path,
+                            "--listen-client-urls", urls[i], "--advertise-client-urls", urls[i],
+                            "--listen-peer-urls", "http://127.0.0.1:\(peers[i])", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peers[i])",
+                            "--initial-cluster", cluster, "--initial-cluster-token", dir.lastPathComponent, "--log-level", "error"]
+                if let tls { args += ["--cert-file", tls.certFile, "--key-file", tls.keyFile, "--client-cert-auth", "--trusted-ca-file", tls.caFile] }
+                let process = CommandRunner.process((netns.map { ["ip", "netns", "exec", $0] } ?? []) + args)
+                process.standardOutput = FileHandle.nullDevice
+                process.standardError = FileHandle.nullDevice
+                try process.run()
+                started.append(process)
+            }
+            // Ready when every member's health endpoint answers (a cluster elects a leader
+            // first); given up on if one exits.
+            var healthy = Set<Int>()
+            for _ in 0..<200 where started.allSatisfy(\.isRunning) && healthy.count < members {
+                for i in 0..<members where !healthy.contains(i) {
+                    var curl = ["curl", "-sf", "-m", "1"]
+                    if let tls { curl += ["--cacert", tls.caFile, "--cert", tls.certFile, "--key", tls.keyFile] }
+                    curl.append(urls[i] + "/health")
+                    if let r = try? Sh.run(netns.map { ["ip", "netns", "exec", $0] + curl } ?? curl, timeout: 3), r.status == 0, r.out.contains("true") {
+                        healthy.insert(i)
+                    }
                 }
-                usleep(50_000)
+                if healthy.count < members { usleep(50_000) }
             }
-            if process.isRunning {
-                process.terminate()
-                process.waitUntilExit()
+            if healthy.count == members {
+                self.urls = urls
+                self.processes = started
+                return
             }
-            last = url
+            for p in started where p.isRunning {
+                p.terminate()
+                p.waitUntilExit()
+            }
+            last = urls.joined(separator: ",")
         }
         try? FileManager.default.removeItem(at: dir)
         throw LabError("etcd did not start (last at \(last))")
     }
 
+    /// Stops one member at once (SIGKILL), as a crash would.
+    public func kill(member i: Int) {
+        let p = lock.withLock { processes[i] }
+        if p.isRunning {
+            Foundation.kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+    }
+
     public func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
+        for p in lock.withLock({ processes }) where p.isRunning {
+            p.terminate()
+            p.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: dir)
     }
