@@ -90,7 +90,7 @@ let package = Package(
                 path: "Sources/API/KubeClient", swiftSettings: strict),
         // etcd's v3 API: its messages and KV, Watch, Lease and Maintenance clients (generated once
         // by scripts/gen-etcd.sh and committed), over gRPC (members, TLS) or etcd's JSON gateway.
-        .target(name: "EtcdClient", dependencies: ["KubeAPI", "HTTPJSON",
+        .target(name: "EtcdClient", dependencies: ["KubeAPI", "HTTPJSON", "GRPCPings",
                                                    .product(name: "GRPCCore", package: "grpc-swift-2"),
                                                    .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                                                    .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
@@ -228,7 +228,11 @@ let package = Package(
         // The Container Runtime Interface: runtime.v1's messages and RuntimeService/ImageService
         // clients (generated once by scripts/gen-cri.sh and committed), the `ContainerRuntime`
         // the kubelet calls, over gRPC on a unix socket (containerd), and a fake for unit tests.
-        .target(name: "CRI", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2"),
+        // gRPC clients of grpc-go servers: their bandwidth-probing PINGs answered before
+        // swift-nio-http2's flood limit closes the connection.
+        .target(name: "GRPCPings", dependencies: [.product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")],
+                path: "Sources/Host/GRPCPings", swiftSettings: strict),
+        .target(name: "CRI", dependencies: ["GRPCPings", .product(name: "GRPCCore", package: "grpc-swift-2"),
                                             .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
                                             .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                                             .product(name: "SwiftProtobuf", package: "swift-protobuf")],
@@ -363,6 +367,8 @@ let package = Package(
         .testTarget(name: "HostOSTests", dependencies: ["HostOS"], swiftSettings: strict),
         // The module map's dependency rules, read from this package's own description.
         .testTarget(name: "LayeringTests", swiftSettings: strict),
+        .testTarget(name: "GRPCPingsTests", dependencies: ["GRPCPings", .product(name: "NIOCore", package: "swift-nio"),
+                                                         .product(name: "NIOEmbedded", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "KubeStoreTests", dependencies: ["KubeStore", "EtcdClient", "KubeAPI", "HTTPJSON", "NetnsKit", "HostOS"], swiftSettings: strict),
         .testTarget(name: "APIServerTests", dependencies: ["APIServer", "APIAccess", "Webhooks", "ClusterPKI", "KubeAPI", "KubeStore", "KubeClient",
                                                           .product(name: "HummingbirdCore", package: "hummingbird"),

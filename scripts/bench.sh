@@ -22,6 +22,8 @@
 #                                    requests and throughput through nginx against the pod directly
 #   scripts/bench.sh snapshot [...]  snapshot save and restore of 10,000 Services and 100,000 objects, SQLite and etcd, against etcdctl
 #   scripts/bench.sh lb [...]        the lab cloud: a LoadBalancer Service from create to the client's first answer, against a NodePort
+#   scripts/bench.sh etcd [...]      writes through the server on etcd over gRPC against the JSON gateway and etcd's own puts;
+#                                    failover when etcd's leader is killed (3 members)
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -73,6 +75,9 @@ if [ "$which" = all ] || [ "$which" = ingress ]; then
 fi
 if [ "$which" = all ] || [ "$which" = snapshot ]; then
   .build/release/switchyard-bench snapshot --out bench/last/snapshot.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = etcd ]; then
+  .build/release/switchyard-bench etcd --switchyard .build/release/switchyard --out bench/last/etcd.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"

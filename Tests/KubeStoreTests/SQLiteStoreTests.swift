@@ -4,10 +4,10 @@ import EtcdClient
 import NetnsKit
 import Testing
 
-/// Which store a test runs on: the same tests pass on each (etcd over gRPC, and over its JSON
-/// gateway).
+/// Which store a test runs on: the same tests pass on each (etcd over gRPC, over its JSON
+/// gateway, and a cluster of three members over gRPC).
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case sqlite, etcd, etcdGateway
+    case sqlite, etcd, etcdGateway, etcdCluster
     var testDescription: String { rawValue }
 }
 
@@ -22,22 +22,22 @@ final class StoreFixture: @unchecked Sendable {
         case .sqlite:
             etcd = nil
             store = try SQLiteStore(path: dir.storePath)
-        case .etcd, .etcdGateway:
-            let e = try EtcdProcess()
+        case .etcd, .etcdGateway, .etcdCluster:
+            let e = try EtcdProcess(members: kind == .etcdCluster ? 3 : 1)
             etcd = e
-            store = try Self.etcdStore(kind, e.url)
+            store = try Self.etcdStore(kind, e.urls)
         }
         self.kind = kind
     }
 
     let kind: StoreKind
 
-    static func etcdStore(_ kind: StoreKind, _ url: String) throws -> EtcdStore {
-        kind == .etcdGateway ? try EtcdStore(transport: EtcdGatewayTransport(endpoints: [url])) : try EtcdStore(servers: [url])
+    static func etcdStore(_ kind: StoreKind, _ urls: [String]) throws -> EtcdStore {
+        kind == .etcdGateway ? try EtcdStore(transport: EtcdGatewayTransport(endpoints: urls)) : try EtcdStore(servers: urls)
     }
 
     func reopen() throws -> any Store {
-        if let etcd { return try Self.etcdStore(kind, etcd.url) }
+        if let etcd { return try Self.etcdStore(kind, etcd.urls) }
         return try SQLiteStore(path: dir.storePath)
     }
 }

@@ -114,6 +114,9 @@ struct LayeringTests {
 
     @Test func theStoreReachesEtcdWithoutTheKubernetesClient() {
         #expect(!graph.closure("KubeStore").contains("KubeClient"), "\(graph.closure("KubeStore").sorted())")
+        // etcd's client knows etcd's API and its transports, not the store that uses it.
+        #expect(graph.closure("EtcdClient").isDisjoint(with: ["KubeStore", "KubeClient", "APIServer"]), "\(graph.closure("EtcdClient").sorted())")
+        #expect(graph.closure("KubeStore").contains("EtcdClient"))
     }
 
     @Test func theSchemasAndTheFieldManagerKnowObjectsOnly() {
@@ -135,10 +138,11 @@ struct LayeringTests {
     }
 
     /// The node's parts know only what they speak: the CRI module gRPC and its generated
-    /// messages, the image module HTTP and files; the lab's services sit above both, and the
+    /// messages (and the PING answerer grpc-go servers need), the image module HTTP and files; the lab's services sit above both, and the
     /// kubelet reaches its runtime through the CRI module only (no lab, no image building).
     @Test func theNodesRuntimeAndImagesStandAlone() {
-        #expect(graph.targets["CRI"]?.targets == [], "\(graph.targets["CRI"]?.targets ?? [])")
+        #expect(graph.targets["CRI"]?.targets == ["GRPCPings"], "\(graph.targets["CRI"]?.targets ?? [])")
+        #expect(graph.closure("GRPCPings").isEmpty, "\(graph.closure("GRPCPings").sorted())")
         #expect(graph.closure("Images").isSubset(of: ["HTTPJSON", "KubeAPI", "JSONSyntax", "HostOS", "CHost"]), "\(graph.closure("Images").sorted())")
         for t in ["CRI", "Images"] {
             #expect(graph.closure(t).isDisjoint(with: ["APIServer", "KubeStore", "KubeClient", "ControllerKit", "NetLab", "LabServices"]), "\(t): \(graph.closure(t).sorted())")

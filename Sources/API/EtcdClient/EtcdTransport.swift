@@ -12,6 +12,7 @@ public protocol EtcdTransport: Sendable {
     /// The members' client URLs (`http://127.0.0.1:2379`), in the order given.
     var endpoints: [String] { get }
     func range(_ request: Etcdserverpb_RangeRequest, at member: Int) async throws -> Etcdserverpb_RangeResponse
+    func put(_ request: Etcdserverpb_PutRequest, at member: Int) async throws -> Etcdserverpb_PutResponse
     func txn(_ request: Etcdserverpb_TxnRequest, at member: Int) async throws -> Etcdserverpb_TxnResponse
     func compact(_ request: Etcdserverpb_CompactionRequest, at member: Int) async throws -> Etcdserverpb_CompactionResponse
     func leaseGrant(_ request: Etcdserverpb_LeaseGrantRequest, at member: Int) async throws -> Etcdserverpb_LeaseGrantResponse

@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCPings
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 
@@ -14,6 +15,10 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
     /// default election timeout), so a longer deadline only covers a member that stopped
     /// answering altogether.
     let unary: CallOptions
+    /// Writes: a write a follower forwarded to a leader that then died waits inside etcd until
+    /// its request timeout (7 s); cut short at 5 s, it is tried on another member (the store
+    /// takes into account that it may have been made), which has a new leader by then.
+    let writing: CallOptions
     /// Watches and snapshots last as long as they last.
     let streaming: CallOptions
 
@@ -40,7 +45,9 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
             // Members are near: a lost connection is tried again within tens of milliseconds,
             // and a member that stops answering is noticed within seconds.
             config.backoff = .init(initial: .milliseconds(50), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
-            config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: true)
+            config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: false)
+            // etcd's PINGs answered before swift-nio-http2 counts them as a flood (see PingAnswerer).
+            config.channelDebuggingCallbacks.onCreateTCPConnection = { PingAnswerer.install(on: $0) }
             let security: HTTP2ClientTransport.Posix.TransportSecurity
             if e.secure {
                 security = .tls { c in
@@ -66,6 +73,8 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
         o.maxRequestMessageBytes = 64 << 20
         o.waitForReady = false
         unary = o
+        o.timeout = .seconds(5)
+        writing = o
         o.timeout = nil
         streaming = o
     }
@@ -98,8 +107,12 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
         try await unaryCall(member) { try await $0.kv.range(request, options: unary) }
     }
 
+    public func put(_ request: Etcdserverpb_PutRequest, at member: Int) async throws -> Etcdserverpb_PutResponse {
+        try await unaryCall(member) { try await $0.kv.put(request, options: writing) }
+    }
+
     public func txn(_ request: Etcdserverpb_TxnRequest, at member: Int) async throws -> Etcdserverpb_TxnResponse {
-        try await unaryCall(member) { try await $0.kv.txn(request, options: unary) }
+        try await unaryCall(member) { try await $0.kv.txn(request, options: writing) }
     }
 
     public func compact(_ request: Etcdserverpb_CompactionRequest, at member: Int) async throws -> Etcdserverpb_CompactionResponse {

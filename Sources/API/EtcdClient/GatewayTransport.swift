@@ -56,6 +56,10 @@ public struct EtcdGatewayTransport: EtcdTransport {
         try await call("/v3/kv/range", request, at: member)
     }
 
+    public func put(_ request: Etcdserverpb_PutRequest, at member: Int) async throws -> Etcdserverpb_PutResponse {
+        try await call("/v3/kv/put", request, at: member)
+    }
+
     public func txn(_ request: Etcdserverpb_TxnRequest, at member: Int) async throws -> Etcdserverpb_TxnResponse {
         try await call("/v3/kv/txn", request, at: member)
     }

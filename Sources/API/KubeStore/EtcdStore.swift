@@ -461,43 +461,63 @@ actor EtcdWatchHub {
         if watchers.isEmpty, case .running = phase { stop(StoreError.backend("no watch left")) }
     }
 
-    /// Follows the etcd watch on the member calls go to.
+    /// Follows the etcd watch on the member calls go to. When that member is lost, the watch is
+    /// made again on the next from the revision after the last one delivered, and the watches on
+    /// it go on without a gap or a repeat; after about five seconds without a member, or on any
+    /// other failure, they end with it (and clients watch again from their last revision).
     private func follow(generation g: Int) async {
-        var create = Etcdserverpb_WatchCreateRequest()
-        create.key = EtcdStore.bytes(prefix + "/")
-        create.rangeEnd = EtcdStore.rangeEnd(prefix + "/")
-        create.prevKv = true
-        create.progressNotify = true
-        let member = members.current
-        do {
-            for try await msg in try await transport.watch(create, at: member) {
-                guard g == generation else { return }
-                try receive(msg)
+        var failures = 0
+        while g == generation {
+            var create = Etcdserverpb_WatchCreateRequest()
+            create.key = EtcdStore.bytes(prefix + "/")
+            create.rangeEnd = EtcdStore.rangeEnd(prefix + "/")
+            create.prevKv = true
+            create.progressNotify = true
+            if progress > 0 { create.startRevision = progress + 1 }
+            let member = members.current
+            do {
+                for try await msg in try await transport.watch(create, at: member) {
+                    guard g == generation else { return }
+                    failures = 0
+                    try receive(msg)
+                }
+                if g == generation { stop(StoreError.backend("etcd ended the watch")) }
+                return
+            } catch let e as EtcdError where e.isUnreachable && progress > 0 && failures < 10 {
+                // Lost the member: again on the next one.
+                members.failed(member)
+                failures += 1
+                try? await Task.sleep(for: .milliseconds(min(1000, 20 << failures)))
+            } catch let e as EtcdError {
+                if e.isUnreachable { members.failed(member) }
+                if g == generation { stop(StoreError.backend("\(e)")) }
+                return
+            } catch {
+                if g == generation { stop(error) }
+                return
             }
-            if g == generation { stop(StoreError.backend("etcd ended the watch")) }
-        } catch let e as EtcdError {
-            // The next watch goes to another member.
-            if e.isUnreachable { members.failed(member) }
-            if g == generation { stop(StoreError.backend("\(e)")) }
-        } catch {
-            if g == generation { stop(error) }
         }
     }
 
     /// The revision up to which etcd has sent every event (its last event's, or a progress
-    /// notification's).
+    /// notification's); 0 before the watch is made.
     private(set) var progress: Int64 = 0
 
     private func receive(_ msg: Etcdserverpb_WatchResponse) throws {
         if msg.created, case .starting(let waiting) = phase {
             // Events come from the revision after the one the watch was created at.
             floor = msg.header.revision
+            progress = msg.header.revision
             phase = .running
             for w in waiting { w.resume() }
         }
-        progress = max(progress, msg.header.revision)
         let events = try EtcdStore.events(msg, prefix: prefix, requested: floor)
-        guard !events.isEmpty else { return }
+        guard let last = events.last else {
+            // A progress notification: every event up to its revision has been sent.
+            if !msg.created { progress = max(progress, msg.header.revision) }
+            return
+        }
+        progress = max(progress, last.revision)
         recent += events
         if recent.count > 2 * keep {
             let drop = recent.count - keep
@@ -516,6 +536,7 @@ actor EtcdWatchHub {
         feed = nil
         if case .starting(let waiting) = phase { for w in waiting { w.resume(throwing: error) } }
         phase = .stopped
+        progress = 0
         let ending = watchers
         watchers = [:]
         recent = []

@@ -267,7 +267,7 @@ final class BenchServer {
         if args.contains("--disable-controller-manager"), !args.contains("--disable-admission-plugins") {
             args += ["--disable-admission-plugins", "ServiceAccount"]
         }
-        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.url] } ?? []) + args
+        p.arguments = ["server", "--data-dir", dir.path, "--port", "0", "--log-level", "warning"] + (etcd.map { ["--etcd-servers", $0.urls.joined(separator: ",")] } ?? []) + args
         p.standardOutput = FileHandle.nullDevice
         do {
             try p.run()

@@ -64,6 +64,10 @@ struct Server: AsyncParsableCommand {
     @Option(name: .customLong("etcd-keyfile"), help: "The client certificate's key.")
     var etcdKeyFile: String?
 
+    /// etcd's JSON gateway instead of gRPC: for `switchyard-bench etcd`, which compares the two.
+    @Option(name: .customLong("etcd-transport"), help: .hidden)
+    var etcdTransport = "grpc"
+
     @Option(name: .customLong("etcd-servers-overrides"), help: """
         Keep a resource in its own etcd, as kube-apiserver's flag: '/events#http://HOST:PORT;http://…'         (events only). On SQLite, events are always in their own database (DATA_DIR/events.db).
         """)
@@ -207,7 +211,16 @@ struct Server: AsyncParsableCommand {
     func etcdStore(_ servers: [String]) throws -> EtcdStore {
         let ttl = Int64(GoDuration.seconds(eventTTL) ?? 3600)
         do {
-            return try EtcdStore(servers: servers, tls: etcdTLS?.validated(), expiring: (Self.eventsPrefix, ttl))
+            switch etcdTransport {
+            case "grpc":
+                return try EtcdStore(servers: servers, tls: etcdTLS?.validated(), expiring: (Self.eventsPrefix, ttl))
+            case "gateway":
+                return try EtcdStore(transport: EtcdGatewayTransport(endpoints: servers), expiring: (Self.eventsPrefix, ttl))
+            default:
+                throw ValidationError("--etcd-transport \(etcdTransport): grpc or gateway")
+            }
+        } catch let e as ValidationError {
+            throw e
         } catch {
             throw ValidationError("--etcd-servers \(servers.joined(separator: ",")): \(error)")
         }

@@ -12,6 +12,8 @@ public final class EtcdProcess: @unchecked Sendable {
     public var url: String { urls[0] }
     private let lock = NSLock()
     private var processes: [Process]
+    /// Each member's command line, to start it again.
+    private let commands: [[String]]
     let dir: URL
 
     /// Files for TLS on the client port: the members' serving certificate and key, and the CA
@@ -44,17 +46,15 @@ public final class EtcdProcess: @unchecked Sendable {
             let urls = clients.map { "\(scheme)://127.0.0.1:\($0)" }
             let cluster = zip(names, peers).map { "\($0)=http://127.0.0.1:\($1)" }.joined(separator: ",")
             var started: [Process] = []
+            var commands: [[String]] = []
             for i in 0..<members {
                 var args = ["/usr/bin/etcd", "--name", names[i], "--data-dir", dir.appendingPathComponent(names[i]).path,
                             "--listen-client-urls", urls[i], "--advertise-client-urls", urls[i],
                             "--listen-peer-urls", "http://127.0.0.1:\(peers[i])", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peers[i])",
                             "--initial-cluster", cluster, "--initial-cluster-token", dir.lastPathComponent, "--log-level", "error"]
                 if let tls { args += ["--cert-file", tls.certFile, "--key-file", tls.keyFile, "--client-cert-auth", "--trusted-ca-file", tls.caFile] }
-                let process = CommandRunner.process((netns.map { ["ip", "netns", "exec", $0] } ?? []) + args)
-                process.standardOutput = FileHandle.nullDevice
-                process.standardError = FileHandle.nullDevice
-                try process.run()
-                started.append(process)
+                commands.append((netns.map { ["ip", "netns", "exec", $0] } ?? []) + args)
+                started.append(try Self.launch(commands[i]))
             }
             // Ready when every member's health endpoint answers (a cluster elects a leader
             // first); given up on if one exits.
@@ -73,6 +73,7 @@ public final class EtcdProcess: @unchecked Sendable {
             if healthy.count == members {
                 self.urls = urls
                 self.processes = started
+                self.commands = commands
                 return
             }
             for p in started where p.isRunning {
@@ -83,6 +84,21 @@ public final class EtcdProcess: @unchecked Sendable {
         }
         try? FileManager.default.removeItem(at: dir)
         throw LabError("etcd did not start (last at \(last))")
+    }
+
+    static func launch(_ command: [String]) throws -> Process {
+        let process = CommandRunner.process(command)
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    /// Starts a killed member again on its data dir: it rejoins the cluster.
+    public func restart(member i: Int) throws {
+        kill(member: i)
+        let p = try Self.launch(commands[i])
+        lock.withLock { processes[i] = p }
     }
 
     /// Stops one member at once (SIGKILL), as a crash would.

@@ -176,7 +176,7 @@ public final class Lab: @unchecked Sendable {
     public func spawn(_ ns: String, _ args: [String], log: String? = nil) throws {
         let p = CommandRunner.process(["ip", "netns", "exec", ns] + args)
         if let log {
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
             p.standardOutput = handle
             p.standardError = handle

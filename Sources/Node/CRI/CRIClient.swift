@@ -1,5 +1,6 @@
 import Foundation
 import GRPCCore
+import GRPCPings
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
 
@@ -27,6 +28,9 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
         // milliseconds, not after gRPC's default first second of back-off.
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.backoff = .init(initial: .milliseconds(20), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
+        // containerd's PINGs (one with nearly every call) answered before swift-nio-http2 takes
+        // them for a flood and closes the connection (see PingAnswerer).
+        config.channelDebuggingCallbacks.onCreateTCPConnection = { PingAnswerer.install(on: $0) }
         let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: path), transportSecurity: .plaintext, config: config)
         grpc = GRPCClient(transport: transport)
         runtime = Runtime_V1_RuntimeService.Client(wrapping: grpc)
@@ -51,9 +55,9 @@ public final class CRIClient: ContainerRuntime, @unchecked Sendable {
 
     deinit { grpc.beginGracefulShutdown() }
 
-    /// A call's failure as the runtime worded it. A read whose connection closed under it
-    /// (containerd's side was seen to close it now and then while it starts many pods) is made
-    /// again, up to three times, once the connection is back.
+    /// A call's failure as the runtime worded it. A read whose connection closed under it (as
+    /// it did now and then while many pods started, before `PingAnswerer`; containerd may still
+    /// restart) is made again, up to three times, once the connection is back.
     func call<T: Sendable>(_ what: String, read: Bool = false, _ body: () async throws -> T) async throws -> T {
         var attempt = 0
         while true {
