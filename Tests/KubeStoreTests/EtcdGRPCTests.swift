@@ -37,7 +37,7 @@ final class EtcdTestPKI: @unchecked Sendable {
     var server: EtcdProcess.ServerTLS { .init(caFile: ca, certFile: serverCert, keyFile: serverKey) }
 }
 
-@Suite("etcd over gRPC: etcd's own tools, members, TLS, leases", .enabled(if: EtcdProcess.available, "needs Debian's etcd (etcd-server)"))
+@Suite("etcd over gRPC: etcd's own tools, members, TLS, leases", .serialized, .enabled(if: EtcdProcess.available, "needs Debian's etcd (etcd-server)"))
 struct EtcdGRPCTests {
     /// Keys are kube-apiserver's, so etcdctl lists our objects where it lists upstream's.
     @Test func etcdctlReadsTheKeys() async throws {
@@ -115,11 +115,11 @@ struct EtcdGRPCTests {
         #expect(try await lease("/registry/configmaps/default/c") == 0)
 
         // Without reuse, the lease is the TTL itself: the event is gone after it.
-        let expiring = try EtcdStore(transport: transport, expiring: ("/registry/core/events/", 2), leaseReuse: 0)
+        let expiring = try EtcdStore(transport: transport, expiring: ("/registry/core/events/", 5), leaseReuse: 0)
         _ = try await expiring.create("/registry/core/events/default/d", value: data("d"))
         #expect(try await expiring.get("/registry/core/events/default/d") != nil)
         var gone = false
-        for _ in 0..<40 where !gone {
+        for _ in 0..<120 where !gone {
             try await Task.sleep(for: .milliseconds(250))
             gone = try await expiring.get("/registry/core/events/default/d") == nil
         }

@@ -75,7 +75,9 @@ func next(_ n: Int, of stream: AsyncThrowingStream<StoreEvent, any Error>, withi
     }
 }
 
-@Suite("store contract on SQLite and etcd")
+/// One test at a time: with a three-member cluster per etcd case, all at once would start dozens
+/// of etcd processes together.
+@Suite("store contract on SQLite and etcd", .serialized)
 struct SQLiteStoreTests {
     @Test(arguments: storeKinds)
     func createGetUpdateDeleteWithRevisions(kind: StoreKind) async throws {

@@ -30,17 +30,19 @@ final class LabServer: @unchecked Sendable {
 
     /// `secure`: HTTPS on the secure port with the certificates the server makes (its cluster
     /// CA; the kubeconfig holds the admin's client certificate).
-    init(lab: Lab, etcd: Bool = false, secure generated: Bool = false, arguments: [String] = []) throws {
+    /// `sharing`: on this etcd (every member), which other servers may share, instead of one
+    /// of its own.
+    init(lab: Lab, etcd: Bool = false, sharing shared: EtcdProcess? = nil, secure generated: Bool = false, arguments: [String] = []) throws {
         self.lab = lab
-        self.etcd = etcd ? try EtcdProcess(netns: lab.node) : nil
-        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-server-\(lab.id)")
+        self.etcd = try shared ?? (etcd ? EtcdProcess(netns: lab.node) : nil)
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-server-\(lab.id)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         kubeconfig = dir.appendingPathComponent("kubeconfig").path
         port = Int.random(in: 20000...29999)
         // Plain HTTP on the insecure port, or HTTPS on the secure one for a test's certificates.
         let secure = generated || arguments.contains("--tls-cert-file") || arguments.contains("--client-ca-file")
         try lab.spawn(lab.node, [try switchyardBinary(), "server", "--data-dir", dir.path, secure ? "--secure-port" : "--port", String(port)]
-                      + (self.etcd.map { ["--etcd-servers", $0.url] } ?? []) + arguments)
+                      + (self.etcd.map { ["--etcd-servers", $0.urls.joined(separator: ",")] } ?? []) + arguments)
         for _ in 0..<100 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)

@@ -201,13 +201,24 @@ public struct EtcdStore: Store {
         return op
     }
 
+    /// `body` with the put of `value` at `key`; if etcd no longer has the lease the put was
+    /// given (it ran out between grant and write, on a very slow machine), again with a new one.
+    func putting<T: Sendable>(_ key: String, _ value: Data, prevKv: Bool, _ body: (Etcdserverpb_RequestOp) async throws -> T) async throws -> T {
+        do {
+            return try await body(try await put(key, value, prevKv: prevKv))
+        } catch let e as StoreError where leases != nil && "\(e)".contains("requested lease not found") {
+            await leases?.forget()
+            return try await body(try await put(key, value, prevKv: prevKv))
+        }
+    }
+
     public func create(_ key: String, value: Data) async throws -> KeyValue {
         var absent = Etcdserverpb_Compare()
         absent.key = Self.bytes(prefix + key)
         absent.target = .create
         absent.result = .equal
         absent.createRevision = 0
-        let (ok, r, retried) = try await txn(key, compare: absent, success: try await put(key, value, prevKv: false))
+        let (ok, r, retried) = try await putting(key, value, prevKv: false) { try await txn(key, compare: absent, success: $0) }
         guard ok else {
             // An attempt whose answer was lost may have made it: then the key holds our value
             // at its first version.
@@ -221,7 +232,7 @@ public struct EtcdStore: Store {
     }
 
     public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
-        let (ok, r, retried) = try await txn(key, compare: compare(key, expected: expected), success: try await put(key, value, prevKv: true))
+        let (ok, r, retried) = try await putting(key, value, prevKv: true) { try await txn(key, compare: compare(key, expected: expected), success: $0) }
         guard ok else {
             guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
             // An attempt whose answer was lost may have made it: then the key holds our value at
@@ -363,6 +374,9 @@ actor EtcdLeases {
         self.ttl = ttl
         self.reuse = reuse
     }
+
+    /// The lease in use is not to be used again.
+    func forget() { current = nil }
 
     func lease(grant: @Sendable (Int64) async throws -> Int64) async throws -> Int64 {
         if let current, current.until > Date() { return current.id }
