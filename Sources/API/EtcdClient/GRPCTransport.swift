@@ -16,7 +16,7 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
     /// answering altogether.
     let unary: CallOptions
     /// Writes: a write a follower forwarded to a leader that then died waits inside etcd until
-    /// its request timeout (7 s); cut short at 5 s, it is tried on another member (the store
+    /// its request timeout (7 s); cut short at 3 s, it is tried on another member (the store
     /// takes into account that it may have been made), which has a new leader by then.
     let writing: CallOptions
     /// Watches and snapshots last as long as they last.
@@ -73,7 +73,7 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
         o.maxRequestMessageBytes = 64 << 20
         o.waitForReady = false
         unary = o
-        o.timeout = .seconds(5)
+        o.timeout = .seconds(3)
         writing = o
         o.timeout = nil
         streaming = o

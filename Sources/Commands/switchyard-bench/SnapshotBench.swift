@@ -88,10 +88,10 @@ struct SnapshotBench: AsyncParsableCommand {
 
         let f = { (x: Double) in String(format: "%.2f s", x) }
         var md = "## Snapshots of \(services) Services and \(objects) other objects (`switchyard-bench snapshot`)\n\n"
-        md += "Filled in \(f(fillSQLite)) (SQLite) and \(f(fillEtcd)) (etcd, through its JSON gateway), \(concurrency) writes in flight.\n\n"
+        md += "Filled in \(f(fillSQLite)) (SQLite) and \(f(fillEtcd)) (etcd, over gRPC), \(concurrency) writes in flight.\n\n"
         md += "| what | time | size | against `etcdctl snapshot save` (\(f(etcdctlSave)), \(String(format: "%.0f MB", Self.mb(dir + "/etcdctl.snap")))) |\n|---|---:|---:|---:|\n"
         md += "| `switchyard server snapshot save`, SQLite (online backup) | \(f(saveSQLite)) | \(String(format: "%.0f MB", Self.mb(dir + "/sqlite.snap"))) | \(String(format: "%.2f×", saveSQLite / etcdctlSave)) |\n"
-        md += "| `switchyard server snapshot save --etcd-servers` (etcd's Snapshot through the gateway) | \(f(saveEtcd)) | \(String(format: "%.0f MB", Self.mb(dir + "/etcd.snap"))) | \(String(format: "%.2f×", saveEtcd / etcdctlSave)) |\n"
+        md += "| `switchyard server snapshot save --etcd-servers` (etcd's Snapshot RPC over gRPC) | \(f(saveEtcd)) | \(String(format: "%.0f MB", Self.mb(dir + "/etcd.snap"))) | \(String(format: "%.2f×", saveEtcd / etcdctlSave)) |\n"
         md += "| `switchyard server snapshot restore`, SQLite (hash, integrity check, copy) | \(f(restoreSQLite)) | | \(String(format: "%.2f×", restoreSQLite / etcdctlSave)) |\n"
         md += "| `etcdctl snapshot restore` of our etcd snapshot | \(f(etcdctlRestore)) | | \(String(format: "%.2f×", etcdctlRestore / etcdctlSave)) |\n"
         print(md)
