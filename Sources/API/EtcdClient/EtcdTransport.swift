@@ -38,7 +38,7 @@ public enum EtcdError: Error, CustomStringConvertible, Sendable {
     public var description: String {
         switch self {
         case .unreachable(let m, let d): "etcd \(m) unreachable: \(d)"
-        case .failed(let m, let msg): "etcd \(m): \(msg)"
+        case .failed(let m, let msg): m.isEmpty ? msg : "etcd \(m): \(msg)"
         }
     }
 

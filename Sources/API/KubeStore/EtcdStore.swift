@@ -132,11 +132,11 @@ public struct EtcdStore: Store {
         return r
     }
 
+    /// The revision etcd's answer to a read of one key carries (a count over every key would
+    /// cost etcd a walk of them all).
     public func currentRevision() async throws -> Int64 {
-        var r = rangeRequest("/", end: Self.rangeEnd(prefix + "/"))
-        r.countOnly = true
-        let answer = try await call { try await transport.range(r, at: $0) }
-        return answer.header.revision
+        let r = rangeRequest("/")
+        return try await call { try await transport.range(r, at: $0) }.header.revision
     }
 
     public func get(_ key: String) async throws -> KeyValue? {
