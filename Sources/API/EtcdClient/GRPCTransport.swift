@@ -35,15 +35,16 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
         guard !endpoints.isEmpty else { throw EtcdError.failed(member: "", message: "no etcd server given") }
         let tls = try tls?.validated()
         self.endpoints = endpoints
-        members = try endpoints.map { url in
-            let e = try EtcdEndpoint(url, tls: tls)
+        // Every URL checked before any connection is made: a bad one leaves nothing running.
+        let parsed = try endpoints.map { (url: $0, endpoint: try EtcdEndpoint($0, tls: tls)) }
+        members = try parsed.map { url, e in
             let target: MemberTarget
             if isIPv4(e.host) { target = .ipv4(e.host, e.port) }
             else if e.host.contains(":") { target = .ipv6(e.host, e.port) }
             else { target = .dns(e.host, e.port) }
             var config = HTTP2ClientTransport.Posix.Config.defaults
             // Members are near: a lost connection is tried again within tens of milliseconds,
-            // and a member that stops answering is noticed within seconds.
+            // and one that stops answering (a partition, no FIN) is noticed within 15 seconds.
             config.backoff = .init(initial: .milliseconds(50), max: .seconds(2), multiplier: 1.6, jitter: 0.2)
             config.connection.keepalive = .init(time: .seconds(10), timeout: .seconds(5), allowWithoutCalls: false)
             // etcd's PINGs answered before swift-nio-http2 counts them as a flood (see PingAnswerer).
