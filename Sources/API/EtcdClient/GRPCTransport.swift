@@ -3,6 +3,7 @@ import GRPCCore
 import GRPCPings
 import GRPCNIOTransportHTTP2
 import GRPCProtobuf
+import KubeAPI
 
 /// etcd's v3 API over gRPC, its native protocol (what etcdctl and kube-apiserver speak): one
 /// HTTP/2 connection per member, opened at once and kept (made again with back-off when lost),
@@ -38,10 +39,11 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
         // Every URL checked before any connection is made: a bad one leaves nothing running.
         let parsed = try endpoints.map { (url: $0, endpoint: try EtcdEndpoint($0, tls: tls)) }
         members = try parsed.map { url, e in
-            let target: MemberTarget
-            if isIPv4(e.host) { target = .ipv4(e.host, e.port) }
-            else if e.host.contains(":") { target = .ipv6(e.host, e.port) }
-            else { target = .dns(e.host, e.port) }
+            let target: MemberTarget = switch IPAddress(e.host)?.family {
+            case .ipv4: .ipv4(e.host, e.port)
+            case .ipv6: .ipv6(e.host, e.port)
+            case nil: .dns(e.host, e.port)
+            }
             var config = HTTP2ClientTransport.Posix.Config.defaults
             // Members are near: a lost connection is tried again within tens of milliseconds,
             // and one that stops answering (a partition, no FIN) is noticed within 15 seconds.
@@ -170,12 +172,6 @@ public final class EtcdGRPCTransport: EtcdTransport, @unchecked Sendable {
         c.onTermination = { _ in task.cancel() }
         return stream
     }
-}
-
-/// Whether a string is a dotted IPv4 address.
-func isIPv4(_ s: String) -> Bool {
-    var a = in_addr()
-    return inet_pton(AF_INET, s, &a) == 1
 }
 
 /// What a member's URL names: an address of either family, or a name to resolve.

@@ -197,6 +197,21 @@ struct Bench: AsyncParsableCommand {
 
 func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
 
+/// The 99th percentile of values already sorted (the largest below 100 of them).
+func p99(_ sorted: [Double]) -> Double { sorted[min(sorted.count - 1, sorted.count * 99 / 100)] }
+
+/// `body(i)` for every i below `count`, `writers` at a time (writer w takes w, w + writers, …).
+func byWriters(_ writers: Int, _ count: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for w in 0..<writers {
+            group.addTask {
+                for i in stride(from: w, to: count, by: writers) { try await body(i) }
+            }
+        }
+        try await group.waitForAll()
+    }
+}
+
 /// The `switchyard` binary a bench starts: the one given, or the one built beside the bench.
 func switchyardBinary(_ given: String?) throws -> String {
     if let given { return given }

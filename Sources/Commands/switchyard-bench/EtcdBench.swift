@@ -5,6 +5,7 @@ import KubeAPI
 import KubeClient
 import KubeStore
 import NetnsKit
+import Synchronization
 
 /// The API server on etcd: ConfigMaps created through it with etcd spoken to over gRPC against
 /// the same writes over etcd's JSON gateway (fresh etcd each round, the rounds alternating), the
@@ -31,14 +32,8 @@ struct EtcdBench: AsyncParsableCommand {
 
     /// `body(i)` for i below `count`, `writers` at a time; the rate per second.
     func rate(_ count: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws -> Double {
-        let writers = self.writers
         let start = Date()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for w in 0..<writers {
-                group.addTask { for i in stride(from: w, to: count, by: writers) { try await body(i) } }
-            }
-            try await group.waitForAll()
-        }
+        try await byWriters(writers, count, body)
         return Double(count) / Date().timeIntervalSince(start)
     }
 
@@ -83,13 +78,15 @@ struct EtcdBench: AsyncParsableCommand {
         }
     }
 
-    actor Log {
-        var acked: [(name: String, sent: Date, at: Date)] = []
-        var failed: [(name: String, at: Date, error: String)] = []
-        func ack(_ n: String, sent: Date) { acked.append((n, sent, Date())) }
-        func fail(_ n: String, _ e: String) { failed.append((n, Date(), e)) }
+    /// The writers' record, and the flag that stops them.
+    final class Log: Sendable {
+        let acked = Mutex<[(name: String, sent: Date, at: Date)]>([])
+        let failed = Mutex<[(name: String, at: Date, error: String)]>([])
+        let stop = Atomic<Bool>(false)
+        func ack(_ n: String, sent: Date) { acked.withLock { $0.append((n, sent, Date())) } }
+        func fail(_ n: String, _ e: String) { failed.withLock { $0.append((n, Date(), e)) } }
         /// The first answer to a write sent after `t`.
-        func firstAck(sentAfter t: Date) -> Date? { acked.filter { $0.sent > t }.map(\.at).min() }
+        func firstAck(sentAfter t: Date) -> Date? { acked.withLock { $0.filter { $0.sent > t }.map(\.at).min() } }
     }
 
     struct Failover { var gaps: [Double] = []; var acked = 0; var lost = 0; var failed = 0 }
@@ -103,20 +100,19 @@ struct EtcdBench: AsyncParsableCommand {
         let client = server.client
         _ = try await client.request("POST", "/api/v1/namespaces", body: ["metadata": ["name": "bench"]])
         let log = Log()
-        let stop = Flag()
         // Eight writers without pause, each its own names.
         let writing = (0..<8).map { w in
             Task {
                 var i = 0
-                while !stop.isSet {
+                while !log.stop.load(ordering: .relaxed) {
                     let name = "w\(w)-\(i)"
                     i += 1
                     do {
                         let sent = Date()
                         let r = try await client.request("POST", "/api/v1/namespaces/bench/configmaps", body: ["metadata": ["name": .string(name)], "data": ["n": .string(name)]])
-                        if r.status == 201 { await log.ack(name, sent: sent) } else { await log.fail(name, "\(r.status) \(r.body["message"]?.string ?? "")") }
+                        if r.status == 201 { log.ack(name, sent: sent) } else { log.fail(name, "\(r.status) \(r.body["message"]?.string ?? "")") }
                     } catch {
-                        await log.fail(name, "\(error)")
+                        log.fail(name, "\(error)")
                     }
                 }
             }
@@ -136,7 +132,7 @@ struct EtcdBench: AsyncParsableCommand {
             var back: Date?
             for _ in 0..<1000 where back == nil {
                 try await Task.sleep(for: .milliseconds(10))
-                back = await log.firstAck(sentAfter: killed)
+                back = log.firstAck(sentAfter: killed)
             }
             guard let back else { throw ValidationError("no write sent after killing member \(leader) was answered within 10 s") }
             let gap = back.timeIntervalSince(killed)
@@ -145,25 +141,18 @@ struct EtcdBench: AsyncParsableCommand {
             try etcd.restart(member: leader)
         }
         try await Task.sleep(for: .seconds(1))
-        stop.set()
+        log.stop.store(true, ordering: .relaxed)
         for t in writing { await t.value }
         // Every acknowledged write is there.
         let r = try await client.request("GET", "/api/v1/namespaces/bench/configmaps")
         let present = Set((r.body["items"]?.array ?? []).compactMap { $0[path: ["metadata", "name"]]?.string })
-        let acked = await log.acked
+        let acked = log.acked.withLock { $0 }
         result.acked = acked.count
         result.lost = acked.filter { !present.contains($0.name) }.count
-        let failed = await log.failed
+        let failed = log.failed.withLock { $0 }
         result.failed = failed.count
         for f in failed.prefix(5) { FileHandle.standardError.write(Data("bench: failed write \(f.name): \(f.error)\n".utf8)) }
         return result
-    }
-
-    final class Flag: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = false
-        var isSet: Bool { lock.withLock { value } }
-        func set() { lock.withLock { value = true } }
     }
 
     func run() async throws {
@@ -178,7 +167,7 @@ struct EtcdBench: AsyncParsableCommand {
         FileHandle.standardError.write(Data("bench: the store alone: gRPC \(Int(aloneGRPC)), gateway \(Int(aloneGateway)); etcd's puts \(Int(puts)) /s\n".utf8))
         let f = try await failover()
         let gaps = f.gaps.sorted()
-        let p99 = gaps.isEmpty ? 0 : gaps[min(gaps.count - 1, gaps.count * 99 / 100)]
+        let p99 = gaps.isEmpty ? 0 : switchyard_bench.p99(gaps)
         let mg = median(grpc), mw = median(gateway)
         var report = "| figure | measured | baseline (same run) | ratio | target |\n|---|---|---|---|---|\n"
         report += "| ConfigMaps created through the server on etcd over gRPC (\(writers) writers, \(writes) per round, median of \(rounds)) | \(Int(mg))/s | the same over etcd's JSON gateway: \(Int(mw))/s | \(String(format: "%.2f×", mg / mw)) | ≥ 1.5× |\n"

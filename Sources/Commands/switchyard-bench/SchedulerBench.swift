@@ -157,7 +157,7 @@ struct SchedulerBench: AsyncParsableCommand {
         try await lat.wait(for: latencyPods, timeout: 120)
         lat.stop()
         let latencies = lat.lock.withLock { lat.seen }.compactMap { name, at in created.get(name).map { (at - $0).seconds } }.sorted()
-        let p50 = latencies[latencies.count / 2], p99 = latencies[min(latencies.count - 1, latencies.count * 99 / 100)]
+        let p50 = latencies[latencies.count / 2], p99 = switchyard_bench.p99(latencies)
         lines.append("| Scheduling latency (created → bound) p99, \(nodes) nodes, \(rate) pods/s | \(fmt(p99)) (p50 \(fmt(p50))) | — | — | under 50 ms |")
         log("latency p50 \(fmt(p50)), p99 \(fmt(p99))")
 

@@ -127,11 +127,11 @@ struct ServerBench: AsyncParsableCommand {
         }
         lat.sort()
         afterAck.sort()
-        run.afterAnswerP99 = afterAck.isEmpty ? .infinity : afterAck[min(afterAck.count - 1, afterAck.count * 99 / 100)]
+        run.afterAnswerP99 = afterAck.isEmpty ? .infinity : p99(afterAck)
         let expected = watchers * watchedWrites
         if lat.count < expected { log("warning: \(expected - lat.count) of \(expected) watch deliveries missing") }
         run.watchP50 = lat.isEmpty ? .infinity : lat[lat.count / 2]
-        run.watchP99 = lat.isEmpty ? .infinity : lat[min(lat.count - 1, lat.count * 99 / 100)]
+        run.watchP99 = lat.isEmpty ? .infinity : p99(lat)
         log("\(watchers) watchers: p50 \(fmt(run.watchP50)), p99 \(fmt(run.watchP99)) from the write to the event (\(lat.count) deliveries); "
             + "the writes themselves: median \(fmt(writeTimes[writeTimes.count / 2])), slowest \(fmt(run.slowestWrite)); "
             + "p99 from the write's answer to the event \(fmt(run.afterAnswerP99))")
@@ -184,17 +184,9 @@ struct ServerBench: AsyncParsableCommand {
         return (mb, seconds)
     }
 
-    /// `body(i)` for every i below `count`, `writers` at a time (writer w takes w, w + writers, …).
+    /// `body(i)` for every i below `count`, `writers` at a time.
     func byWriters(_ count: Int, _ body: @escaping @Sendable (Int) async throws -> Void) async throws {
-        let writers = self.writers
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for w in 0..<writers {
-                group.addTask {
-                    for i in stride(from: w, to: count, by: writers) { try await body(i) }
-                }
-            }
-            try await group.waitForAll()
-        }
+        try await switchyard_bench.byWriters(writers, count, body)
     }
 
     /// The store alone, in this process: the baseline the server's writes per second are set against.
