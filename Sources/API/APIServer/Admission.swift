@@ -5,57 +5,152 @@ import KubeStore
 /// Hands out ClusterIPs and NodePorts, never one twice: what is in use is rebuilt from the
 /// stored Services at start, taken when a Service is admitted, and given back when it is deleted
 /// (or when its create fails).
+///
+/// Several API servers on one etcd each keep such a set, and one server's set does not see what
+/// another just handed out. With `claims`, each address and port is also a key in the store,
+/// made with a create that fails when the key exists (current kube-apiserver's IPAddress objects,
+/// `/registry/ipaddresses/IP`, work the same way): the store decides, and the set in memory is
+/// the first guess. A key another server made is marked taken here too.
 public actor Allocator {
     public let serviceRange: CIDR
     public let nodePorts: ClosedRange<Int>
+    let claims: (any AllocationClaims)?
     private var usedIPs = Set<UInt32>()
     private var usedPorts = Set<Int>()
     private var nextIP: UInt32 = 0
     private var nextPort: Int
 
-    public init(serviceRange: CIDR = CIDR("10.96.0.0/12")!, nodePorts: ClosedRange<Int> = 30000...32767) {
+    public init(serviceRange: CIDR = CIDR("10.96.0.0/12")!, nodePorts: ClosedRange<Int> = 30000...32767, claims: (any AllocationClaims)? = nil) {
         self.serviceRange = serviceRange
         self.nodePorts = nodePorts
+        self.claims = claims
         nextPort = nodePorts.lowerBound
     }
 
     var base: UInt32 { serviceRange.address.ipv4Value! }
     var size: UInt32 { serviceRange.prefixLength >= 32 ? 1 : UInt32(1) << UInt32(32 - serviceRange.prefixLength) }
 
-    /// Marks an address in use; false if it was already (or is outside the range).
-    public func take(ip: String) -> Bool {
+    static func ipKey(_ ip: String) -> String { "/registry/ipaddresses/\(ip)" }
+    static func portKey(_ port: Int) -> String { "/registry/servicenodeports/\(port)" }
+
+    static func ipClaim(_ ip: String) -> Data {
+        let o: JSONValue = ["apiVersion": "networking.k8s.io/v1", "kind": "IPAddress",
+                            "metadata": ["name": .string(ip), "labels": ["ipaddress.kubernetes.io/ip-family": "IPv4",
+                                                                       "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"]]]
+        return o.serialized()
+    }
+
+    static func portClaim(_ port: Int) -> Data { Data("{\"nodePort\":\(port)}".utf8) }
+
+    /// Marks an address in use; false if it was already (or is outside the range). With claims,
+    /// an address this server thinks taken is looked up in the store (another server may have
+    /// given it back).
+    public func take(ip: String) async throws -> Bool {
         guard let a = IPAddress(ip), let v = a.ipv4Value, serviceRange.contains(a) else { return false }
-        return usedIPs.insert(v).inserted
+        guard let claims else { return usedIPs.insert(v).inserted }
+        let fresh = usedIPs.insert(v).inserted
+        do { return try await claims.claim(Self.ipKey(ip), Self.ipClaim(ip)) } catch {
+            if fresh { usedIPs.remove(v) }
+            throw error
+        }
     }
 
     /// The next free address (round robin, skipping the network address and the first host,
     /// which upstream keeps for the `kubernetes` Service).
-    public func allocateIP() -> String? {
+    public func allocateIP() async throws -> String? {
         guard size > 4 else { return nil }
         for _ in 0..<size {
             nextIP = nextIP + 1 >= size - 1 ? 2 : max(nextIP + 1, 2)
             let v = base + nextIP
-            if usedIPs.insert(v).inserted { return IPAddress(ipv4: v).description }
+            guard usedIPs.insert(v).inserted else { continue }
+            let ip = IPAddress(ipv4: v).description
+            do {
+                if try await claims?.claim(Self.ipKey(ip), Self.ipClaim(ip)) ?? true { return ip }
+            } catch {
+                usedIPs.remove(v)
+                throw error
+            }
         }
         return nil
     }
 
-    public func release(ip: String) {
-        if let v = IPAddress(ip)?.ipv4Value { usedIPs.remove(v) }
+    public func release(ip: String) async {
+        guard let v = IPAddress(ip)?.ipv4Value else { return }
+        // The store's key first: until it is gone, this server does not hand the address out again.
+        await claims?.release(Self.ipKey(ip))
+        usedIPs.remove(v)
     }
 
-    public func take(port: Int) -> Bool { nodePorts.contains(port) && usedPorts.insert(port).inserted }
+    public func take(port: Int) async throws -> Bool {
+        guard nodePorts.contains(port) else { return false }
+        guard let claims else { return usedPorts.insert(port).inserted }
+        let fresh = usedPorts.insert(port).inserted
+        do { return try await claims.claim(Self.portKey(port), Self.portClaim(port)) } catch {
+            if fresh { usedPorts.remove(port) }
+            throw error
+        }
+    }
 
-    public func allocatePort() -> Int? {
+    public func allocatePort() async throws -> Int? {
         for _ in 0..<nodePorts.count {
             let p = nextPort
             nextPort = nextPort >= nodePorts.upperBound ? nodePorts.lowerBound : nextPort + 1
-            if usedPorts.insert(p).inserted { return p }
+            guard usedPorts.insert(p).inserted else { continue }
+            do {
+                if try await claims?.claim(Self.portKey(p), Self.portClaim(p)) ?? true { return p }
+            } catch {
+                usedPorts.remove(p)
+                throw error
+            }
         }
         return nil
     }
 
-    public func release(port: Int) { usedPorts.remove(port) }
+    public func release(port: Int) async {
+        await claims?.release(Self.portKey(port))
+        usedPorts.remove(port)
+    }
+
+    /// Marks what a stored Service holds (at start), and claims it in the store if no key says
+    /// so yet (a Service stored before there were claims).
+    func mark(ip: String) async throws {
+        guard let a = IPAddress(ip), let v = a.ipv4Value, serviceRange.contains(a) else { return }
+        usedIPs.insert(v)
+        _ = try await claims?.claim(Self.ipKey(ip), Self.ipClaim(ip))
+    }
+
+    func mark(port: Int) async throws {
+        guard nodePorts.contains(port) else { return }
+        usedPorts.insert(port)
+        _ = try await claims?.claim(Self.portKey(port), Self.portClaim(port))
+    }
+}
+
+/// Keys that stand for an allocation: made by a create that fails when the key exists.
+public protocol AllocationClaims: Sendable {
+    /// Makes the key; false when it exists (someone holds it).
+    func claim(_ key: String, _ value: Data) async throws -> Bool
+    /// Removes the key, if it is there.
+    func release(_ key: String) async
+}
+
+/// Claims as keys of the store the servers share.
+public struct StoreClaims: AllocationClaims {
+    let store: any Store
+    public init(store: any Store) { self.store = store }
+
+    public func claim(_ key: String, _ value: Data) async throws -> Bool {
+        do {
+            try await store.create(key, value: value)
+            return true
+        } catch StoreError.exists {
+            return false
+        }
+    }
+
+    public func release(_ key: String) async {
+        _ = try? await store.delete(key, expected: nil)
+    }
 }
 
 /// Defaulting and allocation for the served kinds, as upstream's admission and registry do it.
@@ -86,8 +181,8 @@ public struct Admission: Sendable {
         for kv in page.items {
             guard let o = try? JSONValue.parse(kv.value) else { continue }
             let (ips, ports) = Self.allocations(o)
-            for ip in ips { _ = await allocator.take(ip: ip) }
-            for p in ports { _ = await allocator.take(port: p) }
+            for ip in ips { try await allocator.mark(ip: ip) }
+            for p in ports { try await allocator.mark(port: p) }
         }
     }
 
@@ -98,8 +193,8 @@ public struct Admission: Sendable {
         let (newIPs, newPorts) = Self.allocations(new), (oldIPs, oldPorts) = Self.allocations(old)
         for ip in Set(newIPs).subtracting(oldIPs) { await allocator.release(ip: ip) }
         for p in Set(newPorts).subtracting(oldPorts) { await allocator.release(port: p) }
-        for ip in Set(oldIPs).subtracting(newIPs) { _ = await allocator.take(ip: ip) }
-        for p in Set(oldPorts).subtracting(newPorts) { _ = await allocator.take(port: p) }
+        for ip in Set(oldIPs).subtracting(newIPs) { _ = try? await allocator.take(ip: ip) }
+        for p in Set(oldPorts).subtracting(newPorts) { _ = try? await allocator.take(port: p) }
     }
 
     /// Gives back what a deleted (or never stored) object held.
@@ -184,13 +279,13 @@ public struct Admission: Sendable {
                     throw APIError.invalid(r, name, [FieldError("spec.clusterIPs[0]", "Invalid value: \"\(ip)\": may not change once set")])
                 }
             } else if ip.isEmpty {
-                guard let a = await allocator.allocateIP() else {
+                guard let a = try await allocator.allocateIP() else {
                     throw APIError.internal("failed to allocate a serviceIP: range is full")
                 }
                 ip = a
                 taken.append { await self.allocator.release(ip: a) }
             } else if ip != "None" {
-                guard await allocator.take(ip: ip) else {
+                guard try await allocator.take(ip: ip) else {
                     let inRange = IPAddress(ip).map { allocator.serviceRange.contains($0) } ?? false
                     throw APIError.invalid(r, name, [FieldError("spec.clusterIPs", inRange
                         ? "Invalid value: [\"\(ip)\"]: failed to allocate IP \(ip): provided IP is already allocated"
@@ -212,7 +307,7 @@ public struct Admission: Sendable {
                 for i in ports.indices {
                     if let want = ports[i]["nodePort"]?.int.map(Int.init), want != 0 {
                         if oldHeld.contains(want) { nowHeld.insert(want); continue }
-                        guard await allocator.take(port: want) else {
+                        guard try await allocator.take(port: want) else {
                             throw APIError.invalid(r, name, [FieldError("spec.ports[\(i)].nodePort", "Invalid value: \(want): provided port is already allocated")])
                         }
                         taken.append { await self.allocator.release(port: want) }
@@ -221,7 +316,7 @@ public struct Admission: Sendable {
                         ports[i]["nodePort"] = .int(same)
                         nowHeld.insert(Int(same))
                     } else {
-                        guard let p = await allocator.allocatePort() else { throw APIError.internal("failed to allocate a nodePort: range is full") }
+                        guard let p = try await allocator.allocatePort() else { throw APIError.internal("failed to allocate a nodePort: range is full") }
                         taken.append { await self.allocator.release(port: p) }
                         ports[i]["nodePort"] = .int(Int64(p))
                         nowHeld.insert(p)
@@ -231,7 +326,7 @@ public struct Admission: Sendable {
                 if type == "LoadBalancer" && spec["externalTrafficPolicy"]?.string == "Local" {
                     if let h = spec["healthCheckNodePort"]?.int.map(Int.init), h != 0 {
                         if !oldHeld.contains(h) {
-                            guard await allocator.take(port: h) else {
+                            guard try await allocator.take(port: h) else {
                                 throw APIError.invalid(r, name, [FieldError("spec.healthCheckNodePort", "Invalid value: \(h): provided port is already allocated")])
                             }
                             taken.append { await self.allocator.release(port: h) }
@@ -241,7 +336,7 @@ public struct Admission: Sendable {
                         spec["healthCheckNodePort"] = .int(oh)
                         nowHeld.insert(Int(oh))
                     } else {
-                        guard let p = await allocator.allocatePort() else { throw APIError.internal("failed to allocate a nodePort: range is full") }
+                        guard let p = try await allocator.allocatePort() else { throw APIError.internal("failed to allocate a nodePort: range is full") }
                         taken.append { await self.allocator.release(port: p) }
                         spec["healthCheckNodePort"] = .int(Int64(p))
                         nowHeld.insert(p)

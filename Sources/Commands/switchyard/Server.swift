@@ -380,7 +380,9 @@ struct Server: AsyncParsableCommand {
         let routed = RoutedStore(main: main, routes: eventStore.map { [(Self.eventsPrefix, $0)] } ?? [])
         let store: any Store = encryption.map { EncryptingStore(inner: routed, rules: $0) } ?? routed
         if let moved = try? await routed.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
-        let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!))
+        // On etcd, other API servers may share the store: allocations are claimed in it.
+        let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!,
+                                                       claims: etcdServers == nil ? nil : StoreClaims(store: main)))
         try await admission.load(from: store)
         let saTokens: ServiceAccountTokens
         do {
