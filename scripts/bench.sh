@@ -24,6 +24,8 @@
 #   scripts/bench.sh lb [...]        the lab cloud: a LoadBalancer Service from create to the client's first answer, against a NodePort
 #   scripts/bench.sh etcd [...]      writes through the server on etcd over gRPC against the JSON gateway and etcd's own puts;
 #                                    failover when etcd's leader is killed (3 members)
+#   scripts/bench.sh ha [...]        netlab --control-plane 3: writes after the etcd leader's and an API server's loss, a pod bound
+#                                    after the leading scheduler's, against the same steps with nothing broken
 #
 # Each run's table goes to bench/last/NAME.md; the pages in bench/ quote the figures with their notes.
 set -euo pipefail
@@ -81,6 +83,15 @@ if [ "$which" = all ] || [ "$which" = etcd ]; then
 fi
 if [ "$which" = all ] || [ "$which" = cni ]; then
   .build/release/switchyard-bench cni --iterations 100 --out bench/last/cni.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = ha ]; then
+  swift build -c release --product switchyard-netlab
+  swift build -c release --product switchyard-echo
+  .build/release/switchyard-netlab up --name habench --control-plane 3 --proxy-mode iptables
+  trap '.build/release/switchyard-netlab down --name habench' EXIT
+  .build/release/switchyard-netlab failover --name habench --rounds 5 "$@" | tee bench/last/ha.md
+  .build/release/switchyard-netlab down --name habench
+  trap - EXIT
 fi
 if [ "$which" = all ] || [ "$which" = lb ]; then
   swift build -c release --product switchyard-netlab

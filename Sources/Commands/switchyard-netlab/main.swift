@@ -41,7 +41,7 @@ struct NetLabCommand: AsyncParsableCommand {
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
         subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self, ImagesCommand.self,
-                      Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
+                      FaultCommand.self, Failover.self, Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -51,14 +51,21 @@ struct Up: AsyncParsableCommand {
     @Option(help: "The proxy mode on every node: \(Cluster.modes.joined(separator: ", ")), or none.") var proxyMode = "iptables"
     @Option(help: "Also register this many kwok-style fake nodes (capacity and Lease heartbeats, no namespaces) for the scheduler and controllers.")
     var fakeNodes = 0
+    @Option(name: .customLong("control-plane"), help: """
+        Control-plane members: 1 (one API server on embedded SQLite) or 3 or 5 (per member an etcd member, an API \
+        server, a scheduler and a controller manager electing their leaders, the lab cloud's balancer in front).
+        """)
+    var controlPlane = 1
     @OptionGroup var runtime: RuntimeOptions
 
     func validate() throws {
         guard (0...10_000).contains(fakeNodes) else { throw ValidationError("--fake-nodes: 0 to 10000") }
+        guard [1, 3, 5].contains(controlPlane) else { throw ValidationError("--control-plane: 1, 3 or 5") }
     }
 
     func run() async throws {
-        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, fakeNodes: fakeNodes, runtime: runtime.chosen, progress: say)
+        let c = try await Cluster.up(name: lab.name, nodes: nodes, proxyMode: proxyMode, binDir: binDir, fakeNodes: fakeNodes, runtime: runtime.chosen,
+                                     controlPlanes: controlPlane, progress: say)
         if proxyMode != "none" { try await c.waitForProxies() }
         emit(try await c.status())
     }
@@ -135,6 +142,28 @@ struct StandInCommand: AsyncParsableCommand {
     }
 }
 
+/// The highly available control plane's figures: each fault → served again.
+struct Failover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "failover",
+        abstract: "Time the control plane's failover (a lab of --control-plane 3): writes through the balancer after the etcd leader's and an API server's loss, a pod's binding after the leading scheduler's, each against the same step with nothing broken.")
+    @OptionGroup var lab: LabOptions
+    @Option(help: "Faults of each kind.") var rounds = 5
+    func run() async throws {
+        guard rounds > 0 else { throw ValidationError("--rounds: at least 1") }
+        let c = try mustOpen(lab.name)
+        let f = try await c.failover(rounds: rounds)
+        func p(_ xs: [Double], _ q: Double) -> Double {
+            let s = xs.sorted()
+            return s[min(s.count - 1, max(0, Int((Double(s.count) * q).rounded(.up)) - 1))]
+        }
+        emit("control plane of \(c.state.members.count) members, \(rounds) faults of each kind, from the outside client through the balancer")
+        emit(String(format: "baseline: a write acknowledged in p50 %.0f ms, p99 %.0f ms; a pod bound in p50 %.0f ms", p(f.write, 0.5), p(f.write, 0.99), p(f.bind, 0.5)))
+        emit(String(format: "etcd leader killed → writes again: p50 %.0f ms, p99 %.0f ms (%.0f× the baseline write's p50)", p(f.etcd, 0.5), p(f.etcd, 0.99), p(f.etcd, 0.5) / p(f.write, 0.5)))
+        emit(String(format: "API server killed → writes again: p50 %.0f ms, p99 %.0f ms (%.1f× the baseline write's p50)", p(f.apiServer, 0.5), p(f.apiServer, 0.99), p(f.apiServer, 0.5) / p(f.write, 0.5)))
+        emit(String(format: "leading scheduler killed → a new pod bound: p50 %.1f s, p99 %.1f s (the Lease's duration: %.0f s; %.2f× it at p99)", p(f.scheduler, 0.5) / 1000, p(f.scheduler, 0.99) / 1000, f.leaseDuration, p(f.scheduler, 0.99) / 1000 / f.leaseDuration))
+    }
+}
+
 /// The lab cloud's figure: LoadBalancer Service created → first answer at its address.
 struct LoadBalancerLatency: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "lb-latency",
@@ -165,6 +194,55 @@ struct CloudCommand: AsyncParsableCommand {
         try cloud.start()
         cloud.startHealthChecks()
         try await cloud.serve(host: String(parts[0]), port: port)
+    }
+}
+
+struct FaultCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fault",
+        abstract: "Break part of the lab, as a crash or a network would, or heal what was broken.",
+        discussion: """
+            netlab fault kill-etcd [cp-N]                the member's etcd (default: the leader), SIGKILL
+            netlab fault kill-apiserver [cp-N]           the member's API server (default: cp-1's)
+            netlab fault kill-scheduler [cp-N]           the member's scheduler (default: the one leading)
+            netlab fault kill-controller-manager [cp-N]  the member's controller manager (default: the one leading)
+            netlab fault kill-node node-N                its kubelet, containerd and proxy killed, its link down
+            netlab fault partition A B                   every packet between A and B dropped (cp-N, node-N, client, router)
+            netlab fault heal                            all of the above undone: killed processes started again on their data
+            """)
+    @OptionGroup var lab: LabOptions
+    @Argument(help: "kill-etcd, kill-apiserver, kill-scheduler, kill-controller-manager, kill-node, partition or heal.") var fault: String
+    @Argument(help: "The member, node or lab parts it applies to.") var targets: [String] = []
+
+    func parsed() throws -> Fault {
+        func one(_ make: (String?) -> Fault) throws -> Fault {
+            guard targets.count <= 1 else { throw ValidationError("\(fault) takes at most one member name") }
+            return make(targets.first)
+        }
+        switch fault {
+        case "kill-etcd": return try one(Fault.killEtcd)
+        case "kill-apiserver": return try one(Fault.killAPIServer)
+        case "kill-scheduler": return try one(Fault.killScheduler)
+        case "kill-controller-manager": return try one(Fault.killControllerManager)
+        case "kill-node":
+            guard targets.count == 1 else { throw ValidationError("kill-node takes one node name (node-N)") }
+            return .killNode(targets[0])
+        case "partition":
+            guard targets.count == 2 else { throw ValidationError("partition takes two parts: A B (cp-N, node-N, client, router)") }
+            return .partition(targets[0], targets[1])
+        case "heal":
+            guard targets.isEmpty else { throw ValidationError("heal takes no argument") }
+            return .heal
+        default:
+            throw ValidationError("unknown fault \(fault): one of kill-etcd, kill-apiserver, kill-scheduler, kill-controller-manager, kill-node, partition, heal")
+        }
+    }
+
+    func validate() throws { _ = try parsed() }
+
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        emit(try await c.inject(try parsed()))
     }
 }
 

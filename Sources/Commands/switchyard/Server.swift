@@ -46,6 +46,12 @@ struct Server: AsyncParsableCommand {
         """)
     var advertiseAddress: String?
 
+    @Option(name: .customLong("tls-san"), help: """
+        Another name or IP address for the serving certificate the cluster CA signs (repeatable or comma-separated; \
+        k3s's flag): the address of a load balancer in front of several servers.
+        """)
+    var tlsSANs: [String] = []
+
     @Option(name: .customLong("service-cluster-ip-range"), help: "ClusterIPs are allocated from this IPv4 CIDR.")
     var serviceClusterIPRange = "10.96.0.0/12"
 
@@ -186,6 +192,12 @@ struct Server: AsyncParsableCommand {
         }
         if let a = advertiseAddress, IPAddress(a) == nil || IPAddress(a)!.isUnspecified {
             throw ValidationError("--advertise-address \(a): not a unicast IP address")
+        }
+        for san in tlsSANs.flatMap({ $0.split(separator: ",", omittingEmptySubsequences: false) }).map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let dnsName = san.split(separator: ".", omittingEmptySubsequences: false).allSatisfy { label in
+                !label.isEmpty && label.count <= 63 && label.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-") } && label.first != "-" && label.last != "-"
+            }
+            guard IPAddress(san) != nil || dnsName else { throw ValidationError("--tls-san \(san.debugDescription): neither an IP address nor a DNS name") }
         }
         guard let ttl = GoDuration.seconds(eventTTL), ttl > 0 else { throw ValidationError("--event-ttl \(eventTTL): a positive Go duration (1h, 30m)") }
         _ = try eventServers()
@@ -342,8 +354,10 @@ struct Server: AsyncParsableCommand {
                     serving = (cert, key)
                     do { ca = try APIServer.certificatesPEM(file: cert) } catch { throw ValidationError("--tls-cert-file \(cert): \(error)") }
                 } else {
-                    serving = try pki.servingCertificate(dnsNames: Self.servingNames(), addresses: Self.servingAddresses(bind: bindAddress, advertised: advertised,
-                                                                                                                            serviceRange: serviceClusterIPRange))
+                    let sans = tlsSANs.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty }
+                    serving = try pki.servingCertificate(dnsNames: Self.servingNames() + sans.filter { IPAddress($0) == nil },
+                                                         addresses: Self.servingAddresses(bind: bindAddress, advertised: advertised,
+                                                                                          serviceRange: serviceClusterIPRange) + sans.filter { IPAddress($0) != nil })
                     ca = Array(pki.caPEM.utf8)
                 }
                 // Client certificates of the cluster CA (the admin's, the components') always

@@ -18,6 +18,8 @@ import ServiceLifecycle
 ///     GET    /v1/loadbalancers/NAME
 ///     PUT    /v1/loadbalancers/NAME     {service, requestedIP?, ports: [{name, protocol, port, nodePort}],
 ///                                        targets: [instance], healthCheckNodePort?}: made or updated; its address
+///                                       (or backends: [address] instead of targets, nodePort optional:
+///                                        the same port on each backend)
 ///     DELETE /v1/loadbalancers/NAME     the address goes back to the pool
 extension LabCloud {
     public func handle(_ method: String, _ path: String, _ body: JSONValue?) -> (status: Int, body: JSONValue) {
@@ -95,12 +97,19 @@ extension LabCloud {
 
     func ensure(_ name: String, _ body: JSONValue) throws -> Balancer {
         guard let ports = body["ports"]?.array, !ports.isEmpty else { throw CloudFailure(400, "a load balancer needs ports") }
+        let backends = try body["backends"].map { v -> [String] in
+            guard let list = v.array?.compactMap(\.string), !list.isEmpty, list.count == v.array?.count,
+                  list.allSatisfy({ IPAddress($0)?.family == .ipv4 }) else {
+                throw CloudFailure(400, "backends: a list of IPv4 addresses")
+            }
+            return list.sorted()
+        }
         var list: [Port] = []
         for p in ports {
             let proto = p["protocol"]?.string ?? "TCP"
             guard ["TCP", "UDP"].contains(proto) else { throw CloudFailure(400, "protocol \(proto): the lab's balancers forward TCP and UDP") }
             guard let port = p["port"]?.int, (1...65535).contains(port) else { throw CloudFailure(400, "a port needs port (1-65535)") }
-            guard let nodePort = p["nodePort"]?.int, (1...65535).contains(nodePort) else {
+            guard let nodePort = p["nodePort"]?.int ?? (backends != nil ? port : nil), (1...65535).contains(nodePort) else {
                 throw CloudFailure(400, "port \(port): the lab's balancers forward to NodePorts; this port has none (allocateLoadBalancerNodePorts: false?)")
             }
             list.append(Port(name: p["name"]?.string ?? "", protocol: proto, port: Int(port), nodePort: Int(nodePort)))
@@ -128,8 +137,8 @@ extension LabCloud {
                 }
                 ip = free
             }
-            let b = Balancer(name: name, service: body["service"]?.string ?? "", ip: ip, ports: list, targets: targets,
-                             healthCheckNodePort: Int(body["healthCheckNodePort"]?.int ?? 0))
+            let b = Balancer(name: name, service: body["service"]?.string ?? "", ip: ip, ports: list, targets: backends == nil ? targets : [],
+                             healthCheckNodePort: Int(body["healthCheckNodePort"]?.int ?? 0), backends: backends)
             s.balancers.removeAll { $0.name == name }
             s.balancers.append(b)
             made = b
@@ -143,11 +152,13 @@ extension LabCloud {
     }
 
     func json(_ b: Balancer, _ failures: [String: Int]?) -> JSONValue {
-        let healthy = Set(b.targets.filter { (failures?[$0] ?? 0) < 2 })
-        return ["name": .string(b.name), "service": .string(b.service), "ip": .string(b.ip),
-                "ports": .array(b.ports.map { ["name": .string($0.name), "protocol": .string($0.protocol), "port": .int(Int64($0.port)), "nodePort": .int(Int64($0.nodePort))] }),
-                "targets": .array(b.targets.map { ["instance": .string($0), "healthy": .bool(healthy.contains($0))] }),
-                "healthCheckNodePort": .int(Int64(b.healthCheckNodePort))]
+        let healthy = Set(b.members.filter { (failures?[$0] ?? 0) < 2 })
+        var o: JSONValue = ["name": .string(b.name), "service": .string(b.service), "ip": .string(b.ip),
+                            "ports": .array(b.ports.map { ["name": .string($0.name), "protocol": .string($0.protocol), "port": .int(Int64($0.port)), "nodePort": .int(Int64($0.nodePort))] }),
+                            "targets": .array(b.targets.map { ["instance": .string($0), "healthy": .bool(healthy.contains($0))] }),
+                            "healthCheckNodePort": .int(Int64(b.healthCheckNodePort))]
+        if let backends = b.backends { o["backends"] = .array(backends.map { ["address": .string($0), "healthy": .bool(healthy.contains($0))] }) }
+        return o
     }
 
     static func isCIDR(_ s: String) -> Bool {

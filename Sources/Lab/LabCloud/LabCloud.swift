@@ -13,7 +13,11 @@ import Synchronization
 ///   to the Service's NodePort on the healthy targets, picked at random per connection; health
 ///   checked every half second (the `healthCheckNodePort`'s `/healthz` for
 ///   `externalTrafficPolicy: Local`, a TCP connect to the NodePort otherwise); with no target
-///   healthy, every target gets traffic, as cloud balancers fail open.
+///   healthy, every target gets traffic, as cloud balancers fail open. A balancer may instead
+///   name `backends`, addresses on the lab's networks (a control plane's API servers, as a
+///   provider's load balancer fronts them): each port goes to the same port (or `nodePort`, when
+///   given) on the healthy ones, checked by a TCP connect, with the source masqueraded, since the
+///   backends and their clients may share a network.
 /// The state is kept in `DIR/state.json` and applied again when the cloud starts.
 public final class LabCloud: Sendable {
     public struct Instance: Codable, Sendable, Equatable {
@@ -68,6 +72,11 @@ public final class LabCloud: Sendable {
         public var targets: [String]
         /// `externalTrafficPolicy: Local`'s port, checked at `/healthz`; 0: the NodePort is.
         public var healthCheckNodePort: Int
+        /// Addresses to send to instead of the targets' (nil: the targets').
+        public var backends: [String]? = nil
+
+        /// What the health checks are of: the backends, or the target instances.
+        var members: [String] { backends ?? targets }
     }
 
     struct State: Codable, Equatable {
@@ -162,14 +171,16 @@ public final class LabCloud: Sendable {
 
     /// The targets a balancer sends to now: the healthy ones, or all when none is.
     static func healthy(_ b: Balancer, _ failures: [String: Int]?) -> [String] {
-        let ok = b.targets.filter { (failures?[$0] ?? 0) < 2 }
-        return ok.isEmpty ? b.targets : ok
+        let ok = b.members.filter { (failures?[$0] ?? 0) < 2 }
+        return ok.isEmpty ? b.members : ok
     }
 
     func render(_ r: Runtime) -> String {
         var lines = ["table ip \(Self.table) {", "\tchain prerouting {", "\t\ttype nat hook prerouting priority dstnat; policy accept;"]
         for b in r.state.balancers.sorted(by: { $0.ip < $1.ip }) {
-            let addresses = Self.healthy(b, r.failures[b.name]).compactMap { t in instance(t).flatMap { exists($0) ? $0.address : nil } }.sorted()
+            let healthy = Self.healthy(b, r.failures[b.name])
+            let addresses = b.backends != nil ? healthy.sorted()
+                : healthy.compactMap { t in instance(t).flatMap { exists($0) ? $0.address : nil } }.sorted()
             for p in b.ports {
                 let proto = p.protocol.lowercased()
                 let match = "\t\tip daddr \(b.ip) \(proto) dport \(p.port)"
@@ -183,7 +194,14 @@ public final class LabCloud: Sendable {
                 }
             }
         }
-        lines += ["\t}", "}", ""]
+        lines.append("\t}")
+        let direct = r.state.balancers.filter { $0.backends != nil }.map(\.ip).sorted()
+        if !direct.isEmpty {
+            lines += ["\tchain postrouting {", "\t\ttype nat hook postrouting priority srcnat; policy accept;"]
+            lines += direct.map { "\t\tct original ip daddr \($0) masquerade" }
+            lines.append("\t}")
+        }
+        lines += ["}", ""]
         return lines.joined(separator: "\n")
     }
 
@@ -211,6 +229,10 @@ public final class LabCloud: Sendable {
         let balancers = runtime.withLock { $0.state.balancers }
         var results: [String: [String: Bool]] = [:]
         for b in balancers {
+            if let backends = b.backends {
+                for a in backends { results[b.name, default: [:]][a] = b.ports.first.map { Self.tcpOK(a, $0.nodePort, udp: $0.protocol == "UDP") } ?? false }
+                continue
+            }
             for t in b.targets {
                 guard let i = instance(t), exists(i) else { results[b.name, default: [:]][t] = false; continue }
                 results[b.name, default: [:]][t] = b.healthCheckNodePort > 0

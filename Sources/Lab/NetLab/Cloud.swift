@@ -32,6 +32,7 @@ extension Cluster {
             guard Date() < deadline else { throw NetLabError("the lab cloud did not start; see \(dir)/logs/cloud.log") }
             try await Task.sleep(for: .milliseconds(100))
         }
+        try await startAPIBalancer()
         // The cloud controller manager's rights, as a provider's manifests grant them.
         try await grant("system:cloud-controller-manager", role: "system:cloud-controller-manager", rules: [["apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "update"]],
                       ["apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch", "update"]],
@@ -43,7 +44,7 @@ extension Cluster {
         let kubeconfig = try componentKubeconfig("cloud-controller-manager", commonName: "system:cloud-controller-manager")
         try spawn(state.controlPlane, ["\(state.binDir)/switchyard", "cloud-controller-manager", "--cloud-provider", "netlab",
                                        "--cloud-config", "\(cloudDir)/provider.json", "--kubeconfig", kubeconfig, "--leader-elect=false",
-                                       "--node-monitor-period", "2s", "--route-reconciliation-period", "5s"], log: "cloud-controller-manager")
+                                       "--node-monitor-period", "2s", "--route-reconciliation-period", "5s"], log: "cloud-controller-manager", keep: true)
         progress("cloud: its API on \(LabCloudNet.endpoint) in \(router); switchyard cloud-controller-manager --cloud-provider netlab in \(state.controlPlane)")
     }
 
@@ -85,7 +86,9 @@ extension Cluster {
         var out = "cloud: API \(LabCloudNet.endpoint) in \(router); \(balancers.count) load balancer(s), \(routes.count) route(s)\n"
         for b in balancers {
             let ports = (b["ports"]?.array ?? []).map { "\($0["port"]?.int ?? 0)/\($0["protocol"]?.string ?? "")→\($0["nodePort"]?.int ?? 0)" }
-            let targets = (b["targets"]?.array ?? []).map { "\($0["instance"]?.string ?? "")\($0["healthy"]?.bool == true ? "" : " (unhealthy)")" }
+            let targets = (b["backends"]?.array ?? b["targets"]?.array ?? []).map {
+                "\($0["address"]?.string ?? $0["instance"]?.string ?? "")\($0["healthy"]?.bool == true ? "" : " (unhealthy)")"
+            }
             let hc = (b["healthCheckNodePort"]?.int ?? 0) > 0 ? ", health check :\(b["healthCheckNodePort"]?.int ?? 0)/healthz" : ""
             out += "  balancer \(b["ip"]?.string ?? "") for \(b["service"]?.string ?? ""): \(ports.joined(separator: ", ")) to \(targets.joined(separator: ", "))\(hc)\n"
         }

@@ -31,33 +31,35 @@ public final class Cluster: @unchecked Sendable {
         // The address is ours and well-formed (http://127.0.0.1:8080, the insecure port inside
         // the control plane's namespace).
         var client = try! KubeClient(url: state.localURL)
-        let ns = state.controlPlane
+        // With several API servers, the first that answers on its member's loopback.
+        let namespaces = state.members.map(\.netns)
         client.dial = { (host: String, port: Int) throws -> Int32 in
-            try inNamespace(ns) {
-                guard let fd = TCP.connect(host, port, timeout: 5) else { throw NetLabError("cannot reach the API server at \(host):\(port) in \(ns)") }
-                return fd
+            for ns in namespaces {
+                if let fd = try inNamespace(ns, { TCP.connect(host, port, timeout: namespaces.count > 1 ? 1 : 5) }) { return fd }
             }
+            throw NetLabError("cannot reach the API server at \(host):\(port) in \(namespaces.joined(separator: ", "))")
         }
         api = client
     }
 
     public var dir: String { LabPaths.dir(state.name) }
-    public var kubeconfig: String { "\(dir)/server/kubeconfig" }
+    /// The admin's kubeconfig: the one the server writes, or with several servers, netlab's at their balancer.
+    public var kubeconfig: String { state.controlPlanes == nil ? "\(dir)/server/kubeconfig" : "\(dir)/server/admin.kubeconfig" }
 
     /// A kubeconfig for one component with its own identity: a client certificate of the
     /// cluster CA the server made (`DIR/server/pki`) for `commonName` in `organizations`, as
     /// kubeadm writes kubelet.conf, and the admin kubeconfig's server and CA.
-    func componentKubeconfig(_ name: String, commonName: String, organizations: [String] = []) throws -> String {
+    func componentKubeconfig(_ name: String, commonName: String, organizations: [String] = [], server: String? = nil) throws -> String {
         let pki = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki")
         let pair = try pki.clientCertificate(name: name, commonName: commonName, organizations: organizations)
         let b64 = { (s: String) in Data(s.utf8).base64EncodedString() }
-        return try writeKubeconfig("\(name).kubeconfig", ca: pki.caPEM, user: commonName,
+        return try writeKubeconfig("\(name).kubeconfig", ca: pki.caPEM, user: commonName, server: server,
                                    credentials: ["client-certificate-data: \(b64(pair.cert))", "client-key-data: \(b64(pair.key))"])
     }
 
     /// `DIR/server/FILE`, a kubeconfig (mode 0600) for the lab's server trusting `ca`, as
     /// `user` with its `credentials` (the user's fields, one per line).
-    func writeKubeconfig(_ file: String, ca: String, user: String, credentials: [String]) throws -> String {
+    func writeKubeconfig(_ file: String, ca: String, user: String, server: String? = nil, credentials: [String]) throws -> String {
         let path = "\(dir)/server/\(file)"
         let text = """
             apiVersion: v1
@@ -65,7 +67,7 @@ public final class Cluster: @unchecked Sendable {
             clusters:
             - name: netlab
               cluster:
-                server: \(state.kubeconfigURL)
+                server: \(server ?? state.kubeconfigURL)
                 certificate-authority-data: \(Data(ca.utf8).base64EncodedString())
             contexts:
             - name: netlab
@@ -95,9 +97,14 @@ public final class Cluster: @unchecked Sendable {
     /// Builds the lab (or finds it already up), deploys the workloads, and starts the proxies
     /// in `proxyMode` ("none" for none). Anything that fails half-way is taken down again.
     public static func up(name: String, nodes: Int, proxyMode: String, binDir: String, fakeNodes: Int = 0, runtime: LabState.Runtime = .containerd,
-                          progress: @escaping @Sendable (String) -> Void) async throws -> Cluster {
+                          controlPlanes: Int = 1, progress: @escaping @Sendable (String) -> Void) async throws -> Cluster {
         try LabPaths.validate(name)
         guard (1...9).contains(nodes) else { throw NetLabError("--nodes must be between 1 and 9") }
+        guard [1, 3, 5].contains(controlPlanes) else { throw NetLabError("--control-plane must be 1, 3 or 5 (an etcd cluster keeps a majority of an odd number)") }
+        if controlPlanes > 1 {
+            guard runtime == .containerd else { throw NetLabError("--control-plane \(controlPlanes) needs the containerd runtime: the lab cloud's balancer fronts the API servers") }
+            guard EtcdProcess.available else { throw NetLabError("--control-plane \(controlPlanes) needs etcd (\(EtcdProcess.binary)): run scripts/setup.sh") }
+        }
         guard proxyMode == "none" || modes.contains(proxyMode) else {
             throw NetLabError("unknown proxy mode \(proxyMode): one of none, \(modes.joined(separator: ", "))")
         }
@@ -114,7 +121,7 @@ public final class Cluster: @unchecked Sendable {
             }
         }
         if let lab = try open(name, progress: progress) {
-            if lab.isHealthy(), lab.state.nodes.count == nodes, lab.state.podRuntime == runtime {
+            if lab.isHealthy(), lab.state.nodes.count == nodes, lab.state.podRuntime == runtime, lab.state.members.count == controlPlanes {
                 progress("lab \(name) is already up (\(lab.state.nodes.count) nodes)")
                 if lab.state.proxyMode != proxyMode { try await lab.startProxies(mode: proxyMode) }
                 return lab
@@ -133,9 +140,13 @@ public final class Cluster: @unchecked Sendable {
             pods: [], proxyMode: nil, binDir: binDir, runtime: runtime)
         var withCloud = state
         if runtime == .containerd { withCloud.router = p + "r" }
+        if controlPlanes > 1 {
+            withCloud.controlPlanes = controlPlaneMembers(controlPlanes, prefix: p)
+            withCloud.apiAddress = LabCloudNet.apiServerAddress
+        }
         let lab = Cluster(state: withCloud, progress: progress)
         do {
-            try lab.build()
+            try await lab.build()
             switch runtime {
             case .containerd:
                 try await lab.startRegistry()
@@ -159,14 +170,14 @@ public final class Cluster: @unchecked Sendable {
         return lab
     }
 
-    func build() throws {
+    func build() async throws {
         let fm = FileManager.default
         try? fm.removeItem(atPath: dir)
         try fm.createDirectory(atPath: "\(dir)/logs", withIntermediateDirectories: true)
         try state.save()   // before the first namespace: `down` can always find what follows
         let cp = state.controlPlane
         progress("underlay: bridge ul0 \(Self.underlay).0/24 in \(cp); client \(state.client)")
-        for ns in [cp, state.client] + (state.router.map { [$0] } ?? []) + state.nodes.map(\.netns) {
+        for ns in state.namespaces {
             try Sh.must(["ip", "netns", "add", ns])
             try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
         }
@@ -181,6 +192,14 @@ public final class Cluster: @unchecked Sendable {
             try Sh.must(["ip", "-n", cp, "link", "set", port, "master", "ul0", "up"])
             try Sh.must(["ip", "-n", ns, "addr", "add", "\(address)/24", "dev", "eth0"])
             try Sh.must(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        }
+        for m in state.members.dropFirst() {
+            progress("\(m.name): \(m.netns), \(m.address) on the underlay")
+            try attach(m.netns, m.name.replacingOccurrences(of: "-", with: ""), m.address)
+        }
+        if state.controlPlanes != nil {
+            // The API servers' balancer is the cloud's, behind the router.
+            for m in state.members { try Sh.must(["ip", "-n", m.netns, "route", "add", "\(LabCloudNet.pool).0/24", "via", LabCloudNet.routerAddress]) }
         }
         let first = state.nodes[0].address
         if let router = state.router {
@@ -230,6 +249,14 @@ public final class Cluster: @unchecked Sendable {
             ]
             try JSONSerialization.data(withJSONObject: conf, options: [.sortedKeys]).write(to: URL(fileURLWithPath: "\(dir)/cni/\(node.name).conf"))
         }
+        if state.controlPlanes != nil {
+            _ = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki")
+            try await startEtcdCluster()
+            try await startAPIServers()
+            try writeAdminKubeconfig()
+            try startElectedComponents()
+            return
+        }
         // The API server.
         progress("control plane: switchyard server on \(state.kubeconfigURL) (embedded SQLite store in \(dir)/server)")
         // HTTPS on the underlay with the cluster CA it makes (kubelets, proxies and kubectl use
@@ -240,7 +267,7 @@ public final class Cluster: @unchecked Sendable {
         try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress,
                        "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort),
                        "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
-                       "--enable-bootstrap-token-auth", "--use-service-account-credentials"], log: "server")
+                       "--enable-bootstrap-token-auth", "--use-service-account-credentials"], log: "server", keep: true)
         for _ in 0..<200 {
             if FileManager.default.fileExists(atPath: kubeconfig) { return }
             usleep(50_000)
@@ -262,17 +289,33 @@ public final class Cluster: @unchecked Sendable {
     /// and inherits no descriptor of ours. With `nsenter`, only the network namespace is
     /// entered: `ip netns exec` also mounts the namespace's sysfs over /sys, which hides the
     /// cgroup filesystem from containerd, runc and the kubelet.
-    func spawn(_ ns: String, _ args: [String], log: String, nsenter: Bool = false) throws {
-        let path = "\(dir)/logs/\(log).log"
-        try? FileManager.default.removeItem(atPath: path)
+    ///
+    /// With `hostname`, it runs in a UTS namespace of its own with that hostname (a member's
+    /// processes name their member, as on a machine of its own). With `keep`, the lab's state
+    /// records it, so `fault heal` can start it again.
+    func spawn(_ ns: String, _ args: [String], log: String, nsenter: Bool = false, hostname: String? = nil, keep: Bool = false) throws {
         guard let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"].first(where: FileManager.default.isExecutableFile) else {
             throw NetLabError("the ip command (iproute2) is not installed")
         }
-        let argv = nsenter ? ["/usr/bin/nsenter", "--net=/run/netns/\(ns)"] + args : [ip, "netns", "exec", ns] + args
+        let named = hostname.map { ["/usr/bin/unshare", "--uts", "/bin/sh", "-c", "hostname \"$0\" && exec \"$@\"", $0] + args } ?? args
+        let argv = nsenter ? ["/usr/bin/nsenter", "--net=/run/netns/\(ns)"] + named : [ip, "netns", "exec", ns] + named
+        try spawnArgv(ns, argv, log: log)
+        if keep {
+            var c = state.components ?? [:]
+            c[log] = LabState.Component(netns: ns, command: args, argv: argv, log: log, nsenter: nsenter)
+            state.components = c
+            try state.save()
+        }
+    }
+
+    /// Starts `argv` (already wrapped to enter `ns`) detached, its output in logs/`log`.log.
+    func spawnArgv(_ ns: String, _ argv: [String], log: String) throws {
+        let path = "\(dir)/logs/\(log).log"
+        try? FileManager.default.removeItem(atPath: path)
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for a in cargs { free(a) } }
         let pid = ch_spawn_detached(&cargs, path)
-        guard pid > 0 else { throw NetLabError("starting \(args.joined(separator: " ")) in \(ns): errno \(-pid)") }
+        guard pid > 0 else { throw NetLabError("starting \(argv.joined(separator: " ")) in \(ns): errno \(-pid)") }
     }
 
     // MARK: workloads
@@ -453,7 +496,7 @@ public final class Cluster: @unchecked Sendable {
                 "--hostname-override", node.name, "--cluster-cidr", Self.clusterCIDR,
                 "--kubeconfig", try componentKubeconfig("kube-proxy", commonName: "system:kube-proxy"),
                 "--min-sync-period", minSyncPeriod, "--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249",
-            ], log: "proxy-\(node.name)")
+            ], log: "proxy-\(node.name)", keep: true)
         }
         state.proxyMode = mode
         try state.save()
@@ -498,7 +541,7 @@ public final class Cluster: @unchecked Sendable {
     /// Every namespace is there and the API server answers.
     public func isHealthy() -> Bool {
         let present = Set(Netns.list())
-        guard state.namespaces.allSatisfy(present.contains), !Netns.pids(state.controlPlane).isEmpty else { return false }
+        guard state.namespaces.allSatisfy(present.contains) else { return false }
         guard let fd = try? api.dial?("127.0.0.1", LabState.insecurePort) else { return false }
         close(fd)
         return true
@@ -535,8 +578,10 @@ public final class Cluster: @unchecked Sendable {
 
     /// A human summary: nodes, pods, services, proxies.
     public func status() async throws -> String {
-        var out = "lab \(state.name): API server \(state.kubeconfigURL) in namespace \(state.controlPlane) (kubeconfig \(kubeconfig))\n"
+        var out = state.controlPlanes == nil ? "lab \(state.name): API server \(state.kubeconfigURL) in namespace \(state.controlPlane) (kubeconfig \(kubeconfig))\n"
+            : "lab \(state.name): API servers at \(state.kubeconfigURL) (kubeconfig \(kubeconfig))\n"
         out += "  kubectl: netlab/netlab kubectl\(state.name == "lab" ? "" : " --name \(state.name)") get pods,svc,endpointslices\n"
+        out += await controlPlaneStatus()
         if let router = state.router {
             out += "client: \(state.client) (\(state.clientAddress)) behind the router \(router); \(Self.serviceCIDR) via \(state.nodes[0].name), pods by the cloud's routes\n"
             out += cloudStatus()

@@ -78,7 +78,7 @@ extension Cluster {
             let nd = nodeDir(node)
             let options = ContainerdProcess.Options(cniBinDir: "\(dir)/cni/bin", cniConfDir: "\(nd)/cni-conf", registry: state.registry, netns: node.netns)
             let config = try ContainerdProcess.prepare(dir: URL(fileURLWithPath: "\(nd)/containerd"), socket: containerdSocket(node), options)
-            try spawn(node.netns, [ContainerdProcess.binary, "--config", config.path, "--log-level", "warn"], log: "containerd-\(node.name)", nsenter: true)
+            try spawn(node.netns, [ContainerdProcess.binary, "--config", config.path, "--log-level", "warn"], log: "containerd-\(node.name)", nsenter: true, keep: true)
         }
         for node in state.nodes {
             var ready = false
@@ -102,7 +102,7 @@ extension Cluster {
                                    "--client-ca-file", clientCA, "--anonymous-auth=false", "--authentication-token-webhook", "--authorization-mode", "Webhook",
                                    "--node-ip", node.address, "--container-runtime-endpoint", "unix://\(containerdSocket(node))",
                                    "--root-dir", "\(nd)/kubelet", "--pod-logs-dir", "\(nd)/pods", "--cni-conf-dir", "\(nd)/cni-conf"],
-                      log: "kubelet-\(node.name)", nsenter: true)
+                      log: "kubelet-\(node.name)", nsenter: true, keep: true)
             progress("\(node.name): containerd (\(containerdSocket(node))) and switchyard kubelet (joining with a bootstrap token)")
         }
         let deadline = Date().addingTimeInterval(timeout)

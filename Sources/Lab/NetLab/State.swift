@@ -11,6 +11,24 @@ public struct LabState: Codable, Sendable {
         public var podCIDR: String       // 10.244.1.0/24
     }
 
+    /// One member of a highly available control plane (`up --control-plane 3`): an etcd member,
+    /// an API server, a scheduler and a controller manager, in a namespace of its own.
+    public struct ControlPlaneMember: Codable, Sendable {
+        public var name: String          // cp-1
+        public var netns: String         // nl-<lab>-cp (the first: the underlay's), nl-<lab>-cp2, …
+        public var address: String       // on the underlay, 10.250.0.1, .3, .4
+    }
+
+    /// A process netlab started and can start again (`fault heal`): where, what, its log.
+    public struct Component: Codable, Sendable {
+        public var netns: String
+        /// What runs (its /proc/PID/cmdline), and the whole command line that starts it in `netns`.
+        public var command: [String]
+        public var argv: [String]
+        public var log: String
+        public var nsenter: Bool
+    }
+
     public struct Pod: Codable, Sendable {
         public var name: String
         public var node: String
@@ -45,14 +63,29 @@ public struct LabState: Codable, Sendable {
     /// The router's namespace when the lab has a cloud (containerd runtime): the client sits
     /// behind it, the nodes route through it, its balancers serve LoadBalancer Services.
     public var router: String? = nil
+    /// The control plane's members when there are several (nil: one API server, embedded
+    /// SQLite, in `controlPlane`).
+    public var controlPlanes: [ControlPlaneMember]? = nil
+    /// The address clients reach the API servers at when there are several: the lab cloud's
+    /// load balancer in front of them.
+    public var apiAddress: String? = nil
+    /// The control-plane and node processes netlab started, by log name, to start them again.
+    public var components: [String: Component]? = nil
+    /// What `fault` did that `fault heal` undoes: components killed, nodes cut off, partitions.
+    public var faults: [String]? = nil
 
     public var podRuntime: Runtime { runtime ?? .netns }
     /// The API server's secure port on the underlay: nodes, proxies and kubectl (the kubeconfig).
-    public var kubeconfigURL: String { "https://\(serverAddress):\(serverPort)" }
+    public var kubeconfigURL: String { "https://\(apiAddress ?? serverAddress):\(serverPort)" }
+    /// Every control-plane member (one for a lab with a single API server).
+    public var members: [ControlPlaneMember] { controlPlanes ?? [ControlPlaneMember(name: "cp-1", netns: controlPlane, address: serverAddress)] }
     /// Its insecure port, on the control plane namespace's loopback: netlab's own client.
     public static let insecurePort = 8080
     public var localURL: String { "http://127.0.0.1:\(Self.insecurePort)" }
-    public var namespaces: [String] { [controlPlane, client] + (router.map { [$0] } ?? []) + nodes.map(\.netns) + pods.map(\.netns).filter { !$0.isEmpty } }
+    public var namespaces: [String] {
+        [controlPlane] + (controlPlanes?.dropFirst().map(\.netns) ?? []) + [client] + (router.map { [$0] } ?? []) + nodes.map(\.netns)
+            + pods.map(\.netns).filter { !$0.isEmpty }
+    }
     /// The client's address: behind the router in a lab with a cloud, on the underlay otherwise.
     public var clientAddress: String { router == nil ? "10.250.0.2" : "\(LabCloudNet.outside).2" }
 
@@ -105,4 +138,6 @@ public enum LabCloudNet {
     public static let pool = "10.252.0"
     public static let apiPort = 8780
     public static var endpoint: String { "http://\(routerAddress):\(apiPort)" }
+    /// The balancer in front of a highly available control plane's API servers.
+    public static let apiServerAddress = "\(pool).250"
 }

@@ -27,7 +27,8 @@ public final class EtcdProcess: @unchecked Sendable {
         }
     }
 
-    public static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/etcd") }
+    public static let binary = "/usr/bin/etcd"
+    public static var available: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
     /// - Parameter netns: run it inside this named network namespace (its loopback).
     ///
