@@ -360,6 +360,8 @@ struct FirstHourTests {
             Case(args: ["render", "--config", badConfig.path, "-f", examplesDir], status: nil,
                  wants: ["\(badConfig.path): not valid YAML or JSON: 3:1"]),
             Case(args: ["server", "--data-dir", "/proc/x"], status: 64, wants: ["--data-dir /proc/x: cannot create /proc/x"]),
+            Case(args: ["server", "--data-dir", "/proc/x", "--tls-san", "api.lab,bad name"], status: 64,
+                 wants: ["--tls-san \"bad name\": neither an IP address nor a DNS name"]),
             Case(args: ["proxy", "--cleanup"], status: 0, wants: ["nothing to remove"]),
             Case(args: ["--version"], status: 0, wants: ["switchyard v", "(commit "]),
         ]

@@ -65,6 +65,31 @@ struct LabCloudAPITests {
         #expect(LabCloud.healthy(b, ["n1": 3, "n2": 2, "n3": 5]) == ["n1", "n2", "n3"], "none healthy: all get traffic")
     }
 
+    /// A balancer in front of addresses (a control plane's API servers): the same port on each
+    /// healthy backend, the source masqueraded (backends and clients share the underlay), and
+    /// backends that are not IPv4 addresses refused.
+    @Test func balancersInFrontOfAddressesMasqueradeAndFollowHealth() throws {
+        let r = Recorder()
+        let c = try cloud(r)
+        let body: JSONValue = ["service": "kube-apiserver", "requestedIP": "10.252.0.250", "ports": [["name": "https", "protocol": "TCP", "port": 6443]],
+                               "backends": ["10.250.0.4", "10.250.0.1", "10.250.0.3"]]
+        let made = c.handle("PUT", "/v1/loadbalancers/kube-apiserver", body)
+        #expect(made.status == 200 && made.body["ip"] == "10.252.0.250")
+        #expect(made.body["backends"]?.array?.compactMap { $0["address"]?.string } == ["10.250.0.1", "10.250.0.3", "10.250.0.4"])
+        #expect(r.lastInput.contains("ip daddr 10.252.0.250 tcp dport 6443 dnat ip to numgen random mod 3 map { 0 : 10.250.0.1 . 6443, 1 : 10.250.0.3 . 6443, 2 : 10.250.0.4 . 6443 }"), "\(r.lastInput)")
+        #expect(r.lastInput.contains("type nat hook postrouting priority srcnat; policy accept;\n\t\tct original ip daddr 10.252.0.250 masquerade"), "\(r.lastInput)")
+        // A backend failing its checks leaves the map; the rest keep the traffic.
+        let b = try #require(c.runtime.withLock { $0.state.balancers.first })
+        #expect(LabCloud.healthy(b, ["10.250.0.1": 2]) == ["10.250.0.3", "10.250.0.4"])
+        var bad = body
+        bad["backends"] = ["10.250.0.1", "node-1"]
+        #expect(c.handle("PUT", "/v1/loadbalancers/x", bad).status == 400)
+        // Balancers of NodePorts alone have no postrouting chain.
+        _ = c.handle("DELETE", "/v1/loadbalancers/kube-apiserver", nil)
+        _ = c.handle("PUT", "/v1/loadbalancers/a", Self.balancer())
+        #expect(!r.lastInput.contains("postrouting"), "\(r.lastInput)")
+    }
+
     @Test func theProviderAsksForTheServicesNodePortsAndHealthCheck() {
         let svc: JSONValue = ["metadata": ["name": "web", "namespace": "default", "annotations": .object([NetlabCloud.requestedIPAnnotation: "10.252.0.9"])],
                               "spec": ["type": "LoadBalancer", "externalTrafficPolicy": "Local", "healthCheckNodePort": 32000,
