@@ -56,7 +56,11 @@ extension EtcdStore {
             guard rename(partial, file) == 0 else { throw SQLiteSnapshot.Failure("rename \(partial) to \(file): \(String(cString: strerror(errno)))") }
             let sum = whole.finalize().map { String(format: "%02x", $0) }.joined()
             try SQLiteSnapshot.writeChecksum(sum, of: file)
-            return SQLiteSnapshot.Info(revision: revision, keys: try await count(prefix: "/"), rows: 0, bytes: bytes, sha256: sum)
+            // The keys as they were at that revision (writes may have gone on since). etcd fills
+            // its answer's header before it takes the snapshot, so under writes the snapshot may
+            // hold a few writes more than the revision says; `etcdctl snapshot status` reads the
+            // exact revision from the file.
+            return SQLiteSnapshot.Info(revision: revision, keys: try await count(prefix: "/", after: nil, revision: revision), rows: 0, bytes: bytes, sha256: sum)
         } catch {
             try? out.close()
             try? fm.removeItem(atPath: partial)

@@ -101,10 +101,10 @@ struct KubectlCommand: ParsableCommand {
 struct ExecCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "exec",
-        abstract: "Run a command in one of the lab's namespaces: a node (node-1), a pod (echo-1), client or control-plane.",
+        abstract: "Run a command in one of the lab's namespaces: a node (node-1), a pod (echo-1), client, control-plane or a control-plane member (cp-2).",
         discussion: "netlab exec [--name NAME] node-1 -- ip route   (without a command: a shell)")
     @OptionGroup var lab: LabOptions
-    @Argument(help: "node-N, a pod's name, client or control-plane.") var target: String
+    @Argument(help: "node-N, a pod's name, client, control-plane or cp-N.") var target: String
     @Argument(parsing: .captureForPassthrough, help: "The command (default: $SHELL or sh).") var command: [String] = []
 
     func run() throws {
@@ -115,13 +115,14 @@ struct ExecCommand: ParsableCommand {
         case "client": ns = s.client
         case "control-plane", "cp": ns = s.controlPlane
         default:
-            if let n = s.nodes.first(where: { $0.name == target }) { ns = n.netns }
+            if let m = s.members.first(where: { $0.name == target }) { ns = m.netns }
+            else if let n = s.nodes.first(where: { $0.name == target }) { ns = n.netns }
             else if let p = s.pods.first(where: { $0.name == target }) {
                 guard let found = c.podNamespace(p) else { throw ValidationError("pod \(target)'s network namespace is not found (is it still running?)") }
                 ns = found
             }
             else {
-                throw ValidationError("no \(target) in lab \(lab.name): one of client, control-plane, \((s.nodes.map(\.name) + s.pods.map(\.name)).joined(separator: ", "))")
+                throw ValidationError("no \(target) in lab \(lab.name): one of client, control-plane, \((s.members.map(\.name) + s.nodes.map(\.name) + s.pods.map(\.name)).joined(separator: ", "))")
             }
         }
         var argv = command.first == "--" ? Array(command.dropFirst()) : command

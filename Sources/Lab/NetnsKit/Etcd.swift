@@ -31,10 +31,13 @@ public final class EtcdProcess: @unchecked Sendable {
     public static var available: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
     /// - Parameter netns: run it inside this named network namespace (its loopback).
+    /// - Parameter snapshot: an etcd snapshot each member's data dir is restored from first
+    ///   (`etcdctl snapshot restore`, with the member's name and the cluster's peers), as a
+    ///   cluster is brought back from a backup.
     ///
     /// Its ports are picked at random; when one is taken (by another test's etcd, or as some
     /// connection's ephemeral port) etcd exits at once, and it is started again on others.
-    public init(netns: String? = nil, members: Int = 1, tls: ServerTLS? = nil) throws {
+    public init(netns: String? = nil, members: Int = 1, tls: ServerTLS? = nil, snapshot: String? = nil) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-etcd-\(UUID().uuidString)")
         var last = ""
         let scheme = tls == nil ? "http" : "https"
@@ -48,6 +51,14 @@ public final class EtcdProcess: @unchecked Sendable {
             let cluster = zip(names, peers).map { "\($0)=http://127.0.0.1:\($1)" }.joined(separator: ",")
             var started: [Process] = []
             var commands: [[String]] = []
+            if let snapshot {
+                for i in 0..<members {
+                    let r = try Sh.run(["env", "ETCDCTL_API=3", "etcdctl", "snapshot", "restore", snapshot, "--data-dir", dir.appendingPathComponent(names[i]).path,
+                                        "--name", names[i], "--initial-cluster", cluster, "--initial-cluster-token", dir.lastPathComponent,
+                                        "--initial-advertise-peer-urls", "http://127.0.0.1:\(peers[i])"], timeout: 60)
+                    guard r.status == 0 else { throw LabError("etcdctl snapshot restore \(snapshot): \(r.err)") }
+                }
+            }
             for i in 0..<members {
                 var args = ["/usr/bin/etcd", "--name", names[i], "--data-dir", dir.appendingPathComponent(names[i]).path,
                             "--listen-client-urls", urls[i], "--advertise-client-urls", urls[i],
