@@ -28,6 +28,23 @@ struct AllocationClaimsTests {
         #expect(x != nil && x == y)
     }
 
+    /// A server starting on a store whose Services were written without claims claims what they
+    /// hold, once; a second start finds the claims made.
+    @Test func servicesStoredBeforeClaimsAreClaimedAtStart() async throws {
+        let (a, _, store) = try await pair(claims: false)
+        let old = await a.post("/api/v1/namespaces/default/services", svc("old", type: "NodePort")).json
+        let ip = try #require(old?[path: ["spec", "clusterIP"]]?.string)
+        let port = try #require(old?[path: ["spec", "ports"]]?.array?.first?["nodePort"]?.int)
+        #expect(try await store.get("/registry/ipaddresses/\(ip)") == nil)
+        for _ in 0..<2 {
+            let admission = Admission(allocator: Allocator(serviceRange: CIDR("10.96.0.0/27")!, nodePorts: 30000...30040, claims: StoreClaims(store: store)))
+            try await admission.load(from: store)
+        }
+        #expect(try await store.get("/registry/ipaddresses/\(ip)") != nil)
+        #expect(try await store.get("/registry/servicenodeports/\(port)") != nil)
+        #expect(try await store.count(prefix: "/registry/ipaddresses/") == 1)
+    }
+
     @Test func serversSharingAStoreNeverHandOutAnAddressOrPortTwice() async throws {
         let (a, b, store) = try await pair(claims: true)
         // Both at once, alternating, as a balancer spreads one client's writes.

@@ -111,18 +111,24 @@ public actor Allocator {
         usedPorts.remove(port)
     }
 
-    /// Marks what a stored Service holds (at start), and claims it in the store if no key says
-    /// so yet (a Service stored before there were claims).
-    func mark(ip: String) async throws {
-        guard let a = IPAddress(ip), let v = a.ipv4Value, serviceRange.contains(a) else { return }
-        usedIPs.insert(v)
-        _ = try await claims?.claim(Self.ipKey(ip), Self.ipClaim(ip))
+    /// The keys of the claims in the store (none without claims).
+    func claimed() async throws -> Set<String> {
+        guard let claims else { return [] }
+        return try await claims.existing(prefixes: ["/registry/ipaddresses/", "/registry/servicenodeports/"])
     }
 
-    func mark(port: Int) async throws {
+    /// Marks what a stored Service holds (at start), and claims it in the store if no key of
+    /// `claimed` says so yet (a Service stored before there were claims).
+    func mark(ip: String, claimed: Set<String>) async throws {
+        guard let a = IPAddress(ip), let v = a.ipv4Value, serviceRange.contains(a) else { return }
+        usedIPs.insert(v)
+        if !claimed.contains(Self.ipKey(ip)) { _ = try await claims?.claim(Self.ipKey(ip), Self.ipClaim(ip)) }
+    }
+
+    func mark(port: Int, claimed: Set<String>) async throws {
         guard nodePorts.contains(port) else { return }
         usedPorts.insert(port)
-        _ = try await claims?.claim(Self.portKey(port), Self.portClaim(port))
+        if !claimed.contains(Self.portKey(port)) { _ = try await claims?.claim(Self.portKey(port), Self.portClaim(port)) }
     }
 }
 
@@ -132,6 +138,8 @@ public protocol AllocationClaims: Sendable {
     func claim(_ key: String, _ value: Data) async throws -> Bool
     /// Removes the key, if it is there.
     func release(_ key: String) async
+    /// The keys under `prefixes` now.
+    func existing(prefixes: [String]) async throws -> Set<String>
 }
 
 /// Claims as keys of the store the servers share.
@@ -150,6 +158,12 @@ public struct StoreClaims: AllocationClaims {
 
     public func release(_ key: String) async {
         _ = try? await store.delete(key, expected: nil)
+    }
+
+    public func existing(prefixes: [String]) async throws -> Set<String> {
+        var keys = Set<String>()
+        for p in prefixes { keys.formUnion(try await store.list(prefix: p, after: nil, limit: 0, revision: nil).items.map(\.key)) }
+        return keys
     }
 }
 
@@ -178,11 +192,13 @@ public struct Admission: Sendable {
     public func load(from store: any Store) async throws {
         guard let services = Resources.find(group: "", version: "v1", resource: "services") else { return }
         let page = try await store.list(prefix: services.storePrefix, after: nil, limit: 0, revision: nil)
+        // The claims already made, read once: only what a Service holds without one is claimed.
+        let claimed = try await allocator.claimed()
         for kv in page.items {
             guard let o = try? JSONValue.parse(kv.value) else { continue }
             let (ips, ports) = Self.allocations(o)
-            for ip in ips { try await allocator.mark(ip: ip) }
-            for p in ports { try await allocator.mark(port: p) }
+            for ip in ips { try await allocator.mark(ip: ip, claimed: claimed) }
+            for p in ports { try await allocator.mark(port: p, claimed: claimed) }
         }
     }
 

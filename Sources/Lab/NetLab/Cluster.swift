@@ -302,7 +302,7 @@ public final class Cluster: @unchecked Sendable {
         try spawnArgv(ns, argv, log: log)
         if keep {
             var c = state.components ?? [:]
-            c[log] = LabState.Component(netns: ns, command: args, argv: argv, log: log, nsenter: nsenter)
+            c[log] = LabState.Component(netns: ns, command: args, argv: argv, log: log)
             state.components = c
             try state.save()
         }
@@ -517,7 +517,9 @@ public final class Cluster: @unchecked Sendable {
         for node in state.nodes { if let pid = proxyPID(node) { kill(pid, SIGTERM); stopped.append(pid) } }
         for _ in 0..<100 where stopped.contains(where: Self.isAlive) { usleep(50_000) }
         for pid in stopped where Self.isAlive(pid) { kill(pid, SIGKILL) }
-        guard state.proxyMode != nil else { return }
+        // Stopped on purpose: not for `fault heal` to start again.
+        for node in state.nodes { state.components?["proxy-\(node.name)"] = nil }
+        guard state.proxyMode != nil else { try state.save(); return }
         for node in state.nodes {
             _ = try? Sh.run(["ip", "netns", "exec", node.netns, "\(state.binDir)/switchyard", "proxy", "--cleanup"], timeout: 60)
         }

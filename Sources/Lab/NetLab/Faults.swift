@@ -18,7 +18,7 @@ public enum Fault: Sendable, Equatable {
     case killControllerManager(String?)
     /// A node gone: its kubelet, containerd and proxy killed, its link to the underlay down.
     case killNode(String)
-    /// Every packet between `a` and `b` dropped (cp-N, node-N, client, router), both ways.
+    /// Every packet between `a`'s and `b`'s addresses dropped (cp-N, node-N, client, router), both ways.
     case partition(String, String)
     case heal
 }
@@ -54,14 +54,15 @@ extension Cluster {
         case .partition(let a, let b):
             let (na, aa) = try endpoint(a), (nb, ab) = try endpoint(b)
             guard na != nb else { throw NetLabError("partition \(a) \(b): the same namespace") }
-            for (ns, other) in [(na, ab), (nb, aa)] {
+            // Only each side's own address is matched: with br_netfilter, the bridge's namespace
+            // (cp-1's) also sees the traffic it bridges between others, which stays untouched.
+            for (ns, own, other) in [(na, aa, ab), (nb, ab, aa)] {
                 let script = """
                     table ip \(Self.faultTable) {
                     \tchain prerouting { type filter hook prerouting priority -300; policy accept; }
                     \tchain output { type filter hook output priority -300; policy accept; }
                     }
-                    add rule ip \(Self.faultTable) prerouting ip saddr \(other) drop
-                    add rule ip \(Self.faultTable) prerouting ip daddr \(other) drop
+                    add rule ip \(Self.faultTable) prerouting ip saddr \(other) ip daddr \(own) drop
                     add rule ip \(Self.faultTable) output ip daddr \(other) drop
 
                     """
@@ -185,8 +186,13 @@ extension Cluster {
         return done.isEmpty ? "nothing to heal" : done.joined(separator: "; ")
     }
 
+    /// Starts a component again; the log of the one that died is kept as LOG.previous.log
+    /// (what `kubectl logs --previous` shows of a restarted container).
     func respawn(_ log: String) throws {
         guard let c = state.components?[log] else { return }
+        let logs = "\(dir)/logs"
+        try? FileManager.default.removeItem(atPath: "\(logs)/\(c.log).previous.log")
+        try? FileManager.default.moveItem(atPath: "\(logs)/\(c.log).log", toPath: "\(logs)/\(c.log).previous.log")
         try spawnArgv(c.netns, c.argv, log: c.log)
     }
 }

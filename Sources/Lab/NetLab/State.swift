@@ -26,7 +26,6 @@ public struct LabState: Codable, Sendable {
         public var command: [String]
         public var argv: [String]
         public var log: String
-        public var nsenter: Bool
     }
 
     public struct Pod: Codable, Sendable {
