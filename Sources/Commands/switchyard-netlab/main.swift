@@ -143,6 +143,13 @@ struct StandInCommand: AsyncParsableCommand {
     }
 }
 
+/// The `q` quantile of `xs` (not empty) by nearest rank: the smallest value at least a `q`
+/// share of them do not exceed.
+func nearestRank(_ xs: [Double], _ q: Double) -> Double {
+    let s = xs.sorted()
+    return s[min(s.count - 1, max(0, Int((Double(s.count) * q).rounded(.up)) - 1))]
+}
+
 /// The highly available control plane's figures: each fault → served again.
 struct Failover: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "failover",
@@ -153,10 +160,7 @@ struct Failover: AsyncParsableCommand {
         guard rounds > 0 else { throw ValidationError("--rounds: at least 1") }
         let c = try mustOpen(lab.name)
         let f = try await c.failover(rounds: rounds)
-        func p(_ xs: [Double], _ q: Double) -> Double {
-            let s = xs.sorted()
-            return s[min(s.count - 1, max(0, Int((Double(s.count) * q).rounded(.up)) - 1))]
-        }
+        let p = nearestRank
         emit("control plane of \(c.state.members.count) members, \(rounds) faults of each kind, from the outside client through the balancer")
         emit(String(format: "baseline: a write acknowledged in p50 %.0f ms, p99 %.0f ms; a pod bound in p50 %.0f ms", p(f.write, 0.5), p(f.write, 0.99), p(f.bind, 0.5)))
         emit(String(format: "etcd leader killed → writes again: p50 %.0f ms, p99 %.0f ms (%.0f× the baseline write's p50)", p(f.etcd, 0.5), p(f.etcd, 0.99), p(f.etcd, 0.5) / p(f.write, 0.5)))
@@ -176,7 +180,7 @@ struct LoadBalancerLatency: AsyncParsableCommand {
         let c = try mustOpen(lab.name)
         guard c.state.proxyMode != nil else { throw ValidationError("no proxy runs in lab \(lab.name): `netlab up --proxy-mode iptables` first") }
         let (lb, np) = try await c.loadBalancerLatency(count: count)
-        func p(_ xs: [Double], _ q: Double) -> Double { xs[min(xs.count - 1, Int((Double(xs.count) * q).rounded(.up)) - 1)] }
+        let p = nearestRank
         emit(String(format: "LoadBalancer created → first answer at its address: p50 %.0f ms, p99 %.0f ms (%d Services)", p(lb, 0.5), p(lb, 0.99), lb.count) + ", proxy \(c.state.proxyMode ?? "?")")
         emit(String(format: "NodePort created → first answer on node-1 (baseline): p50 %.0f ms, p99 %.0f ms; LoadBalancer/NodePort p50 %.2f×", p(np, 0.5), p(np, 0.99), p(lb, 0.5) / p(np, 0.5)))
     }
