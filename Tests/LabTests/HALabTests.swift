@@ -26,20 +26,7 @@ final class Shared: Sendable {
                 "needs root, containerd, runc, docker-registry and etcd"))
 struct HALabTests {
     @Test func writesARolloutAndTrafficSurviveAnEtcdMemberAnAPIServerAndTheControllerManager() async throws {
-        let bin = URL(fileURLWithPath: try switchyardBinary()).deletingLastPathComponent().path
-        let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        let name = "h" + String(repeating: "0", count: 8 - hex.count) + hex
-        await HeavyLabs.oneAtATime {
-            do {
-                try await run(name: name, bin: bin)
-            } catch {
-                let logs = (try? FileManager.default.contentsOfDirectory(atPath: "\(LabPaths.dir(name))/logs")) ?? []
-                let tails = logs.sorted().map { "\($0): " + String(((try? String(contentsOfFile: "\(LabPaths.dir(name))/logs/\($0)", encoding: .utf8)) ?? "").suffix(600)) }
-                Issue.record("\(error)\n\(tails.joined(separator: "\n"))")
-            }
-            try? await Cluster.down(name: name, progress: { _ in })
-            #expect(Cluster.leftovers(name).isEmpty)
-        }
+        try await HeavyLabs.withLab(prefix: "h", tail: 600) { try await run(name: $0, bin: $1) }
     }
 
     func run(name: String, bin: String) async throws {

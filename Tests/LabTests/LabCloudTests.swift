@@ -17,20 +17,7 @@ import Testing
        .enabled(if: isRoot && ContainerdProcess.available && RegistryProcess.available, "needs root, containerd, runc and docker-registry"))
 struct LabCloudTests {
     @Test func loadBalancersRoutesAndNodesFollowTheCluster() async throws {
-        let bin = URL(fileURLWithPath: try switchyardBinary()).deletingLastPathComponent().path
-        let hex = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        let name = "k" + String(repeating: "0", count: 8 - hex.count) + hex
-        await HeavyLabs.oneAtATime {
-            do {
-                try await run(name: name, bin: bin)
-            } catch {
-                let logs = (try? FileManager.default.contentsOfDirectory(atPath: "\(LabPaths.dir(name))/logs")) ?? []
-                let tails = logs.sorted().map { "\($0): " + String(((try? String(contentsOfFile: "\(LabPaths.dir(name))/logs/\($0)", encoding: .utf8)) ?? "").suffix(800)) }
-                Issue.record("\(error)\n\(tails.joined(separator: "\n"))")
-            }
-            try? await Cluster.down(name: name, progress: { _ in })
-            #expect(Cluster.leftovers(name).isEmpty)
-        }
+        try await HeavyLabs.withLab(prefix: "k", tail: 800) { try await run(name: $0, bin: $1) }
     }
 
     /// `check` every 100 ms for about `seconds`, through the suite's shared probe loop.
