@@ -55,7 +55,7 @@ final class TempDir: @unchecked Sendable {
 func data(_ s: String) -> Data { Data(s.utf8) }
 
 /// Collects the next `n` events of a watch, or fails after `seconds`.
-func next(_ n: Int, of stream: AsyncThrowingStream<StoreEvent, any Error>, within seconds: Double = 5) async throws -> [StoreEvent] {
+func next(_ n: Int, of stream: AsyncThrowingStream<StoreEvent, any Error>, within seconds: Double = 30) async throws -> [StoreEvent] {
     try await withThrowingTaskGroup(of: [StoreEvent].self) { group in
         group.addTask {
             var out: [StoreEvent] = []
