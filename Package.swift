@@ -147,7 +147,8 @@ let package = Package(
                                                    .product(name: "NIOCore", package: "swift-nio"),
                                                    .product(name: "NIOPosix", package: "swift-nio"),
                                                    .product(name: "Logging", package: "swift-log"),
-                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
+                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                                   .product(name: "Prometheus", package: "swift-prometheus")],
                 path: "Sources/API/APIServer", swiftSettings: strict),
 
         // MARK: ControlPlane
@@ -243,7 +244,8 @@ let package = Package(
         .target(name: "Kubelet", dependencies: ["CRI", "ControllerKit", "KubeAPI", "KubeClient", "ClusterPKI", "HTTPJSON", .product(name: "Logging", package: "swift-log"),
                                                 .product(name: "Crypto", package: "swift-crypto"),
                                                 .product(name: "GRPCCore", package: "grpc-swift-2"),
-                                                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport")],
+                                                .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+                                                .product(name: "Prometheus", package: "swift-prometheus")],
                 path: "Sources/Node/Kubelet", swiftSettings: strict),
         // The kubelet's API on :10250 (HTTPS with a self-signed certificate unless given one):
         // /healthz, /pods, /containerLogs, and /exec over WebSocket (the v5.channel.k8s.io protocol).

@@ -249,4 +249,33 @@ struct APIMachineryTests {
         #expect(seen["events"] == ["DELETED py-a"])
         #expect(seen["afterDelete"] == 404)
     }
+
+    /// `kubectl get --raw /metrics`, as an admin and on HTTPS: upstream's request and storage
+    /// metrics, counting what kubectl just did, on SQLite and on etcd.
+    @Test(arguments: EtcdProcess.available ? ["sqlite", "etcd"] : ["sqlite"])
+    func metricsAsKubectlReadsThem(store: String) throws {
+        guard let k = kubectlOrRecord("1.33") else { return }
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab, etcd: store == "etcd", secure: true)
+        let cm = try server.kubectl(k, ["create", "configmap", "counted", "--from-literal=a=b"])
+        #expect(cm.status == 0, "\(cm.err)")
+        // Counted apart from the controllers' ConfigMaps (kube-root-ca.crt in every namespace).
+        let dry = try server.kubectl(k, ["create", "configmap", "dry", "--from-literal=a=b", "--dry-run=server"])
+        #expect(dry.status == 0, "\(dry.err)")
+        let r = try server.kubectl(k, ["get", "--raw", "/metrics"])
+        #expect(r.status == 0, "\(r.err)")
+        let lines = r.out.split(separator: "\n")
+        for family in ["apiserver_request_total counter", "apiserver_request_duration_seconds histogram", "apiserver_storage_objects gauge",
+                       "apiserver_current_inflight_requests gauge", "etcd_request_duration_seconds histogram"] {
+            #expect(lines.contains { $0 == "# TYPE " + family }, "# TYPE \(family)")
+        }
+        let created = lines.first { $0.hasPrefix("apiserver_request_total{") && $0.contains(#"code="201""#) && $0.contains(#"resource="configmaps""#)
+            && $0.contains(#"verb="POST""#) && $0.contains(#"scope="namespace""#) && $0.contains(#"version="v1""#) && $0.contains(#"dry_run="All""#) }
+        #expect(created?.hasSuffix(" 1") == true, "kubectl's dry run counted once: \(created ?? "none")")
+        // The ConfigMap and the one the server writes in kube-public (kubeadm's cluster-info).
+        let stored = lines.first { $0.hasPrefix(#"apiserver_storage_objects{resource="configmaps"}"#) }
+        #expect(stored.flatMap { Double($0.split(separator: " ").last ?? "") }.map { $0 >= 1 } == true, "\(stored ?? "none")")
+        #expect(lines.contains { $0.hasPrefix("etcd_request_duration_seconds_count{") && $0.contains(#"operation="create""#) && $0.contains(#"type="configmaps""#) })
+    }
 }

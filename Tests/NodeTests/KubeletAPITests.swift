@@ -197,6 +197,10 @@ struct KubeletServerTests {
         try await h.eventually("the pod runs") { try await h.pod("web")[path: ["status", "phase"]] == "Running" }
         let pods = try await client.request("GET", "/pods")
         #expect(pods.status == 200 && pods.body["kind"] == "PodList" && pods.body["items"]?.array?.map(\.name) == ["web"])
+        // /metrics: the pod's start and the runtime's calls (counted in KubeletTests).
+        let metrics = String(decoding: try await client.rawRequest("GET", "/metrics").body, as: UTF8.self)
+        #expect(metrics.contains("# TYPE kubelet_pod_start_duration_seconds histogram\n") && metrics.contains("kubelet_pod_start_duration_seconds_count 1\n"), "\(metrics)")
+        #expect(metrics.contains(#"kubelet_runtime_operations_total{operation_type="run_podsandbox"} 1"#), "\(metrics)")
 
         // The runtime's log file, where containerd would write it.
         let status = try await h.kubelet.containerInstance(namespace: "default", pod: "web", container: "main")

@@ -196,6 +196,45 @@ struct KubeletTests {
         #expect(events.first { $0["reason"] == "Started" }?[path: ["source", "component"]] == "kubelet")
     }
 
+    /// Upstream's kubelet metrics: a pod's start counted once, from when the kubelet first saw it
+    /// to Running; each runtime call counted and timed under upstream's operation name, a failed
+    /// one as an error too.
+    @Test func startUpAndRuntimeCallsAreMeasuredAsUpstream() async throws {
+        let h = try await KubeletHarness.start()
+        defer { h.cleanUp() }
+        try await h.create("web", containers: [container("main")])
+        try await h.create("missing", containers: [container("main", image: "nothing/here:1")])
+        try await h.eventually("the pod runs") { try await h.pod("web")[path: ["status", "phase"]] == "Running" }
+        try await h.eventually("the missing image's pull failed") {
+            h.kubelet.metrics.text().contains(#"kubelet_runtime_operations_errors_total{operation_type="pull_image"}"#)
+        }
+        // A few more syncs: still one start.
+        try await Task.sleep(for: .milliseconds(500))
+        let text = h.kubelet.metrics.text()
+        let lines = text.split(separator: "\n").map(String.init)
+        // Each sample by its name and labels.
+        var sample: [String: Double] = [:]
+        for l in lines where !l.hasPrefix("#") {
+            if let space = l.lastIndex(of: " "), let v = Double(l[l.index(after: space)...]) { sample[String(l[..<space])] = v }
+        }
+        for family in ["kubelet_pod_start_duration_seconds histogram", "kubelet_runtime_operations_total counter",
+                       "kubelet_runtime_operations_duration_seconds histogram", "kubelet_runtime_operations_errors_total counter"] {
+            #expect(lines.contains("# TYPE " + family), "\(family)")
+        }
+        #expect(sample["kubelet_pod_start_duration_seconds_count"] == 1, "one pod started")
+        #expect(sample[#"kubelet_pod_start_duration_seconds_bucket{le="60.0"}"#] == 1)
+        func ops(_ op: String) -> Double? { sample[#"kubelet_runtime_operations_total{operation_type="\#(op)"}"#] }
+        #expect(ops("run_podsandbox") == 2, "a sandbox for each pod")
+        #expect(ops("create_container") == 1 && ops("start_container") == 1, "one container ran")
+        #expect((ops("list_podsandbox") ?? 0) >= 1 && (ops("pull_image") ?? 0) >= 2)
+        #expect((sample[#"kubelet_runtime_operations_errors_total{operation_type="pull_image"}"#] ?? 0) >= 1)
+        #expect(sample[#"kubelet_runtime_operations_errors_total{operation_type="create_container"}"#] == nil)
+        // ExponentialBuckets(0.005, 2.5, 14): 5 ms, 12.5 ms, 31.25 ms, ...
+        let les = Set(lines.filter { $0.hasPrefix(#"kubelet_runtime_operations_duration_seconds_bucket{operation_type="run_podsandbox","#) }
+            .compactMap { $0.split(separator: "\"").dropFirst(3).first.flatMap { Double($0) } })
+        #expect(les.count == 15 && les.contains(0.005) && les.contains(0.0125) && les.contains(0.03125) && les.contains(.infinity), "\(les.sorted())")
+    }
+
     /// A container that keeps crashing leaves two instances at most (the newest and the one
     /// before it), not one per restart.
     @Test func deadContainersAreCollected() async throws {

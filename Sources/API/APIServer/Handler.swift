@@ -59,6 +59,9 @@ public struct APIResponse: Sendable {
         }
     }
 
+    /// Told the encoded answer's size once the transport has it (`apiserver_response_sizes`).
+    public var sized: (@Sendable (Int) -> Void)?
+
     public var json: JSONValue? { if case .json(let j) = body { return j } else { return nil } }
 
     static func ok(_ j: JSONValue, _ code: Int = 200, warnings: [String] = []) -> APIResponse {
@@ -118,9 +121,14 @@ public final class APIHandler: Sendable {
     /// Tokens that authenticated lately, and as whom (for 10 s).
     let tokenCache = Mutex<[String: (user: UserInfo, until: ContinuousClock.Instant)]>([:])
 
+    /// What `/metrics` serves: the requests, the storage calls, the objects stored.
+    public let metrics: APIServerMetrics
+
     public init(store: any Store, admission: Admission = Admission(), access: AccessControl = try! AccessControl(), audit: AuditLog? = nil,
                 serviceAccountTokens: ServiceAccountTokens = .ephemeral(), admissionPlugins: Set<String> = APIHandler.inProcessAdmissionPlugins,
-                kubeletClient: KubeletClientCredentials? = nil, podSecurity: PodSecurity.Configuration = PodSecurity.Configuration()) {
+                kubeletClient: KubeletClientCredentials? = nil, podSecurity: PodSecurity.Configuration = PodSecurity.Configuration(),
+                metrics: APIServerMetrics = APIServerMetrics()) {
+        self.metrics = metrics
         self.podSecurity = podSecurity
         self.serviceAccountTokens = serviceAccountTokens
         self.kubeletClient = kubeletClient
@@ -147,9 +155,13 @@ public final class APIHandler: Sendable {
     public var openWatches: Int { watches.withLock { $0.open.count } }
 
     public func handle(_ req: APIRequest) async -> APIResponse {
+        let start = ContinuousClock.now
         var record: AuditLog.Record?
-        let response: APIResponse
+        var response: APIResponse
         let warnings = AdmissionWarnings()
+        // Counted as upstream counts it, whoever sends it (the user is not a label).
+        let counted = APIServerMetrics.labels(RequestAttributes.parse(user: .unsecured, method: req.method, path: req.path, query: req.query), req)
+        metrics.begin(counted)
         do {
             var user = req.user ?? .unsecured
             if let imp = req.impersonation { user = try await impersonate(imp, as: user) }
@@ -161,7 +173,9 @@ public final class APIHandler: Sendable {
                 guard d.allowed else { throw AccessControl.refusal(a, d) }
             }
             var r = try await AccessControl.$currentUser.withValue(user) {
-                try await AdmissionWarnings.$current.withValue(warnings) { try await route(req) }
+                try await AdmissionWarnings.$current.withValue(warnings) {
+                    try await APIServerMetrics.$openLongRunning.withValue(counted.longRunning ? metrics.longRunningGauge(counted) : nil) { try await route(req) }
+                }
             }
             let added = warnings.all
             if !added.isEmpty { r.warnings += added }
@@ -178,6 +192,11 @@ public final class APIHandler: Sendable {
             response = .error(.badRequest(e.description))
         } catch {
             response = .error(.internal("\(error)"))
+        }
+        metrics.end(counted, code: response.code, elapsed: .now - start)
+        if counted.verb == "GET" || counted.verb == "LIST" {
+            let metrics = self.metrics
+            response.sized = { metrics.sized(counted, $0) }
         }
         return audit?.finish(record, response, annotations: warnings.annotations) ?? response
     }
@@ -205,6 +224,8 @@ public final class APIHandler: Sendable {
         case "openid" where seg.count == 3 && seg[1] == "v1" && seg[2] == "jwks":
             return .ok(serviceAccountTokens.jwks)
         case "healthz", "livez", "readyz": return APIResponse(code: 200, body: .text("ok"))
+        case "metrics" where seg.count == 1:
+            return APIResponse(code: 200, body: .bytes(Data(metrics.text(objects: await storedObjects()).utf8), type: "text/plain; version=0.0.4; charset=utf-8"))
         case "openapi" where seg.count == 2 && seg[1] == "v2":
             return openAPI.v2(accept: req.accept)
         case "openapi" where seg.count == 2 && seg[1] == "v3":

@@ -182,6 +182,9 @@ extension APIHandler {
         let shared = !table && ls == nil && fs == nil
         let firstEvents = initial
         let initialEnd = sendInitial == true
+        // apiserver_longrunning_requests counts the watch while its stream is open.
+        let open = APIServerMetrics.openLongRunning
+        open?.increment()
         let stream = AsyncThrowingStream<Data, any Error> { c in
             let task = Task {
                 for o in firstEvents { c.yield(line("ADDED", o)) }
@@ -245,6 +248,7 @@ extension APIHandler {
             if late { c.finish() }
             c.onTermination = { _ in
                 task.cancel()
+                open?.decrement()
                 _ = handler.watches.withLock { $0.open.removeValue(forKey: id) }
             }
         }

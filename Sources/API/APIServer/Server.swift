@@ -174,11 +174,13 @@ public struct APIServer: Sendable {
         case .json(let j):
             var bytes = j.bytes()
             bytes.append(UInt8(ascii: "\n"))
-            let d = Data(bytes)
-            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
+            r.sized?(bytes.count)
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
         case .text(let t):
+            r.sized?(t.utf8.count)
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: t)))
         case .bytes(let d, _):
+            r.sized?(d.count)
             return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: d)))
         case .stream(let s), .textStream(let s):
             headers[.transferEncoding] = "chunked"

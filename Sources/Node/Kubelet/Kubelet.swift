@@ -40,9 +40,12 @@ public final class Kubelet: Sendable {
     /// Wakes the mirror pods' sync (a static pod or a mirror changed).
     let mirrorWakeup = Wakeup()
 
+    /// What `/metrics` serves: pod start-up, the runtime's calls.
+    public let metrics = KubeletMetrics()
+
     public init(api: API, runtime: any ContainerRuntime, config: KubeletConfiguration, logger: Logger = Logger(label: "switchyard.kubelet")) {
         self.api = api
-        self.runtime = runtime
+        self.runtime = MeasuredRuntime(inner: runtime, metrics: metrics)
         self.config = config
         self.logger = logger
         events = EventRecorder(api: api, component: "kubelet", host: config.nodeName, style: .core, logger: logger)

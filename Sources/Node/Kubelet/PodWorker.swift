@@ -28,8 +28,12 @@ final class PodWorker: Sendable {
         var probers: [String: [Task<Void, Never>]] = [:]
         var ready: [String: Bool] = [:]
         var started: [String: Bool] = [:]
+        /// Whether the pod's start (Pending to Running) was counted.
+        var startCounted = false
     }
     let state: Mutex<State>
+    /// When this kubelet first saw the pod (`kubelet_pod_start_duration_seconds` counts from it).
+    let firstSeen = ContinuousClock.now
 
     init(kubelet: Kubelet, pod: JSONValue) {
         self.kubelet = kubelet
@@ -525,6 +529,15 @@ final class PodWorker: Sendable {
         guard state.withLock({ ($0.lastStatus, $0.lastStatusUID) }) != (comparable, target) else { return }
         _ = try await kubelet.api.mergePatch(API.path("v1", "pods", namespace: pod.namespace, name: pod.name, subresource: "status"),
                                              ["metadata": ["uid": .string(target)], "status": status])
-        state.withLock { $0.lastStatus = comparable; $0.lastStatusUID = target }
+        // A pod this kubelet saw Pending now runs: its start-up, as upstream counts it.
+        let wasPending = ["", "Pending"].contains(pod[path: ["status", "phase"]]?.string ?? "")
+        let starts = wasPending && status["phase"]?.string == "Running"
+        let count = state.withLock { s in
+            s.lastStatus = comparable
+            s.lastStatusUID = target
+            defer { if starts { s.startCounted = true } }
+            return starts && !s.startCounted
+        }
+        if count { kubelet.metrics.podStartDuration.record(.now - firstSeen) }
     }
 }

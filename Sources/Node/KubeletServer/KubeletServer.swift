@@ -99,6 +99,10 @@ public struct KubeletServer: Sendable {
         switch parts.first {
         case "healthz" where parts.count == 1:
             return text(.ok, "ok")
+        case "metrics" where parts.count == 1:
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: kubelet.metrics.text())))
         case "pods" where parts.count == 1:
             let list: JSONValue = ["kind": "PodList", "apiVersion": "v1", "metadata": [:], "items": .array(kubelet.boundPods)]
             var headers = HTTPFields()
