@@ -7,7 +7,7 @@ struct Switchyard: AsyncParsableCommand {
         commandName: "switchyard",
         abstract: "A Kubernetes networking data plane: kube-proxy modes, CNI, and a lab in network namespaces.",
         version: BuildInfo.versionLine,
-        subcommands: [Render.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, KubeletCommand.self, AgentCommand.self, IngressControllerCommand.self, CloudControllerManagerCommand.self, TokenCommand.self, Version.self])
+        subcommands: [Render.self, Explain.self, Proxy.self, CNICommand.self, Server.self, SchedulerCommand.self, ControllerManagerCommand.self, KubeletCommand.self, AgentCommand.self, IngressControllerCommand.self, CloudControllerManagerCommand.self, TokenCommand.self, Version.self])
 
     /// Upstream's boolean flags may stand alone (`--leader-elect`) or take a value
     /// (`--leader-elect=false`); ArgumentParser's options always take one.

@@ -37,13 +37,17 @@ public struct ProxyMode: Sendable {
     let makeRenderer: @Sendable (ProxyConfig, String) throws -> any ProxyRenderer
     let header: @Sendable (String, String) -> RenderHeader
     let leftovers: @Sendable (LeftoverScan) async throws -> String?
+    let explainer: (@Sendable (_ ruleset: String, _ query: ExplainQuery) throws -> PacketPath)?
+    let live: (@Sendable () throws -> String)?
 
     public init(name: String, summary: String, renderFormats: [String] = ["default"], renderExtension: String = "rules",
                 removalOrder: Int = 1, moreVariants: [Variant] = [],
                 backend: @escaping @Sendable (ProxyConfig, ModeEnvironment) throws -> any ProxyBackend,
                 renderer: @escaping @Sendable (_ config: ProxyConfig, _ format: String) throws -> any ProxyRenderer,
                 header: @escaping @Sendable (_ format: String, _ command: String) -> RenderHeader,
-                removeLeftovers: @escaping @Sendable (LeftoverScan) async throws -> String?) {
+                removeLeftovers: @escaping @Sendable (LeftoverScan) async throws -> String?,
+                explain: (@Sendable (_ ruleset: String, _ query: ExplainQuery) throws -> PacketPath)? = nil,
+                liveRuleset: (@Sendable () throws -> String)? = nil) {
         self.name = name
         self.summary = summary
         self.renderFormats = renderFormats
@@ -54,6 +58,24 @@ public struct ProxyMode: Sendable {
         makeRenderer = renderer
         self.header = header
         leftovers = removeLeftovers
+        explainer = explain
+        live = liveRuleset
+    }
+
+    /// Whether `switchyard explain` can walk a packet through this mode's rules.
+    public var explains: Bool { explainer != nil }
+
+    /// The ways a packet can go through `ruleset` (as `render` writes it, or as the kernel's own
+    /// tools print it: `liveRuleset()`).
+    public func explain(_ ruleset: String, _ query: ExplainQuery) throws -> PacketPath {
+        guard let explainer else { throw ProxyConfigError("explain does not walk the \(name) mode's rules yet") }
+        return try explainer(ruleset, query)
+    }
+
+    /// What the kernel holds of this mode now, in the form `explain` reads.
+    public func liveRuleset() throws -> String {
+        guard let live else { throw ProxyConfigError("explain --live does not read the \(name) mode's rules yet") }
+        return try live()
     }
 
     /// The backend of a running proxy, on the kernel's real interfaces.

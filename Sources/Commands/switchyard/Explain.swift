@@ -1,0 +1,103 @@
+import ArgumentParser
+import Foundation
+import KubeAPI
+import Logging
+import ProxyModes
+import ProxyRuntime
+import ProxySeam
+
+struct Explain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Walk a packet through what a proxy mode programs: each rule it passes, the NAT, the endpoints it can reach and how likely each is, and the verdict.",
+        discussion: """
+            The rules come from manifests (-f, rendered as `render` would), a saved ruleset \
+            (--rules: iptables-save output), or the kernel (--live). A packet arrives at the \
+            node (from a pod or from outside) unless --from-node says the node sends it, or \
+            its source is one of the node's addresses. Walks the iptables mode's rules for now.
+            """)
+
+    @OptionGroup var flags: ProxyFlags
+
+    @Option(name: .customLong("src"), help: "The packet's source, IP[:PORT].")
+    var source: String
+
+    @Option(name: .customLong("dst"), help: "Where it goes, IP:PORT[/PROTO] (tcp by default).")
+    var destination: String
+
+    @Option(name: [.customShort("f"), .customLong("filename")], help: "Manifest file, directory, or - for stdin (repeatable).")
+    var files: [String] = []
+
+    @Option(name: .customLong("rules"), help: "A ruleset saved from the kernel (iptables-save) or written by render.")
+    var rules: String?
+
+    @Flag(name: .customLong("live"), help: "Read the rules the kernel holds now (in this network namespace).")
+    var live = false
+
+    @Option(name: .customLong("local-address"), help: "An address of the node (addrtype LOCAL; repeatable). --live reads them from the host; --node-ip counts too.")
+    var localAddresses: [String] = []
+
+    @Flag(name: .customLong("from-node"), help: "The node itself sends the packet (its OUTPUT path).")
+    var fromNode = false
+
+    @Option(name: [.customShort("o"), .customLong("output")], help: "text or json.")
+    var output = "text"
+
+    func run() async throws {
+        bootstrapLogging(flags.logLevel)
+        let logger = Logger(label: "switchyard.explain")
+        guard [!files.isEmpty, rules != nil, live].filter({ $0 }).count == 1 else {
+            throw ValidationError("give one of -f MANIFESTS, --rules FILE or --live")
+        }
+        guard ["text", "json"].contains(output) else { throw ValidationError("-o: text or json") }
+        let config = try flags.resolve()
+        let mode = mode(config)
+        guard mode.explains else { throw ValidationError("explain does not walk the \(mode.name) mode's rules yet (it walks: \(ProxyModes.all.filter(\.explains).map(\.name).joined(separator: ", ")))") }
+        let (src, srcPort) = try Self.endpoint(source, flag: "--src", portRequired: false)
+        let (dst, dstPortOpt, proto) = try Self.target(destination)
+        var locals = localAddresses + config.nodeIPs.map(\.description)
+        for a in locals where IPAddress(a) == nil { throw ValidationError("--local-address \(a): not an IP address") }
+
+        let ruleset: String
+        if live {
+            ruleset = try validated { try mode.liveRuleset() }
+            locals += LocalAddresses.all().map(\.description)
+        } else if let rules {
+            guard let text = try? String(contentsOfFile: rules, encoding: .utf8) else { throw ValidationError("--rules \(rules): cannot be read") }
+            ruleset = text
+        } else {
+            for f in files where f != "-" && !FileManager.default.fileExists(atPath: f) {
+                throw ValidationError("-f \(f): no such file or directory")
+            }
+            var set = try loadManifests(files, logger: logger)
+            var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
+            ManifestFeed(taking: &set, config: config).apply(to: &tracker)
+            let (snap, _) = tracker.snapshot()
+            ruleset = try validated { try mode.renderer(config) }.render(snap)
+        }
+        let query = ExplainQuery(source: src, sourcePort: srcPort ?? 40000, destination: dst, port: dstPortOpt, proto: proto,
+                                 fromNode: fromNode || locals.contains(src) || src.hasPrefix("127."), localAddresses: locals)
+        let path = try validated { try mode.explain(ruleset, query) }
+        print(output == "json" ? path.json.text() : path.text(), terminator: output == "json" ? "\n" : "")
+    }
+
+    /// `IP[:PORT]`.
+    static func endpoint(_ s: String, flag: String, portRequired: Bool) throws -> (String, Int?) {
+        let parts = s.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count <= 2, IPAddress(parts[0])?.family == .ipv4 else { throw ValidationError("\(flag) \(s): an IPv4 address, with :PORT if wanted") }
+        guard parts.count == 2 else {
+            if portRequired { throw ValidationError("\(flag) \(s): IP:PORT") }
+            return (parts[0], nil)
+        }
+        guard let p = Int(parts[1]), (1...65535).contains(p) else { throw ValidationError("\(flag) \(s): the port must be 1 to 65535") }
+        return (parts[0], p)
+    }
+
+    /// `IP:PORT[/PROTO]`.
+    static func target(_ s: String) throws -> (String, Int, String) {
+        let halves = s.split(separator: "/", maxSplits: 1).map(String.init)
+        let proto = halves.count == 2 ? halves[1].lowercased() : "tcp"
+        guard ["tcp", "udp", "sctp"].contains(proto) else { throw ValidationError("--dst \(s): the protocol is tcp, udp or sctp") }
+        let (ip, port) = try endpoint(halves[0], flag: "--dst", portRequired: true)
+        return (ip, port!, proto)
+    }
+}
