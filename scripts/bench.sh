@@ -10,6 +10,8 @@
 #   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
 #   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins
 #   scripts/bench.sh render [...]    `switchyard render` as a command (JSON and YAML) against iptables-restore of its output
+#   scripts/bench.sh explain [...]   `switchyard explain` on 1,000 and 10,000 Services against iptables-save of the rules; one
+#                                    answer with the chains' index against trying every rule
 #   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
 #   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes
 #   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
@@ -47,6 +49,9 @@ if [ "$which" = all ] || [ "$which" = userspace ]; then
 fi
 if [ "$which" = all ] || [ "$which" = render ]; then
   .build/release/switchyard-bench render --switchyard .build/release/switchyard --iptables-backend legacy --out bench/last/render.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = explain ]; then
+  .build/release/switchyard-bench explain --switchyard .build/release/switchyard --iptables-backend legacy --out bench/last/explain.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = api ]; then
   .build/release/switchyard-bench api --switchyard .build/release/switchyard --iterations 1000 --objects 10000 --out bench/last/api.md "$@"

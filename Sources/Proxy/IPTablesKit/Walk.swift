@@ -36,9 +36,6 @@ public struct IPTablesWalk: Sendable {
         var target: String
         var goto: Bool
         var args: [String: String]
-        /// What the index keys it by: a single destination address, or (without one) a port.
-        var destination: UInt32?
-        var port: Int?
     }
 
     enum Match {
@@ -50,89 +47,246 @@ public struct IPTablesWalk: Sendable {
         case recent(Bool)
     }
 
+    /// A chain: where its rules' lines are in the text, in order, and (for a long chain) which
+    /// of them can take a given destination address or port. A rule is read from its line when
+    /// a packet gets to it.
     struct Chain {
         var policy: String?
-        var rules: [Rule] = []
-        var inserted = 0
+        var lines: [Range<Int>] = []
         var byDestination: [UInt32: [Int]] = [:]
         var byPort: [Int: [Int]] = [:]
         var others: [Int] = []
+        var indexed = false
     }
 
-    var tables: [String: [String: Chain]] = [:]
+    /// A table's chains, in the order they were first named, and their places by name.
+    struct Table {
+        var chains: [Chain] = []
+        var place: [String: Int] = [:]
+        subscript(_ name: String) -> Chain? { place[name].map { chains[$0] } }
+        /// The place of a chain, added if new.
+        mutating func chain(_ name: String) -> Int {
+            if let k = place[name] { return k }
+            chains.append(Chain())
+            place[name] = chains.count - 1
+            return chains.count - 1
+        }
+    }
+
+    var tables: [String: Table] = [:]
+    /// The ruleset's text, which the chains' lines point into.
+    let text: [UInt8]
+    /// Chains at least this long are indexed.
+    static let indexFrom = 32
     /// Addresses `--dst-type LOCAL` and `--src-type LOCAL` take as the node's (127.0.0.0/8 always).
     public var local: Set<UInt32> = []
+    /// Whether long chains are looked up by their index (off: every rule is tried, for the benchmark's baseline).
+    public var indexed = true
 
     public struct ParseError: Error, CustomStringConvertible {
         public var description: String
     }
 
     public init(_ text: String) throws {
-        var table = ""
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.drop { $0 == " " }
-            if line.isEmpty || line.hasPrefix("#") || line == "COMMIT" { continue }
-            if line.hasPrefix("*") { table = String(line.dropFirst()); continue }
-            if line.hasPrefix(":") {
-                let f = line.dropFirst().split(separator: " ")
-                guard let name = f.first else { continue }
-                tables[table, default: [:]][String(name), default: Chain()].policy = f.count > 1 && f[1] != "-" ? String(f[1]) : nil
-                continue
-            }
-            guard !table.isEmpty else { throw ParseError(description: "line \(n + 1): a rule before any *table line") }
-            var words = try Self.words(line)
-            guard words.count >= 2, words[0] == "-A" || words[0] == "-I" || words[0] == "--append" || words[0] == "--insert" else {
-                throw ParseError(description: "line \(n + 1): not a rule: \(line)")
-            }
-            let insert = words[0] == "-I" || words[0] == "--insert"
-            let chainName = words[1]
-            words.removeFirst(2)
-            var position = 1
-            if insert, let first = words.first, let p = Int(first) {
-                position = p
-                words.removeFirst()
-            }
-            // The rule as it reads after its chain (and position).
-            func afterWord(_ s: Substring) -> Substring { s.drop(while: { $0 != " " }).drop(while: { $0 == " " }) }
-            var spec = afterWord(afterWord(line))
-            if insert, spec.prefix(while: { $0 != " " }).allSatisfy(\.isNumber), !spec.isEmpty { spec = afterWord(spec) }
-            let rule = try Self.rule(words, text: String(spec))
-            var chain = tables[table]?[chainName] ?? Chain()
-            if insert {
-                chain.rules.insert(rule, at: min(max(position - 1, 0), chain.rules.count))
-            } else {
-                chain.rules.append(rule)
-            }
-            tables[table, default: [:]][chainName] = chain
-        }
-        for (t, chains) in tables {
-            for (name, var c) in chains {
-                c.byDestination = [:]; c.byPort = [:]; c.others = []
-                for (i, r) in c.rules.enumerated() {
-                    if let d = r.destination { c.byDestination[d, default: []].append(i) }
-                    else if let p = r.port { c.byPort[p, default: []].append(i) }
-                    else { c.others.append(i) }
-                }
-                tables[t]?[name] = c
+        self.text = Array(text.utf8)
+        try self.text.withUnsafeBufferPointer { try self.load($0) }
+        for (t, table) in tables {
+            for (k, c) in table.chains.enumerated() where c.lines.count >= Self.indexFrom {
+                tables[t]?.chains[k] = self.text.withUnsafeBufferPointer { Self.index(c, $0) }
             }
         }
     }
 
-    /// A line's words, `"…"` as one (with `\"` inside).
-    static func words(_ line: Substring) throws -> [String] {
-        var out: [String] = [], cur = "", quoted = false, escaped = false, inWord = false
-        for ch in line {
-            if escaped { cur.append(ch); escaped = false; continue }
-            if quoted {
-                if ch == "\\" { escaped = true } else if ch == "\"" { quoted = false } else { cur.append(ch) }
+    /// Reads the text line by line, as bytes (a 10,000-Service ruleset is 430,000 lines): each
+    /// rule's line goes to its chain; the rules themselves are read when walked.
+    mutating func load(_ b: UnsafeBufferPointer<UInt8>) throws {
+        var table = ""
+        var start = 0, n = 0
+        // Room for every chain declared (`:NAME` lines), so the names' table is not regrown.
+        var declared = 0
+        for k in 1..<max(b.count, 1) where b[k] == 58 && b[k - 1] == 10 { declared += 1 }
+        // The table being read (put back in `tables` when the next begins and at the end).
+        var chains = Table()
+        chains.place.reserveCapacity(declared)
+        var current = -1, lastChainBytes = 0..<0
+        defer { if !table.isEmpty { tables[table] = chains } }
+        while start < b.count {
+            var end = start, quotes = 0
+            while end < b.count && b[end] != 10 {
+                if b[end] == 34 { quotes += 1 } else if b[end] == 92 { end += 1 }   // a quote, or \ and what it escapes
+                end += 1
+            }
+            end = min(end, b.count)
+            n += 1
+            if quotes % 2 == 1 { throw ParseError(description: "line \(n): an unclosed quote") }
+            defer { start = end + 1 }
+            var s = start
+            while s < end && (b[s] == 32 || b[s] == 9) { s += 1 }
+            var e = end
+            while e > s && (b[e - 1] == 32 || b[e - 1] == 13) { e -= 1 }
+            guard s < e, b[s] != 35 else { continue }   // empty, or a # comment
+            let line = UnsafeBufferPointer(rebasing: b[s..<e])
+            if b[s] == 42 {   // *table
+                if !table.isEmpty { tables[table] = chains }
+                table = String(decoding: line.dropFirst(), as: UTF8.self)
+                chains = tables[table] ?? Table()
+                chains.place.reserveCapacity(declared)
+                current = -1
                 continue
             }
-            if ch == "\"" { quoted = true; inWord = true }
-            else if ch == " " || ch == "\t" { if inWord { out.append(cur); cur = ""; inWord = false } }
-            else { cur.append(ch); inWord = true }
+            if b[s] == 58 {   // :CHAIN POLICY [counters]
+                var i = s + 1
+                while i < e && b[i] != 32 { i += 1 }
+                let name = String(decoding: UnsafeBufferPointer(rebasing: b[(s + 1)..<i]), as: UTF8.self)
+                while i < e && b[i] == 32 { i += 1 }
+                var j = i
+                while j < e && b[j] != 32 { j += 1 }
+                let policy = String(decoding: UnsafeBufferPointer(rebasing: b[i..<j]), as: UTF8.self)
+                chains.chains[chains.chain(name)].policy = policy.isEmpty || policy == "-" ? nil : policy
+                current = -1
+                continue
+            }
+            if line.elementsEqual("COMMIT".utf8) { continue }
+            guard !table.isEmpty else { throw ParseError(description: "line \(n): a rule before any *table line") }
+            // -A CHAIN …, -I CHAIN [N] …
+            var i = s
+            while i < e && b[i] != 32 { i += 1 }
+            let op = UnsafeBufferPointer(rebasing: b[s..<i])
+            let insert = op.elementsEqual("-I".utf8) || op.elementsEqual("--insert".utf8)
+            guard insert || op.elementsEqual("-A".utf8) || op.elementsEqual("--append".utf8) else {
+                throw ParseError(description: "line \(n): not a rule: \(String(decoding: line, as: UTF8.self))")
+            }
+            while i < e && b[i] == 32 { i += 1 }
+            let nameStart = i
+            while i < e && b[i] != 32 { i += 1 }
+            guard nameStart < i else { throw ParseError(description: "line \(n): a rule without its chain") }
+            // Consecutive rules are often of one chain: its name is decoded once for them.
+            if current < 0 || !b[nameStart..<i].elementsEqual(b[lastChainBytes]) {
+                current = chains.chain(String(decoding: UnsafeBufferPointer(rebasing: b[nameStart..<i]), as: UTF8.self))
+                lastChainBytes = nameStart..<i
+            }
+            while i < e && b[i] == 32 { i += 1 }
+            var position = Int.max
+            if insert {
+                var j = i, p = 0
+                while j < e && b[j] >= 48 && b[j] <= 57 { p = p * 10 + Int(b[j] - 48); j += 1 }
+                if j > i && (j == e || b[j] == 32) {
+                    position = p
+                    i = j
+                    while i < e && b[i] == 32 { i += 1 }
+                } else {
+                    position = 1
+                }
+            }
+            // In place: a copy of the chain per rule would make a long chain's load quadratic.
+            if insert {
+                chains.chains[current].lines.insert(i..<e, at: min(max(position - 1, 0), chains.chains[current].lines.count))
+            } else {
+                chains.chains[current].lines.append(i..<e)
+            }
         }
-        guard !quoted else { throw ParseError(description: "an unclosed quote in: \(line)") }
-        if inWord { out.append(cur) }
+    }
+
+    /// A long chain's index: the rules naming one destination address (`-d A` or `-d A/32`,
+    /// not negated), those naming one destination port without an address, and the others.
+    static func index(_ chain: Chain, _ b: UnsafeBufferPointer<UInt8>) -> Chain {
+        var c = chain
+        c.indexed = true
+        for (k, r) in c.lines.enumerated() {
+            if let d = find(b, in: r, option: "-d"), let a = hostAddress(UnsafeBufferPointer(rebasing: b[d])) {
+                c.byDestination[a, default: []].append(k)
+            } else if let d = find(b, in: r, option: "--dport"), let p = Int(String(decoding: UnsafeBufferPointer(rebasing: b[d]), as: UTF8.self)) {
+                c.byPort[p, default: []].append(k)
+            } else {
+                c.others.append(k)
+            }
+        }
+        return c
+    }
+
+    /// `a.b.c.d` or `a.b.c.d/32` read from bytes; nil for anything else (a wider range).
+    static func hostAddress(_ v: UnsafeBufferPointer<UInt8>) -> UInt32? {
+        var value: UInt32 = 0, octet: UInt32 = 0, dots = 0, digits = 0, i = 0
+        while i < v.count {
+            let c = v[i]
+            if c >= 48 && c <= 57 {
+                octet = octet * 10 + UInt32(c - 48)
+                digits += 1
+                guard octet <= 255, digits <= 3 else { return nil }
+            } else if c == 46 {
+                guard digits > 0, dots < 3 else { return nil }
+                value = value << 8 | octet; octet = 0; digits = 0; dots += 1
+            } else if c == 47 {
+                guard v.count - i == 3, v[i + 1] == 51, v[i + 2] == 50 else { return nil }   // "/32"
+                break
+            } else {
+                return nil
+            }
+            i += 1
+        }
+        guard dots == 3, digits > 0 else { return nil }
+        return value << 8 | octet
+    }
+
+    /// The value of `option` in a line, unless the option is negated (`! -d …`).
+    static func find(_ b: UnsafeBufferPointer<UInt8>, in r: Range<Int>, option: StaticString) -> Range<Int>? {
+        let o = UnsafeBufferPointer(start: option.utf8Start, count: option.utf8CodeUnitCount)
+        var i = r.lowerBound
+        let first = o[0]
+        while i + o.count < r.upperBound {
+            if b[i] == first && (i == r.lowerBound || b[i - 1] == 32) && b[i + o.count] == 32 && b[i..<(i + o.count)].elementsEqual(o) {
+                if i >= r.lowerBound + 2 && b[i - 2] == 33 { return nil }
+                var v = i + o.count + 1
+                while v < r.upperBound && b[v] == 32 { v += 1 }
+                var w = v
+                while w < r.upperBound && b[w] != 32 { w += 1 }
+                return v < w ? v..<w : nil
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The rule on a chain's line.
+    func rule(_ chain: Chain, _ k: Int) -> Rule? {
+        text.withUnsafeBufferPointer { b in
+            let line = UnsafeBufferPointer(rebasing: b[chain.lines[k]])
+            guard let words = try? Self.words(line) else { return nil }
+            return try? Self.rule(words, text: String(decoding: line, as: UTF8.self))
+        }
+    }
+
+    /// A line's words, `"…"` as one (with `\"` inside); a comment's text is not read (it only
+    /// names the rule).
+    static func words(_ line: UnsafeBufferPointer<UInt8>) throws -> [String] {
+        var out: [String] = []
+        var i = 0
+        var skipNext = false
+        while i < line.count {
+            while i < line.count && (line[i] == 32 || line[i] == 9) { i += 1 }
+            guard i < line.count else { break }
+            var word: String
+            if line[i] == 34 {   // a quoted word
+                var bytes: [UInt8] = []
+                i += 1
+                var closed = false
+                while i < line.count {
+                    let c = line[i]
+                    if c == 92, i + 1 < line.count { bytes.append(line[i + 1]); i += 2; continue }
+                    if c == 34 { closed = true; i += 1; break }
+                    bytes.append(c)
+                    i += 1
+                }
+                guard closed else { throw ParseError(description: "an unclosed quote in: \(String(decoding: line, as: UTF8.self))") }
+                word = skipNext ? "" : String(decoding: bytes, as: UTF8.self)
+            } else {
+                let s = i
+                while i < line.count && line[i] != 32 && line[i] != 9 { i += 1 }
+                word = skipNext ? "" : String(decoding: UnsafeBufferPointer(rebasing: line[s..<i]), as: UTF8.self)
+            }
+            skipNext = word == "--comment"
+            out.append(word)
+        }
         return out
     }
 
@@ -182,7 +336,7 @@ public struct IPTablesWalk: Sendable {
 
     static func rule(_ w: [String], text: String) throws -> Rule {
         var matches: [Match] = [], target = "", goto = false, args: [String: String] = [:]
-        var dest: UInt32?, port: Int?, negate = false, probability: Double?
+        var negate = false, probability: Double?
         var i = 0
         func value() throws -> String {
             i += 1
@@ -206,14 +360,12 @@ public struct IPTablesWalk: Sendable {
             case "-d", "--destination", "--dst":
                 guard let c = cidr(try value()) else { throw ParseError(description: "a bad address in: \(text)") }
                 matches.append(.destination(c.0, c.1, negate))
-                if !negate && c.1 == ~0 { dest = c.0 }
             case "-p", "--protocol": matches.append(.proto(try value().lowercased(), negate))
             case "-i", "--in-interface": matches.append(.inInterface(try value(), negate))
             case "-o", "--out-interface": matches.append(.outInterface(try value(), negate))
             case "--dport", "--destination-port", "--dports", "--destination-ports":
                 let ps = ports(try value())
                 matches.append(.dport(ps, negate))
-                if !negate && ps.count == 1 { port = ps[0] }
             case "--sport", "--source-port", "--sports", "--source-ports": matches.append(.sport(ports(try value()), negate))
             case "--dst-type": matches.append(.addrType(dst: true, try value(), negate))
             case "--src-type": matches.append(.addrType(dst: false, try value(), negate))
@@ -233,7 +385,7 @@ public struct IPTablesWalk: Sendable {
             i += 1
         }
         if let p = probability { matches.append(.random(p)) }
-        return Rule(text: text, matches: matches, target: target, goto: goto, args: args, destination: dest, port: dest == nil ? port : nil)
+        return Rule(text: text, matches: matches, target: target, goto: goto, args: args)
     }
 
     // MARK: walking
@@ -272,7 +424,7 @@ public struct IPTablesWalk: Sendable {
 
     /// The rules of a chain that can take `p`, in order.
     func candidates(_ c: Chain, _ p: Packet) -> [Int] {
-        if c.rules.count < 32 { return Array(c.rules.indices) }
+        if !c.indexed || !indexed { return Array(c.lines.indices) }
         var out = c.others
         out += c.byDestination[p.destination] ?? []
         out += c.byPort[p.port] ?? []
@@ -291,7 +443,7 @@ public struct IPTablesWalk: Sendable {
         var rest = order
         while let i = rest.first {
             rest = rest.dropFirst()
-            let r = chain.rules[i]
+            guard let r = rule(chain, i) else { continue }
             switch test(r, p, fromNode: fromNode) {
             case .no: continue
             case .yes:
