@@ -45,7 +45,7 @@ struct RenderBench: AsyncParsableCommand {
             for (format, file) in [("JSON", json), ("YAML", yaml)] {
                 let size = (try FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? 0
                 let ipt = try median((0..<repeats).map { _ in try time(render: file, mode: "iptables", to: rules) })
-                let nft = try median((0..<repeats).map { _ in try time(render: file, mode: "nftables", to: "/dev/null") })
+                let nft = try median((0..<repeats).map { _ in try time(render: file, mode: "nftables", to: nil) })
                 if format == "JSON" { restore = try Self.restore(rules) }
                 log("\(n) services, \(format) (\(size / 1_000_000) MB): iptables render \(fmt(ipt)), nftables \(fmt(nft)); restore \(fmt(restore))")
                 report += "| \(n) × \(endpoints) | \(format), \(String(format: "%.1f", Double(size) / 1e6)) MB | \(fmt(ipt)) | \(fmt(nft)) | "
@@ -56,13 +56,18 @@ struct RenderBench: AsyncParsableCommand {
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
     }
 
-    /// One `switchyard render` run, wall clock, its output to `path`.
-    func time(render file: String, mode: String, to path: String) throws -> Double {
+    /// One `switchyard render` run, wall clock, its output to `path` (nil: discarded).
+    func time(render file: String, mode: String, to path: String?) throws -> Double {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: switchyard)
         p.arguments = ["render", "--proxy-mode", mode, "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16", "-f", file]
-        _ = FileManager.default.createFile(atPath: path, contents: nil)
-        p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        if let path {
+            // A file of its own: createFile replaces what is at the path (it once replaced /dev/null).
+            _ = FileManager.default.createFile(atPath: path, contents: nil)
+            p.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        } else {
+            p.standardOutput = FileHandle.nullDevice
+        }
         p.standardError = FileHandle.nullDevice
         let start = Date()
         try p.run()
