@@ -105,6 +105,12 @@ func parseMetrics(_ text: String) -> [String: MetricFamily] {
         apply.userAgent = "kube-controller-manager/v1.33.0 (linux/amd64)"
         #expect(await h.handle(apply).code == 201)
         _ = await h.handle(APIRequest(method: "GET", path: "/healthz"))
+        // What is not served counts under one label set, however many names clients try.
+        for i in 0..<5 {
+            #expect(await h.handle(APIRequest(method: "GET", path: "/apis/made.up/v1/things\(i)")).code == 404)
+            #expect(await h.handle(APIRequest(method: "GET", path: "/nothing\(i)")).code == 404)
+            #expect(await h.handle(APIRequest(method: "GET", path: "/api/v1/widgets\(i)", query: ["watch": "1"])).code == 404)
+        }
         _ = await h.handle(APIRequest(method: "GET", path: "/api/v1/pods", query: ["watch": "1"]))
 
         let f = try await Self.scrape(h)
@@ -130,6 +136,11 @@ func parseMetrics(_ text: String) -> [String: MetricFamily] {
         #expect(total(["verb": "LIST", "code": "200", "scope": "cluster"]) == 1)
         #expect(total(["verb": "APPLY", "code": "201", "system_client": "kube-controller-manager"]) == 1)
         #expect(Self.value(f, "apiserver_request_total", ["verb": "GET", "subresource": "/healthz", "resource": "", "scope": ""]) == 1)
+        #expect(Self.value(f, "apiserver_request_total", ["verb": "GET", "code": "404", "subresource": "other", "resource": "", "group": ""]) == 5)
+        #expect(Self.value(f, "apiserver_request_total", ["verb": "LIST", "code": "404", "subresource": "other", "resource": "", "group": ""]) == 5)
+        #expect(Self.value(f, "apiserver_request_total", ["verb": "WATCH", "code": "404", "subresource": "other", "resource": ""]) == 5)
+        #expect(!(f["apiserver_request_total"]?.samples.contains { $0.labels["group"] == "made.up" || $0.labels["resource"]?.hasPrefix("widgets") == true } ?? true))
+        #expect(!(f["apiserver_longrunning_requests"]?.samples.contains { $0.labels["resource"]?.hasPrefix("widgets") == true } ?? true))
         #expect(Self.value(f, "apiserver_request_duration_seconds", core.merging(["verb": "POST", "dry_run": ""]) { $1 },
                            sample: "apiserver_request_duration_seconds_count") == 1)
         // Stored: two Services (not the dry run's) and the namespace.

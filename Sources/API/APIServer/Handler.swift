@@ -174,7 +174,7 @@ public final class APIHandler: Sendable {
             }
             var r = try await AccessControl.$currentUser.withValue(user) {
                 try await AdmissionWarnings.$current.withValue(warnings) {
-                    try await APIServerMetrics.$openLongRunning.withValue(counted.longRunning ? metrics.longRunningGauge(counted) : nil) { try await route(req) }
+                    try await APIServerMetrics.$openLongRunning.withValue(counted.longRunning ? counted : nil) { try await route(req) }
                 }
             }
             let added = warnings.all
@@ -193,10 +193,16 @@ public final class APIHandler: Sendable {
         } catch {
             response = .error(.internal("\(error)"))
         }
-        metrics.end(counted, code: response.code, elapsed: .now - start)
-        if counted.verb == "GET" || counted.verb == "LIST" {
+        var labels = counted
+        // Refused or not found, and not something served: one label set for all such requests.
+        if response.code >= 400, labels.resource.isEmpty ? !APIServerMetrics.knownPaths.contains(labels.subresource)
+                                                         : registry.find(group: labels.group, version: labels.version, resource: labels.resource) == nil {
+            labels.unmatched()
+        }
+        metrics.end(labels, code: response.code, elapsed: .now - start)
+        if labels.verb == "GET" || labels.verb == "LIST" {
             let metrics = self.metrics
-            response.sized = { metrics.sized(counted, $0) }
+            response.sized = { [labels] in metrics.sized(labels, $0) }
         }
         return audit?.finish(record, response, annotations: warnings.annotations) ?? response
     }

@@ -183,7 +183,7 @@ extension APIHandler {
         let firstEvents = initial
         let initialEnd = sendInitial == true
         // apiserver_longrunning_requests counts the watch while its stream is open.
-        let open = APIServerMetrics.openLongRunning
+        let open = APIServerMetrics.openLongRunning.map { metrics.longRunningGauge($0) }
         open?.increment()
         let stream = AsyncThrowingStream<Data, any Error> { c in
             let task = Task {

@@ -68,6 +68,12 @@ public final class APIServerMetrics: Sendable {
         var longRunning: Bool
         var readOnly: Bool
 
+        /// A request for what is not served (a 404 for an unknown resource or path) counts under
+        /// one label set, so that clients asking for random names cannot grow the series without end.
+        mutating func unmatched() {
+            group = ""; version = ""; resource = ""; subresource = "other"; scope = ""
+        }
+
         var common: [(String, String)] {
             [("component", "apiserver"), ("group", group), ("resource", resource), ("scope", scope), ("subresource", subresource),
              ("verb", verb), ("version", version)]
@@ -146,8 +152,9 @@ public final class APIServerMetrics: Sendable {
         registry.makeGauge(descriptor: Self.longRunning, labels: l.common)
     }
 
-    /// While a long-running request is routed: the gauge its stream holds up while it lasts.
-    @TaskLocal static var openLongRunning: Gauge?
+    /// While a long-running request is routed: its labels, for the gauge its stream holds up
+    /// while it lasts (made once the stream is, so an unknown resource adds no series).
+    @TaskLocal static var openLongRunning: Labels?
 
     /// A read's answer was `bytes` long (upstream counts the sizes of GET and LIST answers only).
     func sized(_ l: Labels, _ bytes: Int) {
