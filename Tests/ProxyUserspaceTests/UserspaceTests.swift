@@ -294,3 +294,45 @@ struct UserspaceTests {
         #expect(await p.needsFullResync() == false)
     }
 }
+
+/// `switchyard explain` in the userspace mode: the portal rules to a listener, then its round
+/// robin, each endpoint dialled from the node.
+@Suite struct UserspaceExplainTests {
+    static func ruleset() -> String {
+        let web = svcPort("web", port: "http"), empty = svcPort("empty", port: "http")
+        var snap = ProxySnapshot(node: NodeInfo(name: "n1", ips: [IPAddress("192.168.1.5")!]))
+        snap.servicePorts[web] = info(web, ip: "10.96.0.10", port: 80, nodePort: 30080, lbIPs: ["192.0.2.1"], ranges: ["203.0.113.0/24"])
+        snap.endpoints[web] = [EndpointInfo(ip: "10.244.1.2", port: 8080), EndpointInfo(ip: "10.244.2.2", port: 8080)]
+        snap.servicePorts[empty] = info(empty, ip: "10.96.0.20", port: 80)
+        return UserspaceRenderer(options: UserspaceOptions(portRange: 40000...40010)).render(snap)
+    }
+
+    static func explain(_ src: String, _ dst: String, _ port: Int, fromNode: Bool = false) throws -> PacketPath {
+        try UserspaceProxier.explain(ruleset(), ExplainQuery(source: src, destination: dst, port: port, fromNode: fromNode, localAddresses: ["192.168.1.5"]))
+    }
+
+    @Test func aListenerSharesConnectionsOutEvenly() throws {
+        let p = try Self.explain("10.244.3.3", "10.96.0.10", 80)
+        #expect(Set(p.outcomes.compactMap(\.endpoint)) == ["10.244.1.2:8080", "10.244.2.2:8080"], "\(p.text())")
+        #expect(p.outcomes.allSatisfy { $0.probability == 0.5 && $0.masqueraded && $0.verdict == "accepted" })
+        let chains = p.outcomes[0].hops.map(\.chain)
+        #expect(chains.contains(PortalChains.containerPortals) && chains.last?.hasPrefix("listener :400") == true, "\(chains)")
+        // The node's own packet goes through the host portals to the same listener.
+        let own = try Self.explain("192.168.1.5", "10.96.0.10", 80, fromNode: true)
+        #expect(own.outcomes.count == 2 && own.outcomes[0].hops.contains { $0.chain == PortalChains.hostPortals }, "\(own.text())")
+        // A NodePort from outside.
+        let np = try Self.explain("198.51.100.9", "192.168.1.5", 30080)
+        #expect(np.outcomes.count == 2 && np.outcomes.allSatisfy { $0.verdict == "accepted" }, "\(np.text())")
+    }
+
+    @Test func noEndpointsResetAndSourceRangesHold() throws {
+        let none = try Self.explain("10.244.3.3", "10.96.0.20", 80)
+        #expect(none.outcomes.map(\.verdict) == ["rejected"] && none.outcomes[0].hops.last?.rule.contains("reset") == true, "\(none.text())")
+        // The LB IP from inside its source range reaches the listener; from outside it, no portal takes it.
+        #expect(try Self.explain("203.0.113.7", "192.0.2.1", 80).outcomes.count == 2)
+        let outside = try Self.explain("198.51.100.9", "192.0.2.1", 80)
+        #expect(outside.outcomes.allSatisfy { $0.endpoint == nil }, "\(outside.text())")
+        // A ruleset without the listeners' comments cannot be explained in this mode.
+        #expect(throws: ProxyConfigError.self) { try UserspaceProxier.explain("*nat\nCOMMIT\n", ExplainQuery(source: "10.0.0.1", destination: "10.96.0.10", port: 80)) }
+    }
+}

@@ -13,7 +13,8 @@ struct Explain: AsyncParsableCommand {
             The rules come from manifests (-f, rendered as `render` would), a saved ruleset \
             (--rules: iptables-save output), or the kernel (--live). A packet arrives at the \
             node (from a pod or from outside) unless --from-node says the node sends it, or \
-            its source is one of the node's addresses. Walks the iptables mode's rules for now.
+            its source is one of the node's addresses. Walks the iptables mode, and the \
+            userspace mode from its render (whose comments name the listeners' endpoints).
             """)
 
     @OptionGroup var flags: ProxyFlags

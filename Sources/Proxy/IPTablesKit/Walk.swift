@@ -478,6 +478,15 @@ public struct IPTablesWalk: Sendable {
                 p.states.insert("DNAT")
             }
             return [Outcome(packet: p, end: .accept)]
+        case "REDIRECT":
+            // To the node itself, on the given port: loopback from the node, else the address it came to.
+            if let to = r.args["--to-ports"], let port = Int(to.split(separator: "-")[0]) {
+                let loopback: UInt32 = 127 << 24 | 1
+                if fromNode { p.destination = loopback } else if !isLocal(p.destination) { p.destination = local.sorted().first ?? loopback }
+                p.port = port
+                p.states.insert("DNAT")
+            }
+            return [Outcome(packet: p, end: .accept)]
         case "MASQUERADE", "SNAT":
             p.masqueraded = true
             return [Outcome(packet: p, end: .accept)]

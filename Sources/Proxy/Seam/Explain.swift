@@ -74,8 +74,10 @@ public struct PacketPath: Sendable {
     /// How each outcome reads in one line.
     static func summary(_ o: Outcome) -> String {
         var parts: [String] = []
-        if let e = o.endpoint { parts.append("DNAT to \(e)") }
-        if o.masqueraded { parts.append("masqueraded") }
+        // A proxy that carries the bytes itself (the userspace mode) dials the endpoint from the node.
+        let proxied = o.hops.last?.table == "userspace"
+        if let e = o.endpoint { parts.append(proxied ? "proxied to \(e)" : "DNAT to \(e)") }
+        if o.masqueraded { parts.append(proxied ? "from the node's address" : "masqueraded") }
         parts.append(o.verdict)
         return parts.joined(separator: ", ")
     }

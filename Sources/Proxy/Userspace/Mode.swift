@@ -24,7 +24,64 @@ extension ProxyMode {
         },
         removeLeftovers: { _ in
             try UserspaceProxier.removeRules(SystemIPTables()) ? "the userspace mode's portal chains" : nil
-        })
+        },
+        explain: { ruleset, query in try UserspaceProxier.explain(ruleset, query) })
+}
+
+extension UserspaceProxier {
+    /// A packet through the userspace mode: the portal rules (iptables) to a listener, then the
+    /// listener's round robin over its endpoints, each dialled from the node (so the pod sees the
+    /// node's address). The listeners are read from a render's comments; the kernel does not
+    /// hold them (`--live` is not offered).
+    static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
+        var listeners: [Int: (name: String, proto: String, endpoints: [String])] = [:]
+        for line in ruleset.split(separator: "\n") where line.hasPrefix("#   ") {
+            // "#   NAME PROTO :PORT -> EP EP ... [ClientIP affinity Ns]" or "-> (no endpoints: …)"
+            let f = line.dropFirst(4).split(separator: " ")
+            guard let c = f.firstIndex(where: { $0.hasPrefix(":") }), c >= 1, c + 1 < f.count, f[c + 1] == "->",
+                  let port = Int(f[c].dropFirst()) else { continue }
+            let rest = f[(c + 2)...]
+            let endpoints = rest.first == "(no" ? [] : rest.prefix { !$0.hasPrefix("[") }.map(String.init)
+            listeners[port] = (f[..<(c - 1)].joined(separator: " "), f[c - 1].lowercased(), endpoints)
+        }
+        guard !listeners.isEmpty else {
+            throw ProxyConfigError("the userspace mode's listeners are read from its render (-f, or --rules with what render wrote); this ruleset names none")
+        }
+        var walk: IPTablesWalk
+        do { walk = try IPTablesWalk(ruleset) } catch { throw ProxyConfigError("the ruleset: \(error)") }
+        walk.local = Set(q.localAddresses.compactMap(IPTablesWalk.address))
+        guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
+            throw ProxyConfigError("explain takes IPv4 addresses here (\(q.source), \(q.destination))")
+        }
+        let packet = IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto)
+        var outcomes: [PacketPath.Outcome] = []
+        for o in walk.walk(packet, fromNode: q.fromNode) {
+            let p = o.packet
+            let hops = p.hops.map { PacketPath.Hop(table: $0.table, chain: $0.chain, rule: $0.rule) }
+            let verdict = switch o.end {
+            case .accept, .fallThrough: "accepted"
+            case .drop: "dropped"
+            case .reject: "rejected"
+            }
+            guard o.end == .accept || o.end == .fallThrough, p.states.contains("DNAT"), let l = listeners[p.port], l.proto == q.proto else {
+                let translated = p.destination != dst || p.port != q.port
+                outcomes.append(PacketPath.Outcome(probability: p.probability, hops: hops, verdict: verdict,
+                                                   endpoint: translated ? "\(IPTablesWalk.text(p.destination)):\(p.port)" : nil, masqueraded: p.masqueraded))
+                continue
+            }
+            let listener = PacketPath.Hop(table: "userspace", chain: "listener :\(p.port)",
+                                          rule: l.endpoints.isEmpty ? "\(l.name): no endpoints, the connection is reset"
+                                                                    : "\(l.name): round robin over \(l.endpoints.count) endpoint(s), dialled from the node")
+            if l.endpoints.isEmpty {
+                outcomes.append(PacketPath.Outcome(probability: p.probability, hops: hops + [listener], verdict: "rejected", endpoint: nil, masqueraded: false))
+            }
+            for e in l.endpoints {
+                outcomes.append(PacketPath.Outcome(probability: p.probability / Double(l.endpoints.count), hops: hops + [listener], verdict: "accepted",
+                                                   endpoint: e, masqueraded: true))
+            }
+        }
+        return PacketPath(query: q, mode: "userspace", outcomes: outcomes)
+    }
 }
 
 extension UserspaceOptions {
