@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 @testable import KubeStore
 import KubeAPI
 import NetnsKit
@@ -142,23 +143,28 @@ struct EtcdRestoreTests {
         let store = try EtcdStore(servers: source.urls)
         for i in 0..<200 { _ = try await store.create("/registry/configmaps/default/before-\(i)", value: Data("{\"i\":\(i)}".utf8)) }
         // Writes go on while the snapshot is taken.
+        final class Count: Sendable { let n = Mutex(0) }
+        let count = Count()
         let writer = Task {
             var n = 0
             while !Task.isCancelled {
                 n += 1
                 _ = try? await store.create("/registry/configmaps/default/during-\(n)", value: Data("{\"n\":\(n)}".utf8))
                 if n % 3 == 0 { _ = try? await store.delete("/registry/configmaps/default/before-\(n % 200)", expected: nil) }
+                count.n.withLock { $0 = n }
             }
             return n
         }
-        try await Task.sleep(for: .milliseconds(300))
+        // Some writes before the snapshot, and more after it (however slow a loaded machine makes them).
+        for _ in 0..<600 where count.n.withLock({ $0 }) < 10 { try await Task.sleep(for: .milliseconds(50)) }
         let dir = TempDir()
         let file = dir.url.appendingPathComponent("etcd.db").path
         let info = try await store.saveSnapshot(to: file)
-        try await Task.sleep(for: .milliseconds(300))
+        let writtenBefore = count.n.withLock { $0 }
+        for _ in 0..<600 where count.n.withLock({ $0 }) < writtenBefore + 10 { try await Task.sleep(for: .milliseconds(50)) }
         writer.cancel()
         let written = await writer.value
-        #expect(written > 20, "\(written) writes during the snapshot")
+        #expect(writtenBefore >= 10 && written >= writtenBefore + 10, "\(writtenBefore) writes before the snapshot was saved, \(written) in all")
         let restored = try EtcdProcess(members: 3, snapshot: file)
         defer { restored.stop() }
         let copy = try EtcdStore(servers: restored.urls)

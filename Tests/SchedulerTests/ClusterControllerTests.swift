@@ -193,10 +193,11 @@ struct ClusterControllerTests {
         _ = try await c.api.create("\(ns)/pods", pod("plain-3"))
         #expect(try await c.api.eventually(20) { try await used("all")["pods"] == "3" })
         try await Task.sleep(for: .milliseconds(300))
-        // A ConfigMap's deletion is not watched: the periodic count (every second here) takes it off.
+        // A ConfigMap's deletion is not watched: the periodic count (every second here) takes it
+        // off. (Whether it is still counted just after the delete depends on when that count
+        // runs, so only its coming is checked.)
         _ = try await c.api.delete("\(ns)/configmaps/before")
         let start = ContinuousClock.now
-        #expect(try await used("all")["count/configmaps"] == "1")
         #expect(try await c.api.eventually(20) { try await used("all")["count/configmaps"] == "0" })
         #expect(ContinuousClock.now - start < .seconds(5))
 
