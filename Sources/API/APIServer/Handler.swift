@@ -159,15 +159,17 @@ public final class APIHandler: Sendable {
         var record: AuditLog.Record?
         var response: APIResponse
         let warnings = AdmissionWarnings()
-        // Counted as upstream counts it, whoever sends it (the user is not a label).
-        let counted = APIServerMetrics.labels(RequestAttributes.parse(user: .unsecured, method: req.method, path: req.path, query: req.query), req)
+        // Read once: the metrics' labels, and (with its user) what authorizers and the audit log see.
+        let attributes = RequestAttributes.parse(user: .unsecured, method: req.method, path: req.path, query: req.query)
+        let counted = APIServerMetrics.labels(attributes, req)
         metrics.begin(counted)
         do {
             var user = req.user ?? .unsecured
             if let imp = req.impersonation { user = try await impersonate(imp, as: user) }
             // The attributes are read when something asks for them: an authorizer, the audit log.
             if !access.allowsAll || audit != nil {
-                let a = RequestAttributes.parse(user: user, method: req.method, path: req.path, query: req.query)
+                var a = attributes
+                a.user = user
                 let d = await access.authorize(a)
                 record = audit?.begin(req, a, decision: d)
                 guard d.allowed else { throw AccessControl.refusal(a, d) }

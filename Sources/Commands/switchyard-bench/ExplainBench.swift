@@ -1,6 +1,5 @@
 import ArgumentParser
 import Foundation
-import HostOS
 import IPTablesKit
 import KubeAPI
 import NetnsKit
@@ -80,15 +79,13 @@ struct ExplainBench: AsyncParsableCommand {
 
     /// `iptables-save` of the rules, loaded with `iptables-restore --noflush` into a fresh namespace.
     static func save(_ rules: String, repeats: Int) throws -> Double {
-        let ns = "sybenche\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        try Sh.must(["ip", "netns", "add", ns])
-        defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-        try CommandRunner(netns: ns).run(["iptables-restore", "-w", "5", "--noflush"], input: [.file(rules)], timeout: .seconds(3600))
-        return try median((0..<repeats).map { _ in
-            let start = Date()
-            let r = try Sh.run(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"], timeout: 600)
-            guard r.status == 0 else { throw ValidationError("iptables-save: \(r.err)") }
-            return Date().timeIntervalSince(start)
-        })
+        try RenderBench.restore(rules) { ns in
+            try median((0..<repeats).map { _ in
+                let start = Date()
+                let r = try Sh.run(["ip", "netns", "exec", ns, "iptables-save", "-t", "nat"], timeout: 600)
+                guard r.status == 0 else { throw ValidationError("iptables-save: \(r.err)") }
+                return Date().timeIntervalSince(start)
+            })
+        }.result
     }
 }

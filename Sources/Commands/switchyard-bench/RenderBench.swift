@@ -78,13 +78,17 @@ struct RenderBench: AsyncParsableCommand {
     }
 
     /// `iptables-restore --noflush` of the rendered rules into a fresh namespace.
-    static func restore(_ rules: String) throws -> Double {
+    static func restore(_ rules: String) throws -> Double { try restore(rules) { _ in () }.seconds }
+
+    /// The same, then `body` in that namespace (its name given) before it is deleted.
+    static func restore<T>(_ rules: String, then body: (String) throws -> T) throws -> (seconds: Double, result: T) {
         let ns = "sybenchr\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         try Sh.must(["ip", "netns", "add", ns])
         defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
         let start = Date()
         try CommandRunner(netns: ns).run(["iptables-restore", "-w", "5", "--noflush"], input: [.file(rules)], timeout: .seconds(3600))
-        return Date().timeIntervalSince(start)
+        let seconds = Date().timeIntervalSince(start)
+        return (seconds, try body(ns))
     }
 
     /// The objects as one JSON `List`, as a manifest file of the whole cluster.

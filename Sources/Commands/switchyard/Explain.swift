@@ -70,10 +70,7 @@ struct Explain: AsyncParsableCommand {
                 throw ValidationError("-f \(f): no such file or directory")
             }
             var set = try loadManifests(files, logger: logger)
-            var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
-            ManifestFeed(taking: &set, config: config).apply(to: &tracker)
-            let (snap, _) = tracker.snapshot()
-            ruleset = try validated { try mode.renderer(config) }.render(snap)
+            ruleset = try validated { try mode.renderer(config) }.render(ManifestFeed.snapshot(taking: &set, config: config))
         }
         let query = ExplainQuery(source: src, sourcePort: srcPort ?? 40000, destination: dst, port: dstPortOpt, proto: proto,
                                  fromNode: fromNode || locals.contains(src) || src.hasPrefix("127."), localAddresses: locals)

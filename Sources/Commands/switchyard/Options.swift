@@ -188,6 +188,13 @@ final class ManifestFeed: @unchecked Sendable {
         tracker.update(node: node)
         tracker.replaceAll(services: services, draining: &slices, serviceCIDRs: serviceCIDRs)
     }
+
+    /// What a proxy on `config`'s node would program for the set (`render`, `explain -f`).
+    static func snapshot(taking set: inout ManifestSet, config: ProxyConfig) -> ProxySnapshot {
+        var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
+        ManifestFeed(taking: &set, config: config).apply(to: &tracker)
+        return tracker.snapshot().0
+    }
 }
 
 /// The registered mode `config` names (resolve() has checked that there is one).

@@ -52,9 +52,7 @@ struct Render: AsyncParsableCommand {
             logger.warning(empty ? "\(inputs): no manifest files (.yaml, .yml, .json) there; the output holds the base rules only"
                                  : "\(inputs): no Service found; the output holds the base rules only")
         }
-        var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
-        ManifestFeed(taking: &set, config: config).apply(to: &tracker)
-        let (snap, _) = tracker.snapshot()
+        let snap = ManifestFeed.snapshot(taking: &set, config: config)
         let mode = mode(config)
         let format = mode.renderFormats.count > 1 ? ipvsFormat : nil
         guard format.map(mode.renderFormats.contains) ?? true else {

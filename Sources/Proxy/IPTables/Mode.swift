@@ -38,25 +38,14 @@ extension IPTablesProxier {
     /// A packet through the iptables mode's rules (`switchyard explain`): every way it can go,
     /// with its probability, the rules it passes and the verdict.
     static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
-        let walk: IPTablesWalk
-        do { walk = try IPTablesWalk(ruleset) } catch { throw ProxyConfigError("the ruleset: \(error)") }
-        var w = walk
-        w.local = Set(q.localAddresses.compactMap(IPTablesWalk.address))
-        guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
-            throw ProxyConfigError("explain takes IPv4 addresses here (\(q.source), \(q.destination))")
-        }
-        let packet = IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto)
-        let outcomes = w.walk(packet, fromNode: q.fromNode).map { o -> PacketPath.Outcome in
-            let p = o.packet
-            let translated = p.destination != dst || p.port != q.port
-            let verdict = switch o.end {
-            case .accept, .fallThrough: "accepted"
-            case .drop: "dropped"
-            case .reject: "rejected"
-            }
-            return PacketPath.Outcome(probability: p.probability, hops: p.hops.map { PacketPath.Hop(table: $0.table, chain: $0.chain, rule: $0.rule) },
-                                      verdict: verdict, endpoint: translated ? "\(IPTablesWalk.text(p.destination)):\(p.port)" : nil,
-                                      masqueraded: p.masqueraded)
+        let walked: [IPTablesWalk.Outcome]
+        do {
+            walked = try IPTablesWalk.walk(ruleset, source: q.source, sourcePort: q.sourcePort, destination: q.destination, port: q.port,
+                                           proto: q.proto, fromNode: q.fromNode, local: q.localAddresses)
+        } catch { throw ProxyConfigError("\(error)") }
+        let outcomes = walked.map { o in
+            PacketPath.Outcome(probability: o.packet.probability, hops: PacketPath.Hop.list(o.packet.hops), verdict: o.end.verdict, endpoint: o.translatedTo,
+                               masqueraded: o.packet.masqueraded)
         }
         return PacketPath(query: q, mode: "iptables", outcomes: outcomes)
     }

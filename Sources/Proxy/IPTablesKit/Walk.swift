@@ -13,21 +13,55 @@ public struct IPTablesWalk: Sendable {
         public var masqueraded = false
         public var probability = 1.0
         public var hops: [(table: String, chain: String, rule: String)] = []
+        /// Where it was sent, before any translation.
+        public let sentTo: (address: UInt32, port: Int)
         public init(source: UInt32, sourcePort: Int, destination: UInt32, port: Int, proto: String) {
             self.source = source
             self.sourcePort = sourcePort
             self.destination = destination
             self.port = port
             self.proto = proto
+            sentTo = (destination, port)
         }
     }
 
     /// How a way through the tables ended.
-    public enum End: Sendable, Equatable { case accept, drop, reject, fallThrough }
+    public enum End: Sendable, Equatable {
+        case accept, drop, reject, fallThrough
+
+        /// As `explain` says it: accepted (also when nothing decided), dropped, rejected.
+        public var verdict: String {
+            switch self {
+            case .accept, .fallThrough: "accepted"
+            case .drop: "dropped"
+            case .reject: "rejected"
+            }
+        }
+    }
 
     public struct Outcome: Sendable {
         public var packet: Packet
         public var end: End
+
+        /// Where a destination NAT sent the packet (`10.244.1.2:8080`), nil when it was not translated.
+        public var translatedTo: String? {
+            packet.destination != packet.sentTo.address || packet.port != packet.sentTo.port
+                ? "\(IPTablesWalk.text(packet.destination)):\(packet.port)" : nil
+        }
+    }
+
+    /// Every way a new connection from `source` to `destination:port` can go through `ruleset`,
+    /// the addresses given as text (`local`: the node's own).
+    /// - Throws: `ParseError` for a ruleset it cannot read or an address that is not IPv4.
+    public static func walk(_ ruleset: String, source: String, sourcePort: Int, destination: String, port: Int, proto: String,
+                            fromNode: Bool, local: [String]) throws -> [Outcome] {
+        var w: IPTablesWalk
+        do { w = try IPTablesWalk(ruleset) } catch { throw ParseError(description: "the ruleset: \(error)") }
+        w.local = Set(local.compactMap(address))
+        guard let src = address(source), let dst = address(destination) else {
+            throw ParseError(description: "explain takes IPv4 addresses here (\(source), \(destination))")
+        }
+        return w.walk(Packet(source: src, sourcePort: sourcePort, destination: dst, port: port, proto: proto), fromNode: fromNode)
     }
 
     struct Rule {
@@ -56,7 +90,6 @@ public struct IPTablesWalk: Sendable {
         var byDestination: [UInt32: [Int]] = [:]
         var byPort: [Int: [Int]] = [:]
         var others: [Int] = []
-        var indexed = false
     }
 
     /// A table's chains, in the order they were first named, and their places by name.
@@ -191,9 +224,8 @@ public struct IPTablesWalk: Sendable {
     /// not negated), those naming one destination port without an address, and the others.
     static func index(_ chain: Chain, _ b: UnsafeBufferPointer<UInt8>) -> Chain {
         var c = chain
-        c.indexed = true
         for (k, r) in c.lines.enumerated() {
-            if let d = find(b, in: r, option: "-d"), let a = hostAddress(UnsafeBufferPointer(rebasing: b[d])) {
+            if let d = find(b, in: r, option: "-d"), let a = address(UnsafeBufferPointer(rebasing: b[d]), hostMask: true) {
                 c.byDestination[a, default: []].append(k)
             } else if let d = find(b, in: r, option: "--dport"), let p = Int(String(decoding: UnsafeBufferPointer(rebasing: b[d]), as: UTF8.self)) {
                 c.byPort[p, default: []].append(k)
@@ -204,8 +236,8 @@ public struct IPTablesWalk: Sendable {
         return c
     }
 
-    /// `a.b.c.d` or `a.b.c.d/32` read from bytes; nil for anything else (a wider range).
-    static func hostAddress(_ v: UnsafeBufferPointer<UInt8>) -> UInt32? {
+    /// `a.b.c.d` read from bytes, and `a.b.c.d/32` when `hostMask`; nil for anything else (a wider range).
+    static func address(_ v: UnsafeBufferPointer<UInt8>, hostMask: Bool) -> UInt32? {
         var value: UInt32 = 0, octet: UInt32 = 0, dots = 0, digits = 0, i = 0
         while i < v.count {
             let c = v[i]
@@ -217,7 +249,7 @@ public struct IPTablesWalk: Sendable {
                 guard digits > 0, dots < 3 else { return nil }
                 value = value << 8 | octet; octet = 0; digits = 0; dots += 1
             } else if c == 47 {
-                guard v.count - i == 3, v[i + 1] == 51, v[i + 2] == 50 else { return nil }   // "/32"
+                guard hostMask, v.count - i == 3, v[i + 1] == 51, v[i + 2] == 50 else { return nil }   // "/32"
                 break
             } else {
                 return nil
@@ -305,14 +337,8 @@ public struct IPTablesWalk: Sendable {
     }
 
     public static func address(_ s: String) -> UInt32? {
-        let p = s.split(separator: ".", omittingEmptySubsequences: false)
-        guard p.count == 4 else { return nil }
-        var v: UInt32 = 0
-        for x in p {
-            guard let b = UInt8(x) else { return nil }
-            v = v << 8 | UInt32(b)
-        }
-        return v
+        var s = s
+        return s.withUTF8 { address($0, hostMask: false) }
     }
 
     public static func text(_ a: UInt32) -> String { "\(a >> 24).\(a >> 16 & 255).\(a >> 8 & 255).\(a & 255)" }
@@ -424,7 +450,7 @@ public struct IPTablesWalk: Sendable {
 
     /// The rules of a chain that can take `p`, in order.
     func candidates(_ c: Chain, _ p: Packet) -> [Int] {
-        if !c.indexed || !indexed { return Array(c.lines.indices) }
+        if c.lines.count < Self.indexFrom || !indexed { return Array(c.lines.indices) }
         var out = c.others
         out += c.byDestination[p.destination] ?? []
         out += c.byPort[p.port] ?? []

@@ -41,6 +41,11 @@ public struct PacketPath: Sendable {
             self.chain = chain
             self.rule = rule
         }
+
+        /// Hops from a walk that keeps them as (table, chain, rule).
+        public static func list(_ hops: [(table: String, chain: String, rule: String)]) -> [Hop] {
+            hops.map { Hop(table: $0.table, chain: $0.chain, rule: $0.rule) }
+        }
     }
 
     public struct Outcome: Sendable {

@@ -47,26 +47,18 @@ extension UserspaceProxier {
         guard !listeners.isEmpty else {
             throw ProxyConfigError("the userspace mode's listeners are read from its render (-f, or --rules with what render wrote); this ruleset names none")
         }
-        var walk: IPTablesWalk
-        do { walk = try IPTablesWalk(ruleset) } catch { throw ProxyConfigError("the ruleset: \(error)") }
-        walk.local = Set(q.localAddresses.compactMap(IPTablesWalk.address))
-        guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
-            throw ProxyConfigError("explain takes IPv4 addresses here (\(q.source), \(q.destination))")
-        }
-        let packet = IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto)
+        let walked: [IPTablesWalk.Outcome]
+        do {
+            walked = try IPTablesWalk.walk(ruleset, source: q.source, sourcePort: q.sourcePort, destination: q.destination, port: q.port,
+                                           proto: q.proto, fromNode: q.fromNode, local: q.localAddresses)
+        } catch { throw ProxyConfigError("\(error)") }
         var outcomes: [PacketPath.Outcome] = []
-        for o in walk.walk(packet, fromNode: q.fromNode) {
+        for o in walked {
             let p = o.packet
-            let hops = p.hops.map { PacketPath.Hop(table: $0.table, chain: $0.chain, rule: $0.rule) }
-            let verdict = switch o.end {
-            case .accept, .fallThrough: "accepted"
-            case .drop: "dropped"
-            case .reject: "rejected"
-            }
+            let hops = PacketPath.Hop.list(p.hops)
             guard o.end == .accept || o.end == .fallThrough, p.states.contains("DNAT"), let l = listeners[p.port], l.proto == q.proto else {
-                let translated = p.destination != dst || p.port != q.port
-                outcomes.append(PacketPath.Outcome(probability: p.probability, hops: hops, verdict: verdict,
-                                                   endpoint: translated ? "\(IPTablesWalk.text(p.destination)):\(p.port)" : nil, masqueraded: p.masqueraded))
+                outcomes.append(PacketPath.Outcome(probability: p.probability, hops: hops, verdict: o.end.verdict, endpoint: o.translatedTo,
+                                                   masqueraded: p.masqueraded))
                 continue
             }
             let listener = PacketPath.Hop(table: "userspace", chain: "listener :\(p.port)",
