@@ -15,6 +15,8 @@
 #   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
 #   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes
 #   scripts/bench.sh kubelet [...]   pod start-up through `switchyard kubelet` on containerd against containerd alone
+#   scripts/bench.sh trace-cost [...] pod start-up with the audit log (Metadata) and JSON logs that `netlab trace` reads,
+#                                    against without, rounds alternating in one run
 #   scripts/bench.sh readiness [...] readiness probe → EndpointSlice → traffic through `switchyard agent`, against periodSeconds
 #   scripts/bench.sh authz [...]     a GET under tokens and RBAC (1,000 RoleBindings) against the same GET under AlwaysAllow
 #   scripts/bench.sh webhook [...]   a GET authorised by a cached Webhook decision against the same GET under AlwaysAllow
@@ -61,6 +63,9 @@ if [ "$which" = all ] || [ "$which" = scheduler ]; then
 fi
 if [ "$which" = all ] || [ "$which" = kubelet ]; then
   .build/release/switchyard-bench kubelet --switchyard .build/release/switchyard --out bench/last/kubelet.md "$@"
+fi
+if [ "$which" = all ] || [ "$which" = trace-cost ]; then
+  .build/release/switchyard-bench trace-cost --switchyard .build/release/switchyard --out bench/last/trace-cost.md "$@"
 fi
 if [ "$which" = all ] || [ "$which" = readiness ]; then
   .build/release/switchyard-bench readiness --switchyard .build/release/switchyard --out bench/last/readiness.md "$@"

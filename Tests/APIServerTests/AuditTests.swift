@@ -70,7 +70,10 @@ import Testing
         #expect(e["apiVersion"] == "audit.k8s.io/v1" && e["kind"] == "Event")
         #expect(e[path: ["user", "username"]] == "alice" && e[path: ["user", "uid"]] == "u-1" && e[path: ["user", "groups"]] == ["devs", "system:authenticated"])
         #expect(e["sourceIPs"] == ["10.0.0.7"] && e["userAgent"] == "kubectl/v1.33.1")
-        #expect(e["objectRef"] == ["resource": "configmaps", "namespace": "team", "name": "c", "apiVersion": "v1"])
+        // The object stored: its uid and resourceVersion from the answer.
+        #expect(e["objectRef"] == ["resource": "configmaps", "namespace": "team", "name": "c", "apiVersion": "v1",
+                                   "uid": e[path: ["responseObject", "metadata", "uid"]] ?? .null,
+                                   "resourceVersion": e[path: ["responseObject", "metadata", "resourceVersion"]] ?? .null])
         #expect(e[path: ["responseStatus", "code"]] == 201)
         #expect(e[path: ["requestObject", "data", "a"]] == "b")
         #expect(e[path: ["responseObject", "metadata", "uid"]]?.string?.isEmpty == false)
@@ -100,5 +103,51 @@ import Testing
         #expect(events.last?[path: ["responseStatus", "code"]] == 403 && events.last?[path: ["responseStatus", "reason"]] == "Forbidden")
         #expect(throws: AuditLog.Failure.self) { try AuditLog(policy: "kind: Policy\napiVersion: audit.k8s.io/v1\nrules:\n- level: Loud\n", path: path) }
         #expect(throws: AuditLog.Failure.self) { try AuditLog(policy: "kind: Policy\napiVersion: audit.k8s.io/v1\nrules:\n- level: None\n  nonResourceURLs: [/x]\n  namespaces: [a]\n", path: path) }
+    }
+
+    /// A write's events carry upstream's latency annotations (Go durations that add up within the
+    /// total) and name what was stored: its uid and resourceVersion.
+    @Test func writesCarryTheLatencyTrackersAndTheStoredVersion() async throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("sy-audit-\(UUID().uuidString).log").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let h = APIHandler(store: MeasuredStore(inner: try SQLiteStore(path: ":memory:"), metrics: APIServerMetrics()),
+                           access: try AccessControl(modes: ["AlwaysAllow"]),
+                           audit: try AuditLog(policy: "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n", path: path))
+        try await h.bootstrap()
+        var r = APIRequest(method: "POST", path: "/api/v1/namespaces/default/configmaps", contentType: "application/json",
+                           body: Data(#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c"}}"#.utf8))
+        r.user = UserInfo(name: "alice").authenticated()
+        let latency = RequestLatency()
+        latency.authenticated(in: .microseconds(250))
+        r.latency = latency
+        let created = await h.handle(r)
+        #expect(created.code == 201)
+        let e = try #require(try Self.events(path).last)
+        let ann = e["annotations"]?.object ?? [:]
+        func seconds(_ k: String) -> Double? { ann["apiserver.latency.k8s.io/\(k)"]?.string.flatMap(Self.goSeconds) }
+        #expect(ann["apiserver.latency.k8s.io/authentication"] == "250µs")
+        let total = try #require(seconds("total")), etcd = try #require(seconds("etcd")), authz = try #require(seconds("authorization"))
+        #expect(etcd > 0 && authz > 0 && 0.00025 + authz + etcd <= total, "\(ann)")
+        #expect(e[path: ["objectRef", "resourceVersion"]]?.string == created.json?[path: ["metadata", "resourceVersion"]]?.string)
+        #expect(e[path: ["objectRef", "uid"]]?.string == created.json?[path: ["metadata", "uid"]]?.string && e[path: ["objectRef", "uid"]] != nil)
+        // A name made from generateName is the one recorded.
+        var generated = APIRequest(method: "POST", path: "/api/v1/namespaces/default/configmaps", contentType: "application/json",
+                                   body: Data(#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"generateName":"g-"}}"#.utf8))
+        generated.user = UserInfo(name: "alice").authenticated()
+        let made = await h.handle(generated)
+        let g = try #require(try Self.events(path).last)
+        #expect(made.code == 201 && g[path: ["objectRef", "name"]]?.string == made.json?[path: ["metadata", "name"]]?.string && g[path: ["objectRef", "name"]] != nil)
+        // The arrival is the request's, before authentication.
+        #expect(e["requestReceivedTimestamp"]?.string == AuditLog.microTime(latency.received))
+        // Go's duration text.
+        #expect([0, 850, 3_056, 629_994, 1_500_000, 12_500_000, 1_250_000_000, 123_500_000_000, 3_723_000_000_000].map(RequestLatency.goDuration)
+                == ["0s", "850ns", "3.056µs", "629.994µs", "1.5ms", "12.5ms", "1.25s", "2m3.5s", "1h2m3s"])
+    }
+
+    static func goSeconds(_ s: String) -> Double? {
+        for (unit, scale) in [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)] where s.hasSuffix(unit) {
+            if let v = Double(s.dropLast(unit.count)) { return v * scale }
+        }
+        return nil
     }
 }

@@ -119,7 +119,7 @@ public final class AuditLog: Sendable {
     }
 
     /// Starts a request's record (nil at level None): its RequestReceived event.
-    func begin(_ req: APIRequest, _ a: RequestAttributes, decision: Decision?) -> Record? {
+    func begin(_ req: APIRequest, _ a: RequestAttributes, decision: Decision?, received: Date = Date()) -> Record? {
         let (level, omit) = decide(a)
         guard level != .none else { return nil }
         var user: [String: JSONValue] = ["username": .string(a.user.name), "groups": .array(a.user.groups.map { .string($0) })]
@@ -130,7 +130,7 @@ public final class AuditLog: Sendable {
             "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": .string(level.rawValue),
             "auditID": .string(UUID().uuidString.lowercased()), "requestURI": .string(req.path + query), "verb": .string(a.verb),
             "user": .object(user), "sourceIPs": .array(req.sourceIP.map { [.string($0)] } ?? []),
-            "requestReceivedTimestamp": .string(Self.microTime()),
+            "requestReceivedTimestamp": .string(Self.microTime(received)),
         ]
         if let ua = req.userAgent { e["userAgent"] = .string(ua) }
         if let imp = req.impersonation, let u = imp.user {
@@ -162,12 +162,14 @@ public final class AuditLog: Sendable {
 
     /// The response's stage(s): ResponseComplete for a document; ResponseStarted now and
     /// ResponseComplete when it ends for a stream (a watch, a followed log).
-    func finish(_ record: Record?, _ r: APIResponse, annotations added: [String: String] = [:]) -> APIResponse {
+    func finish(_ record: Record?, _ r: APIResponse, annotations added: [String: String] = [:], latency: RequestLatency? = nil) -> APIResponse {
         guard let record else { return r }
         var status: [String: JSONValue] = ["metadata": [:], "code": .int(Int64(r.code))]
-        // What admission added, beside the authorizer's decision (the response's stages carry them).
+        // What admission added, beside the authorizer's decision (the response's stages carry
+        // them), and the latency trackers' annotations.
         var annotations = record.base["annotations"]?.object ?? [:]
         for (k, v) in added { annotations[k] = .string(v) }
+        for (k, v) in latency?.annotations() ?? [:] { annotations[k] = .string(v) }
         let annotated: [String: JSONValue] = annotations.isEmpty ? [:] : ["annotations": .object(annotations)]
         if r.code >= 400, let j = r.json {
             if let s = j["status"] { status["status"] = s }
@@ -194,6 +196,16 @@ public final class AuditLog: Sendable {
         default:
             var extra: [String: JSONValue] = annotated
             extra["responseStatus"] = .object(status)
+            // The object written: its uid and the resourceVersion it was stored at (upstream
+            // reads these from the request's object; a create's has neither yet), and the name
+            // made for a create by generateName.
+            if r.code < 300, var ref = record.base["objectRef"]?.object, let j = r.json, j["kind"]?.string != "Status",
+               let meta = j["metadata"]?.object, j["items"] == nil {
+                if ref["uid"] == nil, let uid = meta["uid"]?.string { ref["uid"] = .string(uid) }
+                if ref["resourceVersion"] == nil, let rv = meta["resourceVersion"]?.string { ref["resourceVersion"] = .string(rv) }
+                if ref["name"] == nil, let name = meta["name"]?.string, !name.isEmpty { ref["name"] = .string(name) }
+                extra["objectRef"] = .object(ref)
+            }
             if record.level == .requestResponse, let j = r.json { extra["responseObject"] = omitManagedFields ? Self.withoutManagedFields(j) : j }
             record.emit("ResponseComplete", extra: extra)
             return r

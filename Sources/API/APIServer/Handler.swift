@@ -22,6 +22,9 @@ public struct APIRequest: Sendable {
     public var impersonation: Impersonation?
     /// The client's address (for the audit log's `sourceIPs`).
     public var sourceIP: String?
+    /// When it arrived and how long authenticating it took (the audit log's
+    /// `requestReceivedTimestamp` and latency annotations); made at `handle` when not given.
+    public var latency: RequestLatency?
 
     public init(method: String, path: String, query: [String: String] = [:], contentType: String? = nil,
                 accept: String? = nil, body: Data = Data(), userAgent: String? = nil) {
@@ -156,6 +159,7 @@ public final class APIHandler: Sendable {
 
     public func handle(_ req: APIRequest) async -> APIResponse {
         let start = ContinuousClock.now
+        let latency = req.latency ?? RequestLatency()
         var record: AuditLog.Record?
         var response: APIResponse
         let warnings = AdmissionWarnings()
@@ -170,13 +174,17 @@ public final class APIHandler: Sendable {
             if !access.allowsAll || audit != nil {
                 var a = attributes
                 a.user = user
+                let authorizing = ContinuousClock.now
                 let d = await access.authorize(a)
-                record = audit?.begin(req, a, decision: d)
+                latency.authorized(in: .now - authorizing)
+                record = audit?.begin(req, a, decision: d, received: latency.received)
                 guard d.allowed else { throw AccessControl.refusal(a, d) }
             }
             var r = try await AccessControl.$currentUser.withValue(user) {
                 try await AdmissionWarnings.$current.withValue(warnings) {
-                    try await APIServerMetrics.$openLongRunning.withValue(counted.longRunning ? counted : nil) { try await route(req) }
+                    try await APIServerMetrics.$openLongRunning.withValue(counted.longRunning ? counted : nil) {
+                        try await RequestLatency.$current.withValue(record == nil ? nil : latency) { try await route(req) }
+                    }
                 }
             }
             let added = warnings.all
@@ -206,7 +214,7 @@ public final class APIHandler: Sendable {
             let metrics = self.metrics
             response.sized = { [labels] in metrics.sized(labels, $0) }
         }
-        return audit?.finish(record, response, annotations: warnings.annotations) ?? response
+        return audit?.finish(record, response, annotations: warnings.annotations, latency: latency) ?? response
     }
 
     // MARK: routing

@@ -213,7 +213,9 @@ public struct MeasuredStore: Store {
         let start = ContinuousClock.now
         do {
             let r = try await call()
-            metrics.storageCall(operation, type: Self.type(of: key), failed: false, elapsed: .now - start)
+            let elapsed = ContinuousClock.now - start
+            metrics.storageCall(operation, type: Self.type(of: key), failed: false, elapsed: elapsed)
+            RequestLatency.current?.stored(in: elapsed)
             return r
         } catch {
             // An answer the caller asked for (absent, taken, changed meanwhile) is not a failure.
@@ -222,7 +224,9 @@ public struct MeasuredStore: Store {
             case .notFound?, .exists?, .conflict?: expected = true
             default: expected = false
             }
-            metrics.storageCall(operation, type: Self.type(of: key), failed: !expected, elapsed: .now - start)
+            let elapsed = ContinuousClock.now - start
+            metrics.storageCall(operation, type: Self.type(of: key), failed: !expected, elapsed: elapsed)
+            RequestLatency.current?.stored(in: elapsed)
             throw error
         }
     }

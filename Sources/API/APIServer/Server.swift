@@ -124,10 +124,12 @@ public struct APIServer: Sendable {
     /// Converts a Hummingbird request, authenticates and runs it, and converts the answer.
     static func respond(_ handler: APIHandler, _ request: Request, tokens: TokenFile? = nil, anonymous: Bool = false, sourceIP: String? = nil,
                         certificate: [UInt8]? = nil, clientCA: Bool = false, bootstrapTokens: Bool = false) async -> Response {
+        let latency = RequestLatency()
         guard let user = await authenticate(authorization: request.headers[.authorization], path: request.uri.path, tokens: tokens, anonymous: anonymous,
                                             handler: handler, certificate: certificate, clientCA: clientCA, bootstrapTokens: bootstrapTokens) else {
             return Self.response(.error(.unauthorized))
         }
+        latency.authenticated(in: .now - latency.start)
         var request = request
         var query: [String: String] = [:]
         for (k, v) in request.uri.queryParameters { query[String(k)] = String(v) }
@@ -146,6 +148,7 @@ public struct APIServer: Sendable {
         req.user = user
         req.impersonation = impersonation(request.headers)
         req.sourceIP = sourceIP
+        req.latency = latency
         return Self.response(await handler.handle(req))
     }
 

@@ -15,7 +15,7 @@ struct BenchMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-bench",
         abstract: "Benchmarks of the proxy modes, the CNI plugins and the API server, each against a baseline measured in the same run.",
-        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self, ServerBench.self, RenderBench.self, APIBench.self, SchedulerBench.self, KubeletBench.self, ReadinessBench.self, AuthzBench.self, WebhookBench.self, AuthFuzzBench.self, SecureServerBench.self, IngressBench.self, SnapshotBench.self, EtcdBench.self, ExplainBench.self], defaultSubcommand: Bench.self)
+        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self, ServerBench.self, RenderBench.self, APIBench.self, SchedulerBench.self, KubeletBench.self, ReadinessBench.self, AuthzBench.self, WebhookBench.self, AuthFuzzBench.self, SecureServerBench.self, IngressBench.self, SnapshotBench.self, EtcdBench.self, ExplainBench.self, TraceCostBench.self], defaultSubcommand: Bench.self)
 }
 
 struct Bench: AsyncParsableCommand {

@@ -49,34 +49,8 @@ struct KubeletBench: AsyncParsableCommand {
         defer { server.stop() }
         let api = API(server.client, fieldManager: "bench")
         let kubeconfig = server.dir.appendingPathComponent("kubeconfig").path
-        var kubelets: [Process] = []
+        let kubelets = try await Self.startKubelets(binary: binary, lab: lab, kubeconfig: kubeconfig, api: api)
         defer { for k in kubelets where k.isRunning { k.terminate(); k.waitUntilExit() } }
-        for (i, n) in lab.enumerated() {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: binary)
-            p.arguments = ["kubelet", "--kubeconfig", kubeconfig, "--hostname-override", "node-\(i)", "--node-ip", n.nodeIP,
-                           "--container-runtime-endpoint", n.containerd.endpoint, "--root-dir", n.dir.appendingPathComponent("kubelet").path,
-                           "--pod-logs-dir", n.dir.appendingPathComponent("pods").path, "--cni-conf-dir", n.cniConfDir, "--log-level", "warning",
-                           // Both on this host: each its own port for its API.
-                           "--port", "0"]
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            kubelets.append(p)
-        }
-        // Node IPAM's part: each node's range, which its kubelet writes for the CNI plugin.
-        for (i, n) in lab.enumerated() {
-            for _ in 0..<200 { if (try? await api.get("/api/v1/nodes/node-\(i)")) != nil { break }; try await Task.sleep(for: .milliseconds(50)) }
-            _ = try await api.mergePatch("/api/v1/nodes/node-\(i)", ["spec": ["podCIDR": .string(n.podCIDR)]])
-        }
-        for i in lab.indices {
-            var ready = false
-            for _ in 0..<600 where !ready {
-                let node = try await api.get("/api/v1/nodes/node-\(i)")
-                ready = node[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
-                if !ready { try await Task.sleep(for: .milliseconds(100)) }
-            }
-            guard ready else { throw ValidationError("node-\(i) did not become Ready (its runtime's network)") }
-        }
         log("\(lab.count) nodes ready; pulling the image on each")
         for n in lab { _ = try await n.cri.pullImage(Self.image, sandboxConfig: nil); _ = try await n.cri.pullImage("switchyard/pause:latest", sandboxConfig: nil) }
 
@@ -86,29 +60,8 @@ struct KubeletBench: AsyncParsableCommand {
         try await cleanRuntime(lab)
 
         // 2. The kubelets: pods created (bound to the nodes round robin), each timed to Ready.
-        _ = try await api.create("/api/v1/namespaces", ["metadata": ["name": "startup"]])
         log("kubelet: \(pods) pods")
-        let watch = try await PodWatch(server.client, ns: "startup", what: "Ready") {
-            $0[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
-        }
-        var created: [String: ContinuousClock.Instant] = [:]
-        try await withThrowingTaskGroup(of: (String, ContinuousClock.Instant).self) { g in
-            for i in 0..<pods {
-                g.addTask {
-                    let t = ContinuousClock.now
-                    _ = try await api.create("/api/v1/namespaces/startup/pods", [
-                        "apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string("p-\(i)")],
-                        "spec": ["nodeName": .string("node-\(i % lab.count)"), "terminationGracePeriodSeconds": 0,
-                                 "containers": [["name": "main", "image": .string(Self.image), "imagePullPolicy": "IfNotPresent",
-                                                 "command": ["sleep", "3600"]]]]])
-                    return ("p-\(i)", t)
-                }
-            }
-            for try await (name, t) in g { created[name] = t }
-        }
-        try await watch.wait(for: pods, timeout: 300)
-        watch.stop()
-        let latencies = watch.lock.withLock { watch.seen }.compactMap { name, at in created[name].map { (at - $0).seconds } }.sorted()
+        let latencies = try await Self.timeStartup(server.client, api, pods: pods, nodes: lab.count, namespace: "startup")
         try await Task.sleep(for: .seconds(3))
         let rss = kubelets.map { SchedulerBench.rss($0.processIdentifier) }
         func q(_ a: [Double], _ p: Double) -> Double { a[min(a.count - 1, Int(Double(a.count) * p))] }
@@ -122,6 +75,72 @@ struct KubeletBench: AsyncParsableCommand {
         if let out { try (table + "\n").write(toFile: out, atomically: true, encoding: .utf8) }
         try await SchedulerBench.dropNamespace("startup", api)
         try await Task.sleep(for: .seconds(3))
+    }
+
+    /// A kubelet per node against the server (`extra` arguments after the usual), each node given
+    /// its pod CIDR as node IPAM would; back once every node is Ready.
+    static func startKubelets(binary: String, lab: [RuntimeNode], kubeconfig: String, api: API, extra: [String] = ["--log-level", "warning"]) async throws -> [Process] {
+        var kubelets: [Process] = []
+        do {
+            for (i, n) in lab.enumerated() {
+                let p = Process()
+                p.executableURL = URL(fileURLWithPath: binary)
+                p.arguments = ["kubelet", "--kubeconfig", kubeconfig, "--hostname-override", "node-\(i)", "--node-ip", n.nodeIP,
+                               "--container-runtime-endpoint", n.containerd.endpoint, "--root-dir", n.dir.appendingPathComponent("kubelet").path,
+                               "--pod-logs-dir", n.dir.appendingPathComponent("pods").path, "--cni-conf-dir", n.cniConfDir,
+                               // Both on this host: each its own port for its API.
+                               "--port", "0"] + extra
+                p.standardOutput = FileHandle.nullDevice
+                p.standardError = FileHandle.nullDevice
+                try p.run()
+                kubelets.append(p)
+            }
+            // Node IPAM's part: each node's range, which its kubelet writes for the CNI plugin.
+            for (i, n) in lab.enumerated() {
+                for _ in 0..<200 { if (try? await api.get("/api/v1/nodes/node-\(i)")) != nil { break }; try await Task.sleep(for: .milliseconds(50)) }
+                _ = try await api.mergePatch("/api/v1/nodes/node-\(i)", ["spec": ["podCIDR": .string(n.podCIDR)]])
+            }
+            for i in lab.indices {
+                var ready = false
+                for _ in 0..<600 where !ready {
+                    let node = try await api.get("/api/v1/nodes/node-\(i)")
+                    ready = node[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+                    if !ready { try await Task.sleep(for: .milliseconds(100)) }
+                }
+                guard ready else { throw ValidationError("node-\(i) did not become Ready (its runtime's network)") }
+            }
+            return kubelets
+        } catch {
+            for k in kubelets where k.isRunning { k.terminate(); k.waitUntilExit() }
+            throw error
+        }
+    }
+
+    /// `pods` pods created at once in a new `namespace`, bound to the nodes round robin: each
+    /// one's time from its create to its Ready status seen through a watch, sorted.
+    static func timeStartup(_ client: KubeClient, _ api: API, pods: Int, nodes: Int, namespace: String) async throws -> [Double] {
+        _ = try await api.create("/api/v1/namespaces", ["metadata": ["name": .string(namespace)]])
+        let watch = try await PodWatch(client, ns: namespace, what: "Ready") {
+            $0[path: ["status", "conditions"]]?.array?.first { $0["type"] == "Ready" }?["status"] == "True"
+        }
+        var created: [String: ContinuousClock.Instant] = [:]
+        try await withThrowingTaskGroup(of: (String, ContinuousClock.Instant).self) { g in
+            for i in 0..<pods {
+                g.addTask {
+                    let t = ContinuousClock.now
+                    _ = try await api.create("/api/v1/namespaces/\(namespace)/pods", [
+                        "apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string("p-\(i)")],
+                        "spec": ["nodeName": .string("node-\(i % nodes)"), "terminationGracePeriodSeconds": 0,
+                                 "containers": [["name": "main", "image": .string(image), "imagePullPolicy": "IfNotPresent",
+                                                 "command": ["sleep", "3600"]]]]])
+                    return ("p-\(i)", t)
+                }
+            }
+            for try await (name, t) in g { created[name] = t }
+        }
+        try await watch.wait(for: pods, timeout: 300)
+        watch.stop()
+        return watch.lock.withLock { watch.seen }.compactMap { name, at in created[name].map { (at - $0).seconds } }.sorted()
     }
 
     /// Every pod's sandbox and container through CRI, all at once: each pod's time to its

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import KubeAPI
 import LabCloud
 import NetLab
 
@@ -41,7 +42,7 @@ struct NetLabCommand: AsyncParsableCommand {
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
         subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self, ImagesCommand.self,
-                      FaultCommand.self, Failover.self, Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
+                      FaultCommand.self, Failover.self, TraceCommand.self, Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -439,5 +440,41 @@ struct ImagesCommand: AsyncParsableCommand {
             emit(pad(i.name) + i.digest + "  " + String(format: "%.1f MB", Double(i.size) / 1e6))
         }
         emit("registry \(c.state.registry ?? "?") in \(c.state.controlPlane); nodes pull switchyard/NAME:TAG (docker.io is mirrored to it)")
+    }
+}
+
+struct TraceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "trace", abstract: """
+        A pod's creation step by step, from the lab's audit log and its components' logs: the request \
+        authenticated, authorised, admitted and stored, scheduled, started by the kubelet, then its \
+        EndpointSlice and each proxy's sync. `trace pod NAME` or `trace deployment NAME`.
+        """)
+    @OptionGroup var lab: LabOptions
+    @Argument(help: "pod or deployment") var kind: String
+    @Argument(help: "Its name.") var name: String
+    @Option(name: [.customShort("n"), .customLong("namespace")], help: "Its namespace.") var namespace = "default"
+    @Option(name: [.customShort("o"), .customLong("output")], help: "text, json or svg (a timeline).") var output = "text"
+    @Option(help: "Also write the timeline (SVG) here; with a deployment, one file per pod (FILE-POD.svg).") var svg: String?
+
+    func validate() throws {
+        guard ["pod", "deployment", "deploy", "po", "pods", "deployments"].contains(kind) else { throw ValidationError("trace pod NAME or trace deployment NAME") }
+        guard ["text", "json", "svg"].contains(output) else { throw ValidationError("--output: text, json or svg") }
+    }
+
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        let traces = kind.hasPrefix("po") ? try await c.trace(pod: name, namespace: namespace) : try await c.trace(deployment: name, namespace: namespace)
+        switch output {
+        case "json": emit(traces.count == 1 && kind.hasPrefix("po") ? traces[0].json.text() : JSONValue.array(traces.map(\.json)).text())
+        case "svg": emit(traces.map { $0.svg() }.joined(separator: "\n"))
+        default: emit(traces.map { $0.text() }.joined(separator: "\n"))
+        }
+        if let svg {
+            for t in traces {
+                let path = traces.count == 1 ? svg : svg.replacingOccurrences(of: ".svg", with: "") + "-\(t.name).svg"
+                try Data(t.svg().utf8).write(to: URL(fileURLWithPath: path))
+                say("wrote \(path)")
+            }
+        }
     }
 }

@@ -52,7 +52,7 @@ struct CloudControllerManagerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        bootstrapLogging(Logger.Level(rawValue: flags.logLevel) ?? .info)
+        bootstrapLogging(Logger.Level(rawValue: flags.logLevel) ?? .info, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.cloud-controller-manager")
         guard let name = cloudProvider else { throw ValidationError("--cloud-provider is required: netlab") }
         let cloud: any CloudProvider

@@ -32,6 +32,9 @@ struct ComponentFlags: ParsableArguments {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("logging-format"), help: "How log lines are written: text or json (component-base's).")
+    var loggingFormat: LoggingFormat = .text
+
     func durations() throws -> (Double, Double, Double) {
         guard let l = GoDuration.seconds(leaseDuration), let r = GoDuration.seconds(renewDeadline), let p = GoDuration.seconds(retryPeriod) else {
             throw ValidationError("--leader-elect-lease-duration, --leader-elect-renew-deadline, --leader-elect-retry-period: Go durations (15s, 10s, 2s)")
@@ -70,7 +73,7 @@ struct SchedulerCommand: AsyncParsableCommand {
     var config: String?
 
     func run() async throws {
-        bootstrapLogging(Logger.Level(rawValue: flags.logLevel) ?? .info)
+        bootstrapLogging(Logger.Level(rawValue: flags.logLevel) ?? .info, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.scheduler")
         var c = SchedulerConfiguration()
         if let config {
@@ -98,7 +101,7 @@ struct ControllerManagerCommand: AsyncParsableCommand {
     @OptionGroup var controllers: ControllerFlags
 
     func run() async throws {
-        bootstrapLogging(Logger.Level(rawValue: flags.logLevel) ?? .info)
+        bootstrapLogging(Logger.Level(rawValue: flags.logLevel) ?? .info, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.controller-manager")
         let client = try flags.client(nil)
         let api = API(client, fieldManager: "kube-controller-manager")

@@ -44,7 +44,7 @@ struct Explain: AsyncParsableCommand {
     var output = "text"
 
     func run() async throws {
-        bootstrapLogging(flags.logLevel)
+        bootstrapLogging(flags.logLevel, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.explain")
         guard [!files.isEmpty, rules != nil, live].filter({ $0 }).count == 1 else {
             throw ValidationError("give one of -f MANIFESTS, --rules FILE or --live")

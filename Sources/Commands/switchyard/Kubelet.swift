@@ -247,8 +247,11 @@ struct KubeletCommand: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("logging-format"), help: "How log lines are written: text or json (component-base's).")
+    var loggingFormat: LoggingFormat = .text
+
     func run() async throws {
-        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
+        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info, format: loggingFormat)
         let logger = Logger(label: "switchyard.kubelet")
         let c = try flags.configuration(nodeName: hostnameOverride ?? ProcessInfo.processInfo.hostName, configFile: config)
         let rotation = try await flags.clientCertificate(nodeName: c.nodeName, kubeconfig: kubeconfig, certDir: c.certDir,
@@ -299,7 +302,7 @@ struct AgentCommand: AsyncParsableCommand {
     var metricsBindAddress: String?
 
     func run() async throws {
-        bootstrapLogging(proxy.logLevel)
+        bootstrapLogging(proxy.logLevel, format: proxy.loggingFormat)
         let logger = Logger(label: "switchyard.agent")
         let name = proxy.hostnameOverride ?? ProcessInfo.processInfo.hostName
         let c = try kubelet.configuration(nodeName: name, configFile: kubeletConfig)

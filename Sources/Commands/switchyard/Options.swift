@@ -69,6 +69,9 @@ struct ProxyFlags: ParsableArguments {
     @Option(name: [.customShort("v"), .customLong("v")], help: "Log verbosity (0-9).")
     var verbosity: Int = 0
 
+    @Option(name: .customLong("logging-format"), help: "How log lines are written: text or json (component-base's).")
+    var loggingFormat: LoggingFormat = .text
+
     /// Merges the config file and flags into a `ProxyConfig`.
     func resolve() throws -> ProxyConfig {
         var c = ProxyConfig()
@@ -210,14 +213,3 @@ func validated<T>(_ body: () throws -> T) throws -> T {
     }
 }
 
-/// Whether the logging system is set up (swift-log allows it once; the agent's proxy part asks again).
-private let loggingBootstrapped = Atomic<Bool>(false)
-
-func bootstrapLogging(_ level: Logger.Level) {
-    guard loggingBootstrapped.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged else { return }
-    LoggingSystem.bootstrap { label in
-        var h = StreamLogHandler.standardError(label: label)
-        h.logLevel = level
-        return h
-    }
-}

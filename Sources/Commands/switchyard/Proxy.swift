@@ -39,7 +39,7 @@ struct Proxy: AsyncParsableCommand {
 
     func run() async throws {
         if cleanup {
-            bootstrapLogging(flags.logLevel)
+            bootstrapLogging(flags.logLevel, format: flags.loggingFormat)
             let logger = Logger(label: "switchyard.proxy")
             // From here on, SIGTERM and SIGINT end the process within 3.5 s whatever it is doing.
             let deadline = ShutdownDeadline(grace: .milliseconds(3500), command: "switchyard proxy", logger: logger)
@@ -71,7 +71,7 @@ struct ProxyProcess {
     var command = "switchyard proxy"
 
     func run(beside: [any ServiceLifecycle.Service] = []) async throws {
-        bootstrapLogging(flags.logLevel)
+        bootstrapLogging(flags.logLevel, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.proxy")
         var config = try flags.resolve()
         if let h = healthzBindAddress { config.healthzBindAddress = h }

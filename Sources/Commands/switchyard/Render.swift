@@ -36,7 +36,7 @@ struct Render: AsyncParsableCommand {
     var ipvsFormat: String = "list"
 
     func run() async throws {
-        bootstrapLogging(flags.logLevel)
+        bootstrapLogging(flags.logLevel, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.render")
         guard !files.isEmpty else { throw ValidationError("-f FILE|DIR|- is required") }
         for f in files where f != "-" && !FileManager.default.fileExists(atPath: f) {

@@ -154,6 +154,9 @@ struct Server: AsyncParsableCommand {
     @Option(help: "Log level (trace, debug, info, notice, warning, error, critical).")
     var logLevel: String = "info"
 
+    @Option(name: .customLong("logging-format"), help: "How log lines are written: text or json (component-base's).")
+    var loggingFormat: LoggingFormat = .text
+
     @Option(name: .customLong("snapshot-interval"), help: "Snapshot the SQLite store this often (Go duration; 0: never), into --snapshot-dir, as k3s schedules etcd snapshots.")
     var snapshotInterval = "0"
 
@@ -259,7 +262,7 @@ struct Server: AsyncParsableCommand {
     }
 
     func run() async throws {
-        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info)
+        bootstrapLogging(Logger.Level(rawValue: logLevel) ?? .info, format: loggingFormat)
         let logger = Logger(label: "switchyard.server")
         // The embedded controllers' flags, the certificate and tokens first: a bad one stops the
         // server before it touches the store.

@@ -20,6 +20,8 @@ public actor Scheduler {
     /// The nodes in the order they are tried (the same objects as `nodes`).
     var nodeOrder: [NodeInfo] = []
     var nextStartIndex = 0
+    /// The last cycle's decision (the nodes examined and scored), for the binding's log line.
+    var lastDecision: Decision?
     /// Where each known bound or assumed pod is.
     var podNode: [String: String] = [:]
     /// Pods assumed on a node while their binding is in flight.
@@ -190,11 +192,21 @@ public actor Scheduler {
     func scheduleOne(_ e: SchedulingQueue.Entry) async {
         let pod = e.pod
         guard let profile = profiles[pod.schedulerName] else { return }
+        let attempted = Date(), cycleStart = ContinuousClock.now
+        lastDecision = nil
         switch schedule(pod, profile) {
         case .scheduled(let node):
             assume(pod, on: node)
+            // What a trace of the pod shows: when it was queued and tried, the nodes filtered and
+            // their scores (upstream logs these at -v 10; here with the binding, at the default level).
+            let now = ContinuousClock.now
+            var trace = lastDecision ?? Decision(evaluated: 1, feasible: 1, scores: [])
+            trace.queued = attempted.addingTimeInterval(-Self.seconds(cycleStart - e.queued))
+            trace.attempted = attempted
+            trace.decided = attempted.addingTimeInterval(Self.seconds(now - cycleStart))
+            trace.attempts = e.attempts + 1
             await acquireBindSlot()
-            Task { await self.bind(e, node: node) }
+            Task { await self.bind(e, node: node, trace: trace) }
         case .unschedulable(let message, let nominate):
             attempts["unschedulable", default: 0] += 1
             var message = message
@@ -232,8 +244,13 @@ public actor Scheduler {
         }
         nextStartIndex = (nextStartIndex + examined) % max(count, 1)
         if feasible.isEmpty { return .unschedulable(message: Self.fitError(all: count, failures: failures), nominated: nil) }
-        if feasible.count == 1 { return .scheduled(node: feasible[0].name) }
+        if feasible.count == 1 {
+            lastDecision = Decision(evaluated: examined, feasible: 1, scores: [])
+            return .scheduled(node: feasible[0].name)
+        }
         let totals = score(state, feasible, profile)
+        lastDecision = Decision(evaluated: examined, feasible: feasible.count,
+                                scores: zip(feasible, totals).sorted { $0.1 > $1.1 }.prefix(10).map { ($0.0.name, $0.1) })
         var best = Int64.min, chosen = 0, ties = 0
         for (i, t) in totals.enumerated() {
             if t > best { best = t; chosen = i; ties = 1 } else if t == best {
@@ -388,7 +405,28 @@ public actor Scheduler {
         if !bindWaiters.isEmpty { bindWaiters.removeFirst().resume() }
     }
 
-    func bind(_ e: SchedulingQueue.Entry, node: String) async {
+    /// One scheduling decision, as the binding's log line tells it.
+    struct Decision {
+        var evaluated: Int
+        var feasible: Int
+        /// The best-scored nodes (at most 10), best first.
+        var scores: [(node: String, score: Int64)]
+        var queued = Date(), attempted = Date(), decided = Date()
+        var attempts = 1
+    }
+
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
+    static func microTime(_ d: Date) -> String {
+        let t = d.timeIntervalSince1970
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss"
+        return f.string(from: d) + String(format: ".%06dZ", Int((t - t.rounded(.down)) * 1_000_000))
+    }
+
+    func bind(_ e: SchedulingQueue.Entry, node: String, trace: Decision? = nil) async {
         let pod = e.pod
         defer { releaseBindSlot() }
         let binding: JSONValue = ["apiVersion": "v1", "kind": "Binding",
@@ -402,6 +440,13 @@ public actor Scheduler {
                 if latencies.count > 100_000 { latencies.removeFirst(50_000) }
             }
             events.record(podRef(pod), reason: "Scheduled", message: "Successfully assigned \(pod.namespace)/\(pod.name) to \(node)", action: "Binding")
+            if let t = trace {
+                logger.info("Successfully bound pod to node", metadata: [
+                    "pod": "\(pod.namespace)/\(pod.name)", "node": "\(node)", "evaluatedNodes": "\(t.evaluated)", "feasibleNodes": "\(t.feasible)",
+                    "scores": .string(t.scores.map { "\($0.node)=\($0.score)" }.joined(separator: ",")), "attempts": "\(t.attempts)",
+                    "queued": .string(Self.microTime(t.queued)), "attempted": .string(Self.microTime(t.attempted)),
+                    "decided": .string(Self.microTime(t.decided))])
+            }
         } catch {
             attempts["error", default: 0] += 1
             forget(pod)

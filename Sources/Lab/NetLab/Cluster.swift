@@ -264,7 +264,7 @@ public final class Cluster: @unchecked Sendable {
         // Authorization as kubeadm sets it up: each kubelet is system:node:NAME (the Node
         // authorizer, NodeRestriction), each proxy system:kube-proxy (RBAC's system:node-proxier),
         // each controller its own service account bound to its system:controller:NAME role.
-        try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress,
+        try spawn(cp, ["\(state.binDir)/switchyard", "server", "--data-dir", "\(dir)/server", "--bind-address", state.serverAddress] + (try auditFlags(server: "\(dir)/server")) + [
                        "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort),
                        "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction",
                        "--enable-bootstrap-token-auth", "--use-service-account-credentials"], log: "server", keep: true)
@@ -273,6 +273,38 @@ public final class Cluster: @unchecked Sendable {
             usleep(50_000)
         }
         throw NetLabError("switchyard server did not start; see \(dir)/logs/server.log")
+    }
+
+    /// The lab's audit policy, as a cluster that keeps a record of its changes sets it: every
+    /// write at Metadata level, reads, Leases and Events not at all (pod traces read the writes).
+    static let auditPolicy = """
+        apiVersion: audit.k8s.io/v1
+        kind: Policy
+        omitStages: [RequestReceived]
+        rules:
+        - level: None
+          verbs: [get, list, watch]
+        - level: None
+          resources:
+          - group: coordination.k8s.io
+            resources: [leases]
+        - level: None
+          resources:
+          - group: ""
+            resources: [events]
+          - group: events.k8s.io
+            resources: [events]
+        - level: Metadata
+
+        """
+
+    /// An API server's audit log (`DIR/audit.log`) and policy, and its log lines as JSON: what
+    /// `netlab trace` reads.
+    func auditFlags(server dir: String) throws -> [String] {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let policy = "\(dir)/audit-policy.yaml"
+        try Data(Self.auditPolicy.utf8).write(to: URL(fileURLWithPath: policy))
+        return ["--audit-policy-file", policy, "--audit-log-path", "\(dir)/audit.log", "--logging-format", "json"]
     }
 
     /// The kubelet's part for the lab's nodes until they run kubelets: their Leases renewed
@@ -492,7 +524,7 @@ public final class Cluster: @unchecked Sendable {
         guard mode != "none" else { return }
         guard Self.modes.contains(mode) else { throw NetLabError("unknown proxy mode \(mode)") }
         for node in state.nodes {
-            try spawn(node.netns, ["\(state.binDir)/switchyard", "proxy"] + Self.proxyArguments(mode: mode) + [
+            try spawn(node.netns, ["\(state.binDir)/switchyard", "proxy", "--logging-format", "json"] + Self.proxyArguments(mode: mode) + [
                 "--hostname-override", node.name, "--cluster-cidr", Self.clusterCIDR,
                 "--kubeconfig", try componentKubeconfig("kube-proxy", commonName: "system:kube-proxy"),
                 "--min-sync-period", minSyncPeriod, "--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249",

@@ -66,7 +66,7 @@ extension Cluster {
                 try FileManager.default.createDirectory(atPath: "\(d)/pki", withIntermediateDirectories: true)
                 for f in ["ca.crt", "ca.key"] { try FileManager.default.copyItem(atPath: "\(dir)/server/pki/\(f)", toPath: "\(d)/pki/\(f)") }
             }
-            try spawn(m.netns, ["\(state.binDir)/switchyard", "server", "--data-dir", d, "--etcd-servers", etcdURLs(first: m).joined(separator: ","),
+            try spawn(m.netns, ["\(state.binDir)/switchyard", "server", "--data-dir", d] + (try auditFlags(server: d)) + ["--etcd-servers", etcdURLs(first: m).joined(separator: ","),
                                 "--bind-address", m.address, "--secure-port", String(state.serverPort), "--port", String(LabState.insecurePort),
                                 "--tls-san", LabCloudNet.apiServerAddress, "--service-account-signing-key-file", saKey,
                                 "--authorization-mode", "Node,RBAC", "--enable-admission-plugins", "NodeRestriction", "--enable-bootstrap-token-auth",
@@ -95,10 +95,10 @@ extension Cluster {
         for m in state.members {
             let local = "https://\(m.address):\(state.serverPort)"
             let scheduler = try componentKubeconfig("scheduler-\(m.name)", commonName: "system:kube-scheduler", server: local)
-            try spawn(m.netns, ["\(state.binDir)/switchyard", "scheduler", "--kubeconfig", scheduler, "--leader-elect"],
+            try spawn(m.netns, ["\(state.binDir)/switchyard", "scheduler", "--kubeconfig", scheduler, "--leader-elect", "--logging-format", "json"],
                       log: "scheduler-\(m.name)", hostname: m.name, keep: true)
             let cm = try componentKubeconfig("controller-manager-\(m.name)", commonName: "system:kube-controller-manager", server: local)
-            try spawn(m.netns, ["\(state.binDir)/switchyard", "controller-manager", "--kubeconfig", cm, "--leader-elect",
+            try spawn(m.netns, ["\(state.binDir)/switchyard", "controller-manager", "--kubeconfig", cm, "--leader-elect", "--logging-format", "json",
                                 "--controllers", "*,bootstrapsigner,tokencleaner", "--use-service-account-credentials",
                                 "--cluster-signing-cert-file", "\(pki)/ca.crt", "--cluster-signing-key-file", "\(pki)/ca.key", "--root-ca-file", "\(pki)/ca.crt"],
                       log: "controller-manager-\(m.name)", hostname: m.name, keep: true)

@@ -97,7 +97,7 @@ extension Cluster {
         let clientCA = try ClusterPKI.loadOrCreate(in: "\(dir)/server/pki").caCertFile
         for node in state.nodes {
             let nd = nodeDir(node)
-            try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--bootstrap-kubeconfig", bootstrap, "--kubeconfig", "\(nd)/kubelet.conf",
+            try spawn(node.netns, ["\(state.binDir)/switchyard", "kubelet", "--logging-format", "json", "--bootstrap-kubeconfig", bootstrap, "--kubeconfig", "\(nd)/kubelet.conf",
                                    "--rotate-certificates", "--hostname-override", node.name] + (state.router == nil ? [] : ["--cloud-provider", "external"]) + [
                                    "--client-ca-file", clientCA, "--anonymous-auth=false", "--authentication-token-webhook", "--authorization-mode", "Webhook",
                                    "--node-ip", node.address, "--container-runtime-endpoint", "unix://\(containerdSocket(node))",

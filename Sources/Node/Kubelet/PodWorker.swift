@@ -46,6 +46,8 @@ final class PodWorker: Sendable {
     var config: KubeletConfiguration { kubelet.config }
 
     func start() {
+        let pod = state.withLock { $0.pod }
+        logger.info("SyncLoop ADD", metadata: ["source": "api", "pod": "\(pod.key)", "podUID": "\(uid)"])
         let t = Task { await self.loop() }
         state.withLock { $0.task = t }
     }
@@ -163,6 +165,7 @@ final class PodWorker: Sendable {
         let sandboxConfigAttempt = UInt32((observed.sandboxes.map(\.metadata.attempt).max() ?? 0) + (observed.sandboxes.isEmpty ? 0 : 1))
         let dns = Specs.DNS(servers: config.clusterDNS, clusterDomain: config.clusterDomain)
         var sandboxConfig = Specs.sandboxConfig(pod, attempt: sandbox?.metadata.attempt ?? sandboxConfigAttempt, logRoot: config.podLogsDir, dns: dns)
+        var createdSandbox = false
         if sandbox == nil {
             if !observed.sandboxes.isEmpty {
                 kubelet.record(pod, reason: "SandboxChanged", message: "Pod sandbox changed, it will be killed and re-created.")
@@ -171,8 +174,11 @@ final class PodWorker: Sendable {
             }
             try FileManager.default.createDirectory(atPath: sandboxConfig.logDirectory, withIntermediateDirectories: true)
             do {
+                let creating = ContinuousClock.now
                 let id = try await runtime.runPodSandbox(sandboxConfig, runtimeHandler: "")
                 sandbox = Runtime_V1_PodSandbox.with { $0.id = id; $0.metadata = sandboxConfig.metadata; $0.state = .sandboxReady }
+                createdSandbox = true
+                logger.info("Created PodSandbox for pod", metadata: ["pod": "\(pod.key)", "podSandboxID": "\(id)", "elapsed": "\(Self.seconds(.now - creating))"])
             } catch {
                 logger.warning("CreatePodSandbox for pod \(pod.key) failed: \(error)")
                 kubelet.record(pod, type: "Warning", reason: "FailedCreatePodSandBox", message: "Failed to create pod sandbox: \(error)")
@@ -187,6 +193,9 @@ final class PodWorker: Sendable {
         do { try await Resolver(api: kubelet.api, rootDir: config.rootDir, nodeIP: kubelet.nodeIP).refreshTokens(pod) } catch { logger.warning("refreshing the tokens of pod \(pod.key): \(error)") }
         let sandboxStatus = try? await runtime.podSandboxStatus(sandboxID)
         let podIP = sandboxStatus?.network.ip ?? ""
+        if createdSandbox {
+            logger.info("Determined the ip for pod after sandbox changed", metadata: ["pod": "\(pod.key)", "IPs": .array([.string(podIP)])])
+        }
         var current = try await observe()
         if await collectGarbage(current) { current = try await observe() }
         let records = await records(current, sandbox: sandboxID)
@@ -281,7 +290,10 @@ final class PodWorker: Sendable {
                     s.ready[id] = now
                     return now != was
                 }
-                if changed { wake() }
+                if changed {
+                    logger.info("SyncLoop (probe)", metadata: ["probe": "readiness", "status": ok ? "ready" : "not ready", "pod": "\(pod.key)", "containerName": "\(name)"])
+                    wake()
+                }
             case .liveness, .startup:
                 if p.kind == .startup && ok {
                     state.withLock { $0.started[id] = true }
@@ -326,6 +338,8 @@ final class PodWorker: Sendable {
         return true
     }
 
+    static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+
     static func words(_ d: Duration) -> String {
         let s = d.components.seconds
         return s >= 60 && s % 60 == 0 ? "\(s / 60)m0s" : s >= 60 ? "\(s / 60)m\(s % 60)s" : "\(s)s"
@@ -336,6 +350,7 @@ final class PodWorker: Sendable {
         let policy = Specs.pullPolicy(c)
         if policy != "Always", let present = try? await runtime.imageStatus(image) {
             kubelet.record(pod, reason: "Pulled", message: "Container image \"\(image)\" already present on machine")
+            logger.info("Container image already present on machine", metadata: ["pod": "\(pod.key)", "containerName": "\(name)", "image": "\(image)"])
             return present.id
         }
         if policy == "Never" {
@@ -354,6 +369,7 @@ final class PodWorker: Sendable {
             let seconds = String(format: "%.3fs", Double(took.components.seconds) + Double(took.components.attoseconds) / 1e18)
             let size = (try? await runtime.imageStatus(image))?.size ?? 0
             kubelet.record(pod, reason: "Pulled", message: "Successfully pulled image \"\(image)\" in \(seconds) (\(seconds) including waiting). Image size: \(size) bytes.")
+            logger.info("Pulled image", metadata: ["pod": "\(pod.key)", "containerName": "\(name)", "image": "\(image)", "elapsed": "\(Self.seconds(took))", "size": "\(size)"])
             state.withLock { $0.pullFailures[name] = nil }
             return ref
         } catch {
@@ -392,8 +408,10 @@ final class PodWorker: Sendable {
         do {
             let id = try await runtime.createContainer(sandbox: sandbox, config, sandboxConfig: sandboxConfig)
             kubelet.record(pod, reason: "Created", message: "Created container: \(name)")
+            logger.info("Created container", metadata: ["pod": "\(pod.key)", "containerName": "\(name)", "containerID": "\(id)"])
             try await runtime.startContainer(id)
             kubelet.record(pod, reason: "Started", message: "Started container \(name)")
+            logger.info("Started container", metadata: ["pod": "\(pod.key)", "containerName": "\(name)", "containerID": "\(id)"])
             // postStart: the container counts as started once its hook has run; a hook that
             // fails kills it (and the restart policy decides what follows).
             if let hook = LifecycleHook(c[path: ["lifecycle", "postStart"]]),
@@ -532,6 +550,15 @@ final class PodWorker: Sendable {
         // A pod this kubelet saw Pending now runs: its start-up, as upstream counts it.
         let wasPending = ["", "Pending"].contains(pod[path: ["status", "phase"]]?.string ?? "")
         let starts = wasPending && status["phase"]?.string == "Running"
+        // A change of phase or readiness at the default level (a pod trace's last kubelet step).
+        func readiness(_ j: JSONValue?) -> String {
+            (j?["conditions"]?.array ?? []).first { $0["type"]?.string == "Ready" }?["status"]?.string ?? ""
+        }
+        let before = state.withLock { $0.lastStatus }
+        if before?["phase"] != status["phase"] || readiness(before) != readiness(status) {
+            logger.info("Status for pod updated successfully", metadata: ["pod": "\(pod.key)", "phase": "\(status["phase"]?.string ?? "")",
+                                                                          "ready": "\(readiness(status))"])
+        }
         let count = state.withLock { s in
             s.lastStatus = comparable
             s.lastStatusUID = target

@@ -211,8 +211,10 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             retryDelay = .zero
             health.updated()
             lastGeneration = snap.generation
-            // Full syncs at the default level, as kube-proxy reports its syncs; partial ones at -v 1.
-            logger.log(level: outcome.full ? .info : .debug, "synced \(backend.mode) rules", metadata: [
+            // Full syncs at the default level, as kube-proxy reports its syncs, and so are those
+            // that program an endpoint change (a pod trace finds its proxies' syncs by them);
+            // other partial ones at -v 1.
+            logger.log(level: outcome.full || !triggers.isEmpty ? .info : .debug, "synced \(backend.mode) rules", metadata: [
                 "full": "\(outcome.full)", "services": "\(Set(snap.servicePorts.keys.map(\.service)).count)", "servicePorts": "\(snap.servicePorts.count)",
                 "endpoints": "\(snap.totalEndpoints)", "written": "\(outcome.objectsWritten)",
                 "elapsed": "\(String(format: "%.1f ms", Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000))"])

@@ -1,0 +1,86 @@
+import Foundation
+import HostOS
+import KubeAPI
+import LabServices
+import NetLab
+import NetnsKit
+import Testing
+
+/// `netlab trace` on a real lab: a pod made with `kubectl run --expose` traced through its six
+/// steps from the audit log and the components' logs, the steps adding up to the create → Ready
+/// time a watch observed, then its EndpointSlice and both proxies' syncs.
+@Suite("netlab trace", .serialized,
+       .enabled(if: isRoot && ContainerdProcess.available && RegistryProcess.available, "needs root, containerd, runc and docker-registry"))
+struct TraceLabTests {
+    @Test func aPodsCreationTracedStepByStep() async throws {
+        try await HeavyLabs.withLab(prefix: "t", tail: 1500) { name, bin in
+            let lab = try await Cluster.up(name: name, nodes: 2, proxyMode: "iptables", binDir: bin, runtime: .containerd, progress: { _ in })
+            try await lab.waitForProxies()
+            let netlab = bin + "/switchyard-netlab"
+            // A watch sees the pod arrive and turn Ready (on the watch's own clock).
+            let watcher = Task { () -> (added: Date, ready: Date)? in
+                var added: Date?
+                let events = try await lab.api.watch("/api/v1/namespaces/default/pods", query: ["fieldSelector": "metadata.name=web", "watch": "true"])
+                for try await e in events {
+                    let now = Date()
+                    if e["type"]?.string == "ADDED", added == nil { added = now }
+                    let ready = (e[path: ["object", "status", "conditions"]]?.array ?? []).contains { $0["type"]?.string == "Ready" && $0["status"]?.string == "True" }
+                    if ready, let added { return (added, now) }
+                }
+                return nil
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            let run = try CommandRunner().run([netlab, "kubectl", "--name", name, "run", "web", "--image=switchyard/echo:latest",
+                                               "--image-pull-policy=IfNotPresent", "--port", "8080", "--expose"], check: false)
+            #expect(run.status == 0, "\(run)")
+            let timeout = Task { try await Task.sleep(for: .seconds(90)); watcher.cancel() }
+            let seen = try #require(try await watcher.value, "the pod did not turn Ready")
+            timeout.cancel()
+            let observed = seen.ready.timeIntervalSince(seen.added)
+
+            // The proxies program the pod's endpoint shortly after: the trace has both.
+            var trace = try #require(try await lab.trace(pod: "web").first)
+            for _ in 0..<50 where trace.network.count < 3 {
+                try await Task.sleep(for: .milliseconds(200))
+                trace = try #require(try await lab.trace(pod: "web").first)
+            }
+            #expect(trace.steps.map(\.name) == ["Request received, user authenticated", "Authorised", "Admission (with decoding and validation)",
+                                                "Stored", "Scheduled", "Started by the kubelet"], "\(trace.text())")
+            #expect(trace.steps.allSatisfy { $0.duration >= 0 } && trace.steps.flatMap(\.parts).allSatisfy { $0.duration >= 0 }, "\(trace.text())")
+            for (a, b) in zip(trace.steps, trace.steps.dropFirst()) { #expect(abs(a.end.timeIntervalSince(b.start)) < 1e-6, "\(trace.text())") }
+            let sum = trace.steps.map(\.duration).reduce(0, +)
+            #expect(abs(sum - observed) <= 0.1 * observed, "steps add up to \(sum) s, the watch saw \(observed) s\n\(trace.text())")
+            #expect(trace.steps[0].detail.hasPrefix("kubernetes-admin") && trace.steps[0].detail.contains("kubectl/"), "\(trace.text())")
+            #expect(trace.steps[2].detail.contains("pod-security.kubernetes.io/enforce-policy"), "\(trace.text())")
+            #expect(trace.steps[3].detail.hasPrefix("resourceVersion ") && !trace.steps[3].detail.hasSuffix("?"), "\(trace.text())")
+            // The scheduler's parts with both nodes' scores; the kubelet's, on the pod's node, with its address.
+            let scheduling = trace.steps[4].parts
+            #expect(scheduling.count == 4 && scheduling[2].detail.contains("node-1=") && scheduling[2].detail.contains("node-2="), "\(trace.text())")
+            let kubelet = trace.steps[5].parts.map(\.name)
+            for part in ["seen by the kubelet", "sandbox created, CNI ADD", "pod address read", "container web created", "container web started", "Ready status written"] {
+                #expect(kubelet.contains(part), "\(part): \(trace.text())")
+            }
+            #expect(!trace.podIP.isEmpty && trace.steps[5].parts.contains { $0.detail == trace.podIP }, "\(trace.text())")
+            let slice = trace.network.first?.name.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+            #expect(slice.hasPrefix("web-") && trace.network.map(\.name) == ["EndpointSlice \(slice) written", "proxy on node-1 synced", "proxy on node-2 synced"],
+                    "\(trace.text())")
+            #expect(trace.network.allSatisfy { $0.duration >= 0 }, "\(trace.text())")
+
+            // The command: text, JSON, the SVG timeline; a Deployment's pods; a clear error for a pod that is not there.
+            let svg = FileManager.default.temporaryDirectory.appendingPathComponent("trace-\(name).svg").path
+            defer { try? FileManager.default.removeItem(atPath: svg) }
+            let text = try CommandRunner().run([netlab, "trace", "--name", name, "pod", "web", "--svg", svg], check: false)
+            #expect(text.status == 0 && text.stdout.contains("  6  Started by the kubelet"), "\(text)")
+            #expect((try? String(contentsOfFile: svg, encoding: .utf8))?.hasPrefix("<svg") == true)
+            let json = try CommandRunner().run([netlab, "trace", "--name", name, "pod", "web", "-o", "json"], check: false)
+            let parsed = try JSONValue.parse(Data(json.stdout.utf8))
+            #expect(parsed["steps"]?.array?.count == 6 && parsed["node"]?.string == trace.node, "\(json)")
+            let deployment = try CommandRunner().run([netlab, "trace", "--name", name, "deployment", "echo-1", "-o", "json"], check: false)
+            let pods = try JSONValue.parse(Data(deployment.stdout.utf8)).array ?? []
+            #expect(pods.count == 1 && pods[0]["steps"]?.array?.count == 6, "\(deployment)")
+            #expect(pods.first?[path: ["steps"]]?.array?.first?["detail"]?.string?.hasPrefix("system:serviceaccount:kube-system:replicaset-controller") == true, "\(deployment)")
+            let missing = try CommandRunner().run([netlab, "trace", "--name", name, "pod", "nope"], check: false)
+            #expect(missing.status != 0 && missing.stderr.contains("not found"), "\(missing)")
+        }
+    }
+}
