@@ -128,3 +128,47 @@ struct PodTraceTests {
         #expect(trace.steps.count == 6 && trace.steps[4].parts.isEmpty && trace.notes.contains { $0.contains("scheduler's log") })
     }
 }
+
+/// The report's logic on figures written here: the Prometheus text read back, requests summed,
+/// clients named from their identities, every chart on the page.
+@Suite("lab report from figures")
+struct LabReportTests {
+    static let metrics = """
+        # HELP apiserver_request_total Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.
+        # TYPE apiserver_request_total counter
+        apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",system_client="",verb="POST",version="v1"} 4
+        apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="namespace",subresource="",system_client="",verb="LIST",version="v1"} 9
+        apiserver_request_total{code="200",component="apiserver",dry_run="",group="discovery.k8s.io",resource="endpointslices",scope="namespace",subresource="",system_client="",verb="WATCH",version="v1"} 2
+        apiserver_request_total{code="404",component="apiserver",dry_run="",group="",resource="",scope="",subresource="other \\"x\\"",system_client="",verb="GET",version=""} 1
+        """
+
+    @Test func figuresIntoCharts() {
+        let s = LabReport.samples(Self.metrics)
+        #expect(s.count == 4)
+        #expect(s[3].labels["subresource"] == "other \"x\"" && s[3].value == 1)
+        #expect(LabReport.sum(s, "apiserver_request_total", by: "verb") == [.init("LIST", 9), .init("POST", 4), .init("WATCH", 2), .init("GET", 1)])
+        #expect(LabReport.sum(s, "apiserver_request_total", by: "resource") == [.init("pods", 13), .init("endpointslices", 2), .init("(none)", 1)])
+        #expect(LabReport.client(user: "system:node:node-1", agent: "switchyard/v1.33") == "kubelet node-1")
+        #expect(LabReport.client(user: "system:serviceaccount:kube-system:endpointslice-controller", agent: "") == "endpointslice-controller")
+        #expect(LabReport.client(user: "system:kube-scheduler", agent: "") == "kube-scheduler")
+        #expect(LabReport.client(user: "kubernetes-admin", agent: "kubectl/v1.33.1 (linux/amd64)") == "kubectl (kubernetes-admin)")
+        let audit: [JSONValue] = [
+            ["stage": "ResponseComplete", "user": ["username": "system:kube-scheduler"], "objectRef": ["resource": "pods", "subresource": "binding"]],
+            ["stage": "ResponseComplete", "user": ["username": "system:node:node-1"], "objectRef": ["resource": "pods", "subresource": "status"]],
+            ["stage": "ResponseComplete", "user": ["username": "system:node:node-1"], "objectRef": ["resource": "pods", "subresource": "status"]],
+        ]
+        let kubelet = """
+            kubelet_runtime_operations_total{operation_type="run_podsandbox"} 2
+            kubelet_runtime_operations_duration_seconds_sum{operation_type="run_podsandbox"} 0.5
+            kubelet_runtime_operations_duration_seconds_count{operation_type="run_podsandbox"} 2
+            """
+        let r = LabReport.make(apiMetrics: Self.metrics, audit: audit, kubeletMetrics: ["node-1": kubelet], comparison: [], comparisonTable: nil,
+                               traces: [], labName: "x")
+        #expect(Set(r.files.keys) == ["api-by-verb.svg", "api-by-resource.svg", "api-by-client.svg", "interaction.svg",
+                                      "runtime-calls-node-1.svg", "runtime-latency-node-1.svg"])
+        for f in r.files.keys { #expect(r.html.contains("src=\"\(f)\"")) }
+        #expect(r.files["runtime-latency-node-1.svg"]?.contains("250 ms") == true, "mean of 0.5 s over 2 calls")
+        #expect(r.files["interaction.svg"]?.contains("kubelet node-1 → pods/status: 2") == true)
+        #expect(r.html.contains("No comparison yet"))
+    }
+}

@@ -8,7 +8,8 @@ import Testing
 
 /// `netlab trace` on a real lab: a pod made with `kubectl run --expose` traced through its six
 /// steps from the audit log and the components' logs, the steps adding up to the create → Ready
-/// time a watch observed, then its EndpointSlice and both proxies' syncs.
+/// time a watch observed, then its EndpointSlice and both proxies' syncs. Then `netlab report`
+/// on the same lab, checked in headless Chromium.
 @Suite("netlab trace", .serialized,
        .enabled(if: isRoot && ContainerdProcess.available && RegistryProcess.available, "needs root, containerd, runc and docker-registry"))
 struct TraceLabTests {
@@ -81,6 +82,43 @@ struct TraceLabTests {
             #expect(pods.first?[path: ["steps"]]?.array?.first?["detail"]?.string?.hasPrefix("system:serviceaccount:kube-system:replicaset-controller") == true, "\(deployment)")
             let missing = try CommandRunner().run([netlab, "trace", "--name", name, "pod", "nope"], check: false)
             #expect(missing.status != 0 && missing.stderr.contains("not found"), "\(missing)")
+
+            // The report: written, then loaded in headless Chromium, which finds every chart
+            // drawn and no error, and whose screenshot has each chart's bars.
+            let out = FileManager.default.temporaryDirectory.appendingPathComponent("report-\(name)").path
+            defer { try? FileManager.default.removeItem(atPath: out) }
+            let report = try CommandRunner().run([netlab, "report", "--name", name, "--out", out], check: false)
+            #expect(report.status == 0, "\(report)")
+            let page = out + "/report/index.html"
+            let html = try String(contentsOfFile: page, encoding: .utf8)
+            for chart in ["api-by-verb.svg", "api-by-resource.svg", "api-by-client.svg", "interaction.svg", "runtime-calls-node-1.svg",
+                          "runtime-latency-node-2.svg", "trace-default-web.svg"] {
+                #expect(html.contains("src=\"\(chart)\""), "\(chart) is not on the page")
+            }
+            let calls = try String(contentsOfFile: out + "/report/runtime-calls-node-1.svg", encoding: .utf8)
+            #expect(calls.contains("run_podsandbox") && calls.contains("create_container"), "\(calls)")
+            let clients = try String(contentsOfFile: out + "/report/api-by-client.svg", encoding: .utf8)
+            #expect(clients.contains("kube-scheduler") && clients.contains("kubelet node-1") && clients.contains("endpointslice-controller"), "\(clients)")
+            guard let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first(where: FileManager.default.isExecutableFile) else {
+                Issue.record("chromium is not installed (scripts/setup.sh installs it)")
+                return
+            }
+            let browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir=\(out)/chromium"]
+            let dom = try CommandRunner().run(browser + ["--virtual-time-budget=5000", "--dump-dom", "file://\(page)"], check: false, timeout: .seconds(120))
+            let images = html.components(separatedBy: "<img ").count - 1
+            #expect(dom.stdout.contains("data-charts=\"\(images)/\(images)\"") && dom.stdout.contains("data-errors=\"0\""),
+                    "\(dom.stdout.prefix(600)) \(dom.stderr.suffix(1500))")
+            let shot = out + "/screenshot.png"
+            let screenshot = try CommandRunner().run(browser + ["--window-size=1200,9000", "--screenshot=\(shot)", "file://\(page)"], check: false, timeout: .seconds(120))
+            #expect(FileManager.default.fileExists(atPath: shot), "\(screenshot)")
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("png_colors.py").path
+            // Each chart's bar colour: verbs, resources, clients, the heat map, CRI calls and latency, the trace's bars.
+            let colours = try CommandRunner().run(["python3", script, shot, "1f77b4", "ff7f0e", "2ca02c", "purple", "d62728", "8c564b", "3366cc"], check: false)
+            let counts = Dictionary(colours.stdout.split(separator: "\n").compactMap { l -> (String, Int)? in
+                let p = l.split(separator: " ")
+                return p.count == 2 ? (String(p[0]), Int(p[1]) ?? 0) : nil
+            }) { a, _ in a }
+            #expect(counts.count == 7 && counts.values.allSatisfy { $0 > 200 }, "pixels per chart colour: \(counts) \(colours.stderr)")
         }
     }
 }

@@ -42,7 +42,7 @@ struct NetLabCommand: AsyncParsableCommand {
         commandName: "netlab",
         abstract: "Kubernetes networking in network namespaces: a lab cluster, the proxy modes compared.",
         subcommands: [Up.self, Down.self, Status.self, Compare.self, Render.self, Demo.self, KubectlCommand.self, ExecCommand.self, ImagesCommand.self,
-                      FaultCommand.self, Failover.self, TraceCommand.self, Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
+                      FaultCommand.self, Failover.self, TraceCommand.self, ReportCommand.self, Serve.self, GuestCompare.self, StandInCommand.self, CloudCommand.self, LoadBalancerLatency.self])
 }
 
 struct Up: AsyncParsableCommand {
@@ -476,5 +476,23 @@ struct TraceCommand: AsyncParsableCommand {
                 say("wrote \(path)")
             }
         }
+    }
+}
+
+struct ReportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "report", abstract: """
+        An HTML page (OUT/report/index.html) with the SVG charts it embeds: API requests by verb, \
+        resource and client; writes per component and resource; CRI calls per node; the proxy \
+        modes' comparison (netlab compare's); the latest pod traces.
+        """)
+    @OptionGroup var lab: LabOptions
+    @OptionGroup var out: OutOptions
+    @Option(help: "How many of the newest Ready pods are traced.") var traces = 3
+
+    func run() async throws {
+        let c = try mustOpen(lab.name)
+        let dir = out.out + "/report"
+        let r = try await c.report(out: dir, compareDir: out.out, traces: traces)
+        emit("netlab: wrote \(dir)/index.html and \(r.files.count) charts")
     }
 }

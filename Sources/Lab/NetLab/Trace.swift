@@ -373,20 +373,20 @@ extension Cluster {
 
     /// The audit events about the pods named (and every EndpointSlice write), and the components'
     /// JSON log lines, from the lab's files.
-    func traceRecords(mentioning names: [String]) throws -> PodTrace.Records {
+    func traceRecords(mentioning names: [String], everything: Bool = false) throws -> PodTrace.Records {
         let fm = FileManager.default
         var audit: [JSONValue] = []
         let serverDirs = ((try? fm.contentsOfDirectory(atPath: dir)) ?? []).filter { $0 == "server" || $0.hasPrefix("server-") }
         let needles = names.map { "\"name\":\"\($0)\"" } + ["\"resource\":\"endpointslices\""]
         for d in serverDirs {
             guard let text = try? String(contentsOfFile: "\(dir)/\(d)/audit.log", encoding: .utf8) else { continue }
-            for line in text.split(separator: "\n") where needles.contains(where: { line.contains($0) }) {
+            for line in text.split(separator: "\n") where everything || needles.contains(where: { line.contains($0) }) {
                 if let e = try? JSONValue.parse(Data(line.utf8)) { audit.append(e) }
             }
         }
         guard !audit.isEmpty || !serverDirs.isEmpty else { throw PodTrace.Failure(description: "no audit log in \(dir)/server") }
         var logs: [String: [JSONValue]] = [:]
-        for file in (try? fm.contentsOfDirectory(atPath: "\(dir)/logs")) ?? [] where file.hasSuffix(".log") && !file.hasSuffix(".previous.log") {
+        for file in everything ? [] :  (try? fm.contentsOfDirectory(atPath: "\(dir)/logs")) ?? [] where file.hasSuffix(".log") && !file.hasSuffix(".previous.log") {
             let source = String(file.dropLast(4))
             guard ["server", "scheduler", "kubelet-", "proxy-"].contains(where: { source.hasPrefix($0) }),
                   let text = try? String(contentsOfFile: "\(dir)/logs/\(file)", encoding: .utf8) else { continue }
