@@ -417,15 +417,6 @@ public actor Scheduler {
 
     static func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
 
-    static func microTime(_ d: Date) -> String {
-        let t = d.timeIntervalSince1970
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd'T'HH:mm:ss"
-        return f.string(from: d) + String(format: ".%06dZ", Int((t - t.rounded(.down)) * 1_000_000))
-    }
-
     func bind(_ e: SchedulingQueue.Entry, node: String, trace: Decision? = nil) async {
         let pod = e.pod
         defer { releaseBindSlot() }
@@ -444,8 +435,8 @@ public actor Scheduler {
                 logger.info("Successfully bound pod to node", metadata: [
                     "pod": "\(pod.namespace)/\(pod.name)", "node": "\(node)", "evaluatedNodes": "\(t.evaluated)", "feasibleNodes": "\(t.feasible)",
                     "scores": .string(t.scores.map { "\($0.node)=\($0.score)" }.joined(separator: ",")), "attempts": "\(t.attempts)",
-                    "queued": .string(Self.microTime(t.queued)), "attempted": .string(Self.microTime(t.attempted)),
-                    "decided": .string(Self.microTime(t.decided))])
+                    "queued": .string(LeaderElector.microTime(t.queued)), "attempted": .string(LeaderElector.microTime(t.attempted)),
+                    "decided": .string(LeaderElector.microTime(t.decided))])
             }
         } catch {
             attempts["error", default: 0] += 1
