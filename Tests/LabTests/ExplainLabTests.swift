@@ -3,7 +3,8 @@ import KubeAPI
 import NetnsKit
 import Testing
 
-/// `switchyard explain --live` against the kernel: the iptables mode's rules loaded into a
+/// `switchyard explain --live` against the kernel: the iptables mode's rules and the nftables
+/// mode's table (both layouts) loaded into a
 /// namespace lab (a node, pods on its bridge, a client outside), each packet explained from the
 /// kernel's own rules, then sent for real; the pods that answer are the endpoints explain names,
 /// a masqueraded packet reaches its pod from the node's address, a rejected one is refused at
@@ -119,7 +120,10 @@ struct ExplainLabTests {
         return .answered(answers)
     }
 
-    @Test func explainAgreesWithTheKernel() throws {
+    @Test(arguments: ["iptables", "nftables", "nftables-maps"])
+    func explainAgreesWithTheKernel(variant: String) throws {
+        let mode = variant.hasPrefix("nftables") ? "nftables" : variant
+        let layout = variant == "nftables-maps" ? ["--nftables-layout", "maps"] : []
         let bin = try switchyardBinary()
         let lab = try Lab()
         defer { lab.destroy() }
@@ -132,9 +136,9 @@ struct ExplainLabTests {
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("m.yaml")
         try Self.manifests.write(to: file, atomically: true, encoding: .utf8)
-        let render = try Sh.run([bin, "render", "--proxy-mode", "iptables", "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16", "-f", file.path])
+        let render = try Sh.run([bin, "render", "--proxy-mode", mode] + layout + ["--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16", "-f", file.path])
         #expect(render.status == 0, "\(render.err)")
-        let load = try Sh.run(["ip", "netns", "exec", lab.node, "iptables-restore", "--noflush"], input: render.out)
+        let load = try Sh.run(["ip", "netns", "exec", lab.node] + (mode == "iptables" ? ["iptables-restore", "--noflush"] : ["nft", "-f", "-"]), input: render.out)
         try #require(load.status == 0, "\(load.err)")
         // Pod traffic through the bridge is seen by iptables (as on a node with br_netfilter).
         try Sh.must(["ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
@@ -153,9 +157,14 @@ struct ExplainLabTests {
             ("outside to a Local NodePort without local endpoints", lab.client, lab.clientIP, lab.nodeClientIP, 30090),
             ("outside to cluster IP, masqueraded", lab.client, lab.clientIP, "10.96.0.40", 9000),
             ("pod to cluster IP, not masqueraded", b, "10.244.1.3", "10.96.0.40", 9000),
+            ("pod to NodePort", b, "10.244.1.3", lab.nodeClientIP, 30080),
+            ("pod to LoadBalancer IP outside its source ranges", c, "10.244.1.4", "192.0.2.50", 80),
+            ("pod to external IP", c, "10.244.1.4", "192.0.2.60", 80),
+            ("outside to the NodePort of a LoadBalancer with source ranges (they hold for its IP only)", lab.client, lab.clientIP, lab.nodeClientIP, 30081),
+            ("pod to the NodePort of a LoadBalancer with source ranges", b, "10.244.1.3", lab.nodeClientIP, 30081),
         ]
         for (what, ns, src, dst, port) in cases {
-            let e = try Sh.run(["ip", "netns", "exec", lab.node, bin, "explain", "--proxy-mode", "iptables", "--live", "--src", src,
+            let e = try Sh.run(["ip", "netns", "exec", lab.node, bin, "explain", "--proxy-mode", mode, "--live", "--src", src,
                                 "--dst", "\(dst):\(port)", "-o", "json"])
             try #require(e.status == 0, "\(what): \(e.err)")
             let path = try JSONValue.parse(Data(e.out.utf8))

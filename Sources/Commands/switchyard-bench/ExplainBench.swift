@@ -3,6 +3,7 @@ import Foundation
 import IPTablesKit
 import KubeAPI
 import NetnsKit
+import ProxyNFTables
 
 /// `switchyard explain` over a big ruleset: the command as a user runs it (`--rules FILE`, the
 /// iptables mode's render of N Services × 10 endpoints), against `iptables-save` of the same
@@ -72,6 +73,50 @@ struct ExplainBench: AsyncParsableCommand {
             log("\(n) services: explain \(fmt(command)), iptables-save \(fmt(save)); one answer \(fmt(indexed)) indexed, \(fmt(scanned)) trying every rule")
             report += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(size) / 1e6)) MB | \(fmt(command)) | \(fmt(save)) | \(String(format: "%.2f×", command / save)) | "
                 + "\(fmt(indexed)) | \(fmt(scanned)) | \(String(format: "%.3f×", indexed / scanned)) |\n"
+        }
+        // The nftables mode: the command on its render, against `nft list table` of the same
+        // table loaded in a namespace; one answer in process.
+        report += "\n| services × endpoints | nftables script | `switchyard explain --proxy-mode nftables --rules` (command) | `nft list table` of it | explain ÷ list | one answer in process (median of \(queries)) |\n"
+        report += "|---|---|---|---|---|---|\n"
+        for n in sizes {
+            let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
+            let json = dir.appendingPathComponent("all-\(n).json").path
+            try RenderBench.writeJSON(svcs, slices, to: json)
+            let script = dir.appendingPathComponent("out-\(n).nft").path
+            let render = try Sh.run([switchyard, "render", "--proxy-mode", "nftables", "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16",
+                                     "-f", json], timeout: 600)
+            guard render.status == 0 else { throw ValidationError("render: \(render.err)") }
+            try render.out.write(toFile: script, atomically: true, encoding: .utf8)
+            let target = svcs[n / 2].spec.clusterIP ?? ""
+            let command = try median((0..<repeats).map { _ in
+                let start = Date()
+                let r = try Sh.run([switchyard, "explain", "--proxy-mode", "nftables", "--rules", script, "--src", "10.244.0.5", "--dst", "\(target):80"], timeout: 600)
+                guard r.status == 0, r.out.contains("DNAT to") else { throw ValidationError("explain: \(r.err)\(r.out)") }
+                return Date().timeIntervalSince(start)
+            })
+            let ns = "sybenchx\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+            try Sh.must(["ip", "netns", "add", ns])
+            defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+            let load = try Sh.run(["ip", "netns", "exec", ns, "nft", "-f", script], timeout: 600)
+            guard load.status == 0 else { throw ValidationError("nft -f: \(load.err)") }
+            let list = try median((0..<repeats).map { _ in
+                let start = Date()
+                let r = try Sh.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy"], timeout: 600)
+                guard r.status == 0 else { throw ValidationError("nft list: \(r.err)") }
+                return Date().timeIntervalSince(start)
+            })
+            let walk = try NFTWalk(script: render.out)
+            var times: [Double] = []
+            for _ in 0..<queries {
+                let t = svcs.randomElement()!.spec.clusterIP ?? ""
+                let start = ContinuousClock.now
+                let outcomes = try walk.walk(source: "10.244.0.5", destination: t, port: 80, proto: "tcp", fromNode: false, local: [])
+                precondition(outcomes.count == endpoints)
+                times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
+            }
+            let one = median(times)
+            log("\(n) services (nftables): explain \(fmt(command)), nft list \(fmt(list)); one answer \(fmt(one))")
+            report += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(render.out.utf8.count) / 1e6)) MB | \(fmt(command)) | \(fmt(list)) | \(String(format: "%.2f×", command / list)) | \(fmt(one)) |\n"
         }
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }

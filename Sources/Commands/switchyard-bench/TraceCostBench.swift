@@ -20,7 +20,7 @@ struct TraceCostBench: AsyncParsableCommand {
         abstract: "Measure pod start-up with audit logging (Metadata) and JSON logs against without.")
 
     @Option(help: "Pods started per round (spread over the nodes).") var pods = 20
-    @Option(help: "Rounds per setting.") var rounds = 6
+    @Option(help: "Rounds per setting.") var rounds = 10
     @Option(help: "Nodes, each with a containerd and a kubelet of its own.") var nodes = 2
     @Option(help: "The switchyard binary.") var switchyard: String?
     @Option(help: "The switchyard-cni binary.") var cni: String?

@@ -1,3 +1,4 @@
+import Foundation
 import KubeAPI
 import ProxySeam
 
@@ -28,7 +29,49 @@ extension ProxyMode {
         removeLeftovers: { _ in
             let p = NFTablesProxier(nft: try SystemNFTables(), options: NFTablesOptions())
             return try p.removeLeftovers() ? "the nftables table ip kube-proxy" : nil
-        })
+        },
+        explain: { ruleset, query in try NFTablesProxier.explain(ruleset, query) },
+        liveRuleset: { try NFTablesProxier.listTable() })
+}
+
+extension NFTablesProxier {
+    /// A packet through the nftables mode's table (`switchyard explain`), from a render or a
+    /// full sync's script, or from the table as `nft list` prints it.
+    static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
+        let walked: [NFTWalk.Outcome]
+        do {
+            let listed = !ruleset.contains("add rule ") && ruleset.contains("table ip ")
+            let walk = listed ? try NFTWalk(listing: ruleset) : try NFTWalk(script: ruleset)
+            walked = try walk.walk(source: q.source, sourcePort: q.sourcePort, destination: q.destination, port: q.port, proto: q.proto,
+                                   fromNode: q.fromNode, local: q.localAddresses)
+        } catch { throw ProxyConfigError("\(error)") }
+        let outcomes = walked.map { o in
+            PacketPath.Outcome(probability: o.packet.probability, hops: PacketPath.Hop.list(o.packet.hops), verdict: o.verdict,
+                               endpoint: o.endpoint, masqueraded: o.packet.masqueraded)
+        }
+        return PacketPath(query: q, mode: "nftables", outcomes: outcomes)
+    }
+
+    /// The kernel's table ip kube-proxy, as `nft list table ip kube-proxy` prints it.
+    static func listTable() throws -> String {
+        guard let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw ProxyConfigError("--live needs the nft command (Debian's nftables package)")
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: nft)
+        p.arguments = ["list", "table", "ip", Names.table]
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let text = out.fileHandleForReading.readDataToEndOfFile()
+        let message = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw ProxyConfigError("nft list table ip \(Names.table): \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return String(decoding: text, as: UTF8.self)
+    }
 }
 
 extension NFTablesOptions {
