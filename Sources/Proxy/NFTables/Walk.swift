@@ -290,14 +290,6 @@ public struct NFTWalk: Sendable {
         return Self.splitTop(body, ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
-    enum Step {
-        case next
-        case verdict(String)                 // accept, drop, reject
-        case jump(String), goto(String)
-        case split([(Double, [String])])     // ways: the rest of the rule per way
-        case ret
-    }
-
     // MARK: walking
 
     /// Every way a new connection goes, from `source` to `destination:port/proto`.
@@ -310,14 +302,8 @@ public struct NFTWalk: Sendable {
         let start = Packet(source: s, destination: d, sourcePort: sourcePort, port: port, proto: proto)
         // The hooks in order; within one, base chains by priority.
         func bases(_ hook: String) -> [Chain] { chains.values.filter { $0.hook == hook }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) } }
-        var ways = [start]
         var done: [Outcome] = []
-        let first = fromNode ? ["output"] : ["prerouting"]
-        for hook in first {
-            var next: [Packet] = []
-            for p in ways { next += try run(bases(hook), p, ctx, &done) }
-            ways = next
-        }
+        let ways = try run(bases(fromNode ? "output" : "prerouting"), start, ctx, &done)
         // Routing: to the node itself or onwards (the node's own packets leave through postrouting).
         var after: [Packet] = []
         for p in ways {
