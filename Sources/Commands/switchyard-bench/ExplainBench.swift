@@ -35,26 +35,39 @@ struct ExplainBench: AsyncParsableCommand {
 
         var report = "| services × endpoints | ruleset | `switchyard explain --rules` (command) | `iptables-save` (\(iptablesBackend)) of it | explain ÷ save | one answer, indexed (median of \(queries)) | one answer, every rule tried | indexed ÷ not |\n"
         report += "|---|---|---|---|---|---|---|---|\n"
+        // The nftables mode: the command on its render, against `nft list table` of the same
+        // table loaded in a namespace; one answer in process.
+        var nftReport = "| services × endpoints | nftables script | `switchyard explain --proxy-mode nftables --rules` (command) | `nft list table` of it | explain ÷ list | one answer in process (median of \(queries)) |\n"
+        nftReport += "|---|---|---|---|---|---|\n"
         for n in sizes {
             let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
             let json = dir.appendingPathComponent("all-\(n).json").path
             try RenderBench.writeJSON(svcs, slices, to: json)
-            let rules = dir.appendingPathComponent("out-\(n).rules").path
-            let render = try Sh.run([switchyard, "render", "--proxy-mode", "iptables", "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16",
-                                     "--no-header", "-f", json], timeout: 600)
-            guard render.status == 0 else { throw ValidationError("render: \(render.err)") }
-            try render.out.write(toFile: rules, atomically: true, encoding: .utf8)
-            let size = render.out.utf8.count
             let target = svcs[n / 2].spec.clusterIP ?? ""
-            let command = try median((0..<repeats).map { _ in
-                let start = Date()
-                let r = try Sh.run([switchyard, "explain", "--rules", rules, "--src", "10.244.0.5", "--dst", "\(target):80"], timeout: 600)
-                guard r.status == 0, r.out.contains("DNAT to") else { throw ValidationError("explain: \(r.err)\(r.out)") }
-                return Date().timeIntervalSince(start)
-            })
+            /// The mode's render of the objects, written to `file` too.
+            func render(_ mode: String, _ file: String) throws -> String {
+                let r = try Sh.run([switchyard, "render", "--proxy-mode", mode, "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16",
+                                    "--no-header", "-f", json], timeout: 600)
+                guard r.status == 0 else { throw ValidationError("render: \(r.err)") }
+                try r.out.write(toFile: file, atomically: true, encoding: .utf8)
+                return r.out
+            }
+            /// `switchyard explain` of the mode on `file` as a command, to the Service in the middle: the median of `repeats`.
+            func command(_ mode: String, _ file: String) throws -> Double {
+                try median((0..<repeats).map { _ in
+                    let start = Date()
+                    let r = try Sh.run([switchyard, "explain", "--proxy-mode", mode, "--rules", file, "--src", "10.244.0.5", "--dst", "\(target):80"], timeout: 600)
+                    guard r.status == 0, r.out.contains("DNAT to") else { throw ValidationError("explain: \(r.err)\(r.out)") }
+                    return Date().timeIntervalSince(start)
+                })
+            }
+
+            let rules = dir.appendingPathComponent("out-\(n).rules").path
+            let ruleset = try render("iptables", rules)
+            let explained = try command("iptables", rules)
             let save = try Self.save(rules, repeats: repeats)
             // In process: the rules read once, then packets to random Services.
-            var walk = try IPTablesWalk(render.out)
+            var walk = try IPTablesWalk(ruleset)
             let targets = (0..<queries).map { _ in IPTablesWalk.address(svcs.randomElement()!.spec.clusterIP ?? "")! }
             func perQuery() -> Double {
                 var times: [Double] = []
@@ -70,56 +83,45 @@ struct ExplainBench: AsyncParsableCommand {
             let indexed = perQuery()
             walk.indexed = false
             let scanned = perQuery()
-            log("\(n) services: explain \(fmt(command)), iptables-save \(fmt(save)); one answer \(fmt(indexed)) indexed, \(fmt(scanned)) trying every rule")
-            report += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(size) / 1e6)) MB | \(fmt(command)) | \(fmt(save)) | \(String(format: "%.2f×", command / save)) | "
+            log("\(n) services: explain \(fmt(explained)), iptables-save \(fmt(save)); one answer \(fmt(indexed)) indexed, \(fmt(scanned)) trying every rule")
+            report += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(ruleset.utf8.count) / 1e6)) MB | \(fmt(explained)) | \(fmt(save)) | \(String(format: "%.2f×", explained / save)) | "
                 + "\(fmt(indexed)) | \(fmt(scanned)) | \(String(format: "%.3f×", indexed / scanned)) |\n"
-        }
-        // The nftables mode: the command on its render, against `nft list table` of the same
-        // table loaded in a namespace; one answer in process.
-        report += "\n| services × endpoints | nftables script | `switchyard explain --proxy-mode nftables --rules` (command) | `nft list table` of it | explain ÷ list | one answer in process (median of \(queries)) |\n"
-        report += "|---|---|---|---|---|---|\n"
-        for n in sizes {
-            let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
-            let json = dir.appendingPathComponent("all-\(n).json").path
-            try RenderBench.writeJSON(svcs, slices, to: json)
-            let script = dir.appendingPathComponent("out-\(n).nft").path
-            let render = try Sh.run([switchyard, "render", "--proxy-mode", "nftables", "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16",
-                                     "-f", json], timeout: 600)
-            guard render.status == 0 else { throw ValidationError("render: \(render.err)") }
-            try render.out.write(toFile: script, atomically: true, encoding: .utf8)
-            let target = svcs[n / 2].spec.clusterIP ?? ""
-            let command = try median((0..<repeats).map { _ in
-                let start = Date()
-                let r = try Sh.run([switchyard, "explain", "--proxy-mode", "nftables", "--rules", script, "--src", "10.244.0.5", "--dst", "\(target):80"], timeout: 600)
-                guard r.status == 0, r.out.contains("DNAT to") else { throw ValidationError("explain: \(r.err)\(r.out)") }
-                return Date().timeIntervalSince(start)
-            })
-            let ns = "sybenchx\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-            try Sh.must(["ip", "netns", "add", ns])
-            defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-            let load = try Sh.run(["ip", "netns", "exec", ns, "nft", "-f", script], timeout: 600)
-            guard load.status == 0 else { throw ValidationError("nft -f: \(load.err)") }
-            let list = try median((0..<repeats).map { _ in
-                let start = Date()
-                let r = try Sh.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy"], timeout: 600)
-                guard r.status == 0 else { throw ValidationError("nft list: \(r.err)") }
-                return Date().timeIntervalSince(start)
-            })
-            let walk = try NFTWalk(script: render.out)
+
+            let scriptFile = dir.appendingPathComponent("out-\(n).nft").path
+            let script = try render("nftables", scriptFile)
+            let nftExplained = try command("nftables", scriptFile)
+            let list = try Self.list(scriptFile, repeats: repeats)
+            let table = try NFTWalk(script: script)
             var times: [Double] = []
             for _ in 0..<queries {
                 let t = svcs.randomElement()!.spec.clusterIP ?? ""
                 let start = ContinuousClock.now
-                let outcomes = try walk.walk(source: "10.244.0.5", destination: t, port: 80, proto: "tcp", fromNode: false, local: [])
+                let outcomes = try table.walk(source: "10.244.0.5", destination: t, port: 80, proto: "tcp", fromNode: false, local: [])
                 precondition(outcomes.count == endpoints)
                 times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
             }
             let one = median(times)
-            log("\(n) services (nftables): explain \(fmt(command)), nft list \(fmt(list)); one answer \(fmt(one))")
-            report += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(render.out.utf8.count) / 1e6)) MB | \(fmt(command)) | \(fmt(list)) | \(String(format: "%.2f×", command / list)) | \(fmt(one)) |\n"
+            log("\(n) services (nftables): explain \(fmt(nftExplained)), nft list \(fmt(list)); one answer \(fmt(one))")
+            nftReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(script.utf8.count) / 1e6)) MB | \(fmt(nftExplained)) | \(fmt(list)) | \(String(format: "%.2f×", nftExplained / list)) | \(fmt(one)) |\n"
         }
+        report += "\n" + nftReport
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
+    }
+
+    /// `nft list table ip kube-proxy` of the script, loaded with `nft -f` into a fresh namespace.
+    static func list(_ script: String, repeats: Int) throws -> Double {
+        let ns = "sybenchx\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        try Sh.must(["ip", "netns", "add", ns])
+        defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+        let load = try Sh.run(["ip", "netns", "exec", ns, "nft", "-f", script], timeout: 600)
+        guard load.status == 0 else { throw ValidationError("nft -f: \(load.err)") }
+        return try median((0..<repeats).map { _ in
+            let start = Date()
+            let r = try Sh.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy"], timeout: 600)
+            guard r.status == 0 else { throw ValidationError("nft list: \(r.err)") }
+            return Date().timeIntervalSince(start)
+        })
     }
 
     /// `iptables-save` of the rules, loaded with `iptables-restore --noflush` into a fresh namespace.

@@ -23,18 +23,24 @@ struct KubeletBench: AsyncParsableCommand {
     @Option(help: "Write the markdown results here too.") var out: String?
 
     func run() async throws {
-        guard RuntimeNode.available else { throw ValidationError("needs root, containerd, runc and docker-registry (scripts/setup.sh)") }
         let binary = try switchyardBinary(switchyard)
+        try await Self.withNodes(nodes, binary: binary, cni: cni, tag: "kubelet") { lab, _ in try await measure(binary: binary, lab: lab) }
+    }
+
+    /// `count` runtime nodes (each its containerd, our CNI plugin, images from a registry of the
+    /// lab's images), given to `body` with a work directory; all of it gone after, also on failure.
+    static func withNodes(_ count: Int, binary: String, cni: String?, tag: String, _ body: ([RuntimeNode], URL) async throws -> Void) async throws {
+        guard RuntimeNode.available else { throw ValidationError("needs root, containerd, runc and docker-registry (scripts/setup.sh)") }
         let plugin = cni ?? URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("switchyard-cni").path
         guard FileManager.default.isExecutableFile(atPath: plugin) else { throw ValidationError("\(plugin): build switchyard-cni first") }
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-kubelet-\(getpid())")
+        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-\(tag)-\(getpid())")
         let registry = try RegistryProcess(dir: work.appendingPathComponent("registry"), host: "0.0.0.0")
         defer { registry.stop(); try? FileManager.default.removeItem(at: work) }
         _ = try await LabImages.pushAll(to: try RegistryClient(url: "http://127.0.0.1:\(registry.port)"))
         var lab: [RuntimeNode] = []
         do {
-            for _ in 0..<nodes { lab.append(try await RuntimeNode.make(registryPort: registry.port, pluginBinary: plugin, cniConfig: false)) }
-            try await measure(binary: binary, lab: lab)
+            for _ in 0..<count { lab.append(try await RuntimeNode.make(registryPort: registry.port, pluginBinary: plugin, cniConfig: false)) }
+            try await body(lab, work)
         } catch {
             for n in lab { await n.close() }
             throw error
@@ -116,6 +122,13 @@ struct KubeletBench: AsyncParsableCommand {
         }
     }
 
+    /// Pod `p-i`, bound to the nodes round robin: one container of the image, sleeping.
+    static func pod(_ i: Int, nodes: Int) -> JSONValue {
+        ["apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string("p-\(i)")],
+         "spec": ["nodeName": .string("node-\(i % nodes)"), "terminationGracePeriodSeconds": 0,
+                  "containers": [["name": "main", "image": .string(image), "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]]]]]
+    }
+
     /// `pods` pods created at once in a new `namespace`, bound to the nodes round robin: each
     /// one's time from its create to its Ready status seen through a watch, sorted.
     static func timeStartup(_ client: KubeClient, _ api: API, pods: Int, nodes: Int, namespace: String) async throws -> [Double] {
@@ -128,11 +141,7 @@ struct KubeletBench: AsyncParsableCommand {
             for i in 0..<pods {
                 g.addTask {
                     let t = ContinuousClock.now
-                    _ = try await api.create("/api/v1/namespaces/\(namespace)/pods", [
-                        "apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string("p-\(i)")],
-                        "spec": ["nodeName": .string("node-\(i % nodes)"), "terminationGracePeriodSeconds": 0,
-                                 "containers": [["name": "main", "image": .string(image), "imagePullPolicy": "IfNotPresent",
-                                                 "command": ["sleep", "3600"]]]]])
+                    _ = try await api.create("/api/v1/namespaces/\(namespace)/pods", pod(i, nodes: nodes))
                     return ("p-\(i)", t)
                 }
             }

@@ -9,7 +9,7 @@ import LabServices
 
 /// What tracing costs the cluster: pod start-up (created → Ready, on containerd through
 /// `switchyard kubelet`) with what `netlab trace` reads switched on (the API server's audit log
-/// at Metadata level for every write, as the lab's policy has it, and every component's log
+/// at Metadata level for every write, the lab's policy (`LabAuditPolicy`), and every component's log
 /// lines as JSON) against the same start-ups with it off, in the same run. The pods start one at
 /// a time (a single pod's start-up, which queued pods would drown in containerd's contention), and
 /// the two settings alternate round by round (off, on, on, off, …) on the same nodes, so drift
@@ -26,49 +26,15 @@ struct TraceCostBench: AsyncParsableCommand {
     @Option(help: "The switchyard-cni binary.") var cni: String?
     @Option(help: "Write the markdown results here too.") var out: String?
 
-    static let policy = """
-        apiVersion: audit.k8s.io/v1
-        kind: Policy
-        omitStages: [RequestReceived]
-        rules:
-        - level: None
-          verbs: [get, list, watch]
-        - level: None
-          resources:
-          - group: coordination.k8s.io
-            resources: [leases]
-        - level: None
-          resources:
-          - group: ""
-            resources: [events]
-          - group: events.k8s.io
-            resources: [events]
-        - level: Metadata
-
-        """
-
     func run() async throws {
-        guard RuntimeNode.available else { throw ValidationError("needs root, containerd, runc and docker-registry (scripts/setup.sh)") }
         let binary = try switchyardBinary(switchyard)
-        let plugin = cni ?? URL(fileURLWithPath: binary).deletingLastPathComponent().appendingPathComponent("switchyard-cni").path
-        guard FileManager.default.isExecutableFile(atPath: plugin) else { throw ValidationError("\(plugin): build switchyard-cni first") }
-        let work = FileManager.default.temporaryDirectory.appendingPathComponent("sy-bench-trace-\(getpid())")
-        let registry = try RegistryProcess(dir: work.appendingPathComponent("registry"), host: "0.0.0.0")
-        defer { registry.stop(); try? FileManager.default.removeItem(at: work) }
-        _ = try await LabImages.pushAll(to: try RegistryClient(url: "http://127.0.0.1:\(registry.port)"))
-        var lab: [RuntimeNode] = []
-        do {
-            for _ in 0..<nodes { lab.append(try await RuntimeNode.make(registryPort: registry.port, pluginBinary: plugin, cniConfig: false)) }
+        try await KubeletBench.withNodes(nodes, binary: binary, cni: cni, tag: "trace") { lab, work in
             for n in lab {
                 _ = try await n.cri.pullImage(KubeletBench.image, sandboxConfig: nil)
                 _ = try await n.cri.pullImage("switchyard/pause:latest", sandboxConfig: nil)
             }
             try await measure(binary: binary, lab: lab, work: work)
-        } catch {
-            for n in lab { await n.close() }
-            throw error
         }
-        for n in lab { await n.close() }
     }
 
     /// One round: a fresh server (with or without the audit log), the kubelets against it, the
@@ -78,7 +44,7 @@ struct TraceCostBench: AsyncParsableCommand {
         let auditLog = work.appendingPathComponent("audit-\(index).log").path
         if traced {
             let policy = work.appendingPathComponent("audit-policy.yaml").path
-            try Data(Self.policy.utf8).write(to: URL(fileURLWithPath: policy))
+            try Data(LabAuditPolicy.metadataWrites.utf8).write(to: URL(fileURLWithPath: policy))
             args += ["--audit-policy-file", policy, "--audit-log-path", auditLog, "--logging-format", "json"]
         }
         let server = try await BenchServer.start(binary: binary, etcd: nil, arguments: args)
@@ -110,11 +76,7 @@ struct TraceCostBench: AsyncParsableCommand {
         var created: [String: ContinuousClock.Instant] = [:]
         for i in 0..<pods {
             created["p-\(i)"] = ContinuousClock.now
-            _ = try await api.create("/api/v1/namespaces/startup/pods", [
-                "apiVersion": "v1", "kind": "Pod", "metadata": ["name": .string("p-\(i)")],
-                "spec": ["nodeName": .string("node-\(i % nodes)"), "terminationGracePeriodSeconds": 0,
-                         "containers": [["name": "main", "image": .string(KubeletBench.image), "imagePullPolicy": "IfNotPresent",
-                                         "command": ["sleep", "3600"]]]]])
+            _ = try await api.create("/api/v1/namespaces/startup/pods", KubeletBench.pod(i, nodes: nodes))
             try await watch.wait(for: i + 1, timeout: 60)
         }
         watch.stop()

@@ -275,35 +275,12 @@ public final class Cluster: @unchecked Sendable {
         throw NetLabError("switchyard server did not start; see \(dir)/logs/server.log")
     }
 
-    /// The lab's audit policy, as a cluster that keeps a record of its changes sets it: every
-    /// write at Metadata level, reads, Leases and Events not at all (pod traces read the writes).
-    static let auditPolicy = """
-        apiVersion: audit.k8s.io/v1
-        kind: Policy
-        omitStages: [RequestReceived]
-        rules:
-        - level: None
-          verbs: [get, list, watch]
-        - level: None
-          resources:
-          - group: coordination.k8s.io
-            resources: [leases]
-        - level: None
-          resources:
-          - group: ""
-            resources: [events]
-          - group: events.k8s.io
-            resources: [events]
-        - level: Metadata
-
-        """
-
     /// An API server's audit log (`DIR/audit.log`) and policy, and its log lines as JSON: what
     /// `netlab trace` reads.
     func auditFlags(server dir: String) throws -> [String] {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let policy = "\(dir)/audit-policy.yaml"
-        try Data(Self.auditPolicy.utf8).write(to: URL(fileURLWithPath: policy))
+        try Data(LabAuditPolicy.metadataWrites.utf8).write(to: URL(fileURLWithPath: policy))
         return ["--audit-policy-file", policy, "--audit-log-path", "\(dir)/audit.log", "--logging-format", "json"]
     }
 

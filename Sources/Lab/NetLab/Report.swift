@@ -188,7 +188,7 @@ public struct LabReport: Sendable {
             traceFiles.append((file, t))
         }
         func img(_ file: String, _ alt: String) -> String { "<p><img src=\"\(esc(file))\" alt=\"\(esc(alt))\"></p>\n" }
-        let stamp = ISO8601DateFormatter().string(from: now)
+        let stamp = RFC3339.format(now.timeIntervalSince1970)
         var html = """
             <!DOCTYPE html>
             <html lang="en"><head><meta charset="utf-8"><title>netlab report: \(esc(labName))</title>

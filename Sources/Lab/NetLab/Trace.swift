@@ -82,7 +82,7 @@ public struct PodTrace: Sendable {
             throw Failure(description: "no create of pod \(key) in the audit log (it records writes at Metadata level from the lab's start; was the pod made before?)")
         }
         let annotations = create["annotations"]?.object ?? [:]
-        func latency(_ k: String) -> Double { annotations["apiserver.latency.k8s.io/\(k)"]?.string.flatMap(goSeconds) ?? 0 }
+        func latency(_ k: String) -> Double { annotations["apiserver.latency.k8s.io/\(k)"]?.string.flatMap(GoDuration.seconds) ?? 0 }
         let total = max(answered.timeIntervalSince(received), latency("total"))
         let authn = latency("authentication"), authz = latency("authorization"), etcd = latency("etcd")
         let admission = max(0, total - authn - authz - etcd)
@@ -213,13 +213,7 @@ public struct PodTrace: Sendable {
 
     /// A MicroTime or RFC 3339 time (`2026-12-07T06:40:01.123456Z`).
     public static func time(_ s: String?) -> Date? {
-        guard let s, s.count >= 20 else { return nil }
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        guard let whole = f.date(from: String(s.prefix(19)) + "Z") else { return nil }
-        var fraction = 0.0
-        if s.dropFirst(19).first == ".", let digits = s.dropFirst(20).split(separator: "Z").first, let v = Double("0." + digits) { fraction = v }
-        return whole.addingTimeInterval(fraction)
+        s.flatMap(RFC3339.seconds).map(Date.init(timeIntervalSince1970:))
     }
 
     /// A JSON log line's time (`ts`, milliseconds since the epoch).
@@ -229,22 +223,6 @@ public struct PodTrace: Sendable {
         case .int(let ms)?: return Date(timeIntervalSince1970: Double(ms) / 1000)
         default: return nil
         }
-    }
-
-    /// Go's duration text (`3.056µs`, `1.5ms`, `2s`) in seconds.
-    static func goSeconds(_ text: String) -> Double? {
-        var rest = Substring(text), total = 0.0
-        guard !rest.isEmpty else { return nil }
-        let units: [(String, Double)] = [("ns", 1e-9), ("µs", 1e-6), ("us", 1e-6), ("ms", 1e-3), ("h", 3600), ("m", 60), ("s", 1)]
-        while !rest.isEmpty {
-            let number = rest.prefix { $0.isNumber || $0 == "." }
-            guard !number.isEmpty, let v = Double(number) else { return nil }
-            rest = rest.dropFirst(number.count)
-            guard let (u, scale) = units.first(where: { rest.hasPrefix($0.0) }) else { return nil }
-            rest = rest.dropFirst(u.count)
-            total += v * scale
-        }
-        return total
     }
 }
 
@@ -296,13 +274,7 @@ extension PodTrace {
                 "steps": .array(steps.map(step)), "network": .array(network.map(step)), "notes": .array(notes.map { .string($0) })]
     }
 
-    static func microTime(_ d: Date) -> String {
-        let t = d.timeIntervalSince1970
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        let s = f.string(from: Date(timeIntervalSince1970: t.rounded(.down)))
-        return String(s.dropLast()) + String(format: ".%06dZ", Int((t - t.rounded(.down)) * 1_000_000))
-    }
+    static func microTime(_ d: Date) -> String { RFC3339.format(d.timeIntervalSince1970, microseconds: true) }
 
     /// A timeline: a bar per step and part on one time axis, from the arrival to the last proxy sync.
     public func svg() -> String {
