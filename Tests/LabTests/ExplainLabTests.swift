@@ -3,8 +3,8 @@ import KubeAPI
 import NetnsKit
 import Testing
 
-/// `switchyard explain --live` against the kernel: the iptables mode's rules and the nftables
-/// mode's table (both layouts) loaded into a
+/// `switchyard explain --live` against the kernel: the iptables mode's rules, the nftables
+/// mode's table (both layouts) and the IPVS mode's virtual servers, ipsets and rules loaded into a
 /// namespace lab (a node, pods on its bridge, a client outside), each packet explained from the
 /// kernel's own rules, then sent for real; the pods that answer are the endpoints explain names,
 /// a masqueraded packet reaches its pod from the node's address, a rejected one is refused at
@@ -103,6 +103,52 @@ struct ExplainLabTests {
         ports: [{name: peer, port: 9000, protocol: TCP}]
         endpoints:
         - {addresses: [10.244.1.4], nodeName: node-a}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: gone, namespace: default}
+        spec:
+          type: LoadBalancer
+          clusterIP: 10.96.0.50
+          externalIPs: [192.0.2.61]
+          ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30050}]
+        status: {loadBalancer: {ingress: [{ip: 192.0.2.52}]}}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: lpeer, namespace: default}
+        spec:
+          type: LoadBalancer
+          externalTrafficPolicy: Local
+          clusterIP: 10.96.0.41
+          externalIPs: [192.0.2.62]
+          ports: [{name: peer, port: 9000, targetPort: 9000, nodePort: 30041}]
+        status: {loadBalancer: {ingress: [{ip: 192.0.2.53}]}}
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: lpeer-1, namespace: default, labels: {kubernetes.io/service-name: lpeer}}
+        addressType: IPv4
+        ports: [{name: peer, port: 9000, protocol: TCP}]
+        endpoints:
+        - {addresses: [10.244.1.4], nodeName: node-a}
+        ---
+        apiVersion: v1
+        kind: Service
+        metadata: {name: sticky, namespace: default}
+        spec:
+          clusterIP: 10.96.0.42
+          sessionAffinity: ClientIP
+          ports: [{name: http, port: 80, targetPort: 8080}]
+        ---
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata: {name: sticky-1, namespace: default, labels: {kubernetes.io/service-name: sticky}}
+        addressType: IPv4
+        ports: [{name: http, port: 8080, protocol: TCP}]
+        endpoints:
+        - {addresses: [10.244.1.2], nodeName: node-a}
+        - {addresses: [10.244.1.3], nodeName: node-a}
         """
 
     /// What the kernel did with a connection: the answers of `tries` attempts, or refused, or nothing.
@@ -120,73 +166,157 @@ struct ExplainLabTests {
         return .answered(answers)
     }
 
-    @Test(arguments: ["iptables", "nftables", "nftables-maps"])
-    func explainAgreesWithTheKernel(variant: String) throws {
-        let mode = variant.hasPrefix("nftables") ? "nftables" : variant
-        let layout = variant == "nftables-maps" ? ["--nftables-layout", "maps"] : []
-        let bin = try switchyardBinary()
-        let lab = try Lab()
-        defer { lab.destroy() }
-        try lab.addServingPods(tcpPort: 8080)
-        try lab.addPod("c", host: 4)
-        try lab.servePeerAddress(pod: "c", tcpPort: 9000)
-        try lab.routeFromClient("10.96.0.0/16", "192.0.2.0/24")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sy-explain-\(lab.id)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let file = dir.appendingPathComponent("m.yaml")
-        try Self.manifests.write(to: file, atomically: true, encoding: .utf8)
-        let render = try Sh.run([bin, "render", "--proxy-mode", mode] + layout + ["--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16", "-f", file.path])
-        #expect(render.status == 0, "\(render.err)")
-        let load = try Sh.run(["ip", "netns", "exec", lab.node] + (mode == "iptables" ? ["iptables-restore", "--noflush"] : ["nft", "-f", "-"]), input: render.out)
-        try #require(load.status == 0, "\(load.err)")
-        // Pod traffic through the bridge is seen by iptables (as on a node with br_netfilter).
-        try Sh.must(["ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
-        let pods = ["10.244.1.2": "a", "10.244.1.3": "b", "10.244.1.4": "c"]
-        let b = lab.pods["b"]!, c = lab.pods["c"]!
+    /// A connection to explain and then send: from which namespace and source address, to where.
+    struct Case {
+        var what: String, ns: String, src: String, dst: String, port: Int
+        /// ClientIP affinity: every try goes to the one endpoint the first picked.
+        var sticky = false
+    }
 
-        // (what, from namespace, source address, destination, port)
-        let cases: [(String, String, String, String, Int)] = [
-            ("pod to cluster IP, two endpoints", c, "10.244.1.4", "10.96.0.10", 80),
-            ("outside to cluster IP", lab.client, lab.clientIP, "10.96.0.10", 80),
-            ("pod to cluster IP without endpoints", b, "10.244.1.3", "10.96.0.20", 80),
-            ("outside to NodePort", lab.client, lab.clientIP, lab.nodeClientIP, 30080),
-            ("outside to LoadBalancer IP in its source ranges", lab.client, lab.clientIP, "192.0.2.50", 80),
-            ("outside to LoadBalancer IP outside its source ranges", lab.client, lab.clientIP, "192.0.2.51", 80),
-            ("outside to external IP", lab.client, lab.clientIP, "192.0.2.60", 80),
-            ("outside to a Local NodePort without local endpoints", lab.client, lab.clientIP, lab.nodeClientIP, 30090),
-            ("outside to cluster IP, masqueraded", lab.client, lab.clientIP, "10.96.0.40", 9000),
-            ("pod to cluster IP, not masqueraded", b, "10.244.1.3", "10.96.0.40", 9000),
-            ("pod to NodePort", b, "10.244.1.3", lab.nodeClientIP, 30080),
-            ("pod to LoadBalancer IP outside its source ranges", c, "10.244.1.4", "192.0.2.50", 80),
-            ("pod to external IP", c, "10.244.1.4", "192.0.2.60", 80),
-            ("outside to the NodePort of a LoadBalancer with source ranges (they hold for its IP only)", lab.client, lab.clientIP, lab.nodeClientIP, 30081),
-            ("pod to the NodePort of a LoadBalancer with source ranges", b, "10.244.1.3", lab.nodeClientIP, 30081),
+    /// 30 connections: each kind of service address (cluster IP, NodePort, load balancer IP,
+    /// external IP) from a pod, from outside and from the node; with and without endpoints,
+    /// inside and outside source ranges, externalTrafficPolicy Cluster and Local, a pod
+    /// reaching itself, ClientIP affinity.
+    static func cases(_ lab: Lab) -> [Case] {
+        let b = lab.pods["b"]!, c = lab.pods["c"]!, out = lab.client, outIP = lab.clientIP, node = lab.nodeClientIP
+        return [
+            Case(what: "pod to cluster IP, two endpoints", ns: c, src: "10.244.1.4", dst: "10.96.0.10", port: 80),
+            Case(what: "outside to cluster IP", ns: out, src: outIP, dst: "10.96.0.10", port: 80),
+            Case(what: "pod to cluster IP without endpoints", ns: b, src: "10.244.1.3", dst: "10.96.0.20", port: 80),
+            Case(what: "outside to NodePort", ns: out, src: outIP, dst: node, port: 30080),
+            Case(what: "outside to LoadBalancer IP in its source ranges", ns: out, src: outIP, dst: "192.0.2.50", port: 80),
+            Case(what: "outside to LoadBalancer IP outside its source ranges", ns: out, src: outIP, dst: "192.0.2.51", port: 80),
+            Case(what: "outside to external IP", ns: out, src: outIP, dst: "192.0.2.60", port: 80),
+            Case(what: "outside to a Local NodePort without local endpoints", ns: out, src: outIP, dst: node, port: 30090),
+            Case(what: "outside to cluster IP, masqueraded", ns: out, src: outIP, dst: "10.96.0.40", port: 9000),
+            Case(what: "pod to cluster IP, not masqueraded", ns: b, src: "10.244.1.3", dst: "10.96.0.40", port: 9000),
+            Case(what: "pod to NodePort", ns: b, src: "10.244.1.3", dst: node, port: 30080),
+            Case(what: "pod to LoadBalancer IP outside its source ranges", ns: c, src: "10.244.1.4", dst: "192.0.2.50", port: 80),
+            Case(what: "pod to external IP", ns: c, src: "10.244.1.4", dst: "192.0.2.60", port: 80),
+            Case(what: "outside to the NodePort of a LoadBalancer with source ranges (they hold for its IP only)", ns: out, src: outIP, dst: node, port: 30081),
+            Case(what: "pod to the NodePort of a LoadBalancer with source ranges", ns: b, src: "10.244.1.3", dst: node, port: 30081),
+            Case(what: "outside to cluster IP without endpoints", ns: out, src: outIP, dst: "10.96.0.20", port: 80),
+            Case(what: "outside to NodePort without endpoints", ns: out, src: outIP, dst: node, port: 30050),
+            Case(what: "outside to LoadBalancer IP without endpoints", ns: out, src: outIP, dst: "192.0.2.52", port: 80),
+            Case(what: "outside to external IP without endpoints", ns: out, src: outIP, dst: "192.0.2.61", port: 80),
+            Case(what: "pod to NodePort without endpoints", ns: b, src: "10.244.1.3", dst: node, port: 30050),
+            Case(what: "outside to a Local LoadBalancer IP with a local endpoint, source kept", ns: out, src: outIP, dst: "192.0.2.53", port: 9000),
+            Case(what: "outside to a Local NodePort with a local endpoint, source kept", ns: out, src: outIP, dst: node, port: 30041),
+            Case(what: "outside to a Local external IP with a local endpoint", ns: out, src: outIP, dst: "192.0.2.62", port: 9000),
+            Case(what: "pod to a Local LoadBalancer IP", ns: b, src: "10.244.1.3", dst: "192.0.2.53", port: 9000),
+            Case(what: "pod to itself through its cluster IP (hairpin)", ns: c, src: "10.244.1.4", dst: "10.96.0.40", port: 9000),
+            Case(what: "pod to cluster IP with ClientIP affinity", ns: b, src: "10.244.1.3", dst: "10.96.0.42", port: 80, sticky: true),
+            Case(what: "node to cluster IP", ns: lab.node, src: node, dst: "10.96.0.10", port: 80),
+            Case(what: "node to its own NodePort", ns: lab.node, src: node, dst: node, port: 30080),
+            Case(what: "node to cluster IP without endpoints", ns: lab.node, src: node, dst: "10.96.0.20", port: 80),
+            Case(what: "node to NodePort without endpoints", ns: lab.node, src: node, dst: node, port: 30050),
         ]
-        for (what, ns, src, dst, port) in cases {
-            let e = try Sh.run(["ip", "netns", "exec", lab.node, bin, "explain", "--proxy-mode", mode, "--live", "--src", src,
-                                "--dst", "\(dst):\(port)", "-o", "json"])
-            try #require(e.status == 0, "\(what): \(e.err)")
+    }
+
+    /// A lab with the manifests' pods: a and b answer with their names on 8080, c with the
+    /// peer's address on 9000; their bridge ports in hairpin mode, as the kubelet sets them.
+    static func lab() throws -> Lab {
+        let lab = try Lab()
+        do {
+            try lab.addServingPods(tcpPort: 8080)
+            try lab.addPod("c", host: 4)
+            try lab.servePeerAddress(pod: "c", tcpPort: 9000)
+            for port in ["vetha", "vethb", "vethc"] {
+                try Sh.must(["ip", "-n", lab.node, "link", "set", port, "type", "bridge_slave", "hairpin", "on"])
+            }
+            try lab.routeFromClient("10.96.0.0/16", "192.0.2.0/24")
+            // Pod traffic through the bridge is seen by iptables (as on a node with br_netfilter).
+            try Sh.must(["ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"])
+            // The kernel sends a peer at most a few ICMP errors a second: the client's rejected
+            // connections come one after another here, and a limited one would look dropped.
+            try Sh.must(["ip", "netns", "exec", lab.node, "sysctl", "-qw", "net.ipv4.icmp_ratelimit=0"])
+        } catch {
+            lab.destroy()
+            throw error
+        }
+        return lab
+    }
+
+    /// `render`s the manifests for `mode` (with `extra` flags).
+    static func render(_ bin: String, _ lab: Lab, _ mode: String, _ extra: [String]) throws -> String {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sy-explain-\(lab.id).yaml")
+        try Self.manifests.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let r = try Sh.run([bin, "render", "--proxy-mode", mode] + extra + ["--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16", "-f", file.path])
+        guard r.status == 0 else { throw LabError("render \(mode): \(r.err)") }
+        return r.out
+    }
+
+    /// Explains each case from the kernel's rules (`--live` in the node), then sends it.
+    static func check(_ bin: String, _ lab: Lab, mode: String) throws {
+        let pods = ["10.244.1.2": "a", "10.244.1.3": "b", "10.244.1.4": "c"]
+        let cases = Self.cases(lab)
+        #expect(cases.count >= 30)
+        for k in cases {
+            let e = try Sh.run(["ip", "netns", "exec", lab.node, bin, "explain", "--proxy-mode", mode, "--live", "--src", k.src,
+                                "--dst", "\(k.dst):\(k.port)", "-o", "json"])
+            try #require(e.status == 0, "\(k.what): \(e.err)")
             let path = try JSONValue.parse(Data(e.out.utf8))
             let outcomes = path["outcomes"]?.array ?? []
             let verdicts = Set(outcomes.compactMap { $0["verdict"]?.string })
             let endpoints = Set(outcomes.compactMap { $0["endpoint"]?.string?.split(separator: ":").first.map(String.init) })
             let masq = outcomes.contains { $0["masqueraded"] == true }
-            let fate = try Self.send(lab, from: ns, dst, port, tries: endpoints.count > 1 ? 16 : 2)
+            let fate = try Self.send(lab, from: k.ns, k.dst, k.port, tries: endpoints.count > 1 ? 16 : 2)
             switch fate {
-            case .refused: #expect(verdicts == ["rejected"], "\(what): the kernel refused; explain: \(e.out)")
-            case .unanswered: #expect(verdicts == ["dropped"], "\(what): the kernel dropped; explain: \(e.out)")
+            case .refused: #expect(verdicts == ["rejected"], "\(mode), \(k.what): the kernel refused; explain: \(e.out)")
+            case .unanswered: #expect(verdicts == ["dropped"], "\(mode), \(k.what): the kernel dropped; explain: \(e.out)")
             case .answered(let replies):
-                #expect(verdicts == ["accepted"], "\(what): the kernel answered; explain: \(e.out)")
-                if port == 9000 {
+                #expect(verdicts == ["accepted"], "\(mode), \(k.what): the kernel answered; explain: \(e.out)")
+                if endpoints.contains("10.244.1.4") {
                     // The peer-address server answers with where the connection came from.
                     let peer = replies.first ?? ""
-                    #expect(masq == (peer != src), "\(what): the pod saw \(peer); explain: \(e.out)")
-                    #expect(endpoints == ["10.244.1.4"], "\(what): \(e.out)")
+                    #expect(masq == (peer != k.src), "\(mode), \(k.what): the pod saw \(peer); explain: \(e.out)")
+                    #expect(endpoints == ["10.244.1.4"], "\(mode), \(k.what): \(e.out)")
+                } else if k.sticky {
+                    #expect(replies.count == 1 && Set(endpoints.compactMap { pods[$0] }).isSuperset(of: replies),
+                            "\(mode), \(k.what): answered by \(replies); explain: \(e.out)")
                 } else {
-                    #expect(Set(endpoints.compactMap { pods[$0] }) == replies, "\(what): answered by \(replies); explain: \(e.out)")
+                    #expect(Set(endpoints.compactMap { pods[$0] }) == replies, "\(mode), \(k.what): answered by \(replies); explain: \(e.out)")
                 }
             }
         }
+    }
+
+    @Test(arguments: ["iptables", "nftables", "nftables-maps"])
+    func explainAgreesWithTheKernel(variant: String) throws {
+        let mode = variant.hasPrefix("nftables") ? "nftables" : variant
+        let layout = variant == "nftables-maps" ? ["--nftables-layout", "maps"] : []
+        let bin = try switchyardBinary()
+        let lab = try Self.lab()
+        defer { lab.destroy() }
+        let rules = try Self.render(bin, lab, mode, layout)
+        let load = try Sh.run(["ip", "netns", "exec", lab.node] + (mode == "iptables" ? ["iptables-restore", "--noflush"] : ["nft", "-f", "-"]), input: rules)
+        try #require(load.status == 0, "\(load.err)")
+        try Self.check(bin, lab, mode: mode)
+    }
+
+    /// The IPVS mode (in the qemu guest on this machine): its render's parts loaded as a node
+    /// holds them (kube-ipvs0 and its addresses, the ipsets, the iptables rules, the virtual
+    /// servers) with the sysctls the proxier sets, then the same 30 connections.
+    @Test(.enabled(if: kernelHasIPVS, "no IPVS in this kernel: CNITests.GuestKernelTests runs this in qemu"))
+    func explainAgreesWithTheKernelInIPVS() throws {
+        let bin = try switchyardBinary()
+        let lab = try Self.lab()
+        defer { lab.destroy() }
+        let flags = ["--nodeport-addresses", "\(lab.nodeClientIP)/32"]
+        let listing = try Self.render(bin, lab, "ipvs", flags)
+        let addresses = listing.split(separator: "\n").first { $0.hasPrefix("# kube-ipvs0:") }?.split(separator: " ").dropFirst(2) ?? []
+        #expect(addresses.contains("10.96.0.10/32"))
+        try Sh.must(["ip", "-n", lab.node, "link", "add", "kube-ipvs0", "type", "dummy"])
+        for a in addresses { try Sh.must(["ip", "-n", lab.node, "addr", "add", String(a), "dev", "kube-ipvs0"]) }
+        for (k, v) in [("net.ipv4.vs.conntrack", "1"), ("net.ipv4.vs.expire_nodest_conn", "1"), ("net.ipv4.vs.expire_quiescent_template", "1")] {
+            try Sh.must(["ip", "netns", "exec", lab.node, "sysctl", "-qw", "\(k)=\(v)"])
+        }
+        for (format, loader) in [("ipset", ["ipset", "restore", "-exist"]), ("iptables", ["iptables-restore", "--noflush"]), ("save", ["ipvsadm-restore"])] {
+            let part = try Self.render(bin, lab, "ipvs", flags + ["--ipvs-format", format])
+            let load = try Sh.run(["ip", "netns", "exec", lab.node] + loader, input: part)
+            try #require(load.status == 0, "\(format): \(load.err)")
+        }
+        try Self.check(bin, lab, mode: "ipvs")
     }
 }

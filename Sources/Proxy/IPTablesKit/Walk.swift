@@ -43,6 +43,11 @@ public struct IPTablesWalk: Sendable {
         public var packet: Packet
         public var end: End
 
+        public init(packet: Packet, end: End) {
+            self.packet = packet
+            self.end = end
+        }
+
         /// Where a destination NAT sent the packet (`10.244.1.2:8080`), nil when it was not translated.
         public var translatedTo: String? {
             packet.destination != packet.sentTo.address || packet.port != packet.sentTo.port
@@ -79,6 +84,11 @@ public struct IPTablesWalk: Sendable {
         case random(Double)
         /// `-m recent --rcheck`: a client seen before (session affinity); a new client is not.
         case recent(Bool)
+        /// `-m set --match-set NAME dst,dst`: the packet's addresses and ports in an ipset.
+        case set(String, [Substring], Bool)
+        /// `-m physdev --physdev-is-in`: the packet came in through a bridge port (walked as a
+        /// packet that did not: from outside, or from the node).
+        case physdevIn(Bool)
     }
 
     /// A chain: where its rules' lines are in the text, in order, and (for a long chain) which
@@ -115,6 +125,8 @@ public struct IPTablesWalk: Sendable {
     public var local: Set<UInt32> = []
     /// Whether long chains are looked up by their index (off: every rule is tried, for the benchmark's baseline).
     public var indexed = true
+    /// The ipsets `-m set` rules match on, by name (a set not here has no members).
+    public var sets: [String: IPSetMembers] = [:]
 
     public struct ParseError: Error, CustomStringConvertible {
         public var description: String
@@ -401,6 +413,10 @@ public struct IPTablesWalk: Sendable {
             case "--ctstate", "--state": matches.append(.state(Set(try value().split(separator: ",").map(String.init)), negate))
             case "--probability": probability = Double(try value())
             case "--rcheck", "--update": matches.append(.recent(negate))
+            case "--match-set":
+                let name = try value()
+                matches.append(.set(name, try value().split(separator: ","), negate))
+            case "--physdev-is-in": matches.append(.physdevIn(negate))
             case "-j", "--jump": target = try value()
             case "-g", "--goto": target = try value(); goto = true
             case "-m", "--match", "--comment", "--mode", "--name", "--seconds", "--mask", "--nfacct-name", "--hitcount", "--limit", "--limit-burst":
@@ -439,6 +455,8 @@ public struct IPTablesWalk: Sendable {
             case .state(let s, let neg): ok = !s.isDisjoint(with: p.states) != neg
             case .random(let pr): chance = pr; ok = true
             case .recent(let neg): ok = neg
+            case .set(let name, let flags, let neg): ok = (sets[name]?.contains(p, flags) ?? false) != neg
+            case .physdevIn(let neg): ok = neg
             }
             if !ok { return .no }
         }
@@ -446,7 +464,8 @@ public struct IPTablesWalk: Sendable {
     }
 
     func isLoopback(_ a: UInt32) -> Bool { a >> 24 == 127 }
-    func isLocal(_ a: UInt32) -> Bool { isLoopback(a) || local.contains(a) }
+    /// Whether `a` is the node's own (`--dst-type LOCAL`): loopback, or one of `local`.
+    public func isLocal(_ a: UInt32) -> Bool { isLoopback(a) || local.contains(a) }
 
     /// The rules of a chain that can take `p`, in order.
     func candidates(_ c: Chain, _ p: Packet) -> [Int] {
@@ -540,8 +559,9 @@ public struct IPTablesWalk: Sendable {
         }
     }
 
-    /// A built-in chain run to its end: its policy where nothing decided.
-    func hook(_ table: String, _ chain: String, _ packets: [Outcome], fromNode: Bool) -> [Outcome] {
+    /// A built-in chain run to its end: its policy where nothing decided. Ways that already
+    /// ended (dropped, rejected) pass through untouched.
+    public func hook(_ table: String, _ chain: String, _ packets: [Outcome], fromNode: Bool) -> [Outcome] {
         packets.flatMap { o -> [Outcome] in
             guard o.end == .accept || o.end == .fallThrough else { return [o] }
             return run(table, chain, o.packet, fromNode: fromNode).map { r in

@@ -46,7 +46,9 @@ extension ProxyMode {
                 return RenderHeader(text: "", note: "this is what `ipvsadm -Ln` lists, not loadable; --ipvs-format save, ipset and iptables write the loadable parts")
             }
         },
-        removeLeftovers: { scan in try await IPVSProxier.removeLeftovers(scan) })
+        removeLeftovers: { scan in try await IPVSProxier.removeLeftovers(scan) },
+        explain: { ruleset, query in try IPVSWalk.explain(ruleset, query) },
+        liveRuleset: { try IPVSWalk.live() })
 }
 
 extension IPVSOptions {

@@ -182,7 +182,22 @@ public enum IPVSRules {
         if options.nodeIP == nil { options.nodeIP = nodeIPs.first }   // as the proxier takes it
         let s = share(snap, of: Array(snap.servicePorts.keys), nodeIPs: nodeIPs, options: options)
         let nonEmpty = Set(s.entries.filter { !$0.value.isEmpty }.keys)
-        return (ipsetScript(s.entries), restoreText(nonEmpty: nonEmpty, outDrops: s.outDrops.sorted(), options: options))
+        return (ipsetScript(s.entries), withJumps(restoreText(nonEmpty: nonEmpty, outDrops: s.outDrops.sorted(), options: options)))
+    }
+
+    /// The restore text with the jumps from the built-in chains as `-I CHAIN 1` lines at the end
+    /// of each table (a render is loaded whole: the proxier ensures them itself). Inserted in
+    /// the proxier's order, they end up in its order.
+    static func withJumps(_ text: String) -> String {
+        var out = "", table = ""
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("*") { table = String(line.dropFirst()) }
+            if line == "COMMIT" {
+                for j in jumps where j.table == table { out += "-I \(j.chain) 1 \(j.rule)\n" }
+            }
+            out += line + "\n"
+        }
+        return out
     }
 
     /// The rules of our chains and the jumps to them in an `iptables-save`, as `table -A …` lines.

@@ -5,7 +5,8 @@ import ProxySeam
 /// read from the script a render or a full sync writes (`add table`, `add set|map`, `add chain`,
 /// `add rule`, `add element`). The base chains are taken in the order netfilter runs them for a
 /// new connection: arriving, the prerouting hooks by priority, then input (to the node's own
-/// address) or forward, then postrouting; sent by the node, the output hooks, then postrouting.
+/// address) or forward, then postrouting; sent by the node, the output hooks, then postrouting
+/// (then input, to its own address).
 /// Each rule is matched against the packet as it is at that point (its destination translated
 /// once a `dnat` ran); `numgen random mod N` splits the walk into N ways of 1/N each.
 public struct NFTWalk: Sendable {
@@ -314,7 +315,12 @@ public struct NFTWalk: Sendable {
         for p in after {
             let dest = p.translated?.0 ?? p.destination
             if !fromNode && ctx.isLocal(dest) { done.append(Outcome(packet: p, verdict: "accepted")); continue }
-            for q in try run(bases("postrouting"), p, ctx, &done) { done.append(Outcome(packet: q, verdict: "accepted")) }
+            for q in try run(bases("postrouting"), p, ctx, &done) {
+                // The node's packet to its own address comes back in: through input.
+                let to = q.translated?.0 ?? q.destination
+                let delivered = fromNode && ctx.isLocal(to) ? try run(bases("input"), q, ctx, &done) : [q]
+                done += delivered.map { Outcome(packet: $0, verdict: "accepted") }
+            }
         }
         return done
     }

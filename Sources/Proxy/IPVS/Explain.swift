@@ -1,0 +1,203 @@
+import HostOS
+import IPTablesKit
+import Netlink
+import ProxySeam
+
+/// A packet through what the IPVS mode programs (`switchyard explain --proxy-mode ipvs`), in
+/// the order netfilter and IPVS take a new connection's first packet:
+/// - arriving: nat PREROUTING (KUBE-SERVICES marks for masquerade and accepts), then, to one
+///   of the node's addresses (kube-ipvs0 holds every service IP), filter INPUT
+///   (KUBE-PROXY-FIREWALL, KUBE-NODE-PORT, KUBE-IPVS-FILTER), then IPVS at LOCAL_IN: the
+///   virtual server for the protocol, address and port sends it to a real server, on through
+///   filter OUTPUT and nat POSTROUTING (KUBE-POSTROUTING masquerades what was marked, and a
+///   pod reaching itself through KUBE-LOOP-BACK); a virtual server without real servers answers
+///   with an ICMP port unreachable. Not to the node: filter FORWARD and nat POSTROUTING.
+/// - sent by the node: nat OUTPUT, IPVS at LOCAL_OUT, filter OUTPUT, nat POSTROUTING (and filter
+///   INPUT when it stays on the node).
+///
+/// It reads the `render` default (`ipvsadm -Ln`'s listing, kube-ipvs0's addresses, the ipsets,
+/// the iptables rules) or the same parts saved from a node: `ipvsadm -Ln` or `ipvsadm-save -n`,
+/// `ipset save` and `iptables-save`, one after the other in one file. The rules' ipsets are
+/// looked up by member, and the iptables walk indexes its long chains, so an answer does not
+/// scan the services.
+public struct IPVSWalk: Sendable {
+    public struct Real: Sendable, Equatable {
+        public var address: String
+        public var port: Int
+        public var weight: Int
+        /// `Masq`, `Local`, `Route` or `Tunnel`, as ipvsadm lists it.
+        public var forward: String
+    }
+
+    public struct Virtual: Sendable {
+        /// As ipvsadm lists it: `TCP  10.96.0.10:80 rr persistent 10800`.
+        public var line: String
+        public var reals: [Real] = []
+    }
+
+    /// By `tcp 10.96.0.10:80`.
+    public private(set) var virtuals: [String: Virtual] = [:]
+    /// kube-ipvs0's addresses (the node's own, for `--dst-type LOCAL`).
+    public private(set) var dummyAddresses: [String] = []
+    var iptables = ""
+    var ipsets = ""
+
+    public struct ParseError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init(_ text: String) throws {
+        var inTable = false
+        var current: String?
+        var iptablesLines: [Substring] = [], ipsetLines: [Substring] = []
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
+            if inTable {
+                iptablesLines.append(line)
+                if line == "COMMIT" { inTable = false }
+                continue
+            }
+            if line.hasPrefix("*") { inTable = true; iptablesLines.append(line); continue }
+            if line.hasPrefix("create ") || line.hasPrefix("add ") { ipsetLines.append(line); continue }
+            if line.hasPrefix("# \(IPVSPlan.dummyInterface):") {
+                dummyAddresses += line.split(separator: " ").dropFirst(2).map { String($0.split(separator: "/")[0]) }
+                continue
+            }
+            let f = line.split(separator: " ")
+            guard let first = f.first else { continue }
+            switch first {
+            case "TCP", "UDP", "SCTP":   // a virtual server, as listed
+                guard f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { throw ParseError(description: "line \(n + 1): not a virtual server: \(line)") }
+                let key = "\(first.lowercased()) \(a):\(p)"
+                virtuals[key] = Virtual(line: String(line.reversed().drop { $0 == " " }.reversed()))
+                current = key
+            case "FWM":
+                current = nil   // marks are not what kube-proxy programs
+            case "->":
+                guard let c = current, f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { continue }   // the header, or a fwmark's
+                virtuals[c]?.reals.append(Real(address: a, port: p, weight: f.count > 3 ? Int(f[3]) ?? 1 : 1, forward: String(f[2])))
+            case "-A", "-a":   // ipvsadm-save -n
+                guard f.count >= 3, let proto = ["-t": "tcp", "-u": "udp", "--sctp-service": "sctp"][String(f[1])], let (a, p) = Self.endpoint(f[2]) else {
+                    if f.count >= 2 && f[1] == "-f" { continue }
+                    throw ParseError(description: "line \(n + 1): not an ipvsadm-save line: \(line)")
+                }
+                let key = "\(proto) \(a):\(p)"
+                func option(_ o: String) -> String? { f.firstIndex(of: Substring(o)).flatMap { $0 + 1 < f.count ? String(f[$0 + 1]) : nil } }
+                if first == "-A" {
+                    var listed = "\(proto.uppercased())  \(a):\(p) \(option("-s") ?? "wlc")"
+                    if let t = option("-p") { listed += " persistent \(t)" }
+                    virtuals[key] = Virtual(line: listed)
+                } else {
+                    guard let r = option("-r"), let (ra, rp) = Self.endpoint(Substring(r)) else { throw ParseError(description: "line \(n + 1): a real server without -r: \(line)") }
+                    let forward = f.contains("-g") ? "Route" : f.contains("-i") ? "Tunnel" : "Masq"
+                    virtuals[key, default: Virtual(line: "\(proto.uppercased())  \(a):\(p)")].reals
+                        .append(Real(address: ra, port: rp, weight: option("-w").flatMap { Int($0) } ?? 1, forward: forward))
+                }
+            default:
+                continue   // comments, ipvsadm's headers
+            }
+        }
+        guard !virtuals.isEmpty || !iptablesLines.isEmpty else {
+            throw ParseError(description: "no IPVS virtual server and no iptables rules: give what `render --proxy-mode ipvs` writes, or ipvsadm -Ln, ipset save and iptables-save one after the other")
+        }
+        iptables = iptablesLines.joined(separator: "\n") + "\n"
+        ipsets = ipsetLines.joined(separator: "\n") + "\n"
+    }
+
+    /// `a.b.c.d:port`.
+    static func endpoint(_ s: Substring) -> (String, Int)? {
+        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]) else { return nil }
+        let a = String(s[..<colon])
+        return IPTablesWalk.address(a) == nil ? nil : (a, port)
+    }
+
+    /// Every way the packet can go.
+    public func walk(_ q: ExplainQuery) throws -> [IPTablesWalk.Outcome] {
+        var w: IPTablesWalk
+        do { w = try IPTablesWalk(iptables) } catch { throw ParseError(description: "the iptables rules: \(error)") }
+        w.sets = IPSetMembers.parse(ipsets)
+        guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
+            throw ParseError(description: "explain takes IPv4 addresses here (\(q.source), \(q.destination))")
+        }
+        w.local = Set((q.localAddresses + dummyAddresses).compactMap(IPTablesWalk.address))
+        let start = [IPTablesWalk.Outcome(packet: IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto),
+                                          end: .fallThrough)]
+        if q.fromNode {
+            var s = w.hook("nat", "OUTPUT", start, fromNode: true)
+            s = s.flatMap(balance)
+            s = w.hook("filter", "OUTPUT", s, fromNode: true)
+            s = w.hook("nat", "POSTROUTING", s, fromNode: true)
+            return s.flatMap { o in Self.goesOn(o) && w.isLocal(o.packet.destination) ? w.hook("filter", "INPUT", [o], fromNode: true) : [o] }
+        }
+        return w.hook("nat", "PREROUTING", start, fromNode: false).flatMap { o -> [IPTablesWalk.Outcome] in
+            guard Self.goesOn(o) else { return [o] }
+            guard w.isLocal(o.packet.destination) else {
+                return w.hook("nat", "POSTROUTING", w.hook("filter", "FORWARD", [o], fromNode: false), fromNode: false)
+            }
+            return w.hook("filter", "INPUT", [o], fromNode: false).flatMap { i -> [IPTablesWalk.Outcome] in
+                guard Self.goesOn(i), virtual(i.packet) != nil else { return [i] }
+                // IPVS sends it on from LOCAL_IN: through LOCAL_OUT's filter and POSTROUTING's nat.
+                return balance(i).flatMap { b in
+                    Self.goesOn(b) ? w.hook("nat", "POSTROUTING", w.hook("filter", "OUTPUT", [b], fromNode: true), fromNode: false) : [b]
+                }
+            }
+        }
+    }
+
+    static func goesOn(_ o: IPTablesWalk.Outcome) -> Bool { o.end == .accept || o.end == .fallThrough }
+
+    func virtual(_ p: IPTablesWalk.Packet) -> Virtual? {
+        virtuals["\(p.proto) \(IPTablesWalk.text(p.destination)):\(p.port)"]
+    }
+
+    /// IPVS on the packet: to each real server of weight above zero, as likely as its share of
+    /// the weights (the first connection of a client; persistence keeps the later ones on it);
+    /// none: ICMP port unreachable. A packet no virtual server takes goes on as it is.
+    func balance(_ o: IPTablesWalk.Outcome) -> [IPTablesWalk.Outcome] {
+        guard Self.goesOn(o), let v = virtual(o.packet) else { return [o] }
+        let serving = v.reals.filter { $0.weight > 0 }
+        let total = serving.reduce(0) { $0 + $1.weight }
+        guard total > 0 else {
+            var p = o.packet
+            p.hops.append(("ipvs", v.line, v.reals.isEmpty ? "no real server: IPVS answers with an ICMP port unreachable"
+                                                         : "every real server at weight 0: IPVS answers with an ICMP port unreachable"))
+            return [IPTablesWalk.Outcome(packet: p, end: .reject)]
+        }
+        return serving.map { r in
+            var p = o.packet
+            p.hops.append(("ipvs", v.line, "-> \(r.address):\(r.port) \(r.forward) weight \(r.weight)"))
+            p.probability *= Double(r.weight) / Double(total)
+            p.destination = IPTablesWalk.address(r.address)!
+            p.port = r.port
+            p.states.insert("DNAT")
+            return IPTablesWalk.Outcome(packet: p, end: .accept)
+        }
+    }
+
+    /// `switchyard explain --proxy-mode ipvs`.
+    static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
+        let walked: [IPTablesWalk.Outcome]
+        do { walked = try IPVSWalk(ruleset).walk(q) } catch { throw ProxyConfigError("\(error)") }
+        return PacketPath(query: q, mode: "ipvs", outcomes: walked.map { o in
+            PacketPath.Outcome(probability: o.packet.probability, hops: PacketPath.Hop.list(o.packet.hops), verdict: o.end.verdict,
+                               endpoint: o.translatedTo, masqueraded: o.packet.masqueraded)
+        })
+    }
+
+    /// What the kernel holds of the IPVS mode (`explain --live`), in the form `explain` reads:
+    /// the virtual servers through netlink, listed as `ipvsadm -Ln`, kube-ipvs0's addresses,
+    /// `ipset save` and `iptables-save` of nat and filter.
+    static func live() throws -> String {
+        let ipvs: IPVS
+        do { ipvs = try IPVS() } catch { throw ProxyConfigError("explain --live --proxy-mode ipvs: \(error) (netlab/guest runs a kernel that has IPVS)") }
+        let servers = try ipvs.services().map { s in (service: s, reals: try ipvs.destinations(of: s)) }
+        var out = IPVSRenderer.listing(servers)
+        let links = try RouteHandle()
+        if let dummy = try links.link(named: IPVSPlan.dummyInterface) {
+            out += "# \(IPVSPlan.dummyInterface): \(try links.addresses(of: dummy).map(\.address.description).joined(separator: " "))\n"
+        }
+        out += "# ipset save\n" + (try CommandRunner().run(["ipset", "save"]).stdout)
+        out += "# iptables-save\n" + (try SystemIPTables().save(tables: ["filter", "nat"]))
+        return out
+    }
+}
