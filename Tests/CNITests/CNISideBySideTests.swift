@@ -90,10 +90,10 @@ struct GuestKernelTests {
     @Test func vlanRunsInTheGuest() throws {
         let testBinary = "\(repositoryRoot)/.build/debug/switchyardPackageTests.xctest"
         guard FileManager.default.isExecutableFile(atPath: testBinary) else { throw LabError("\(testBinary) is not built") }
-        let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "400", "--",
+        let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "700", "--",
                             testBinary, "--testing-library", "swift-testing", "--filter",
                             "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted|clusterIPNodePortAdoptionAndGracefulTermination|masqueradeSourceRangesNoEndpointsAffinityAndScheduler|explainAgreesWithTheKernelInIPVS"],
-                           timeout: 600)
+                           timeout: 900)
         let out = r.out + r.err
         #expect(r.status == 0, "the guest run failed (\(r.status)):\n\(out.suffix(4000))")
         #expect(out.contains("vlanMatchesTheReference() passed"), "\(out.suffix(4000))")

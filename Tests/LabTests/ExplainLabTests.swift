@@ -261,6 +261,16 @@ struct ExplainLabTests {
             let verdicts = Set(outcomes.compactMap { $0["verdict"]?.string })
             let endpoints = Set(outcomes.compactMap { $0["endpoint"]?.string?.split(separator: ":").first.map(String.init) })
             let masq = outcomes.contains { $0["masqueraded"] == true }
+            if mode == "nftables" {
+                // The kernel's own account of the first packet: the rules nft monitor trace saw
+                // match, in order, are the hops of one of the ways explain gives, rule for rule
+                // (explain --live reads the rules as nft lists them).
+                let seen = try Self.trace(lab, k)
+                let ways = outcomes.map { o in
+                    (o["hops"]?.array ?? []).filter { $0["table"]?.string == "ip kube-proxy" }.map { "\($0["chain"]?.string ?? ""): \(Self.uncounted($0["rule"]?.string ?? ""))" }
+                }
+                #expect(!seen.isEmpty && ways.contains(seen), "\(mode), \(k.what): nft monitor trace saw \(seen); explain: \(ways)")
+            }
             let fate = try Self.send(lab, from: k.ns, k.dst, k.port, tries: endpoints.count > 1 ? 16 : 2)
             switch fate {
             case .refused: #expect(verdicts == ["rejected"], "\(mode), \(k.what): the kernel refused; explain: \(e.out)")
@@ -280,6 +290,53 @@ struct ExplainLabTests {
                 }
             }
         }
+    }
+
+    /// One connection of the case with `meta nftrace` set on its SYN (in a table of its own,
+    /// before conntrack), and the chains of table ip kube-proxy whose rules matched that packet,
+    /// in order, as `nft monitor trace` reports them (`CHAIN: RULE`, the rule as nft lists it).
+    static func trace(_ lab: Lab, _ k: Case) throws -> [String] {
+        // The SYN only (the connection's later packets match the addresses too).
+        let match = "ip saddr \(k.src) ip daddr \(k.dst) tcp dport \(k.port) tcp flags & (syn | ack) == syn meta nftrace set 1"
+        let table = """
+            table ip sytrace {
+              chain pre { type filter hook prerouting priority -500; \(match); }
+              chain out { type filter hook output priority -500; \(match); }
+            }
+            """
+        _ = try Sh.run(["ip", "netns", "exec", lab.node, "nft", "delete", "table", "ip", "sytrace"])
+        try Sh.must(["ip", "netns", "exec", lab.node, "nft", "-f", "-"], input: table)
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("sy-trace-\(lab.id).txt")
+        defer { try? FileManager.default.removeItem(at: file) }
+        // The monitor subscribes, the connection goes, the monitor stops (`ip netns exec` runs
+        // nft in its own process, so $! is nft).
+        let script = """
+            ip netns exec \(lab.node) nft monitor trace > \(file.path) 2>/dev/null & m=$!
+            sleep 0.3
+            ip netns exec \(k.ns) socat -T1 - TCP:\(k.dst):\(k.port),connect-timeout=0.5 < /dev/null > /dev/null 2>&1
+            sleep 0.3
+            kill $m; wait $m
+            """
+        _ = try Sh.run(["sh", "-c", script], timeout: 10)
+        // trace id ID ip kube-proxy CHAIN rule … (verdict …). The SYN gets a new trace id where
+        // it comes back in (over the bridge to the node, or over lo from the node to itself): its
+        // ids' lines, in the order they were written, are its way.
+        var chains: [String] = []
+        for line in try String(contentsOf: file, encoding: .utf8).split(separator: "\n") {
+            let f = line.split(separator: " ", maxSplits: 6)
+            guard f.count == 7, f[0] == "trace", f[1] == "id", f[3] == "ip", f[4] == "kube-proxy", f[6].hasPrefix("rule ") else { continue }
+            // "rule RULE (verdict V)": the rule as nft lists it.
+            var rule = f[6].dropFirst(5)
+            if let v = rule.range(of: " (verdict ", options: .backwards) { rule = rule[..<v.lowerBound] }
+            chains.append("\(f[5]): \(Self.uncounted(String(rule)))")
+        }
+        return chains
+    }
+
+    /// A rule without its counter's figures, which differ between a trace and a listing.
+    static func uncounted(_ rule: String) -> String {
+        rule.replacingOccurrences(of: #"counter packets \d+ bytes \d+"#, with: "counter", options: .regularExpression)
+            .trimmingCharacters(in: .whitespaces)
     }
 
     @Test(arguments: ["iptables", "nftables", "nftables-maps"])

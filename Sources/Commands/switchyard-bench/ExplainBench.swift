@@ -3,7 +3,9 @@ import Foundation
 import IPTablesKit
 import KubeAPI
 import NetnsKit
+import ProxyIPVS
 import ProxyNFTables
+import ProxySeam
 
 /// `switchyard explain` over a big ruleset: the command as a user runs it (`--rules FILE`, the
 /// iptables mode's render of N Services × 10 endpoints), against `iptables-save` of the same
@@ -39,6 +41,11 @@ struct ExplainBench: AsyncParsableCommand {
         // table loaded in a namespace; one answer in process.
         var nftReport = "| services × endpoints | nftables script | `switchyard explain --proxy-mode nftables --rules` (command) | `nft list table` of it | explain ÷ list | one answer in process (median of \(queries)) |\n"
         nftReport += "|---|---|---|---|---|---|\n"
+        // The IPVS mode: the command on its render (the virtual servers, the ipsets, the rules),
+        // against `ipset save` of its sets loaded in a namespace (this kernel has no IPVS for
+        // `ipvsadm -Ln`); one answer in process.
+        var ipvsReport = "| services × endpoints | render | `switchyard explain --proxy-mode ipvs --rules` (command) | `ipset save` of its sets | explain ÷ save | one answer in process (median of \(queries)) |\n"
+        ipvsReport += "|---|---|---|---|---|---|\n"
         for n in sizes {
             let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
             let json = dir.appendingPathComponent("all-\(n).json").path
@@ -103,8 +110,25 @@ struct ExplainBench: AsyncParsableCommand {
             let one = median(times)
             log("\(n) services (nftables): explain \(fmt(nftExplained)), nft list \(fmt(list)); one answer \(fmt(one))")
             nftReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(script.utf8.count) / 1e6)) MB | \(fmt(nftExplained)) | \(fmt(list)) | \(String(format: "%.2f×", nftExplained / list)) | \(fmt(one)) |\n"
+
+            let listing = dir.appendingPathComponent("out-\(n).ipvs").path
+            let ipvsText = try render("ipvs", listing)
+            let ipvsExplained = try command("ipvs", listing)
+            let ipsetSave = try Self.ipsetSave(ipvsText, repeats: repeats)
+            let ipvs = try IPVSWalk(ipvsText)
+            times = []
+            for _ in 0..<queries {
+                let t = svcs.randomElement()!.spec.clusterIP ?? ""
+                let start = ContinuousClock.now
+                let outcomes = try ipvs.walk(ExplainQuery(source: "10.244.0.5", destination: t, port: 80))
+                precondition(outcomes.count == endpoints)
+                times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
+            }
+            let ipvsOne = median(times)
+            log("\(n) services (ipvs): explain \(fmt(ipvsExplained)), ipset save \(fmt(ipsetSave)); one answer \(fmt(ipvsOne))")
+            ipvsReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(ipvsText.utf8.count) / 1e6)) MB | \(fmt(ipvsExplained)) | \(fmt(ipsetSave)) | \(String(format: "%.2f×", ipvsExplained / ipsetSave)) | \(fmt(ipvsOne)) |\n"
         }
-        report += "\n" + nftReport
+        report += "\n" + nftReport + "\n" + ipvsReport
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
     }
@@ -120,6 +144,23 @@ struct ExplainBench: AsyncParsableCommand {
             let start = Date()
             let r = try Sh.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy"], timeout: 600)
             guard r.status == 0 else { throw ValidationError("nft list: \(r.err)") }
+            return Date().timeIntervalSince(start)
+        })
+    }
+
+    /// `ipset save` of the render's sets (its `create`/`add` lines), loaded with `ipset restore` into a fresh namespace.
+    static func ipsetSave(_ render: String, repeats: Int) throws -> Double {
+        let ns = "sybenchx\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+        try Sh.must(["ip", "netns", "add", ns])
+        defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+        let sets = render.split(separator: "\n").filter { $0.hasPrefix("create ") || $0.hasPrefix("add ") }.joined(separator: "\n") + "\n"
+        let load = try Sh.run(["ip", "netns", "exec", ns, "ipset", "restore", "-exist"], input: sets, timeout: 600)
+        guard load.status == 0 else { throw ValidationError("ipset restore: \(load.err)") }
+        defer { _ = try? Sh.run(["ip", "netns", "exec", ns, "ipset", "destroy"]) }
+        return try median((0..<repeats).map { _ in
+            let start = Date()
+            let r = try Sh.run(["ip", "netns", "exec", ns, "ipset", "save"], timeout: 600)
+            guard r.status == 0 else { throw ValidationError("ipset save: \(r.err)") }
             return Date().timeIntervalSince(start)
         })
     }

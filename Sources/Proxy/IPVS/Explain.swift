@@ -39,8 +39,8 @@ public struct IPVSWalk: Sendable {
     public private(set) var virtuals: [String: Virtual] = [:]
     /// kube-ipvs0's addresses (the node's own, for `--dst-type LOCAL`).
     public private(set) var dummyAddresses: [String] = []
-    var iptables = ""
-    var ipsets = ""
+    /// The iptables rules, with the ipsets they match on, read once.
+    var rules: IPTablesWalk
 
     public struct ParseError: Error, CustomStringConvertible {
         public var description: String
@@ -100,8 +100,8 @@ public struct IPVSWalk: Sendable {
         guard !virtuals.isEmpty || !iptablesLines.isEmpty else {
             throw ParseError(description: "no IPVS virtual server and no iptables rules: give what `render --proxy-mode ipvs` writes, or ipvsadm -Ln, ipset save and iptables-save one after the other")
         }
-        iptables = iptablesLines.joined(separator: "\n") + "\n"
-        ipsets = ipsetLines.joined(separator: "\n") + "\n"
+        do { rules = try IPTablesWalk(iptablesLines.joined(separator: "\n") + "\n") } catch { throw ParseError(description: "the iptables rules: \(error)") }
+        rules.sets = IPSetMembers.parse(ipsetLines.joined(separator: "\n"))
     }
 
     /// `a.b.c.d:port`.
@@ -113,9 +113,7 @@ public struct IPVSWalk: Sendable {
 
     /// Every way the packet can go.
     public func walk(_ q: ExplainQuery) throws -> [IPTablesWalk.Outcome] {
-        var w: IPTablesWalk
-        do { w = try IPTablesWalk(iptables) } catch { throw ParseError(description: "the iptables rules: \(error)") }
-        w.sets = IPSetMembers.parse(ipsets)
+        var w = rules
         guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
             throw ParseError(description: "explain takes IPv4 addresses here (\(q.source), \(q.destination))")
         }

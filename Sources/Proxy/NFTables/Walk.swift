@@ -6,7 +6,7 @@ import ProxySeam
 /// `add rule`, `add element`). The base chains are taken in the order netfilter runs them for a
 /// new connection: arriving, the prerouting hooks by priority, then input (to the node's own
 /// address) or forward, then postrouting; sent by the node, the output hooks, then postrouting
-/// (then input, to its own address).
+/// (then, to its own address, back in over lo: prerouting's filter chains and input).
 /// Each rule is matched against the packet as it is at that point (its destination translated
 /// once a `dnat` ran); `numgen random mod N` splits the walk into N ways of 1/N each.
 public struct NFTWalk: Sendable {
@@ -15,6 +15,8 @@ public struct NFTWalk: Sendable {
         public var hook: String?
         public var priority: Int
         public var rules: [String] = []
+        /// `filter`, `nat` or `route`, for a base chain.
+        public var type: String?
     }
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
@@ -71,6 +73,7 @@ public struct NFTWalk: Sendable {
                 guard words.count >= 5 else { continue }
                 let name = words[4]
                 var c = chains[name] ?? Chain(name: name, hook: nil, priority: 0)
+                if let t = line.range(of: "type ") { c.type = line[t.upperBound...].split(separator: " ").first.map(String.init) }
                 if let h = line.range(of: "hook ") {
                     let rest = line[h.upperBound...].split(separator: " ")
                     c.hook = rest.first.map(String.init)
@@ -316,9 +319,13 @@ public struct NFTWalk: Sendable {
             let dest = p.translated?.0 ?? p.destination
             if !fromNode && ctx.isLocal(dest) { done.append(Outcome(packet: p, verdict: "accepted")); continue }
             for q in try run(bases("postrouting"), p, ctx, &done) {
-                // The node's packet to its own address comes back in: through input.
+                // The node's packet to its own address comes back in over lo: through prerouting's
+                // filter chains (its nat was done on the way out), then input.
                 let to = q.translated?.0 ?? q.destination
-                let delivered = fromNode && ctx.isLocal(to) ? try run(bases("input"), q, ctx, &done) : [q]
+                var delivered = [q]
+                if fromNode && ctx.isLocal(to) {
+                    delivered = try run(bases("prerouting").filter { $0.type != "nat" }, q, ctx, &done).flatMap { try run(bases("input"), $0, ctx, &done) }
+                }
                 done += delivered.map { Outcome(packet: $0, verdict: "accepted") }
             }
         }
