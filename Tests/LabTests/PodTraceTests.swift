@@ -111,6 +111,26 @@ struct PodTraceTests {
         #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<rect").count - 1 == 1 + 6 + 4 + 8 + 3)
     }
 
+    /// The first request a client got answered, from the pod's container log (CRI's lines; the
+    /// echo server logs it once): after the EndpointSlice's write, the earliest such line.
+    @Test func theFirstRequestAnsweredComesFromThePodsLog() throws {
+        var r = records
+        let ts = { (offset: Double) in self.micro(offset).string! }
+        r.answers = ["u-1": ["\(ts(0.8)) stdout F first request answered: GET /late from 10.244.2.9:1234",
+                             "\(ts(0.7)) stdout F first request answered: GET / from 10.244.2.5:40000",
+                             "not a CRI line first request answered: GET /"],
+                     "u-2": ["\(ts(0.65)) stdout F first request answered: GET /other from 10.244.2.5:40001"]]
+        let trace = try PodTrace.build(pod: pod, slices: ["web-abcde"], records: r)
+        #expect(trace.network.map(\.name) == ["EndpointSlice web-abcde written", "proxy on node-1 synced", "proxy on node-2 synced", "first request answered"])
+        let answered = try #require(trace.network.last)
+        #expect(answered.detail == "GET / from 10.244.2.5:40000")
+        #expect(abs(answered.start.timeIntervalSince(trace.network[0].end)) < 1e-6 && abs(answered.duration - 0.088) < 1e-5, "\(answered.duration)")
+        #expect(trace.notes.isEmpty, "\(trace.notes)")
+        // Without such a line, the trace says none was answered yet.
+        let none = try PodTrace.build(pod: pod, slices: ["web-abcde"], records: records)
+        #expect(none.network.count == 3 && none.notes.contains { $0.hasPrefix("no request answered yet") })
+    }
+
     @Test func whatIsMissingIsSaid() throws {
         var r = records
         r.audit.removeFirst()

@@ -66,6 +66,21 @@ struct TraceLabTests {
             #expect(slice.hasPrefix("web-") && trace.network.map(\.name) == ["EndpointSlice \(slice) written", "proxy on node-1 synced", "proxy on node-2 synced"],
                     "\(trace.text())")
             #expect(trace.network.allSatisfy { $0.duration >= 0 }, "\(trace.text())")
+            #expect(trace.notes.contains { $0.hasPrefix("no request answered yet") }, "\(trace.text())")
+
+            // A client's request through the Service: the pod logs the first it answers, and the
+            // trace ends with it.
+            let clusterIP = try #require(try await lab.api.request("GET", "/api/v1/namespaces/default/services/web").body[path: ["spec", "clusterIP"]]?.string)
+            let client = try #require((try await lab.api.request("GET", "/api/v1/namespaces/default/pods").body["items"]?.array ?? [])
+                .map(\.name).first { $0.hasPrefix("echo-1-") })
+            let asked = try CommandRunner().run([netlab, "exec", "--name", name, client, "--", bin + "/switchyard-echo", "get", "http://\(clusterIP):8080/"], check: false)
+            #expect(asked.status == 0 && asked.stdout.hasPrefix("web "), "\(asked)")
+            for _ in 0..<25 where trace.network.last?.name != "first request answered" {
+                try await Task.sleep(for: .milliseconds(200))
+                trace = try #require(try await lab.trace(pod: "web").first)
+            }
+            let answered = try #require(trace.network.last)
+            #expect(answered.name == "first request answered" && answered.detail.hasPrefix("GET / from ") && answered.duration >= 0, "\(trace.text())")
 
             // The command: text, JSON, the SVG timeline; a Deployment's pods; a clear error for a pod that is not there.
             let svg = FileManager.default.temporaryDirectory.appendingPathComponent("trace-\(name).svg").path

@@ -102,10 +102,10 @@ struct IPVSRulesTests {
         let text = IPVSRules.render(sampleSnapshot(), options: IPVSOptions()).iptables
         #expect(IPVSRules.jumps.allSatisfy { text.contains("-I \($0.chain) 1 \($0.rule)\n") })
         try ipt.restore(text)
-        #expect(IPVSRules.jumps.allSatisfy { j in ipt.tables[j.table]?[j.chain]?.filter { $0 == j.spec }.count == 1 })
+        #expect(IPVSRules.jumps.allSatisfy { j in ipt.tables[j.table]?[j.chain]?.filter { $0 == j.rule }.count == 1 })
         // Another mode's chain that still jumps to KUBE-MARK-MASQ.
         try ipt.restore("*nat\n:KUBE-SVC-X - [0:0]\n-A KUBE-SVC-X -j KUBE-MARK-MASQ\nCOMMIT\n")
-        #expect(ipt.tables["filter"]?["INPUT"]?.first == IPVSRules.jumps[7].spec, "the access filter comes first in INPUT")
+        #expect(ipt.tables["filter"]?["INPUT"]?.first == IPVSRules.jumps[7].rule, "the access filter comes first in INPUT")
         let ipset = FakeIPSet()
         try ipset.restore(IPVSRules.render(sampleSnapshot(), options: IPVSOptions()).ipset)
         try IPVSRules.remove(ipt: ipt, ipset: ipset)

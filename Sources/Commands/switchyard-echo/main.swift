@@ -9,6 +9,11 @@
 // The name is the host's (a pod's hostname is its name) unless given. Glibc only: no Foundation,
 // so the program links statically and starts in milliseconds.
 import Glibc
+import Synchronization
+
+/// Whether a client's request (not a kubelet probe's) has been answered: the first is logged,
+/// once, with when it came (the container log's timestamp), for `netlab trace`.
+let answeredOne = Atomic<Bool>(false)
 
 func say(_ fd: Int32, _ message: String) {
     let bytes = Array(message.utf8)
@@ -147,7 +152,8 @@ func sendAll(_ fd: Int32, _ bytes: [UInt8]) -> Bool {
     return true
 }
 
-/// HTTP/1.x: every request answered `200` with `NAME CLIENT_IP:PORT`, kept alive as the client asks.
+/// HTTP/1.x: every request answered `200` with `NAME CLIENT_IP:PORT`, kept alive as the client
+/// asks; the first one from a client (not a probe) logged.
 func serveHTTP(_ fd: Int32, _ peer: sockaddr_in, name: String) {
     defer { close(fd) }
     let body = Array("\(name) \(describe(peer))\n".utf8)
@@ -160,12 +166,19 @@ func serveHTTP(_ fd: Int32, _ peer: sockaddr_in, name: String) {
             pending += buf[0..<n]
         }
         let end = headEnd(pending)
-        let head = String(decoding: pending[0..<end], as: UTF8.self).lowercased()
+        let raw = String(decoding: pending[0..<end], as: UTF8.self)
+        let head = raw.lowercased()
         pending.removeFirst(end + 4)
         let http10 = head.split(separator: "\r\n").first?.hasSuffix("http/1.0") ?? false
         let keepAlive = http10 ? head.contains("connection: keep-alive") : !head.contains("connection: close")
         let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.count)\r\n" + (keepAlive ? "" : "Connection: close\r\n") + "\r\n"
-        guard sendAll(fd, Array(response.utf8) + body), keepAlive else { return }
+        let sent = sendAll(fd, Array(response.utf8) + body)
+        if sent, !head.contains("user-agent: kube-probe/"), !answeredOne.exchange(true, ordering: .relaxed) {
+            // "GET /path HTTP/1.1": the method and path, and who asked.
+            let request = (raw.split(separator: "\r\n").first ?? "").split(separator: " ").prefix(2).joined(separator: " ")
+            say(1, "first request answered: \(request) from \(describe(peer))\n")
+        }
+        guard sent, keepAlive else { return }
     }
 }
 

@@ -4,15 +4,16 @@ import KubeAPI
 /// A pod's creation, step by step, from the lab's own records: the classic six steps (the request
 /// arrives and its user is authenticated; it is authorised; admission; it is stored; the scheduler
 /// picks a node and binds the pod; that node's kubelet starts it), each with when it began and
-/// how long it took, then the network: the EndpointSlice written with the pod ready and each
-/// node's proxy programming it.
+/// how long it took, then the network: the EndpointSlice written with the pod ready, each
+/// node's proxy programming it, and the first request a client got answered.
 ///
 /// The records are the API server's audit log (each write at Metadata level, with upstream's
 /// `apiserver.latency.k8s.io/*` annotations, which split the request into authentication,
 /// authorization, the store and the rest: admission, with decoding and validation) and the
 /// components' JSON log lines (the scheduler's "Successfully bound pod to node" with the queue
 /// times and the scores, the kubelet's sandbox, image, container, probe and status lines, the
-/// proxies' syncs). The steps are contiguous: they add up to the time from the request's
+/// proxies' syncs), and the pod's own log (the lab's echo server logs the first request it
+/// answers, and CRI's log file gives the time). The steps are contiguous: they add up to the time from the request's
 /// arrival to the pod's Ready status.
 public struct PodTrace: Sendable {
     public struct Step: Sendable {
@@ -39,7 +40,8 @@ public struct PodTrace: Sendable {
     public var podIP: String
     /// The six steps, in order.
     public var steps: [Step]
-    /// After Ready: the EndpointSlice and the proxies' syncs (empty when no Service selects the pod).
+    /// After Ready: the EndpointSlice, the proxies' syncs (empty when no Service selects the pod)
+    /// and the first request answered.
     public var network: [Step]
     /// What the records did not have (a step left out says why here).
     public var notes: [String]
@@ -54,11 +56,18 @@ public struct PodTrace: Sendable {
     public struct Records: Sendable {
         public var audit: [JSONValue]
         public var logs: [String: [JSONValue]]
-        public init(audit: [JSONValue], logs: [String: [JSONValue]]) {
+        /// The pods' container log lines (CRI's form: `TIME STREAM TAG MESSAGE`) that tell of a
+        /// first request answered, by pod UID.
+        public var answers: [String: [String]]
+        public init(audit: [JSONValue], logs: [String: [JSONValue]], answers: [String: [String]] = [:]) {
             self.audit = audit
             self.logs = logs
+            self.answers = answers
         }
     }
+
+    /// What the lab's echo server logs, once, when it has answered a client's request (not a probe's).
+    public static let answeredMark = "first request answered: "
 
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
@@ -206,6 +215,19 @@ public struct PodTrace: Sendable {
         } else if !slices.isEmpty {
             notes.append("no EndpointSlice write after the pod was Ready in the audit log")
         }
+        // The first request a client got answered: from when the pod could be reached through
+        // its Service (the EndpointSlice's write), or from Ready.
+        let firstAnswer = (records.answers[uid] ?? []).compactMap { line -> (Date, String)? in
+            let f = line.split(separator: " ", maxSplits: 3)
+            guard f.count == 4, let at = time(String(f[0])), let mark = f[3].range(of: answeredMark) else { return nil }
+            return (at, String(f[3][mark.upperBound...]))
+        }.min { $0.0 < $1.0 }
+        if let (at, what) = firstAnswer {
+            let from = network.first?.end ?? readyAt
+            network.append(Step(name: "first request answered", start: min(from, at), end: at, detail: what))
+        } else if !slices.isEmpty {
+            notes.append("no request answered yet (the pod's log tells of none)")
+        }
         return PodTrace(namespace: ns, name: name, node: node, podIP: pod[path: ["status", "podIP"]]?.string ?? "", steps: steps, network: network, notes: notes)
     }
 
@@ -336,11 +358,31 @@ extension Cluster {
         }
         let slices = (try await must("GET", "/apis/discovery.k8s.io/v1/namespaces/\(namespace)/endpointslices", nil)["items"]?.array ?? [])
         let names = pods.map(\.name)
-        let records = try traceRecords(mentioning: names)
+        var records = try traceRecords(mentioning: names)
+        records.answers = answers(of: pods)
         return try pods.map { pod in
             let listing = slices.filter { s in (s["endpoints"]?.array ?? []).contains { $0[path: ["targetRef", "uid"]]?.string == pod.uid } }.map(\.name)
             return try PodTrace.build(pod: pod, slices: listing, records: records)
         }
+    }
+
+    /// The lines of the pods' container logs that tell of a first request answered, by pod UID:
+    /// on their nodes, in the kubelet's pod log directories (upstream's layout:
+    /// `NAMESPACE_NAME_UID/CONTAINER/N.log` under `--pod-logs-dir`).
+    func answers(of pods: [JSONValue]) -> [String: [String]] {
+        var out: [String: [String]] = [:]
+        let fm = FileManager.default
+        for pod in pods {
+            guard let node = state.nodes.first(where: { $0.name == pod[path: ["spec", "nodeName"]]?.string }) else { continue }
+            let dir = "\(nodeDir(node))/pods/\(pod.namespace)_\(pod.name)_\(pod.uid)"
+            for container in (try? fm.contentsOfDirectory(atPath: dir)) ?? [] {
+                for file in (try? fm.contentsOfDirectory(atPath: "\(dir)/\(container)")) ?? [] where file.hasSuffix(".log") {
+                    guard let text = try? String(contentsOfFile: "\(dir)/\(container)/\(file)", encoding: .utf8) else { continue }
+                    out[pod.uid, default: []] += text.split(separator: "\n").filter { $0.contains(PodTrace.answeredMark) }.map(String.init)
+                }
+            }
+        }
+        return out
     }
 
     /// The audit events about the pods named (and every EndpointSlice write), and the components'

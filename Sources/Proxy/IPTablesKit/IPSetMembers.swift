@@ -101,8 +101,8 @@ public struct IPSetMembers: Sendable {
     /// lines are not read. Sets of types the walk does not read are left out.
     public static func parse(_ text: some StringProtocol) -> [String: IPSetMembers] {
         var sets: [String: IPSetMembers] = [:]
-        for line in text.split(separator: "\n") {
-            let f = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: true)
+        for bytes in String(text).utf8.split(separator: 10) {
+            let f = bytes.split(separator: 32, maxSplits: 3).map { Substring($0) }
             guard f.count >= 3 else { continue }
             if f[0] == "create", let s = IPSetMembers(type: String(f[2])) {
                 sets[String(f[1])] = s

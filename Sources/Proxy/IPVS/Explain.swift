@@ -50,26 +50,42 @@ public struct IPVSWalk: Sendable {
         var inTable = false
         var current: String?
         var iptablesLines: [Substring] = [], ipsetLines: [Substring] = []
-        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
+        // Lines and words split as bytes: a 10,000-Service listing is 130,000 lines, and splitting
+        // by Character would walk its grapheme clusters.
+        let dummyComment = "# \(IPVSPlan.dummyInterface):"
+        for (n, bytes) in text.utf8.split(separator: 10, omittingEmptySubsequences: false).enumerated() {
+            let line = Substring(bytes.last == 13 ? bytes.dropLast() : bytes)
             if inTable {
                 iptablesLines.append(line)
                 if line == "COMMIT" { inTable = false }
                 continue
             }
-            if line.hasPrefix("*") { inTable = true; iptablesLines.append(line); continue }
-            if line.hasPrefix("create ") || line.hasPrefix("add ") { ipsetLines.append(line); continue }
-            if line.hasPrefix("# \(IPVSPlan.dummyInterface):") {
-                dummyAddresses += line.split(separator: " ").dropFirst(2).map { String($0.split(separator: "/")[0]) }
+            switch bytes.first {
+            case 42:   // *table
+                inTable = true
+                iptablesLines.append(line)
                 continue
+            case 97, 99:   // ipset's add and create
+                if line.hasPrefix("create ") || line.hasPrefix("add ") {
+                    ipsetLines.append(line)
+                    continue
+                }
+            case 35:   // a comment: kube-ipvs0's addresses, or nothing to read
+                if line.hasPrefix(dummyComment) {
+                    dummyAddresses += line.split(separator: " ").dropFirst(2).map { String($0.split(separator: "/")[0]) }
+                }
+                continue
+            default:
+                break
             }
-            let f = line.split(separator: " ")
+            let f = line.utf8.split(separator: 32).map { Substring($0) }
             guard let first = f.first else { continue }
             switch first {
             case "TCP", "UDP", "SCTP":   // a virtual server, as listed
                 guard f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { throw ParseError(description: "line \(n + 1): not a virtual server: \(line)") }
                 let key = "\(first.lowercased()) \(a):\(p)"
-                virtuals[key] = Virtual(line: String(line.reversed().drop { $0 == " " }.reversed()))
+                // As ipvsadm lists it: two spaces after a three-letter protocol.
+                virtuals[key] = Virtual(line: "\(first)\(first.utf8.count == 3 ? "  " : " ")\(f[1...].joined(separator: " "))")
                 current = key
             case "FWM":
                 current = nil   // marks are not what kube-proxy programs
@@ -106,8 +122,9 @@ public struct IPVSWalk: Sendable {
 
     /// `a.b.c.d:port`.
     static func endpoint(_ s: Substring) -> (String, Int)? {
-        guard let colon = s.lastIndex(of: ":"), let port = Int(s[s.index(after: colon)...]) else { return nil }
-        let a = String(s[..<colon])
+        let u = s.utf8
+        guard let colon = u.lastIndex(of: 58), let port = Int(Substring(u[u.index(after: colon)...])) else { return nil }
+        let a = String(Substring(u[..<colon]))
         return IPTablesWalk.address(a) == nil ? nil : (a, port)
     }
 
