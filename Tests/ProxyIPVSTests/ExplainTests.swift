@@ -128,11 +128,14 @@ struct IPVSExplainTests {
         #expect(endpoints(p) == ["10.244.1.3:8080": 1.0 / 3, "10.244.1.9:8080": 2.0 / 3])
     }
 
-    @Test func badInputIsAClearError() {
+    @Test func badInputIsAClearError() throws {
         #expect(throws: ProxyConfigError.self) { try Self.explain("10.244.1.4", "10.96.0.10", 80, text: "") }
         #expect(throws: ProxyConfigError.self) { try Self.explain("10.244.1.4", "10.96.0.10", 80, text: "TCP  nowhere rr\n") }
         #expect(throws: ProxyConfigError.self) { try Self.explain("10.244.1.4", "10.96.0.10", 80, text: "-A -t 10.96.0.10:80 -s rr\n*nat\nbogus\nCOMMIT\n") }
         #expect(throws: ProxyConfigError.self) { try Self.explain("fd00::1", "10.96.0.10", 80) }
+        // A dual-stack node's IPv6 virtual servers are passed over, not refused.
+        let v6 = "TCP  [fd00::10]:80 rr\n  -> [fd00::2]:8080 Masq 1 0 0\n-A -t [fd00::10]:80 -s rr\n-a -t [fd00::10]:80 -r [fd00::2]:8080 -m -w 1\n"
+        #expect(try Self.explain("10.244.1.4", "10.96.0.10", 80, text: v6 + Self.rendered()).outcomes.count == 2)
     }
 
     @Test func ipsetMembersAreLookedUpByTheirParts() {

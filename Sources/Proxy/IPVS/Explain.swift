@@ -82,6 +82,7 @@ public struct IPVSWalk: Sendable {
             guard let first = f.first else { continue }
             switch first {
             case "TCP", "UDP", "SCTP":   // a virtual server, as listed
+                if f.count >= 2 && f[1].hasPrefix("[") { current = nil; continue }   // IPv6: explain walks IPv4
                 guard f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { throw ParseError(description: "line \(n + 1): not a virtual server: \(line)") }
                 let key = "\(first.lowercased()) \(a):\(p)"
                 // As ipvsadm lists it: two spaces after a three-letter protocol.
@@ -93,6 +94,7 @@ public struct IPVSWalk: Sendable {
                 guard let c = current, f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { continue }   // the header, or a fwmark's
                 virtuals[c]?.reals.append(Real(address: a, port: p, weight: f.count > 3 ? Int(f[3]) ?? 1 : 1, forward: String(f[2])))
             case "-A", "-a":   // ipvsadm-save -n
+                if f.count >= 3 && f[2].hasPrefix("[") { continue }   // IPv6: explain walks IPv4
                 guard f.count >= 3, let proto = ["-t": "tcp", "-u": "udp", "--sctp-service": "sctp"][String(f[1])], let (a, p) = Self.endpoint(f[2]) else {
                     if f.count >= 2 && f[1] == "-f" { continue }
                     throw ParseError(description: "line \(n + 1): not an ipvsadm-save line: \(line)")
