@@ -126,6 +126,17 @@ struct PodTraceTests {
         #expect(answered.detail == "GET / from 10.244.2.5:40000")
         #expect(abs(answered.start.timeIntervalSince(trace.network[0].end)) < 1e-6 && abs(answered.duration - 0.088) < 1e-5, "\(answered.duration)")
         #expect(trace.notes.isEmpty, "\(trace.notes)")
+        // A client that asks ten minutes later: the timeline's axis still ends at the last
+        // proxy's sync, and the answer's bar runs to its end.
+        r.answers = ["u-1": ["\(ts(600)) stdout F first request answered: GET / from 10.244.2.5:40000"]]
+        let later = try PodTrace.build(pod: pod, slices: ["web-abcde"], records: r)
+        let svg = later.svg()
+        #expect(svg.contains(">655.0 ms</text>") && svg.contains(">599388.0 ms</text>"), "\(svg)")
+        let ends = svg.components(separatedBy: "<rect x=\"").dropFirst().compactMap { rect -> Double? in
+            let x = Double(rect.prefix { $0 != "\"" }), w = rect.components(separatedBy: "width=\"").dropFirst().first.flatMap { Double($0.prefix { $0 != "\"" }) }
+            return x.flatMap { x in w.map { x + $0 } }
+        }
+        #expect(!ends.isEmpty && ends.allSatisfy { $0 <= 930.05 }, "\(ends)")
         // Without such a line, the trace says none was answered yet.
         let none = try PodTrace.build(pod: pod, slices: ["web-abcde"], records: records)
         #expect(none.network.count == 3 && none.notes.contains { $0.hasPrefix("no request answered yet") })

@@ -31,8 +31,12 @@ struct TraceLabTests {
                 return nil
             }
             try await Task.sleep(for: .milliseconds(500))
+            // A readiness probe a second in: the create → Ready time is long enough that the
+            // watch's own delivery delays (tens of ms on a loaded machine) stay inside the 10%.
+            let probe = #"{"spec":{"containers":[{"name":"web","readinessProbe":{"httpGet":{"path":"/","port":8080},"initialDelaySeconds":1,"periodSeconds":1}}]}}"#
             let run = try CommandRunner().run([netlab, "kubectl", "--name", name, "run", "web", "--image=switchyard/echo:latest",
-                                               "--image-pull-policy=IfNotPresent", "--port", "8080", "--expose"], check: false)
+                                               "--image-pull-policy=IfNotPresent", "--port", "8080", "--expose",
+                                               "--override-type=strategic", "--overrides=\(probe)"], check: false)
             #expect(run.status == 0, "\(run)")
             let timeout = Task { try await Task.sleep(for: .seconds(90)); watcher.cancel() }
             let seen = try #require(try await watcher.value, "the pod did not turn Ready")
@@ -58,7 +62,8 @@ struct TraceLabTests {
             let scheduling = trace.steps[4].parts
             #expect(scheduling.count == 4 && scheduling[2].detail.contains("node-1=") && scheduling[2].detail.contains("node-2="), "\(trace.text())")
             let kubelet = trace.steps[5].parts.map(\.name)
-            for part in ["seen by the kubelet", "sandbox created, CNI ADD", "pod address read", "container web created", "container web started", "Ready status written"] {
+            for part in ["seen by the kubelet", "sandbox created, CNI ADD", "pod address read", "container web created", "container web started",
+                         "readiness probe passed (web)", "Ready status written"] {
                 #expect(kubelet.contains(part), "\(part): \(trace.text())")
             }
             #expect(!trace.podIP.isEmpty && trace.steps[5].parts.contains { $0.detail == trace.podIP }, "\(trace.text())")

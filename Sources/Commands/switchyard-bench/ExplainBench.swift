@@ -6,15 +6,17 @@ import NetnsKit
 import ProxyIPVS
 import ProxyNFTables
 import ProxySeam
+import ProxyUserspace
 
 /// `switchyard explain` over a big ruleset: the command as a user runs it (`--rules FILE`, the
 /// iptables mode's render of N Services × 10 endpoints), against `iptables-save` of the same
 /// rules loaded in a namespace (what one reads by hand instead); and one answer once the rules
-/// are read, with the chains' index against trying every rule in order, in the same run.
+/// are read, with the chains' index against trying every rule in order, in the same run. The
+/// nftables, IPVS and userspace modes the same way, each against what its own tool prints.
 struct ExplainBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "explain",
-        abstract: "Measure `switchyard explain` on a ruleset of many Services, against iptables-save of it and against a walk without the index.")
+        abstract: "Measure `switchyard explain` on many Services in each mode, against what the mode's own tool prints of the same state and (iptables) a walk without the index.")
 
     @Option(help: "Numbers of services (comma-separated).") var services = "1000,10000"
     @Option(help: "Endpoints per service.") var endpoints = 10
@@ -46,6 +48,11 @@ struct ExplainBench: AsyncParsableCommand {
         // `ipvsadm -Ln`); one answer in process.
         var ipvsReport = "| services × endpoints | render | `switchyard explain --proxy-mode ipvs --rules` (command) | `ipset save` of its sets | explain ÷ save | one answer in process (median of \(queries)) |\n"
         ipvsReport += "|---|---|---|---|---|---|\n"
+        // The userspace mode: the command on its render (the portal rules, the listeners named
+        // in its comments), against `iptables-save` of the portal rules loaded in a namespace;
+        // one answer in process.
+        var userspaceReport = "| services × endpoints | render | `switchyard explain --proxy-mode userspace --rules` (command) | `iptables-save` (\(iptablesBackend)) of its portal rules | explain ÷ save | one answer in process (median of \(queries)) |\n"
+        userspaceReport += "|---|---|---|---|---|---|\n"
         for n in sizes {
             let (svcs, slices) = Bench.objects(services: n, endpoints: endpoints)
             let json = dir.appendingPathComponent("all-\(n).json").path
@@ -64,7 +71,7 @@ struct ExplainBench: AsyncParsableCommand {
                 try median((0..<repeats).map { _ in
                     let start = Date()
                     let r = try Sh.run([switchyard, "explain", "--proxy-mode", mode, "--rules", file, "--src", "10.244.0.5", "--dst", "\(target):80"], timeout: 600)
-                    guard r.status == 0, r.out.contains("DNAT to") else { throw ValidationError("explain: \(r.err)\(r.out)") }
+                    guard r.status == 0, r.out.contains("DNAT to") || r.out.contains("proxied to") else { throw ValidationError("explain: \(r.err)\(r.out)") }
                     return Date().timeIntervalSince(start)
                 })
             }
@@ -127,8 +134,26 @@ struct ExplainBench: AsyncParsableCommand {
             let ipvsOne = median(times)
             log("\(n) services (ipvs): explain \(fmt(ipvsExplained)), ipset save \(fmt(ipsetSave)); one answer \(fmt(ipvsOne))")
             ipvsReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(ipvsText.utf8.count) / 1e6)) MB | \(fmt(ipvsExplained)) | \(fmt(ipsetSave)) | \(String(format: "%.2f×", ipvsExplained / ipsetSave)) | \(fmt(ipvsOne)) |\n"
+
+            let portals = dir.appendingPathComponent("out-\(n).userspace").path
+            let userspaceText = try render("userspace", portals)
+            let userspaceExplained = try command("userspace", portals)
+            let portalSave = try Self.save(userspaceText, repeats: repeats)
+            let userspace = try UserspaceWalk(userspaceText)
+            times = []
+            for _ in 0..<queries {
+                let t = svcs.randomElement()!.spec.clusterIP ?? ""
+                let start = ContinuousClock.now
+                let outcomes = try userspace.walk(ExplainQuery(source: "10.244.0.5", destination: t, port: 80))
+                precondition(outcomes.count == endpoints)
+                times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
+            }
+            let userspaceOne = median(times)
+            log("\(n) services (userspace): explain \(fmt(userspaceExplained)), iptables-save \(fmt(portalSave)); one answer \(fmt(userspaceOne))")
+            userspaceReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(userspaceText.utf8.count) / 1e6)) MB | \(fmt(userspaceExplained)) | \(fmt(portalSave)) | "
+                + "\(String(format: "%.2f×", userspaceExplained / portalSave)) | \(fmt(userspaceOne)) |\n"
         }
-        report += "\n" + nftReport + "\n" + ipvsReport
+        report += "\n" + nftReport + "\n" + ipvsReport + "\n" + userspaceReport
         print(report)
         if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
     }

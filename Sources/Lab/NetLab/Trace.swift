@@ -298,7 +298,9 @@ extension PodTrace {
 
     static func microTime(_ d: Date) -> String { RFC3339.format(d.timeIntervalSince1970, microseconds: true) }
 
-    /// A timeline: a bar per step and part on one time axis, from the arrival to the last proxy sync.
+    /// A timeline: a bar per step and part on one time axis, from the arrival to the last proxy
+    /// sync. The first request answered may come long after (when a client first asked): its bar
+    /// runs to the axis's end, labelled with its duration.
     public func svg() -> String {
         var rows: [(label: String, step: Step, level: Int)] = []
         for (i, s) in steps.enumerated() {
@@ -306,7 +308,7 @@ extension PodTrace {
             for p in s.parts { rows.append((p.name, p, 1)) }
         }
         for s in network { rows.append((s.name, s, 2)) }
-        let end = rows.map(\.step.end).max() ?? ready
+        let end = rows.filter { $0.step.name != "first request answered" }.map(\.step.end).max() ?? ready
         let span = max(end.timeIntervalSince(received), 1e-6)
         let labelWidth = 330.0, chartWidth = 600.0, rowHeight = 20.0, top = 44.0
         let height = top + Double(rows.count) * rowHeight + 30
@@ -326,7 +328,7 @@ extension PodTrace {
         for (i, r) in rows.enumerated() {
             let y = top + Double(i) * rowHeight
             let x = labelWidth + r.step.start.timeIntervalSince(received) / span * chartWidth
-            let w = max(1.5, r.step.duration / span * chartWidth)
+            let w = max(1.5, min(r.step.duration / span * chartWidth, labelWidth + chartWidth - x))
             let label = (r.level == 1 ? "    " : "") + r.label
             out += "<text x=\"8\" y=\"\(Int(y + 14))\"\(r.level == 0 ? " font-weight=\"bold\"" : "")>\(esc(String(label.prefix(48))))</text>\n"
             func f(_ v: Double) -> String { String(format: "%.1f", v) }

@@ -29,29 +29,50 @@ extension ProxyMode {
 }
 
 extension UserspaceProxier {
-    /// A packet through the userspace mode: the portal rules (iptables) to a listener, then the
-    /// listener's round robin over its endpoints, each dialled from the node (so the pod sees the
-    /// node's address). The listeners are read from a render's comments; the kernel does not
-    /// hold them (`--live` is not offered).
+    /// A packet through the userspace mode (`switchyard explain`).
     static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
-        var listeners: [Int: (name: String, proto: String, endpoints: [String])] = [:]
-        for line in ruleset.split(separator: "\n") where line.hasPrefix("#   ") {
+        PacketPath(query: q, mode: "userspace", outcomes: try UserspaceWalk(ruleset).walk(q))
+    }
+}
+
+/// A packet through the userspace mode: the portal rules (iptables) to a listener, then the
+/// listener's round robin over its endpoints, each dialled from the node (so the pod sees the
+/// node's address). The listeners are read from a render's comments; the kernel does not hold
+/// them (`--live` is not offered). Read once, walked for each packet.
+public struct UserspaceWalk: Sendable {
+    struct Listener: Sendable {
+        var name: String, proto: String, endpoints: [String]
+    }
+
+    /// By the port the portal rules redirect to.
+    var listeners: [Int: Listener] = [:]
+    var rules: IPTablesWalk
+
+    public init(_ ruleset: String) throws {
+        // Lines split as bytes: a 10,000-Service render has as many listener lines.
+        for bytes in ruleset.utf8.split(separator: 10) where bytes.starts(with: "#   ".utf8) {
             // "#   NAME PROTO :PORT -> EP EP ... [ClientIP affinity Ns]" or "-> (no endpoints: …)"
-            let f = line.dropFirst(4).split(separator: " ")
+            let f = bytes.dropFirst(4).split(separator: 32).map { Substring($0) }
             guard let c = f.firstIndex(where: { $0.hasPrefix(":") }), c >= 1, c + 1 < f.count, f[c + 1] == "->",
                   let port = Int(f[c].dropFirst()) else { continue }
             let rest = f[(c + 2)...]
             let endpoints = rest.first == "(no" ? [] : rest.prefix { !$0.hasPrefix("[") }.map(String.init)
-            listeners[port] = (f[..<(c - 1)].joined(separator: " "), f[c - 1].lowercased(), endpoints)
+            listeners[port] = Listener(name: f[..<(c - 1)].joined(separator: " "), proto: f[c - 1].lowercased(), endpoints: endpoints)
         }
         guard !listeners.isEmpty else {
             throw ProxyConfigError("the userspace mode's listeners are read from its render (-f, or --rules with what render wrote); this ruleset names none")
         }
-        let walked: [IPTablesWalk.Outcome]
-        do {
-            walked = try IPTablesWalk.walk(ruleset, source: q.source, sourcePort: q.sourcePort, destination: q.destination, port: q.port,
-                                           proto: q.proto, fromNode: q.fromNode, local: q.localAddresses)
-        } catch { throw ProxyConfigError("\(error)") }
+        do { rules = try IPTablesWalk(ruleset) } catch { throw ProxyConfigError("the ruleset: \(error)") }
+    }
+
+    /// Every way the packet can go.
+    public func walk(_ q: ExplainQuery) throws -> [PacketPath.Outcome] {
+        var w = rules
+        w.local = Set(q.localAddresses.compactMap(IPTablesWalk.address))
+        guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
+            throw ProxyConfigError("explain takes IPv4 addresses here (\(q.source), \(q.destination))")
+        }
+        let walked = w.walk(IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto), fromNode: q.fromNode)
         var outcomes: [PacketPath.Outcome] = []
         for o in walked {
             let p = o.packet
@@ -72,7 +93,7 @@ extension UserspaceProxier {
                                                    endpoint: e, masqueraded: true))
             }
         }
-        return PacketPath(query: q, mode: "userspace", outcomes: outcomes)
+        return outcomes
     }
 }
 
