@@ -380,11 +380,19 @@ struct ExplainLabTests {
         defer { try? FileManager.default.removeItem(atPath: log) }
         try lab.spawn(lab.node, [bin, "proxy", "--proxy-mode", "userspace", "--hostname-override", "node-a", "--manifests", manifests.path,
                                  "--healthz-bind-address", "", "--metrics-bind-address", ""] + flags, log: log)
-        // A debug binary starting beside the rest of the suite can take many seconds on a loaded machine.
+        // A debug binary starting beside the rest of the suite can take minutes on a loaded
+        // machine: first its log's first sync, then a connection through it (its pods answer
+        // through a shell, which a loaded machine can keep past a short timeout).
+        let deadline = ContinuousClock.now + .seconds(600)
+        var synced = false
+        while !synced && ContinuousClock.now < deadline {
+            synced = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("synced userspace rules")
+            if !synced { try await Task.sleep(for: .milliseconds(200)) }
+        }
         var up = false
-        for _ in 0..<600 where !up {
-            up = lab.tcp("10.96.0.10", 80, timeout: 1) != nil
-            if !up { try await Task.sleep(for: .milliseconds(100)) }
+        while synced && !up && ContinuousClock.now < deadline {
+            up = lab.tcp("10.96.0.10", 80, timeout: 3) != nil
+            if !up { try await Task.sleep(for: .milliseconds(200)) }
         }
         try #require(up, "the proxy did not start serving; its output: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "none")")
         try Self.check(bin, lab, mode: "userspace", rules: rules.path)
