@@ -10,8 +10,8 @@
 #   scripts/bench.sh userspace [...] the userspace mode's data path against direct, socat and the iptables mode
 #   scripts/bench.sh cni [...]       CNI ADD/DEL latency of our bridge + host-local against the reference plugins
 #   scripts/bench.sh render [...]    `switchyard render` as a command (JSON and YAML) against iptables-restore of its output
-#   scripts/bench.sh explain [...]   `switchyard explain` on 1,000 and 10,000 Services in the iptables, nftables and IPVS
-#                                    modes against iptables-save, nft list and ipset save of the same state; one answer
+#   scripts/bench.sh explain [...]   `switchyard explain` on 1,000 and 10,000 Services in every mode
+#                                    against what each mode's own tool prints of the same state; one answer
 #                                    with the chains' index against trying every rule
 #   scripts/bench.sh api [...]       server-side apply against merge patches, custom objects listed against Services
 #   scripts/bench.sh scheduler [...] the scheduler and controllers at 1,000 fake nodes against direct writes

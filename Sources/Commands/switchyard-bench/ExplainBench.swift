@@ -138,7 +138,7 @@ struct ExplainBench: AsyncParsableCommand {
             let portals = dir.appendingPathComponent("out-\(n).userspace").path
             let userspaceText = try render("userspace", portals)
             let userspaceExplained = try command("userspace", portals)
-            let portalSave = try Self.save(userspaceText, repeats: repeats)
+            let portalSave = try Self.save(portals, repeats: repeats)
             let userspace = try UserspaceWalk(userspaceText)
             times = []
             for _ in 0..<queries {
