@@ -76,6 +76,17 @@ struct ExplainBench: AsyncParsableCommand {
                 })
             }
 
+            /// One answer once the rules are read, to a random Service each time: the median of `queries`.
+            func oneAnswer(_ walk: (_ clusterIP: String) throws -> Int) throws -> Double {
+                try median((0..<queries).map { _ in
+                    let t = svcs.randomElement()!.spec.clusterIP ?? ""
+                    let start = ContinuousClock.now
+                    let ways = try walk(t)
+                    precondition(ways == endpoints)
+                    return Double((ContinuousClock.now - start).components.attoseconds) / 1e18
+                })
+            }
+
             let rules = dir.appendingPathComponent("out-\(n).rules").path
             let ruleset = try render("iptables", rules)
             let explained = try command("iptables", rules)
@@ -106,15 +117,7 @@ struct ExplainBench: AsyncParsableCommand {
             let nftExplained = try command("nftables", scriptFile)
             let list = try Self.list(scriptFile, repeats: repeats)
             let table = try NFTWalk(script: script)
-            var times: [Double] = []
-            for _ in 0..<queries {
-                let t = svcs.randomElement()!.spec.clusterIP ?? ""
-                let start = ContinuousClock.now
-                let outcomes = try table.walk(source: "10.244.0.5", destination: t, port: 80, proto: "tcp", fromNode: false, local: [])
-                precondition(outcomes.count == endpoints)
-                times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
-            }
-            let one = median(times)
+            let one = try oneAnswer { try table.walk(source: "10.244.0.5", destination: $0, port: 80, proto: "tcp", fromNode: false, local: []).count }
             log("\(n) services (nftables): explain \(fmt(nftExplained)), nft list \(fmt(list)); one answer \(fmt(one))")
             nftReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(script.utf8.count) / 1e6)) MB | \(fmt(nftExplained)) | \(fmt(list)) | \(String(format: "%.2f×", nftExplained / list)) | \(fmt(one)) |\n"
 
@@ -123,15 +126,7 @@ struct ExplainBench: AsyncParsableCommand {
             let ipvsExplained = try command("ipvs", listing)
             let ipsetSave = try Self.ipsetSave(ipvsText, repeats: repeats)
             let ipvs = try IPVSWalk(ipvsText)
-            times = []
-            for _ in 0..<queries {
-                let t = svcs.randomElement()!.spec.clusterIP ?? ""
-                let start = ContinuousClock.now
-                let outcomes = try ipvs.walk(ExplainQuery(source: "10.244.0.5", destination: t, port: 80))
-                precondition(outcomes.count == endpoints)
-                times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
-            }
-            let ipvsOne = median(times)
+            let ipvsOne = try oneAnswer { try ipvs.walk(ExplainQuery(source: "10.244.0.5", destination: $0, port: 80)).count }
             log("\(n) services (ipvs): explain \(fmt(ipvsExplained)), ipset save \(fmt(ipsetSave)); one answer \(fmt(ipvsOne))")
             ipvsReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(ipvsText.utf8.count) / 1e6)) MB | \(fmt(ipvsExplained)) | \(fmt(ipsetSave)) | \(String(format: "%.2f×", ipvsExplained / ipsetSave)) | \(fmt(ipvsOne)) |\n"
 
@@ -140,15 +135,7 @@ struct ExplainBench: AsyncParsableCommand {
             let userspaceExplained = try command("userspace", portals)
             let portalSave = try Self.save(portals, repeats: repeats)
             let userspace = try UserspaceWalk(userspaceText)
-            times = []
-            for _ in 0..<queries {
-                let t = svcs.randomElement()!.spec.clusterIP ?? ""
-                let start = ContinuousClock.now
-                let outcomes = try userspace.walk(ExplainQuery(source: "10.244.0.5", destination: t, port: 80))
-                precondition(outcomes.count == endpoints)
-                times.append(Double((ContinuousClock.now - start).components.attoseconds) / 1e18)
-            }
-            let userspaceOne = median(times)
+            let userspaceOne = try oneAnswer { try userspace.walk(ExplainQuery(source: "10.244.0.5", destination: $0, port: 80)).count }
             log("\(n) services (userspace): explain \(fmt(userspaceExplained)), iptables-save \(fmt(portalSave)); one answer \(fmt(userspaceOne))")
             userspaceReport += "| \(n) × \(endpoints) | \(String(format: "%.1f", Double(userspaceText.utf8.count) / 1e6)) MB | \(fmt(userspaceExplained)) | \(fmt(portalSave)) | "
                 + "\(String(format: "%.2f×", userspaceExplained / portalSave)) | \(fmt(userspaceOne)) |\n"
@@ -160,32 +147,27 @@ struct ExplainBench: AsyncParsableCommand {
 
     /// `nft list table ip kube-proxy` of the script, loaded with `nft -f` into a fresh namespace.
     static func list(_ script: String, repeats: Int) throws -> Double {
-        let ns = "sybenchx\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        try Sh.must(["ip", "netns", "add", ns])
-        defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-        let load = try Sh.run(["ip", "netns", "exec", ns, "nft", "-f", script], timeout: 600)
-        guard load.status == 0 else { throw ValidationError("nft -f: \(load.err)") }
-        return try median((0..<repeats).map { _ in
-            let start = Date()
-            let r = try Sh.run(["ip", "netns", "exec", ns, "nft", "list", "table", "ip", "kube-proxy"], timeout: 600)
-            guard r.status == 0 else { throw ValidationError("nft list: \(r.err)") }
-            return Date().timeIntervalSince(start)
-        })
+        try timedInFreshNamespace(load: ["nft", "-f", script], measure: ["nft", "list", "table", "ip", "kube-proxy"], repeats: repeats)
     }
 
     /// `ipset save` of the render's sets (its `create`/`add` lines), loaded with `ipset restore` into a fresh namespace.
     static func ipsetSave(_ render: String, repeats: Int) throws -> Double {
+        let sets = render.split(separator: "\n").filter { $0.hasPrefix("create ") || $0.hasPrefix("add ") }.joined(separator: "\n") + "\n"
+        return try timedInFreshNamespace(load: ["ipset", "restore", "-exist"], input: sets, measure: ["ipset", "save"], repeats: repeats)
+    }
+
+    /// `measure` run `repeats` times (the median) in a fresh namespace after `load` ran there once;
+    /// the namespace (and what was loaded into it) deleted after.
+    static func timedInFreshNamespace(load: [String], input: String? = nil, measure: [String], repeats: Int) throws -> Double {
         let ns = "sybenchx\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         try Sh.must(["ip", "netns", "add", ns])
         defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-        let sets = render.split(separator: "\n").filter { $0.hasPrefix("create ") || $0.hasPrefix("add ") }.joined(separator: "\n") + "\n"
-        let load = try Sh.run(["ip", "netns", "exec", ns, "ipset", "restore", "-exist"], input: sets, timeout: 600)
-        guard load.status == 0 else { throw ValidationError("ipset restore: \(load.err)") }
-        defer { _ = try? Sh.run(["ip", "netns", "exec", ns, "ipset", "destroy"]) }
+        let loaded = try Sh.run(["ip", "netns", "exec", ns] + load, input: input, timeout: 600)
+        guard loaded.status == 0 else { throw ValidationError("\(load.joined(separator: " ")): \(loaded.err)") }
         return try median((0..<repeats).map { _ in
             let start = Date()
-            let r = try Sh.run(["ip", "netns", "exec", ns, "ipset", "save"], timeout: 600)
-            guard r.status == 0 else { throw ValidationError("ipset save: \(r.err)") }
+            let r = try Sh.run(["ip", "netns", "exec", ns] + measure, timeout: 600)
+            guard r.status == 0 else { throw ValidationError("\(measure.joined(separator: " ")): \(r.err)") }
             return Date().timeIntervalSince(start)
         })
     }

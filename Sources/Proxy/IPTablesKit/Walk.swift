@@ -60,10 +60,17 @@ public struct IPTablesWalk: Sendable {
     /// - Throws: `ParseError` for a ruleset it cannot read or an address that is not IPv4.
     public static func walk(_ ruleset: String, source: String, sourcePort: Int, destination: String, port: Int, proto: String,
                             fromNode: Bool, local: [String]) throws -> [Outcome] {
-        var w: IPTablesWalk
+        let w: IPTablesWalk
         do { w = try IPTablesWalk(ruleset) } catch { throw ParseError(description: "the ruleset: \(error)") }
-        w.local = Set(local.compactMap(address))
-        guard let src = address(source), let dst = address(destination) else {
+        return try w.walk(source: source, sourcePort: sourcePort, destination: destination, port: port, proto: proto, fromNode: fromNode, local: local)
+    }
+
+    /// The same through rules already read.
+    /// - Throws: `ParseError` for an address that is not IPv4.
+    public func walk(source: String, sourcePort: Int, destination: String, port: Int, proto: String, fromNode: Bool, local: [String]) throws -> [Outcome] {
+        var w = self
+        w.local = Set(local.compactMap(Self.address))
+        guard let src = Self.address(source), let dst = Self.address(destination) else {
             throw ParseError(description: "explain takes IPv4 addresses here (\(source), \(destination))")
         }
         return w.walk(Packet(source: src, sourcePort: sourcePort, destination: dst, port: port, proto: proto), fromNode: fromNode)

@@ -67,12 +67,11 @@ public struct UserspaceWalk: Sendable {
 
     /// Every way the packet can go.
     public func walk(_ q: ExplainQuery) throws -> [PacketPath.Outcome] {
-        var w = rules
-        w.local = Set(q.localAddresses.compactMap(IPTablesWalk.address))
-        guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
-            throw ProxyConfigError("explain takes IPv4 addresses here (\(q.source), \(q.destination))")
-        }
-        let walked = w.walk(IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto), fromNode: q.fromNode)
+        let walked: [IPTablesWalk.Outcome]
+        do {
+            walked = try rules.walk(source: q.source, sourcePort: q.sourcePort, destination: q.destination, port: q.port, proto: q.proto,
+                                    fromNode: q.fromNode, local: q.localAddresses)
+        } catch { throw ProxyConfigError("\(error)") }
         var outcomes: [PacketPath.Outcome] = []
         for o in walked {
             let p = o.packet
