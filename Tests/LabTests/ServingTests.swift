@@ -108,4 +108,76 @@ struct ServingTests {
         #expect(plain.out.contains("\"name\":\"kube-system\""), "\(plain.out)")
         _ = both.stop()
     }
+
+    /// A dual-stack server (`--service-cluster-ip-range` of both families) as kubectl 1.27 and
+    /// 1.33 see it: Services of each policy get their families and addresses, a downgrade by
+    /// `kubectl patch` drops the IPv6 address, and bad ranges are refused at the start.
+    @Test func dualStackServicesThroughKubectl() throws {
+        let bin = try switchyardBinary()
+        let ns = try BareNamespace()
+        defer { withExtendedLifetime(ns) {} }
+        try Sh.must(["ip", "-n", ns.name, "link", "set", "lo", "up"])
+        let dir = try tempDir("dual-server")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for (range, says) in [("10.96.0.0/16,10.97.0.0/16", "must be of different IP family"),
+                              ("10.96.0.0/16,fd00:10:96::/64", "is too large; for 128-bit addresses, the mask must be >= 108"),
+                              ("10.96.0.0/16,fd00::/112,fd01::/112", "must not contain more than two entries")] {
+            let r = try Sh.run(["ip", "netns", "exec", ns.name, bin, "server", "--data-dir", dir.path, "--port", "0", "--service-cluster-ip-range", range], timeout: 20)
+            #expect(r.status == 64 && r.err.contains(says), "\(range): \(r.err)")
+        }
+        let p = try Started(netns: ns.name, [bin, "server", "--data-dir", dir.path, "--service-cluster-ip-range", "10.96.0.0/16,fd00:10:96::/112"])
+        defer { _ = p.stop() }
+        #expect(p.wait(for: "caches synced", seconds: 30), "\(p.output)")
+        let kubeconfig = dir.appendingPathComponent("kubeconfig").path
+        let manifest = dir.appendingPathComponent("services.yaml").path
+        try """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: single}
+            spec: {selector: {app: a}, ports: [{port: 80}]}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: prefer}
+            spec: {ipFamilyPolicy: PreferDualStack, selector: {app: a}, ports: [{port: 80}]}
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: six-first}
+            spec: {ipFamilyPolicy: RequireDualStack, ipFamilies: [IPv6, IPv4], selector: {app: a}, ports: [{port: 80}]}
+
+            """.write(toFile: manifest, atomically: true, encoding: .utf8)
+        for version in ["1.27", "1.33"] {
+            guard let k = kubectlOrRecord(version) else { continue }
+            let kubectl = ["ip", "netns", "exec", ns.name, k, "--kubeconfig", kubeconfig]
+            let applied = try Sh.run(kubectl + ["apply", "-f", manifest])
+            #expect(applied.status == 0, "kubectl \(version) apply: \(applied.err)")
+            let got = try Sh.run(kubectl + ["get", "svc", "single", "prefer", "six-first", "-o",
+                                            "jsonpath={range .items[*]}{.metadata.name} {.spec.ipFamilyPolicy} {.spec.ipFamilies} {.spec.clusterIPs}{\"\\n\"}{end}"])
+            let lines = got.out.split(separator: "\n").map(String.init)
+            #expect(lines.count == 3, "\(got.out) \(got.err)")
+            func fields(_ name: String) -> [String] { lines.first { $0.hasPrefix(name + " ") }?.split(separator: " ").map(String.init) ?? [] }
+            #expect(fields("single").dropFirst().prefix(2) == ["SingleStack", #"["IPv4"]"#], "\(got.out)")
+            #expect(fields("prefer").dropFirst().prefix(2) == ["PreferDualStack", #"["IPv4","IPv6"]"#], "\(got.out)")
+            #expect(fields("six-first").dropFirst().prefix(2) == ["RequireDualStack", #"["IPv6","IPv4"]"#], "\(got.out)")
+            // Each address of its family, in its range.
+            for name in ["single", "prefer", "six-first"] {
+                let ips = try JSONValue.parse(Data((fields(name).last ?? "[]").utf8)).array?.compactMap(\.string) ?? []
+                let families = try JSONValue.parse(Data((fields(name).dropFirst(2).first ?? "[]").utf8)).array?.compactMap(\.string) ?? []
+                #expect(ips.count == families.count && zip(ips, families).allSatisfy { ip, f in
+                    f == "IPv4" ? CIDR("10.96.0.0/16")!.contains(IPAddress(ip)!) : CIDR("fd00:10:96::/112")!.contains(IPAddress(ip)!)
+                }, "\(name): \(ips) \(families)")
+            }
+            // The downgrade: SingleStack alone trims the lists.
+            let down = try Sh.run(kubectl + ["patch", "svc", "six-first", "-p", #"{"spec":{"ipFamilyPolicy":"SingleStack"}}"#])
+            #expect(down.status == 0, "\(down.err)")
+            let after = try Sh.run(kubectl + ["get", "svc", "six-first", "-o", "jsonpath={.spec.ipFamilies} {.spec.clusterIPs}"])
+            #expect(after.out.hasPrefix(#"["IPv6"] [""#) && !after.out.contains("."), "\(after.out)")
+            // Reducing the addresses without SingleStack is refused in upstream's words.
+            let first = try Sh.run(kubectl + ["get", "svc", "prefer", "-o", "jsonpath={.spec.clusterIP}"]).out
+            let refused = try Sh.run(kubectl + ["patch", "svc", "prefer", "-p", #"{"spec":{"clusterIPs":[""# + first + #""]}}"#])
+            #expect(refused.status != 0 && refused.err.contains("must be 'SingleStack' to release the secondary cluster IP"), "\(refused.err)")
+            _ = try Sh.run(kubectl + ["delete", "-f", manifest])
+        }
+    }
 }

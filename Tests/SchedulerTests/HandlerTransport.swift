@@ -10,8 +10,13 @@ import ControllerKit
 struct HandlerTransport: APITransport {
     let handler: APIHandler
 
-    static func make() async throws -> (APIHandler, API) {
-        let h = APIHandler(store: try SQLiteStore(path: ":memory:"))
+    static func make(serviceRanges: [String]? = nil) async throws -> (APIHandler, API) {
+        let store = try SQLiteStore(path: ":memory:")
+        let h = if let serviceRanges {
+            APIHandler(store: store, admission: Admission(allocator: Allocator(serviceRanges: serviceRanges.map { CIDR($0)! })))
+        } else {
+            APIHandler(store: store)
+        }
         try await h.bootstrap()
         return (h, API(HandlerTransport(handler: h), fieldManager: "test"))
     }

@@ -12,62 +12,115 @@ import KubeStore
 /// `/registry/ipaddresses/IP`, work the same way): the store decides, and the set in memory is
 /// the first guess. A key another server made is marked taken here too.
 public actor Allocator {
-    public let serviceRange: CIDR
+    /// The service ranges, one per family, the primary (`--service-cluster-ip-range`'s first) first.
+    public let serviceRanges: [CIDR]
     public let nodePorts: ClosedRange<Int>
     let claims: (any AllocationClaims)?
-    private var usedIPs = Set<UInt32>()
+    /// Per range (same index as `serviceRanges`): offsets in use, and the last one handed out.
+    private var usedIPs: [Set<UInt32>]
+    private var nextIP: [UInt32]
     private var usedPorts = Set<Int>()
-    private var nextIP: UInt32 = 0
     private var nextPort: Int
 
+    /// The largest range: 2^20 addresses (an IPv4 /12, an IPv6 /108), as kube-apiserver's bitmap allocator.
+    public static let maxRangeBits = 20
+
     public init(serviceRange: CIDR = CIDR("10.96.0.0/12")!, nodePorts: ClosedRange<Int> = 30000...32767, claims: (any AllocationClaims)? = nil) {
-        self.serviceRange = serviceRange
+        self.init(serviceRanges: [serviceRange], nodePorts: nodePorts, claims: claims)
+    }
+
+    /// `serviceRanges`: one or two ranges of different families (dual-stack), the primary first.
+    public init(serviceRanges: [CIDR], nodePorts: ClosedRange<Int> = 30000...32767, claims: (any AllocationClaims)? = nil) {
+        precondition(!serviceRanges.isEmpty && serviceRanges.count <= 2, "one or two service ranges")
+        self.serviceRanges = serviceRanges.map(\.network)
         self.nodePorts = nodePorts
         self.claims = claims
+        usedIPs = Array(repeating: [], count: serviceRanges.count)
+        nextIP = Array(repeating: 0, count: serviceRanges.count)
         nextPort = nodePorts.lowerBound
     }
 
-    var base: UInt32 { serviceRange.address.ipv4Value! }
-    var size: UInt32 { serviceRange.prefixLength >= 32 ? 1 : UInt32(1) << UInt32(32 - serviceRange.prefixLength) }
+    /// The primary range.
+    public nonisolated var serviceRange: CIDR { serviceRanges[0] }
+    /// The families services may have here, the primary first.
+    public nonisolated var families: [IPFamily] { serviceRanges.map(\.family) }
+    public nonisolated func range(for family: IPFamily) -> CIDR? { serviceRanges.first { $0.family == family } }
+
+    /// Addresses in range `i` (at most 2^maxRangeBits).
+    nonisolated func size(_ i: Int) -> UInt32 {
+        let bits = (serviceRanges[i].family == .ipv4 ? 32 : 128) - serviceRanges[i].prefixLength
+        return bits >= Self.maxRangeBits ? UInt32(1) << UInt32(Self.maxRangeBits) : UInt32(1) << UInt32(bits)
+    }
+
+    /// Which range holds `ip`, and its offset there.
+    nonisolated func locate(_ ip: IPAddress) -> (range: Int, offset: UInt32)? {
+        guard let i = serviceRanges.firstIndex(where: { $0.contains(ip) }) else { return nil }
+        let b = ip.bytes, base = serviceRanges[i].address.bytes
+        // The offset is in the last 32 bits (ranges are at most 2^20 addresses).
+        let low = b.suffix(4).reduce(UInt32(0)) { ($0 << 8) | UInt32($1) }
+        let baseLow = base.suffix(4).reduce(UInt32(0)) { ($0 << 8) | UInt32($1) }
+        let offset = low &- baseLow
+        guard offset < size(i) else { return nil }
+        return (i, offset)
+    }
+
+    /// The address `offset` into range `i` (offset 1: the `kubernetes` Service's, in the primary range).
+    public nonisolated func address(range i: Int, offset: UInt32) -> IPAddress {
+        let base = serviceRanges[i].address
+        if base.family == .ipv4 { return IPAddress(ipv4: base.ipv4Value! + offset) }
+        var b = base.bytes
+        let low = b.suffix(4).reduce(UInt32(0)) { ($0 << 8) | UInt32($1) } + offset
+        for k in 0..<4 { b[12 + k] = UInt8((low >> UInt32(24 - 8 * k)) & 0xff) }
+        return IPAddress(bytes: b)!
+    }
 
     static func ipKey(_ ip: String) -> String { "/registry/ipaddresses/\(ip)" }
     static func portKey(_ port: Int) -> String { "/registry/servicenodeports/\(port)" }
 
     static func ipClaim(_ ip: String) -> Data {
+        let family = ip.utf8.contains(UInt8(ascii: ":")) ? "IPv6" : "IPv4"
         let o: JSONValue = ["apiVersion": "networking.k8s.io/v1", "kind": "IPAddress",
-                            "metadata": ["name": .string(ip), "labels": ["ipaddress.kubernetes.io/ip-family": "IPv4",
+                            "metadata": ["name": .string(ip), "labels": ["ipaddress.kubernetes.io/ip-family": .string(family),
                                                                        "ipaddress.kubernetes.io/managed-by": "ipallocator.k8s.io"]]]
         return o.serialized()
     }
 
     static func portClaim(_ port: Int) -> Data { Data("{\"nodePort\":\(port)}".utf8) }
 
-    /// Marks an address in use; false if it was already (or is outside the range). With claims,
+    /// Marks an address in use; false if it was already (or is outside every range). With claims,
     /// an address this server thinks taken is looked up in the store (another server may have
     /// given it back).
     public func take(ip: String) async throws -> Bool {
-        guard let a = IPAddress(ip), let v = a.ipv4Value, serviceRange.contains(a) else { return false }
-        guard let claims else { return usedIPs.insert(v).inserted }
-        let fresh = usedIPs.insert(v).inserted
-        do { return try await claims.claim(Self.ipKey(ip), Self.ipClaim(ip)) } catch {
-            if fresh { usedIPs.remove(v) }
+        guard let a = IPAddress(ip), let (i, v) = locate(a) else { return false }
+        let name = a.description
+        guard let claims else { return usedIPs[i].insert(v).inserted }
+        let fresh = usedIPs[i].insert(v).inserted
+        do { return try await claims.claim(Self.ipKey(name), Self.ipClaim(name)) } catch {
+            if fresh { usedIPs[i].remove(v) }
             throw error
         }
     }
 
-    /// The next free address (round robin, skipping the network address and the first host,
-    /// which upstream keeps for the `kubernetes` Service).
-    public func allocateIP() async throws -> String? {
-        guard size > 4 else { return nil }
+    /// The next free address of the primary family.
+    public func allocateIP() async throws -> String? { try await allocateIP(family: serviceRanges[0].family) }
+
+    /// The next free address of `family` (round robin, skipping the network address and the first
+    /// host, which upstream keeps for the `kubernetes` Service, and IPv4's broadcast address);
+    /// nil when the range is full or the family has none here.
+    public func allocateIP(family: IPFamily) async throws -> String? {
+        guard let i = serviceRanges.firstIndex(where: { $0.family == family }) else { return nil }
+        let size = size(i)
+        let last = family == .ipv4 ? size - 1 : size   // one past the last address handed out
+        guard last > 2 else { return nil }
         for _ in 0..<size {
-            nextIP = nextIP + 1 >= size - 1 ? 2 : max(nextIP + 1, 2)
-            let v = base + nextIP
-            guard usedIPs.insert(v).inserted else { continue }
-            let ip = IPAddress(ipv4: v).description
+            nextIP[i] = nextIP[i] + 1 >= last ? 2 : max(nextIP[i] + 1, 2)
+            let v = nextIP[i]
+            guard usedIPs[i].insert(v).inserted else { continue }
+            let ip = address(range: i, offset: v).description
             do {
                 if try await claims?.claim(Self.ipKey(ip), Self.ipClaim(ip)) ?? true { return ip }
             } catch {
-                usedIPs.remove(v)
+                usedIPs[i].remove(v)
                 throw error
             }
         }
@@ -75,10 +128,10 @@ public actor Allocator {
     }
 
     public func release(ip: String) async {
-        guard let v = IPAddress(ip)?.ipv4Value else { return }
+        guard let a = IPAddress(ip), let (i, v) = locate(a) else { return }
         // The store's key first: until it is gone, this server does not hand the address out again.
-        await claims?.release(Self.ipKey(ip))
-        usedIPs.remove(v)
+        await claims?.release(Self.ipKey(a.description))
+        usedIPs[i].remove(v)
     }
 
     public func take(port: Int) async throws -> Bool {
@@ -120,9 +173,10 @@ public actor Allocator {
     /// Marks what a stored Service holds (at start), and claims it in the store if no key of
     /// `claimed` says so yet (a Service stored before there were claims).
     func mark(ip: String, claimed: Set<String>) async throws {
-        guard let a = IPAddress(ip), let v = a.ipv4Value, serviceRange.contains(a) else { return }
-        usedIPs.insert(v)
-        if !claimed.contains(Self.ipKey(ip)) { _ = try await claims?.claim(Self.ipKey(ip), Self.ipClaim(ip)) }
+        guard let a = IPAddress(ip), let (i, v) = locate(a) else { return }
+        usedIPs[i].insert(v)
+        let name = a.description
+        if !claimed.contains(Self.ipKey(name)) { _ = try await claims?.claim(Self.ipKey(name), Self.ipClaim(name)) }
     }
 
     func mark(port: Int, claimed: Set<String>) async throws {
@@ -282,39 +336,36 @@ public struct Admission: Sendable {
         var spec = o["spec"]?.object ?? [:]
         let type = spec["type"]?.string ?? "ClusterIP"
         var ports = spec["ports"]?.array ?? []
-        guard type != "ExternalName" else { return }
         var taken: [() async -> Void] = []
         func undo() async { for u in taken { await u() } }
+        // The address fields as upstream's registry prepares them, then allocation.
+        var fields = ServiceIPFields(spec: spec)
+        let oldFields = (old?["spec"]?.object).map(ServiceIPFields.init(spec:))
+        if let oldFields { fields.patchAllocated(from: oldFields) }
+        fields.normalize(old: oldFields)
+        fields.dropForExternalName(old: oldFields)
+        if type == "ExternalName" {
+            let errs = fields.relatedFieldErrors()
+            if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
+            fields.write(into: &spec)
+            o["spec"] = .object(spec)
+            // What the Service held before it became an ExternalName goes back.
+            if !dryRun, let old {
+                let (ips, heldPorts) = Self.allocations(old)
+                for ip in ips { await allocator.release(ip: ip) }
+                for p in heldPorts { await allocator.release(port: p) }
+            }
+            return
+        }
+        let familyErrors = fields.initFamilies(old: oldFields, cluster: allocator.families)
+        if !familyErrors.isEmpty { throw APIError.invalid(r, name, familyErrors) }
         do {
-            // The ClusterIP: immutable once set; allocated when empty; taken as asked otherwise.
-            let oldIP = old?[path: ["spec", "clusterIP"]]?.string
-            var ip = spec["clusterIP"]?.string ?? ""
-            if let oldIP, !oldIP.isEmpty {
-                if ip.isEmpty { ip = oldIP }
-                guard ip == oldIP else {
-                    throw APIError.invalid(r, name, [FieldError("spec.clusterIPs[0]", "Invalid value: \"\(ip)\": may not change once set")])
-                }
-            } else if ip.isEmpty {
-                guard let a = try await allocator.allocateIP() else {
-                    throw APIError.internal("failed to allocate a serviceIP: range is full")
-                }
-                ip = a
-                taken.append { await self.allocator.release(ip: a) }
-            } else if ip != "None" {
-                guard try await allocator.take(ip: ip) else {
-                    let inRange = IPAddress(ip).map { allocator.serviceRange.contains($0) } ?? false
-                    throw APIError.invalid(r, name, [FieldError("spec.clusterIPs", inRange
-                        ? "Invalid value: [\"\(ip)\"]: failed to allocate IP \(ip): provided IP is already allocated"
-                        : "Invalid value: [\"\(ip)\"]: failed to allocate IP \(ip): the provided IP (\(ip)) is not in the valid range. The range of valid IPs is \(allocator.serviceRange)")])
-                }
-                taken.append { await self.allocator.release(ip: ip) }
+            try await allocateClusterIPs(&fields, old: oldFields, r, name: name, taken: &taken)
+            if let oldFields {
+                let errs = fields.upgradeDowngradeErrors(old: oldFields)
+                if !errs.isEmpty { throw APIError.invalid(r, name, errs) }
             }
-            spec["clusterIP"] = .string(ip)
-            spec["clusterIPs"] = [.string(ip)]
-            if ip != "None" {
-                spec["ipFamilies"] = ["IPv4"]
-                spec["ipFamilyPolicy"] = spec["ipFamilyPolicy"] ?? "SingleStack"
-            }
+            fields.write(into: &spec)
             // NodePorts for NodePort and LoadBalancer Services; kept across updates.
             let oldPorts = old?[path: ["spec", "ports"]]?.array ?? []
             let oldHeld = Set(Self.allocations(old ?? .null).ports)
@@ -365,17 +416,61 @@ public struct Admission: Sendable {
                 if !ports.isEmpty { spec["ports"] = .array(ports) }
                 spec["healthCheckNodePort"] = nil
             }
-            // Ports the update no longer holds go back.
+            // Addresses and ports the update no longer holds go back (a downgrade's secondary address).
             if dryRun {
                 await undo()
             } else {
                 for p in oldHeld.subtracting(nowHeld) { await allocator.release(port: p) }
+                let nowIPs = Set(fields.clusterIPs)
+                for ip in Self.allocations(old ?? .null).ips where !nowIPs.contains(ip) { await allocator.release(ip: ip) }
             }
             o["spec"] = .object(spec)
         } catch {
             await undo()
             throw error
         }
+    }
+}
+
+extension Admission {
+    /// The addresses of `fields` (families already defaulted): on create (or from ExternalName),
+    /// one per family, taken as asked or allocated; on an update, only an upgrade's secondary.
+    /// What is taken is added to `taken` as its undo.
+    func allocateClusterIPs(_ fields: inout ServiceIPFields, old: ServiceIPFields?, _ r: ResourceInfo, name: String,
+                            taken: inout [() async -> Void]) async throws {
+        if fields.matchesPreferDualStack(old: old) { return }
+        var indices: [Int]
+        if let old, old.type != "ExternalName" {
+            if old.isHeadless { return }
+            guard old.ipFamilies.count == 1 && fields.ipFamilies.count == 2 else { return }   // only an upgrade allocates
+            indices = [1]
+        } else {
+            if fields.clusterIPs.first == ServiceIPFields.none { return }
+            indices = Array(fields.ipFamilies.indices)
+        }
+        for i in indices {
+            if i >= fields.clusterIPs.count { fields.clusterIPs.append("") }
+            let family: IPFamily = fields.ipFamilies[i] == "IPv6" ? .ipv6 : .ipv4
+            let want = fields.clusterIPs[i]
+            if want.isEmpty {
+                guard let a = try await allocator.allocateIP(family: family) else {
+                    throw APIError.internal("failed to allocate a serviceIP: range is full")
+                }
+                taken.append { await self.allocator.release(ip: a) }
+                fields.clusterIPs[i] = a
+            } else {
+                guard try await allocator.take(ip: want) else {
+                    let range = allocator.range(for: family)
+                    let inRange = IPAddress(want).map { range?.contains($0) ?? false } ?? false
+                    let ips = ServiceIPFields.goStrings(fields.clusterIPs)
+                    throw APIError.invalid(r, name, [FieldError("spec.clusterIPs", inRange
+                        ? "Invalid value: \(ips): failed to allocate IP \(want): provided IP is already allocated"
+                        : "Invalid value: \(ips): failed to allocate IP \(want): the provided IP (\(want)) is not in the valid range. The range of valid IPs is \(range?.description ?? "")")])
+                }
+                taken.append { await self.allocator.release(ip: want) }
+            }
+        }
+        fields.clusterIP = fields.clusterIPs[0]
     }
 }
 

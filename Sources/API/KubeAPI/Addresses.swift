@@ -34,6 +34,13 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
         }
     }
 
+    /// From 4 (IPv4) or 16 (IPv6) bytes in network order.
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 4 || bytes.count == 16 else { return nil }
+        family = bytes.count == 4 ? .ipv4 : .ipv6
+        self.bytes = bytes
+    }
+
     public init(ipv4 value: UInt32) {
         family = .ipv4
         bytes = [UInt8(value >> 24), UInt8((value >> 16) & 0xff), UInt8((value >> 8) & 0xff), UInt8(value & 0xff)]

@@ -121,14 +121,20 @@ struct ControllerFlags: ParsableArguments {
     @Option(name: .customLong("controllers"), help: "Controllers to run: '*' (the defaults), NAME, -NAME; comma-separated. Known: \(ControllerManager.known.map(\.name).joined(separator: ", ")).")
     var controllers = "*"
 
-    @Option(name: .customLong("cluster-cidr"), help: "The pods' CIDR; with --allocate-node-cidrs each Node gets a range of it.")
+    @Option(name: .customLong("cluster-cidr"), help: "The pods' CIDR, or two of different families (dual-stack), comma-separated; with --allocate-node-cidrs each Node gets a range of each.")
     var clusterCIDR: String?
 
     @Option(name: .customLong("allocate-node-cidrs"), help: "Give each Node a spec.podCIDR from --cluster-cidr (true/false).")
     var allocateNodeCIDRs: Bool?
 
-    @Option(name: .customLong("node-cidr-mask-size"), help: "The prefix length of each Node's range.")
-    var nodeCIDRMaskSize = 24
+    @Option(name: .customLong("node-cidr-mask-size"), help: "The prefix length of each Node's range (single-stack).")
+    var nodeCIDRMaskSize: Int?
+
+    @Option(name: .customLong("node-cidr-mask-size-ipv4"), help: "The prefix length of each Node's IPv4 range on a dual-stack cluster.")
+    var nodeCIDRMaskSizeIPv4 = 24
+
+    @Option(name: .customLong("node-cidr-mask-size-ipv6"), help: "The prefix length of each Node's IPv6 range on a dual-stack cluster.")
+    var nodeCIDRMaskSizeIPv6 = 64
 
     @Option(name: .customLong("node-monitor-grace-period"), help: "How long a node may be silent before it is marked Unknown (Go duration).")
     var nodeMonitorGracePeriod = "40s"
@@ -165,11 +171,14 @@ struct ControllerFlags: ParsableArguments {
         o.controllers = controllers.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         o.clusterCIDR = clusterCIDR
         o.allocateNodeCIDRs = allocateNodeCIDRs ?? false
+        let dual = (clusterCIDR ?? "").contains(",")
+        if dual && nodeCIDRMaskSize != nil { throw ValidationError("usage of --node-cidr-mask-size is not allowed with dual-stack clusters") }
+        o.nodeCIDRMaskSize = nodeCIDRMaskSize ?? (clusterCIDR.flatMap(CIDR.init)?.family == .ipv6 ? 64 : 24)
+        o.nodeCIDRMaskSizeIPv4 = nodeCIDRMaskSizeIPv4
+        o.nodeCIDRMaskSizeIPv6 = nodeCIDRMaskSizeIPv6
         if o.allocateNodeCIDRs {
-            guard let c = clusterCIDR.flatMap(CIDR.init), c.address.family == .ipv4 else { throw ValidationError("--allocate-node-cidrs needs an IPv4 --cluster-cidr") }
-            guard nodeCIDRMaskSize >= c.prefixLength, nodeCIDRMaskSize <= 30 else { throw ValidationError("--node-cidr-mask-size \(nodeCIDRMaskSize): between the cluster CIDR's prefix (\(c.prefixLength)) and 30") }
+            do { _ = try o.nodeCIDRSetsChecked() } catch { throw ValidationError("\(error)") }
         }
-        o.nodeCIDRMaskSize = nodeCIDRMaskSize
         guard let g = GoDuration.seconds(nodeMonitorGracePeriod), let p = GoDuration.seconds(nodeMonitorPeriod), g > 0, p > 0 else {
             throw ValidationError("--node-monitor-grace-period, --node-monitor-period: Go durations (40s, 5s)")
         }

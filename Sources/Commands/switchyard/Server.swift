@@ -52,7 +52,10 @@ struct Server: AsyncParsableCommand {
         """)
     var tlsSANs: [String] = []
 
-    @Option(name: .customLong("service-cluster-ip-range"), help: "ClusterIPs are allocated from this IPv4 CIDR.")
+    @Option(name: .customLong("service-cluster-ip-range"), help: """
+        ClusterIPs are allocated from this CIDR; two CIDRs of different families, comma-separated, make the cluster \
+        dual-stack (10.96.0.0/12,fd00:10:96::/112), the first the primary family.
+        """)
     var serviceClusterIPRange = "10.96.0.0/12"
 
     @Option(name: .customLong("service-node-port-range"), help: "NodePorts are allocated from this range (low-high).")
@@ -177,9 +180,7 @@ struct Server: AsyncParsableCommand {
 
     func validate() throws {
         if !disableControllerManager { _ = try controllerFlags.options() }
-        guard let c = CIDR(serviceClusterIPRange), c.address.family == .ipv4, c.prefixLength >= 8, c.prefixLength <= 29 else {
-            throw ValidationError("--service-cluster-ip-range: an IPv4 CIDR between /8 and /29, not \(serviceClusterIPRange)")
-        }
+        _ = try Self.serviceRanges(serviceClusterIPRange)
         guard nodePortRange != nil else { throw ValidationError("--service-node-port-range: low-high within 1-65535, not \(serviceNodePortRange)") }
         if let port { guard (0...65535).contains(port) else { throw ValidationError("--port: 0-65535") } }
         if let securePort { guard (0...65535).contains(securePort) else { throw ValidationError("--secure-port: 0-65535") } }
@@ -402,7 +403,7 @@ struct Server: AsyncParsableCommand {
         let store: any Store = encryption.map { EncryptingStore(inner: measured, rules: $0) } ?? measured
         if let moved = try? await routed.migrate(), moved > 0 { logger.info("moved \(moved) events into their own store") }
         // On etcd, other API servers may share the store: allocations are claimed in it.
-        let admission = Admission(allocator: Allocator(serviceRange: CIDR(serviceClusterIPRange)!, nodePorts: nodePortRange!,
+        let admission = Admission(allocator: Allocator(serviceRanges: try Self.serviceRanges(serviceClusterIPRange), nodePorts: nodePortRange!,
                                                        claims: etcdServers == nil ? nil : StoreClaims(store: main)))
         try await admission.load(from: store)
         let saTokens: ServiceAccountTokens
@@ -611,13 +612,39 @@ struct Server: AsyncParsableCommand {
         return names
     }
 
+    /// `--service-cluster-ip-range`: one CIDR, or two of different families (the primary first), as
+    /// kube-apiserver checks them: an IPv4 range between /8 and /29, an IPv6 one of at most 2^20
+    /// addresses (/108) and at least 8 (/125).
+    static func serviceRanges(_ flag: String) throws -> [CIDR] {
+        let parts = flag.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard parts.count <= 2 else { throw ValidationError("--service-cluster-ip-range must not contain more than two entries") }
+        var ranges: [CIDR] = []
+        for (i, p) in parts.enumerated() {
+            let which = parts.count > 1 ? "--service-cluster-ip-range[\(i)]" : "--service-cluster-ip-range"
+            guard let c = CIDR(p) else { throw ValidationError("\(which): \"\(p)\" is not a CIDR") }
+            if c.family == .ipv4 {
+                guard c.prefixLength >= 8, c.prefixLength <= 29 else { throw ValidationError("\(which): an IPv4 CIDR between /8 and /29, not \(p)") }
+            } else {
+                guard c.prefixLength >= 128 - Allocator.maxRangeBits else {
+                    throw ValidationError("specified \(which) is too large; for 128-bit addresses, the mask must be >= \(128 - Allocator.maxRangeBits)")
+                }
+                guard c.prefixLength <= 125 else { throw ValidationError("\(which): an IPv6 CIDR between /108 and /125, not \(p)") }
+            }
+            ranges.append(c)
+        }
+        if ranges.count == 2 && ranges[0].family == ranges[1].family {
+            throw ValidationError("--service-cluster-ip-range[0] and --service-cluster-ip-range[1] must be of different IP family")
+        }
+        return ranges
+    }
+
     /// Its addresses: loopback, the advertised and bound ones, this namespace's own, and the
     /// Service `kubernetes`'s ClusterIP (the range's first address).
     static func servingAddresses(bind: String, advertised: String, serviceRange: String) -> [String] {
         var out = ["127.0.0.1", "::1", advertised]
         if let b = IPAddress(bind), !b.isUnspecified { out.append(bind) }
         out += LocalAddresses.all().map(\.description)
-        if let c = CIDR(serviceRange), let v = c.address.ipv4Value { out.append(IPAddress(ipv4: v + 1).description) }
+        if let c = (try? serviceRanges(serviceRange))?.first { out.append(Allocator(serviceRanges: [c]).address(range: 0, offset: 1).description) }
         var seen = Set<String>()
         return out.filter { seen.insert($0).inserted }
     }

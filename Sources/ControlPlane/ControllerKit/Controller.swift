@@ -83,6 +83,8 @@ public enum Slim {
         var status: [String: JSONValue] = [:]
         if let phase = o[path: ["status", "phase"]] { status["phase"] = phase }
         if let ip = o[path: ["status", "podIP"]] { status["podIP"] = ip }
+        // A dual-stack pod's addresses (a single-stack pod's one is podIP's).
+        if let ips = o[path: ["status", "podIPs"]], (ips.array?.count ?? 0) > 1 { status["podIPs"] = ips }
         let conditions = (o[path: ["status", "conditions"]]?.array ?? []).filter { $0["type"] == "Ready" }.map { c -> JSONValue in
             var kept: [String: JSONValue] = [:]
             for k in ["type", "status", "lastTransitionTime"] { kept[k] = c[k] }

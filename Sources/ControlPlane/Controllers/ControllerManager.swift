@@ -44,6 +44,9 @@ public struct ControllerManager: Sendable {
         public var clusterCIDR: String?
         public var allocateNodeCIDRs = false
         public var nodeCIDRMaskSize = 24
+        /// The masks of a dual-stack cluster's ranges (`--node-cidr-mask-size-ipv4`, `-ipv6`).
+        public var nodeCIDRMaskSizeIPv4 = 24
+        public var nodeCIDRMaskSizeIPv6 = 64
         public var nodeMonitorGracePeriod: Double = 40
         public var nodeMonitorPeriod: Double = 5
         /// The CA bundle published as `kube-root-ca.crt` in every namespace.
@@ -112,7 +115,7 @@ public struct ControllerManager: Sendable {
         case "nodelifecycle": NodeLifecycleController(api: api, gracePeriod: options.nodeMonitorGracePeriod, monitorPeriod: options.nodeMonitorPeriod)
         case "nodeipam":
             // Only with --allocate-node-cidrs and a --cluster-cidr, as upstream.
-            options.allocateNodeCIDRs ? options.clusterCIDR.flatMap { NodeIPAMController(api: api, clusterCIDR: $0, maskSize: options.nodeCIDRMaskSize) } : nil
+            options.allocateNodeCIDRs ? options.nodeCIDRSets().map { NodeIPAMController(api: api, sets: $0) } : nil
         case "serviceaccount": NamespaceDefaultsController(api: api, kind: .serviceAccount)
         case "root-ca-certificate-publisher": options.rootCA.isEmpty ? nil : NamespaceDefaultsController(api: api, kind: .rootCA(options.rootCA))
         case "garbage-collector": GarbageCollector(api: api)
@@ -153,4 +156,37 @@ public struct ControllerManager: Sendable {
             }
         }
     }
+}
+
+extension ControllerManager.Options {
+    /// The node ranges of `--cluster-cidr` (one CIDR, or two of different families, comma-separated)
+    /// with their masks: `--node-cidr-mask-size` for one CIDR, `--node-cidr-mask-size-ipv4` and
+    /// `-ipv6` for two, as kube-controller-manager takes them. nil without a valid set.
+    public func nodeCIDRSets() -> [NodeCIDRSet]? { try? nodeCIDRSetsChecked() }
+
+    /// The same, with kube-controller-manager's reason when the flags do not make one.
+    public func nodeCIDRSetsChecked() throws -> [NodeCIDRSet] {
+        let parts = (clusterCIDR ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard !parts.isEmpty else { throw NodeCIDRError("--allocate-node-cidrs needs a --cluster-cidr") }
+        guard parts.count <= 2 else { throw NodeCIDRError("--cluster-cidr: at most two CIDRs (one per family)") }
+        var sets: [NodeCIDRSet] = []
+        for p in parts {
+            guard let c = CIDR(p) else { throw NodeCIDRError("--cluster-cidr: \"\(p)\" is not a CIDR") }
+            let mask = parts.count == 1 ? nodeCIDRMaskSize : (c.family == .ipv4 ? nodeCIDRMaskSizeIPv4 : nodeCIDRMaskSizeIPv6)
+            let flag = parts.count == 1 ? "--node-cidr-mask-size" : (c.family == .ipv4 ? "--node-cidr-mask-size-ipv4" : "--node-cidr-mask-size-ipv6")
+            guard let set = NodeCIDRSet(cluster: c, mask: mask) else {
+                throw NodeCIDRError("\(flag) \(mask): between the cluster CIDR's prefix (\(c.prefixLength)) and 16 more, leaving room for addresses")
+            }
+            sets.append(set)
+        }
+        if sets.count == 2 && sets[0].cluster.family == sets[1].cluster.family {
+            throw NodeCIDRError("--cluster-cidr: two CIDRs must be of different families (dual-stack)")
+        }
+        return sets
+    }
+}
+
+public struct NodeCIDRError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ d: String) { description = d }
 }

@@ -250,51 +250,63 @@ public final class EndpointSliceController: Controller, Sendable {
         let pods = s.members(svc, selector: selector, includeTerminating: true)
         let trigger = s.triggerTime(key, svc, pods)
         let publishNotReady = svc[path: ["spec", "publishNotReadyAddresses"]]?.bool == true
-        // Pods grouped by the ports they resolve to (a named target port may differ per Pod).
-        var groups: [[JSONValue]: [JSONValue]] = [:]
-        for p in pods { groups[ServiceEndpoints.ports(svc, p), default: []].append(p) }
-        if groups.isEmpty { groups[[]] = [] }   // one slice without endpoints, as upstream keeps
+        // One set of slices per address type the Service has (its families; both for a
+        // headless Service without any), each Pod in it by its address of that family.
         var desired: [JSONValue] = []
-        for (ports, members) in groups.sorted(by: { $0.key.description < $1.key.description }) {
-            let eps: [JSONValue] = members.map { p in
-                let terminating = p.isDeleting
-                let serving = PodStatus.isReady(p) || publishNotReady
-                var e: [String: JSONValue] = [
-                    "addresses": [p[path: ["status", "podIP"]] ?? ""],
-                    "conditions": ["ready": .bool(serving && !terminating), "serving": .bool(serving), "terminating": .bool(terminating)],
-                    "targetRef": ["kind": "Pod", "namespace": .string(ns), "name": .string(p.name), "uid": .string(p.uid)],
-                ]
-                if let h = ServiceEndpoints.hostname(p, svc) { e["hostname"] = .string(h) }
-                if let node = p[path: ["spec", "nodeName"]]?.string, !node.isEmpty {
-                    e["nodeName"] = .string(node)
-                    if let zone = s.nodes.get(node)?[path: ["metadata", "labels", "topology.kubernetes.io/zone"]]?.string { e["zone"] = .string(zone) }
-                }
-                return .object(e)
+        for addressType in Self.addressTypes(svc) {
+            // Pods grouped by the ports they resolve to (a named target port may differ per Pod).
+            var groups: [[JSONValue]: [(pod: JSONValue, ip: String)]] = [:]
+            for p in pods {
+                guard let ip = Self.address(of: p, type: addressType) else { continue }
+                groups[ServiceEndpoints.ports(svc, p), default: []].append((p, ip))
             }
-            var chunk = 0
-            repeat {
-                desired.append(["addressType": "IPv4", "endpoints": .array(Array(eps.dropFirst(chunk).prefix(maxEndpoints))), "ports": .array(ports)])
-                chunk += maxEndpoints
-            } while chunk < eps.count
+            if groups.isEmpty { groups[[]] = [] }   // one slice without endpoints, as upstream keeps
+            for (ports, members) in groups.sorted(by: { $0.key.description < $1.key.description }) {
+                let eps: [JSONValue] = members.map { m in
+                    let p = m.pod
+                    let terminating = p.isDeleting
+                    let serving = PodStatus.isReady(p) || publishNotReady
+                    var e: [String: JSONValue] = [
+                        "addresses": [.string(m.ip)],
+                        "conditions": ["ready": .bool(serving && !terminating), "serving": .bool(serving), "terminating": .bool(terminating)],
+                        "targetRef": ["kind": "Pod", "namespace": .string(ns), "name": .string(p.name), "uid": .string(p.uid)],
+                    ]
+                    if let h = ServiceEndpoints.hostname(p, svc) { e["hostname"] = .string(h) }
+                    if let node = p[path: ["spec", "nodeName"]]?.string, !node.isEmpty {
+                        e["nodeName"] = .string(node)
+                        if let zone = s.nodes.get(node)?[path: ["metadata", "labels", "topology.kubernetes.io/zone"]]?.string { e["zone"] = .string(zone) }
+                    }
+                    return .object(e)
+                }
+                var chunk = 0
+                repeat {
+                    desired.append(["addressType": .string(addressType), "endpoints": .array(Array(eps.dropFirst(chunk).prefix(maxEndpoints))),
+                                    "ports": .array(ports)])
+                    chunk += maxEndpoints
+                } while chunk < eps.count
+            }
         }
         let labels = ServiceEndpoints.labels(svc, reserved: [EndpointSlice.serviceNameLabel, Self.managedByLabel],
                                              [EndpointSlice.serviceNameLabel: name, Self.managedByLabel: Self.managedBy])
         let current = try existing.values.map { try JSONValue.parse($0.body) }.sorted { $0.name < $1.name }
         // Nothing to do when the slices already hold exactly the desired endpoints, ports and labels.
-        func content(_ o: JSONValue) -> JSONValue { ["endpoints": o["endpoints"] ?? [], "ports": o["ports"] ?? []] }
+        func content(_ o: JSONValue) -> JSONValue { ["addressType": o["addressType"] ?? "", "endpoints": o["endpoints"] ?? [], "ports": o["ports"] ?? []] }
         if current.count == desired.count && Set(current.map(content)) == Set(desired.map(content))
             && current.allSatisfy({ $0[path: ["metadata", "labels"]] == labels }) {
             return
         }
         let annotation = RFC3339.formatNano(trigger.timeIntervalSince1970)
-        // Existing slices are reused in order; what is left over goes.
-        for (i, want) in desired.enumerated() {
-            if i < current.count {
-                var o = current[i]
+        // Existing slices of the same address type (which never changes) are reused in order;
+        // what is left over goes.
+        var reusable: [String: [JSONValue]] = [:]
+        for c in current { reusable[c["addressType"]?.string ?? "IPv4", default: []].append(c) }
+        for want in desired {
+            let type = want["addressType"]?.string ?? "IPv4"
+            if var o = reusable[type]?.first {
+                reusable[type]!.removeFirst()
                 if content(o) == content(want) && o[path: ["metadata", "labels"]] == labels { continue }
                 o["endpoints"] = want["endpoints"]
                 o["ports"] = want["ports"]
-                o["addressType"] = "IPv4"
                 o[path: ["metadata", "labels"]] = labels
                 o[path: ["metadata", "annotations", ServiceEndpoints.triggerAnnotation]] = .string(annotation)
                 if let written = KnownSlice(try await api.update(path(ns, o.name), o)) { remember(written) }
@@ -308,10 +320,35 @@ public final class EndpointSliceController: Controller, Sendable {
                 if let written = KnownSlice(try await api.create(path(ns), o)) { remember(written) }
             }
         }
-        for extra in current.dropFirst(desired.count) {
+        for extra in reusable.values.flatMap({ $0 }).sorted(by: { $0.name < $1.name }) {
             do { try await api.delete(path(ns, extra.name)) } catch let e as APIStatusError where e.isNotFound {}
             forget(namespace: ns, slice: extra.name, service: key)
         }
+    }
+
+    /// The address types of a Service's slices, as upstream's getAddressTypesForService: its
+    /// `ipFamilies`; else its ClusterIP's family; else (headless) both.
+    static func addressTypes(_ svc: JSONValue) -> [String] {
+        var types: [String] = []
+        for f in svc[path: ["spec", "ipFamilies"]]?.array?.compactMap(\.string) ?? [] where (f == "IPv4" || f == "IPv6") && !types.contains(f) {
+            types.append(f)
+        }
+        if !types.isEmpty { return types }
+        if let ip = svc[path: ["spec", "clusterIP"]]?.string, !ip.isEmpty, ip != "None" {
+            return [ip.utf8.contains(UInt8(ascii: ":")) ? "IPv6" : "IPv4"]
+        }
+        return ["IPv4", "IPv6"]
+    }
+
+    /// A Pod's address of `type` (`IPv4`, `IPv6`): the first of `status.podIPs` of that family,
+    /// else `status.podIP` if it is; nil when it has none (it is then in no slice of that type).
+    static func address(of pod: JSONValue, type: String) -> String? {
+        let v6 = type == "IPv6"
+        let ips = (pod[path: ["status", "podIPs"]]?.array ?? []).compactMap { $0["ip"]?.string }
+        for ip in ips + [pod[path: ["status", "podIP"]]?.string].compactMap({ $0 }) where !ip.isEmpty && ip.utf8.contains(UInt8(ascii: ":")) == v6 {
+            return ip
+        }
+        return nil
     }
 }
 

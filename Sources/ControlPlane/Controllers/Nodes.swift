@@ -194,8 +194,48 @@ public final class NodeLifecycleController: Controller, Sendable {
     }
 }
 
-/// Node IPAM (`--allocate-node-cidrs`, `--cluster-cidr`, `--node-cidr-mask-size`): each Node
-/// without a `spec.podCIDR` gets the next free range of the cluster CIDR; ranges of deleted
+/// The ranges of one cluster CIDR handed to nodes: `2^(mask - prefix)` ranges of prefix
+/// length `mask`, numbered in address order (upstream's CIDRSet; at most 2^16).
+public struct NodeCIDRSet: Sendable, Equatable {
+    public let cluster: CIDR
+    public let mask: Int
+
+    /// nil unless `mask` is at least the cluster's prefix, at most 16 more, and leaves room for
+    /// addresses (IPv4 up to /30, IPv6 up to /126).
+    public init?(cluster: CIDR, mask: Int) {
+        let bits = cluster.family == .ipv4 ? 32 : 128
+        guard mask >= cluster.prefixLength, mask - cluster.prefixLength <= 16, mask <= bits - 2 else { return nil }
+        self.cluster = cluster.network
+        self.mask = mask
+    }
+
+    public var count: UInt32 { UInt32(1) << UInt32(mask - cluster.prefixLength) }
+
+    /// Range `i` as text (`10.244.3.0/24`, `fd00:10:244:3::/64`).
+    public func range(_ i: UInt32) -> String {
+        var b = cluster.address.bytes
+        let n = mask - cluster.prefixLength
+        for j in 0..<n where (i >> UInt32(n - 1 - j)) & 1 == 1 {
+            let k = cluster.prefixLength + j
+            b[k / 8] |= UInt8(0x80 >> (k % 8))
+        }
+        return "\(IPAddress(bytes: b)!)/\(mask)"
+    }
+
+    /// Which range `cidr` is (nil if it is not one of this set's).
+    public func index(_ cidr: String) -> UInt32? {
+        guard let c = CIDR(cidr), c.prefixLength == mask, cluster.contains(c.address), c.network == c else { return nil }
+        var i: UInt32 = 0
+        for k in cluster.prefixLength..<mask {
+            i = (i << 1) | UInt32((c.address.bytes[k / 8] >> UInt8(7 - k % 8)) & 1)
+        }
+        return i
+    }
+}
+
+/// Node IPAM (`--allocate-node-cidrs`, `--cluster-cidr`, `--node-cidr-mask-size[-ipv4|-ipv6]`):
+/// each Node without a `spec.podCIDR` gets the next free range of each cluster CIDR (two on a
+/// dual-stack cluster: `podCIDRs` of both families, `podCIDR` the first); ranges of deleted
 /// nodes are reused.
 public final class NodeIPAMController: Controller, Sendable {
     public let name = "nodeipam"
@@ -203,26 +243,36 @@ public final class NodeIPAMController: Controller, Sendable {
     let queue = WorkQueue()
     let logger: Logger
     let events: EventRecorder
-    let base: UInt32, prefix: Int, mask: Int
+    let sets: [NodeCIDRSet]
     let nodes = Mutex<Informer<JSONValue>?>(nil)
-    let used = Mutex<[UInt32: String]>([:])
+    /// Per set: the ranges in use, by the node that holds each.
+    let used: Mutex<[[UInt32: String]]>
 
-    public init?(api: API, clusterCIDR: String, maskSize: Int = 24, logger: Logger = Logger(label: "switchyard.nodeipam")) {
-        guard let c = CIDR(clusterCIDR), let v = c.address.ipv4Value, maskSize >= c.prefixLength, maskSize <= 30 else { return nil }
+    /// One cluster CIDR and its mask (single-stack).
+    public convenience init?(api: API, clusterCIDR: String, maskSize: Int = 24, logger: Logger = Logger(label: "switchyard.nodeipam")) {
+        guard let c = CIDR(clusterCIDR), let set = NodeCIDRSet(cluster: c, mask: maskSize) else { return nil }
+        self.init(api: api, sets: [set], logger: logger)
+    }
+
+    /// One set per cluster CIDR (at most one per family), the primary first.
+    public init(api: API, sets: [NodeCIDRSet], logger: Logger = Logger(label: "switchyard.nodeipam")) {
         self.api = api
-        base = v
-        prefix = c.prefixLength
-        mask = maskSize
+        self.sets = sets
+        used = Mutex(Array(repeating: [:], count: sets.count))
         self.logger = logger
         events = EventRecorder(api: api, component: "cidrAllocator")
     }
 
-    var count: UInt32 { UInt32(1) << UInt32(mask - prefix) }
-    func range(_ i: UInt32) -> String { "\(IPAddress(ipv4: base + (i << UInt32(32 - mask))))/\(mask)" }
-    func index(_ cidr: String) -> UInt32? {
-        guard let c = CIDR(cidr), let v = c.address.ipv4Value, c.prefixLength == mask, v >= base else { return nil }
-        let i = (v - base) >> UInt32(32 - mask)
-        return i < count ? i : nil
+    static func podCIDRs(_ n: JSONValue) -> [String] {
+        let list = (n[path: ["spec", "podCIDRs"]]?.array ?? []).compactMap(\.string)
+        if !list.isEmpty { return list }
+        return [n[path: ["spec", "podCIDR"]]?.string].compactMap { $0 }.filter { !$0.isEmpty }
+    }
+
+    /// Each of `cidrs` that is a range of a set, by set.
+    func located(_ cidrs: [String]) -> [(set: Int, index: UInt32)] {
+        let sets = self.sets
+        return cidrs.compactMap { c in sets.indices.lazy.compactMap { s in sets[s].index(c).map { (s, $0) } }.first }
     }
 
     public func setUp(_ informers: SharedInformers) {
@@ -231,13 +281,16 @@ public final class NodeIPAMController: Controller, Sendable {
         n.onChange { [weak self] c in
             guard let self else { return }
             if let new = c.new {
-                if let cidr = new[path: ["spec", "podCIDR"]]?.string, let i = self.index(cidr) {
-                    self.used.withLock { $0[i] = new.name }
-                } else {
+                let cidrs = Self.podCIDRs(new)
+                if cidrs.isEmpty {
                     await self.queue.add(new.name)
+                } else {
+                    let at = self.located(cidrs)
+                    self.used.withLock { u in for (s, i) in at { u[s][i] = new.name } }
                 }
-            } else if let old = c.old, let cidr = old[path: ["spec", "podCIDR"]]?.string, let i = self.index(cidr) {
-                self.used.withLock { u in if u[i] == old.name { u[i] = nil } }
+            } else if let old = c.old {
+                let at = self.located(Self.podCIDRs(old))
+                self.used.withLock { u in for (s, i) in at where u[s][i] == old.name { u[s][i] = nil } }
             }
         }
     }
@@ -250,20 +303,32 @@ public final class NodeIPAMController: Controller, Sendable {
     }
 
     func sync(_ name: String) async throws {
-        guard let n = nodes.withLock({ $0 })?.get(name), (n[path: ["spec", "podCIDR"]]?.string ?? "").isEmpty else { return }
-        guard let i = used.withLock({ u -> UInt32? in
-            for i in 0..<count where u[i] == nil { u[i] = name; return i }
-            return nil
-        }) else {
+        guard let n = nodes.withLock({ $0 })?.get(name), Self.podCIDRs(n).isEmpty else { return }
+        // A range of every set, or none at all.
+        let sets = self.sets
+        let taken = used.withLock { u -> [UInt32]? in
+            var got: [UInt32] = []
+            for s in sets.indices {
+                guard let i = (0..<sets[s].count).first(where: { u[s][$0] == nil }) else {
+                    for (t, i) in got.enumerated() { u[t][i] = nil }
+                    return nil
+                }
+                u[s][i] = name
+                got.append(i)
+            }
+            return got
+        }
+        guard let taken else {
             events.record(n, type: "Normal", reason: "CIDRNotAvailable", message: "Node \(name) status is now: CIDRNotAvailable", kind: "Node", apiVersion: "v1")
             throw APIStatusError(code: 0, reason: "CIDRNotAvailable", message: "no remaining CIDRs for node \(name)")
         }
-        let cidr = range(i)
+        let cidrs = taken.enumerated().map { sets[$0.offset].range($0.element) }
         do {
-            _ = try await api.mergePatch(API.path("v1", "nodes", name: name), ["spec": ["podCIDR": .string(cidr), "podCIDRs": [.string(cidr)]]])
-            logger.info("node \(name): pod CIDR \(cidr)")
+            _ = try await api.mergePatch(API.path("v1", "nodes", name: name),
+                                         ["spec": ["podCIDR": .string(cidrs[0]), "podCIDRs": .array(cidrs.map { .string($0) })]])
+            logger.info("node \(name): pod CIDRs \(cidrs.joined(separator: ","))")
         } catch {
-            used.withLock { u in if u[i] == name { u[i] = nil } }
+            used.withLock { u in for (s, i) in taken.enumerated() where u[s][i] == name { u[s][i] = nil } }
             throw error
         }
     }
