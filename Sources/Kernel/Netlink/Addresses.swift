@@ -6,6 +6,13 @@ public struct Address: Sendable, Equatable {
     public var index: Int32
     public var address: IPNet
     public var scope: UInt8
+    /// `IFA_F_*` (IFA_FLAGS when the kernel sends it, else the header's 8 bits).
+    public var flags: UInt32 = 0
+
+    /// Still in duplicate address detection: not usable yet.
+    public var isTentative: Bool { flags & UInt32(IFA_F_TENTATIVE) != 0 }
+    /// Duplicate address detection found another holder.
+    public var dadFailed: Bool { flags & UInt32(IFA_F_DADFAILED) != 0 }
 }
 
 extension RouteHandle {
@@ -38,7 +45,9 @@ extension RouteHandle {
             if let index, idx != index { return nil }
             let attrs = Attributes(r.payload[8...])
             guard let bytes = attrs[Int(IFA_LOCAL)] ?? attrs[Int(IFA_ADDRESS)] else { return nil }
-            return Address(index: idx, address: IPNet(address: bytes, prefixLength: Int(r.payload[1])), scope: r.payload[3])
+            var flags = UInt32(r.payload[2])
+            if let f = attrs[Int(IFA_FLAGS)], f.count >= 4 { flags = f.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) } }
+            return Address(index: idx, address: IPNet(address: bytes, prefixLength: Int(r.payload[1])), scope: r.payload[3], flags: flags)
         }
     }
 }

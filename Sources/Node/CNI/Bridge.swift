@@ -340,6 +340,23 @@ public struct BridgePlugin: CNIPlugin {
         }
     }
 
+    /// Waits until no IPv6 address of `link` is tentative (10 s at most, as the reference);
+    /// an address whose detection failed is an error.
+    static func settle(_ h: RouteHandle, _ link: Link, timeout: Double = 10) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let v6 = try h.addresses(of: link).filter(\.address.isIPv6)
+            if let failed = v6.first(where: \.dadFailed) {
+                throw CNIError(CNIError.other, "link \(link.name) has address \(failed.address) in DADFAILED state")
+            }
+            if !v6.contains(where: \.isTentative) { return }
+            guard Date() < deadline else {
+                throw CNIError(CNIError.other, "link \(link.name) still has tentative addresses after \(Int(timeout)) seconds")
+            }
+            usleep(50_000)
+        }
+    }
+
     /// Gateways, the default route, the container's addresses and routes, the bridge's gateway
     /// addresses and forwarding, as the reference plugin does them.
     func configureL3(_ result: inout CNIResult, _ cfg: BridgeConfig, _ r: CNIRequest,
@@ -370,6 +387,9 @@ public struct BridgePlugin: CNIPlugin {
             guard let a = IPNet(ip.address) else { throw CNIError(CNIError.other, "IPAM returned an invalid address \(ip.address)") }
             try container.addAddress(containerLink, a, noDAD: !cfg.enableDAD)
         }
+        // As the reference (ip.SettleAddresses): IPv6 addresses out of duplicate address
+        // detection before the routes and the result, so the address works when ADD returns.
+        if result.ips.contains(where: \.isIPv6) { try Self.settle(container, containerLink) }
         let containerIndex = containerLink.index
         for route in result.routes {
             guard let dst = IPNet(route.dst) else { continue }
