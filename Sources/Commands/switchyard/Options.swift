@@ -145,10 +145,15 @@ struct ProxyFlags: ParsableArguments {
     }
 
     private func cidrs(_ s: String, _ what: String) throws -> [CIDR] {
-        try s.split(separator: ",").map {
-            guard let c = CIDR($0), c.family == .ipv4 else { throw ValidationError("\(what): \"\($0)\" is not an IPv4 CIDR") }
+        let list = try s.split(separator: ",").map {
+            guard let c = CIDR($0) else { throw ValidationError("\(what): \"\($0)\" is not a CIDR") }
             return c.network
         }
+        // One per family (a dual-stack cluster's two), as kube-proxy takes them.
+        guard list.count <= 2, Set(list.map(\.family)).count == list.count else {
+            throw ValidationError("\(what): one CIDR, or two of different families (dual-stack), not \(s)")
+        }
+        return list
     }
 
     var logLevel: Logger.Level {
@@ -194,9 +199,20 @@ final class ManifestFeed: @unchecked Sendable {
 
     /// What a proxy on `config`'s node would program for the set (`render`, `explain -f`).
     static func snapshot(taking set: inout ManifestSet, config: ProxyConfig) -> ProxySnapshot {
-        var tracker = ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
-        ManifestFeed(taking: &set, config: config).apply(to: &tracker)
-        return tracker.snapshot().0
+        snapshots(taking: &set, config: config, families: [config.ipFamily])[0]
+    }
+
+    /// One snapshot per family (a dual-stack node's proxiers each see their family's addresses).
+    static func snapshots(taking set: inout ManifestSet, config: ProxyConfig, families: [IPFamily]) -> [ProxySnapshot] {
+        let feed = ManifestFeed(taking: &set, config: config)
+        return families.enumerated().map { i, family in
+            var tracker = ChangeTracker(family: family, node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs)
+            // The last family drains the slices; the others leave them for the next.
+            let keep = i == families.count - 1 ? [] : feed.slices
+            feed.apply(to: &tracker)
+            feed.slices = keep
+            return tracker.snapshot().0
+        }
     }
 }
 

@@ -35,6 +35,9 @@ struct Render: AsyncParsableCommand {
     @Option(name: .customLong("ipvs-format"), help: "ipvs mode only: 'list' (virtual servers as ipvsadm -Ln shows them, then the ipsets and iptables rules; the default), 'save' (as ipvsadm-save -n writes them), 'ipset' (as ipset restore takes them) or 'iptables' (as iptables-restore takes them).")
     var ipvsFormat: String = "list"
 
+    @Option(name: .customLong("ip-family"), help: "ipv4, ipv6 or dual: the families whose rulesets are printed, IPv4's first (default: dual when a Service has an IPv6 ClusterIP and the mode writes IPv6 rules, else ipv4).")
+    var ipFamily: String?
+
     func run() async throws {
         bootstrapLogging(flags.logLevel, format: flags.loggingFormat)
         let logger = Logger(label: "switchyard.render")
@@ -52,19 +55,28 @@ struct Render: AsyncParsableCommand {
             logger.warning(empty ? "\(inputs): no manifest files (.yaml, .yml, .json) there; the output holds the base rules only"
                                  : "\(inputs): no Service found; the output holds the base rules only")
         }
-        let snap = ManifestFeed.snapshot(taking: &set, config: config)
         let mode = mode(config)
+        let families = try families(mode, set)
+        let snaps = ManifestFeed.snapshots(taking: &set, config: config, families: families)
         let format = mode.renderFormats.count > 1 ? ipvsFormat : nil
         guard format.map(mode.renderFormats.contains) ?? true else {
             throw ValidationError("--ipvs-format: one of \(mode.renderFormats.joined(separator: ", "))")
         }
-        let renderer = try validated { try mode.renderer(config, format: format) }
         let header = mode.renderHeader(format: format, command: "switchyard render --proxy-mode \(config.mode)")
         if !noHeader {
             print(header.text, terminator: "")
             if let note = header.note { logger.notice("\(note)") }
         }
-        print(renderer.render(snap), terminator: "")
+        for (family, snap) in zip(families, snaps) {
+            var c = config
+            c.ipFamily = family
+            let renderer = try validated { try mode.renderer(c, format: format) }
+            if families.count > 1 || family == .ipv6 {
+                print(RenderHeader.comments(["\(family == .ipv4 ? "IPv4" : "IPv6"): \(family == .ipv4 ? "the IPv4 family's rules" : "the IPv6 family's rules, for the IPv6 tools (ip6tables-restore --noflush)")"]),
+                      terminator: "")
+            }
+            print(renderer.render(snap), terminator: "")
+        }
         if !set.issues.isEmpty {
             logger.warning("\(set.issues.count) invalid object(s) skipped")
         }
@@ -75,6 +87,25 @@ struct Render: AsyncParsableCommand {
 }
 
 extension Render {
+    /// The families to print: `--ip-family`, or dual when the mode writes IPv6 rules and a
+    /// Service has an IPv6 ClusterIP.
+    func families(_ mode: ProxyMode, _ set: ManifestSet) throws -> [IPFamily] {
+        let wanted: [IPFamily]
+        switch ipFamily {
+        case nil:
+            let v6 = set.services.contains { s in ((s.spec.clusterIPs ?? []) + [s.spec.clusterIP ?? ""]).contains { $0.contains(":") } }
+            return v6 && mode.families.contains(.ipv6) ? [.ipv4, .ipv6] : [.ipv4]
+        case "ipv4": wanted = [.ipv4]
+        case "ipv6": wanted = [.ipv6]
+        case "dual": wanted = [.ipv4, .ipv6]
+        default: throw ValidationError("--ip-family: ipv4, ipv6 or dual, not \(ipFamily!)")
+        }
+        guard wanted.allSatisfy(mode.families.contains) else {
+            throw ValidationError("--ip-family \(ipFamily!): the \(mode.name) mode writes IPv4 rules only so far")
+        }
+        return wanted
+    }
+
     /// `--ingress`: nginx.conf on stdout; what could not be served on stderr; the certificates
     /// it names are not printed (they are the Secrets' own).
     func renderIngress(_ logger: Logger) throws {

@@ -38,8 +38,8 @@ public struct IPTablesOptions: Sendable {
         conntrackTCPLiberal = c.conntrackTCPLiberal
     }
 
-    var ifLocal: String? { common.localDetector.iptablesMatch(negated: false) }
-    var ifNotLocal: String? { common.localDetector.iptablesMatch(negated: true) }
+    var ifLocal: String? { common.localDetector.iptablesMatch(negated: false, family: common.family) }
+    var ifNotLocal: String? { common.localDetector.iptablesMatch(negated: true, family: common.family) }
 }
 
 /// Upstream writes large rulesets without per-endpoint comments.
@@ -285,10 +285,10 @@ struct Generator {
         let c = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\""
         guard let ips = opts.nodePortIPs else {
             var d = "-m addrtype --dst-type LOCAL"
-            if !opts.localhostNodePorts { d += " ! -d 127.0.0.0/8" }
+            if !opts.localhostNodePorts && opts.family == .ipv4 { d += " ! -d 127.0.0.0/8" }
             return ["-A KUBE-SERVICES \(c) \(d) -j KUBE-NODEPORTS"]
         }
-        return ips.filter { $0.family == .ipv4 && (!$0.isLoopback || opts.localhostNodePorts) }
+        return ips.filter { $0.family == opts.family && (!$0.isLoopback || opts.localhostNodePorts) }
             .map { "-A KUBE-SERVICES \(c) -d \($0) -j KUBE-NODEPORTS" }
     }
 

@@ -8,6 +8,7 @@ extension ProxyMode {
     public static let iptables = ProxyMode(
         name: "iptables",
         summary: "iptables NAT chains per Service and endpoint (KUBE-SERVICES, KUBE-SVC-…, KUBE-SEP-…), written with iptables-restore",
+        families: [.ipv4, .ipv6],
         backend: { config, env in
             var o = IPTablesOptions(config, nodePortIPs: config.nodePortIPs(local: env.localAddresses))
             // A live proxy asks the iptables it runs, as upstream does; `render` writes what current iptables takes.
@@ -23,6 +24,7 @@ extension ProxyMode {
         header: { _, command in
             RenderHeader(text: RenderHeader.comments(["\(command): the iptables-restore input of a full sync."] + RestoreText.loadingNote))
         },
+
         removeLeftovers: { scan in
             // A restarted IPVS proxy finds its own KUBE-SERVICES: only the iptables mode's own
             // chains (the canary, KUBE-SVC-…, KUBE-SEP-…) say that mode ran.

@@ -10,6 +10,13 @@ public enum LocalDetector: Sendable, Hashable {
 
     public var isImplemented: Bool { self != .none }
 
+    /// The detector for one family's rules: only that family's CIDRs (none left: no detector).
+    public func only(_ family: IPFamily) -> LocalDetector {
+        guard case .cidrs(let c) = self else { return self }
+        let mine = c.filter { $0.family == family }
+        return mine.isEmpty ? .none : .cidrs(mine)
+    }
+
     /// The iptables match for traffic from pods (upstream's `IfLocal`), or for traffic not from
     /// pods with `negated` (`IfNotLocal`); nil without a detector. With CIDRs, the first of `family`.
     public func iptablesMatch(negated: Bool, family: IPFamily = .ipv4) -> String? {
@@ -60,18 +67,24 @@ public struct CommonOptions: Sendable {
     /// The addresses NodePorts are taken on; nil: every local address (or, where a mode says
     /// so, the node's own).
     public var nodePortIPs: [IPAddress]? = nil
-    /// The node's primary IPv4 address, when known.
+    /// The node's primary address of `family`, when known.
     public var nodeIP: IPAddress? = nil
+    /// The family these rules are for (one proxier per family on a dual-stack node, as upstream's
+    /// metaproxier runs them).
+    public var family: IPFamily = .ipv4
 
     public init() {}
 
+    /// For `c.ipFamily`: IPv6 has no localhost NodePorts (upstream's), and the node-port addresses
+    /// and node IP are that family's.
     public init(_ c: ProxyConfig, nodePortIPs: [IPAddress]?) {
+        family = c.ipFamily
         masqueradeAll = c.masqueradeAll
         mark = c.masqueradeMark
-        localDetector = c.localDetector
-        localhostNodePorts = c.effectiveLocalhostNodePorts
-        self.nodePortIPs = nodePortIPs
-        nodeIP = c.nodeIPs.first { $0.family == .ipv4 }
+        localDetector = c.localDetector.only(c.ipFamily)
+        localhostNodePorts = c.ipFamily == .ipv4 && c.effectiveLocalhostNodePorts
+        self.nodePortIPs = nodePortIPs?.filter { $0.family == c.ipFamily }
+        nodeIP = c.nodeIPs.first { $0.family == c.ipFamily }
     }
 }
 
@@ -95,6 +108,9 @@ public struct ProxyConfig: Sendable {
     public var conntrackTCPLiberal = false
     public var nodeIPs: [IPAddress] = []
     public var serviceCIDRs: [CIDR] = []
+    /// The family a proxier built from this config serves (the runtime and `render` make one
+    /// config per family on a dual-stack node).
+    public var ipFamily: IPFamily = .ipv4
     /// The IPVS mode's settings (`KubeProxyConfiguration.ipvs`).
     public var ipvs = IPVSSettings()
     /// The nftables mode's settings.

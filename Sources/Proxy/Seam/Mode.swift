@@ -23,6 +23,9 @@ public struct ProxyMode: Sendable {
     /// any others worth comparing (the nftables mode's `maps` layout).
     public let variants: [Variant]
 
+    /// The families its rules are written for so far (`ProxyConfig.ipFamily`); IPv4 first.
+    public let families: [IPFamily]
+
     /// A configuration of a mode, by name, with the `switchyard proxy` arguments that select it.
     public struct Variant: Sendable, Hashable {
         public let name: String
@@ -41,7 +44,7 @@ public struct ProxyMode: Sendable {
     let live: (@Sendable () throws -> String)?
 
     public init(name: String, summary: String, renderFormats: [String] = ["default"], renderExtension: String = "rules",
-                removalOrder: Int = 1, moreVariants: [Variant] = [],
+                removalOrder: Int = 1, moreVariants: [Variant] = [], families: [IPFamily] = [.ipv4],
                 backend: @escaping @Sendable (ProxyConfig, ModeEnvironment) throws -> any ProxyBackend,
                 renderer: @escaping @Sendable (_ config: ProxyConfig, _ format: String) throws -> any ProxyRenderer,
                 header: @escaping @Sendable (_ format: String, _ command: String) -> RenderHeader,
@@ -51,6 +54,7 @@ public struct ProxyMode: Sendable {
         self.name = name
         self.summary = summary
         self.renderFormats = renderFormats
+        self.families = families
         self.removalOrder = removalOrder
         self.renderExtension = renderExtension
         variants = [Variant(name: name, arguments: ["--proxy-mode", name])] + moreVariants

@@ -1,0 +1,152 @@
+import Foundation
+import NetnsKit
+import Testing
+
+/// A dual-stack Service in the iptables mode, in the kernel: `render` prints the IPv4 and IPv6
+/// rulesets, `iptables-restore` and `ip6tables-restore` load them in a node namespace, and one pod
+/// (an address of each family) answers on the ClusterIP of each family and on the NodePort at the
+/// node's address of each family; a downgrade to single-stack leaves the IPv6 rules without
+/// the Service and the IPv4 rules as they were.
+@Suite("dual-stack in the kernel", .serialized, .enabled(if: isRoot, "needs root for network namespaces"))
+struct DualStackLabTests {
+    static func manifest(dual: Bool) -> String {
+        let ips = dual ? #"[10.96.0.10, "fd00:10:96::10"]"# : "[10.96.0.10]"
+        let families = dual ? "[IPv4, IPv6]" : "[IPv4]"
+        return """
+            apiVersion: v1
+            kind: Service
+            metadata: {name: web, namespace: default}
+            spec:
+              type: NodePort
+              ipFamilyPolicy: \(dual ? "RequireDualStack" : "SingleStack")
+              ipFamilies: \(families)
+              clusterIP: 10.96.0.10
+              clusterIPs: \(ips)
+              ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30080}]
+            ---
+            apiVersion: v1
+            kind: Service
+            metadata: {name: other, namespace: default}
+            spec:
+              ipFamilyPolicy: RequireDualStack
+              ipFamilies: [IPv6, IPv4]
+              clusterIP: "fd00:10:96::20"
+              clusterIPs: ["fd00:10:96::20", 10.96.0.20]
+              ports: [{name: http, port: 80, targetPort: 8080}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: web-v4, namespace: default, labels: {kubernetes.io/service-name: web}}
+            addressType: IPv4
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints: [{addresses: [10.244.1.2], conditions: {ready: true}, nodeName: node-a}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: web-v6, namespace: default, labels: {kubernetes.io/service-name: web}}
+            addressType: IPv6
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints: [{addresses: ["fd00:10:244:1::2"], conditions: {ready: true}, nodeName: node-a}]
+            ---
+            apiVersion: discovery.k8s.io/v1
+            kind: EndpointSlice
+            metadata: {name: other-v6, namespace: default, labels: {kubernetes.io/service-name: other}}
+            addressType: IPv6
+            ports: [{name: http, port: 8080, protocol: TCP}]
+            endpoints: [{addresses: ["fd00:10:244:1::2"], conditions: {ready: true}, nodeName: node-a}]
+
+            """
+    }
+
+    /// The render's two parts: what precedes the `# IPv6:` line, and what follows it.
+    static func split(_ rendered: String) -> (v4: String, v6: String) {
+        guard let r = rendered.range(of: "# IPv6:") else { return (rendered, "") }
+        return (String(rendered[..<r.lowerBound]), String(rendered[r.lowerBound...]))
+    }
+
+    @Test func aDualStackServiceAnswersOnBothFamilies() throws {
+        let bin = try switchyardBinary()
+        let id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let node = "syds\(id)n", pod = "syds\(id)p"
+        let dir = try tempDir("dual-lab")
+        defer {
+            for ns in [node, pod] { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+            try? FileManager.default.removeItem(at: dir)
+        }
+        for ns in [node, pod] {
+            try Sh.must(["ip", "netns", "add", ns])
+            try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
+        }
+        try Sh.must(["ip", "-n", node, "link", "add", "vethp", "type", "veth", "peer", "name", "eth0", "netns", pod])
+        for (ns, dev, v4, v6) in [(node, "vethp", "10.244.1.1/24", "fd00:10:244:1::1/64"), (pod, "eth0", "10.244.1.2/24", "fd00:10:244:1::2/64")] {
+            try Sh.must(["ip", "-n", ns, "addr", "add", v4, "dev", dev])
+            try Sh.must(["ip", "-n", ns, "-6", "addr", "add", v6, "dev", dev, "nodad"])
+            try Sh.must(["ip", "-n", ns, "link", "set", dev, "up"])
+        }
+        try Sh.must(["ip", "-n", pod, "route", "add", "default", "via", "10.244.1.1"])
+        try Sh.must(["ip", "-n", pod, "-6", "route", "add", "default", "via", "fd00:10:244:1::1"])
+        // A node has a default route; here the service ranges go out the pod's link (the
+        // node's own connections are translated before they leave).
+        try Sh.must(["ip", "-n", node, "route", "add", "10.96.0.0/16", "dev", "vethp"])
+        try Sh.must(["ip", "-n", node, "-6", "route", "add", "fd00:10:96::/112", "dev", "vethp"])
+        // The node's own addresses, where NodePorts answer.
+        try Sh.must(["ip", "-n", node, "addr", "add", "192.168.77.1/32", "dev", "lo"])
+        try Sh.must(["ip", "-n", node, "-6", "addr", "add", "fd00:77::1/128", "dev", "lo"])
+        for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] { try Sh.must(["ip", "netns", "exec", node, "sysctl", "-qw", s]) }
+        // The pod answers with the address it was reached at.
+        let server = try Started(netns: pod, ["python3", "-c", """
+            import socket, threading
+            def serve(fam, addr):
+                s = socket.socket(fam); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((addr, 8080)); s.listen(16)
+                while True:
+                    c, peer = s.accept(); c.sendall(('pod ' + c.getsockname()[0] + '\\n').encode()); c.close()
+            for fam, addr in [(socket.AF_INET, '10.244.1.2'), (socket.AF_INET6, 'fd00:10:244:1::2')]:
+                threading.Thread(target=serve, args=(fam, addr), daemon=True).start()
+            print('listening', flush=True)
+            threading.Event().wait()
+            """])
+        defer { _ = server.stop() }
+        #expect(server.wait(for: "listening", seconds: 10), "\(server.output)")
+
+        func render(dual: Bool) throws -> (v4: String, v6: String) {
+            let file = dir.appendingPathComponent("m.yaml").path
+            try Self.manifest(dual: dual).write(toFile: file, atomically: true, encoding: .utf8)
+            let r = try Sh.run([bin, "render", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                                "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "-f", file])
+            #expect(r.status == 0, "\(r.err)")
+            return Self.split(r.out)
+        }
+        func load(_ rules: (v4: String, v6: String)) throws {
+            for (tool, text) in [("iptables-restore", rules.v4), ("ip6tables-restore", rules.v6)] {
+                let f = dir.appendingPathComponent(tool).path
+                try text.write(toFile: f, atomically: true, encoding: .utf8)
+                try Sh.must(["sh", "-c", "ip netns exec \(node) \(tool) --noflush < \(f)"])
+            }
+        }
+        func ask(_ host: String, _ port: Int) throws -> String {
+            let r = try Sh.run(["ip", "netns", "exec", node, "python3", "-c",
+                                "import socket;s=socket.create_connection(('\(host)',\(port)),timeout=3);print(s.recv(100).decode().strip())"], timeout: 15)
+            return r.status == 0 ? r.out.trimmingCharacters(in: .whitespacesAndNewlines) : "failed: \(r.err.split(separator: "\n").last ?? "")"
+        }
+
+        let dual = try render(dual: true)
+        #expect(dual.v6.contains("-d fd00:10:96::10") && !dual.v4.contains("fd00:") && !dual.v6.contains("127.0.0.0/8"), "\(dual.v6)")
+        try load(dual)
+        #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
+        #expect(try ask("fd00:10:96::10", 80) == "pod fd00:10:244:1::2")
+        #expect(try ask("192.168.77.1", 30080) == "pod 10.244.1.2")
+        #expect(try ask("fd00:77::1", 30080) == "pod fd00:10:244:1::2")
+        // The IPv6-primary Service has only an IPv6 endpoint: its IPv4 address rejects.
+        #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+        #expect(try ask("10.96.0.20", 80).hasPrefix("failed"))
+
+        // Downgraded: the IPv6 rules lose the Service; the IPv4 ones are the same lines.
+        let single = try render(dual: false)
+        #expect(single.v4 == dual.v4)
+        #expect(!single.v6.contains("fd00:10:96::10") && single.v6.contains("fd00:10:96::20"), "\(single.v6)")
+        try load(single)
+        #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
+        #expect(try ask("fd00:10:96::10", 80).hasPrefix("failed"))
+        #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+    }
+}
