@@ -214,5 +214,7 @@ struct DualStackServiceTests {
         // The bitmap's limit: a /64 still hands out addresses, from its first 2^20.
         let wide = Allocator(serviceRanges: [CIDR("fd00:10:96::/64")!])
         #expect(try await wide.allocateIP() == "fd00:10:96::2")
+        #expect(try await wide.take(ip: "fd00:10:96::1:0:2") == false)   // beyond the first 2^20: not aliased to ::2
+        #expect(try await wide.take(ip: "fd00:10:96::3") == true)
     }
 }

@@ -56,7 +56,9 @@ public actor Allocator {
     nonisolated func locate(_ ip: IPAddress) -> (range: Int, offset: UInt32)? {
         guard let i = serviceRanges.firstIndex(where: { $0.contains(ip) }) else { return nil }
         let b = ip.bytes, base = serviceRanges[i].address.bytes
-        // The offset is in the last 32 bits (ranges are at most 2^20 addresses).
+        // The offset is in the last 32 bits (ranges are at most 2^20 addresses); an IPv6 address
+        // that differs above them is outside the range's first 2^20.
+        guard b.dropLast(4).elementsEqual(base.dropLast(4)) else { return nil }
         let low = b.suffix(4).reduce(UInt32(0)) { ($0 << 8) | UInt32($1) }
         let baseLow = base.suffix(4).reduce(UInt32(0)) { ($0 << 8) | UInt32($1) }
         let offset = low &- baseLow
