@@ -336,7 +336,9 @@ struct ServerDurabilityTests {
         p.standardError = FileHandle.nullDevice
         try? FileManager.default.removeItem(at: dir.appendingPathComponent("kubeconfig"))
         try p.run()
-        for _ in 0..<100 {
+        // Up to a minute: beside the whole suite a debug server's start takes seconds.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
             if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { return (p, KubeClient(config: k)) }
             usleep(50_000)
         }

@@ -149,4 +149,29 @@ struct DualStackLabTests {
         #expect(try ask("fd00:10:96::10", 80).hasPrefix("failed"))
         #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
     }
+
+    /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing
+    /// printed), and the automatic choice, which warns when it leaves IPv6 addresses out.
+    @Test func renderPicksFamilies() throws {
+        let bin = try switchyardBinary()
+        let dir = try tempDir("dual-render")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("m.yaml").path
+        try Self.manifest(dual: true).write(toFile: file, atomically: true, encoding: .utf8)
+        func render(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            try Sh.run([bin, "render", "--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "-f", file] + args)
+        }
+        let v4 = try render(["--proxy-mode", "iptables", "--ip-family", "ipv4"])
+        #expect(v4.status == 0 && v4.out.contains("-d 10.96.0.10") && !v4.out.contains("fd00:") && !v4.out.contains("# IPv6:"), "\(v4.err)")
+        let v6 = try render(["--proxy-mode", "iptables", "--ip-family", "ipv6"])
+        #expect(v6.status == 0 && v6.out.contains("-d fd00:10:96::10") && !v6.out.contains("-d 10.96.0.10"), "\(v6.err)")
+        let dual = try render(["--proxy-mode", "iptables", "--ip-family", "dual"])
+        #expect(dual.out == (try render(["--proxy-mode", "iptables"])).out && dual.out.contains("# IPv4:") && dual.out.contains("# IPv6:"))
+        let refused = try render(["--proxy-mode", "nftables", "--ip-family", "ipv6"])
+        #expect(refused.status == 64 && refused.out.isEmpty && refused.err.contains("the nftables mode writes IPv4 rules only so far"), "\(refused.err)")
+        let auto = try render(["--proxy-mode", "nftables"])
+        #expect(auto.status == 0 && !auto.out.contains("fd00:10:96") && auto.err.contains("IPv6 addresses are left out"), "\(auto.err)")
+        #expect(try render(["--proxy-mode", "iptables", "--ip-family", "ipv5"]).status == 64)
+        #expect(try Sh.run([bin, "render", "--cluster-cidr", "10.244.0.0/16,10.245.0.0/16", "-f", file]).err.contains("two of different families"))
+    }
 }

@@ -381,14 +381,17 @@ struct ExplainLabTests {
         try lab.spawn(lab.node, [bin, "proxy", "--proxy-mode", "userspace", "--hostname-override", "node-a", "--manifests", manifests.path,
                                  "--healthz-bind-address", "", "--metrics-bind-address", ""] + flags, log: log)
         // A debug binary starting beside the rest of the suite can take minutes on a loaded
-        // machine: first its log's first sync, then a connection through it (its pods answer
-        // through a shell, which a loaded machine can keep past a short timeout).
-        let deadline = ContinuousClock.now + .seconds(600)
+        // machine (in one CI run its first log line came nine and a half minutes after the
+        // spawn, its first sync a second later): first its log's first sync, then, with a deadline of
+        // its own, a connection through it (its pods answer through a shell, which a loaded
+        // machine can keep past a short timeout).
+        let startDeadline = ContinuousClock.now + .seconds(900)
         var synced = false
-        while !synced && ContinuousClock.now < deadline {
+        while !synced && ContinuousClock.now < startDeadline {
             synced = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("synced userspace rules")
             if !synced { try await Task.sleep(for: .milliseconds(200)) }
         }
+        let deadline = ContinuousClock.now + .seconds(180)
         var up = false
         while synced && !up && ContinuousClock.now < deadline {
             up = lab.tcp("10.96.0.10", 80, timeout: 3) != nil

@@ -93,7 +93,9 @@ struct ProxyCommandTests {
         #expect(back, "a flushed ruleset should be restored by a full resync")
 
         // Stop the proxy, then --cleanup removes every KUBE-* chain and jump.
-        _ = try? Sh.run(["ip", "netns", "exec", lab.node, "pkill", "-TERM", "-f", "switchyard proxy"])
+        // This lab's proxy alone (by its manifests' directory): `ip netns exec` does not scope
+        // pkill, which would also stop the proxies other tests run at the same time.
+        _ = try? Sh.run(["pkill", "-TERM", "-f", "proxy.*--manifests \(dir.path)"])
         let c = try Sh.run(["ip", "netns", "exec", lab.node, bin, "proxy", "--cleanup"])
         #expect(c.status == 0, "\(c.err)")
         let all = try Sh.must(["ip", "netns", "exec", lab.node, "iptables-save"])

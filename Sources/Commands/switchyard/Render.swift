@@ -57,20 +57,27 @@ struct Render: AsyncParsableCommand {
         }
         let mode = mode(config)
         let families = try families(mode, set)
-        let snaps = ManifestFeed.snapshots(taking: &set, config: config, families: families)
+        if ipFamily == nil && !mode.families.contains(.ipv6) && Self.hasIPv6(set) {
+            logger.warning("the Services' IPv6 addresses are left out: the \(mode.name) mode writes IPv4 rules only so far")
+        }
         let format = mode.renderFormats.count > 1 ? ipvsFormat : nil
         guard format.map(mode.renderFormats.contains) ?? true else {
             throw ValidationError("--ipvs-format: one of \(mode.renderFormats.joined(separator: ", "))")
         }
+        // Every family's renderer before anything is printed: a refused setting prints nothing.
+        let renderers = try families.map { family in
+            var c = config
+            c.ipFamily = family
+            return try validated { try mode.renderer(c, format: format) }
+        }
+        let snaps = ManifestFeed.snapshots(taking: &set, config: config, families: families)
         let header = mode.renderHeader(format: format, command: "switchyard render --proxy-mode \(config.mode)")
         if !noHeader {
             print(header.text, terminator: "")
             if let note = header.note { logger.notice("\(note)") }
         }
-        for (family, snap) in zip(families, snaps) {
-            var c = config
-            c.ipFamily = family
-            let renderer = try validated { try mode.renderer(c, format: format) }
+        for (i, family) in families.enumerated() {
+            let renderer = renderers[i], snap = snaps[i]
             if families.count > 1 || family == .ipv6 {
                 print(RenderHeader.comments(["\(family == .ipv4 ? "IPv4" : "IPv6"): \(family == .ipv4 ? "the IPv4 family's rules" : "the IPv6 family's rules, for the IPv6 tools (ip6tables-restore --noflush)")"]),
                       terminator: "")
@@ -93,8 +100,7 @@ extension Render {
         let wanted: [IPFamily]
         switch ipFamily {
         case nil:
-            let v6 = set.services.contains { s in ((s.spec.clusterIPs ?? []) + [s.spec.clusterIP ?? ""]).contains { $0.contains(":") } }
-            return v6 && mode.families.contains(.ipv6) ? [.ipv4, .ipv6] : [.ipv4]
+            return Self.hasIPv6(set) && mode.families.contains(.ipv6) ? [.ipv4, .ipv6] : [.ipv4]
         case "ipv4": wanted = [.ipv4]
         case "ipv6": wanted = [.ipv6]
         case "dual": wanted = [.ipv4, .ipv6]
@@ -104,6 +110,11 @@ extension Render {
             throw ValidationError("--ip-family \(ipFamily!): the \(mode.name) mode writes IPv4 rules only so far")
         }
         return wanted
+    }
+
+    /// Whether a Service has an IPv6 ClusterIP.
+    static func hasIPv6(_ set: ManifestSet) -> Bool {
+        set.services.contains { s in ((s.spec.clusterIPs ?? []) + [s.spec.clusterIP ?? ""]).contains { $0.utf8.contains(UInt8(ascii: ":")) } }
     }
 
     /// `--ingress`: nginx.conf on stdout; what could not be served on stderr; the certificates

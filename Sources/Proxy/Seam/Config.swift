@@ -173,7 +173,7 @@ extension ProxyConfig {
     /// CIDRs name exactly.
     public func nodePortIPs(local: [IPAddress]?) -> [IPAddress]? {
         guard let cidrs = nodePortCIDRs else { return nil }
-        guard let local else { return cidrs.filter { $0.prefixLength == 32 }.map(\.address) }
+        guard let local else { return cidrs.filter { $0.prefixLength == ($0.family == .ipv4 ? 32 : 128) }.map(\.address) }
         return Array(Set(local.filter { ip in cidrs.contains { $0.contains(ip) } })).sorted()
     }
 }
