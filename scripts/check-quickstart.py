@@ -9,16 +9,23 @@ for anything. A step fails when it exits non-zero (except `kill` and `wait`, who
 stopped job's) or when an expected line is missing. The lines after the `# Clean up` comment are
 not steps: they run, their failures ignored, before the first step (to clear what an interrupted
 run left), after a failure and at the end.
+Each step has a deadline of its own: the release build an hour (a fresh clone builds every
+dependency), every other step 15 minutes. A step that passes its deadline fails the check: the
+script's processes are stopped and the clean-up lines run, so a hung step leaves no lab behind.
 Needs root, as the quickstart does.
 """
 import os
 import re
 import shlex
 import subprocess
+import signal
 import sys
 import tempfile
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD_DEADLINE = 3600  # seconds, a step running `swift build`
+STEP_DEADLINE = 900    # seconds, any other step
 
 
 def steps_of(readme):
@@ -66,6 +73,7 @@ def script(steps, cleanup, tmp):
     out.append("cleanup")
     for i, (cmd, expected) in enumerate(steps, 1):
         log = f"{tmp}/step{i}.out"
+        out.append(f"echo {i} > {tmp}/step")
         out.append(f"echo {shlex.quote('+ ' + cmd)} >&3")
         out.append(f"{{ {cmd}\n}} > {log} 2>&1; rc=$?")
         out.append(f"sed 's/^/    /' {log} | head -40 >&3")
@@ -79,17 +87,64 @@ def script(steps, cleanup, tmp):
     return "\n".join(out) + "\n"
 
 
+def deadline_of(cmd):
+    return BUILD_DEADLINE if cmd.lstrip().startswith("swift build") else STEP_DEADLINE
+
+
+def current_step(tmp):
+    try:
+        with open(os.path.join(tmp, "step")) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def stop(proc):
+    # The script runs in a session of its own: its background jobs go with it.
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def run(steps, cleanup, tmp, env):
+    path = os.path.join(tmp, "quickstart.sh")
+    with open(path, "w") as f:
+        f.write(script(steps, cleanup, tmp))
+    proc = subprocess.Popen(["bash", path], env=env, start_new_session=True)
+    step, started = 0, time.monotonic()
+    while proc.poll() is None:
+        now = current_step(tmp)
+        if now != step:
+            step, started = now, time.monotonic()
+        if step and time.monotonic() - started > deadline_of(steps[step - 1][0]):
+            cmd = steps[step - 1][0]
+            print(f"check-quickstart: step {step} failed: still running after "
+                  f"{deadline_of(cmd)} s: {cmd}", file=sys.stderr)
+            stop(proc)
+            undo = os.path.join(tmp, "cleanup.sh")
+            with open(undo, "w") as f:
+                f.write(f"cd {shlex.quote(ROOT)}\n")
+                f.write("".join(f"{{ {c}\n}} >/dev/null 2>&1\n" for c, _ in cleanup))
+            subprocess.call(["bash", undo], env=env, timeout=900)
+            return 1
+        time.sleep(1)
+    return proc.returncode
+
+
 def main():
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         steps, cleanup = steps_of(f.read())
     if not steps:
         sys.exit("check-quickstart: the quickstart has no steps")
     with tempfile.TemporaryDirectory(prefix="sy-quickstart-") as tmp:
-        path = os.path.join(tmp, "quickstart.sh")
-        with open(path, "w") as f:
-            f.write(script(steps, cleanup, tmp))
-        env = dict(os.environ)
-        return subprocess.call(["bash", path], env=env, timeout=1800)
+        return run(steps, cleanup, tmp, dict(os.environ))
 
 
 if __name__ == "__main__":
