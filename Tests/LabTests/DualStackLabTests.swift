@@ -64,15 +64,14 @@ struct DualStackLabTests {
         return (String(rendered[..<r.lowerBound]), String(rendered[r.lowerBound...]))
     }
 
-    @Test func aDualStackServiceAnswersOnBothFamilies() throws {
-        let bin = try switchyardBinary()
+    /// A node namespace with a pod behind a veth, an address of each family on both ends, routes
+    /// for the service ranges out the pod's link and node addresses of both families; the pod's
+    /// server answers with the address it was reached at. `body` gets the node, the pod's server and
+    /// `ask`, which connects from the node.
+    static func withLab(_ name: String, _ body: (_ node: String, _ ask: (String, Int) throws -> String) throws -> Void) throws {
         let id = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        let node = "syds\(id)n", pod = "syds\(id)p"
-        let dir = try tempDir("dual-lab")
-        defer {
-            for ns in [node, pod] { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-            try? FileManager.default.removeItem(at: dir)
-        }
+        let node = "sy\(name)\(id)n", pod = "sy\(name)\(id)p"
+        defer { for ns in [node, pod] { _ = try? Sh.run(["ip", "netns", "del", ns]) } }
         for ns in [node, pod] {
             try Sh.must(["ip", "netns", "add", ns])
             try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -107,47 +106,107 @@ struct DualStackLabTests {
             """])
         defer { _ = server.stop() }
         #expect(server.wait(for: "listening", seconds: 10), "\(server.output)")
-
-        func render(dual: Bool) throws -> (v4: String, v6: String) {
-            let file = dir.appendingPathComponent("m.yaml").path
-            try Self.manifest(dual: dual).write(toFile: file, atomically: true, encoding: .utf8)
-            let r = try Sh.run([bin, "render", "--proxy-mode", "iptables", "--hostname-override", "node-a",
-                                "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "-f", file])
-            #expect(r.status == 0, "\(r.err)")
-            return Self.split(r.out)
-        }
-        func load(_ rules: (v4: String, v6: String)) throws {
-            for (tool, text) in [("iptables-restore", rules.v4), ("ip6tables-restore", rules.v6)] {
-                let f = dir.appendingPathComponent(tool).path
-                try text.write(toFile: f, atomically: true, encoding: .utf8)
-                try Sh.must(["sh", "-c", "ip netns exec \(node) \(tool) --noflush < \(f)"])
-            }
-        }
         func ask(_ host: String, _ port: Int) throws -> String {
             let r = try Sh.run(["ip", "netns", "exec", node, "python3", "-c",
                                 "import socket;s=socket.create_connection(('\(host)',\(port)),timeout=3);print(s.recv(100).decode().strip())"], timeout: 15)
             return r.status == 0 ? r.out.trimmingCharacters(in: .whitespacesAndNewlines) : "failed: \(r.err.split(separator: "\n").last ?? "")"
         }
+        try body(node, ask)
+    }
 
-        let dual = try render(dual: true)
-        #expect(dual.v6.contains("-d fd00:10:96::10") && !dual.v4.contains("fd00:") && !dual.v6.contains("127.0.0.0/8"), "\(dual.v6)")
-        try load(dual)
-        #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
-        #expect(try ask("fd00:10:96::10", 80) == "pod fd00:10:244:1::2")
-        #expect(try ask("192.168.77.1", 30080) == "pod 10.244.1.2")
-        #expect(try ask("fd00:77::1", 30080) == "pod fd00:10:244:1::2")
-        // The IPv6-primary Service has only an IPv6 endpoint: its IPv4 address rejects.
-        #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
-        #expect(try ask("10.96.0.20", 80).hasPrefix("failed"))
+    @Test func aDualStackServiceAnswersOnBothFamilies() throws {
+        let bin = try switchyardBinary()
+        let dir = try tempDir("dual-lab")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try Self.withLab("ds") { node, ask in
+            func render(dual: Bool) throws -> (v4: String, v6: String) {
+                let file = dir.appendingPathComponent("m.yaml").path
+                try Self.manifest(dual: dual).write(toFile: file, atomically: true, encoding: .utf8)
+                let r = try Sh.run([bin, "render", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                                    "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "-f", file])
+                #expect(r.status == 0, "\(r.err)")
+                return Self.split(r.out)
+            }
+            func load(_ rules: (v4: String, v6: String)) throws {
+                for (tool, text) in [("iptables-restore", rules.v4), ("ip6tables-restore", rules.v6)] {
+                    let f = dir.appendingPathComponent(tool).path
+                    try text.write(toFile: f, atomically: true, encoding: .utf8)
+                    try Sh.must(["sh", "-c", "ip netns exec \(node) \(tool) --noflush < \(f)"])
+                }
+            }
+            let dual = try render(dual: true)
+            #expect(dual.v6.contains("-d fd00:10:96::10") && !dual.v4.contains("fd00:") && !dual.v6.contains("127.0.0.0/8"), "\(dual.v6)")
+            try load(dual)
+            #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
+            #expect(try ask("fd00:10:96::10", 80) == "pod fd00:10:244:1::2")
+            #expect(try ask("192.168.77.1", 30080) == "pod 10.244.1.2")
+            #expect(try ask("fd00:77::1", 30080) == "pod fd00:10:244:1::2")
+            // The IPv6-primary Service has only an IPv6 endpoint: its IPv4 address rejects.
+            #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+            #expect(try ask("10.96.0.20", 80).hasPrefix("failed"))
 
-        // Downgraded: the IPv6 rules lose the Service; the IPv4 ones are the same lines.
-        let single = try render(dual: false)
-        #expect(single.v4 == dual.v4)
-        #expect(!single.v6.contains("fd00:10:96::10") && single.v6.contains("fd00:10:96::20"), "\(single.v6)")
-        try load(single)
-        #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
-        #expect(try ask("fd00:10:96::10", 80).hasPrefix("failed"))
-        #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+            // Downgraded: the IPv6 rules lose the Service; the IPv4 ones are the same lines.
+            let single = try render(dual: false)
+            #expect(single.v4 == dual.v4)
+            #expect(!single.v6.contains("fd00:10:96::10") && single.v6.contains("fd00:10:96::20"), "\(single.v6)")
+            try load(single)
+            #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
+            #expect(try ask("fd00:10:96::10", 80).hasPrefix("failed"))
+            #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+        }
+    }
+
+    /// `switchyard proxy` in the iptables mode runs a proxier per family on a node with IPv6 (as
+    /// upstream's kube-proxy): a dual-stack Service answers on both ClusterIPs and NodePorts, each
+    /// family's sync is in /metrics under its `ip_family`, a downgrade to single-stack takes the
+    /// IPv6 rules away and leaves IPv4 answering, and `--cleanup` removes the ip6tables chains too.
+    @Test func theProxyRunsAProxierPerFamily() throws {
+        let bin = try switchyardBinary()
+        let dir = try tempDir("dual-proxy")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("m.yaml").path
+        try Self.manifest(dual: true).write(toFile: file, atomically: true, encoding: .utf8)
+        try Self.withLab("dp") { node, ask in
+            let proxy = try Started(netns: node, [bin, "proxy", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                                                  "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "--manifests", file,
+                                                  "--healthz-bind-address", "", "--metrics-bind-address", "127.0.0.1:10249"])
+            defer { _ = proxy.stop() }
+            #expect(proxy.wait(for: "ipFamilies=IPv4,IPv6", seconds: 20), "\(proxy.output)")
+            func eventually(_ what: () throws -> Bool) rethrows -> Bool {
+                for _ in 0..<40 {
+                    if try what() { return true }
+                    Thread.sleep(forTimeInterval: 0.5)
+                }
+                return false
+            }
+            #expect(try eventually { try ask("fd00:10:96::10", 80) == "pod fd00:10:244:1::2" }, "\(proxy.output)")
+            #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
+            #expect(try ask("192.168.77.1", 30080) == "pod 10.244.1.2")
+            #expect(try ask("fd00:77::1", 30080) == "pod fd00:10:244:1::2")
+            #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+            let metrics = try Sh.must(["ip", "netns", "exec", node, "curl", "-s", "http://127.0.0.1:10249/metrics"])
+            for family in ["IPv4", "IPv6"] {
+                #expect(metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"\(family)\"}"), "\(metrics)")
+            }
+            // Upstream's IPv6 rules: no localhost NodePorts, no route_localnet guard.
+            let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
+            #expect(v6.contains("-d fd00:10:96::10/128") && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
+
+            try Self.manifest(dual: false).write(toFile: file, atomically: true, encoding: .utf8)
+            #expect(try eventually { try ask("fd00:10:96::10", 80).hasPrefix("failed") }, "\(proxy.output)")
+            #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
+            #expect(try ask("fd00:10:96::20", 80) == "pod fd00:10:244:1::2")
+            #expect(proxy.stop() != nil)
+
+            let cleanup = try Sh.run(["ip", "netns", "exec", node, bin, "proxy", "--cleanup"])
+            #expect(cleanup.status == 0 && cleanup.err.contains("removed the iptables mode's rules and chains"), "\(cleanup.err)")
+            // Everything but kubelet's KUBE-FIREWALL, which kube-proxy creates and never deletes.
+            for tool in ["iptables-save", "ip6tables-save"] {
+                let left = try Sh.must(["ip", "netns", "exec", node, tool]).split(separator: "\n")
+                    .filter { $0.contains("KUBE-") && !$0.contains("KUBE-FIREWALL") }
+                #expect(left.isEmpty, "\(tool): \(left)")
+            }
+        }
     }
 
     /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing

@@ -102,7 +102,8 @@ struct ProxyProcess {
         }
         // Everything that can fail on bad flags or a busy port first, so a refused start
         // changes nothing in the kernel.
-        let metrics = ProxyMetrics(mode: config.mode)
+        let families = Self.families(mode(config), config)
+        let metrics = ProxyMetrics(mode: config.mode, family: families[0].rawValue)
         let health = HealthState()
         var servers: [SimpleHTTPServer] = []
         if let (h, p) = healthz {
@@ -124,33 +125,56 @@ struct ProxyProcess {
            v.trimmingCharacters(in: .whitespacesAndNewlines) != "0" {
             config.conntrackTCPLiberal = true
         }
-        let env = ModeEnvironment(logger: logger, conntrack: MeasuredConntrack(NetlinkConntrack(), metrics: metrics), registry: metrics.registry,
-                                  addCollector: { metrics.addCollector($0) }, localAddresses: LocalAddresses.all())
-        let backend = try validated { try mode(config).backend(config, env) }
+        // One backend and runner per family (upstream's metaproxier): the first family's serves
+        // the Services' health checks; /healthz, the registry and the collectors are shared.
+        let local = LocalAddresses.all()
+        var runners: [ProxyRunner] = []
+        var backends: [any ProxyBackend] = []
+        for (i, family) in families.enumerated() {
+            var c = config
+            c.ipFamily = family
+            let m = i == 0 ? metrics : ProxyMetrics(mode: config.mode, family: family.rawValue, registry: metrics.registry)
+            let env = ModeEnvironment(logger: logger, conntrack: MeasuredConntrack(NetlinkConntrack(), metrics: m), registry: metrics.registry,
+                                      addCollector: { metrics.addCollector($0) }, localAddresses: local)
+            let backend = try validated { try mode(c).backend(c, env) }
+            backends.append(backend)
+            runners.append(ProxyRunner(
+                tracker: ChangeTracker(family: family, node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
+                backend: backend, metrics: m, health: health, healthChecks: i == 0 ? ServiceHealthServers() : nil,
+                minSyncPeriod: config.minSyncPeriod, syncPeriod: config.syncPeriod, logger: logger))
+        }
         if config.effectiveLocalhostNodePorts {
             try? "1".write(toFile: "/proc/sys/net/ipv4/conf/all/route_localnet", atomically: false, encoding: .utf8)
         }
         // Upstream kube-proxy removes the other modes' rules when it starts: rules of a mode that
         // no longer runs must not stay in charge of traffic.
         await Leftovers.remove(ProxyModes.all.filter { $0.name != config.mode }, keeping: config.mode, logger: logger)
-        let runner = ProxyRunner(
-            tracker: ChangeTracker(node: NodeInfo(name: config.hostname), serviceCIDRs: config.serviceCIDRs),
-            backend: backend, metrics: metrics, health: health, healthChecks: ServiceHealthServers(),
-            minSyncPeriod: config.minSyncPeriod, syncPeriod: config.syncPeriod, logger: logger)
-        let watcher: any ServiceLifecycle.Service = client.map { APIWatcher(client: $0, runner: runner, logger: logger) }
-            ?? ManifestWatcher(paths: manifests, config: config, runner: runner, logger: logger)
+        let watcher: any ServiceLifecycle.Service = client.map { APIWatcher(client: $0, runners: runners, logger: logger) }
+            ?? ManifestWatcher(paths: manifests, config: config, runners: runners, logger: logger)
         // ServiceLifecycle's own start/stop lines only from -v 4 on.
         var lifecycleLogger = logger
         if flags.verbosity < 4 { lifecycleLogger.logLevel = .info }
-        let group = ServiceGroup(services: [runner, watcher] + beside, gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger)
+        let group = ServiceGroup(services: runners + [watcher] + beside, gracefulShutdownSignals: [.sigterm, .sigint], logger: lifecycleLogger)
         logger.info("switchyard proxy starting", metadata: ["mode": "\(config.mode)", "node": "\(config.hostname)",
+                                                            "ipFamilies": "\(families.map(\.rawValue).joined(separator: ","))",
                                                             "source": "\(client == nil ? "manifests " + manifests.joined(separator: ",") : "kubeconfig " + kubeconfig!)"])
         try await group.run()
         // Connections a backend carries itself (the userspace mode's) get a moment to finish, within the deadline.
-        await backend.stop(grace: .seconds(2))
+        for backend in backends { await backend.stop(grace: .seconds(2)) }
         for s in servers { await s.close() }
         logger.info("switchyard proxy stopped")
         withExtendedLifetime(deadline) {}
+    }
+
+    /// The families the proxy runs for, the primary first (the node IP's, else IPv4): both when
+    /// the mode writes IPv6 rules and the kernel has IPv6, as upstream's kube-proxy runs
+    /// dual-stack wherever it can, whatever the cluster's Services are.
+    static func families(_ mode: ProxyMode, _ config: ProxyConfig) -> [IPFamily] {
+        let primary = config.nodeIPs.first?.family ?? .ipv4
+        let ipv6 = FileManager.default.fileExists(atPath: "/proc/net/if_inet6")
+        let all = mode.families.filter { $0 == .ipv4 || ipv6 }
+        guard all.contains(primary) else { return [all.first ?? .ipv4] }
+        return [primary] + all.filter { $0 != primary }
     }
 
     /// A listener for `flag`, or an error that names the flag, the address and what to do.
@@ -184,7 +208,7 @@ struct ManifestWatcher: ServiceLifecycle.Service, CustomStringConvertible {
 
     let paths: [String]
     let config: ProxyConfig
-    let runner: ProxyRunner
+    let runners: [ProxyRunner]
     let logger: Logger
 
     func fingerprint() -> String {
@@ -202,7 +226,12 @@ struct ManifestWatcher: ServiceLifecycle.Service, CustomStringConvertible {
     private func load() async throws {
         var set = try loadManifests(paths, logger: logger)
         let feed = ManifestFeed(taking: &set, config: config)
-        await runner.update { feed.apply(to: &$0) }
+        // `apply` drains the slices: the runners before the last get them back whole.
+        let slices = runners.count > 1 ? feed.slices : []
+        for (i, r) in runners.enumerated() {
+            await r.update { feed.apply(to: &$0) }
+            if i < runners.count - 1 { feed.slices = slices }
+        }
     }
 
     func run() async throws {

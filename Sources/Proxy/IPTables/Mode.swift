@@ -1,3 +1,4 @@
+import Foundation
 import IPTablesKit
 import KubeAPI
 import Netlink
@@ -11,12 +12,15 @@ extension ProxyMode {
         families: [.ipv4, .ipv6],
         backend: { config, env in
             var o = IPTablesOptions(config, nodePortIPs: config.nodePortIPs(local: env.localAddresses))
+            // ip6tables for the IPv6 proxier of a dual-stack node.
+            let ipt = SystemIPTables(ipv6: config.ipFamily == .ipv6)
             // A live proxy asks the iptables it runs, as upstream does; `render` writes what current iptables takes.
-            o.randomFully = SystemIPTables().hasRandomFully()
+            o.randomFully = ipt.hasRandomFully()
             o.nfacctCounters = NFAcctCounter.ensure()
             let counters = o.nfacctCounters
-            if !counters.isEmpty { env.addCollector { NFAcctCounter.metricsText(counters) } }
-            return IPTablesProxier(ipt: SystemIPTables(), options: o, conntrack: env.conntrack, logger: env.logger)
+            // The counters are the kernel's, one set for both families: served once.
+            if !counters.isEmpty && config.ipFamily == .ipv4 { env.addCollector { NFAcctCounter.metricsText(counters) } }
+            return IPTablesProxier(ipt: ipt, options: o, conntrack: env.conntrack, logger: env.logger)
         },
         renderer: { config, _ in
             IPTablesProxier(ipt: FakeIPTables(), options: IPTablesOptions(config, nodePortIPs: config.nodePortIPs(local: nil)))
@@ -30,7 +34,10 @@ extension ProxyMode {
             // chains (the canary, KUBE-SVC-…, KUBE-SEP-…) say that mode ran.
             let marked = scan.running == nil || scan.iptablesSave.map { IPTablesProxier.ran(IPTablesSave($0)) } ?? true
             let p = IPTablesProxier(ipt: SystemIPTables(), options: IPTablesOptions())
-            return try marked && p.removeLeftovers() ? "the iptables mode's rules and chains" : nil
+            let v4 = try marked && p.removeLeftovers()
+            // ip6tables: only this mode writes KUBE- chains there (a dual-stack node's IPv6 proxier).
+            let v6 = try IPTablesProxier.removeIPv6Leftovers()
+            return v4 || v6 ? "the iptables mode's rules and chains" : nil
         },
         explain: { ruleset, query in try IPTablesProxier.explain(ruleset, query) },
         liveRuleset: { try SystemIPTables().save(tables: ["filter", "nat"]) })
@@ -54,6 +61,15 @@ extension IPTablesProxier {
 }
 
 extension IPTablesProxier {
+    /// What the IPv6 proxier of a dual-stack node left in ip6tables, removed; false when ip6tables
+    /// holds nothing of it (or the kernel has no IPv6).
+    static func removeIPv6Leftovers() throws -> Bool {
+        guard FileManager.default.fileExists(atPath: "/proc/net/if_inet6") else { return false }
+        let ipt = SystemIPTables(ipv6: true)
+        guard let save = try? ipt.save(tables: ["mangle", "filter", "nat"]), save.contains(":KUBE-") else { return false }
+        return try IPTablesProxier(ipt: ipt, options: IPTablesOptions()).removeLeftovers()
+    }
+
     /// The iptables mode's own marks in a save: its canary chain, or a per-Service chain.
     static func ran(_ s: IPTablesSave) -> Bool {
         if s.chains["mangle"]?.contains(Chains.canary) == true { return true }

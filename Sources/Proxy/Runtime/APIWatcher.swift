@@ -6,12 +6,13 @@ import ServiceLifecycle
 import ProxySeam
 import HostOS
 
-/// Feeds the runner from an API server: Services and EndpointSlices across all namespaces,
+/// Feeds the runners from an API server: Services and EndpointSlices across all namespaces,
 /// through list+watch informers (relist on 410, back-off while the server is away). Objects that
-/// fail validation are left out and logged, as with manifests.
+/// fail validation are left out and logged, as with manifests. A dual-stack node has a runner per
+/// family (upstream's metaproxier): each gets every event, and its tracker keeps its family's part.
 public struct APIWatcher: ServiceLifecycle.Service {
     let client: KubeClient
-    let runner: ProxyRunner
+    let runners: [ProxyRunner]
     let logger: Logger
     /// Which kinds have been listed once: the first sync waits for both.
     let listed = ListedKinds(kinds: 2)
@@ -24,10 +25,20 @@ public struct APIWatcher: ServiceLifecycle.Service {
         var all: Bool { paths.count >= kinds }
     }
 
-    public init(client: KubeClient, runner: ProxyRunner, logger: Logger = Logger(label: "switchyard.watcher")) {
+    public init(client: KubeClient, runners: [ProxyRunner], logger: Logger = Logger(label: "switchyard.watcher")) {
+        precondition(!runners.isEmpty)
         self.client = client
-        self.runner = runner
+        self.runners = runners
         self.logger = logger
+    }
+
+    public init(client: KubeClient, runner: ProxyRunner, logger: Logger = Logger(label: "switchyard.watcher")) {
+        self.init(client: client, runners: [runner], logger: logger)
+    }
+
+    /// One change to every runner.
+    func update(initializing: Bool, _ change: @escaping @Sendable (inout ChangeTracker) -> Void) async {
+        for r in runners { await r.update(initializing: initializing, change) }
     }
 
     /// Services and slices through their fast decoders (no Codable); Codable for anything those refuse.
@@ -69,7 +80,12 @@ public struct APIWatcher: ServiceLifecycle.Service {
                              delete: @escaping @Sendable (inout ChangeTracker, NamespacedName) -> Void) async {
         await Informer(client: client, path: path, logger: logger).run(mapListed: decode, replace: { list in
             let ready = await listed.add(path)
-            await runner.update(initializing: ready) { replace(&$0, list) }
+            // `replace` may drain the listing: the runners before the last get it back whole.
+            let items = runners.count > 1 ? list.items : []
+            for (i, r) in runners.enumerated() {
+                await r.update(initializing: ready) { replace(&$0, list) }
+                if i < runners.count - 1 { list.items = items }
+            }
             // The pages' parsed JSON and the decoded objects are gone: return their pages.
             ResidentMemory.releaseFreeHeapPages()
         }, watched: { e in
@@ -77,11 +93,11 @@ public struct APIWatcher: ServiceLifecycle.Service {
             case .replace: break   // lists come to `replace`
             case .upsert(let o):
                 let ready = await listed.all
-                if let x = decode(o) { await runner.update(initializing: ready) { update(&$0, x) } }
-                else { let k = Self.key(o); await runner.update(initializing: ready) { delete(&$0, k) } }
+                if let x = decode(o) { await self.update(initializing: ready) { update(&$0, x) } }
+                else { let k = Self.key(o); await self.update(initializing: ready) { delete(&$0, k) } }
             case .delete(let o):
                 let k = Self.key(o)
-                await runner.update(initializing: await listed.all) { delete(&$0, k) }
+                await self.update(initializing: await listed.all) { delete(&$0, k) }
             }
         })
     }

@@ -5,7 +5,7 @@ import Prometheus
 /// them (v1.36): the same names, types, help texts, label names and buckets, the common set for
 /// every mode and each mode's own beside it, labelled with the IP family where upstream's are.
 public final class ProxyMetrics: Sendable {
-    public let registry = PrometheusCollectorRegistry()
+    public let registry: PrometheusCollectorRegistry
     public let mode: String
     public let family: String
 
@@ -43,7 +43,10 @@ public final class ProxyMetrics: Sendable {
     public let nftablesSyncFailures: Counter?
     public let nftablesCleanupFailures: Counter?
 
-    public init(mode: String, family: String = "IPv4") {
+    /// A dual-stack proxy's second family registers into the first's `registry`: its
+    /// `ip_family`-labelled series beside the first's, the unlabelled ones shared.
+    public init(mode: String, family: String = "IPv4", registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry()) {
+        self.registry = registry
         self.mode = mode
         self.family = family
         let r = registry

@@ -215,7 +215,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
             // that program an endpoint change (a pod trace finds its proxies' syncs by them);
             // other partial ones at -v 1.
             logger.log(level: outcome.full || !triggers.isEmpty ? .info : .debug, "synced \(backend.mode) rules", metadata: [
-                "full": "\(outcome.full)", "services": "\(Set(snap.servicePorts.keys.map(\.service)).count)", "servicePorts": "\(snap.servicePorts.count)",
+                "ipFamily": "\(tracker.family.rawValue)", "full": "\(outcome.full)", "services": "\(Set(snap.servicePorts.keys.map(\.service)).count)", "servicePorts": "\(snap.servicePorts.count)",
                 "endpoints": "\(snap.totalEndpoints)", "written": "\(outcome.objectsWritten)",
                 "elapsed": "\(String(format: "%.1f ms", Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000))"])
             await healthChecks?.sync(snap)

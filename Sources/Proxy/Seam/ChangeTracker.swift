@@ -70,6 +70,12 @@ public struct ChangeTracker: Sendable {
 
     public mutating func update(slice object: EndpointSlice) {
         let key = object.namespacedName
+        // A slice of the other family is not this tracker's (upstream's tracker ignores it too);
+        // `addressType` never changes, but a slice replaced under the same name is let go.
+        guard object.addressType == family.rawValue else {
+            delete(slice: key)
+            return
+        }
         let slice = SliceEntry(object, node: node.name)
         if let old = slices[key] {
             if old == slice { return }
