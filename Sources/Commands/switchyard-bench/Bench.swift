@@ -15,7 +15,7 @@ struct BenchMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchyard-bench",
         abstract: "Benchmarks of the proxy modes, the CNI plugins and the API server, each against a baseline measured in the same run.",
-        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self, ServerBench.self, RenderBench.self, APIBench.self, SchedulerBench.self, KubeletBench.self, ReadinessBench.self, AuthzBench.self, WebhookBench.self, AuthFuzzBench.self, SecureServerBench.self, IngressBench.self, SnapshotBench.self, EtcdBench.self, ExplainBench.self, TraceCostBench.self], defaultSubcommand: Bench.self)
+        subcommands: [Bench.self, NFTBench.self, UserspaceBench.self, CNIBench.self, ServerBench.self, RenderBench.self, APIBench.self, SchedulerBench.self, KubeletBench.self, ReadinessBench.self, AuthzBench.self, WebhookBench.self, AuthFuzzBench.self, SecureServerBench.self, IngressBench.self, SnapshotBench.self, EtcdBench.self, ExplainBench.self, TraceCostBench.self, IPv6Bench.self], defaultSubcommand: Bench.self)
 }
 
 struct Bench: AsyncParsableCommand {
@@ -144,7 +144,7 @@ struct Bench: AsyncParsableCommand {
         guard FileManager.default.isExecutableFile(atPath: multi) else { throw ValidationError("\(multi) is not installed") }
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("switchyard-bench-\(backend)-\(getpid())").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for tool in ["iptables", "iptables-save", "iptables-restore"] {
+        for tool in ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"] {
             try? FileManager.default.removeItem(atPath: dir + "/" + tool)
             try FileManager.default.createSymbolicLink(atPath: dir + "/" + tool, withDestinationPath: multi)
         }

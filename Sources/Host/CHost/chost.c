@@ -53,6 +53,27 @@ static int bound_socket(int type, int level, int option, uint32_t addr, uint16_t
 int ch_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
     return bound_socket(SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, addr, port, backlog < 0 ? 0 : backlog, bound);
 }
+int ch_tcp_listen_dual(uint16_t port, int backlog, uint16_t *bound) {
+    int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1, zero = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+    struct sockaddr_in6 sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin6_family = AF_INET6;
+    sa.sin6_addr = in6addr_any;
+    sa.sin6_port = htons(port);
+    socklen_t l = sizeof sa;
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, backlog < 0 ? 0 : backlog) != 0
+        || getsockname(fd, (struct sockaddr *)&sa, &l) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    *bound = ntohs(sa.sin6_port);
+    return fd;
+}
 int ch_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound) {
     /* IP_PKTINFO: replies leave from the address the client sent to. */
     return bound_socket(SOCK_DGRAM, IPPROTO_IP, IP_PKTINFO, addr, port, -1, bound);

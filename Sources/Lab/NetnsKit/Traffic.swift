@@ -38,7 +38,7 @@ final class Box<T>: @unchecked Sendable {
     var value: T?
 }
 
-/// Plain blocking IPv4 sockets for test clients and servers.
+/// Plain blocking sockets for test clients and servers (IPv4, and IPv6 where an address is one).
 public enum TCP {
     static func address(_ ip: String, _ port: Int) -> sockaddr_in {
         var sa = sockaddr_in()
@@ -50,14 +50,26 @@ public enum TCP {
 
     /// A connected socket (blocking, with send/receive timeouts), or nil.
     public static func connect(_ ip: String, _ port: Int, timeout: TimeInterval = 3) -> Int32? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let v6 = ip.contains(":")
+        let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int(suseconds_t((timeout - floor(timeout)) * 1e6)))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var sa = address(ip, port)
-        let r = withUnsafePointer(to: &sa) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        let r: Int32
+        if v6 {
+            var sa = sockaddr_in6()
+            sa.sin6_family = sa_family_t(AF_INET6)
+            sa.sin6_port = in_port_t(UInt16(port).bigEndian)
+            inet_pton(AF_INET6, ip, &sa.sin6_addr)
+            r = withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+            }
+        } else {
+            var sa = address(ip, port)
+            r = withUnsafePointer(to: &sa) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
         }
         if r != 0 {
             close(fd)
@@ -120,7 +132,8 @@ public final class EchoServer: @unchecked Sendable {
     private var _accepted = 0
     private var _open = 0
 
-    public init(netns: String, port: Int, greeting: String = "") throws {
+    /// `dualStack`: on [::], taking connections of both families; else on 0.0.0.0.
+    public init(netns: String, port: Int, greeting: String = "", dualStack: Bool = false) throws {
         self.port = port
         wake = ch_eventfd()
         let ready = DispatchSemaphore(value: 0)
@@ -128,7 +141,7 @@ public final class EchoServer: @unchecked Sendable {
         let wakeFD = wake
         spawnInNamespace(netns) { [self] r in
             var bound: UInt16 = 0
-            let lfd = r == 0 ? ch_tcp_listen(0, UInt16(port), 4096, &bound) : r
+            let lfd = r != 0 ? r : dualStack ? ch_tcp_listen_dual(UInt16(port), 4096, &bound) : ch_tcp_listen(0, UInt16(port), 4096, &bound)
             if lfd < 0 {
                 failure.value = "echo server in \(netns) on :\(port): errno \(-lfd)"
                 ready.signal()

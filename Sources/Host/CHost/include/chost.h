@@ -42,6 +42,8 @@ void ch_eventfd_signal(int fd);
 void ch_eventfd_drain(int fd);
 /// A non-blocking TCP listener on addr:port (port 0: the kernel picks); the bound port in *bound.
 int ch_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound);
+/* A TCP listener on [::]:port that takes IPv4 connections too (IPV6_V6ONLY off); -errno on failure. */
+int ch_tcp_listen_dual(uint16_t port, int backlog, uint16_t *bound);
 /// A non-blocking UDP socket on addr:port with IP_PKTINFO on; the bound port in *bound.
 int ch_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound);
 /// accept4(2), non-blocking; the peer in *addr/*port.
