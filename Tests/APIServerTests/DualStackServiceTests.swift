@@ -217,4 +217,64 @@ struct DualStackServiceTests {
         #expect(try await wide.take(ip: "fd00:10:96::1:0:2") == false)   // beyond the first 2^20: not aliased to ::2
         #expect(try await wide.take(ip: "fd00:10:96::3") == true)
     }
+
+    /// networking.k8s.io/v1 ServiceCIDRs: the `kubernetes` one kept as upstream's default-ServiceCIDR
+    /// controller keeps it (created Ready with the server's ranges, upgraded single to dual, a
+    /// differing one left with a warning), and others validated as `ValidateServiceCIDR` does.
+    @Test func serviceCIDRs() async throws {
+        let store = try SQLiteStore(path: ":memory:")
+        let single = try await Self.handler(["10.96.0.0/24"], store: store)
+        #expect(try await single.ensureDefaultServiceCIDR([CIDR("10.96.0.0/24")!]) == nil)
+        let path = "/apis/networking.k8s.io/v1/servicecidrs"
+        func cidrs(_ h: APIHandler) async -> (cidrs: [String], ready: Bool) {
+            let o = await h.handle(APIRequest(method: "GET", path: "\(path)/kubernetes")).json
+            let ready = (o?[path: ["status", "conditions"]]?.array ?? []).contains {
+                $0["type"]?.string == "Ready" && $0["status"]?.string == "True" && $0["message"]?.string == "Kubernetes default Service CIDR is ready"
+            }
+            return ((o?[path: ["spec", "cidrs"]]?.array ?? []).compactMap(\.string), ready)
+        }
+        var got = await cidrs(single)
+        #expect(got.cidrs == ["10.96.0.0/24"] && got.ready)
+        // The same store under a dual-stack server: the IPv6 range joins.
+        let dual = try await Self.handler(Self.dual, store: store)
+        #expect(try await dual.ensureDefaultServiceCIDR(Self.dual.map { CIDR($0)! }) == nil)
+        got = await cidrs(dual)
+        #expect(got.cidrs == Self.dual && got.ready)
+        // Another primary range: left as it is, with a warning.
+        let warning = try await dual.ensureDefaultServiceCIDR([CIDR("10.100.0.0/24")!])
+        #expect(warning?.contains("not this server's --service-cluster-ip-range 10.100.0.0/24") == true)
+        #expect(await cidrs(dual).cidrs == Self.dual)
+
+        func create(_ name: String, _ c: [String]) async -> APIResponse {
+            await dual.post(path, ["apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR", "metadata": ["name": .string(name)],
+                                   "spec": ["cidrs": .array(c.map(JSONValue.string))]])
+        }
+        func message(_ r: APIResponse) -> String { r.json?["message"]?.string ?? "" }
+        #expect(await create("extra", ["10.97.0.0/24"]).code == 201)
+        let none = await create("none", [])
+        #expect(none.code == 422 && message(none).contains("spec.cidrs: Required value: at least one CIDR required"), "\(message(none))")
+        let three = await create("three", ["10.1.0.0/24", "fd00::/64", "10.2.0.0/24"])
+        #expect(three.code == 422 && message(three).contains("may only hold up to 2 values"), "\(message(three))")
+        let same = await create("same", ["10.1.0.0/24", "10.2.0.0/24"])
+        #expect(same.code == 422 && message(same).contains(
+            #"spec.cidrs: Invalid value: networking.ServiceCIDRSpec{CIDRs:[]string{"10.1.0.0/24", "10.2.0.0/24"}}: may specify no more than one IP for each IP family"#),
+                "\(message(same))")
+        let bad = await create("bad", ["10.1.0.0/33"])
+        #expect(bad.code == 422 && message(bad).contains(#"spec.cidrs[0]: Invalid value: "10.1.0.0/33": must be a valid CIDR value"#), "\(message(bad))")
+        // Immutable, but for a second family joining the first.
+        func put(_ c: [String]) async -> APIResponse {
+            var o = await dual.handle(APIRequest(method: "GET", path: "\(path)/extra")).json!
+            o[path: ["spec", "cidrs"]] = .array(c.map(JSONValue.string))
+            return await dual.handle(APIRequest(method: "PUT", path: "\(path)/extra", body: o.serialized()))
+        }
+        let changed = await put(["10.98.0.0/24"])
+        #expect(changed.code == 422 && message(changed).contains(#"spec.cidrs: Invalid value: []string{"10.98.0.0/24"}: field is immutable"#), "\(message(changed))")
+        #expect(await put(["10.97.0.0/24", "fd00:10:97::/112"]).code == 200)
+        // kubectl's table: name, the ranges, age.
+        let table = await dual.handle(APIRequest(method: "GET", path: path, accept: "application/json;as=Table;v=v1;g=meta.k8s.io")).json
+        let names = table?["columnDefinitions"]?.array?.compactMap { $0["name"]?.string }
+        #expect(names == ["Name", "CIDRs", "Age"])
+        let rows = table?["rows"]?.array?.compactMap { $0["cells"]?.array?.prefix(2).compactMap(\.string) } ?? []
+        #expect(rows.contains(["kubernetes", "10.96.0.0/24,fd00:10:96::/112"]), "\(rows)")
+    }
 }

@@ -131,6 +131,48 @@ struct ControlPlaneTests {
         for _ in 0..<4 { #expect(lab.tcp("10.96.0.50", 80) == "a") }
     }
 
+    /// The proxy follows the cluster's ServiceCIDRs as upstream's does: the nftables mode drops
+    /// traffic to unallocated ClusterIPs of the server's `kubernetes` ServiceCIDR (no
+    /// --service-cluster-ip-range given to the proxy), and of one added with kubectl, until it goes.
+    @Test(.enabled(if: kubectl("1.33") != nil, "kubectl 1.33 is not installed"))
+    func theProxyFollowsServiceCIDRs() async throws {
+        let k = kubectl("1.33")!
+        let lab = try Lab()
+        defer { lab.destroy() }
+        let server = try LabServer(lab: lab, arguments: ["--service-cluster-ip-range", "10.96.0.0/16"])
+        try lab.spawn(lab.node, [try switchyardBinary(), "proxy", "--proxy-mode", "nftables", "--hostname-override", "node-a",
+                                 "--kubeconfig", server.kubeconfig, "--min-sync-period", "100ms",
+                                 "--metrics-bind-address", "", "--healthz-bind-address", ""])
+        func check() -> String {
+            (try? Sh.run(["ip", "netns", "exec", lab.node, "nft", "list", "chain", "ip", "kube-proxy", "cluster-ips-check"]))?.out ?? ""
+        }
+        func eventually(_ what: (String) -> Bool) -> String {
+            var text = ""
+            for _ in 0..<100 {
+                text = check()
+                if what(text) { break }
+                usleep(100_000)
+            }
+            return text
+        }
+        var text = eventually { $0.contains("10.96.0.0/16") }
+        #expect(text.contains("ip daddr 10.96.0.0/16 drop comment \"Drop traffic to unallocated ClusterIPs\""), "\(text)")
+        let extra = """
+            apiVersion: networking.k8s.io/v1
+            kind: ServiceCIDR
+            metadata: {name: extra}
+            spec: {cidrs: [10.100.0.0/24]}
+            """
+        var r = try server.kubectl(k, ["create", "-f", "-"], input: extra)
+        #expect(r.status == 0, "\(r.err)")
+        text = eventually { $0.contains("10.100.0.0/24") }
+        #expect(text.contains("10.96.0.0/16") && text.contains("10.100.0.0/24"), "\(text)")
+        r = try server.kubectl(k, ["delete", "servicecidr", "extra"])
+        #expect(r.status == 0, "\(r.err)")
+        text = eventually { !$0.contains("10.100.0.0/24") }
+        #expect(!text.contains("10.100.0.0/24") && text.contains("10.96.0.0/16"), "\(text)")
+    }
+
     /// The proxy's metrics as kube-proxy's: a Pod that turns ready after the proxy started is
     /// observed as network programming latency from its slice's last-change-trigger-time (which the
     /// EndpointSlice controller writes), the change counters move, the iptables rule gauges are per

@@ -169,7 +169,7 @@ struct DualStackLabTests {
         try Self.withLab("dp") { node, ask in
             let proxy = try Started(netns: node, [bin, "proxy", "--proxy-mode", "iptables", "--hostname-override", "node-a",
                                                   "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "--manifests", file,
-                                                  "--healthz-bind-address", "", "--metrics-bind-address", "127.0.0.1:10249"])
+                                                  "--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"])
             defer { _ = proxy.stop() }
             #expect(proxy.wait(for: "ipFamilies=IPv4,IPv6", seconds: 20), "\(proxy.output)")
             func eventually(_ what: () throws -> Bool) rethrows -> Bool {
@@ -188,6 +188,9 @@ struct DualStackLabTests {
             for family in ["IPv4", "IPv6"] {
                 #expect(metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"\(family)\"}"), "\(metrics)")
             }
+            // /healthz says how each family's proxier is doing, as upstream's does.
+            let health = try Sh.must(["ip", "netns", "exec", node, "curl", "-s", "http://127.0.0.1:10256/healthz"])
+            #expect(health.contains(#""healthy": true"#) && health.contains(#""status": {"IPv4": {"#) && health.contains(#", "IPv6": {"#), "\(health)")
             // Upstream's IPv6 rules: no localhost NodePorts, no route_localnet guard.
             let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
             #expect(v6.contains("-d fd00:10:96::10/128") && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")

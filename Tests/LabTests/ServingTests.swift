@@ -178,6 +178,12 @@ struct ServingTests {
             let refused = try Sh.run(kubectl + ["patch", "svc", "prefer", "-p", #"{"spec":{"clusterIPs":[""# + first + #""]}}"#])
             #expect(refused.status != 0 && refused.err.contains("must be 'SingleStack' to release the secondary cluster IP"), "\(refused.err)")
             _ = try Sh.run(kubectl + ["delete", "-f", manifest])
+            // The server's ranges as the `kubernetes` ServiceCIDR, Ready, as kubectl shows it.
+            let cidrs = try Sh.run(kubectl + ["get", "servicecidrs"])
+            #expect(cidrs.status == 0 && cidrs.out.contains("kubernetes") && cidrs.out.contains("10.96.0.0/16,fd00:10:96::/112")
+                    && cidrs.out.hasPrefix("NAME"), "kubectl \(version) get servicecidrs: \(cidrs.out) \(cidrs.err)")
+            let ready = try Sh.run(kubectl + ["get", "servicecidr", "kubernetes", "-o", "jsonpath={.status.conditions[0].type}={.status.conditions[0].status}"])
+            #expect(ready.out == "Ready=True", "\(ready.out) \(ready.err)")
         }
     }
 }

@@ -299,6 +299,7 @@ extension APIHandler {
         try await admitCertificateRequest(&o, old: old, r, subresource: subresource)
         try await admitLimitRanges(&o, old: old, r, subresource: subresource)
         try await admitIngress(&o, old: old, r, subresource: subresource)
+        try admitServiceCIDR(o, old: old, r, subresource: subresource)
         try await admitServiceAccount(&o, old: old, r, subresource: subresource)
         try await admitServiceAccountTokenSecret(&o, old: old, r)
         _ = try await runMutatingWebhooks(&o, old: old, r, subresource: subresource, dryRun: dryRun)

@@ -213,3 +213,87 @@ extension APIHandler {
         if let chosen = defaults.first { o[path: ["spec", "ingressClassName"]] = .string(chosen.name) }
     }
 }
+
+/// networking.k8s.io/v1 ServiceCIDR: the ranges ClusterIPs come from, one or one of each family
+/// (`ValidateServiceCIDR`); the server keeps the `kubernetes` one, its `--service-cluster-ip-range`.
+struct ServiceCIDRStrategy: ResourceStrategy {
+    func validate(_ o: JSONValue, _ r: ResourceInfo) throws -> [FieldError] {
+        let cidrs = (o[path: ["spec", "cidrs"]]?.array ?? []).map { $0.string ?? "" }
+        let path = "spec.cidrs"
+        if cidrs.isEmpty { return [FieldError(path, "Required value: at least one CIDR required")] }
+        let spec = "networking.ServiceCIDRSpec{CIDRs:\(ServiceIPFields.goStrings(cidrs))}"
+        if cidrs.count > 2 { return [FieldError(path, "Invalid value: \(spec): may only hold up to 2 values")] }
+        let parsed = cidrs.map(CIDR.init)
+        if cidrs.count == 2, !(parsed.allSatisfy { $0 != nil } && parsed[0]!.family != parsed[1]!.family) {
+            return [FieldError(path, "Invalid value: \(spec): may specify no more than one IP for each IP family, i.e 192.168.0.0/24 and 2001:db8::/64")]
+        }
+        return cidrs.indices.compactMap { i in
+            parsed[i] == nil
+                ? FieldError("\(path)[\(i)]", "Invalid value: \(JSONValue.string(cidrs[i]).text()): must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
+                : nil
+        }
+    }
+
+    var columns: [Tables.Column] {
+        [Tables.nameColumn,
+         Tables.Column(name: "CIDRs") { .string(($0[path: ["spec", "cidrs"]]?.array ?? []).compactMap(\.string).joined(separator: ",")) },
+         Tables.ageColumn]
+    }
+
+    /// The default ServiceCIDR's name.
+    static let defaultName = "kubernetes"
+}
+
+extension APIHandler {
+    /// A ServiceCIDR's ranges never change (`ValidateServiceCIDRUpdate`), but for the one upgrade
+    /// upstream allows: a single range joined by one of the other family behind it.
+    func admitServiceCIDR(_ o: JSONValue, old: JSONValue?, _ r: ResourceInfo, subresource: String?) throws {
+        guard r.group == "networking.k8s.io", r.resource == "servicecidrs", subresource == nil, let old else { return }
+        let was = (old[path: ["spec", "cidrs"]]?.array ?? []).compactMap(\.string)
+        let now = (o[path: ["spec", "cidrs"]]?.array ?? []).compactMap(\.string)
+        guard was != now, !(was.count == 1 && now.count == 2 && now[0] == was[0]) else { return }
+        throw APIError.invalid(r, o.name, [FieldError("spec.cidrs", "Invalid value: \(ServiceIPFields.goStrings(now)): field is immutable")])
+    }
+
+    /// The `kubernetes` ServiceCIDR, as upstream's default-ServiceCIDR controller keeps it: created
+    /// with `ranges` when missing, upgraded from single- to dual-stack when the server's ranges grew
+    /// so, and marked Ready. Ranges that differ otherwise are left as they are, with a warning
+    /// returned (upstream's KubernetesDefaultServiceCIDRInconsistent event).
+    public func ensureDefaultServiceCIDR(_ ranges: [CIDR]) async throws -> String? {
+        let path = "/apis/networking.k8s.io/v1/servicecidrs"
+        let name = ServiceCIDRStrategy.defaultName
+        let want = ranges.map(\.description)
+        var warning: String?
+        var current = await handle(APIRequest(method: "GET", path: "\(path)/\(name)", userAgent: "kube-apiserver"))
+        if current.code == 404 {
+            let body: JSONValue = ["apiVersion": "networking.k8s.io/v1", "kind": "ServiceCIDR", "metadata": ["name": .string(name)],
+                                   "spec": ["cidrs": .array(want.map(JSONValue.string))]]
+            current = await handle(APIRequest(method: "POST", path: path, body: body.serialized(), userAgent: "kube-apiserver"))
+            if current.code == 409 { current = await handle(APIRequest(method: "GET", path: "\(path)/\(name)", userAgent: "kube-apiserver")) }
+        }
+        guard [200, 201].contains(current.code), var o = current.json else {
+            throw APIError.internal("the default ServiceCIDR: \(current.json?.text() ?? "")")
+        }
+        let have = (o[path: ["spec", "cidrs"]]?.array ?? []).compactMap(\.string)
+        if have != want {
+            if have.count == 1 && want.count == 2 && want[0] == have[0] {
+                o[path: ["spec", "cidrs"]] = .array(want.map(JSONValue.string))
+                let r = await handle(APIRequest(method: "PUT", path: "\(path)/\(name)", body: o.serialized(), userAgent: "kube-apiserver"))
+                guard r.code == 200, let updated = r.json else { throw APIError.internal("upgrading the default ServiceCIDR: \(r.json?.text() ?? "")") }
+                o = updated
+            } else {
+                warning = "the default ServiceCIDR holds \(have.joined(separator: ",")), not this server's --service-cluster-ip-range \(want.joined(separator: ",")): kept as it is"
+            }
+        }
+        let ready = (o[path: ["status", "conditions"]]?.array ?? []).contains {
+            $0["type"]?.string == "Ready" && $0["status"]?.string == "True"
+        }
+        if !ready {
+            o["status"] = ["conditions": [["type": "Ready", "status": "True", "lastTransitionTime": .string(RFC3339.format(Date().timeIntervalSince1970)),
+                                           "reason": "", "message": "Kubernetes default Service CIDR is ready"]]]
+            let r = await handle(APIRequest(method: "PUT", path: "\(path)/\(name)/status", body: o.serialized(), userAgent: "kube-apiserver"))
+            guard r.code == 200 else { throw APIError.internal("the default ServiceCIDR's status: \(r.json?.text() ?? "")") }
+        }
+        return warning
+    }
+}

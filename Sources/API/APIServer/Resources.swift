@@ -218,6 +218,8 @@ public enum Resources {
                      namespaced: true, shortNames: ["ing"], categories: [], subresources: ["status"], strategy: IngressStrategy()),
         ResourceInfo(group: "networking.k8s.io", version: "v1", resource: "ingressclasses", singular: "ingressclass", kind: "IngressClass",
                      namespaced: false, shortNames: [], categories: [], subresources: [], strategy: IngressClassStrategy()),
+        ResourceInfo(group: "networking.k8s.io", version: "v1", resource: "servicecidrs", singular: "servicecidr", kind: "ServiceCIDR",
+                     namespaced: false, shortNames: [], categories: [], subresources: ["status"], strategy: ServiceCIDRStrategy()),
         ResourceInfo(group: "policy", version: "v1", resource: "poddisruptionbudgets", singular: "poddisruptionbudget", kind: "PodDisruptionBudget",
                      namespaced: true, shortNames: ["pdb"], categories: [], subresources: ["status"], strategy: PodDisruptionBudgetStrategy()),
         ResourceInfo(group: "certificates.k8s.io", version: "v1", resource: "certificatesigningrequests", singular: "certificatesigningrequest",

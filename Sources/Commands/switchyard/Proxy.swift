@@ -104,7 +104,7 @@ struct ProxyProcess {
         // changes nothing in the kernel.
         let families = Self.families(mode(config), config)
         let metrics = ProxyMetrics(mode: config.mode, family: families[0].rawValue)
-        let health = HealthState()
+        let health = HealthState(families: families.map(\.rawValue))
         var servers: [SimpleHTTPServer] = []
         if let (h, p) = healthz {
             servers.append(try await listen("--healthz-bind-address", h, p) { _, path in

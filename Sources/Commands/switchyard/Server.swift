@@ -416,6 +416,7 @@ struct Server: AsyncParsableCommand {
         try await handler.loadCustomResources()
         do {
             try await handler.bootstrap()
+            if let warning = try await handler.ensureDefaultServiceCIDR(admission.allocator.serviceRanges) { logger.warning("\(warning)") }
             try await handler.reconcileDefaultPolicy()
         } catch { throw ValidationError("\(error)") }
         let secureServer = secure.map {

@@ -14,15 +14,19 @@ public struct APIWatcher: ServiceLifecycle.Service {
     let client: KubeClient
     let runners: [ProxyRunner]
     let logger: Logger
-    /// Which kinds have been listed once: the first sync waits for both.
-    let listed = ListedKinds(kinds: 2)
+    /// Which kinds have been listed once: the first sync waits for Services and EndpointSlices
+    /// (ServiceCIDRs, which an older server may not serve, are not waited for).
+    let listed = ListedKinds(required: [Self.servicesPath, Self.slicesPath])
+    static let servicesPath = "/api/v1/services"
+    static let slicesPath = "/apis/discovery.k8s.io/v1/endpointslices"
+    static let serviceCIDRsPath = "/apis/networking.k8s.io/v1/servicecidrs"
 
     actor ListedKinds {
-        let kinds: Int
+        let required: Set<String>
         var paths: Set<String> = []
-        init(kinds: Int) { self.kinds = kinds }
+        init(required: Set<String>) { self.required = required }
         func add(_ path: String) -> Bool { paths.insert(path); return all }
-        var all: Bool { paths.count >= kinds }
+        var all: Bool { required.isSubset(of: paths) }
     }
 
     public init(client: KubeClient, runners: [ProxyRunner], logger: Logger = Logger(label: "switchyard.watcher")) {
@@ -105,12 +109,18 @@ public struct APIWatcher: ServiceLifecycle.Service {
     public func run() async throws {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
-                await follow("/api/v1/services", decode: service, replace: { $0.replaceServices($1.items) },
+                await follow(Self.servicesPath, decode: service, replace: { $0.replaceServices($1.items) },
                              update: { $0.update(service: $1) }, delete: { $0.delete(service: $1) })
             }
             group.addTask {
-                await follow("/apis/discovery.k8s.io/v1/endpointslices", decode: slice, replace: { $0.replaceSlices(draining: &$1.items) },
+                await follow(Self.slicesPath, decode: slice, replace: { $0.replaceSlices(draining: &$1.items) },
                              update: { $0.update(slice: $1) }, delete: { $0.delete(slice: $1) })
+            }
+            group.addTask {
+                // The cluster's ServiceCIDRs (upstream's kube-proxy follows them for the rule that
+                // drops traffic to unallocated ClusterIPs), beside the --service-cluster-ip-range given.
+                await follow(Self.serviceCIDRsPath, decode: { Self.decode(ServiceCIDR.self, $0) }, replace: { $0.replaceServiceCIDRs($1.items) },
+                             update: { $0.update(serviceCIDR: $1) }, delete: { $0.delete(serviceCIDR: $1.name) })
             }
             group.addTask {
                 // Until the service group shuts down.

@@ -4,39 +4,70 @@ import Logging
 import NIOHTTP1
 import ProxySeam
 
-/// `/healthz` and `/livez` state, as kube-proxy reports it on :10256.
+/// `/healthz` and `/livez` state, as kube-proxy reports it on :10256: per IP family (a dual-stack
+/// proxy's runners each report theirs), healthy when every family is.
 public final class HealthState: @unchecked Sendable {
+    private struct Family {
+        var lastUpdated: Date?
+        var lastQueued: Date?
+    }
     private let lock = NSLock()
-    private var lastUpdated: Date?
-    private var lastQueued: Date?
+    private var families: [String: Family] = [:]
+    private var order: [String] = []
     private let healthTimeout: TimeInterval
 
-    public init(healthTimeout: TimeInterval = 120) { self.healthTimeout = healthTimeout }
-
-    public func queued() { lock.withLock { if lastQueued == nil || (lastUpdated ?? .distantPast) >= lastQueued! { lastQueued = Date() } } }
-    public func updated() { lock.withLock { lastUpdated = Date(); lastQueued = nil } }
-
-    /// Healthy when no update has been pending for longer than the timeout.
-    public var isHealthy: Bool {
-        lock.withLock {
-            guard lastUpdated != nil else { return false }
-            if let q = lastQueued, Date().timeIntervalSince(q) > healthTimeout { return false }
-            return true
+    /// `families`: those whose runners report here, the primary first (they must all have synced
+    /// before the proxy is healthy).
+    public init(healthTimeout: TimeInterval = 120, families: [String] = ["IPv4"]) {
+        self.healthTimeout = healthTimeout
+        for f in families where self.families[f] == nil {
+            self.families[f] = Family()
+            order.append(f)
         }
     }
 
+    private func with(_ family: String, _ body: (inout Family) -> Void) {
+        lock.withLock {
+            if families[family] == nil { order.append(family) }
+            body(&families[family, default: Family()])
+        }
+    }
+
+    public func queued(_ family: String = "IPv4") {
+        with(family) { f in if f.lastQueued == nil || (f.lastUpdated ?? .distantPast) >= f.lastQueued! { f.lastQueued = Date() } }
+    }
+    public func updated(_ family: String = "IPv4") { with(family) { $0.lastUpdated = Date(); $0.lastQueued = nil } }
+
+    private func healthy(_ f: Family, now: Date) -> Bool {
+        guard f.lastUpdated != nil else { return false }
+        if let q = f.lastQueued, now.timeIntervalSince(q) > healthTimeout { return false }
+        return true
+    }
+
+    /// Healthy when every family has synced and none has had an update pending for longer than the timeout.
+    public var isHealthy: Bool {
+        let now = Date()
+        return lock.withLock { order.allSatisfy { healthy(families[$0]!, now: now) } }
+    }
+
     /// kube-proxy's answer on `/healthz` and `/livez` (upstream's `proxy_health.go`): 200 or 503
-    /// with `lastUpdated`, `currentTime`, `healthy` and the per-family `status`; `/healthz` also
-    /// says whether the node is eligible (this proxy does not read Node objects: always true).
-    public func response(path: String, family: String = "IPv4") -> SimpleResponse {
-        let updated = lock.withLock { lastUpdated }
-        let ok = isHealthy
+    /// with `lastUpdated` (the oldest family's), `currentTime`, `healthy` and the per-family
+    /// `status`; `/healthz` also says whether the node is eligible (this proxy does not read Node
+    /// objects: always true).
+    public func response(path: String) -> SimpleResponse {
+        let now = Date()
+        let (entries, ok) = lock.withLock { () -> ([(String, Date?, Bool)], Bool) in
+            let e = order.map { ($0, families[$0]!.lastUpdated, healthy(families[$0]!, now: now)) }
+            return (e, e.allSatisfy(\.2))
+        }
         let fmt = ISO8601DateFormatter()
         fmt.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        let last = updated.map { fmt.string(from: $0) } ?? ""
-        var body = "{\"lastUpdated\": \"\(last)\",\"currentTime\": \"\(fmt.string(from: Date()))\""
+        func text(_ d: Date?) -> String { d.map { fmt.string(from: $0) } ?? "" }
+        let oldest = entries.contains { $0.1 == nil } ? nil : entries.compactMap(\.1).min()
+        var body = "{\"lastUpdated\": \"\(text(oldest))\",\"currentTime\": \"\(fmt.string(from: now))\""
         if path == "/healthz" { body += ", \"nodeEligible\": true" }
-        body += ", \"healthy\": \(ok), \"status\": {\"\(family)\": {\"lastUpdated\": \"\(last)\", \"healthy\": \(ok)}}}"
+        let status = entries.map { "\"\($0.0)\": {\"lastUpdated\": \"\(text($0.1))\", \"healthy\": \($0.2)}" }.joined(separator: ", ")
+        body += ", \"healthy\": \(ok), \"status\": {\(status)}}"
         return SimpleResponse(status: ok ? .ok : .serviceUnavailable,
                               headers: [("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")],
                               body: body)

@@ -51,6 +51,8 @@ actor Signal {
 /// `syncPeriod` whether the backend lost its state, and forcing a full resync hourly.
 public actor ProxyRunner: ServiceLifecycle.Service {
     private var tracker: ChangeTracker
+    /// The tracker's family, as /healthz and the logs name it.
+    private let family: String
     public let backend: any ProxyBackend
     public let metrics: ProxyMetrics
     public let health: HealthState
@@ -77,6 +79,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
                 syncPeriod: Duration = .seconds(30), fullResyncPeriod: Duration = .seconds(3600),
                 logger: Logger = Logger(label: "switchyard.proxy")) {
         self.tracker = tracker
+        family = tracker.family.rawValue
         self.backend = backend
         self.metrics = metrics
         self.health = health
@@ -97,7 +100,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
         let first = initializing && !initialized
         if initializing { initialized = true }
         if tracker.hasPendingChanges || first {
-            health.queued()
+            health.queued(family)
             metrics.lastQueuedTimestamp.set(Date().timeIntervalSince1970)
             await signal.send()
         }
@@ -209,13 +212,13 @@ public actor ProxyRunner: ServiceLifecycle.Service {
                 ResidentMemory.releaseFreeHeapPages()
             }
             retryDelay = .zero
-            health.updated()
+            health.updated(family)
             lastGeneration = snap.generation
             // Full syncs at the default level, as kube-proxy reports its syncs, and so are those
             // that program an endpoint change (a pod trace finds its proxies' syncs by them);
             // other partial ones at -v 1.
             logger.log(level: outcome.full || !triggers.isEmpty ? .info : .debug, "synced \(backend.mode) rules", metadata: [
-                "ipFamily": "\(tracker.family.rawValue)", "full": "\(outcome.full)", "services": "\(Set(snap.servicePorts.keys.map(\.service)).count)", "servicePorts": "\(snap.servicePorts.count)",
+                "ipFamily": "\(family)", "full": "\(outcome.full)", "services": "\(Set(snap.servicePorts.keys.map(\.service)).count)", "servicePorts": "\(snap.servicePorts.count)",
                 "endpoints": "\(snap.totalEndpoints)", "written": "\(outcome.objectsWritten)",
                 "elapsed": "\(String(format: "%.1f ms", Double(took.components.attoseconds) / 1e15 + Double(took.components.seconds) * 1000))"])
             await healthChecks?.sync(snap)

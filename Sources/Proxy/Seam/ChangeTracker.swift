@@ -123,8 +123,18 @@ public struct ChangeTracker: Sendable {
 
     public mutating func update(serviceCIDR: ServiceCIDR) {
         let cidrs = (serviceCIDR.spec.cidrs ?? []).compactMap { CIDR($0)?.network }.filter { $0.family == family }
-        serviceCIDRObjects[serviceCIDR.metadata.name ?? ""] = cidrs
+        let name = serviceCIDR.metadata.name ?? ""
+        // A status write (the default one's Ready condition) changes no rule.
+        guard serviceCIDRObjects[name] != cidrs else { return }
+        serviceCIDRObjects[name] = cidrs
         nodeChanged = true
+    }
+
+    /// Replaces every ServiceCIDR (an informer's relist); a full sync only when the ranges differ.
+    public mutating func replaceServiceCIDRs(_ all: [ServiceCIDR]) {
+        let names = Set(all.map { $0.metadata.name ?? "" })
+        for k in serviceCIDRObjects.keys where !names.contains(k) { delete(serviceCIDR: k) }
+        for c in all { update(serviceCIDR: c) }
     }
 
     public mutating func delete(serviceCIDR name: String) {
