@@ -212,6 +212,40 @@ struct DualStackLabTests {
         }
     }
 
+    /// `switchyard explain` takes an IPv6 packet through the iptables mode's IPv6 rules (from
+    /// manifests, or the IPv6 part of a dual-stack render), and refuses what it cannot walk.
+    @Test func explainWalksEachFamily() throws {
+        let bin = try switchyardBinary()
+        let dir = try tempDir("dual-explain")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("m.yaml").path
+        try Self.manifest(dual: true).write(toFile: file, atomically: true, encoding: .utf8)
+        let common = ["--hostname-override", "node-a", "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56"]
+        func explain(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+            try Sh.run([bin, "explain", "--proxy-mode", "iptables"] + common + args)
+        }
+        let v6 = try explain(["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
+        #expect(v6.status == 0 && v6.out.contains("DNAT to [fd00:10:244:1::2]:8080"), "\(v6.out) \(v6.err)")
+        let v4 = try explain(["-f", file, "--src", "10.244.2.5", "--dst", "10.96.0.10:80"])
+        #expect(v4.status == 0 && v4.out.contains("DNAT to 10.244.1.2:8080"), "\(v4.out) \(v4.err)")
+        // The IPv6 NodePort from outside: masqueraded, as upstream's.
+        let nodePort = try explain(["-f", file, "--src", "[2600:5200::1]:40000", "--dst", "[fd00:77::1]:30080", "--local-address", "fd00:77::1"])
+        #expect(nodePort.status == 0 && nodePort.out.contains("DNAT to [fd00:10:244:1::2]:8080") && nodePort.out.contains("masquerade"),
+                "\(nodePort.out) \(nodePort.err)")
+        // The IPv6 part of a dual-stack render.
+        let rendered = try Sh.run([bin, "render", "--proxy-mode", "iptables"] + common + ["-f", file])
+        let rules = dir.appendingPathComponent("dual.rules").path
+        try rendered.out.write(toFile: rules, atomically: true, encoding: .utf8)
+        let fromRules = try explain(["--rules", rules, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::20]:80"])
+        #expect(fromRules.status == 0 && fromRules.out.contains("DNAT to [fd00:10:244:1::2]:8080"), "\(fromRules.out) \(fromRules.err)")
+        let v4FromRules = try explain(["--rules", rules, "--src", "10.244.2.5", "--dst", "10.96.0.10:80"])
+        #expect(v4FromRules.status == 0 && v4FromRules.out.contains("DNAT to 10.244.1.2:8080"), "\(v4FromRules.out) \(v4FromRules.err)")
+        let mixed = try explain(["-f", file, "--src", "10.244.2.5", "--dst", "[fd00:10:96::10]:80"])
+        #expect(mixed.status == 64 && mixed.err.contains("are of different families"), "\(mixed.err)")
+        let nft = try Sh.run([bin, "explain", "--proxy-mode", "nftables"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
+        #expect(nft.status == 64 && nft.err.contains("the nftables mode writes IPv4 rules only so far"), "\(nft.err)")
+    }
+
     /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing
     /// printed), and the automatic choice, which warns when it leaves IPv6 addresses out.
     @Test func renderPicksFamilies() throws {

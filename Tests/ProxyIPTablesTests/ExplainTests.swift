@@ -100,3 +100,93 @@ import Testing
         #expect(throws: ProxyConfigError.self) { try IPTablesProxier.explain("*nat\n", ExplainQuery(source: "fd00::1", destination: "10.0.0.3", port: 80)) }
     }
 }
+
+/// Upstream's `TestNodePorts` (pkg/proxy/iptables/proxier_test.go), every case of both families:
+/// a NodePort Service with an endpoint elsewhere and one on this node, under
+/// `--nodeport-addresses` and `--iptables-localhost-nodeports`, the packet flows walked through
+/// the rendered rules as upstream's tracer walks them, and the KUBE-FIREWALL chain's content.
+@Suite struct UpstreamNodePortsTests {
+    /// The fake node's interface addresses (upstream's `NewFakeProxier`): loopback and `testNodeIPs`.
+    static let interfaces = ["127.0.0.1", "::1", "192.168.0.2", "192.168.1.2", "192.168.99.11", "2001:db8::1", "2001:db8:1::2"]
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        var name: String
+        var family: IPFamily
+        var localhostNodePorts: Bool
+        var nodePortAddresses: [String]?
+        var allowAltNodeIP: Bool
+        var expectFirewall: Bool
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "ipv4, localhost-nodeports enabled", family: .ipv4, localhostNodePorts: true, nodePortAddresses: nil, allowAltNodeIP: true, expectFirewall: true),
+        Case(name: "ipv4, localhost-nodeports disabled", family: .ipv4, localhostNodePorts: false, nodePortAddresses: nil, allowAltNodeIP: true, expectFirewall: false),
+        Case(name: "ipv4, localhost-nodeports disabled, localhost in nodeport-addresses", family: .ipv4, localhostNodePorts: false,
+             nodePortAddresses: ["192.168.0.0/24", "127.0.0.1/32"], allowAltNodeIP: false, expectFirewall: false),
+        Case(name: "ipv4, localhost-nodeports enabled, multiple nodeport-addresses", family: .ipv4, localhostNodePorts: false,
+             nodePortAddresses: ["192.168.0.0/24", "192.168.1.0/24", "2001:db8::/64"], allowAltNodeIP: true, expectFirewall: false),
+        Case(name: "ipv6, localhost-nodeports enabled", family: .ipv6, localhostNodePorts: true, nodePortAddresses: nil, allowAltNodeIP: true, expectFirewall: false),
+        Case(name: "ipv6, localhost-nodeports disabled", family: .ipv6, localhostNodePorts: false, nodePortAddresses: nil, allowAltNodeIP: true, expectFirewall: false),
+        Case(name: "ipv6, localhost-nodeports disabled, multiple nodeport-addresses", family: .ipv6, localhostNodePorts: false,
+             nodePortAddresses: ["192.168.0.0/24", "192.168.1.0/24", "2001:db8::/64"], allowAltNodeIP: false, expectFirewall: false),
+    ]
+
+    @Test(arguments: cases)
+    func nodePorts(_ tc: Case) throws {
+        let v4 = tc.family == .ipv4
+        let (svcIP, ep1, ep2) = v4 ? ("172.30.0.41", "10.180.0.1", "10.180.2.1") : ("fd00:172:30::41", "fd00:10:180::1", "fd00:10:180::2:1")
+        let (podIP, external, nodeIP, altNodeIP, localhost) = v4
+            ? ("10.0.0.2", "203.0.113.2", "192.168.0.2", "192.168.1.2", "127.0.0.1")
+            : ("fd00:10::2", "2600:5200::1", "2001:db8::1", "2001:db8:1::2", "::1")
+        var c = ProxyConfig()
+        c.ipFamily = tc.family
+        c.localhostNodePorts = tc.localhostNodePorts
+        c.nodePortAddresses = tc.nodePortAddresses ?? []
+        c.localDetector = .cidrs([CIDR(v4 ? "10.0.0.0/8" : "fd00:10::/64")!])
+        c.nodeIPs = [IPAddress("192.168.0.2")!]
+        var o = IPTablesOptions(c, nodePortIPs: c.nodePortIPs(local: Self.interfaces.map { IPAddress($0)! }))
+        o.randomFully = false
+        var t = ChangeTracker(family: tc.family, node: NodeInfo(name: "test-node"))
+        var svc = Service(metadata: ObjectMeta(name: "svc1", namespace: "ns1"),
+                          spec: ServiceSpec(type: "NodePort", clusterIP: svcIP, ports: [ServicePort(name: "p80", protocol: "TCP", port: 80, nodePort: 3001)]))
+        svc.spec.clusterIPs = [svcIP]
+        t.update(service: svc)
+        t.update(slice: EndpointSlice(metadata: ObjectMeta(name: "svc1-1", namespace: "ns1", labels: [EndpointSlice.serviceNameLabel: "svc1"]),
+                                      addressType: tc.family.rawValue,
+                                      endpoints: [Endpoint(addresses: [ep1], conditions: EndpointConditions(ready: true)),
+                                                  Endpoint(addresses: [ep2], conditions: EndpointConditions(ready: true), nodeName: "test-node")],
+                                      ports: [EndpointPort(name: "p80", protocol: "TCP", port: 80)]))
+        let rules = IPTablesProxier(ipt: FakeIPTables(), options: o).render(t.snapshot().0)
+        let both = v4 ? "\(ep1):80, \(ep2):80" : "[\(ep1)]:80, [\(ep2)]:80"
+        func flow(_ name: String, _ source: String, _ dest: String, _ port: Int, _ output: String, masq: Bool = false) throws {
+            let path = try IPTablesProxier.explain(rules, ExplainQuery(source: source, destination: dest, port: port, localAddresses: Self.interfaces))
+            let got = IPTablesExplainTests.flow(path)
+            #expect(got.output == output, "\(tc.name), \(name): \(path.text())")
+            if !output.isEmpty { #expect(got.masq == masq, "\(tc.name), \(name): masquerade \(got.masq)") }
+        }
+        try flow("pod to cluster IP", podIP, svcIP, 80, both, masq: false)
+        try flow("external to nodePort", external, nodeIP, 3001, both, masq: true)
+        try flow("node to nodePort", nodeIP, nodeIP, 3001, both, masq: true)
+        if v4 && tc.localhostNodePorts {
+            try flow("localhost to nodePort gets masqueraded", localhost, localhost, 3001, both, masq: true)
+        } else {
+            try flow("localhost to nodePort is ignored", localhost, localhost, 3001, "")
+        }
+        if tc.allowAltNodeIP {
+            try flow("external to nodePort on secondary IP", external, altNodeIP, 3001, both, masq: true)
+        } else {
+            try flow("secondary nodeIP ignores NodePorts", external, altNodeIP, 3001, "")
+        }
+        // KUBE-FIREWALL: the anti-martian rule only where localhost NodePorts are on (IPv4).
+        var inFilter = false
+        let firewall = rules.split(separator: "\n").filter { line in
+            if line.hasPrefix("*") { inFilter = line == "*filter" }
+            return inFilter && line.hasPrefix("-A KUBE-FIREWALL ")
+        }.map(String.init)
+        let expected = tc.expectFirewall
+            ? [#"-A KUBE-FIREWALL -m comment --comment "block incoming localnet connections" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"#]
+            : []
+        #expect(firewall == expected, "\(tc.name): \(firewall)")
+    }
+}

@@ -50,21 +50,28 @@ struct Explain: AsyncParsableCommand {
             throw ValidationError("give one of -f MANIFESTS, --rules FILE or --live")
         }
         guard ["text", "json"].contains(output) else { throw ValidationError("-o: text or json") }
-        let config = try flags.resolve()
+        var config = try flags.resolve()
         let mode = mode(config)
         guard mode.explains else { throw ValidationError("explain does not walk the \(mode.name) mode's rules yet (it walks: \(ProxyModes.all.filter(\.explains).map(\.name).joined(separator: ", ")))") }
         let (src, srcPort) = try Self.endpoint(source, flag: "--src", portRequired: false)
         let (dst, dstPortOpt, proto) = try Self.target(destination)
         var locals = localAddresses + config.nodeIPs.map(\.description)
         for a in locals where IPAddress(a) == nil { throw ValidationError("--local-address \(a): not an IP address") }
+        // The family of the packet picks the rules: a dual-stack node's IPv4 or IPv6 ones.
+        let family = IPAddress(dst)!.family
+        guard IPAddress(src)!.family == family else { throw ValidationError("--src \(source) and --dst \(destination) are of different families") }
+        guard family == .ipv4 || mode.families.contains(.ipv6) else {
+            throw ValidationError("explain: the \(mode.name) mode writes IPv4 rules only so far")
+        }
+        config.ipFamily = family
 
         let ruleset: String
         if live {
-            ruleset = try validated { try mode.liveRuleset() }
+            ruleset = try validated { try mode.liveRuleset(family: family) }
             locals += LocalAddresses.all().map(\.description)
         } else if let rules {
             guard let text = try? String(contentsOfFile: rules, encoding: .utf8) else { throw ValidationError("--rules \(rules): cannot be read") }
-            ruleset = text
+            ruleset = Self.part(of: text, for: family)
         } else {
             for f in files where f != "-" && !FileManager.default.fileExists(atPath: f) {
                 throw ValidationError("-f \(f): no such file or directory")
@@ -73,15 +80,32 @@ struct Explain: AsyncParsableCommand {
             ruleset = try validated { try mode.renderer(config) }.render(ManifestFeed.snapshot(taking: &set, config: config))
         }
         let query = ExplainQuery(source: src, sourcePort: srcPort ?? 40000, destination: dst, port: dstPortOpt, proto: proto,
-                                 fromNode: fromNode || locals.contains(src) || src.hasPrefix("127."), localAddresses: locals)
+                                 fromNode: fromNode || locals.contains(src) || IPAddress(src)!.isLoopback, localAddresses: locals)
         let path = try validated { try mode.explain(ruleset, query) }
         print(output == "json" ? path.json.text() : path.text(), terminator: output == "json" ? "\n" : "")
     }
 
-    /// `IP[:PORT]`.
+    /// The part of a `render` that holds `family`'s rules: a dual-stack render has an IPv4 part
+    /// and, after its `# IPv6:` line, an IPv6 one; a render of one family is all of that family.
+    static func part(of text: String, for family: IPFamily) -> String {
+        guard let r = text.range(of: "\n# IPv6:") else { return text }
+        // From the `# IPv6:` line itself (a comment to the walk), or up to it.
+        return family == .ipv6 ? String(text[text.index(after: r.lowerBound)...]) : String(text[..<r.lowerBound]) + "\n"
+    }
+
+    /// `IP[:PORT]`, an IPv6 address as `[IP]:PORT` (or alone, without the brackets).
     static func endpoint(_ s: String, flag: String, portRequired: Bool) throws -> (String, Int?) {
-        let parts = s.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count <= 2, IPAddress(parts[0])?.family == .ipv4 else { throw ValidationError("\(flag) \(s): an IPv4 address, with :PORT if wanted") }
+        var parts = s.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        if s.hasPrefix("["), let close = s.firstIndex(of: "]") {
+            let rest = s[s.index(after: close)...]
+            parts = [String(s[s.index(after: s.startIndex)..<close])] + (rest.hasPrefix(":") ? [String(rest.dropFirst())] : [])
+            guard rest.isEmpty || rest.hasPrefix(":") else { throw ValidationError("\(flag) \(s): [IPv6]:PORT") }
+        } else if parts.count > 2 {
+            parts = [s]
+        }
+        guard parts.count <= 2, IPAddress(parts[0]) != nil else {
+            throw ValidationError("\(flag) \(s): an IPv4 address, or an IPv6 one in brackets, with :PORT if wanted")
+        }
         guard parts.count == 2 else {
             if portRequired { throw ValidationError("\(flag) \(s): IP:PORT") }
             return (parts[0], nil)

@@ -285,7 +285,8 @@ struct Generator {
         let c = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\""
         guard let ips = opts.nodePortIPs else {
             var d = "-m addrtype --dst-type LOCAL"
-            if !opts.localhostNodePorts && opts.family == .ipv4 { d += " ! -d 127.0.0.0/8" }
+            // Localhost NodePorts never work on IPv6, and on IPv4 only with route_localnet (upstream's).
+            if opts.family == .ipv6 { d += " ! -d ::1/128" } else if !opts.localhostNodePorts { d += " ! -d 127.0.0.0/8" }
             return ["-A KUBE-SERVICES \(c) \(d) -j KUBE-NODEPORTS"]
         }
         return ips.filter { $0.family == opts.family && (!$0.isLoopback || opts.localhostNodePorts) }

@@ -40,7 +40,7 @@ extension ProxyMode {
             return v4 || v6 ? "the iptables mode's rules and chains" : nil
         },
         explain: { ruleset, query in try IPTablesProxier.explain(ruleset, query) },
-        liveRuleset: { try SystemIPTables().save(tables: ["filter", "nat"]) })
+        liveRuleset: { family in try SystemIPTables(ipv6: family == .ipv6).save(tables: ["filter", "nat"]) })
 }
 
 extension IPTablesProxier {

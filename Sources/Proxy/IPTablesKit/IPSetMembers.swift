@@ -75,7 +75,7 @@ public struct IPSetMembers: Sendable {
     public func contains(_ p: IPTablesWalk.Packet, _ flags: [Substring]) -> Bool {
         guard flags.count >= dimensions.count else { return false }
         var parts: [String] = []
-        var net: (index: Int, address: UInt32)?
+        var net: (index: Int, address: IPTablesWalk.Address)?
         for (k, d) in dimensions.enumerated() {
             let dst = flags[k] == "dst"
             switch d {
@@ -90,8 +90,7 @@ public struct IPSetMembers: Sendable {
         }
         guard let net else { return members.contains(parts.joined(separator: ",")) }
         for len in prefixes {
-            let mask: UInt32 = len == 0 ? 0 : ~UInt32(0) << (32 - len)
-            parts[net.index] = len == 32 ? IPTablesWalk.text(net.address) : "\(IPTablesWalk.text(net.address & mask))/\(len)"
+            parts[net.index] = len == 32 ? IPTablesWalk.text(net.address) : "\(IPTablesWalk.text(net.address.masked(net.address.mask(len))))/\(len)"
             if members.contains(parts.joined(separator: ",")) { return true }
         }
         return false

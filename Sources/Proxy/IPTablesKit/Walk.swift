@@ -5,8 +5,33 @@
 /// destination address and port their rules name, so a packet is matched against the few rules
 /// that can take it, in their order, not against every Service.
 public struct IPTablesWalk: Sendable {
+    /// An IPv4 or IPv6 address as a number (IPv4 in the low 32 bits); a walk takes one family,
+    /// as an `iptables-save` or an `ip6tables-save` holds one.
+    public struct Address: Hashable, Sendable, Comparable, CustomStringConvertible {
+        public var value: UInt128
+        public var v6: Bool
+        public init(v4: UInt32) { value = UInt128(v4); v6 = false }
+        public init(v6 value: UInt128) { self.value = value; v6 = true }
+        /// The loopback range: 127.0.0.0/8, or ::1.
+        public var isLoopback: Bool { v6 ? value == 1 : value >> 24 == 127 }
+        public static func < (a: Address, b: Address) -> Bool { (a.v6 ? 1 : 0, a.value) < (b.v6 ? 1 : 0, b.value) }
+        /// The address with the bits outside `mask` cleared.
+        public func masked(_ mask: UInt128) -> Address { var a = self; a.value &= mask; return a }
+        /// The mask of a prefix of `bits` for this family.
+        public func mask(_ bits: Int) -> UInt128 { IPTablesWalk.mask(bits, v6: v6) }
+        public var description: String { IPTablesWalk.text(self) }
+    }
+
+    /// A prefix of `bits` as a mask, 32 or 128 bits wide.
+    public static func mask(_ bits: Int, v6: Bool) -> UInt128 {
+        let width = v6 ? 128 : 32
+        guard bits > 0 else { return 0 }
+        let all: UInt128 = v6 ? ~0 : UInt128(UInt32.max)
+        return (all << UInt128(width - min(bits, width))) & all
+    }
+
     public struct Packet: Sendable {
-        public var source: UInt32, sourcePort: Int, destination: UInt32, port: Int, proto: String
+        public var source: Address, sourcePort: Int, destination: Address, port: Int, proto: String
         public var mark: UInt32 = 0
         /// conntrack's states for `--ctstate`: NEW, and DNAT once translated.
         public var states: Set<String> = ["NEW"]
@@ -14,8 +39,8 @@ public struct IPTablesWalk: Sendable {
         public var probability = 1.0
         public var hops: [(table: String, chain: String, rule: String)] = []
         /// Where it was sent, before any translation.
-        public let sentTo: (address: UInt32, port: Int)
-        public init(source: UInt32, sourcePort: Int, destination: UInt32, port: Int, proto: String) {
+        public let sentTo: (address: Address, port: Int)
+        public init(source: Address, sourcePort: Int, destination: Address, port: Int, proto: String) {
             self.source = source
             self.sourcePort = sourcePort
             self.destination = destination
@@ -48,16 +73,17 @@ public struct IPTablesWalk: Sendable {
             self.end = end
         }
 
-        /// Where a destination NAT sent the packet (`10.244.1.2:8080`), nil when it was not translated.
+        /// Where a destination NAT sent the packet (`10.244.1.2:8080`, `[fd00::2]:8080`), nil when it was not translated.
         public var translatedTo: String? {
-            packet.destination != packet.sentTo.address || packet.port != packet.sentTo.port
-                ? "\(IPTablesWalk.text(packet.destination)):\(packet.port)" : nil
+            guard packet.destination != packet.sentTo.address || packet.port != packet.sentTo.port else { return nil }
+            let a = IPTablesWalk.text(packet.destination)
+            return packet.destination.v6 ? "[\(a)]:\(packet.port)" : "\(a):\(packet.port)"
         }
     }
 
     /// Every way a new connection from `source` to `destination:port` can go through `ruleset`,
     /// the addresses given as text (`local`: the node's own).
-    /// - Throws: `ParseError` for a ruleset it cannot read or an address that is not IPv4.
+    /// - Throws: `ParseError` for a ruleset it cannot read or an address that is not one.
     public static func walk(_ ruleset: String, source: String, sourcePort: Int, destination: String, port: Int, proto: String,
                             fromNode: Bool, local: [String]) throws -> [Outcome] {
         let w: IPTablesWalk
@@ -66,12 +92,15 @@ public struct IPTablesWalk: Sendable {
     }
 
     /// The same through rules already read.
-    /// - Throws: `ParseError` for an address that is not IPv4.
+    /// - Throws: `ParseError` for an address that is not one, or addresses of two families.
     public func walk(source: String, sourcePort: Int, destination: String, port: Int, proto: String, fromNode: Bool, local: [String]) throws -> [Outcome] {
         var w = self
         w.local = Set(local.compactMap(Self.address))
         guard let src = Self.address(source), let dst = Self.address(destination) else {
-            throw ParseError(description: "explain takes IPv4 addresses here (\(source), \(destination))")
+            throw ParseError(description: "explain takes IPv4 or IPv6 addresses (\(source), \(destination))")
+        }
+        guard src.v6 == dst.v6 else {
+            throw ParseError(description: "the source \(source) and the destination \(destination) are of different families")
         }
         return w.walk(Packet(source: src, sourcePort: sourcePort, destination: dst, port: port, proto: proto), fromNode: fromNode)
     }
@@ -85,7 +114,7 @@ public struct IPTablesWalk: Sendable {
     }
 
     enum Match {
-        case source(UInt32, UInt32, Bool), destination(UInt32, UInt32, Bool), proto(String, Bool)
+        case source(Address, UInt128, Bool), destination(Address, UInt128, Bool), proto(String, Bool)
         case dport([Int], Bool), sport([Int], Bool), inInterface(String, Bool), outInterface(String, Bool)
         case addrType(dst: Bool, String, Bool), mark(UInt32, UInt32, Bool), state(Set<String>, Bool)
         case random(Double)
@@ -104,7 +133,7 @@ public struct IPTablesWalk: Sendable {
     struct Chain {
         var policy: String?
         var lines: [Range<Int>] = []
-        var byDestination: [UInt32: [Int]] = [:]
+        var byDestination: [Address: [Int]] = [:]
         var byPort: [Int: [Int]] = [:]
         var others: [Int] = []
     }
@@ -129,7 +158,7 @@ public struct IPTablesWalk: Sendable {
     /// Chains at least this long are indexed.
     static let indexFrom = 32
     /// Addresses `--dst-type LOCAL` and `--src-type LOCAL` take as the node's (127.0.0.0/8 always).
-    public var local: Set<UInt32> = []
+    public var local: Set<Address> = []
     /// Whether long chains are looked up by their index (off: every rule is tried, for the benchmark's baseline).
     public var indexed = true
     /// The ipsets `-m set` rules match on, by name (a set not here has no members).
@@ -255,8 +284,10 @@ public struct IPTablesWalk: Sendable {
         return c
     }
 
-    /// `a.b.c.d` read from bytes, and `a.b.c.d/32` when `hostMask`; nil for anything else (a wider range).
-    static func address(_ v: UnsafeBufferPointer<UInt8>, hostMask: Bool) -> UInt32? {
+    /// `a.b.c.d` (or an IPv6 address) read from bytes, and `a.b.c.d/32` (`…/128`) when
+    /// `hostMask`; nil for anything else (a wider range).
+    static func address(_ v: UnsafeBufferPointer<UInt8>, hostMask: Bool) -> Address? {
+        if v.contains(58) { return address6(v, hostMask: hostMask) }
         var value: UInt32 = 0, octet: UInt32 = 0, dots = 0, digits = 0, i = 0
         while i < v.count {
             let c = v[i]
@@ -276,7 +307,63 @@ public struct IPTablesWalk: Sendable {
             i += 1
         }
         guard dots == 3, digits > 0 else { return nil }
-        return value << 8 | octet
+        return Address(v4: value << 8 | octet)
+    }
+
+    /// An IPv6 address in any of its text forms (`::` once, an IPv4 tail), and `…/128` when `hostMask`.
+    static func address6(_ v: UnsafeBufferPointer<UInt8>, hostMask: Bool) -> Address? {
+        var end = v.count
+        if let slash = v.firstIndex(of: 47) {
+            guard hostMask, v.count - slash == 4, v[slash + 1] == 49, v[slash + 2] == 50, v[slash + 3] == 56 else { return nil }   // "/128"
+            end = slash
+        }
+        var head: [UInt16] = [], tail: [UInt16] = []
+        var gap = false
+        var i = 0
+        if end >= 2 && v[0] == 58 && v[1] == 58 { gap = true; i = 2 } else if end >= 1 && v[0] == 58 { return nil }
+        while i < end {
+            var group: UInt32 = 0, digits = 0
+            let start = i
+            while i < end, let d = hexDigit(v[i]) {
+                group = group << 4 | UInt32(d)
+                digits += 1
+                i += 1
+                guard digits <= 4 else { return nil }
+            }
+            if i < end && v[i] == 46 {   // an IPv4 tail: a.b.c.d as the last two groups
+                guard let four = address(UnsafeBufferPointer(rebasing: v[start..<end]), hostMask: false), !four.v6 else { return nil }
+                let x = UInt32(four.value)
+                if gap { tail += [UInt16(x >> 16), UInt16(x & 0xffff)] } else { head += [UInt16(x >> 16), UInt16(x & 0xffff)] }
+                i = end
+                break
+            }
+            guard digits > 0 else { return nil }
+            if gap { tail.append(UInt16(group)) } else { head.append(UInt16(group)) }
+            if i == end { break }
+            guard v[i] == 58 else { return nil }
+            i += 1
+            if i < end && v[i] == 58 {
+                guard !gap else { return nil }
+                gap = true
+                i += 1
+            } else if i == end {
+                return nil
+            }
+        }
+        let groups = head.count + tail.count
+        guard gap ? groups <= 7 : groups == 8 else { return nil }
+        var value: UInt128 = 0
+        for g in head + [UInt16](repeating: 0, count: 8 - groups) + tail { value = value << 16 | UInt128(g) }
+        return Address(v6: value)
+    }
+
+    static func hexDigit(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 48...57: c - 48
+        case 97...102: c - 87
+        case 65...70: c - 55
+        default: nil
+        }
     }
 
     /// The value of `option` in a line, unless the option is negated (`! -d …`).
@@ -341,26 +428,48 @@ public struct IPTablesWalk: Sendable {
         return out
     }
 
-    /// `a.b.c.d[/n]` as an address and mask.
-    public static func cidr(_ s: String) -> (UInt32, UInt32)? {
+    /// `a.b.c.d[/n]` (or an IPv6 prefix) as an address and mask.
+    public static func cidr(_ s: String) -> (Address, UInt128)? {
         let parts = s.split(separator: "/", maxSplits: 1)
         guard let a = address(String(parts[0])) else { return nil }
-        var bits = 32
+        let width = a.v6 ? 128 : 32
+        var bits = width
         if parts.count == 2 {
-            if let b = Int(parts[1]), (0...32).contains(b) { bits = b }
-            else if let m = address(String(parts[1])) { return (a & m, m) }
+            if let b = Int(parts[1]), (0...width).contains(b) { bits = b }
+            else if let m = address(String(parts[1])), m.v6 == a.v6 { return (a.masked(m.value), m.value) }
             else { return nil }
         }
-        let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
-        return (a & mask, mask)
+        let mask = a.mask(bits)
+        return (a.masked(mask), mask)
     }
 
-    public static func address(_ s: String) -> UInt32? {
+    public static func address(_ s: String) -> Address? {
         var s = s
         return s.withUTF8 { address($0, hostMask: false) }
     }
 
-    public static func text(_ a: UInt32) -> String { "\(a >> 24).\(a >> 16 & 255).\(a >> 8 & 255).\(a & 255)" }
+    /// The address as text: dotted for IPv4, RFC 5952's form for IPv6 (the longest run of zero
+    /// groups as `::`, lowercase hex).
+    public static func text(_ a: Address) -> String {
+        guard a.v6 else {
+            let v = UInt32(a.value)
+            return "\(v >> 24).\(v >> 16 & 255).\(v >> 8 & 255).\(v & 255)"
+        }
+        let groups = (0..<8).map { UInt16(truncatingIfNeeded: a.value >> UInt128(112 - 16 * $0)) }
+        var best = (start: -1, count: 0), run = (start: -1, count: 0)
+        for (k, g) in groups.enumerated() {
+            if g == 0 {
+                run = run.start < 0 ? (k, 1) : (run.start, run.count + 1)
+                if run.count > best.count { best = run }
+            } else {
+                run = (-1, 0)
+            }
+        }
+        let hex = groups.map { String($0, radix: 16) }
+        guard best.count >= 2 else { return hex.joined(separator: ":") }
+        let before = hex[..<best.start].joined(separator: ":"), after = hex[(best.start + best.count)...].joined(separator: ":")
+        return before + "::" + after
+    }
 
     static func number(_ s: String) -> UInt32? {
         s.hasPrefix("0x") ? UInt32(s.dropFirst(2), radix: 16) : UInt32(s)
@@ -446,8 +555,8 @@ public struct IPTablesWalk: Sendable {
         for m in r.matches {
             let ok: Bool
             switch m {
-            case .source(let a, let mask, let neg): ok = (p.source & mask == a) != neg
-            case .destination(let a, let mask, let neg): ok = (p.destination & mask == a) != neg
+            case .source(let a, let mask, let neg): ok = (p.source.masked(mask) == a) != neg
+            case .destination(let a, let mask, let neg): ok = (p.destination.masked(mask) == a) != neg
             case .proto(let pr, let neg): ok = (pr == "all" || pr == p.proto) != neg
             case .dport(let ps, let neg): ok = ps.contains(p.port) != neg
             case .sport(let ps, let neg): ok = ps.contains(p.sourcePort) != neg
@@ -470,9 +579,9 @@ public struct IPTablesWalk: Sendable {
         return chance.map { .random($0) } ?? .yes
     }
 
-    func isLoopback(_ a: UInt32) -> Bool { a >> 24 == 127 }
+    func isLoopback(_ a: Address) -> Bool { a.isLoopback }
     /// Whether `a` is the node's own (`--dst-type LOCAL`): loopback, or one of `local`.
-    public func isLocal(_ a: UInt32) -> Bool { isLoopback(a) || local.contains(a) }
+    public func isLocal(_ a: Address) -> Bool { a.isLoopback || local.contains(a) }
 
     /// The rules of a chain that can take `p`, in order.
     func candidates(_ c: Chain, _ p: Packet) -> [Int] {
@@ -524,16 +633,25 @@ public struct IPTablesWalk: Sendable {
         case "RETURN": return [Outcome(packet: p, end: .fallThrough)]
         case "DNAT":
             if let to = r.args["--to-destination"] {
-                let parts = to.split(separator: ":", maxSplits: 1)
-                if let a = Self.address(String(parts[0])) { p.destination = a }
-                if parts.count == 2, let port = Int(parts[1]) { p.port = port }
+                // a.b.c.d[:port], [v6][:port], or a bare IPv6 address.
+                var host = Substring(to), port: Substring?
+                if host.hasPrefix("["), let close = host.firstIndex(of: "]") {
+                    let after = host[host.index(after: close)...]
+                    port = after.hasPrefix(":") ? after.dropFirst() : nil
+                    host = host[host.index(after: host.startIndex)..<close]
+                } else if host.filter({ $0 == ":" }).count == 1, let colon = host.firstIndex(of: ":") {
+                    port = host[host.index(after: colon)...]
+                    host = host[..<colon]
+                }
+                if let a = Self.address(String(host)) { p.destination = a }
+                if let port, let n = Int(port) { p.port = n }
                 p.states.insert("DNAT")
             }
             return [Outcome(packet: p, end: .accept)]
         case "REDIRECT":
             // To the node itself, on the given port: loopback from the node, else the address it came to.
             if let to = r.args["--to-ports"], let port = Int(to.split(separator: "-")[0]) {
-                let loopback: UInt32 = 127 << 24 | 1
+                let loopback = p.destination.v6 ? Address(v6: 1) : Address(v4: 127 << 24 | 1)
                 if fromNode { p.destination = loopback } else if !isLocal(p.destination) { p.destination = local.sorted().first ?? loopback }
                 p.port = port
                 p.states.insert("DNAT")

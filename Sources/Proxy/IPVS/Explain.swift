@@ -136,6 +136,9 @@ public struct IPVSWalk: Sendable {
         guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
             throw ParseError(description: "explain takes IPv4 addresses here (\(q.source), \(q.destination))")
         }
+        guard !src.v6 && !dst.v6 else {
+            throw ParseError(description: "explain walks the ipvs mode's IPv4 rules only so far (\(q.source), \(q.destination))")
+        }
         w.local = Set((q.localAddresses + dummyAddresses).compactMap(IPTablesWalk.address))
         let start = [IPTablesWalk.Outcome(packet: IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto),
                                           end: .fallThrough)]

@@ -48,7 +48,7 @@ extension ProxyMode {
         },
         removeLeftovers: { scan in try await IPVSProxier.removeLeftovers(scan) },
         explain: { ruleset, query in try IPVSWalk.explain(ruleset, query) },
-        liveRuleset: { try IPVSWalk.live() })
+        liveRuleset: { _ in try IPVSWalk.live() })
 }
 
 extension IPVSOptions {

@@ -31,7 +31,7 @@ extension ProxyMode {
             return try p.removeLeftovers() ? "the nftables table ip kube-proxy" : nil
         },
         explain: { ruleset, query in try NFTablesProxier.explain(ruleset, query) },
-        liveRuleset: { try NFTablesProxier.listTable() })
+        liveRuleset: { _ in try NFTablesProxier.listTable() })
 }
 
 extension NFTablesProxier {

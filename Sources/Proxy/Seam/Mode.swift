@@ -41,7 +41,7 @@ public struct ProxyMode: Sendable {
     let header: @Sendable (String, String) -> RenderHeader
     let leftovers: @Sendable (LeftoverScan) async throws -> String?
     let explainer: (@Sendable (_ ruleset: String, _ query: ExplainQuery) throws -> PacketPath)?
-    let live: (@Sendable () throws -> String)?
+    let live: (@Sendable (IPFamily) throws -> String)?
 
     public init(name: String, summary: String, renderFormats: [String] = ["default"], renderExtension: String = "rules",
                 removalOrder: Int = 1, moreVariants: [Variant] = [], families: [IPFamily] = [.ipv4],
@@ -50,7 +50,7 @@ public struct ProxyMode: Sendable {
                 header: @escaping @Sendable (_ format: String, _ command: String) -> RenderHeader,
                 removeLeftovers: @escaping @Sendable (LeftoverScan) async throws -> String?,
                 explain: (@Sendable (_ ruleset: String, _ query: ExplainQuery) throws -> PacketPath)? = nil,
-                liveRuleset: (@Sendable () throws -> String)? = nil) {
+                liveRuleset: (@Sendable (_ family: IPFamily) throws -> String)? = nil) {
         self.name = name
         self.summary = summary
         self.renderFormats = renderFormats
@@ -76,10 +76,11 @@ public struct ProxyMode: Sendable {
         return try explainer(ruleset, query)
     }
 
-    /// What the kernel holds of this mode now, in the form `explain` reads.
-    public func liveRuleset() throws -> String {
+    /// What the kernel holds of this mode now, in the form `explain` reads, for `family`.
+    public func liveRuleset(family: IPFamily = .ipv4) throws -> String {
         guard let live else { throw ProxyConfigError("explain --live does not read the \(name) mode's rules yet") }
-        return try live()
+        guard families.contains(family) else { throw ProxyConfigError("the \(name) mode writes IPv4 rules only so far") }
+        return try live(family)
     }
 
     /// The backend of a running proxy, on the kernel's real interfaces.
