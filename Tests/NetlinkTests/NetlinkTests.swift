@@ -295,6 +295,48 @@ struct NetlinkKernelTests {
         #expect(try ct.delete(matching: ConntrackFilter(proto: 17, originalDestinationPort: 5353)) == 0)
     }
 
+    /// The same for IPv6 flows (a dual-stack proxy's IPv6 conntrack cleanup): listed with their
+    /// 16-byte tuples, the DNATed one deleted, `conntrack -L -f ipv6` agreeing.
+    @Test func conntrackListsAndDeletesIPv6Flows() throws {
+        let ns = "synl\(String(UInt32.random(in: 0...UInt32.max), radix: 16))s"
+        try Sh.must(["ip", "netns", "add", ns])
+        defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
+        try Sh.must(["ip", "-n", ns, "link", "set", "lo", "up"])
+        for a in ["fd00:77::1/128", "fd00:77::2/128"] { try Sh.must(["ip", "-n", ns, "-6", "addr", "add", a, "dev", "lo", "nodad"]) }
+        try Sh.must(["ip", "netns", "exec", ns, "nft", "-f", "-"], input: """
+            table ip6 t {
+                chain out {
+                    type nat hook output priority -100
+                    udp dport 5353 dnat to [fd00:77::2]:5354
+                }
+            }
+            """)
+        try inNamespace(ns) {
+            let fd = socket(AF_INET6, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(fd) }
+            for port in [5353, 6000] {
+                var a = sockaddr_in6()
+                a.sin6_family = sa_family_t(AF_INET6)
+                a.sin6_port = UInt16(port).bigEndian
+                inet_pton(AF_INET6, "fd00:77::1", &a.sin6_addr)
+                _ = withUnsafePointer(to: &a) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, "x", 1, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            }
+        }
+        let vip: [UInt8] = [0xfd, 0, 0, 0x77] + [UInt8](repeating: 0, count: 11) + [1]
+        let backend: [UInt8] = [0xfd, 0, 0, 0x77] + [UInt8](repeating: 0, count: 11) + [2]
+        let ct = try Conntrack(in: .named(ns))
+        #expect(try ct.entries().filter { $0.original.proto == 17 }.isEmpty, "IPv4's table has none of them")
+        let all = try ct.entries(ipv6: true).filter { $0.original.proto == 17 }
+        #expect(all.count == 2, "\(all)")
+        let natted = all.first { $0.original.destinationPort == 5353 }
+        #expect(natted?.original.destination == vip && natted?.reply.source == backend && natted?.reply.sourcePort == 5354, "\(String(describing: natted))")
+        let listed = try Sh.must(["ip", "netns", "exec", ns, "conntrack", "-L", "-f", "ipv6", "-p", "udp", "--orig-port-dst", "5353"])
+        #expect(listed.contains("dport=5353") && listed.contains("src=fd00:77::2"), "\(listed)")
+        let n = try ct.delete(matching: ConntrackFilter(proto: 17, originalDestination: vip, originalDestinationPort: 5353, natDestination: backend), ipv6: true)
+        #expect(n == 1)
+        #expect(try ct.entries(ipv6: true).filter { $0.original.proto == 17 }.map(\.original.destinationPort) == [6000])
+    }
+
     /// IPVS in a namespace, against `ipvsadm` (runs where the kernel has IPVS: the qemu guest here).
     @Test(.enabled(if: kernelHasIPVS, "no IPVS in this kernel: CNITests.GuestKernelTests runs this in qemu"))
     func ipvsServicesAndRealServersAgreeWithIpvsadm() throws {
