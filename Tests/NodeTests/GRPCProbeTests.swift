@@ -56,6 +56,7 @@ struct GRPCProbeTests {
         let start = ContinuousClock.now
         let closed = await GRPCHealth.check(host: "127.0.0.1", port: port, service: "", timeout: 1)
         #expect(!closed.ok && closed.message.hasPrefix("timeout: failed to connect service \"127.0.0.1:\(port)\" within 1s"), "\(closed.message)")
-        #expect(ContinuousClock.now - start < .seconds(10))
+        // Bounded (it does not hang), with room for a machine running the whole suite at once.
+        #expect(ContinuousClock.now - start < .seconds(30))
     }
 }
