@@ -369,23 +369,35 @@ actor Acks {
 
 @Suite("switchyard server durability")
 struct ServerDurabilityTests {
-    /// Starts `switchyard server` on a data dir; returns the process and its client.
+    /// Starts `switchyard server` on a data dir; returns the process and its client. A port
+    /// another test holds (a random one can be taken: the userspace proxies' ranges, clients'
+    /// ephemeral ports) makes the server exit at once: it is tried again on another port.
     static func start(_ dir: URL, port: Int) throws -> (Process, KubeClient) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try switchyardBinary())
-        p.arguments = ["server", "--data-dir", dir.path, "--port", String(port), "--log-level", "warning"]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try? FileManager.default.removeItem(at: dir.appendingPathComponent("kubeconfig"))
-        try p.run()
-        // Up to a minute: beside the whole suite a debug server's start takes seconds.
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline {
-            if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) { return (p, KubeClient(config: k)) }
-            usleep(50_000)
+        var lastError = ""
+        for attempt in 0..<5 {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: try switchyardBinary())
+            p.arguments = ["server", "--data-dir", dir.path, "--port", String(port + attempt * 97), "--log-level", "warning"]
+            let errors = Pipe()
+            p.standardOutput = FileHandle.nullDevice
+            p.standardError = errors
+            try? FileManager.default.removeItem(at: dir.appendingPathComponent("kubeconfig"))
+            try p.run()
+            // Up to a minute: beside the whole suite a debug server's start takes seconds.
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline && p.isRunning {
+                if let k = try? Kubeconfig.load(path: dir.appendingPathComponent("kubeconfig").path) {
+                    // Its later warnings go nowhere, as before (the pipe is not read again).
+                    errors.fileHandleForReading.readabilityHandler = { _ = $0.availableData }
+                    return (p, KubeClient(config: k))
+                }
+                usleep(50_000)
+            }
+            if p.isRunning { p.terminate() }
+            p.waitUntilExit()
+            lastError = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         }
-        p.terminate()
-        throw LabError("switchyard server did not start")
+        throw LabError("switchyard server did not start: \(lastError)")
     }
 
     /// Writes stream in while the server is killed with SIGKILL; after a restart on the same

@@ -226,11 +226,19 @@ struct ManifestWatcher: ServiceLifecycle.Service, CustomStringConvertible {
     private func load() async throws {
         var set = try loadManifests(paths, logger: logger)
         let feed = ManifestFeed(taking: &set, config: config)
-        // `apply` drains the slices: the runners before the last get them back whole.
-        let slices = runners.count > 1 ? feed.slices : []
-        for (i, r) in runners.enumerated() {
+        guard runners.count > 1 else {
+            await runners[0].update { feed.apply(to: &$0) }
+            return
+        }
+        // Each runner gets its family's slices (a tracker keeps no other), moved, not copied:
+        // `apply` drains them as it reads them.
+        var parts = runners.map { _ in [EndpointSlice]() }
+        while let s = feed.slices.popLast() {
+            if let k = runners.firstIndex(where: { $0.ipFamily.rawValue == s.addressType }) { parts[k].append(s) }
+        }
+        for (r, part) in zip(runners, parts) {
+            feed.slices = Array(part.reversed())
             await r.update { feed.apply(to: &$0) }
-            if i < runners.count - 1 { feed.slices = slices }
         }
     }
 

@@ -78,17 +78,27 @@ public struct APIWatcher: ServiceLifecycle.Service {
     /// Feeds one kind into the tracker: a relist replaces them all, an object that does not
     /// validate is taken out (as if deleted), a deletion deletes. Listed objects are decoded
     /// page by page as they arrive.
+    /// `family`: of an object a runner of one family alone keeps (an EndpointSlice's address
+    /// type); a relist gives each runner its family's objects, moved out of the listing, so that
+    /// no object is held twice. Without it every runner gets every object.
     func follow<T: Sendable>(_ path: String, decode: @escaping @Sendable (JSONValue) -> T?,
                              replace: @escaping @Sendable (inout ChangeTracker, Listing<T>) -> Void,
                              update: @escaping @Sendable (inout ChangeTracker, T) -> Void,
-                             delete: @escaping @Sendable (inout ChangeTracker, NamespacedName) -> Void) async {
+                             delete: @escaping @Sendable (inout ChangeTracker, NamespacedName) -> Void,
+                             family: (@Sendable (T) -> String)? = nil) async {
         await Informer(client: client, path: path, logger: logger).run(mapListed: decode, replace: { list in
             let ready = await listed.add(path)
-            // `replace` may drain the listing: the runners before the last get it back whole.
-            let items = runners.count > 1 ? list.items : []
-            for (i, r) in runners.enumerated() {
-                await r.update(initializing: ready) { replace(&$0, list) }
-                if i < runners.count - 1 { list.items = items }
+            if runners.count > 1, let family {
+                var parts = runners.map { _ in [T]() }
+                while let o = list.items.popLast() {
+                    if let k = runners.firstIndex(where: { $0.ipFamily.rawValue == family(o) }) { parts[k].append(o) }
+                }
+                for (r, part) in zip(runners, parts) {
+                    let mine = Listing(Array(part.reversed()))
+                    await r.update(initializing: ready) { replace(&$0, mine) }
+                }
+            } else {
+                for r in runners { await r.update(initializing: ready) { replace(&$0, list) } }
             }
             // The pages' parsed JSON and the decoded objects are gone: return their pages.
             ResidentMemory.releaseFreeHeapPages()
@@ -114,7 +124,7 @@ public struct APIWatcher: ServiceLifecycle.Service {
             }
             group.addTask {
                 await follow(Self.slicesPath, decode: slice, replace: { $0.replaceSlices(draining: &$1.items) },
-                             update: { $0.update(slice: $1) }, delete: { $0.delete(slice: $1) })
+                             update: { $0.update(slice: $1) }, delete: { $0.delete(slice: $1) }, family: { $0.addressType })
             }
             group.addTask {
                 // The cluster's ServiceCIDRs (upstream's kube-proxy follows them for the rule that

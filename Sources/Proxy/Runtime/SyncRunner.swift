@@ -51,7 +51,9 @@ actor Signal {
 /// `syncPeriod` whether the backend lost its state, and forcing a full resync hourly.
 public actor ProxyRunner: ServiceLifecycle.Service {
     private var tracker: ChangeTracker
-    /// The tracker's family, as /healthz and the logs name it.
+    /// The family this runner's tracker keeps (a dual-stack proxy has a runner per family).
+    public nonisolated let ipFamily: IPFamily
+    /// The same, as /healthz and the logs name it.
     private let family: String
     public let backend: any ProxyBackend
     public let metrics: ProxyMetrics
@@ -79,6 +81,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
                 syncPeriod: Duration = .seconds(30), fullResyncPeriod: Duration = .seconds(3600),
                 logger: Logger = Logger(label: "switchyard.proxy")) {
         self.tracker = tracker
+        ipFamily = tracker.family
         family = tracker.family.rawValue
         self.backend = backend
         self.metrics = metrics
