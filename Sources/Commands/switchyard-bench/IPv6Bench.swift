@@ -87,6 +87,15 @@ struct IPv6Bench: AsyncParsableCommand {
         return (services, eps)
     }
 
+    /// The iptables mode's options for one family's proxier: its pod CIDR, localhost NodePorts on IPv4 only.
+    static func options(_ family: IPFamily) -> IPTablesOptions {
+        var o = IPTablesOptions()
+        o.family = family
+        o.localhostNodePorts = family == .ipv4
+        o.localDetector = .cidrs([CIDR(family == .ipv4 ? "10.244.0.0/16" : "fd00:10:244::/56")!])
+        return o
+    }
+
     func ruleFigures(_ family: IPFamily) async throws -> RuleFigures {
         let (svcs, slices) = Self.objects(family, services: services, endpoints: endpoints)
         var tracker = ChangeTracker(family: family, node: NodeInfo(name: "node-a"))
@@ -94,10 +103,7 @@ struct IPv6Bench: AsyncParsableCommand {
         for s in slices { tracker.update(slice: s) }
         let (snap, _) = tracker.snapshot()
         precondition(snap.servicePorts.count == services, "every Service of \(family) in the snapshot")
-        var opts = IPTablesOptions()
-        opts.family = family
-        opts.localhostNodePorts = family == .ipv4
-        opts.localDetector = .cidrs([CIDR(family == .ipv4 ? "10.244.0.0/16" : "fd00:10:244::/56")!])
+        let opts = Self.options(family)
         let renderer = IPTablesProxier(ipt: FakeIPTables(), options: opts)
         var renderTimes: [Double] = []
         for _ in 0..<3 {
@@ -155,8 +161,7 @@ struct IPv6Bench: AsyncParsableCommand {
 
         var figures: [IPFamily: UserspaceBench.Figures] = [:]
         var direct: [IPFamily: Double] = [:]
-        for (family, bulk, echoIP, pod, cidr) in [(IPFamily.ipv4, "10.96.0.20", "10.96.0.21", pod4, "10.244.0.0/16"),
-                                                  (.ipv6, "fd00:10:96::20", "fd00:10:96::21", pod6, "fd00:10:244::/56")] {
+        for (family, bulk, echoIP, pod) in [(IPFamily.ipv4, "10.96.0.20", "10.96.0.21", pod4), (.ipv6, "fd00:10:96::20", "fd00:10:96::21", pod6)] {
             var tracker = ChangeTracker(family: family, node: NodeInfo(name: "node-a"))
             for (name, ip, port) in [("bulk", bulk, 5201), ("echo", echoIP, 9090)] {
                 tracker.update(service: Service(metadata: ObjectMeta(name: name, namespace: "default"),
@@ -167,10 +172,7 @@ struct IPv6Bench: AsyncParsableCommand {
                     endpoints: [Endpoint(addresses: [pod], conditions: EndpointConditions(ready: true), nodeName: "node-a")],
                     ports: [EndpointPort(protocol: "TCP", port: port)]))
             }
-            var o = IPTablesOptions()
-            o.family = family
-            o.localhostNodePorts = family == .ipv4
-            o.localDetector = .cidrs([CIDR(cidr)!])
+            let o = Self.options(family)
             let proxier = IPTablesProxier(ipt: SystemIPTables(runner: CommandRunner(netns: lab.node), ipv6: family == .ipv6), options: o)
             _ = try await proxier.sync(SyncRequest(snapshot: tracker.snapshot().0, changedServices: nil))
             // A first connection proves the path before anything is timed.

@@ -232,12 +232,8 @@ struct ManifestWatcher: ServiceLifecycle.Service, CustomStringConvertible {
         }
         // Each runner gets its family's slices (a tracker keeps no other), moved, not copied:
         // `apply` drains them as it reads them.
-        var parts = runners.map { _ in [EndpointSlice]() }
-        while let s = feed.slices.popLast() {
-            if let k = runners.firstIndex(where: { $0.ipFamily.rawValue == s.addressType }) { parts[k].append(s) }
-        }
-        for (r, part) in zip(runners, parts) {
-            feed.slices = Array(part.reversed())
+        for (r, part) in zip(runners, ProxyRunner.split(&feed.slices, among: runners, family: \.addressType)) {
+            feed.slices = part
             await r.update { feed.apply(to: &$0) }
         }
     }

@@ -563,7 +563,7 @@ public struct IPTablesWalk: Sendable {
             case .inInterface(let name, let neg):
                 // Arriving packets come in on an outside interface; the node's own have none.
                 ok = (!fromNode && name != "lo" && !name.hasPrefix("kube-")) != neg
-            case .outInterface(let name, let neg): ok = ((name == "lo") == isLoopback(p.destination)) != neg
+            case .outInterface(let name, let neg): ok = ((name == "lo") == p.destination.isLoopback) != neg
             case .addrType(let dst, let type, let neg):
                 let a = dst ? p.destination : p.source
                 ok = (type == "LOCAL" ? isLocal(a) : false) != neg
@@ -579,7 +579,6 @@ public struct IPTablesWalk: Sendable {
         return chance.map { .random($0) } ?? .yes
     }
 
-    func isLoopback(_ a: Address) -> Bool { a.isLoopback }
     /// Whether `a` is the node's own (`--dst-type LOCAL`): loopback, or one of `local`.
     public func isLocal(_ a: Address) -> Bool { a.isLoopback || local.contains(a) }
 

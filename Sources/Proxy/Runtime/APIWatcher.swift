@@ -89,12 +89,8 @@ public struct APIWatcher: ServiceLifecycle.Service {
         await Informer(client: client, path: path, logger: logger).run(mapListed: decode, replace: { list in
             let ready = await listed.add(path)
             if runners.count > 1, let family {
-                var parts = runners.map { _ in [T]() }
-                while let o = list.items.popLast() {
-                    if let k = runners.firstIndex(where: { $0.ipFamily.rawValue == family(o) }) { parts[k].append(o) }
-                }
-                for (r, part) in zip(runners, parts) {
-                    let mine = Listing(Array(part.reversed()))
+                for (r, part) in zip(runners, ProxyRunner.split(&list.items, among: runners, family: family)) {
+                    let mine = Listing(part)
                     await r.update(initializing: ready) { replace(&$0, mine) }
                 }
             } else {

@@ -54,7 +54,7 @@ public actor ProxyRunner: ServiceLifecycle.Service {
     /// The family this runner's tracker keeps (a dual-stack proxy has a runner per family).
     public nonisolated let ipFamily: IPFamily
     /// The same, as /healthz and the logs name it.
-    private let family: String
+    private var family: String { ipFamily.rawValue }
     public let backend: any ProxyBackend
     public let metrics: ProxyMetrics
     public let health: HealthState
@@ -82,7 +82,6 @@ public actor ProxyRunner: ServiceLifecycle.Service {
                 logger: Logger = Logger(label: "switchyard.proxy")) {
         self.tracker = tracker
         ipFamily = tracker.family
-        family = tracker.family.rawValue
         self.backend = backend
         self.metrics = metrics
         self.health = health
@@ -236,6 +235,19 @@ public actor ProxyRunner: ServiceLifecycle.Service {
         let ready = syncWaiters.filter { $0.0 <= syncCount }
         syncWaiters.removeAll { $0.0 <= syncCount }
         for (_, c) in ready { c.resume() }
+    }
+}
+
+extension ProxyRunner {
+    /// `items` moved into one list per runner, each holding the items of that runner's family
+    /// (`family` says an item's; items of no runner's family are dropped), in their order: a
+    /// dual-stack proxy's relist gives each tracker only what it keeps, and holds nothing twice.
+    public static func split<T>(_ items: inout [T], among runners: [ProxyRunner], family: (T) -> String) -> [[T]] {
+        var parts = runners.map { _ in [T]() }
+        while let o = items.popLast() {
+            if let k = runners.firstIndex(where: { $0.ipFamily.rawValue == family(o) }) { parts[k].append(o) }
+        }
+        return parts.map { Array($0.reversed()) }
     }
 }
 
