@@ -2,8 +2,9 @@ import Foundation
 import NetnsKit
 import Testing
 
-/// A dual-stack Service in the iptables mode, in the kernel: `render` prints the IPv4 and IPv6
-/// rulesets, `iptables-restore` and `ip6tables-restore` load them in a node namespace, and one pod
+/// A dual-stack Service in the iptables and nftables modes, in the kernel: `render` prints the IPv4
+/// and IPv6 rulesets, `iptables-restore` and `ip6tables-restore` (or `nft -f`) load them in a node
+/// namespace, and one pod
 /// (an address of each family) answers on the ClusterIP of each family and on the NodePort at the
 /// node's address of each family; a downgrade to single-stack leaves the IPv6 rules without
 /// the Service and the IPv4 rules as they were.
@@ -114,7 +115,8 @@ struct DualStackLabTests {
         try body(node, ask)
     }
 
-    @Test func aDualStackServiceAnswersOnBothFamilies() throws {
+    @Test(arguments: ["iptables", "nftables"])
+    func aDualStackServiceAnswersOnBothFamilies(mode: String) throws {
         let bin = try switchyardBinary()
         let dir = try tempDir("dual-lab")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -122,20 +124,26 @@ struct DualStackLabTests {
             func render(dual: Bool) throws -> (v4: String, v6: String) {
                 let file = dir.appendingPathComponent("m.yaml").path
                 try Self.manifest(dual: dual).write(toFile: file, atomically: true, encoding: .utf8)
-                let r = try Sh.run([bin, "render", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+                let r = try Sh.run([bin, "render", "--proxy-mode", mode, "--hostname-override", "node-a",
                                     "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "-f", file])
                 #expect(r.status == 0, "\(r.err)")
                 return Self.split(r.out)
             }
             func load(_ rules: (v4: String, v6: String)) throws {
-                for (tool, text) in [("iptables-restore", rules.v4), ("ip6tables-restore", rules.v6)] {
-                    let f = dir.appendingPathComponent(tool).path
+                for (i, text) in [rules.v4, rules.v6].enumerated() {
+                    let f = dir.appendingPathComponent("part\(i)").path
                     try text.write(toFile: f, atomically: true, encoding: .utf8)
-                    try Sh.must(["sh", "-c", "ip netns exec \(node) \(tool) --noflush < \(f)"])
+                    let load = mode == "nftables" ? "nft -f \(f)" : "\(i == 0 ? "iptables-restore" : "ip6tables-restore") --noflush < \(f)"
+                    try Sh.must(["sh", "-c", "ip netns exec \(node) \(load)"])
                 }
             }
             let dual = try render(dual: true)
-            #expect(dual.v6.contains("-d fd00:10:96::10") && !dual.v4.contains("fd00:") && !dual.v6.contains("127.0.0.0/8"), "\(dual.v6)")
+            if mode == "nftables" {
+                #expect(dual.v6.contains("add table ip6 kube-proxy") && dual.v6.contains("add element ip6 kube-proxy cluster-ips { fd00:10:96::20, fd00:10:96::10 }")
+                        && dual.v6.contains("ip6 daddr != ::1") && !dual.v4.contains("fd00:") && !dual.v6.contains("127.0.0.0/8"), "\(dual.v6)")
+            } else {
+                #expect(dual.v6.contains("-d fd00:10:96::10") && !dual.v4.contains("fd00:") && !dual.v6.contains("127.0.0.0/8"), "\(dual.v6)")
+            }
             try load(dual)
             #expect(try ask("10.96.0.10", 80) == "pod 10.244.1.2")
             #expect(try ask("fd00:10:96::10", 80) == "pod fd00:10:244:1::2")
@@ -156,18 +164,19 @@ struct DualStackLabTests {
         }
     }
 
-    /// `switchyard proxy` in the iptables mode runs a proxier per family on a node with IPv6 (as
-    /// upstream's kube-proxy): a dual-stack Service answers on both ClusterIPs and NodePorts, each
-    /// family's sync is in /metrics under its `ip_family`, a downgrade to single-stack takes the
-    /// IPv6 rules away and leaves IPv4 answering, and `--cleanup` removes the ip6tables chains too.
-    @Test func theProxyRunsAProxierPerFamily() throws {
+    /// `switchyard proxy` in the iptables and nftables modes runs a proxier per family on a node with
+    /// IPv6 (as upstream's kube-proxy): a dual-stack Service answers on both ClusterIPs and NodePorts,
+    /// each family's sync is in /metrics under its `ip_family`, a downgrade to single-stack takes the
+    /// IPv6 rules away and leaves IPv4 answering, and `--cleanup` removes the IPv6 rules too.
+    @Test(arguments: ["iptables", "nftables"])
+    func theProxyRunsAProxierPerFamily(mode: String) throws {
         let bin = try switchyardBinary()
         let dir = try tempDir("dual-proxy")
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("m.yaml").path
         try Self.manifest(dual: true).write(toFile: file, atomically: true, encoding: .utf8)
         try Self.withLab("dp") { node, ask in
-            let proxy = try Started(netns: node, [bin, "proxy", "--proxy-mode", "iptables", "--hostname-override", "node-a",
+            let proxy = try Started(netns: node, [bin, "proxy", "--proxy-mode", mode, "--hostname-override", "node-a",
                                                   "--cluster-cidr", "10.244.0.0/16,fd00:10:244::/56", "--manifests", file,
                                                   "--healthz-bind-address", "127.0.0.1:10256", "--metrics-bind-address", "127.0.0.1:10249"])
             defer { _ = proxy.stop() }
@@ -192,8 +201,14 @@ struct DualStackLabTests {
             let health = try Sh.must(["ip", "netns", "exec", node, "curl", "-s", "http://127.0.0.1:10256/healthz"])
             #expect(health.contains(#""healthy": true"#) && health.contains(#""status": {"IPv4": {"#) && health.contains(#", "IPv6": {"#), "\(health)")
             // Upstream's IPv6 rules: no localhost NodePorts, no route_localnet guard.
-            let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
-            #expect(v6.contains("-d fd00:10:96::10/128") && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
+            if mode == "nftables" {
+                let v6 = try Sh.must(["ip", "netns", "exec", node, "nft", "list", "table", "ip6", "kube-proxy"])
+                #expect(v6.contains("fd00:10:96::10 . tcp . 80 : goto service-") && v6.contains("ip6 daddr != ::1")
+                        && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
+            } else {
+                let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
+                #expect(v6.contains("-d fd00:10:96::10/128") && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
+            }
 
             try Self.manifest(dual: false).write(toFile: file, atomically: true, encoding: .utf8)
             #expect(try eventually { try ask("fd00:10:96::10", 80).hasPrefix("failed") }, "\(proxy.output)")
@@ -202,7 +217,10 @@ struct DualStackLabTests {
             #expect(proxy.stop() != nil)
 
             let cleanup = try Sh.run(["ip", "netns", "exec", node, bin, "proxy", "--cleanup"])
-            #expect(cleanup.status == 0 && cleanup.err.contains("removed the iptables mode's rules and chains"), "\(cleanup.err)")
+            let removed = mode == "nftables" ? "removed the nftables table ip kube-proxy and ip6 kube-proxy" : "removed the iptables mode's rules and chains"
+            #expect(cleanup.status == 0 && cleanup.err.contains(removed), "\(cleanup.err)")
+            let tables = try Sh.must(["ip", "netns", "exec", node, "nft", "list", "tables"])
+            #expect(!tables.contains("kube-proxy"), "\(tables)")
             // Everything but kubelet's KUBE-FIREWALL, which kube-proxy creates and never deletes.
             for tool in ["iptables-save", "ip6tables-save"] {
                 let left = try Sh.must(["ip", "netns", "exec", node, tool]).split(separator: "\n")
@@ -243,7 +261,9 @@ struct DualStackLabTests {
         let mixed = try explain(["-f", file, "--src", "10.244.2.5", "--dst", "[fd00:10:96::10]:80"])
         #expect(mixed.status == 64 && mixed.err.contains("are of different families"), "\(mixed.err)")
         let nft = try Sh.run([bin, "explain", "--proxy-mode", "nftables"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
-        #expect(nft.status == 64 && nft.err.contains("the nftables mode writes IPv4 rules only so far"), "\(nft.err)")
+        #expect(nft.status != 0 && nft.err.contains("explain walks the nftables mode's table ip kube-proxy only so far"), "\(nft.err)")
+        let ipvs = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
+        #expect(ipvs.status == 64 && ipvs.err.contains("the ipvs mode writes IPv4 rules only so far"), "\(ipvs.err)")
     }
 
     /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing
@@ -263,9 +283,12 @@ struct DualStackLabTests {
         #expect(v6.status == 0 && v6.out.contains("-d fd00:10:96::10") && !v6.out.contains("-d 10.96.0.10"), "\(v6.err)")
         let dual = try render(["--proxy-mode", "iptables", "--ip-family", "dual"])
         #expect(dual.out == (try render(["--proxy-mode", "iptables"])).out && dual.out.contains("# IPv4:") && dual.out.contains("# IPv6:"))
-        let refused = try render(["--proxy-mode", "nftables", "--ip-family", "ipv6"])
-        #expect(refused.status == 64 && refused.out.isEmpty && refused.err.contains("the nftables mode writes IPv4 rules only so far"), "\(refused.err)")
-        let auto = try render(["--proxy-mode", "nftables"])
+        let nft = try render(["--proxy-mode", "nftables", "--ip-family", "ipv6"])
+        #expect(nft.status == 0 && nft.out.contains("add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n") && !nft.out.contains("add table ip kube-proxy"),
+                "\(nft.err)")
+        let refused = try render(["--proxy-mode", "ipvs", "--ip-family", "ipv6"])
+        #expect(refused.status == 64 && refused.out.isEmpty && refused.err.contains("the ipvs mode writes IPv4 rules only so far"), "\(refused.err)")
+        let auto = try render(["--proxy-mode", "ipvs"])
         #expect(auto.status == 0 && !auto.out.contains("fd00:10:96") && auto.err.contains("IPv6 addresses are left out"), "\(auto.err)")
         #expect(try render(["--proxy-mode", "iptables", "--ip-family", "ipv5"]).status == 64)
         #expect(try Sh.run([bin, "render", "--cluster-cidr", "10.244.0.0/16,10.245.0.0/16", "-f", file]).err.contains("two of different families"))

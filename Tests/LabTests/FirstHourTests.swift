@@ -270,7 +270,7 @@ struct FirstHourTests {
         _ = try run("nftables")
         #expect(try Sh.must(["ip", "netns", "exec", ns.name, "nft", "list", "tables"]).contains("kube-proxy"))
         var out = try run("userspace")
-        #expect(out.contains("removed the nftables table ip kube-proxy, left by an earlier proxy in the nftables mode"), "\(out)")
+        #expect(out.contains("removed the nftables table ip kube-proxy and ip6 kube-proxy, left by an earlier proxy in the nftables mode"), "\(out)")
         #expect(!(try Sh.must(["ip", "netns", "exec", ns.name, "nft", "list", "tables"])).contains("kube-proxy"))
         out = try run("iptables")
         #expect(out.contains("removed the userspace mode's portal chains"), "\(out)")

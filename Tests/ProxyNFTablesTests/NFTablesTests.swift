@@ -158,9 +158,9 @@ func oneElementPerLine(_ l: String) -> [String] {
         let markSet = Rule([.markIsSet(0x4000)]).compile(&namer).exprs
         #expect(markSet == [.meta(key: 3, dreg: 1), .bitwise(sreg: 1, dreg: 1, mask: [0, 0x40, 0, 0], xor: [0, 0, 0, 0]),
                             .cmp(sreg: 1, op: 1, data: [0, 0, 0, 0])])
-        let (dn, dnSets) = Rule([.dnatNumgenMap(.tcp, [Destination(ip: 0x0ab4_0004, port: 80), Destination(ip: 0x0ab4_0005, port: 80)])]).compile(&namer)
+        let (dn, dnSets) = Rule([.dnatNumgenMap(.tcp, [Destination(ip: .ip(0x0ab4_0004), port: 80), Destination(ip: .ip(0x0ab4_0005), port: 80)])]).compile(&namer)
         #expect(dn.count == 5 && dn[2] == .numgen(dreg: 1, modulus: 2, type: 1))
-        #expect(dn[4] == .nat(type: 1, addrReg: 1, protoReg: 9, flags: 0))
+        #expect(dn[4] == .nat(type: 1, family: 2 /* NFPROTO_IPV4 */, addrReg: 1, protoReg: 9, flags: 0))
         #expect(dnSets.count == 1 && dnSets[0].data?.type == 461 && dnSets[0].data?.length == 8)
         #expect(dnSets[0].data?.values == [[10, 180, 0, 4, 0, 80, 0, 0], [10, 180, 0, 5, 0, 80, 0, 0]])
         let (ng, sets) = Rule([.numgenVmap(["a", "b"])]).compile(&namer)
@@ -170,6 +170,39 @@ func oneElementPerLine(_ l: String) -> [String] {
         let iv = intervalElements([CIDR("203.0.113.0/25")!, CIDR("1.2.3.4/32")!, CIDR("1.2.3.5/32")!])
         #expect(iv.map(\.key) == [[0, 0, 0, 0], [1, 2, 3, 4], [1, 2, 3, 6], [203, 0, 113, 0], [203, 0, 113, 128]])
         #expect(iv.map(\.flags) == [1, 0, 1, 0, 1])
+    }
+
+    /// The `ip6 kube-proxy` table's statements, as `nft --debug=netlink` lays them out for an ip6
+    /// table: 16-byte addresses at IPv6's offsets, concatenations after the four registers an
+    /// address takes, DNAT with the IPv6 family and ICMPv6 port unreachable.
+    @Test func ipv6StatementsCompileAsNftDoes() {
+        var namer = AnonNamer()
+        let six = IPField.daddr(.ipv6)
+        let host = Rule([.addr(six, negate: true, CIDR("::1/128")!)]).compile(&namer, family: .ipv6).exprs
+        #expect(host == [.payload(base: 1, offset: 24, len: 16, dreg: 1), .cmp(sreg: 1, op: 1, data: [UInt8](repeating: 0, count: 15) + [1])])
+        #expect(Rule([.addr(six, negate: true, CIDR("::1/128")!)]).text == "ip6 daddr != ::1")
+        let net = Rule([.addr(.saddr(.ipv6), negate: false, CIDR("fd00:10::/60")!)]).compile(&namer, family: .ipv6).exprs
+        #expect(net[0] == .payload(base: 1, offset: 8, len: 16, dreg: 1))
+        if case let .bitwise(_, _, mask, _) = net[1] { #expect(mask == [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0] + [UInt8](repeating: 0, count: 8)) }
+        let vmap = Rule([.vmap([.ip6Daddr, .l4proto, .thDport], set: "service-ips")]).compile(&namer, family: .ipv6).exprs
+        #expect(vmap == [.payload(base: 1, offset: 24, len: 16, dreg: 1), .meta(key: 16, dreg: 12),
+                         .payload(base: 2, offset: 2, len: 2, dreg: 13),
+                         .lookup(sreg: 1, set: "service-ips", setID: 0, dreg: 0, invert: false)])
+        let ep = KeyValue(IPAddress("fd00:10:180::1")!)
+        #expect(ep.text == "fd00:10:180::1" && ep.bytes.count == 16 && ep.family == .ipv6)
+        let dnat = Rule([.dnat(.tcp, ep, 80)])
+        #expect(dnat.text == "meta l4proto tcp dnat to [fd00:10:180::1]:80")
+        #expect(dnat.compile(&namer, family: .ipv6).exprs.last == .nat(type: 1, family: 10 /* NFPROTO_IPV6 */, addrReg: 1, protoReg: 2, flags: 2 /* NF_NAT_RANGE_PROTO_SPECIFIED */))
+        let (dn, sets) = Rule([.dnatNumgenMap(.tcp, [Destination(ip: ep, port: 80)])]).compile(&namer, family: .ipv6)
+        #expect(Rule([.dnatNumgenMap(.tcp, [Destination(ip: ep, port: 80)])]).text
+                    == "meta l4proto tcp dnat ip6 addr . port to numgen random mod 1 map { 0 : fd00:10:180::1 . 80 }")
+        #expect(sets[0].data?.type == 525 && sets[0].data?.length == 20 && sets[0].data?.values[0].count == 20)
+        #expect(dn.last == .nat(type: 1, family: 10, addrReg: 1, protoReg: 12, flags: 0))
+        #expect(Rule([.reject]).compile(&namer, family: .ipv6).exprs == [.reject(type: 0, code: 4)])
+        // An IPv6 interval set: start and the address after the end, no end past the last address.
+        let iv = intervalElements([CIDR("fd00:10:96::/112")!, CIDR("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fff0/124")!])
+        #expect(iv.map(\.flags) == [1, 0, 1, 0])
+        #expect(iv[2].key == IPAddress("fd00:10:96::1:0")!.bytes)
     }
 }
 

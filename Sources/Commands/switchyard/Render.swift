@@ -79,7 +79,8 @@ struct Render: AsyncParsableCommand {
         for (i, family) in families.enumerated() {
             let renderer = renderers[i], snap = snaps[i]
             if families.count > 1 || family == .ipv6 {
-                print(RenderHeader.comments(["\(family == .ipv4 ? "IPv4" : "IPv6"): \(family == .ipv4 ? "the IPv4 family's rules" : "the IPv6 family's rules, for the IPv6 tools (ip6tables-restore --noflush)")"]),
+                let v6 = mode.name == "iptables" ? "the IPv6 family's rules, for the IPv6 tools (ip6tables-restore --noflush)" : "the IPv6 family's rules"
+                print(RenderHeader.comments(["\(family == .ipv4 ? "IPv4" : "IPv6"): \(family == .ipv4 ? "the IPv4 family's rules" : v6)"]),
                       terminator: "")
             }
             print(renderer.render(snap), terminator: "")

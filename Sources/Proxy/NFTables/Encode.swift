@@ -1,20 +1,23 @@
 import CMnl
 import CNftnl
+import KubeAPI
 
 /// Message builders for the objects of one table. Each call appends one message
 /// to the batch; nothing is sent until the batch is committed.
 struct TableWriter {
     let batch: Batch
     let table: String
+    /// The table's family: `ip` or `ip6`.
+    var family: IPFamily = .ipv4
 
     private static let create = Int32(NLM_F_CREATE)
 
     func addTable(comment: String?) {
-        batch.add(UInt32(NFT_MSG_NEWTABLE.rawValue), flags: Self.create, label: "add table ip \(table)") { nlh in
+        batch.add(UInt32(NFT_MSG_NEWTABLE.rawValue), flags: Self.create, label: "add table \(family.nftPrefix) \(table)") { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table)
-            nftnl_table_set_u32(t, UInt16(NFTNL_TABLE_FAMILY.rawValue), UInt32(NFPROTO_IPV4))
+            nftnl_table_set_u32(t, UInt16(NFTNL_TABLE_FAMILY.rawValue), family.nfproto)
             if let comment {
                 let ud = udataString(UInt8(NFTNL_UDATA_TABLE_COMMENT.rawValue), comment)
                 ud.withUnsafeBytes { _ = nftnl_table_set_data(t, UInt16(NFTNL_TABLE_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
@@ -24,7 +27,7 @@ struct TableWriter {
     }
 
     func deleteTable() {
-        batch.add(UInt32(NFT_MSG_DELTABLE.rawValue), flags: 0, label: "delete table ip \(table)") { nlh in
+        batch.add(UInt32(NFT_MSG_DELTABLE.rawValue), flags: 0, label: "delete table \(family.nftPrefix) \(table)") { nlh in
             let t = nftnl_table_alloc()!
             defer { nftnl_table_free(t) }
             nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table)
@@ -44,7 +47,7 @@ struct TableWriter {
     }
 
     func addChain(_ chain: Chain) {
-        batch.add(UInt32(NFT_MSG_NEWCHAIN.rawValue), flags: Self.create, label: "add chain ip \(table) \(chain.name)",
+        batch.add(UInt32(NFT_MSG_NEWCHAIN.rawValue), flags: Self.create, label: "add chain \(family.nftPrefix) \(table) \(chain.name)",
                   withChain(chain.name) { c in
             if let b = chain.base {
                 nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), b.hook.number)
@@ -60,7 +63,7 @@ struct TableWriter {
     }
 
     func flushChain(_ name: String) {
-        batch.add(UInt32(NFT_MSG_DELRULE.rawValue), flags: 0, label: "flush chain ip \(table) \(name)") { nlh in
+        batch.add(UInt32(NFT_MSG_DELRULE.rawValue), flags: 0, label: "flush chain \(family.nftPrefix) \(table) \(name)") { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }
             nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
@@ -70,15 +73,15 @@ struct TableWriter {
     }
 
     func deleteChain(_ name: String) {
-        batch.add(UInt32(NFT_MSG_DELCHAIN.rawValue), flags: 0, label: "delete chain ip \(table) \(name)", withChain(name) { _ in })
+        batch.add(UInt32(NFT_MSG_DELCHAIN.rawValue), flags: 0, label: "delete chain \(family.nftPrefix) \(table) \(name)", withChain(name) { _ in })
     }
 
     /// Appends `rule` to `chain`, creating the anonymous sets it needs first.
     func addRule(_ chain: String, _ rule: Rule, namer: inout AnonNamer) {
-        let (exprs, sets) = rule.compile(&namer)
+        let (exprs, sets) = rule.compile(&namer, family: family)
         for s in sets { addAnonSet(s) }
         batch.add(UInt32(NFT_MSG_NEWRULE.rawValue), flags: Int32(NLM_F_CREATE | NLM_F_APPEND),
-                  label: "add rule ip \(table) \(chain) \(rule.text)") { nlh in
+                  label: "add rule \(family.nftPrefix) \(table) \(chain) \(rule.text)") { nlh in
             let r = nftnl_rule_alloc()!
             defer { nftnl_rule_free(r) }
             nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
@@ -95,7 +98,7 @@ struct TableWriter {
         let s = nftnl_set_alloc()!
         nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
         nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
-        nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFPROTO_IPV4))
+        nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), family.nfproto)
         return s
     }
 
@@ -127,7 +130,7 @@ struct TableWriter {
             let s = nftnl_set_alloc()!
             defer { nftnl_set_free(s) }
             nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
-            nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFPROTO_IPV4))
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), family.nfproto)
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), a.id)
             for (i, el) in a.elements.enumerated() {
                 let e = nftnl_set_elem_alloc()!
@@ -149,7 +152,7 @@ struct TableWriter {
     }
 
     func addSet(_ d: SetDef) {
-        batch.add(UInt32(NFT_MSG_NEWSET.rawValue), flags: Self.create, label: "add set ip \(table) \(d.name)") { nlh in
+        batch.add(UInt32(NFT_MSG_NEWSET.rawValue), flags: Self.create, label: "add set \(family.nftPrefix) \(table) \(d.name)") { nlh in
             let s = newSet(d.name)
             defer { nftnl_set_free(s) }
             // The kernel requires an ID on every new set (rules in the batch may refer to it by ID).
@@ -186,14 +189,14 @@ struct TableWriter {
     /// What one element may take in a message: attribute headers, key, verdict and
     /// chain name, comment. Generous, so the real size stays below the estimate.
     static func estimatedSize(_ e: Element) -> Int {
-        64 + e.key.count * 8 + (e.data?.count ?? 0) * 8 + (e.verdict?.chain?.utf8.count ?? 0) + (e.comment?.utf8.count ?? 0)
+        64 + e.key.reduce(0) { $0 + ($1.family == .ipv6 ? 20 : 8) } + (e.data?.reduce(0) { $0 + ($1.family == .ipv6 ? 20 : 8) } ?? 0) + (e.verdict?.chain?.utf8.count ?? 0) + (e.comment?.utf8.count ?? 0)
     }
 
     /// Bytes of elements per message, under the 65535 a nested attribute's length holds.
     static let elementListLimit = 60_000
 
     func deleteSet(_ name: String) {
-        batch.add(UInt32(NFT_MSG_DELSET.rawValue), flags: 0, label: "delete set ip \(table) \(name)") { nlh in
+        batch.add(UInt32(NFT_MSG_DELSET.rawValue), flags: 0, label: "delete set \(family.nftPrefix) \(table) \(name)") { nlh in
             let s = newSet(name)
             defer { nftnl_set_free(s) }
             nftnl_set_nlmsg_build_payload(nlh, s)
@@ -201,7 +204,7 @@ struct TableWriter {
     }
 
     func flushSet(_ name: String) {
-        batch.add(UInt32(NFT_MSG_DELSETELEM.rawValue), flags: 0, label: "flush set ip \(table) \(name)") { nlh in
+        batch.add(UInt32(NFT_MSG_DELSETELEM.rawValue), flags: 0, label: "flush set \(family.nftPrefix) \(table) \(name)") { nlh in
             let s = newSet(name)
             defer { nftnl_set_free(s) }
             nftnl_set_elems_nlmsg_build_payload(nlh, s)
@@ -225,7 +228,7 @@ struct TableWriter {
             i = end
             let type = add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM
             batch.add(UInt32(type.rawValue), flags: add ? Self.create : 0,
-                      label: "\(add ? "add" : "delete") element ip \(table) \(name) { \(part.first!.text)\(part.count > 1 ? ", …" : "") }") { nlh in
+                      label: "\(add ? "add" : "delete") element \(family.nftPrefix) \(table) \(name) { \(part.first!.text)\(part.count > 1 ? ", …" : "") }") { nlh in
                 let s = newSet(name)
                 defer { nftnl_set_free(s) }
                 for el in part {

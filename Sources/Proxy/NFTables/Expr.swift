@@ -21,7 +21,7 @@ enum Expr: Equatable, Sendable {
     case lookup(sreg: UInt32, set: String, setID: UInt32, dreg: UInt32?, invert: Bool)
     case verdict(code: Int32, chain: String?)
     case immediate(dreg: UInt32, data: [UInt8])
-    case nat(type: UInt32, addrReg: UInt32, protoReg: UInt32?, flags: UInt32)
+    case nat(type: UInt32, family: UInt32, addrReg: UInt32, protoReg: UInt32?, flags: UInt32)
     case masq(flags: UInt32)
     case reject(type: UInt32, code: UInt8)
     case fib(flags: UInt32, result: UInt32, dreg: UInt32)
@@ -92,10 +92,10 @@ enum Expr: Equatable, Sendable {
             u32(e, NFTNL_EXPR_IMM_DREG, dreg)
             bytes(e, NFTNL_EXPR_IMM_DATA, data)
             return e
-        case let .nat(type, addrReg, protoReg, flags):
+        case let .nat(type, family, addrReg, protoReg, flags):
             let e = new("nat")
             u32(e, NFTNL_EXPR_NAT_TYPE, type)
-            u32(e, NFTNL_EXPR_NAT_FAMILY, UInt32(NFPROTO_IPV4))
+            u32(e, NFTNL_EXPR_NAT_FAMILY, family)
             u32(e, NFTNL_EXPR_NAT_REG_ADDR_MIN, addrReg)
             if let protoReg { u32(e, NFTNL_EXPR_NAT_REG_PROTO_MIN, protoReg) }
             if flags != 0 { u32(e, NFTNL_EXPR_NAT_FLAGS, flags) }

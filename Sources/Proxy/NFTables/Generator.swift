@@ -155,19 +155,24 @@ public struct NFTablesOptions: Sendable {
         case .none: return nil
         case .cidrs(let c):
             guard !c.isEmpty else { return nil }
-            return c.count == 1 ? .addr(.saddr, negate: negate, c[0]) : .addrInList(.saddr, negate: negate, c)
+            let saddr = IPField.saddr(common.family)
+            return c.count == 1 ? .addr(saddr, negate: negate, c[0]) : .addrInList(saddr, negate: negate, c)
         case .bridgeInterface(let b): return negate ? .iifnameNot(b) : .iifname(b)
         case .interfaceNamePrefix(let p): return negate ? .iifnameNot(p + "*") : .iifname(p + "*")
         }
     }
 }
 
-/// Generates kube-proxy's `ip kube-proxy` table. Pure: no I/O.
+/// Generates kube-proxy's `ip kube-proxy` table, or for the IPv6 family `ip6 kube-proxy`.
+/// Pure: no I/O.
 struct Generator {
     let opts: NFTablesOptions
 
-    private static let ipProtoPort: [SetDef.KeyType] = [.ipv4Addr, .inetProto, .inetService]
+    private var family: IPFamily { opts.family }
+    private var ipProtoPort: [SetDef.KeyType] { [family.addrType, .inetProto, .inetService] }
     private static let protoPort: [SetDef.KeyType] = [.inetProto, .inetService]
+    /// The maps layout is written for IPv4; an IPv6 table is laid out as upstream's.
+    private var mapsLayout: Bool { opts.layout == .maps && family == .ipv4 }
 
     // MARK: fixed objects
 
@@ -179,45 +184,48 @@ struct Generator {
         }
         let ctNew = Stmt.ctStateNew
         func jump(_ c: String) -> Stmt { .verdict(.jump(c)) }
+        let addr = family.addrType
+        let daddr = IPField.daddr(family)
+        let vip: [KeyPart] = [.daddr(family), .l4proto, .thDport]
         f.sets = [
-            SetDef(name: Names.clusterIPs, key: [.ipv4Addr], isVerdictMap: false, comment: "Active ClusterIPs"),
-            SetDef(name: Names.nodePortIPs, key: [.ipv4Addr], isVerdictMap: false, comment: "IPs that accept NodePort traffic"),
-            SetDef(name: Names.noEndpointServices, key: Self.ipProtoPort, isVerdictMap: true,
+            SetDef(name: Names.clusterIPs, key: [addr], isVerdictMap: false, comment: "Active ClusterIPs"),
+            SetDef(name: Names.nodePortIPs, key: [addr], isVerdictMap: false, comment: "IPs that accept NodePort traffic"),
+            SetDef(name: Names.noEndpointServices, key: ipProtoPort, isVerdictMap: true,
                    comment: "vmap to drop or reject packets to services with no endpoints"),
             SetDef(name: Names.noEndpointNodePorts, key: Self.protoPort, isVerdictMap: true,
                    comment: "vmap to drop or reject packets to service nodeports with no endpoints"),
-            SetDef(name: Names.firewallIPs, key: Self.ipProtoPort, isVerdictMap: true,
+            SetDef(name: Names.firewallIPs, key: ipProtoPort, isVerdictMap: true,
                    comment: "destinations that are subject to LoadBalancerSourceRanges"),
-            SetDef(name: Names.serviceIPs, key: Self.ipProtoPort, isVerdictMap: true,
+            SetDef(name: Names.serviceIPs, key: ipProtoPort, isVerdictMap: true,
                    comment: "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
             SetDef(name: Names.serviceNodePorts, key: Self.protoPort, isVerdictMap: true, comment: "NodePort traffic"),
-            SetDef(name: Names.hairpinConnections, key: [.ipv4Addr, .ipv4Addr, .inetProto, .inetService], isVerdictMap: false,
+            SetDef(name: Names.hairpinConnections, key: [addr, addr, .inetProto, .inetService], isVerdictMap: false,
                    comment: "service hairpin connections"),
         ]
         // NodePorts: on the configured addresses, or every local address but loopback.
-        let loopback = Stmt.addr(.daddr, negate: true, CIDR("127.0.0.0/8")!)
+        let loopback = Stmt.addr(daddr, negate: true, family == .ipv4 ? CIDR("127.0.0.0/8")! : CIDR("::1/128")!)
         let nodePortMatch: [Stmt], nodePortCheckMatch: [Stmt]
         if let ips = opts.nodePortIPs {
-            nodePortMatch = [.addrInSet(.daddr, negate: false, set: Names.nodePortIPs)]
+            nodePortMatch = [.addrInSet(daddr, negate: false, set: Names.nodePortIPs)]
             nodePortCheckMatch = nodePortMatch
-            for ip in ips where ip.family == .ipv4 && !ip.isLoopback {
-                f.elements.append(SetElement(set: Names.nodePortIPs, element: Element(key: [.ip(ip.ipv4Value!)])))
+            for ip in ips where ip.family == family && !ip.isLoopback {
+                f.elements.append(SetElement(set: Names.nodePortIPs, element: Element(key: [KeyValue(ip)])))
             }
         } else {
             f.sets.removeAll { $0.name == Names.nodePortIPs }
             nodePortMatch = [.fibLocal(.daddr), loopback]
             nodePortCheckMatch = [loopback]
         }
-        var clusterIPsCheck = [Rule([.addrInSet(.daddr, negate: false, set: Names.clusterIPs), .reject],
+        var clusterIPsCheck = [Rule([.addrInSet(daddr, negate: false, set: Names.clusterIPs), .reject],
                                     comment: "Reject traffic to invalid ports of ClusterIPs")]
-        let cidrs = serviceCIDRs.filter { $0.family == .ipv4 }
+        let cidrs = serviceCIDRs.filter { $0.family == family }
         if !cidrs.isEmpty {
-            clusterIPsCheck.append(Rule([.addrInList(.daddr, negate: false, cidrs), .verdict(.drop)],
+            clusterIPsCheck.append(Rule([.addrInList(daddr, negate: false, cidrs), .verdict(.drop)],
                                         comment: "Drop traffic to unallocated ClusterIPs"))
         }
         // ClusterIP traffic from outside the cluster is masqueraded, for every ClusterIP at
         // once (upstream since v1.36; before, a rule in each service chain).
-        let clusterIPs = Stmt.addrInSet(.daddr, negate: false, set: Names.clusterIPs)
+        let clusterIPs = Stmt.addrInSet(daddr, negate: false, set: Names.clusterIPs)
         var clusterIPMasquerade: [Rule] = []
         if opts.masqueradeAll {
             clusterIPMasquerade = [Rule([clusterIPs, .markSetOr(mark)], comment: "masquerade all clusterIP traffic")]
@@ -230,15 +238,15 @@ struct Generator {
             Chain(Names.nodePortEndpointsCheck, rules: [
                 Rule(nodePortCheckMatch + [.vmap([.l4proto, .thDport], set: Names.noEndpointNodePorts)])]),
             Chain(Names.serviceEndpointsCheck, rules: [
-                Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.noEndpointServices)])]),
+                Rule([.vmap(vip, set: Names.noEndpointServices)])]),
             Chain(Names.firewallCheck, rules: [
-                Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.firewallIPs)])]),
+                Rule([.vmap(vip, set: Names.firewallIPs)])]),
             Chain(Names.services, rules: clusterIPMasquerade + [
-                Rule([.vmap([.ipDaddr, .l4proto, .thDport], set: Names.serviceIPs)]),
+                Rule([.vmap(vip, set: Names.serviceIPs)]),
                 Rule(nodePortMatch + [.vmap([.l4proto, .thDport], set: Names.serviceNodePorts)])]),
             Chain(Names.masquerading, rules: [
                 Rule([.markIsSet(mark), .markSetXor(mark), .masquerade(fullyRandom: true)]),
-                Rule([.ctStatusDNAT, .inConcatSet([.ipSaddr, .ipDaddr, .l4proto, .thDport], set: Names.hairpinConnections),
+                Rule([.ctStatusDNAT, .inConcatSet([.saddr(family), .daddr(family), .l4proto, .thDport], set: Names.hairpinConnections),
                       .masquerade(fullyRandom: true)])]),
             Chain(Names.clusterIPsCheck, rules: clusterIPsCheck),
             Chain(Names.rejectChain, comment: "helper for @no-endpoint-services / @no-endpoint-nodeports",
@@ -258,7 +266,7 @@ struct Generator {
             base(Names.natOutput, .nat, .output, -100, [Rule([jump(Names.services)])]),
             base(Names.natPostrouting, .nat, .postrouting, 100, [Rule([jump(Names.masquerading)])]),
         ]
-        if opts.layout == .maps { addMapsLayout(&f) }
+        if mapsLayout { addMapsLayout(&f) }
         return f
     }
 
@@ -306,7 +314,7 @@ struct Generator {
 
     /// Whether the maps layout takes this Service port.
     func usesMaps(_ info: ServicePortInfo, clusterEndpoints: Int) -> Bool {
-        opts.layout == .maps && !info.sessionAffinityClientIP && !info.externalPolicyLocal && !info.internalPolicyLocal
+        mapsLayout && !info.sessionAffinityClientIP && !info.externalPolicyLocal && !info.internalPolicyLocal
             && !(!info.loadBalancerVIPs.isEmpty && !info.loadBalancerSourceRanges.isEmpty)
             && (1...Self.maxMapEndpoints).contains(clusterEndpoints)
     }
@@ -358,7 +366,7 @@ struct Generator {
             let se = SetElement(set: set, element: e)
             if seen.insert(se).inserted { o.elements.append(se) }
         }
-        guard let cip = info.clusterIP.ipv4Value else { return }
+        guard let cip = KeyValue.address(info.clusterIP, family) else { return }
         let n = ServiceNames(info)
         let name = n.nameString
         let proto = info.proto
@@ -411,8 +419,8 @@ struct Generator {
         if usesFW && hasEndpoints { declare(n.firewall) }
 
         // ClusterIP.
-        let key: [KeyValue] = [.ip(cip), .proto(proto), .port(port)]
-        element(Names.clusterIPs, Element(key: [.ip(cip)]))
+        let key: [KeyValue] = [cip, .proto(proto), .port(port)]
+        element(Names.clusterIPs, Element(key: [cip]))
         if hasInternal {
             element(Names.serviceIPs, Element(key: key, verdict: .goto(internalChain)))
         } else {
@@ -420,23 +428,23 @@ struct Generator {
         }
         // External IPs.
         for eip in info.externalIPs {
-            guard let v = eip.ipv4Value else { continue }
-            let k: [KeyValue] = [.ip(v), .proto(proto), .port(port)]
+            guard let v = KeyValue.address(eip, family) else { continue }
+            let k: [KeyValue] = [v, .proto(proto), .port(port)]
             if hasEndpoints { element(Names.serviceIPs, Element(key: k, verdict: .goto(externalTrafficChain))) }
             if !hasExternal { element(Names.noEndpointServices, Element(key: k, verdict: externalVerdict, comment: name)) }
         }
         // Load balancer IPs.
         for lb in info.loadBalancerVIPs {
-            guard let v = lb.ipv4Value else { continue }
-            let k: [KeyValue] = [.ip(v), .proto(proto), .port(port)]
+            guard let v = KeyValue.address(lb, family) else { continue }
+            let k: [KeyValue] = [v, .proto(proto), .port(port)]
             if hasEndpoints { element(Names.serviceIPs, Element(key: k, verdict: .goto(externalTrafficChain))) }
             if usesFW && hasEndpoints { element(Names.firewallIPs, Element(key: k, verdict: .goto(n.firewall))) }
         }
         if !hasExternal {
             for lb in info.loadBalancerVIPs {
-                guard let v = lb.ipv4Value else { continue }
+                guard let v = KeyValue.address(lb, family) else { continue }
                 element(Names.noEndpointServices,
-                        Element(key: [.ip(v), .proto(proto), .port(port)], verdict: externalVerdict, comment: name))
+                        Element(key: [v, .proto(proto), .port(port)], verdict: externalVerdict, comment: name))
             }
         }
         // Node port.
@@ -466,16 +474,16 @@ struct Generator {
         }
         // Firewall for loadBalancerSourceRanges.
         if usesFW && hasEndpoints {
-            var sources = info.loadBalancerSourceRanges.map(\.network)
+            var sources = info.loadBalancerSourceRanges.filter { $0.family == family }.map(\.network)
             if let nip = opts.nodeIP, info.loadBalancerSourceRanges.contains(where: { $0.contains(nip) }) {
-                sources += info.loadBalancerVIPs.filter { $0.family == .ipv4 }.map { CIDR(address: $0, prefixLength: 32) }
+                sources += info.loadBalancerVIPs.filter { $0.family == family }.map { CIDR(address: $0, prefixLength: family.bits) }
             }
-            rule(n.firewall, Rule([.addrInList(.saddr, negate: true, sources), .verdict(.drop)]))
+            rule(n.firewall, Rule([.addrInList(.saddr(family), negate: true, sources), .verdict(.drop)]))
         }
         // Affinity sets.
         if info.sessionAffinityClientIP {
             for ep in cat.allReachable {
-                o.sets.append(SetDef(name: "affinity-" + base(ep), key: [.ipv4Addr],
+                o.sets.append(SetDef(name: "affinity-" + base(ep), key: [family.addrType],
                                      isVerdictMap: false, timeoutSeconds: info.stickyMaxAgeSeconds))
             }
         }
@@ -484,7 +492,7 @@ struct Generator {
             if info.sessionAffinityClientIP {
                 for ep in eps {
                     let b = base(ep)
-                    rule(chain, Rule([.addrInSet(.saddr, negate: false, set: "affinity-" + b),
+                    rule(chain, Rule([.addrInSet(.saddr(family), negate: false, set: "affinity-" + b),
                                       .verdict(.goto("endpoint-" + b))]))
                 }
             }
@@ -492,7 +500,7 @@ struct Generator {
             if info.sessionAffinityClientIP {
                 rule(chain, Rule([.numgenVmap(eps.map { "endpoint-" + base($0) })]))
             } else {
-                let dests = eps.compactMap { ep in IPAddress(ep.ip)?.ipv4Value.map { Destination(ip: $0, port: ep.port) } }
+                let dests = eps.compactMap { ep in KeyValue.address(ep.ip, family).map { Destination(ip: $0, port: ep.port) } }
                 if !dests.isEmpty { rule(chain, Rule([.dnatNumgenMap(proto, dests)])) }
             }
         }
@@ -500,16 +508,16 @@ struct Generator {
         if usesLocalChain { toEndpoints(n.local, cat.local) }
         // Endpoint chains.
         for ep in cat.allReachable where info.sessionAffinityClientIP {
-            guard let v = IPAddress(ep.ip)?.ipv4Value else { continue }
+            guard let v = KeyValue.address(ep.ip, family) else { continue }
             let b = base(ep)
             let chain = "endpoint-" + b
-            rule(chain, Rule([.updateSet("affinity-" + b, .ipSaddr)]))
+            rule(chain, Rule([.updateSet("affinity-" + b, .saddr(family))]))
             rule(chain, Rule([.dnat(proto, v, ep.port)]))
         }
         // Hairpin: a local endpoint that reaches itself through the Service is masqueraded.
         for ep in cat.allReachable where ep.isLocal {
-            guard let v = IPAddress(ep.ip)?.ipv4Value else { continue }
-            o.shared.append(SetElement(set: Names.hairpinConnections, element: Element(key: [.ip(v), .ip(v), .proto(proto), .port(ep.port)])))
+            guard let v = KeyValue.address(ep.ip, family) else { continue }
+            o.shared.append(SetElement(set: Names.hairpinConnections, element: Element(key: [v, v, .proto(proto), .port(ep.port)])))
         }
         for c in order { o.chains.append(chains[c]!) }
     }

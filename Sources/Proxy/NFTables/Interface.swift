@@ -17,9 +17,14 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
     /// transactions of at most this many.
     public var maxMessagesPerTransaction = 20_000
 
-    /// Opens a socket in the network namespace at `netns` (nil: this process's).
-    public init(netns: String? = nil) throws {
+    /// The table's family: `ip kube-proxy` or, for a dual-stack node's IPv6 proxier, `ip6 kube-proxy`.
+    public let family: IPFamily
+
+    /// Opens a socket in the network namespace at `netns` (nil: this process's), for the
+    /// table of `family`.
+    public init(netns: String? = nil, family: IPFamily = .ipv4) throws {
         socket = try NFTSocket(netns: netns)
+        self.family = family
     }
 
     func readTable() throws -> KernelTable? {
@@ -27,7 +32,7 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
             guard try tableExists() else { return nil }
             var k = KernelTable()
             try socket.dump({ buf, seq in
-                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETCHAIN.rawValue), UInt16(NFPROTO_IPV4), UInt16(NLM_F_DUMP), seq)!
+                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETCHAIN.rawValue), UInt16(family.nfproto), UInt16(NLM_F_DUMP), seq)!
                 let c = nftnl_chain_alloc()!
                 nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), Names.table)
                 nftnl_chain_nlmsg_build_payload(nlh, c)
@@ -40,7 +45,7 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
                 k.chains.insert(String(cString: nftnl_chain_get_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue))))
             })
             try socket.dump({ buf, seq in
-                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETSET.rawValue), UInt16(NFPROTO_IPV4), UInt16(NLM_F_DUMP), seq)!
+                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETSET.rawValue), UInt16(family.nfproto), UInt16(NLM_F_DUMP), seq)!
                 let s = nftnl_set_alloc()!
                 nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), Names.table)
                 nftnl_set_nlmsg_build_payload(nlh, s)
@@ -68,7 +73,7 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
         var found = false
         do {
             try socket.dump({ buf, seq in
-                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETTABLE.rawValue), UInt16(NFPROTO_IPV4), UInt16(NLM_F_ACK), seq)!
+                let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETTABLE.rawValue), UInt16(family.nfproto), UInt16(NLM_F_ACK), seq)!
                 let t = nftnl_table_alloc()!
                 nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), Names.table)
                 nftnl_table_nlmsg_build_payload(nlh, t)
@@ -89,7 +94,7 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
                 var n = 0
                 do {
                     try socket.dump({ buf, seq in
-                        let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETRULE.rawValue), UInt16(NFPROTO_IPV4), UInt16(NLM_F_DUMP), seq)!
+                        let nlh = nftnl_nlmsg_build_hdr(buf, UInt16(NFT_MSG_GETRULE.rawValue), UInt16(family.nfproto), UInt16(NLM_F_DUMP), seq)!
                         let r = nftnl_rule_alloc()!
                         nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), Names.table)
                         nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
@@ -113,8 +118,8 @@ public final class SystemNFTables: NFTablesInterface, @unchecked Sendable {
                 defer {
                     lastTransactionSeconds.append((ContinuousClock.now - started).seconds)
                 }
-                let batch = Batch(socket: socket)
-                let w = TableWriter(batch: batch, table: Names.table)
+                let batch = Batch(socket: socket, family: family)
+                let w = TableWriter(batch: batch, table: Names.table, family: family)
                 for op in ops { write(op, w) }
                 batch.finish()
                 lastTransactionMessages = batch.messages

@@ -9,35 +9,61 @@ extension ProxyMode {
         summary: "the nftables table ip kube-proxy (sets and verdict maps), written as libnftnl batches over netlink",
         renderExtension: "nft",
         moreVariants: [Variant(name: "nftables-maps", arguments: ["--proxy-mode", "nftables", "--nftables-layout", "maps"])],
+        families: [.ipv4, .ipv6],
         backend: { config, env in
-            NFTablesProxier(nft: try SystemNFTables(), options: try NFTablesOptions.resolve(config, local: env.localAddresses),
+            // The table ip6 kube-proxy for the IPv6 proxier of a dual-stack node.
+            NFTablesProxier(nft: try SystemNFTables(family: config.ipFamily),
+                            options: try NFTablesOptions.resolve(config, local: env.localAddresses),
                             conntrack: env.conntrack, logger: env.logger)
         },
         renderer: { config, _ in
-            NFTablesProxier(fake: FakeNFTables(), options: try NFTablesOptions.resolve(config, local: nil))
+            NFTablesRender(proxier: NFTablesProxier(fake: FakeNFTables(), options: try NFTablesOptions.resolve(config, local: nil)),
+                           family: config.ipFamily)
         },
         header: { _, command in
-            // The two statements after the comments make the load idempotent: the table is
-            // created if missing and deleted, then written whole, in one transaction.
+            // Each family's part opens with two statements that make its load idempotent: the
+            // table is created if missing and deleted, then written whole, in one transaction.
             RenderHeader(text: RenderHeader.comments([
-                "\(command): the table ip kube-proxy as a full sync writes it, for nft -f.",
+                "\(command): the table ip kube-proxy (and, for IPv6, ip6 kube-proxy) as a full sync writes it, for nft -f.",
                 "Load it with:  nft -f FILE",
-                "It replaces the table whole in one transaction (the next two lines create it if",
+                "It replaces the table whole in one transaction (its first two lines create it if",
                 "missing and delete it), so loading it again is harmless.",
-            ]) + "add table ip kube-proxy\ndelete table ip kube-proxy\n")
+            ]))
         },
         removeLeftovers: { _ in
-            let p = NFTablesProxier(nft: try SystemNFTables(), options: NFTablesOptions())
-            return try p.removeLeftovers() ? "the nftables table ip kube-proxy" : nil
+            var removed: [String] = []
+            for family in [IPFamily.ipv4, .ipv6] where family == .ipv4 || FileManager.default.fileExists(atPath: "/proc/net/if_inet6") {
+                var o = NFTablesOptions()
+                o.common.family = family
+                let p = NFTablesProxier(nft: try SystemNFTables(family: family), options: o)
+                if try p.removeLeftovers() { removed.append("\(family.nftPrefix) kube-proxy") }
+            }
+            return removed.isEmpty ? nil : "the nftables table " + removed.joined(separator: " and ")
         },
         explain: { ruleset, query in try NFTablesProxier.explain(ruleset, query) },
-        liveRuleset: { _ in try NFTablesProxier.listTable() })
+        liveRuleset: { family in try NFTablesProxier.listTable(family) })
+}
+
+/// What `render` prints for one family: the full sync's script, opened by two statements that
+/// make loading it idempotent (the table is created if missing and deleted, then written whole,
+/// in one transaction).
+struct NFTablesRender: ProxyRenderer {
+    let proxier: NFTablesProxier
+    let family: IPFamily
+
+    func render(_ snapshot: ProxySnapshot) -> String {
+        let t = "\(family.nftPrefix) \(Names.table)"
+        return proxier.render(snapshot, preamble: "add table \(t)\ndelete table \(t)\n")
+    }
 }
 
 extension NFTablesProxier {
     /// A packet through the nftables mode's table (`switchyard explain`), from a render or a
     /// full sync's script, or from the table as `nft list` prints it.
     static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
+        if q.destination.contains(":") {
+            throw ProxyConfigError("explain walks the nftables mode's table ip kube-proxy only so far, not ip6 kube-proxy: ask for an IPv4 address")
+        }
         let walked: [NFTWalk.Outcome]
         do {
             let listed = !ruleset.contains("add rule ") && ruleset.contains("table ip ")
@@ -52,14 +78,14 @@ extension NFTablesProxier {
         return PacketPath(query: q, mode: "nftables", outcomes: outcomes)
     }
 
-    /// The kernel's table ip kube-proxy, as `nft list table ip kube-proxy` prints it.
-    static func listTable() throws -> String {
+    /// The kernel's table ip (or ip6) kube-proxy, as `nft list table ip kube-proxy` prints it.
+    static func listTable(_ family: IPFamily = .ipv4) throws -> String {
         guard let nft = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
             throw ProxyConfigError("--live needs the nft command (Debian's nftables package)")
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: nft)
-        p.arguments = ["list", "table", "ip", Names.table]
+        p.arguments = ["list", "table", family.nftPrefix, Names.table]
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
@@ -68,7 +94,7 @@ extension NFTablesProxier {
         let message = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            throw ProxyConfigError("nft list table ip \(Names.table): \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
+            throw ProxyConfigError("nft list table \(family.nftPrefix) \(Names.table): \(String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return String(decoding: text, as: UTF8.self)
     }
@@ -83,7 +109,7 @@ extension NFTablesOptions {
             throw ProxyConfigError("--nftables-layout must be one of: \(NFTablesLayout.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         var ips = config.nodePortIPs(local: local)
-        if ips == nil && !config.nodeIPs.isEmpty { ips = config.nodeIPs.filter { $0.family == .ipv4 } }
+        if ips == nil && !config.nodeIPs.isEmpty { ips = config.nodeIPs.filter { $0.family == config.ipFamily } }
         var o = NFTablesOptions(config, nodePortIPs: ips)
         o.layout = layout
         return o

@@ -3,39 +3,97 @@ import CNftnl
 import KubeAPI
 import ProxySeam
 
-/// An IPv4 header field a rule matches on.
-enum IPField: String, Hashable, Sendable {
-    case saddr, daddr
-    var offset: UInt32 { self == .saddr ? 12 : 16 }
+/// An address field of the network header a rule matches on: IPv4's (`ip saddr`) or
+/// IPv6's (`ip6 saddr`).
+struct IPField: Hashable, Sendable {
+    enum Part: String, Sendable { case saddr, daddr }
+    var part: Part
+    var family: IPFamily
+
+    static let saddr = IPField(part: .saddr, family: .ipv4)
+    static let daddr = IPField(part: .daddr, family: .ipv4)
+    static func saddr(_ f: IPFamily) -> IPField { IPField(part: .saddr, family: f) }
+    static func daddr(_ f: IPFamily) -> IPField { IPField(part: .daddr, family: f) }
+
+    var rawValue: String { part.rawValue }
+    /// `ip saddr`, `ip6 daddr`.
+    var text: String { "\(family.nftPrefix) \(part.rawValue)" }
+    var offset: UInt32 {
+        switch (family, part) {
+        case (.ipv4, .saddr): return 12
+        case (.ipv4, .daddr): return 16
+        case (.ipv6, .saddr): return 8
+        case (.ipv6, .daddr): return 24
+        }
+    }
+    var length: UInt32 { family == .ipv4 ? 4 : 16 }
+}
+
+extension IPFamily {
+    /// nft's protocol word and table family: `ip` or `ip6`.
+    var nftPrefix: String { self == .ipv4 ? "ip" : "ip6" }
+    /// nft's address type: `ipv4_addr` or `ipv6_addr`.
+    var addrType: SetDef.KeyType { self == .ipv4 ? .ipv4Addr : .ipv6Addr }
+    /// The netfilter protocol family (`NFPROTO_IPV4`, `NFPROTO_IPV6`).
+    var nfproto: UInt32 { self == .ipv4 ? UInt32(NFPROTO_IPV4) : UInt32(NFPROTO_IPV6) }
+    /// The full prefix length of an address.
+    var bits: Int { self == .ipv4 ? 32 : 128 }
 }
 
 /// A part of a concatenated set key.
 enum KeyPart: Hashable, Sendable {
     case ipDaddr, ipSaddr, l4proto, thDport
+    /// `ip6 daddr`, `ip6 saddr`.
+    case ip6Daddr, ip6Saddr
+
+    static func daddr(_ f: IPFamily) -> KeyPart { f == .ipv4 ? .ipDaddr : .ip6Daddr }
+    static func saddr(_ f: IPFamily) -> KeyPart { f == .ipv4 ? .ipSaddr : .ip6Saddr }
 
     var text: String {
         switch self {
         case .ipDaddr: return "ip daddr"
         case .ipSaddr: return "ip saddr"
+        case .ip6Daddr: return "ip6 daddr"
+        case .ip6Saddr: return "ip6 saddr"
         case .l4proto: return "meta l4proto"
         case .thDport: return "th dport"
         }
     }
 
+    /// The 32-bit registers this part takes in a concatenation.
+    var registers: Int { self == .ip6Daddr || self == .ip6Saddr ? 4 : 1 }
+
     /// The expression that loads this part into `reg`.
     func load(_ reg: UInt32) -> Expr {
+        let net = UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue)
         switch self {
-        case .ipDaddr: return .payload(base: UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue), offset: 16, len: 4, dreg: reg)
-        case .ipSaddr: return .payload(base: UInt32(NFT_PAYLOAD_NETWORK_HEADER.rawValue), offset: 12, len: 4, dreg: reg)
+        case .ipDaddr: return .payload(base: net, offset: 16, len: 4, dreg: reg)
+        case .ipSaddr: return .payload(base: net, offset: 12, len: 4, dreg: reg)
+        case .ip6Daddr: return .payload(base: net, offset: 24, len: 16, dreg: reg)
+        case .ip6Saddr: return .payload(base: net, offset: 8, len: 16, dreg: reg)
         case .l4proto: return .meta(key: UInt32(NFT_META_L4PROTO.rawValue), dreg: reg)
         case .thDport: return .payload(base: UInt32(NFT_PAYLOAD_TRANSPORT_HEADER.rawValue), offset: 2, len: 2, dreg: reg)
         }
+    }
+
+    /// Loads of `parts` into consecutive registers, as nft lays out a concatenation: the
+    /// first at `NFT_REG_1`, each next one after the registers of those before it.
+    static func loads(_ parts: [KeyPart]) -> (exprs: [Expr], registers: Int) {
+        var out: [Expr] = []
+        var at = 0
+        for p in parts {
+            out.append(p.load(at == 0 ? Reg.r1 : Reg.r32(at)))
+            at += p.registers
+        }
+        return (out, at)
     }
 }
 
 /// One value of a set element key part.
 enum KeyValue: Hashable, Sendable, Comparable {
     case ip(UInt32)
+    /// An IPv6 address, its high and low 64 bits.
+    case ip6(UInt64, UInt64)
     case proto(L4Protocol)
     case port(Int)
     case int(UInt32)
@@ -43,6 +101,7 @@ enum KeyValue: Hashable, Sendable, Comparable {
     var text: String {
         switch self {
         case .ip(let v): return IPAddress(ipv4: v).description
+        case .ip6: return IPAddress(bytes: bytes)!.description
         case .proto(let p): return p.lower
         case .port(let p): return String(p)
         case .int(let v): return String(v)
@@ -54,6 +113,7 @@ enum KeyValue: Hashable, Sendable, Comparable {
     var bytes: [UInt8] {
         switch self {
         case .ip(let v): return [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+        case let .ip6(hi, lo): return withUnsafeBytes(of: hi.bigEndian) { Array($0) } + withUnsafeBytes(of: lo.bigEndian) { Array($0) }
         case .proto(let p): return [p.number, 0, 0, 0]
         case .port(let p): return [UInt8(p >> 8), UInt8(p & 0xff), 0, 0]
         case .int(let v): return withUnsafeBytes(of: v.littleEndian) { Array($0) }
@@ -61,6 +121,35 @@ enum KeyValue: Hashable, Sendable, Comparable {
     }
 
     static func < (a: KeyValue, b: KeyValue) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+
+    /// An address as a key value.
+    init(_ ip: IPAddress) {
+        if let v = ip.ipv4Value {
+            self = .ip(v)
+        } else {
+            let b = ip.bytes
+            self = .ip6(b[0..<8].reduce(0) { ($0 << 8) | UInt64($1) }, b[8..<16].reduce(0) { ($0 << 8) | UInt64($1) })
+        }
+    }
+
+    /// The address of `family` as a key value; nil for an address of the other family.
+    static func address(_ ip: IPAddress, _ family: IPFamily) -> KeyValue? {
+        ip.family == family ? KeyValue(ip) : nil
+    }
+
+    /// The address `text` of `family`; nil when it is not one.
+    static func address(_ text: String, _ family: IPFamily) -> KeyValue? {
+        IPAddress(text).flatMap { address($0, family) }
+    }
+
+    /// The family of an address value.
+    var family: IPFamily? {
+        switch self {
+        case .ip: return .ipv4
+        case .ip6: return .ipv6
+        default: return nil
+        }
+    }
 }
 
 extension L4Protocol {
@@ -140,8 +229,8 @@ enum Stmt: Hashable, Sendable {
     case numgenVmap([String])
     /// `update @affinity-… { ip saddr }`.
     case updateSet(String, KeyPart)
-    /// `meta l4proto tcp dnat to 10.0.0.1:80`.
-    case dnat(L4Protocol, UInt32, Int)
+    /// `meta l4proto tcp dnat to 10.0.0.1:80`, `… dnat to [fd00::1]:80`.
+    case dnat(L4Protocol, KeyValue, Int)
     /// `masquerade fully-random`.
     case masquerade(fullyRandom: Bool)
     /// `reject`.
@@ -163,12 +252,12 @@ enum Stmt: Hashable, Sendable {
     var text: String {
         switch self {
         case let .addr(f, neg, c):
-            let v = c.prefixLength == 32 ? c.address.description : c.network.description
-            return "ip \(f.rawValue) \(neg ? "!= " : "")\(v)"
-        case let .addrInSet(f, neg, s): return "ip \(f.rawValue) \(neg ? "!= " : "")@\(s)"
+            let v = c.prefixLength == c.family.bits ? c.address.description : c.network.description
+            return "\(f.text) \(neg ? "!= " : "")\(v)"
+        case let .addrInSet(f, neg, s): return "\(f.text) \(neg ? "!= " : "")@\(s)"
         case let .addrInList(f, neg, l):
-            let items = l.map { $0.prefixLength == 32 ? $0.address.description : $0.network.description }
-            return "ip \(f.rawValue) \(neg ? "!= " : ""){ \(items.joined(separator: " , ")) }"
+            let items = l.map { $0.prefixLength == $0.family.bits ? $0.address.description : $0.network.description }
+            return "\(f.text) \(neg ? "!= " : ""){ \(items.joined(separator: " , ")) }"
         case .l4proto(let p): return "meta l4proto \(p.lower)"
         case let .dport(p, port): return "\(p.lower) dport \(port)"
         case .ctStateNew: return "ct state new"
@@ -183,7 +272,8 @@ enum Stmt: Hashable, Sendable {
             let items = chains.enumerated().map { "\($0.offset) : goto \($0.element)" }
             return "numgen random mod \(chains.count) vmap { \(items.joined(separator: " , ")) }"
         case let .updateSet(s, k): return "update @\(s) { \(k.text) }"
-        case let .dnat(p, ip, port): return "meta l4proto \(p.lower) dnat to \(IPAddress(ipv4: ip)):\(port)"
+        case let .dnat(p, ip, port):
+            return ip.family == .ipv6 ? "meta l4proto \(p.lower) dnat to [\(ip.text)]:\(port)" : "meta l4proto \(p.lower) dnat to \(ip.text):\(port)"
         case .masquerade(let fr): return fr ? "masquerade fully-random" : "masquerade"
         case .reject: return "reject"
         case .verdict(let v): return v.text
@@ -194,15 +284,16 @@ enum Stmt: Hashable, Sendable {
         case .markIsSet(let m): return "mark and \(hex(m)) != 0"
         case .ctStatusDNAT: return "ct status dnat"
         case let .dnatNumgenMap(p, dests):
-            let items = dests.enumerated().map { "\($0.offset) : \(IPAddress(ipv4: $0.element.ip)) . \($0.element.port)" }
-            return "meta l4proto \(p.lower) dnat ip addr . port to numgen random mod \(dests.count) map { \(items.joined(separator: " , ")) }"
+            let items = dests.enumerated().map { "\($0.offset) : \($0.element.ip.text) . \($0.element.port)" }
+            let fam = dests.first?.ip.family ?? .ipv4
+            return "meta l4proto \(p.lower) dnat \(fam.nftPrefix) addr . port to numgen random mod \(dests.count) map { \(items.joined(separator: " , ")) }"
         }
     }
 }
 
-/// An endpoint as DNAT writes it: an IPv4 address and a port.
+/// An endpoint as DNAT writes it: an address (`.ip` or `.ip6`) and a port.
 struct Destination: Hashable, Sendable {
-    var ip: UInt32
+    var ip: KeyValue
     var port: Int
 }
 
@@ -277,10 +368,11 @@ struct Chain: Hashable, Sendable {
 /// A named set or map.
 struct SetDef: Hashable, Sendable {
     enum KeyType: Hashable, Sendable {
-        case ipv4Addr, inetProto, inetService
+        case ipv4Addr, ipv6Addr, inetProto, inetService
         var id: UInt32 {
             switch self {
             case .ipv4Addr: return 7
+            case .ipv6Addr: return 8
             case .inetProto: return 12
             case .inetService: return 13
             }
@@ -288,6 +380,7 @@ struct SetDef: Hashable, Sendable {
         var name: String {
             switch self {
             case .ipv4Addr: return "ipv4_addr"
+            case .ipv6Addr: return "ipv6_addr"
             case .inetProto: return "inet_proto"
             case .inetService: return "inet_service"
             }
@@ -312,8 +405,8 @@ struct SetDef: Hashable, Sendable {
 
     /// nft's concatenated type id: 6 bits per part.
     var keyTypeID: UInt32 { key.reduce(0) { ($0 << 6) | $1.id } }
-    /// Each part takes a 4-byte register.
-    var keyLength: UInt32 { UInt32(4 * key.count) }
+    /// Each part takes a 4-byte register, an IPv6 address four.
+    var keyLength: UInt32 { key.reduce(0) { $0 + ($1 == .ipv6Addr ? 16 : 4) } }
 }
 
 /// A set whose declaration is given as nft creates it: the text of the

@@ -1,3 +1,4 @@
+import KubeAPI
 
 /// One change to the `ip kube-proxy` table: the unit of a transaction, rendered as
 /// an `nft -f` line or sent as netlink messages.
@@ -15,9 +16,12 @@ enum Op: Equatable, Sendable {
     case addElements(String, [Element])
     case deleteElements(String, [Element])
 
-    /// The line `nft -f` reads for this change.
-    var text: String {
-        let t = "ip \(Names.table)"
+    /// The line `nft -f` reads for this change, in the `ip` table.
+    var text: String { text(family: .ipv4) }
+
+    /// The line `nft -f` reads for this change, in the table of `family` (`ip6 kube-proxy`).
+    func text(family: IPFamily) -> String {
+        let t = "\(family.nftPrefix) \(Names.table)"
         switch self {
         case .addTable: return "add table \(t) { comment \"\(Names.tableComment)\" ; }"
         case .deleteTable: return "delete table \(t)"

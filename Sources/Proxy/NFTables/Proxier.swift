@@ -56,20 +56,26 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
     // MARK: render
 
     /// The `nft -f` script a sync on a node without our table sends, one change per line.
-    public func render(_ snapshot: ProxySnapshot) -> String {
+    public func render(_ snapshot: ProxySnapshot) -> String { render(snapshot, preamble: "") }
+
+    /// The script, after `preamble` (written in place: a large script is not copied to prepend it).
+    func render(_ snapshot: ProxySnapshot, preamble: String) -> String {
         let fixed = Generator(opts: opts).fixed(serviceCIDRs: snapshot.serviceCIDRs)
         let plan = Self.fresh(fixed: fixed, services: Self.ordered(desired(snapshot)))
         // Room for the whole script up front (about 110 bytes an operation): grown by doubling, a
         // 40 MB string leaves as much again behind in copies.
         var out = ""
         out.reserveCapacity((plan.prepare.count + plan.commit.count) * 120)
+        out += preamble
+        let family = opts.family
+        let addRule = "add rule \(family.nftPrefix) \(Names.table) "
         for ops in [plan.prepare, plan.commit] {
             for op in ops {
                 if case let .addRule(chain, rule) = op {
                     // The common case written in place, without the line as a string of its own.
-                    out += "add rule ip "; out += Names.table; out += " "; out += chain; out += " "; out += rule.text
+                    out += addRule; out += chain; out += " "; out += rule.text
                 } else {
-                    out += op.text
+                    out += op.text(family: family)
                 }
                 out += "\n"
             }
@@ -197,7 +203,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
             guard state.isKnown, let fixed = appliedFixed else { return false }
             do {
                 guard let k = try nft.readTable() else {
-                    logger.warning("nftables table ip kube-proxy is gone; resyncing")
+                    logger.warning("nftables table \(opts.family.nftPrefix) kube-proxy is gone; resyncing")
                     state.forget()
                     return true
                 }
@@ -208,7 +214,7 @@ public final class NFTablesProxier: ProxyBackend, ProxyRenderer, @unchecked Send
                     for s in o.sets { sets.insert(s.name) }
                 }
                 if k.chains != chains || k.sets != sets {
-                    logger.warning("nftables table ip kube-proxy was changed by someone else; resyncing")
+                    logger.warning("nftables table \(opts.family.nftPrefix) kube-proxy was changed by someone else; resyncing")
                     state.forget()
                     return true
                 }

@@ -1,5 +1,6 @@
 import CMnl
 import CNftnl
+import KubeAPI
 import Foundation
 import Netlink
 
@@ -106,8 +107,11 @@ final class Batch {
     /// (built only when one is needed).
     private var labels: [UInt32: () -> String] = [:]
 
-    init(socket: NFTSocket) {
+    private let family: UInt32
+
+    init(socket: NFTSocket, family: IPFamily = .ipv4) {
         self.socket = socket
+        self.family = family.nfproto
         // Every message must fit in the overrun space: element lists reach 64 KiB.
         raw = nftnl_batch_alloc(UInt32(2 << 20), UInt32(256 << 10))!
         nftnl_batch_begin(current(), socket.nextSeq())
@@ -129,7 +133,7 @@ final class Batch {
     func add(_ type: UInt32, flags: Int32, label: @escaping @autoclosure () -> String,
              _ fill: (UnsafeMutablePointer<nlmsghdr>) -> Void) {
         let s = socket.nextSeq()
-        let nlh = nftnl_nlmsg_build_hdr(current(), UInt16(type), UInt16(NFPROTO_IPV4), UInt16(flags), s)!
+        let nlh = nftnl_nlmsg_build_hdr(current(), UInt16(type), UInt16(family), UInt16(flags), s)!
         fill(nlh)
         labels[s] = label
         messages += 1
