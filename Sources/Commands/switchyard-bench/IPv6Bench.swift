@@ -3,17 +3,21 @@ import Foundation
 import KubeAPI
 import NetnsKit
 import ProxyIPTables
+import ProxyNFTables
 import ProxySeam
 import HostOS
 import IPTablesKit
 
-/// The iptables mode on IPv6 against the same on IPv4, in one run: the same Services and
-/// endpoints with addresses of each family, through iptables and ip6tables; then one lab with
-/// both families, a pod behind a ClusterIP of each, for connection setup and throughput.
+/// The iptables and nftables modes on IPv6 against the same on IPv4, in one run: the same
+/// Services and endpoints with addresses of each family, through iptables and ip6tables (or the
+/// tables `ip` and `ip6 kube-proxy`); then one lab with both families, a pod behind a ClusterIP of
+/// each, for connection setup and throughput.
 struct IPv6Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ipv6",
-        abstract: "Measure the iptables mode on IPv6 against IPv4 in the same run: full sync, one change, connection setup, throughput.")
+        abstract: "Measure the iptables and nftables modes on IPv6 against IPv4 in the same run: full sync, one change, connection setup, throughput.")
+
+    @Option(help: "The modes to measure, comma-separated: iptables, nftables.") var modes = "iptables,nftables"
 
     @Option(help: "Number of services.") var services = 1_000
     @Option(help: "Endpoints per service.") var endpoints = 10
@@ -31,15 +35,54 @@ struct IPv6Bench: AsyncParsableCommand {
         var change: Double
     }
 
+    /// A mode under measurement: how it renders and how it programs a namespace, per family.
+    struct Mode: Sendable {
+        var name: String
+        var renderer: @Sendable (IPFamily) -> any ProxyRenderer
+        var backend: @Sendable (IPFamily, _ netns: String) throws -> any ProxyBackend
+        /// The tool that loads a full sync, as the report names it.
+        var loader: String
+
+        static let iptables = Mode(
+            name: "iptables",
+            renderer: { IPTablesProxier(ipt: FakeIPTables(), options: options($0)) },
+            backend: { family, ns in IPTablesProxier(ipt: SystemIPTables(runner: CommandRunner(netns: ns), ipv6: family == .ipv6), options: options(family)) },
+            loader: "ip6tables-restore / iptables-restore")
+
+        static let nftables = Mode(
+            name: "nftables",
+            renderer: { NFTablesProxier(fake: FakeNFTables(), options: nftOptions($0)) },
+            backend: { family, ns in NFTablesProxier(nft: try SystemNFTables(netns: "/var/run/netns/\(ns)", family: family), options: nftOptions(family)) },
+            loader: "libnftnl: ip6 kube-proxy / ip kube-proxy")
+    }
+
     func run() async throws {
         guard isRoot else { throw ValidationError("run as root: the benchmark uses network namespaces") }
         guard (try? Sh.run(["iperf3", "--version"]))?.status == 0 else { throw ValidationError("iperf3 is needed (scripts/setup.sh installs it)") }
+        let chosen = try modes.split(separator: ",").map { name -> Mode in
+            switch name {
+            case "iptables": return .iptables
+            case "nftables": return .nftables
+            default: throw ValidationError("--modes: iptables, nftables, or both comma-separated, not \(name)")
+            }
+        }
         let shims = try Bench.selectIPTables(iptablesBackend)
         defer { if let shims { try? FileManager.default.removeItem(atPath: shims) } }
+        var report = ""
+        for mode in chosen {
+            log("the \(mode.name) mode")
+            report += try await measure(mode) + "\n"
+        }
+        print(report, terminator: "")
+        if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
+    }
+
+    /// One mode's table: every figure on IPv6 against IPv4.
+    func measure(_ mode: Mode) async throws -> String {
         var rules: [IPFamily: RuleFigures] = [:]
         // Alternating which family goes first would not change much: each runs in a fresh namespace.
-        for family in [IPFamily.ipv4, .ipv6] { rules[family] = try await ruleFigures(family) }
-        let path = try await dataPath()
+        for family in [IPFamily.ipv4, .ipv6] { rules[family] = try await ruleFigures(family, mode) }
+        let path = try await dataPath(mode)
 
         func row(_ figure: String, _ v6: Double, _ v4: Double, _ show: (Double) -> String, higherIsBetter: Bool = false) -> String {
             // "Slower" as a factor: time on IPv6 over IPv4, or IPv4's rate over IPv6's.
@@ -49,9 +92,9 @@ struct IPv6Bench: AsyncParsableCommand {
         func gbit(_ v: Double) -> String { String(format: "%.2f Gbit/s", v / 1e9) }
         func ms(_ v: Double) -> String { String(format: "%.3f ms", v * 1000) }
         let v4 = rules[.ipv4]!, v6 = rules[.ipv6]!
-        var report = "| figure (iptables mode) | IPv6 | baseline (same run) | IPv6 slower by | target |\n|---|---|---|---|---|\n"
+        var report = "| figure (\(mode.name) mode) | IPv6 | baseline (same run) | IPv6 slower by | target |\n|---|---|---|---|---|\n"
         report += row("render \(services) services × \(endpoints) endpoints", v6.render, v4.render, fmt)
-        report += row("full sync into an empty table (\(services) services, ip6tables-restore / iptables-restore)", v6.fullSync, v4.fullSync, fmt)
+        report += row("full sync into an empty table (\(services) services, \(mode.loader))", v6.fullSync, v4.fullSync, fmt)
         report += row("one endpoint change at \(services) services, end to end", v6.change, v4.change, fmt)
         report += row("connection setup p50 (connect, 1-byte echo, close) through a ClusterIP", path.v6.rate.percentile(0.5), path.v4.rate.percentile(0.5), ms)
         report += row("new connections per second (\(concurrency) clients) through a ClusterIP", path.v6.rate.perSecond, path.v4.rate.perSecond,
@@ -61,8 +104,7 @@ struct IPv6Bench: AsyncParsableCommand {
         // What the Service costs each family: its stream's share of the direct one.
         let share4 = path.v4.throughput / path.direct4, share6 = path.v6.throughput / path.direct6
         report += "| the stream through the ClusterIP as a share of direct | \(pct(share6)) | IPv4: \(pct(share4)) | \(String(format: "%.2f×", share4 / share6)) | ≤ 1.2× |\n"
-        print(report)
-        if let out { try report.write(toFile: out, atomically: true, encoding: .utf8) }
+        return report
     }
 
     /// The same Services as `Bench.objects`, with addresses of `family`.
@@ -96,15 +138,22 @@ struct IPv6Bench: AsyncParsableCommand {
         return o
     }
 
-    func ruleFigures(_ family: IPFamily) async throws -> RuleFigures {
+    /// The nftables mode's options for one family's proxier (upstream's layout, which both families have).
+    static func nftOptions(_ family: IPFamily) -> NFTablesOptions {
+        var o = NFTablesOptions()
+        o.common.family = family
+        o.localDetector = .cidrs([CIDR(family == .ipv4 ? "10.244.0.0/16" : "fd00:10:244::/56")!])
+        return o
+    }
+
+    func ruleFigures(_ family: IPFamily, _ mode: Mode) async throws -> RuleFigures {
         let (svcs, slices) = Self.objects(family, services: services, endpoints: endpoints)
         var tracker = ChangeTracker(family: family, node: NodeInfo(name: "node-a"))
         for s in svcs { tracker.update(service: s) }
         for s in slices { tracker.update(slice: s) }
         let (snap, _) = tracker.snapshot()
         precondition(snap.servicePorts.count == services, "every Service of \(family) in the snapshot")
-        let opts = Self.options(family)
-        let renderer = IPTablesProxier(ipt: FakeIPTables(), options: opts)
+        let renderer = mode.renderer(family)
         var renderTimes: [Double] = []
         for _ in 0..<3 {
             let s = Date()
@@ -114,7 +163,7 @@ struct IPv6Bench: AsyncParsableCommand {
         let ns = "sybench6\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
         try Sh.must(["ip", "netns", "add", ns])
         defer { _ = try? Sh.run(["ip", "netns", "del", ns]) }
-        let proxier = IPTablesProxier(ipt: SystemIPTables(runner: CommandRunner(netns: ns), ipv6: family == .ipv6), options: opts)
+        let proxier = try mode.backend(family, ns)
         let s = Date()
         _ = try await proxier.sync(SyncRequest(snapshot: snap, changedServices: nil))
         let full = Date().timeIntervalSince(s)
@@ -130,13 +179,13 @@ struct IPv6Bench: AsyncParsableCommand {
             precondition(!outcome.full, "expected a partial sync")
         }
         let f = RuleFigures(render: median(renderTimes), fullSync: full, change: median(changes))
-        log("\(family.rawValue): render \(fmt(f.render)), full sync \(fmt(f.fullSync)), one change \(fmt(f.change))")
+        log("\(mode.name) \(family.rawValue): render \(fmt(f.render)), full sync \(fmt(f.fullSync)), one change \(fmt(f.change))")
         return f
     }
 
     /// A client, a node and a pod with addresses of both families; a ClusterIP of each family
     /// for the pod's iperf3 and echo servers, programmed by a proxier per family.
-    func dataPath() async throws -> (v4: UserspaceBench.Figures, v6: UserspaceBench.Figures, direct4: Double, direct6: Double) {
+    func dataPath(_ mode: Mode) async throws -> (v4: UserspaceBench.Figures, v6: UserspaceBench.Figures, direct4: Double, direct6: Double) {
         let lab = try Lab()
         defer { lab.destroy() }
         let pod4 = try lab.addPod("a", host: 2)
@@ -172,8 +221,7 @@ struct IPv6Bench: AsyncParsableCommand {
                     endpoints: [Endpoint(addresses: [pod], conditions: EndpointConditions(ready: true), nodeName: "node-a")],
                     ports: [EndpointPort(protocol: "TCP", port: port)]))
             }
-            let o = Self.options(family)
-            let proxier = IPTablesProxier(ipt: SystemIPTables(runner: CommandRunner(netns: lab.node), ipv6: family == .ipv6), options: o)
+            let proxier = try mode.backend(family, lab.node)
             _ = try await proxier.sync(SyncRequest(snapshot: tracker.snapshot().0, changedServices: nil))
             // A first connection proves the path before anything is timed.
             guard lab.tcpEcho(echoIP, 9090) else { throw LabError("no answer through \(echoIP):9090") }
