@@ -260,8 +260,16 @@ struct DualStackLabTests {
         #expect(v4FromRules.status == 0 && v4FromRules.out.contains("DNAT to 10.244.1.2:8080"), "\(v4FromRules.out) \(v4FromRules.err)")
         let mixed = try explain(["-f", file, "--src", "10.244.2.5", "--dst", "[fd00:10:96::10]:80"])
         #expect(mixed.status == 64 && mixed.err.contains("are of different families"), "\(mixed.err)")
+        // The nftables mode: the table ip6 kube-proxy, from manifests and from the IPv6 part of a render.
         let nft = try Sh.run([bin, "explain", "--proxy-mode", "nftables"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
-        #expect(nft.status != 0 && nft.err.contains("explain walks the nftables mode's table ip kube-proxy only so far"), "\(nft.err)")
+        #expect(nft.status == 0 && nft.out.contains("DNAT to [fd00:10:244:1::2]:8080") && nft.out.contains("ip6 kube-proxy"), "\(nft.out) \(nft.err)")
+        let nftRendered = try Sh.run([bin, "render", "--proxy-mode", "nftables"] + common + ["-f", file])
+        let nftRules = dir.appendingPathComponent("dual.nft").path
+        try nftRendered.out.write(toFile: nftRules, atomically: true, encoding: .utf8)
+        for (src, dst, to) in [("fd00:10:244:2::5", "[fd00:10:96::20]:80", "[fd00:10:244:1::2]:8080"), ("10.244.2.5", "10.96.0.10:80", "10.244.1.2:8080")] {
+            let r = try Sh.run([bin, "explain", "--proxy-mode", "nftables"] + common + ["--rules", nftRules, "--src", src, "--dst", dst])
+            #expect(r.status == 0 && r.out.contains("DNAT to \(to)"), "\(r.out) \(r.err)")
+        }
         let ipvs = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
         #expect(ipvs.status == 64 && ipvs.err.contains("the ipvs mode writes IPv4 rules only so far"), "\(ipvs.err)")
     }

@@ -141,3 +141,76 @@ import Testing
         #expect(throws: ProxyConfigError.self) { try NFTablesProxier.explain(broken, ExplainQuery(source: "10.0.0.2", destination: "10.0.0.3", port: 80)) }
     }
 }
+
+/// Upstream's nftables `TestNodePorts` (v1.36), both families: a NodePort Service with a remote
+/// and a local endpoint, under `--nodeport-addresses` unset (the node's primary IP, as upstream's
+/// nftables mode defaults) and a list of CIDRs of both families; each packet walked through the
+/// table of the case's family (`ip kube-proxy` or `ip6 kube-proxy`) as upstream's packet-flow
+/// tests walk it.
+@Suite struct UpstreamNFTablesNodePortsTests {
+    /// The fake node's interface addresses (upstream's `testNodeIPs`).
+    static let interfaces = ["192.168.0.2", "192.168.1.2", "192.168.99.11", "2001:db8::1", "2001:db8:1::2"]
+
+    struct Case: Sendable, CustomTestStringConvertible {
+        var name: String
+        var family: IPFamily
+        var nodePortAddresses: [String]?
+        var allowAltNodeIP: Bool
+        var testDescription: String { name }
+    }
+
+    static let cases: [Case] = [
+        Case(name: "ipv4", family: .ipv4, nodePortAddresses: nil, allowAltNodeIP: false),
+        Case(name: "ipv4, multiple nodeport-addresses", family: .ipv4, nodePortAddresses: ["192.168.0.0/24", "192.168.1.0/24", "2001:db8::/64"],
+             allowAltNodeIP: true),
+        Case(name: "ipv6", family: .ipv6, nodePortAddresses: nil, allowAltNodeIP: false),
+        Case(name: "ipv6, multiple nodeport-addresses", family: .ipv6,
+             nodePortAddresses: ["192.168.0.0/24", "192.168.1.0/24", "2001:db8::/64", "2001:db8:1::2/128"], allowAltNodeIP: true),
+    ]
+
+    @Test(arguments: cases)
+    func nodePorts(_ tc: Case) throws {
+        let v4 = tc.family == .ipv4
+        let (svcIP, ep1, ep2, nodeIP) = v4 ? ("172.30.0.41", "10.180.0.1", "10.180.2.1", "192.168.0.2")
+                                           : ("fd00:172:30::41", "fd00:10:180::1", "fd00:10:180::2:1", "2001:db8::1")
+        let (podIP, external, altNodeIP) = v4 ? ("10.0.0.2", "203.0.113.2", "192.168.1.2") : ("fd00:10::2", "2600:5200::1", "2001:db8:1::2")
+        var c = ProxyConfig()
+        c.ipFamily = tc.family
+        c.mode = "nftables"
+        c.nodePortAddresses = tc.nodePortAddresses ?? []
+        c.localDetector = .cidrs([CIDR("10.0.0.0/8")!, CIDR("fd00:10::/64")!])
+        c.nodeIPs = [IPAddress("192.168.0.2")!, IPAddress("2001:db8::1")!]
+        let o = try NFTablesOptions.resolve(c, local: Self.interfaces.map { IPAddress($0)! })
+        var t = ChangeTracker(family: tc.family, node: NodeInfo(name: "test-node"))
+        var svc = Service(metadata: ObjectMeta(name: "svc1", namespace: "ns1"),
+                          spec: ServiceSpec(type: "NodePort", clusterIP: svcIP, ports: [ServicePort(name: "p80", protocol: "TCP", port: 80, nodePort: 3001)]))
+        svc.spec.clusterIPs = [svcIP]
+        t.update(service: svc)
+        t.update(slice: EndpointSlice(metadata: ObjectMeta(name: "svc1-1", namespace: "ns1", labels: [EndpointSlice.serviceNameLabel: "svc1"]),
+                                      addressType: tc.family.rawValue,
+                                      endpoints: [Endpoint(addresses: [ep1], conditions: EndpointConditions(ready: true)),
+                                                  Endpoint(addresses: [ep2], conditions: EndpointConditions(ready: true), nodeName: "test-node")],
+                                      ports: [EndpointPort(name: "p80", protocol: "TCP", port: 80)]))
+        let table = NFTablesProxier(fake: FakeNFTables(), options: o).render(t.snapshot().0)
+        #expect(table.contains(v4 ? "add table ip kube-proxy" : "add table ip6 kube-proxy"))
+        let both = v4 ? "\(ep1):80, \(ep2):80" : "[\(ep1)]:80, [\(ep2)]:80"
+        func flow(_ name: String, _ source: String, _ dest: String, _ port: Int, _ output: String, masq: Bool = false) throws {
+            let path = try NFTablesProxier.explain(table, ExplainQuery(source: source, destination: dest, port: port, localAddresses: Self.interfaces))
+            let got = NFTablesExplainTests.flow(path)
+            #expect(got.output == output, "\(tc.name), \(name): \(path.text())")
+            if !output.isEmpty { #expect(got.masq == masq, "\(tc.name), \(name): masquerade \(got.masq)") }
+        }
+        try flow("pod to cluster IP", podIP, svcIP, 80, both, masq: false)
+        try flow("external to nodePort", external, nodeIP, 3001, both, masq: true)
+        try flow("node to nodePort", nodeIP, nodeIP, 3001, both, masq: true)
+        if tc.allowAltNodeIP {
+            try flow("external to nodePort on secondary IP", external, altNodeIP, 3001, both, masq: true)
+        } else {
+            try flow("secondary nodeIP ignores NodePorts", external, altNodeIP, 3001, "")
+        }
+        // A packet of the other family is refused, not walked through the wrong table.
+        #expect(throws: (any Error).self) {
+            try NFTablesProxier.explain(table, ExplainQuery(source: v4 ? "fd00:10::2" : "10.0.0.2", destination: v4 ? "fd00:172:30::41" : "172.30.0.41", port: 80))
+        }
+    }
+}

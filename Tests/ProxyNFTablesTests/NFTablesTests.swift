@@ -188,6 +188,10 @@ func oneElementPerLine(_ l: String) -> [String] {
         #expect(vmap == [.payload(base: 1, offset: 24, len: 16, dreg: 1), .meta(key: 16, dreg: 12),
                          .payload(base: 2, offset: 2, len: 2, dreg: 13),
                          .lookup(sreg: 1, set: "service-ips", setID: 0, dreg: 0, invert: false)])
+        // IPv6 text as inet_ntop writes it.
+        for text in ["::", "::1", "fd00:10:180::1", "2001:db8:0:1:1:1:1:1", "2001:0:0:1::1", "1::", "fd00:10:128::3:e9", "1:0:0:2:0:0:0:3", "ff02::1:ff00:1"] {
+            #expect(KeyValue(IPAddress(text)!).text == IPAddress(text)!.description, "\(text)")
+        }
         let ep = KeyValue(IPAddress("fd00:10:180::1")!)
         #expect(ep.text == "fd00:10:180::1" && ep.bytes.count == 16 && ep.family == .ipv6)
         let dnat = Rule([.dnat(.tcp, ep, 80)])

@@ -61,12 +61,9 @@ extension NFTablesProxier {
     /// A packet through the nftables mode's table (`switchyard explain`), from a render or a
     /// full sync's script, or from the table as `nft list` prints it.
     static func explain(_ ruleset: String, _ q: ExplainQuery) throws -> PacketPath {
-        if q.destination.contains(":") {
-            throw ProxyConfigError("explain walks the nftables mode's table ip kube-proxy only so far, not ip6 kube-proxy: ask for an IPv4 address")
-        }
         let walked: [NFTWalk.Outcome]
         do {
-            let listed = !ruleset.contains("add rule ") && ruleset.contains("table ip ")
+            let listed = !ruleset.contains("add rule ") && (ruleset.contains("table ip ") || ruleset.contains("table ip6 "))
             let walk = listed ? try NFTWalk(listing: ruleset) : try NFTWalk(script: ruleset)
             walked = try walk.walk(source: q.source, sourcePort: q.sourcePort, destination: q.destination, port: q.port, proto: q.proto,
                                    fromNode: q.fromNode, local: q.localAddresses)

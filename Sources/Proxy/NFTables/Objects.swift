@@ -101,7 +101,7 @@ enum KeyValue: Hashable, Sendable, Comparable {
     var text: String {
         switch self {
         case .ip(let v): return IPAddress(ipv4: v).description
-        case .ip6: return IPAddress(bytes: bytes)!.description
+        case let .ip6(hi, lo): return Self.ipv6Text(hi, lo)
         case .proto(let p): return p.lower
         case .port(let p): return String(p)
         case .int(let v): return String(v)
@@ -140,6 +140,42 @@ enum KeyValue: Hashable, Sendable, Comparable {
     /// The address `text` of `family`; nil when it is not one.
     static func address(_ text: String, _ family: IPFamily) -> KeyValue? {
         IPAddress(text).flatMap { address($0, family) }
+    }
+
+    /// RFC 5952 text of an IPv6 address (as `inet_ntop` and nft print it), written directly: a
+    /// render prints one per element and endpoint, and going through `IPAddress` costs five
+    /// allocations each. (IPv4-mapped addresses, which no Service has, print as plain groups.)
+    static func ipv6Text(_ hi: UInt64, _ lo: UInt64) -> String {
+        let groups = (0..<8).map { i -> UInt16 in
+            let half = i < 4 ? hi : lo
+            return UInt16(truncatingIfNeeded: half >> UInt64(16 * (3 - i % 4)))
+        }
+        // The longest run of two or more zero groups (the first of equal ones) becomes `::`.
+        var best = (start: -1, length: 0), i = 0
+        while i < 8 {
+            if groups[i] == 0 {
+                var j = i
+                while j < 8 && groups[j] == 0 { j += 1 }
+                if j - i > best.length && j - i >= 2 { best = (i, j - i) }
+                i = j
+            } else {
+                i += 1
+            }
+        }
+        var out = ""
+        out.reserveCapacity(39)
+        i = 0
+        while i < 8 {
+            if i == best.start {
+                out += "::"
+                i += best.length
+                continue
+            }
+            if !out.isEmpty && !out.hasSuffix(":") { out += ":" }
+            out += String(groups[i], radix: 16)
+            i += 1
+        }
+        return out
     }
 
     /// The family of an address value.

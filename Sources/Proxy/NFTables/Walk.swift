@@ -1,4 +1,5 @@
 import Foundation
+import KubeAPI
 import ProxySeam
 
 /// A packet walked through the nftables mode's table (`switchyard explain --proxy-mode nftables`),
@@ -22,6 +23,8 @@ public struct NFTWalk: Sendable {
     public struct Failure: Error, CustomStringConvertible { public var description: String }
 
     public var table = "kube-proxy"
+    /// The table's family, `ip` or `ip6`, as its `add table` or `table` line says.
+    public var family = "ip"
     public var chains: [String: Chain] = [:]
     /// Sets' and maps' elements as written (`10.96.0.10 . tcp . 80 : goto service-…`).
     public private(set) var elements: [String: [String]] = [:]
@@ -68,6 +71,7 @@ public struct NFTWalk: Sendable {
             guard words.count >= 4, words[0] == "add" else { continue }
             switch words[1] {
             case "table":
+                family = words[2]
                 table = words[3]
             case "chain":
                 guard words.count >= 5 else { continue }
@@ -107,6 +111,7 @@ public struct NFTWalk: Sendable {
     public init(listing: String) throws {
         var script: [String] = []
         var table = "kube-proxy"
+        var family = "ip"
         var block: (kind: String, name: String)?
         var elements: String?
         var firstLine = true
@@ -117,13 +122,16 @@ public struct NFTWalk: Sendable {
                 e += " " + line
                 elements = e
                 if Self.depth(e) == 0 {
-                    if let b = block, let open = e.firstIndex(of: "{") { script.append("add element ip \(table) \(b.name) \(e[open...])") }
+                    if let b = block, let open = e.firstIndex(of: "{") { script.append("add element \(family) \(table) \(b.name) \(e[open...])") }
                     elements = nil
                 }
                 continue
             }
             if line.hasPrefix("table ") {
-                table = line.split(separator: " ").dropFirst(2).first.map(String.init) ?? table
+                let w = line.split(separator: " ")
+                if w.count >= 3 { family = String(w[1]) }
+                table = w.dropFirst(2).first.map(String.init) ?? table
+                if script.isEmpty { script.append("add table \(family) \(table)") }
                 continue
             }
             if line == "}" { block = nil; continue }
@@ -131,14 +139,14 @@ public struct NFTWalk: Sendable {
             if ["set", "map", "chain"].contains(words[0]), words.count >= 3, words.last == "{" {
                 block = (words[0], words[1])
                 firstLine = true
-                if words[0] == "chain" { script.append("add chain ip \(table) \(words[1])") }
+                if words[0] == "chain" { script.append("add chain \(family) \(table) \(words[1])") }
                 continue
             }
             guard let b = block else { continue }
             if b.kind != "chain" {
                 if line.hasPrefix("elements = ") {
                     let e = String(line.dropFirst("elements = ".count))
-                    if Self.depth(e) == 0 { script.append("add element ip \(table) \(b.name) \(e)") } else { elements = e }
+                    if Self.depth(e) == 0 { script.append("add element \(family) \(table) \(b.name) \(e)") } else { elements = e }
                 }
                 continue
             }
@@ -153,11 +161,11 @@ public struct NFTWalk: Sendable {
                 var k = pr + 1
                 if k < w.count { priority = Int(w[k]) ?? named[w[k]] ?? 0; k += 1 }
                 if k + 1 < w.count, let n = Int(w[k + 1]) { priority += w[k] == "-" ? -n : n }
-                script[script.count - 1] = "add chain ip \(table) \(b.name) { type \(w[1]) hook \(w[h + 1]) priority \(priority) ; }"
+                script[script.count - 1] = "add chain \(family) \(table) \(b.name) { type \(w[1]) hook \(w[h + 1]) priority \(priority) ; }"
                 continue
             }
             if line.hasPrefix("comment ") || line.hasPrefix("policy ") { continue }
-            script.append("add rule ip \(table) \(b.name) \(line)")
+            script.append("add rule \(family) \(table) \(b.name) \(line)")
         }
         try self.init(script: script.joined(separator: "\n"))
     }
@@ -199,14 +207,21 @@ public struct NFTWalk: Sendable {
 
     // MARK: the packet
 
+    /// An IPv4 or IPv6 address, as one number.
+    public struct Address: Hashable, Sendable {
+        public var value: UInt128
+        public var v6: Bool
+        public var isLoopback: Bool { v6 ? value == 1 : value >> 24 == 127 }
+    }
+
     public struct Packet: Sendable {
-        public var source: UInt32
-        public var destination: UInt32
+        public var source: Address
+        public var destination: Address
         public var sourcePort: Int
         public var port: Int
         public var proto: String
         public var mark: UInt32 = 0
-        public var translated: (UInt32, Int)?
+        public var translated: (Address, Int)?
         public var masqueraded = false
         public var probability = 1.0
         public var hops: [(table: String, chain: String, rule: String)] = []
@@ -217,11 +232,15 @@ public struct NFTWalk: Sendable {
         /// `accepted`, `rejected` or `dropped`.
         public var verdict: String
         public var endpoint: String? {
-            packet.translated.map { "\(NFTWalk.text($0.0)):\($0.1)" }
+            packet.translated.map { $0.0.v6 ? "[\(NFTWalk.text($0.0))]:\($0.1)" : "\(NFTWalk.text($0.0)):\($0.1)" }
         }
     }
 
-    static func address(_ s: Substring) -> UInt32? {
+    static func address(_ s: Substring) -> Address? {
+        if s.utf8.contains(UInt8(ascii: ":")) {
+            guard let ip = IPAddress(s), ip.family == .ipv6 else { return nil }
+            return Address(value: ip.bytes.reduce(0) { ($0 << 8) | UInt128($1) }, v6: true)
+        }
         let parts = s.split(separator: ".")
         guard parts.count == 4 else { return nil }
         var v: UInt32 = 0
@@ -229,7 +248,7 @@ public struct NFTWalk: Sendable {
             guard let b = UInt8(p) else { return nil }
             v = v << 8 | UInt32(b)
         }
-        return v
+        return Address(value: UInt128(v), v6: false)
     }
 
     /// `0x00004000` or `16384`.
@@ -237,34 +256,45 @@ public struct NFTWalk: Sendable {
         s.hasPrefix("0x") ? UInt32(s.dropFirst(2), radix: 16) : UInt32(s)
     }
 
-    static func text(_ a: UInt32) -> String { "\(a >> 24).\(a >> 16 & 255).\(a >> 8 & 255).\(a & 255)" }
-
-    /// Whether `a` is `spec`: an address, a CIDR, or a range `a-b`.
-    static func contains(_ spec: String, _ a: UInt32) -> Bool {
-        if let slash = spec.firstIndex(of: "/") {
-            guard let base = address(spec[..<slash]), let bits = Int(spec[spec.index(after: slash)...]), (0...32).contains(bits) else { return false }
-            let mask: UInt32 = bits == 0 ? 0 : ~UInt32(0) << (32 - bits)
-            return a & mask == base & mask
+    static func text(_ a: Address) -> String {
+        if a.v6 {
+            let bytes = (0..<16).map { UInt8(truncatingIfNeeded: a.value >> UInt128(8 * (15 - $0))) }
+            return IPAddress(bytes: bytes)!.description
         }
+        let v = UInt32(truncatingIfNeeded: a.value)
+        return "\(v >> 24).\(v >> 16 & 255).\(v >> 8 & 255).\(v & 255)"
+    }
+
+    /// Whether `a` is `spec`: an address, a CIDR, or a range `a-b`, of its family.
+    static func contains(_ spec: String, _ a: Address) -> Bool {
+        if let slash = spec.firstIndex(of: "/") {
+            let width = a.v6 ? 128 : 32
+            guard let base = address(spec[..<slash]), base.v6 == a.v6, let bits = Int(spec[spec.index(after: slash)...]),
+                  (0...width).contains(bits) else { return false }
+            let all: UInt128 = a.v6 ? ~0 : UInt128(UInt32.max)
+            let mask: UInt128 = bits == 0 ? 0 : (all << UInt128(width - bits)) & all
+            return a.value & mask == base.value & mask
+        }
+        // A range `a-b` (IPv6 addresses hold no dash).
         if let dash = spec.firstIndex(of: "-"), let lo = address(spec[..<dash]), let hi = address(spec[spec.index(after: dash)...]) {
-            return (lo...hi).contains(a)
+            return lo.v6 == a.v6 && (lo.value...hi.value).contains(a.value)
         }
         return address(Substring(spec)) == a
     }
 
     struct Context {
-        var local: [UInt32]
+        var local: [Address]
         var fromNode: Bool
-        var localSource: Bool { fromNode || local.contains(packetSource) || packetSource >> 24 == 127 }
-        var packetSource: UInt32 = 0
-        func isLocal(_ a: UInt32) -> Bool { a >> 24 == 127 || local.contains(a) }
+        var localSource: Bool { fromNode || local.contains(packetSource) || packetSource.isLoopback }
+        var packetSource: Address
+        func isLocal(_ a: Address) -> Bool { a.isLoopback || local.contains(a) }
     }
 
-    /// The value of one selector for the packet (`ip daddr`, `meta l4proto`, `th dport`, …).
+    /// The value of one selector for the packet (`ip daddr`, `ip6 saddr`, `meta l4proto`, `th dport`, …).
     static func value(_ selector: String, _ p: Packet) -> String? {
         switch selector {
-        case "ip daddr": return text(p.translated?.0 ?? p.destination)
-        case "ip saddr": return text(p.source)
+        case "ip daddr", "ip6 daddr": return text(p.translated?.0 ?? p.destination)
+        case "ip saddr", "ip6 saddr": return text(p.source)
         case "meta l4proto": return p.proto
         case "th dport": return String(p.translated?.1 ?? p.port)
         // What nft lists for `th dport` where the protocol is known.
@@ -273,7 +303,7 @@ public struct NFTWalk: Sendable {
         }
     }
 
-    static let selectors = ["ip daddr", "ip saddr", "meta l4proto", "th dport", "tcp dport", "udp dport", "sctp dport"]
+    static let selectors = ["ip daddr", "ip saddr", "ip6 daddr", "ip6 saddr", "meta l4proto", "th dport", "tcp dport", "udp dport", "sctp dport"]
 
     /// Whether a concatenated key (`10.96.0.10 . tcp . 80`) holds for the packet's values.
     static func keyMatches(_ key: String, _ values: [String]) -> Bool {
@@ -298,11 +328,13 @@ public struct NFTWalk: Sendable {
 
     /// Every way a new connection goes, from `source` to `destination:port/proto`.
     public func walk(source: String, sourcePort: Int = 40000, destination: String, port: Int, proto: String, fromNode: Bool, local: [String]) throws -> [Outcome] {
-        guard let s = Self.address(Substring(source)), let d = Self.address(Substring(destination)) else {
-            throw Failure(description: "--src and --dst must be IPv4 addresses")
+        guard let s = Self.address(Substring(source)), let d = Self.address(Substring(destination)), s.v6 == d.v6 else {
+            throw Failure(description: "--src and --dst must be addresses of one family")
         }
-        var ctx = Context(local: local.compactMap { Self.address(Substring($0)) }, fromNode: fromNode)
-        ctx.packetSource = s
+        guard d.v6 == (family == "ip6") else {
+            throw Failure(description: "an IPv\(d.v6 ? 6 : 4) packet cannot be walked through the table \(family) \(table)")
+        }
+        let ctx = Context(local: local.compactMap { Self.address(Substring($0)) }, fromNode: fromNode, packetSource: s)
         let start = Packet(source: s, destination: d, sourcePort: sourcePort, port: port, proto: proto)
         // The hooks in order; within one, base chains by priority.
         func bases(_ hook: String) -> [Chain] { chains.values.filter { $0.hook == hook }.sorted { ($0.priority, $0.name) < ($1.priority, $1.name) } }
@@ -389,7 +421,7 @@ public struct NFTWalk: Sendable {
         var p = p
         var i = 0
         var hopped = false
-        func hop() { if !hopped { p.hops.append((table: "ip \(table)", chain: c.name, rule: rule)); hopped = true } }
+        func hop() { if !hopped { p.hops.append((table: "\(family) \(table)", chain: c.name, rule: rule)); hopped = true } }
         // A selector (or a concatenation of them) at i: its values and where it ends.
         func selector(_ at: Int) -> (values: [String], next: Int)? {
             var j = at, values: [String] = []
@@ -494,8 +526,11 @@ public struct NFTWalk: Sendable {
                 hop()
                 // dnat to A:P, or dnat ip addr . port to numgen random mod N map { i : A . P, … }
                 if i + 2 < w.count, w[i + 1] == "to" {
+                    // A:P, or [A]:P for IPv6.
                     let target = w[i + 2]
-                    guard let colon = target.lastIndex(of: ":"), let a = Self.address(target[..<colon]), let port = Int(target[target.index(after: colon)...]) else {
+                    guard let colon = target.lastIndex(of: ":"),
+                          let a = Self.address(target[..<colon].trimmingCharacters(in: CharacterSet(charactersIn: "[]"))[...]),
+                          let port = Int(target[target.index(after: colon)...]) else {
                         throw Failure(description: "dnat to: \(rule)")
                     }
                     p.translated = (a, port)
