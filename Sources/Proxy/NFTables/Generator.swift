@@ -82,7 +82,8 @@ struct ServiceNames {
     func endpointBase(_ ep: EndpointInfo, _ info: ServicePortInfo) -> String {
         let n = info.name
         // IPv6 colons as dots (upstream's name); not Foundation's replacingOccurrences, per endpoint.
-        let ip = ep.ip.utf8.contains(UInt8(ascii: ":")) ? String(ep.ip.map { $0 == ":" ? "." : $0 }) : ep.ip
+        let ip = ep.ip.utf8.contains(UInt8(ascii: ":"))
+            ? String(decoding: ep.ip.utf8.map { $0 == UInt8(ascii: ":") ? UInt8(ascii: ".") : $0 }, as: UTF8.self) : ep.ip
         return Self.hashAndTruncate("\(n.service.namespace)/\(n.service.name)/\(proto)/\(n.port)__\(ip)/\(ep.port)")
     }
 }
@@ -405,10 +406,13 @@ struct Generator {
         func declare(_ chain: String) {
             if chains[chain] == nil { chains[chain] = Chain(chain); order.append(chain) }
         }
-        // Each endpoint's name base, hashed once (its chain, the vmap and the affinity set all use it).
+        // Each endpoint's name base, hashed once (its chain, the vmap and the affinity set all use
+        // it); only session affinity has per-endpoint objects, so only then is anything hashed.
         var bases: [String: String] = [:]
-        bases.reserveCapacity(cat.allReachable.count)
-        for ep in cat.allReachable { bases[ep.endpoint] = n.endpointBase(ep, info) }
+        if info.sessionAffinityClientIP {
+            bases.reserveCapacity(cat.allReachable.count)
+            for ep in cat.allReachable { bases[ep.endpoint] = n.endpointBase(ep, info) }
+        }
         func base(_ ep: EndpointInfo) -> String { bases[ep.endpoint] ?? n.endpointBase(ep, info) }
         // Endpoint chains only for affinity (upstream since v1.36): without it the service chain
         // DNATs itself, through a numgen map.
