@@ -171,7 +171,7 @@ struct ProxyProcess {
     /// dual-stack wherever it can, whatever the cluster's Services are.
     static func families(_ mode: ProxyMode, _ config: ProxyConfig) -> [IPFamily] {
         let primary = config.nodeIPs.first?.family ?? .ipv4
-        let ipv6 = FileManager.default.fileExists(atPath: "/proc/net/if_inet6")
+        let ipv6 = ProxyMode.kernelHasIPv6
         let all = mode.families.filter { $0 == .ipv4 || ipv6 }
         guard all.contains(primary) else { return [all.first ?? .ipv4] }
         return [primary] + all.filter { $0 != primary }

@@ -64,7 +64,7 @@ extension IPTablesProxier {
     /// What the IPv6 proxier of a dual-stack node left in ip6tables, removed; false when ip6tables
     /// holds nothing of it (or the kernel has no IPv6).
     static func removeIPv6Leftovers() throws -> Bool {
-        guard FileManager.default.fileExists(atPath: "/proc/net/if_inet6") else { return false }
+        guard ProxyMode.kernelHasIPv6 else { return false }
         let ipt = SystemIPTables(ipv6: true)
         guard let save = try? ipt.save(tables: ["mangle", "filter", "nat"]), save.contains(":KUBE-") else { return false }
         return try IPTablesProxier(ipt: ipt, options: IPTablesOptions()).removeLeftovers()

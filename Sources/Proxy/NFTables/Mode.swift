@@ -32,7 +32,7 @@ extension ProxyMode {
         },
         removeLeftovers: { _ in
             var removed: [String] = []
-            for family in [IPFamily.ipv4, .ipv6] where family == .ipv4 || FileManager.default.fileExists(atPath: "/proc/net/if_inet6") {
+            for family in [IPFamily.ipv4, .ipv6] where family == .ipv4 || ProxyMode.kernelHasIPv6 {
                 var o = NFTablesOptions()
                 o.common.family = family
                 let p = NFTablesProxier(nft: try SystemNFTables(family: family), options: o)

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import KubeAPI
 import Logging
 import Prometheus
@@ -155,4 +160,10 @@ public struct LeftoverScan: Sendable {
         self.running = running
         self.iptablesSave = iptablesSave
     }
+}
+
+extension ProxyMode {
+    /// Whether this kernel has IPv6 (`/proc/net/if_inet6`): where a proxy runs an IPv6 proxier
+    /// beside the IPv4 one, and where the IPv6 rules a proxy may have left are looked for.
+    public static var kernelHasIPv6: Bool { access("/proc/net/if_inet6", F_OK) == 0 }
 }
