@@ -4,7 +4,7 @@
 set -euo pipefail
 PKGS=(iptables ipset nftables libmnl-dev libnftnl-dev libsqlite3-dev etcd-server etcd-client pkg-config ipvsadm conntrack socat iproute2 curl procps kmod openssl
       containernetworking-plugins iperf3 python3 qemu-system-x86 busybox-static cpio libstdc++-12-dev
-      containerd runc docker-registry libsodium23 nginx apache2-utils chromium)
+      containerd runc docker-registry libsodium23 nginx apache2-utils chromium gdb)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

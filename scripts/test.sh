@@ -39,8 +39,29 @@ bash scripts/setup.sh
 swift build --build-tests
 quickstart=0
 python3 scripts/check-quickstart.py || quickstart=$?
+# A watchdog: should the test process print nothing for ten minutes (the longest test prints
+# within four), every thread's stack goes to the log and the run ends there, failed, instead of
+# at CI's time limit with nothing to read.
 status=0
-swift test --skip-build "$@" || status=$?
+out=$(mktemp /tmp/sy-test-out.XXXXXX)
+swift test --skip-build "$@" > >(tee "$out") 2>&1 &
+tests=$!
+(
+  while sleep 60; do
+    kill -0 "$tests" 2>/dev/null || exit 0
+    [ $(( $(date +%s) - $(stat -c %Y "$out") )) -ge 600 ] || continue
+    echo "test.sh: no test output for ten minutes; the test process's threads:" >&2
+    for pid in $(pgrep -f 'PackageTests.xctest|swift-testing' || true); do
+      gdb -p "$pid" --batch -ex "info threads" -ex "thread apply all bt 12" 2>&1 | grep -v '^\[New LWP' >&2 || true
+    done
+    pkill -f 'PackageTests.xctest' || true
+    exit 0
+  done
+) &
+watchdog=$!
+wait "$tests" || status=$?
+kill "$watchdog" 2>/dev/null || true
+rm -f "$out"
 if [ "$quickstart" -ne 0 ]; then
   echo "test.sh: the README quickstart failed (exit $quickstart); see check-quickstart's output above" >&2
   [ "$status" -ne 0 ] || status=$quickstart

@@ -81,7 +81,8 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 
 /// What this machine's kernel lacks, run in a Debian kernel under qemu (`netlab/guest`) from this
 /// very test binary: the VLAN tests of the CNI plugins and of Netlink, the IPVS client's test, and
-/// the IPVS mode's render and namespace-lab tests, and `explain` against IPVS.
+/// the IPVS mode's render and namespace-lab tests, `explain` against IPVS, and the IPVS mode's
+/// dual-stack proxy.
 @Suite("Tests that need kernel features this one lacks (VLAN filtering, IPVS), in the qemu guest",
        .enabled(if: isRoot, "needs root"),
        .enabled(if: !kernelCanFilterVLANs, "this kernel filters VLANs: the tests run here directly"),
@@ -92,7 +93,7 @@ struct GuestKernelTests {
         guard FileManager.default.isExecutableFile(atPath: testBinary) else { throw LabError("\(testBinary) is not built") }
         let r = try Sh.run(["\(repositoryRoot)/netlab/guest", "--timeout", "700", "--",
                             testBinary, "--testing-library", "swift-testing", "--filter",
-                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted|clusterIPNodePortAdoptionAndGracefulTermination|masqueradeSourceRangesNoEndpointsAffinityAndScheduler|explainAgreesWithTheKernelInIPVS"],
+                            "vlanMatchesTheReference|bridgeVLANFilteringOnAPort|ipvsServicesAndRealServersAgreeWithIpvsadm|ipvsadmShowsWhatRenderPrinted|clusterIPNodePortAdoptionAndGracefulTermination|masqueradeSourceRangesNoEndpointsAffinityAndScheduler|explainAgreesWithTheKernelInIPVS|theIPVSProxyRunsAProxierPerFamily"],
                            timeout: 900)
         let out = r.out + r.err
         #expect(r.status == 0, "the guest run failed (\(r.status)):\n\(out.suffix(4000))")
@@ -103,6 +104,7 @@ struct GuestKernelTests {
         #expect(out.contains("clusterIPNodePortAdoptionAndGracefulTermination() passed"), "\(out.suffix(4000))")
         #expect(out.contains("masqueradeSourceRangesNoEndpointsAffinityAndScheduler() passed"), "\(out.suffix(4000))")
         #expect(out.contains("explainAgreesWithTheKernelInIPVS() passed"), "\(out.suffix(4000))")
+        #expect(out.contains("theIPVSProxyRunsAProxierPerFamily() passed"), "\(out.suffix(4000))")
     }
 }
 

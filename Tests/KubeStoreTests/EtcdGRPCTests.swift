@@ -152,10 +152,21 @@ struct EtcdGRPCTests {
                 } catch let e as EtcdError where "\(e)".contains("timed out") && attempt < 3 {}
             }
         }
-        var events = 0
-        for try await msg in watch {
-            events += msg.events.count
-            if events >= 600 { break }
+        let events = try await withThrowingTaskGroup(of: Int.self) { group in
+            group.addTask {
+                var events = 0
+                for try await msg in watch {
+                    events += msg.events.count
+                    if events >= 600 { break }
+                }
+                return events
+            }
+            group.addTask {
+                try await Task.sleep(for: .seconds(60))
+                throw EtcdError.failed(member: "test", message: "the watch did not deliver 600 events within a minute")
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
         }
         #expect(events >= 600)
     }

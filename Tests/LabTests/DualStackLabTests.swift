@@ -170,6 +170,17 @@ struct DualStackLabTests {
     /// IPv6 rules away and leaves IPv4 answering, and `--cleanup` removes the IPv6 rules too.
     @Test(arguments: ["iptables", "nftables"])
     func theProxyRunsAProxierPerFamily(mode: String) throws {
+        try Self.proxierPerFamily(mode: mode)
+    }
+
+    /// The same in the IPVS mode (in the qemu guest on this machine): one IPVS table and one
+    /// kube-ipvs0 for both proxiers, each family's sets (`KUBE-6-…` for IPv6) and rules.
+    @Test(.enabled(if: kernelHasIPVS, "no IPVS in this kernel: CNITests.GuestKernelTests runs this in qemu"))
+    func theIPVSProxyRunsAProxierPerFamily() throws {
+        try Self.proxierPerFamily(mode: "ipvs")
+    }
+
+    static func proxierPerFamily(mode: String) throws {
         let bin = try switchyardBinary()
         let dir = try tempDir("dual-proxy")
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -205,6 +216,16 @@ struct DualStackLabTests {
                 let v6 = try Sh.must(["ip", "netns", "exec", node, "nft", "list", "table", "ip6", "kube-proxy"])
                 #expect(v6.contains("fd00:10:96::10 . tcp . 80 : goto service-") && v6.contains("ip6 daddr != ::1")
                         && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
+            } else if mode == "ipvs" {
+                let servers = try Sh.must(["ip", "netns", "exec", node, "ipvsadm", "-Ln"])
+                #expect(servers.contains("TCP  [fd00:10:96::10]:80 rr") && servers.contains("-> [fd00:10:244:1::2]:8080")
+                        && servers.contains("TCP  [fd00:77::1]:30080 rr") && servers.contains("TCP  10.96.0.10:80 rr"), "\(servers)")
+                let dummy = try Sh.must(["ip", "-n", node, "addr", "show", "kube-ipvs0"])
+                #expect(dummy.contains("fd00:10:96::10/128") && dummy.contains("10.96.0.10/32"), "\(dummy)")
+                let set = try Sh.must(["ip", "netns", "exec", node, "ipset", "list", "KUBE-6-CLUSTER-IP"])
+                #expect(set.contains("family inet6") && set.contains("fd00:10:96::10,tcp:80"), "\(set)")
+                let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
+                #expect(v6.contains("--match-set KUBE-6-CLUSTER-IP dst,dst") && !v6.contains("127.0.0.0/8"), "\(v6)")
             } else {
                 let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
                 #expect(v6.contains("-d fd00:10:96::10/128") && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
@@ -217,10 +238,15 @@ struct DualStackLabTests {
             #expect(proxy.stop() != nil)
 
             let cleanup = try Sh.run(["ip", "netns", "exec", node, bin, "proxy", "--cleanup"])
-            let removed = mode == "nftables" ? "removed the nftables table ip kube-proxy and ip6 kube-proxy" : "removed the iptables mode's rules and chains"
+            let removed = ["nftables": "removed the nftables table ip kube-proxy and ip6 kube-proxy", "ipvs": "kube-ipvs0, the IPVS mode's ipsets and rules"][mode]
+                ?? "removed the iptables mode's rules and chains"
             #expect(cleanup.status == 0 && cleanup.err.contains(removed), "\(cleanup.err)")
             let tables = try Sh.must(["ip", "netns", "exec", node, "nft", "list", "tables"])
             #expect(!tables.contains("kube-proxy"), "\(tables)")
+            if mode == "ipvs" {
+                #expect(try Sh.must(["ip", "netns", "exec", node, "ipvsadm", "-Ln"]).split(separator: "\n").count == 3, "no virtual server left")
+                #expect(try Sh.must(["ip", "netns", "exec", node, "ipset", "list", "-n"]).isEmpty)
+            }
             // Everything but kubelet's KUBE-FIREWALL, which kube-proxy creates and never deletes.
             for tool in ["iptables-save", "ip6tables-save"] {
                 let left = try Sh.must(["ip", "netns", "exec", node, tool]).split(separator: "\n")
@@ -271,7 +297,7 @@ struct DualStackLabTests {
             #expect(r.status == 0 && r.out.contains("DNAT to \(to)"), "\(r.out) \(r.err)")
         }
         let ipvs = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
-        #expect(ipvs.status == 64 && ipvs.err.contains("the ipvs mode writes IPv4 rules only so far"), "\(ipvs.err)")
+        #expect(ipvs.status == 64 && ipvs.err.contains("explain walks the ipvs mode's IPv4 rules only so far"), "\(ipvs.err)")
     }
 
     /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing
@@ -294,9 +320,12 @@ struct DualStackLabTests {
         let nft = try render(["--proxy-mode", "nftables", "--ip-family", "ipv6"])
         #expect(nft.status == 0 && nft.out.contains("add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n") && !nft.out.contains("add table ip kube-proxy"),
                 "\(nft.err)")
-        let refused = try render(["--proxy-mode", "ipvs", "--ip-family", "ipv6"])
-        #expect(refused.status == 64 && refused.out.isEmpty && refused.err.contains("the ipvs mode writes IPv4 rules only so far"), "\(refused.err)")
-        let auto = try render(["--proxy-mode", "ipvs"])
+        let ipvs = try render(["--proxy-mode", "ipvs", "--ip-family", "ipv6"])
+        #expect(ipvs.status == 0 && ipvs.out.contains("TCP  [fd00:10:96::10]:80 rr") && ipvs.out.contains("# kube-ipvs0: fd00:10:96::10/128 fd00:10:96::20/128")
+                && ipvs.out.contains("create KUBE-6-CLUSTER-IP hash:ip,port family inet6") && !ipvs.out.contains("10.96.0.10"), "\(ipvs.out)")
+        let refused = try render(["--proxy-mode", "userspace", "--ip-family", "ipv6"])
+        #expect(refused.status == 64 && refused.out.isEmpty && refused.err.contains("the userspace mode writes IPv4 rules only so far"), "\(refused.err)")
+        let auto = try render(["--proxy-mode", "userspace"])
         #expect(auto.status == 0 && !auto.out.contains("fd00:10:96") && auto.err.contains("IPv6 addresses are left out"), "\(auto.err)")
         #expect(try render(["--proxy-mode", "iptables", "--ip-family", "ipv5"]).status == 64)
         #expect(try Sh.run([bin, "render", "--cluster-cidr", "10.244.0.0/16,10.245.0.0/16", "-f", file]).err.contains("two of different families"))

@@ -1,5 +1,6 @@
 import Foundation
 import HostOS
+import KubeAPI
 
 /// One of the ipsets kube-proxy's IPVS mode keeps, by upstream's name, type and comment (the
 /// comment is the `-m comment` text of the iptables rule that matches the set).
@@ -7,12 +8,28 @@ public struct IPSetKind: Hashable, Sendable, Comparable {
     public let name: String
     public let type: String
     public let comment: String
+    /// The family of the addresses it holds (a `bitmap:port` set holds none, but is still one
+    /// family's proxier's).
+    public private(set) var family: IPFamily = .ipv4
 
     /// `ipset create` as upstream runs it.
     public var createLine: String {
         type == "bitmap:port" ? "create \(name) bitmap:port range 0-65535"
-            : "create \(name) \(type) family inet hashsize 1024 maxelem 65536"
+            : "create \(name) \(type) family \(family == .ipv6 ? "inet6" : "inet") hashsize 1024 maxelem 65536"
     }
+
+    /// This set as `family`'s proxier keeps it. Both families' sets live side by side on a
+    /// dual-stack node, so upstream names the IPv6 ones `KUBE-6-…`, cut to the 31 characters
+    /// an ipset name may have (`KUBE-6-LOAD-BALANCER-SOURCE-CID`).
+    public func of(_ family: IPFamily) -> IPSetKind {
+        guard family == .ipv6, self.family == .ipv4 else { return self }
+        var k = IPSetKind(name: String(("KUBE-6-" + name.dropFirst("KUBE-".count)).prefix(31)), type: type, comment: comment)
+        k.family = .ipv6
+        return k
+    }
+
+    /// Every set of `family`'s proxier, in the order upstream creates them.
+    public static func all(_ family: IPFamily) -> [IPSetKind] { all.map { $0.of(family) } }
 
     public static func < (a: IPSetKind, b: IPSetKind) -> Bool { a.name < b.name }
 
@@ -57,7 +74,6 @@ public struct IPSetKind: Hashable, Sendable, Comparable {
         loadBalancerSourceCIDR, loadBalancerSourceIP, nodePortTCP, nodePortLocalTCP, nodePortUDP, nodePortLocalUDP,
         nodePortSCTP, nodePortLocalSCTP, healthCheckNodePort, ipvsIPs,
     ]
-    static let byName = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
 }
 
 /// The kernel's ipsets, narrowly: what our sets hold, and a batch of changes.

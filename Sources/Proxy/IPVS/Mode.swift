@@ -11,6 +11,7 @@ extension ProxyMode {
         renderFormats: IPVSRenderer.Renderer.Format.allCases.map(\.rawValue),
         renderExtension: "txt",
         removalOrder: 0,
+        families: [.ipv4, .ipv6],
         backend: { config, env in
             let ipvs: IPVS
             do {
@@ -21,9 +22,11 @@ extension ProxyMode {
             var o = try IPVSOptions.resolve(config)
             o.nodeAddressesFromKernel = true   // looked up at every sync, inside --nodeport-addresses when given
             o.nodePortCIDRs = config.nodePortCIDRs
-            o.randomFully = SystemIPTables().hasRandomFully()
+            // ip6tables for the IPv6 proxier of a dual-stack node; both share IPVS and kube-ipvs0.
+            let ipt = SystemIPTables(ipv6: config.ipFamily == .ipv6)
+            o.randomFully = ipt.hasRandomFully()
             // The proxier sets kube-proxy's IPVS sysctls (and strict ARP when asked) at its first sync.
-            return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: SystemIPTables(), ipset: SystemIPSet(), options: o, logger: env.logger)
+            return IPVSProxier(ipvs: ipvs, links: try RouteHandle(), ipt: ipt, ipset: SystemIPSet(), options: o, logger: env.logger)
         },
         renderer: { config, format in
             IPVSRenderer.Renderer(options: try IPVSOptions.resolve(config), format: IPVSRenderer.Renderer.Format(rawValue: format) ?? .list)
@@ -57,7 +60,9 @@ extension IPVSOptions {
             throw ProxyConfigError("--ipvs-scheduler: unknown scheduler \(config.ipvs.scheduler) (one of \(IPVSService.schedulers.joined(separator: ", ")))")
         }
         var o = IPVSOptions(config)
-        if let cidrs = config.nodePortCIDRs { o.nodePortIPs = cidrs.filter { $0.prefixLength == 32 }.map(\.address) }
+        if let cidrs = config.nodePortCIDRs {
+            o.nodePortIPs = cidrs.filter { $0.family == config.ipFamily && $0.prefixLength == (config.ipFamily == .ipv4 ? 32 : 128) }.map(\.address)
+        }
         return o
     }
 }
@@ -72,17 +77,21 @@ extension IPVSProxier {
         let saved = scan.iptablesSave.map(IPTablesSave.init)
         let links = try RouteHandle()
         let hasDummy = try links.link(named: IPVSPlan.dummyInterface) != nil
+        let sets = try? SystemIPSet().save()
         var marked = hasDummy || saved.map {
             $0.chains["nat"]?.contains("KUBE-LOAD-BALANCER") == true || $0.chains["filter"]?.contains("KUBE-IPVS-FILTER") == true
         } ?? false
-        if !marked, let sets = try? SystemIPSet().save() {
-            marked = IPSetKind.all.contains { sets[$0.name] != nil }
+        if !marked, let sets {
+            marked = IPSetKind.all(.ipv4).contains { sets[$0.name] != nil }
         }
+        // A dual-stack node's IPv6 proxier: its KUBE-6- sets, its ip6tables rules.
+        let markedIPv6 = ProxyMode.kernelHasIPv6 && (hasDummy || sets.map { s in IPSetKind.all(.ipv6).contains { s[$0.name] != nil } } ?? false)
         var servers = 0
         let ipvs = force || hasDummy ? try? IPVS() : nil
         if let ipvs { servers = try ipvs.services().count }
-        guard marked || servers > 0 else { return nil }
+        guard marked || markedIPv6 || servers > 0 else { return nil }
         if marked { try IPVSRules.remove(ipt: SystemIPTables(), ipset: SystemIPSet()) }
+        if markedIPv6 { try IPVSRules.remove(ipt: SystemIPTables(ipv6: true), ipset: SystemIPSet(), family: .ipv6) }
         if let ipvs {
             try await IPVSProxier(ipvs: ipvs, links: links, ipt: SystemIPTables(), ipset: SystemIPSet(), options: IPVSOptions()).cleanup()
         } else if hasDummy {
@@ -91,7 +100,7 @@ extension IPVSProxier {
         var parts: [String] = []
         if servers > 0 { parts.append("\(servers) IPVS virtual server(s)") }
         if hasDummy { parts.append("kube-ipvs0") }
-        if marked { parts.append("the IPVS mode's ipsets and rules") }
+        if marked || markedIPv6 { parts.append("the IPVS mode's ipsets and rules") }
         return parts.joined(separator: ", ")
     }
 }

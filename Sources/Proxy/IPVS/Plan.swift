@@ -33,7 +33,7 @@ public struct IPVSOptions: Sendable {
         strictARP = c.ipvs.strictARP
     }
 
-    var ifNotLocal: String? { common.localDetector.iptablesMatch(negated: true) }
+    var ifNotLocal: String? { common.localDetector.iptablesMatch(negated: true, family: common.family) }
 }
 
 /// One virtual server and its real servers, and the service port it serves.
@@ -48,7 +48,8 @@ public struct IPVSVirtualServer: Sendable, Equatable {
 /// What the IPVS mode programs for a snapshot: virtual servers for ClusterIPs, externalIPs,
 /// load balancer IPs and NodePorts (on the node's addresses), with the endpoints the proxy core
 /// selected as masqueraded real servers of weight 1, ClientIP affinity as persistence; and the
-/// addresses bound to `kube-ipvs0` so the node accepts traffic for them.
+/// addresses bound to `kube-ipvs0` so the node accepts traffic for them. One family's (the
+/// options'): a dual-stack node runs a proxier per family over the one IPVS table and `kube-ipvs0`.
 public struct IPVSPlan: Sendable {
     public var servers: [IPVSVirtualServer]
     /// ClusterIPs, externalIPs and load balancer IPs (sorted, unique).
@@ -58,13 +59,13 @@ public struct IPVSPlan: Sendable {
 
     static func bytes(_ ip: IPAddress) -> [UInt8]? { IPNet.parseIP(ip.description) }
 
-    /// The addresses a service's ports need on kube-ipvs0.
-    public static func boundAddresses(_ snap: ProxySnapshot, of ports: [ServicePortName]) -> Set<String> {
+    /// The addresses of `family` a service's ports need on kube-ipvs0.
+    public static func boundAddresses(_ snap: ProxySnapshot, of ports: [ServicePortName], family: IPFamily) -> Set<String> {
         var bound = Set<String>()
         for name in ports {
-            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4 else { continue }
+            guard let info = snap.servicePorts[name], info.clusterIP.family == family else { continue }
             bound.insert(info.clusterIP.description)
-            for ip in info.externalIPs + info.loadBalancerVIPs where ip.family == .ipv4 { bound.insert(ip.description) }
+            for ip in info.externalIPs + info.loadBalancerVIPs where ip.family == family { bound.insert(ip.description) }
         }
         return bound
     }
@@ -73,11 +74,12 @@ public struct IPVSPlan: Sendable {
     ///   leaves `boundAddresses` empty: the proxier tracks them per service).
     public init(_ snap: ProxySnapshot, options: IPVSOptions, only: Set<NamespacedName>? = nil) {
         var servers: [IPVSVirtualServer] = []
-        let bound = only == nil ? Self.boundAddresses(snap, of: Array(snap.servicePorts.keys)) : []
-        let nodeIPs = (options.nodePortIPs ?? snap.node.ips).filter { $0.family == .ipv4 }
+        let family = options.family
+        let bound = only == nil ? Self.boundAddresses(snap, of: Array(snap.servicePorts.keys), family: family) : []
+        let nodeIPs = (options.nodePortIPs ?? snap.node.ips).filter { $0.family == family }
         let names = only.map { snap.ports(of: $0).sorted() } ?? snap.sortedNames
         for name in names {
-            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4 else { continue }
+            guard let info = snap.servicePorts[name], info.clusterIP.family == family else { continue }
             let cat = Topology.categorize(snap.endpoints[name] ?? [], for: info, node: snap.node)
             let d = PolicyDecision(cat, for: info)
             let internalEps = d.hasInternal ? (d.internalIsLocal ? cat.local : cat.cluster) : []
@@ -89,16 +91,16 @@ public struct IPVSPlan: Sendable {
                                       persistence: info.sessionAffinityClientIP ? UInt32(max(1, info.stickyMaxAgeSeconds)) : nil)
                 var seen = Set<String>()
                 let reals = eps.compactMap { e -> IPVSDestination? in
-                    guard let a = IPNet.parseIP(e.ip), a.count == 4, (1...65535).contains(e.port), seen.insert(e.endpoint).inserted else { return nil }
+                    guard let a = IPNet.parseIP(e.ip), a.count == addr.count, (1...65535).contains(e.port), seen.insert(e.endpoint).inserted else { return nil }
                     return IPVSDestination(address: a, port: UInt16(e.port))
                 }
                 return IPVSVirtualServer(service: svc, realServers: reals, owner: name, kind: kind)
             }
             if let s = server(info.clusterIP, info.port, internalEps, .clusterIP) { servers.append(s) }
-            for ip in info.externalIPs where ip.family == .ipv4 {
+            for ip in info.externalIPs where ip.family == family {
                 if let s = server(ip, info.port, externalEps, .externalIP) { servers.append(s) }
             }
-            for ip in info.loadBalancerVIPs where ip.family == .ipv4 {
+            for ip in info.loadBalancerVIPs where ip.family == family {
                 if let s = server(ip, info.port, externalEps, .loadBalancer) { servers.append(s) }
             }
             if info.nodePort != 0 {

@@ -50,7 +50,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
     private var boundBy: [NamespacedName: Set<IPNet>] = [:]
     private var boundRefs: [IPNet: Int] = [:]
 
-    static func nets(_ addresses: Set<String>) -> Set<IPNet> { Set(addresses.compactMap { IPNet("\($0)/32") }) }
+    static func nets(_ addresses: Set<String>) -> Set<IPNet> { Set(addresses.compactMap { IPNet("\($0)/\($0.contains(":") ? 128 : 32)") }) }
 
     /// Rebuilds the per-service address bookkeeping from a snapshot (after a full sync).
     func recordBound(_ snap: ProxySnapshot) {
@@ -58,7 +58,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         boundRefs = [:]
         for name in snap.servicePorts.keys { boundBy[name.service, default: []] = [] }
         for (svc, _) in boundBy {
-            let nets = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc])))
+            let nets = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc]), family: options.family))
             boundBy[svc] = nets
             for n in nets { boundRefs[n, default: 0] += 1 }
         }
@@ -96,11 +96,13 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
     /// The sysctls kube-proxy sets for the IPVS mode, in the namespace IPVS is programmed in:
     /// conntrack keeps IPVS connections (the masquerade rules need it), connections to a removed
     /// real server are rescheduled or dropped (so UDP flows move on), persistence templates of a
-    /// weight-0 server expire, forwarding is on; strict ARP when asked.
+    /// weight-0 server expire, forwarding is on (the IPv6 proxier's: IPv6 forwarding; the
+    /// `net.ipv4.vs` settings are IPVS's own, for both families); strict ARP when asked.
     func ensureSysctls() throws {
         guard !sysctlsSet else { return }
         var wanted = [("net.ipv4.vs.conntrack", "1"), ("net.ipv4.vs.expire_nodest_conn", "1"),
-                      ("net.ipv4.vs.expire_quiescent_template", "1"), ("net.ipv4.ip_forward", "1")]
+                      ("net.ipv4.vs.expire_quiescent_template", "1"),
+                      options.family == .ipv6 ? ("net.ipv6.conf.all.forwarding", "1") : ("net.ipv4.ip_forward", "1")]
         if options.strictARP { wanted += [("net.ipv4.conf.all.arp_ignore", "1"), ("net.ipv4.conf.all.arp_announce", "2")] }
         for (k, v) in wanted { try ipvs.setSysctl(k, v) }
         sysctlsSet = true
@@ -117,16 +119,18 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         try ensureSysctls()
         let dummy = try ensureDummy()
         var opts = options
+        let family = options.family
         if opts.nodeAddressesFromKernel && opts.nodePortIPs == nil {
-            // At every sync, as upstream: the node's own addresses (not loopback, not kube-ipvs0's),
-            // inside --nodeport-addresses when given; one address on two links counts once.
+            // At every sync, as upstream: the node's own addresses of this family (not loopback,
+            // not link-local, not kube-ipvs0's), inside --nodeport-addresses when given; one
+            // address on two links counts once.
             let ips = try links.addresses(of: nil as String?).filter { a in
-                a.index != dummy.index && !a.address.isIPv6 && a.address.address.first != 127 && a.scope == 0
+                a.index != dummy.index && a.address.isIPv6 == (family == .ipv6) && a.address.address.first != 127 && a.scope == 0
             }.compactMap { IPAddress($0.address.ip) }.filter { ip in opts.nodePortCIDRs.map { $0.contains { $0.contains(ip) } } ?? true }
             var seen = Set<String>()
             opts.nodePortIPs = ips.filter { seen.insert($0.description).inserted }
         }
-        for ip in opts.nodePortIPs ?? request.snapshot.node.ips {
+        for ip in opts.nodePortIPs ?? request.snapshot.node.ips where ip.family == family {
             if let b = IPNet.parseIP(ip.description) { managedAddresses.insert(b) }
         }
         // What a partial sync cannot see: kube-ipvs0 re-made, or the node's addresses changed.
@@ -138,7 +142,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         let partial = !state.mustSyncFully(request)
         let plan = IPVSPlan(request.snapshot, options: opts, only: partial ? request.changedServices : nil)
         var written = 0
-        if opts.nodeIP == nil { opts.nodeIP = (opts.nodePortIPs ?? request.snapshot.node.ips).first { $0.family == .ipv4 } }
+        if opts.nodeIP == nil { opts.nodeIP = (opts.nodePortIPs ?? request.snapshot.node.ips).first { $0.family == family } }
 
         // Set entries and rules first (new addresses are matched before IPVS takes their traffic),
         // entries that went away last.
@@ -159,7 +163,8 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         // 1. The addresses on kube-ipvs0: exactly the plan's.
         let want = Self.nets(Set(plan.boundAddresses))
         state.forget()   // until this full sync has gone through
-        let have = Set(try links.addresses(of: dummy).map(\.address).filter { !$0.isIPv6 })
+        // Only this family's: the other family's proxier keeps its own addresses there.
+        let have = Set(try links.addresses(of: dummy).map(\.address).filter { $0.isIPv6 == (family == .ipv6) })
         for a in want.subtracting(have) {
             try links.addAddress(dummy, a, noDAD: false)
             written += 1
@@ -172,7 +177,8 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         // 2. Virtual servers and real servers, against what the kernel holds.
         for s in plan.servers { managedAddresses.insert(s.service.address) }
         for a in have { managedAddresses.insert(a.address) }
-        let current = try ipvs.services()
+        // This family's virtual servers: the other family's proxier owns the rest of the table.
+        let current = try ipvs.services().filter { $0.isIPv6 == (family == .ipv6) }
         let currentByKey = Dictionary(current.map { (Self.key($0), $0) }, uniquingKeysWith: { a, _ in a })
         var planned = Set<String>()
         for vs in plan.servers {
@@ -215,7 +221,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
     /// lines that delete what is no longer wanted, to run once IPVS no longer needs it. A full
     /// sync compares with the kernel's sets; a partial one with what the changed services had.
     func syncRules(_ snap: ProxySnapshot, options opts: IPVSOptions, changed: Set<NamespacedName>?) throws -> (String, Int) {
-        let nodeIPs = (opts.nodePortIPs ?? snap.node.ips).filter { $0.family == .ipv4 }
+        let nodeIPs = (opts.nodePortIPs ?? snap.node.ips).filter { $0.family == opts.family }
         var newShares = changed == nil ? [:] : shares
         var refs = changed == nil ? [:] : entryRefs
         var drops = changed == nil ? [:] : dropRefs
@@ -251,8 +257,8 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
             // Against the kernel: every set made (as upstream, even empty ones), what is missing
             // added, what is extra removed at the end.
             let kernel = try ipset.save()
-            adds = IPSetKind.all.map { $0.createLine + "\n" }.joined()
-            for k in IPSetKind.all {
+            adds = IPSetKind.all(opts.family).map { $0.createLine + "\n" }.joined()
+            for k in IPSetKind.all(opts.family) {
                 let want = Set((refs[k.name] ?? [:]).keys), have = kernel[k.name] ?? []
                 for e in want.subtracting(have).sorted() { adds += "add \(k.name) \(e)\n" }
                 for e in have.subtracting(want).sorted() { dels += "del \(k.name) \(e)\n" }
@@ -310,7 +316,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         state.forget()   // a failure below leaves the next sync a full one
         // kube-ipvs0: only the changed services' addresses, counted so a shared one stays while needed.
         for svc in changed {
-            let now = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc])))
+            let now = Self.nets(IPVSPlan.boundAddresses(snap, of: snap.ports(of: [svc]), family: options.family))
             let before = boundBy[svc] ?? []
             for a in now.subtracting(before) {
                 boundRefs[a, default: 0] += 1
@@ -429,7 +435,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
             try ipvs.deleteService(s)
         }
         if try links.link(named: IPVSPlan.dummyInterface) != nil { try links.deleteLink(IPVSPlan.dummyInterface) }
-        try IPVSRules.remove(ipt: ipt, ipset: ipset)
+        try IPVSRules.remove(ipt: ipt, ipset: ipset, family: options.family)
         terminating.removeAll()
         state.forget()
         applied = [:]

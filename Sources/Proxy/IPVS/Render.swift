@@ -149,8 +149,9 @@ public enum IPVSRenderer {
             case .list:
                 let plan = IPVSPlan(snapshot, options: options)
                 var out = IPVSRenderer.listing(plan)
-                out += "# \(IPVSPlan.dummyInterface): \(plan.boundAddresses.map { "\($0)/32" }.joined(separator: " "))\n"
-                out += "# ipset save\n" + rules.ipset + "# iptables-restore --noflush\n" + rules.iptables
+                let ipv6 = options.family == .ipv6
+                out += "# \(IPVSPlan.dummyInterface): \(plan.boundAddresses.map { "\($0)/\(ipv6 ? 128 : 32)" }.joined(separator: " "))\n"
+                out += "# ipset save\n" + rules.ipset + "# \(ipv6 ? "ip6tables" : "iptables")-restore --noflush\n" + rules.iptables
                 return out
             }
         }

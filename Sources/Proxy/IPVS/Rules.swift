@@ -39,28 +39,29 @@ public enum IPVSRules {
         "\(ip),\(proto.lower):\(port)" + (third.map { ",\($0)" } ?? "")
     }
 
-    static func net(_ c: CIDR) -> String { c.prefixLength == 32 ? c.address.description : c.description }
+    static func net(_ c: CIDR) -> String { c.prefixLength == (c.family == .ipv4 ? 32 : 128) ? c.address.description : c.description }
 
     /// What the service ports `ports` put into the sets; `nodeIPs` are the addresses NodePorts
     /// are served on (none: no NodePort entries, as upstream).
     static func share(_ snap: ProxySnapshot, of ports: [ServicePortName], nodeIPs: [IPAddress], options: IPVSOptions) -> IPVSRuleShare {
         var s = IPVSRuleShare()
-        func add(_ set: IPSetKind, _ e: String) { s.entries[set.name, default: []].insert(e) }
+        let family = options.family
+        func add(_ set: IPSetKind, _ e: String) { s.entries[set.of(family).name, default: []].insert(e) }
         for name in ports {
-            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4, (1...65535).contains(info.port) else { continue }
+            guard let info = snap.servicePorts[name], info.clusterIP.family == family, (1...65535).contains(info.port) else { continue }
             let p = info.proto
-            for e in snap.endpoints[name] ?? [] where e.isLocal && !e.ip.contains(":") && (1...65535).contains(e.port) {
+            for e in snap.endpoints[name] ?? [] where e.isLocal && e.ip.contains(":") == (family == .ipv6) && (1...65535).contains(e.port) {
                 add(.loopBack, "\(e.ip),\(p.lower):\(e.port),\(e.ip)")
             }
             add(.clusterIP, entry(info.clusterIP, p, info.port))
-            for ip in info.externalIPs where ip.family == .ipv4 {
+            for ip in info.externalIPs where ip.family == family {
                 add(info.externalPolicyLocal ? .externalIPLocal : .externalIP, entry(ip, p, info.port))
             }
-            for ip in info.loadBalancerVIPs where ip.family == .ipv4 {
+            for ip in info.loadBalancerVIPs where ip.family == family {
                 let e = entry(ip, p, info.port)
                 add(.loadBalancer, e)
                 if info.externalPolicyLocal { add(.loadBalancerLocal, e) }
-                let ranges = info.loadBalancerSourceRanges.filter { $0.address.family == .ipv4 }
+                let ranges = info.loadBalancerSourceRanges.filter { $0.address.family == family }
                 guard !ranges.isEmpty else { continue }
                 add(.loadBalancerFW, e)
                 for r in ranges { add(.loadBalancerSourceCIDR, entry(ip, p, info.port, net(r))) }
@@ -78,7 +79,7 @@ public enum IPVSRules {
                     add(p == .tcp ? .nodePortTCP : .nodePortUDP, String(info.nodePort))
                     if info.externalPolicyLocal { add(p == .tcp ? .nodePortLocalTCP : .nodePortLocalUDP, String(info.nodePort)) }
                 case .sctp:
-                    for ip in nodeIPs where ip.family == .ipv4 {
+                    for ip in nodeIPs where ip.family == family {
                         add(.nodePortSCTP, entry(ip, .sctp, info.nodePort))
                         if info.externalPolicyLocal { add(.nodePortLocalSCTP, entry(ip, .sctp, info.nodePort)) }
                     }
@@ -86,7 +87,7 @@ public enum IPVSRules {
             }
             if info.healthCheckNodePort != 0 { add(.healthCheckNodePort, String(info.healthCheckNodePort)) }
         }
-        for a in IPVSPlan.boundAddresses(snap, of: ports) { add(.ipvsIPs, a) }
+        for a in IPVSPlan.boundAddresses(snap, of: ports, family: family) { add(.ipvsIPs, a) }
         return s
     }
 
@@ -98,11 +99,13 @@ public enum IPVSRules {
         var nat = "*nat\n" + natChains.map { ":\($0) - [0:0]\n" }.joined()
         var filter = "*filter\n" + filterChains.map { ":\($0) - [0:0]\n" }.joined()
         var natRules = "", filterRules = ""
-        func has(_ k: IPSetKind) -> Bool { nonEmpty.contains(k.name) }
+        let family = options.family
+        func has(_ k: IPSetKind) -> Bool { nonEmpty.contains(k.of(family).name) }
         func setRule(_ chain: String, _ k: IPSetKind, _ match: String, _ target: String, proto: String? = nil) -> String {
-            "-A \(chain) " + (proto.map { "-p \($0) " } ?? "") + "-m comment --comment \(quoted(k.comment)) -m set --match-set \(k.name) \(match) -j \(target)\n"
+            "-A \(chain) " + (proto.map { "-p \($0) " } ?? "") + "-m comment --comment \(quoted(k.comment)) -m set --match-set \(k.of(family).name) \(match) -j \(target)\n"
         }
-        natRules += "-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN\n"
+        // Loopback sources leave the services alone (IPv4: 127.0.0.1 NodePorts have their own path).
+        if family == .ipv4 { natRules += "-A KUBE-SERVICES -s 127.0.0.0/8 -j RETURN\n" }
         // Upstream's ipsetWithIptablesChain, in its order.
         let chained: [(IPSetKind, table: String, chain: String, match: String, target: String, proto: String?)] = [
             (.loopBack, "nat", "KUBE-POSTROUTING", "dst,dst,src", "MASQUERADE", nil),
@@ -123,7 +126,7 @@ public enum IPVSRules {
             if c.table == "nat" { natRules += r } else { filterRules += r }
         }
         if has(.clusterIP) {
-            let k = IPSetKind.clusterIP
+            let k = IPSetKind.clusterIP.of(family)
             let head = "-A KUBE-SERVICES -m comment --comment \(quoted(k.comment)) -m set --match-set \(k.name) "
             if options.masqueradeAll {
                 natRules += head + "dst,dst -j KUBE-MARK-MASQ\n"
@@ -135,7 +138,7 @@ public enum IPVSRules {
             }
         }
         for (k, masq) in [(IPSetKind.externalIP, true), (.externalIPLocal, false)] where has(k) {
-            let head = "-A KUBE-SERVICES -m comment --comment \(quoted(k.comment)) -m set --match-set \(k.name) dst,dst "
+            let head = "-A KUBE-SERVICES -m comment --comment \(quoted(k.comment)) -m set --match-set \(k.of(family).name) dst,dst "
             if masq { natRules += head + "-j KUBE-MARK-MASQ\n" }
             natRules += head + "-m physdev ! --physdev-is-in -m addrtype ! --src-type LOCAL -j ACCEPT\n"
             natRules += head + "-m addrtype --dst-type LOCAL -j ACCEPT\n"
@@ -144,17 +147,17 @@ public enum IPVSRules {
         natRules += "-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ\n"
         filterRules += "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP\n"
         for d in outDrops { filterRules += d + "\n" }
-        if has(.clusterIP) { natRules += "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT\n" }
-        if has(.loadBalancer) { natRules += "-A KUBE-SERVICES -m set --match-set KUBE-LOAD-BALANCER dst,dst -j ACCEPT\n" }
+        if has(.clusterIP) { natRules += "-A KUBE-SERVICES -m set --match-set \(IPSetKind.clusterIP.of(family).name) dst,dst -j ACCEPT\n" }
+        if has(.loadBalancer) { natRules += "-A KUBE-SERVICES -m set --match-set \(IPSetKind.loadBalancer.of(family).name) dst,dst -j ACCEPT\n" }
         let m = options.mark.paddedHex
         filterRules += "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark \(m)/\(m) -j ACCEPT\n"
         filterRules += "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
-        filterRules += "-A KUBE-NODE-PORT -m comment --comment \(quoted(IPSetKind.healthCheckNodePort.comment)) -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT\n"
+        filterRules += "-A KUBE-NODE-PORT -m comment --comment \(quoted(IPSetKind.healthCheckNodePort.comment)) -m set --match-set \(IPSetKind.healthCheckNodePort.of(family).name) dst -j ACCEPT\n"
         for (k, match) in [(IPSetKind.loadBalancer, "dst,dst"), (.clusterIP, "dst,dst"), (.externalIP, "dst,dst"),
                            (.externalIPLocal, "dst,dst"), (.healthCheckNodePort, "dst")] {
-            filterRules += "-A KUBE-IPVS-FILTER -m set --match-set \(k.name) \(match) -j RETURN\n"
+            filterRules += "-A KUBE-IPVS-FILTER -m set --match-set \(k.of(family).name) \(match) -j RETURN\n"
         }
-        filterRules += "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT\n"
+        filterRules += "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set \(IPSetKind.ipvsIPs.of(family).name) dst -j REJECT\n"
         natRules += "-A KUBE-POSTROUTING -m mark ! --mark \(m)/\(m) -j RETURN\n"
         natRules += "-A KUBE-POSTROUTING -j MARK --xor-mark \(m)\n"
         natRules += "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
@@ -166,9 +169,9 @@ public enum IPVSRules {
     }
 
     /// Sets and entries as `ipset save` would list them (a script `ipset restore` takes).
-    public static func ipsetScript(_ entries: [String: Set<String>]) -> String {
+    public static func ipsetScript(_ entries: [String: Set<String>], family: IPFamily = .ipv4) -> String {
         var out = ""
-        for k in IPSetKind.all {
+        for k in IPSetKind.all(family) {
             out += k.createLine + "\n"
             for e in (entries[k.name] ?? []).sorted() { out += "add \(k.name) \(e)\n" }
         }
@@ -177,12 +180,12 @@ public enum IPVSRules {
 
     /// Everything for a snapshot, as `render` prints it.
     public static func render(_ snap: ProxySnapshot, options: IPVSOptions) -> (ipset: String, iptables: String) {
-        let nodeIPs = (options.nodePortIPs ?? snap.node.ips).filter { $0.family == .ipv4 }
+        let nodeIPs = (options.nodePortIPs ?? snap.node.ips).filter { $0.family == options.family }
         var options = options
         if options.nodeIP == nil { options.nodeIP = nodeIPs.first }   // as the proxier takes it
         let s = share(snap, of: Array(snap.servicePorts.keys), nodeIPs: nodeIPs, options: options)
         let nonEmpty = Set(s.entries.filter { !$0.value.isEmpty }.keys)
-        return (ipsetScript(s.entries), withJumps(restoreText(nonEmpty: nonEmpty, outDrops: s.outDrops.sorted(), options: options)))
+        return (ipsetScript(s.entries, family: options.family), withJumps(restoreText(nonEmpty: nonEmpty, outDrops: s.outDrops.sorted(), options: options)))
     }
 
     /// The restore text with the jumps from the built-in chains as `-I CHAIN 1` lines at the end
@@ -212,13 +215,14 @@ public enum IPVSRules {
     }
 
     /// Removes the IPVS mode's jumps and chains (a chain another mode still jumps to is flushed and
-    /// kept), then its ipsets: what `--cleanup` does whichever mode ran.
+    /// kept), then its ipsets: what `--cleanup` does whichever mode ran. `ipt` is the family's
+    /// (ip6tables for IPv6), and its sets are the family's.
     /// True when there was anything to remove.
     @discardableResult
-    public static func remove(ipt: any IPTablesInterface, ipset: any IPSetInterface) throws -> Bool {
+    public static func remove(ipt: any IPTablesInterface, ipset: any IPSetInterface, family: IPFamily = .ipv4) throws -> Bool {
         let removed = try ipt.removeOwned(OwnedChains(names: ["nat": Set(natChains), "filter": Set(filterChains)]))
         let sets = try ipset.save()
-        let destroy = IPSetKind.all.filter { sets[$0.name] != nil }.map { "destroy \($0.name)\n" }.joined()
+        let destroy = IPSetKind.all(family).filter { sets[$0.name] != nil }.map { "destroy \($0.name)\n" }.joined()
         if !destroy.isEmpty { try ipset.restore(destroy) }
         return removed || !destroy.isEmpty
     }
