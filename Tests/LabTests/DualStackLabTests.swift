@@ -226,6 +226,10 @@ struct DualStackLabTests {
                 #expect(set.contains("family inet6") && set.contains("fd00:10:96::10,tcp:80"), "\(set)")
                 let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
                 #expect(v6.contains("--match-set KUBE-6-CLUSTER-IP dst,dst") && !v6.contains("127.0.0.0/8"), "\(v6)")
+                // explain --live reads the IPv6 half of what the kernel holds.
+                let live = try Sh.run(["ip", "netns", "exec", node, bin, "explain", "--proxy-mode", "ipvs", "--live",
+                                       "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
+                #expect(live.status == 0 && live.out.contains("DNAT to [fd00:10:244:1::2]:8080"), "\(live.out) \(live.err)")
             } else {
                 let v6 = try Sh.must(["ip", "netns", "exec", node, "ip6tables-save", "-t", "nat"])
                 #expect(v6.contains("-d fd00:10:96::10/128") && !v6.contains("127.0.0.0/8") && !v6.contains("10.96.0.10"), "\(v6)")
@@ -256,8 +260,8 @@ struct DualStackLabTests {
         }
     }
 
-    /// `switchyard explain` takes an IPv6 packet through the iptables mode's IPv6 rules (from
-    /// manifests, or the IPv6 part of a dual-stack render), and refuses what it cannot walk.
+    /// `switchyard explain` takes an IPv6 packet through each mode's IPv6 rules (from manifests,
+    /// or the IPv6 part of a dual-stack render), and refuses what it cannot walk.
     @Test func explainWalksEachFamily() throws {
         let bin = try switchyardBinary()
         let dir = try tempDir("dual-explain")
@@ -296,8 +300,20 @@ struct DualStackLabTests {
             let r = try Sh.run([bin, "explain", "--proxy-mode", "nftables"] + common + ["--rules", nftRules, "--src", src, "--dst", dst])
             #expect(r.status == 0 && r.out.contains("DNAT to \(to)"), "\(r.out) \(r.err)")
         }
+        // The IPVS mode: the IPv6 virtual server, the KUBE-6- sets and the ip6tables rules, from
+        // manifests and from the IPv6 part of a render; a port the Service lacks is rejected by
+        // the access filter.
         let ipvs = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::10]:80"])
-        #expect(ipvs.status == 64 && ipvs.err.contains("explain walks the ipvs mode's IPv4 rules only so far"), "\(ipvs.err)")
+        #expect(ipvs.status == 0 && ipvs.out.contains("ipvs TCP  [fd00:10:96::10]:80 rr: -> [fd00:10:244:1::2]:8080 Masq weight 1")
+                && ipvs.out.contains("DNAT to [fd00:10:244:1::2]:8080, accepted") && ipvs.out.hasPrefix("ipvs: [fd00:10:244:2::5]:40000 -> [fd00:10:96::10]:80/tcp"),
+                "\(ipvs.out) \(ipvs.err)")
+        let ipvsRendered = try Sh.run([bin, "render", "--proxy-mode", "ipvs"] + common + ["-f", file])
+        let ipvsRules = dir.appendingPathComponent("ipvs.rules").path
+        try ipvsRendered.out.write(toFile: ipvsRules, atomically: true, encoding: .utf8)
+        let stray = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["--rules", ipvsRules, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::20]:81"])
+        #expect(stray.status == 0 && stray.out.contains("--match-set KUBE-6-IPVS-IPS dst -j REJECT") && stray.out.contains("rejected"), "\(stray.out) \(stray.err)")
+        let ipvsV4 = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["--rules", ipvsRules, "--src", "10.244.2.5", "--dst", "10.96.0.10:80"])
+        #expect(ipvsV4.status == 0 && ipvsV4.out.contains("DNAT to 10.244.1.2:8080"), "\(ipvsV4.out) \(ipvsV4.err)")
     }
 
     /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing

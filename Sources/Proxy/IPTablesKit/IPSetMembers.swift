@@ -34,7 +34,7 @@ public struct IPSetMembers: Sendable {
     public var count: Int { members.count }
 
     /// Adds a member as `ipset save` prints it (or as `ipset add` takes it: numeric protocols,
-    /// a /32 net, a port range in a bitmap).
+    /// a /32 (or /128) net, a port range in a bitmap).
     public mutating func add(_ entry: some StringProtocol) {
         let fields = entry.split(separator: ",", omittingEmptySubsequences: false)
         guard fields.count == dimensions.count else { return }
@@ -45,17 +45,20 @@ public struct IPSetMembers: Sendable {
         }
         var out: [String] = []
         for (d, f) in zip(dimensions, fields) {
+            // A host's length: 32 bits, or 128 for IPv6.
+            let width = f.contains(":") && d != .port ? 128 : 32
+            let host = "/\(width)"
             switch d {
             case .ip:
-                out.append(f.hasSuffix("/32") ? String(f.dropLast(3)) : String(f))
+                out.append(f.hasSuffix(host) ? String(f.dropLast(host.count)) : String(f))
             case .net:
-                if let slash = f.firstIndex(of: "/"), let len = Int(f[f.index(after: slash)...]), len < 32 {
+                if let slash = f.firstIndex(of: "/"), let len = Int(f[f.index(after: slash)...]), len < width {
                     guard let c = IPTablesWalk.cidr(String(f)) else { return }
                     out.append("\(IPTablesWalk.text(c.0))/\(len)")
                     if !prefixes.contains(len) { prefixes.append(len); prefixes.sort(by: >) }
                 } else {
-                    out.append(f.hasSuffix("/32") ? String(f.dropLast(3)) : String(f))
-                    if !prefixes.contains(32) { prefixes.append(32); prefixes.sort(by: >) }
+                    out.append(f.hasSuffix(host) ? String(f.dropLast(host.count)) : String(f))
+                    if !prefixes.contains(width) { prefixes.append(width); prefixes.sort(by: >) }
                 }
             case .port:
                 let pp = f.split(separator: ":", maxSplits: 1)
@@ -90,7 +93,7 @@ public struct IPSetMembers: Sendable {
         }
         guard let net else { return members.contains(parts.joined(separator: ",")) }
         for len in prefixes {
-            parts[net.index] = len == 32 ? IPTablesWalk.text(net.address) : "\(IPTablesWalk.text(net.address.masked(net.address.mask(len))))/\(len)"
+            parts[net.index] = len == (net.address.v6 ? 128 : 32) ? IPTablesWalk.text(net.address) : "\(IPTablesWalk.text(net.address.masked(net.address.mask(len))))/\(len)"
             if members.contains(parts.joined(separator: ",")) { return true }
         }
         return false

@@ -1,5 +1,6 @@
 import HostOS
 import IPTablesKit
+import KubeAPI
 import Netlink
 import ProxySeam
 
@@ -35,7 +36,7 @@ public struct IPVSWalk: Sendable {
         public var reals: [Real] = []
     }
 
-    /// By `tcp 10.96.0.10:80`.
+    /// By `tcp 10.96.0.10:80` (`tcp [fd00:10:96::10]:80`), addresses in their canonical text.
     public private(set) var virtuals: [String: Virtual] = [:]
     /// kube-ipvs0's addresses (the node's own, for `--dst-type LOCAL`).
     public private(set) var dummyAddresses: [String] = []
@@ -82,9 +83,8 @@ public struct IPVSWalk: Sendable {
             guard let first = f.first else { continue }
             switch first {
             case "TCP", "UDP", "SCTP":   // a virtual server, as listed
-                if f.count >= 2 && f[1].hasPrefix("[") { current = nil; continue }   // IPv6: explain walks IPv4
                 guard f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { throw ParseError(description: "line \(n + 1): not a virtual server: \(line)") }
-                let key = "\(first.lowercased()) \(a):\(p)"
+                let key = "\(first.lowercased()) \(Self.hostPort(a, p))"
                 // As ipvsadm lists it: two spaces after a three-letter protocol.
                 virtuals[key] = Virtual(line: "\(first)\(first.utf8.count == 3 ? "  " : " ")\(f[1...].joined(separator: " "))")
                 current = key
@@ -94,21 +94,20 @@ public struct IPVSWalk: Sendable {
                 guard let c = current, f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { continue }   // the header, or a fwmark's
                 virtuals[c]?.reals.append(Real(address: a, port: p, weight: f.count > 3 ? Int(f[3]) ?? 1 : 1, forward: String(f[2])))
             case "-A", "-a":   // ipvsadm-save -n
-                if f.count >= 3 && f[2].hasPrefix("[") { continue }   // IPv6: explain walks IPv4
                 guard f.count >= 3, let proto = ["-t": "tcp", "-u": "udp", "--sctp-service": "sctp"][String(f[1])], let (a, p) = Self.endpoint(f[2]) else {
                     if f.count >= 2 && f[1] == "-f" { continue }
                     throw ParseError(description: "line \(n + 1): not an ipvsadm-save line: \(line)")
                 }
-                let key = "\(proto) \(a):\(p)"
+                let key = "\(proto) \(Self.hostPort(a, p))"
                 func option(_ o: String) -> String? { f.firstIndex(of: Substring(o)).flatMap { $0 + 1 < f.count ? String(f[$0 + 1]) : nil } }
                 if first == "-A" {
-                    var listed = "\(proto.uppercased())  \(a):\(p) \(option("-s") ?? "wlc")"
+                    var listed = "\(proto.uppercased())  \(Self.hostPort(a, p)) \(option("-s") ?? "wlc")"
                     if let t = option("-p") { listed += " persistent \(t)" }
                     virtuals[key] = Virtual(line: listed)
                 } else {
                     guard let r = option("-r"), let (ra, rp) = Self.endpoint(Substring(r)) else { throw ParseError(description: "line \(n + 1): a real server without -r: \(line)") }
                     let forward = f.contains("-g") ? "Route" : f.contains("-i") ? "Tunnel" : "Masq"
-                    virtuals[key, default: Virtual(line: "\(proto.uppercased())  \(a):\(p)")].reals
+                    virtuals[key, default: Virtual(line: "\(proto.uppercased())  \(Self.hostPort(a, p))")].reals
                         .append(Real(address: ra, port: rp, weight: option("-w").flatMap { Int($0) } ?? 1, forward: forward))
                 }
             default:
@@ -122,22 +121,26 @@ public struct IPVSWalk: Sendable {
         rules.sets = IPSetMembers.parse(ipsetLines.joined(separator: "\n"))
     }
 
-    /// `a.b.c.d:port`.
+    /// `a.b.c.d:port` or `[IPv6]:port`, the address in its canonical text.
     static func endpoint(_ s: Substring) -> (String, Int)? {
         let u = s.utf8
         guard let colon = u.lastIndex(of: 58), let port = Int(Substring(u[u.index(after: colon)...])) else { return nil }
-        let a = String(Substring(u[..<colon]))
-        return IPTablesWalk.address(a) == nil ? nil : (a, port)
+        var a = Substring(u[..<colon])
+        if a.hasPrefix("[") && a.hasSuffix("]") { a = a.dropFirst().dropLast() }
+        return IPTablesWalk.address(String(a)).map { (IPTablesWalk.text($0), port) }
     }
+
+    /// `address:port`, an IPv6 address in brackets (as ipvsadm writes them).
+    static func hostPort(_ a: String, _ port: Int) -> String { a.contains(":") ? "[\(a)]:\(port)" : "\(a):\(port)" }
 
     /// Every way the packet can go.
     public func walk(_ q: ExplainQuery) throws -> [IPTablesWalk.Outcome] {
         var w = rules
         guard let src = IPTablesWalk.address(q.source), let dst = IPTablesWalk.address(q.destination) else {
-            throw ParseError(description: "explain takes IPv4 addresses here (\(q.source), \(q.destination))")
+            throw ParseError(description: "explain takes IP addresses here (\(q.source), \(q.destination))")
         }
-        guard !src.v6 && !dst.v6 else {
-            throw ParseError(description: "explain walks the ipvs mode's IPv4 rules only so far (\(q.source), \(q.destination))")
+        guard src.v6 == dst.v6 else {
+            throw ParseError(description: "the source \(q.source) and the destination \(q.destination) are of different families")
         }
         w.local = Set((q.localAddresses + dummyAddresses).compactMap(IPTablesWalk.address))
         let start = [IPTablesWalk.Outcome(packet: IPTablesWalk.Packet(source: src, sourcePort: q.sourcePort, destination: dst, port: q.port, proto: q.proto),
@@ -167,7 +170,7 @@ public struct IPVSWalk: Sendable {
     static func goesOn(_ o: IPTablesWalk.Outcome) -> Bool { o.end == .accept || o.end == .fallThrough }
 
     func virtual(_ p: IPTablesWalk.Packet) -> Virtual? {
-        virtuals["\(p.proto) \(IPTablesWalk.text(p.destination)):\(p.port)"]
+        virtuals["\(p.proto) \(Self.hostPort(IPTablesWalk.text(p.destination), p.port))"]
     }
 
     /// IPVS on the packet: to each real server of weight above zero, as likely as its share of
@@ -185,7 +188,7 @@ public struct IPVSWalk: Sendable {
         }
         return serving.map { r in
             var p = o.packet
-            p.hops.append(("ipvs", v.line, "-> \(r.address):\(r.port) \(r.forward) weight \(r.weight)"))
+            p.hops.append(("ipvs", v.line, "-> \(Self.hostPort(r.address, r.port)) \(r.forward) weight \(r.weight)"))
             p.probability *= Double(r.weight) / Double(total)
             p.destination = IPTablesWalk.address(r.address)!
             p.port = r.port
@@ -204,20 +207,23 @@ public struct IPVSWalk: Sendable {
         })
     }
 
-    /// What the kernel holds of the IPVS mode (`explain --live`), in the form `explain` reads:
-    /// the virtual servers through netlink, listed as `ipvsadm -Ln`, kube-ipvs0's addresses,
-    /// `ipset save` and `iptables-save` of nat and filter.
-    static func live() throws -> String {
+    /// What the kernel holds of the IPVS mode for `family` (`explain --live`), in the form
+    /// `explain` reads: that family's virtual servers through netlink, listed as `ipvsadm -Ln`,
+    /// its addresses on kube-ipvs0, `ipset save` and `iptables-save` (or `ip6tables-save`) of
+    /// nat and filter.
+    static func live(_ family: IPFamily = .ipv4) throws -> String {
         let ipvs: IPVS
         do { ipvs = try IPVS() } catch { throw ProxyConfigError("explain --live --proxy-mode ipvs: \(error) (netlab/guest runs a kernel that has IPVS)") }
-        let servers = try ipvs.services().map { s in (service: s, reals: try ipvs.destinations(of: s)) }
+        let ipv6 = family == .ipv6
+        let servers = try ipvs.services().filter { $0.isIPv6 == ipv6 }.map { s in (service: s, reals: try ipvs.destinations(of: s)) }
         var out = IPVSRenderer.listing(servers)
         let links = try RouteHandle()
         if let dummy = try links.link(named: IPVSPlan.dummyInterface) {
-            out += "# \(IPVSPlan.dummyInterface): \(try links.addresses(of: dummy).map(\.address.description).joined(separator: " "))\n"
+            let addresses = try links.addresses(of: dummy).map(\.address).filter { $0.isIPv6 == ipv6 }
+            out += "# \(IPVSPlan.dummyInterface): \(addresses.map(\.description).joined(separator: " "))\n"
         }
         out += "# ipset save\n" + (try CommandRunner().run(["ipset", "save"]).stdout)
-        out += "# iptables-save\n" + (try SystemIPTables().save(tables: ["filter", "nat"]))
+        out += "# \(ipv6 ? "ip6tables" : "iptables")-save\n" + (try SystemIPTables(ipv6: ipv6).save(tables: ["filter", "nat"]))
         return out
     }
 }

@@ -51,7 +51,7 @@ extension ProxyMode {
         },
         removeLeftovers: { scan in try await IPVSProxier.removeLeftovers(scan) },
         explain: { ruleset, query in try IPVSWalk.explain(ruleset, query) },
-        liveRuleset: { _ in try IPVSWalk.live() })
+        liveRuleset: { family in try IPVSWalk.live(family) })
 }
 
 extension IPVSOptions {

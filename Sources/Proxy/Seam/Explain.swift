@@ -90,7 +90,8 @@ public struct PacketPath: Sendable {
     /// For people: the packet, the rules of the most likely way (and where the others part), the outcomes.
     public func text() -> String {
         let q = query
-        var out = "\(mode): \(q.source):\(q.sourcePort) -> \(q.destination):\(q.port)/\(q.proto), "
+        func hostPort(_ a: String, _ p: Int) -> String { a.contains(":") ? "[\(a)]:\(p)" : "\(a):\(p)" }
+        var out = "\(mode): \(hostPort(q.source, q.sourcePort)) -> \(hostPort(q.destination, q.port))/\(q.proto), "
             + (q.fromNode ? "sent by the node (OUTPUT)\n" : "arriving at the node (PREROUTING)\n")
         guard let first = outcomes.max(by: { $0.probability < $1.probability }) else { return out + "no outcome\n" }
         for h in first.hops { out += "  \(h.table) \(h.chain): \(h.rule)\n" }
