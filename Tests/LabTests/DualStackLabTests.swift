@@ -2,7 +2,7 @@ import Foundation
 import NetnsKit
 import Testing
 
-/// A dual-stack Service in the iptables and nftables modes, in the kernel: `render` prints the IPv4
+/// A dual-stack Service in every mode, in the kernel (the IPVS mode's in the qemu guest): `render` prints the IPv4
 /// and IPv6 rulesets, `iptables-restore` and `ip6tables-restore` (or `nft -f`) load them in a node
 /// namespace, and one pod
 /// (an address of each family) answers on the ClusterIP of each family and on the NodePort at the
@@ -164,11 +164,11 @@ struct DualStackLabTests {
         }
     }
 
-    /// `switchyard proxy` in the iptables and nftables modes runs a proxier per family on a node with
+    /// `switchyard proxy` in the iptables, nftables and userspace modes runs a proxier per family on a node with
     /// IPv6 (as upstream's kube-proxy): a dual-stack Service answers on both ClusterIPs and NodePorts,
     /// each family's sync is in /metrics under its `ip_family`, a downgrade to single-stack takes the
     /// IPv6 rules away and leaves IPv4 answering, and `--cleanup` removes the IPv6 rules too.
-    @Test(arguments: ["iptables", "nftables"])
+    @Test(arguments: ["iptables", "nftables", "userspace"])
     func theProxyRunsAProxierPerFamily(mode: String) throws {
         try Self.proxierPerFamily(mode: mode)
     }
@@ -242,7 +242,8 @@ struct DualStackLabTests {
             #expect(proxy.stop() != nil)
 
             let cleanup = try Sh.run(["ip", "netns", "exec", node, bin, "proxy", "--cleanup"])
-            let removed = ["nftables": "removed the nftables table ip kube-proxy and ip6 kube-proxy", "ipvs": "kube-ipvs0, the IPVS mode's ipsets and rules"][mode]
+            let removed = ["nftables": "removed the nftables table ip kube-proxy and ip6 kube-proxy", "ipvs": "kube-ipvs0, the IPVS mode's ipsets and rules",
+                           "userspace": "removed the userspace mode's portal chains"][mode]
                 ?? "removed the iptables mode's rules and chains"
             #expect(cleanup.status == 0 && cleanup.err.contains(removed), "\(cleanup.err)")
             let tables = try Sh.must(["ip", "netns", "exec", node, "nft", "list", "tables"])
@@ -314,10 +315,14 @@ struct DualStackLabTests {
         #expect(stray.status == 0 && stray.out.contains("--match-set KUBE-6-IPVS-IPS dst -j REJECT") && stray.out.contains("rejected"), "\(stray.out) \(stray.err)")
         let ipvsV4 = try Sh.run([bin, "explain", "--proxy-mode", "ipvs"] + common + ["--rules", ipvsRules, "--src", "10.244.2.5", "--dst", "10.96.0.10:80"])
         #expect(ipvsV4.status == 0 && ipvsV4.out.contains("DNAT to 10.244.1.2:8080"), "\(ipvsV4.out) \(ipvsV4.err)")
+        // The userspace mode: the IPv6 portal rule to the IPv6 listener, which dials the IPv6 endpoint.
+        let userspace = try Sh.run([bin, "explain", "--proxy-mode", "userspace"] + common + ["-f", file, "--src", "fd00:10:244:2::5", "--dst", "[fd00:10:96::20]:80"])
+        #expect(userspace.status == 0 && userspace.out.contains("-d fd00:10:96::20/128") && userspace.out.contains("proxied to [fd00:10:244:1::2]:8080"),
+                "\(userspace.out) \(userspace.err)")
     }
 
-    /// `--ip-family`: each family alone, both, refused for a mode that writes IPv4 only (with nothing
-    /// printed), and the automatic choice, which warns when it leaves IPv6 addresses out.
+    /// `--ip-family`: each family alone, both (also by default, when a Service has an IPv6
+    /// address), in every mode, and a family that is not one refused.
     @Test func renderPicksFamilies() throws {
         let bin = try switchyardBinary()
         let dir = try tempDir("dual-render")
@@ -339,10 +344,9 @@ struct DualStackLabTests {
         let ipvs = try render(["--proxy-mode", "ipvs", "--ip-family", "ipv6"])
         #expect(ipvs.status == 0 && ipvs.out.contains("TCP  [fd00:10:96::10]:80 rr") && ipvs.out.contains("# kube-ipvs0: fd00:10:96::10/128 fd00:10:96::20/128")
                 && ipvs.out.contains("create KUBE-6-CLUSTER-IP hash:ip,port family inet6") && !ipvs.out.contains("10.96.0.10"), "\(ipvs.out)")
-        let refused = try render(["--proxy-mode", "userspace", "--ip-family", "ipv6"])
-        #expect(refused.status == 64 && refused.out.isEmpty && refused.err.contains("the userspace mode writes IPv4 rules only so far"), "\(refused.err)")
-        let auto = try render(["--proxy-mode", "userspace"])
-        #expect(auto.status == 0 && !auto.out.contains("fd00:10:96") && auto.err.contains("IPv6 addresses are left out"), "\(auto.err)")
+        let userspace = try render(["--proxy-mode", "userspace", "--ip-family", "ipv6", "--proxy-port-range", "40000-40010"])
+        #expect(userspace.status == 0 && userspace.out.contains("-d fd00:10:96::10/128 -p tcp -m comment --comment default/web:http -m tcp --dport 80 -j REDIRECT --to-ports 4000")
+                && userspace.out.contains(":4000") && userspace.out.contains("-> [fd00:10:244:1::2]:8080") && !userspace.out.contains("10.96.0.10"), "\(userspace.out)")
         #expect(try render(["--proxy-mode", "iptables", "--ip-family", "ipv5"]).status == 64)
         #expect(try Sh.run([bin, "render", "--cluster-cidr", "10.244.0.0/16,10.245.0.0/16", "-f", file]).err.contains("two of different families"))
     }

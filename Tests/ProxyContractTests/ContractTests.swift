@@ -55,7 +55,7 @@ enum Backend: String, CaseIterable, CustomStringConvertible {
         case .userspace:
             var opts = DataPlaneOptions()
             opts.loops = 1
-            opts.listenAddress = 0x7f00_0001
+            opts.listenAddress = HostAddress("127.0.0.1")!
             let dp = try DataPlane(options: opts)
             let ipt = FakeIPTables()
             let p = UserspaceProxier(dataPlane: dp, ipt: ipt, options: UserspaceOptions(), conntrack: FakeConntrack())

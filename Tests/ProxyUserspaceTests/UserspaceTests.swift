@@ -27,45 +27,45 @@ func info(_ name: ServicePortName, ip: String, port: Int, nodePort: Int = 0, ext
 func loopbackDataPlane() throws -> DataPlane {
     var opts = DataPlaneOptions()
     opts.loops = 1
-    opts.listenAddress = 0x7f00_0001
+    opts.listenAddress = HostAddress("127.0.0.1")!
     return try DataPlane(options: opts)
 }
 
 @Suite("userspace mode logic")
 struct UserspaceTests {
-    let a = IPv4Endpoint("10.0.0.1", port: 80)!
-    let b = IPv4Endpoint("10.0.0.2", port: 80)!
-    let c = IPv4Endpoint("10.0.0.3", port: 80)!
+    let a = SocketEndpoint("10.0.0.1", port: 80)!
+    let b = SocketEndpoint("10.0.0.2", port: 80)!
+    let c = SocketEndpoint("10.0.0.3", port: 80)!
 
     @Test func roundRobinSkipsExcludedAndWraps() {
         let bal = Balancer()
         bal.update(endpoints: [a, b, c], affinityTimeout: nil)
-        #expect((0..<6).map { _ in bal.pick(client: 1)! } == [a, b, c, a, b, c])
-        #expect(bal.pick(client: 1, excluding: [a, b]) == c)
-        #expect(bal.pick(client: 1, excluding: [a, b, c]) == nil)
+        #expect((0..<6).map { _ in bal.pick(client: .v4(1))! } == [a, b, c, a, b, c])
+        #expect(bal.pick(client: .v4(1), excluding: [a, b]) == c)
+        #expect(bal.pick(client: .v4(1), excluding: [a, b, c]) == nil)
         bal.update(endpoints: [], affinityTimeout: nil)
-        #expect(bal.pick(client: 1) == nil)
+        #expect(bal.pick(client: .v4(1)) == nil)
     }
 
     @Test func affinityHoldsUntilTimeoutOrRemoval() {
         let clock = FakeClock()
         let bal = Balancer(clock: { clock.now })
         bal.update(endpoints: [a, b], affinityTimeout: 10)
-        let first = bal.pick(client: 7)!
-        for _ in 0..<5 { #expect(bal.pick(client: 7) == first) }
-        let other = bal.pick(client: 8)!
+        let first = bal.pick(client: .v4(7))!
+        for _ in 0..<5 { #expect(bal.pick(client: .v4(7)) == first) }
+        let other = bal.pick(client: .v4(8))!
         #expect(other != first, "a new client continues the round-robin")
         clock.now += 11
         bal.expireAffinity()
         #expect(bal.affinityCount == 0)
         // Removal of the pinned endpoint moves the client.
-        let pinned = bal.pick(client: 9)!
+        let pinned = bal.pick(client: .v4(9))!
         bal.update(endpoints: [a, b].filter { $0 != pinned }, affinityTimeout: 10)
-        #expect(bal.pick(client: 9) != pinned)
+        #expect(bal.pick(client: .v4(9)) != pinned)
         // A failed dial drops the pin (client 9's new pin stays).
-        _ = bal.pick(client: 10)
+        _ = bal.pick(client: .v4(10))
         #expect(bal.affinityCount == 2)
-        bal.dropAffinity(client: 10)
+        bal.dropAffinity(client: .v4(10))
         #expect(bal.affinityCount == 1)
     }
 
@@ -100,7 +100,7 @@ struct UserspaceTests {
         let plans = UserspacePlan.listeners(for: snap, options: UserspaceOptions())
         let internalKey = ListenerKey(name: web, external: false), externalKey = ListenerKey(name: web, external: true)
         #expect(plans[internalKey]?.endpoints.count == 2)
-        #expect(plans[externalKey]?.endpoints == [IPv4Endpoint("10.244.1.2", port: 8080)!])
+        #expect(plans[externalKey]?.endpoints == [SocketEndpoint("10.244.1.2", port: 8080)!])
         #expect(plans[internalKey]?.portals.map(\.kind) == [.clusterIP])
         #expect(plans[externalKey]?.portals.map(\.kind) == [.nodePort])
         // With Cluster policy one listener serves both.
@@ -335,4 +335,9 @@ struct UserspaceTests {
         // A ruleset without the listeners' comments cannot be explained in this mode.
         #expect(throws: ProxyConfigError.self) { try UserspaceProxier.explain("*nat\nCOMMIT\n", ExplainQuery(source: "10.0.0.1", destination: "10.96.0.10", port: 80)) }
     }
+}
+
+extension HostAddress {
+    /// A client's IPv4 address by number, for the balancer's tests.
+    static func v4(_ n: UInt32) -> HostAddress { HostAddress(value: UInt128(n), isIPv6: false) }
 }

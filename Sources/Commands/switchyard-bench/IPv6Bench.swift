@@ -3,21 +3,25 @@ import Foundation
 import KubeAPI
 import NetnsKit
 import ProxyIPTables
+import ProxyIPVS
 import ProxyNFTables
+import Netlink
 import ProxySeam
 import HostOS
 import IPTablesKit
 
-/// The iptables and nftables modes on IPv6 against the same on IPv4, in one run: the same
-/// Services and endpoints with addresses of each family, through iptables and ip6tables (or the
-/// tables `ip` and `ip6 kube-proxy`); then one lab with both families, a pod behind a ClusterIP of
-/// each, for connection setup and throughput.
+/// The iptables, nftables and IPVS modes on IPv6 against the same on IPv4, in one run: the same
+/// Services and endpoints with addresses of each family, through iptables and ip6tables (the
+/// tables `ip` and `ip6 kube-proxy`; IPv4 and IPv6 virtual servers); then one lab with both
+/// families, a pod behind a ClusterIP of each, for connection setup and throughput. The IPVS mode
+/// runs in the qemu guest (`netlab/guest -- … ipv6 --modes ipvs`) on a kernel without IPVS.
 struct IPv6Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ipv6",
-        abstract: "Measure the iptables and nftables modes on IPv6 against IPv4 in the same run: full sync, one change, connection setup, throughput.")
+        abstract: "Measure the iptables, nftables and IPVS modes on IPv6 against IPv4 in the same run: full sync, one change, connection setup, throughput.")
 
-    @Option(help: "The modes to measure, comma-separated: iptables, nftables.") var modes = "iptables,nftables"
+    @Option(help: "The modes to measure, comma-separated: iptables, nftables, ipvs (which needs a kernel with IPVS: netlab/guest).")
+    var modes = "iptables,nftables"
 
     @Option(help: "Number of services.") var services = 1_000
     @Option(help: "Endpoints per service.") var endpoints = 10
@@ -56,6 +60,16 @@ struct IPv6Bench: AsyncParsableCommand {
             renderer: { NFTablesProxier(fake: FakeNFTables(), options: nftOptions($0)) },
             backend: { family, ns in NFTablesProxier(nft: try SystemNFTables(netns: "/var/run/netns/\(ns)", family: family), options: nftOptions(family)) },
             loader: "libnftnl: ip6 kube-proxy / ip kube-proxy")
+
+        static let ipvs = Mode(
+            name: "IPVS",
+            renderer: { IPVSRenderer.Renderer(options: ipvsOptions($0), format: .list) },
+            backend: { family, ns in
+                IPVSProxier(ipvs: try IPVS(in: .named(ns)), links: try RouteHandle(in: .named(ns)),
+                            ipt: SystemIPTables(runner: CommandRunner(netns: ns), ipv6: family == .ipv6),
+                            ipset: SystemIPSet(runner: CommandRunner(netns: ns)), options: ipvsOptions(family))
+            },
+            loader: "netlink, ipset and ip6tables-restore / iptables-restore")
     }
 
     func run() async throws {
@@ -65,7 +79,8 @@ struct IPv6Bench: AsyncParsableCommand {
             switch name {
             case "iptables": return .iptables
             case "nftables": return .nftables
-            default: throw ValidationError("--modes: iptables, nftables, or both comma-separated, not \(name)")
+            case "ipvs": return .ipvs
+            default: throw ValidationError("--modes: iptables, nftables, ipvs, comma-separated, not \(name)")
             }
         }
         let shims = try Bench.selectIPTables(iptablesBackend)
@@ -136,6 +151,14 @@ struct IPv6Bench: AsyncParsableCommand {
         var o = IPTablesOptions()
         o.family = family
         o.localhostNodePorts = family == .ipv4
+        o.localDetector = .cidrs([CIDR(family == .ipv4 ? "10.244.0.0/16" : "fd00:10:244::/56")!])
+        return o
+    }
+
+    /// The IPVS mode's options for one family's proxier.
+    static func ipvsOptions(_ family: IPFamily) -> IPVSOptions {
+        var o = IPVSOptions()
+        o.common.family = family
         o.localDetector = .cidrs([CIDR(family == .ipv4 ? "10.244.0.0/16" : "fd00:10:244::/56")!])
         return o
     }

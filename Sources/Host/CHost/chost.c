@@ -168,6 +168,179 @@ ssize_t ch_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t 
     ssize_t n = sendmsg(fd, &m, 0);
     return n < 0 ? -errno : n;
 }
+/* Either family's sockaddr for addr:port; its length in *len. */
+static void ss_of(ch_ip addr, uint16_t port, struct sockaddr_storage *ss, socklen_t *len) {
+    memset(ss, 0, sizeof *ss);
+    if (addr.v6 == 1) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        for (int i = 0; i < 8; i++) {
+            s6->sin6_addr.s6_addr[i] = (uint8_t)(addr.hi >> (56 - 8 * i));
+            s6->sin6_addr.s6_addr[8 + i] = (uint8_t)(addr.lo >> (56 - 8 * i));
+        }
+        *len = sizeof *s6;
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+        *s4 = sin_of((uint32_t)addr.lo, port);
+        *len = sizeof *s4;
+    }
+}
+static ch_ip ip_of_in6(const struct in6_addr *a) {
+    ch_ip ip = { 0, 0, 1 };
+    for (int i = 0; i < 8; i++) {
+        ip.hi = ip.hi << 8 | a->s6_addr[i];
+        ip.lo = ip.lo << 8 | a->s6_addr[8 + i];
+    }
+    return ip;
+}
+static ch_ip ip_of(const struct sockaddr_storage *ss, uint16_t *port) {
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+        *port = ntohs(s6->sin6_port);
+        return ip_of_in6(&s6->sin6_addr);
+    }
+    const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+    *port = ntohs(s4->sin_port);
+    ch_ip ip = { 0, ntohl(s4->sin_addr.s_addr), 0 };
+    return ip;
+}
+/* A bound (and, with backlog >= 0, listening) non-blocking socket of addr's family, or -errno. */
+static int ip_bound_socket(int type, ch_ip addr, uint16_t port, int backlog, uint16_t *bound) {
+    int fam = addr.v6 == 1 ? AF_INET6 : AF_INET;
+    int fd = socket(fam, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    if (type == SOCK_STREAM) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fam == AF_INET6) {
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (type == SOCK_DGRAM) setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one);
+    } else if (type == SOCK_DGRAM) {
+        setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof one);
+    }
+    struct sockaddr_storage ss;
+    socklen_t l;
+    ss_of(addr, port, &ss, &l);
+    if (bind(fd, (struct sockaddr *)&ss, l) != 0 || (backlog >= 0 && listen(fd, backlog) != 0)) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    l = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &l) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    ip_of(&ss, bound);
+    return fd;
+}
+int ch_ip_tcp_listen(ch_ip addr, uint16_t port, int backlog, uint16_t *bound) {
+    return ip_bound_socket(SOCK_STREAM, addr, port, backlog < 0 ? 0 : backlog, bound);
+}
+int ch_ip_udp_bind(ch_ip addr, uint16_t port, uint16_t *bound) { return ip_bound_socket(SOCK_DGRAM, addr, port, -1, bound); }
+int ch_ip_accept(int lfd, ch_ip *addr, uint16_t *port) {
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof ss;
+    int fd = accept4(lfd, (struct sockaddr *)&ss, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return -errno;
+    *addr = ip_of(&ss, port);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
+}
+int ch_ip_tcp_connect(ch_ip addr, uint16_t port, int *in_progress) {
+    int fd = socket(addr.v6 == 1 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct sockaddr_storage ss;
+    socklen_t l;
+    ss_of(addr, port, &ss, &l);
+    *in_progress = 0;
+    if (connect(fd, (struct sockaddr *)&ss, l) != 0) {
+        if (errno == EINPROGRESS) { *in_progress = 1; return fd; }
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+int ch_ip_udp_connect(ch_ip addr, uint16_t port) {
+    int fd = socket(addr.v6 == 1 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    struct sockaddr_storage ss;
+    socklen_t l;
+    ss_of(addr, port, &ss, &l);
+    if (connect(fd, (struct sockaddr *)&ss, l) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+ssize_t ch_ip_recv_from(int fd, void *buf, size_t len, ch_ip *addr, uint16_t *port, ch_ip *local) {
+    struct sockaddr_storage ss;
+    char control[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    struct iovec iov = { .iov_base = buf, .iov_len = len };
+    struct msghdr m = { .msg_name = &ss, .msg_namelen = sizeof ss, .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = control, .msg_controllen = sizeof control };
+    ssize_t n = recvmsg(fd, &m, 0);
+    if (n < 0) return -errno;
+    *addr = ip_of(&ss, port);
+    ch_ip none = { 0, 0, -1 };
+    *local = none;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            ch_ip l4 = { 0, ntohl(pi.ipi_addr.s_addr), 0 };
+            *local = l4;
+        } else if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(c), sizeof pi);
+            *local = ip_of_in6(&pi.ipi6_addr);
+        }
+    }
+    return n;
+}
+ssize_t ch_ip_send_to(int fd, const void *buf, size_t len, ch_ip addr, uint16_t port, ch_ip local) {
+    struct sockaddr_storage ss;
+    socklen_t l;
+    ss_of(addr, port, &ss, &l);
+    char control[CMSG_SPACE(sizeof(struct in6_pktinfo))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr m = { .msg_name = &ss, .msg_namelen = l, .msg_iov = &iov, .msg_iovlen = 1 };
+    if (local.v6 == 0 && local.lo != 0) {
+        m.msg_control = control;
+        m.msg_controllen = CMSG_SPACE(sizeof(struct in_pktinfo));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IP;
+        c->cmsg_type = IP_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+        struct in_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        pi.ipi_spec_dst.s_addr = htonl((uint32_t)local.lo);
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    } else if (local.v6 == 1) {
+        m.msg_control = control;
+        m.msg_controllen = CMSG_SPACE(sizeof(struct in6_pktinfo));
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = IPPROTO_IPV6;
+        c->cmsg_type = IPV6_PKTINFO;
+        c->cmsg_len = CMSG_LEN(sizeof(struct in6_pktinfo));
+        struct in6_pktinfo pi;
+        memset(&pi, 0, sizeof pi);
+        struct sockaddr_storage ls;
+        socklen_t ll;
+        ss_of(local, 0, &ls, &ll);
+        pi.ipi6_addr = ((struct sockaddr_in6 *)&ls)->sin6_addr;
+        memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    }
+    ssize_t n = sendmsg(fd, &m, 0);
+    return n < 0 ? -errno : n;
+}
 ssize_t ch_recv(int fd, void *buf, size_t len) { ssize_t n = recv(fd, buf, len, 0); return n < 0 ? -errno : n; }
 ssize_t ch_send(int fd, const void *buf, size_t len) { ssize_t n = send(fd, buf, len, MSG_NOSIGNAL); return n < 0 ? -errno : n; }
 int ch_spawn_detached(char *const argv[], const char *log) {

@@ -1,35 +1,78 @@
+import CHost
 import Foundation
 
-/// An IPv4 address and port, in host byte order.
-public struct IPv4Endpoint: Hashable, Sendable, Comparable, CustomStringConvertible {
-    public var address: UInt32
+/// An address of either family, as the data path holds it: IPv4 in the low 32 bits (host order),
+/// or IPv6's 128 bits. Handed to the socket calls by value (`ch_ip`), so dialling allocates nothing.
+public struct HostAddress: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var value: UInt128
+    public var isIPv6: Bool
+
+    public init(value: UInt128, isIPv6: Bool) {
+        self.value = value
+        self.isIPv6 = isIPv6
+    }
+
+    /// 0.0.0.0 or ::, where a listener takes every address of its family.
+    public static let anyIPv4 = HostAddress(value: 0, isIPv6: false)
+    public static let anyIPv6 = HostAddress(value: 0, isIPv6: true)
+
+    /// From an address's text (`10.0.0.1`, `fd00::1`); nil for anything else.
+    public init?(_ text: String) {
+        var v6 = in6_addr(), v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            self.init(value: UInt128(UInt32(bigEndian: v4.s_addr)), isIPv6: false)
+        } else if inet_pton(AF_INET6, text, &v6) == 1 {
+            let bytes = withUnsafeBytes(of: &v6) { Array($0) }
+            self.init(value: bytes.reduce(UInt128(0)) { $0 << 8 | UInt128($1) }, isIPv6: true)
+        } else {
+            return nil
+        }
+    }
+
+    init(_ c: ch_ip) {
+        self.init(value: c.v6 == 1 ? UInt128(c.hi) << 64 | UInt128(c.lo) : UInt128(UInt32(truncatingIfNeeded: c.lo)), isIPv6: c.v6 == 1)
+    }
+
+    /// For the socket calls.
+    var c: ch_ip { ch_ip(hi: UInt64(truncatingIfNeeded: value >> 64), lo: UInt64(truncatingIfNeeded: value), v6: isIPv6 ? 1 : 0) }
+
+    public var description: String {
+        guard isIPv6 else {
+            let a = UInt32(truncatingIfNeeded: value)
+            return "\(a >> 24).\(a >> 16 & 0xff).\(a >> 8 & 0xff).\(a & 0xff)"
+        }
+        var a = in6_addr()
+        withUnsafeMutableBytes(of: &a) { b in for i in 0..<16 { b[i] = UInt8(truncatingIfNeeded: value >> UInt128(120 - 8 * i)) } }
+        var buf = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        inet_ntop(AF_INET6, &a, &buf, socklen_t(buf.count))
+        return String(decoding: buf.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    public static func < (a: HostAddress, b: HostAddress) -> Bool { (a.isIPv6 ? 1 : 0, a.value) < (b.isIPv6 ? 1 : 0, b.value) }
+}
+
+/// An endpoint's address and port: where a listener's connections are dialled.
+public struct SocketEndpoint: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var address: HostAddress
     public var port: UInt16
 
-    public init(address: UInt32, port: UInt16) {
+    public init(address: HostAddress, port: UInt16) {
         self.address = address
         self.port = port
     }
 
-    /// From `a.b.c.d` and a port; nil for anything else.
+    /// From an address's text and a port; nil for anything else.
     public init?(_ ip: String, port: Int) {
-        let parts = ip.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 4, (0...65535).contains(port) else { return nil }
-        var a: UInt32 = 0
-        for p in parts {
-            guard let b = UInt8(p) else { return nil }
-            a = a << 8 | UInt32(b)
-        }
-        address = a
-        self.port = UInt16(port)
+        guard (0...65535).contains(port), let a = HostAddress(ip) else { return nil }
+        self.init(address: a, port: UInt16(port))
     }
 
-    public var ip: String {
-        "\(address >> 24).\(address >> 16 & 0xff).\(address >> 8 & 0xff).\(address & 0xff)"
-    }
+    public var ip: String { address.description }
 
-    public var description: String { "\(ip):\(port)" }
+    /// `10.0.0.1:80`, `[fd00::1]:80`.
+    public var description: String { address.isIPv6 ? "[\(ip)]:\(port)" : "\(ip):\(port)" }
 
-    public static func < (a: IPv4Endpoint, b: IPv4Endpoint) -> Bool {
+    public static func < (a: SocketEndpoint, b: SocketEndpoint) -> Bool {
         (a.address, a.port) < (b.address, b.port)
     }
 }
@@ -43,10 +86,10 @@ public struct IPv4Endpoint: Hashable, Sendable, Comparable, CustomStringConverti
 /// service port and an affinity map from client IP to endpoint with a last-used time.
 public final class Balancer: @unchecked Sendable {
     private let lock = NSLock()
-    private var endpoints: [IPv4Endpoint] = []
+    private var endpoints: [SocketEndpoint] = []
     private var next = 0
     private var affinityTimeout: TimeInterval?
-    private var affinity: [UInt32: (endpoint: IPv4Endpoint, lastUsed: TimeInterval)] = [:]
+    private var affinity: [HostAddress: (endpoint: SocketEndpoint, lastUsed: TimeInterval)] = [:]
     private var _version = 0
     /// Increases whenever the endpoint list changes; UDP flows compare it to notice removals.
     public var version: Int { lock.withLock { _version } }
@@ -60,7 +103,7 @@ public final class Balancer: @unchecked Sendable {
     /// Affinity entries for endpoints that are gone are dropped; with affinity turned
     /// off, all are. Returns whether anything changed.
     @discardableResult
-    public func update(endpoints new: [IPv4Endpoint], affinityTimeout timeout: TimeInterval?) -> Bool {
+    public func update(endpoints new: [SocketEndpoint], affinityTimeout timeout: TimeInterval?) -> Bool {
         lock.withLock {
             let changed = new != endpoints || timeout != affinityTimeout
             guard changed else { return false }
@@ -80,15 +123,15 @@ public final class Balancer: @unchecked Sendable {
         }
     }
 
-    public var current: [IPv4Endpoint] { lock.withLock { endpoints } }
+    public var current: [SocketEndpoint] { lock.withLock { endpoints } }
     public var isEmpty: Bool { lock.withLock { endpoints.isEmpty } }
 
     /// Whether `ep` is still one of the endpoints.
-    public func contains(_ ep: IPv4Endpoint) -> Bool { lock.withLock { endpoints.contains(ep) } }
+    public func contains(_ ep: SocketEndpoint) -> Bool { lock.withLock { endpoints.contains(ep) } }
 
     /// The endpoint for a new connection from `client`, skipping `exclude` (endpoints
     /// that already failed for this connection). Nil when none is left.
-    public func pick(client: UInt32, excluding exclude: Set<IPv4Endpoint> = []) -> IPv4Endpoint? {
+    public func pick(client: HostAddress, excluding exclude: Set<SocketEndpoint> = []) -> SocketEndpoint? {
         lock.withLock {
             guard !endpoints.isEmpty else { return nil }
             let now = clock()
@@ -111,7 +154,7 @@ public final class Balancer: @unchecked Sendable {
     }
 
     /// Forgets the client's affinity (its endpoint failed to answer).
-    public func dropAffinity(client: UInt32) {
+    public func dropAffinity(client: HostAddress) {
         lock.withLock { _ = affinity.removeValue(forKey: client) }
     }
 

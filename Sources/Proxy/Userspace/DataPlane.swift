@@ -19,8 +19,9 @@ public struct DataPlaneOptions: Sendable {
     public var netns: String?
     /// Event-loop threads; each listener and its connections live on one.
     public var loops: Int = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
-    /// Where listeners bind (host byte order; 0 is every address, upstream's `--bind-address` 0.0.0.0).
-    public var listenAddress: UInt32 = 0
+    /// Where listeners bind: 0.0.0.0 (upstream's `--bind-address`) takes every IPv4 address; ::
+    /// every IPv6 one (the IPv6 proxier's, IPv6 only). The family of the listeners is its family.
+    public var listenAddress: HostAddress = .anyIPv4
     /// Upstream's `--udp-timeout`: how long an idle UDP flow is kept (default 250ms).
     public var udpTimeout: Duration = .milliseconds(250)
     /// Timeouts of successive dial attempts, each to the next endpoint (upstream's
@@ -83,18 +84,18 @@ public final class DataPlane: @unchecked Sendable {
         lock.withLock { openCalls += 1 }
         let loop = pickLoop()
         let ctx = ListenerContext(balancer: balancer, stats: stats, dialTimeouts: options.dialTimeouts)
-        let addr = options.listenAddress, backlog = options.backlog, udpTimeout = options.udpTimeout
+        let addr = options.listenAddress.c, backlog = options.backlog, udpTimeout = options.udpTimeout
         return try await loop.submit { () throws -> ListenerHandle in
             var bound: UInt16 = 0
             switch proto {
             case .tcp:
-                let fd = ch_tcp_listen(addr, port, backlog, &bound)
+                let fd = ch_ip_tcp_listen(addr, port, backlog, &bound)
                 guard fd >= 0 else { throw SocketError(errno: -fd, what: "listen on TCP port \(port)") }
                 let l = TCPListener(loop: loop, fd: fd, port: bound, context: ctx)
                 loop.register(fd, events: Epoll.input, l)
                 return ListenerHandle(proto: .tcp, port: bound, loop: loop.index, fd: fd, id: ObjectIdentifier(l))
             case .udp:
-                let fd = ch_udp_bind(addr, port, &bound)
+                let fd = ch_ip_udp_bind(addr, port, &bound)
                 guard fd >= 0 else { throw SocketError(errno: -fd, what: "bind UDP port \(port)") }
                 let l = UDPListener(loop: loop, fd: fd, port: bound, context: ctx, idleTimeout: udpTimeout)
                 loop.register(fd, events: Epoll.input, l)

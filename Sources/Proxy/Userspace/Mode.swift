@@ -7,8 +7,10 @@ extension ProxyMode {
     public static let userspace = ProxyMode(
         name: "userspace",
         summary: "a listener per service port that splices TCP and relays UDP to endpoints, with iptables portal rules",
+        families: [.ipv4, .ipv6],
         backend: { config, env in
-            UserspaceProxier(dataPlane: try DataPlane(options: try DataPlaneOptions.resolve(config)), ipt: SystemIPTables(),
+            // The IPv6 proxier of a dual-stack node: its own listeners on ::, its portals in ip6tables.
+            UserspaceProxier(dataPlane: try DataPlane(options: try DataPlaneOptions.resolve(config)), ipt: SystemIPTables(ipv6: config.ipFamily == .ipv6),
                                     options: try UserspaceOptions.resolve(config, local: env.localAddresses), conntrack: env.conntrack,
                                     registry: env.registry, logger: env.logger)
         },
@@ -23,7 +25,9 @@ extension ProxyMode {
             ]))
         },
         removeLeftovers: { _ in
-            try UserspaceProxier.removeRules(SystemIPTables()) ? "the userspace mode's portal chains" : nil
+            let v4 = try UserspaceProxier.removeRules(SystemIPTables())
+            let v6 = ProxyMode.kernelHasIPv6 ? try UserspaceProxier.removeRules(SystemIPTables(ipv6: true)) : false
+            return v4 || v6 ? "the userspace mode's portal chains" : nil
         },
         explain: { ruleset, query in try UserspaceProxier.explain(ruleset, query) })
 }
@@ -56,7 +60,8 @@ public struct UserspaceWalk: Sendable {
             guard let c = f.firstIndex(where: { $0.hasPrefix(":") }), c >= 1, c + 1 < f.count, f[c + 1] == "->",
                   let port = Int(f[c].dropFirst()) else { continue }
             let rest = f[(c + 2)...]
-            let endpoints = rest.first == "(no" ? [] : rest.prefix { !$0.hasPrefix("[") }.map(String.init)
+            // (An IPv6 endpoint is bracketed too: `[fd00::2]:8080`; the affinity note is `[ClientIP …]`.)
+            let endpoints = rest.first == "(no" ? [] : rest.prefix { $0 != "[ClientIP" }.map(String.init)
             listeners[port] = Listener(name: f[..<(c - 1)].joined(separator: " "), proto: f[c - 1].lowercased(), endpoints: endpoints)
         }
         guard !listeners.isEmpty else {
@@ -97,20 +102,22 @@ public struct UserspaceWalk: Sendable {
 }
 
 extension UserspaceOptions {
-    /// The options for `config`; `local`: the host's addresses for a running proxy, nil for
-    /// `render`. Live, with no node IP configured, host portals DNAT to the first non-loopback
-    /// IPv4 address (upstream did the same).
+    /// The options for `config` (its `ipFamily`'s proxier); `local`: the host's addresses for a
+    /// running proxy, nil for `render`. Live, with no node IP configured, host portals DNAT to the
+    /// first address of the family that is not loopback (nor, for IPv6, link-local), as upstream
+    /// did for IPv4.
     static func resolve(_ config: ProxyConfig, local: [IPAddress]?) throws -> UserspaceOptions {
-        var o = UserspaceOptions(localhostNodePorts: config.effectiveLocalhostNodePorts)
+        var o = UserspaceOptions()
+        // The family, its node-port addresses; localhost NodePorts on IPv4 only.
+        o.common = CommonOptions(config, nodePortIPs: config.nodePortIPs(local: local))
         do {
             o.portRange = try config.userspace.portRange.flatMap { try UserspaceOptions.parsePortRange($0) }
         } catch let e as RangeError {
             throw ProxyConfigError(e.description)
         }
-        o.nodePortIPs = config.nodePortIPs(local: local)
-        o.hostIP = config.nodeIPs.first { $0.family == .ipv4 }
+        o.hostIP = config.nodeIPs.first { $0.family == config.ipFamily }
         if let local, o.hostIP == nil {
-            o.hostIP = local.first { $0.family == .ipv4 && !$0.description.hasPrefix("127.") }
+            o.hostIP = local.first { $0.family == config.ipFamily && !$0.isLoopback && !$0.description.lowercased().hasPrefix("fe80:") }
         }
         return o
     }
@@ -119,6 +126,7 @@ extension UserspaceOptions {
 extension DataPlaneOptions {
     static func resolve(_ config: ProxyConfig) throws -> DataPlaneOptions {
         var d = DataPlaneOptions()
+        d.listenAddress = config.ipFamily == .ipv6 ? .anyIPv6 : .anyIPv4
         if let s = config.userspace.udpIdleTimeout {
             guard let v = KubeProxyConfiguration.parseDuration(s), v > 0 else { throw ProxyConfigError("--udp-timeout: bad duration \(s)") }
             d.udpTimeout = .milliseconds(Int(v * 1000))

@@ -86,7 +86,7 @@ public struct Portal: Hashable, Sendable {
 public struct ListenerPlan: Sendable, Equatable {
     public var key: ListenerKey
     public var proto: L4Protocol
-    public var endpoints: [IPv4Endpoint]
+    public var endpoints: [SocketEndpoint]
     /// ClientIP affinity timeout in seconds, nil without affinity.
     public var affinityTimeout: TimeInterval?
     public var portals: [Portal]
@@ -94,18 +94,21 @@ public struct ListenerPlan: Sendable, Equatable {
 
 /// The listeners a snapshot asks for, with endpoint selection done by the proxy core.
 public enum UserspacePlan {
-    /// The DNAT target of host portals: the configured host IP, else the node's first IPv4 address.
+    /// The DNAT target of host portals: the configured host IP, else the node's first address of
+    /// the options' family.
     public static func hostIP(_ snap: ProxySnapshot, options: UserspaceOptions) -> IPAddress? {
-        options.hostIP ?? snap.node.ips.first { $0.family == .ipv4 }
+        options.hostIP ?? snap.node.ips.first { $0.family == options.family }
     }
 
-    /// The listeners of every service port of `snap`, or of the service ports of `services` only.
+    /// The listeners of every service port of `snap`, or of the service ports of `services` only,
+    /// for the options' family (a dual-stack node runs a proxier, with listeners, per family).
     public static func listeners(for snap: ProxySnapshot, services: Set<NamespacedName>? = nil,
                                  options: UserspaceOptions) -> [ListenerKey: ListenerPlan] {
         var out: [ListenerKey: ListenerPlan] = [:]
+        let family = options.family
         let names = services.map { snap.ports(of: $0) } ?? Array(snap.servicePorts.keys)
         for name in names {
-            guard let info = snap.servicePorts[name], info.clusterIP.family == .ipv4, name.proto != .sctp else { continue }
+            guard let info = snap.servicePorts[name], info.clusterIP.family == family, name.proto != .sctp else { continue }
             let cat = Topology.categorize(snap.endpoints[name] ?? [], for: info, node: snap.node)
             let d = PolicyDecision(cat, for: info)
             let internalEps = d.hasInternal ? (d.internalIsLocal ? cat.local : cat.cluster) : []
@@ -113,21 +116,21 @@ public enum UserspacePlan {
             let affinity = info.sessionAffinityClientIP ? TimeInterval(info.stickyMaxAgeSeconds) : nil
             var internalPortals = [Portal(kind: .clusterIP, ip: info.clusterIP, port: info.port)]
             var externalPortals: [Portal] = []
-            for ip in info.externalIPs where ip.family == .ipv4 {
+            for ip in info.externalIPs where ip.family == family {
                 externalPortals.append(Portal(kind: .externalIP, ip: ip, port: info.port))
             }
-            for ip in info.loadBalancerVIPs where ip.family == .ipv4 {
+            for ip in info.loadBalancerVIPs where ip.family == family {
                 externalPortals.append(Portal(kind: .loadBalancer, ip: ip, port: info.port,
-                                              sourceRanges: info.loadBalancerSourceRanges.filter { $0.family == .ipv4 }))
+                                              sourceRanges: info.loadBalancerSourceRanges.filter { $0.family == family }))
             }
             if info.nodePort != 0 {
                 if let ips = options.nodePortIPs {
-                    for ip in ips where ip.family == .ipv4 { externalPortals.append(Portal(kind: .nodePort, ip: ip, port: info.nodePort)) }
+                    for ip in ips where ip.family == family { externalPortals.append(Portal(kind: .nodePort, ip: ip, port: info.nodePort)) }
                 } else {
                     externalPortals.append(Portal(kind: .nodePort, ip: nil, port: info.nodePort))
                 }
             }
-            let ie = endpoints(internalEps), ee = endpoints(externalEps)
+            let ie = endpoints(internalEps, family), ee = endpoints(externalEps, family)
             if externalPortals.isEmpty || ie == ee {
                 internalPortals += externalPortals
                 externalPortals = []
@@ -142,8 +145,8 @@ public enum UserspacePlan {
         return out
     }
 
-    static func endpoints(_ eps: [EndpointInfo]) -> [IPv4Endpoint] {
-        eps.compactMap { IPv4Endpoint($0.ip, port: $0.port) }
+    static func endpoints(_ eps: [EndpointInfo], _ family: IPFamily) -> [SocketEndpoint] {
+        eps.compactMap { SocketEndpoint($0.ip, port: $0.port) }.filter { $0.address.isIPv6 == (family == .ipv6) }
     }
 }
 
@@ -179,15 +182,17 @@ public enum PortalChains {
         let p = plan.proto.lower
         let comment = quote(plan.key.name.description)
         let redirect = "-j REDIRECT --to-ports \(proxyPort)"
-        let dnat = hostIP.map { "-j DNAT --to-destination \($0):\(proxyPort)" } ?? redirect
+        let v6 = options.family == .ipv6
+        let host = v6 ? "/128" : "/32"
+        let dnat = hostIP.map { "-j DNAT --to-destination \(v6 ? "[\($0)]" : "\($0)"):\(proxyPort)" } ?? redirect
         for portal in plan.portals {
             let match = "-p \(p) -m comment --comment \(comment) -m \(p) --dport \(portal.port)"
             switch portal.kind {
             case .nodePort:
-                let dst = portal.ip.map { "-d \($0)/32 " } ?? ""
+                let dst = portal.ip.map { "-d \($0)\(host) " } ?? ""
                 out.append("-A \(containerNodePorts) \(dst)\(match) \(redirect)")
                 if portal.ip == nil && !options.localhostNodePorts {
-                    out.append("-A \(hostNodePorts) ! -d 127.0.0.0/8 \(match) \(dnat)")
+                    out.append("-A \(hostNodePorts) ! -d \(v6 ? "::1/128" : "127.0.0.0/8") \(match) \(dnat)")
                 } else {
                     out.append("-A \(hostNodePorts) \(dst)\(match) \(dnat)")
                 }
@@ -195,13 +200,13 @@ public enum PortalChains {
             default:
                 guard let ip = portal.ip else { continue }
                 if portal.sourceRanges.isEmpty {
-                    out.append("-A \(containerPortals) -d \(ip)/32 \(match) \(redirect)")
+                    out.append("-A \(containerPortals) -d \(ip)\(host) \(match) \(redirect)")
                 } else {
                     for r in portal.sourceRanges {
-                        out.append("-A \(containerPortals) -s \(r.network) -d \(ip)/32 \(match) \(redirect)")
+                        out.append("-A \(containerPortals) -s \(r.network) -d \(ip)\(host) \(match) \(redirect)")
                     }
                 }
-                out.append("-A \(hostPortals) -d \(ip)/32 \(match) \(dnat)")
+                out.append("-A \(hostPortals) -d \(ip)\(host) \(match) \(dnat)")
             }
         }
         return out

@@ -38,8 +38,8 @@ final class TCPListener: LoopHandler, Terminable, @unchecked Sendable {
 
     func ready(fd: Int32, events: UInt32) {
         for _ in 0..<64 {
-            var addr: UInt32 = 0, port: UInt16 = 0
-            let c = ch_accept(fd, &addr, &port)
+            var addr = ch_ip(), port: UInt16 = 0
+            let c = ch_ip_accept(fd, &addr, &port)
             if c == -EMFILE || c == -ENFILE {
                 // Out of descriptors: the connection stays queued and epoll would report it
                 // again at once. Stop listening for a moment instead of spinning.
@@ -51,7 +51,7 @@ final class TCPListener: LoopHandler, Terminable, @unchecked Sendable {
                 return
             }
             if c < 0 { return }   // EAGAIN, or the client gave up while queued
-            TCPConnection(loop: loop, client: c, clientAddress: addr, context: context).start()
+            TCPConnection(loop: loop, client: c, clientAddress: HostAddress(addr), context: context).start()
         }
     }
 
@@ -82,11 +82,11 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
 
     let loop: EventLoop
     let client: Int32
-    let clientAddress: UInt32
+    let clientAddress: HostAddress
     let context: ListenerContext
     var upstream: Int32 = -1
-    var endpoint: IPv4Endpoint?
-    var tried: Set<IPv4Endpoint> = []
+    var endpoint: SocketEndpoint?
+    var tried: Set<SocketEndpoint> = []
     var attempt = 0
     var dialTimer: Int?
     var connected = false
@@ -95,7 +95,7 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
     var up = Direction(), down = Direction()
     var clientInterest: UInt32 = 0, upstreamInterest: UInt32 = 0
 
-    init(loop: EventLoop, client: Int32, clientAddress: UInt32, context: ListenerContext) {
+    init(loop: EventLoop, client: Int32, clientAddress: HostAddress, context: ListenerContext) {
         self.loop = loop
         self.client = client
         self.clientAddress = clientAddress
@@ -112,7 +112,7 @@ final class TCPConnection: LoopHandler, Terminable, @unchecked Sendable {
         while let ep = context.balancer.pick(client: clientAddress, excluding: tried) {
             tried.insert(ep)
             var inProgress: Int32 = 0
-            let fd = ch_tcp_connect(ep.address, ep.port, &inProgress)
+            let fd = ch_ip_tcp_connect(ep.address.c, ep.port, &inProgress)
             if fd < 0 {
                 dialFailed()
                 continue

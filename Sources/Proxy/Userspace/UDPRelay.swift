@@ -4,12 +4,12 @@ import Foundation
 /// A UDP listener for one service port. Each client address gets a flow: a
 /// socket connected to the endpoint chosen for it, kept while datagrams pass and
 /// closed after `idleTimeout` without any. Replies go back from the listener
-/// socket with the source address the client's datagram was sent to (IP_PKTINFO),
+/// socket with the source address the client's datagram was sent to (IP_PKTINFO, IPV6_PKTINFO),
 /// so the portal rule's NAT entry matches them.
 /// - Important: loop-confined.
 final class UDPListener: LoopHandler, Terminable, @unchecked Sendable {
     struct ClientKey: Hashable {
-        var address: UInt32
+        var address: HostAddress
         var port: UInt16
     }
 
@@ -35,10 +35,10 @@ final class UDPListener: LoopHandler, Terminable, @unchecked Sendable {
 
     func ready(fd: Int32, events: UInt32) {
         for _ in 0..<64 {
-            var addr: UInt32 = 0, port: UInt16 = 0, local: UInt32 = 0
-            let n = buffer.withUnsafeMutableBytes { ch_recv_from(fd, $0.baseAddress, $0.count, &addr, &port, &local) }
+            var addr = ch_ip(), port: UInt16 = 0, local = ch_ip()
+            let n = buffer.withUnsafeMutableBytes { ch_ip_recv_from(fd, $0.baseAddress, $0.count, &addr, &port, &local) }
             if n < 0 { return }
-            let key = ClientKey(address: addr, port: port)
+            let key = ClientKey(address: HostAddress(addr), port: port)
             var flow = flows[key]
             // A flow whose endpoint was removed moves to a live one.
             let version = context.balancer.version
@@ -61,17 +61,17 @@ final class UDPListener: LoopHandler, Terminable, @unchecked Sendable {
             } else if sent == -Int(ECONNREFUSED) {
                 // The endpoint answered an earlier datagram with port unreachable.
                 context.stats.dialFailed()
-                context.balancer.dropAffinity(client: addr)
+                context.balancer.dropAffinity(client: key.address)
                 f.close()
             }
         }
     }
 
-    private func open(_ key: ClientKey, local: UInt32) -> UDPFlow? {
-        var tried: Set<IPv4Endpoint> = []
+    private func open(_ key: ClientKey, local: ch_ip) -> UDPFlow? {
+        var tried: Set<SocketEndpoint> = []
         while let ep = context.balancer.pick(client: key.address, excluding: tried) {
             tried.insert(ep)
-            let s = ch_udp_connect(ep.address, ep.port)
+            let s = ch_ip_udp_connect(ep.address.c, ep.port)
             if s < 0 {
                 context.stats.dialFailed()
                 continue
@@ -88,7 +88,7 @@ final class UDPListener: LoopHandler, Terminable, @unchecked Sendable {
 
     /// Sends an endpoint's reply to the client.
     func reply(_ data: UnsafeRawBufferPointer, to f: UDPFlow) {
-        let n = ch_send_to(fd, data.baseAddress, data.count, f.client.address, f.client.port, f.local)
+        let n = ch_ip_send_to(fd, data.baseAddress, data.count, f.client.address.c, f.client.port, f.local)
         if n >= 0 { context.stats.carried(n, toEndpoint: false) }
     }
 
@@ -123,13 +123,14 @@ final class UDPFlow: LoopHandler, @unchecked Sendable {
     unowned let listener: UDPListener
     let fd: Int32
     let client: UDPListener.ClientKey
-    let local: UInt32
-    let endpoint: IPv4Endpoint
+    /// The address the client sent to (v6 -1: not known).
+    let local: ch_ip
+    let endpoint: SocketEndpoint
     var version: Int
     var lastActive: UInt64 = EventLoop.now()
     private var closed = false
 
-    init(listener: UDPListener, fd: Int32, client: UDPListener.ClientKey, local: UInt32, endpoint: IPv4Endpoint, version: Int) {
+    init(listener: UDPListener, fd: Int32, client: UDPListener.ClientKey, local: ch_ip, endpoint: SocketEndpoint, version: Int) {
         self.listener = listener
         self.fd = fd
         self.client = client

@@ -61,6 +61,20 @@ void ch_close_reset(int fd);
 ssize_t ch_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local);
 /// sendmsg(2) to addr:port with the source address `local` (IP_PKTINFO).
 ssize_t ch_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local);
+/// An address of either family, in host order: IPv4 in the low 32 bits of `lo` (v6 == 0), or
+/// IPv6 as its 128 bits, `hi` then `lo` (v6 == 1). Passed by value, so a connection's dial costs no
+/// allocation for its address.
+typedef struct ch_ip { uint64_t hi; uint64_t lo; int32_t v6; } ch_ip;
+/// The same calls as above for either family. An IPv6 listener or UDP socket takes IPv6 only
+/// (IPV6_V6ONLY), as a proxier per family binds its own; its UDP socket reports the local address
+/// (IPV6_RECVPKTINFO). `local` with v6 == -1: no source address given.
+int ch_ip_tcp_listen(ch_ip addr, uint16_t port, int backlog, uint16_t *bound);
+int ch_ip_udp_bind(ch_ip addr, uint16_t port, uint16_t *bound);
+int ch_ip_accept(int lfd, ch_ip *addr, uint16_t *port);
+int ch_ip_tcp_connect(ch_ip addr, uint16_t port, int *in_progress);
+int ch_ip_udp_connect(ch_ip addr, uint16_t port);
+ssize_t ch_ip_recv_from(int fd, void *buf, size_t len, ch_ip *addr, uint16_t *port, ch_ip *local);
+ssize_t ch_ip_send_to(int fd, const void *buf, size_t len, ch_ip addr, uint16_t port, ch_ip local);
 ssize_t ch_recv(int fd, void *buf, size_t len);
 ssize_t ch_send(int fd, const void *buf, size_t len);
 #endif
