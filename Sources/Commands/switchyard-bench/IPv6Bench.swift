@@ -5,6 +5,7 @@ import NetnsKit
 import ProxyIPTables
 import ProxyIPVS
 import ProxyNFTables
+import ProxyUserspace
 import Netlink
 import ProxySeam
 import HostOS
@@ -20,8 +21,8 @@ struct IPv6Bench: AsyncParsableCommand {
         commandName: "ipv6",
         abstract: "Measure the iptables, nftables and IPVS modes on IPv6 against IPv4 in the same run: full sync, one change, connection setup, throughput.")
 
-    @Option(help: "The modes to measure, comma-separated: iptables, nftables, ipvs (which needs a kernel with IPVS: netlab/guest).")
-    var modes = "iptables,nftables"
+    @Option(help: "The modes to measure, comma-separated: iptables, nftables, userspace, ipvs (which needs a kernel with IPVS: netlab/guest).")
+    var modes = "iptables,nftables,userspace"
 
     @Option(help: "Number of services.") var services = 1_000
     @Option(help: "Endpoints per service.") var endpoints = 10
@@ -70,6 +71,19 @@ struct IPv6Bench: AsyncParsableCommand {
                             ipset: SystemIPSet(runner: CommandRunner(netns: ns)), options: ipvsOptions(family))
             },
             loader: "netlink, ipset and ip6tables-restore / iptables-restore")
+
+        /// Listeners in the namespace (on :: or 0.0.0.0), portal rules by the family's iptables.
+        static let userspace = Mode(
+            name: "userspace",
+            renderer: { UserspaceRenderer(options: userspaceOptions($0)) },
+            backend: { family, ns in
+                var d = DataPlaneOptions()
+                d.netns = "/run/netns/\(ns)"
+                d.listenAddress = family == .ipv6 ? .anyIPv6 : .anyIPv4
+                return UserspaceProxier(dataPlane: try DataPlane(options: d), ipt: SystemIPTables(runner: CommandRunner(netns: ns), ipv6: family == .ipv6),
+                                        options: userspaceOptions(family))
+            },
+            loader: "listeners, and ip6tables-restore / iptables-restore")
     }
 
     func run() async throws {
@@ -80,7 +94,8 @@ struct IPv6Bench: AsyncParsableCommand {
             case "iptables": return .iptables
             case "nftables": return .nftables
             case "ipvs": return .ipvs
-            default: throw ValidationError("--modes: iptables, nftables, ipvs, comma-separated, not \(name)")
+            case "userspace": return .userspace
+            default: throw ValidationError("--modes: iptables, nftables, ipvs, userspace, comma-separated, not \(name)")
             }
         }
         let shims = try Bench.selectIPTables(iptablesBackend)
@@ -155,6 +170,15 @@ struct IPv6Bench: AsyncParsableCommand {
         return o
     }
 
+    /// The userspace mode's options for one family's proxier: listener ports from a range, so a
+    /// full sync's ports are the same in each family's run.
+    static func userspaceOptions(_ family: IPFamily) -> UserspaceOptions {
+        var o = UserspaceOptions(portRange: 20000...40000)
+        o.common.family = family
+        o.localhostNodePorts = family == .ipv4
+        return o
+    }
+
     /// The IPVS mode's options for one family's proxier.
     static func ipvsOptions(_ family: IPFamily) -> IPVSOptions {
         var o = IPVSOptions()
@@ -192,7 +216,7 @@ struct IPv6Bench: AsyncParsableCommand {
         let s = Date()
         _ = try await proxier.sync(SyncRequest(snapshot: snap, changedServices: nil))
         let full = Date().timeIntervalSince(s)
-        var changes: [Double] = []
+        var changes: [Double] = [], planTimes: [Double] = [], kernelTimes: [Double] = []
         var sl = slices[services / 2]
         for i in 0..<changeRepeats {
             sl.endpoints![0].addresses = [family == .ipv4 ? "10.255.\(i / 250).\(i % 250 + 1)" : "fd00:10:255::\(String(i + 1, radix: 16))"]
@@ -202,7 +226,11 @@ struct IPv6Bench: AsyncParsableCommand {
             let outcome = try await proxier.sync(SyncRequest(snapshot: s, changedServices: changed))
             changes.append(Date().timeIntervalSince(c))
             precondition(!outcome.full, "expected a partial sync")
+            if let n = proxier as? NFTablesProxier { planTimes.append(n.lastTimings.plan); kernelTimes.append(n.lastTimings.kernel) }
         }
+        // Where an nftables change's time goes: planning it, or the kernel's transaction.
+        if !planTimes.isEmpty { log("  one change: planning \(fmt(median(planTimes))), the kernel's transaction \(fmt(median(kernelTimes)))") }
+        await proxier.stop(grace: .zero)
         let f = RuleFigures(render: median(renderTimes), fullSync: full, change: median(changes))
         log("\(mode.name) \(family.rawValue): render \(fmt(f.render)), full sync \(fmt(f.fullSync)), one change \(fmt(f.change))")
         return f
@@ -264,6 +292,7 @@ struct IPv6Bench: AsyncParsableCommand {
             log(String(format: "  throughput %.2f Gbit/s, %.0f connections/s, p50 %.3f ms", f.throughput / 1e9, f.rate.perSecond, f.rate.percentile(0.5) * 1000))
             figures[family] = f
             direct[family] = median(directs)
+            await proxier.stop(grace: .zero)
             log(String(format: "  direct to the pod %.2f Gbit/s", direct[family]! / 1e9))
         }
         return (figures[.ipv4]!, figures[.ipv6]!, direct[.ipv4]!, direct[.ipv6]!)
