@@ -29,8 +29,9 @@
 #   scripts/bench.sh lb [...]        the lab cloud: a LoadBalancer Service from create to the client's first answer, against a NodePort
 #   scripts/bench.sh etcd [...]      writes through the server on etcd over gRPC against the JSON gateway and etcd's own puts;
 #                                    failover when etcd's leader is killed (3 members)
-#   scripts/bench.sh ipv6 [...]      the iptables and nftables modes on IPv6 against IPv4, same run: render, full sync, one change,
-#                                    connection setup and rate, throughput (legacy iptables, 1,000 Services)
+#   scripts/bench.sh ipv6 [...]      the iptables, nftables and userspace modes on IPv6 against IPv4, same run: render, full sync,
+#                                    one change, connection setup and rate, throughput (legacy iptables, 1,000 Services); the IPVS
+#                                    mode in the guest: netlab/guest -- .build/release/switchyard-bench ipv6 --modes ipvs
 #   scripts/bench.sh ha [...]        netlab --control-plane 3: writes after the etcd leader's and an API server's loss, a pod bound
 #                                    after the leading scheduler's, against the same steps with nothing broken
 #
