@@ -120,5 +120,17 @@ struct EtcdRetryTests {
         #expect(try await store.delete("/cm/default/b", expected: nil).value == data("b"))
         // And a key that was never there is still missing.
         await #expect(throws: StoreError.self) { try await store.delete("/cm/default/nothing", expected: nil) }
+
+        // An unconditional update whose answer was lost is not made a second time: one new
+        // revision, one event (the full suite once saw a watch get the update twice).
+        let c1 = try await store.create("/cm/default/c", value: data("c1"))
+        let watch = try await store.watch(prefix: "/cm/default/c", after: c1.modRevision)
+        relay.loseNextTransactionAnswers(1)
+        let c2 = try await store.update("/cm/default/c", value: data("c2"), expected: nil)
+        #expect(relay.unlost == 0, "the first answer was lost and the write retried")
+        #expect(c2.value == data("c2") && c2.modRevision == c1.modRevision + 1)
+        #expect(try await store.currentRevision() == c1.modRevision + 1, "written once")
+        _ = try await store.delete("/cm/default/c", expected: nil)
+        #expect(try await next(2, of: watch).map(\.kind) == [.updated, .deleted])
     }
 }

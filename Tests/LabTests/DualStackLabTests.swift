@@ -106,7 +106,8 @@ struct DualStackLabTests {
             threading.Event().wait()
             """])
         defer { _ = server.stop() }
-        #expect(server.wait(for: "listening", seconds: 10), "\(server.output)")
+        // (A minute: under the qemu guest's emulation beside the rest of the suite, Python alone takes a while to start.)
+        #expect(server.wait(for: "listening", seconds: 60), "\(server.output)")
         func ask(_ host: String, _ port: Int) throws -> String {
             let r = try Sh.run(["ip", "netns", "exec", node, "python3", "-c",
                                 "import socket;s=socket.create_connection(('\(host)',\(port)),timeout=3);print(s.recv(100).decode().strip())"], timeout: 15)

@@ -168,7 +168,11 @@ public struct EtcdStore: Store {
     }
 
     /// A transaction: `compare` on the key, then `success` or `failure` (a read of the key).
-    func txn(_ key: String, compare: Etcdserverpb_Compare, success: Etcdserverpb_RequestOp) async throws
+    /// - Parameter unlessValue: for a write with no revision to compare (an unconditional
+    ///   update), the value it writes: an attempt after one whose answer was lost also requires
+    ///   the key not to hold it already, so a write that did land is not made twice (a second
+    ///   revision, and a second event for every watch).
+    func txn(_ key: String, compare: Etcdserverpb_Compare, success: Etcdserverpb_RequestOp, unlessValue: Data? = nil) async throws
         -> (ok: Bool, answer: Etcdserverpb_TxnResponse, retried: Bool) {
         var t = Etcdserverpb_TxnRequest()
         t.compare = [compare]
@@ -176,7 +180,20 @@ public struct EtcdStore: Store {
         var read = Etcdserverpb_RequestOp()
         read.requestRange = rangeRequest(key)
         t.failure = [read]
-        let (r, retried) = try await callNoting { try await transport.txn(t, at: $0) }
+        var again = t
+        if let unlessValue {
+            var c = Etcdserverpb_Compare()
+            c.key = compare.key
+            c.target = .value
+            c.result = .notEqual
+            c.value = unlessValue
+            again.compare.append(c)
+        }
+        var attempts = 0
+        let (r, retried) = try await callNoting { member in
+            attempts += 1
+            return try await transport.txn(attempts == 1 ? t : again, at: member)
+        }
         return (r.succeeded, r, retried)
     }
 
@@ -232,12 +249,15 @@ public struct EtcdStore: Store {
     }
 
     public func update(_ key: String, value: Data, expected: Int64?) async throws -> KeyValue {
-        let (ok, r, retried) = try await putting(key, value, prevKv: true) { try await txn(key, compare: compare(key, expected: expected), success: $0) }
+        let (ok, r, retried) = try await putting(key, value, prevKv: true) {
+            try await txn(key, compare: compare(key, expected: expected), success: $0, unlessValue: expected == nil ? value : nil)
+        }
         guard ok else {
             guard let cur = Self.current(r) else { throw StoreError.notFound(key) }
             // An attempt whose answer was lost may have made it: then the key holds our value at
-            // a later revision than expected, and the write is not a conflict but done.
-            if retried, let expected, cur.value == value, cur.modRevision > expected {
+            // a later revision than expected (or, unconditionally, holds it at all), and the write
+            // is not a conflict but done.
+            if retried, cur.value == value, expected.map({ cur.modRevision > $0 }) ?? true {
                 return kv(cur)
             }
             throw StoreError.conflict(key: key, expected: expected ?? 0, actual: cur.modRevision)
