@@ -138,6 +138,12 @@ struct EtcdGRPCTests {
         var create = Etcdserverpb_WatchCreateRequest()
         create.key = Data("/p/".utf8)
         create.rangeEnd = Data("/p0".utf8)
+        // From the revision after now: the call returns before etcd has made the watch, and one
+        // made "from now" after the first puts went through would miss them (on a loaded machine
+        // it did, and the loop below waited for events that had passed).
+        var now = Etcdserverpb_RangeRequest()
+        now.key = Data("/p/".utf8)
+        create.startRevision = try await transport.range(now, at: 0).header.revision + 1
         let watch = try await transport.watch(create, at: 0)
         for i in 0..<600 {
             var p = Etcdserverpb_PutRequest()
