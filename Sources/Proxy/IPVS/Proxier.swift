@@ -166,7 +166,9 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
         // Only this family's: the other family's proxier keeps its own addresses there.
         let have = Set(try links.addresses(of: dummy).map(\.address).filter { $0.isIPv6 == (family == .ipv6) })
         for a in want.subtracting(have) {
-            try links.addAddress(dummy, a, noDAD: false)
+            // IPv6 ones without duplicate address detection: on the down dummy link it would
+            // leave them tentative, and they are the node's own by definition.
+            try links.addAddress(dummy, a, noDAD: a.isIPv6)
             written += 1
         }
         for a in have.subtracting(want) {
@@ -321,7 +323,7 @@ public final class IPVSProxier: ProxyBackend, @unchecked Sendable {
             for a in now.subtracting(before) {
                 boundRefs[a, default: 0] += 1
                 if boundRefs[a] == 1 {
-                    do { try links.addAddress(dummy, a, noDAD: false) } catch let e as NetlinkError where e.errno == EEXIST {}
+                    do { try links.addAddress(dummy, a, noDAD: a.isIPv6) } catch let e as NetlinkError where e.errno == EEXIST {}
                     written += 1
                 }
             }
