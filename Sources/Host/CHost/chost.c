@@ -29,30 +29,6 @@ static struct sockaddr_in sin_of(uint32_t addr, uint16_t port) {
     sa.sin_port = htons(port);
     return sa;
 }
-static int bound_port(int fd, uint16_t *bound) {
-    struct sockaddr_in sa;
-    socklen_t l = sizeof sa;
-    if (getsockname(fd, (struct sockaddr *)&sa, &l) != 0) return -errno;
-    *bound = ntohs(sa.sin_port);
-    return 0;
-}
-/* A bound (and, with backlog >= 0, listening) non-blocking socket with one option set, or -errno. */
-static int bound_socket(int type, int level, int option, uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
-    int fd = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    int one = 1;
-    setsockopt(fd, level, option, &one, sizeof one);
-    struct sockaddr_in sa = sin_of(addr, port);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || (backlog >= 0 && listen(fd, backlog) != 0) || bound_port(fd, bound) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-int ch_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) {
-    return bound_socket(SOCK_STREAM, SOL_SOCKET, SO_REUSEADDR, addr, port, backlog < 0 ? 0 : backlog, bound);
-}
 int ch_tcp_listen_dual(uint16_t port, int backlog, uint16_t *bound) {
     int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
@@ -74,47 +50,6 @@ int ch_tcp_listen_dual(uint16_t port, int backlog, uint16_t *bound) {
     *bound = ntohs(sa.sin6_port);
     return fd;
 }
-int ch_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound) {
-    /* IP_PKTINFO: replies leave from the address the client sent to. */
-    return bound_socket(SOCK_DGRAM, IPPROTO_IP, IP_PKTINFO, addr, port, -1, bound);
-}
-int ch_accept(int lfd, uint32_t *addr, uint16_t *port) {
-    struct sockaddr_in sa;
-    socklen_t l = sizeof sa;
-    int fd = accept4(lfd, (struct sockaddr *)&sa, &l, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return -errno;
-    *addr = ntohl(sa.sin_addr.s_addr);
-    *port = ntohs(sa.sin_port);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
-}
-int ch_tcp_connect(uint32_t addr, uint16_t port, int *in_progress) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = sin_of(addr, port);
-    *in_progress = 0;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (errno == EINPROGRESS) { *in_progress = 1; return fd; }
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
-int ch_udp_connect(uint32_t addr, uint16_t port) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return -errno;
-    struct sockaddr_in sa = sin_of(addr, port);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    return fd;
-}
 int ch_socket_error(int fd) {
     int e = 0;
     socklen_t l = sizeof e;
@@ -126,47 +61,6 @@ void ch_close_reset(int fd) {
     struct linger lg = { .l_onoff = 1, .l_linger = 0 };
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(fd);
-}
-ssize_t ch_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local) {
-    struct sockaddr_in sa;
-    char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
-    struct iovec iov = { .iov_base = buf, .iov_len = len };
-    struct msghdr m = { .msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1,
-                        .msg_control = control, .msg_controllen = sizeof control };
-    ssize_t n = recvmsg(fd, &m, 0);
-    if (n < 0) return -errno;
-    *addr = ntohl(sa.sin_addr.s_addr);
-    *port = ntohs(sa.sin_port);
-    *local = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
-            struct in_pktinfo pi;
-            memcpy(&pi, CMSG_DATA(c), sizeof pi);
-            *local = ntohl(pi.ipi_addr.s_addr);
-        }
-    }
-    return n;
-}
-ssize_t ch_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local) {
-    struct sockaddr_in sa = sin_of(addr, port);
-    char control[CMSG_SPACE(sizeof(struct in_pktinfo))];
-    memset(control, 0, sizeof control);
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-    struct msghdr m = { .msg_name = &sa, .msg_namelen = sizeof sa, .msg_iov = &iov, .msg_iovlen = 1 };
-    if (local != 0) {
-        m.msg_control = control;
-        m.msg_controllen = sizeof control;
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = IPPROTO_IP;
-        c->cmsg_type = IP_PKTINFO;
-        c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
-        struct in_pktinfo pi;
-        memset(&pi, 0, sizeof pi);
-        pi.ipi_spec_dst.s_addr = htonl(local);
-        memcpy(CMSG_DATA(c), &pi, sizeof pi);
-    }
-    ssize_t n = sendmsg(fd, &m, 0);
-    return n < 0 ? -errno : n;
 }
 /* Either family's sockaddr for addr:port; its length in *len. */
 static void ss_of(ch_ip addr, uint16_t port, struct sockaddr_storage *ss, socklen_t *len) {
@@ -340,6 +234,28 @@ ssize_t ch_ip_send_to(int fd, const void *buf, size_t len, ch_ip addr, uint16_t 
     }
     ssize_t n = sendmsg(fd, &m, 0);
     return n < 0 ? -errno : n;
+}
+/* The IPv4 calls, for callers that have only IPv4 addresses at hand. */
+static ch_ip ip4(uint32_t addr) { ch_ip ip = { 0, addr, 0 }; return ip; }
+int ch_tcp_listen(uint32_t addr, uint16_t port, int backlog, uint16_t *bound) { return ch_ip_tcp_listen(ip4(addr), port, backlog, bound); }
+int ch_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound) { return ch_ip_udp_bind(ip4(addr), port, bound); }
+int ch_accept(int lfd, uint32_t *addr, uint16_t *port) {
+    ch_ip a;
+    int fd = ch_ip_accept(lfd, &a, port);
+    if (fd >= 0) *addr = (uint32_t)a.lo;
+    return fd;
+}
+ssize_t ch_recv_from(int fd, void *buf, size_t len, uint32_t *addr, uint16_t *port, uint32_t *local) {
+    ch_ip a, l;
+    ssize_t n = ch_ip_recv_from(fd, buf, len, &a, port, &l);
+    if (n >= 0) {
+        *addr = (uint32_t)a.lo;
+        *local = l.v6 == 0 ? (uint32_t)l.lo : 0;
+    }
+    return n;
+}
+ssize_t ch_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t port, uint32_t local) {
+    return ch_ip_send_to(fd, buf, len, ip4(addr), port, ip4(local));
 }
 ssize_t ch_recv(int fd, void *buf, size_t len) { ssize_t n = recv(fd, buf, len, 0); return n < 0 ? -errno : n; }
 ssize_t ch_send(int fd, const void *buf, size_t len) { ssize_t n = send(fd, buf, len, MSG_NOSIGNAL); return n < 0 ? -errno : n; }

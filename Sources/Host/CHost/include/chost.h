@@ -48,10 +48,6 @@ int ch_tcp_listen_dual(uint16_t port, int backlog, uint16_t *bound);
 int ch_udp_bind(uint32_t addr, uint16_t port, uint16_t *bound);
 /// accept4(2), non-blocking; the peer in *addr/*port.
 int ch_accept(int lfd, uint32_t *addr, uint16_t *port);
-/// A non-blocking TCP connect: the socket, with *in_progress set while it completes.
-int ch_tcp_connect(uint32_t addr, uint16_t port, int *in_progress);
-/// A connected non-blocking UDP socket.
-int ch_udp_connect(uint32_t addr, uint16_t port);
 /// SO_ERROR: 0 or the pending error.
 int ch_socket_error(int fd);
 int ch_shutdown_write(int fd);
@@ -65,7 +61,9 @@ ssize_t ch_send_to(int fd, const void *buf, size_t len, uint32_t addr, uint16_t 
 /// IPv6 as its 128 bits, `hi` then `lo` (v6 == 1). Passed by value, so a connection's dial costs no
 /// allocation for its address.
 typedef struct ch_ip { uint64_t hi; uint64_t lo; int32_t v6; } ch_ip;
-/// The same calls as above for either family. An IPv6 listener or UDP socket takes IPv6 only
+/// The calls above for either family (those above are these, for IPv4): `ch_ip_tcp_connect` a
+/// non-blocking TCP connect, with *in_progress set while it completes; `ch_ip_udp_connect` a
+/// connected non-blocking UDP socket. An IPv6 listener or UDP socket takes IPv6 only
 /// (IPV6_V6ONLY), as a proxier per family binds its own; its UDP socket reports the local address
 /// (IPV6_RECVPKTINFO). `local` with v6 == -1: no source address given.
 int ch_ip_tcp_listen(ch_ip addr, uint16_t port, int backlog, uint16_t *bound);
