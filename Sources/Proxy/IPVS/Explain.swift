@@ -84,7 +84,7 @@ public struct IPVSWalk: Sendable {
             switch first {
             case "TCP", "UDP", "SCTP":   // a virtual server, as listed
                 guard f.count >= 3, let (a, p) = Self.endpoint(f[1]) else { throw ParseError(description: "line \(n + 1): not a virtual server: \(line)") }
-                let key = "\(first.lowercased()) \(Self.hostPort(a, p))"
+                let key = "\(first.lowercased()) \(joinHostPort(a, p))"
                 // As ipvsadm lists it: two spaces after a three-letter protocol.
                 virtuals[key] = Virtual(line: "\(first)\(first.utf8.count == 3 ? "  " : " ")\(f[1...].joined(separator: " "))")
                 current = key
@@ -98,16 +98,16 @@ public struct IPVSWalk: Sendable {
                     if f.count >= 2 && f[1] == "-f" { continue }
                     throw ParseError(description: "line \(n + 1): not an ipvsadm-save line: \(line)")
                 }
-                let key = "\(proto) \(Self.hostPort(a, p))"
+                let key = "\(proto) \(joinHostPort(a, p))"
                 func option(_ o: String) -> String? { f.firstIndex(of: Substring(o)).flatMap { $0 + 1 < f.count ? String(f[$0 + 1]) : nil } }
                 if first == "-A" {
-                    var listed = "\(proto.uppercased())  \(Self.hostPort(a, p)) \(option("-s") ?? "wlc")"
+                    var listed = "\(proto.uppercased())  \(joinHostPort(a, p)) \(option("-s") ?? "wlc")"
                     if let t = option("-p") { listed += " persistent \(t)" }
                     virtuals[key] = Virtual(line: listed)
                 } else {
                     guard let r = option("-r"), let (ra, rp) = Self.endpoint(Substring(r)) else { throw ParseError(description: "line \(n + 1): a real server without -r: \(line)") }
                     let forward = f.contains("-g") ? "Route" : f.contains("-i") ? "Tunnel" : "Masq"
-                    virtuals[key, default: Virtual(line: "\(proto.uppercased())  \(Self.hostPort(a, p))")].reals
+                    virtuals[key, default: Virtual(line: "\(proto.uppercased())  \(joinHostPort(a, p))")].reals
                         .append(Real(address: ra, port: rp, weight: option("-w").flatMap { Int($0) } ?? 1, forward: forward))
                 }
             default:
@@ -129,9 +129,6 @@ public struct IPVSWalk: Sendable {
         if a.hasPrefix("[") && a.hasSuffix("]") { a = a.dropFirst().dropLast() }
         return IPTablesWalk.address(String(a)).map { (IPTablesWalk.text($0), port) }
     }
-
-    /// `address:port`, an IPv6 address in brackets (as ipvsadm writes them).
-    static func hostPort(_ a: String, _ port: Int) -> String { a.contains(":") ? "[\(a)]:\(port)" : "\(a):\(port)" }
 
     /// Every way the packet can go.
     public func walk(_ q: ExplainQuery) throws -> [IPTablesWalk.Outcome] {
@@ -170,7 +167,7 @@ public struct IPVSWalk: Sendable {
     static func goesOn(_ o: IPTablesWalk.Outcome) -> Bool { o.end == .accept || o.end == .fallThrough }
 
     func virtual(_ p: IPTablesWalk.Packet) -> Virtual? {
-        virtuals["\(p.proto) \(Self.hostPort(IPTablesWalk.text(p.destination), p.port))"]
+        virtuals["\(p.proto) \(joinHostPort(IPTablesWalk.text(p.destination), p.port))"]
     }
 
     /// IPVS on the packet: to each real server of weight above zero, as likely as its share of
@@ -188,7 +185,7 @@ public struct IPVSWalk: Sendable {
         }
         return serving.map { r in
             var p = o.packet
-            p.hops.append(("ipvs", v.line, "-> \(Self.hostPort(r.address, r.port)) \(r.forward) weight \(r.weight)"))
+            p.hops.append(("ipvs", v.line, "-> \(joinHostPort(r.address, r.port)) \(r.forward) weight \(r.weight)"))
             p.probability *= Double(r.weight) / Double(total)
             p.destination = IPTablesWalk.address(r.address)!
             p.port = r.port

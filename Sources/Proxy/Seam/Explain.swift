@@ -90,8 +90,7 @@ public struct PacketPath: Sendable {
     /// For people: the packet, the rules of the most likely way (and where the others part), the outcomes.
     public func text() -> String {
         let q = query
-        func hostPort(_ a: String, _ p: Int) -> String { a.contains(":") ? "[\(a)]:\(p)" : "\(a):\(p)" }
-        var out = "\(mode): \(hostPort(q.source, q.sourcePort)) -> \(hostPort(q.destination, q.port))/\(q.proto), "
+        var out = "\(mode): \(joinHostPort(q.source, q.sourcePort)) -> \(joinHostPort(q.destination, q.port))/\(q.proto), "
             + (q.fromNode ? "sent by the node (OUTPUT)\n" : "arriving at the node (PREROUTING)\n")
         guard let first = outcomes.max(by: { $0.probability < $1.probability }) else { return out + "no outcome\n" }
         for h in first.hops { out += "  \(h.table) \(h.chain): \(h.rule)\n" }

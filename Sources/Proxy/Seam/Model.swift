@@ -131,7 +131,7 @@ public struct EndpointInfo: Sendable, Hashable, Comparable, CustomStringConverti
                 zoneHints: Set<String> = [], nodeHints: Set<String> = []) {
         self.ip = ip
         self.port = port
-        self.endpoint = ip.utf8.contains(UInt8(ascii: ":")) ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        self.endpoint = joinHostPort(ip, port)
         self.ready = ready
         self.serving = serving
         self.terminating = terminating
@@ -273,4 +273,10 @@ public struct SyncOutcome: Sendable {
 /// A backend that can describe, in its native text format, what it would program.
 public protocol ProxyRenderer {
     func render(_ snapshot: ProxySnapshot) -> String
+}
+
+/// `address:port`, an IPv6 address in brackets (`[fd00::2]:8080`), as Go's `net.JoinHostPort`
+/// writes it and as iptables, ipvsadm and kube-proxy print endpoints.
+public func joinHostPort(_ host: String, _ port: Int) -> String {
+    host.utf8.contains(UInt8(ascii: ":")) ? "[\(host)]:\(port)" : "\(host):\(port)"
 }

@@ -184,7 +184,7 @@ public enum PortalChains {
         let redirect = "-j REDIRECT --to-ports \(proxyPort)"
         let v6 = options.family == .ipv6
         let host = v6 ? "/128" : "/32"
-        let dnat = hostIP.map { "-j DNAT --to-destination \(v6 ? "[\($0)]" : "\($0)"):\(proxyPort)" } ?? redirect
+        let dnat = hostIP.map { "-j DNAT --to-destination \(joinHostPort($0.description, Int(proxyPort)))" } ?? redirect
         for portal in plan.portals {
             let match = "-p \(p) -m comment --comment \(comment) -m \(p) --dport \(portal.port)"
             switch portal.kind {
